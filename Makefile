@@ -1,0 +1,40 @@
+# The README's two commands: `make serve` and `make test`. Both create .venv when missing
+# and reinstall only when pyproject.toml changed, so re-running is fast.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATABASE_URL ?= sqlite:///data/livechat.db
+
+.PHONY: serve test lint pytest install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+serve: $(VENV)/.installed
+	mkdir -p data
+	$(BIN)/livechat serve --host $(HOST) --port $(PORT) --database-url $(DATABASE_URL)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check engine web storage bench widget tests
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Load tests of the routing core, the storage layer and the whole server."""

@@ -1,0 +1,1 @@
+"""Durable storage behind one interface: SQLite (embedded default) and PostgreSQL."""

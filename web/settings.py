@@ -1,0 +1,118 @@
+"""One frozen settings object, loaded once at start-up from flags, environment and a file.
+
+Precedence: command-line flag > environment variable (``LIVECHAT_*``) > config file > default.
+Nothing else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from web.errors import ConfigError
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite:///data/livechat.db"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    secret_key: str | None = None
+    public_url: str | None = None
+    demo: bool = True
+    log_level: str = "info"
+    shutdown_grace_s: float = 10.0
+    ws_max_message_bytes: int = 64 * 1024
+    read_timeout_s: float = 30.0
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls_enabled else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+_FIELDS = {f.name: f for f in attrs.fields(Settings)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a raw value (string from env/flags, or TOML value) into the field's type."""
+    default = _FIELDS[name].default
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"expected a boolean, got {raw!r}")
+        if isinstance(default, int):
+            value = int(raw)
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if isinstance(default, float):
+            value_f = float(raw)
+            if value_f < 0:
+                raise ValueError("must not be negative")
+            return value_f
+        if isinstance(default, tuple):
+            if isinstance(raw, str):
+                return tuple(item.strip() for item in raw.split(",") if item.strip())
+            return tuple(str(item) for item in raw)
+        return None if raw is None else str(raw)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"setting {name!r}: {err}") from err
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Build the settings from a TOML file, then ``LIVECHAT_*`` variables, then overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or env.get("LIVECHAT_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from err
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[name] = _coerce(name, value)
+    for name in _FIELDS:
+        env_value = env.get(f"LIVECHAT_{name.upper()}")
+        if env_value is not None:
+            values[name] = _coerce(name, env_value)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, value)
+    settings = Settings(**values)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    if not (0 < settings.port < 65536):
+        raise ConfigError(f"port {settings.port} is out of range 1-65535")
+    return settings
