@@ -1,4 +1,8 @@
-"""The ``livechat`` command: one entry point, one subcommand per operator task."""
+"""The ``livechat`` command: one entry point, one subcommand per operator task.
+
+Each package contributes its subcommands through a ``register(subparsers)`` function in its
+``commands`` module; a subcommand's parser sets ``handler`` (``(args) -> int`` exit status).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,35 @@ from web.errors import ConfigError
 from web.settings import load_settings
 
 
-def _add_server_options(parser: argparse.ArgumentParser) -> None:
+def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (also LIVECHAT_CONFIG)")
     parser.add_argument(
         "--database-url", help="sqlite:///path or postgresql://... (LIVECHAT_DATABASE_URL)"
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(
+            {
+                "host": args.host,
+                "port": args.port,
+                "database_url": args.database_url,
+                "tls_cert": args.tls_cert,
+                "tls_key": args.tls_key,
+                "allowed_origins": args.allowed_origins,
+                "secret_key": args.secret_key,
+                "public_url": args.public_url,
+            },
+            config_file=args.config,
+        )
+    except ConfigError as err:
+        print(f"livechat: error: {err}", file=sys.stderr)
+        return 2
+    from web.server import run_server
+
+    trio.run(run_server, settings)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = sub.add_parser("serve", help="run the chat server (widget, console, admin API)")
-    _add_server_options(serve)
+    add_database_options(serve)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
     serve.add_argument("--tls-cert", help="PEM certificate; serve HTTPS/WSS with --tls-key")
@@ -35,25 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-origins", help="comma-separated extra origins for the widget")
     serve.add_argument("--secret-key", help="secret for signing tokens (LIVECHAT_SECRET_KEY)")
     serve.add_argument("--public-url", help="URL users reach the server at, behind a proxy")
+    serve.set_defaults(handler=_serve)
+
+    for module_name in ("storage.commands", "bench.commands", "web.admin_commands"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(
-            {key: value for key, value in vars(args).items() if key not in {"command", "config"}},
-            config_file=args.config,
-        )
-    except ConfigError as err:
-        print(f"livechat: error: {err}", file=sys.stderr)
-        return 2
-    if args.command == "serve":
-        from web.server import run_server
-
-        trio.run(run_server, settings)
-        return 0
-    return 2
+    status: int = args.handler(args)
+    return status
 
 
 if __name__ == "__main__":

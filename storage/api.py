@@ -1,0 +1,477 @@
+"""The storage interface: records and the one ``Storage`` protocol both backends implement.
+
+The engine and the web layer import only from ``storage`` (this module's names re-exported by
+``storage/__init__.py``). Every method that reads or writes tenant data takes the workspace id
+first and never returns another workspace's rows: a foreign id behaves exactly like a missing one
+(``None`` or ``NotFound``).
+
+Times are UTC Unix seconds (``float``). Ids are opaque strings (random, URL-safe). Free-form
+JSON objects (settings, attributes, event data) are ``dict[str, Any]`` of JSON-compatible values.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+
+class WorkspaceStatus(enum.StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    SUPERVISOR = "supervisor"
+    AGENT = "agent"
+
+
+class ConversationState(enum.StrEnum):
+    QUEUED = "queued"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class CloseReason(enum.StrEnum):
+    RESOLVED = "resolved"
+    MISSED = "missed"
+    ABANDONED = "abandoned"
+    OFFLINE = "offline"  # left as an offline message, no agent was available
+
+
+class Visibility(enum.StrEnum):
+    ALL = "all"  # visitor and agents
+    AGENTS = "agents"  # internal notes, whispers, silent supervisor joins
+
+
+class AuthorType(enum.StrEnum):
+    VISITOR = "visitor"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class EventKind(enum.StrEnum):
+    """Every durable conversation event; each gets the next gapless sequence number."""
+
+    MESSAGE = "message"
+    NOTE = "note"  # internal note (visibility agents)
+    WHISPER = "whisper"  # supervisor to agent (visibility agents)
+    ASSIGNED = "assigned"
+    TRANSFERRED = "transferred"
+    JOINED = "joined"
+    LEFT = "left"
+    STATUS = "status"  # state change: queued/active/closed/reopened; data has details
+    RATING = "rating"
+    TAGGED = "tagged"
+    OFFLINE_MESSAGE = "offline_message"
+
+
+# ---------------------------------------------------------------- records
+
+
+@attrs.frozen(kw_only=True)
+class Workspace:
+    id: str
+    name: str
+    widget_key: str  # public, embedded in the site's script tag
+    identity_secret: str  # HMAC key for signed visitor identity; never sent to browsers
+    allowed_origins: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = attrs.field(factory=dict)  # widget + routing settings
+    agent_seats: int = 50
+    max_concurrent_chats: int = 1000
+    retention_days: int | None = None  # None: keep forever
+    status: WorkspaceStatus = WorkspaceStatus.ACTIVE
+    terminated_at: float | None = None
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Agent:
+    id: str
+    workspace_id: str
+    username: str  # globally unique, case-insensitive (stored lower-case)
+    display_name: str
+    email: str | None = None
+    role: Role = Role.AGENT
+    password_hash: str | None = None  # argon2id PHC string, never leaves the server
+    enabled: bool = True
+    max_chats: int = 5
+    group_ids: tuple[str, ...] = ()
+    avatar_url: str | None = None
+    created_at: float = 0.0
+    password_changed_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Group:
+    id: str
+    workspace_id: str
+    name: str
+    fallback_group_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Visitor:
+    id: str
+    workspace_id: str
+    token_hash: str | None = None  # SHA-256 of the server-minted visitor token
+    external_id: str | None = None  # the site's own user id (signed identity)
+    name: str | None = None
+    email: str | None = None
+    attributes: Mapping[str, Any] = attrs.field(factory=dict)
+    user_agent: str | None = None
+    ip: str | None = None
+    visits: int = 1
+    first_seen_at: float = 0.0
+    last_seen_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class PageView:
+    visitor_id: str
+    url: str
+    title: str | None = None
+    referrer: str | None = None
+    at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Conversation:
+    id: str
+    workspace_id: str
+    visitor_id: str
+    state: ConversationState = ConversationState.QUEUED
+    close_reason: CloseReason | None = None
+    group_id: str | None = None
+    assignee_id: str | None = None
+    previous_assignee_id: str | None = None  # for sticky routing after reopen
+    participant_ids: tuple[str, ...] = ()  # agents in the chat, assignee first
+    tags: tuple[str, ...] = ()
+    rating: int | None = None  # 1..5
+    rating_comment: str | None = None
+    last_seq: int = 0
+    created_at: float = 0.0
+    first_response_at: float | None = None
+    closed_at: float | None = None
+    last_activity_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class ConversationPatch:
+    """Fields to change on a conversation row, applied in the same commit as an event."""
+
+    state: ConversationState | None = None
+    close_reason: CloseReason | None = None
+    clear_close_reason: bool = False
+    group_id: str | None = None
+    assignee_id: str | None = None
+    clear_assignee: bool = False
+    previous_assignee_id: str | None = None
+    participant_ids: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
+    rating: int | None = None
+    rating_comment: str | None = None
+    first_response_at: float | None = None  # only set if currently NULL
+    closed_at: float | None = None
+    clear_closed_at: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    workspace_id: str
+    conversation_id: str
+    seq: int
+    kind: EventKind
+    visibility: Visibility
+    author_type: AuthorType
+    author_id: str | None
+    body: str | None
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+    client_msg_id: str | None = None
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class AppendRequest:
+    """One durable event to append. ``seq`` is assigned by storage inside the commit."""
+
+    workspace_id: str
+    conversation_id: str
+    kind: EventKind
+    visibility: Visibility = Visibility.ALL
+    author_type: AuthorType
+    author_id: str | None = None
+    body: str | None = None
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+    client_msg_id: str | None = None  # unique per conversation+author; retries are idempotent
+    patch: ConversationPatch | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AppendResult:
+    event: Event
+    duplicate: bool  # True: client_msg_id seen before; event is the ORIGINAL one
+
+
+@attrs.frozen(kw_only=True)
+class ConversationFilter:
+    state: ConversationState | None = None
+    assignee_id: str | None = None
+    group_id: str | None = None
+    tag: str | None = None
+    visitor_id: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Page:
+    """A page of results; pass ``next_cursor`` back to get the next one (None: no more)."""
+
+    items: tuple[Any, ...]
+    next_cursor: str | None
+
+
+@attrs.frozen(kw_only=True)
+class SearchHit:
+    conversation_id: str
+    seq: int
+    body: str
+    snippet: str
+    created_at: float
+
+
+@attrs.frozen(kw_only=True)
+class CannedResponse:
+    id: str
+    workspace_id: str
+    shortcut: str  # e.g. "hello", used as "/hello" in the console
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class RoutingDecision:
+    id: str
+    workspace_id: str
+    conversation_id: str
+    agent_id: str | None  # None: queued / no agent
+    reason: str  # stable code, e.g. "least_busy", "sticky", "transfer", "manual_pick"
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+    at: float = 0.0
+
+
+class BanKind(enum.StrEnum):
+    VISITOR = "visitor"
+    IP = "ip"
+
+
+@attrs.frozen(kw_only=True)
+class Ban:
+    id: str
+    workspace_id: str
+    kind: BanKind
+    value: str
+    reason: str | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuditEntry:
+    id: str
+    workspace_id: str | None  # None: server-wide (e.g. purge of a workspace)
+    actor: str  # "agent:<id>", "token:<id>", "system", "cli"
+    action: str  # e.g. "login.success", "agent.role_changed", "export.workspace"
+    target: str | None = None
+    details: Mapping[str, Any] = attrs.field(factory=dict)  # never secrets or message bodies
+    ip: str | None = None
+    at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class ApiToken:
+    id: str
+    workspace_id: str
+    agent_id: str  # acts with this agent's role
+    name: str
+    token_hash: str  # SHA-256 hex of the secret; the secret is shown once at creation
+    scopes: tuple[str, ...] = ("admin",)
+    created_at: float = 0.0
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    id_hash: str  # SHA-256 hex of the cookie value
+    agent_id: str
+    workspace_id: str
+    csrf_token: str
+    created_at: float
+    last_seen_at: float
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    chats_per_day: tuple[tuple[str, int], ...]  # ("2026-11-26", 12)
+    total_chats: int
+    missed_chats: int
+    first_response_p50_s: float | None
+    first_response_p90_s: float | None
+    average_rating: float | None
+    per_agent: tuple[Mapping[str, Any], ...]  # {"agent_id", "chats", "avg_rating", "frt_p50_s"}
+    per_group: tuple[Mapping[str, Any], ...]  # {"group_id", "chats", "missed"}
+
+
+# ---------------------------------------------------------------- the interface
+
+
+class Storage(Protocol):
+    """Implemented by ``SQLiteStorage`` and ``PostgresStorage``; opened by ``open_storage(url)``.
+
+    Deadlines belong to the caller (``trio.fail_after``); backends also bound each statement
+    (``busy_timeout`` / ``statement_timeout``) so a cancelled caller never leaves a thread stuck.
+    Errors: ``storage.errors`` (``StorageError`` root; ``NotFound``, ``Conflict``,
+    ``StorageUnavailable``, ``CommitFailed``...).
+    """
+
+    backend_name: str  # "sqlite" or "postgresql"
+
+    # lifecycle
+    async def schema_version(self) -> int: ...
+    async def ping(self) -> None: ...  # raises StorageUnavailable when unreachable
+
+    # server-wide
+    async def get_or_create_secret(self, name: str) -> str: ...
+
+    # workspaces
+    async def create_workspace(self, *, name: str, allowed_origins: Sequence[str] = (),
+                               settings: Mapping[str, Any] | None = None) -> Workspace: ...
+    async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
+    async def get_workspace_by_widget_key(self, widget_key: str) -> Workspace | None: ...
+    async def list_workspaces(self) -> list[Workspace]: ...
+    async def update_workspace(self, workspace_id: str, **changes: Any) -> Workspace: ...
+
+    # agents
+    async def create_agent(self, workspace_id: str, *, username: str, display_name: str,
+                           password_hash: str | None, role: Role = Role.AGENT,
+                           email: str | None = None, max_chats: int = 5,
+                           group_ids: Sequence[str] = ()) -> Agent: ...  # Conflict if taken
+    async def get_agent(self, workspace_id: str, agent_id: str) -> Agent | None: ...
+    async def find_agent_by_username(self, username: str) -> Agent | None: ...  # for login
+    async def list_agents(self, workspace_id: str) -> list[Agent]: ...
+    async def update_agent(self, workspace_id: str, agent_id: str, **changes: Any) -> Agent: ...
+
+    # groups
+    async def create_group(self, workspace_id: str, *, name: str,
+                           fallback_group_id: str | None = None) -> Group: ...
+    async def get_group(self, workspace_id: str, group_id: str) -> Group | None: ...
+    async def list_groups(self, workspace_id: str) -> list[Group]: ...
+    async def update_group(self, workspace_id: str, group_id: str, **changes: Any) -> Group: ...
+    async def delete_group(self, workspace_id: str, group_id: str) -> None: ...
+
+    # canned responses
+    async def create_canned_response(self, workspace_id: str, *, shortcut: str,
+                                     text: str) -> CannedResponse: ...
+    async def list_canned_responses(self, workspace_id: str) -> list[CannedResponse]: ...
+    async def update_canned_response(self, workspace_id: str, canned_id: str,
+                                     **changes: Any) -> CannedResponse: ...
+    async def delete_canned_response(self, workspace_id: str, canned_id: str) -> None: ...
+
+    # visitors
+    async def create_visitor(self, workspace_id: str, *, token_hash: str | None,
+                             external_id: str | None = None, user_agent: str | None = None,
+                             ip: str | None = None) -> Visitor: ...
+    async def get_visitor(self, workspace_id: str, visitor_id: str) -> Visitor | None: ...
+    async def find_visitor_by_token_hash(self, workspace_id: str,
+                                         token_hash: str) -> Visitor | None: ...
+    async def find_visitor_by_external_id(self, workspace_id: str,
+                                          external_id: str) -> Visitor | None: ...
+    async def update_visitor(self, workspace_id: str, visitor_id: str,
+                             **changes: Any) -> Visitor: ...
+    async def add_page_view(self, workspace_id: str, view: PageView) -> None: ...
+    async def list_page_views(self, workspace_id: str, visitor_id: str,
+                              limit: int = 50) -> list[PageView]: ...  # newest first
+
+    # conversations and events
+    async def create_conversation(self, workspace_id: str, *, visitor_id: str,
+                                  group_id: str | None = None) -> Conversation: ...
+    async def get_conversation(self, workspace_id: str,
+                               conversation_id: str) -> Conversation | None: ...
+    async def list_conversations(self, workspace_id: str, filters: ConversationFilter,
+                                 *, cursor: str | None = None, limit: int = 50) -> Page: ...
+    async def list_open_conversations(self, workspace_id: str) -> list[Conversation]: ...
+    async def list_visitor_conversations(self, workspace_id: str,
+                                         visitor_id: str) -> list[Conversation]: ...
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Durably append one event (group commit: many callers share one transaction).
+
+        Returns only after the commit; the sequence number is assigned in that commit; a
+        ``client_msg_id`` seen before returns the original event with ``duplicate=True``.
+        Raises ``CommitFailed`` (nothing stored) or ``NotFound`` (conversation not in workspace).
+        """
+        ...
+
+    async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """Append several events in one commit, in order (an actor's batch)."""
+        ...
+
+    async def history(self, workspace_id: str, conversation_id: str, *,
+                      after_seq: int | None = None, before_seq: int | None = None,
+                      limit: int = 50, include_agents_only: bool = True) -> list[Event]:
+        """Events in ascending seq; ``after_seq`` for resume, ``before_seq`` for scrollback."""
+        ...
+
+    async def search(self, workspace_id: str, query: str, *, limit: int = 20) -> list[SearchHit]: ...
+
+    # routing decisions, bans, audit
+    async def record_routing_decision(self, workspace_id: str, *, conversation_id: str,
+                                      agent_id: str | None, reason: str,
+                                      details: Mapping[str, Any] | None = None) -> None: ...
+    async def list_routing_decisions(self, workspace_id: str, *,
+                                     conversation_id: str | None = None,
+                                     limit: int = 100) -> list[RoutingDecision]: ...
+    async def add_ban(self, workspace_id: str, *, kind: BanKind, value: str,
+                      reason: str | None = None, expires_at: float | None = None) -> Ban: ...
+    async def list_bans(self, workspace_id: str) -> list[Ban]: ...
+    async def remove_ban(self, workspace_id: str, ban_id: str) -> None: ...
+    async def is_banned(self, workspace_id: str, *, visitor_id: str | None,
+                        ip: str | None) -> bool: ...
+    async def audit(self, workspace_id: str | None, *, actor: str, action: str,
+                    target: str | None = None, details: Mapping[str, Any] | None = None,
+                    ip: str | None = None) -> None: ...
+    async def list_audit(self, workspace_id: str, *, limit: int = 100,
+                         cursor: str | None = None) -> Page: ...
+
+    # API tokens and sessions
+    async def create_api_token(self, workspace_id: str, *, agent_id: str, name: str,
+                               token_hash: str, scopes: Sequence[str]) -> ApiToken: ...
+    async def find_api_token(self, token_hash: str) -> ApiToken | None: ...
+    async def list_api_tokens(self, workspace_id: str) -> list[ApiToken]: ...
+    async def revoke_api_token(self, workspace_id: str, token_id: str) -> None: ...
+    async def create_session(self, session: Session) -> None: ...
+    async def get_session(self, id_hash: str) -> Session | None: ...
+    async def touch_session(self, id_hash: str, at: float) -> None: ...
+    async def delete_session(self, id_hash: str) -> None: ...
+    async def delete_agent_sessions(self, agent_id: str, *, except_id_hash: str | None = None) -> None: ...
+
+    # reports, export, retention
+    async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...
+    def export_jsonl(self, workspace_id: str, *,
+                     visitor_id: str | None = None) -> AsyncIterator[str]:
+        """One JSON object per line (``{"table": ..., "row": {...}}``), workspace or visitor."""
+        ...
+
+    def export_csv(self, workspace_id: str) -> AsyncIterator[str]:
+        """One row per conversation, cells starting with = + - @ TAB CR escaped with a quote."""
+        ...
+
+    async def import_jsonl(self, lines: AsyncIterator[str]) -> int: ...  # rows restored
+    async def purge_conversations_older_than(self, workspace_id: str, *, days: int) -> int: ...
+    async def erase_visitor(self, workspace_id: str, visitor_id: str) -> None: ...
+    async def purge_workspace(self, workspace_id: str) -> None: ...
