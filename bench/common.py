@@ -6,6 +6,7 @@ Each bench returns a ``BenchResult``; ``write_outputs`` writes ``--json PATH`` a
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -91,7 +92,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     """The q-quantile (0..1) of an ascending sequence, nearest-rank; None when empty."""
     if not sorted_values:
         return None
-    index = min(len(sorted_values) - 1, max(0, int(round(q * len(sorted_values) + 0.5)) - 1))
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
     return float(sorted_values[index])
 
 

@@ -350,64 +350,99 @@ class Storage(Protocol):
     async def get_or_create_secret(self, name: str) -> str: ...
 
     # workspaces
-    async def create_workspace(self, *, name: str, allowed_origins: Sequence[str] = (),
-                               settings: Mapping[str, Any] | None = None) -> Workspace: ...
+    async def create_workspace(
+        self,
+        *,
+        name: str,
+        allowed_origins: Sequence[str] = (),
+        settings: Mapping[str, Any] | None = None,
+    ) -> Workspace: ...
     async def get_workspace(self, workspace_id: str) -> Workspace | None: ...
     async def get_workspace_by_widget_key(self, widget_key: str) -> Workspace | None: ...
     async def list_workspaces(self) -> list[Workspace]: ...
     async def update_workspace(self, workspace_id: str, **changes: Any) -> Workspace: ...
 
     # agents
-    async def create_agent(self, workspace_id: str, *, username: str, display_name: str,
-                           password_hash: str | None, role: Role = Role.AGENT,
-                           email: str | None = None, max_chats: int = 5,
-                           group_ids: Sequence[str] = ()) -> Agent: ...  # Conflict if taken
+    async def create_agent(
+        self,
+        workspace_id: str,
+        *,
+        username: str,
+        display_name: str,
+        password_hash: str | None,
+        role: Role = Role.AGENT,
+        email: str | None = None,
+        max_chats: int = 5,
+        group_ids: Sequence[str] = (),
+    ) -> Agent: ...  # Conflict if taken
     async def get_agent(self, workspace_id: str, agent_id: str) -> Agent | None: ...
     async def find_agent_by_username(self, username: str) -> Agent | None: ...  # for login
     async def list_agents(self, workspace_id: str) -> list[Agent]: ...
     async def update_agent(self, workspace_id: str, agent_id: str, **changes: Any) -> Agent: ...
 
     # groups
-    async def create_group(self, workspace_id: str, *, name: str,
-                           fallback_group_id: str | None = None) -> Group: ...
+    async def create_group(
+        self, workspace_id: str, *, name: str, fallback_group_id: str | None = None
+    ) -> Group: ...
     async def get_group(self, workspace_id: str, group_id: str) -> Group | None: ...
     async def list_groups(self, workspace_id: str) -> list[Group]: ...
     async def update_group(self, workspace_id: str, group_id: str, **changes: Any) -> Group: ...
     async def delete_group(self, workspace_id: str, group_id: str) -> None: ...
 
     # canned responses
-    async def create_canned_response(self, workspace_id: str, *, shortcut: str,
-                                     text: str) -> CannedResponse: ...
+    async def create_canned_response(
+        self, workspace_id: str, *, shortcut: str, text: str
+    ) -> CannedResponse: ...
     async def list_canned_responses(self, workspace_id: str) -> list[CannedResponse]: ...
-    async def update_canned_response(self, workspace_id: str, canned_id: str,
-                                     **changes: Any) -> CannedResponse: ...
+    async def update_canned_response(
+        self, workspace_id: str, canned_id: str, **changes: Any
+    ) -> CannedResponse: ...
     async def delete_canned_response(self, workspace_id: str, canned_id: str) -> None: ...
 
     # visitors
-    async def create_visitor(self, workspace_id: str, *, token_hash: str | None,
-                             external_id: str | None = None, user_agent: str | None = None,
-                             ip: str | None = None) -> Visitor: ...
+    async def create_visitor(
+        self,
+        workspace_id: str,
+        *,
+        token_hash: str | None,
+        external_id: str | None = None,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> Visitor: ...
     async def get_visitor(self, workspace_id: str, visitor_id: str) -> Visitor | None: ...
-    async def find_visitor_by_token_hash(self, workspace_id: str,
-                                         token_hash: str) -> Visitor | None: ...
-    async def find_visitor_by_external_id(self, workspace_id: str,
-                                          external_id: str) -> Visitor | None: ...
-    async def update_visitor(self, workspace_id: str, visitor_id: str,
-                             **changes: Any) -> Visitor: ...
+    async def find_visitor_by_token_hash(
+        self, workspace_id: str, token_hash: str
+    ) -> Visitor | None: ...
+    async def find_visitor_by_external_id(
+        self, workspace_id: str, external_id: str
+    ) -> Visitor | None: ...
+    async def update_visitor(
+        self, workspace_id: str, visitor_id: str, **changes: Any
+    ) -> Visitor: ...
     async def add_page_view(self, workspace_id: str, view: PageView) -> None: ...
-    async def list_page_views(self, workspace_id: str, visitor_id: str,
-                              limit: int = 50) -> list[PageView]: ...  # newest first
+    async def list_page_views(
+        self, workspace_id: str, visitor_id: str, limit: int = 50
+    ) -> list[PageView]: ...  # newest first
 
     # conversations and events
-    async def create_conversation(self, workspace_id: str, *, visitor_id: str,
-                                  group_id: str | None = None) -> Conversation: ...
-    async def get_conversation(self, workspace_id: str,
-                               conversation_id: str) -> Conversation | None: ...
-    async def list_conversations(self, workspace_id: str, filters: ConversationFilter,
-                                 *, cursor: str | None = None, limit: int = 50) -> Page: ...
+    async def create_conversation(
+        self, workspace_id: str, *, visitor_id: str, group_id: str | None = None
+    ) -> Conversation: ...
+    async def get_conversation(
+        self, workspace_id: str, conversation_id: str
+    ) -> Conversation | None: ...
+    async def list_conversations(
+        self,
+        workspace_id: str,
+        filters: ConversationFilter,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page: ...
     async def list_open_conversations(self, workspace_id: str) -> list[Conversation]: ...
-    async def list_visitor_conversations(self, workspace_id: str,
-                                         visitor_id: str) -> list[Conversation]: ...
+    async def list_visitor_conversations(
+        self, workspace_id: str, visitor_id: str
+    ) -> list[Conversation]: ...
     async def append(self, request: AppendRequest) -> AppendResult:
         """Durably append one event (group commit: many callers share one transaction).
 
@@ -421,36 +456,68 @@ class Storage(Protocol):
         """Append several events in one commit, in order (an actor's batch)."""
         ...
 
-    async def history(self, workspace_id: str, conversation_id: str, *,
-                      after_seq: int | None = None, before_seq: int | None = None,
-                      limit: int = 50, include_agents_only: bool = True) -> list[Event]:
+    async def history(
+        self,
+        workspace_id: str,
+        conversation_id: str,
+        *,
+        after_seq: int | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        include_agents_only: bool = True,
+    ) -> list[Event]:
         """Events in ascending seq; ``after_seq`` for resume, ``before_seq`` for scrollback."""
         ...
 
-    async def search(self, workspace_id: str, query: str, *, limit: int = 20) -> list[SearchHit]: ...
+    async def search(
+        self, workspace_id: str, query: str, *, limit: int = 20
+    ) -> list[SearchHit]: ...
 
     # routing decisions, bans, audit
-    async def record_routing_decision(self, workspace_id: str, *, conversation_id: str,
-                                      agent_id: str | None, reason: str,
-                                      details: Mapping[str, Any] | None = None) -> None: ...
-    async def list_routing_decisions(self, workspace_id: str, *,
-                                     conversation_id: str | None = None,
-                                     limit: int = 100) -> list[RoutingDecision]: ...
-    async def add_ban(self, workspace_id: str, *, kind: BanKind, value: str,
-                      reason: str | None = None, expires_at: float | None = None) -> Ban: ...
+    async def record_routing_decision(
+        self,
+        workspace_id: str,
+        *,
+        conversation_id: str,
+        agent_id: str | None,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None: ...
+    async def list_routing_decisions(
+        self, workspace_id: str, *, conversation_id: str | None = None, limit: int = 100
+    ) -> list[RoutingDecision]: ...
+    async def add_ban(
+        self,
+        workspace_id: str,
+        *,
+        kind: BanKind,
+        value: str,
+        reason: str | None = None,
+        expires_at: float | None = None,
+    ) -> Ban: ...
     async def list_bans(self, workspace_id: str) -> list[Ban]: ...
     async def remove_ban(self, workspace_id: str, ban_id: str) -> None: ...
-    async def is_banned(self, workspace_id: str, *, visitor_id: str | None,
-                        ip: str | None) -> bool: ...
-    async def audit(self, workspace_id: str | None, *, actor: str, action: str,
-                    target: str | None = None, details: Mapping[str, Any] | None = None,
-                    ip: str | None = None) -> None: ...
-    async def list_audit(self, workspace_id: str, *, limit: int = 100,
-                         cursor: str | None = None) -> Page: ...
+    async def is_banned(
+        self, workspace_id: str, *, visitor_id: str | None, ip: str | None
+    ) -> bool: ...
+    async def audit(
+        self,
+        workspace_id: str | None,
+        *,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        ip: str | None = None,
+    ) -> None: ...
+    async def list_audit(
+        self, workspace_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page: ...
 
     # API tokens and sessions
-    async def create_api_token(self, workspace_id: str, *, agent_id: str, name: str,
-                               token_hash: str, scopes: Sequence[str]) -> ApiToken: ...
+    async def create_api_token(
+        self, workspace_id: str, *, agent_id: str, name: str, token_hash: str, scopes: Sequence[str]
+    ) -> ApiToken: ...
     async def find_api_token(self, token_hash: str) -> ApiToken | None: ...
     async def list_api_tokens(self, workspace_id: str) -> list[ApiToken]: ...
     async def revoke_api_token(self, workspace_id: str, token_id: str) -> None: ...
@@ -458,12 +525,15 @@ class Storage(Protocol):
     async def get_session(self, id_hash: str) -> Session | None: ...
     async def touch_session(self, id_hash: str, at: float) -> None: ...
     async def delete_session(self, id_hash: str) -> None: ...
-    async def delete_agent_sessions(self, agent_id: str, *, except_id_hash: str | None = None) -> None: ...
+    async def delete_agent_sessions(
+        self, agent_id: str, *, except_id_hash: str | None = None
+    ) -> None: ...
 
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...
-    def export_jsonl(self, workspace_id: str, *,
-                     visitor_id: str | None = None) -> AsyncIterator[str]:
+    def export_jsonl(
+        self, workspace_id: str, *, visitor_id: str | None = None
+    ) -> AsyncIterator[str]:
         """One JSON object per line (``{"table": ..., "row": {...}}``), workspace or visitor."""
         ...
 
