@@ -1,0 +1,195 @@
+"""The one wire codec of the client boundary: dictionaries in, dictionaries out.
+
+``structure_command`` turns a decoded frame (a ``dict`` from JSON) into a ``Command``;
+``unstructure`` turns a ``Result`` or ``Push`` into a ``dict`` with its ``"type"``. The web layer
+does ``json.loads``/``json.dumps`` and request ids around these; nothing else builds wire dicts.
+
+Every malformed frame raises ``InvalidMessage`` with a stable ``code`` and a ``field`` path:
+
+- ``unknown_type``: no or unknown ``"type"`` (``field="type"``);
+- ``missing_field``: a required field is absent (``field="text"``);
+- ``invalid_field``: wrong JSON type, bad enum value, too long, out of range...
+
+Unknown extra keys are ignored (forward compatibility; the web layer keeps its ``"id"``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import cattrs
+from cattrs.errors import AttributeValidationNote, IterableValidationNote
+from cattrs.preconf.json import make_converter
+from cattrs.strategies import configure_tagged_union
+
+from engine.errors import InvalidMessage, error_code
+from engine.messages import (
+    COMMAND_TYPES,
+    PUSH_TYPES,
+    RESULT_TYPES,
+    AgentStatus,
+    Command,
+    ErrorResult,
+    Push,
+    Result,
+    SettableStatus,
+    VisitorChange,
+)
+
+__all__ = ["COMMANDS_BY_TYPE", "error_result", "structure_command", "unstructure"]
+
+_RESULT_SET = frozenset(RESULT_TYPES)
+_PUSH_SET = frozenset(PUSH_TYPES)
+
+
+def _tag(cls: type) -> str:
+    return str(getattr(cls, "TYPE"))  # noqa: B009 - every message class has a TYPE ClassVar
+
+
+COMMANDS_BY_TYPE: Mapping[str, type] = {_tag(cls): cls for cls in COMMAND_TYPES}
+
+
+def _strict(expected: type | tuple[type, ...], name: str) -> Any:
+    def hook(value: Any, _type: Any) -> Any:
+        # bool is an int in Python; on the wire it is not.
+        if isinstance(value, bool) and bool not in (
+            expected if isinstance(expected, tuple) else (expected,)
+        ):
+            raise TypeError(f"expected {name}, got a boolean")
+        if not isinstance(value, expected):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+def _make_inbound() -> cattrs.Converter:
+    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(bool, _strict(bool, "a boolean"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(
+        float, lambda v, _t: float(_strict((int, float), "a number")(v, _t))
+    )
+    conv.register_structure_hook_func(
+        lambda t: t == Mapping[str, Any], lambda v, _t: dict(_strict(dict, "an object")(v, _t))
+    )
+    conv.register_structure_hook_func(
+        lambda t: t == tuple[str, ...],
+        _structure_str_tuple,
+    )
+    for cls in (SettableStatus,):
+        conv.register_structure_hook(cls, _structure_enum)
+    return conv
+
+
+def _enum_value(member: enum.Enum) -> Any:
+    return member.value
+
+
+def _structure_enum(value: Any, t: type[enum.Enum]) -> enum.Enum:
+    try:
+        return t(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in t)
+        raise ValueError(f"expected one of {allowed}") from None
+
+
+def _structure_str_tuple(value: Any, _t: Any) -> tuple[str, ...]:
+    items = _strict(list, "a list")(value, _t)
+    out: list[str] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidMessage(
+                f"item {index}: expected a string", code="invalid_field", field=str(index)
+            )
+        out.append(item)
+    return tuple(out)
+
+
+def _make_outbound() -> cattrs.Converter:
+    conv = make_converter()
+    for cls in (AgentStatus, SettableStatus, VisitorChange):
+        conv.register_unstructure_hook(cls, _enum_value)
+    configure_tagged_union(Result, conv, tag_generator=_tag, tag_name="type")
+    configure_tagged_union(Push, conv, tag_generator=_tag, tag_name="type")
+    return conv
+
+
+_inbound = _make_inbound()
+_outbound = _make_outbound()
+
+
+def structure_command(frame: Any) -> Command:
+    """Parse one client frame into a command; raises ``InvalidMessage`` (code + field path)."""
+    if not isinstance(frame, dict):
+        raise InvalidMessage("a frame is a JSON object", code="invalid_field", field="")
+    tag = frame.get("type")
+    if tag is None:
+        raise InvalidMessage("missing 'type'", code="unknown_type", field="type")
+    cls = COMMANDS_BY_TYPE.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise InvalidMessage(f"unknown type {tag!r}", code="unknown_type", field="type")
+    try:
+        command: Command = _inbound.structure(frame, cls)
+    except InvalidMessage:
+        raise
+    except cattrs.BaseValidationError as exc:
+        raise _translate(exc) from exc
+    except (TypeError, ValueError, KeyError) as exc:  # a constructor rejected the whole frame
+        raise InvalidMessage(str(exc), code="invalid_field", field="") from exc
+    return command
+
+
+def unstructure(obj: Result | Push) -> dict[str, Any]:
+    """A result or push as a wire dictionary (``"type"`` first-class, JSON-compatible values)."""
+    cls = type(obj)
+    if cls in _RESULT_SET:
+        out: dict[str, Any] = _outbound.unstructure(obj, unstructure_as=Result)
+    elif cls in _PUSH_SET:
+        out = _outbound.unstructure(obj, unstructure_as=Push)
+    else:
+        raise TypeError(f"{cls.__name__} is neither a Result nor a Push")
+    return out
+
+
+def error_result(exc: BaseException) -> ErrorResult:
+    """The ``error`` frame for an engine error (``code`` attribute) or anything else."""
+    code = error_code(exc)
+    if code is None:
+        return ErrorResult(code="internal_error", message="internal error")
+    retry = getattr(exc, "retry_after_s", None)
+    return ErrorResult(
+        code=code,
+        message=str(exc),
+        field=getattr(exc, "field", None),
+        retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+    )
+
+
+def _translate(exc: BaseException, path: str = "") -> InvalidMessage:
+    """The first leaf of a cattrs validation tree, as ``InvalidMessage`` with its field path."""
+    if isinstance(exc, InvalidMessage):
+        if path and exc.field and not exc.field.startswith(path):
+            return InvalidMessage(str(exc), code=exc.code, field=_join(path, exc.field))
+        return exc
+    if isinstance(exc, cattrs.BaseValidationError):
+        for sub in exc.exceptions:
+            segment = ""
+            for note in getattr(sub, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote):
+                    segment = note.name
+                elif isinstance(note, IterableValidationNote):
+                    segment = str(note.index)
+            return _translate(sub, _join(path, segment))
+    if isinstance(exc, KeyError):
+        return InvalidMessage(f"{path}: required", code="missing_field", field=path)
+    return InvalidMessage(f"{path}: {exc}", code="invalid_field", field=path)
+
+
+def _join(path: str, segment: str) -> str:
+    if not segment:
+        return path
+    return f"{path}.{segment}" if path else segment
