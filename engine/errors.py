@@ -1,0 +1,136 @@
+"""Errors raised by the engine, and the root of every error the project raises.
+
+Hierarchy::
+
+    LiveChatError                   root of ALL project errors; other packages subclass it too
+    └── EngineError                 raised by the actor runtime, or by a handler to its asker
+        ├── ActorStopped            tell/ask to an actor that has stopped (its mailbox is closed),
+        │                           or the actor stopped/crashed before replying to an ask
+        ├── AskTimeout              reserved for an ``ask(timeout=...)``; callers use
+        │                           ``trio.fail_after`` today, which raises ``trio.TooSlowError``
+        ├── RestartIntensityExceeded  a supervisor saw more than ``max_restarts`` restarts in
+        │                           ``period_s``; it stopped its children and escalates
+        └── ShuttingDown            the engine no longer accepts intake (new actors, children)
+
+An ``EngineError`` subclass raised by ``Actor.handle`` while an ask is pending is sent to the
+asker and the actor keeps running; any other exception crashes the actor. Domain errors
+(e.g. "already_assigned") therefore subclass ``EngineError`` and are appended below the marker.
+"""
+
+from __future__ import annotations
+
+
+class LiveChatError(Exception):
+    """Root of every error raised by the project, so callers can catch "ours" in one place."""
+
+
+class EngineError(LiveChatError):
+    """An error of the engine: runtime failures and domain rule violations alike."""
+
+
+class ActorStopped(EngineError):
+    """The actor is gone: its mailbox is closed, or it stopped or crashed before replying."""
+
+
+class AskTimeout(EngineError):
+    """An ask did not get its reply in time (for an ``ask`` that takes its own timeout)."""
+
+
+class RestartIntensityExceeded(EngineError):
+    """A supervisor gave up: too many restarts in its period; its parent decides what next."""
+
+
+class ShuttingDown(EngineError):
+    """The engine is draining and accepts no new intake."""
+
+
+# --- domain errors ---
+#
+# Domain errors: a rule of the chat domain said no. Each has a stable wire ``code`` (the web
+# layer sends it in an ``error`` frame) and optionally the offending ``field`` path.
+#
+#   EngineError
+#   └── DomainError                 code "engine_error"; base of the rule violations below
+#       ├── InvalidMessage          "unknown_type" | "missing_field" | "invalid_field" (+ field)
+#       ├── NotFound                "not_found": missing, or not yours (same answer on purpose)
+#       ├── Forbidden               "forbidden": your role may not do this
+#       ├── AlreadyAssigned         "already_assigned": another agent took the chat first
+#       ├── InvalidState            "invalid_state": not possible in the chat's current state
+#       ├── ConversationClosed      "conversation_closed": the chat is closed
+#       ├── RateLimited             "rate_limited" (+ retry_after_s)
+#       ├── Overloaded              "overloaded": an actor did not answer within its deadline
+#       └── PersistenceUnavailable  "storage_unavailable": storage failed; nothing was stored
+#
+# Runtime errors map to codes through ``error_code``: ShuttingDown → "shutting_down",
+# ActorStopped / RestartIntensityExceeded → "unavailable".
+
+
+class DomainError(EngineError):
+    """A chat rule refused a command; ``code`` is stable on the wire."""
+
+    code: str = "engine_error"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message or type(self).code)
+        if code is not None:
+            self.code = code
+        self.field = field
+        self.retry_after_s = retry_after_s
+
+
+class InvalidMessage(DomainError):
+    """A malformed command; ``code`` says how, ``field`` says where (e.g. ``"text"``)."""
+
+    code = "invalid_field"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class AlreadyAssigned(DomainError):
+    code = "already_assigned"
+
+
+class InvalidState(DomainError):
+    code = "invalid_state"
+
+
+class ConversationClosed(DomainError):
+    code = "conversation_closed"
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+
+
+class Overloaded(DomainError):
+    code = "overloaded"
+
+
+class PersistenceUnavailable(DomainError):
+    code = "storage_unavailable"
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The stable wire code of an engine error, or ``None`` for anything that is not ours."""
+    if isinstance(exc, DomainError):
+        return exc.code
+    if isinstance(exc, ShuttingDown):
+        return "shutting_down"
+    if isinstance(exc, ActorStopped | RestartIntensityExceeded):
+        return "unavailable"
+    if isinstance(exc, EngineError):
+        return "engine_error"
+    return None
