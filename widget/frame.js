@@ -1,0 +1,773 @@
+// The widget app, running in its own iframe on the chat server's origin (see loader.js).
+// State that must survive reloads, sleep and network loss lives in this origin's localStorage:
+// the visitor token, the last sequence number seen per conversation, and the outbox of messages
+// not yet acknowledged. Tabs of the same site share them and talk over a BroadcastChannel.
+import {
+  Connection, Outbox, ProtocolError, newId, wsUrl, appendLinkified, h, formatTime,
+} from "./client.js";
+
+const params = new URLSearchParams(location.search);
+const KEY = params.get("key") || "";
+const HOST = params.get("host") || "";
+const NS = "lc:" + KEY + ":";
+const $ = (id) => document.getElementById(id);
+
+const store = {
+  get(k, dflt = null) {
+    try {
+      const v = localStorage.getItem(NS + k);
+      return v == null ? dflt : JSON.parse(v);
+    } catch (_) {
+      return dflt;
+    }
+  },
+  set(k, v) {
+    try {
+      if (v == null) localStorage.removeItem(NS + k);
+      else localStorage.setItem(NS + k, JSON.stringify(v));
+    } catch (_) {
+      /* private mode: we still work, we just forget on reload */
+    }
+  },
+};
+
+const state = {
+  config: {},
+  visitorId: null,
+  conv: null, // ConversationSummary (or a stub {conversation_id, state})
+  events: new Map(), // seq -> EventView (visible to the visitor)
+  open: sessionStorage.getItem(NS + "open") === "1",
+  unread: store.get("unread", 0),
+  agentsAvailable: true,
+  sneakPeek: false,
+  queue: null,
+  typingTimer: null,
+  lastTypingSent: 0,
+  typingActive: false,
+  agentTypingUntil: 0,
+  page: null,
+  historyLoaded: null,
+  rated: new Set(store.get("rated", [])),
+  offlineSent: false,
+  status: "connecting",
+};
+
+// ------------------------------------------------------------------ host page
+
+let hostOk = !!HOST && window.parent !== window;
+try {
+  const anc = location.ancestorOrigins;
+  if (anc && anc.length && anc[0] !== HOST) hostOk = false; // the page lied about its origin
+} catch (_) {
+  /* not supported */
+}
+
+function toHost(msg) {
+  if (hostOk) window.parent.postMessage(Object.assign({ lc: 1 }, msg), HOST);
+}
+function emit(name, detail) {
+  toHost({ type: "event", name, detail });
+}
+
+addEventListener("message", (ev) => {
+  if (!hostOk || ev.source !== window.parent || ev.origin !== HOST) return;
+  const m = ev.data;
+  if (!m || m.lc !== 1) return;
+  switch (m.type) {
+    case "open":
+      setOpen(true);
+      break;
+    case "close":
+      setOpen(false);
+      break;
+    case "page":
+      reportPage({ url: String(m.url || ""), title: m.title || null, referrer: m.referrer || null });
+      break;
+    case "visitor":
+      setProfile({ name: m.name, email: m.email, attributes: m.attributes || {} });
+      break;
+    case "identify":
+      identify(String(m.user_id || ""), String(m.signature || ""));
+      break;
+  }
+});
+
+// ------------------------------------------------------------------ tabs
+
+const channel = "BroadcastChannel" in window ? new BroadcastChannel(NS + "tabs") : null;
+function tell(msg) {
+  if (channel) channel.postMessage(msg);
+}
+if (channel) {
+  channel.onmessage = (ev) => {
+    const m = ev.data || {};
+    if (m.t === "event") onEvent(m.event, true);
+    else if (m.t === "conv") setConversation(m.conv, true);
+    else if (m.t === "unread") {
+      state.unread = m.n;
+      renderBadge();
+    }
+  };
+}
+
+// ------------------------------------------------------------------ connection
+
+const conn = new Connection({
+  url: () => wsUrl("/ws/v1/visitor?key=" + encodeURIComponent(KEY)),
+  hello: () => {
+    const resume = {};
+    const convId = store.get("conv");
+    if (convId) resume[convId] = store.get("seq:" + convId, 0);
+    const frame = { type: "hello", token: store.get("token"), resume };
+    if (state.page) frame.page = state.page;
+    const identity = store.get("identity");
+    if (identity) frame.identity = identity;
+    return frame;
+  },
+  isWelcome: (f) => f.type === "welcome_visitor" || f.type === "welcome",
+  onPush,
+  onStatus: (s) => {
+    state.status = s;
+    renderConn();
+    if (s === "online") afterConnect();
+  },
+  onClose: (code) => (code === 1008 || code === 4401 || code === 4403 ? "stop" : null),
+  onHelloError: (f) => {
+    if (f.code === "invalid_token" || f.code === "unknown_visitor") store.set("token", null);
+  },
+});
+
+const outbox = new Outbox(NS + "outbox", {
+  lockName: NS + "outbox",
+  send: (item) =>
+    conn.request("send_message", {
+      conversation_id: null,
+      client_msg_id: item.client_msg_id,
+      text: item.text,
+    }, { queue: false }),
+  onChange: (item) => {
+    if (item && item.state === "sent" && item.ack) {
+      const ack = item.ack;
+      const convId = ack.conversation_id;
+      if (convId && (!state.conv || state.conv.conversation_id !== convId)) {
+        setConversation({ conversation_id: convId, state: "queued" });
+      }
+      onEvent({
+        conversation_id: convId,
+        seq: ack.seq,
+        kind: "message",
+        visibility: "all",
+        author_type: "visitor",
+        author_id: state.visitorId,
+        author_name: null,
+        body: item.text,
+        client_msg_id: item.client_msg_id,
+        created_at: ack.created_at,
+      });
+    }
+    renderLog();
+  },
+});
+
+async function afterConnect() {
+  if (state.conv && state.historyLoaded !== state.conv.conversation_id) await loadHistory();
+  outbox.flush();
+}
+
+function onPush(f) {
+  switch (f.type) {
+    case "welcome_visitor":
+    case "welcome": {
+      if (f.token) store.set("token", f.token);
+      if (f.visitor_token) store.set("token", f.visitor_token);
+      state.visitorId = f.visitor_id || state.visitorId;
+      state.agentsAvailable = f.agents_available !== false;
+      state.sneakPeek = !!f.sneak_peek_enabled && state.config.sneak_peek !== false;
+      if (f.conversation) setConversation(f.conversation);
+      else if (state.conv && state.conv.state !== "closed") setConversation(null);
+      if (f.queue_position) state.queue = { position: f.queue_position, wait: null };
+      renderAll();
+      break;
+    }
+    case "event":
+      onEvent(f.event);
+      break;
+    case "typing":
+      if (f.author_type === "agent" && state.conv && f.conversation_id === state.conv.conversation_id) {
+        state.agentTypingUntil = f.is_typing ? Date.now() + (f.expires_in_s || 6) * 1000 : 0;
+        state.agentTypingName = f.author_name;
+        renderTyping();
+      }
+      break;
+    case "queue_position":
+      state.queue = { position: f.position, wait: f.estimated_wait_s };
+      renderQueue();
+      break;
+    case "conversation_update":
+      setConversation(f.conversation);
+      break;
+    case "availability":
+      state.agentsAvailable = !!f.agents_available;
+      renderAll();
+      break;
+    case "resync_required":
+      state.historyLoaded = null;
+      loadHistory();
+      break;
+    case "session_closed":
+      $("lc-conn").textContent = "This chat is no longer available.";
+      $("lc-conn").hidden = false;
+      break;
+  }
+}
+
+async function loadHistory() {
+  const conv = state.conv;
+  if (!conv) return;
+  try {
+    const res = await conn.request("get_history", { conversation_id: conv.conversation_id, limit: 200 });
+    const hist = res.result || res;
+    for (const e of hist.events || []) onEvent(e, true);
+    state.historyLoaded = conv.conversation_id;
+  } catch (err) {
+    /* retried on the next connection */
+  }
+}
+
+function setConversation(conv, fromTab) {
+  const prevId = state.conv && state.conv.conversation_id;
+  if (!conv) {
+    state.conv = null;
+    store.set("conv", null);
+  } else {
+    const wasClosed = state.conv && state.conv.state === "closed";
+    state.conv = Object.assign({}, prevId === conv.conversation_id ? state.conv : {}, conv);
+    store.set("conv", conv.conversation_id);
+    if (prevId !== conv.conversation_id) {
+      state.events.clear();
+      state.historyLoaded = null;
+      state.queue = null;
+      if (!fromTab && prevId === null) emit("chat_started", { conversation_id: conv.conversation_id });
+      if (conn.ready) loadHistory();
+    }
+    if (conv.state === "closed" && !wasClosed) emit("chat_ended", { conversation_id: conv.conversation_id });
+    if (conv.state !== "queued") state.queue = null;
+  }
+  if (!fromTab) tell({ t: "conv", conv });
+  renderAll();
+}
+
+function onEvent(e, quiet) {
+  if (!e || e.visibility === "agents") return; // never shown to visitors, whatever the server sent
+  if (!state.conv || e.conversation_id !== state.conv.conversation_id) {
+    if (e.kind === "message" || e.kind === "assigned") {
+      setConversation({ conversation_id: e.conversation_id, state: "active" });
+    } else return;
+  }
+  if (state.events.has(e.seq)) return;
+  state.events.set(e.seq, e);
+  const key = "seq:" + e.conversation_id;
+  if (e.seq > store.get(key, 0)) store.set(key, e.seq);
+  if (e.kind === "status" && e.data && e.data.state) {
+    state.conv = Object.assign({}, state.conv, { state: e.data.state });
+    if (e.data.state === "closed") emit("chat_ended", { conversation_id: e.conversation_id });
+  }
+  if ((e.kind === "assigned" || e.kind === "joined" || e.kind === "transferred") && e.author_type === "agent") {
+    state.conv.assignee_name = e.author_name || state.conv.assignee_name;
+    state.queue = null;
+  }
+  if (e.kind === "message" && e.author_type === "agent") {
+    state.agentTypingUntil = 0;
+    state.queue = null;
+    state.conv.assignee_name = state.conv.assignee_name || e.author_name;
+    if (!quiet) {
+      emit("message", { author_type: "agent", author_name: e.author_name, text: e.body });
+      if (!state.open || document.visibilityState !== "visible") {
+        state.unread += 1;
+        store.set("unread", state.unread);
+        tell({ t: "unread", n: state.unread });
+      }
+    }
+  }
+  if (!quiet) tell({ t: "event", event: e });
+  renderAll();
+}
+
+// ------------------------------------------------------------------ commands
+
+function reportPage(page) {
+  if (!page.url) return;
+  state.page = page;
+  if (conn.ready) {
+    conn.request("page_view", page, { queue: false }).catch(() => {});
+  }
+}
+
+function setProfile(p) {
+  const fields = {};
+  if (p.name != null) fields.name = String(p.name).slice(0, 200);
+  if (p.email != null) fields.email = String(p.email).slice(0, 320);
+  fields.attributes = p.attributes && typeof p.attributes === "object" ? p.attributes : {};
+  store.set("profile", Object.assign({}, store.get("profile", {}), fields));
+  return conn.request("update_profile", fields).catch(() => {});
+}
+
+function identify(userId, signature) {
+  if (!userId) return;
+  const prev = store.get("identity");
+  if (prev && prev.user_id === userId && prev.signature === signature) return;
+  store.set("identity", { user_id: userId, signature });
+  // Identity is proven in the handshake: reconnect so the server can link this visitor.
+  if (conn.ws) conn._drop("connecting");
+}
+
+function sendText(text) {
+  text = text.trim();
+  if (!text) return;
+  stopTyping();
+  outbox.add({ client_msg_id: newId(), text, conversation_id: state.conv && state.conv.conversation_id });
+  renderLog();
+  scrollDown();
+}
+
+function sendTyping(isTyping, draft) {
+  if (!state.conv || state.conv.state === "closed" || !conn.ready) return;
+  const frame = { conversation_id: state.conv.conversation_id, is_typing: isTyping };
+  if (state.sneakPeek) frame.draft = isTyping ? (draft || "").slice(0, 2000) : null;
+  conn.request("typing", frame, { queue: false }).catch(() => {});
+}
+
+function onInput() {
+  const ta = $("lc-input");
+  ta.style.height = "auto";
+  ta.style.height = Math.min(ta.scrollHeight, 120) + "px";
+  const now = Date.now();
+  const text = ta.value;
+  if (!text) {
+    stopTyping();
+    return;
+  }
+  // Throttled: at most one frame per 2 s (per 0.7 s with sneak peek, so the draft stays fresh).
+  if (!state.typingActive || now - state.lastTypingSent > (state.sneakPeek ? 700 : 2000)) {
+    state.typingActive = true;
+    state.lastTypingSent = now;
+    sendTyping(true, text);
+  }
+  clearTimeout(state.typingTimer);
+  state.typingTimer = setTimeout(stopTyping, 4000);
+}
+
+function stopTyping() {
+  clearTimeout(state.typingTimer);
+  if (state.typingActive) {
+    state.typingActive = false;
+    sendTyping(false);
+  }
+}
+
+// ------------------------------------------------------------------ rendering
+
+const nodes = new Map(); // key -> <li>
+
+function messageNode(key, e, mine, stateName, item) {
+  let li = nodes.get(key);
+  if (!li) {
+    li = h("li", { class: "lc-msg" + (mine ? " mine" : "") });
+    if (!mine && e.author_name) li.appendChild(h("span", { class: "lc-who", text: e.author_name }));
+    const body = h("div", { class: "lc-text" });
+    appendLinkified(body, e.body);
+    li.appendChild(body);
+    li.appendChild(h("span", { class: "lc-meta" }));
+    nodes.set(key, li);
+  }
+  if (li.dataset.state !== stateName) {
+    li.dataset.state = stateName;
+    const meta = li.querySelector(".lc-meta");
+    meta.textContent = "";
+    if (stateName === "sending") meta.textContent = "Sending…";
+    else if (stateName === "failed") {
+      meta.append("Not sent. ");
+      meta.appendChild(h("button", {
+        class: "lc-retry", type: "button", text: "Retry",
+        onclick: () => outbox.retry(item.client_msg_id),
+      }));
+    } else meta.textContent = (mine ? "Sent · " : "") + formatTime(e.created_at);
+  }
+  return li;
+}
+
+function systemText(e) {
+  const who = e.author_name || "An agent";
+  switch (e.kind) {
+    case "assigned":
+    case "joined":
+      return who + " joined the chat";
+    case "left":
+      return who + " left the chat";
+    case "transferred":
+      return "You were transferred to " + ((e.data && e.data.to_agent_name) || "another agent");
+    case "status":
+      return e.data && e.data.state === "closed" ? "The chat has ended" : null;
+    case "offline_message":
+      return "Message left: " + (e.body || "");
+    default:
+      return null;
+  }
+}
+
+function renderLog() {
+  const log = $("lc-log");
+  const wanted = [];
+  const seqs = [...state.events.keys()].sort((a, b) => a - b);
+  const sentIds = new Set();
+  for (const seq of seqs) {
+    const e = state.events.get(seq);
+    if (e.client_msg_id) sentIds.add(e.client_msg_id);
+    if (e.kind === "message") {
+      const mine = e.author_type === "visitor";
+      const key = mine && e.client_msg_id ? "m" + e.client_msg_id : "e" + seq;
+      wanted.push(messageNode(key, e, mine, "sent"));
+    } else {
+      const text = systemText(e);
+      if (!text) continue;
+      const key = "e" + seq;
+      if (!nodes.has(key)) nodes.set(key, h("li", { class: "lc-system", text }));
+      wanted.push(nodes.get(key));
+    }
+  }
+  for (const item of outbox.items()) {
+    if (sentIds.has(item.client_msg_id)) continue;
+    const e = { body: item.text, created_at: item.created_at };
+    wanted.push(messageNode("m" + item.client_msg_id, e, true, item.state, item));
+  }
+  const keep = new Set(wanted);
+  for (const child of [...log.children]) if (!keep.has(child)) child.remove();
+  wanted.forEach((li, i) => {
+    if (log.children[i] !== li) log.insertBefore(li, log.children[i] || null);
+  });
+  for (const [k, li] of nodes) if (!keep.has(li)) nodes.delete(k);
+  $("lc-download").hidden = state.events.size === 0;
+  scrollDown();
+}
+
+function scrollDown() {
+  const body = $("lc-body");
+  body.scrollTop = body.scrollHeight;
+}
+
+function renderTyping() {
+  const on = state.agentTypingUntil > Date.now();
+  $("lc-typing").textContent = on ? (state.agentTypingName || "Agent") + " is typing…" : "";
+  if (on) setTimeout(renderTyping, state.agentTypingUntil - Date.now() + 50);
+}
+
+function renderQueue() {
+  const q = state.queue;
+  const el = $("lc-queue");
+  const waiting = q && state.conv && state.conv.state === "queued";
+  el.hidden = !waiting;
+  if (waiting) {
+    let text = "You are number " + q.position + " in the queue.";
+    if (q.wait != null) {
+      const mins = Math.max(1, Math.round(q.wait / 60));
+      text += " Estimated wait: about " + mins + (mins === 1 ? " minute." : " minutes.");
+    }
+    el.textContent = text;
+  }
+}
+
+function renderBadge() {
+  const badge = $("lc-badge");
+  const n = state.open ? 0 : state.unread;
+  badge.hidden = n === 0;
+  badge.textContent = n > 9 ? "9+" : String(n);
+  $("lc-launcher").setAttribute(
+    "aria-label",
+    (state.open ? "Close chat" : "Open chat") + (n ? " (" + n + " unread)" : ""),
+  );
+  emit("unread", n);
+}
+
+function renderConn() {
+  const el = $("lc-conn");
+  if (state.status === "online" || state.status === "idle") el.hidden = true;
+  else {
+    el.hidden = false;
+    el.textContent =
+      state.status === "offline"
+        ? "You're offline. Messages will be sent when you're back online."
+        : state.status === "closed"
+          ? "Chat is unavailable."
+          : "Reconnecting…";
+  }
+}
+
+function renderHeader() {
+  const c = state.config;
+  const agent = state.conv && state.conv.assignee_name;
+  $("lc-title").textContent = agent || c.title || "Chat with us";
+  let sub = "";
+  if (state.conv && state.conv.state === "closed") sub = "Chat ended";
+  else if (agent) sub = "Support agent";
+  else if (!state.agentsAvailable) sub = "We're away right now";
+  else sub = c.subtitle || "We usually reply in a few minutes";
+  $("lc-subtitle").textContent = sub;
+  const av = $("lc-avatar");
+  av.textContent = "";
+  const url = state.conv && state.conv.assignee_avatar_url;
+  if (url && /^https?:\/\//i.test(url)) av.appendChild(h("img", { src: url, alt: "" }));
+  else av.textContent = (agent || c.title || "?").trim().charAt(0).toUpperCase();
+}
+
+function renderAll() {
+  const c = state.config;
+  const conv = state.conv;
+  const closed = !!conv && conv.state === "closed";
+  const hasChat = !!conv || outbox.items().length > 0;
+  const needPrechat = !hasChat && prechatFields().length > 0 && !store.get("prechat_done");
+  const showOffline = !hasChat && !state.agentsAvailable && c.offline_form !== false;
+  $("lc-greeting").textContent = hasChat ? "" : c.greeting || "Hi! How can we help you today?";
+  $("lc-prechat").hidden = !(needPrechat && !showOffline);
+  $("lc-offline").hidden = !showOffline;
+  $("lc-rating").hidden = !closed;
+  $("lc-rate-done").hidden = !(closed && state.rated.has(conv.conversation_id));
+  $("lc-composer").hidden = closed || showOffline || needPrechat;
+  $("lc-end").hidden = !conv || closed;
+  $("lc-peek").hidden = !(state.sneakPeek && !closed);
+  renderHeader();
+  renderQueue();
+  renderLog();
+  renderBadge();
+}
+
+// ------------------------------------------------------------------ forms
+
+function prechatFields() {
+  const p = state.config.prechat;
+  if (!p || p.enabled === false) return [];
+  return Array.isArray(p.fields) ? p.fields : Array.isArray(p) ? p : [];
+}
+
+function buildPrechat() {
+  const box = $("lc-prechat-fields");
+  box.textContent = "";
+  prechatFields().forEach((f, i) => {
+    const id = "lc-pc-" + i;
+    const name = String(f.name || f.key || "field" + i);
+    box.appendChild(h("label", { for: id, text: f.label || name }));
+    box.appendChild(h("input", {
+      id, name, required: !!f.required, maxLength: 1000,
+      type: name === "email" || f.type === "email" ? "email" : "text",
+      autocomplete: name === "email" ? "email" : name === "name" ? "name" : "off",
+    }));
+  });
+}
+
+function setOpen(open) {
+  if (state.open === open) return;
+  state.open = open;
+  sessionStorage.setItem(NS + "open", open ? "1" : "0");
+  $("lc").classList.toggle("open", open);
+  $("lc-panel").hidden = !open;
+  $("lc-launcher").setAttribute("aria-expanded", String(open));
+  toHost({ type: "state", open });
+  if (open) {
+    state.unread = 0;
+    store.set("unread", 0);
+    tell({ t: "unread", n: 0 });
+    setTimeout(() => {
+      const target = [$("lc-input"), $("lc-prechat-fields").querySelector("input"), $("lc-off-email")]
+        .find((el) => el && el.offsetParent !== null);
+      if (target) target.focus();
+      scrollDown();
+    }, 30);
+  } else {
+    $("lc-launcher").focus();
+  }
+  renderBadge();
+}
+
+function download() {
+  const lines = [];
+  const seqs = [...state.events.keys()].sort((a, b) => a - b);
+  for (const seq of seqs) {
+    const e = state.events.get(seq);
+    const when = new Date(e.created_at * 1000).toISOString().replace("T", " ").slice(0, 19);
+    if (e.kind === "message") {
+      const who = e.author_type === "visitor" ? "You" : e.author_name || "Agent";
+      lines.push("[" + when + "] " + who + ": " + e.body);
+    } else {
+      const t = systemText(e);
+      if (t) lines.push("[" + when + "] " + t);
+    }
+  }
+  const blob = new Blob([lines.join("\n") + "\n"], { type: "text/plain;charset=utf-8" });
+  const a = h("a", { href: URL.createObjectURL(blob), download: "chat-transcript.txt" });
+  document.body.appendChild(a);
+  a.click();
+  setTimeout(() => {
+    URL.revokeObjectURL(a.href);
+    a.remove();
+  }, 1000);
+}
+
+function formError(form, err) {
+  let p = form.querySelector(".lc-error");
+  if (!p) form.appendChild((p = h("p", { class: "lc-error", role: "alert" })));
+  p.textContent = err ? (err instanceof ProtocolError ? err.message : String(err)) : "";
+  p.hidden = !err;
+}
+
+function wire() {
+  $("lc-launcher").addEventListener("click", () => setOpen(!state.open));
+  $("lc-min").addEventListener("click", () => setOpen(false));
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && state.open) setOpen(false);
+  });
+  $("lc-download").addEventListener("click", download);
+  $("lc-end").addEventListener("click", () => {
+    if (!state.conv) return;
+    conn.request("end_chat", { conversation_id: state.conv.conversation_id })
+      .then((res) => {
+        if (res.conversation) setConversation(res.conversation);
+      })
+      .catch(() => {});
+  });
+  const input = $("lc-input");
+  input.addEventListener("input", onInput);
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+      ev.preventDefault();
+      $("lc-composer").requestSubmit();
+    }
+  });
+  $("lc-composer").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = input.value;
+    input.value = "";
+    input.style.height = "auto";
+    sendText(text);
+  });
+  $("lc-prechat").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const profile = { attributes: {} };
+    for (const el of $("lc-prechat-fields").querySelectorAll("input")) {
+      const v = el.value.trim();
+      if (!v) continue;
+      if (el.name === "name" || el.name === "email") profile[el.name] = v;
+      else profile.attributes[el.name] = v;
+    }
+    const text = $("lc-prechat-msg").value;
+    setProfile(profile);
+    store.set("prechat_done", true);
+    $("lc-prechat-msg").value = "";
+    sendText(text);
+    renderAll();
+    input.focus();
+  });
+  $("lc-offline").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const btn = form.querySelector("button[type=submit]");
+    btn.disabled = true;
+    formError(form, null);
+    try {
+      await conn.request("offline_message", {
+        name: $("lc-off-name").value.trim() || null,
+        email: $("lc-off-email").value.trim(),
+        text: $("lc-off-msg").value.trim(),
+        client_msg_id: form.dataset.cmid || (form.dataset.cmid = newId()),
+      });
+      $("lc-off-done").hidden = false;
+      $("lc-off-msg").value = "";
+      delete form.dataset.cmid;
+    } catch (err) {
+      formError(form, err);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  const stars = [...document.querySelectorAll(".lc-stars label")];
+  const paint = () => {
+    const checked = document.querySelector(".lc-stars input:checked");
+    const n = checked ? Number(checked.value) : 0;
+    stars.forEach((l, i) => l.classList.toggle("on", i < n));
+  };
+  document.querySelectorAll(".lc-stars input").forEach((r) => r.addEventListener("change", paint));
+  $("lc-rating").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const checked = form.querySelector("input[name=rating]:checked");
+    if (!checked || !state.conv) {
+      formError(form, "Choose a rating from 1 to 5 stars.");
+      return;
+    }
+    formError(form, null);
+    try {
+      await conn.request("rate", {
+        conversation_id: state.conv.conversation_id,
+        rating: Number(checked.value),
+        comment: $("lc-rate-comment").value.trim() || null,
+      });
+      state.rated.add(state.conv.conversation_id);
+      store.set("rated", [...state.rated].slice(-20));
+      renderAll();
+    } catch (err) {
+      formError(form, err);
+    }
+  });
+  $("lc-new").addEventListener("click", () => {
+    setConversation(null);
+    state.events.clear();
+    renderAll();
+    input.focus();
+  });
+}
+
+// ------------------------------------------------------------------ start
+
+function applyConfig(c) {
+  state.config = c || {};
+  const colour = c.color || c.colour || c.accent_color || c.primary_color;
+  if (typeof colour === "string" && /^#[0-9a-f]{3,8}$/i.test(colour)) {
+    document.documentElement.style.setProperty("--lc-accent", colour);
+    document.documentElement.style.setProperty("--lc-accent-text", contrastText(colour));
+  }
+  if (c.sneak_peek === true) state.sneakPeek = true;
+  if (c.online === false || c.agents_available === false) state.agentsAvailable = false;
+  const off = c.offline_form;
+  if (off && typeof off === "object" && off.title) $("lc-offline-title").textContent = off.title;
+  buildPrechat();
+}
+
+function contrastText(hex) {
+  let x = hex.slice(1);
+  if (x.length <= 4) x = x.split("").map((ch) => ch + ch).join("");
+  const [r, g, b] = [0, 2, 4].map((i) => parseInt(x.slice(i, i + 2), 16) / 255);
+  const lum = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  return lum > 0.6 ? "#111827" : "#ffffff";
+}
+
+async function start() {
+  wire();
+  $("lc").classList.toggle("open", state.open);
+  $("lc-panel").hidden = !state.open;
+  $("lc-launcher").setAttribute("aria-expanded", String(state.open));
+  try {
+    const res = await fetch("/api/v1/widget/config?key=" + encodeURIComponent(KEY), {
+      credentials: "omit",
+    });
+    if (res.ok) applyConfig(await res.json());
+  } catch (_) {
+    /* defaults until the next load */
+  }
+  if (store.get("conv")) state.conv = { conversation_id: store.get("conv"), state: "active" };
+  renderAll();
+  document.documentElement.dataset.ready = "1";
+  toHost({ type: "ready" });
+  toHost({ type: "state", open: state.open });
+  // Give the loader a moment to tell us which page we are on, so the handshake carries it.
+  setTimeout(() => conn.start(), state.page ? 0 : 150);
+}
+
+start();
