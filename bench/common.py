@@ -152,3 +152,26 @@ def write_outputs(
         from bench.report import write_report
 
         write_report(results, Path(report_dir))
+
+
+def cdf_points(samples: Sequence[float], *, max_points: int = 400) -> list[list[float]]:
+    """A compact empirical CDF: ``[[value, fraction], ...]`` with the tail kept exactly.
+
+    Evenly spaced ranks for the body, then every rank past the 99th percentile up to
+    ``max_points // 4`` points, so p99/p999 are visible on the chart without shipping every sample.
+    """
+    ordered = sorted(samples)
+    n = len(ordered)
+    if n == 0:
+        return []
+    ranks = {round(i * (n - 1) / max(1, max_points - 1)) for i in range(max_points)}
+    tail_start = int(0.99 * (n - 1))
+    step = max(1, (n - tail_start) // max(1, max_points // 4))
+    ranks.update(range(tail_start, n, step))
+    ranks.add(n - 1)
+    return [[float(ordered[r]), (r + 1) / n] for r in sorted(ranks)]
+
+
+def rate_points(counts: Sequence[int], bin_s: float) -> list[list[float]]:
+    """Per-bin counts as ``[[t_s, per_second], ...]`` (t at the end of each bin)."""
+    return [[round((i + 1) * bin_s, 3), c / bin_s] for i, c in enumerate(counts)]

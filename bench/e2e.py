@@ -1,0 +1,317 @@
+"""``livechat bench e2e``: the whole server under chat load, next to its stack's ceiling.
+
+One run measures two targets with the identical load generator and load:
+
+1. the ceiling, ``bench/relay.py`` (bare Quart-Trio relay on Hypercorn: no auth, storage or
+   routing);
+2. the real server, ``livechat serve`` with SQLite in a temporary directory (or ``--url``).
+
+Each target is pinned to one core; the load generator (``bench/loadgen.py``) runs in its own
+process(es) on the other cores. For each target, P visitor-agent pairs are opened, then:
+
+- **open loop**: messages at a fixed offered rate (half visitor→agent, half agent→visitor), sent
+  on schedule whatever the server's answers: the latency a user sees at that load;
+- **closed loop**: every pair ping-pongs (``--window`` messages in flight per pair), so the server
+  runs flat out: the saturation throughput.
+
+Reported per phase: delivered messages/s, p50/p99/p999 latency per direction, lost, duplicated,
+errors, server CPU and RSS, load-generator CPU (and whether it was saturated). The closing
+``ratio_to_ceiling`` is server closed-loop throughput / relay closed-loop throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms, rate_points
+from bench.loadgen import LoadGenerators, loadgen_saturated, merge_traffic, open_loadgens
+from bench.target import CpuPlan, ServerProcess, TargetError, free_port, plan_cpus, start_server
+
+TARGET_RATIO = 0.6
+TARGET_P99_MS = 10.0
+PHASE_SLACK_S = 60.0  # on top of duration + drain before a phase counts as hung
+
+
+@attrs.frozen(kw_only=True)
+class E2EParams:
+    pairs: int = 1000
+    rate_msgs_s: float = 2000.0
+    open_duration_s: float = 10.0
+    closed_duration_s: float = 10.0
+    window: int = 1
+    body_bytes: int = 64
+    drain_s: float = 5.0
+    loadgen_procs: int = 1
+    connect_concurrency: int = 64
+    targets: tuple[str, ...] = ("relay", "server")
+    url: str | None = None
+    server_pid: int | None = None
+    token: str | None = None
+    quiet: bool = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = E2EParams()
+    parser.add_argument("--pairs", type=int, default=d.pairs, help="visitor-agent pairs (P)")
+    parser.add_argument(
+        "--rate", type=float, default=d.rate_msgs_s, help="open-loop offered msgs/s, all pairs"
+    )
+    parser.add_argument("--duration", type=float, default=d.open_duration_s, help="open loop, s")
+    parser.add_argument(
+        "--closed-duration", type=float, default=d.closed_duration_s, help="closed loop, s"
+    )
+    parser.add_argument("--window", type=int, default=d.window, help="closed loop: in flight/pair")
+    parser.add_argument("--body-bytes", type=int, default=d.body_bytes)
+    parser.add_argument("--drain", type=float, default=d.drain_s, help="wait for stragglers, s")
+    parser.add_argument("--loadgen-procs", type=int, default=d.loadgen_procs)
+    parser.add_argument(
+        "--target",
+        choices=("both", "relay", "server"),
+        default="both",
+        help="measure the ceiling, the server, or both (default)",
+    )
+    parser.add_argument("--url", help="drive an already running server instead of starting one")
+    parser.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
+    parser.add_argument("--token", help="with --url: an admin API token for the set-up")
+
+
+def params_from_args(args: argparse.Namespace) -> E2EParams:
+    targets = {"both": ("relay", "server"), "relay": ("relay",), "server": ("server",)}
+    return E2EParams(
+        pairs=args.pairs,
+        rate_msgs_s=args.rate,
+        open_duration_s=args.duration,
+        closed_duration_s=args.closed_duration,
+        window=args.window,
+        body_bytes=args.body_bytes,
+        drain_s=args.drain,
+        loadgen_procs=args.loadgen_procs,
+        targets=targets[args.target],
+        url=args.url,
+        server_pid=args.server_pid,
+        token=args.token,
+    )
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    return trio.run(run_e2e, params_from_args(args))
+
+
+async def run_e2e(params: E2EParams) -> BenchResult:
+    plan = plan_cpus()
+    result = BenchResult(
+        name="e2e",
+        parameters={
+            **attrs.asdict(params, filter=lambda a, _v: a.name not in ("token", "quiet")),
+            "server_cpus": sorted(plan.server) if plan.server else None,
+            "loadgen_cpus": sorted(plan.loadgen) if plan.loadgen else None,
+        },
+        results={},
+    )
+    if plan.note:
+        result.notes.append(plan.note)
+    with tempfile.TemporaryDirectory(prefix="livechat-bench-") as tmp:
+        workdir = Path(tmp)
+        for target in params.targets:
+            measured = await _measure_target(target, params, plan, workdir, result)
+            if target == "relay":
+                result.ceiling = measured
+            else:
+                result.results["server"] = measured
+    _conclude(result, params)
+    return result
+
+
+async def _measure_target(
+    target: str, params: E2EParams, plan: CpuPlan, workdir: Path, result: BenchResult
+) -> dict[str, Any]:
+    label = "relay" if target == "relay" else "server"
+    async with _open_target(target, params, plan, workdir) as (server, protocol, setup):
+        result.notes.extend(server.notes)
+        rss_idle = server.rss_kib()
+        connect = Progress(f"{label}: connect", params.pairs)
+        async with open_loadgens(
+            protocol=protocol,
+            base_url=server.ws_url,
+            setup=setup,
+            mode="pairs",
+            count=params.pairs,
+            processes=params.loadgen_procs,
+            cpus=set(plan.loadgen) if plan.loadgen else None,
+            body_bytes=params.body_bytes,
+            connect_concurrency=params.connect_concurrency,
+            on_progress=lambda n: connect.update(n, f"{n} pairs"),
+        ) as loadgens:
+            connect.update(params.pairs, f"{loadgens.ready['connected']} pairs")
+            result.notes.extend(loadgens.notes)
+            measured: dict[str, Any] = {
+                "connect": {
+                    "pairs": loadgens.ready["connected"],
+                    "errors": loadgens.ready["connect_errors"],
+                    "error_samples": loadgens.ready["connect_error_samples"],
+                    "seconds": round(loadgens.ready["connect_s"], 3),
+                    **latency_summary_ms(loadgens.ready["handshake_s"]),
+                },
+                "server_rss_mb_idle": None if rss_idle is None else round(rss_idle / 1024, 1),
+            }
+            if loadgens.ready["connected"] == 0:
+                raise TargetError(
+                    f"{label}: no pair could connect: {loadgens.ready['connect_error_samples']}"
+                )
+            for phase in ("open_loop", "closed_loop"):
+                summary, merged = await _run_phase(phase, label, params, server, loadgens)
+                measured[phase] = summary
+                result.series[f"throughput:{label} {phase.replace('_', ' ')}"] = rate_points(
+                    merged["bins"], merged["bin_s"]
+                )
+                for direction in ("v2a", "a2v"):
+                    result.series[f"latency:{label} {phase.replace('_', ' ')} {direction}"] = (
+                        cdf_points([s * 1000 for s in merged["latency_s"][direction]])
+                    )
+                if summary["loadgen_saturated"]:
+                    result.notes.append(
+                        f"{label} {phase}: the load generator was saturated "
+                        f"(CPU {summary['loadgen_cpu_percent']}%): the server may do better"
+                    )
+        return measured
+
+
+def _open_target(
+    target: str, params: E2EParams, plan: CpuPlan, workdir: Path
+) -> Any:  # an async context manager of (ServerProcess, protocol, setup)
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def relay() -> Any:
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.relay", "--port", str(port)]
+        async with start_server("relay", argv, port=port, workdir=workdir, cpus=plan.server) as s:
+            yield s, "relay", {}
+
+    @asynccontextmanager
+    async def livechat() -> Any:
+        try:
+            from bench import livechat_wire
+        except ImportError as err:  # the protocol adapter is not there yet
+            raise TargetError(f"the real-server protocol client is not available: {err}") from err
+        async with livechat_wire.open_server(
+            workdir=workdir,
+            cpus=plan.server,
+            url=params.url,
+            server_pid=params.server_pid,
+            token=params.token,
+        ) as server:
+            setup = await livechat_wire.prepare(server, pairs=params.pairs, idle=0)
+            yield server, "livechat", setup
+
+    return relay() if target == "relay" else livechat()
+
+
+async def _run_phase(
+    phase: str, label: str, params: E2EParams, server: ServerProcess, loadgens: LoadGenerators
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    duration = params.open_duration_s if phase == "open_loop" else params.closed_duration_s
+    cmd: dict[str, Any] = {
+        "cmd": phase,
+        "duration_s": duration,
+        "drain_s": params.drain_s,
+        "window": params.window,
+    }
+    total = max(1, sum(loadgens.sizes))
+
+    def per_child(i: int, base: dict[str, Any]) -> dict[str, Any]:
+        return {**base, "rate_msgs_s": params.rate_msgs_s * loadgens.sizes[i] / total}
+
+    bar = Progress(f"{label}: {phase.replace('_', ' ')}", duration)
+    started = trio.current_time()
+
+    def progress() -> None:
+        elapsed = min(duration, trio.current_time() - started)
+        bar.update(elapsed, f"{loadgens.progress_total('delivered')} delivered")
+
+    cpu0 = server.cpu_seconds()
+    raw = await loadgens.command(
+        cmd,
+        per_child=per_child,
+        on_progress=progress,
+        timeout_s=duration + params.drain_s + PHASE_SLACK_S,
+    )
+    wall = trio.current_time() - started
+    cpu1 = server.cpu_seconds()
+    bar.update(duration, f"{loadgens.progress_total('delivered')} delivered")
+    merged = merge_traffic(raw)
+    elapsed = merged["elapsed_s"] or duration
+    delivered = sum(merged["delivered"].values())
+    cpu_fraction = merged["loadgen_cpu_fraction"]
+    rss = server.rss_kib()
+    summary: dict[str, Any] = {
+        "offered_msgs_s": params.rate_msgs_s if phase == "open_loop" else None,
+        "in_flight": params.pairs * params.window if phase == "closed_loop" else None,
+        "duration_s": round(elapsed, 3),
+        "sent": sum(merged["sent"].values()),
+        "delivered": delivered,
+        "delivered_msgs_s": round(delivered / elapsed, 1),
+        "lost": merged["lost"],
+        "duplicates": merged["duplicates"],
+        "errors": merged["send_errors"] + merged["closed_sockets"] + merged["unexpected"],
+        "seq_violations": merged["seq_violations"],
+        "latency_v2a": latency_summary_ms(merged["latency_s"]["v2a"]),
+        "latency_a2v": latency_summary_ms(merged["latency_s"]["a2v"]),
+        "server_cpu_percent": (
+            None if cpu0 is None or cpu1 is None else round(100 * (cpu1 - cpu0) / wall, 1)
+        ),
+        "server_rss_mb": None if rss is None else round(rss / 1024, 1),
+        "loadgen_cpu_percent": [round(100 * f, 1) for f in cpu_fraction],
+        "loadgen_saturated": loadgen_saturated(cpu_fraction),
+        "send_lag_p99_ms": merged["send_lag_p99_ms"],
+    }
+    return summary, merged
+
+
+def _conclude(result: BenchResult, params: E2EParams) -> None:
+    server = result.results.get("server")
+    relay = result.ceiling or None
+    if server and relay:
+        top = relay["closed_loop"]["delivered_msgs_s"]
+        mine = server["closed_loop"]["delivered_msgs_s"]
+        result.ratio_to_ceiling = round(mine / top, 3) if top else None
+    measured = server or relay
+    if not measured:
+        return
+    p99 = measured["open_loop"]["latency_v2a"]["p99_ms"]
+    losses = [
+        t[p][k]
+        for t in (server, relay)
+        if t
+        for p in ("open_loop", "closed_loop")
+        for k in ("lost", "duplicates")
+    ]
+    result.results["targets"] = {
+        "ratio_to_ceiling": {
+            "target": f">= {TARGET_RATIO}",
+            "measured": result.ratio_to_ceiling,
+            "met": None if result.ratio_to_ceiling is None else result.ratio_to_ceiling >= 0.6,
+        },
+        "p99_v2a_ms": {
+            "target": f"<= {TARGET_P99_MS} at {params.rate_msgs_s:g} msgs/s, {params.pairs} pairs",
+            "measured": p99,
+            "met": None if p99 is None else p99 <= TARGET_P99_MS,
+            "of": "server" if server else "relay",
+        },
+        "lost_or_duplicated": {"target": "0", "measured": sum(losses), "met": sum(losses) == 0},
+    }
+    result.results["delivered_msgs_s"] = measured["closed_loop"]["delivered_msgs_s"]
+    result.results["p99_v2a_ms"] = p99
+    result.results["lost"] = sum(
+        t[p]["lost"] for t in (server, relay) if t for p in ("open_loop", "closed_loop")
+    )
+    result.results["duplicates"] = sum(
+        t[p]["duplicates"] for t in (server, relay) if t for p in ("open_loop", "closed_loop")
+    )

@@ -1,0 +1,762 @@
+"""Load-generator processes: the clients that drive a server under test, kept off its core.
+
+The parent (``livechat bench ...``) starts one or more children with ``open_loadgens``; each
+child runs ``python -m bench.loadgen``, is pinned to the cores the server does not use, opens its
+share of the sockets and then obeys commands. Parent and child talk JSON lines over the child's
+stdin/stdout:
+
+- parent → child: one config line, then commands ``open_loop``, ``closed_loop``, ``hold``,
+  ``close``;
+- child → parent: ``progress`` lines, ``ready`` once the sockets are open, one ``result`` per
+  command, ``error`` when the child cannot go on.
+
+Every message a child sends is tracked by its ``client_msg_id`` from the moment it is sent to the
+moment the other side of its pair receives it; after each phase the child waits (bounded by
+``drain_s``) for the stragglers, then counts what never arrived as lost and what arrived twice as
+duplicated. A child reports its own CPU time so the parent can say when the load generator, not
+the server, was the bottleneck.
+
+Cancellation: a child exits when its stdin closes (the parent died or gave up); the parent stops
+its children with ``close``, then SIGTERM, then SIGKILL, each step bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from bench.wire import PairLink, Wire, make_wire
+
+BIN_S = 0.25  # width of a throughput-over-time bin
+PROGRESS_INTERVAL_S = 0.5
+SATURATED_CPU_FRACTION = 0.9  # a child this busy may be the bottleneck, not the server
+STOP_TIMEOUT_S = 5.0
+LINE_LIMIT_BYTES = 256 * 1024 * 1024
+
+
+class LoadGenError(Exception):
+    """A load-generator child failed or answered something unexpected."""
+
+
+def raise_nofile_limit(wanted: int) -> tuple[int, int, str | None]:
+    """Raise RLIMIT_NOFILE towards ``wanted``; returns (soft, hard, note about what fell short)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    note = None
+    if soft >= wanted:
+        return soft, hard, None
+    target = wanted
+    if hard != resource.RLIM_INFINITY and wanted > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted, wanted, None
+        except (ValueError, OSError):
+            target = hard
+            note = (
+                f"open-file limit: wanted {wanted}, hard limit is {hard} and cannot be raised "
+                "without privileges (raise it with `ulimit -Hn` or limits.conf)"
+            )
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as err:
+        note = f"open-file limit: could not raise soft limit {soft} to {target}: {err}"
+        return soft, hard, note
+    return target, hard, note
+
+
+def cpu_seconds_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --------------------------------------------------------------------------------------------
+# Child side
+# --------------------------------------------------------------------------------------------
+
+
+class _LineReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def readline(self) -> bytes | None:
+        """One line without its newline, or None at end of stream."""
+        while True:
+            index = self._buffer.find(b"\n")
+            if index >= 0:
+                line = bytes(self._buffer[:index])
+                del self._buffer[: index + 1]
+                return line
+            if len(self._buffer) > LINE_LIMIT_BYTES:
+                raise LoadGenError("line too long")
+            chunk = await self._stream.receive_some(1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+@attrs.define
+class _PhaseStats:
+    """Counters for one phase; reset at the start of each phase."""
+
+    start: float = 0.0
+    sent: dict[str, int] = attrs.field(factory=lambda: {"v2a": 0, "a2v": 0})
+    delivered: dict[str, int] = attrs.field(factory=lambda: {"v2a": 0, "a2v": 0})
+    latency_s: dict[str, list[float]] = attrs.field(factory=lambda: {"v2a": [], "a2v": []})
+    bins: list[int] = attrs.field(factory=list)
+    send_lag_s: list[float] = attrs.field(factory=list)
+    duplicates: int = 0
+    unexpected: int = 0
+    seq_violations: int = 0
+    send_errors: int = 0
+    closed_sockets: int = 0
+    echoes: int = 0
+    other_frames: int = 0
+    heartbeats: int = 0
+
+
+class _Generator:
+    """The child's state: its sockets, what is in flight, the counters of the current phase."""
+
+    def __init__(self, wire: Wire, config: dict[str, Any]) -> None:
+        self.wire = wire
+        self.config = config
+        self.body = "x" * int(config.get("body_bytes", 64))
+        self.links: list[PairLink] = []
+        self.idle: list[WebSocketConnection] = []
+        self.pending: dict[str, float] = {}
+        self.delivered_ids: set[str] = set()
+        self.counters: dict[tuple[int, str], int] = {}
+        self.last_seq: dict[tuple[str, int], int] = {}
+        self.stats = _PhaseStats()
+        self.closed_loop_until = 0.0
+        self.closing = False
+        self.connect_errors: list[str] = []
+        self._drained = trio.Event()  # set whenever nothing is in flight any more
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def open_all(self, nursery: trio.Nursery) -> dict[str, Any]:
+        indices: list[int] = list(self.config["indices"])
+        idle_mode = self.config["mode"] == "idle"
+        limiter = trio.CapacityLimiter(int(self.config.get("connect_concurrency", 64)))
+        timeout_s = float(self.config.get("connect_timeout_s", 30.0))
+        handshake_s: list[float] = []
+        opened: dict[int, PairLink | WebSocketConnection] = {}
+        done = 0
+        started = trio.current_time()
+
+        async def open_one(index: int) -> None:
+            nonlocal done
+            async with limiter:
+                t0 = trio.current_time()
+                try:
+                    with trio.fail_after(timeout_s):
+                        if idle_mode:
+                            opened[index] = await self.wire.open_idle(nursery, index, {})
+                        else:
+                            opened[index] = await self.wire.open_pair(nursery, index, {})
+                except (OSError, trio.TooSlowError, ConnectionClosed, Exception) as err:
+                    if len(self.connect_errors) < 20:
+                        self.connect_errors.append(f"{index}: {type(err).__name__}: {err}")
+                    else:
+                        self.connect_errors.append("")
+                    return
+                handshake_s.append(trio.current_time() - t0)
+                done += 1
+
+        async def report() -> None:
+            while True:
+                _emit({"event": "progress", "connected": done})
+                await trio.sleep(PROGRESS_INTERVAL_S)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(report)
+            async with trio.open_nursery() as openers:
+                for index in indices:
+                    openers.start_soon(open_one, index)
+            inner.cancel_scope.cancel()
+        elapsed = trio.current_time() - started
+        for index in indices:
+            found = opened.get(index)
+            if isinstance(found, PairLink):
+                self.links.append(found)
+            elif found is not None:
+                self.idle.append(found)
+        return {
+            "event": "ready",
+            "connected": done,
+            "connect_errors": len(self.connect_errors),
+            "connect_error_samples": [e for e in self.connect_errors if e][:5],
+            "connect_s": elapsed,
+            "handshake_us": [round(s * 1e6) for s in handshake_s],
+        }
+
+    # -- traffic --------------------------------------------------------------------------------
+
+    async def send(self, link: PairLink, direction: str) -> None:
+        key = (link.index, direction)
+        n = self.counters.get(key, 0) + 1
+        self.counters[key] = n
+        msg_id = f"{direction[0]}{link.index}.{n}"
+        role = "visitor" if direction == "v2a" else "agent"
+        frame = self.wire.message_frame(role, link, msg_id, self.body)
+        ws = link.visitor if role == "visitor" else link.agent
+        self.pending[msg_id] = trio.current_time()
+        self.stats.sent[direction] += 1
+        try:
+            await ws.send_message(frame)
+        except ConnectionClosed:
+            self.pending.pop(msg_id, None)
+            self.stats.send_errors += 1
+            if not self.pending:
+                self._drained.set()
+
+    def _on_delivery(self, role: str, link: PairLink, msg_id: str, seq: int | None) -> bool:
+        """Record a delivery; True when it is a first delivery of a message to ``role``."""
+        stats = self.stats
+        if seq is not None:
+            key = (role, link.index)
+            last = self.last_seq.get(key)
+            if last is not None and seq <= last:
+                stats.seq_violations += 1
+            else:
+                self.last_seq[key] = seq
+        own = "v" if role == "visitor" else "a"
+        if msg_id.startswith(own):
+            stats.echoes += 1
+            return False
+        now = trio.current_time()
+        sent_at = self.pending.pop(msg_id, None)
+        if not self.pending:
+            self._drained.set()
+        if sent_at is None:
+            if msg_id in self.delivered_ids:
+                stats.duplicates += 1
+            else:
+                stats.unexpected += 1
+            return False
+        self.delivered_ids.add(msg_id)
+        direction = "v2a" if own == "a" else "a2v"
+        stats.delivered[direction] += 1
+        stats.latency_s[direction].append(now - sent_at)
+        index = int((now - stats.start) / BIN_S)
+        if index >= 0:
+            bins = stats.bins
+            if index >= len(bins):
+                bins.extend([0] * (index + 1 - len(bins)))
+            bins[index] += 1
+        return True
+
+    async def read_pair(self, link: PairLink, role: str) -> None:
+        ws = link.visitor if role == "visitor" else link.agent
+        parse = self.wire.parse
+        while True:
+            try:
+                text = await ws.get_message()
+            except ConnectionClosed:
+                if not self.closing:
+                    self.stats.closed_sockets += 1
+                return
+            if not isinstance(text, str):
+                self.stats.other_frames += 1
+                continue
+            delivery = parse(role, text)
+            if delivery is None:
+                self.stats.other_frames += 1
+                continue
+            first = self._on_delivery(role, link, delivery.client_msg_id, delivery.seq)
+            if first and trio.current_time() < self.closed_loop_until:
+                await self.send(link, "a2v" if role == "agent" else "v2a")
+
+    async def read_idle(self, ws: WebSocketConnection) -> None:
+        while True:
+            try:
+                await ws.get_message()
+            except ConnectionClosed:
+                if not self.closing:
+                    self.stats.closed_sockets += 1
+                return
+            self.stats.other_frames += 1
+
+    def _reset(self) -> None:
+        self.pending.clear()
+        self.delivered_ids.clear()
+        self.stats = _PhaseStats(start=trio.current_time())
+
+    async def _progress(self, stop: trio.Event) -> None:
+        while not stop.is_set():
+            s = self.stats
+            _emit(
+                {
+                    "event": "progress",
+                    "sent": sum(s.sent.values()),
+                    "delivered": sum(s.delivered.values()),
+                    "heartbeats": s.heartbeats,
+                }
+            )
+            with trio.move_on_after(PROGRESS_INTERVAL_S):
+                await stop.wait()
+
+    async def _drain(self, drain_s: float) -> float:
+        started = trio.current_time()
+        with trio.move_on_after(drain_s):
+            while self.pending:
+                self._drained = trio.Event()
+                await self._drained.wait()
+        return trio.current_time() - started
+
+    async def open_loop(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        rate = float(cmd["rate_msgs_s"])  # this child's share, both directions together
+        duration_s = float(cmd["duration_s"])
+        links = self.links
+        per_direction = rate / (2 * max(1, len(links)))
+        interval = 1.0 / per_direction if per_direction > 0 else duration_s + 1
+        self._reset()
+        start = self.stats.start
+        end = start + duration_s
+        rng = random.Random(1)
+
+        async def sender(link: PairLink, direction: str, first: float) -> None:
+            lag = self.stats.send_lag_s
+            t = first
+            while t < end:
+                await trio.sleep_until(t)
+                lag.append(trio.current_time() - t)
+                await self.send(link, direction)
+                t += interval
+
+        def start_senders(nursery: trio.Nursery) -> None:
+            for link in links:
+                for direction in ("v2a", "a2v"):
+                    nursery.start_soon(sender, link, direction, start + rng.random() * interval)
+
+        return await self._run_phase(cmd, start_senders, end)
+
+    async def closed_loop(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        duration_s = float(cmd["duration_s"])
+        window = int(cmd.get("window", 1))
+        self._reset()
+        end = self.stats.start + duration_s
+        self.closed_loop_until = end
+
+        async def kick(link: PairLink) -> None:
+            for _ in range(window):
+                await self.send(link, "v2a")
+
+        def start_senders(nursery: trio.Nursery) -> None:
+            for link in self.links:
+                nursery.start_soon(kick, link)
+
+        try:
+            return await self._run_phase(cmd, start_senders, end)
+        finally:
+            self.closed_loop_until = 0.0
+
+    async def _run_phase(
+        self, cmd: dict[str, Any], start_senders: Callable[[trio.Nursery], None], end: float
+    ) -> dict[str, Any]:
+        cpu0 = cpu_seconds_self()
+        t0 = trio.current_time()
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._progress, stop)
+            async with trio.open_nursery() as senders:
+                start_senders(senders)
+                await trio.sleep_until(end)
+                self.closed_loop_until = 0.0
+            sending_s = trio.current_time() - t0
+            cpu_sending = cpu_seconds_self() - cpu0
+            drain_s = await self._drain(float(cmd.get("drain_s", 5.0)))
+            stop.set()
+        s = self.stats
+        lag = sorted(s.send_lag_s)
+        return {
+            "event": "result",
+            "sent": s.sent,
+            "delivered": s.delivered,
+            "lost": len(self.pending),
+            "duplicates": s.duplicates,
+            "unexpected": s.unexpected,
+            "seq_violations": s.seq_violations,
+            "send_errors": s.send_errors,
+            "closed_sockets": s.closed_sockets,
+            "echoes": s.echoes,
+            "other_frames": s.other_frames,
+            "latency_us": {k: [round(v * 1e6) for v in vs] for k, vs in s.latency_s.items()},
+            "bins": s.bins,
+            "bin_s": BIN_S,
+            "elapsed_s": sending_s,
+            "drain_s": drain_s,
+            "cpu_s": cpu_sending,
+            "send_lag_p99_ms": round(lag[int(0.99 * (len(lag) - 1))] * 1000, 3) if lag else None,
+        }
+
+    async def hold(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Keep the idle sockets open for ``duration_s``, each sending a heartbeat periodically."""
+        duration_s = float(cmd["duration_s"])
+        heartbeat_s = float(cmd.get("heartbeat_s", 0) or 0)
+        frame = self.wire.heartbeat_frame()
+        self._reset()
+        end = self.stats.start + duration_s
+        rng = random.Random(2)
+        cpu0 = cpu_seconds_self()
+
+        async def beat(ws: WebSocketConnection, first: float) -> None:
+            t = first
+            while t < end:
+                await trio.sleep_until(t)
+                try:
+                    if frame is None:
+                        await ws.ping()
+                    else:
+                        await ws.send_message(frame)
+                except ConnectionClosed:
+                    self.stats.send_errors += 1
+                    return
+                self.stats.heartbeats += 1
+                t += heartbeat_s
+
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._progress, stop)
+            if heartbeat_s > 0:
+                async with trio.open_nursery() as beaters:
+                    for ws in self.idle:
+                        beaters.start_soon(beat, ws, self.stats.start + rng.random() * heartbeat_s)
+            await trio.sleep_until(end)
+            stop.set()
+        return {
+            "event": "result",
+            "heartbeats": self.stats.heartbeats,
+            "send_errors": self.stats.send_errors,
+            "closed_sockets": self.stats.closed_sockets,
+            "open": len(self.idle) - self.stats.closed_sockets,
+            "elapsed_s": trio.current_time() - self.stats.start,
+            "cpu_s": cpu_seconds_self() - cpu0,
+        }
+
+
+async def _child_main() -> None:
+    stdin = _LineReader(trio.lowlevel.FdStream(os.dup(0)))
+    line = await stdin.readline()
+    if line is None:
+        return
+    config = json.loads(line)
+    soft, hard, note = raise_nofile_limit(int(config.get("nofile_wanted", 0)))
+    wire = make_wire(config["protocol"], config["base_url"], config.get("setup", {}))
+    gen = _Generator(wire, config)
+    async with trio.open_nursery() as sockets:
+        ready = await gen.open_all(sockets)
+        ready["nofile"] = [soft, hard]
+        ready["nofile_note"] = note
+        _emit(ready)
+        async with trio.open_nursery() as readers:
+            for link in gen.links:
+                readers.start_soon(gen.read_pair, link, "visitor")
+                readers.start_soon(gen.read_pair, link, "agent")
+            for ws in gen.idle:
+                readers.start_soon(gen.read_idle, ws)
+            while True:
+                line = await stdin.readline()
+                if line is None:
+                    break
+                cmd = json.loads(line)
+                name = cmd.get("cmd")
+                if name == "open_loop":
+                    _emit(await gen.open_loop(cmd))
+                elif name == "closed_loop":
+                    _emit(await gen.closed_loop(cmd))
+                elif name == "hold":
+                    _emit(await gen.hold(cmd))
+                elif name == "close":
+                    break
+                else:
+                    _emit({"event": "error", "message": f"unknown command {name!r}"})
+            gen.closing = True
+            with trio.move_on_after(STOP_TIMEOUT_S):
+                async with trio.open_nursery() as closers:
+                    for link in gen.links:
+                        closers.start_soon(link.visitor.aclose)
+                        closers.start_soon(link.agent.aclose)
+                    for ws in gen.idle:
+                        closers.start_soon(ws.aclose)
+            readers.cancel_scope.cancel()
+        sockets.cancel_scope.cancel()
+    _emit({"event": "closed"})
+
+
+def child_main() -> int:
+    # The parent owns the lifecycle: Ctrl-C reaches it, and it closes us through our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        trio.run(_child_main)
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parent side
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Child:
+    process: trio.Process
+    events: trio.MemoryReceiveChannel[dict[str, Any]]
+    size: int
+    last_progress: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class LoadGenerators:
+    """Handle on the running children: send a command to all, get their merged result."""
+
+    children: list[_Child]
+    ready: dict[str, Any]
+    notes: list[str]
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.process.pid for c in self.children]
+
+    @property
+    def sizes(self) -> list[int]:
+        """How many pairs (or idle sockets) each child holds, in child order."""
+        return [c.size for c in self.children]
+
+    async def _next_event(self, child: _Child, on_progress: Callable[[], None]) -> dict[str, Any]:
+        while True:
+            try:
+                event = await child.events.receive()
+            except trio.EndOfChannel:
+                raise LoadGenError(
+                    f"load generator {child.process.pid} exited (status {child.process.poll()})"
+                ) from None
+            if event.get("event") == "progress":
+                child.last_progress = event
+                on_progress()
+                continue
+            if event.get("event") == "error":
+                raise LoadGenError(str(event.get("message")))
+            return event
+
+    def progress_total(self, key: str) -> int:
+        return sum(int(c.last_progress.get(key, 0)) for c in self.children)
+
+    async def command(
+        self,
+        cmd: dict[str, Any],
+        *,
+        per_child: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
+        on_progress: Callable[[], None] = lambda: None,
+        timeout_s: float,
+    ) -> list[dict[str, Any]]:
+        """Send ``cmd`` to every child and return each child's result, in order."""
+        results: list[dict[str, Any]] = [{} for _ in self.children]
+
+        async def one(i: int, child: _Child) -> None:
+            line = per_child(i, cmd) if per_child else cmd
+            assert child.process.stdin is not None
+            await child.process.stdin.send_all(json.dumps(line).encode() + b"\n")
+            results[i] = await self._next_event(child, on_progress)
+
+        with trio.fail_after(timeout_s):
+            async with trio.open_nursery() as nursery:
+                for i, child in enumerate(self.children):
+                    nursery.start_soon(one, i, child)
+        return results
+
+
+async def _read_events(process: trio.Process, send: trio.MemorySendChannel[dict[str, Any]]) -> None:
+    assert process.stdout is not None
+    reader = _LineReader(process.stdout)
+    async with send:
+        while True:
+            line = await reader.readline()
+            if line is None:
+                return
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            await send.send(event)
+
+
+def split_evenly(items: Sequence[int], parts: int) -> list[list[int]]:
+    return [list(items[i::parts]) for i in range(parts)]
+
+
+@asynccontextmanager
+async def open_loadgens(
+    *,
+    protocol: str,
+    base_url: str,
+    setup: dict[str, Any],
+    mode: str,
+    count: int,
+    processes: int = 1,
+    cpus: set[int] | None = None,
+    body_bytes: int = 64,
+    connect_concurrency: int = 64,
+    connect_timeout_s: float = 30.0,
+    on_progress: Callable[[int], None] = lambda connected: None,
+) -> AsyncIterator[LoadGenerators]:
+    """Start ``processes`` children that open ``count`` pairs (or idle sockets) between them.
+
+    Yields once every child is ready. On exit (normal, error or cancel) the children are told to
+    close, then terminated, then killed, each step bounded.
+    """
+    indices = list(range(count))
+    shares = [s for s in split_evenly(indices, max(1, processes)) if s]
+    notes: list[str] = []
+    sockets_per_item = 2 if mode == "pairs" else 1
+    async with trio.open_nursery() as nursery:
+        children: list[_Child] = []
+        try:
+            for share in shares:
+                process = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "bench.loadgen"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    start_new_session=True,
+                )
+                if cpus:
+                    try:
+                        os.sched_setaffinity(process.pid, cpus)
+                    except (AttributeError, OSError) as err:
+                        notes.append(f"could not pin load generator {process.pid}: {err}")
+                send, receive = trio.open_memory_channel[dict[str, Any]](256)
+                nursery.start_soon(_read_events, process, send)
+                child = _Child(process=process, events=receive, size=len(share))
+                children.append(child)
+                config = {
+                    "protocol": protocol,
+                    "base_url": base_url,
+                    "setup": setup,
+                    "mode": mode,
+                    "indices": share,
+                    "body_bytes": body_bytes,
+                    "connect_concurrency": max(1, connect_concurrency // len(shares)),
+                    "connect_timeout_s": connect_timeout_s,
+                    "nofile_wanted": len(share) * sockets_per_item + 256,
+                }
+                assert process.stdin is not None
+                await process.stdin.send_all(json.dumps(config).encode() + b"\n")
+            handle = LoadGenerators(children=children, ready={}, notes=notes)
+
+            def progress() -> None:
+                on_progress(handle.progress_total("connected"))
+
+            readies = []
+            for child in children:
+                readies.append(await handle._next_event(child, progress))
+            handle.ready = _merge_ready(readies)
+            for r in readies:
+                if r.get("nofile_note"):
+                    notes.append(f"load generator: {r['nofile_note']}")
+            yield handle
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop_children(children)
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_children(children: list[_Child]) -> None:
+    for child in children:
+        stdin = child.process.stdin
+        if stdin is not None:
+            with trio.move_on_after(1.0):
+                try:
+                    await stdin.send_all(b'{"cmd":"close"}\n')
+                    await stdin.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+    with trio.move_on_after(STOP_TIMEOUT_S):
+        for child in children:
+            await child.process.wait()
+    for child in children:
+        if child.process.returncode is None:
+            child.process.terminate()
+    with trio.move_on_after(STOP_TIMEOUT_S):
+        for child in children:
+            await child.process.wait()
+    for child in children:
+        if child.process.returncode is None:
+            child.process.kill()
+            await child.process.wait()
+
+
+def _merge_ready(readies: list[dict[str, Any]]) -> dict[str, Any]:
+    handshakes = [h for r in readies for h in r.get("handshake_us", [])]
+    return {
+        "connected": sum(int(r.get("connected", 0)) for r in readies),
+        "connect_errors": sum(int(r.get("connect_errors", 0)) for r in readies),
+        "connect_error_samples": [e for r in readies for e in r.get("connect_error_samples", [])],
+        "connect_s": max((float(r.get("connect_s", 0.0)) for r in readies), default=0.0),
+        "handshake_s": [h / 1e6 for h in handshakes],
+    }
+
+
+def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the children's ``result`` of one traffic phase into totals, samples and bins."""
+    merged: dict[str, Any] = {
+        "sent": {"v2a": 0, "a2v": 0},
+        "delivered": {"v2a": 0, "a2v": 0},
+        "latency_s": {"v2a": [], "a2v": []},
+    }
+    for key in (
+        "lost",
+        "duplicates",
+        "unexpected",
+        "seq_violations",
+        "send_errors",
+        "closed_sockets",
+        "echoes",
+        "other_frames",
+    ):
+        merged[key] = sum(int(r.get(key, 0)) for r in results)
+    width = max((len(r.get("bins", [])) for r in results), default=0)
+    bins = [0] * width
+    for r in results:
+        for d in ("v2a", "a2v"):
+            merged["sent"][d] += int(r["sent"][d])
+            merged["delivered"][d] += int(r["delivered"][d])
+            merged["latency_s"][d].extend(v / 1e6 for v in r["latency_us"][d])
+        for i, n in enumerate(r.get("bins", [])):
+            bins[i] += n
+    merged["bins"] = bins
+    merged["bin_s"] = results[0].get("bin_s", BIN_S) if results else BIN_S
+    merged["elapsed_s"] = max((float(r["elapsed_s"]) for r in results), default=0.0)
+    merged["drain_s"] = max((float(r.get("drain_s", 0.0)) for r in results), default=0.0)
+    merged["loadgen_cpu_fraction"] = [
+        round(float(r["cpu_s"]) / max(1e-9, float(r["elapsed_s"])), 3) for r in results
+    ]
+    lags = [r["send_lag_p99_ms"] for r in results if r.get("send_lag_p99_ms") is not None]
+    merged["send_lag_p99_ms"] = max(lags) if lags else None
+    return merged
+
+
+def loadgen_saturated(cpu_fractions: Sequence[float]) -> bool:
+    return any(f >= SATURATED_CPU_FRACTION for f in cpu_fractions)
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())

@@ -1,0 +1,252 @@
+"""The server under test: start it pinned to its core, watch its CPU and memory, stop it.
+
+``start_server`` runs a command (the bare relay or ``livechat serve``) as a child process on a
+free loopback port, pins it with ``os.sched_setaffinity`` where the OS allows, waits for
+``GET /healthz`` and yields a ``ServerProcess``. Its CPU time and RSS are read from
+``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (Linux); elsewhere they read as ``None`` and the
+bench says so. On exit (normal, error, Ctrl-C) the server gets SIGTERM, then SIGKILL after
+``STOP_TIMEOUT_S``; on Linux it also dies with its parent (``PR_SET_PDEATHSIG``), so a killed
+bench leaves nothing behind.
+
+Also here, because every bench needs them: ``plan_cpus`` (which cores go to the server and which to
+the load generator) and ``http_json``, a tiny HTTP/1.1 JSON client on h11 (no extra dependency).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import h11
+import trio
+
+STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 30.0
+HTTP_TIMEOUT_S = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+class TargetError(Exception):
+    """The server under test did not start, or answered the bench's set-up with an error."""
+
+
+@attrs.frozen(kw_only=True)
+class CpuPlan:
+    server: frozenset[int] | None
+    loadgen: frozenset[int] | None
+    note: str | None = None
+
+
+def plan_cpus() -> CpuPlan:
+    """First allowed core to the server, the others to the load generator (when there are any)."""
+    getter = getattr(os, "sched_getaffinity", None)
+    if getter is None:
+        return CpuPlan(server=None, loadgen=None, note="CPU pinning is not available on this OS")
+    allowed = sorted(getter(0))
+    if len(allowed) < 2:
+        return CpuPlan(
+            server=None,
+            loadgen=None,
+            note=f"only {len(allowed)} core available: server and load generator share it",
+        )
+    return CpuPlan(server=frozenset(allowed[:1]), loadgen=frozenset(allowed[1:]))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux only)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def read_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` (all its threads) from /proc, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def read_rss_kib(pid: int) -> int | None:
+    """Resident set size of ``pid`` in KiB from /proc, or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@attrs.define(kw_only=True)
+class ServerProcess:
+    """A running server: where it listens, and its process when we started it."""
+
+    name: str
+    base_url: str  # http://127.0.0.1:port
+    pid: int | None
+    log_path: Path | None = None
+    notes: list[str] = attrs.field(factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base_url[len("http") :]
+
+    def cpu_seconds(self) -> float | None:
+        return None if self.pid is None else read_cpu_seconds(self.pid)
+
+    def rss_kib(self) -> int | None:
+        return None if self.pid is None else read_rss_kib(self.pid)
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None:
+            return ""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@asynccontextmanager
+async def start_server(
+    name: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    workdir: Path,
+    cpus: frozenset[int] | None,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[ServerProcess]:
+    """Run ``argv`` (which must listen on ``port``), pinned to ``cpus``; stop it on exit."""
+    log_path = workdir / f"{name}.log"
+    log = log_path.open("wb")
+    server = ServerProcess(
+        name=name, base_url=f"http://127.0.0.1:{port}", pid=None, log_path=log_path
+    )
+    process = await trio.lowlevel.open_process(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches the bench, which stops the server itself
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        env={**os.environ, **(env or {})},
+        cwd=str(workdir),
+    )
+    server.pid = process.pid
+    try:
+        if cpus:
+            try:
+                os.sched_setaffinity(process.pid, cpus)
+            except (AttributeError, OSError) as err:
+                server.notes.append(f"could not pin {name} to cores {sorted(cpus)}: {err}")
+        await _wait_healthy(server, process)
+        yield server
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+            log.close()
+
+
+async def _wait_healthy(server: ServerProcess, process: trio.Process) -> None:
+    with trio.move_on_after(START_TIMEOUT_S):
+        while True:
+            if process.poll() is not None:
+                raise TargetError(
+                    f"{server.name} exited with status {process.returncode} before it was "
+                    f"ready:\n{server.log_tail()}"
+                )
+            try:
+                status, _ = await http_json("GET", server.base_url + "/healthz", timeout_s=2.0)
+            except (OSError, TargetError, trio.TooSlowError):
+                status = 0
+            if status == 200:
+                return
+            await trio.sleep(0.1)
+    raise TargetError(f"{server.name} not healthy after {START_TIMEOUT_S}s:\n{server.log_tail()}")
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(STOP_TIMEOUT_S):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def http_json(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = HTTP_TIMEOUT_S,
+) -> tuple[int, Any]:
+    """One HTTP/1.1 request on a fresh connection; returns (status, decoded JSON or None)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname is None:
+        raise TargetError(f"only plain http:// loopback URLs are supported, not {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    payload = b"" if body is None else json.dumps(body).encode()
+    request_headers = [
+        ("Host", parts.netloc),
+        ("Connection", "close"),
+        ("Accept", "application/json"),
+        ("Content-Length", str(len(payload))),
+    ]
+    if body is not None:
+        request_headers.append(("Content-Type", "application/json"))
+    request_headers.extend((headers or {}).items())
+    conn = h11.Connection(our_role=h11.CLIENT)
+    with trio.fail_after(timeout_s):
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port or 80)
+        async with stream:
+            data = conn.send(h11.Request(method=method, target=target, headers=request_headers))
+            data += conn.send(h11.Data(data=payload)) if payload else b""
+            data += conn.send(h11.EndOfMessage())
+            await stream.send_all(data)
+            status = 0
+            chunks: list[bytes] = []
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    conn.receive_data(await stream.receive_some(1 << 16))
+                    continue
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+    raw = b"".join(chunks)
+    if not raw:
+        return status, None
+    try:
+        return status, json.loads(raw)
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")

@@ -1,0 +1,119 @@
+"""What the load generator says on the wire: one adapter per server under test.
+
+The load generator's clock, counters and loss accounting do not care which server they drive;
+only the handshake and the frame shapes differ. ``RelayWire`` speaks to ``bench/relay.py`` (every
+frame is relayed verbatim to the other side of the pair); ``LiveChatWire`` speaks the documented
+protocol of ``livechat serve`` (``docs/protocol.md``).
+
+A message's identity is its ``client_msg_id`` (``v<pair>.<n>`` visitor→agent, ``a<pair>.<n>``
+agent→visitor): the receiver recognises it in the frame it is handed, which is how the load
+generator counts lost and duplicated messages without trusting the server.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import attrs
+import trio
+from trio_websocket import WebSocketConnection, connect_websocket_url
+
+# A frame for the server is small; the queue holds a few so that the reader never stalls a burst.
+CLIENT_MESSAGE_QUEUE_SIZE = 64
+
+
+class WireError(Exception):
+    """The server answered a handshake with something the adapter does not understand."""
+
+
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """A chat message as a receiver sees it."""
+
+    client_msg_id: str
+    seq: int | None = None
+    conversation_id: str | None = None
+
+
+@attrs.define(kw_only=True)
+class PairLink:
+    """One visitor-agent pair, both sockets open and able to exchange messages."""
+
+    index: int
+    visitor: WebSocketConnection
+    agent: WebSocketConnection
+    conversation_id: str | None = None
+
+
+class Wire(Protocol):
+    async def open_pair(self, nursery: trio.Nursery, index: int, spec: dict[str, Any]) -> PairLink:
+        """Open both sockets of pair ``index`` and do whatever handshake makes them a pair."""
+        ...
+
+    async def open_idle(
+        self, nursery: trio.Nursery, index: int, spec: dict[str, Any]
+    ) -> WebSocketConnection:
+        """Open one visitor socket, authenticated and subscribed, that will then stay idle."""
+        ...
+
+    def message_frame(self, role: str, link: PairLink, client_msg_id: str, body: str) -> str:
+        """The frame that sends a chat message from ``role`` on ``link``."""
+        ...
+
+    def parse(self, role: str, text: str) -> Delivery | None:
+        """The chat message a received frame carries, or None for any other frame."""
+        ...
+
+    def heartbeat_frame(self) -> str | None:
+        """An application-level heartbeat, or None to use WebSocket pings."""
+        ...
+
+
+async def _connect(
+    nursery: trio.Nursery, url: str, headers: list[tuple[str, str]] | None = None
+) -> WebSocketConnection:
+    extra = [(k.encode(), v.encode()) for k, v in (headers or [])]
+    return await connect_websocket_url(
+        nursery, url, extra_headers=extra, message_queue_size=CLIENT_MESSAGE_QUEUE_SIZE
+    )
+
+
+class RelayWire:
+    """``bench/relay.py``: join a pair by query string; frames are relayed verbatim."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    async def open_pair(self, nursery: trio.Nursery, index: int, spec: dict[str, Any]) -> PairLink:
+        url = f"{self.base_url}/ws/relay?pair={index}"
+        visitor = await _connect(nursery, url + "&role=visitor")
+        agent = await _connect(nursery, url + "&role=agent")
+        return PairLink(index=index, visitor=visitor, agent=agent)
+
+    async def open_idle(
+        self, nursery: trio.Nursery, index: int, spec: dict[str, Any]
+    ) -> WebSocketConnection:
+        return await _connect(nursery, f"{self.base_url}/ws/relay?pair=idle{index}&role=visitor")
+
+    def message_frame(self, role: str, link: PairLink, client_msg_id: str, body: str) -> str:
+        return json.dumps({"type": "message", "client_msg_id": client_msg_id, "body": body})
+
+    def parse(self, role: str, text: str) -> Delivery | None:
+        frame = json.loads(text)
+        msg_id = frame.get("client_msg_id")
+        return Delivery(client_msg_id=msg_id) if isinstance(msg_id, str) else None
+
+    def heartbeat_frame(self) -> str | None:
+        return None
+
+
+def make_wire(protocol: str, base_url: str, setup: dict[str, Any]) -> Wire:
+    if protocol == "relay":
+        return RelayWire(base_url)
+    if protocol == "livechat":
+        from bench.livechat_wire import LiveChatWire
+
+        wire: Wire = LiveChatWire(base_url, setup)
+        return wire
+    raise ValueError(f"unknown protocol {protocol!r}")
