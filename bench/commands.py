@@ -2,9 +2,9 @@
 
 Every bench module exposes ``add_arguments(parser)`` and ``run(args) -> BenchResult``; this module
 adds the common ``--json PATH`` and ``--report DIR`` options, runs the bench, and writes both
-outputs. Bench modules are imported when ``register`` builds the parser (their options are part of it),
-never at this module's import; a missing or broken one (``routing``/``storage`` come from other
-packages' work) turns into a subcommand that says why it is unavailable, and the others work.
+outputs. Bench modules are imported when ``register`` builds the parser (their options are part
+of it), never at this module's import; a missing or broken one (``routing``/``storage`` come from
+other packages' work) turns into a subcommand that says why it is unavailable; the others work.
 
 ``livechat bench all --quick`` runs every bench in a small configuration (under 5 minutes in
 total) as a smoke check; without ``--quick`` it runs each at its default size.
