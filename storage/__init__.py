@@ -1,1 +1,166 @@
-"""Durable storage behind one interface: SQLite (embedded default) and PostgreSQL."""
+"""Durable storage behind one interface: SQLite (embedded default) and PostgreSQL.
+
+Open it with ``open_storage(url)``; the backend is chosen by the URL scheme. Other packages
+import only from here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from storage._appends import (
+    GROUP_COMMIT_MAX_BATCH,
+    GROUP_COMMIT_MAX_DELAY_S,
+    GroupCommitConfig,
+)
+from storage._base import Clock, SqlStorage
+from storage.api import (
+    Agent,
+    ApiToken,
+    AppendRequest,
+    AppendResult,
+    AuditEntry,
+    AuthorType,
+    Ban,
+    BanKind,
+    CannedResponse,
+    CloseReason,
+    Conversation,
+    ConversationFilter,
+    ConversationPatch,
+    ConversationState,
+    Event,
+    EventKind,
+    Group,
+    Page,
+    PageView,
+    Report,
+    Role,
+    RoutingDecision,
+    SearchHit,
+    Session,
+    Storage,
+    Visibility,
+    Visitor,
+    Workspace,
+    WorkspaceStatus,
+)
+from storage.errors import (
+    BackupError,
+    CommitFailed,
+    Conflict,
+    InvalidDatabaseURL,
+    MigrationError,
+    NotFound,
+    RestoreError,
+    StorageError,
+    StorageUnavailable,
+)
+
+__all__ = [
+    "GROUP_COMMIT_MAX_BATCH",
+    "GROUP_COMMIT_MAX_DELAY_S",
+    "Agent",
+    "ApiToken",
+    "AppendRequest",
+    "AppendResult",
+    "AuditEntry",
+    "AuthorType",
+    "BackupError",
+    "Ban",
+    "BanKind",
+    "CannedResponse",
+    "CloseReason",
+    "CommitFailed",
+    "Conflict",
+    "Conversation",
+    "ConversationFilter",
+    "ConversationPatch",
+    "ConversationState",
+    "Event",
+    "EventKind",
+    "Group",
+    "GroupCommitConfig",
+    "InvalidDatabaseURL",
+    "MigrationError",
+    "NotFound",
+    "Page",
+    "PageView",
+    "Report",
+    "RestoreError",
+    "Role",
+    "RoutingDecision",
+    "SearchHit",
+    "Session",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "Visibility",
+    "Visitor",
+    "Workspace",
+    "WorkspaceStatus",
+    "backend_of",
+    "open_storage",
+]
+
+
+def backend_of(url: str) -> tuple[str, str]:
+    """("sqlite", path) or ("postgresql", dsn) for a database URL; ``InvalidDatabaseURL``.
+
+    ``sqlite:///rel/path`` is relative to the working directory, ``sqlite:////abs/path``
+    absolute.
+    """
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not path or path == ":memory:":
+            raise InvalidDatabaseURL(f"{url!r}: give a file path, e.g. sqlite:///data/livechat.db")
+        return "sqlite", path
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql", url
+    raise InvalidDatabaseURL(
+        f"unsupported database URL {url!r}: use sqlite:///path or postgresql://user@host/db"
+    )
+
+
+@asynccontextmanager
+async def open_backend(
+    url: str,
+    *,
+    group_commit: GroupCommitConfig | None = None,
+    clock: Clock = time.time,
+    **options: Any,
+) -> AsyncIterator[SqlStorage]:
+    """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench)."""
+    backend, target = backend_of(url)
+    if backend == "sqlite":
+        from storage.sqlite import open_sqlite
+
+        async with open_sqlite(target, group_commit=group_commit, clock=clock, **options) as s:
+            yield s
+    else:
+        from storage.postgres import open_postgres
+
+        async with open_postgres(target, group_commit=group_commit, clock=clock, **options) as p:
+            yield p
+
+
+@asynccontextmanager
+async def open_storage(
+    url: str,
+    *,
+    group_commit: GroupCommitConfig | None = None,
+    clock: Clock = time.time,
+    **options: Any,
+) -> AsyncIterator[Storage]:
+    """Open the database named by ``url``, applying pending migrations; close on exit.
+
+    The group committer runs in a nursery owned by this context: appends queued when the
+    block exits are committed before the connections close. ``options`` go to the backend
+    (``readers``, ``busy_timeout_s``, ``statement_timeout_s`` for SQLite; ``pool_size``,
+    ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
+    """
+    async with open_backend(url, group_commit=group_commit, clock=clock, **options) as storage:
+        yield storage

@@ -1,0 +1,270 @@
+"""Durable group commit: many callers' appends share one transaction, released after it commits.
+
+``GroupCommitter`` is a service owned by the storage's nursery. Callers ``submit`` a list of
+requests (one ``append`` or one ``append_many``) and wait; the committer takes what is queued
+(at most ``max_batch`` requests, lingering at most ``max_delay_s`` for more) and runs ONE
+transaction (``append_batch_program``) that assigns each event ``conversations.last_seq + 1``,
+resolves ``client_msg_id`` retries to the original event, and applies each request's patch. A
+failed commit fails every caller of that batch with ``CommitFailed``; a request for a conversation
+that is not in its workspace fails alone with ``NotFound``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import attrs
+import trio
+
+from storage import api
+from storage._records import codec, decode, dump_json
+from storage._sql import Dialect, Program, Q, Row
+from storage.errors import CommitFailed, NotFound, StorageError, StorageUnavailable
+
+GROUP_COMMIT_MAX_BATCH: Final = 256  # requests per transaction
+GROUP_COMMIT_MAX_DELAY_S: Final = 0.002  # how long the first request waits for company
+GROUP_COMMIT_QUEUE_SIZE: Final = 4096  # submissions waiting for the committer (backpressure)
+
+Outcome = list[api.AppendResult] | StorageError
+BatchCommit = Callable[[list[Sequence[api.AppendRequest]]], Awaitable[list[Outcome]]]
+
+_CONVERSATION_COLUMNS = codec(api.Conversation).columns
+_MUTABLE_CONVERSATION_COLUMNS = tuple(
+    c for c in _CONVERSATION_COLUMNS if c not in ("id", "workspace_id", "visitor_id", "created_at")
+)
+
+
+@attrs.frozen(kw_only=True)
+class GroupCommitConfig:
+    """Bounds of one group commit; ``max_batch=1, max_delay_s=0`` is one transaction per call."""
+
+    max_batch: int = GROUP_COMMIT_MAX_BATCH
+    max_delay_s: float = GROUP_COMMIT_MAX_DELAY_S
+    queue_size: int = GROUP_COMMIT_QUEUE_SIZE
+
+
+@attrs.define(eq=False)
+class _Pending:
+    requests: Sequence[api.AppendRequest]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    outcome: Outcome | None = None
+
+
+class GroupCommitter:
+    """The queue in front of the single writer; see the module docstring."""
+
+    def __init__(self, commit: BatchCommit, config: GroupCommitConfig) -> None:
+        self._commit = commit
+        self._config = config
+        self._send, self._receive = trio.open_memory_channel[_Pending](config.queue_size)
+
+    async def submit(self, requests: Sequence[api.AppendRequest]) -> list[api.AppendResult]:
+        """Queue the requests and wait for their commit.
+
+        If the caller is cancelled while waiting, the requests may still be committed: a retry
+        with the same ``client_msg_id`` then returns the stored event (``duplicate=True``).
+        """
+        if not requests:
+            return []
+        pending = _Pending(requests)
+        try:
+            await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as err:
+            raise StorageUnavailable("storage is closed") from err
+        await pending.done.wait()
+        outcome = pending.outcome
+        if isinstance(outcome, StorageError):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def close(self) -> None:
+        """Stop accepting; ``run`` commits what is already queued, then returns."""
+        self._send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The committer loop; returns once ``close`` was called and the queue is drained.
+
+        On cancellation, callers still waiting get ``StorageUnavailable``.
+        """
+        task_status.started()
+        batch: list[_Pending] = []
+        try:
+            async with self._receive:
+                async for first in self._receive:
+                    batch = [first]
+                    await self._collect(batch)
+                    await self._commit_one(batch)
+                    batch = []
+        finally:
+            for pending in batch:
+                if not pending.done.is_set():
+                    pending.outcome = StorageUnavailable("storage closed during the commit")
+                    pending.done.set()
+            while True:
+                try:
+                    pending = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                pending.outcome = StorageUnavailable("storage closed before the commit")
+                pending.done.set()
+
+    async def _collect(self, batch: list[_Pending]) -> None:
+        count = len(batch[0].requests)
+        deadline = trio.current_time() + self._config.max_delay_s
+        while count < self._config.max_batch:
+            try:
+                pending: _Pending | None = self._receive.receive_nowait()
+            except trio.EndOfChannel:
+                return
+            except trio.WouldBlock:
+                if trio.current_time() >= deadline:
+                    return
+                pending = None
+                with trio.move_on_at(deadline):
+                    try:
+                        pending = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        return
+            if pending is None:
+                return
+            batch.append(pending)
+            count += len(pending.requests)
+
+    async def _commit_one(self, batch: list[_Pending]) -> None:
+        try:
+            outcomes = await self._commit([p.requests for p in batch])
+        except StorageError as err:
+            for pending in batch:
+                failed = CommitFailed(f"group commit of {len(batch)} appends failed: {err}")
+                failed.__cause__ = err
+                pending.outcome = failed
+                pending.done.set()
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            pending.outcome = outcome
+            pending.done.set()
+
+
+def append_batch_program(
+    batch: Sequence[Sequence[api.AppendRequest]], *, now: float, dialect: Dialect
+) -> Program[list[Outcome]]:
+    """One transaction for a whole batch; outcomes in the batch's order."""
+    conversation_ids = sorted({r.conversation_id for reqs in batch for r in reqs})
+    where, args = dialect.in_list("id", conversation_ids)
+    cols = ",".join(_CONVERSATION_COLUMNS)
+    # Sorted ids: PostgreSQL row locks are always taken in the same order (no deadlocks).
+    result = yield Q(
+        f"SELECT {cols} FROM conversations WHERE {where} ORDER BY id{dialect.lock_rows()}", args
+    )
+    conversations: dict[str, Row] = {row["id"]: row for row in result.rows}
+
+    keyed = {
+        (r.conversation_id, r.client_msg_id)
+        for reqs in batch
+        for r in reqs
+        if r.client_msg_id is not None
+    }
+    originals: dict[tuple[str, str], Row] = {}
+    if keyed:
+        where_c, args_c = dialect.in_list("conversation_id", sorted({k[0] for k in keyed}))
+        where_m, args_m = dialect.in_list("client_msg_id", sorted({k[1] for k in keyed}))
+        result = yield Q(
+            f"SELECT {','.join(codec(api.Event).columns)} FROM events"
+            f" WHERE {where_c} AND {where_m}",
+            args_c + args_m,
+        )
+        originals = {(row["conversation_id"], row["client_msg_id"]): row for row in result.rows}
+
+    event_codec = codec(api.Event)
+    inserts: list[list[Any]] = []
+    dirty: set[str] = set()
+    outcomes: list[Outcome] = []
+    for requests in batch:
+        missing = [
+            r.conversation_id
+            for r in requests
+            if (row := conversations.get(r.conversation_id)) is None
+            or row["workspace_id"] != r.workspace_id
+        ]
+        if missing:
+            outcomes.append(NotFound(f"conversation {missing[0]!r} not found"))
+            continue
+        results: list[api.AppendResult] = []
+        for request in requests:
+            key = (request.conversation_id, request.client_msg_id or "")
+            if request.client_msg_id is not None and key in originals:
+                event = decode(api.Event, originals[key])
+                results.append(api.AppendResult(event=event, duplicate=True))
+                continue
+            conversation = conversations[request.conversation_id]
+            conversation["last_seq"] += 1
+            conversation["last_activity_at"] = now
+            if request.patch is not None:
+                apply_patch(conversation, request.patch)
+            dirty.add(request.conversation_id)
+            event = api.Event(
+                workspace_id=request.workspace_id,
+                conversation_id=request.conversation_id,
+                seq=conversation["last_seq"],
+                kind=request.kind,
+                visibility=request.visibility,
+                author_type=request.author_type,
+                author_id=request.author_id,
+                body=request.body,
+                data=request.data,
+                client_msg_id=request.client_msg_id,
+                created_at=now,
+            )
+            event_args = event_codec.to_args(event)
+            inserts.append(event_args)
+            if request.client_msg_id is not None:
+                originals[key] = dict(zip(event_codec.columns, event_args, strict=True))
+            results.append(api.AppendResult(event=event, duplicate=False))
+        outcomes.append(results)
+
+    if inserts:
+        yield Q(event_codec.insert_sql(), many=inserts)
+    if dirty:
+        sets = ",".join(f"{c}=?" for c in _MUTABLE_CONVERSATION_COLUMNS)
+        yield Q(
+            f"UPDATE conversations SET {sets} WHERE id=?",
+            many=[
+                [conversations[cid][c] for c in _MUTABLE_CONVERSATION_COLUMNS] + [cid]
+                for cid in sorted(dirty)
+            ],
+        )
+    return outcomes
+
+
+def apply_patch(row: Row, patch: api.ConversationPatch) -> None:
+    """Apply a patch to a raw conversation row (JSON columns as text), in place."""
+    if patch.state is not None:
+        row["state"] = patch.state.value
+    if patch.clear_close_reason:
+        row["close_reason"] = None
+    if patch.close_reason is not None:
+        row["close_reason"] = patch.close_reason.value
+    if patch.group_id is not None:
+        row["group_id"] = patch.group_id
+    if patch.clear_assignee:
+        row["assignee_id"] = None
+    if patch.assignee_id is not None:
+        row["assignee_id"] = patch.assignee_id
+    if patch.previous_assignee_id is not None:
+        row["previous_assignee_id"] = patch.previous_assignee_id
+    if patch.participant_ids is not None:
+        row["participant_ids"] = dump_json(list(patch.participant_ids))
+    if patch.tags is not None:
+        row["tags"] = dump_json(list(patch.tags))
+    if patch.rating is not None:
+        row["rating"] = patch.rating
+    if patch.rating_comment is not None:
+        row["rating_comment"] = patch.rating_comment
+    if patch.first_response_at is not None and row["first_response_at"] is None:
+        row["first_response_at"] = float(patch.first_response_at)
+    if patch.clear_closed_at:
+        row["closed_at"] = None
+    if patch.closed_at is not None:
+        row["closed_at"] = float(patch.closed_at)

@@ -1,0 +1,870 @@
+"""``SqlStorage``: the whole ``Storage`` interface written once, over an abstract SQL driver.
+
+A backend (``storage.sqlite``, ``storage.postgres``) supplies three things: ``_write`` and
+``_read`` drive a transaction program (``storage._sql``) on the single writer or on a reader,
+and ``transaction`` opens one transaction that several awaits share (streaming export, bulk import).
+Everything else (tenancy checks, records, cursors, reports, retention) lives here, so the two
+backends cannot drift apart.
+
+Tenancy: every statement on a tenant table has ``workspace_id = ?`` in its WHERE clause (or checks
+the parent row's workspace first), so a foreign id behaves exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime
+import secrets
+import statistics
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+from storage import _export as export
+from storage import api
+from storage._appends import GroupCommitConfig, GroupCommitter, append_batch_program
+from storage._purge import (
+    erase_visitor_program,
+    purge_conversations_program,
+    purge_workspace_program,
+)
+from storage._records import (
+    audit_entry,
+    codec,
+    columns,
+    decode,
+    decode_cursor,
+    encode_cursor,
+    new_id,
+)
+from storage._sql import Dialect, Program, Q, Result, Row
+from storage.errors import NotFound, StorageError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Clock = Callable[[], float]
+
+# Fields an update_* call may not change: identity and tenancy are fixed at creation.
+_FIXED_FIELDS = frozenset({"id", "workspace_id", "created_at"})
+_OPEN_STATES = (api.ConversationState.QUEUED.value, api.ConversationState.ACTIVE.value)
+_MAX_PAGE = 500
+
+
+class TxSession(Protocol):
+    """One open transaction that several awaits share."""
+
+    async def run(self, q: Q) -> Result: ...
+
+
+def fetch(q: Q) -> Program[list[Row]]:
+    """A program of a single statement returning its rows."""
+    result = yield q
+    return result.rows
+
+
+def execute(q: Q) -> Program[int]:
+    """A program of a single statement returning its affected row count."""
+    result = yield q
+    return result.rowcount
+
+
+def _require(row: Row | None, what: str, key: str) -> Row:
+    if row is None:
+        raise NotFound(f"{what} {key!r} not found")
+    return row
+
+
+def _check_changes(cls: type[Any], changes: Mapping[str, Any]) -> None:
+    allowed = set(codec(cls).columns) - _FIXED_FIELDS
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise TypeError(f"cannot change {cls.__name__} field(s): {', '.join(unknown)}")
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank q-quantile of unsorted values; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, -(-int(q * 1000) * len(ordered) // 1000) - 1))
+    return float(ordered[index])
+
+
+class SqlStorage(abc.ABC):
+    """Implements ``storage.api.Storage``; see the module docstring."""
+
+    backend_name: str
+
+    def __init__(self, dialect: Dialect, *, clock: Clock, group_commit: GroupCommitConfig) -> None:
+        self._dialect = dialect
+        self._clock = clock
+        self._committer = GroupCommitter(self._commit_batch, group_commit)
+
+    # ------------------------------------------------------------ driver (backend-specific)
+
+    @abc.abstractmethod
+    async def _write(self, program: Program[T]) -> T:
+        """Run a program in one write transaction on the writer; commit, or roll back on error."""
+
+    @abc.abstractmethod
+    async def _read(self, program: Program[T]) -> T:
+        """Run a program in one read-only transaction (a consistent snapshot)."""
+
+    @abc.abstractmethod
+    def transaction(self, *, write: bool) -> AbstractAsyncContextManager[TxSession]:
+        """One transaction across awaits; committed on clean exit, rolled back on error."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None: ...
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def committer(self) -> GroupCommitter:
+        """The group committer; its ``run`` is started by the backend's opener."""
+        return self._committer
+
+    async def _commit_batch(
+        self, batch: list[Sequence[api.AppendRequest]]
+    ) -> list[list[api.AppendResult] | StorageError]:
+        program = append_batch_program(batch, now=self._clock(), dialect=self._dialect)
+        return await self._write(program)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._read(fetch(Q(sql, args)))
+
+    async def _fetch_one(self, cls: type[R], sql: str, *args: Any) -> R | None:
+        rows = await self._read(fetch(Q(sql, args)))
+        return decode(cls, rows[0]) if rows else None
+
+    async def _fetch_all(self, cls: type[R], sql: str, *args: Any) -> list[R]:
+        return [decode(cls, row) for row in await self._read(fetch(Q(sql, args)))]
+
+    async def _insert(self, record: R, *, parent: tuple[str, str, str] | None = None) -> R:
+        """Insert a record; ``parent`` (table, id, workspace_id) must exist in that workspace."""
+        record_codec = codec(type(record))
+
+        def program() -> Program[R]:
+            if parent is not None:
+                table, parent_id, workspace_id = parent
+                found = yield Q(
+                    f"SELECT 1 AS ok FROM {table} WHERE id=? AND "
+                    + ("id=?" if table == "workspaces" else "workspace_id=?"),
+                    (parent_id, workspace_id),
+                )
+                _require(found.one(), table.rstrip("s"), parent_id)
+            yield Q(record_codec.insert_sql(), record_codec.to_args(record))
+            return record
+
+        return await self._write(program())
+
+    async def _update(
+        self, cls: type[R], where: str, where_args: Sequence[Any], changes: Mapping[str, Any]
+    ) -> R:
+        _check_changes(cls, changes)
+        record_codec = codec(cls)
+        sets = ",".join(f"{name}=?" for name in changes)
+        args = [record_codec.encode(name, value) for name, value in changes.items()]
+        sql = f"UPDATE {record_codec.table} SET {sets or 'id=id'} WHERE {where}"
+        rows = await self._write(fetch(Q(f"{sql} RETURNING {columns(cls)}", [*args, *where_args])))
+        row = _require(rows[0] if rows else None, cls.__name__.lower(), str(where_args[-1]))
+        return decode(cls, row)
+
+    # ------------------------------------------------------------ server-wide
+
+    async def get_or_create_secret(self, name: str) -> str:
+        def program() -> Program[str]:
+            yield Q(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, secrets.token_urlsafe(32)),
+            )
+            result = yield Q("SELECT value FROM secrets WHERE name=?", (name,))
+            return str(_require(result.one(), "secret", name)["value"])
+
+        return await self._write(program())
+
+    # ------------------------------------------------------------ workspaces
+
+    async def create_workspace(
+        self,
+        *,
+        name: str,
+        allowed_origins: Sequence[str] = (),
+        settings: Mapping[str, Any] | None = None,
+    ) -> api.Workspace:
+        workspace = api.Workspace(
+            id=new_id(),
+            name=name,
+            widget_key=secrets.token_urlsafe(16),
+            identity_secret=secrets.token_urlsafe(32),
+            allowed_origins=tuple(allowed_origins),
+            settings=dict(settings or {}),
+            created_at=self._clock(),
+        )
+        return await self._insert(workspace)
+
+    async def get_workspace(self, workspace_id: str) -> api.Workspace | None:
+        sql = f"SELECT {columns(api.Workspace)} FROM workspaces WHERE id=?"
+        return await self._fetch_one(api.Workspace, sql, workspace_id)
+
+    async def get_workspace_by_widget_key(self, widget_key: str) -> api.Workspace | None:
+        sql = f"SELECT {columns(api.Workspace)} FROM workspaces WHERE widget_key=?"
+        return await self._fetch_one(api.Workspace, sql, widget_key)
+
+    async def list_workspaces(self) -> list[api.Workspace]:
+        sql = f"SELECT {columns(api.Workspace)} FROM workspaces ORDER BY created_at, id"
+        return await self._fetch_all(api.Workspace, sql)
+
+    async def update_workspace(self, workspace_id: str, **changes: Any) -> api.Workspace:
+        return await self._update(api.Workspace, "id=?", [workspace_id], changes)
+
+    # ------------------------------------------------------------ agents
+
+    async def create_agent(
+        self,
+        workspace_id: str,
+        *,
+        username: str,
+        display_name: str,
+        password_hash: str | None,
+        role: api.Role = api.Role.AGENT,
+        email: str | None = None,
+        max_chats: int = 5,
+        group_ids: Sequence[str] = (),
+    ) -> api.Agent:
+        now = self._clock()
+        agent = api.Agent(
+            id=new_id(),
+            workspace_id=workspace_id,
+            username=username.lower(),
+            display_name=display_name,
+            email=email,
+            role=role,
+            password_hash=password_hash,
+            max_chats=max_chats,
+            group_ids=tuple(group_ids),
+            created_at=now,
+            password_changed_at=now,
+        )
+        return await self._insert(agent, parent=("workspaces", workspace_id, workspace_id))
+
+    async def get_agent(self, workspace_id: str, agent_id: str) -> api.Agent | None:
+        sql = f"SELECT {columns(api.Agent)} FROM agents WHERE id=? AND workspace_id=?"
+        return await self._fetch_one(api.Agent, sql, agent_id, workspace_id)
+
+    async def find_agent_by_username(self, username: str) -> api.Agent | None:
+        sql = f"SELECT {columns(api.Agent)} FROM agents WHERE username=?"
+        return await self._fetch_one(api.Agent, sql, username.lower())
+
+    async def list_agents(self, workspace_id: str) -> list[api.Agent]:
+        sql = f"SELECT {columns(api.Agent)} FROM agents WHERE workspace_id=? ORDER BY username"
+        return await self._fetch_all(api.Agent, sql, workspace_id)
+
+    async def update_agent(self, workspace_id: str, agent_id: str, **changes: Any) -> api.Agent:
+        """Also lower-cases a new username and stamps ``password_changed_at`` with a new hash."""
+        if "username" in changes:
+            changes["username"] = str(changes["username"]).lower()
+        if "password_hash" in changes:
+            changes.setdefault("password_changed_at", self._clock())
+        where = "workspace_id=? AND id=?"
+        return await self._update(api.Agent, where, [workspace_id, agent_id], changes)
+
+    # ------------------------------------------------------------ groups
+
+    async def create_group(
+        self, workspace_id: str, *, name: str, fallback_group_id: str | None = None
+    ) -> api.Group:
+        group = api.Group(
+            id=new_id(), workspace_id=workspace_id, name=name, fallback_group_id=fallback_group_id
+        )
+        return await self._insert(group, parent=("workspaces", workspace_id, workspace_id))
+
+    async def get_group(self, workspace_id: str, group_id: str) -> api.Group | None:
+        sql = f"SELECT {columns(api.Group)} FROM agent_groups WHERE id=? AND workspace_id=?"
+        return await self._fetch_one(api.Group, sql, group_id, workspace_id)
+
+    async def list_groups(self, workspace_id: str) -> list[api.Group]:
+        sql = f"SELECT {columns(api.Group)} FROM agent_groups WHERE workspace_id=? ORDER BY name"
+        return await self._fetch_all(api.Group, sql, workspace_id)
+
+    async def update_group(self, workspace_id: str, group_id: str, **changes: Any) -> api.Group:
+        where = "workspace_id=? AND id=?"
+        return await self._update(api.Group, where, [workspace_id, group_id], changes)
+
+    async def delete_group(self, workspace_id: str, group_id: str) -> None:
+        """Also drops the group from its agents and from other groups' fallbacks."""
+        agent_codec = codec(api.Agent)
+
+        def program() -> Program[None]:
+            deleted = yield Q(
+                "DELETE FROM agent_groups WHERE workspace_id=? AND id=?", (workspace_id, group_id)
+            )
+            if deleted.rowcount == 0:
+                raise NotFound(f"group {group_id!r} not found")
+            yield Q(
+                "UPDATE agent_groups SET fallback_group_id=NULL"
+                " WHERE workspace_id=? AND fallback_group_id=?",
+                (workspace_id, group_id),
+            )
+            agents = yield Q(
+                "SELECT id, group_ids FROM agents WHERE workspace_id=?", (workspace_id,)
+            )
+            for row in agents.rows:
+                group_ids = agent_codec.decoders[agent_codec.columns.index("group_ids")]
+                assert group_ids is not None
+                current: tuple[str, ...] = group_ids(row["group_ids"])
+                if group_id in current:
+                    kept = tuple(g for g in current if g != group_id)
+                    yield Q(
+                        "UPDATE agents SET group_ids=? WHERE workspace_id=? AND id=?",
+                        (agent_codec.encode("group_ids", kept), workspace_id, row["id"]),
+                    )
+
+        await self._write(program())
+
+    # ------------------------------------------------------------ canned responses
+
+    async def create_canned_response(
+        self, workspace_id: str, *, shortcut: str, text: str
+    ) -> api.CannedResponse:
+        canned = api.CannedResponse(
+            id=new_id(), workspace_id=workspace_id, shortcut=shortcut, text=text
+        )
+        return await self._insert(canned, parent=("workspaces", workspace_id, workspace_id))
+
+    async def list_canned_responses(self, workspace_id: str) -> list[api.CannedResponse]:
+        sql = (
+            f"SELECT {columns(api.CannedResponse)} FROM canned_responses"
+            " WHERE workspace_id=? ORDER BY shortcut, id"
+        )
+        return await self._fetch_all(api.CannedResponse, sql, workspace_id)
+
+    async def update_canned_response(
+        self, workspace_id: str, canned_id: str, **changes: Any
+    ) -> api.CannedResponse:
+        where = "workspace_id=? AND id=?"
+        return await self._update(api.CannedResponse, where, [workspace_id, canned_id], changes)
+
+    async def delete_canned_response(self, workspace_id: str, canned_id: str) -> None:
+        sql = "DELETE FROM canned_responses WHERE workspace_id=? AND id=?"
+        if await self._write(execute(Q(sql, (workspace_id, canned_id)))) == 0:
+            raise NotFound(f"canned response {canned_id!r} not found")
+
+    # ------------------------------------------------------------ visitors
+
+    async def create_visitor(
+        self,
+        workspace_id: str,
+        *,
+        token_hash: str | None,
+        external_id: str | None = None,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> api.Visitor:
+        now = self._clock()
+        visitor = api.Visitor(
+            id=new_id(),
+            workspace_id=workspace_id,
+            token_hash=token_hash,
+            external_id=external_id,
+            user_agent=user_agent,
+            ip=ip,
+            first_seen_at=now,
+            last_seen_at=now,
+        )
+        return await self._insert(visitor, parent=("workspaces", workspace_id, workspace_id))
+
+    async def get_visitor(self, workspace_id: str, visitor_id: str) -> api.Visitor | None:
+        sql = f"SELECT {columns(api.Visitor)} FROM visitors WHERE id=? AND workspace_id=?"
+        return await self._fetch_one(api.Visitor, sql, visitor_id, workspace_id)
+
+    async def find_visitor_by_token_hash(
+        self, workspace_id: str, token_hash: str
+    ) -> api.Visitor | None:
+        sql = (
+            f"SELECT {columns(api.Visitor)} FROM visitors WHERE workspace_id=? AND token_hash=?"
+            " ORDER BY last_seen_at DESC LIMIT 1"
+        )
+        return await self._fetch_one(api.Visitor, sql, workspace_id, token_hash)
+
+    async def find_visitor_by_external_id(
+        self, workspace_id: str, external_id: str
+    ) -> api.Visitor | None:
+        sql = (
+            f"SELECT {columns(api.Visitor)} FROM visitors WHERE workspace_id=? AND external_id=?"
+            " ORDER BY last_seen_at DESC LIMIT 1"
+        )
+        return await self._fetch_one(api.Visitor, sql, workspace_id, external_id)
+
+    async def update_visitor(
+        self, workspace_id: str, visitor_id: str, **changes: Any
+    ) -> api.Visitor:
+        where = "workspace_id=? AND id=?"
+        return await self._update(api.Visitor, where, [workspace_id, visitor_id], changes)
+
+    async def add_page_view(self, workspace_id: str, view: api.PageView) -> None:
+        def program() -> Program[None]:
+            found = yield Q(
+                "SELECT 1 AS ok FROM visitors WHERE id=? AND workspace_id=?",
+                (view.visitor_id, workspace_id),
+            )
+            _require(found.one(), "visitor", view.visitor_id)
+            yield Q(
+                "INSERT INTO page_views (id, workspace_id, visitor_id, url, title, referrer, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    new_id(),
+                    workspace_id,
+                    view.visitor_id,
+                    view.url,
+                    view.title,
+                    view.referrer,
+                    float(view.at or self._clock()),
+                ),
+            )
+
+        await self._write(program())
+
+    async def list_page_views(
+        self, workspace_id: str, visitor_id: str, limit: int = 50
+    ) -> list[api.PageView]:
+        rows = await self._fetch(
+            "SELECT visitor_id, url, title, referrer, at FROM page_views"
+            " WHERE workspace_id=? AND visitor_id=? ORDER BY at DESC, id DESC LIMIT ?",
+            workspace_id,
+            visitor_id,
+            min(limit, _MAX_PAGE),
+        )
+        return [api.PageView(**{**row, "at": float(row["at"])}) for row in rows]
+
+    # ------------------------------------------------------------ conversations
+
+    async def create_conversation(
+        self, workspace_id: str, *, visitor_id: str, group_id: str | None = None
+    ) -> api.Conversation:
+        now = self._clock()
+        conversation = api.Conversation(
+            id=new_id(),
+            workspace_id=workspace_id,
+            visitor_id=visitor_id,
+            group_id=group_id,
+            created_at=now,
+            last_activity_at=now,
+        )
+        return await self._insert(conversation, parent=("visitors", visitor_id, workspace_id))
+
+    async def get_conversation(
+        self, workspace_id: str, conversation_id: str
+    ) -> api.Conversation | None:
+        sql = f"SELECT {columns(api.Conversation)} FROM conversations WHERE id=? AND workspace_id=?"
+        return await self._fetch_one(api.Conversation, sql, conversation_id, workspace_id)
+
+    async def list_conversations(
+        self,
+        workspace_id: str,
+        filters: api.ConversationFilter,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> api.Page:
+        """Newest first (created_at desc, id desc); the cursor is the last row's position."""
+        where = ["workspace_id=?"]
+        args: list[Any] = [workspace_id]
+        for column, value in (
+            ("state", filters.state),
+            ("assignee_id", filters.assignee_id),
+            ("group_id", filters.group_id),
+            ("visitor_id", filters.visitor_id),
+        ):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(str(value))
+        if filters.tag is not None:
+            where.append(self._dialect.tag_filter("tags"))
+            args.append(filters.tag)
+        if filters.created_after is not None:
+            where.append("created_at>=?")
+            args.append(float(filters.created_after))
+        if filters.created_before is not None:
+            where.append("created_at<?")
+            args.append(float(filters.created_before))
+        if cursor is not None:
+            at, last_id = decode_cursor(cursor)
+            where.append("(created_at<? OR (created_at=? AND id<?))")
+            args += [at, at, last_id]
+        limit = max(1, min(limit, _MAX_PAGE))
+        sql = (
+            f"SELECT {columns(api.Conversation)} FROM conversations WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        items = await self._fetch_all(api.Conversation, sql, *args, limit + 1)
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
+        return api.Page(items=tuple(items), next_cursor=next_cursor)
+
+    async def list_open_conversations(self, workspace_id: str) -> list[api.Conversation]:
+        sql = (
+            f"SELECT {columns(api.Conversation)} FROM conversations"
+            " WHERE workspace_id=? AND state IN (?, ?) ORDER BY created_at, id"
+        )
+        return await self._fetch_all(api.Conversation, sql, workspace_id, *_OPEN_STATES)
+
+    async def list_visitor_conversations(
+        self, workspace_id: str, visitor_id: str
+    ) -> list[api.Conversation]:
+        sql = (
+            f"SELECT {columns(api.Conversation)} FROM conversations"
+            " WHERE workspace_id=? AND visitor_id=? ORDER BY created_at DESC, id DESC"
+        )
+        return await self._fetch_all(api.Conversation, sql, workspace_id, visitor_id)
+
+    async def append(self, request: api.AppendRequest) -> api.AppendResult:
+        """See ``storage.api.Storage.append``; queued to the group committer."""
+        (result,) = await self._committer.submit([request])
+        return result
+
+    async def append_many(self, requests: Sequence[api.AppendRequest]) -> list[api.AppendResult]:
+        """All in one commit, in order; if one conversation is missing, none is appended."""
+        return await self._committer.submit(list(requests))
+
+    async def history(
+        self,
+        workspace_id: str,
+        conversation_id: str,
+        *,
+        after_seq: int | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+        include_agents_only: bool = True,
+    ) -> list[api.Event]:
+        """Ascending seq. Neither bound given: the latest ``limit`` events."""
+        where = ["conversation_id=?", "workspace_id=?"]
+        args: list[Any] = [conversation_id, workspace_id]
+        if after_seq is not None:
+            where.append("seq>?")
+            args.append(after_seq)
+        if before_seq is not None:
+            where.append("seq<?")
+            args.append(before_seq)
+        if not include_agents_only:
+            where.append("visibility=?")
+            args.append(api.Visibility.ALL.value)
+        newest_first = after_seq is None
+        sql = (
+            f"SELECT {columns(api.Event)} FROM events WHERE {' AND '.join(where)}"
+            f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        )
+        events = await self._fetch_all(api.Event, sql, *args, max(1, min(limit, _MAX_PAGE)))
+        if newest_first:
+            events.reverse()
+        return events
+
+    async def search(
+        self, workspace_id: str, query: str, *, limit: int = 20
+    ) -> list[api.SearchHit]:
+        """Messages, offline messages and notes holding every word of ``query``, newest first."""
+        text = self._dialect.search_query(query)
+        if text is None:
+            return []
+        rows = await self._read(
+            fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_PAGE))))
+        )
+        return [
+            api.SearchHit(
+                conversation_id=row["conversation_id"],
+                seq=int(row["seq"]),
+                body=row["body"],
+                snippet=row["snippet"],
+                created_at=float(row["created_at"]),
+            )
+            for row in rows
+        ]
+
+    # ------------------------------------------------------------ routing, bans, audit
+
+    async def record_routing_decision(
+        self,
+        workspace_id: str,
+        *,
+        conversation_id: str,
+        agent_id: str | None,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        decision = api.RoutingDecision(
+            id=new_id(),
+            workspace_id=workspace_id,
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            reason=reason,
+            details=dict(details or {}),
+            at=self._clock(),
+        )
+        await self._insert(decision, parent=("conversations", conversation_id, workspace_id))
+
+    async def list_routing_decisions(
+        self, workspace_id: str, *, conversation_id: str | None = None, limit: int = 100
+    ) -> list[api.RoutingDecision]:
+        """Newest first."""
+        where, args = "workspace_id=?", [workspace_id]
+        if conversation_id is not None:
+            where += " AND conversation_id=?"
+            args.append(conversation_id)
+        sql = (
+            f"SELECT {columns(api.RoutingDecision)} FROM routing_decisions WHERE {where}"
+            " ORDER BY at DESC, id DESC LIMIT ?"
+        )
+        return await self._fetch_all(api.RoutingDecision, sql, *args, min(limit, _MAX_PAGE))
+
+    async def add_ban(
+        self,
+        workspace_id: str,
+        *,
+        kind: api.BanKind,
+        value: str,
+        reason: str | None = None,
+        expires_at: float | None = None,
+    ) -> api.Ban:
+        ban = api.Ban(
+            id=new_id(),
+            workspace_id=workspace_id,
+            kind=kind,
+            value=value,
+            reason=reason,
+            created_at=self._clock(),
+            expires_at=expires_at,
+        )
+        return await self._insert(ban, parent=("workspaces", workspace_id, workspace_id))
+
+    async def list_bans(self, workspace_id: str) -> list[api.Ban]:
+        sql = f"SELECT {columns(api.Ban)} FROM bans WHERE workspace_id=? ORDER BY created_at, id"
+        return await self._fetch_all(api.Ban, sql, workspace_id)
+
+    async def remove_ban(self, workspace_id: str, ban_id: str) -> None:
+        sql = "DELETE FROM bans WHERE workspace_id=? AND id=?"
+        if await self._write(execute(Q(sql, (workspace_id, ban_id)))) == 0:
+            raise NotFound(f"ban {ban_id!r} not found")
+
+    async def is_banned(self, workspace_id: str, *, visitor_id: str | None, ip: str | None) -> bool:
+        """True when an unexpired ban matches the visitor id or the IP address."""
+        matches, args = [], [workspace_id, self._clock()]
+        for kind, value in ((api.BanKind.VISITOR, visitor_id), (api.BanKind.IP, ip)):
+            if value is not None:
+                matches.append("(kind=? AND value=?)")
+                args += [kind.value, value]
+        if not matches:
+            return False
+        rows = await self._fetch(
+            "SELECT 1 AS banned FROM bans WHERE workspace_id=?"
+            f" AND (expires_at IS NULL OR expires_at>?) AND ({' OR '.join(matches)}) LIMIT 1",
+            *args,
+        )
+        return bool(rows)
+
+    async def audit(
+        self,
+        workspace_id: str | None,
+        *,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        ip: str | None = None,
+    ) -> None:
+        sql, args = audit_entry(
+            workspace_id,
+            actor=actor,
+            action=action,
+            target=target,
+            details=details,
+            ip=ip,
+            at=self._clock(),
+        )
+        await self._write(execute(Q(sql, args)))
+
+    async def list_audit(
+        self, workspace_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> api.Page:
+        """Newest first, keyset-paginated like ``list_conversations``."""
+        where, args = "workspace_id=?", list[Any]([workspace_id])
+        if cursor is not None:
+            at, last_id = decode_cursor(cursor)
+            where += " AND (at<? OR (at=? AND id<?))"
+            args += [at, at, last_id]
+        limit = max(1, min(limit, _MAX_PAGE))
+        sql = (
+            f"SELECT {columns(api.AuditEntry)} FROM audit_log WHERE {where}"
+            " ORDER BY at DESC, id DESC LIMIT ?"
+        )
+        items = await self._fetch_all(api.AuditEntry, sql, *args, limit + 1)
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor(items[-1].at, items[-1].id)
+        return api.Page(items=tuple(items), next_cursor=next_cursor)
+
+    # ------------------------------------------------------------ API tokens and sessions
+
+    async def create_api_token(
+        self, workspace_id: str, *, agent_id: str, name: str, token_hash: str, scopes: Sequence[str]
+    ) -> api.ApiToken:
+        token = api.ApiToken(
+            id=new_id(),
+            workspace_id=workspace_id,
+            agent_id=agent_id,
+            name=name,
+            token_hash=token_hash,
+            scopes=tuple(scopes),
+            created_at=self._clock(),
+        )
+        return await self._insert(token, parent=("agents", agent_id, workspace_id))
+
+    async def find_api_token(self, token_hash: str) -> api.ApiToken | None:
+        """Revoked tokens are returned too: the caller checks ``revoked_at``."""
+        sql = f"SELECT {columns(api.ApiToken)} FROM api_tokens WHERE token_hash=?"
+        return await self._fetch_one(api.ApiToken, sql, token_hash)
+
+    async def list_api_tokens(self, workspace_id: str) -> list[api.ApiToken]:
+        sql = (
+            f"SELECT {columns(api.ApiToken)} FROM api_tokens WHERE workspace_id=?"
+            " ORDER BY created_at, id"
+        )
+        return await self._fetch_all(api.ApiToken, sql, workspace_id)
+
+    async def revoke_api_token(self, workspace_id: str, token_id: str) -> None:
+        sql = (
+            "UPDATE api_tokens SET revoked_at=COALESCE(revoked_at, ?) WHERE workspace_id=? AND id=?"
+        )
+        if await self._write(execute(Q(sql, (self._clock(), workspace_id, token_id)))) == 0:
+            raise NotFound(f"API token {token_id!r} not found")
+
+    async def create_session(self, session: api.Session) -> None:
+        await self._insert(session)
+
+    async def get_session(self, id_hash: str) -> api.Session | None:
+        sql = f"SELECT {columns(api.Session)} FROM sessions WHERE id_hash=?"
+        return await self._fetch_one(api.Session, sql, id_hash)
+
+    async def touch_session(self, id_hash: str, at: float) -> None:
+        sql = "UPDATE sessions SET last_seen_at=? WHERE id_hash=?"
+        await self._write(execute(Q(sql, (float(at), id_hash))))
+
+    async def delete_session(self, id_hash: str) -> None:
+        await self._write(execute(Q("DELETE FROM sessions WHERE id_hash=?", (id_hash,))))
+
+    async def delete_agent_sessions(
+        self, agent_id: str, *, except_id_hash: str | None = None
+    ) -> None:
+        sql, args = "DELETE FROM sessions WHERE agent_id=?", [agent_id]
+        if except_id_hash is not None:
+            sql += " AND id_hash<>?"
+            args.append(except_id_hash)
+        await self._write(execute(Q(sql, args)))
+
+    # ------------------------------------------------------------ reports
+
+    async def report(self, workspace_id: str, *, since: float, until: float) -> api.Report:
+        """Aggregates over conversations created in [since, until), days in UTC."""
+        rows = await self._fetch(
+            "SELECT created_at, first_response_at, close_reason, rating, assignee_id, group_id"
+            " FROM conversations WHERE workspace_id=? AND created_at>=? AND created_at<?",
+            workspace_id,
+            float(since),
+            float(until),
+        )
+        per_day: dict[str, int] = defaultdict(int)
+        response_times: list[float] = []
+        ratings: list[int] = []
+        agents: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        groups: dict[str, dict[str, int]] = defaultdict(lambda: {"chats": 0, "missed": 0})
+        missed = 0
+        for row in rows:
+            created = float(row["created_at"])
+            day = datetime.datetime.fromtimestamp(created, datetime.UTC).date().isoformat()
+            per_day[day] += 1
+            is_missed = row["close_reason"] == api.CloseReason.MISSED.value
+            missed += is_missed
+            frt = None
+            if row["first_response_at"] is not None:
+                frt = float(row["first_response_at"]) - created
+                response_times.append(frt)
+            if row["rating"] is not None:
+                ratings.append(int(row["rating"]))
+            if row["assignee_id"] is not None:
+                agent = agents[row["assignee_id"]]
+                agent["chats"].append(1)
+                if row["rating"] is not None:
+                    agent["ratings"].append(float(row["rating"]))
+                if frt is not None:
+                    agent["frt"].append(frt)
+            if row["group_id"] is not None:
+                groups[row["group_id"]]["chats"] += 1
+                groups[row["group_id"]]["missed"] += is_missed
+        return api.Report(
+            chats_per_day=tuple(sorted(per_day.items())),
+            total_chats=len(rows),
+            missed_chats=missed,
+            first_response_p50_s=_percentile(response_times, 0.5),
+            first_response_p90_s=_percentile(response_times, 0.9),
+            average_rating=statistics.fmean(ratings) if ratings else None,
+            per_agent=tuple(
+                {
+                    "agent_id": agent_id,
+                    "chats": len(stats["chats"]),
+                    "avg_rating": statistics.fmean(stats["ratings"]) if stats["ratings"] else None,
+                    "frt_p50_s": _percentile(stats["frt"], 0.5),
+                }
+                for agent_id, stats in sorted(agents.items())
+            ),
+            per_group=tuple(
+                {"group_id": group_id, **stats} for group_id, stats in sorted(groups.items())
+            ),
+        )
+
+    # ------------------------------------------------------------ export, import, retention
+
+    def export_jsonl(
+        self, workspace_id: str, *, visitor_id: str | None = None
+    ) -> AsyncIterator[str]:
+        return export.export_jsonl(self, workspace_id, visitor_id=visitor_id)
+
+    def export_database_jsonl(self) -> AsyncIterator[str]:
+        """Every workspace and the server-wide rows (secrets, server audit): a full backup."""
+        return export.export_jsonl(self, None, visitor_id=None)
+
+    def export_csv(self, workspace_id: str) -> AsyncIterator[str]:
+        return export.export_csv(self, workspace_id)
+
+    async def import_jsonl(self, lines: AsyncIterator[str]) -> int:
+        return await export.import_jsonl(self, lines)
+
+    async def purge_conversations_older_than(
+        self, workspace_id: str, *, days: int, actor: str = "system"
+    ) -> int:
+        """Delete conversations whose last activity is older than ``days``; audited."""
+        now = self._clock()
+        program = purge_conversations_program(
+            workspace_id, cutoff=now - days * 86400.0, days=days, now=now, actor=actor
+        )
+        return await self._write(program)
+
+    async def erase_visitor(
+        self, workspace_id: str, visitor_id: str, *, actor: str = "system"
+    ) -> None:
+        """Delete the visitor and everything about them (data-subject erasure); audited."""
+        await self._write(
+            erase_visitor_program(workspace_id, visitor_id, now=self._clock(), actor=actor)
+        )
+
+    async def purge_workspace(self, workspace_id: str, *, actor: str = "system") -> None:
+        """Delete every row of the workspace; audited server-wide (the workspace is gone)."""
+        await self._write(purge_workspace_program(workspace_id, now=self._clock(), actor=actor))

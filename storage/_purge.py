@@ -1,0 +1,119 @@
+"""Deletion programs (retention, erasure, workspace purge); each leaves one audit entry.
+
+Each runs as one write transaction, so a deletion is all or nothing and its audit entry is
+committed with it. Audit details hold counts and ids, never message bodies.
+"""
+
+from __future__ import annotations
+
+from storage._records import audit_entry
+from storage._sql import Program, Q
+from storage.errors import NotFound
+
+# Children before parents: no foreign key ever points at a deleted row.
+_WORKSPACE_TABLES = (
+    "events",
+    "routing_decisions",
+    "conversations",
+    "page_views",
+    "sessions",
+    "api_tokens",
+    "bans",
+    "canned_responses",
+    "visitors",
+    "agents",
+    "agent_groups",
+    "audit_log",
+)
+
+
+def purge_conversations_program(
+    workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
+) -> Program[int]:
+    """Delete conversations (and their events) with no activity since ``cutoff``."""
+    old = "SELECT id FROM conversations WHERE workspace_id=? AND last_activity_at<?"
+    events = yield Q(
+        f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({old})",
+        (workspace_id, workspace_id, cutoff),
+    )
+    yield Q(
+        f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({old})",
+        (workspace_id, workspace_id, cutoff),
+    )
+    deleted = yield Q(
+        "DELETE FROM conversations WHERE workspace_id=? AND last_activity_at<?",
+        (workspace_id, cutoff),
+    )
+    if deleted.rowcount:
+        details = {"days": days, "conversations": deleted.rowcount, "events": events.rowcount}
+        yield Q(
+            *audit_entry(
+                workspace_id, actor=actor, action="retention.purge", at=now, details=details
+            )
+        )
+    return deleted.rowcount
+
+
+def erase_visitor_program(
+    workspace_id: str, visitor_id: str, *, now: float, actor: str
+) -> Program[None]:
+    """Delete a visitor with their conversations, events, page views and visitor bans."""
+    found = yield Q(
+        "SELECT 1 AS ok FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id)
+    )
+    if found.one() is None:
+        raise NotFound(f"visitor {visitor_id!r} not found")
+    theirs = "SELECT id FROM conversations WHERE workspace_id=? AND visitor_id=?"
+    events = yield Q(
+        f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({theirs})",
+        (workspace_id, workspace_id, visitor_id),
+    )
+    yield Q(
+        f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({theirs})",
+        (workspace_id, workspace_id, visitor_id),
+    )
+    conversations = yield Q(
+        "DELETE FROM conversations WHERE workspace_id=? AND visitor_id=?",
+        (workspace_id, visitor_id),
+    )
+    yield Q(
+        "DELETE FROM page_views WHERE workspace_id=? AND visitor_id=?", (workspace_id, visitor_id)
+    )
+    yield Q(
+        "DELETE FROM bans WHERE workspace_id=? AND kind='visitor' AND value=?",
+        (workspace_id, visitor_id),
+    )
+    yield Q("DELETE FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id))
+    details = {"conversations": conversations.rowcount, "events": events.rowcount}
+    yield Q(
+        *audit_entry(
+            workspace_id,
+            actor=actor,
+            action="visitor.erased",
+            target=visitor_id,
+            at=now,
+            details=details,
+        )
+    )
+
+
+def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Program[None]:
+    """Delete every row of a workspace; the audit entry is server-wide (workspace_id NULL)."""
+    counts: dict[str, int] = {}
+    found = yield Q("SELECT 1 AS ok FROM workspaces WHERE id=?", (workspace_id,))
+    if found.one() is None:
+        raise NotFound(f"workspace {workspace_id!r} not found")
+    for table in _WORKSPACE_TABLES:
+        result = yield Q(f"DELETE FROM {table} WHERE workspace_id=?", (workspace_id,))
+        counts[table] = result.rowcount
+    yield Q("DELETE FROM workspaces WHERE id=?", (workspace_id,))
+    yield Q(
+        *audit_entry(
+            None,
+            actor=actor,
+            action="workspace.purged",
+            target=workspace_id,
+            at=now,
+            details=counts,
+        )
+    )

@@ -1,0 +1,146 @@
+"""Backend-neutral transaction programs: the sans-IO core shared by both backends.
+
+Every query is written once as a *program*: a generator that yields ``Q`` statements and is sent
+back a ``Result`` for each. A backend drives a program inside one transaction: SQLite runs the
+whole generator in its writer (or a reader) thread, PostgreSQL runs it inside one asyncio task on
+one pooled connection. So one Trio-to-driver hop serves a whole transaction, and the logic (seq
+assignment, idempotency, patches, tenancy checks) exists exactly once.
+
+SQL is written with ``?`` placeholders; the PostgreSQL backend rewrites them to ``$n``. No ``?``
+may appear in a SQL string except as a placeholder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Sequence
+from typing import Any, Protocol, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+Row = dict[str, Any]
+
+
+@attrs.frozen
+class Q:
+    """One statement. ``many``: executemany over those argument rows. ``script``: a multi-
+    statement DDL script without arguments (migrations)."""
+
+    sql: str
+    args: Sequence[Any] = ()
+    many: Sequence[Sequence[Any]] | None = None
+    script: bool = False
+
+
+@attrs.frozen
+class Result:
+    """What a statement produced: its rows (possibly none) and the affected row count."""
+
+    rows: list[Row]
+    rowcount: int
+
+    def one(self) -> Row | None:
+        return self.rows[0] if self.rows else None
+
+
+Program = Generator[Q, Result, T]
+
+
+class Dialect(Protocol):
+    """The few places the two SQL dialects differ."""
+
+    name: str
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column IN (...)`` for these values, with its arguments."""
+        ...
+
+    def byte_order(self, column: str) -> str:
+        """``column`` compared and sorted by bytes, the same on both backends."""
+        ...
+
+    def lock_rows(self) -> str:
+        """Suffix locking the selected rows for this transaction (empty for SQLite)."""
+        ...
+
+    def tag_filter(self, column: str) -> str:
+        """A condition true when JSON array text ``column`` holds the string argument ``?``."""
+        ...
+
+    def search(self, workspace_id: str, query: str, limit: int) -> Q:
+        """Full-text search (``query`` from ``search_query``); columns conversation_id, seq,
+        body, created_at, snippet (matches in [brackets]); newest first."""
+        ...
+
+    def search_query(self, text: str) -> str | None:
+        """The user's words turned into the backend's query argument; None when nothing to find."""
+        ...
+
+
+class SQLiteDialect:
+    name = "sqlite"
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        marks = ",".join("?" * len(values))
+        return f"{column} IN ({marks})", list(values)
+
+    def byte_order(self, column: str) -> str:
+        return column  # SQLite's default BINARY collation
+
+    def lock_rows(self) -> str:
+        return ""  # BEGIN IMMEDIATE already holds the database write lock
+
+    def tag_filter(self, column: str) -> str:
+        return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value = ?)"
+
+    def search(self, workspace_id: str, query: str, limit: int) -> Q:
+        sql = (
+            "SELECT e.conversation_id, e.seq, e.body, e.created_at,"
+            " snippet(events_fts, 0, '[', ']', '…', 12) AS snippet"
+            " FROM events_fts JOIN events e ON e.rowid = events_fts.rowid"
+            " WHERE events_fts MATCH ? AND e.workspace_id = ?"
+            " ORDER BY events_fts.rowid DESC LIMIT ?"
+        )
+        return Q(sql, (query, workspace_id, limit))
+
+    def search_query(self, text: str) -> str | None:
+        words = _words(text)
+        # Each word quoted: user input can never be FTS5 syntax; all words must match.
+        return " ".join('"' + w.replace('"', '""') + '"' for w in words) or None
+
+
+class PostgresDialect:
+    name = "postgresql"
+
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?::text[])", [list(values)]
+
+    def byte_order(self, column: str) -> str:
+        return f'{column} COLLATE "C"'
+
+    def lock_rows(self) -> str:
+        return " FOR UPDATE"
+
+    def tag_filter(self, column: str) -> str:
+        return f"({column})::jsonb @> jsonb_build_array(?::text)"
+
+    def search(self, workspace_id: str, query: str, limit: int) -> Q:
+        sql = (
+            "SELECT e.conversation_id, e.seq, e.body, e.created_at,"
+            " ts_headline('simple', e.body, q.q,"
+            " 'StartSel=[, StopSel=], MaxWords=24, MinWords=6') AS snippet"
+            " FROM events e, (SELECT to_tsquery('simple', ?) AS q) q"
+            " WHERE e.tsv @@ q.q AND e.workspace_id = ?"
+            " ORDER BY e.created_at DESC LIMIT ?"
+        )
+        return Q(sql, (query, workspace_id, limit))
+
+    def search_query(self, text: str) -> str | None:
+        words = _words(text)
+        return " & ".join("'" + w.replace("'", "''") + "'" for w in words) or None
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"\w+", text.lower()) if w][:16]

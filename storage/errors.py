@@ -1,0 +1,59 @@
+"""Errors raised by ``storage``; foreign driver errors are translated once, at the backend edge.
+
+Hierarchy::
+
+    LiveChatError (engine.errors)
+    └── StorageError            root of every storage failure
+        ├── NotFound            no such row in this workspace (a foreign id looks exactly missing)
+        ├── Conflict            a unique rule was violated (username taken, duplicate key)
+        ├── StorageUnavailable  the database cannot be reached or did not answer in time
+        │                       (outage, restart, lock held past busy_timeout, storage closed)
+        ├── CommitFailed        a group commit failed: every caller in that batch gets it and
+        │                       nothing in the batch was acknowledged; retry with the same
+        │                       ``client_msg_id`` (idempotent)
+        ├── MigrationError      the schema could not be brought to this program's version
+        ├── BackupError         ``livechat backup`` could not produce a consistent copy
+        ├── RestoreError        a restore/import was refused (target not empty, bad file) or
+        │                       did not verify
+        └── InvalidDatabaseURL  the URL names no supported backend or is malformed
+"""
+
+from __future__ import annotations
+
+from engine.errors import LiveChatError
+
+
+class StorageError(LiveChatError):
+    """Root of the storage errors: catch this to handle "the database said no"."""
+
+
+class NotFound(StorageError):
+    """The row does not exist in the given workspace (another workspace's row included)."""
+
+
+class Conflict(StorageError):
+    """A uniqueness rule was violated, e.g. the username is already taken."""
+
+
+class StorageUnavailable(StorageError):
+    """The database is unreachable or timed out; the operation may be retried later."""
+
+
+class CommitFailed(StorageError):
+    """The group commit holding this append failed; nothing of that batch was stored."""
+
+
+class MigrationError(StorageError):
+    """A schema migration failed, or the database is newer than this program."""
+
+
+class BackupError(StorageError):
+    """An online backup could not be made."""
+
+
+class RestoreError(StorageError):
+    """A restore or import was refused or failed verification."""
+
+
+class InvalidDatabaseURL(StorageError):
+    """The database URL is malformed or names an unsupported backend."""
