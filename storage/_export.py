@@ -199,7 +199,8 @@ async def export_jsonl(
             if where is None:
                 continue
             base_sql, base_args = where
-            order = ",".join(dialect.byte_order(k) for k in table.key)
+            # The first key column is text (byte order); a second one is the integer seq.
+            order = ",".join([dialect.byte_order(table.key[0]), *table.key[1:]])
             last: Mapping[str, Any] | None = None
             counts[table.name] = 0
             while True:

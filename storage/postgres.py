@@ -1,0 +1,274 @@
+"""The production backend: PostgreSQL through asyncpg, driven from Trio by trio-asyncio.
+
+The adapter is deliberately thin (after python-trio's triopg): ``open_postgres`` opens a
+trio-asyncio loop for the storage's lifetime, creates an asyncpg pool in it, and every driver
+call crosses with ``trio_asyncio.aio_as_trio``. A whole transaction program (``storage._sql``)
+runs inside ONE asyncio task on one pooled connection, so one crossing serves a transaction.
+
+Bounded waits: each connection sets ``statement_timeout`` server-side; asyncpg's
+``command_timeout`` and the pool's connect/acquire timeout bound the client side. When the server
+restarts or kills our backends, the pool drops the dead connections and reconnects on the next
+acquire; calls in flight fail with ``StorageUnavailable`` (appends with ``CommitFailed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeVar
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from storage._appends import GroupCommitConfig
+from storage._base import Clock, SqlStorage
+from storage._sql import PostgresDialect, Program, Q, Result
+from storage.errors import (
+    Conflict,
+    MigrationError,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.schema import migrate_program, version_program
+
+T = TypeVar("T")
+
+POOL_SIZE: Final = 10
+STATEMENT_TIMEOUT_S: Final = 30.0  # server-side statement_timeout of every connection
+CONNECT_TIMEOUT_S: Final = 5.0  # connecting, and waiting for a pooled connection
+_COMMAND_SLACK_S: Final = 5.0  # client-side timeout = statement timeout + this
+_PLACEHOLDER = re.compile(r"\?")
+_CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, pg_terminate_backend
+    asyncpg.exceptions.CannotConnectNowError,
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+)
+
+
+def to_pg(sql: str) -> str:
+    """``?`` placeholders to ``$1, $2, ...``."""
+    counter = iter(range(1, 1 << 16))
+    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
+
+def translate(err: BaseException) -> StorageError:
+    """One driver error as ours (translated once, here at the edge)."""
+    if isinstance(err, asyncpg.UniqueViolationError):
+        return Conflict(str(err))
+    if isinstance(err, asyncpg.QueryCanceledError):
+        return StorageUnavailable(f"PostgreSQL statement timed out or was cancelled: {err}")
+    if isinstance(err, _CONNECTION_ERRORS):
+        kind = type(err).__name__
+        return StorageUnavailable(f"PostgreSQL is unreachable ({kind}: {err})")
+    return StorageError(f"PostgreSQL: {type(err).__name__}: {err}")
+
+
+class _Session:
+    """A multi-await transaction on one pooled connection; see ``PostgresStorage.transaction``."""
+
+    def __init__(self, storage: PostgresStorage, conn: Any) -> None:
+        self._storage = storage
+        self._conn = conn
+
+    async def run(self, q: Q) -> Result:
+        return await self._storage._call(self._storage._execute, self._conn, q)
+
+
+class PostgresStorage(SqlStorage):
+    """``Storage`` on PostgreSQL; open it with ``open_postgres`` (or ``open_storage``)."""
+
+    backend_name = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int,
+        statement_timeout_s: float,
+        connect_timeout_s: float,
+        group_commit: GroupCommitConfig,
+        clock: Clock,
+    ) -> None:
+        super().__init__(PostgresDialect(), clock=clock, group_commit=group_commit)
+        self.dsn = dsn
+        self._pool_size = pool_size
+        self._statement_timeout_s = statement_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._pool: Any = None
+        self._sql_cache: dict[str, str] = {}
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run an asyncio coroutine function in the loop; driver errors become ours."""
+        try:
+            result: T = await trio_asyncio.aio_as_trio(fn)(*args)
+        except StorageError:
+            raise
+        except Exception as err:
+            raise translate(err) from err
+        return result
+
+    async def open(self) -> int:
+        """Create the pool and apply pending migrations; returns the schema version."""
+        statement_ms = int(self._statement_timeout_s * 1000)
+        try:
+            self._pool = await self._call(self._create_pool, statement_ms)
+        except StorageUnavailable as err:
+            raise StorageUnavailable(f"cannot connect to PostgreSQL: {err}") from err
+        try:
+            return await self._write(migrate_program("postgresql"))
+        except MigrationError:
+            raise
+        except StorageError as err:
+            raise MigrationError(f"migrating PostgreSQL failed: {err}") from err
+
+    async def _create_pool(self, statement_ms: int) -> Any:
+        return await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self._pool_size,
+            timeout=self._connect_timeout_s,
+            command_timeout=self._statement_timeout_s + _COMMAND_SLACK_S,
+            server_settings={
+                "statement_timeout": str(statement_ms),
+                "idle_in_transaction_session_timeout": str(statement_ms * 2),
+                "application_name": "livechat",
+            },
+        )
+
+    async def _acquire(self, pool: Any) -> Any:
+        return await pool.acquire(timeout=self._connect_timeout_s)
+
+    async def aclose(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        with trio.CancelScope(shield=True), trio.move_on_after(self._connect_timeout_s):
+            try:
+                await self._call(pool.close)
+            except StorageError:
+                pool.terminate()
+
+    def _pg_sql(self, sql: str) -> str:
+        cached = self._sql_cache.get(sql)
+        if cached is None:
+            cached = self._sql_cache[sql] = to_pg(sql)
+        return cached
+
+    async def _execute(self, conn: Any, q: Q) -> Result:
+        """One statement (asyncio side)."""
+        if q.script:
+            await conn.execute(q.sql)
+            return Result([], -1)
+        sql = self._pg_sql(q.sql)
+        if q.many is not None:
+            await conn.executemany(sql, q.many)
+            return Result([], -1)
+        head = sql.lstrip()[:6].upper()
+        if head in ("SELECT", "WITH  ") or " RETURNING " in sql:
+            rows = [dict(r) for r in await conn.fetch(sql, *q.args)]
+            return Result(rows, len(rows))
+        status: str = await conn.execute(sql, *q.args)
+        count = status.rsplit(" ", 1)[-1]
+        return Result([], int(count) if count.isdigit() else -1)
+
+    async def _run_program(self, program: Program[T], write: bool) -> T:
+        """Drive a program in one transaction (asyncio side)."""
+        if self._pool is None:
+            raise StorageUnavailable("storage is not open")
+        try:
+            async with self._pool.acquire(timeout=self._connect_timeout_s) as conn:
+                isolation = "read_committed" if write else "repeatable_read"
+                async with conn.transaction(isolation=isolation, readonly=not write):
+                    try:
+                        q = next(program)
+                        while True:
+                            q = program.send(await self._execute(conn, q))
+                    except StopIteration as stop:
+                        value: T = stop.value
+            return value
+        finally:
+            program.close()
+
+    async def _write(self, program: Program[T]) -> T:
+        return await self._call(self._run_program, program, True)
+
+    async def _read(self, program: Program[T]) -> T:
+        return await self._call(self._run_program, program, False)
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[_Session]:
+        """One transaction on one connection across awaits; a read session is a REPEATABLE
+        READ snapshot, so a streamed export is consistent while writers commit."""
+        if self._pool is None:
+            raise StorageUnavailable("storage is not open")
+        pool = self._pool
+        conn = await self._call(self._acquire, pool)
+        try:
+            isolation = "read_committed" if write else "repeatable_read"
+            tx = conn.transaction(isolation=isolation, readonly=not write)
+            await self._call(tx.start)
+            try:
+                yield _Session(self, conn)
+            except BaseException:
+                with trio.CancelScope(shield=True), trio.move_on_after(self._connect_timeout_s):
+                    try:
+                        await self._call(tx.rollback)
+                    except StorageError:
+                        pass  # the connection is gone; so is the transaction
+                raise
+            await self._call(tx.commit)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(self._connect_timeout_s):
+                try:
+                    await self._call(pool.release, conn)
+                except StorageError:
+                    conn.terminate()
+
+    async def schema_version(self) -> int:
+        return await self._read(version_program())
+
+    async def ping(self) -> None:
+        await self._read(version_program())
+
+
+@asynccontextmanager
+async def open_postgres(
+    dsn: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    group_commit: GroupCommitConfig | None = None,
+    clock: Clock = time.time,
+) -> AsyncIterator[PostgresStorage]:
+    """Open the pool (inside its own trio-asyncio loop) and migrate; close everything on exit.
+
+    On exit, appends already queued are committed before the pool closes.
+    """
+    storage = PostgresStorage(
+        dsn,
+        pool_size=pool_size,
+        statement_timeout_s=statement_timeout_s,
+        connect_timeout_s=connect_timeout_s,
+        group_commit=group_commit or GroupCommitConfig(),
+        clock=clock,
+    )
+    async with trio_asyncio.open_loop():
+        try:
+            await storage.open()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(storage.committer.run)
+                try:
+                    yield storage
+                finally:
+                    storage.committer.close()
+        finally:
+            await storage.aclose()
