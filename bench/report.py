@@ -85,7 +85,16 @@ def _render_result(result: BenchResult) -> str:
             if not isinstance(target, dict):
                 continue
             met = target.get("met")
-            cls, word = {True: ("met", "yes"), False: ("missed", "no")}.get(met, ("", "n/a"))
+            cls, word = (
+                ("met", "yes")
+                if met is True
+                else ("missed", "no")
+                if met is False
+                else (
+                    "",
+                    "n/a",
+                )
+            )
             parts.append(
                 f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(target.get('target')))}"
                 f"</td><td class='num'>{html.escape(str(target.get('measured')))}</td>"

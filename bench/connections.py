@@ -1,0 +1,260 @@
+"""``livechat bench connections``: what an idle visitor connection costs the server.
+
+For each target (the bare relay as the ceiling, then ``livechat serve``), pinned to one core:
+
+1. read the server's RSS once it is up (the baseline);
+2. open C visitor connections from the load generator (authenticated and subscribed: for the
+   real server, a ``hello`` answered by the server), recording the connect rate and handshake
+   latency;
+3. read the RSS again: ``(after - baseline) / C`` is the memory of one idle connection;
+4. hold them for ``--hold`` seconds while each sends a heartbeat every ``--heartbeat`` seconds
+   (the protocol's ``ping``; a WebSocket ping for the relay) and measure the server's CPU:
+   ``cpu / heartbeats`` is the cost of one heartbeat, including the idle connections' timers.
+
+C sockets need C file descriptors in the server and in the load generator: the bench raises
+RLIMIT_NOFILE itself up to the hard limit, and says so (and opens fewer) when it cannot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms
+from bench.loadgen import open_loadgens, raise_nofile_limit
+from bench.target import CpuPlan, ServerProcess, free_port, plan_cpus, start_server
+
+TARGET_KIB_PER_CONNECTION = 48.0
+TARGET_AT_CONNECTIONS = 10_000
+FD_MARGIN = 512  # descriptors a process needs besides its sockets
+SETTLE_S = 1.0  # let the server finish its start-up allocations before the baseline
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionsParams:
+    connections: int = 10_000
+    hold_s: float = 20.0
+    heartbeat_s: float = 10.0
+    connect_concurrency: int = 100
+    loadgen_procs: int = 1
+    targets: tuple[str, ...] = ("relay", "server")
+    url: str | None = None
+    server_pid: int | None = None
+    token: str | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = ConnectionsParams()
+    parser.add_argument("--connections", type=int, default=d.connections, help="idle sockets (C)")
+    parser.add_argument("--hold", type=float, default=d.hold_s, help="hold them open, seconds")
+    parser.add_argument(
+        "--heartbeat", type=float, default=d.heartbeat_s, help="seconds between heartbeats"
+    )
+    parser.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
+    parser.add_argument("--loadgen-procs", type=int, default=d.loadgen_procs)
+    parser.add_argument("--target", choices=("both", "relay", "server"), default="both")
+    parser.add_argument("--url", help="drive an already running server instead of starting one")
+    parser.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
+    parser.add_argument("--token", help="with --url: an admin API token for the set-up")
+
+
+def params_from_args(args: argparse.Namespace) -> ConnectionsParams:
+    targets = {"both": ("relay", "server"), "relay": ("relay",), "server": ("server",)}
+    return ConnectionsParams(
+        connections=args.connections,
+        hold_s=args.hold,
+        heartbeat_s=args.heartbeat,
+        connect_concurrency=args.connect_concurrency,
+        loadgen_procs=args.loadgen_procs,
+        targets=targets[args.target],
+        url=args.url,
+        server_pid=args.server_pid,
+        token=args.token,
+    )
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    return trio.run(run_connections, params_from_args(args))
+
+
+async def run_connections(params: ConnectionsParams) -> BenchResult:
+    plan = plan_cpus()
+    result = BenchResult(
+        name="connections",
+        parameters={
+            **attrs.asdict(params, filter=lambda a, _v: a.name != "token"),
+            "server_cpus": sorted(plan.server) if plan.server else None,
+            "loadgen_cpus": sorted(plan.loadgen) if plan.loadgen else None,
+        },
+        results={},
+    )
+    if plan.note:
+        result.notes.append(plan.note)
+    count = params.connections
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft, hard, note = raise_nofile_limit(count + FD_MARGIN)
+    result.parameters["nofile_limit"] = [soft, hard]
+    if note:
+        result.notes.append(note)
+    if soft < count + FD_MARGIN:
+        count = max(1, soft - FD_MARGIN)
+        result.notes.append(
+            f"opening {count} connections instead of {params.connections}: "
+            f"the server's open-file limit is {soft}"
+        )
+    elif soft > before:
+        result.notes.append(f"raised the open-file limit from {before} to {soft} (hard {hard})")
+    result.parameters["connections_opened"] = count
+    with tempfile.TemporaryDirectory(prefix="livechat-bench-") as tmp:
+        for target in params.targets:
+            measured = await _measure(target, count, params, plan, Path(tmp), result)
+            if target == "relay":
+                result.ceiling = measured
+            else:
+                result.results["server"] = measured
+    _conclude(result, count)
+    return result
+
+
+async def _measure(
+    target: str,
+    count: int,
+    params: ConnectionsParams,
+    plan: CpuPlan,
+    workdir: Path,
+    result: BenchResult,
+) -> dict[str, Any]:
+    label = "relay" if target == "relay" else "server"
+    if target == "relay":
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.relay", "--port", str(port)]
+        async with start_server("relay", argv, port=port, workdir=workdir, cpus=plan.server) as s:
+            return await _drive(label, s, "relay", {}, count, params, plan, result)
+    from bench import livechat_wire
+
+    async with livechat_wire.open_server(
+        workdir=workdir,
+        cpus=plan.server,
+        url=params.url,
+        server_pid=params.server_pid,
+        token=params.token,
+    ) as server:
+        setup = await livechat_wire.prepare(server, pairs=0, idle=count)
+        return await _drive(label, server, "livechat", setup, count, params, plan, result)
+
+
+async def _drive(
+    label: str,
+    server: ServerProcess,
+    protocol: str,
+    setup: dict[str, Any],
+    count: int,
+    params: ConnectionsParams,
+    plan: CpuPlan,
+    result: BenchResult,
+) -> dict[str, Any]:
+    result.notes.extend(server.notes)
+    await trio.sleep(SETTLE_S)
+    rss_before = server.rss_kib()
+    bar = Progress(f"{label}: connect", count)
+    async with open_loadgens(
+        protocol=protocol,
+        base_url=server.ws_url,
+        setup=setup,
+        mode="idle",
+        count=count,
+        processes=max(params.loadgen_procs, math.ceil(count / 30_000)),
+        cpus=set(plan.loadgen) if plan.loadgen else None,
+        connect_concurrency=params.connect_concurrency,
+        connect_timeout_s=60.0,
+        on_progress=lambda n: bar.update(n, f"{n} open"),
+    ) as loadgens:
+        ready = loadgens.ready
+        bar.update(count, f"{ready['connected']} open")
+        result.notes.extend(loadgens.notes)
+        await trio.sleep(SETTLE_S)
+        rss_after = server.rss_kib()
+        hold = Progress(f"{label}: hold", params.hold_s)
+        started = trio.current_time()
+        cpu0 = server.cpu_seconds()
+        raw = await loadgens.command(
+            {"cmd": "hold", "duration_s": params.hold_s, "heartbeat_s": params.heartbeat_s},
+            on_progress=lambda: hold.update(
+                min(params.hold_s, trio.current_time() - started),
+                f"{loadgens.progress_total('heartbeats')} heartbeats",
+            ),
+            timeout_s=params.hold_s + 120,
+        )
+        wall = trio.current_time() - started
+        cpu1 = server.cpu_seconds()
+        hold.update(params.hold_s, f"{sum(r['heartbeats'] for r in raw)} heartbeats")
+        rss_end = server.rss_kib()
+    connected = int(ready["connected"])
+    heartbeats = sum(int(r["heartbeats"]) for r in raw)
+    cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    per_conn = (
+        None
+        if rss_before is None or rss_after is None or connected == 0
+        else round((rss_after - rss_before) / connected, 2)
+    )
+    result.series[f"latency:{label} connect handshake"] = cdf_points(
+        [s * 1000 for s in ready["handshake_s"]]
+    )
+    return {
+        "connections": connected,
+        "connect_errors": ready["connect_errors"],
+        "connect_error_samples": ready["connect_error_samples"],
+        "connect_s": round(ready["connect_s"], 3),
+        "connect_rate_per_s": round(connected / ready["connect_s"], 1) if ready["connect_s"] else 0,
+        "handshake": latency_summary_ms(ready["handshake_s"]),
+        "server_rss_mb_before": None if rss_before is None else round(rss_before / 1024, 1),
+        "server_rss_mb_after": None if rss_after is None else round(rss_after / 1024, 1),
+        "server_rss_mb_end": None if rss_end is None else round(rss_end / 1024, 1),
+        "rss_kib_per_connection": per_conn,
+        "hold_s": round(wall, 2),
+        "still_open": sum(int(r["open"]) for r in raw),
+        "closed_by_server": sum(int(r["closed_sockets"]) for r in raw),
+        "heartbeats": heartbeats,
+        "heartbeat_errors": sum(int(r["send_errors"]) for r in raw),
+        "server_cpu_percent_idle": None if cpu_s is None else round(100 * cpu_s / wall, 2),
+        "server_cpu_us_per_heartbeat": (
+            None if cpu_s is None or heartbeats == 0 else round(cpu_s * 1e6 / heartbeats, 1)
+        ),
+    }
+
+
+def _conclude(result: BenchResult, count: int) -> None:
+    measured = result.results.get("server") or result.ceiling
+    if not measured:
+        return
+    per_conn = measured["rss_kib_per_connection"]
+    result.results["rss_kib_per_connection"] = per_conn
+    result.results["connect_rate_per_s"] = measured["connect_rate_per_s"]
+    result.results["server_cpu_us_per_heartbeat"] = measured["server_cpu_us_per_heartbeat"]
+    if result.ceiling and result.results.get("server"):
+        top = result.ceiling["rss_kib_per_connection"]
+        if top and per_conn:
+            result.ratio_to_ceiling = round(per_conn / top, 3)
+            result.notes.append("ratio_to_ceiling here is server KiB per connection / relay's")
+    met = None if per_conn is None else per_conn <= TARGET_KIB_PER_CONNECTION
+    result.results["targets"] = {
+        "rss_kib_per_connection": {
+            "target": f"<= {TARGET_KIB_PER_CONNECTION:g} KiB at {TARGET_AT_CONNECTIONS} sockets",
+            "measured": per_conn,
+            "met": met if count >= TARGET_AT_CONNECTIONS else None,
+            "of": "server" if result.results.get("server") else "relay",
+        },
+        "all_connected": {
+            "target": f"{count} open",
+            "measured": measured["connections"],
+            "met": measured["connections"] == count and measured["closed_by_server"] == 0,
+        },
+    }
