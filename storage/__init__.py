@@ -103,6 +103,7 @@ __all__ = [
     "Workspace",
     "WorkspaceStatus",
     "backend_of",
+    "open_backend",
     "open_storage",
 ]
 

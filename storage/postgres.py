@@ -14,6 +14,7 @@ acquire; calls in flight fail with ``StorageUnavailable`` (appends with ``Commit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -218,11 +219,13 @@ class PostgresStorage(SqlStorage):
             try:
                 yield _Session(self, conn)
             except BaseException:
-                with trio.CancelScope(shield=True), trio.move_on_after(self._connect_timeout_s):
-                    try:
-                        await self._call(tx.rollback)
-                    except StorageError:
-                        pass  # the connection is gone; so is the transaction
+                # A dead connection took its transaction with it: nothing to roll back.
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(self._connect_timeout_s),
+                    contextlib.suppress(StorageError),
+                ):
+                    await self._call(tx.rollback)
                 raise
             await self._call(tx.commit)
         finally:
