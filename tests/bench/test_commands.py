@@ -1,0 +1,66 @@
+"""``livechat bench``: the subcommands exist, write their outputs, and say when one is missing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import commands
+
+
+def test_bench_help_lists_every_bench() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "web.cli", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in ("e2e", "connections", "routing", "storage", "all"):
+        assert name in out
+
+
+def test_each_bench_accepts_json_and_report_options() -> None:
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "e2e", "--json", "x.json", "--report", "out"])
+    assert (args.json, args.report) == ("x.json", "out")
+    args = parser.parse_args(["bench", "all", "--quick"])
+    assert args.quick is True
+
+
+def test_a_missing_bench_is_reported_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(commands.BENCHES, "ghost", ("bench.ghost_bench", "not written yet"))
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "ghost"])
+
+    assert args.handler(args) == commands.EXIT_UNAVAILABLE
+    assert "bench.ghost_bench is not present yet" in capsys.readouterr().err
+
+
+def test_cli_e2e_run_against_the_relay_writes_json_and_html(tmp_path: Path) -> None:
+    json_path = tmp_path / "out.json"
+    report = tmp_path / "report"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "web.cli", "bench", "e2e", "--target", "relay",
+            "--pairs", "3", "--rate", "60", "--duration", "1", "--closed-duration", "1",
+            "--json", str(json_path), "--report", str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "relay: closed loop" in done.stderr  # the progress bar
+    data = json.loads(json_path.read_text())
+    assert data["bench"] == "e2e"
+    assert data["lost"] == data["duplicates"] == 0
+    assert (report / "index.html").exists()

@@ -1,0 +1,68 @@
+"""The e2e bench in a tiny configuration: the output has its shape and nothing is lost.
+
+Never asserts a speed: the bench measures, the test only checks the machinery.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.common import write_outputs
+from bench.e2e import E2EParams, run_e2e
+
+TINY = dict(pairs=4, rate_msgs_s=80.0, open_duration_s=1.0, closed_duration_s=1.0, drain_s=5.0)
+PHASE_KEYS = {
+    "offered_msgs_s",
+    "delivered_msgs_s",
+    "sent",
+    "delivered",
+    "lost",
+    "duplicates",
+    "errors",
+    "latency_v2a",
+    "latency_a2v",
+    "server_cpu_percent",
+    "server_rss_mb",
+    "loadgen_cpu_percent",
+    "loadgen_saturated",
+}
+
+
+def _assert_no_loss(measured: dict[str, object]) -> None:
+    for phase in ("open_loop", "closed_loop"):
+        summary = measured[phase]
+        assert isinstance(summary, dict)
+        assert summary.keys() >= PHASE_KEYS
+        assert summary["delivered"] == summary["sent"] > 0
+        assert summary["lost"] == summary["duplicates"] == summary["errors"] == 0
+        assert summary["seq_violations"] == 0
+        assert set(summary["latency_v2a"]) == {"p50_ms", "p99_ms", "p999_ms"}
+
+
+async def test_relay_ceiling_run_writes_json_and_report_without_loss(tmp_path: Path) -> None:
+    result = await run_e2e(E2EParams(targets=("relay",), **TINY))  # type: ignore[arg-type]
+
+    _assert_no_loss(result.ceiling)
+    assert result.ceiling["connect"]["pairs"] == 4
+    write_outputs([result], json_path=str(tmp_path / "e2e.json"), report_dir=str(tmp_path / "r"))
+    data = json.loads((tmp_path / "e2e.json").read_text())
+    assert {"machine", "versions", "parameters", "results", "ceiling", "ratio_to_ceiling"} <= set(
+        data
+    )
+    assert data["results"]["targets"]["lost_or_duplicated"]["met"] is True
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert page.count("<svg") >= 2  # throughput over time and the latency distribution
+    assert "throughput over time" in page and "latency by percentile" in page
+
+
+async def test_server_run_reports_ratio_to_ceiling_without_loss() -> None:
+    pytest.importorskip("bench.livechat_wire", reason="real-server protocol client not built")
+    result = await run_e2e(E2EParams(**TINY))  # type: ignore[arg-type]
+
+    _assert_no_loss(result.results["server"])
+    _assert_no_loss(result.ceiling)
+    assert isinstance(result.ratio_to_ceiling, float)
+    assert result.results["server"]["server_rss_mb_idle"] is not None
