@@ -20,6 +20,7 @@ import trio
 from quart import Blueprint, Response, current_app, render_template, request
 
 import widget
+from web.services import SERVICES_KEY
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONSOLE_DIR = STATIC_DIR / "console"
@@ -171,18 +172,9 @@ def demo_headers() -> dict[str, str]:
 
 
 def _storage() -> Any | None:
-    """The app's storage, however the web layer attached it (``None`` before it is ready)."""
-    app: Any = current_app
-    for name in ("LIVECHAT_STORAGE", "STORAGE", "storage"):
-        found = app.config.get(name)
-        if found is not None:
-            return found
-    for holder in (getattr(app, "extensions", {}), app.__dict__):
-        for name in ("livechat_storage", "storage", "livechat"):
-            found = holder.get(name) if isinstance(holder, dict) else None
-            if found is not None:
-                return getattr(found, "storage", found)
-    return None
+    """The app's storage (``None`` while the server is starting)."""
+    services = current_app.config.get(SERVICES_KEY)
+    return None if services is None else services.storage
 
 
 async def _workspace_by_key(key: str) -> Any | None:
@@ -283,3 +275,7 @@ async def demo_page(page: str = "") -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers.update(demo_headers())
     return response
+
+
+# The app factory registers ``pages.pages``; both names refer to the one blueprint.
+pages = pages_blueprint

@@ -127,7 +127,11 @@ export class Connection {
     ws.onopen = () => {
       this.lastFrameAt = Date.now();
       const hello = this.opts.hello ? this.opts.hello() : null;
-      if (hello) ws.send(JSON.stringify(hello));
+      if (hello) {
+        hello.id = "hello" + ++this.seq;
+        this.helloId = hello.id;
+        ws.send(JSON.stringify(hello));
+      }
       else this._becomeReady();
     };
     ws.onmessage = (ev) => {
@@ -194,7 +198,7 @@ export class Connection {
     // After sleep the socket may look open but be dead: ask the server, drop it if it is silent.
     if (silent > (this.opts.deadAfterMs || DEAD_AFTER_MS)) this._drop("connecting");
     else if (force && silent > 5000 && this.ready) {
-      this.send({ type: "ping" });
+      this.send({ type: "ping", id: "ping" + ++this.seq });
     }
   }
 
@@ -209,7 +213,7 @@ export class Connection {
 
   _dispatch(frame) {
     if (frame.type === "ping") {
-      this.send({ type: "pong" });
+      this.send({ type: "pong", id: frame.id == null ? null : frame.id });
       return;
     }
     if (frame.type === "pong") return;
@@ -221,12 +225,12 @@ export class Connection {
       if (frame.type === "error") {
         p.reject(new ProtocolError(frame.code || "error", frame.message, frame));
       } else {
-        p.resolve(frame);
+        p.resolve(frame.type === "result" && frame.result ? frame.result : frame);
       }
       return;
     }
     if (!this.ready) {
-      if (frame.type === "error") {
+      if (frame.type === "error" && (frame.id == null || frame.id === this.helloId)) {
         // The handshake was refused; the server closes the socket next.
         if (this.opts.onHelloError) this.opts.onHelloError(frame);
         return;

@@ -9,7 +9,8 @@ import {
 const params = new URLSearchParams(location.search);
 const KEY = params.get("key") || "";
 const HOST = params.get("host") || "";
-const NS = "lc:" + KEY + ":";
+const PREVIEW = params.get("preview") === "1"; // the console's live preview: no connection
+const NS = "lc:" + KEY + (PREVIEW ? ":preview:" : ":");
 const $ = (id) => document.getElementById(id);
 
 const store = {
@@ -89,6 +90,12 @@ addEventListener("message", (ev) => {
     case "identify":
       identify(String(m.user_id || ""), String(m.signature || ""));
       break;
+    case "preview":
+      if (PREVIEW && m.config) {
+        applyConfig(m.config);
+        renderAll();
+      }
+      break;
   }
 });
 
@@ -124,16 +131,25 @@ const conn = new Connection({
     if (identity) frame.identity = identity;
     return frame;
   },
-  isWelcome: (f) => f.type === "welcome_visitor" || f.type === "welcome",
+  isWelcome: (f) => f.type === "hello",
   onPush,
   onStatus: (s) => {
     state.status = s;
     renderConn();
     if (s === "online") afterConnect();
   },
-  onClose: (code) => (code === 1008 || code === 4401 || code === 4403 ? "stop" : null),
+  onClose: (code) => {
+    if (state.helloFixed) {
+      state.helloFixed = false;
+      return null; // we dropped what the server refused: try again
+    }
+    return code === 1008 ? "stop" : null;
+  },
   onHelloError: (f) => {
-    if (f.code === "invalid_token" || f.code === "unknown_visitor") store.set("token", null);
+    if (f.code === "invalid_identity") store.set("identity", null);
+    else if (f.code === "auth_failed" || f.code === "invalid_token") store.set("token", null);
+    else return;
+    state.helloFixed = true;
   },
 });
 
@@ -176,16 +192,21 @@ async function afterConnect() {
 
 function onPush(f) {
   switch (f.type) {
-    case "welcome_visitor":
-    case "welcome": {
-      if (f.token) store.set("token", f.token);
+    case "hello": {
       if (f.visitor_token) store.set("token", f.visitor_token);
       state.visitorId = f.visitor_id || state.visitorId;
-      state.agentsAvailable = f.agents_available !== false;
-      state.sneakPeek = !!f.sneak_peek_enabled && state.config.sneak_peek !== false;
-      if (f.conversation) setConversation(f.conversation);
+      if (f.widget) applyConfig(f.widget);
+      const w = f.welcome || {};
+      state.agentsAvailable = w.agents_available !== false;
+      state.sneakPeek = !!w.sneak_peek_enabled;
+      if (w.conversation) setConversation(w.conversation);
       else if (state.conv && state.conv.state !== "closed") setConversation(null);
-      if (f.queue_position) state.queue = { position: f.queue_position, wait: null };
+      if (w.queue_position) state.queue = { position: w.queue_position, wait: null };
+      const profile = store.get("profile");
+      if (profile && !state.profileSent) {
+        state.profileSent = true;
+        conn.request("update_profile", profile, { queue: false }).catch(() => {});
+      }
       renderAll();
       break;
     }
@@ -525,7 +546,7 @@ function renderAll() {
   const closed = !!conv && conv.state === "closed";
   const hasChat = !!conv || outbox.items().length > 0;
   const needPrechat = !hasChat && prechatFields().length > 0 && !store.get("prechat_done");
-  const showOffline = !hasChat && !state.agentsAvailable && c.offline_form !== false;
+  const showOffline = !hasChat && !state.agentsAvailable && c.offline_form_enabled !== false;
   $("lc-greeting").textContent = hasChat ? "" : c.greeting || "Hi! How can we help you today?";
   $("lc-prechat").hidden = !(needPrechat && !showOffline);
   $("lc-offline").hidden = !showOffline;
@@ -543,9 +564,8 @@ function renderAll() {
 // ------------------------------------------------------------------ forms
 
 function prechatFields() {
-  const p = state.config.prechat;
-  if (!p || p.enabled === false) return [];
-  return Array.isArray(p.fields) ? p.fields : Array.isArray(p) ? p : [];
+  const c = state.config;
+  return c.pre_chat_enabled && Array.isArray(c.pre_chat_fields) ? c.pre_chat_fields : [];
 }
 
 function buildPrechat() {
@@ -553,11 +573,11 @@ function buildPrechat() {
   box.textContent = "";
   prechatFields().forEach((f, i) => {
     const id = "lc-pc-" + i;
-    const name = String(f.name || f.key || "field" + i);
+    const name = String(f.name || "field" + i);
     box.appendChild(h("label", { for: id, text: f.label || name }));
-    box.appendChild(h("input", {
+    box.appendChild(h(f.kind === "textarea" ? "textarea" : "input", {
       id, name, required: !!f.required, maxLength: 1000,
-      type: name === "email" || f.type === "email" ? "email" : "text",
+      type: f.kind === "textarea" ? null : name === "email" || f.kind === "email" ? "email" : "text",
       autocomplete: name === "email" ? "email" : name === "name" ? "name" : "off",
     }));
   });
@@ -651,7 +671,7 @@ function wire() {
   $("lc-prechat").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const profile = { attributes: {} };
-    for (const el of $("lc-prechat-fields").querySelectorAll("input")) {
+    for (const el of $("lc-prechat-fields").querySelectorAll("input, textarea")) {
       const v = el.value.trim();
       if (!v) continue;
       if (el.name === "name" || el.name === "email") profile[el.name] = v;
@@ -728,15 +748,16 @@ function wire() {
 
 function applyConfig(c) {
   state.config = c || {};
-  const colour = c.color || c.colour || c.accent_color || c.primary_color;
+  const colour = c.color;
   if (typeof colour === "string" && /^#[0-9a-f]{3,8}$/i.test(colour)) {
     document.documentElement.style.setProperty("--lc-accent", colour);
     document.documentElement.style.setProperty("--lc-accent-text", contrastText(colour));
   }
-  if (c.sneak_peek === true) state.sneakPeek = true;
-  if (c.online === false || c.agents_available === false) state.agentsAvailable = false;
-  const off = c.offline_form;
-  if (off && typeof off === "object" && off.title) $("lc-offline-title").textContent = off.title;
+  state.sneakPeek = !!c.sneak_peek;
+  if (c.online === false) state.agentsAvailable = false;
+  if (c.offline_message) $("lc-offline-title").textContent = c.offline_message;
+  $("lc").classList.toggle("left", c.position === "left");
+  toHost({ type: "config", position: c.position === "left" ? "left" : "right" });
   buildPrechat();
 }
 
@@ -750,6 +771,14 @@ function contrastText(hex) {
 
 async function start() {
   wire();
+  if (PREVIEW) {
+    state.open = true;
+    $("lc").classList.add("open");
+    $("lc-panel").hidden = false;
+    renderAll();
+    toHost({ type: "ready" });
+    return;
+  }
   $("lc").classList.toggle("open", state.open);
   $("lc-panel").hidden = !state.open;
   $("lc-launcher").setAttribute("aria-expanded", String(state.open));

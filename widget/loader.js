@@ -37,6 +37,7 @@
   var isOpen = false;
   var frame = null;
   var lastUrl = null;
+  var side = "right";
 
   function emit(name, detail) {
     (listeners[name] || []).slice().forEach(function (cb) {
@@ -63,9 +64,10 @@
     if (!frame) return;
     var small = window.innerWidth < 480;
     var style;
-    if (!isOpen) style = "right:12px;bottom:12px;width:84px;height:84px;";
-    else if (small) style = "right:0;bottom:0;width:100vw;height:100%;";
-    else style = "right:12px;bottom:12px;width:392px;height:min(640px,calc(100vh - 24px));";
+    if (!isOpen) style = "width:92px;height:92px;";
+    else if (small) style = "width:100vw;height:100%;";
+    else style = "width:416px;height:min(680px,100vh);";
+    style += side + ":0;bottom:0;";
     frame.style.cssText = BASE + style;
   }
 
@@ -97,6 +99,10 @@
           layout();
           emit(isOpen ? "open" : "close");
         }
+        break;
+      case "config":
+        side = msg.position === "left" ? "left" : "right";
+        layout();
         break;
       case "event":
         if (typeof msg.name === "string") emit(msg.name, msg.detail);
