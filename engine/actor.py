@@ -97,10 +97,12 @@ class Mailbox(Generic[M]):
 
     Runtime object: callers use refs, the owner uses `close` and `finish`, and `Actor.run`
     reads it. Unanswered asks are tracked here (lazily: an idle mailbox carries no dict), keyed
-    by the id of their message, which stays alive while the ask is pending.
+    by the id of their message, which stays alive while the ask is pending. So are the
+    messages a crashed instance had taken but not reached (the "leftover"), which the next
+    instance handles first.
     """
 
-    __slots__ = ("_asks", "_receive", "_send", "last_receive_s", "name", "size")
+    __slots__ = ("_asks", "_leftover", "_receive", "_send", "last_receive_s", "name", "size")
 
     def __init__(self, name: str, size: int) -> None:
         if size < 0:
@@ -108,6 +110,7 @@ class Mailbox(Generic[M]):
         self.name = name
         self.size = size
         self._asks: dict[int, _PendingAsk] | None = None
+        self._leftover: list[M] | None = None
         self.open()
 
     def open(self) -> None:
@@ -124,7 +127,8 @@ class Mailbox(Generic[M]):
     @property
     def depth(self) -> int:
         """Messages queued and not yet taken by the actor."""
-        return self._send.statistics().current_buffer_used
+        leftover = len(self._leftover) if self._leftover else 0
+        return self._send.statistics().current_buffer_used + leftover
 
     @property
     def closed(self) -> bool:
@@ -153,6 +157,7 @@ class Mailbox(Generic[M]):
         """The actor is gone for good: drop the queue and fail every unanswered ask."""
         self._send.close()
         self._receive.close()
+        self._leftover = None
         asks, self._asks = self._asks, None
         if asks:
             for pending in asks.values():
@@ -181,13 +186,33 @@ class Mailbox(Generic[M]):
                 if pending is not None and pending.msg is msg:
                     pending.taken = True
 
-    def fail_taken(self) -> None:
-        """The running instance crashed: fail the asks of every message it had taken."""
+    def take_leftover(self) -> list[M]:
+        """What a crashed instance had taken but not reached; empty if none."""
+        leftover, self._leftover = self._leftover, None
+        return leftover or []
+
+    def crashed(self, batch: list[M], reached: M | None) -> None:
+        """The running instance crashed (or was cancelled) while handling ``batch``.
+
+        The messages after ``reached`` (the one being handled) are kept for the next instance,
+        with their asks still pending; ``reached`` and those before it are lost, so a message
+        that crashes the actor is not redelivered. ``reached`` None means it is unknown (an
+        overridden `Actor.handle_batch` that does not call ``super()``): all of them are lost.
+        The asks of every message taken and not kept fail with `ActorStopped`.
+        """
+        index = next((i for i, msg in enumerate(batch) if msg is reached), len(batch))
+        leftover = batch[index + 1 :]
         asks = self._asks
         if asks:
+            for msg in leftover:
+                pending = asks.get(id(msg))
+                if pending is not None and pending.msg is msg:
+                    pending.taken = False
             for pending in asks.values():
                 if pending.taken:
                     pending.reply.fail(ActorStopped(self.name))
+        if leftover:
+            self._leftover = leftover
 
     def fail_ask(self, msg: M, exc: Exception) -> bool:
         """Send ``exc`` to the asker of ``msg``; False if nobody is waiting for it."""
@@ -215,9 +240,10 @@ class Actor(Generic[M]):
     (e.g. from storage). Subclasses with many live instances should declare ``__slots__``.
     """
 
-    __slots__ = ("_mailbox", "_stop_requested")
+    __slots__ = ("_mailbox", "_reached", "_stop_requested")
 
     _mailbox: Mailbox[M]
+    _reached: M | None  # the message being handled, to know what a crash did not reach
 
     async def on_start(self) -> None:
         """Rebuild state before the first message; runs on every (re)start."""
@@ -238,6 +264,7 @@ class Actor(Generic[M]):
         to askers. An exception escaping this method crashes the actor.
         """
         for msg in msgs:
+            self._reached = msg
             try:
                 await self.handle(msg)
             except EngineError as exc:
@@ -260,31 +287,37 @@ class Actor(Generic[M]):
         with ``receive_nowait()`` and hand the batch to `handle_batch`, until the mailbox is
         closed and empty (then ``on_stop``) or `stop` is called.
 
-        On a crash or cancel the asks of the messages taken fail with `ActorStopped`; the
+        On a crash or cancel, the messages of the batch not reached yet stay in the mailbox
+        for the next instance, the asks of the others fail with `ActorStopped`, and the
         exception propagates to the supervisor.
         """
         self._mailbox = mailbox
         self._stop_requested = False
         receive = mailbox.receive_channel
         batch_limit = max(1, mailbox.size)
+        batch: list[M] = []
         try:
             await self.on_start()
             task_status.started()
             while not self._stop_requested:
-                try:
-                    batch = [await receive.receive()]
-                except trio.EndOfChannel:
-                    break
-                while len(batch) < batch_limit:
+                batch = mailbox.take_leftover()
+                if not batch:
                     try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
+                        batch = [await receive.receive()]
+                    except trio.EndOfChannel:
                         break
+                    while len(batch) < batch_limit:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
                 mailbox.last_receive_s = trio.current_time()
                 mailbox.mark_taken(batch)
+                self._reached = None
                 await self.handle_batch(batch)
+                batch = []
         except BaseException:
-            mailbox.fail_taken()
+            mailbox.crashed(batch, self._reached if batch else None)
             raise
         await self.on_stop()
 

@@ -411,8 +411,9 @@ class Supervisor:
             await self._terminate(reversed(affected))
             for sibling in affected:
                 if sibling is not child and sibling.spec.restart is RestartType.TEMPORARY:
-                    self._remove(sibling)
-                elif self._children.get(sibling.spec.name) is sibling:
+                    self._remove(sibling)  # terminated by the restart: never restarted
+            for sibling in affected:
+                if self._children.get(sibling.spec.name) is sibling:
                     await self._start(sibling)
         return None
 
