@@ -15,13 +15,68 @@ resume") and the client reconnects with ``resume={conversation_id: last_seq}``.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import trio
 
-from engine.messages import Command, Push, Result
-from storage.api import Role
+from engine.errors import (
+    Forbidden,
+    InvalidMessage,
+    InvalidState,
+    NotFound,
+    Overloaded,
+    RateLimited,
+    ShuttingDown,
+)
+from engine.messages import (
+    AGENT_COMMANDS,
+    VISITOR_COMMANDS,
+    Accept,
+    AddNote,
+    AgentStatus,
+    AgentWelcome,
+    ChatList,
+    Close,
+    Command,
+    EndChat,
+    GetHistory,
+    GetRoutingLog,
+    History,
+    Invite,
+    Join,
+    Leave,
+    LeaveOfflineMessage,
+    ListMyChats,
+    ListQueue,
+    ListVisitors,
+    Ok,
+    Push,
+    QueueList,
+    Rate,
+    ReportPageView,
+    Result,
+    RoutingDecisionView,
+    RoutingLog,
+    SendMessage,
+    SetStatus,
+    SetTyping,
+    StartChat,
+    Tag,
+    Transfer,
+    Unwatch,
+    UpdateProfile,
+    VisitorList,
+    VisitorWelcome,
+    Watch,
+    Watching,
+    Whisper,
+)
+from engine.metrics import EngineMetrics
+from storage.api import ConversationState, Role, Storage
 
 __all__ = [
     "AgentPrincipal",
@@ -90,6 +145,8 @@ class EngineConfig:
     default_max_chats: int = 5  # when an agent record has none
     avg_handle_time_s: float = 300.0  # seed for the estimated wait before data exists
     abandon_queued_after_s: float = 0.0  # 0: never; else close a queued chat as missed
+    tick_interval_s: float = 1.0  # routers check response timeouts and grace periods this often
+    router_idle_timeout_s: float = 3600.0
 
 
 @attrs.define(eq=False)
@@ -107,8 +164,8 @@ class Connection:
     welcome: object = None
     watching: set[str] = attrs.field(factory=set)  # conversations this connection follows
     visitor_list: bool = False  # agent subscribed to visitor_update
+    resuming: set[str] = attrs.field(factory=set)  # live events held back until replayed
     closed: bool = False
-    _on_close: list[Callable[[], None]] = attrs.field(factory=list)
 
     @property
     def workspace_id(self) -> str:
@@ -118,31 +175,154 @@ class Connection:
 ResumePoints = Mapping[str, int]
 
 
+_CONVERSATION_COMMANDS = (
+    SendMessage,
+    AddNote,
+    Whisper,
+    Accept,
+    Transfer,
+    Invite,
+    Join,
+    Leave,
+    Close,
+    Tag,
+    Rate,
+    EndChat,
+)
+
+
 class ChatEngine:
     """The engine: owns the actor tree; every client interaction goes through it.
 
     Lifecycle: ``await nursery.start(engine.serve)`` (returns once ready to accept);
-    ``await engine.shutdown(deadline_s=...)`` stops intake, drains mailboxes, lets storage flush
-    and stops the tree in reverse order; cancelling ``serve`` stops everything at once.
+    ``await engine.shutdown(deadline_s=...)`` stops intake, drains the conversation actors
+    (every accepted message is committed), then visitors, then routers (reverse start order),
+    and cancels what is left at the deadline. Cancelling ``serve`` stops everything at once.
+
+    Deadlines: each ``request`` is bounded by ``config.ask_timeout_s`` (``overloaded`` when
+    exceeded; the command may still complete, and a retry with the same ``client_msg_id`` is
+    idempotent).
     """
 
     def __init__(
         self,
-        storage: object,
+        storage: Storage,
         config: EngineConfig,
         *,
-        metrics: object | None = None,
+        metrics: EngineMetrics | None = None,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        raise NotImplementedError("being implemented")
+        from engine.context import EngineContext
+        from engine.presence import Hub, RateLimiter
+
+        self.config = config
+        self._ctx = EngineContext(
+            storage=storage,
+            config=config,
+            hub=Hub(),
+            metrics=metrics or EngineMetrics(),
+            clock=clock,
+        )
+        self._ctx.hub.on_drop = self._on_drop
+        self._messages = RateLimiter(
+            rate_per_s=config.message_rate_per_s, burst=config.message_burst, clock=clock
+        )
+        self._signals = RateLimiter(
+            rate_per_s=1.0 / max(config.typing_min_interval_s, 1e-6), burst=3, clock=clock
+        )
+        self._accepting = False
+        self._stopped = trio.Event()
+        self._drops_send, self._drops_recv = trio.open_memory_channel[Connection](math.inf)
+        self._registries: list[Any] = []
+
+    @property
+    def metrics(self) -> EngineMetrics:
+        return self._ctx.metrics
+
+    @property
+    def hub(self) -> Any:
+        """The connection directory (read-only use: counts for the admin API and tests)."""
+        return self._ctx.hub
+
+    # -- lifecycle
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run registries, supervisors and timers until cancelled (or ``shutdown``)."""
-        raise NotImplementedError
+        """Run the registries (routers, visitors, conversations), the ticker and the
+        disconnect bookkeeping until ``shutdown`` or cancellation."""
+        from engine.conversation import ConversationActor
+        from engine.registry import Registry
+        from engine.routing import RouterActor
+        from engine.visitor import VisitorActor
+
+        ctx, cfg = self._ctx, self.config
+        common: dict[str, Any] = {
+            "mailbox_size": cfg.mailbox_size,
+            "max_restarts": cfg.restart_max,
+            "period_s": cfg.restart_period_s,
+            "metrics": ctx.metrics,
+        }
+        ctx.routers = Registry(
+            "router",
+            lambda ws: RouterActor(ctx, ws),
+            idle_timeout_s=cfg.router_idle_timeout_s,
+            **common,
+        )
+        ctx.visitors = Registry(
+            "visitor",
+            lambda key: VisitorActor(ctx, key),
+            idle_timeout_s=cfg.idle_timeout_s,
+            **{**common, "mailbox_size": min(cfg.mailbox_size, 16)},
+        )
+        ctx.conversations = Registry(
+            "conversation",
+            lambda key: ConversationActor(ctx, key),
+            idle_timeout_s=cfg.idle_timeout_s,
+            **common,
+        )
+        self._registries = [ctx.routers, ctx.visitors, ctx.conversations]
+        async with trio.open_nursery() as nursery:
+            for registry in self._registries:
+                await nursery.start(registry.serve)
+            nursery.start_soon(self._tick_forever)
+            nursery.start_soon(self._drops_forever)
+            self._accepting = True
+            task_status.started()
+            await self._stopped.wait()
+            nursery.cancel_scope.cancel()
 
     async def shutdown(self, *, deadline_s: float) -> None:
-        """Stop intake (``shutting_down``), drain, flush, stop in reverse order by the deadline."""
-        raise NotImplementedError
+        """Stop intake (``shutting_down``), drain conversations, then visitors, then routers;
+        whatever is still running at the deadline is cancelled."""
+        self._accepting = False
+        with trio.move_on_after(deadline_s):
+            for registry in reversed(self._registries):
+                await registry.drain()
+        for registry in reversed(self._registries):
+            await registry.shutdown(0)
+        self._stopped.set()
+
+    async def _tick_forever(self) -> None:
+        from engine.routing import Tick
+
+        routers = self._ctx.routers
+        assert routers is not None
+        while True:
+            await trio.sleep(self.config.tick_interval_s)
+            live = routers.keys()  # Registry.keys(): workspaces with a live router
+            for ws in live:
+                ref = await routers.get(ws)
+                with contextlib.suppress(trio.WouldBlock):
+                    ref.tell_nowait(Tick())
+
+    async def _drops_forever(self) -> None:
+        async for conn in self._drops_recv:
+            with contextlib.suppress(ShuttingDown, Overloaded):
+                await self._after_leave(conn)
+
+    def _on_drop(self, conn: Connection) -> None:
+        self._drops_send.send_nowait(conn)
+
+    # -- connections
 
     async def connect(
         self,
@@ -153,16 +333,115 @@ class ChatEngine:
         resume: ResumePoints | None = None,
         meta: ConnectionMeta | None = None,
     ) -> Connection:
-        """Register a subscriber; replay events after each resume seq, then live ones."""
-        raise NotImplementedError
+        """Register a subscriber and return its handle with ``welcome`` (send it first).
 
-    async def request(self, conn: Connection, command: Command) -> Result:
-        """Run one command for ``conn``; raises ``engine.errors.DomainError`` (with ``code``)."""
-        raise NotImplementedError
+        Events after each ``resume`` seq (visible to the principal) are pushed before live
+        ones; a gap larger than ``max_resume_gap`` (or the outbox's room) gets
+        ``resync_required`` instead. Unknown or foreign conversation ids are ignored.
+        """
+        from engine.conversation import Snapshot, Subscribe
+        from engine.routing import AgentConnected, GetAgents, GetQueue
+        from engine.visitor import VisitorArrived
+
+        self._check_accepting()
+        ctx = self._ctx
+        resume = dict(resume or {})
+        conn = Connection(
+            id=connection_id, principal=principal, outbox=outbox, meta=meta or ConnectionMeta()
+        )
+        conn.resuming = set(resume)
+        ws = principal.workspace_id
+        with trio.fail_after(self.config.ask_timeout_s):
+            router = await self._router(ws)
+            if isinstance(principal, VisitorPrincipal):
+                visitor = await self._visitor(principal)
+                open_id = await visitor.ask(lambda r: VisitorArrived(meta=conn.meta, reply=r))
+                ctx.hub.add(conn)
+                view = await router.ask(lambda r: GetAgents(reply=r))
+                summary = position = None
+                if open_id is not None:
+                    conv = await self._conversation(ws, open_id)
+                    summary = await conv.ask(lambda r: Snapshot(reply=r))
+                    if summary.state == ConversationState.QUEUED:
+                        queue = await router.ask(lambda r: GetQueue(reply=r))
+                        position = next(
+                            (e.position for e in queue if e.conversation_id == open_id), None
+                        )
+                settings = await ctx.workspace_settings(ws)
+                conn.welcome = VisitorWelcome(
+                    visitor_id=principal.visitor_id,
+                    conversation=summary,
+                    agents_available=view.available,
+                    sneak_peek_enabled=settings.sneak_peek_enabled,
+                    routing_mode=view.routing_mode,
+                    queue_position=position,
+                )
+            else:
+                ctx.agent_names[(ws, principal.agent_id)] = principal.display_name
+                ctx.hub.add(conn)
+                status = await router.ask(lambda r: AgentConnected(principal=principal, reply=r))
+                view = await router.ask(lambda r: GetAgents(reply=r))
+                queue = await router.ask(lambda r: GetQueue(reply=r))
+                me = next((a for a in view.agents if a.agent_id == principal.agent_id), None)
+                if me is None:
+                    from engine.messages import AgentSummary
+
+                    me = AgentSummary(
+                        agent_id=principal.agent_id,
+                        display_name=principal.display_name,
+                        role=str(principal.role),
+                        status=str(status),
+                        active_chats=0,
+                        max_chats=0,
+                        group_ids=(),
+                    )
+                conn.welcome = AgentWelcome(
+                    agent=me,
+                    routing_mode=view.routing_mode,
+                    queue=queue,
+                    chats=await self._my_chats(principal),
+                    agents=view.agents,
+                )
+            for conversation_id, after_seq in resume.items():
+                try:
+                    ref = await self._conversation(ws, conversation_id)
+                    await ref.ask(
+                        lambda r, cid=conversation_id, seq=after_seq: Subscribe(
+                            conn=conn,
+                            after_seq=seq,
+                            watch=isinstance(principal, AgentPrincipal),
+                            reply=r,
+                        )
+                    )
+                except NotFound:
+                    pass
+                finally:
+                    conn.resuming.discard(conversation_id)
+        return conn
 
     async def disconnect(self, conn: Connection) -> None:
-        """Unregister; agents go offline after ``disconnect_grace_s``, visitors leave later."""
-        raise NotImplementedError
+        """Unregister; an agent goes offline after ``disconnect_grace_s`` without a connection
+        (their chats are re-routed), a visitor leaves the live list after a grace period."""
+        if conn.closed:
+            return
+        conn.closed = True
+        if self._ctx.hub.remove(conn):
+            with contextlib.suppress(ShuttingDown, Overloaded):
+                await self._after_leave(conn)
+
+    async def _after_leave(self, conn: Connection) -> None:
+        from engine.routing import AgentDisconnected
+        from engine.visitor import VisitorLeft
+
+        p = conn.principal
+        with trio.move_on_after(self.config.ask_timeout_s):
+            if isinstance(p, AgentPrincipal):
+                if not self._ctx.hub.agent_online(p.workspace_id, p.agent_id):
+                    router = await self._router(p.workspace_id)
+                    await router.tell(AgentDisconnected(agent_id=p.agent_id))
+            else:
+                visitor = await self._visitor(p)
+                await visitor.tell(VisitorLeft())
 
     async def kick(
         self,
@@ -172,5 +451,236 @@ class ChatEngine:
         visitor_id: str | None = None,
         reason: str,
     ) -> None:
-        """Logout/ban: push ``session_closed`` to matching connections and drop them."""
-        raise NotImplementedError
+        """Logout/ban: push ``session_closed`` to matching connections, then drop them."""
+        hub = self._ctx.hub
+        conns: set[Connection] = set()
+        if agent_id is not None:
+            conns |= hub.agent_connections(workspace_id, agent_id)
+        if visitor_id is not None:
+            conns |= hub.visitor_connections(workspace_id, visitor_id)
+        for conn in list(conns):
+            hub.drop(conn, reason=reason)
+        await trio.lowlevel.checkpoint()
+
+    # -- commands
+
+    async def request(self, conn: Connection, command: Command) -> Result:
+        """Run one command for ``conn``; raises a ``DomainError`` with a stable ``code``."""
+        self._check_accepting()
+        p = conn.principal
+        allowed = VISITOR_COMMANDS if isinstance(p, VisitorPrincipal) else AGENT_COMMANDS
+        if type(command) not in allowed:
+            raise Forbidden(f"{type(command).__name__} is not allowed here")
+        try:
+            with trio.fail_after(self.config.ask_timeout_s):
+                if isinstance(p, VisitorPrincipal):
+                    return await self._visitor_request(conn, p, command)
+                return await self._agent_request(conn, p, command)
+        except trio.TooSlowError as exc:
+            raise Overloaded("the engine did not answer in time") from exc
+
+    async def _visitor_request(self, conn: Connection, p: VisitorPrincipal, cmd: Command) -> Result:
+        from engine.visitor import OpenConversation, VisitorNavigated, VisitorProfile
+
+        ws = p.workspace_id
+        if isinstance(cmd, SetTyping):
+            await self._signal(conn, p, cmd)
+            return Ok()
+        if isinstance(cmd, ReportPageView):
+            await (await self._visitor(p)).tell(VisitorNavigated(page=cmd))
+            return Ok()
+        if isinstance(cmd, UpdateProfile):
+            await (await self._visitor(p)).ask(lambda r: VisitorProfile(update=cmd, reply=r))
+            return Ok()
+        if isinstance(cmd, GetHistory):
+            return await self._history(p, cmd)
+        if isinstance(cmd, SendMessage | LeaveOfflineMessage):
+            wait_s = self._messages.check(("msg", ws, p.visitor_id))
+            if wait_s > 0:
+                raise RateLimited("too many messages", retry_after_s=round(wait_s, 3))
+        if isinstance(cmd, LeaveOfflineMessage):
+            conv = await self._ctx.call(
+                self._ctx.storage.create_conversation(ws, visitor_id=p.visitor_id)
+            )
+            await (await self._visitor(p)).ask(
+                lambda r: VisitorProfile(
+                    update=UpdateProfile(name=cmd.name, email=cmd.email), reply=r
+                )
+            )
+            return await self._apply(conn, ws, conv.id, cmd)
+        conversation_id = getattr(cmd, "conversation_id", None)
+        if conversation_id is None:
+            create = isinstance(cmd, SendMessage)
+            visitor = await self._visitor(p)
+            conversation_id = await visitor.ask(lambda r: OpenConversation(create=create, reply=r))
+            if conversation_id is None:
+                raise InvalidState("no open conversation")
+        return await self._apply(conn, ws, conversation_id, cmd)
+
+    async def _agent_request(self, conn: Connection, p: AgentPrincipal, cmd: Command) -> Result:
+        from engine.conversation import Subscribe
+        from engine.routing import GetQueue, GetVisitors, SetAgentStatus
+
+        ctx = self._ctx
+        ws = p.workspace_id
+        if isinstance(cmd, SendMessage) and cmd.conversation_id is None:
+            raise InvalidMessage(
+                "conversation_id: required", code="missing_field", field="conversation_id"
+            )
+        if isinstance(cmd, _CONVERSATION_COMMANDS):
+            conversation_id = getattr(cmd, "conversation_id")  # noqa: B009
+            result = await self._apply(conn, ws, conversation_id, cmd)
+            if isinstance(cmd, Join) and cmd.silent:
+                ctx.hub.watch(conn, conversation_id)
+            return result
+        if isinstance(cmd, SetTyping):
+            await self._signal(conn, p, cmd)
+            return Ok()
+        if isinstance(cmd, SetStatus):
+            router = await self._router(ws)
+            status = AgentStatus(str(cmd.status))
+            await router.ask(lambda r: SetAgentStatus(agent_id=p.agent_id, status=status, reply=r))
+            return Ok()
+        if isinstance(cmd, StartChat):
+            visitor = await ctx.call(ctx.storage.get_visitor(ws, cmd.visitor_id))
+            if visitor is None:
+                raise NotFound("no such visitor")
+            conv = await ctx.call(ctx.storage.create_conversation(ws, visitor_id=cmd.visitor_id))
+            return await self._apply(conn, ws, conv.id, cmd)
+        if isinstance(cmd, Watch):
+            ref = await self._conversation(ws, cmd.conversation_id)
+            conn.resuming.add(cmd.conversation_id)
+            try:
+                summary = await ref.ask(
+                    lambda r: Subscribe(conn=conn, after_seq=cmd.after_seq, watch=True, reply=r)
+                )
+            finally:
+                conn.resuming.discard(cmd.conversation_id)
+            return Watching(conversation=summary)
+        if isinstance(cmd, Unwatch):
+            ctx.hub.unwatch(conn, cmd.conversation_id)
+            return Ok()
+        if isinstance(cmd, ListQueue):
+            router = await self._router(ws)
+            return QueueList(entries=await router.ask(lambda r: GetQueue(reply=r)))
+        if isinstance(cmd, ListMyChats):
+            return ChatList(conversations=await self._my_chats(p))
+        if isinstance(cmd, ListVisitors):
+            conn.visitor_list = cmd.subscribe
+            router = await self._router(ws)
+            return VisitorList(visitors=await router.ask(lambda r: GetVisitors(reply=r)))
+        if isinstance(cmd, GetHistory):
+            return await self._history(p, cmd)
+        if isinstance(cmd, GetRoutingLog):
+            if await ctx.call(ctx.storage.get_conversation(ws, cmd.conversation_id)) is None:
+                raise NotFound("conversation not found")
+            decisions = await ctx.call(
+                ctx.storage.list_routing_decisions(
+                    ws, conversation_id=cmd.conversation_id, limit=cmd.limit
+                )
+            )
+            return RoutingLog(
+                conversation_id=cmd.conversation_id,
+                decisions=tuple(
+                    RoutingDecisionView(
+                        conversation_id=d.conversation_id,
+                        agent_id=d.agent_id,
+                        reason=d.reason,
+                        details=dict(d.details),
+                        at=d.at,
+                    )
+                    for d in decisions
+                ),
+            )
+        raise Forbidden(f"{type(cmd).__name__} is not allowed here")
+
+    async def _apply(self, conn: Connection, ws: str, conversation_id: str, cmd: Any) -> Result:
+        from engine.conversation import Apply
+
+        ref = await self._conversation(ws, conversation_id)
+        sent_at = self._ctx.clock()
+        result: Result = await ref.ask(
+            lambda r: Apply(principal=conn.principal, command=cmd, reply=r, sent_at_s=sent_at)
+        )
+        return result
+
+    async def _signal(self, conn: Connection, p: Principal, cmd: SetTyping) -> None:
+        from engine.conversation import Signal
+
+        if self._signals.check(("typing", conn.id)) > 0:
+            return  # ephemeral: dropping an over-eager typing signal loses nothing
+        ref = await self._conversation(p.workspace_id, cmd.conversation_id)
+        # A busy conversation drops ephemeral signals first.
+        with contextlib.suppress(trio.WouldBlock):
+            ref.tell_nowait(Signal(principal=p, command=cmd))
+
+    async def _history(self, p: Principal, cmd: GetHistory) -> History:
+        from engine.conversation import view
+
+        ctx = self._ctx
+        ws = p.workspace_id
+        conv = await ctx.call(ctx.storage.get_conversation(ws, cmd.conversation_id))
+        if conv is None or (isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id):
+            raise NotFound("conversation not found")
+        events = await ctx.call(
+            ctx.storage.history(
+                ws,
+                cmd.conversation_id,
+                after_seq=cmd.after_seq,
+                before_seq=cmd.before_seq,
+                limit=cmd.limit + 1,
+                include_agents_only=isinstance(p, AgentPrincipal),
+            )
+        )
+        more = len(events) > cmd.limit
+        events = events[1:] if more and cmd.before_seq is not None else events[: cmd.limit]
+        views = []
+        for event in events:
+            name = (
+                await ctx.agent_name(ws, event.author_id)
+                if event.author_type == "agent" and event.author_id
+                else ctx.visitor_names.get((ws, event.author_id or ""))
+            )
+            views.append(view(event, name))
+        return History(conversation_id=cmd.conversation_id, events=tuple(views), has_more=more)
+
+    async def _my_chats(self, p: AgentPrincipal) -> tuple[Any, ...]:
+        from engine.conversation import summarize
+
+        ctx = self._ctx
+        ws = p.workspace_id
+        convs = await ctx.call(ctx.storage.list_open_conversations(ws))
+        return tuple(
+            summarize(
+                c,
+                visitor_name=ctx.visitor_names.get((ws, c.visitor_id)),
+                assignee_name=ctx.agent_names.get((ws, c.assignee_id or "")),
+            )
+            for c in convs
+            if p.agent_id in c.participant_ids
+        )
+
+    # -- refs
+
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise ShuttingDown("the engine is not accepting work")
+
+    async def _conversation(self, ws: str, conversation_id: str) -> Any:
+        assert self._ctx.conversations is not None
+        return await self._ctx.conversations.get((ws, conversation_id))
+
+    async def _visitor(self, p: VisitorPrincipal) -> Any:
+        assert self._ctx.visitors is not None
+        return await self._ctx.visitors.get((p.workspace_id, p.visitor_id))
+
+    async def _router(self, ws: str) -> Any:
+        assert self._ctx.routers is not None
+        return await self._ctx.routers.get(ws)
+
+    async def crash_conversation_for_test(self, workspace_id: str, conversation_id: str) -> None:
+        """Test hook: crash one conversation actor (its registry restarts it)."""
+        from engine.conversation import Crash
+
+        ref = await self._conversation(workspace_id, conversation_id)
+        await ref.tell(Crash())

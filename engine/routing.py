@@ -1,0 +1,550 @@
+"""The workspace router: one actor per workspace that decides who gets which chat.
+
+It keeps the queue (oldest first), each agent's status and load, and the live visitor list. It
+learns every change of a conversation from that conversation's actor (``ConversationChanged``),
+and proposes assignments back with ``tell_nowait`` (the router never waits on a conversation,
+so the two can never deadlock; a full mailbox is retried on the next tick). The conversation
+actor applies a proposal only if the chat is still queued: the router's view may lag, the
+conversation's state never does.
+
+Rules (auto mode): sticky return to the previous agent if they can take it; otherwise the
+least-busy eligible agent of the chat's group (ties: longest idle), then the group's fallback
+chain; oldest queued chat first whenever capacity frees. Manual mode: no proposals; agents pick
+from the queue with ``accept``. A chat whose auto-assigned agent does not answer within the
+response timeout, or whose agent stays disconnected past the grace period, is queued again
+without that agent. Every decision goes to ``storage.record_routing_decision`` with its reason.
+
+Time is driven by ``Tick`` messages from the engine (``tick_interval_s``), never by timers
+inside the actor.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from typing import Any
+
+import attrs
+import trio
+
+from engine.actor import Actor, Reply
+from engine.agent import AgentState
+from engine.api import AgentPrincipal
+from engine.context import EngineContext, WorkspaceSettings
+from engine.conversation import RouterAssign, RouterClose, RouterRequeue
+from engine.errors import PersistenceUnavailable
+from engine.messages import (
+    AgentStatus,
+    AgentStatusPush,
+    ChatAssigned,
+    ChatUnassigned,
+    ConversationSummary,
+    QueueEntry,
+    QueuePosition,
+    QueueUpdate,
+    VisitorChange,
+    VisitorSummary,
+    VisitorUpdate,
+)
+from storage.api import CloseReason, Conversation, ConversationState
+
+__all__ = [
+    "AgentConnected",
+    "AgentDisconnected",
+    "ConversationChanged",
+    "GetAgents",
+    "GetQueue",
+    "GetVisitors",
+    "RouterActor",
+    "SetAgentStatus",
+    "Tick",
+    "VisitorGone",
+    "VisitorSeen",
+]
+
+AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback"})
+EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ConversationChanged:
+    conversation: Conversation
+    ref: Any
+    summary: ConversationSummary
+    assigned: list[tuple[str, str]]
+    unassigned: list[tuple[str, str]]
+    responded: list[str]
+    stale: list[str]
+    first_message: str | None
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class AgentConnected:
+    principal: AgentPrincipal
+    reply: Reply[AgentStatus]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class AgentDisconnected:
+    agent_id: str
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class SetAgentStatus:
+    agent_id: str
+    status: AgentStatus
+    reply: Reply[None]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class GetQueue:
+    reply: Reply[tuple[QueueEntry, ...]]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class AgentsView:
+    agents: tuple[Any, ...]
+    available: bool
+    routing_mode: str
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class GetAgents:
+    reply: Reply[AgentsView]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorSeen:
+    change: VisitorChange
+    visitor: VisitorSummary
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorGone:
+    visitor_id: str
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class GetVisitors:
+    reply: Reply[tuple[VisitorSummary, ...]]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Tick:
+    pass
+
+
+RouterMsg = (
+    ConversationChanged
+    | AgentConnected
+    | AgentDisconnected
+    | SetAgentStatus
+    | GetQueue
+    | GetAgents
+    | VisitorSeen
+    | VisitorGone
+    | GetVisitors
+    | Tick
+)
+
+
+@attrs.define(slots=True, kw_only=True, eq=False)
+class _Queued:
+    conversation_id: str
+    visitor_id: str
+    group_id: str | None
+    queued_at: float
+    previous_assignee_id: str | None
+    preview: str | None = None
+    excluded: set[str] = attrs.field(factory=set)
+    proposed_to: str | None = None
+    logged: bool = False
+    position_sent: int = 0
+
+    def sort_key(self) -> tuple[float, str]:
+        return (self.queued_at, self.conversation_id)
+
+
+class RouterActor(Actor[RouterMsg]):
+    """Routing state of one workspace; rebuilt from storage and the hub on every start."""
+
+    def __init__(self, ctx: EngineContext, workspace_id: str) -> None:
+        self.ctx = ctx
+        self.ws = workspace_id
+        self.agents: dict[str, AgentState] = {}
+        self.fallback: dict[str, str | None] = {}
+        self.queue: list[_Queued] = []  # sorted by queued_at
+        self.by_id: dict[str, _Queued] = {}
+        self.offers: dict[str, tuple[str, float]] = {}  # conversation -> (agent, deadline)
+        self.visitors: dict[str, VisitorSummary] = {}
+        self.gone: dict[str, float] = {}  # visitor -> offline since
+        self.settings: WorkspaceSettings | None = None
+        self.avg_wait_s = ctx.config.avg_handle_time_s
+
+    # -- lifecycle
+
+    async def on_start(self) -> None:
+        ctx, ws = self.ctx, self.ws
+        self.settings = await ctx.workspace_settings(ws)
+        storage = ctx.storage
+        now = ctx.clock()
+        for agent in await ctx.call(storage.list_agents(ws)):
+            if not agent.enabled:
+                continue
+            ctx.agent_names[(ws, agent.id)] = agent.display_name
+            self.agents[agent.id] = AgentState(
+                agent_id=agent.id,
+                display_name=agent.display_name,
+                role=str(agent.role),
+                max_chats=agent.max_chats or ctx.config.default_max_chats,
+                group_ids=tuple(agent.group_ids),
+                connected=ctx.hub.agent_online(ws, agent.id),
+                idle_since=now,
+            )
+        for group in await ctx.call(storage.list_groups(ws)):
+            self.fallback[group.id] = group.fallback_group_id
+        for conv in await ctx.call(storage.list_open_conversations(ws)):
+            if conv.state == ConversationState.QUEUED and conv.last_seq > 0:
+                self._enqueue(conv, now)
+            elif conv.state == ConversationState.ACTIVE and conv.assignee_id in self.agents:
+                self.agents[conv.assignee_id].active.add(conv.id)
+        await self._dispatch()
+
+    # -- the loop
+
+    async def handle(self, msg: RouterMsg) -> None:
+        if isinstance(msg, ConversationChanged):
+            await self._changed(msg)
+        elif isinstance(msg, AgentConnected):
+            agent = await self._agent(msg.principal.agent_id)
+            if agent is None:
+                msg.reply.send(AgentStatus.OFFLINE)
+                return
+            was = agent.status
+            agent.connected = True
+            agent.disconnected_at = None
+            msg.reply.send(agent.status)
+            if was != agent.status:
+                self._status_changed(agent)
+            await self._dispatch()
+        elif isinstance(msg, AgentDisconnected):
+            agent = self.agents.get(msg.agent_id)
+            if agent is not None and not self.ctx.hub.agent_online(self.ws, msg.agent_id):
+                agent.connected = False
+                agent.disconnected_at = self.ctx.clock()
+        elif isinstance(msg, SetAgentStatus):
+            agent = self.agents.get(msg.agent_id)
+            if agent is not None:
+                agent.chosen = msg.status
+                if msg.status == AgentStatus.ACCEPTING:
+                    agent.idle_since = min(agent.idle_since, self.ctx.clock())
+                self._status_changed(agent)
+            msg.reply.send(None)
+            await self._dispatch()
+        elif isinstance(msg, GetQueue):
+            msg.reply.send(self._entries())
+        elif isinstance(msg, GetAgents):
+            assert self.settings is not None
+            msg.reply.send(
+                AgentsView(
+                    agents=tuple(a.summary() for a in self.agents.values()),
+                    available=any(
+                        a.connected and a.chosen == AgentStatus.ACCEPTING
+                        for a in self.agents.values()
+                    ),
+                    routing_mode=self.settings.routing_mode,
+                )
+            )
+        elif isinstance(msg, VisitorSeen):
+            self.visitors[msg.visitor.visitor_id] = msg.visitor
+            self.gone.pop(msg.visitor.visitor_id, None)
+            self._visitor_update(msg.change, msg.visitor)
+        elif isinstance(msg, VisitorGone):
+            if msg.visitor_id in self.visitors:
+                self.gone[msg.visitor_id] = self.ctx.clock()
+        elif isinstance(msg, GetVisitors):
+            msg.reply.send(tuple(self.visitors.values()))
+        elif isinstance(msg, Tick):
+            await self._tick()
+
+    # -- conversation changes
+
+    async def _changed(self, msg: ConversationChanged) -> None:
+        conv = msg.conversation
+        now = self.ctx.clock()
+        hub = self.ctx.hub
+        for agent_id in msg.stale:
+            if agent_id in self.agents:
+                self.agents[agent_id].pending.discard(conv.id)
+            item = self.by_id.get(conv.id)
+            if item is not None and item.proposed_to == agent_id:
+                item.proposed_to = None
+        for agent_id in msg.responded:
+            offer = self.offers.get(conv.id)
+            if offer is not None and offer[0] == agent_id:
+                del self.offers[conv.id]
+        for agent in self.agents.values():
+            if conv.state != ConversationState.QUEUED or agent.agent_id == conv.assignee_id:
+                agent.pending.discard(conv.id)
+            keep = conv.state == ConversationState.ACTIVE and agent.agent_id == conv.assignee_id
+            if not keep and conv.id in agent.active:
+                agent.active.discard(conv.id)
+                agent.idle_since = now
+        if conv.state == ConversationState.ACTIVE and conv.assignee_id is not None:
+            assignee = await self._agent(conv.assignee_id)
+            if assignee is not None:
+                assignee.active.add(conv.id)
+        queue_changed = False
+        if conv.state == ConversationState.QUEUED:
+            item = self.by_id.get(conv.id)
+            if item is None:
+                item = self._enqueue(conv, now)
+                item.preview = msg.first_message
+                queue_changed = True
+            else:
+                item.group_id = conv.group_id
+                item.previous_assignee_id = conv.previous_assignee_id
+            for agent_id, reason in msg.unassigned:
+                if reason in EXCLUDING_REASONS:
+                    item.excluded.add(agent_id)
+        elif conv.id in self.by_id:
+            item = self.by_id.pop(conv.id)
+            self.queue.remove(item)
+            queue_changed = True
+            if conv.state == ConversationState.ACTIVE:
+                waited = max(0.0, now - item.queued_at)
+                self.avg_wait_s = 0.8 * self.avg_wait_s + 0.2 * waited
+        if conv.state != ConversationState.ACTIVE:
+            self.offers.pop(conv.id, None)
+        assert self.settings is not None
+        timeout = self.settings.agent_response_timeout_s
+        for agent_id, reason in msg.assigned:
+            if reason in AUTO_REASONS and conv.assignee_id == agent_id:
+                self.offers[conv.id] = (agent_id, now + timeout)
+            if conv.state == ConversationState.ACTIVE and agent_id in conv.participant_ids:
+                hub.deliver_all(
+                    hub.agent_connections(self.ws, agent_id),
+                    ChatAssigned(
+                        conversation=msg.summary,
+                        reason=reason,
+                        respond_within_s=timeout if reason in AUTO_REASONS else None,
+                    ),
+                )
+        for agent_id, reason in msg.unassigned:
+            if agent_id not in conv.participant_ids:
+                hub.deliver_all(
+                    hub.agent_connections(self.ws, agent_id),
+                    ChatUnassigned(conversation_id=conv.id, reason=reason),
+                )
+        for agent_id in {a for a, _ in msg.assigned} | {a for a, _ in msg.unassigned}:
+            if agent_id in self.agents:
+                self._status_changed(self.agents[agent_id])
+        await self._dispatch(queue_changed=queue_changed)
+
+    def _enqueue(self, conv: Conversation, now: float) -> _Queued:
+        item = _Queued(
+            conversation_id=conv.id,
+            visitor_id=conv.visitor_id,
+            group_id=conv.group_id,
+            queued_at=now,
+            previous_assignee_id=conv.previous_assignee_id,
+        )
+        keys = [q.sort_key() for q in self.queue]
+        self.queue.insert(bisect.bisect(keys, item.sort_key()), item)
+        self.by_id[conv.id] = item
+        return item
+
+    # -- deciding
+
+    async def _dispatch(self, *, queue_changed: bool = False) -> None:
+        assert self.settings is not None
+        if self.settings.routing_mode == "auto":
+            for item in list(self.queue):
+                if item.proposed_to is not None:
+                    continue
+                agent, reason, details = self._choose(item)
+                if agent is None:
+                    if not item.logged:
+                        item.logged = True
+                        await self._log(item.conversation_id, None, "no_agent_available", {})
+                    continue
+                if await self._propose(item, agent, reason, details):
+                    queue_changed = True
+        else:
+            for item in self.queue:
+                if not item.logged:
+                    item.logged = True
+                    await self._log(item.conversation_id, None, "manual_mode", {})
+        self._push_positions()
+        if queue_changed:
+            self.ctx.hub.broadcast_agents(self.ws, QueueUpdate(entries=self._entries()))
+
+    def _choose(self, item: _Queued) -> tuple[AgentState | None, str, dict[str, Any]]:
+        prev = self.agents.get(item.previous_assignee_id or "")
+        if prev is not None and prev.agent_id not in item.excluded and prev.can_take(None):
+            return prev, "sticky", {"load": prev.load}
+        group = item.group_id
+        seen: set[str | None] = set()
+        while group not in seen:
+            seen.add(group)
+            candidates = [
+                a
+                for a in self.agents.values()
+                if a.agent_id not in item.excluded and a.can_take(group)
+            ]
+            if candidates:
+                best = min(candidates, key=lambda a: (a.load, a.idle_since, a.agent_id))
+                reason = "least_busy" if group == item.group_id else "group_fallback"
+                return (
+                    best,
+                    reason,
+                    {"load": best.load, "candidates": len(candidates), "group_id": group},
+                )
+            if group is None:
+                break
+            group = self.fallback.get(group)
+        return None, "", {}
+
+    async def _propose(
+        self, item: _Queued, agent: AgentState, reason: str, details: dict[str, Any]
+    ) -> bool:
+        assert self.ctx.conversations is not None
+        ref = await self.ctx.conversations.get((self.ws, item.conversation_id))
+        try:
+            ref.tell_nowait(RouterAssign(agent_id=agent.agent_id, reason=reason, details=details))
+        except trio.WouldBlock:
+            return False  # retried on the next tick
+        item.proposed_to = agent.agent_id
+        agent.pending.add(item.conversation_id)
+        agent.idle_since = self.ctx.clock()
+        return False
+
+    async def _log(
+        self, conversation_id: str, agent_id: str | None, reason: str, details: dict[str, Any]
+    ) -> None:
+        with contextlib.suppress(PersistenceUnavailable):
+            await self.ctx.call(
+                self.ctx.storage.record_routing_decision(
+                    self.ws,
+                    conversation_id=conversation_id,
+                    agent_id=agent_id,
+                    reason=reason,
+                    details=details,
+                )
+            )
+
+    # -- time
+
+    async def _tick(self) -> None:
+        ctx = self.ctx
+        now = ctx.clock()
+        grace = ctx.config.disconnect_grace_s
+        for agent in self.agents.values():
+            if (
+                agent.disconnected_at is not None
+                and now - agent.disconnected_at >= grace
+                and not ctx.hub.agent_online(self.ws, agent.agent_id)
+            ):
+                agent.disconnected_at = None
+                agent.connected = False
+                self._status_changed(agent)
+                for conversation_id in list(agent.active):
+                    await self._requeue(conversation_id, agent.agent_id, "agent_offline")
+        for conversation_id, (agent_id, deadline) in list(self.offers.items()):
+            if now >= deadline:
+                del self.offers[conversation_id]
+                await self._requeue(conversation_id, agent_id, "no_response")
+        for visitor_id, since in list(self.gone.items()):
+            if now - since >= ctx.config.visitor_leave_grace_s:
+                del self.gone[visitor_id]
+                if not ctx.hub.visitor_online(self.ws, visitor_id):
+                    summary = self.visitors.pop(visitor_id, None)
+                    if summary is not None:
+                        left = attrs.evolve(summary, online=False)
+                        self._visitor_update(VisitorChange.LEFT, left)
+        if ctx.config.abandon_queued_after_s > 0:
+            for item in list(self.queue):
+                if now - item.queued_at >= ctx.config.abandon_queued_after_s:
+                    assert ctx.conversations is not None
+                    ref = await ctx.conversations.get((self.ws, item.conversation_id))
+                    with contextlib.suppress(trio.WouldBlock):
+                        ref.tell_nowait(RouterClose(reason=CloseReason.MISSED))
+        for item in self.queue:  # proposals lost to a crash or a full mailbox
+            if item.proposed_to is not None and item.proposed_to not in self.agents:
+                item.proposed_to = None
+        await self._dispatch()
+
+    async def _requeue(self, conversation_id: str, agent_id: str, reason: str) -> None:
+        assert self.ctx.conversations is not None
+        await self._log(conversation_id, None, reason, {"from_agent_id": agent_id})
+        ref = await self.ctx.conversations.get((self.ws, conversation_id))
+        try:
+            ref.tell_nowait(RouterRequeue(agent_id=agent_id, reason=reason))
+        except trio.WouldBlock:
+            self.offers[conversation_id] = (agent_id, self.ctx.clock())  # retry next tick
+
+    # -- pushes
+
+    def _entries(self) -> tuple[QueueEntry, ...]:
+        return tuple(
+            QueueEntry(
+                conversation_id=item.conversation_id,
+                visitor_id=item.visitor_id,
+                visitor_name=self.ctx.visitor_names.get((self.ws, item.visitor_id)),
+                group_id=item.group_id,
+                position=index,
+                queued_at=item.queued_at,
+                previous_assignee_id=item.previous_assignee_id,
+                first_message_preview=item.preview,
+            )
+            for index, item in enumerate(self.queue, start=1)
+        )
+
+    def position(self, conversation_id: str) -> tuple[int, float] | None:
+        item = self.by_id.get(conversation_id)
+        if item is None:
+            return None
+        pos = self.queue.index(item) + 1
+        return pos, round(pos * self.avg_wait_s, 1)
+
+    def _push_positions(self) -> None:
+        hub = self.ctx.hub
+        for index, item in enumerate(self.queue, start=1):
+            if item.position_sent == index:
+                continue
+            item.position_sent = index
+            hub.deliver_all(
+                hub.visitor_connections(self.ws, item.visitor_id),
+                QueuePosition(
+                    conversation_id=item.conversation_id,
+                    position=index,
+                    estimated_wait_s=round(index * self.avg_wait_s, 1),
+                ),
+            )
+
+    def _status_changed(self, agent: AgentState) -> None:
+        self.ctx.hub.broadcast_agents(self.ws, AgentStatusPush(agent=agent.summary()))
+
+    def _visitor_update(self, change: VisitorChange, visitor: VisitorSummary) -> None:
+        hub = self.ctx.hub
+        push = VisitorUpdate(change=change, visitor=visitor)
+        for conn in list(hub.workspace_agent_connections(self.ws)):
+            if conn.visitor_list:
+                hub.deliver(conn, push)
+
+    async def _agent(self, agent_id: str) -> AgentState | None:
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            record = await self.ctx.call(self.ctx.storage.get_agent(self.ws, agent_id))
+            if record is None or not record.enabled:
+                return None
+            agent = self.agents[agent_id] = AgentState(
+                agent_id=record.id,
+                display_name=record.display_name,
+                role=str(record.role),
+                max_chats=record.max_chats or self.ctx.config.default_max_chats,
+                group_ids=tuple(record.group_ids),
+                connected=self.ctx.hub.agent_online(self.ws, agent_id),
+                idle_since=self.ctx.clock(),
+            )
+        return agent

@@ -1,0 +1,233 @@
+"""The visitor actor: one per visitor, across tabs and reconnects.
+
+Tracks the visit (pages viewed with URL, title, referrer and time; device and browser from the
+user agent; the returning-visit count; custom attributes set by the site) and the visitor's
+open conversation, creating one when a first message needs it (serialized here, so two tabs
+sending at once share one conversation). Every change goes to the workspace router, which keeps
+the live visitor list that agents watch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from engine.actor import Actor, Reply
+from engine.api import ConnectionMeta
+from engine.context import EngineContext
+from engine.messages import (
+    PageViewInfo,
+    ReportPageView,
+    UpdateProfile,
+    VisitorChange,
+    VisitorSummary,
+)
+from engine.useragent import DeviceInfo, parse_user_agent
+from storage.api import ConversationState, PageView, Visitor
+
+__all__ = [
+    "ConversationStateChanged",
+    "OpenConversation",
+    "VisitorActor",
+    "VisitorArrived",
+    "VisitorLeft",
+    "VisitorNavigated",
+    "VisitorProfile",
+]
+
+NEW_VISIT_AFTER_S = 30 * 60  # a visitor seen again after this long is on a new visit
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorArrived:
+    meta: ConnectionMeta
+    reply: Reply[str | None]  # the open conversation id, if any
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorNavigated:
+    page: ReportPageView
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorProfile:
+    update: UpdateProfile
+    reply: Reply[None]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorLeft:
+    """The visitor's last connection closed (the router waits a grace period)."""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class OpenConversation:
+    """The open conversation, created if there is none (``create``)."""
+
+    create: bool
+    reply: Reply[str | None]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ConversationStateChanged:
+    conversation_id: str
+    state: ConversationState
+
+
+VisitorMsg = (
+    VisitorArrived
+    | VisitorNavigated
+    | VisitorProfile
+    | VisitorLeft
+    | OpenConversation
+    | ConversationStateChanged
+)
+
+
+class VisitorActor(Actor[VisitorMsg]):
+    __slots__ = ("arrived_at", "ctx", "device", "key", "open_id", "page", "pages", "record")
+
+    def __init__(self, ctx: EngineContext, key: tuple[str, str]) -> None:
+        self.ctx = ctx
+        self.key = key
+        self.record: Visitor | None = None
+        self.device = DeviceInfo()
+        self.page: PageViewInfo | None = None
+        self.pages = 0
+        self.arrived_at = 0.0
+        self.open_id: str | None = None
+
+    async def on_start(self) -> None:
+        ctx = self.ctx
+        ws, visitor_id = self.key
+        self.record = await ctx.call(ctx.storage.get_visitor(ws, visitor_id))
+        if self.record is not None:
+            ctx.visitor_names[self.key] = self.record.name
+            self.device = parse_user_agent(self.record.user_agent)
+            conversations = await ctx.call(ctx.storage.list_visitor_conversations(ws, visitor_id))
+            open_ = [c for c in conversations if c.state != ConversationState.CLOSED]
+            if open_:
+                self.open_id = max(open_, key=lambda c: c.created_at).id
+
+    async def handle(self, msg: VisitorMsg) -> None:
+        ctx = self.ctx
+        ws, visitor_id = self.key
+        if isinstance(msg, ConversationStateChanged):
+            if msg.state == ConversationState.CLOSED and self.open_id == msg.conversation_id:
+                self.open_id = None
+            elif msg.state != ConversationState.CLOSED:
+                self.open_id = msg.conversation_id
+            await self._tell_router(VisitorChange.UPDATED)
+            return
+        if self.record is None:
+            if isinstance(msg, VisitorArrived | OpenConversation | VisitorProfile):
+                msg.reply.send(None)
+            return
+        if isinstance(msg, VisitorArrived):
+            now = _wall()
+            first = not ctx.hub.visitor_online(ws, visitor_id) or self.arrived_at == 0.0
+            changes: dict[str, Any] = {"last_seen_at": now}
+            meta = msg.meta
+            if meta.user_agent:
+                changes["user_agent"] = meta.user_agent
+                self.device = parse_user_agent(meta.user_agent)
+            if meta.ip:
+                changes["ip"] = meta.ip
+            if (
+                first
+                and now - self.record.last_seen_at > NEW_VISIT_AFTER_S
+                and self.record.last_seen_at
+            ):
+                changes["visits"] = self.record.visits + 1
+            if first:
+                self.arrived_at = now
+                self.pages = 0
+            self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
+            if meta.page_url:
+                await self._page(meta.page_url, meta.page_title, meta.page_referrer, now)
+            msg.reply.send(self.open_id)
+            await self._tell_router(VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED)
+        elif isinstance(msg, VisitorNavigated):
+            await self._page(msg.page.url, msg.page.title, msg.page.referrer, _wall())
+            await self._tell_router(VisitorChange.NAVIGATED)
+        elif isinstance(msg, VisitorProfile):
+            update = msg.update
+            changes = {}
+            if update.name is not None:
+                changes["name"] = update.name or None
+            if update.email is not None:
+                changes["email"] = update.email or None
+            if update.attributes:
+                merged = dict(self.record.attributes)
+                for key, value in update.attributes.items():
+                    if value is None:
+                        merged.pop(key, None)
+                    else:
+                        merged[key] = value
+                changes["attributes"] = merged
+            if changes:
+                self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
+                ctx.visitor_names[self.key] = self.record.name
+            msg.reply.send(None)
+            await self._tell_router(VisitorChange.UPDATED)
+        elif isinstance(msg, VisitorLeft):
+            if not ctx.hub.visitor_online(ws, visitor_id):
+                from engine.routing import VisitorGone
+
+                assert ctx.routers is not None
+                router = await ctx.routers.get(ws)
+                await router.tell(VisitorGone(visitor_id=visitor_id))
+        elif isinstance(msg, OpenConversation):
+            if self.open_id is None and msg.create:
+                conv = await ctx.call(ctx.storage.create_conversation(ws, visitor_id=visitor_id))
+                self.open_id = conv.id
+            msg.reply.send(self.open_id)
+
+    async def _page(self, url: str, title: str | None, referrer: str | None, at: float) -> None:
+        ws, visitor_id = self.key
+        await self.ctx.call(
+            self.ctx.storage.add_page_view(
+                ws, PageView(visitor_id=visitor_id, url=url, title=title, referrer=referrer, at=at)
+            )
+        )
+        self.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
+        self.pages += 1
+
+    def summary(self) -> VisitorSummary:
+        record = self.record
+        assert record is not None
+        attributes: Mapping[str, Any] = record.attributes
+        return VisitorSummary(
+            visitor_id=record.id,
+            name=record.name,
+            email=record.email,
+            online=self.ctx.hub.visitor_online(*self.key),
+            current_page=self.page,
+            pages_viewed=self.pages,
+            visits=record.visits,
+            browser=self.device.browser,
+            browser_version=self.device.browser_version,
+            os=self.device.os,
+            device=self.device.device,
+            ip=record.ip,
+            attributes=dict(attributes),
+            conversation_id=self.open_id,
+            arrived_at=self.arrived_at,
+        )
+
+    async def _tell_router(self, change: VisitorChange) -> None:
+        if self.record is None:
+            return
+        from engine.routing import VisitorSeen
+
+        assert self.ctx.routers is not None
+        router = await self.ctx.routers.get(self.key[0])
+        await router.tell(VisitorSeen(change=change, visitor=self.summary()))
+
+
+def _wall() -> float:
+    import time
+
+    return time.time()

@@ -1,0 +1,123 @@
+"""Engine fixtures: a real SQLite storage, a served ChatEngine, helpers to connect clients."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from engine.api import (
+    AgentPrincipal,
+    ChatEngine,
+    Connection,
+    ConnectionMeta,
+    EngineConfig,
+    VisitorPrincipal,
+)
+from engine.messages import EventPush, Push
+from storage import open_storage
+from storage.api import Role, Storage
+
+_ids = itertools.count(1)
+
+
+@attrs.define
+class Client:
+    conn: Connection
+    inbox: trio.MemoryReceiveChannel[Push]
+
+    def drain(self) -> list[Push]:
+        out: list[Push] = []
+        while True:
+            try:
+                out.append(self.inbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return out
+
+    def events(self, pushes: list[Push] | None = None) -> list[Any]:
+        return [p.event for p in (self.drain() if pushes is None else pushes) if isinstance(p, EventPush)]
+
+
+@attrs.define
+class World:
+    engine: ChatEngine
+    storage: Storage
+    workspace_id: str
+    nursery: trio.Nursery
+
+    async def agent(
+        self,
+        username: str,
+        *,
+        role: Role = Role.AGENT,
+        max_chats: int = 5,
+        group_ids: tuple[str, ...] = (),
+    ) -> AgentPrincipal:
+        record = await self.storage.create_agent(
+            self.workspace_id,
+            username=f"{username}-{next(_ids)}",
+            display_name=username.title(),
+            password_hash=None,
+            role=role,
+            max_chats=max_chats,
+            group_ids=group_ids,
+        )
+        return AgentPrincipal(
+            workspace_id=self.workspace_id,
+            agent_id=record.id,
+            role=role,
+            display_name=record.display_name,
+        )
+
+    async def visitor(self) -> VisitorPrincipal:
+        record = await self.storage.create_visitor(self.workspace_id, token_hash=None)
+        return VisitorPrincipal(workspace_id=self.workspace_id, visitor_id=record.id)
+
+    async def connect(
+        self,
+        principal: Any,
+        *,
+        resume: dict[str, int] | None = None,
+        outbox_size: int = 1000,
+        meta: ConnectionMeta | None = None,
+    ) -> Client:
+        send, recv = trio.open_memory_channel[Push](outbox_size)
+        conn = await self.engine.connect(
+            principal, send, connection_id=f"c{next(_ids)}", resume=resume or {}, meta=meta
+        )
+        return Client(conn=conn, inbox=recv)
+
+
+async def make_world(
+    tmp_path: Path, nursery: trio.Nursery, *, settings: dict[str, Any] | None = None, **config: Any
+) -> AsyncIterator[World]:
+    async with open_storage(f"sqlite:///{tmp_path / 'engine.db'}") as storage:
+        workspace = await storage.create_workspace(name="Acme", settings=settings or {})
+        cfg = EngineConfig(**{"tick_interval_s": 0.5, **config})
+        engine = ChatEngine(storage, cfg)
+        async with trio.open_nursery() as inner:
+            await inner.start(engine.serve)
+            yield World(engine=engine, storage=storage, workspace_id=workspace.id, nursery=inner)
+            inner.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
+    async for w in make_world(tmp_path, nursery):
+        yield w
+
+
+@pytest.fixture
+async def manual_world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
+    async for w in make_world(tmp_path, nursery, settings={"routing_mode": "manual"}):
+        yield w
+
+
+async def settle(seconds: float = 0.05) -> None:
+    """Let actors run (real clock: a short sleep; autojump: instant)."""
+    await trio.sleep(seconds)
