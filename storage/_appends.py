@@ -135,7 +135,7 @@ class GroupCommitter:
     async def _commit_one(self, batch: list[_Pending]) -> None:
         try:
             outcomes = await self._commit([p.requests for p in batch])
-        except StorageError as err:
+        except Exception as err:  # supervision boundary: a bad batch must not stop the writer
             for pending in batch:
                 failed = CommitFailed(f"group commit of {len(batch)} appends failed: {err}")
                 failed.__cause__ = err

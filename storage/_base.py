@@ -18,8 +18,10 @@ import secrets
 import statistics
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, TypeVar
+
+import trio
 
 from storage import _export as export
 from storage import api
@@ -90,6 +92,27 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, -(-int(q * 1000) * len(ordered) // 1000) - 1))
     return float(ordered[index])
+
+
+@asynccontextmanager
+async def serving_committer(storage: SqlStorage) -> AsyncIterator[None]:
+    """Run the storage's group committer for the duration of the block.
+
+    On exit the committer stops accepting, commits what is queued, and returns. An error raised
+    by the block comes out as itself, not wrapped in an exception group: the committer never
+    raises (a failed batch fails its callers instead), so the block's error is the only one.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(storage.committer.run)
+            try:
+                yield
+            finally:
+                storage.committer.close()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 class SqlStorage(abc.ABC):

@@ -26,7 +26,7 @@ import trio
 import trio_asyncio
 
 from storage._appends import GroupCommitConfig
-from storage._base import Clock, SqlStorage
+from storage._base import Clock, SqlStorage, serving_committer
 from storage._sql import PostgresDialect, Program, Q, Result
 from storage.errors import (
     Conflict,
@@ -267,11 +267,7 @@ async def open_postgres(
     async with trio_asyncio.open_loop():
         try:
             await storage.open()
-            async with trio.open_nursery() as nursery:
-                await nursery.start(storage.committer.run)
-                try:
-                    yield storage
-                finally:
-                    storage.committer.close()
+            async with serving_committer(storage):
+                yield storage
         finally:
             await storage.aclose()

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from storage._appends import GroupCommitConfig
-from storage._base import Clock, SqlStorage
+from storage._base import Clock, SqlStorage, serving_committer
 from storage._sql import Program, Q, Result, Row, SQLiteDialect
 from storage.errors import (
     BackupError,
@@ -357,11 +357,7 @@ async def open_sqlite(
     )
     try:
         await storage.open()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(storage.committer.run)
-            try:
-                yield storage
-            finally:
-                storage.committer.close()
+        async with serving_committer(storage):
+            yield storage
     finally:
         await storage.aclose()
