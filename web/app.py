@@ -1,20 +1,173 @@
-"""The Quart-Trio application factory."""
+"""The Quart-Trio application factory: blueprints per area, one error format, security headers.
+
+``create_app(settings, services)`` wires the HTTP API, the WebSocket endpoints, the operations
+endpoints and (when present) the frontend's pages. ``services`` comes from
+``web.services.open_services``; without it (tools that only need the routes or the OpenAPI
+document) everything but ``/healthz`` and ``/openapi.json`` answers 503 ``not_ready``.
+"""
 
 from __future__ import annotations
 
-from quart import Response
-from quart_trio import QuartTrio
+import json
+import logging
+import secrets
+import time
+from typing import Any
 
+import trio
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+import storage
+from engine.errors import DomainError, EngineError, error_code
+from web.api_admin import api as admin_api
+from web.api_auth import api as auth_api
+from web.api_chats import api as chats_api
+from web.api_public import api as public_api
+from web.errors import ApiError, TooManyRequests
+from web.httpapi import ApiBlueprint, Operation
+from web.openapi import build_openapi, render_docs_page
+from web.services import SERVICES_KEY, Services
 from web.settings import Settings
 
+log = logging.getLogger("livechat.web")
 
-def create_app(settings: Settings) -> QuartTrio:
-    """Build the app for one settings object; blueprints register per area."""
+API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (auth_api, admin_api, chats_api, public_api)
+
+_ENGINE_STATUS = {
+    "not_found": 404,
+    "forbidden": 403,
+    "invalid_field": 400,
+    "missing_field": 400,
+    "unknown_type": 400,
+    "already_assigned": 409,
+    "invalid_state": 409,
+    "conversation_closed": 409,
+    "rate_limited": 429,
+}
+
+
+def api_operations() -> list[Operation]:
+    return [op for bp in API_BLUEPRINTS for op in bp.operations]
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> Response:
+    detail: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        detail["field"] = field
+    return Response(
+        json.dumps({"error": detail}, ensure_ascii=False),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def create_app(settings: Settings, services: Services | None = None) -> QuartTrio:
+    """Build the app for one settings object (and the running services)."""
     app = QuartTrio(__name__)
     app.config["LIVECHAT_SETTINGS"] = settings
+    app.config[SERVICES_KEY] = services
+    app.config["MAX_CONTENT_LENGTH"] = settings.http_max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.read_timeout_s
+    for bp in API_BLUEPRINTS:
+        app.register_blueprint(bp.blueprint)
 
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return Response('{"status":"ok"}', status=200, content_type="application/json")
+    from web.ops import ops
+    from web.ws import ws
+
+    app.register_blueprint(ops)
+    app.register_blueprint(ws)
+    _register_pages(app)
+
+    openapi = build_openapi(api_operations(), server_url=settings.base_url)
+    app.config["LIVECHAT_OPENAPI"] = openapi
+    docs_html = render_docs_page(openapi)
+
+    @app.get("/openapi.json")
+    async def openapi_json() -> Response:
+        return Response(json.dumps(openapi), content_type="application/json")
+
+    @app.get("/api/docs")
+    async def api_docs() -> Response:
+        return Response(docs_html, content_type="text/html; charset=utf-8")
+
+    @app.before_request
+    async def start_request() -> None:
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def finish_request(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
+        response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        if request.path.startswith(("/api/", "/openapi.json")):
+            response.headers["Cache-Control"] = "no-store"
+        if services is not None:
+            services.metrics.http_requests[(request.method, str(response.status_code))] += 1
+        log.info(
+            "http %s %s %s %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
+            (time.perf_counter() - getattr(g, "started", time.perf_counter())) * 1000,
+            extra={"request_id": getattr(g, "request_id", ""), "ip": request.remote_addr},
+        )
+        return response
+
+    @app.errorhandler(ApiError)
+    async def api_error(err: ApiError) -> Response:
+        response = _error(err.status, err.code, err.message, err.field)
+        if isinstance(err, TooManyRequests):
+            response.headers["Retry-After"] = str(max(1, int(err.retry_after_s + 0.999)))
+        return response
+
+    @app.errorhandler(storage.NotFound)
+    async def storage_not_found(_err: storage.NotFound) -> Response:
+        return _error(404, "not_found", "not found")
+
+    @app.errorhandler(storage.Conflict)
+    async def storage_conflict(_err: storage.Conflict) -> Response:
+        return _error(409, "conflict", "conflicts with existing data")
+
+    @app.errorhandler(storage.StorageUnavailable)
+    async def storage_down(_err: storage.StorageUnavailable) -> Response:
+        return _error(503, "storage_unavailable", "the database is unavailable; retry later")
+
+    @app.errorhandler(EngineError)
+    async def engine_error(err: EngineError) -> Response:
+        code = error_code(err) or "engine_error"
+        status = _ENGINE_STATUS.get(code, 503)
+        field = err.field if isinstance(err, DomainError) else None
+        return _error(status, code, str(err), field)
+
+    @app.errorhandler(trio.TooSlowError)
+    async def too_slow(_err: trio.TooSlowError) -> Response:
+        return _error(503, "overloaded", "the server is busy; retry later")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        if request.path.startswith("/api/") or status != 404:
+            return _error(status, codes.get(status, "http_error"), err.description or "error")
+        return err.get_response()  # type: ignore[return-value]
+
+    @app.errorhandler(Exception)
+    async def internal(err: Exception) -> Response:
+        log.exception("unhandled error", extra={"request_id": getattr(g, "request_id", "")})
+        return _error(500, "internal", "internal error")
 
     return app
+
+
+def _register_pages(app: QuartTrio) -> None:
+    """The frontend's blueprint (console, demo, widget.js), when that module exists."""
+    try:
+        from web import pages
+    except ModuleNotFoundError as err:
+        if err.name != "web.pages":
+            raise
+        return
+    app.register_blueprint(pages.pages)

@@ -35,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "allowed_origins": args.allowed_origins,
                 "secret_key": args.secret_key,
                 "public_url": args.public_url,
+                "demo": args.demo,
             },
             config_file=args.config,
         )
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-origins", help="comma-separated extra origins for the widget")
     serve.add_argument("--secret-key", help="secret for signing tokens (LIVECHAT_SECRET_KEY)")
     serve.add_argument("--public-url", help="URL users reach the server at, behind a proxy")
+    serve.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on first start, seed a demo workspace and agent (default on; LIVECHAT_DEMO)",
+    )
     serve.set_defaults(handler=_serve)
 
     for module_name in ("storage.commands", "bench.commands", "web.admin_commands"):

@@ -1,23 +1,42 @@
-"""Run the app on Hypercorn with explicit limits and graceful shutdown on SIGTERM/SIGINT."""
+"""Run the app on Hypercorn with explicit limits and a two-phase graceful shutdown.
+
+Start-up: storage → secret → engine (``open_services``) → first-start seeding → Hypercorn.
+On SIGTERM/SIGINT: (1) stop accepting (``draining``: /readyz answers 503, new upgrades are
+refused), close every socket with 1001 so clients reconnect elsewhere, then return from the
+shutdown trigger so Hypercorn stops listening and finishes requests within
+``shutdown_grace_s``; (2) the engine drains within ``engine_shutdown_deadline_s``; storage
+closes last.
+"""
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
+from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from web.app import create_app
+from web.bootstrap import FirstStart, bootstrap
+from web.protocol import CloseCode
+from web.services import Services, open_services
 from web.settings import Settings
+
+log = logging.getLogger("livechat.server")
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.websocket_max_message_size = settings.ws_max_message_bytes
+    config.websocket_max_message_size = settings.ws_hard_max_message_bytes
+    config.websocket_ping_interval = None  # the protocol has its own ping/pong frames
     config.read_timeout = int(settings.read_timeout_s)
+    config.keep_alive_timeout = 30
+    config.h11_max_incomplete_size = 16 * 1024
+    config.h2_max_inbound_frame_size = 64 * 1024
     config.graceful_timeout = settings.shutdown_grace_s
     config.accesslog = None
     if settings.tls_enabled:
@@ -26,18 +45,71 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
-async def _wait_for_signal() -> None:
+async def wait_for_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             print(
-                f"livechat: received {signal.Signals(signum).name}, shutting down", file=sys.stderr
+                f"livechat: received {signal.Signals(signum).name}, shutting down",
+                file=sys.stderr,
+                flush=True,
             )
             return
 
 
-async def run_server(settings: Settings) -> None:
-    app = create_app(settings)
+async def drain(services: Services) -> None:
+    """Phase one of shutdown: refuse new work and close live sockets with 1001."""
+    services.draining = True
+    await services.sockets.close_all(
+        CloseCode.GOING_AWAY, "server shutdown", timeout_s=services.settings.shutdown_grace_s
+    )
+
+
+async def _shutdown_trigger(services: Services) -> None:
+    await wait_for_signal()
+    await drain(services)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def print_banner(settings: Settings, first: FirstStart | None) -> None:
     base = settings.base_url
-    print(f"livechat: serving on {base}", flush=True)
-    print(f"  health:        {base}/healthz", flush=True)
-    await serve(app, hypercorn_config(settings), shutdown_trigger=_wait_for_signal)
+    lines = [
+        f"livechat: serving on {base}",
+        f"  health:        {base}/healthz",
+        f"  console:       {base}/console",
+        f"  demo page:     {base}/demo",
+        f"  admin API:     {base}/api/docs  (OpenAPI: {base}/openapi.json)",
+    ]
+    if first is not None:
+        lines += [
+            "",
+            f"First start: created workspace {first.workspace_name!r} "
+            f"(widget key {first.widget_key}).",
+            "These passwords are shown ONCE; change them after logging in:",
+            f"  owner: username {first.owner_username!r} password {first.owner_password!r}",
+        ]
+        if first.agent_username:
+            lines.append(
+                f"  agent: username {first.agent_username!r} password {first.agent_password!r}"
+            )
+        lines.append(f"Log in at {base}/console (or POST {base}/api/v1/auth/login).")
+    print("\n".join(lines), flush=True)
+
+
+async def run_server(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    async with open_services(settings) as services:
+        first = await bootstrap(services)
+        app = create_app(settings, services)
+        print_banner(settings, first)
+        await serve(
+            app,
+            hypercorn_config(settings),
+            shutdown_trigger=partial(_shutdown_trigger, services),
+        )

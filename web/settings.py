@@ -30,8 +30,31 @@ class Settings:
     demo: bool = True
     log_level: str = "info"
     shutdown_grace_s: float = 10.0
-    ws_max_message_bytes: int = 64 * 1024
     read_timeout_s: float = 30.0
+    http_max_body_bytes: int = 1024 * 1024
+    trust_proxy_headers: bool = False  # take the client IP from X-Forwarded-For
+    # WebSocket protocol (docs/protocol.md)
+    ws_max_message_bytes: int = 64 * 1024  # larger frames get a frame_too_large error
+    ws_hard_max_message_bytes: int = 1024 * 1024  # larger frames close the socket with 1009
+    ws_auth_timeout_s: float = 10.0  # first frame (hello/auth) must arrive within this
+    ws_ping_interval_s: float = 20.0  # server sends {"type":"ping"} this often
+    ws_dead_peer_timeout_s: float = 60.0  # no frame at all from the peer for this long: close
+    ws_outbox_size: int = 256  # pushes queued per connection before "slow consumer"
+    ws_max_connections_per_ip: int = 50
+    # rate limits (sliding windows)
+    rate_messages_per_10s: int = 20  # per connection
+    rate_typing_per_10s: int = 20  # per connection
+    rate_ip_messages_per_10s: int = 200  # per client IP, all its connections
+    rate_new_conversations_per_hour: int = 10  # per client IP
+    # accounts
+    session_idle_timeout_s: float = 8 * 3600.0
+    session_absolute_timeout_s: float = 7 * 24 * 3600.0
+    login_failures_per_ip_per_15min: int = 30
+    login_failures_per_account_backoff_after: int = 3  # then 1 s, 2 s, 4 s ... capped
+    login_backoff_max_s: float = 300.0
+    password_hash_threads: int = 2
+    engine_shutdown_deadline_s: float = 5.0
+    backup_dir: str = "data/backups"
 
     @property
     def tls_enabled(self) -> bool:

@@ -1,0 +1,518 @@
+"""Conversations, visitors, bans, reports, the routing decision log, export and backups.
+
+Reads go straight to storage, scoped to the caller's workspace. Actions on a live chat (close,
+transfer, tag) go through the engine, which owns the rules and tells everyone in the chat.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import trio
+from quart import Response
+
+from engine.api import AgentPrincipal, ConnectionMeta
+from engine.messages import Close, Tag, Transfer
+from storage import BanKind, ConversationFilter, ConversationState, Role
+from web.api_admin import audit
+from web.errors import BadRequest, NotFound
+from web.httpapi import ApiBlueprint, Call, streaming_response
+from web.protocol import CloseCode
+from web.schemas import (
+    BackupOut,
+    BanIn,
+    BanList,
+    BanOut,
+    CloseIn,
+    ConversationOut,
+    ConversationPage,
+    ConversationQuery,
+    Done,
+    EventOut,
+    ExportQuery,
+    LiveVisitor,
+    LiveVisitors,
+    PageViewOut,
+    ReportOut,
+    ReportQuery,
+    RoutingDecisionList,
+    RoutingDecisionOut,
+    RoutingQuery,
+    SearchHitOut,
+    SearchQuery,
+    SearchResults,
+    TagIn,
+    Transcript,
+    TranscriptQuery,
+    TransferIn,
+    VisitorOut,
+    VisitorProfile,
+)
+
+api = ApiBlueprint("api_chats", "conversations")
+
+
+def conversation_out(c: Any) -> ConversationOut:
+    return ConversationOut(
+        id=c.id,
+        visitor_id=c.visitor_id,
+        state=c.state.value,
+        close_reason=c.close_reason.value if c.close_reason else None,
+        group_id=c.group_id,
+        assignee_id=c.assignee_id,
+        participant_ids=tuple(c.participant_ids),
+        tags=tuple(c.tags),
+        rating=c.rating,
+        rating_comment=c.rating_comment,
+        last_seq=c.last_seq,
+        created_at=c.created_at,
+        first_response_at=c.first_response_at,
+        closed_at=c.closed_at,
+        last_activity_at=c.last_activity_at,
+    )
+
+
+def event_out(e: Any) -> EventOut:
+    return EventOut(
+        seq=e.seq,
+        kind=e.kind.value,
+        visibility=e.visibility.value,
+        author_type=e.author_type.value,
+        author_id=e.author_id,
+        body=e.body,
+        data=dict(e.data),
+        client_msg_id=e.client_msg_id,
+        created_at=e.created_at,
+    )
+
+
+async def _conversation(call: Call, conversation_id: str) -> Any:
+    conv = await call.services.storage.get_conversation(call.workspace_id, conversation_id)
+    if conv is None:
+        raise NotFound()
+    return conv
+
+
+async def engine_command(call: Call, command: Any) -> Any:
+    """Run one engine command as the calling agent, over a connection that lives for the call."""
+    services = call.services
+    agent = call.caller.agent
+    principal = AgentPrincipal(
+        workspace_id=call.workspace_id,
+        agent_id=agent.id,
+        role=agent.role,
+        display_name=agent.display_name,
+    )
+    send, receive = trio.open_memory_channel[Any](services.settings.ws_outbox_size)
+    with receive:
+        conn = await services.engine.connect(
+            principal,
+            send,
+            connection_id="http-" + secrets.token_urlsafe(8),
+            meta=ConnectionMeta(ip=call.ip),
+        )
+        try:
+            return await services.engine.request(conn, command)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await services.engine.disconnect(conn)
+
+
+# ---------------------------------------------------------------- conversations
+
+
+@api.op(
+    "GET",
+    "/conversations",
+    summary="Conversations, newest first, filtered, by cursor",
+    query=ConversationQuery,
+    response=ConversationPage,
+)
+async def list_conversations(call: Call, query: ConversationQuery) -> ConversationPage:
+    filters = ConversationFilter(
+        state=ConversationState(query.state) if query.state else None,
+        assignee_id=query.assignee_id,
+        group_id=query.group_id,
+        tag=query.tag,
+        visitor_id=query.visitor_id,
+        created_after=query.created_after,
+        created_before=query.created_before,
+    )
+    page = await call.services.storage.list_conversations(
+        call.workspace_id, filters, cursor=query.cursor, limit=query.limit
+    )
+    return ConversationPage(
+        conversations=tuple(conversation_out(c) for c in page.items),
+        next_cursor=page.next_cursor,
+    )
+
+
+@api.op(
+    "GET",
+    "/conversations/search",
+    summary="Full-text search in messages",
+    query=SearchQuery,
+    response=SearchResults,
+)
+async def search_conversations(call: Call, query: SearchQuery) -> SearchResults:
+    hits = await call.services.storage.search(call.workspace_id, query.q, limit=query.limit)
+    return SearchResults(
+        hits=tuple(
+            SearchHitOut(
+                conversation_id=h.conversation_id,
+                seq=h.seq,
+                snippet=h.snippet,
+                created_at=h.created_at,
+            )
+            for h in hits
+        )
+    )
+
+
+@api.op(
+    "GET", "/conversations/{conversation_id}", summary="One conversation", response=ConversationOut
+)
+async def get_conversation(call: Call, conversation_id: str) -> ConversationOut:
+    return conversation_out(await _conversation(call, conversation_id))
+
+
+@api.op(
+    "GET",
+    "/conversations/{conversation_id}/transcript",
+    summary="Events of a conversation in order (internal notes included)",
+    query=TranscriptQuery,
+    response=Transcript,
+)
+async def get_transcript(call: Call, conversation_id: str, query: TranscriptQuery) -> Transcript:
+    conv = await _conversation(call, conversation_id)
+    events = await call.services.storage.history(
+        call.workspace_id,
+        conversation_id,
+        after_seq=query.after_seq,
+        limit=query.limit + 1,
+        include_agents_only=True,
+    )
+    return Transcript(
+        conversation=conversation_out(conv),
+        events=tuple(event_out(e) for e in events[: query.limit]),
+        has_more=len(events) > query.limit,
+    )
+
+
+@api.op(
+    "POST",
+    "/conversations/{conversation_id}/close",
+    summary="Close a conversation",
+    body=CloseIn,
+    response=ConversationOut,
+    role=Role.AGENT,
+)
+async def close_conversation(call: Call, conversation_id: str, body: CloseIn) -> ConversationOut:
+    await _conversation(call, conversation_id)
+    await engine_command(call, Close(conversation_id=conversation_id, tags=body.tags))
+    return conversation_out(await _conversation(call, conversation_id))
+
+
+@api.op(
+    "POST",
+    "/conversations/{conversation_id}/transfer",
+    summary="Transfer to an agent or a group",
+    body=TransferIn,
+    response=ConversationOut,
+)
+async def transfer_conversation(
+    call: Call, conversation_id: str, body: TransferIn
+) -> ConversationOut:
+    if (body.agent_id is None) == (body.group_id is None):
+        raise BadRequest(
+            "give exactly one of agent_id and group_id", field="$.agent_id", code="invalid_value"
+        )
+    await _conversation(call, conversation_id)
+    await engine_command(
+        call,
+        Transfer(
+            conversation_id=conversation_id,
+            to_agent_id=body.agent_id,
+            to_group_id=body.group_id,
+            reason=body.reason,
+        ),
+    )
+    return conversation_out(await _conversation(call, conversation_id))
+
+
+@api.op(
+    "POST",
+    "/conversations/{conversation_id}/tags",
+    summary="Add and remove tags",
+    body=TagIn,
+    response=ConversationOut,
+)
+async def tag_conversation(call: Call, conversation_id: str, body: TagIn) -> ConversationOut:
+    await _conversation(call, conversation_id)
+    await engine_command(
+        call, Tag(conversation_id=conversation_id, add=body.add, remove=body.remove)
+    )
+    return conversation_out(await _conversation(call, conversation_id))
+
+
+# ---------------------------------------------------------------- visitors and bans
+
+
+@api.op("GET", "/visitors/live", summary="Visitors connected now", response=LiveVisitors)
+async def live_visitors(call: Call) -> LiveVisitors:
+    by_visitor: dict[str, LiveVisitor] = {}
+    for sock in call.services.sockets.of_workspace(call.workspace_id):
+        if sock.visitor_id is None:
+            continue
+        seen = by_visitor.get(sock.visitor_id)
+        by_visitor[sock.visitor_id] = LiveVisitor(
+            visitor_id=sock.visitor_id,
+            connections=(seen.connections if seen else 0) + 1,
+            connected_at=min(sock.connected_at, seen.connected_at if seen else sock.connected_at),
+        )
+    return LiveVisitors(visitors=tuple(by_visitor.values()))
+
+
+@api.op(
+    "GET",
+    "/visitors/{visitor_id}",
+    summary="Visitor profile with page views and past conversations",
+    response=VisitorProfile,
+)
+async def get_visitor(call: Call, visitor_id: str) -> VisitorProfile:
+    storage = call.services.storage
+    v = await storage.get_visitor(call.workspace_id, visitor_id)
+    if v is None:
+        raise NotFound()
+    views = await storage.list_page_views(call.workspace_id, visitor_id, limit=50)
+    convs = await storage.list_visitor_conversations(call.workspace_id, visitor_id)
+    online = bool(call.services.sockets.of_visitor(call.workspace_id, visitor_id))
+    return VisitorProfile(
+        visitor=VisitorOut(
+            id=v.id,
+            external_id=v.external_id,
+            name=v.name,
+            email=v.email,
+            attributes=dict(v.attributes),
+            user_agent=v.user_agent,
+            ip=v.ip,
+            visits=v.visits,
+            first_seen_at=v.first_seen_at,
+            last_seen_at=v.last_seen_at,
+            online=online,
+        ),
+        page_views=tuple(
+            PageViewOut(url=p.url, title=p.title, referrer=p.referrer, at=p.at) for p in views
+        ),
+        conversations=tuple(conversation_out(c) for c in convs),
+    )
+
+
+def _ban_out(b: Any) -> BanOut:
+    return BanOut(
+        id=b.id,
+        kind=b.kind.value,
+        value=b.value,
+        reason=b.reason,
+        created_at=b.created_at,
+        expires_at=b.expires_at,
+    )
+
+
+@api.op(
+    "POST",
+    "/visitors/{visitor_id}/ban",
+    summary="Ban a visitor (and its IP); closes its sockets",
+    body=BanIn,
+    response=BanList,
+    status=201,
+    role=Role.SUPERVISOR,
+)
+async def ban_visitor(call: Call, visitor_id: str, body: BanIn) -> BanList:
+    storage = call.services.storage
+    v = await storage.get_visitor(call.workspace_id, visitor_id)
+    if v is None:
+        raise NotFound()
+    expires = time.time() + body.expires_in_s if body.expires_in_s else None
+    bans = [
+        await storage.add_ban(
+            call.workspace_id,
+            kind=BanKind.VISITOR,
+            value=visitor_id,
+            reason=body.reason,
+            expires_at=expires,
+        )
+    ]
+    if body.include_ip and v.ip:
+        bans.append(
+            await storage.add_ban(
+                call.workspace_id,
+                kind=BanKind.IP,
+                value=v.ip,
+                reason=body.reason,
+                expires_at=expires,
+            )
+        )
+    for sock in call.services.sockets.of_workspace(call.workspace_id):
+        if sock.visitor_id == visitor_id or (
+            body.include_ip and v.ip and sock.ip == v.ip and sock.kind == "visitor"
+        ):
+            sock.close(CloseCode.POLICY, "banned")
+    await audit(call, "visitor.banned", f"visitor:{visitor_id}", include_ip=body.include_ip)
+    return BanList(bans=tuple(_ban_out(b) for b in bans))
+
+
+@api.op(
+    "DELETE",
+    "/visitors/{visitor_id}",
+    summary="Erase a visitor and its conversations (right to be forgotten)",
+    response=Done,
+    role=Role.ADMIN,
+)
+async def erase_visitor(call: Call, visitor_id: str) -> Done:
+    storage = call.services.storage
+    if await storage.get_visitor(call.workspace_id, visitor_id) is None:
+        raise NotFound()
+    for sock in call.services.sockets.of_visitor(call.workspace_id, visitor_id):
+        sock.close(CloseCode.POLICY, "erased")
+    await storage.erase_visitor(call.workspace_id, visitor_id)
+    await audit(call, "visitor.erased", f"visitor:{visitor_id}")
+    return Done()
+
+
+@api.op("GET", "/bans", summary="Bans in force", response=BanList, role=Role.SUPERVISOR)
+async def list_bans(call: Call) -> BanList:
+    bans = await call.services.storage.list_bans(call.workspace_id)
+    return BanList(bans=tuple(_ban_out(b) for b in bans))
+
+
+@api.op("DELETE", "/bans/{ban_id}", summary="Lift a ban", response=Done, role=Role.SUPERVISOR)
+async def remove_ban(call: Call, ban_id: str) -> Done:
+    bans = await call.services.storage.list_bans(call.workspace_id)
+    if not any(b.id == ban_id for b in bans):
+        raise NotFound()
+    await call.services.storage.remove_ban(call.workspace_id, ban_id)
+    await audit(call, "ban.removed", f"ban:{ban_id}")
+    return Done()
+
+
+# ---------------------------------------------------------------- reports and routing log
+
+
+@api.op(
+    "GET",
+    "/reports",
+    summary="Chats, missed chats, response times, ratings (default 30 days)",
+    query=ReportQuery,
+    response=ReportOut,
+    role=Role.SUPERVISOR,
+)
+async def get_report(call: Call, query: ReportQuery) -> ReportOut:
+    until = query.until if query.until is not None else time.time()
+    since = query.since if query.since is not None else until - 30 * 86400.0
+    if since > until:
+        raise BadRequest("since is after until", code="invalid_value", field="since")
+    r = await call.services.storage.report(call.workspace_id, since=since, until=until)
+    return ReportOut(
+        since=since,
+        until=until,
+        chats_per_day=tuple(r.chats_per_day),
+        total_chats=r.total_chats,
+        missed_chats=r.missed_chats,
+        first_response_p50_s=r.first_response_p50_s,
+        first_response_p90_s=r.first_response_p90_s,
+        average_rating=r.average_rating,
+        per_agent=tuple(dict(x) for x in r.per_agent),
+        per_group=tuple(dict(x) for x in r.per_group),
+    )
+
+
+@api.op(
+    "GET",
+    "/routing-decisions",
+    summary="Why each chat went where it went",
+    query=RoutingQuery,
+    response=RoutingDecisionList,
+    role=Role.SUPERVISOR,
+)
+async def list_routing_decisions(call: Call, query: RoutingQuery) -> RoutingDecisionList:
+    decisions = await call.services.storage.list_routing_decisions(
+        call.workspace_id, conversation_id=query.conversation_id, limit=query.limit
+    )
+    return RoutingDecisionList(
+        decisions=tuple(
+            RoutingDecisionOut(
+                id=d.id,
+                conversation_id=d.conversation_id,
+                agent_id=d.agent_id,
+                reason=d.reason,
+                details=dict(d.details),
+                at=d.at,
+            )
+            for d in decisions
+        )
+    )
+
+
+# ---------------------------------------------------------------- export and backup
+
+
+@api.op(
+    "GET",
+    "/export",
+    summary="Export the workspace (or one visitor) as JSONL, or chats as CSV",
+    query=ExportQuery,
+    response=None,
+    role=Role.ADMIN,
+    stream=("application/x-ndjson", "text/csv"),
+)
+async def export(call: Call, query: ExportQuery) -> Response:
+    storage = call.services.storage
+    if query.visitor_id is not None and (
+        await storage.get_visitor(call.workspace_id, query.visitor_id) is None
+    ):
+        raise NotFound()
+    await audit(
+        call,
+        "export.visitor" if query.visitor_id else "export.workspace",
+        f"visitor:{query.visitor_id}" if query.visitor_id else f"workspace:{call.workspace_id}",
+        format=query.format,
+    )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if query.format == "csv":
+        if query.visitor_id is not None:
+            raise BadRequest(
+                "CSV exports the whole workspace", code="invalid_value", field="visitor_id"
+            )
+        return streaming_response(
+            storage.export_csv(call.workspace_id), "text/csv", f"livechat-{stamp}.csv"
+        )
+    return streaming_response(
+        storage.export_jsonl(call.workspace_id, visitor_id=query.visitor_id),
+        "application/x-ndjson",
+        f"livechat-{stamp}.jsonl",
+    )
+
+
+@api.op(
+    "POST",
+    "/backups",
+    summary="Write a JSONL export of the workspace to the server's backup dir",
+    response=BackupOut,
+    status=201,
+    role=Role.OWNER,
+)
+async def create_backup(call: Call) -> BackupOut:
+    directory = trio.Path(call.services.settings.backup_dir)
+    await directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = directory / f"workspace-{call.workspace_id}-{stamp}.jsonl"
+    rows = 0
+    async with await path.open("w", encoding="utf-8") as out:
+        async for line in call.services.storage.export_jsonl(call.workspace_id):
+            await out.write(line if line.endswith("\n") else line + "\n")
+            rows += 1
+    await audit(call, "backup.created", f"workspace:{call.workspace_id}", rows=rows)
+    return BackupOut(path=str(await path.resolve()), rows=rows)

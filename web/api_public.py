@@ -1,0 +1,50 @@
+"""The public widget configuration: what the widget needs before it opens its socket."""
+
+from __future__ import annotations
+
+from quart import Response, request
+
+from storage import WorkspaceStatus
+from web.api_admin import read_widget_settings
+from web.errors import NotFound
+from web.httpapi import ApiBlueprint, PublicCall, json_response
+from web.origins import normalize_origin, origin_allowed
+from web.schemas import WidgetConfig, WidgetKeyQuery
+
+api = ApiBlueprint("api_public", "widget")
+
+
+@api.op(
+    "GET",
+    "/widget/config",
+    summary="Public widget configuration for a widget key (CORS for allowed origins)",
+    query=WidgetKeyQuery,
+    response=WidgetConfig,
+    auth=False,
+)
+async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
+    services = call.services
+    ws = await services.storage.get_workspace_by_widget_key(query.key)
+    if ws is None or ws.status is not WorkspaceStatus.ACTIVE:
+        raise NotFound("unknown widget key")
+    widget = read_widget_settings(ws)
+    online = any(s.kind == "agent" for s in services.sockets.of_workspace(ws.id))
+    config = WidgetConfig(
+        workspace_name=ws.name,
+        color=widget.color,
+        title=widget.title,
+        greeting=widget.greeting,
+        position=widget.position,
+        pre_chat_enabled=widget.pre_chat_enabled,
+        pre_chat_fields=widget.pre_chat_fields,
+        offline_form_enabled=widget.offline_form_enabled,
+        offline_message=widget.offline_message,
+        sneak_peek=widget.sneak_peek,
+        online=online,
+    )
+    response = json_response(config)
+    origin = request.headers.get("Origin")
+    if origin and origin_allowed(origin, ws, services.settings):
+        response.headers["Access-Control-Allow-Origin"] = normalize_origin(origin) or origin
+    response.headers["Vary"] = "Origin"
+    return response

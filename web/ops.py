@@ -1,0 +1,52 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from quart import Blueprint, Response, current_app
+
+from web.services import SERVICES_KEY, Services
+
+ops = Blueprint("ops", __name__)
+READY_TIMEOUT_S = 2.0
+
+
+def _json(http_status: int, **body: object) -> Response:
+    return Response(json.dumps(body), status=http_status, content_type="application/json")
+
+
+@ops.get("/healthz")
+async def healthz() -> Response:
+    """The process is up and serving HTTP (no dependency checked)."""
+    return _json(200, status="ok")
+
+
+@ops.get("/readyz")
+async def readyz() -> Response:
+    """Ready for traffic: the database answers and the engine runs; 503 while draining."""
+    services: Services | None = current_app.config.get(SERVICES_KEY)
+    if services is None:
+        return _json(503, status="starting")
+    if services.draining:
+        return _json(503, status="draining")
+    checks: dict[str, str] = {}
+    try:
+        with trio.fail_after(READY_TIMEOUT_S):
+            await services.storage.ping()
+        checks["database"] = "ok"
+    except Exception as err:  # readiness reports any failure, it never raises
+        checks["database"] = type(err).__name__
+    checks["engine"] = "ok" if services.engine is not None else "stopped"
+    ok = all(v == "ok" for v in checks.values())
+    return _json(200 if ok else 503, status="ready" if ok else "not_ready", checks=checks)
+
+
+@ops.get("/metrics")
+async def metrics() -> Response:
+    services: Services | None = current_app.config.get(SERVICES_KEY)
+    if services is None:
+        return Response("", status=503, content_type="text/plain")
+    text = services.engine_metrics.render_prometheus() + services.metrics.render()
+    return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,128 @@
+"""Rate limits: sliding windows per key, login throttling with backoff, connection caps per IP.
+
+All in memory, per process (one server process owns its clients). Every table is bounded: old
+entries are pruned as new keys arrive, so a flood of distinct IPs cannot grow memory forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+_MAX_KEYS = 100_000
+
+
+class SlidingWindow:
+    """At most ``limit`` events per ``window_s`` for each key."""
+
+    def __init__(self, limit: int, window_s: float, *, clock: Clock = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+
+    def _trim(self, hits: deque[float], now: float) -> None:
+        while hits and hits[0] <= now - self.window_s:
+            hits.popleft()
+
+    def hit(self, key: str) -> float:
+        """Record one event; returns 0 if allowed, else seconds until the next is allowed."""
+        now = self._clock()
+        hits = self._hits.get(key)
+        if hits is None:
+            if len(self._hits) >= _MAX_KEYS:
+                self.prune()
+            hits = self._hits[key] = deque()
+        self._trim(hits, now)
+        if len(hits) >= self.limit:
+            return max(0.001, hits[0] + self.window_s - now)
+        hits.append(now)
+        return 0.0
+
+    def count(self, key: str) -> int:
+        hits = self._hits.get(key)
+        if not hits:
+            return 0
+        self._trim(hits, self._clock())
+        return len(hits)
+
+    def reset(self, key: str) -> None:
+        self._hits.pop(key, None)
+
+    def prune(self) -> None:
+        now = self._clock()
+        for key in list(self._hits):
+            hits = self._hits[key]
+            self._trim(hits, now)
+            if not hits:
+                del self._hits[key]
+
+
+class LoginThrottle:
+    """Throttle password guessing without ever locking an account for good.
+
+    Per account: after ``free_failures`` consecutive failures each further attempt must wait
+    1 s, 2 s, 4 s ... (capped at ``max_backoff_s``); a success resets it. Per IP: at most
+    ``ip_failures`` failures in 15 minutes. ``check`` returns the seconds to wait (0: go ahead).
+    """
+
+    def __init__(
+        self,
+        *,
+        free_failures: int,
+        max_backoff_s: float,
+        ip_failures: int,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._free = free_failures
+        self._max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._accounts: dict[str, tuple[int, float]] = {}  # failures, time of last failure
+        self._ips = SlidingWindow(ip_failures, 15 * 60.0, clock=clock)
+
+    def check(self, *, account: str, ip: str) -> float:
+        now = self._clock()
+        wait = 0.0
+        if self._ips.count(ip) >= self._ips.limit:
+            wait = self._ips.window_s
+        failures, last = self._accounts.get(account, (0, 0.0))
+        if failures >= self._free:
+            backoff = min(self._max_backoff_s, 2.0 ** (failures - self._free))
+            wait = max(wait, last + backoff - now)
+        return max(0.0, wait)
+
+    def failed(self, *, account: str, ip: str) -> None:
+        if len(self._accounts) >= _MAX_KEYS:
+            cutoff = self._clock() - self._max_backoff_s
+            for key in [k for k, (_, at) in self._accounts.items() if at < cutoff]:
+                del self._accounts[key]
+        failures, _ = self._accounts.get(account, (0, 0.0))
+        self._accounts[account] = (failures + 1, self._clock())
+        self._ips.hit(ip)
+
+    def succeeded(self, *, account: str) -> None:
+        self._accounts.pop(account, None)
+
+
+class ConnectionCap:
+    """At most ``limit`` live WebSocket connections per client IP."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._live: dict[str, int] = {}
+
+    def acquire(self, ip: str) -> bool:
+        count = self._live.get(ip, 0)
+        if count >= self.limit:
+            return False
+        self._live[ip] = count + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        count = self._live.get(ip, 0) - 1
+        if count <= 0:
+            self._live.pop(ip, None)
+        else:
+            self._live[ip] = count

@@ -1,0 +1,105 @@
+"""Everything the app needs at run time, opened in order and closed in reverse.
+
+``open_services(settings)`` opens storage, loads (or creates once) the secret key, starts the
+engine in a nursery it owns, and yields one ``Services`` object that ``create_app`` shares with
+every request and WebSocket. Closing it shuts the engine down within its deadline, then closes
+storage. Start-up order: storage → secret → engine; shutdown in reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+from quart import current_app
+
+from storage import Storage, open_storage
+from web.errors import Unavailable
+from web.metrics import WebMetrics
+from web.passwords import PasswordHasher
+from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
+from web.settings import Settings
+from web.sockets import SocketRegistry
+
+if TYPE_CHECKING:
+    from engine.api import ChatEngine
+    from engine.metrics import EngineMetrics
+
+SERVICES_KEY = "LIVECHAT_SERVICES"
+
+
+@attrs.define(eq=False)
+class Services:
+    settings: Settings
+    storage: Storage
+    engine: ChatEngine
+    hasher: PasswordHasher
+    secret_key: str
+    engine_metrics: EngineMetrics
+    metrics: WebMetrics = attrs.field(factory=WebMetrics)
+    sockets: SocketRegistry = attrs.field(factory=SocketRegistry)
+    login_throttle: LoginThrottle = attrs.field(default=None)
+    ip_messages: SlidingWindow = attrs.field(default=None)
+    ip_new_conversations: SlidingWindow = attrs.field(default=None)
+    connection_cap: ConnectionCap = attrs.field(default=None)
+    draining: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        s = self.settings
+        if self.login_throttle is None:
+            self.login_throttle = LoginThrottle(
+                free_failures=s.login_failures_per_account_backoff_after,
+                max_backoff_s=s.login_backoff_max_s,
+                ip_failures=s.login_failures_per_ip_per_15min,
+            )
+        if self.ip_messages is None:
+            self.ip_messages = SlidingWindow(s.rate_ip_messages_per_10s, 10.0)
+        if self.ip_new_conversations is None:
+            self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
+        if self.connection_cap is None:
+            self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+
+
+def current_services() -> Services:
+    services: Services | None = current_app.config.get(SERVICES_KEY)
+    if services is None:
+        raise Unavailable("the server is starting", code="not_ready")
+    return services
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open storage and start the engine; on exit drain the engine, then close storage.
+
+    On cancel the engine nursery is cancelled after ``engine_shutdown_deadline_s``; storage is
+    closed by its own context manager (bounded by its statement timeouts).
+    """
+    from engine.api import ChatEngine, EngineConfig
+    from engine.metrics import EngineMetrics
+
+    async with open_storage(settings.database_url) as storage:
+        secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")
+        hasher = PasswordHasher(settings.password_hash_threads)
+        config = EngineConfig(outbox_size=settings.ws_outbox_size)
+        async with trio.open_nursery() as nursery:
+            engine_metrics = EngineMetrics()
+            engine = ChatEngine(storage, config, metrics=engine_metrics)
+            await nursery.start(engine.serve)
+            services = Services(
+                settings=settings,
+                storage=storage,
+                engine=engine,
+                hasher=hasher,
+                secret_key=secret,
+                engine_metrics=engine_metrics,
+            )
+            try:
+                yield services
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(settings.engine_shutdown_deadline_s + 1):
+                        await engine.shutdown(deadline_s=settings.engine_shutdown_deadline_s)
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,78 @@
+"""The registry of live WebSockets, so HTTP actions can reach them (logout, ban, shutdown).
+
+Each connection registers a ``LiveSocket`` handle while it runs. ``close`` asks the connection to
+end with a close code: it records the code and cancels the connection's scope; the connection's
+own handler then sends the close frame and unregisters. Nothing here touches the socket directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import attrs
+import trio
+
+
+@attrs.define(eq=False)
+class LiveSocket:
+    id: str
+    kind: str  # "visitor" | "agent"
+    workspace_id: str
+    ip: str
+    agent_id: str | None = None
+    visitor_id: str | None = None
+    session_hash: str | None = None  # the cookie session that authenticated it
+    token_id: str | None = None
+    connected_at: float = attrs.field(factory=time.time)
+    close_code: int | None = None
+    close_reason: str = ""
+    cancel_scope: trio.CancelScope | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the connection to close with ``code``; the first request wins. Idempotent."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+
+class SocketRegistry:
+    def __init__(self) -> None:
+        self._live: dict[str, LiveSocket] = {}
+
+    def add(self, sock: LiveSocket) -> None:
+        self._live[sock.id] = sock
+
+    def remove(self, sock: LiveSocket) -> None:
+        self._live.pop(sock.id, None)
+        sock.done.set()
+
+    def __iter__(self) -> Iterator[LiveSocket]:
+        return iter(list(self._live.values()))
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def of_agent(self, workspace_id: str, agent_id: str) -> list[LiveSocket]:
+        return [s for s in self if s.workspace_id == workspace_id and s.agent_id == agent_id]
+
+    def of_visitor(self, workspace_id: str, visitor_id: str) -> list[LiveSocket]:
+        return [s for s in self if s.workspace_id == workspace_id and s.visitor_id == visitor_id]
+
+    def of_session(self, session_hash: str) -> list[LiveSocket]:
+        return [s for s in self if s.session_hash == session_hash]
+
+    def of_workspace(self, workspace_id: str) -> list[LiveSocket]:
+        return [s for s in self if s.workspace_id == workspace_id]
+
+    async def close_all(self, code: int, reason: str, *, timeout_s: float) -> None:
+        """Close every socket and wait (bounded) until their handlers have finished."""
+        socks = list(self)
+        for sock in socks:
+            sock.close(code, reason)
+        with trio.move_on_after(timeout_s):
+            for sock in socks:
+                await sock.done.wait()

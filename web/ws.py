@@ -1,0 +1,728 @@
+"""The WebSocket bridge: ``/ws/v1/visitor`` and ``/ws/v1/agent`` (docs/protocol.md).
+
+One ``SocketSession`` per connection, owning a nursery with three tasks: the reader (decode a
+frame, ask the engine, answer), the pump (engine outbox → socket) and the watchdog (auth
+deadline, heartbeats, dead peer, slow consumer, revalidation of the credential). Requests of one
+connection are handled one after another, so a client's messages keep their order.
+
+Cancellation: the client disconnecting cancels the handler (Quart-Trio); ``LiveSocket.close``
+cancels it too, after recording the close code. Either way the ``finally`` disconnects from the
+engine and sends the close frame, shielded and bounded by ``CLEANUP_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+import trio
+from quart import Blueprint, Response, websocket
+
+from engine import codec
+from engine.api import AgentPrincipal, Connection, ConnectionMeta, VisitorPrincipal
+from engine.errors import EngineError, InvalidMessage
+from engine.messages import (
+    AGENT_COMMANDS,
+    VISITOR_COMMANDS,
+    AddNote,
+    ConversationUpdate,
+    EndChat,
+    EventPush,
+    LeaveOfflineMessage,
+    MessageAck,
+    SendMessage,
+    SessionClosed,
+    SetTyping,
+    StartChat,
+    Whisper,
+)
+from storage import Visitor, Workspace, WorkspaceStatus
+from web.api_admin import read_widget_settings
+from web.auth import (
+    SESSION_COOKIE,
+    Caller,
+    client_ip,
+    hash_secret,
+    new_secret,
+    session_caller,
+    token_caller,
+)
+from web.errors import ApiError
+from web.origins import normalize_origin, origin_allowed
+from web.protocol import (
+    MAX_REQUEST_ID_CHARS,
+    AuthResult,
+    CloseCode,
+    ErrorFrame,
+    Hello,
+    HelloResult,
+    PingFrame,
+    PongFrame,
+    ResultFrame,
+    WireError,
+    encode,
+    encode_dict,
+)
+from web.protocol import Auth as AuthFrame
+from web.ratelimit import SlidingWindow
+from web.schemas import WidgetConfig
+from web.services import SERVICES_KEY, Services
+from web.sockets import LiveSocket
+from web.wire import api_converter, describe
+
+log = logging.getLogger("livechat.ws")
+ws = Blueprint("ws", __name__)
+
+CLEANUP_TIMEOUT_S = 3.0
+WATCHDOG_TICK_S = 1.0
+REQUEST_TIMEOUT_S = 30.0
+ECHO_MEMORY = 256  # client_msg_id -> request id, for pushes caused by a request
+MAX_RESUME_ENTRIES = 100
+FRAMES_PER_10S = 200  # every frame, whatever its type
+MESSAGE_COMMANDS = (SendMessage, AddNote, Whisper, StartChat, LeaveOfflineMessage)
+
+
+def _services() -> Services | None:
+    from quart import current_app
+
+    services: Services | None = current_app.config.get(SERVICES_KEY)
+    return services
+
+
+def _refuse(services: Services | None, status: int, reason: str) -> Response:
+    if services is not None:
+        services.metrics.ws_refused[reason] += 1
+    body = json.dumps({"error": {"code": reason, "message": reason.replace("_", " ")}})
+    return Response(body, status=status, content_type="application/json")
+
+
+@ws.websocket("/ws/v1/visitor")
+async def visitor_socket() -> Response | None:
+    services = _services()
+    if services is None or services.draining:
+        return _refuse(services, 503, "not_ready")
+    key = websocket.args.get("key", "")
+    workspace = (
+        await services.storage.get_workspace_by_widget_key(key) if 0 < len(key) <= 200 else None
+    )
+    if workspace is None or workspace.status is not WorkspaceStatus.ACTIVE:
+        return _refuse(services, 404, "unknown_widget_key")
+    if not origin_allowed(websocket.headers.get("Origin"), workspace, services.settings):
+        return _refuse(services, 403, "origin_refused")
+    ip = _ip(services)
+    if await services.storage.is_banned(workspace.id, visitor_id=None, ip=ip):
+        return _refuse(services, 403, "banned")
+    if not services.connection_cap.acquire(ip):
+        services.metrics.rate_limited["connections_per_ip"] += 1
+        return _refuse(services, 429, "too_many_connections")
+    try:
+        await SocketSession(services, "visitor", workspace, ip).run()
+    finally:
+        services.connection_cap.release(ip)
+    return None
+
+
+@ws.websocket("/ws/v1/agent")
+async def agent_socket() -> Response | None:
+    services = _services()
+    if services is None or services.draining:
+        return _refuse(services, 503, "not_ready")
+    origin = websocket.headers.get("Origin")
+    if origin is not None and not _same_site_origin(services, origin):
+        return _refuse(services, 403, "origin_refused")
+    ip = _ip(services)
+    if not services.connection_cap.acquire(ip):
+        services.metrics.rate_limited["connections_per_ip"] += 1
+        return _refuse(services, 429, "too_many_connections")
+    try:
+        await SocketSession(services, "agent", None, ip).run()
+    finally:
+        services.connection_cap.release(ip)
+    return None
+
+
+def _ip(services: Services) -> str:
+    return client_ip(
+        services.settings,
+        remote_addr=websocket.remote_addr,
+        forwarded=websocket.headers.get("X-Forwarded-For"),
+    )
+
+
+def _same_site_origin(services: Services, origin: str) -> bool:
+    """The console is served by this server: its origin, or one the operator listed."""
+    norm = normalize_origin(origin)
+    if norm is None:
+        return False
+    own = {normalize_origin(services.settings.base_url)}
+    own |= {normalize_origin(o) for o in services.settings.allowed_origins}
+    host = websocket.headers.get("Host")
+    if host:
+        scheme = "https" if websocket.scheme in ("wss", "https") else "http"
+        own.add(normalize_origin(f"{scheme}://{host}"))
+    return norm in own
+
+
+class _Closing(Exception):
+    """Raised inside the session to end it with a close code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@attrs.define(eq=False)
+class _Limits:
+    frames: SlidingWindow
+    messages: SlidingWindow
+    typing: SlidingWindow
+
+
+class SocketSession:
+    """One client connection, from accept to close."""
+
+    def __init__(self, services: Services, kind: str, workspace: Workspace | None, ip: str) -> None:
+        settings = services.settings
+        self.services = services
+        self.settings = settings
+        self.kind = kind
+        self.workspace = workspace
+        self.ip = ip
+        self.sock = LiveSocket(
+            id=secrets.token_urlsafe(12),
+            kind=kind,
+            workspace_id=workspace.id if workspace else "",
+            ip=ip,
+        )
+        self.conn: Connection | None = None
+        self.caller: Caller | None = None
+        self.visitor: Visitor | None = None
+        self.open_conversation: str | None = None
+        self.send_lock = trio.Lock()
+        self.last_heard = trio.current_time()
+        self.echo: OrderedDict[str, str | int] = OrderedDict()
+        self.outbox: trio.MemoryReceiveChannel[Any] | None = None
+        self.nursery: trio.Nursery | None = None
+        self.limits = _Limits(
+            frames=SlidingWindow(FRAMES_PER_10S, 10.0, clock=trio.current_time),
+            messages=SlidingWindow(settings.rate_messages_per_10s, 10.0, clock=trio.current_time),
+            typing=SlidingWindow(settings.rate_typing_per_10s, 10.0, clock=trio.current_time),
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        services = self.services
+        await websocket.accept()
+        services.sockets.add(self.sock)
+        services.metrics.ws_connections_total[self.kind] += 1
+        services.metrics.ws_connections_open[self.kind] += 1
+        self.last_heard = trio.current_time()
+        log.info("ws open", extra={"connection_id": self.sock.id, "kind": self.kind})
+        try:
+            with trio.CancelScope() as scope:
+                self.sock.cancel_scope = scope
+                if self.sock.close_code is not None:
+                    scope.cancel()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self.nursery = nursery
+                        nursery.start_soon(self._watchdog)
+                        await self._read_loop()
+                except* _Closing as group:
+                    first = group.exceptions[0]
+                    assert isinstance(first, _Closing)
+                    self.sock.close(first.code, first.reason)
+                except* Exception:
+                    log.exception("ws handler failed", extra={"connection_id": self.sock.id})
+                    self.sock.close(CloseCode.INTERNAL, "internal error")
+        finally:
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        services = self.services
+        code = self.sock.close_code or CloseCode.NORMAL
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(CLEANUP_TIMEOUT_S):
+                if self.conn is not None:
+                    try:
+                        await services.engine.disconnect(self.conn)
+                    except Exception:
+                        log.exception("engine disconnect failed")
+            if self.outbox is not None:
+                self.outbox.close()
+            with trio.move_on_after(CLEANUP_TIMEOUT_S), contextlib.suppress(Exception):
+                # Fails when the peer is already gone: nothing left to tell it.
+                await websocket.close(int(code), self.sock.close_reason[:120])
+        services.sockets.remove(self.sock)
+        services.metrics.ws_connections_open[self.kind] -= 1
+        services.metrics.ws_closes[int(code)] += 1
+        log.info(
+            "ws closed %s %s",
+            int(code),
+            self.sock.close_reason,
+            extra={"connection_id": self.sock.id, "kind": self.kind},
+        )
+
+    # ------------------------------------------------------------ sending
+
+    async def _send_text(self, text: str) -> None:
+        async with self.send_lock:
+            await websocket.send(text)
+        self.services.metrics.ws_frames_out[self.kind] += 1
+
+    async def _error(
+        self,
+        request_id: str | int | None,
+        code: str,
+        message: str,
+        field: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        self.services.metrics.ws_errors[code] += 1
+        frame = ErrorFrame(
+            id=request_id, code=code, message=message, field=field, retry_after_s=retry_after_s
+        )
+        await self._send_text(encode(frame))
+
+    # ------------------------------------------------------------ tasks
+
+    async def _watchdog(self) -> None:
+        """Auth deadline, heartbeats, dead peer, engine-dropped outbox, credential checks."""
+        settings = self.settings
+        started = trio.current_time()
+        next_ping = started + settings.ws_ping_interval_s
+        while True:
+            await trio.sleep(WATCHDOG_TICK_S)
+            now = trio.current_time()
+            if self.conn is None and now - started >= settings.ws_auth_timeout_s:
+                raise _Closing(CloseCode.AUTH_TIMEOUT, "no hello/auth in time")
+            if now - self.last_heard >= settings.ws_dead_peer_timeout_s:
+                raise _Closing(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+            if self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
+                # The engine dropped us (slow consumer) and the pump has not noticed yet.
+                raise _Closing(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
+            if now >= next_ping:
+                next_ping = now + settings.ws_ping_interval_s
+                await self._send_text(encode(PingFrame()))
+                await self._revalidate()
+
+    async def _revalidate(self) -> None:
+        """The credential may have ended since the upgrade (logout elsewhere, ban, revoke)."""
+        storage = self.services.storage
+        if self.caller is not None:
+            try:
+                if self.caller.session is not None:
+                    fresh = await session_caller(self.services, self._session_cookie or "")
+                    self.caller = attrs.evolve(self.caller, agent=fresh.agent)
+                elif self.caller.token is not None:
+                    await self._token_check()
+            except ApiError as err:
+                raise _Closing(CloseCode.POLICY, err.message) from None
+        elif (
+            self.visitor is not None
+            and self.workspace is not None
+            and await storage.is_banned(self.workspace.id, visitor_id=self.visitor.id, ip=self.ip)
+        ):
+            raise _Closing(CloseCode.POLICY, "banned")
+
+    _session_cookie: str | None = None
+
+    async def _token_check(self) -> None:
+        assert self.caller is not None and self.caller.token is not None
+        record = await self.services.storage.find_api_token(self.caller.token.token_hash)
+        if record is None or record.revoked_at is not None:
+            raise _Closing(CloseCode.POLICY, "token revoked")
+
+    async def _pump(self, outbox: trio.MemoryReceiveChannel[Any]) -> None:
+        """Engine pushes to the socket, in order; the end of the outbox ends the connection."""
+        assert self.conn is not None
+        welcome = self.conn.welcome
+        skipped_welcome = False
+        async for push in outbox:
+            batch = [push]
+            while True:
+                try:
+                    batch.append(outbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for item in batch:
+                if item is welcome and not skipped_welcome:
+                    skipped_welcome = True  # already sent inside the hello/auth result
+                    continue
+                await self._forward(item)
+        raise _Closing(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
+
+    async def _forward(self, push: Any) -> None:
+        if isinstance(push, SessionClosed):
+            raise _Closing(CloseCode.POLICY, push.reason)
+        data = codec.unstructure(push)
+        if isinstance(push, EventPush):
+            event = push.event
+            if event.client_msg_id is not None and self._is_me(event.author_type, event.author_id):
+                request_id = self.echo.get(event.client_msg_id)
+                if request_id is not None:
+                    data["id"] = request_id
+            if event.kind == "status" and self.kind == "visitor":
+                pass
+        elif isinstance(push, ConversationUpdate) and self.kind == "visitor":
+            conv = push.conversation
+            if conv.state == "closed" and conv.conversation_id == self.open_conversation:
+                self.open_conversation = None
+        await self._send_text(encode_dict(data))
+
+    def _is_me(self, author_type: str, author_id: str | None) -> bool:
+        if self.kind == "visitor":
+            return (
+                author_type == "visitor"
+                and self.visitor is not None
+                and (author_id == self.visitor.id)
+            )
+        return (
+            author_type == "agent"
+            and self.caller is not None
+            and (author_id == self.caller.agent.id)
+        )
+
+    # ------------------------------------------------------------ reading
+
+    async def _read_loop(self) -> None:
+        max_bytes = self.settings.ws_max_message_bytes
+        while True:
+            data = await websocket.receive()
+            self.last_heard = trio.current_time()
+            self.services.metrics.ws_frames_in[self.kind] += 1
+            if isinstance(data, bytes):
+                await self._error(None, WireError.BINARY_FRAME, "frames must be text (JSON)")
+                continue
+            if len(data) * 4 > max_bytes and len(data.encode("utf-8", "surrogatepass")) > max_bytes:
+                await self._error(
+                    None, WireError.FRAME_TOO_LARGE, f"frames are limited to {max_bytes} bytes"
+                )
+                continue
+            wait = self.limits.frames.hit("all")
+            if wait:
+                self.services.metrics.rate_limited["frames"] += 1
+                await self._error(
+                    None, WireError.RATE_LIMITED, "too many frames", retry_after_s=wait
+                )
+                continue
+            await self._handle_text(data)
+
+    async def _handle_text(self, text: str) -> None:
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            await self._error(None, WireError.INVALID_JSON, "the frame is not valid JSON")
+            return
+        if not isinstance(frame, dict):
+            await self._error(None, WireError.NOT_AN_OBJECT, "a frame is a JSON object")
+            return
+        kind = frame.get("type")
+        if kind == "pong":
+            return
+        if kind == "ping":
+            rid = frame.get("id")
+            await self._send_text(encode(PongFrame(id=rid if _valid_id(rid) else None)))
+            return
+        if "id" not in frame:
+            await self._error(None, WireError.MISSING_FIELD, "requests need an id", field="id")
+            return
+        rid = frame["id"]
+        if not _valid_id(rid):
+            await self._error(
+                None,
+                WireError.INVALID_FIELD,
+                f"id is a string (1-{MAX_REQUEST_ID_CHARS} characters) or an integer",
+                field="id",
+            )
+            return
+        first = "hello" if self.kind == "visitor" else "auth"
+        if self.conn is None:
+            if kind != first:
+                await self._error(
+                    rid, WireError.HELLO_REQUIRED, f"the first request must be {first!r}"
+                )
+                return
+            await self._authenticate(rid, frame)
+            return
+        if kind in ("hello", "auth"):
+            await self._error(rid, WireError.ALREADY_AUTHENTICATED, "already authenticated")
+            return
+        body = {k: v for k, v in frame.items() if k != "id"}
+        try:
+            command = codec.structure_command(body)
+        except InvalidMessage as err:
+            await self._error(rid, err.code, str(err), err.field)
+            return
+        allowed = VISITOR_COMMANDS if self.kind == "visitor" else AGENT_COMMANDS
+        if type(command) not in allowed:
+            await self._error(
+                rid, WireError.FORBIDDEN, f"{self.kind}s cannot send {kind!r}", field="type"
+            )
+            return
+        if await self._rate_limited(rid, command):
+            return
+        client_msg_id = getattr(command, "client_msg_id", None)
+        if isinstance(client_msg_id, str):
+            self.echo[client_msg_id] = rid
+            self.echo.move_to_end(client_msg_id)
+            while len(self.echo) > ECHO_MEMORY:
+                self.echo.popitem(last=False)
+        await self._request(rid, command)
+
+    async def _rate_limited(self, rid: str | int, command: Any) -> bool:
+        metrics = self.services.metrics
+        wait = 0.0
+        what = ""
+        if isinstance(command, SetTyping):
+            wait, what = self.limits.typing.hit("all"), "typing"
+        elif isinstance(command, MESSAGE_COMMANDS):
+            wait, what = self.limits.messages.hit("all"), "messages"
+            if not wait:
+                wait, what = self.services.ip_messages.hit(self.ip), "ip_messages"
+            new_conversation = isinstance(command, LeaveOfflineMessage) or (
+                isinstance(command, SendMessage)
+                and self.kind == "visitor"
+                and command.conversation_id is None
+                and self.open_conversation is None
+            )
+            if not wait and new_conversation:
+                wait = self.services.ip_new_conversations.hit(self.ip)
+                what = "new_conversations"
+        if not wait:
+            return False
+        metrics.rate_limited[what] += 1
+        await self._error(
+            rid, WireError.RATE_LIMITED, f"rate limit ({what}); slow down", retry_after_s=wait
+        )
+        return True
+
+    async def _request(self, rid: str | int, command: Any) -> None:
+        assert self.conn is not None
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                result = await self.services.engine.request(self.conn, command)
+        except trio.TooSlowError:
+            await self._error(rid, "overloaded", "the server did not answer in time")
+            return
+        except EngineError as err:
+            error = codec.error_result(err)
+            await self._error(rid, error.code, error.message, error.field, error.retry_after_s)
+            return
+        if self.kind == "visitor":
+            if isinstance(result, MessageAck) and isinstance(command, SendMessage):
+                self.open_conversation = result.conversation_id
+            elif isinstance(command, EndChat):
+                self.open_conversation = None
+        await self._send_text(encode(ResultFrame(id=rid, result=codec.unstructure(result))))
+
+    # ------------------------------------------------------------ first frame
+
+    async def _authenticate(self, rid: str | int, frame: dict[str, Any]) -> None:
+        body = {k: v for k, v in frame.items() if k not in ("id", "type")}
+        cls: type[Any] = Hello if self.kind == "visitor" else AuthFrame
+        try:
+            parsed = api_converter.structure(body, cls)
+        except Exception as err:
+            code, field, message = describe(err, "")
+            code = "invalid_field" if code in ("wrong_type", "invalid_value") else code
+            await self._error(rid, code, message, field.lstrip(".") or None)
+            return
+        resume = parsed.resume
+        if len(resume) > MAX_RESUME_ENTRIES or not all(
+            isinstance(k, str) and len(k) <= 128 and type(v) is int and v >= 0
+            for k, v in resume.items()
+        ):
+            await self._error(
+                rid,
+                WireError.INVALID_FIELD,
+                f"resume maps up to {MAX_RESUME_ENTRIES} conversation ids to sequence numbers",
+                "resume",
+            )
+            return
+        if self.kind == "visitor":
+            await self._hello(rid, parsed)
+        else:
+            await self._auth(rid, parsed)
+
+    async def _hello(self, rid: str | int, hello: Hello) -> None:
+        assert self.workspace is not None
+        storage = self.services.storage
+        ws_id = self.workspace.id
+        visitor: Visitor | None = None
+        token: str | None = None
+        if hello.token:
+            visitor = await storage.find_visitor_by_token_hash(ws_id, hash_secret(hello.token))
+            if visitor is not None:
+                token = hello.token
+        if hello.identity is not None:
+            expected = hmac.new(
+                self.workspace.identity_secret.encode(),
+                hello.identity.user_id.encode(),
+                hashlib.sha256,
+            ).hexdigest()
+            if len(hello.identity.user_id) > 256 or not hmac.compare_digest(
+                expected, hello.identity.signature.lower()
+            ):
+                await self._error(
+                    rid,
+                    WireError.INVALID_IDENTITY,
+                    "the identity signature does not verify",
+                    "identity.signature",
+                )
+                return
+            known = await storage.find_visitor_by_external_id(ws_id, hello.identity.user_id)
+            if known is not None:
+                visitor = known
+                token = None  # mint one for this device
+            elif visitor is not None and visitor.external_id is None:
+                visitor = await storage.update_visitor(
+                    ws_id, visitor.id, external_id=hello.identity.user_id
+                )
+            else:
+                visitor = None
+        user_agent = websocket.headers.get("User-Agent", "")[:512] or None
+        if visitor is None:
+            token = "lcv_" + new_secret()
+            visitor = await storage.create_visitor(
+                ws_id,
+                token_hash=hash_secret(token),
+                external_id=hello.identity.user_id if hello.identity else None,
+                user_agent=user_agent,
+                ip=self.ip,
+            )
+        elif token is None:
+            token = "lcv_" + new_secret()
+            visitor = await storage.update_visitor(ws_id, visitor.id, token_hash=hash_secret(token))
+        if await storage.is_banned(ws_id, visitor_id=visitor.id, ip=self.ip):
+            raise _Closing(CloseCode.POLICY, "banned")
+        self.visitor = visitor
+        self.sock.visitor_id = visitor.id
+        page = hello.page
+        meta = ConnectionMeta(
+            ip=self.ip,
+            user_agent=user_agent,
+            page_url=page.url[:2048] if page else None,
+            page_title=page.title[:512] if page and page.title else None,
+            page_referrer=page.referrer[:2048] if page and page.referrer else None,
+        )
+        principal = VisitorPrincipal(workspace_id=ws_id, visitor_id=visitor.id)
+        conn = await self._connect(principal, hello.resume, meta)
+        welcome = _welcome(conn)
+        conversation = welcome.get("conversation")
+        if isinstance(conversation, dict) and conversation.get("state") != "closed":
+            self.open_conversation = conversation.get("conversation_id")
+        widget = read_widget_settings(self.workspace)
+        online = any(s.kind == "agent" for s in self.services.sockets.of_workspace(ws_id))
+        widget_config = WidgetConfig(
+            workspace_name=self.workspace.name,
+            color=widget.color,
+            title=widget.title,
+            greeting=widget.greeting,
+            position=widget.position,
+            pre_chat_enabled=widget.pre_chat_enabled,
+            pre_chat_fields=widget.pre_chat_fields,
+            offline_form_enabled=widget.offline_form_enabled,
+            offline_message=widget.offline_message,
+            sneak_peek=widget.sneak_peek,
+            online=bool(welcome.get("agents_available", online)),
+        )
+        result = HelloResult(
+            visitor_id=visitor.id,
+            visitor_token=token,
+            connection_id=self.sock.id,
+            welcome=welcome,
+            widget=api_converter.unstructure(widget_config),
+            heartbeat_interval_s=self.settings.ws_ping_interval_s,
+        )
+        await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
+        self._start_pump()
+
+    async def _auth(self, rid: str | int, frame: AuthFrame) -> None:
+        try:
+            if frame.token:
+                caller = await token_caller(self.services, frame.token)
+                assert caller.token is not None
+                if not {"admin", "agent"} & set(caller.token.scopes):
+                    raise _AuthFailed("the token's scopes do not allow the console socket")
+            else:
+                cookie = websocket.cookies.get(SESSION_COOKIE)
+                if not cookie:
+                    raise _AuthFailed("send an API token or log in first (cookie)")
+                caller = await session_caller(self.services, cookie)
+                self._session_cookie = cookie
+        except (ApiError, _AuthFailed) as err:
+            message = err.message if isinstance(err, ApiError) else str(err)
+            await self._error(rid, WireError.AUTH_FAILED, message)
+            raise _Closing(CloseCode.POLICY, "authentication failed") from None
+        self.caller = caller
+        self.workspace = caller.workspace
+        self.sock.workspace_id = caller.workspace.id
+        self.sock.agent_id = caller.agent.id
+        self.sock.session_hash = caller.session.id_hash if caller.session else None
+        self.sock.token_id = caller.token.id if caller.token else None
+        principal = AgentPrincipal(
+            workspace_id=caller.workspace.id,
+            agent_id=caller.agent.id,
+            role=caller.agent.role,
+            display_name=caller.agent.display_name,
+        )
+        meta = ConnectionMeta(
+            ip=self.ip, user_agent=websocket.headers.get("User-Agent", "")[:512] or None
+        )
+        conn = await self._connect(principal, frame.resume, meta)
+        result = AuthResult(
+            agent_id=caller.agent.id,
+            workspace_id=caller.workspace.id,
+            role=caller.agent.role.value,
+            display_name=caller.agent.display_name,
+            connection_id=self.sock.id,
+            welcome=_welcome(conn),
+            heartbeat_interval_s=self.settings.ws_ping_interval_s,
+        )
+        await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
+        self._start_pump()
+
+    async def _connect(self, principal: Any, resume: Any, meta: ConnectionMeta) -> Connection:
+        send, receive = trio.open_memory_channel[Any](self.settings.ws_outbox_size)
+        self.outbox = receive
+        try:
+            conn = await self.services.engine.connect(
+                principal, send, connection_id=self.sock.id, resume=dict(resume), meta=meta
+            )
+        except EngineError as err:
+            error = codec.error_result(err)
+            raise _Closing(CloseCode.TRY_AGAIN_LATER, error.code) from None
+        self.conn = conn
+        return conn
+
+    def _start_pump(self) -> None:
+        assert self.nursery is not None and self.outbox is not None
+        self.nursery.start_soon(self._pump, self.outbox)
+
+
+def _welcome(conn: Connection) -> dict[str, Any]:
+    if conn.welcome is None:
+        return {}
+    return codec.unstructure(conn.welcome)  # type: ignore[arg-type]
+
+
+class _AuthFailed(Exception):
+    pass
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**53) < value < 2**53
+    return isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_CHARS
