@@ -19,7 +19,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import trio
 
@@ -110,9 +110,20 @@ async def serving_committer(storage: SqlStorage) -> AsyncIterator[None]:
             finally:
                 storage.committer.close()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        raise_single(group)
+
+
+def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Re-raise a group holding (possibly nested) exactly one exception as that exception.
+
+    Used where the storage's own tasks cannot fail, so a lone error is the caller's own.
+    """
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if error is group:
+        raise group
+    raise error from None
 
 
 class SqlStorage(abc.ABC):

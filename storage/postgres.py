@@ -26,7 +26,7 @@ import trio
 import trio_asyncio
 
 from storage._appends import GroupCommitConfig
-from storage._base import Clock, SqlStorage, serving_committer
+from storage._base import Clock, SqlStorage, raise_single, serving_committer
 from storage._sql import PostgresDialect, Program, Q, Result
 from storage.errors import (
     Conflict,
@@ -264,10 +264,13 @@ async def open_postgres(
         group_commit=group_commit or GroupCommitConfig(),
         clock=clock,
     )
-    async with trio_asyncio.open_loop():
-        try:
-            await storage.open()
-            async with serving_committer(storage):
-                yield storage
-        finally:
-            await storage.aclose()
+    try:
+        async with trio_asyncio.open_loop():
+            try:
+                await storage.open()
+                async with serving_committer(storage):
+                    yield storage
+            finally:
+                await storage.aclose()
+    except BaseExceptionGroup as group:  # the loop's nursery wraps the block's own error
+        raise_single(group)

@@ -1,0 +1,258 @@
+"""Operator subcommands: ``livechat migrate``, ``backup``, ``restore`` and ``export``.
+
+Each handler returns the process exit status: 0 on success, 1 when the storage operation failed
+(the message says why, on stderr), 2 for bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from storage import backend_of, open_backend
+from storage._export import FORMAT_NAME, export_jsonl, table_counts
+from storage.errors import BackupError, RestoreError, StorageError
+
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_WRITE_CHUNK_CHARS: Final = 1 << 20  # buffer this much text per file write
+
+
+def register(subparsers: Any) -> None:
+    """Add the storage subcommands to the ``livechat`` parser."""
+    from web.cli import add_database_options
+
+    migrate = subparsers.add_parser(
+        "migrate",
+        help="apply pending schema migrations and print the schema version",
+        description="Bring the database schema to this program's version (forward only; safe "
+        "to run repeatedly and while servers run). Prints the resulting schema version.",
+    )
+    add_database_options(migrate)
+    migrate.set_defaults(handler=_handler(_migrate))
+
+    backup = subparsers.add_parser(
+        "backup",
+        help="write a consistent online backup while the server keeps running",
+        description="Write a consistent backup without stopping the server. SQLite: the online "
+        "backup API (a complete database file, integrity-checked). PostgreSQL: the JSON Lines "
+        "export format of the whole database. Restore either with `livechat restore`.",
+    )
+    add_database_options(backup)
+    backup.add_argument("--out", required=True, help="file to write (replaced atomically)")
+    backup.set_defaults(handler=_handler(_backup))
+
+    restore = subparsers.add_parser(
+        "restore",
+        help="restore a backup or export into an EMPTY database and verify it",
+        description="Restore a `livechat backup` file (SQLite database or JSON Lines export) "
+        "into the configured database, which must be empty (no workspaces). Row counts (and "
+        "SQLite's integrity check) are verified; any failure exits non-zero. A SQLite backup "
+        "restores into PostgreSQL too: that is the migration path.",
+    )
+    add_database_options(restore)
+    restore.add_argument("--from", dest="source", required=True, help="backup file to restore")
+    restore.set_defaults(handler=_handler(_restore))
+
+    export = subparsers.add_parser(
+        "export",
+        help="export a workspace (or one visitor's data) as JSON Lines or CSV",
+        description="Export one workspace's data, or with --visitor one visitor's data (for a "
+        "data-subject request). jsonl: every row, restorable with `livechat restore`; csv: one "
+        "row per conversation, with spreadsheet formulas neutralised. The export is audited.",
+    )
+    add_database_options(export)
+    export.add_argument("--workspace", required=True, help="workspace id")
+    export.add_argument("--visitor", help="only this visitor's data (JSON Lines only)")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("--out", required=True, help="file to write ('-' for stdout)")
+    export.set_defaults(handler=_handler(_export))
+
+
+Command = Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]]
+
+
+def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
+    def handle(args: argparse.Namespace) -> int:
+        from web.errors import ConfigError
+        from web.settings import load_settings
+
+        try:
+            settings = load_settings({"database_url": args.database_url}, config_file=args.config)
+            trio.run(command, args, settings.database_url)
+        except ConfigError as err:
+            print(f"livechat: error: {err}", file=sys.stderr)
+            return 2
+        except (StorageError, OSError) as err:
+            print(f"livechat {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        return 0
+
+    return handle
+
+
+async def _migrate(args: argparse.Namespace, url: str) -> None:
+    async with open_backend(url) as storage:
+        version = await storage.schema_version()
+    print(f"schema version {version} ({storage.backend_name})")
+
+
+async def _write_lines(path: str, lines: AsyncIterator[str]) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename: never a torn file."""
+    if path == "-":
+        async for line in lines:
+            sys.stdout.write(line)
+        return
+    target = trio.Path(path)
+    await target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = trio.Path(f"{path}.partial")
+    try:
+        async with await trio.open_file(tmp, "w", encoding="utf-8", newline="") as out:
+            buffer: list[str] = []
+            size = 0
+            async for line in lines:
+                buffer.append(line)
+                size += len(line)
+                if size >= _WRITE_CHUNK_CHARS:
+                    await out.write("".join(buffer))
+                    buffer, size = [], 0
+            await out.write("".join(buffer))
+            await out.flush()
+            await trio.to_thread.run_sync(os.fsync, out.fileno())
+        await tmp.replace(target)
+    finally:
+        if await tmp.exists():
+            await tmp.unlink()
+
+
+async def _read_lines(path: str) -> AsyncIterator[str]:
+    async with await trio.open_file(path, encoding="utf-8", newline="") as source:
+        async for line in source:
+            yield line
+
+
+async def _backup(args: argparse.Namespace, url: str) -> None:
+    from storage.sqlite import SQLiteStorage
+
+    async with open_backend(url) as storage:
+        if isinstance(storage, SQLiteStorage):
+            tmp = f"{args.out}.partial"
+            await storage.backup_to(tmp)
+            await trio.Path(tmp).replace(args.out)
+        else:
+            try:
+                await _write_lines(args.out, storage.export_database_jsonl())
+            except OSError as err:
+                raise BackupError(f"cannot write {args.out}: {err}") from err
+        counts = await table_counts(storage)
+    print(
+        f"backup written to {args.out}: {counts['workspaces']} workspaces,"
+        f" {counts['conversations']} conversations, {counts['events']} events"
+    )
+
+
+def _is_sqlite_file(path: str) -> bool:
+    with open(path, "rb") as source:
+        return source.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+
+
+async def _restore(args: argparse.Namespace, url: str) -> None:
+    if not await trio.Path(args.source).is_file():
+        raise RestoreError(f"no such backup file: {args.source}")
+    if await trio.to_thread.run_sync(_is_sqlite_file, args.source):
+        await _restore_sqlite_file(args.source, url)
+    else:
+        await _restore_jsonl(args.source, url)
+
+
+async def _restore_jsonl(source: str, url: str) -> None:
+    with open(source, encoding="utf-8") as head:  # noqa: ASYNC230 - one short line
+        first = head.readline()
+    if FORMAT_NAME not in first:
+        raise RestoreError(f"{source} is neither a SQLite database nor a livechat export")
+    async with open_backend(url) as storage:
+        restored = await storage.import_jsonl(_read_lines(source))
+        expected = await _trailer_counts(source)
+        await _verify(storage, expected)
+    print(f"restored {restored} rows from {source}; counts verified")
+
+
+async def _trailer_counts(source: str) -> dict[str, int]:
+    last = ""
+    async for line in _read_lines(source):
+        if line.strip():
+            last = line
+    counts: dict[str, int] = json.loads(last)["counts"]
+    return counts
+
+
+async def _verify(storage: Any, expected: dict[str, int]) -> None:
+    actual = await table_counts(storage)
+    wrong = {t: (n, actual.get(t, 0)) for t, n in expected.items() if actual.get(t, 0) != n}
+    if wrong:
+        raise RestoreError(f"verification failed, (expected, found) rows per table: {wrong}")
+    check = getattr(storage, "integrity_check", None)
+    if check is not None and (result := await check()) != "ok":
+        raise RestoreError(f"integrity check failed: {result}")
+
+
+async def _restore_sqlite_file(source: str, url: str) -> None:
+    """Copy the backup (backup API, integrity-checked), then move its rows into the target.
+
+    The source file is never modified: it is copied to a temporary file first.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = str(Path(tmp) / "source.db")
+
+        def snapshot() -> None:
+            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            dst = sqlite3.connect(copy)
+            try:
+                src.backup(dst)
+                (check,) = dst.execute("PRAGMA integrity_check").fetchone()
+                if check != "ok":
+                    raise RestoreError(f"{source} fails its integrity check: {check}")
+            except sqlite3.Error as err:
+                raise RestoreError(f"{source} is not a readable SQLite database: {err}") from err
+            finally:
+                dst.close()
+                src.close()
+
+        await trio.to_thread.run_sync(snapshot)
+        backend, _ = backend_of(url)
+        async with open_backend(f"sqlite:///{copy}") as original:
+            expected = await table_counts(original)
+            async with open_backend(url) as target:
+                await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
+                await _verify(target, expected)
+    print(f"restored {sum(expected.values())} rows from {source} into {backend}; verified")
+
+
+async def _export(args: argparse.Namespace, url: str) -> None:
+    if args.visitor and args.format == "csv":
+        raise StorageError("--visitor exports are JSON Lines only (use --format jsonl)")
+    async with open_backend(url) as storage:
+        if await storage.get_workspace(args.workspace) is None:
+            raise StorageError(f"workspace {args.workspace!r} not found")
+        if args.format == "csv":
+            lines = storage.export_csv(args.workspace)
+        else:
+            lines = storage.export_jsonl(args.workspace, visitor_id=args.visitor)
+        await _write_lines(args.out, lines)
+        await storage.audit(
+            args.workspace,
+            actor="cli",
+            action="export.visitor" if args.visitor else "export.workspace",
+            target=args.visitor,
+            details={"format": args.format},
+        )
+    if args.out != "-":
+        print(f"export written to {args.out}", file=sys.stderr)
