@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from engine.api import (
     AgentPrincipal,
@@ -40,7 +41,11 @@ class Client:
                 return out
 
     def events(self, pushes: list[Push] | None = None) -> list[Any]:
-        return [p.event for p in (self.drain() if pushes is None else pushes) if isinstance(p, EventPush)]
+        return [
+            p.event
+            for p in (self.drain() if pushes is None else pushes)
+            if isinstance(p, EventPush)
+        ]
 
 
 @attrs.define
@@ -93,29 +98,36 @@ class World:
         return Client(conn=conn, inbox=recv)
 
 
-async def make_world(
-    tmp_path: Path, nursery: trio.Nursery, *, settings: dict[str, Any] | None = None, **config: Any
+@pytest.fixture
+def fast_clock() -> trio.testing.MockClock:
+    """Virtual time 25x faster than real time. Not autojump: the SQLite storage works in
+    threads, and autojump would fire every deadline while a thread is busy."""
+    return trio.testing.MockClock(rate=25)
+
+
+@pytest.fixture
+def engine_config() -> dict[str, Any]:
+    """Override with ``@pytest.mark.parametrize("engine_config", [{...}])``."""
+    return {}
+
+
+@pytest.fixture
+def workspace_settings() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, engine_config: dict[str, Any], workspace_settings: dict[str, Any]
 ) -> AsyncIterator[World]:
     async with open_storage(f"sqlite:///{tmp_path / 'engine.db'}") as storage:
-        workspace = await storage.create_workspace(name="Acme", settings=settings or {})
-        cfg = EngineConfig(**{"tick_interval_s": 0.5, **config})
+        workspace = await storage.create_workspace(name="Acme", settings=workspace_settings)
+        cfg = EngineConfig(**{"tick_interval_s": 0.5, **engine_config})
         engine = ChatEngine(storage, cfg)
         async with trio.open_nursery() as inner:
             await inner.start(engine.serve)
             yield World(engine=engine, storage=storage, workspace_id=workspace.id, nursery=inner)
             inner.cancel_scope.cancel()
-
-
-@pytest.fixture
-async def world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
-    async for w in make_world(tmp_path, nursery):
-        yield w
-
-
-@pytest.fixture
-async def manual_world(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[World]:
-    async for w in make_world(tmp_path, nursery, settings={"routing_mode": "manual"}):
-        yield w
 
 
 async def settle(seconds: float = 0.05) -> None:
