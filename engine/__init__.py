@@ -1,4 +1,94 @@
 """The chat engine: supervised Trio actors for conversations, agents and visitors, and routing.
 
 Knows nothing of HTTP, JSON or SQL; reaches storage only through ``storage``'s interface.
+The web layer needs: ``ChatEngine``, ``EngineConfig``, the principals, ``ConnectionMeta``,
+``structure_command`` / ``unstructure`` / ``error_result`` and the message classes.
 """
+
+from __future__ import annotations
+
+from engine.actor import Actor, ActorRef, Mailbox, Ref, Reply, ReplyChannel, start_actor
+from engine.api import (
+    AgentPrincipal,
+    ChatEngine,
+    Connection,
+    ConnectionMeta,
+    EngineConfig,
+    Principal,
+    VisitorPrincipal,
+)
+from engine.codec import COMMANDS_BY_TYPE, error_result, structure_command, unstructure
+from engine.errors import (
+    ActorStopped,
+    AlreadyAssigned,
+    AskTimeout,
+    ConversationClosed,
+    DomainError,
+    EngineError,
+    Forbidden,
+    InvalidMessage,
+    InvalidState,
+    LiveChatError,
+    NotFound,
+    Overloaded,
+    PersistenceUnavailable,
+    RateLimited,
+    RestartIntensityExceeded,
+    ShuttingDown,
+    error_code,
+)
+from engine.messages import *  # noqa: F403 - the message classes are the protocol
+from engine.messages import __all__ as _messages_all
+from engine.metrics import EngineMetrics
+from engine.registry import Registry, RegistryRef
+from engine.supervisor import ChildSpec, RestartStrategy, RestartType, ServiceSpec, Supervisor
+from engine.useragent import DeviceInfo, parse_user_agent
+
+__all__ = [
+    "COMMANDS_BY_TYPE",
+    "Actor",
+    "ActorRef",
+    "ActorStopped",
+    "AgentPrincipal",
+    "AlreadyAssigned",
+    "AskTimeout",
+    "ChatEngine",
+    "ChildSpec",
+    "Connection",
+    "ConnectionMeta",
+    "ConversationClosed",
+    "DeviceInfo",
+    "DomainError",
+    "EngineConfig",
+    "EngineError",
+    "EngineMetrics",
+    "Forbidden",
+    "InvalidMessage",
+    "InvalidState",
+    "LiveChatError",
+    "Mailbox",
+    "NotFound",
+    "Overloaded",
+    "PersistenceUnavailable",
+    "Principal",
+    "RateLimited",
+    "Ref",
+    "Registry",
+    "RegistryRef",
+    "Reply",
+    "ReplyChannel",
+    "RestartIntensityExceeded",
+    "RestartStrategy",
+    "RestartType",
+    "ServiceSpec",
+    "ShuttingDown",
+    "Supervisor",
+    "VisitorPrincipal",
+    "error_code",
+    "error_result",
+    "parse_user_agent",
+    "start_actor",
+    "structure_command",
+    "unstructure",
+    *_messages_all,
+]
