@@ -41,6 +41,7 @@ T = TypeVar("T")
 POOL_SIZE: Final = 10
 STATEMENT_TIMEOUT_S: Final = 30.0  # server-side statement_timeout of every connection
 CONNECT_TIMEOUT_S: Final = 5.0  # connecting, and waiting for a pooled connection
+APPLICATION_NAME: Final = "livechat"  # shown in pg_stat_activity
 _COMMAND_SLACK_S: Final = 5.0  # client-side timeout = statement timeout + this
 _PLACEHOLDER = re.compile(r"\?")
 _CONNECTION_ERRORS = (
@@ -95,10 +96,12 @@ class PostgresStorage(SqlStorage):
         pool_size: int,
         statement_timeout_s: float,
         connect_timeout_s: float,
+        application_name: str,
         group_commit: GroupCommitConfig,
         clock: Clock,
     ) -> None:
         super().__init__(PostgresDialect(), clock=clock, group_commit=group_commit)
+        self._application_name = application_name
         self.dsn = dsn
         self._pool_size = pool_size
         self._statement_timeout_s = statement_timeout_s
@@ -140,7 +143,7 @@ class PostgresStorage(SqlStorage):
             server_settings={
                 "statement_timeout": str(statement_ms),
                 "idle_in_transaction_session_timeout": str(statement_ms * 2),
-                "application_name": "livechat",
+                "application_name": self._application_name,
             },
         )
 
@@ -249,6 +252,7 @@ async def open_postgres(
     pool_size: int = POOL_SIZE,
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    application_name: str = APPLICATION_NAME,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
 ) -> AsyncIterator[PostgresStorage]:
@@ -261,6 +265,7 @@ async def open_postgres(
         pool_size=pool_size,
         statement_timeout_s=statement_timeout_s,
         connect_timeout_s=connect_timeout_s,
+        application_name=application_name,
         group_commit=group_commit or GroupCommitConfig(),
         clock=clock,
     )

@@ -1,0 +1,43 @@
+"""The scheduled retention task applies each workspace's policy and the termination grace."""
+
+from __future__ import annotations
+
+import trio
+
+from storage import WorkspaceStatus
+from storage.retention import TERMINATED_GRACE_S, apply_retention, run_retention
+from tests.storage.conftest import Opener
+from tests.storage.helpers import message, new_conversation
+
+DAY = 86400.0
+
+
+async def test_retention_pass_applies_retention_days_and_purges_after_grace(
+    open_store: Opener,
+) -> None:
+    now = [1_000_000_000.0]
+    async with open_store(clock=lambda: now[0]) as store:
+        kept, kept_conv = await new_conversation(store, "forever")
+        limited, old_conv = await new_conversation(store, "limited")
+        gone, _ = await new_conversation(store, "terminated")
+        await store.append(message(kept_conv, "keep me"))
+        await store.append(message(old_conv, "expire me"))
+        await store.update_workspace(limited.id, retention_days=7)
+        await store.update_workspace(
+            gone.id, status=WorkspaceStatus.TERMINATED, terminated_at=now[0]
+        )
+        now[0] += 8 * DAY
+        first = await apply_retention(store, clock=lambda: now[0])
+        assert first.conversations_deleted == 1 and first.workspaces_purged == ()
+        assert await store.get_conversation(limited.id, old_conv.id) is None
+        assert await store.get_conversation(kept.id, kept_conv.id) is not None
+        assert await store.get_workspace(gone.id) is not None  # still in its grace period
+
+        now[0] += TERMINATED_GRACE_S
+        # The scheduled task: first pass at start, then every interval, until cancelled.
+        with trio.move_on_after(0.5):
+            await run_retention(store, interval_s=0.1, clock=lambda: now[0])
+        assert await store.get_workspace(gone.id) is None
+        assert [w.id for w in await store.list_workspaces()] == [kept.id, limited.id]
+        audit = (await store.list_audit(limited.id)).items
+        assert [e.action for e in audit] == ["retention.purge"]
