@@ -11,8 +11,9 @@ same mailbox (queued messages survive). More than ``max_restarts`` crashes in ``
 the activation is removed: unanswered asks and every later use of the refs bound to it raise
 `ActorStopped`; the registry and the other keys carry on, and a new ``get`` starts afresh.
 
-Per idle actor the cost is one task, one memory channel pair and three small slotted objects;
-measured at about 5 KB (see the tests' measurement and the changelog).
+Per idle actor the cost is one task, one memory channel pair and three small slotted objects:
+about 5.2 KB traced by ``tracemalloc`` for a slotted actor, 100,000 of them included (see
+``tests/engine/test_registry.py``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from engine.actor import Actor, Reply
 from engine.errors import ActorStopped, ShuttingDown
 from engine.metrics import EngineMetrics
 from engine.registry import Registry, RegistryRef
+from engine.supervisor import ServiceSpec, Supervisor
 
 IDLE_TIMEOUT_S = 60.0
 
@@ -288,6 +289,27 @@ async def test_metrics_report_alive_actors_and_mailbox_depth(nursery: trio.Nurse
     text = metrics.render_prometheus()
     assert 'livechat_actors_alive{kind="conversation"} 3' in text
     assert 'livechat_mailbox_depth_max{kind="conversation"} 3' in text
+
+
+async def test_registry_runs_as_a_supervised_service_and_drains_on_shutdown(
+    nursery: trio.Nursery,
+) -> None:
+    world = World()
+    registry: Registry[str, Msg] = Registry(
+        "conversation", lambda key: Conversation(key, world), idle_timeout_s=IDLE_TIMEOUT_S
+    )
+    supervisor = Supervisor(children=[ServiceSpec("conversations", registry)])
+    await nursery.start(supervisor.serve)
+    ref = await registry.get("a")
+    await ref.tell(Slow(seconds=1))
+    await ref.tell(Add(n=1))
+
+    await supervisor.shutdown(deadline_s=10)
+
+    assert world.store == {"a": 1}
+    assert world.log == [("start", "a"), ("stop", "a")]
+    with pytest.raises(ShuttingDown):
+        await registry.get("a")
 
 
 def test_metrics_render_histograms_in_prometheus_text_format() -> None:
