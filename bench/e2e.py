@@ -32,10 +32,19 @@ import trio
 
 from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms, rate_points
 from bench.loadgen import LoadGenerators, loadgen_saturated, merge_traffic, open_loadgens
-from bench.target import CpuPlan, ServerProcess, TargetError, free_port, plan_cpus, start_server
+from bench.target import (
+    CpuPlan,
+    ServerProcess,
+    TargetError,
+    free_port,
+    plan_cpus,
+    read_system_busy_seconds,
+    start_server,
+)
 
 TARGET_RATIO = 0.6
 TARGET_P99_MS = 10.0
+OTHER_CPU_NOTE_PERCENT = 15.0  # more than this from other programs makes a run suspect
 PHASE_SLACK_S = 60.0  # on top of duration + drain before a phase counts as hung
 
 
@@ -175,6 +184,23 @@ async def _measure_target(
                     result.series[f"latency:{label} {phase.replace('_', ' ')} {direction}"] = (
                         cdf_points([s * 1000 for s in merged["latency_s"][direction]])
                     )
+                if (summary["other_cpu_percent"] or 0) > OTHER_CPU_NOTE_PERCENT:
+                    result.notes.append(
+                        f"{label} {phase}: other programs used {summary['other_cpu_percent']}% "
+                        "of a core during the measurement: numbers are pessimistic"
+                    )
+                if summary["errors"] or summary["lost"]:
+                    result.notes.append(
+                        f"{label} {phase}: {summary['errors']} errors, {summary['lost']} lost "
+                        f"(rejected: {summary['rejected']}, closed: {summary['close_reasons']})"
+                    )
+                    if summary["close_reasons"] or summary["lost"]:
+                        result.notes.append(f"{label} log tail:\n{server.log_tail(10)}")
+                if summary["paced_sends"]:
+                    result.notes.append(
+                        f"{label} {phase}: {summary['paced_sends']} sends waited for the server's "
+                        "per-connection frame budget (200 frames / 10 s): use more pairs"
+                    )
                 if summary["loadgen_saturated"]:
                     result.notes.append(
                         f"{label} {phase}: the load generator was saturated "
@@ -237,6 +263,7 @@ async def _run_phase(
         bar.update(elapsed, f"{loadgens.progress_total('delivered')} delivered")
 
     cpu0 = server.cpu_seconds()
+    busy0 = read_system_busy_seconds()
     raw = await loadgens.command(
         cmd,
         per_child=per_child,
@@ -245,12 +272,18 @@ async def _run_phase(
     )
     wall = trio.current_time() - started
     cpu1 = server.cpu_seconds()
+    busy1 = read_system_busy_seconds()
     bar.update(duration, f"{loadgens.progress_total('delivered')} delivered")
     merged = merge_traffic(raw)
     elapsed = merged["elapsed_s"] or duration
     delivered = sum(merged["delivered"].values())
     cpu_fraction = merged["loadgen_cpu_fraction"]
     rss = server.rss_kib()
+    server_cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    other_cpu_percent = None
+    if busy0 is not None and busy1 is not None and server_cpu_s is not None:
+        ours = server_cpu_s + sum(float(r["cpu_s"]) for r in raw)
+        other_cpu_percent = max(0.0, round(100 * (busy1 - busy0 - ours) / wall, 1))
     summary: dict[str, Any] = {
         "offered_msgs_s": params.rate_msgs_s if phase == "open_loop" else None,
         "in_flight": params.pairs * params.window if phase == "closed_loop" else None,
@@ -260,13 +293,18 @@ async def _run_phase(
         "delivered_msgs_s": round(delivered / elapsed, 1),
         "lost": merged["lost"],
         "duplicates": merged["duplicates"],
-        "errors": merged["send_errors"] + merged["closed_sockets"] + merged["unexpected"],
+        "errors": merged["send_errors"]
+        + merged["closed_sockets"]
+        + merged["unexpected"]
+        + sum(merged["rejected"].values()),
+        "rejected": merged["rejected"],
+        "close_reasons": merged["close_reasons"],
+        "paced_sends": merged["paced"],
         "seq_violations": merged["seq_violations"],
         "latency_v2a": latency_summary_ms(merged["latency_s"]["v2a"]),
         "latency_a2v": latency_summary_ms(merged["latency_s"]["a2v"]),
-        "server_cpu_percent": (
-            None if cpu0 is None or cpu1 is None else round(100 * (cpu1 - cpu0) / wall, 1)
-        ),
+        "server_cpu_percent": None if server_cpu_s is None else round(100 * server_cpu_s / wall, 1),
+        "other_cpu_percent": other_cpu_percent,
         "server_rss_mb": None if rss is None else round(rss / 1024, 1),
         "loadgen_cpu_percent": [round(100 * f, 1) for f in cpu_fraction],
         "loadgen_saturated": loadgen_saturated(cpu_fraction),

@@ -29,7 +29,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +37,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from bench.wire import PairLink, Wire, make_wire
+from bench.wire import Delivery, PairLink, Rejected, Reply, Wire, make_wire
 
 BIN_S = 0.25  # width of a throughput-over-time bin
 PROGRESS_INTERVAL_S = 0.5
@@ -129,6 +129,10 @@ class _PhaseStats:
     echoes: int = 0
     other_frames: int = 0
     heartbeats: int = 0
+    replies: int = 0
+    paced: int = 0  # sends that waited for the server's per-connection frame budget
+    rejected: dict[str, int] = attrs.field(factory=dict)  # server error code -> count
+    close_reasons: dict[str, int] = attrs.field(factory=dict)
 
 
 class _Generator:
@@ -149,6 +153,8 @@ class _Generator:
         self.closing = False
         self.connect_errors: list[str] = []
         self._drained = trio.Event()  # set whenever nothing is in flight any more
+        self.frame_budget = wire.max_frames_per_10s
+        self.sent_at: dict[int, list[float]] = {}  # id(ws) -> recent send times, for pacing
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -218,6 +224,7 @@ class _Generator:
         role = "visitor" if direction == "v2a" else "agent"
         frame = self.wire.message_frame(role, link, msg_id, self.body)
         ws = link.visitor if role == "visitor" else link.agent
+        await self._pace(ws)
         self.pending[msg_id] = trio.current_time()
         self.stats.sent[direction] += 1
         try:
@@ -225,6 +232,45 @@ class _Generator:
         except ConnectionClosed:
             self.pending.pop(msg_id, None)
             self.stats.send_errors += 1
+            if not self.pending:
+                self._drained.set()
+
+    async def _pace(self, ws: WebSocketConnection) -> None:
+        """Stay inside the server's per-connection frame budget (90 % of it, per 10 s)."""
+        if self.frame_budget is None:
+            return
+        budget = max(1, int(self.frame_budget * 0.9))
+        times = self.sent_at.setdefault(id(ws), [])
+        now = trio.current_time()
+        while times and times[0] <= now - 10.0:
+            times.pop(0)
+        if len(times) >= budget:
+            self.stats.paced += 1
+            await trio.sleep_until(times[0] + 10.0)
+            times.pop(0)
+        times.append(trio.current_time())
+
+    async def _send_frame(self, ws: WebSocketConnection, text: str) -> None:
+        await self._pace(ws)
+        try:
+            await ws.send_message(text)
+        except ConnectionClosed:
+            self.stats.send_errors += 1
+
+    def _on_closed(self, err: ConnectionClosed) -> None:
+        if self.closing:
+            return
+        self.stats.closed_sockets += 1
+        reason = err.reason
+        key = f"{getattr(reason, 'code', '?')} {getattr(reason, 'reason', '') or ''}".strip()
+        self.stats.close_reasons[key] = self.stats.close_reasons.get(key, 0) + 1
+
+    def _on_rejected(self, rejected: Rejected) -> None:
+        stats = self.stats
+        key = f"{rejected.code}: {rejected.message}"[:120]
+        stats.rejected[key] = stats.rejected.get(key, 0) + 1
+        if rejected.request_id is not None:
+            self.pending.pop(rejected.request_id, None)
             if not self.pending:
                 self._drained.set()
 
@@ -239,6 +285,8 @@ class _Generator:
             else:
                 self.last_seq[key] = seq
         own = "v" if role == "visitor" else "a"
+        if not msg_id:
+            return False  # a system event: only its seq matters
         if msg_id.startswith(own):
             stats.echoes += 1
             return False
@@ -270,30 +318,39 @@ class _Generator:
         while True:
             try:
                 text = await ws.get_message()
-            except ConnectionClosed:
-                if not self.closing:
-                    self.stats.closed_sockets += 1
+            except ConnectionClosed as err:
+                self._on_closed(err)
                 return
             if not isinstance(text, str):
                 self.stats.other_frames += 1
                 continue
             delivery = parse(role, text)
-            if delivery is None:
-                self.stats.other_frames += 1
+            if not isinstance(delivery, Delivery):
+                await self._on_other(ws, delivery)
                 continue
             first = self._on_delivery(role, link, delivery.client_msg_id, delivery.seq)
             if first and trio.current_time() < self.closed_loop_until:
                 await self.send(link, "a2v" if role == "agent" else "v2a")
 
+    async def _on_other(self, ws: WebSocketConnection, parsed: Reply | Rejected | None) -> None:
+        if isinstance(parsed, Reply):
+            self.stats.replies += 1
+            await self._send_frame(ws, parsed.text)
+        elif isinstance(parsed, Rejected):
+            self._on_rejected(parsed)
+        else:
+            self.stats.other_frames += 1
+
     async def read_idle(self, ws: WebSocketConnection) -> None:
+        parse = self.wire.parse
         while True:
             try:
-                await ws.get_message()
-            except ConnectionClosed:
-                if not self.closing:
-                    self.stats.closed_sockets += 1
+                text = await ws.get_message()
+            except ConnectionClosed as err:
+                self._on_closed(err)
                 return
-            self.stats.other_frames += 1
+            parsed = parse("visitor", text) if isinstance(text, str) else None
+            await self._on_other(ws, None if isinstance(parsed, Delivery) else parsed)
 
     def _reset(self) -> None:
         self.pending.clear()
@@ -406,6 +463,10 @@ class _Generator:
             "drain_s": drain_s,
             "cpu_s": cpu_sending,
             "send_lag_p99_ms": round(lag[int(0.99 * (len(lag) - 1))] * 1000, 3) if lag else None,
+            "paced": s.paced,
+            "replies": s.replies,
+            "rejected": s.rejected,
+            "close_reasons": s.close_reasons,
         }
 
     async def hold(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -426,6 +487,7 @@ class _Generator:
                     if frame is None:
                         await ws.ping()
                     else:
+                        await self._pace(ws)
                         await ws.send_message(frame)
                 except ConnectionClosed:
                     self.stats.send_errors += 1
@@ -448,6 +510,9 @@ class _Generator:
             "send_errors": self.stats.send_errors,
             "closed_sockets": self.stats.closed_sockets,
             "open": len(self.idle) - self.stats.closed_sockets,
+            "replies": self.stats.replies,
+            "rejected": self.stats.rejected,
+            "close_reasons": self.stats.close_reasons,
             "elapsed_s": trio.current_time() - self.stats.start,
             "cpu_s": cpu_seconds_self() - cpu0,
         }
@@ -743,6 +808,9 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
         for i, n in enumerate(r.get("bins", [])):
             bins[i] += n
     merged["bins"] = bins
+    merged["paced"] = sum(int(r.get("paced", 0)) for r in results)
+    merged["rejected"] = _sum_counts(r.get("rejected", {}) for r in results)
+    merged["close_reasons"] = _sum_counts(r.get("close_reasons", {}) for r in results)
     merged["bin_s"] = results[0].get("bin_s", BIN_S) if results else BIN_S
     merged["elapsed_s"] = max((float(r["elapsed_s"]) for r in results), default=0.0)
     merged["drain_s"] = max((float(r.get("drain_s", 0.0)) for r in results), default=0.0)
@@ -752,6 +820,14 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
     lags = [r["send_lag_p99_ms"] for r in results if r.get("send_lag_p99_ms") is not None]
     merged["send_lag_p99_ms"] = max(lags) if lags else None
     return merged
+
+
+def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, n in one.items():
+            total[key] = total.get(key, 0) + int(n)
+    return total
 
 
 def loadgen_saturated(cpu_fractions: Sequence[float]) -> bool:

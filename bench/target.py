@@ -88,6 +88,22 @@ def read_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def read_system_busy_seconds() -> float | None:
+    """CPU time all cores spent busy (not idle or iowait) since boot, from /proc/stat, or None.
+
+    The bench subtracts its own processes' share to see how much other programs competed with
+    the measurement: a busy machine makes every number worse, and the report says so.
+    """
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    values = [int(v) for v in first[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    guest = sum(values[8:10]) if len(values) > 9 else 0  # already counted in user/nice
+    return (sum(values) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
 def read_rss_kib(pid: int) -> int | None:
     """Resident set size of ``pid`` in KiB from /proc, or None."""
     try:
@@ -108,6 +124,7 @@ class ServerProcess:
     pid: int | None
     log_path: Path | None = None
     notes: list[str] = attrs.field(factory=list)
+    credentials: dict[str, str] = attrs.field(factory=dict)  # what the set-up needs (tokens)
 
     @property
     def ws_url(self) -> str:
@@ -119,13 +136,17 @@ class ServerProcess:
     def rss_kib(self) -> int | None:
         return None if self.pid is None else read_rss_kib(self.pid)
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 20, *, secrets: bool = False) -> str:
+        """The end of the server's output; lines naming a password are left out unless asked."""
         if self.log_path is None:
             return ""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        if not secrets:
+            text = [line for line in text if "password" not in line.lower()]
+        return "\n".join(text[-lines:])
 
 
 @asynccontextmanager
@@ -178,7 +199,9 @@ async def _wait_healthy(server: ServerProcess, process: trio.Process) -> None:
                     f"ready:\n{server.log_tail()}"
                 )
             try:
-                status, _ = await http_json("GET", server.base_url + "/healthz", timeout_s=2.0)
+                status = (
+                    await http_json("GET", server.base_url + "/healthz", timeout_s=2.0)
+                ).status
             except (OSError, TargetError, trio.TooSlowError):
                 status = 0
             if status == 200:
@@ -197,6 +220,13 @@ async def _stop(process: trio.Process) -> None:
         await process.wait()
 
 
+@attrs.frozen(kw_only=True)
+class HttpReply:
+    status: int
+    headers: dict[str, str]  # lower-case names; repeated headers joined with "\n"
+    json: Any  # the decoded body, the text when it is not JSON, None when empty
+
+
 async def http_json(
     method: str,
     url: str,
@@ -204,8 +234,8 @@ async def http_json(
     *,
     headers: dict[str, str] | None = None,
     timeout_s: float = HTTP_TIMEOUT_S,
-) -> tuple[int, Any]:
-    """One HTTP/1.1 request on a fresh connection; returns (status, decoded JSON or None)."""
+) -> HttpReply:
+    """One HTTP/1.1 request on a fresh connection, JSON in and out."""
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname is None:
         raise TargetError(f"only plain http:// loopback URLs are supported, not {url!r}")
@@ -231,6 +261,7 @@ async def http_json(
             data += conn.send(h11.EndOfMessage())
             await stream.send_all(data)
             status = 0
+            reply_headers: dict[str, str] = {}
             chunks: list[bytes] = []
             while True:
                 event = conn.next_event()
@@ -239,14 +270,20 @@ async def http_json(
                     continue
                 if isinstance(event, h11.Response):
                     status = event.status_code
+                    for name, value in event.headers:
+                        key = name.decode("latin-1").lower()
+                        text = value.decode("latin-1")
+                        old = reply_headers.get(key)
+                        reply_headers[key] = text if old is None else f"{old}\n{text}"
                 elif isinstance(event, h11.Data):
                     chunks.append(bytes(event.data))
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     break
     raw = b"".join(chunks)
-    if not raw:
-        return status, None
-    try:
-        return status, json.loads(raw)
-    except json.JSONDecodeError:
-        return status, raw.decode(errors="replace")
+    decoded: Any = None
+    if raw:
+        try:
+            decoded = json.loads(raw)
+        except json.JSONDecodeError:
+            decoded = raw.decode(errors="replace")
+    return HttpReply(status=status, headers=reply_headers, json=decoded)

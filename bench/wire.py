@@ -29,11 +29,30 @@ class WireError(Exception):
 
 @attrs.frozen(kw_only=True)
 class Delivery:
-    """A chat message as a receiver sees it."""
+    """A conversation event as a receiver sees it; ``client_msg_id`` is "" for system events."""
 
     client_msg_id: str
     seq: int | None = None
     conversation_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    """A frame the client must answer (a server heartbeat): send ``text`` back."""
+
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class Rejected:
+    """The server refused a request; ``request_id`` is the message's id when it was a send."""
+
+    request_id: str | None
+    code: str
+    message: str = ""
+
+
+Parsed = Delivery | Reply | Rejected | None
 
 
 @attrs.define(kw_only=True)
@@ -61,16 +80,21 @@ class Wire(Protocol):
         """The frame that sends a chat message from ``role`` on ``link``."""
         ...
 
-    def parse(self, role: str, text: str) -> Delivery | None:
-        """The chat message a received frame carries, or None for any other frame."""
+    def parse(self, role: str, text: str) -> Parsed:
+        """What a received frame means to the load generator; None for frames it ignores."""
         ...
 
     def heartbeat_frame(self) -> str | None:
         """An application-level heartbeat, or None to use WebSocket pings."""
         ...
 
+    @property
+    def max_frames_per_10s(self) -> int | None:
+        """The server's per-connection frame budget the client must pace itself to, if any."""
+        ...
 
-async def _connect(
+
+async def connect(
     nursery: trio.Nursery, url: str, headers: list[tuple[str, str]] | None = None
 ) -> WebSocketConnection:
     extra = [(k.encode(), v.encode()) for k, v in (headers or [])]
@@ -87,24 +111,28 @@ class RelayWire:
 
     async def open_pair(self, nursery: trio.Nursery, index: int, spec: dict[str, Any]) -> PairLink:
         url = f"{self.base_url}/ws/relay?pair={index}"
-        visitor = await _connect(nursery, url + "&role=visitor")
-        agent = await _connect(nursery, url + "&role=agent")
+        visitor = await connect(nursery, url + "&role=visitor")
+        agent = await connect(nursery, url + "&role=agent")
         return PairLink(index=index, visitor=visitor, agent=agent)
 
     async def open_idle(
         self, nursery: trio.Nursery, index: int, spec: dict[str, Any]
     ) -> WebSocketConnection:
-        return await _connect(nursery, f"{self.base_url}/ws/relay?pair=idle{index}&role=visitor")
+        return await connect(nursery, f"{self.base_url}/ws/relay?pair=idle{index}&role=visitor")
 
     def message_frame(self, role: str, link: PairLink, client_msg_id: str, body: str) -> str:
         return json.dumps({"type": "message", "client_msg_id": client_msg_id, "body": body})
 
-    def parse(self, role: str, text: str) -> Delivery | None:
+    def parse(self, role: str, text: str) -> Parsed:
         frame = json.loads(text)
         msg_id = frame.get("client_msg_id")
         return Delivery(client_msg_id=msg_id) if isinstance(msg_id, str) else None
 
     def heartbeat_frame(self) -> str | None:
+        return None
+
+    @property
+    def max_frames_per_10s(self) -> int | None:
         return None
 
 

@@ -1,0 +1,309 @@
+"""The real server under test: start ``livechat serve``, seed it over the admin API, speak v1.
+
+``open_server`` starts ``python -m web.cli serve`` on a fresh SQLite database in the bench's
+temporary directory, with the per-IP limits lifted (every bench client comes from 127.0.0.1, which
+the production defaults rightly treat as one abusive visitor), reads the owner's one-time password
+from the first-start banner, logs in and mints an admin API token. With ``--url`` it targets a
+running server instead and needs ``--token`` (an admin-scope API token of a workspace whose
+limits allow the load).
+
+``prepare`` creates, through the admin API, one agent per pair (each with an ``agent``-scope API
+token), raises the workspace's seats, and returns what the load generator needs: the widget key
+and one agent token per pair.
+
+``LiveChatWire`` speaks ``docs/protocol.md``: a pair is an agent socket (``auth`` with its token)
+and a visitor socket (``hello`` on ``/ws/v1/visitor?key=...`` with an allowed ``Origin``); the
+agent opens the conversation with ``start_chat`` and the pair is ready once the visitor has
+received that first event. Chat messages are ``send_message`` requests whose ``id`` is also their
+``client_msg_id``; the peer receives them as ``event`` pushes carrying ``client_msg_id`` and the
+conversation's ``seq``. Server heartbeats (``ping``) are answered with ``pong``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection
+
+from bench.target import (
+    ServerProcess,
+    TargetError,
+    free_port,
+    http_json,
+    read_rss_kib,
+    start_server,
+)
+from bench.wire import Delivery, PairLink, Parsed, Rejected, Reply, WireError, connect
+
+API = "/api/v1"
+BENCH_PASSWORD = "bench-password-not-secret"  # throwaway accounts in a throwaway database
+HANDSHAKE_TIMEOUT_S = 30.0
+SETUP_CONCURRENCY = 8
+FRAMES_PER_10S = 200  # the server's fixed per-connection frame budget (docs/protocol.md)
+_UNLIMITED = 1_000_000_000
+
+# Every bench client shares one IP: lift the per-IP limits that would otherwise refuse it.
+SERVER_CONFIG = {
+    "demo": False,
+    "secret_key": "bench-secret-key-not-secret",
+    "ws_max_connections_per_ip": _UNLIMITED,
+    "rate_messages_per_10s": _UNLIMITED,
+    "rate_typing_per_10s": _UNLIMITED,
+    "rate_ip_messages_per_10s": _UNLIMITED,
+    "rate_new_conversations_per_hour": _UNLIMITED,
+    "login_failures_per_ip_per_15min": _UNLIMITED,
+    "log_level": "warning",
+}
+_BANNER_OWNER = re.compile(r"owner: username '([^']+)' password '([^']+)'")
+
+
+def _toml(config: dict[str, Any]) -> str:
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in config.items())
+
+
+@asynccontextmanager
+async def open_server(
+    *,
+    workdir: Path,
+    cpus: frozenset[int] | None,
+    url: str | None = None,
+    server_pid: int | None = None,
+    token: str | None = None,
+) -> AsyncIterator[ServerProcess]:
+    """The real server, started here (fresh database, owner token) or found at ``url``."""
+    if url is not None:
+        if not token:
+            raise TargetError("--url needs --token: an admin API token for the set-up")
+        base = url.rstrip("/")
+        base = "http" + base[len("ws") :] if base.startswith("ws") else base
+        server = ServerProcess(name="server", base_url=base, pid=server_pid)
+        server.credentials["token"] = token
+        if server_pid is None:
+            server.notes.append("no --server-pid: server CPU and RSS are not measured")
+        elif read_rss_kib(server_pid) is None:
+            server.notes.append(f"cannot read /proc/{server_pid}: CPU and RSS not measured")
+        yield server
+        return
+    port = free_port()
+    config = workdir / "livechat-bench.toml"
+    config.write_text(_toml(SERVER_CONFIG))
+    argv = [
+        sys.executable,
+        "-m",
+        "web.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        "--database-url",
+        f"sqlite:///{workdir / 'livechat-bench.db'}",
+    ]
+    async with start_server("server", argv, port=port, workdir=workdir, cpus=cpus) as server:
+        server.credentials["token"] = await _owner_token(server)
+        yield server
+
+
+async def _owner_token(server: ServerProcess) -> str:
+    """Log in as the first-start owner (password from the banner) and mint an admin token."""
+    match = None
+    with trio.move_on_after(10):
+        while match is None:
+            match = _BANNER_OWNER.search(server.log_tail(200, secrets=True))
+            if match is None:
+                await trio.sleep(0.1)
+    if match is None:
+        raise TargetError(f"no first-start banner with the owner's password:\n{server.log_tail()}")
+    username, password = match.groups()
+    login = await http_json(
+        "POST", server.base_url + API + "/auth/login", {"username": username, "password": password}
+    )
+    _check(login.status, login.json, "log in as the owner")
+    cookie = login.headers.get("set-cookie", "").split(";", 1)[0]
+    headers = {"Cookie": cookie, "X-CSRF-Token": str(login.json.get("csrf_token") or "")}
+    created = await http_json(
+        "POST",
+        server.base_url + API + "/tokens",
+        {"name": "bench", "scopes": ["admin"]},
+        headers=headers,
+    )
+    _check(created.status, created.json, "create the bench's admin token")
+    return str(created.json["token"])
+
+
+def _check(status: int, body: Any, what: str) -> None:
+    if not 200 <= status < 300:
+        raise TargetError(f"could not {what}: HTTP {status} {body}")
+
+
+async def _api(server: ServerProcess, method: str, path: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {server.credentials['token']}"}
+    reply = await http_json(method, server.base_url + API + path, body, headers=headers)
+    _check(reply.status, reply.json, f"{method} {path}")
+    return reply.json
+
+
+async def prepare(server: ServerProcess, *, pairs: int, idle: int) -> dict[str, Any]:
+    """Seed the workspace through the admin API; returns the load generator's ``setup``."""
+    workspaces = (await _api(server, "GET", "/workspaces"))["workspaces"]
+    workspace = workspaces[0]
+    if pairs + 5 > int(workspace["agent_seats"]) or pairs > int(workspace["max_concurrent_chats"]):
+        await _api(
+            server,
+            "PUT",
+            f"/workspaces/{workspace['id']}/limits",
+            {"agent_seats": pairs + 100, "max_concurrent_chats": max(pairs * 2, 1000)},
+        )
+    tokens: list[str] = [""] * pairs
+    limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
+
+    async def one(i: int) -> None:
+        async with limiter:
+            created = await _api(
+                server,
+                "POST",
+                "/agents",
+                {
+                    "username": f"bench-agent-{i}",
+                    "display_name": f"Bench Agent {i}",
+                    "password": BENCH_PASSWORD,
+                    "max_chats": 100,
+                },
+            )
+            token = await _api(
+                server,
+                "POST",
+                "/tokens",
+                {"name": f"bench {i}", "scopes": ["agent"], "agent_id": created["agent"]["id"]},
+            )
+            tokens[i] = str(token["token"])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(pairs):
+            nursery.start_soon(one, i)
+    return {
+        "widget_key": workspace["widget_key"],
+        "origin": server.base_url,  # the server's own URL is always an allowed widget origin
+        "agent_tokens": tokens,
+    }
+
+
+class LiveChatWire:
+    """``docs/protocol.md`` v1, as a visitor and as an agent."""
+
+    def __init__(self, base_url: str, setup: dict[str, Any]) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.widget_key = str(setup["widget_key"])
+        self.origin = str(setup["origin"])
+        self.agent_tokens: list[str] = list(setup.get("agent_tokens", []))
+
+    @property
+    def max_frames_per_10s(self) -> int | None:
+        return FRAMES_PER_10S
+
+    def heartbeat_frame(self) -> str | None:
+        return '{"type":"ping","id":"hb"}'
+
+    async def _visitor(self, nursery: trio.Nursery) -> tuple[WebSocketConnection, str]:
+        ws = await connect(
+            nursery,
+            f"{self.base_url}/ws/v1/visitor?key={self.widget_key}",
+            [("Origin", self.origin)],
+        )
+        await ws.send_message(json.dumps({"type": "hello", "id": "hello"}))
+        result = await _await_result(ws, "hello")
+        return ws, str(result["visitor_id"])
+
+    async def open_idle(
+        self, nursery: trio.Nursery, index: int, spec: dict[str, Any]
+    ) -> WebSocketConnection:
+        ws, _visitor_id = await self._visitor(nursery)
+        return ws
+
+    async def open_pair(self, nursery: trio.Nursery, index: int, spec: dict[str, Any]) -> PairLink:
+        agent = await connect(nursery, f"{self.base_url}/ws/v1/agent")
+        await agent.send_message(
+            json.dumps({"type": "auth", "id": "auth", "token": self.agent_tokens[index]})
+        )
+        await _await_result(agent, "auth")
+        visitor, visitor_id = await self._visitor(nursery)
+        opening = f"open{index}"
+        await agent.send_message(
+            json.dumps(
+                {
+                    "type": "start_chat",
+                    "id": opening,
+                    "visitor_id": visitor_id,
+                    "client_msg_id": opening,
+                    "text": "Hello, how can I help?",
+                }
+            )
+        )
+        ack = await _await_result(agent, opening)
+        conversation_id = str(ack["conversation_id"])
+        await _await_event(visitor, opening)
+        return PairLink(index=index, visitor=visitor, agent=agent, conversation_id=conversation_id)
+
+    def message_frame(self, role: str, link: PairLink, client_msg_id: str, body: str) -> str:
+        return json.dumps(
+            {
+                "type": "send_message",
+                "id": client_msg_id,
+                "client_msg_id": client_msg_id,
+                "conversation_id": link.conversation_id,
+                "text": body,
+            },
+            separators=(",", ":"),
+        )
+
+    def parse(self, role: str, text: str) -> Parsed:
+        frame = json.loads(text)
+        kind = frame.get("type")
+        if kind == "event":
+            event = frame.get("event") or {}
+            seq = event.get("seq")
+            return Delivery(
+                client_msg_id=str(event.get("client_msg_id") or ""),
+                seq=seq if isinstance(seq, int) else None,
+                conversation_id=event.get("conversation_id"),
+            )
+        if kind == "ping":
+            return Reply(text='{"type":"pong"}')
+        if kind == "error":
+            rid = frame.get("id")
+            return Rejected(
+                request_id=rid if isinstance(rid, str) else None, code=str(frame.get("code"))
+            )
+        return None
+
+
+async def _await_result(ws: WebSocketConnection, request_id: str) -> dict[str, Any]:
+    """Read until the answer to ``request_id``; other frames (pushes) are skipped."""
+    with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+        while True:
+            frame = json.loads(await ws.get_message())
+            if frame.get("id") != request_id:
+                continue
+            if frame.get("type") == "error":
+                raise WireError(f"{request_id}: {frame.get('code')}: {frame.get('message')}")
+            if frame.get("type") == "result":
+                result: dict[str, Any] = frame["result"]
+                return result
+
+
+async def _await_event(ws: WebSocketConnection, client_msg_id: str) -> None:
+    with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+        while True:
+            frame = json.loads(await ws.get_message())
+            if frame.get("type") == "event":
+                if (frame.get("event") or {}).get("client_msg_id") == client_msg_id:
+                    return
+            elif frame.get("type") == "error":
+                raise WireError(f"waiting for {client_msg_id}: {frame.get('code')}")
