@@ -50,7 +50,6 @@ export class Connection {
    * @param {object} opts
    * @param {() => string} opts.url            where to connect (called on every attempt)
    * @param {() => object|null} opts.hello     first frame, or null to send none
-   * @param {(frame: object) => boolean} opts.isWelcome  does this frame complete the handshake
    * @param {(frame: object) => void} opts.onPush        pushes (frames without a pending id)
    * @param {(status: string, info?: any) => void} opts.onStatus connecting|online|offline|closed
    */
@@ -217,7 +216,20 @@ export class Connection {
       return;
     }
     if (frame.type === "pong") return;
-    const id = frame.id;
+    // Only "result" and "error" answer a request; a push may carry the id of the request
+    // that caused it (the echo of one's own message), and stays a push.
+    const isAnswer = frame.type === "result" || frame.type === "error";
+    const id = isAnswer ? frame.id : null;
+    if (!this.ready && id != null && id === this.helloId) {
+      // The handshake's answer: a result carrying the welcome, or a refusal (the server closes).
+      if (frame.type === "error") {
+        if (this.opts.onHelloError) this.opts.onHelloError(frame);
+      } else {
+        this.opts.onPush(frame.type === "result" && frame.result ? frame.result : frame);
+        this._becomeReady();
+      }
+      return;
+    }
     if (id != null && this.pending.has(id)) {
       const p = this.pending.get(id);
       this.pending.delete(id);
@@ -228,18 +240,6 @@ export class Connection {
         p.resolve(frame.type === "result" && frame.result ? frame.result : frame);
       }
       return;
-    }
-    if (!this.ready) {
-      if (frame.type === "error" && (frame.id == null || frame.id === this.helloId)) {
-        // The handshake was refused; the server closes the socket next.
-        if (this.opts.onHelloError) this.opts.onHelloError(frame);
-        return;
-      }
-      if (this.opts.isWelcome(frame)) {
-        this.opts.onPush(frame);
-        this._becomeReady();
-        return;
-      }
     }
     this.opts.onPush(frame);
   }

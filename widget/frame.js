@@ -131,7 +131,6 @@ const conn = new Connection({
     if (identity) frame.identity = identity;
     return frame;
   },
-  isWelcome: (f) => f.type === "hello",
   onPush,
   onStatus: (s) => {
     state.status = s;

@@ -21,6 +21,7 @@ const S = {
   unread: new Map(),
   lastSeen: new Map(), // conversation_id -> highest seq seen
   events: new Map(), // conversation_id -> Map(seq -> EventView)
+  synced: new Set(), // conversations whose events we hold from the first one on
   openId: null,
   typing: new Map(), // conversation_id -> {until, name, draft}
   visitors: new Map(), // visitor_id -> VisitorSummary
@@ -131,10 +132,9 @@ function connect() {
     url: () => wsUrl("/ws/v1/agent"),
     hello: () => {
       const resume = {};
-      for (const [id, seq] of S.lastSeen) if (S.events.has(id)) resume[id] = seq;
+      for (const [id, seq] of S.lastSeen) if (S.synced.has(id)) resume[id] = seq;
       return { type: "auth", token: null, resume };
     },
-    isWelcome: (f) => f.type === "auth",
     onPush,
     onStatus: (status) => {
       const el = $("conn");
@@ -377,9 +377,10 @@ async function loadHistory(convId, afterSeq) {
 }
 
 async function watch(convId) {
-  const after = S.events.has(convId) ? S.lastSeen.get(convId) || 0 : 0;
+  const after = S.synced.has(convId) ? S.lastSeen.get(convId) || 0 : 0;
   try {
     const res = await S.conn.request("watch", { conversation_id: convId, after_seq: after });
+    S.synced.add(convId);
     if (res.conversation) {
       upsertChat(res.conversation);
       if (!S.events.has(convId)) S.events.set(convId, new Map());

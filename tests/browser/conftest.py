@@ -1,0 +1,286 @@
+"""Browser tests: Playwright (sync API) driving Debian's Chromium against the real server.
+
+The server runs as a subprocess (``livechat serve``) on a free loopback port with a fresh SQLite
+database; tests talk to it only as a browser (and, for setup, through the admin API). Chromium
+missing: skip with a reason, or fail when ``LIVECHAT_REQUIRE_BROWSER=1`` (CI).
+
+Tests here are plain synchronous functions: pytest runs in trio mode, and Playwright's sync API
+brings its own event loop.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.cookiejar
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+SERVER_START_TIMEOUT_S = 60.0
+WIDGET_FILES = (
+    "/widget.js",
+    "/widget/frame.html",
+    "/widget/frame.js",
+    "/widget/client.js",
+    "/widget/widget.css",
+)
+
+_summary: dict[str, str] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _summary:
+        terminalreporter.section("livechat browser tests")
+        for key, value in _summary.items():
+            terminalreporter.write_line(f"{key}: {value}")
+
+
+def record_summary(key: str, value: str) -> None:
+    _summary[key] = value
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    reason = f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)"
+    if os.environ.get("LIVECHAT_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason + "; LIVECHAT_REQUIRE_BROWSER=1 makes this a failure", pytrace=False)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------- admin API client
+
+
+class Api:
+    """A tiny cookie-session client for the admin API (setup and assertions only)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.csrf: str | None = None
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + "/api/v1" + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.csrf and method not in ("GET", "HEAD"):
+            req.add_header("X-CSRF-Token", self.csrf)
+        try:
+            with self.opener.open(req, timeout=15) as resp:
+                text = resp.read().decode()
+        except urllib.error.HTTPError as err:
+            raise AssertionError(f"{method} {path}: {err.code} {err.read().decode()}") from err
+        return json.loads(text) if text else None
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        me: dict[str, Any] = self.call(
+            "POST", "/auth/login", {"username": username, "password": password}
+        )
+        self.csrf = me["csrf_token"]
+        return me
+
+
+# ---------------------------------------------------------------- the server
+
+
+class Server:
+    def __init__(self, tmp: Path) -> None:
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.db = tmp / "livechat.db"
+        self.log_path = tmp / "server.log"
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.owner_username = ""
+        self.owner_password = ""
+        self.widget_key = ""
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "web.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database-url",
+                f"sqlite:///{self.db}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("server did not start:\n" + "\n".join(self.lines[-60:]))
+            time.sleep(0.2)
+        self._read_credentials(deadline)
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.log_path.open("w") as log:
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                log.write(line)
+                log.flush()
+
+    def _read_credentials(self, deadline: float) -> None:
+        """The first start prints the demo workspace's owner login and widget key."""
+        while time.monotonic() < deadline:
+            text = "\n".join(self.lines)
+            owner = re.search(r"owner: username '([^']+)' password '([^']+)'", text)
+            key = re.search(r"widget key ([A-Za-z0-9_-]+)", text)
+            if owner:
+                self.owner_username, self.owner_password = owner.group(1), owner.group(2)
+                if key:
+                    self.widget_key = key.group(1)
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("no demo credentials printed:\n" + "\n".join(self.lines[-60:]))
+        if not self.widget_key:
+            api = self.api()
+            self.widget_key = api.call("GET", "/me")["workspace"]["widget_key"]
+
+    def api(self) -> Api:
+        api = Api(self.base_url)
+        api.login(self.owner_username, self.owner_password)
+        return api
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _require_chromium()
+    srv = Server(tmp_path_factory.mktemp("browser-server"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+_agent_counter = iter(range(1, 10_000))
+
+
+def make_agent(server: Server, *, role: str = "agent", name: str | None = None) -> dict[str, str]:
+    """A fresh agent (unique username) with a known password, through the admin API."""
+    n = next(_agent_counter)
+    username = f"agent{n}x{int(time.time() * 1000) % 100000}"
+    password = f"pw-{username}-long-enough"
+    api = server.api()
+    res = api.call(
+        "POST",
+        "/agents",
+        {
+            "username": username,
+            "display_name": name or f"Agent {n}",
+            "role": role,
+            "password": password,
+            "max_chats": 20,
+        },
+    )
+    return {
+        "id": res["agent"]["id"],
+        "username": username,
+        "password": password,
+        "display_name": res["agent"]["display_name"],
+    }
+
+
+def gzipped_widget_size(server: Server) -> tuple[int, int]:
+    """(raw, gzipped) bytes of everything a visitor downloads for the widget."""
+    raw = b""
+    for path in WIDGET_FILES:
+        with urllib.request.urlopen(server.base_url + path, timeout=10) as resp:
+            raw += resp.read()
+    return len(raw), sum(
+        len(gzip.compress(_fetch(server, p), compresslevel=9)) for p in WIDGET_FILES
+    )
+
+
+def _fetch(server: Server, path: str) -> bytes:
+    with urllib.request.urlopen(server.base_url + path, timeout=10) as resp:
+        data: bytes = resp.read()
+        return data

@@ -1,0 +1,87 @@
+"""Page helpers shared by the browser tests: log in to the console, drive the widget."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from playwright.sync_api import FrameLocator, Page, expect
+
+from tests.browser.conftest import Server
+
+WIDGET_FRAME = "#livechat-widget-frame"
+TIMEOUT_MS = 15_000
+
+
+def watch_dialogs(page: Page, seen: list[str]) -> None:
+    """Any alert/confirm/prompt means script ran where it must not: record and dismiss it."""
+    page.on("dialog", lambda d: (seen.append(f"{d.type}: {d.message}"), d.dismiss()))
+
+
+def console_login(page: Page, server: Server, username: str, password: str) -> None:
+    page.goto(server.base_url + "/console")
+    page.fill("#login-username", username)
+    page.fill("#login-password", password)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#app-view")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("body")).to_have_attribute("data-conn", "online", timeout=TIMEOUT_MS)
+
+
+def set_accepting(page: Page, accepting: bool = True) -> None:
+    toggle = page.locator("#status-toggle")
+    want = "true" if accepting else "false"
+    if toggle.get_attribute("aria-pressed") != want:
+        toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", want, timeout=TIMEOUT_MS)
+
+
+@contextmanager
+def agent_console(
+    browser: Any,
+    server: Server,
+    agent: dict[str, str],
+    *,
+    accepting: bool = True,
+    dialogs: list[str] | None = None,
+) -> Iterator[Page]:
+    """A logged-in console in its own browser context; stops accepting chats on exit, so a
+    closed console never keeps receiving chats routed to it during later tests."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    if dialogs is not None:
+        watch_dialogs(page, dialogs)
+    try:
+        console_login(page, server, agent["username"], agent["password"])
+        if accepting:
+            set_accepting(page, True)
+        yield page
+    finally:
+        # Best effort: the context closes anyway.
+        with contextlib.suppress(Exception):
+            set_accepting(page, False)
+        context.close()
+
+
+def open_widget(page: Page, server: Server, path: str = "/demo") -> FrameLocator:
+    page.goto(server.base_url + path)
+    frame = page.frame_locator(WIDGET_FRAME)
+    expect(frame.locator("html[data-ready='1']")).to_have_count(1, timeout=TIMEOUT_MS)
+    if frame.locator("#lc-panel").is_hidden():
+        frame.locator("#lc-launcher").click()
+    expect(frame.locator("#lc-panel")).to_be_visible(timeout=TIMEOUT_MS)
+    return frame
+
+
+def visitor_send(frame: FrameLocator, text: str) -> None:
+    box = frame.locator("#lc-input")
+    box.fill(text)
+    box.press("Enter")
+
+
+def agent_send(page: Page, text: str, mode: str = "reply") -> None:
+    page.check(f"input[name=mode][value={mode}]")
+    box = page.locator("#composer-input")
+    box.fill(text)
+    box.press("Enter")
