@@ -175,8 +175,7 @@ class PostgresStorage(SqlStorage):
         if q.many is not None:
             await conn.executemany(sql, q.many)
             return Result([], -1)
-        head = sql.lstrip()[:6].upper()
-        if head in ("SELECT", "WITH  ") or " RETURNING " in sql:
+        if sql.lstrip().upper().startswith(("SELECT", "WITH", "PRAGMA")) or " RETURNING " in sql:
             rows = [dict(r) for r in await conn.fetch(sql, *q.args)]
             return Result(rows, len(rows))
         status: str = await conn.execute(sql, *q.args)
@@ -189,17 +188,23 @@ class PostgresStorage(SqlStorage):
             raise StorageUnavailable("storage is not open")
         try:
             async with self._pool.acquire(timeout=self._connect_timeout_s) as conn:
-                isolation = "read_committed" if write else "repeatable_read"
-                async with conn.transaction(isolation=isolation, readonly=not write):
-                    try:
-                        q = next(program)
-                        while True:
-                            q = program.send(await self._execute(conn, q))
-                    except StopIteration as stop:
-                        value: T = stop.value
-            return value
+                if not write:
+                    # Read programs are single statements: autocommit saves two round trips.
+                    # (A multi-statement snapshot is ``transaction(write=False)``.)
+                    return await self._drive(conn, program)
+                async with conn.transaction(isolation="read_committed"):
+                    return await self._drive(conn, program)
         finally:
             program.close()
+
+    async def _drive(self, conn: Any, program: Program[T]) -> T:
+        try:
+            q = next(program)
+            while True:
+                q = program.send(await self._execute(conn, q))
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
 
     async def _write(self, program: Program[T]) -> T:
         return await self._call(self._run_program, program, True)
