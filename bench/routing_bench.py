@@ -110,7 +110,8 @@ async def _routing(args: argparse.Namespace) -> BenchResult:
                 conns: list[Connection] = []
                 chats: list[str] = []
                 progress = Progress("open chats", conversations)
-                for i in range(conversations):
+
+                async def open_chat(i: int) -> None:
                     visitor = await storage.create_visitor(ws, token_hash=None)
                     send, _recv = trio.open_memory_channel[Any](0)
                     conn = Connection(
@@ -123,7 +124,17 @@ async def _routing(args: argparse.Namespace) -> BenchResult:
                     assert isinstance(ack, MessageAck)
                     conns.append(conn)
                     chats.append(ack.conversation_id)
-                    progress.update(i + 1)
+                    progress.update(len(chats))
+
+                limiter = trio.CapacityLimiter(128)
+
+                async def limited(i: int) -> None:
+                    async with limiter:
+                        await open_chat(i)
+
+                async with trio.open_nursery() as openers:
+                    for i in range(conversations):
+                        openers.start_soon(limited, i)
                 with trio.move_on_after(120):
                     await all_assigned.wait()
                 await trio.sleep(0.5)

@@ -872,11 +872,12 @@ class ConversationActor(Actor[ConversationMsg]):
         if fresh:
             summary = await self._summary()
             update = ConversationUpdate(conversation=summary)
-            if changed:
-                hub.broadcast_agents(ws, update)
-            else:
-                for c in list(agent_conns.values()):
-                    hub.deliver(c, update)
+            if changed:  # supervisors follow every chat's state; agents only their own
+                for c in list(hub.workspace_agent_connections(ws)):
+                    if c.id not in agent_conns and getattr(c.principal, "is_supervisor", False):
+                        agent_conns[c.id] = c
+            for c in list(agent_conns.values()):
+                hub.deliver(c, update)
         for item in items:
             if item.kind in AUTO_REASONS and item.assigned is not None:
                 self.waiting_for = item.assigned

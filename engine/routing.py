@@ -180,6 +180,7 @@ class RouterActor(Actor[RouterMsg]):
         self.gone: dict[str, float] = {}  # visitor -> offline since
         self.settings: WorkspaceSettings | None = None
         self.avg_wait_s = ctx.config.avg_handle_time_s
+        self.queue_dirty = False
 
     # -- lifecycle
 
@@ -358,7 +359,11 @@ class RouterActor(Actor[RouterMsg]):
 
     async def _dispatch(self, *, queue_changed: bool = False) -> None:
         assert self.settings is not None
-        if self.settings.routing_mode == "auto":
+        free = any(
+            a.connected and a.chosen == AgentStatus.ACCEPTING and a.load < a.max_chats
+            for a in self.agents.values()
+        )
+        if self.settings.routing_mode == "auto" and free:
             for item in list(self.queue):
                 if item.proposed_to is not None:
                     continue
@@ -374,10 +379,17 @@ class RouterActor(Actor[RouterMsg]):
             for item in self.queue:
                 if not item.logged:
                     item.logged = True
-                    await self._log(item.conversation_id, None, "manual_mode", {})
-        self._push_positions()
+                    reason = "manual_mode" if self.settings.routing_mode == "manual" else ""
+                    await self._log(item.conversation_id, None, reason or "no_agent_available", {})
+        # Positions and the queue list are pushed coalesced, once per tick: a moving queue
+        # of Q chats would otherwise cost O(Q) pushes per assignment. A new chat learns its
+        # position at once.
         if queue_changed:
-            self.ctx.hub.broadcast_agents(self.ws, QueueUpdate(entries=self._entries()))
+            self.queue_dirty = True
+        for item in self.queue:
+            if item.position_sent == 0:
+                self.queue_dirty = True
+                break
 
     def _choose(self, item: _Queued) -> tuple[AgentState | None, str, dict[str, Any]]:
         prev = self.agents.get(item.previous_assignee_id or "")
@@ -469,6 +481,10 @@ class RouterActor(Actor[RouterMsg]):
                     ref = await ctx.conversations.get((self.ws, item.conversation_id))
                     with contextlib.suppress(trio.WouldBlock):
                         ref.tell_nowait(RouterClose(reason=CloseReason.MISSED))
+        if self.queue_dirty:
+            self.queue_dirty = False
+            self._push_positions()
+            self.ctx.hub.broadcast_agents(self.ws, QueueUpdate(entries=self._entries()))
         for item in self.queue:  # proposals lost to a crash or a full mailbox
             if item.proposed_to is not None and item.proposed_to not in self.agents:
                 item.proposed_to = None

@@ -233,11 +233,11 @@ async def test_queue_positions_move_as_chats_are_taken(world: World) -> None:
     ann = await world.connect(ann_p)
     visitors = [await world.connect(await world.visitor()) for _ in range(3)]
     cids = [await _chat(world, v) for v in visitors]
-    await settle(0.2)
+    await settle(0.7)  # positions are pushed once per tick
     positions = [[p.position for p in v.drain() if isinstance(p, QueuePosition)] for v in visitors]
     assert positions[1][-1] == 1 and positions[2][-1] == 2
     await world.engine.request(ann.conn, Close(conversation_id=cids[0]))
-    await settle(0.2)
+    await settle(0.7)  # positions are pushed once per tick
     assert [p.position for p in visitors[2].drain() if isinstance(p, QueuePosition)][-1] == 1
 
 
