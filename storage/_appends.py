@@ -11,6 +11,8 @@ that is not in its workspace fails alone with ``NotFound``.
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -58,6 +60,7 @@ class GroupCommitter:
         self._commit = commit
         self._config = config
         self._send, self._receive = trio.open_memory_channel[_Pending](config.queue_size)
+        self._last_batch_size = 0
 
     async def submit(self, requests: Sequence[api.AppendRequest]) -> list[api.AppendResult]:
         """Queue the requests and wait for their commit.
@@ -111,26 +114,32 @@ class GroupCommitter:
                 pending.done.set()
 
     async def _collect(self, batch: list[_Pending]) -> None:
+        """Add queued submissions to ``batch``, up to ``max_batch`` requests.
+
+        Lingering for company (up to ``max_delay_s``) only pays under concurrency: when the
+        previous batch had a single submission, an idle writer commits at once instead of
+        adding the delay to a lone caller's latency.
+        """
         count = len(batch[0].requests)
-        deadline = trio.current_time() + self._config.max_delay_s
+        linger_s = self._config.max_delay_s if self._last_batch_size > 1 else 0.0
+        deadline = trio.current_time() + linger_s
         while count < self._config.max_batch:
             try:
                 pending: _Pending | None = self._receive.receive_nowait()
             except trio.EndOfChannel:
-                return
+                break
             except trio.WouldBlock:
                 if trio.current_time() >= deadline:
-                    return
+                    break
                 pending = None
                 with trio.move_on_at(deadline):
-                    try:
+                    with contextlib.suppress(trio.EndOfChannel):
                         pending = await self._receive.receive()
-                    except trio.EndOfChannel:
-                        return
             if pending is None:
-                return
+                break
             batch.append(pending)
             count += len(pending.requests)
+        self._last_batch_size = len(batch)
 
     async def _commit_one(self, batch: list[_Pending]) -> None:
         try:
