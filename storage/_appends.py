@@ -12,7 +12,6 @@ that is not in its workspace fails alone with ``NotFound``.
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
