@@ -18,6 +18,7 @@ Zero loss is checked, not assumed: acknowledged appends are counted in the datab
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import socket
 import tempfile
@@ -254,7 +255,8 @@ async def _bulk_load(storage: Any, messages: int, progress: bool) -> tuple[str, 
     workspace = await storage.create_workspace(name="bench-history")
     visitor = await storage.create_visitor(workspace.id, token_hash=None)
     words = _words()
-    weights = [1.0 / (rank + 1) for rank in range(VOCABULARY)]  # Zipf-like word frequencies
+    # Zipf-like word frequencies; cumulative weights once (choices() would redo them per call).
+    cum_weights = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(VOCABULARY)))
     rng = random.Random(11)
     n_conversations = max(1, messages // MESSAGES_PER_CONVERSATION)
     conversation_ids = [new_id() for _ in range(n_conversations)]
@@ -281,7 +283,7 @@ async def _bulk_load(storage: Any, messages: int, progress: bool) -> tuple[str, 
             count = min(MESSAGES_PER_CONVERSATION, messages - done)
             conv_rows.append([conversation_id, workspace.id, visitor.id, count, now, now])
             for seq in range(1, count + 1):
-                body = " ".join(rng.choices(words, weights, k=WORDS_PER_MESSAGE))
+                body = " ".join(rng.choices(words, cum_weights=cum_weights, k=WORDS_PER_MESSAGE))
                 event_rows.append([workspace.id, conversation_id, seq, body, empty, now + seq])
             done += count
         async with storage.transaction(write=True) as tx:
