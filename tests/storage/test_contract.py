@@ -585,3 +585,22 @@ async def test_retention_erasure_and_purge_leave_audit_entries(open_store: Opene
         assert await store.get_workspace(ws.id) is None
         rows = await store._fetch("SELECT action, target FROM audit_log WHERE workspace_id IS NULL")
         assert rows == [{"action": "workspace.purged", "target": ws.id}]
+
+
+async def test_retries_are_idempotent_across_two_open_storages(
+    storage: SqlStorage, open_store: Opener
+) -> None:
+    """Two servers on one database (separate connections and committers) racing one retry."""
+    ws, conv = await new_conversation(storage)
+    async with open_store() as second:
+        results: list[Any] = []
+
+        async def send(store: SqlStorage, n: int) -> None:
+            results.append(await store.append(message(conv, f"try {n}", client_msg_id="same")))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(6):
+                nursery.start_soon(send, storage if n % 2 else second, n)
+    assert sum(not r.duplicate for r in results) == 1
+    assert {r.event.seq for r in results} == {1}
+    assert len(await storage.history(ws.id, conv.id)) == 1
