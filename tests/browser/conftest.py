@@ -10,6 +10,7 @@ brings its own event loop.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.cookiejar
 import json
@@ -284,3 +285,16 @@ def _fetch(server: Server, path: str) -> bytes:
     with urllib.request.urlopen(server.base_url + path, timeout=10) as resp:
         data: bytes = resp.read()
         return data
+
+
+@pytest.fixture(autouse=True)
+def _close_chats_after_test(server: Server) -> Iterator[None]:
+    """Close every open chat after a test: otherwise, once a closed console's grace period
+    ends, its chats would be re-routed into the next test's console."""
+    yield
+    api = server.api()
+    for state in ("active", "queued"):
+        page = api.call("GET", f"/conversations?state={state}&limit=200")
+        for conv in page["conversations"]:
+            with contextlib.suppress(AssertionError):  # closed meanwhile
+                api.call("POST", f"/conversations/{conv['id']}/close", {"tags": []})

@@ -22,7 +22,7 @@ def test_widget_gzipped_size_is_within_budget(
     record_property("widget_bytes", raw)
     record_property("widget_gzip_bytes", gz)
     line = f"widget size: {raw} bytes raw, {gz} bytes gzipped ({gz / 1024:.1f} KiB; budget 30 KiB)"
-    record_summary("widget size", line)
+    record_summary("widget", line)
     with capsys.disabled():
         print("\n" + line)
     assert gz <= WIDGET_BUDGET_GZ_BYTES

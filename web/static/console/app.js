@@ -718,12 +718,23 @@ document.querySelectorAll("[data-cancel]").forEach((b) => b.addEventListener("cl
   ev.target.closest("form").hidden = true;
 }));
 
-function agentOptions(select, withGroups) {
+async function agentOptions(select, withGroups) {
+  // The directory comes from the API (every agent of the workspace), the status from live pushes.
+  try {
+    S.directory = (await get("/agents")).agents.filter((a) => a.enabled);
+  } catch (_) {
+    S.directory = S.directory || [];
+  }
+  const ids = new Set([...S.directory.map((a) => a.id), ...S.agents.keys()]);
+  ids.delete(S.agentId);
   select.textContent = "";
-  const agents = [...S.agents.values()].filter((a) => a.agent_id !== S.agentId);
   const og = h("optgroup", { label: "Agents" });
-  for (const a of agents) {
-    og.appendChild(h("option", { value: "agent:" + a.agent_id, text: a.display_name + " (" + a.status.replace("_", " ") + ")" }));
+  for (const id of ids) {
+    const live = S.agents.get(id);
+    const dir = S.directory.find((a) => a.id === id);
+    const name = (live && live.display_name) || (dir && dir.display_name) || id;
+    const status = live ? live.status.replace("_", " ") : "offline";
+    og.appendChild(h("option", { value: "agent:" + id, text: name + " (" + status + ")" }));
   }
   select.appendChild(og);
   if (withGroups && S.groups.length) {
@@ -733,12 +744,12 @@ function agentOptions(select, withGroups) {
   }
 }
 
-$("act-transfer").addEventListener("click", () => {
-  agentOptions($("transfer-target"), true);
+$("act-transfer").addEventListener("click", async () => {
+  await agentOptions($("transfer-target"), true);
   togglePanel("panel-transfer");
 });
-$("act-invite").addEventListener("click", () => {
-  agentOptions($("invite-target"), false);
+$("act-invite").addEventListener("click", async () => {
+  await agentOptions($("invite-target"), false);
   togglePanel("panel-invite");
 });
 $("act-close").addEventListener("click", () => {
