@@ -201,6 +201,12 @@ async def _measure_target(
                         f"{label} {phase}: {summary['paced_sends']} sends waited for the server's "
                         "per-connection frame budget (200 frames / 10 s): use more pairs"
                     )
+                if summary["rate_limited_retries"]:
+                    result.notes.append(
+                        f"{label} {phase}: {summary['rate_limited_retries']} sends were "
+                        "rate-limited by the engine (5 messages/s per visitor) and resent after "
+                        "retry_after_s, as the protocol says: use more pairs for throughput"
+                    )
                 if summary["loadgen_saturated"]:
                     result.notes.append(
                         f"{label} {phase}: the load generator was saturated "
@@ -300,6 +306,7 @@ async def _run_phase(
         "rejected": merged["rejected"],
         "close_reasons": merged["close_reasons"],
         "paced_sends": merged["paced"],
+        "rate_limited_retries": merged["retried"],
         "seq_violations": merged["seq_violations"],
         "latency_v2a": latency_summary_ms(merged["latency_s"]["v2a"]),
         "latency_a2v": latency_summary_ms(merged["latency_s"]["a2v"]),

@@ -279,9 +279,16 @@ class LiveChatWire:
         if kind == "error":
             rid = frame.get("id")
             return Rejected(
-                request_id=rid if isinstance(rid, str) else None, code=str(frame.get("code"))
+                request_id=rid if isinstance(rid, str) else None,
+                code=str(frame.get("code")),
+                message=str(frame.get("message") or ""),
+                retry_after_s=_float_or_none(frame.get("retry_after_s")),
             )
         return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 async def _await_result(ws: WebSocketConnection, request_id: str) -> dict[str, Any]:

@@ -131,6 +131,7 @@ class _PhaseStats:
     heartbeats: int = 0
     replies: int = 0
     paced: int = 0  # sends that waited for the server's per-connection frame budget
+    retried: int = 0  # sends rejected with retry_after_s and sent again (same client_msg_id)
     rejected: dict[str, int] = attrs.field(factory=dict)  # server error code -> count
     close_reasons: dict[str, int] = attrs.field(factory=dict)
 
@@ -155,6 +156,8 @@ class _Generator:
         self._drained = trio.Event()  # set whenever nothing is in flight any more
         self.frame_budget = wire.max_frames_per_10s
         self.sent_at: dict[int, list[float]] = {}  # id(ws) -> recent send times, for pacing
+        self.frames: dict[str, tuple[WebSocketConnection, str]] = {}  # in flight, for retries
+        self.retry_nursery: trio.Nursery | None = None  # set while a phase runs
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -226,11 +229,13 @@ class _Generator:
         ws = link.visitor if role == "visitor" else link.agent
         await self._pace(ws)
         self.pending[msg_id] = trio.current_time()
+        self.frames[msg_id] = (ws, frame)
         self.stats.sent[direction] += 1
         try:
             await ws.send_message(frame)
         except ConnectionClosed:
             self.pending.pop(msg_id, None)
+            self.frames.pop(msg_id, None)
             self.stats.send_errors += 1
             if not self.pending:
                 self._drained.set()
@@ -266,13 +271,29 @@ class _Generator:
         self.stats.close_reasons[key] = self.stats.close_reasons.get(key, 0) + 1
 
     def _on_rejected(self, rejected: Rejected) -> None:
+        """A refused send is retried after ``retry_after_s`` (as a client must), else counted."""
         stats = self.stats
+        msg_id = rejected.request_id
+        in_flight = self.frames.get(msg_id) if msg_id is not None else None
+        if (
+            in_flight is not None
+            and rejected.retry_after_s is not None
+            and self.retry_nursery is not None
+        ):
+            stats.retried += 1
+            self.retry_nursery.start_soon(self._resend, in_flight, rejected.retry_after_s)
+            return
         key = f"{rejected.code}: {rejected.message}"[:120]
         stats.rejected[key] = stats.rejected.get(key, 0) + 1
-        if rejected.request_id is not None:
-            self.pending.pop(rejected.request_id, None)
+        if msg_id is not None:
+            self.pending.pop(msg_id, None)
+            self.frames.pop(msg_id, None)
             if not self.pending:
                 self._drained.set()
+
+    async def _resend(self, in_flight: tuple[WebSocketConnection, str], wait_s: float) -> None:
+        await trio.sleep(wait_s)
+        await self._send_frame(*in_flight)
 
     def _on_delivery(self, role: str, link: PairLink, msg_id: str, seq: int | None) -> bool:
         """Record a delivery; True when it is a first delivery of a message to ``role``."""
@@ -285,13 +306,14 @@ class _Generator:
             else:
                 self.last_seq[key] = seq
         own = "v" if role == "visitor" else "a"
-        if not msg_id:
-            return False  # a system event: only its seq matters
+        if not msg_id or msg_id[0] not in "va":
+            return False  # a system event or the pair's opening message: only its seq matters
         if msg_id.startswith(own):
             stats.echoes += 1
             return False
         now = trio.current_time()
         sent_at = self.pending.pop(msg_id, None)
+        self.frames.pop(msg_id, None)
         if not self.pending:
             self._drained.set()
         if sent_at is None:
@@ -354,6 +376,7 @@ class _Generator:
 
     def _reset(self) -> None:
         self.pending.clear()
+        self.frames.clear()
         self.delivered_ids.clear()
         self.stats = _PhaseStats(start=trio.current_time())
 
@@ -434,6 +457,7 @@ class _Generator:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._progress, stop)
+            self.retry_nursery = nursery
             async with trio.open_nursery() as senders:
                 start_senders(senders)
                 await trio.sleep_until(end)
@@ -441,7 +465,9 @@ class _Generator:
             sending_s = trio.current_time() - t0
             cpu_sending = cpu_seconds_self() - cpu0
             drain_s = await self._drain(float(cmd.get("drain_s", 5.0)))
+            self.retry_nursery = None
             stop.set()
+            nursery.cancel_scope.cancel()  # retries still sleeping: their messages count as lost
         s = self.stats
         lag = sorted(s.send_lag_s)
         return {
@@ -464,6 +490,7 @@ class _Generator:
             "cpu_s": cpu_sending,
             "send_lag_p99_ms": round(lag[int(0.99 * (len(lag) - 1))] * 1000, 3) if lag else None,
             "paced": s.paced,
+            "retried": s.retried,
             "replies": s.replies,
             "rejected": s.rejected,
             "close_reasons": s.close_reasons,
@@ -809,6 +836,7 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
             bins[i] += n
     merged["bins"] = bins
     merged["paced"] = sum(int(r.get("paced", 0)) for r in results)
+    merged["retried"] = sum(int(r.get("retried", 0)) for r in results)
     merged["rejected"] = _sum_counts(r.get("rejected", {}) for r in results)
     merged["close_reasons"] = _sum_counts(r.get("close_reasons", {}) for r in results)
     merged["bin_s"] = results[0].get("bin_s", BIN_S) if results else BIN_S

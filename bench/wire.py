@@ -50,6 +50,7 @@ class Rejected:
     request_id: str | None
     code: str
     message: str = ""
+    retry_after_s: float | None = None  # rate limits: resend the same message after this
 
 
 Parsed = Delivery | Reply | Rejected | None

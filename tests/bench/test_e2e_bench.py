@@ -36,8 +36,8 @@ def _assert_no_loss(measured: dict[str, object]) -> None:
         summary = measured[phase]
         assert isinstance(summary, dict)
         assert summary.keys() >= PHASE_KEYS
-        assert summary["delivered"] == summary["sent"] > 0
-        assert summary["lost"] == summary["duplicates"] == summary["errors"] == 0
+        assert summary["delivered"] == summary["sent"] > 0, summary
+        assert summary["lost"] == summary["duplicates"] == summary["errors"] == 0, summary
         assert summary["seq_violations"] == 0
         assert set(summary["latency_v2a"]) == {"p50_ms", "p99_ms", "p999_ms"}
 
