@@ -15,6 +15,11 @@ const BACKOFF_MAX_MS = 15000;
 const REQUEST_TIMEOUT_MS = 15000;
 const DEAD_AFTER_MS = 50000; // server pings every 20 s (ws_ping_interval_s)
 
+const RETRYABLE = new Set([
+  "disconnected", "offline", "timeout", "rate_limited", "overloaded", "storage_unavailable",
+  "shutting_down", "unavailable", "internal_error",
+]);
+
 export class ProtocolError extends Error {
   constructor(code, message, extra = {}) {
     super(message || code);
@@ -23,7 +28,7 @@ export class ProtocolError extends Error {
   }
   // Worth sending again on the next connection (the socket went away, not the request).
   get retryable() {
-    return ["disconnected", "offline", "timeout", "rate_limited", "unavailable", "overloaded", "internal"].includes(this.code);
+    return RETRYABLE.has(this.code);
   }
 }
 
@@ -377,7 +382,16 @@ export class Outbox {
             this._update(item.client_msg_id, () => null);
             this.onChange(Object.assign({}, item, { state: "sent", ack }));
           } catch (err) {
-            if (err && err.retryable) return; // next connection flushes again
+            if (err && err.retryable) {
+              // Lost connection: the next one flushes. Still connected (rate limit, overload):
+              // try again after the delay the server asked for.
+              if (err.code !== "disconnected" && err.code !== "offline") {
+                const delayS = Math.min(30, err.retry_after_s || 2);
+                clearTimeout(this.retryTimer);
+                this.retryTimer = setTimeout(() => this.flush(), delayS * 1000);
+              }
+              return;
+            }
             this._update(item.client_msg_id, (it) =>
               Object.assign({}, it, { state: "failed", error: (err && err.message) || "failed" }),
             );

@@ -197,7 +197,8 @@ function onPush(f) {
       if (f.widget) applyConfig(f.widget);
       const w = f.welcome || {};
       state.agentsAvailable = w.agents_available !== false;
-      state.sneakPeek = !!w.sneak_peek_enabled;
+      // Either side saying "on" means drafts may be read: tell the visitor and send them.
+      state.sneakPeek = !!w.sneak_peek_enabled || !!(f.widget && f.widget.sneak_peek);
       if (w.conversation) setConversation(w.conversation);
       else if (state.conv && state.conv.state !== "closed") setConversation(null);
       if (w.queue_position) state.queue = { position: w.queue_position, wait: null };
