@@ -22,6 +22,7 @@ import math
 import resource
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,20 @@ import trio
 
 from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms
 from bench.loadgen import open_loadgens, raise_nofile_limit
-from bench.target import CpuPlan, ServerProcess, free_port, plan_cpus, start_server
+from bench.target import (
+    CpuPlan,
+    ServerProcess,
+    free_port,
+    plan_cpus,
+    read_system_busy_seconds,
+    start_server,
+)
 
 TARGET_KIB_PER_CONNECTION = 48.0
 TARGET_AT_CONNECTIONS = 10_000
 FD_MARGIN = 512  # descriptors a process needs besides its sockets
-SETTLE_S = 1.0  # let the server finish its start-up allocations before the baseline
+SETTLE_S = 1.0
+OTHER_CPU_NOTE_PERCENT = 15.0  # let the server finish its start-up allocations before the baseline
 
 
 @attrs.frozen(kw_only=True)
@@ -185,6 +194,7 @@ async def _drive(
         hold = Progress(f"{label}: hold", params.hold_s)
         started = trio.current_time()
         cpu0 = server.cpu_seconds()
+        busy0 = read_system_busy_seconds()
         raw = await loadgens.command(
             {"cmd": "hold", "duration_s": params.hold_s, "heartbeat_s": params.heartbeat_s},
             on_progress=lambda: hold.update(
@@ -195,11 +205,20 @@ async def _drive(
         )
         wall = trio.current_time() - started
         cpu1 = server.cpu_seconds()
+        busy1 = read_system_busy_seconds()
         hold.update(params.hold_s, f"{sum(r['heartbeats'] for r in raw)} heartbeats")
         rss_end = server.rss_kib()
     connected = int(ready["connected"])
     heartbeats = sum(int(r["heartbeats"]) for r in raw)
     cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    other = None
+    if cpu_s is not None and busy0 is not None and busy1 is not None:
+        ours = cpu_s + sum(float(r["cpu_s"]) for r in raw)
+        other = max(0.0, round(100 * (busy1 - busy0 - ours) / wall, 1))
+        if other > OTHER_CPU_NOTE_PERCENT:
+            result.notes.append(
+                f"{label} hold: other programs used {other}% of a core: CPU numbers are pessimistic"
+            )
     per_conn = (
         None
         if rss_before is None or rss_after is None or connected == 0
@@ -225,10 +244,20 @@ async def _drive(
         "heartbeats": heartbeats,
         "heartbeat_errors": sum(int(r["send_errors"]) for r in raw),
         "server_cpu_percent_idle": None if cpu_s is None else round(100 * cpu_s / wall, 2),
+        "other_cpu_percent": other,
+        "close_reasons": _merge_counts(r.get("close_reasons", {}) for r in raw),
         "server_cpu_us_per_heartbeat": (
             None if cpu_s is None or heartbeats == 0 else round(cpu_s * 1e6 / heartbeats, 1)
         ),
     }
+
+
+def _merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, n in one.items():
+            total[key] = total.get(key, 0) + int(n)
+    return total
 
 
 def _conclude(result: BenchResult, count: int) -> None:

@@ -5,8 +5,8 @@ free loopback port, pins it with ``os.sched_setaffinity`` where the OS allows, w
 ``GET /healthz`` and yields a ``ServerProcess``. Its CPU time and RSS are read from
 ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (Linux); elsewhere they read as ``None`` and the
 bench says so. On exit (normal, error, Ctrl-C) the server gets SIGTERM, then SIGKILL after
-``STOP_TIMEOUT_S``; on Linux it also dies with its parent (``PR_SET_PDEATHSIG``), so a killed
-bench leaves nothing behind.
+``STOP_TIMEOUT_S``. (Not ``PR_SET_PDEATHSIG``: Trio forks from a worker thread, and the signal
+fires when that *thread* exits, about ten seconds into the run.)
 
 Also here, because every bench needs them: ``plan_cpus`` (which cores go to the server and which to
 the load generator) and ``http_json``, a tiny HTTP/1.1 JSON client on h11 (no extra dependency).
@@ -14,13 +14,11 @@ the load generator) and ``http_json``, a tiny HTTP/1.1 JSON client on h11 (no ex
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,7 +32,6 @@ import trio
 STOP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 30.0
-_PR_SET_PDEATHSIG = 1
 
 
 class TargetError(Exception):
@@ -67,14 +64,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux only)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def read_cpu_seconds(pid: int) -> float | None:
@@ -171,7 +160,6 @@ async def start_server(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C reaches the bench, which stops the server itself
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         env={**os.environ, **(env or {})},
         cwd=str(workdir),
     )
