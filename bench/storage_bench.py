@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
 import socket
 import tempfile
@@ -117,6 +118,9 @@ async def run_storage_bench(
             for key, value in per.items():
                 results[f"{backend}_{key}"] = value
     results["targets"] = _targets(results)
+    load_1m = os.getloadavg()[0]
+    if load_1m > (os.cpu_count() or 1):
+        notes.append(f"machine busy: 1-minute load average {load_1m:.1f} at the end of the run")
     return BenchResult(
         name="storage",
         parameters={
