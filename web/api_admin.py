@@ -14,11 +14,11 @@ from typing import Any
 import cattrs
 
 from storage import Conflict as StorageConflict
-from storage import Role, WorkspaceStatus
+from storage import Role, StorageError, WorkspaceStatus
 from web.api_auth import end_other_sessions
 from web.auth import SERVER_OPERATOR_KEY, hash_secret, new_secret
 from web.errors import BadRequest, Conflict, Forbidden, NotFound
-from web.httpapi import ROLE_RANK, ApiBlueprint, Call
+from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor
 from web.passwords import generate_password
 from web.protocol import CloseCode
 from web.schemas import (
@@ -674,9 +674,14 @@ async def revoke_token(call: Call, token_id: str) -> Done:
     role=Role.ADMIN,
 )
 async def list_audit(call: Call, query: PageQuery) -> AuditPage:
-    page = await call.services.storage.list_audit(
-        call.workspace_id, limit=query.limit, cursor=query.cursor
-    )
+    try:
+        page = await call.services.storage.list_audit(
+            call.workspace_id, limit=query.limit, cursor=query.cursor
+        )
+    except (StorageError, ValueError):
+        if query.cursor is None:
+            raise
+        raise bad_cursor() from None
     entries = tuple(
         AuditOut(
             id=e.id,

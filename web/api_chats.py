@@ -15,10 +15,10 @@ from quart import Response
 
 from engine.api import AgentPrincipal, ConnectionMeta
 from engine.messages import Close, Tag, Transfer
-from storage import BanKind, ConversationFilter, ConversationState, Role
+from storage import BanKind, ConversationFilter, ConversationState, Role, StorageError
 from web.api_admin import audit
 from web.errors import BadRequest, NotFound
-from web.httpapi import ApiBlueprint, Call, streaming_response
+from web.httpapi import ApiBlueprint, Call, bad_cursor, streaming_response
 from web.protocol import CloseCode
 from web.schemas import (
     BackupOut,
@@ -29,6 +29,7 @@ from web.schemas import (
     ConversationOut,
     ConversationPage,
     ConversationQuery,
+    DayCount,
     Done,
     EventOut,
     ExportQuery,
@@ -140,9 +141,14 @@ async def list_conversations(call: Call, query: ConversationQuery) -> Conversati
         created_after=query.created_after,
         created_before=query.created_before,
     )
-    page = await call.services.storage.list_conversations(
-        call.workspace_id, filters, cursor=query.cursor, limit=query.limit
-    )
+    try:
+        page = await call.services.storage.list_conversations(
+            call.workspace_id, filters, cursor=query.cursor, limit=query.limit
+        )
+    except (StorageError, ValueError):
+        if query.cursor is None:
+            raise
+        raise bad_cursor() from None
     return ConversationPage(
         conversations=tuple(conversation_out(c) for c in page.items),
         next_cursor=page.next_cursor,
@@ -418,7 +424,7 @@ async def get_report(call: Call, query: ReportQuery) -> ReportOut:
     return ReportOut(
         since=since,
         until=until,
-        chats_per_day=tuple(r.chats_per_day),
+        chats_per_day=tuple(DayCount(day=d, chats=n) for d, n in r.chats_per_day),
         total_chats=r.total_chats,
         missed_chats=r.missed_chats,
         first_response_p50_s=r.first_response_p50_s,

@@ -54,10 +54,7 @@ class Operation:
     @property
     def errors(self) -> tuple[int, ...]:
         codes = [400] if (self.body or self.query) else []
-        if self.auth:
-            codes += [401, 403]
-        if "{" in self.path or self.auth:
-            codes.append(404)
+        codes += [401, 403, 404]
         if self.method in STATE_CHANGING:
             codes.append(409)
         codes.append(429)
@@ -196,6 +193,12 @@ def parse_query(cls: type[Any]) -> Any:
     for field in attrs.fields(cls):
         raw = request.args.get(field.name)
         if raw is None:
+            if field.default is attrs.NOTHING:
+                raise BadRequest(
+                    f"query parameter {field.name!r} is required",
+                    code="missing_field",
+                    field=field.name,
+                )
             continue
         values[field.name] = _query_value(field.name, raw, hints[field.name])
     try:
@@ -230,6 +233,12 @@ def _query_value(name: str, raw: str, tp: Any) -> Any:
     if len(raw) > 500:
         raise BadRequest(f"{name} is too long", code="invalid_value", field=name)
     return raw
+
+
+def bad_cursor() -> BadRequest:
+    return BadRequest(
+        "the cursor is not one this server issued", code="invalid_value", field="cursor"
+    )
 
 
 def streaming_response(chunks: AsyncIterator[str], content_type: str, filename: str) -> Response:

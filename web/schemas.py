@@ -510,10 +510,16 @@ class BanList:
 
 
 @attrs.frozen(kw_only=True)
+class DayCount:
+    day: str  # YYYY-MM-DD (UTC)
+    chats: int
+
+
+@attrs.frozen(kw_only=True)
 class ReportOut:
     since: float
     until: float
-    chats_per_day: tuple[tuple[str, int], ...]
+    chats_per_day: tuple[DayCount, ...]
     total_chats: int
     missed_chats: int
     first_response_p50_s: float | None

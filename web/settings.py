@@ -42,6 +42,7 @@ class Settings:
     ws_outbox_size: int = 256  # pushes queued per connection before "slow consumer"
     ws_max_connections_per_ip: int = 50
     # rate limits (sliding windows)
+    rate_frames_per_10s: int = 200  # per connection, every frame
     rate_messages_per_10s: int = 20  # per connection
     rate_typing_per_10s: int = 20  # per connection
     rate_ip_messages_per_10s: int = 200  # per client IP, all its connections

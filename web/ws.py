@@ -85,7 +85,6 @@ WATCHDOG_TICK_S = 1.0
 REQUEST_TIMEOUT_S = 30.0
 ECHO_MEMORY = 256  # client_msg_id -> request id, for pushes caused by a request
 MAX_RESUME_ENTRIES = 100
-FRAMES_PER_10S = 200  # every frame, whatever its type
 MESSAGE_COMMANDS = (SendMessage, AddNote, Whisper, StartChat, LeaveOfflineMessage)
 
 
@@ -212,7 +211,7 @@ class SocketSession:
         self.outbox: trio.MemoryReceiveChannel[Any] | None = None
         self.nursery: trio.Nursery | None = None
         self.limits = _Limits(
-            frames=SlidingWindow(FRAMES_PER_10S, 10.0, clock=trio.current_time),
+            frames=SlidingWindow(settings.rate_frames_per_10s, 10.0, clock=trio.current_time),
             messages=SlidingWindow(settings.rate_messages_per_10s, 10.0, clock=trio.current_time),
             typing=SlidingWindow(settings.rate_typing_per_10s, 10.0, clock=trio.current_time),
         )
