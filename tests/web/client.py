@@ -37,7 +37,7 @@ def _request_sync(
     method: str, url: str, body: bytes | None, headers: dict[str, str]
 ) -> HttpResponse:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
     try:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         conn.request(method, path, body=body, headers=headers)
@@ -128,7 +128,7 @@ class Peer:
     async def recv(self, timeout: float = 10) -> dict[str, Any]:
         with trio.fail_after(timeout):
             while True:
-                frame = json.loads(await self.ws.get_message())
+                frame: dict[str, Any] = json.loads(await self.ws.get_message())
                 if frame.get("type") == "ping":
                     await self.ws.send_message(json.dumps({"type": "pong"}))
                     continue
@@ -172,18 +172,18 @@ class Peer:
                 while True:
                     await self.ws.get_message()
             except ConnectionClosed as closed:
-                return closed.reason.code
+                return closed.reason.code if closed.reason else None
 
 
 @asynccontextmanager
 async def open_peer(
     url: str, *, origin: str | None = None, cookie: str | None = None
 ) -> AsyncIterator[Peer]:
-    headers: list[tuple[str, str]] = []
+    headers: list[tuple[bytes, bytes]] = []
     if origin:
-        headers.append(("Origin", origin))
+        headers.append((b"Origin", origin.encode()))
     if cookie:
-        headers.append(("Cookie", f"lc_session={cookie}"))
+        headers.append((b"Cookie", f"lc_session={cookie}".encode()))
     async with open_websocket_url(url, extra_headers=headers) as ws:
         yield Peer(ws)
 

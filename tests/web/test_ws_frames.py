@@ -119,11 +119,11 @@ async def test_pings_are_answered_with_pongs_echoing_the_id(srv: TestServer) -> 
 
 
 async def test_no_hello_within_the_deadline_closes_with_4000(tmp_path: Path) -> None:
-    async with run_test_server(tmp_path, ws_auth_timeout_s=1.0) as srv:
-        async with open_peer(
-            srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
-        ) as peer:
-            assert await peer.closed(timeout=5) == 4000
+    async with (
+        run_test_server(tmp_path, ws_auth_timeout_s=1.0) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        assert await peer.closed(timeout=5) == 4000
 
 
 async def test_server_pings_and_a_silent_peer_is_closed_with_4001(tmp_path: Path) -> None:
@@ -156,4 +156,4 @@ async def test_server_pings_and_a_silent_peer_is_closed_with_4001(tmp_path: Path
                                 "availability",
                             )
                     except ConnectionClosed as closed:
-                        assert closed.reason.code == 4001
+                        assert closed.reason is not None and closed.reason.code == 4001
