@@ -55,6 +55,7 @@ class E2EParams:
     open_duration_s: float = 10.0
     closed_duration_s: float = 10.0
     window: int = 1
+    chats_per_agent: int = 10
     body_bytes: int = 64
     drain_s: float = 5.0
     loadgen_procs: int = 1
@@ -77,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--closed-duration", type=float, default=d.closed_duration_s, help="closed loop, s"
     )
     parser.add_argument("--window", type=int, default=d.window, help="closed loop: in flight/pair")
+    parser.add_argument(
+        "--chats-per-agent",
+        type=int,
+        default=d.chats_per_agent,
+        help="server: pairs sharing one agent (and its socket); the relay uses one per pair",
+    )
     parser.add_argument("--body-bytes", type=int, default=d.body_bytes)
     parser.add_argument("--drain", type=float, default=d.drain_s, help="wait for stragglers, s")
     parser.add_argument("--loadgen-procs", type=int, default=d.loadgen_procs)
@@ -99,6 +106,7 @@ def params_from_args(args: argparse.Namespace) -> E2EParams:
         open_duration_s=args.duration,
         closed_duration_s=args.closed_duration,
         window=args.window,
+        chats_per_agent=args.chats_per_agent,
         body_bytes=args.body_bytes,
         drain_s=args.drain,
         loadgen_procs=args.loadgen_procs,
@@ -161,6 +169,8 @@ async def _measure_target(
             connect.update(params.pairs, f"{loadgens.ready['connected']} pairs")
             result.notes.extend(loadgens.notes)
             measured: dict[str, Any] = {
+                "setup_s": setup.get("setup_s"),
+                "agents": len(setup.get("agent_tokens", [])) or params.pairs,
                 "connect": {
                     "pairs": loadgens.ready["connected"],
                     "errors": loadgens.ready["connect_errors"],
@@ -240,7 +250,17 @@ def _open_target(
             server_pid=params.server_pid,
             token=params.token,
         ) as server:
-            setup = await livechat_wire.prepare(server, pairs=params.pairs, idle=0)
+            bar = Progress("server: set-up", 1.0)
+            started = trio.current_time()
+            setup = await livechat_wire.prepare(
+                server,
+                pairs=params.pairs,
+                idle=0,
+                chats_per_agent=params.chats_per_agent,
+                processes=params.loadgen_procs,
+                on_progress=lambda done, total: bar.update(done / total, f"{done}/{total} agents"),
+            )
+            setup["setup_s"] = round(trio.current_time() - started, 1)
             yield server, "livechat", setup
 
     return relay() if target == "relay" else livechat()

@@ -22,9 +22,10 @@ conversation's ``seq``. Server heartbeats (``ping``) are answered with ``pong``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -150,18 +151,45 @@ async def _api(server: ServerProcess, method: str, path: str, body: Any = None) 
     return reply.json
 
 
-async def prepare(server: ServerProcess, *, pairs: int, idle: int) -> dict[str, Any]:
-    """Seed the workspace through the admin API; returns the load generator's ``setup``."""
+def agents_for(pairs: int, chats_per_agent: int, processes: int) -> int:
+    """How many agents serve ``pairs`` chats, ``chats_per_agent`` each (at least).
+
+    Pair ``i`` belongs to agent ``i % agents``; load-generator child ``c`` drives the pairs with
+    ``i % processes == c``. A multiple of ``processes`` keeps every agent's pairs in one child,
+    so one agent socket sees only conversations its own process drives.
+    """
+    if pairs <= 0:
+        return 0
+    agents = max(1, math.ceil(pairs / max(1, chats_per_agent)))
+    return math.ceil(agents / processes) * processes
+
+
+async def prepare(
+    server: ServerProcess,
+    *,
+    pairs: int,
+    idle: int,
+    chats_per_agent: int = 1,
+    processes: int = 1,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> dict[str, Any]:
+    """Seed the workspace through the admin API; returns the load generator's ``setup``.
+
+    Creating an agent hashes its password (argon2id, deliberately slow): this is the slow part
+    of the set-up, and the reason several chats share one agent by default.
+    """
+    agents = agents_for(pairs, chats_per_agent, processes)
     workspaces = (await _api(server, "GET", "/workspaces"))["workspaces"]
     workspace = workspaces[0]
-    if pairs + 5 > int(workspace["agent_seats"]) or pairs > int(workspace["max_concurrent_chats"]):
+    if agents + 5 > int(workspace["agent_seats"]) or pairs > int(workspace["max_concurrent_chats"]):
         await _api(
             server,
             "PUT",
             f"/workspaces/{workspace['id']}/limits",
-            {"agent_seats": pairs + 100, "max_concurrent_chats": max(pairs * 2, 1000)},
+            {"agent_seats": agents + 100, "max_concurrent_chats": max(pairs * 2, 1000)},
         )
-    tokens: list[str] = [""] * pairs
+    tokens: list[str] = [""] * agents
+    done = 0
     limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
 
     async def one(i: int) -> None:
@@ -174,7 +202,7 @@ async def prepare(server: ServerProcess, *, pairs: int, idle: int) -> dict[str, 
                     "username": f"bench-agent-{i}",
                     "display_name": f"Bench Agent {i}",
                     "password": BENCH_PASSWORD,
-                    "max_chats": 100,
+                    "max_chats": min(100, max(1, chats_per_agent)),
                 },
             )
             token = await _api(
@@ -184,9 +212,12 @@ async def prepare(server: ServerProcess, *, pairs: int, idle: int) -> dict[str, 
                 {"name": f"bench {i}", "scopes": ["agent"], "agent_id": created["agent"]["id"]},
             )
             tokens[i] = str(token["token"])
+            nonlocal done
+            done += 1
+            on_progress(done, agents)
 
     async with trio.open_nursery() as nursery:
-        for i in range(pairs):
+        for i in range(agents):
             nursery.start_soon(one, i)
     return {
         "widget_key": workspace["widget_key"],
@@ -203,6 +234,9 @@ class LiveChatWire:
         self.widget_key = str(setup["widget_key"])
         self.origin = str(setup["origin"])
         self.agent_tokens: list[str] = list(setup.get("agent_tokens", []))
+        # One socket per agent, shared by its pairs; opened by the first pair that needs it.
+        self._agents: dict[int, WebSocketConnection] = {}
+        self._agent_locks: dict[int, trio.Lock] = {}
 
     @property
     def max_frames_per_10s(self) -> int | None:
@@ -228,28 +262,34 @@ class LiveChatWire:
         return ws
 
     async def open_pair(self, nursery: trio.Nursery, index: int, spec: dict[str, Any]) -> PairLink:
-        agent = await connect(nursery, f"{self.base_url}/ws/v1/agent")
-        await agent.send_message(
-            json.dumps({"type": "auth", "id": "auth", "token": self.agent_tokens[index]})
-        )
-        await _await_result(agent, "auth")
         visitor, visitor_id = await self._visitor(nursery)
+        agent_index = index % len(self.agent_tokens)
         opening = f"open{index}"
-        await agent.send_message(
-            json.dumps(
-                {
-                    "type": "start_chat",
-                    "id": opening,
-                    "visitor_id": visitor_id,
-                    "client_msg_id": opening,
-                    "text": "Hello, how can I help?",
-                }
+        # The agent socket is shared: one pair at a time talks on it until its chat is open.
+        async with self._agent_locks.setdefault(agent_index, trio.Lock()):
+            agent = self._agents.get(agent_index)
+            if agent is None:
+                agent = await connect(nursery, f"{self.base_url}/ws/v1/agent")
+                token = self.agent_tokens[agent_index]
+                await agent.send_message(json.dumps({"type": "auth", "id": "auth", "token": token}))
+                await _await_result(agent, "auth")
+                self._agents[agent_index] = agent
+            await agent.send_message(
+                json.dumps(
+                    {
+                        "type": "start_chat",
+                        "id": opening,
+                        "visitor_id": visitor_id,
+                        "client_msg_id": opening,
+                        "text": "Hello, how can I help?",
+                    }
+                )
             )
-        )
-        ack = await _await_result(agent, opening)
-        conversation_id = str(ack["conversation_id"])
+            ack = await _await_result(agent, opening)
         await _await_event(visitor, opening)
-        return PairLink(index=index, visitor=visitor, agent=agent, conversation_id=conversation_id)
+        return PairLink(
+            index=index, visitor=visitor, agent=agent, conversation_id=str(ack["conversation_id"])
+        )
 
     def message_frame(self, role: str, link: PairLink, client_msg_id: str, body: str) -> str:
         return json.dumps(

@@ -334,9 +334,26 @@ class _Generator:
             bins[index] += 1
         return True
 
-    async def read_pair(self, link: PairLink, role: str) -> None:
-        ws = link.visitor if role == "visitor" else link.agent
+    def socket_routes(self) -> list[tuple[WebSocketConnection, str, dict[str | None, PairLink]]]:
+        """Each distinct socket once, with its role and the pairs it carries by conversation.
+
+        An agent socket may carry several pairs (several chats per agent); a visitor socket, or
+        a relay socket, carries one (its route is also filed under ``None``).
+        """
+        by_socket: dict[int, tuple[WebSocketConnection, str, dict[str | None, PairLink]]] = {}
+        for link in self.links:
+            for role, ws in (("visitor", link.visitor), ("agent", link.agent)):
+                entry = by_socket.setdefault(id(ws), (ws, role, {}))
+                entry[2][link.conversation_id] = link
+        return list(by_socket.values())
+
+    async def read_socket(
+        self, ws: WebSocketConnection, role: str, routes: dict[str | None, PairLink]
+    ) -> None:
+        """Read one socket until it closes: record deliveries, answer heartbeats, reply (closed
+        loop) on the pair the delivery belongs to."""
         parse = self.wire.parse
+        only = next(iter(routes.values())) if len(routes) == 1 else None
         while True:
             try:
                 text = await ws.get_message()
@@ -349,6 +366,10 @@ class _Generator:
             delivery = parse(role, text)
             if not isinstance(delivery, Delivery):
                 await self._on_other(ws, delivery)
+                continue
+            link = only or routes.get(delivery.conversation_id)
+            if link is None:
+                self.stats.other_frames += 1  # a conversation this process does not drive
                 continue
             first = self._on_delivery(role, link, delivery.client_msg_id, delivery.seq)
             if first and trio.current_time() < self.closed_loop_until:
@@ -560,9 +581,8 @@ async def _child_main() -> None:
         ready["nofile_note"] = note
         _emit(ready)
         async with trio.open_nursery() as readers:
-            for link in gen.links:
-                readers.start_soon(gen.read_pair, link, "visitor")
-                readers.start_soon(gen.read_pair, link, "agent")
+            for ws, role, routes in gen.socket_routes():
+                readers.start_soon(gen.read_socket, ws, role, routes)
             for ws in gen.idle:
                 readers.start_soon(gen.read_idle, ws)
             while True:
@@ -584,9 +604,8 @@ async def _child_main() -> None:
             gen.closing = True
             with trio.move_on_after(STOP_TIMEOUT_S):
                 async with trio.open_nursery() as closers:
-                    for link in gen.links:
-                        closers.start_soon(link.visitor.aclose)
-                        closers.start_soon(link.agent.aclose)
+                    for ws, _role, _routes in gen.socket_routes():
+                        closers.start_soon(ws.aclose)
                     for ws in gen.idle:
                         closers.start_soon(ws.aclose)
             readers.cancel_scope.cancel()

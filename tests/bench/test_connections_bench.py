@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from bench.connections import ConnectionsParams, run_connections
 
 TINY = dict(connections=40, hold_s=1.0, heartbeat_s=0.5)
@@ -27,17 +25,12 @@ def _assert_all_held(measured: dict[str, object]) -> None:
     assert isinstance(measured["heartbeats"], int) and measured["heartbeats"] > 0
 
 
-async def test_relay_idle_connections_are_counted_and_kept_open() -> None:
-    result = await run_connections(ConnectionsParams(targets=("relay",), **TINY))  # type: ignore[arg-type]
-
-    _assert_all_held(result.ceiling)
-    assert result.results["targets"]["all_connected"]["met"] is True
-    assert result.parameters["nofile_limit"][0] >= 40
-
-
-async def test_server_idle_visitors_are_authenticated_and_kept_open() -> None:
-    pytest.importorskip("bench.livechat_wire", reason="real-server protocol client not built")
+async def test_idle_visitors_are_authenticated_counted_and_kept_open() -> None:
+    """One run, both targets: idle visitors on the real server and on the bare relay."""
     result = await run_connections(ConnectionsParams(**TINY))  # type: ignore[arg-type]
 
     _assert_all_held(result.results["server"])
+    _assert_all_held(result.ceiling)
+    assert result.results["targets"]["all_connected"]["met"] is True
     assert result.results["rss_kib_per_connection"] is not None
+    assert result.parameters["nofile_limit"][0] >= 40

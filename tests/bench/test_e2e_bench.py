@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from bench.common import write_outputs
 from bench.e2e import E2EParams, run_e2e
 
@@ -42,11 +40,17 @@ def _assert_no_loss(measured: dict[str, object]) -> None:
         assert set(summary["latency_v2a"]) == {"p50_ms", "p99_ms", "p999_ms"}
 
 
-async def test_relay_ceiling_run_writes_json_and_report_without_loss(tmp_path: Path) -> None:
-    result = await run_e2e(E2EParams(targets=("relay",), **TINY))  # type: ignore[arg-type]
+async def test_run_measures_server_and_ceiling_without_loss_and_writes_outputs(
+    tmp_path: Path,
+) -> None:
+    """One run, both targets: the real server and the bare relay under the same load."""
+    result = await run_e2e(E2EParams(**TINY))  # type: ignore[arg-type]
 
+    _assert_no_loss(result.results["server"])
     _assert_no_loss(result.ceiling)
-    assert result.ceiling["connect"]["pairs"] == 4
+    assert result.ceiling["connect"]["pairs"] == result.results["server"]["connect"]["pairs"] == 4
+    assert isinstance(result.ratio_to_ceiling, float)
+    assert result.results["server"]["server_rss_mb_idle"] is not None
     write_outputs([result], json_path=str(tmp_path / "e2e.json"), report_dir=str(tmp_path / "r"))
     data = json.loads((tmp_path / "e2e.json").read_text())
     assert {"machine", "versions", "parameters", "results", "ceiling", "ratio_to_ceiling"} <= set(
@@ -56,13 +60,3 @@ async def test_relay_ceiling_run_writes_json_and_report_without_loss(tmp_path: P
     page = (tmp_path / "r" / "index.html").read_text()
     assert page.count("<svg") >= 2  # throughput over time and the latency distribution
     assert "throughput over time" in page and "latency by percentile" in page
-
-
-async def test_server_run_reports_ratio_to_ceiling_without_loss() -> None:
-    pytest.importorskip("bench.livechat_wire", reason="real-server protocol client not built")
-    result = await run_e2e(E2EParams(**TINY))  # type: ignore[arg-type]
-
-    _assert_no_loss(result.results["server"])
-    _assert_no_loss(result.ceiling)
-    assert isinstance(result.ratio_to_ceiling, float)
-    assert result.results["server"]["server_rss_mb_idle"] is not None
