@@ -37,6 +37,7 @@ from bench.target import (
     free_port,
     plan_cpus,
     read_system_busy_seconds,
+    save_logs,
     start_server,
 )
 
@@ -58,6 +59,7 @@ class ConnectionsParams:
     url: str | None = None
     server_pid: int | None = None
     token: str | None = None
+    log_dir: str | None = None  # keep the servers' output here (the --report directory)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +89,7 @@ def params_from_args(args: argparse.Namespace) -> ConnectionsParams:
         url=args.url,
         server_pid=args.server_pid,
         token=args.token,
+        log_dir=getattr(args, "report", None),
     )
 
 
@@ -123,12 +126,16 @@ async def run_connections(params: ConnectionsParams) -> BenchResult:
         result.notes.append(f"raised the open-file limit from {before} to {soft} (hard {hard})")
     result.parameters["connections_opened"] = count
     with tempfile.TemporaryDirectory(prefix="livechat-bench-") as tmp:
-        for target in params.targets:
-            measured = await _measure(target, count, params, plan, Path(tmp), result)
-            if target == "relay":
-                result.ceiling = measured
-            else:
-                result.results["server"] = measured
+        try:
+            for target in params.targets:
+                measured = await _measure(target, count, params, plan, Path(tmp), result)
+                if target == "relay":
+                    result.ceiling = measured
+                else:
+                    result.results["server"] = measured
+        finally:
+            for log in save_logs(Path(tmp), Path(params.log_dir) if params.log_dir else None):
+                result.notes.append(f"server output kept in {log}")
     _conclude(result, count)
     return result
 

@@ -39,6 +39,7 @@ from bench.target import (
     free_port,
     plan_cpus,
     read_system_busy_seconds,
+    save_logs,
     start_server,
 )
 
@@ -59,11 +60,12 @@ class E2EParams:
     body_bytes: int = 64
     drain_s: float = 5.0
     loadgen_procs: int = 1
-    connect_concurrency: int = 64
+    connect_concurrency: int = 16
     targets: tuple[str, ...] = ("relay", "server")
     url: str | None = None
     server_pid: int | None = None
     token: str | None = None
+    log_dir: str | None = None  # keep the servers' output here (the --report directory)
     quiet: bool = False
 
 
@@ -88,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", type=float, default=d.drain_s, help="wait for stragglers, s")
     parser.add_argument("--loadgen-procs", type=int, default=d.loadgen_procs)
     parser.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=d.connect_concurrency,
+        help="pairs being opened at once",
+    )
+    parser.add_argument(
         "--target",
         choices=("both", "relay", "server"),
         default="both",
@@ -110,10 +118,12 @@ def params_from_args(args: argparse.Namespace) -> E2EParams:
         body_bytes=args.body_bytes,
         drain_s=args.drain,
         loadgen_procs=args.loadgen_procs,
+        connect_concurrency=args.connect_concurrency,
         targets=targets[args.target],
         url=args.url,
         server_pid=args.server_pid,
         token=args.token,
+        log_dir=getattr(args, "report", None),
     )
 
 
@@ -136,12 +146,16 @@ async def run_e2e(params: E2EParams) -> BenchResult:
         result.notes.append(plan.note)
     with tempfile.TemporaryDirectory(prefix="livechat-bench-") as tmp:
         workdir = Path(tmp)
-        for target in params.targets:
-            measured = await _measure_target(target, params, plan, workdir, result)
-            if target == "relay":
-                result.ceiling = measured
-            else:
-                result.results["server"] = measured
+        try:
+            for target in params.targets:
+                measured = await _measure_target(target, params, plan, workdir, result)
+                if target == "relay":
+                    result.ceiling = measured
+                else:
+                    result.results["server"] = measured
+        finally:
+            for log in save_logs(workdir, Path(params.log_dir) if params.log_dir else None):
+                result.notes.append(f"server output kept in {log}")
     _conclude(result, params)
     return result
 
@@ -327,6 +341,7 @@ async def _run_phase(
         "close_reasons": merged["close_reasons"],
         "paced_sends": merged["paced"],
         "rate_limited_retries": merged["retried"],
+        "late_from_previous_phase": merged["late"],
         "seq_violations": merged["seq_violations"],
         "latency_v2a": latency_summary_ms(merged["latency_s"]["v2a"]),
         "latency_a2v": latency_summary_ms(merged["latency_s"]["a2v"]),

@@ -43,6 +43,7 @@ BIN_S = 0.25  # width of a throughput-over-time bin
 PROGRESS_INTERVAL_S = 0.5
 SATURATED_CPU_FRACTION = 0.9  # a child this busy may be the bottleneck, not the server
 STOP_TIMEOUT_S = 5.0
+DRAIN_CAP_FACTOR = 6  # a drain never lasts more than this many times its no-progress limit
 LINE_LIMIT_BYTES = 256 * 1024 * 1024
 
 
@@ -131,6 +132,7 @@ class _PhaseStats:
     heartbeats: int = 0
     replies: int = 0
     paced: int = 0  # sends that waited for the server's per-connection frame budget
+    late: int = 0  # arrived after an earlier phase had counted them lost
     retried: int = 0  # sends rejected with retry_after_s and sent again (same client_msg_id)
     rejected: dict[str, int] = attrs.field(factory=dict)  # server error code -> count
     close_reasons: dict[str, int] = attrs.field(factory=dict)
@@ -158,6 +160,7 @@ class _Generator:
         self.sent_at: dict[int, list[float]] = {}  # id(ws) -> recent send times, for pacing
         self.frames: dict[str, tuple[WebSocketConnection, str]] = {}  # in flight, for retries
         self.retry_nursery: trio.Nursery | None = None  # set while a phase runs
+        self.late_ids: set[str] = set()  # counted lost by an earlier phase's drain
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -316,9 +319,14 @@ class _Generator:
         self.frames.pop(msg_id, None)
         if not self.pending:
             self._drained.set()
+        elif sent_at is not None and len(self.pending) % 64 == 0:
+            self._drained.set()  # progress: lets _drain see that stragglers still arrive
         if sent_at is None:
             if msg_id in self.delivered_ids:
                 stats.duplicates += 1
+            elif msg_id in self.late_ids:
+                self.late_ids.discard(msg_id)
+                stats.late += 1  # already counted lost: the drain gave up on it too early
             else:
                 stats.unexpected += 1
             return False
@@ -396,9 +404,9 @@ class _Generator:
             await self._on_other(ws, None if isinstance(parsed, Delivery) else parsed)
 
     def _reset(self) -> None:
+        self.late_ids.update(self.pending)
         self.pending.clear()
         self.frames.clear()
-        self.delivered_ids.clear()
         self.stats = _PhaseStats(start=trio.current_time())
 
     async def _progress(self, stop: trio.Event) -> None:
@@ -416,11 +424,21 @@ class _Generator:
                 await stop.wait()
 
     async def _drain(self, drain_s: float) -> float:
+        """Wait for the messages still in flight while they keep arriving.
+
+        Gives up after ``drain_s`` without a single delivery (or ``DRAIN_CAP_FACTOR`` times that
+        in all); what is still in flight then is lost for this phase (and ``late`` if it turns
+        up in a later one).
+        """
         started = trio.current_time()
-        with trio.move_on_after(drain_s):
+        with trio.move_on_after(drain_s * DRAIN_CAP_FACTOR):
             while self.pending:
+                before = len(self.pending)
                 self._drained = trio.Event()
-                await self._drained.wait()
+                with trio.move_on_after(drain_s):
+                    await self._drained.wait()
+                if self.pending and len(self.pending) >= before:
+                    break
         return trio.current_time() - started
 
     async def open_loop(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -511,6 +529,7 @@ class _Generator:
             "cpu_s": cpu_sending,
             "send_lag_p99_ms": round(lag[int(0.99 * (len(lag) - 1))] * 1000, 3) if lag else None,
             "paced": s.paced,
+            "late": s.late,
             "retried": s.retried,
             "replies": s.replies,
             "rejected": s.rejected,
@@ -856,6 +875,7 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged["bins"] = bins
     merged["paced"] = sum(int(r.get("paced", 0)) for r in results)
     merged["retried"] = sum(int(r.get("retried", 0)) for r in results)
+    merged["late"] = sum(int(r.get("late", 0)) for r in results)
     merged["rejected"] = _sum_counts(r.get("rejected", {}) for r in results)
     merged["close_reasons"] = _sum_counts(r.get("close_reasons", {}) for r in results)
     merged["bin_s"] = results[0].get("bin_s", BIN_S) if results else BIN_S

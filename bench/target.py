@@ -178,6 +178,20 @@ async def start_server(
             log.close()
 
 
+def save_logs(workdir: Path, dest: Path | None) -> list[Path]:
+    """Copy the servers' output from the temporary ``workdir`` to ``dest`` (passwords left out)."""
+    if dest is None:
+        return []
+    dest.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for log in sorted(workdir.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        target = dest / log.name
+        target.write_text("\n".join(ln for ln in lines if "password" not in ln.lower()) + "\n")
+        saved.append(target)
+    return saved
+
+
 async def _wait_healthy(server: ServerProcess, process: trio.Process) -> None:
     with trio.move_on_after(START_TIMEOUT_S):
         while True:
