@@ -6,8 +6,10 @@ transfer, tag) go through the engine, which owns the rules and tells everyone in
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
@@ -496,10 +498,32 @@ async def export(call: Call, query: ExportQuery) -> Response:
             storage.export_csv(call.workspace_id), "text/csv", f"livechat-{stamp}.csv"
         )
     return streaming_response(
-        storage.export_jsonl(call.workspace_id, visitor_id=query.visitor_id),
+        redacted(storage.export_jsonl(call.workspace_id, visitor_id=query.visitor_id)),
         "application/x-ndjson",
         f"livechat-{stamp}.jsonl",
     )
+
+
+# A download leaves the server: no credentials in it, not even hashed ones. (Backups written
+# by /backups stay on the server and keep everything, so they can be restored.)
+_SECRET_TABLES = frozenset({"sessions", "secrets"})
+_SECRET_COLUMNS = frozenset({"password_hash", "token_hash", "identity_secret", "csrf_token"})
+
+
+async def redacted(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    async for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("row"), dict):
+            if record.get("table") in _SECRET_TABLES:
+                continue
+            row = record["row"]
+            for column in _SECRET_COLUMNS & row.keys():
+                row[column] = None
+            line = json.dumps(record, ensure_ascii=False) + "\n"
+        yield line if line.endswith("\n") else line + "\n"
 
 
 @api.op(
