@@ -12,6 +12,7 @@ that is not in its workspace fails alone with ``NotFound``.
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -30,10 +31,16 @@ GROUP_COMMIT_QUEUE_SIZE: Final = 4096  # submissions waiting for the committer (
 Outcome = list[api.AppendResult] | StorageError
 BatchCommit = Callable[[list[Sequence[api.AppendRequest]]], Awaitable[list[Outcome]]]
 
-_CONVERSATION_COLUMNS = codec(api.Conversation).columns
-_MUTABLE_CONVERSATION_COLUMNS = tuple(
-    c for c in _CONVERSATION_COLUMNS if c not in ("id", "workspace_id", "visitor_id", "created_at")
+_EVENT_CODEC = codec(api.Event)
+_EVENT_SELECT = ",".join(f"e.{c}" for c in _EVENT_CODEC.columns)
+_CONVERSATION_SELECT = ",".join(codec(api.Conversation).columns)
+_MUTABLE_CONVERSATION_COLUMNS: Final = tuple(
+    (name, sql_type)
+    for name, sql_type in codec(api.Conversation).typed_columns
+    if name not in ("id", "workspace_id", "visitor_id", "created_at")
 )
+_MUTABLE_COLUMN_NAMES: Final = tuple(name for name, _ in _MUTABLE_CONVERSATION_COLUMNS)
+_KEY_COLUMNS: Final = (("cid", "text"), ("mid", "text"))
 
 
 @attrs.frozen(kw_only=True)
@@ -71,7 +78,10 @@ class GroupCommitter:
             return []
         pending = _Pending(requests)
         try:
-            await self._send.send(pending)
+            try:  # room in the queue: no scheduling round of its own (the wait below is one)
+                self._send.send_nowait(pending)
+            except trio.WouldBlock:
+                await self._send.send(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError) as err:
             raise StorageUnavailable("storage is closed") from err
         await pending.done.wait()
@@ -158,34 +168,36 @@ class GroupCommitter:
 def append_batch_program(
     batch: Sequence[Sequence[api.AppendRequest]], *, now: float, dialect: Dialect
 ) -> Program[list[Outcome]]:
-    """One transaction for a whole batch; outcomes in the batch's order."""
+    """One transaction for a whole batch; outcomes in the batch's order.
+
+    A constant number of statements per batch, whatever its size: one SELECT locking the
+    conversations (their ``last_seq`` is the base of the new seqs), one SELECT finding earlier
+    events with the batch's ``client_msg_id`` keys (an exact-pair join on the unique index), one
+    INSERT of every new event, one UPDATE of the touched conversations.
+    """
     conversation_ids = sorted({r.conversation_id for reqs in batch for r in reqs})
     where, args = dialect.in_list("id", conversation_ids)
-    cols = ",".join(_CONVERSATION_COLUMNS)
     # Sorted ids: PostgreSQL row locks are always taken in the same order (no deadlocks).
     result = yield Q(
-        f"SELECT {cols} FROM conversations WHERE {where} ORDER BY id{dialect.lock_rows()}", args
+        f"SELECT {_CONVERSATION_SELECT} FROM conversations WHERE {where} ORDER BY id"
+        f"{dialect.lock_rows()}",
+        args,
     )
     conversations: dict[str, Row] = {row["id"]: row for row in result.rows}
 
-    keyed = {
-        (r.conversation_id, r.client_msg_id)
-        for reqs in batch
-        for r in reqs
-        if r.client_msg_id is not None
-    }
-    originals: dict[tuple[str, str], Row] = {}
-    if keyed:
-        where_c, args_c = dialect.in_list("conversation_id", sorted({k[0] for k in keyed}))
-        where_m, args_m = dialect.in_list("client_msg_id", sorted({k[1] for k in keyed}))
+    keys = sorted(
+        {(r.conversation_id, r.client_msg_id) for reqs in batch for r in reqs if r.client_msg_id}
+    )
+    originals: dict[tuple[str, str | None], Row] = {}
+    for relation, key_args in dialect.rows_relation("k", _KEY_COLUMNS, keys):
         result = yield Q(
-            f"SELECT {','.join(codec(api.Event).columns)} FROM events"
-            f" WHERE {where_c} AND {where_m}",
-            args_c + args_m,
+            f"SELECT {_EVENT_SELECT} FROM {relation} JOIN events e"
+            " ON e.conversation_id = k.cid AND e.client_msg_id = k.mid",
+            key_args,
         )
-        originals = {(row["conversation_id"], row["client_msg_id"]): row for row in result.rows}
+        for found in result.rows:
+            originals[(found["conversation_id"], found["client_msg_id"])] = found
 
-    event_codec = codec(api.Event)
     inserts: list[list[Any]] = []
     dirty: set[str] = set()
     outcomes: list[Outcome] = []
@@ -201,13 +213,15 @@ def append_batch_program(
             continue
         results: list[api.AppendResult] = []
         for request in requests:
-            key = (request.conversation_id, request.client_msg_id or "")
-            if request.client_msg_id is not None and key in originals:
-                event = decode(api.Event, originals[key])
-                results.append(api.AppendResult(event=event, duplicate=True))
-                continue
+            key = (request.conversation_id, request.client_msg_id)
+            if request.client_msg_id is not None:
+                original = originals.get(key)
+                if original is not None:
+                    event = decode(api.Event, original)
+                    results.append(api.AppendResult(event=event, duplicate=True))
+                    continue
             conversation = conversations[request.conversation_id]
-            conversation["last_seq"] += 1
+            seq = conversation["last_seq"] = conversation["last_seq"] + 1
             conversation["last_activity_at"] = now
             if request.patch is not None:
                 apply_patch(conversation, request.patch)
@@ -215,7 +229,7 @@ def append_batch_program(
             event = api.Event(
                 workspace_id=request.workspace_id,
                 conversation_id=request.conversation_id,
-                seq=conversation["last_seq"],
+                seq=seq,
                 kind=request.kind,
                 visibility=request.visibility,
                 author_type=request.author_type,
@@ -225,25 +239,46 @@ def append_batch_program(
                 client_msg_id=request.client_msg_id,
                 created_at=now,
             )
-            event_args = event_codec.to_args(event)
+            event_args = _event_args(event)
             inserts.append(event_args)
             if request.client_msg_id is not None:
-                originals[key] = dict(zip(event_codec.columns, event_args, strict=True))
+                # A retry inside the same batch resolves to this event.
+                originals[key] = dict(zip(_EVENT_CODEC.columns, event_args, strict=True))
             results.append(api.AppendResult(event=event, duplicate=False))
         outcomes.append(results)
 
-    if inserts:
-        yield Q(event_codec.insert_sql(), many=inserts)
-    if dirty:
-        sets = ",".join(f"{c}=?" for c in _MUTABLE_CONVERSATION_COLUMNS)
-        yield Q(
-            f"UPDATE conversations SET {sets} WHERE id=?",
-            many=[
-                [conversations[cid][c] for c in _MUTABLE_CONVERSATION_COLUMNS] + [cid]
-                for cid in sorted(dirty)
-            ],
-        )
+    for q in dialect.insert_rows("events", _EVENT_CODEC.typed_columns, inserts):
+        yield q
+    updates = [
+        [conversations[cid][c] for c in _MUTABLE_COLUMN_NAMES] + [cid] for cid in sorted(dirty)
+    ]
+    for q in dialect.update_rows("conversations", "id", _MUTABLE_CONVERSATION_COLUMNS, updates):
+        yield q
     return outcomes
+
+
+_EMPTY_JSON: Final = "{}"
+
+
+def _event_args(event: api.Event) -> list[Any]:
+    """``codec(api.Event).to_args`` for the hot path (no per-field dispatch; ``{}`` not dumped)."""
+    return [
+        event.workspace_id,
+        event.conversation_id,
+        event.seq,
+        _text(event.kind),
+        _text(event.visibility),
+        _text(event.author_type),
+        event.author_id,
+        event.body,
+        dump_json(dict(event.data)) if event.data else _EMPTY_JSON,
+        event.client_msg_id,
+        float(event.created_at),
+    ]
+
+
+def _text(value: Any) -> str:
+    return value.value if isinstance(value, enum.Enum) else str(value)
 
 
 def apply_patch(row: Row, patch: api.ConversationPatch) -> None:

@@ -95,6 +95,21 @@ def _encoder_for(hint: Any) -> Decoder | None:
     return None
 
 
+def _sql_type_for(hint: Any) -> str:
+    """The PostgreSQL type of a field's column (for typed array arguments)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = typing.get_origin(hint)
+    if (base is typing.Union or base is types.UnionType) and len(args) == 1:
+        return _sql_type_for(args[0])
+    if hint is bool:
+        return "boolean"
+    if hint is int:
+        return "bigint"
+    if hint is float:
+        return "double precision"
+    return "text"  # strings, enums (their values), JSON text
+
+
 @attrs.frozen
 class RecordCodec:
     """How one record type maps to its table's columns (in field order)."""
@@ -104,6 +119,12 @@ class RecordCodec:
     columns: tuple[str, ...]
     decoders: tuple[Decoder | None, ...]
     encoders: tuple[Decoder | None, ...]
+    sql_types: tuple[str, ...]
+
+    @property
+    def typed_columns(self) -> tuple[tuple[str, str], ...]:
+        """(column, PostgreSQL type) pairs, in field order."""
+        return tuple(zip(self.columns, self.sql_types, strict=True))
 
     def from_row(self, row: Mapping[str, Any]) -> Any:
         values = {}
@@ -138,6 +159,7 @@ def _codec(cls: type[Any]) -> RecordCodec:
         columns=names,
         decoders=tuple(_decoder_for(hints[n]) for n in names),
         encoders=tuple(_encoder_for(hints[n]) for n in names),
+        sql_types=tuple(_sql_type_for(hints[n]) for n in names),
     )
 
 

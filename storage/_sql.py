@@ -22,6 +22,12 @@ T = TypeVar("T")
 
 Row = dict[str, Any]
 
+Column = tuple[str, str]
+"""A column of a batch of rows: (name, PostgreSQL type such as ``text`` or ``bigint``)."""
+
+# Bound parameters per statement; SQLite >= 3.32 allows 32,766, this leaves room.
+SQLITE_MAX_PARAMS = 30_000
+
 
 @attrs.frozen
 class Q:
@@ -69,6 +75,29 @@ class Dialect(Protocol):
         """A condition true when JSON array text ``column`` holds the string argument ``?``."""
         ...
 
+    def insert_rows(
+        self, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[Q]:
+        """INSERT many rows in as few statements as the backend allows (one per chunk).
+
+        One statement per batch, not one per row: an executemany runs the statement (and, on
+        SQLite, the FTS5 trigger, which flushes its pending terms per statement) once per row.
+        """
+        ...
+
+    def update_rows(
+        self, table: str, key: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[Q]:
+        """UPDATE ``table`` SET columns WHERE key=row's last value, for each row."""
+        ...
+
+    def rows_relation(
+        self, alias: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[tuple[str, list[Any]]]:
+        """``rows`` as a FROM item named ``alias`` with these column names, in chunks that fit
+        one statement each: (SQL fragment, its arguments) per chunk."""
+        ...
+
     def search(self, workspace_id: str, query: str, limit: int) -> Q:
         """Full-text search (``query`` from ``search_query``); columns conversation_id, seq,
         body, created_at, snippet (matches in [brackets]); newest first."""
@@ -91,6 +120,32 @@ class SQLiteDialect:
 
     def lock_rows(self) -> str:
         return ""  # BEGIN IMMEDIATE already holds the database write lock
+
+    def insert_rows(
+        self, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[Q]:
+        names = ",".join(name for name, _ in columns)
+        return [
+            Q(f"INSERT INTO {table} ({names}) VALUES {marks}", args)
+            for marks, args in _values_chunks(len(columns), rows)
+        ]
+
+    def update_rows(
+        self, table: str, key: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[Q]:
+        # A handful of rows per batch (one per conversation): executemany is cheap here and
+        # needs no UPDATE ... FROM (SQLite >= 3.33).
+        sets = ",".join(f"{name}=?" for name, _ in columns)
+        return [Q(f"UPDATE {table} SET {sets} WHERE {key}=?", many=rows)]
+
+    def rows_relation(
+        self, alias: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[tuple[str, list[Any]]]:
+        names = ",".join(f"column{i} AS {name}" for i, (name, _) in enumerate(columns, 1))
+        return [
+            (f"(SELECT {names} FROM (VALUES {marks})) AS {alias}", args)
+            for marks, args in _values_chunks(len(columns), rows)
+        ]
 
     def tag_filter(self, column: str) -> str:
         return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value = ?)"
@@ -123,6 +178,38 @@ class PostgresDialect:
     def lock_rows(self) -> str:
         return " FOR UPDATE"
 
+    def insert_rows(
+        self, table: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[Q]:
+        if not rows:
+            return []
+        names = ",".join(name for name, _ in columns)
+        relation, args = self._unnest("u", columns, rows)
+        return [Q(f"INSERT INTO {table} ({names}) SELECT {names} FROM {relation}", args)]
+
+    def update_rows(
+        self, table: str, key: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[Q]:
+        if not rows:
+            return []
+        sets = ",".join(f"{name}=u.{name}" for name, _ in columns)
+        relation, args = self._unnest("u", [*columns, (key, "text")], rows)
+        return [Q(f"UPDATE {table} SET {sets} FROM {relation} WHERE {table}.{key}=u.{key}", args)]
+
+    def rows_relation(
+        self, alias: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> list[tuple[str, list[Any]]]:
+        return [self._unnest(alias, columns, rows)] if rows else []
+
+    def _unnest(
+        self, alias: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
+    ) -> tuple[str, list[Any]]:
+        """One array argument per column: the SQL text does not depend on the row count, so
+        one prepared statement serves every batch."""
+        casts = ",".join(f"?::{sql_type}[]" for _, sql_type in columns)
+        names = ",".join(name for name, _ in columns)
+        return f"unnest({casts}) AS {alias}({names})", [list(c) for c in zip(*rows, strict=True)]
+
     def tag_filter(self, column: str) -> str:
         return f"({column})::jsonb @> jsonb_build_array(?::text)"
 
@@ -143,6 +230,17 @@ class PostgresDialect:
     def search_query(self, text: str) -> str | None:
         words = _words(text)
         return " & ".join("'" + w.replace("'", "''") + "'" for w in words) or None
+
+
+def _values_chunks(width: int, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
+    """``(?,?),(?,?)...`` placeholders and flat arguments, chunked under the parameter limit."""
+    per_chunk = max(1, SQLITE_MAX_PARAMS // max(1, width))
+    row_marks = "(" + ",".join("?" * width) + ")"
+    chunks = []
+    for start in range(0, len(rows), per_chunk):
+        chunk = rows[start : start + per_chunk]
+        chunks.append((",".join([row_marks] * len(chunk)), [v for row in chunk for v in row]))
+    return chunks
 
 
 def _words(text: str) -> list[str]:
