@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import attrs
 
-from storage import Event, EventKind, SqlStorage, Visibility
+from storage import Event, EventKind, Visibility
 from storage._appends import _event_args
+from storage._base import SqlStorage
 from storage._records import codec
 from storage._sql import SQLITE_MAX_PARAMS
 from tests.storage.helpers import message, new_conversation
@@ -23,7 +24,7 @@ def test_hot_path_event_args_match_the_record_codec() -> None:
         body="hi",
         data={"é": [1, 2]},
         client_msg_id="m",
-        created_at=1,  # type: ignore[arg-type]
+        created_at=1,
     )
     event_codec = codec(Event)
     assert _event_args(event) == event_codec.to_args(event)
