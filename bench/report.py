@@ -304,3 +304,73 @@ def _y_tick(y: float, label: str) -> str:
         f"stroke='#eee'/><text x='{MARGIN_LEFT - 6}' y='{y + 4:.1f}' text-anchor='end'>"
         f"{html.escape(label)}</text>"
     )
+
+
+# ---------------------------------------------------------------------------------- markdown
+
+
+def markdown_summary(payload: dict[str, Any]) -> str:
+    """A results table for ``docs/benchmarks.md`` from one bench's JSON (``--json`` output)."""
+    machine = payload.get("machine", {})
+    lines = [
+        f"**{payload.get('bench')}**: {machine.get('date')}, commit `{machine.get('commit')}`, "
+        f"{machine.get('cpu_count')} x {machine.get('cpu_model')}, Python {machine.get('python')}",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    rows = _flatten({"server": payload.get("results", {}).get("server")})
+    rows += _flatten({"ceiling": payload.get("ceiling")})
+    rows += [("ratio_to_ceiling", payload.get("ratio_to_ceiling"))]
+    keep = (
+        "delivered_msgs_s",
+        "p50_ms",
+        "p99_ms",
+        "p999_ms",
+        "lost",
+        "duplicates",
+        "errors",
+        "server_cpu_percent",
+        "other_cpu_percent",
+        "loadgen_cpu_percent",
+        "server_rss_mb",
+        "rss_kib_per_connection",
+        "connect_rate_per_s",
+        "server_cpu_us_per_heartbeat",
+        "server_cpu_percent_idle",
+        "connections",
+        "pairs",
+        "ratio_to_ceiling",
+    )
+    for key, value in rows:
+        if value is None or not key.endswith(keep):
+            continue
+        lines.append(f"| {key} | {_fmt(value)} |")
+    targets = payload.get("results", {}).get("targets") or {}
+    if targets:
+        lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
+        for name, target in targets.items():
+            met = {True: "yes", False: "**no**"}.get(target.get("met"), "n/a")
+            lines.append(
+                f"| {name} | {target.get('target')} | {_fmt(target.get('measured'))} | {met} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report", description="Markdown tables from bench JSON results."
+    )
+    parser.add_argument("json_files", nargs="+")
+    args = parser.parse_args(argv)
+    for name in args.json_files:
+        payload = json.loads(Path(name).read_text())
+        for one in payload.get("benches", [payload]):
+            print(markdown_summary(one))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
