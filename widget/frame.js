@@ -81,6 +81,9 @@ addEventListener("message", (ev) => {
     case "close":
       setOpen(false);
       break;
+    case "layout":
+      $("lc").classList.toggle("full", !!m.full);
+      break;
     case "page":
       reportPage({ url: String(m.url || ""), title: m.title || null, referrer: m.referrer || null });
       break;
@@ -293,8 +296,8 @@ function onEvent(e, quiet) {
     state.conv = Object.assign({}, state.conv, { state: e.data.state });
     if (e.data.state === "closed") emit("chat_ended", { conversation_id: e.conversation_id });
   }
-  if ((e.kind === "assigned" || e.kind === "joined" || e.kind === "transferred") && e.author_type === "agent") {
-    state.conv.assignee_name = e.author_name || state.conv.assignee_name;
+  if ((e.kind === "assigned" || e.kind === "transferred") && e.data && e.data.agent_name) {
+    state.conv.assignee_name = e.data.agent_name;
     state.queue = null;
   }
   if (e.kind === "message" && e.author_type === "agent") {
@@ -418,7 +421,7 @@ function messageNode(key, e, mine, stateName, item) {
 }
 
 function systemText(e) {
-  const who = e.author_name || "An agent";
+  const who = (e.data && e.data.agent_name) || e.author_name || "An agent";
   switch (e.kind) {
     case "assigned":
     case "joined":
@@ -426,7 +429,7 @@ function systemText(e) {
     case "left":
       return who + " left the chat";
     case "transferred":
-      return "You were transferred to " + ((e.data && e.data.to_agent_name) || "another agent");
+      return "You were transferred to " + ((e.data && (e.data.agent_name || e.data.group_name)) || "another agent");
     case "status":
       return e.data && e.data.state === "closed" ? "The chat has ended" : null;
     case "offline_message":

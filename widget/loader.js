@@ -69,6 +69,8 @@
     else style = "width:416px;height:min(680px,100vh);";
     style += side + ":0;bottom:0;";
     frame.style.cssText = BASE + style;
+    // Media queries inside the frame see the frame, not the phone: say which layout it is.
+    if (ready) post({ type: "layout", full: isOpen && small });
   }
 
   function reportPage() {
@@ -91,6 +93,7 @@
         backlog.forEach(function (m) {
           frame.contentWindow.postMessage(m, origin);
         });
+        layout();
         emit("ready");
         break;
       case "state":

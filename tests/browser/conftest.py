@@ -137,6 +137,8 @@ class Server:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
+        # Every test visitor comes from 127.0.0.1: lift the per-IP new-chat limit (10/hour).
+        env["LIVECHAT_RATE_NEW_CONVERSATIONS_PER_HOUR"] = "1000"
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -67,11 +67,13 @@ def test_agent_starts_a_chat_from_the_live_visitor_list(server: Server, browser:
     with agent_console(browser, server, agent) as console:
         visitor_ctx = browser.new_context()
         visitor = visitor_ctx.new_page()
-        visitor.goto(server.base_url + "/demo/pricing")
+        visitor.goto(server.base_url + "/demo/pricing?campaign=proactive")
         frame = visitor.frame_locator(WIDGET_FRAME)
         expect(frame.locator("html[data-ready='1']")).to_have_count(1, timeout=TIMEOUT_MS)
         console.goto(server.base_url + "/console#/visitors")
-        row = console.locator("#visitors-body tr", has_text="Pricing")
+        row = console.locator(
+            "#visitors-body tr", has=console.locator("a[href*='campaign=proactive']")
+        )
         expect(row.first).to_be_visible(timeout=TIMEOUT_MS)
         row.first.get_by_role("button", name="Start chat").click()
         row.first.locator("input").fill("Hi! Questions about our plans?")

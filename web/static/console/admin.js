@@ -418,7 +418,8 @@ async function reports(box) {
       stat("First response (median)", fmtSeconds(r.first_response_p50_s)),
       stat("First response (90th pct)", fmtSeconds(r.first_response_p90_s)),
       stat("Average rating", r.average_rating == null ? "–" : r.average_rating.toFixed(2) + " / 5")));
-    body.appendChild(barChart("Chats per day", r.chats_per_day));
+    const perDay = r.chats_per_day.map((d) => (Array.isArray(d) ? d : [d.day, d.chats]));
+    body.appendChild(barChart("Chats per day", perDay));
     const perAgent = r.per_agent.map((a) => [agentName.get(a.agent_id) || String(a.agent_id).slice(0, 6), a.chats || 0]);
     if (perAgent.length) body.appendChild(barChart("Chats per agent", perAgent, { cls: "bar2" }));
     const tbody = h("tbody");

@@ -623,12 +623,12 @@ function msgNode(key, e, stateName, item) {
 function sysText(e) {
   const who = e.author_name || (e.author_id && (S.agents.get(e.author_id) || {}).display_name) || "An agent";
   const d = e.data || {};
-  const agentName = (id) => (id && (S.agents.get(id) || {}).display_name) || d.to_agent_name || "an agent";
+  const agentName = (id) => d.agent_name || (id && (S.agents.get(id) || {}).display_name) || "an agent";
   switch (e.kind) {
     case "assigned": return "Assigned to " + (d.agent_name || agentName(d.agent_id || e.author_id));
-    case "joined": return who + " joined" + (e.visibility === "agents" ? " silently" : "");
+    case "joined": return (d.agent_name || who) + " joined" + (d.invited_by ? " (invited)" : "") + (e.visibility === "agents" ? " silently" : "");
     case "left": return who + " left";
-    case "transferred": return "Transferred to " + (d.to_group_id ? "group " + groupName(d.to_group_id) : agentName(d.to_agent_id)) + (d.reason ? " (" + d.reason + ")" : "");
+    case "transferred": return (who === "An agent" ? "" : who + " transferred the chat to ").replace(/^$/, "Transferred to ") + (d.to_group_id ? "group " + (d.group_name || groupName(d.to_group_id)) : agentName(d.to_agent_id)) + (d.reason ? " (" + d.reason + ")" : "");
     case "status": return "Chat " + (d.state || "updated") + (d.reason ? " (" + d.reason + ")" : "");
     case "rating": return "Visitor rated " + (d.rating || "?") + "/5" + (e.body || d.comment ? ": " + (e.body || d.comment) : "");
     case "tagged": return "Tags: " + ((d.tags || d.add || []).join(", ") || "changed");
@@ -1001,30 +1001,50 @@ function renderSidebar() {
 
 // ------------------------------------------------------------------ visitors view
 
+const visitorRows = new Map(); // visitor_id -> {tr, cells, chatKey}
+
 function renderVisitors() {
   const n = S.visitors.size;
   $("visitor-count").textContent = n ? String(n) : "";
   if ($("view-visitors").hidden) return;
   const body = $("visitors-body");
-  body.textContent = "";
   const list = [...S.visitors.values()].sort((a, b) => (b.arrived_at || 0) - (a.arrived_at || 0));
-  for (const v of list) {
-    const chatCell = h("td");
-    if (v.conversation_id) {
-      chatCell.appendChild(h("a", { href: "#/chats/" + v.conversation_id, text: "Open chat" }));
-    } else {
-      chatCell.appendChild(h("button", { type: "button", text: "Start chat", "data-visitor": v.visitor_id, onclick: () => startChatForm(chatCell, v) }));
+  // Rows are updated in place, so a half-typed "start chat" message survives live updates.
+  for (const [id, row] of visitorRows) {
+    if (!S.visitors.has(id)) {
+      row.tr.remove();
+      visitorRows.delete(id);
     }
-    body.appendChild(h("tr", { "data-visitor": v.visitor_id },
-      h("td", null, h("b", { text: v.name || "Visitor " + v.visitor_id.slice(0, 6) }), v.email ? h("div", { class: "muted", text: v.email }) : null),
-      h("td", null, v.current_page ? safeLink(v.current_page.url, v.current_page.title || v.current_page.url) : ""),
-      h("td", { text: String(v.pages_viewed || 0) }),
-      h("td", { text: String(v.visits || 1) }),
-      h("td", { text: [v.device, v.browser, v.os].filter(Boolean).join(" · ") }),
-      h("td", { text: ago(v.arrived_at) }),
-      chatCell,
-    ));
   }
+  list.forEach((v, i) => {
+    let row = visitorRows.get(v.visitor_id);
+    if (!row) {
+      const cells = [0, 1, 2, 3, 4, 5, 6].map(() => h("td"));
+      row = { tr: h("tr", { "data-visitor": v.visitor_id }, cells), cells, chatKey: null };
+      visitorRows.set(v.visitor_id, row);
+    }
+    const [who, page, pages, visits, device, arrived, chat] = row.cells;
+    who.textContent = "";
+    who.append(h("b", { text: v.name || "Visitor " + v.visitor_id.slice(0, 6) }));
+    if (v.email) who.append(h("div", { class: "muted", text: v.email }));
+    page.textContent = "";
+    if (v.current_page) page.append(safeLink(v.current_page.url, v.current_page.title || v.current_page.url));
+    pages.textContent = String(v.pages_viewed || 0);
+    visits.textContent = String(v.visits || 1);
+    device.textContent = [v.device, v.browser, v.os].filter(Boolean).join(" · ");
+    arrived.textContent = ago(v.arrived_at);
+    const chatKey = v.conversation_id || "none";
+    if (row.chatKey !== chatKey) {
+      row.chatKey = chatKey;
+      chat.textContent = "";
+      if (v.conversation_id) {
+        chat.appendChild(h("a", { href: "#/chats/" + v.conversation_id, text: "Open chat" }));
+      } else {
+        chat.appendChild(h("button", { type: "button", text: "Start chat", onclick: () => startChatForm(chat, v) }));
+      }
+    }
+    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
+  });
   $("visitors-empty").hidden = list.length > 0;
 }
 
