@@ -96,6 +96,11 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
     async def start_request() -> None:
         g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
         g.started = time.perf_counter()
+        # Always consume the body (bounded by MAX_CONTENT_LENGTH), even when the answer is a
+        # 404/405 that never looks at it: an unread body leaves the keep-alive connection
+        # stuck and the client's next request on it would hang until the read timeout.
+        if request.content_length or "Transfer-Encoding" in request.headers:
+            await request.get_data()
 
     @app.after_request
     async def finish_request(response: Response) -> Response:

@@ -321,3 +321,30 @@ async def test_sessions_expire_when_idle(srv: TestServer) -> None:
     await trio.sleep(1.0)
     resp = await http.get("/api/v1/me")
     assert (resp.status, resp.error_code) == (401, "session_expired")
+
+
+async def test_a_keep_alive_connection_survives_404_and_405_with_unread_bodies(
+    srv: TestServer,
+) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(srv.base_url)
+
+    def run() -> list[int]:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+        statuses = []
+        for method, path, body in (
+            ("PUT", "/api/v1/auth/login", b'{"username": "x", "password": "y"}'),
+            ("GET", "/healthz", None),
+            ("POST", "/api/v1/nope", b'{"a": 1}'),
+            ("GET", "/healthz", None),
+        ):
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+        conn.close()
+        return statuses
+
+    assert await trio.to_thread.run_sync(run) == [405, 200, 404, 200]

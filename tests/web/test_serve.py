@@ -1,0 +1,135 @@
+"""``livechat serve`` as users run it: first-start seeding, printed credentials, graceful
+shutdown on SIGTERM that closes sockets with 1001; and the ``livechat admin`` commands."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from tests.web.client import Http, open_peer
+from tests.web.server import free_port
+
+
+async def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+    assert proc.stdout is not None
+    seen = ""
+    with trio.fail_after(timeout):
+        while not re.search(pattern, seen):
+            line = await trio.to_thread.run_sync(proc.stdout.readline)
+            if not line and proc.poll() is not None:
+                raise AssertionError(f"server exited: {seen}")
+            seen += line
+    return seen
+
+
+async def test_first_start_prints_random_credentials_and_sigterm_closes_sockets_with_1001(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "web.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--database-url",
+        f"sqlite:///{tmp_path}/live.db",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = await _read_until(proc, r"Log in at", timeout=60)
+        owner_pw = re.search(r"owner: username 'owner' password '([^']+)'", banner)
+        agent_pw = re.search(r"agent: username 'agent' password '([^']+)'", banner)
+        assert owner_pw and agent_pw and owner_pw.group(1) != agent_pw.group(1)
+        for url in ("/demo", "/console", "/api/docs"):
+            assert url in banner
+        base = f"http://127.0.0.1:{port}"
+        http = Http(base)
+        with trio.fail_after(30):
+            while True:
+                try:
+                    resp = await http.login("agent", agent_pw.group(1))
+                    break
+                except OSError:
+                    await trio.sleep(0.2)
+        assert resp.status == 200
+        async with open_peer(f"ws://127.0.0.1:{port}/ws/v1/agent", cookie=http.cookie) as peer:
+            assert (await peer.request("auth", token=None))["type"] == "result"
+            proc.send_signal(signal.SIGTERM)
+            assert await peer.closed(timeout=15) == 1001
+        status = await trio.to_thread.run_sync(lambda: proc.wait(30))
+        assert status == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    # A second start finds the workspace: no new accounts, no passwords printed.
+    proc = subprocess.Popen(
+        [*cmd[:5], str(free_port()), *cmd[6:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        banner = await _read_until(proc, r"admin API", timeout=60)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=30))
+        assert "password" not in banner + rest
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_admin_commands_create_workspace_agent_token_and_reset(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/admin.db"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "web.cli", "admin", *args, "--database-url", db],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    created = run(
+        "create-workspace",
+        "--name",
+        "Shop",
+        "--owner-username",
+        "Shop-Owner",
+        "--allowed-origin",
+        "https://shop.example",
+    )
+    assert created.returncode == 0, created.stderr
+    workspace_id = re.search(r"workspace (\S+)", created.stdout)
+    assert workspace_id
+    assert "shown once" in created.stdout
+    agent = run(
+        "create-agent",
+        "--workspace",
+        workspace_id.group(1),
+        "--username",
+        "dora",
+        "--role",
+        "supervisor",
+    )
+    assert agent.returncode == 0 and "dora" in agent.stdout
+    assert (
+        run("create-agent", "--workspace", workspace_id.group(1), "--username", "dora").returncode
+        == 1
+    )
+    token = run("create-token", "--username", "shop-owner", "--scope", "read")
+    assert token.returncode == 0 and "lct_" in token.stdout
+    reset = run("reset-password", "--username", "dora")
+    assert reset.returncode == 0 and "new password" in reset.stdout
+    missing = run("reset-password", "--username", "nobody")
+    assert missing.returncode == 1 and "no account" in missing.stderr
