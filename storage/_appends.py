@@ -186,7 +186,12 @@ def append_batch_program(
     conversations: dict[str, Row] = {row["id"]: row for row in result.rows}
 
     keys = sorted(
-        {(r.conversation_id, r.client_msg_id) for reqs in batch for r in reqs if r.client_msg_id}
+        {
+            (r.conversation_id, r.client_msg_id)
+            for reqs in batch
+            for r in reqs
+            if r.client_msg_id is not None
+        }
     )
     originals: dict[tuple[str, str | None], Row] = {}
     for relation, key_args in dialect.rows_relation("k", _KEY_COLUMNS, keys):

@@ -59,3 +59,10 @@ async def test_a_batch_larger_than_one_statement_is_gapless_and_idempotent(
     assert stored.last_seq == sum(1 for n in range(count) if n % 3) + 1
     hits = await storage.search(ws.id, "m4")
     assert [h.seq for h in hits] == [r.event.seq for r in first if r.event.body == "m4"]
+
+
+async def test_an_empty_client_msg_id_is_still_an_idempotency_key(storage: SqlStorage) -> None:
+    _, conv = await new_conversation(storage)
+    first = await storage.append(message(conv, "a", client_msg_id=""))
+    again = await storage.append(message(conv, "a", client_msg_id=""))
+    assert again.duplicate and again.event == first.event
