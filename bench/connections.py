@@ -52,7 +52,7 @@ OTHER_CPU_NOTE_PERCENT = 15.0  # let the server finish its start-up allocations 
 class ConnectionsParams:
     connections: int = 10_000
     hold_s: float = 20.0
-    heartbeat_s: float = 10.0
+    heartbeat_s: float = 20.0  # the protocol's default interval
     connect_concurrency: int = 100
     loadgen_procs: int = 1
     targets: tuple[str, ...] = ("relay", "server")

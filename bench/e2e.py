@@ -30,8 +30,15 @@ from typing import Any
 import attrs
 import trio
 
+from bench import profile as profiling
 from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms, rate_points
-from bench.loadgen import LoadGenerators, loadgen_saturated, merge_traffic, open_loadgens
+from bench.loadgen import (
+    DRAIN_CAP_FACTOR,
+    LoadGenerators,
+    loadgen_saturated,
+    merge_traffic,
+    open_loadgens,
+)
 from bench.target import (
     CpuPlan,
     ServerProcess,
@@ -67,6 +74,7 @@ class E2EParams:
     token: str | None = None
     log_dir: str | None = None  # keep the servers' output here (the --report directory)
     quiet: bool = False
+    profile: bool = False  # sample the server with py-spy during the closed loop
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="both",
         help="measure the ceiling, the server, or both (default)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server with py-spy (if installed) during the closed loop",
+    )
     parser.add_argument("--url", help="drive an already running server instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
     parser.add_argument("--token", help="with --url: an admin API token for the set-up")
@@ -123,6 +136,7 @@ def params_from_args(args: argparse.Namespace) -> E2EParams:
         url=args.url,
         server_pid=args.server_pid,
         token=args.token,
+        profile=args.profile,
         log_dir=getattr(args, "report", None),
     )
 
@@ -199,7 +213,12 @@ async def _measure_target(
                     f"{label}: no pair could connect: {loadgens.ready['connect_error_samples']}"
                 )
             for phase in ("open_loop", "closed_loop"):
-                summary, merged = await _run_phase(phase, label, params, server, loadgens)
+                profile_to = None
+                if params.profile and phase == "closed_loop" and server.pid is not None:
+                    profile_to = workdir / f"{label}.pyspy.raw"
+                summary, merged = await _run_phase(
+                    phase, label, params, server, loadgens, profile_to, result.notes
+                )
                 measured[phase] = summary
                 result.series[f"throughput:{label} {phase.replace('_', ' ')}"] = rate_points(
                     merged["bins"], merged["bin_s"]
@@ -281,7 +300,13 @@ def _open_target(
 
 
 async def _run_phase(
-    phase: str, label: str, params: E2EParams, server: ServerProcess, loadgens: LoadGenerators
+    phase: str,
+    label: str,
+    params: E2EParams,
+    server: ServerProcess,
+    loadgens: LoadGenerators,
+    profile_to: Path | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     duration = params.open_duration_s if phase == "open_loop" else params.closed_duration_s
     cmd: dict[str, Any] = {
@@ -304,12 +329,33 @@ async def _run_phase(
 
     cpu0 = server.cpu_seconds()
     busy0 = read_system_busy_seconds()
-    raw = await loadgens.command(
-        cmd,
-        per_child=per_child,
-        on_progress=progress,
-        timeout_s=duration + params.drain_s + PHASE_SLACK_S,
-    )
+    raw: list[dict[str, Any]] = []
+    profile: dict[str, Any] | None = None
+
+    async def drive() -> None:
+        raw.extend(
+            await loadgens.command(
+                cmd,
+                per_child=per_child,
+                on_progress=progress,
+                timeout_s=duration + params.drain_s * DRAIN_CAP_FACTOR + PHASE_SLACK_S,
+            )
+        )
+
+    async def sample() -> None:
+        nonlocal profile
+        assert profile_to is not None and server.pid is not None
+        await trio.sleep(min(1.0, duration / 4))  # past the start-up transient
+        failed = await profiling.record(server.pid, max(1.0, duration * 0.75), profile_to)
+        if failed:
+            (notes if notes is not None else []).append(f"{label} profile: {failed}")
+        else:
+            profile = profiling.summarize(profile_to)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drive)
+        if profile_to is not None:
+            nursery.start_soon(sample)
     wall = trio.current_time() - started
     cpu1 = server.cpu_seconds()
     busy1 = read_system_busy_seconds()
@@ -352,6 +398,8 @@ async def _run_phase(
         "loadgen_saturated": loadgen_saturated(cpu_fraction),
         "send_lag_p99_ms": merged["send_lag_p99_ms"],
     }
+    if profile is not None:
+        summary["profile"] = profile
     return summary, merged
 
 

@@ -105,6 +105,8 @@ def _render_result(result: BenchResult) -> str:
         parts.append(f"<div class='note'>{html.escape(note)}</div>")
     for title, chart in _charts(result.series):
         parts.append(f"<h3>{html.escape(title)}</h3>{chart}")
+    for where, measured in (("server", result.results.get("server")), ("ceiling", result.ceiling)):
+        parts.extend(_profiles(where, measured))
     parts.append("<h3>Results</h3>")
     parts.append(_table({k: v for k, v in result.results.items() if k != "targets"}))
     if result.ceiling:
@@ -119,12 +121,36 @@ def _render_result(result: BenchResult) -> str:
 # ------------------------------------------------------------------------------------ tables
 
 
+def _profiles(where: str, measured: Any) -> list[str]:
+    """A section per py-spy profile found in ``measured`` (``<phase>.profile``)."""
+    if not isinstance(measured, dict):
+        return []
+    out = []
+    for phase, summary in measured.items():
+        profile = summary.get("profile") if isinstance(summary, dict) else None
+        if not isinstance(profile, dict) or not profile.get("samples"):
+            continue
+        out.append(
+            f"<h3>Profile: {html.escape(where)} {html.escape(str(phase))} "
+            f"({html.escape(str(profile.get('tool')))}, {profile['samples']} samples)</h3>"
+        )
+        for kind in ("self", "inclusive"):
+            rows = "".join(
+                f"<tr><td class='num'>{pct}%</td><td>{html.escape(str(name))}</td></tr>"
+                for pct, name in profile.get(kind, [])
+            )
+            out.append(f"<details><summary>{kind}</summary><table>{rows}</table></details>")
+    return out
+
+
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(data, dict):
         rows: list[tuple[str, Any]] = []
         for key, value in data.items():
             rows.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return rows
+    if isinstance(data, dict) and "samples" in data and "self" in data:
+        return [(f"{prefix}.samples", data["samples"])]  # a profile: shown in its own section
     if isinstance(data, list) and len(data) > 8:
         return [(prefix, f"[{len(data)} values]")]
     return [(prefix, data)]
