@@ -69,12 +69,29 @@ async def _shutdown_trigger(services: Services) -> None:
     await drain(services)
 
 
+_CONTEXT_FIELDS = ("request_id", "connection_id", "kind", "ip")
+
+
+class ContextFormatter(logging.Formatter):
+    """``time level logger message key=value...`` with the request/connection context that
+    callers pass as ``extra`` (ids and IPs only: never secrets or message bodies)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(
+            f"{name}={getattr(record, name)}"
+            for name in _CONTEXT_FIELDS
+            if getattr(record, name, None)
+        )
+        return f"{line} {context}" if context else line
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ContextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
 
 def print_banner(settings: Settings, first: FirstStart | None) -> None:
