@@ -372,6 +372,18 @@ async def test_search_finds_messages_and_notes_with_snippets(storage: SqlStorage
     assert await storage.search(ws.id, "") == []
 
 
+async def test_search_pages_are_newest_first_whether_the_page_fills_or_not(
+    storage: SqlStorage,
+) -> None:
+    # PostgreSQL answers a full page from the newest events and a short one from the index:
+    # both must give the same newest-first matches.
+    ws, conv = await new_conversation(storage)
+    for n in range(1, 13):
+        await storage.append(message(conv, f"parcel {n}" if n % 2 else f"other {n}"))
+    assert [h.seq for h in await storage.search(ws.id, "parcel", limit=3)] == [11, 9, 7]
+    assert [h.seq for h in await storage.search(ws.id, "parcel", limit=10)] == [11, 9, 7, 5, 3, 1]
+
+
 async def test_visitors_page_views_bans_audit_tokens_sessions(storage: SqlStorage) -> None:
     ws, conv = await new_conversation(storage)
     v = await storage.update_visitor(ws.id, conv.visitor_id, name="Zoë", attributes={"plan": "pro"})
