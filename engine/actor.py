@@ -223,11 +223,22 @@ class Mailbox(Generic[M]):
         pending.reply.fail(exc)
         return True
 
+    async def send_for_reply(self, msg: M) -> None:
+        """Queue ``msg`` whose asker is about to wait for the reply: ``send_nowait`` when there
+        is room (the hot path: no scheduling round of its own, since waiting for the reply is
+        the checkpoint), else wait like `send`. `ActorStopped` if the mailbox is closed."""
+        try:
+            self._send.send_nowait(msg)
+        except trio.WouldBlock:
+            await self.send(msg)
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+            raise ActorStopped(self.name) from exc
+
     async def ask(self, msg: M, reply: Reply[R]) -> R:
         """Send ``msg`` (which carries ``reply``) and wait for the answer."""
         self.register_ask(msg, reply)
         try:
-            await self.send(msg)
+            await self.send_for_reply(msg)
             return await reply.wait()
         finally:
             self.forget_ask(msg, reply)

@@ -609,7 +609,8 @@ class ChatEngine:
 
         if self._signals.check(("typing", conn.id)) > 0:
             return  # ephemeral: dropping an over-eager typing signal loses nothing
-        ref = await self._conversation(p.workspace_id, cmd.conversation_id)
+        assert self._ctx.conversations is not None
+        ref = await self._ctx.conversations.get((p.workspace_id, cmd.conversation_id))
         # A busy conversation drops ephemeral signals first.
         with contextlib.suppress(trio.WouldBlock):
             ref.tell_nowait(Signal(principal=p, command=cmd))
@@ -667,8 +668,12 @@ class ChatEngine:
             raise ShuttingDown("the engine is not accepting work")
 
     async def _conversation(self, ws: str, conversation_id: str) -> Any:
-        assert self._ctx.conversations is not None
-        return await self._ctx.conversations.get((ws, conversation_id))
+        registry = self._ctx.conversations
+        assert registry is not None
+        try:  # hot path: the ask that follows is the checkpoint
+            return registry.get_nowait((ws, conversation_id))
+        except trio.WouldBlock:
+            return await registry.get((ws, conversation_id))
 
     async def _visitor(self, p: VisitorPrincipal) -> Any:
         assert self._ctx.visitors is not None

@@ -19,6 +19,7 @@ makes "two agents accept at once: one wins" true: assignments are serialized her
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -213,9 +214,13 @@ def summarize(
 
 
 def apply_patch(conv: Conversation, patch: ConversationPatch | None, now: float) -> Conversation:
-    """The row after ``patch``, as storage will write it (tentative state for validation)."""
+    """The row after ``patch``, as storage will write it (tentative state for validation).
+
+    Without a patch the row is returned as is (no copy on the message path): the commit sets
+    ``last_activity_at`` and ``last_seq`` in one step.
+    """
     if patch is None:
-        return attrs.evolve(conv, last_activity_at=now)
+        return conv
     changes: dict[str, Any] = {"last_activity_at": now}
     for name in ("state", "close_reason", "group_id", "assignee_id", "previous_assignee_id"):
         value = getattr(patch, name)
@@ -387,7 +392,12 @@ class ConversationActor(Actor[ConversationMsg]):
         )
         fresh = [res.event for res in results if not res.duplicate]
         last_seq = max((e.seq for e in fresh), default=before.last_seq)
-        self.conv = attrs.evolve(tentative, last_seq=max(last_seq, before.last_seq))
+        if fresh:
+            self.conv = attrs.evolve(
+                tentative, last_seq=max(last_seq, before.last_seq), last_activity_at=now
+            )
+        else:
+            self.conv = tentative
         if duplicate_with_patch:  # a retried command: storage kept the original effect
             reloaded = await ctx.call(ctx.storage.get_conversation(*self.key))
             if reloaded is not None:
@@ -1101,8 +1111,6 @@ def _answer(
 
 
 def _wall(ctx: EngineContext) -> float:
-    import time
-
     return time.time()
 
 

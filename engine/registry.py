@@ -141,6 +141,12 @@ class Registry(Generic[K, M]):
         """
         return RegistryRef(self, key, await self._resolve(key))
 
+    def get_nowait(self, key: K) -> RegistryRef[K, M]:
+        """`get` without a checkpoint, for hot paths whose next step (``tell``/``ask``) awaits
+        anyway. Raises `trio.WouldBlock` if a previous activation of ``key`` is still running
+        ``on_stop`` (then use `get`), and `ShuttingDown` like `get`."""
+        return RegistryRef(self, key, self._resolve_nowait(key))
+
     async def serve(
         self, *, task_status: trio.TaskStatus[Registry[K, M]] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -335,7 +341,7 @@ class RegistryRef(Generic[K, M]):
             mailbox.register_ask(msg, reply)
             try:
                 try:
-                    await mailbox.send(msg)
+                    await mailbox.send_for_reply(msg)
                 except ActorStopped:
                     if activation.phase is _Phase.FAILED:
                         raise
