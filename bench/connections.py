@@ -39,6 +39,7 @@ from bench.target import (
     read_system_busy_seconds,
     save_logs,
     start_server,
+    until_signalled,
 )
 
 TARGET_KIB_PER_CONNECTION = 48.0
@@ -94,7 +95,7 @@ def params_from_args(args: argparse.Namespace) -> ConnectionsParams:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
-    return trio.run(run_connections, params_from_args(args))
+    return trio.run(until_signalled, run_connections, params_from_args(args))
 
 
 async def run_connections(params: ConnectionsParams) -> BenchResult:

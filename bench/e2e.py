@@ -48,6 +48,7 @@ from bench.target import (
     read_system_busy_seconds,
     save_logs,
     start_server,
+    until_signalled,
 )
 
 TARGET_RATIO = 0.6
@@ -142,7 +143,7 @@ def params_from_args(args: argparse.Namespace) -> E2EParams:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
-    return trio.run(run_e2e, params_from_args(args))
+    return trio.run(until_signalled, run_e2e, params_from_args(args))
 
 
 async def run_e2e(params: E2EParams) -> BenchResult:

@@ -43,6 +43,7 @@ BIN_S = 0.25  # width of a throughput-over-time bin
 PROGRESS_INTERVAL_S = 0.5
 SATURATED_CPU_FRACTION = 0.9  # a child this busy may be the bottleneck, not the server
 STOP_TIMEOUT_S = 5.0
+CLOSE_WAIT_S = 2.0
 DRAIN_CAP_FACTOR = 6  # a drain never lasts more than this many times its no-progress limit
 LINE_LIMIT_BYTES = 256 * 1024 * 1024
 
@@ -819,7 +820,7 @@ async def _stop_children(children: list[_Child]) -> None:
                     await stdin.aclose()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-    with trio.move_on_after(STOP_TIMEOUT_S):
+    with trio.move_on_after(CLOSE_WAIT_S):  # a child in mid-phase reads "close" only after it
         for child in children:
             await child.process.wait()
     for child in children:

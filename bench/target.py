@@ -19,15 +19,18 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 import h11
 import trio
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 STOP_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
@@ -58,6 +61,29 @@ def plan_cpus() -> CpuPlan:
             note=f"only {len(allowed)} core available: server and load generator share it",
         )
     return CpuPlan(server=frozenset(allowed[:1]), loadgen=frozenset(allowed[1:]))
+
+
+async def until_signalled(fn: Callable[[T], Awaitable[R]], arg: T) -> R:
+    """Run ``fn(arg)``; on SIGINT or SIGTERM cancel it (its cleanup runs) and raise
+    ``KeyboardInterrupt``. Works even where SIGINT was ignored at start (background jobs)."""
+    interrupted = False
+    results: list[R] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            nonlocal interrupted
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch)
+        results.append(await fn(arg))
+        nursery.cancel_scope.cancel()
+    if interrupted or not results:
+        raise KeyboardInterrupt
+    return results[0]
 
 
 def free_port() -> int:
