@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,39 @@ def test_cli_e2e_run_against_the_relay_writes_json_and_html(tmp_path: Path) -> N
     assert data["bench"] == "e2e"
     assert data["lost"] == data["duplicates"] == 0
     assert (report / "index.html").exists()
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_interrupt_stops_the_run_its_server_and_load_generator() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "web.cli", "bench", "e2e", "--target", "relay",
+            "--pairs", "2", "--rate", "10", "--duration", "60", "--closed-duration", "1",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the progress bar says when the load is running
+        if "open loop" in line:
+            break
+    children = _children_of(proc.pid)
+    assert len(children) >= 2  # the relay and one load generator
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == commands.EXIT_INTERRUPTED
+    assert "interrupted" in proc.stderr.read()
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
