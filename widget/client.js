@@ -228,7 +228,14 @@ export class Connection {
     if (!this.ready && id != null && id === this.helloId) {
       // The handshake's answer: a result carrying the welcome, or a refusal (the server closes).
       if (frame.type === "error") {
-        if (this.opts.onHelloError) this.opts.onHelloError(frame);
+        // The owner may drop what was refused (a stale token, a bad identity) and say hello again.
+        const retry = this.opts.onHelloError ? this.opts.onHelloError(frame) : false;
+        const hello = retry && this.opts.hello ? this.opts.hello() : null;
+        if (hello && this.ws && this.ws.readyState === 1) {
+          hello.id = "hello" + ++this.seq;
+          this.helloId = hello.id;
+          this.ws.send(JSON.stringify(hello));
+        }
       } else {
         this.opts.onPush(frame.type === "result" && frame.result ? frame.result : frame);
         this._becomeReady();

@@ -150,8 +150,9 @@ const conn = new Connection({
   onHelloError: (f) => {
     if (f.code === "invalid_identity") store.set("identity", null);
     else if (f.code === "auth_failed" || f.code === "invalid_token") store.set("token", null);
-    else return;
+    else return false;
     state.helloFixed = true;
+    return true;
   },
 });
 

@@ -3,6 +3,8 @@ form, sneak peek."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -186,5 +188,36 @@ def test_sneak_peek_draft_reaches_the_console(server: Server, browser: Any) -> N
         widget.locator("#lc-input").press_sequentially("my order number is 12", delay=30)
         expect(console.locator("#chat-typing")).to_contain_text(
             "my order number is 12", timeout=5_000
+        )
+        visitor_ctx.close()
+
+
+def test_signed_identity_links_the_visitor_and_a_bad_signature_is_ignored(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    secret = api.call("GET", "/settings/identity-secret")["identity_secret"]
+    good = hmac.new(secret.encode(), b"customer-42", hashlib.sha256).hexdigest()
+    agent = make_agent(server, name="Identity Agent")
+    with agent_console(browser, server, agent) as console:
+        # A forged signature: the widget drops it and chats anonymously.
+        forged_ctx = browser.new_context()
+        forged = forged_ctx.new_page()
+        widget = open_widget(forged, server)
+        forged.evaluate("window.LiveChat.identify('customer-99', 'deadbeef')")
+        forged.wait_for_timeout(500)
+        expect(widget.locator("#lc-conn")).to_be_hidden(timeout=TIMEOUT_MS)
+        forged_ctx.close()
+
+        visitor_ctx = browser.new_context()
+        page = visitor_ctx.new_page()
+        widget = open_widget(page, server)
+        page.evaluate("s => window.LiveChat.identify('customer-42', s)", good)
+        page.wait_for_timeout(500)
+        visitor_send(widget, "I am customer 42")
+        expect(console.locator("#mine-list li")).to_have_count(1, timeout=TIMEOUT_MS)
+        console.locator("#mine-list li button").first.click()
+        expect(console.locator("#sidebar")).to_contain_text(
+            "customer-42 (verified)", timeout=TIMEOUT_MS
         )
         visitor_ctx.close()
