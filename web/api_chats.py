@@ -15,7 +15,7 @@ from typing import Any
 import trio
 from quart import Response
 
-from engine.api import AgentPrincipal, ConnectionMeta
+from engine.api import AgentPrincipal, Connection, ConnectionMeta
 from engine.messages import Close, Tag, Transfer
 from storage import BanKind, ConversationFilter, ConversationState, Role, StorageError
 from web.api_admin import audit
@@ -99,7 +99,13 @@ async def _conversation(call: Call, conversation_id: str) -> Any:
 
 
 async def engine_command(call: Call, command: Any) -> Any:
-    """Run one engine command as the calling agent, over a connection that lives for the call."""
+    """Run one conversation command as the calling agent, from HTTP.
+
+    The handle is *detached*: never registered with ``engine.connect``, so an admin acting
+    over HTTP neither appears online nor receives routed chats; the engine applies the command
+    with the agent's principal and rules, and tells the chat's live participants itself.
+    Pushes meant for the handle are never produced (it subscribes to nothing).
+    """
     services = call.services
     agent = call.caller.agent
     principal = AgentPrincipal(
@@ -108,19 +114,15 @@ async def engine_command(call: Call, command: Any) -> Any:
         role=agent.role,
         display_name=agent.display_name,
     )
-    send, receive = trio.open_memory_channel[Any](services.settings.ws_outbox_size)
-    with receive:
-        conn = await services.engine.connect(
-            principal,
-            send,
-            connection_id="http-" + secrets.token_urlsafe(8),
+    send, receive = trio.open_memory_channel[Any](1)
+    with send, receive:
+        handle = Connection(
+            id="http-" + secrets.token_urlsafe(8),
+            principal=principal,
+            outbox=send,
             meta=ConnectionMeta(ip=call.ip),
         )
-        try:
-            return await services.engine.request(conn, command)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await services.engine.disconnect(conn)
+        return await services.engine.request(handle, command)
 
 
 # ---------------------------------------------------------------- conversations

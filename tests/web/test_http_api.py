@@ -188,6 +188,9 @@ async def test_conversations_list_filter_page_search_transcript_and_act(srv: Tes
     closed = await sup.post(f"/api/v1/conversations/{conv_ids[0]}/close", {"tags": []})
     assert closed.status == 200, closed.body
     assert closed.json()["state"] == "closed"
+    # Acting over HTTP does not make the owner an online agent who could be routed chats.
+    assert srv.services is not None
+    assert not srv.services.engine.hub.agent_online(srv.acme.id, srv.acme.owner.id)
     again = await sup.post(f"/api/v1/conversations/{conv_ids[0]}/close", {})
     assert again.status in (200, 409)
     profile = await sup.get(f"/api/v1/visitors/{transcript['conversation']['visitor_id']}")
