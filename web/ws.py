@@ -1,8 +1,14 @@
 """The WebSocket bridge: ``/ws/v1/visitor`` and ``/ws/v1/agent`` (docs/protocol.md).
 
-One ``SocketSession`` per connection, owning a nursery with three tasks: the reader (decode a
-frame, ask the engine, answer), the pump (engine outbox → socket) and the watchdog (auth
-deadline, heartbeats, dead peer, slow consumer, revalidation of the credential). Requests of one
+One ``SocketSession`` per connection, owning a nursery with four tasks: the reader (decode a
+frame, ask the engine, answer), the pump (engine outbox → socket), the pinger (heartbeats,
+revalidation of the credential) and the watchdog (auth deadline, dead peer, slow consumer).
+
+A peer that stops reading makes socket writes block, and Hypercorn shields its writes from
+cancellation: the pump (or a reply) then waits until the peer reads again or the TCP connection
+dies. It only ever blocks that one connection: the engine delivers with ``send_nowait`` and drops
+the subscriber when its outbox is full, the watchdog records close code 1013, and the peer gets
+that close right after the frames already in flight. Requests of one
 connection are handled one after another, so a client's messages keep their order.
 
 Cancellation: the client disconnecting cancels the handler (Quart-Trio); ``LiveSocket.close``
@@ -235,6 +241,7 @@ class SocketSession:
                     async with trio.open_nursery() as nursery:
                         self.nursery = nursery
                         nursery.start_soon(self._watchdog)
+                        nursery.start_soon(self._pinger)
                         await self._read_loop()
                 except* _Closing as group:
                     first = group.exceptions[0]
@@ -295,24 +302,37 @@ class SocketSession:
     # ------------------------------------------------------------ tasks
 
     async def _watchdog(self) -> None:
-        """Auth deadline, heartbeats, dead peer, engine-dropped outbox, credential checks."""
+        """Auth deadline, dead peer, engine-dropped outbox. Never sends: a send can block (see
+        ``_pinger``), and these checks must keep running while one does."""
         settings = self.settings
         started = trio.current_time()
-        next_ping = started + settings.ws_ping_interval_s
         while True:
             await trio.sleep(WATCHDOG_TICK_S)
             now = trio.current_time()
+            closing: _Closing | None = None
             if self.conn is None and now - started >= settings.ws_auth_timeout_s:
-                raise _Closing(CloseCode.AUTH_TIMEOUT, "no hello/auth in time")
-            if now - self.last_heard >= settings.ws_dead_peer_timeout_s:
-                raise _Closing(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-            if self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
+                closing = _Closing(CloseCode.AUTH_TIMEOUT, "no hello/auth in time")
+            elif now - self.last_heard >= settings.ws_dead_peer_timeout_s:
+                closing = _Closing(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
+            elif self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
                 # The engine dropped us (slow consumer) and the pump has not noticed yet.
-                raise _Closing(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
-            if now >= next_ping:
-                next_ping = now + settings.ws_ping_interval_s
-                await self._send_text(encode(PingFrame()))
-                await self._revalidate()
+                closing = _Closing(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
+            if closing is not None:
+                # Record the code now: if a send is stuck in Hypercorn's shielded write to a
+                # peer that does not read, the nursery only unwinds once that write completes.
+                self.sock.close(closing.code, closing.reason)
+                raise closing
+
+    async def _pinger(self) -> None:
+        """Heartbeat pings and periodic re-validation of the credential.
+
+        A send to a peer that stops reading blocks (Hypercorn shields its socket writes), so
+        this runs apart from the watchdog.
+        """
+        while True:
+            await trio.sleep(self.settings.ws_ping_interval_s)
+            await self._send_text(encode(PingFrame()))
+            await self._revalidate()
 
     async def _revalidate(self) -> None:
         """The credential may have ended since the upgrade (logout elsewhere, ban, revoke)."""
