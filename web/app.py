@@ -109,6 +109,10 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
         response.headers["X-Request-Id"] = getattr(g, "request_id", "")
         if request.path.startswith(("/api/", "/openapi.json")):
             response.headers["Cache-Control"] = "no-store"
+            # JSON and the docs page: nothing to load, nothing to run, never framed.
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+            )
         if services is not None:
             services.metrics.http_requests[(request.method, str(response.status_code))] += 1
         log.info(

@@ -489,4 +489,5 @@ async def test_message_text_and_visitor_names_come_back_as_data(srv: TestServer)
     assert profile["visitor"]["name"] == name
     # The docs page is the only server-rendered HTML; it escapes what it shows.
     docs = await owner.get("/api/docs")
-    assert b"<script>" not in docs.body
+    assert b"<script" not in docs.body
+    assert "default-src 'none'" in docs.headers["content-security-policy"]
