@@ -1,8 +1,8 @@
 """Everything the app needs at run time, opened in order and closed in reverse.
 
 ``open_services(settings)`` opens storage, loads (or creates once) the secret key, starts the
-engine in a nursery it owns, and yields one ``Services`` object that ``create_app`` shares with
-every request and WebSocket. Closing it shuts the engine down within its deadline, then closes
+engine and the housekeeping task in a nursery it owns, and yields one ``Services`` object that
+``create_app`` shares with every request and WebSocket. Closing it shuts the engine down within its deadline, then closes
 storage. Start-up order: storage → secret → engine; shutdown in reverse.
 """
 
@@ -18,6 +18,7 @@ from quart import current_app
 
 from storage import Storage, open_storage
 from web.errors import Unavailable
+from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
@@ -88,6 +89,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             engine_metrics = EngineMetrics()
             engine = ChatEngine(storage, config, metrics=engine_metrics)
             await nursery.start(engine.serve)
+            await nursery.start(serve_housekeeping, storage, settings.housekeeping_interval_s)
             services = Services(
                 settings=settings,
                 storage=storage,

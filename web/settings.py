@@ -56,6 +56,7 @@ class Settings:
     password_hash_threads: int = 2
     engine_shutdown_deadline_s: float = 5.0
     backup_dir: str = "data/backups"
+    housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
 
     @property
     def tls_enabled(self) -> bool:
