@@ -2,8 +2,9 @@
 
 ``open_services(settings)`` opens storage, loads (or creates once) the secret key, starts the
 engine and the housekeeping task in a nursery it owns, and yields one ``Services`` object that
-``create_app`` shares with every request and WebSocket. Closing it shuts the engine down within its deadline, then closes
-storage. Start-up order: storage → secret → engine; shutdown in reverse.
+``create_app`` shares with every request and WebSocket. Closing it shuts the engine down
+within its deadline, then closes storage. Start-up order: storage → secret → engine →
+housekeeping; shutdown in reverse.
 """
 
 from __future__ import annotations
