@@ -491,3 +491,27 @@ async def test_message_text_and_visitor_names_come_back_as_data(srv: TestServer)
     docs = await owner.get("/api/docs")
     assert b"<script" not in docs.body
     assert "default-src 'none'" in docs.headers["content-security-policy"]
+
+
+async def test_an_ip_ban_refuses_the_upgrade_in_that_workspace_only(srv: TestServer) -> None:
+    url = srv.visitor_ws_url(srv.acme.widget_key)
+    owner = bearer(srv.base_url, srv.acme.owner.token)
+    async with open_peer(url, origin=srv.acme.site_origin) as peer:
+        hello = await visitor(srv, peer)
+        resp = await owner.post(f"/api/v1/visitors/{hello['visitor_id']}/ban", {"include_ip": True})
+        assert [b["kind"] for b in resp.json()["bans"]] == ["visitor", "ip"]
+        assert await peer.closed(timeout=5) == 1008
+    with pytest.raises(ConnectionRejected) as refused:
+        async with open_peer(url, origin=srv.acme.site_origin):
+            pass
+    assert refused.value.status_code == 403
+    # Another workspace is not affected by Acme's bans.
+    async with open_peer(
+        srv.visitor_ws_url(srv.globex.widget_key), origin=srv.globex.site_origin
+    ) as other:
+        await visitor(srv, other)
+    # Lifting the ban lets the IP back in.
+    ip_ban = next(b for b in resp.json()["bans"] if b["kind"] == "ip")
+    assert (await owner.request("DELETE", f"/api/v1/bans/{ip_ban['id']}")).status == 200
+    async with open_peer(url, origin=srv.acme.site_origin) as back:
+        await visitor(srv, back)
