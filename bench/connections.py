@@ -248,9 +248,9 @@ async def _drive(
         "rss_kib_per_connection": per_conn,
         "hold_s": round(wall, 2),
         "still_open": sum(int(r["open"]) for r in raw),
-        "closed_by_server": sum(int(r["closed_sockets"]) for r in raw),
+        "closed_by_server": sum(int(r["closed_sockets"]) + int(r["closed_before"]) for r in raw),
         "heartbeats": heartbeats,
-        "heartbeat_errors": sum(int(r["send_errors"]) for r in raw),
+        "heartbeat_errors": sum(int(r["send_errors"]) for r in raw),  # on sockets closed before
         "server_cpu_percent_idle": None if cpu_s is None else round(100 * cpu_s / wall, 2),
         "other_cpu_percent": other,
         "close_reasons": _merge_counts(r.get("close_reasons", {}) for r in raw),

@@ -331,11 +331,21 @@ def _float_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+async def _next_frame(ws: WebSocketConnection) -> dict[str, Any]:
+    """The next frame that is not a server heartbeat (those are answered on the way)."""
+    while True:
+        frame: dict[str, Any] = json.loads(await ws.get_message())
+        if frame.get("type") == "ping":
+            await ws.send_message('{"type":"pong"}')
+            continue
+        return frame
+
+
 async def _await_result(ws: WebSocketConnection, request_id: str) -> dict[str, Any]:
     """Read until the answer to ``request_id``; other frames (pushes) are skipped."""
     with trio.fail_after(HANDSHAKE_TIMEOUT_S):
         while True:
-            frame = json.loads(await ws.get_message())
+            frame = await _next_frame(ws)
             if frame.get("id") != request_id:
                 continue
             if frame.get("type") == "error":
@@ -348,7 +358,7 @@ async def _await_result(ws: WebSocketConnection, request_id: str) -> dict[str, A
 async def _await_event(ws: WebSocketConnection, client_msg_id: str) -> None:
     with trio.fail_after(HANDSHAKE_TIMEOUT_S):
         while True:
-            frame = json.loads(await ws.get_message())
+            frame = await _next_frame(ws)
             if frame.get("type") == "event":
                 if (frame.get("event") or {}).get("client_msg_id") == client_msg_id:
                     return

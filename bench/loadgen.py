@@ -162,10 +162,14 @@ class _Generator:
         self.frames: dict[str, tuple[WebSocketConnection, str]] = {}  # in flight, for retries
         self.retry_nursery: trio.Nursery | None = None  # set while a phase runs
         self.late_ids: set[str] = set()  # counted lost by an earlier phase's drain
+        self.closed_total = 0  # sockets the server closed since they were opened
+        self.close_reasons_total: dict[str, int] = {}
 
     # -- connecting ---------------------------------------------------------------------------
 
-    async def open_all(self, nursery: trio.Nursery) -> dict[str, Any]:
+    async def open_all(self, nursery: trio.Nursery, readers: trio.Nursery) -> dict[str, Any]:
+        """Open every socket of this child; a visitor socket is read from the moment it is open
+        (it must answer the server's heartbeats however long the others take to connect)."""
         indices: list[int] = list(self.config["indices"])
         idle_mode = self.config["mode"] == "idle"
         limiter = trio.CapacityLimiter(int(self.config.get("connect_concurrency", 64)))
@@ -193,6 +197,12 @@ class _Generator:
                     return
                 handshake_s.append(trio.current_time() - t0)
                 done += 1
+                found = opened[index]
+                if isinstance(found, PairLink):
+                    routes: dict[str | None, PairLink] = {found.conversation_id: found}
+                    readers.start_soon(self.read_socket, found.visitor, "visitor", routes)
+                else:
+                    readers.start_soon(self.read_idle, found)
 
         async def report() -> None:
             while True:
@@ -270,9 +280,11 @@ class _Generator:
         if self.closing:
             return
         self.stats.closed_sockets += 1
+        self.closed_total += 1
         reason = err.reason
         key = f"{getattr(reason, 'code', '?')} {getattr(reason, 'reason', '') or ''}".strip()
         self.stats.close_reasons[key] = self.stats.close_reasons.get(key, 0) + 1
+        self.close_reasons_total[key] = self.close_reasons_total.get(key, 0) + 1
 
     def _on_rejected(self, rejected: Rejected) -> None:
         """A refused send is retried after ``retry_after_s`` (as a client must), else counted."""
@@ -577,10 +589,11 @@ class _Generator:
             "heartbeats": self.stats.heartbeats,
             "send_errors": self.stats.send_errors,
             "closed_sockets": self.stats.closed_sockets,
-            "open": len(self.idle) - self.stats.closed_sockets,
+            "open": len(self.idle) - self.closed_total,
+            "closed_before": self.closed_total - self.stats.closed_sockets,
             "replies": self.stats.replies,
             "rejected": self.stats.rejected,
-            "close_reasons": self.stats.close_reasons,
+            "close_reasons": self.close_reasons_total,
             "elapsed_s": trio.current_time() - self.stats.start,
             "cpu_s": cpu_seconds_self() - cpu0,
         }
@@ -596,15 +609,14 @@ async def _child_main() -> None:
     wire = make_wire(config["protocol"], config["base_url"], config.get("setup", {}))
     gen = _Generator(wire, config)
     async with trio.open_nursery() as sockets:
-        ready = await gen.open_all(sockets)
-        ready["nofile"] = [soft, hard]
-        ready["nofile_note"] = note
-        _emit(ready)
         async with trio.open_nursery() as readers:
+            ready = await gen.open_all(sockets, readers)
+            ready["nofile"] = [soft, hard]
+            ready["nofile_note"] = note
+            _emit(ready)
             for ws, role, routes in gen.socket_routes():
-                readers.start_soon(gen.read_socket, ws, role, routes)
-            for ws in gen.idle:
-                readers.start_soon(gen.read_idle, ws)
+                if role == "agent":  # visitor sockets are read since they opened
+                    readers.start_soon(gen.read_socket, ws, role, routes)
             while True:
                 line = await stdin.readline()
                 if line is None:
