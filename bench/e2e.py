@@ -55,6 +55,9 @@ TARGET_RATIO = 0.6
 TARGET_P99_MS = 10.0
 OTHER_CPU_NOTE_PERCENT = 15.0  # more than this from other programs makes a run suspect
 PHASE_SLACK_S = 60.0  # on top of duration + drain before a phase counts as hung
+SETTLE_MAX_S = 120.0  # before a phase, wait at most this long for the server to go idle
+SETTLE_WINDOW_S = 0.5
+SETTLE_BUSY = 0.3  # below this fraction of a core, the server counts as idle
 
 
 @attrs.frozen(kw_only=True)
@@ -213,14 +216,27 @@ async def _measure_target(
                 raise TargetError(
                     f"{label}: no pair could connect: {loadgens.ready['connect_error_samples']}"
                 )
-            for phase in ("open_loop", "closed_loop"):
+            # Closed loop first: it cannot build a backlog, so it finds the saturation point
+            # cleanly; then the open loop at the offered rate, and, when that rate is above
+            # what the target sustains, another at half its saturation throughput.
+            phases: list[tuple[str, float]] = [
+                ("closed_loop", 0.0),
+                ("open_loop", params.rate_msgs_s),
+            ]
+            while phases:
+                phase, rate = phases.pop(0)
+                settle_s = await _settle(server)
                 profile_to = None
                 if params.profile and phase == "closed_loop" and server.pid is not None:
                     profile_to = workdir / f"{label}.pyspy.raw"
                 summary, merged = await _run_phase(
-                    phase, label, params, server, loadgens, profile_to, result.notes
+                    phase, label, params, server, loadgens, profile_to, result.notes, rate
                 )
+                summary["settle_s"] = settle_s
                 measured[phase] = summary
+                saturation = float(summary["delivered_msgs_s"])
+                if phase == "closed_loop" and 0 < saturation * 0.8 < params.rate_msgs_s:
+                    phases.append(("open_loop_half_saturation", round(saturation / 2, 1)))
                 result.series[f"throughput:{label} {phase.replace('_', ' ')}"] = rate_points(
                     merged["bins"], merged["bin_s"]
                 )
@@ -308,10 +324,12 @@ async def _run_phase(
     loadgens: LoadGenerators,
     profile_to: Path | None = None,
     notes: list[str] | None = None,
+    rate_msgs_s: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    duration = params.open_duration_s if phase == "open_loop" else params.closed_duration_s
+    is_open = phase.startswith("open_loop")
+    duration = params.open_duration_s if is_open else params.closed_duration_s
     cmd: dict[str, Any] = {
-        "cmd": phase,
+        "cmd": "open_loop" if is_open else "closed_loop",
         "duration_s": duration,
         "drain_s": params.drain_s,
         "window": params.window,
@@ -319,7 +337,7 @@ async def _run_phase(
     total = max(1, sum(loadgens.sizes))
 
     def per_child(i: int, base: dict[str, Any]) -> dict[str, Any]:
-        return {**base, "rate_msgs_s": params.rate_msgs_s * loadgens.sizes[i] / total}
+        return {**base, "rate_msgs_s": rate_msgs_s * loadgens.sizes[i] / total}
 
     bar = Progress(f"{label}: {phase.replace('_', ' ')}", duration)
     started = trio.current_time()
@@ -372,8 +390,8 @@ async def _run_phase(
         ours = server_cpu_s + sum(float(r["cpu_s"]) for r in raw)
         other_cpu_percent = max(0.0, round(100 * (busy1 - busy0 - ours) / wall, 1))
     summary: dict[str, Any] = {
-        "offered_msgs_s": params.rate_msgs_s if phase == "open_loop" else None,
-        "in_flight": params.pairs * params.window if phase == "closed_loop" else None,
+        "offered_msgs_s": rate_msgs_s if is_open else None,
+        "in_flight": None if is_open else params.pairs * params.window,
         "duration_s": round(elapsed, 3),
         "sent": sum(merged["sent"].values()),
         "delivered": delivered,
@@ -404,6 +422,21 @@ async def _run_phase(
     return summary, merged
 
 
+async def _settle(server: ServerProcess) -> float | None:
+    """Wait until the server is nearly idle (a backlog from the last phase is worked off)."""
+    if server.pid is None:
+        return None
+    started = trio.current_time()
+    with trio.move_on_after(SETTLE_MAX_S):
+        while True:
+            cpu0 = server.cpu_seconds()
+            await trio.sleep(SETTLE_WINDOW_S)
+            cpu1 = server.cpu_seconds()
+            if cpu0 is None or cpu1 is None or (cpu1 - cpu0) < SETTLE_BUSY * SETTLE_WINDOW_S:
+                break
+    return round(trio.current_time() - started, 1)
+
+
 def _conclude(result: BenchResult, params: E2EParams) -> None:
     server = result.results.get("server")
     relay = result.ceiling or None
@@ -415,13 +448,13 @@ def _conclude(result: BenchResult, params: E2EParams) -> None:
     if not measured:
         return
     p99 = measured["open_loop"]["latency_v2a"]["p99_ms"]
-    losses = [
-        t[p][k]
-        for t in (server, relay)
-        if t
-        for p in ("open_loop", "closed_loop")
-        for k in ("lost", "duplicates")
+    phases = [
+        p for t in (server, relay) if t for k, p in t.items() if k.startswith(("open", "closed"))
     ]
+    # A message a phase gave up on but a later phase received is late, not lost.
+    lost = sum(p["lost"] - p["late_from_previous_phase"] for p in phases)
+    duplicates = sum(p["duplicates"] for p in phases)
+    losses = [lost, duplicates]
     result.results["targets"] = {
         "ratio_to_ceiling": {
             "target": f">= {TARGET_RATIO}",
@@ -438,9 +471,9 @@ def _conclude(result: BenchResult, params: E2EParams) -> None:
     }
     result.results["delivered_msgs_s"] = measured["closed_loop"]["delivered_msgs_s"]
     result.results["p99_v2a_ms"] = p99
-    result.results["lost"] = sum(
-        t[p]["lost"] for t in (server, relay) if t for p in ("open_loop", "closed_loop")
-    )
-    result.results["duplicates"] = sum(
-        t[p]["duplicates"] for t in (server, relay) if t for p in ("open_loop", "closed_loop")
-    )
+    half = measured.get("open_loop_half_saturation")
+    if half:
+        result.results["half_saturation_msgs_s"] = half["offered_msgs_s"]
+        result.results["p99_v2a_ms_at_half_saturation"] = half["latency_v2a"]["p99_ms"]
+    result.results["lost"] = lost
+    result.results["duplicates"] = duplicates
