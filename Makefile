@@ -31,8 +31,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check engine web storage bench widget tests
 	$(BIN)/mypy
 
+# Browser tests get their own process (see tests/conftest.py); both runs always happen.
 pytest: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	status=0; \
+	$(BIN)/python -m pytest --ignore=tests/browser $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS) || status=$$?; \
+	exit $$status
 
 test: lint pytest
 
