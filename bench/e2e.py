@@ -400,13 +400,16 @@ async def _run_phase(
         "duplicates": merged["duplicates"],
         "errors": merged["send_errors"]
         + merged["closed_sockets"]
+        - merged["reconnects"]
         + merged["unexpected"]
         + sum(merged["rejected"].values()),
         "rejected": merged["rejected"],
         "close_reasons": merged["close_reasons"],
         "paced_sends": merged["paced"],
         "rate_limited_retries": merged["retried"],
-        "late_from_previous_phase": merged["late"],
+        "late_so_far": merged["late_total"],  # counted lost by a phase, delivered later
+        "reconnects": merged["reconnects"],
+        "reconnect_failures": merged["reconnect_failures"],
         "seq_violations": merged["seq_violations"],
         "latency_v2a": latency_summary_ms(merged["latency_s"]["v2a"]),
         "latency_a2v": latency_summary_ms(merged["latency_s"]["a2v"]),
@@ -451,8 +454,13 @@ def _conclude(result: BenchResult, params: E2EParams) -> None:
     phases = [
         p for t in (server, relay) if t for k, p in t.items() if k.startswith(("open", "closed"))
     ]
-    # A message a phase gave up on but a later phase received is late, not lost.
-    lost = sum(p["lost"] - p["late_from_previous_phase"] for p in phases)
+    # A message a phase gave up on but that arrived later (``late_so_far`` counts them, per
+    # target, since the start) is late, not lost.
+    targets = [t for t in (server, relay) if t]
+    lost = sum(p["lost"] for p in phases) - sum(
+        max(p["late_so_far"] for k, p in t.items() if k.startswith(("open", "closed")))
+        for t in targets
+    )
     duplicates = sum(p["duplicates"] for p in phases)
     losses = [lost, duplicates]
     result.results["targets"] = {

@@ -245,35 +245,56 @@ class LiveChatWire:
     def heartbeat_frame(self) -> str | None:
         return '{"type":"ping","id":"hb"}'
 
-    async def _visitor(self, nursery: trio.Nursery) -> tuple[WebSocketConnection, str]:
+    async def _visitor(
+        self, nursery: trio.Nursery, token: str | None = None, resume: dict[str, int] | None = None
+    ) -> tuple[WebSocketConnection, dict[str, Any]]:
         ws = await connect(
             nursery,
             f"{self.base_url}/ws/v1/visitor?key={self.widget_key}",
             [("Origin", self.origin)],
         )
-        await ws.send_message(json.dumps({"type": "hello", "id": "hello"}))
+        hello = {"type": "hello", "id": "hello", "token": token, "resume": resume or {}}
+        await ws.send_message(json.dumps(hello))
         result = await _await_result(ws, "hello")
-        return ws, str(result["visitor_id"])
+        return ws, result
+
+    async def _agent(
+        self, nursery: trio.Nursery, agent_index: int, resume: dict[str, int] | None = None
+    ) -> WebSocketConnection:
+        agent = await connect(nursery, f"{self.base_url}/ws/v1/agent")
+        token = self.agent_tokens[agent_index]
+        auth = {"type": "auth", "id": "auth", "token": token, "resume": resume or {}}
+        await agent.send_message(json.dumps(auth))
+        await _await_result(agent, "auth")
+        return agent
+
+    async def reopen(
+        self, nursery: trio.Nursery, role: str, links: list[PairLink], last_seq: dict[str, int]
+    ) -> WebSocketConnection | None:
+        """The protocol's reconnect: same visitor token or agent token, ``resume`` seqs."""
+        if role == "agent":
+            agent = await self._agent(nursery, links[0].index % len(self.agent_tokens), last_seq)
+            self._agents[links[0].index % len(self.agent_tokens)] = agent
+            return agent
+        visitor, _hello = await self._visitor(nursery, links[0].visitor_token, last_seq)
+        return visitor
 
     async def open_idle(
         self, nursery: trio.Nursery, index: int, spec: dict[str, Any]
     ) -> WebSocketConnection:
-        ws, _visitor_id = await self._visitor(nursery)
+        ws, _hello = await self._visitor(nursery)
         return ws
 
     async def open_pair(self, nursery: trio.Nursery, index: int, spec: dict[str, Any]) -> PairLink:
-        visitor, visitor_id = await self._visitor(nursery)
+        visitor, hello = await self._visitor(nursery)
+        visitor_id = str(hello["visitor_id"])
         agent_index = index % len(self.agent_tokens)
         opening = f"open{index}"
         # The agent socket is shared: one pair at a time talks on it until its chat is open.
         async with self._agent_locks.setdefault(agent_index, trio.Lock()):
             agent = self._agents.get(agent_index)
             if agent is None:
-                agent = await connect(nursery, f"{self.base_url}/ws/v1/agent")
-                token = self.agent_tokens[agent_index]
-                await agent.send_message(json.dumps({"type": "auth", "id": "auth", "token": token}))
-                await _await_result(agent, "auth")
-                self._agents[agent_index] = agent
+                agent = self._agents[agent_index] = await self._agent(nursery, agent_index)
             await agent.send_message(
                 json.dumps(
                     {
@@ -288,7 +309,11 @@ class LiveChatWire:
             ack = await _await_result(agent, opening)
         await _await_event(visitor, opening)
         return PairLink(
-            index=index, visitor=visitor, agent=agent, conversation_id=str(ack["conversation_id"])
+            index=index,
+            visitor=visitor,
+            agent=agent,
+            conversation_id=str(ack["conversation_id"]),
+            visitor_token=str(hello["visitor_token"]),
         )
 
     def message_frame(self, role: str, link: PairLink, client_msg_id: str, body: str) -> str:

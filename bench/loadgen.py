@@ -44,6 +44,8 @@ PROGRESS_INTERVAL_S = 0.5
 SATURATED_CPU_FRACTION = 0.9  # a child this busy may be the bottleneck, not the server
 STOP_TIMEOUT_S = 5.0
 CLOSE_WAIT_S = 2.0
+RESUMABLE_CLOSE_CODES = frozenset({1001, 1011, 1013, 4001})  # docs/protocol.md: reconnect, resume
+RECONNECT_TIMEOUT_S = 30.0
 DRAIN_CAP_FACTOR = 6  # a drain never lasts more than this many times its no-progress limit
 LINE_LIMIT_BYTES = 256 * 1024 * 1024
 
@@ -133,10 +135,11 @@ class _PhaseStats:
     heartbeats: int = 0
     replies: int = 0
     paced: int = 0  # sends that waited for the server's per-connection frame budget
-    late: int = 0  # arrived after an earlier phase had counted them lost
     retried: int = 0  # sends rejected with retry_after_s and sent again (same client_msg_id)
     rejected: dict[str, int] = attrs.field(factory=dict)  # server error code -> count
     close_reasons: dict[str, int] = attrs.field(factory=dict)
+    reconnects: int = 0  # sockets reopened with resume after the server closed them
+    reconnect_failures: int = 0
 
 
 class _Generator:
@@ -163,6 +166,9 @@ class _Generator:
         self.retry_nursery: trio.Nursery | None = None  # set while a phase runs
         self.late_ids: set[str] = set()  # counted lost by an earlier phase's drain
         self.closed_total = 0  # sockets the server closed since they were opened
+        self.late_total = 0  # messages delivered after their phase had counted them lost
+        self.reconnects_total = 0
+        self.socket_nursery: trio.Nursery | None = None  # where reopened sockets live
         self.close_reasons_total: dict[str, int] = {}
 
     # -- connecting ---------------------------------------------------------------------------
@@ -170,6 +176,7 @@ class _Generator:
     async def open_all(self, nursery: trio.Nursery, readers: trio.Nursery) -> dict[str, Any]:
         """Open every socket of this child; a visitor socket is read from the moment it is open
         (it must answer the server's heartbeats however long the others take to connect)."""
+        self.socket_nursery = nursery
         indices: list[int] = list(self.config["indices"])
         idle_mode = self.config["mode"] == "idle"
         limiter = trio.CapacityLimiter(int(self.config.get("connect_concurrency", 64)))
@@ -339,7 +346,7 @@ class _Generator:
                 stats.duplicates += 1
             elif msg_id in self.late_ids:
                 self.late_ids.discard(msg_id)
-                stats.late += 1  # already counted lost: the drain gave up on it too early
+                self.late_total += 1  # counted lost by its phase: the drain gave up too early
             else:
                 stats.unexpected += 1
             return False
@@ -380,7 +387,11 @@ class _Generator:
                 text = await ws.get_message()
             except ConnectionClosed as err:
                 self._on_closed(err)
-                return
+                reopened = await self._reopen(ws, role, routes, err)
+                if reopened is None:
+                    return
+                ws = reopened
+                continue
             if not isinstance(text, str):
                 self.stats.other_frames += 1
                 continue
@@ -395,6 +406,38 @@ class _Generator:
             first = self._on_delivery(role, link, delivery.client_msg_id, delivery.seq)
             if first and trio.current_time() < self.closed_loop_until:
                 await self.send(link, "a2v" if role == "agent" else "v2a")
+
+    async def _reopen(
+        self,
+        ws: WebSocketConnection,
+        role: str,
+        routes: dict[str | None, PairLink],
+        err: ConnectionClosed,
+    ) -> WebSocketConnection | None:
+        """Reconnect and resume as the protocol says, when the close asks for it."""
+        code = getattr(err.reason, "code", None)
+        if self.closing or code not in RESUMABLE_CLOSE_CODES or self.socket_nursery is None:
+            return None
+        links = list(dict.fromkeys(routes.values()))
+        last_seq = {
+            str(link.conversation_id): self.last_seq.get((role, link.index), 0) for link in links
+        }
+        try:
+            with trio.fail_after(RECONNECT_TIMEOUT_S):
+                fresh = await self.wire.reopen(self.socket_nursery, role, links, last_seq)
+        except (OSError, trio.TooSlowError, ConnectionClosed, Exception):
+            self.stats.reconnect_failures += 1
+            return None
+        if fresh is None:
+            return None
+        for link in links:
+            if role == "visitor":
+                link.visitor = fresh
+            else:
+                link.agent = fresh
+        self.stats.reconnects += 1
+        self.reconnects_total += 1
+        return fresh
 
     async def _on_other(self, ws: WebSocketConnection, parsed: Reply | Rejected | None) -> None:
         if isinstance(parsed, Reply):
@@ -417,7 +460,6 @@ class _Generator:
             await self._on_other(ws, None if isinstance(parsed, Delivery) else parsed)
 
     def _reset(self) -> None:
-        self.late_ids.update(self.pending)
         self.pending.clear()
         self.frames.clear()
         self.stats = _PhaseStats(start=trio.current_time())
@@ -521,12 +563,16 @@ class _Generator:
             stop.set()
             nursery.cancel_scope.cancel()  # retries still sleeping: their messages count as lost
         s = self.stats
+        lost = len(self.pending)
+        self.late_ids.update(self.pending)  # still watched for: a late arrival is not a loss
+        self.pending.clear()
+        self.frames.clear()
         lag = sorted(s.send_lag_s)
         return {
             "event": "result",
             "sent": s.sent,
             "delivered": s.delivered,
-            "lost": len(self.pending),
+            "lost": lost,
             "duplicates": s.duplicates,
             "unexpected": s.unexpected,
             "seq_violations": s.seq_violations,
@@ -542,7 +588,9 @@ class _Generator:
             "cpu_s": cpu_sending,
             "send_lag_p99_ms": round(lag[int(0.99 * (len(lag) - 1))] * 1000, 3) if lag else None,
             "paced": s.paced,
-            "late": s.late,
+            "late_total": self.late_total,
+            "reconnects": s.reconnects,
+            "reconnect_failures": s.reconnect_failures,
             "retried": s.retried,
             "replies": s.replies,
             "rejected": s.rejected,
@@ -888,7 +936,9 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged["bins"] = bins
     merged["paced"] = sum(int(r.get("paced", 0)) for r in results)
     merged["retried"] = sum(int(r.get("retried", 0)) for r in results)
-    merged["late"] = sum(int(r.get("late", 0)) for r in results)
+    merged["late_total"] = sum(int(r.get("late_total", 0)) for r in results)
+    merged["reconnects"] = sum(int(r.get("reconnects", 0)) for r in results)
+    merged["reconnect_failures"] = sum(int(r.get("reconnect_failures", 0)) for r in results)
     merged["rejected"] = _sum_counts(r.get("rejected", {}) for r in results)
     merged["close_reasons"] = _sum_counts(r.get("close_reasons", {}) for r in results)
     merged["bin_s"] = results[0].get("bin_s", BIN_S) if results else BIN_S

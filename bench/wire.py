@@ -64,6 +64,7 @@ class PairLink:
     visitor: WebSocketConnection
     agent: WebSocketConnection
     conversation_id: str | None = None
+    visitor_token: str | None = None  # to come back as the same visitor (resume)
 
 
 class Wire(Protocol):
@@ -87,6 +88,13 @@ class Wire(Protocol):
 
     def heartbeat_frame(self) -> str | None:
         """An application-level heartbeat, or None to use WebSocket pings."""
+        ...
+
+    async def reopen(
+        self, nursery: trio.Nursery, role: str, links: list[PairLink], last_seq: dict[str, int]
+    ) -> WebSocketConnection | None:
+        """Reconnect ``role``'s socket of ``links`` after the server closed it, resuming each
+        conversation after ``last_seq``; None when the protocol has no resume."""
         ...
 
     @property
@@ -130,6 +138,11 @@ class RelayWire:
         return Delivery(client_msg_id=msg_id) if isinstance(msg_id, str) else None
 
     def heartbeat_frame(self) -> str | None:
+        return None
+
+    async def reopen(
+        self, nursery: trio.Nursery, role: str, links: list[PairLink], last_seq: dict[str, int]
+    ) -> WebSocketConnection | None:
         return None
 
     @property
