@@ -36,11 +36,22 @@ async def test_migrate_is_idempotent_and_prints_the_version(
     assert out.count("schema version 1") == 2
 
 
+ACKED_BEFORE_BACKUP = 20  # appends acknowledged before the backup starts
+ACKED_AFTER_BACKUP = 5  # ...and after it returns: the writer was never stopped
+WAIT_S = 60.0  # generous: progress, not speed, is what this test waits for
+
+
 async def test_backup_during_writes_restores_every_acknowledged_message(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     backup = tmp_path / "backup.out"
     acknowledged: list[tuple[str, int]] = []
+
+    async def until_acknowledged(count: int) -> None:
+        with trio.fail_after(WAIT_S):
+            while len(acknowledged) < count:
+                await trio.sleep(0.005)
+
     async with open_backend(database_url) as store:
         ws, conv = await new_conversation(store)
 
@@ -53,12 +64,13 @@ async def test_backup_during_writes_restores_every_acknowledged_message(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
-            await trio.sleep(0.2)
+            # Wait for progress, not for a wall-clock window: a loaded machine is only slower.
+            await until_acknowledged(ACKED_BEFORE_BACKUP)
             before_backup = list(acknowledged)
             assert await cli("backup", "--database-url", database_url, "--out", str(backup)) == 0
-            await trio.sleep(0.1)
+            await until_acknowledged(len(acknowledged) + ACKED_AFTER_BACKUP)
             nursery.cancel_scope.cancel()
-    assert len(before_backup) > 10
+    assert len(before_backup) >= ACKED_BEFORE_BACKUP
 
     restored_url = f"sqlite:///{tmp_path}/restored.db"
     assert await cli("restore", "--database-url", restored_url, "--from", str(backup)) == 0
