@@ -44,7 +44,9 @@ PROGRESS_INTERVAL_S = 0.5
 SATURATED_CPU_FRACTION = 0.9  # a child this busy may be the bottleneck, not the server
 STOP_TIMEOUT_S = 5.0
 CLOSE_WAIT_S = 2.0
-RESUMABLE_CLOSE_CODES = frozenset({1001, 1011, 1013, 4001})  # docs/protocol.md: reconnect, resume
+# docs/protocol.md: reconnect and resume; 1006 (no close frame: the TCP connection dropped) too,
+# as the widget does after a network drop.
+RESUMABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1013, 4001})
 RECONNECT_TIMEOUT_S = 30.0
 DRAIN_CAP_FACTOR = 6  # a drain never lasts more than this many times its no-progress limit
 LINE_LIMIT_BYTES = 256 * 1024 * 1024
