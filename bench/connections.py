@@ -232,7 +232,7 @@ async def _drive(
         if rss_before is None or rss_after is None or connected == 0
         else round((rss_after - rss_before) / connected, 2)
     )
-    result.series[f"latency:{label} connect handshake"] = cdf_points(
+    result.series[f"latency connect:{label} handshake"] = cdf_points(
         [s * 1000 for s in ready["handshake_s"]]
     )
     return {

@@ -54,6 +54,7 @@ from bench.target import (
 TARGET_RATIO = 0.6
 TARGET_P99_MS = 10.0
 OTHER_CPU_NOTE_PERCENT = 15.0  # more than this from other programs makes a run suspect
+CHART_BIN_S = 1.0
 PHASE_SLACK_S = 60.0  # on top of duration + drain before a phase counts as hung
 SETTLE_MAX_S = 120.0  # before a phase, wait at most this long for the server to go idle
 SETTLE_WINDOW_S = 0.5
@@ -237,12 +238,16 @@ async def _measure_target(
                 saturation = float(summary["delivered_msgs_s"])
                 if phase == "closed_loop" and 0 < saturation * 0.8 < params.rate_msgs_s:
                     phases.append(("open_loop_half_saturation", round(saturation / 2, 1)))
-                result.series[f"throughput:{label} {phase.replace('_', ' ')}"] = rate_points(
-                    merged["bins"], merged["bin_s"]
+                name = phase.replace("_", " ")
+                per = max(1, round(CHART_BIN_S / merged["bin_s"]))  # smoother: 1 s bins
+                bins = merged["bins"]
+                result.series[f"throughput {label}:{name}"] = rate_points(
+                    [sum(bins[i : i + per]) for i in range(0, len(bins), per)],
+                    merged["bin_s"] * per,
                 )
                 for direction in ("v2a", "a2v"):
-                    result.series[f"latency:{label} {phase.replace('_', ' ')} {direction}"] = (
-                        cdf_points([s * 1000 for s in merged["latency_s"][direction]])
+                    result.series[f"latency {label}:{name} {direction}"] = cdf_points(
+                        [s * 1000 for s in merged["latency_s"][direction]]
                     )
                 if (summary["other_cpu_percent"] or 0) > OTHER_CPU_NOTE_PERCENT:
                     result.notes.append(
@@ -254,8 +259,6 @@ async def _measure_target(
                         f"{label} {phase}: {summary['errors']} errors, {summary['lost']} lost "
                         f"(rejected: {summary['rejected']}, closed: {summary['close_reasons']})"
                     )
-                    if summary["close_reasons"] or summary["lost"]:
-                        result.notes.append(f"{label} log tail:\n{server.log_tail(10)}")
                 if summary["paced_sends"]:
                     result.notes.append(
                         f"{label} {phase}: {summary['paced_sends']} sends waited for the server's "

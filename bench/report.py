@@ -4,8 +4,9 @@ No plotting dependency: the charts are drawn here as SVG polylines. A bench fill
 ``BenchResult.series`` with named series; the part of the name before ``":"`` is the chart it
 belongs to, the rest its legend label:
 
-- ``"throughput:<label>"``: ``[[t_s, per_second], ...]``, drawn over time;
-- ``"latency:<label>"``: ``[[ms, cumulative fraction], ...]`` (see ``bench.common.cdf_points``),
+- ``"throughput[ subject]:<label>"``: ``[[t_s, per_second], ...]``, drawn over time (one chart
+  per subject, e.g. ``"throughput relay:closed loop"``);
+- ``"latency[ subject]:<label>"``: ``[[ms, cumulative fraction], ...]`` (``cdf_points``),
   drawn by percentile (50 %, 90 %, 99 %, 99.9 %...) on log axes so the tail is visible;
 - any other ``[[x, y], ...]`` is drawn as a line, and a list of plain numbers as a latency-like
   distribution of samples.
@@ -189,11 +190,13 @@ def _charts(series: dict[str, list[Any]]) -> list[tuple[str, str]]:
             pairs[label] = cdf_points([float(x) for x in values])
         if not pairs:
             continue
-        if group.startswith("latency") or samples:
-            charts.append((f"{group} by percentile", percentile_chart(pairs)))
+        kind, _, subject = group.partition(" ")
+        suffix = f": {subject}" if subject else ""
+        if kind == "latency" or samples:
+            charts.append((f"{kind} by percentile{suffix}", percentile_chart(pairs)))
         else:
-            unit = "messages/s" if group.startswith("throughput") else group
-            charts.append((f"{group} over time", line_chart(pairs, "time (s)", unit)))
+            unit = "messages/s" if kind == "throughput" else kind
+            charts.append((f"{kind} over time{suffix}", line_chart(pairs, "time (s)", unit)))
     return charts
 
 
