@@ -14,6 +14,7 @@ from tests.storage.helpers import message, new_conversation
 WRITERS = 16
 APPENDS_PER_WRITER = 60
 MAX_FAILURE_S = 10.0  # a caller learns of the outage within this
+CUT_AFTER_ACKS = 100
 
 
 async def test_cut_connections_fail_fast_and_retries_succeed_without_duplicates() -> None:
@@ -41,7 +42,9 @@ async def test_cut_connections_fail_fast_and_retries_succeed_without_duplicates(
                     await trio.sleep(0.002)
 
             async def cut() -> None:
-                await trio.sleep(0.2)
+                # Mid-load, whatever the machine's speed: after some appends, well before all.
+                while len(acked) < CUT_AFTER_ACKS:
+                    await trio.sleep(0.01)
                 kill = (
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     f" WHERE application_name = '{app}' AND pid <> pg_backend_pid()"
