@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,7 +14,50 @@ from playwright.sync_api import FrameLocator, Page, expect
 from tests.browser.conftest import Server
 
 WIDGET_FRAME = "#livechat-widget-frame"
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = 15_000  # also the default of every ``expect`` (set in conftest's browser fixture)
+POLL_MS = 50
+
+
+def wait_until(
+    page: Page, check: Callable[[], bool], what: str, timeout_ms: int = TIMEOUT_MS
+) -> None:
+    """Poll ``check`` until it holds, letting Playwright deliver events in between; fail with
+    ``what`` after ``timeout_ms``. For conditions ``expect`` cannot see (frames, host events)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_ms} ms waiting for {what}")
+        page.wait_for_timeout(POLL_MS)
+
+
+class SocketLog:
+    """Every WebSocket frame a page sends and receives, decoded, in order (all sockets)."""
+
+    def __init__(self, page: Page) -> None:
+        self.frames: list[tuple[str, dict[str, Any]]] = []  # ("sent" | "received", frame)
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws: Any) -> None:
+        ws.on("framesent", lambda payload: self._record("sent", payload))
+        ws.on("framereceived", lambda payload: self._record("received", payload))
+
+    def _record(self, direction: str, payload: str | bytes) -> None:
+        with contextlib.suppress(ValueError):
+            frame = json.loads(payload)
+            if isinstance(frame, dict):
+                self.frames.append((direction, frame))
+
+    def welcomed_after(self, sent: Callable[[dict[str, Any]], bool]) -> bool:
+        """The server accepted a hello sent at or after the first frame matching ``sent``."""
+        for i, (direction, frame) in enumerate(self.frames):
+            if direction == "sent" and sent(frame):
+                later = self.frames[i:]
+                hellos = {f.get("id") for d, f in later if d == "sent" and f.get("type") == "hello"}
+                return any(
+                    d == "received" and f.get("type") == "result" and f.get("id") in hellos
+                    for d, f in later
+                )
+        return False
 
 
 def watch_dialogs(page: Page, seen: list[str]) -> None:

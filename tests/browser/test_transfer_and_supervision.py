@@ -57,8 +57,13 @@ def test_transfer_moves_chat_live_and_whisper_never_reaches_widget(
                 expect(sup.locator("#chat-log")).to_contain_text(
                     "Please transfer me to billing", timeout=TIMEOUT_MS
                 )
-                if sup.locator("#act-join-silent").is_visible():
-                    sup.click("#act-join-silent")
+                # Whispering needs a participant: join silently, and wait until it took.
+                join_silent = sup.locator("#act-join-silent")
+                expect(join_silent).to_be_visible(timeout=TIMEOUT_MS)
+                join_silent.click()
+                expect(sup.locator("#toasts")).to_contain_text(
+                    "Joined silently", timeout=TIMEOUT_MS
+                )
                 agent_send(sup, "Psst: offer the 10% coupon", mode="whisper")
                 whisper = sup.locator("#chat-log .msg.whisper")
                 expect(whisper.last).to_have_attribute("data-state", "sent", timeout=TIMEOUT_MS)

@@ -17,10 +17,12 @@ from playwright.sync_api import expect
 from tests.browser.conftest import Server, make_agent
 from tests.browser.helpers import (
     TIMEOUT_MS,
+    SocketLog,
     agent_console,
     agent_send,
     open_widget,
     visitor_send,
+    wait_until,
 )
 
 
@@ -55,6 +57,12 @@ def test_unread_badge_rating_and_transcript_after_agent_closes(
         visitor_send(widget, "Can you close this for me?")
         expect(console.locator("#mine-list li")).to_have_count(1, timeout=TIMEOUT_MS)
         console.locator("#mine-list li button").first.click()
+        expect(console.locator("#chat-log")).to_contain_text(
+            "Can you close this for me?", timeout=TIMEOUT_MS
+        )
+        expect(widget.locator("#lc-log .lc-msg.mine").first).to_have_attribute(
+            "data-state", "sent", timeout=TIMEOUT_MS
+        )
 
         # Minimised widget: an agent reply raises the unread badge (and the host page event).
         page.evaluate(
@@ -148,10 +156,10 @@ def test_sneak_peek_shows_notice_and_sends_drafts_only_when_enabled(
             "data-state", "sent", timeout=TIMEOUT_MS
         )
         widget.locator("#lc-input").press_sequentially("secret draft", delay=30)
-        page.wait_for_timeout(500)
+        wait_until(page, lambda: any('"typing"' in f for f in sent), "a typing frame")
         expect(widget.locator("#lc-peek")).to_be_hidden()
         typing = [json.loads(f) for f in sent if '"typing"' in f]
-        assert typing and all(not t.get("draft") for t in typing), typing
+        assert all(not t.get("draft") for t in typing), typing
         visitor_ctx.close()
 
     with _sneak_peek_on(server), agent_console(browser, server, agent):
@@ -203,17 +211,27 @@ def test_signed_identity_links_the_visitor_and_a_bad_signature_is_ignored(
         # A forged signature: the widget drops it and chats anonymously.
         forged_ctx = browser.new_context()
         forged = forged_ctx.new_page()
+        forged_log = SocketLog(forged)
         widget = open_widget(forged, server)
         forged.evaluate("window.LiveChat.identify('customer-99', 'deadbeef')")
-        forged.wait_for_timeout(500)
+        wait_until(
+            forged,
+            lambda: forged_log.welcomed_after(lambda f: _hello_as(f, "customer-99")),
+            "a hello accepted after the forged identity was refused",
+        )
         expect(widget.locator("#lc-conn")).to_be_hidden(timeout=TIMEOUT_MS)
         forged_ctx.close()
 
         visitor_ctx = browser.new_context()
         page = visitor_ctx.new_page()
+        log = SocketLog(page)
         widget = open_widget(page, server)
         page.evaluate("s => window.LiveChat.identify('customer-42', s)", good)
-        page.wait_for_timeout(500)
+        wait_until(
+            page,
+            lambda: log.welcomed_after(lambda f: _hello_as(f, "customer-42")),
+            "the hello with the signed identity to be accepted",
+        )
         visitor_send(widget, "I am customer 42")
         expect(console.locator("#mine-list li")).to_have_count(1, timeout=TIMEOUT_MS)
         console.locator("#mine-list li button").first.click()
@@ -221,3 +239,8 @@ def test_signed_identity_links_the_visitor_and_a_bad_signature_is_ignored(
             "customer-42 (verified)", timeout=TIMEOUT_MS
         )
         visitor_ctx.close()
+
+
+def _hello_as(frame: dict[str, Any], user_id: str) -> bool:
+    identity = frame.get("identity") or {}
+    return frame.get("type") == "hello" and identity.get("user_id") == user_id
