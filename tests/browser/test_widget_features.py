@@ -174,9 +174,15 @@ def test_sneak_peek_shows_notice_and_sends_drafts_only_when_enabled(
             "data-state", "sent", timeout=TIMEOUT_MS
         )
         widget.locator("#lc-input").press_sequentially("my order number is 12", delay=30)
-        page.wait_for_timeout(1000)
-        drafts = [json.loads(f).get("draft") for f in sent if '"typing"' in f]
-        assert any(d and d.startswith("my order number") for d in drafts), drafts
+
+        def drafts() -> list[str | None]:
+            return [json.loads(f).get("draft") for f in sent if '"typing"' in f]
+
+        wait_until(
+            page,
+            lambda: any(d and d.startswith("my order number") for d in drafts()),
+            "a typing frame carrying the draft",
+        )
         visitor_ctx.close()
 
 
