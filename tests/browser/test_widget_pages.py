@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Server, gzipped_widget_size, record_summary
-from tests.browser.helpers import TIMEOUT_MS, open_widget
+from tests.browser.helpers import TIMEOUT_MS, open_widget, wait_until
 
 WIDGET_BUDGET_GZ_BYTES = 30 * 1024
 
@@ -63,8 +63,14 @@ def test_widget_on_a_phone_fills_the_screen_and_works_by_keyboard(
     launcher.focus()
     page.keyboard.press("Enter")
     expect(frame.locator("#lc-panel")).to_be_visible(timeout=TIMEOUT_MS)
-    box = page.locator("#livechat-widget-frame").bounding_box()
-    assert box is not None and box["width"] >= 380
+    # The host page resizes the iframe when the frame tells it (postMessage): wait for that.
+    iframe = page.locator("#livechat-widget-frame")
+
+    def fills_the_width() -> bool:
+        box = iframe.bounding_box()
+        return box is not None and box["width"] >= 380
+
+    wait_until(page, fills_the_width, "the widget's iframe to fill the phone's width")
     page.screenshot(path=str(artifacts / "widget-mobile.png"))
     page.keyboard.press("Escape")
     expect(frame.locator("#lc-panel")).to_be_hidden()
