@@ -7,8 +7,9 @@ For each target (the bare relay as the ceiling, then ``livechat serve``), pinned
    real server, a ``hello`` answered by the server), recording the connect rate and handshake
    latency;
 3. read the RSS again: ``(after - baseline) / C`` is the memory of one idle connection;
-4. hold them for ``--hold`` seconds while each sends a heartbeat every ``--heartbeat`` seconds
-   (the protocol's ``ping``; a WebSocket ping for the relay) and measure the server's CPU:
+4. hold them for ``--hold`` seconds and measure the server's CPU while each sends a heartbeat
+   every ``--heartbeat`` seconds (from the moment it opened; the protocol's ``ping``, a
+   WebSocket ping for the relay) and answers the server's:
    ``cpu / heartbeats`` is the cost of one heartbeat, including the idle connections' timers.
 
 C sockets need C file descriptors in the server and in the load generator: the bench raises
@@ -192,6 +193,7 @@ async def _drive(
         cpus=set(plan.loadgen) if plan.loadgen else None,
         connect_concurrency=params.connect_concurrency,
         connect_timeout_s=60.0,
+        heartbeat_s=params.heartbeat_s,
         on_progress=lambda n: bar.update(n, f"{n} open"),
     ) as loadgens:
         ready = loadgens.ready
@@ -204,7 +206,7 @@ async def _drive(
         cpu0 = server.cpu_seconds()
         busy0 = read_system_busy_seconds()
         raw = await loadgens.command(
-            {"cmd": "hold", "duration_s": params.hold_s, "heartbeat_s": params.heartbeat_s},
+            {"cmd": "hold", "duration_s": params.hold_s},
             on_progress=lambda: hold.update(
                 min(params.hold_s, trio.current_time() - started),
                 f"{loadgens.progress_total('heartbeats')} heartbeats",

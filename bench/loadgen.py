@@ -183,6 +183,7 @@ class _Generator:
         idle_mode = self.config["mode"] == "idle"
         limiter = trio.CapacityLimiter(int(self.config.get("connect_concurrency", 64)))
         timeout_s = float(self.config.get("connect_timeout_s", 30.0))
+        heartbeat_s = float(self.config.get("heartbeat_s", 0) or 0)
         handshake_s: list[float] = []
         opened: dict[int, PairLink | WebSocketConnection] = {}
         done = 0
@@ -212,6 +213,8 @@ class _Generator:
                     readers.start_soon(self.read_socket, found.visitor, "visitor", routes)
                 else:
                     readers.start_soon(self.read_idle, found)
+                    if heartbeat_s > 0:
+                        readers.start_soon(self.keep_alive, found, heartbeat_s)
 
         async def report() -> None:
             while True:
@@ -599,39 +602,35 @@ class _Generator:
             "close_reasons": s.close_reasons,
         }
 
-    async def hold(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        """Keep the idle sockets open for ``duration_s``, each sending a heartbeat periodically."""
-        duration_s = float(cmd["duration_s"])
-        heartbeat_s = float(cmd.get("heartbeat_s", 0) or 0)
+    async def keep_alive(self, ws: WebSocketConnection, interval_s: float) -> None:
+        """Send a heartbeat every ``interval_s`` for the socket's whole life (from its opening,
+        not only during ``hold``: a long connect phase must not look like a dead client)."""
         frame = self.wire.heartbeat_frame()
+        await trio.sleep(random.random() * interval_s)
+        while not self.closing:
+            try:
+                if frame is None:
+                    await ws.ping()
+                else:
+                    await self._pace(ws)
+                    await ws.send_message(frame)
+            except ConnectionClosed:
+                self.stats.send_errors += 1
+                return
+            self.stats.heartbeats += 1
+            await trio.sleep(interval_s)
+
+    async def hold(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Keep the idle sockets open for ``duration_s`` (they heartbeat on their own) and count
+        what happened meanwhile."""
+        duration_s = float(cmd["duration_s"])
         self._reset()
         end = self.stats.start + duration_s
-        rng = random.Random(2)
         cpu0 = cpu_seconds_self()
-
-        async def beat(ws: WebSocketConnection, first: float) -> None:
-            t = first
-            while t < end:
-                await trio.sleep_until(t)
-                try:
-                    if frame is None:
-                        await ws.ping()
-                    else:
-                        await self._pace(ws)
-                        await ws.send_message(frame)
-                except ConnectionClosed:
-                    self.stats.send_errors += 1
-                    return
-                self.stats.heartbeats += 1
-                t += heartbeat_s
 
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._progress, stop)
-            if heartbeat_s > 0:
-                async with trio.open_nursery() as beaters:
-                    for ws in self.idle:
-                        beaters.start_soon(beat, ws, self.stats.start + rng.random() * heartbeat_s)
             await trio.sleep_until(end)
             stop.set()
         return {
@@ -810,6 +809,7 @@ async def open_loadgens(
     body_bytes: int = 64,
     connect_concurrency: int = 64,
     connect_timeout_s: float = 30.0,
+    heartbeat_s: float = 0.0,
     on_progress: Callable[[int], None] = lambda connected: None,
 ) -> AsyncIterator[LoadGenerators]:
     """Start ``processes`` children that open ``count`` pairs (or idle sockets) between them.
@@ -849,6 +849,7 @@ async def open_loadgens(
                     "body_bytes": body_bytes,
                     "connect_concurrency": max(1, connect_concurrency // len(shares)),
                     "connect_timeout_s": connect_timeout_s,
+                    "heartbeat_s": heartbeat_s,
                     "nofile_wanted": len(share) * sockets_per_item + 256,
                 }
                 assert process.stdin is not None
