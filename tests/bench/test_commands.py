@@ -7,11 +7,14 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from bench import commands
+
+HANG_GUARD_S = 300.0  # a bench subprocess that runs longer is hung, not slow
 
 
 def test_bench_help_lists_every_bench() -> None:
@@ -53,11 +56,11 @@ def test_cli_e2e_run_against_the_relay_writes_json_and_html(tmp_path: Path) -> N
         [
             sys.executable, "-m", "web.cli", "bench", "e2e", "--target", "relay",
             "--pairs", "3", "--rate", "60", "--duration", "1", "--closed-duration", "1",
-            "--json", str(json_path), "--report", str(report),
+            "--drain", "30", "--json", str(json_path), "--report", str(report),
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_GUARD_S,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "relay: closed loop" in done.stderr  # the progress bar
@@ -91,9 +94,15 @@ def test_interrupt_stops_the_run_its_server_and_load_generator() -> None:
         text=True,
     )  # fmt: skip
     assert proc.stderr is not None
-    for line in proc.stderr:  # the progress bar says when the load is running
-        if "open loop" in line:
-            break
+    guard = threading.Timer(HANG_GUARD_S, proc.kill)  # never block the suite on a hung run
+    guard.start()
+    try:
+        for line in proc.stderr:  # the progress bar says when the load is running
+            if "open loop" in line:
+                break
+    finally:
+        guard.cancel()
+    assert proc.poll() is None, "the bench ended before its open loop started"
     children = _children_of(proc.pid)
     assert len(children) >= 2  # the relay and one load generator
 
