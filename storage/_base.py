@@ -634,6 +634,44 @@ class SqlStorage(abc.ABC):
         )
         await self._insert(decision, parent=("conversations", conversation_id, workspace_id))
 
+    async def record_routing_decisions(self, decisions: Sequence[api.NewRoutingDecision]) -> int:
+        if not decisions:
+            return 0
+        records = [
+            api.RoutingDecision(
+                id=new_id(),
+                workspace_id=d.workspace_id,
+                conversation_id=d.conversation_id,
+                agent_id=d.agent_id,
+                reason=d.reason,
+                details=dict(d.details),
+                at=d.at,
+            )
+            for d in decisions
+        ]
+        record_codec = codec(api.RoutingDecision)
+        wanted = sorted({r.conversation_id for r in records})
+
+        def program() -> Program[int]:
+            found: set[tuple[str, str]] = set()
+            for start in range(0, len(wanted), 500):  # well below any bound-parameter limit
+                chunk = wanted[start : start + 500]
+                rows = yield Q(
+                    "SELECT id, workspace_id FROM conversations WHERE id IN ("
+                    + ",".join("?" * len(chunk))
+                    + ")",
+                    tuple(chunk),
+                )
+                found.update((row["id"], row["workspace_id"]) for row in rows.rows)
+            kept = [r for r in records if (r.conversation_id, r.workspace_id) in found]
+            if kept:
+                yield Q(
+                    record_codec.insert_sql(), many=[record_codec.to_args(r) for r in kept]
+                )
+            return len(kept)
+
+        return await self._write(program())
+
     async def list_routing_decisions(
         self, workspace_id: str, *, conversation_id: str | None = None, limit: int = 100
     ) -> list[api.RoutingDecision]:

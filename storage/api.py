@@ -265,6 +265,18 @@ class RoutingDecision:
     at: float = 0.0
 
 
+@attrs.frozen(kw_only=True)
+class NewRoutingDecision:
+    """A decision to record with ``record_routing_decisions``; storage assigns the id."""
+
+    workspace_id: str
+    conversation_id: str
+    agent_id: str | None
+    reason: str
+    at: float  # when it was decided (wall clock), so a later write keeps the order
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
 class BanKind(enum.StrEnum):
     VISITOR = "visitor"
     IP = "ip"
@@ -483,6 +495,10 @@ class Storage(Protocol):
         reason: str,
         details: Mapping[str, Any] | None = None,
     ) -> None: ...
+    async def record_routing_decisions(self, decisions: Sequence[NewRoutingDecision]) -> int:
+        """Record many decisions (any workspaces) in one write transaction; a decision whose
+        conversation no longer exists is skipped. Returns how many were written."""
+        ...
     async def list_routing_decisions(
         self, workspace_id: str, *, conversation_id: str | None = None, limit: int = 100
     ) -> list[RoutingDecision]: ...
