@@ -2,11 +2,15 @@
 
 The web layer decodes a frame with ``engine.codec.structure_command``, calls
 ``ChatEngine.request(conn, command)`` and encodes the ``Result`` (or the error's
-``codec.error_result``); pushes arrive on the outbox it passed to ``connect``.
+``codec.error_result``); pushes arrive on the outbox it passed to ``connect``. Actions without
+a live connection (the HTTP admin API closing, transferring or tagging a chat) use
+``ChatEngine.request_as(principal, command)``. After an admin change of a workspace's
+settings, agents or groups the web layer calls ``ChatEngine.workspace_changed``.
 
 Authorization lives here: a visitor principal only ever sees its own conversations (a foreign
-or guessed id answers ``not_found``, exactly like a missing one); an agent only its workspace;
-roles gate supervisor commands. Visibility ``agents`` events never reach a visitor's outbox.
+or guessed id answers ``not_found``, exactly like a missing one, and is checked before any
+conversation actor is started for it); an agent only its workspace; roles gate supervisor
+commands. Visibility ``agents`` events never reach a visitor's outbox.
 
 Backpressure: fan-out to an outbox is ``send_nowait``; a full outbox (slow consumer) drops the
 subscriber and closes its outbox. The web layer then closes the socket ("slow consumer,
@@ -16,6 +20,7 @@ resume") and the client reconnects with ``resume={conversation_id: last_seq}``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,6 +34,7 @@ from engine.errors import (
     InvalidState,
     NotFound,
     Overloaded,
+    PersistenceUnavailable,
     RateLimited,
     ShuttingDown,
 )
@@ -38,6 +44,7 @@ from engine.messages import (
     Accept,
     AddNote,
     AgentStatus,
+    AgentSummary,
     AgentWelcome,
     ChatList,
     Close,
@@ -77,6 +84,8 @@ from engine.messages import (
 )
 from engine.metrics import EngineMetrics
 from storage.api import ConversationState, Role, Storage
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AgentPrincipal",
@@ -153,8 +162,10 @@ class EngineConfig:
 class Connection:
     """A live client connection: the handle ``request`` and ``disconnect`` take.
 
-    ``welcome`` is the initial state (``VisitorWelcome`` / ``AgentWelcome``) the web layer sends
-    as the first frame; it is also pushed into the outbox before any replayed event.
+    ``welcome`` is the initial state (``VisitorWelcome`` / ``AgentWelcome``), set by ``connect``
+    and sent by the web layer inside its hello/auth result. It is not pushed into the outbox:
+    the outbox carries only what follows it (replayed events for ``resume``, then live pushes),
+    so the web layer must send the welcome before it starts forwarding the outbox.
     """
 
     id: str
@@ -174,6 +185,10 @@ class Connection:
 
 ResumePoints = Mapping[str, int]
 
+
+# Commands bound to a live connection (subscriptions, presence, per-connection rate limits):
+# ``request_as`` refuses them.
+_CONNECTION_COMMANDS = (Watch, Unwatch, ListVisitors, SetTyping, SetStatus, ReportPageView)
 
 _CONVERSATION_COMMANDS = (
     SendMessage,
@@ -213,6 +228,7 @@ class ChatEngine:
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
         from engine.context import EngineContext
+        from engine.decisions import DecisionLog
         from engine.presence import Hub, RateLimiter
 
         self.config = config
@@ -222,6 +238,7 @@ class ChatEngine:
             hub=Hub(),
             metrics=metrics or EngineMetrics(),
             clock=clock,
+            decisions=DecisionLog(storage, timeout_s=config.storage_timeout_s),
         )
         self._ctx.hub.on_drop = self._on_drop
         self._messages = RateLimiter(
@@ -281,6 +298,7 @@ class ChatEngine:
         )
         self._registries = [ctx.routers, ctx.visitors, ctx.conversations]
         async with trio.open_nursery() as nursery:
+            await nursery.start(ctx.decisions.serve)
             for registry in self._registries:
                 await nursery.start(registry.serve)
             nursery.start_soon(self._tick_forever)
@@ -292,14 +310,24 @@ class ChatEngine:
 
     async def shutdown(self, *, deadline_s: float) -> None:
         """Stop intake (``shutting_down``), drain conversations, then visitors, then routers;
-        whatever is still running at the deadline is cancelled."""
+        whatever is still running at the deadline is cancelled. Then store the routing
+        decisions still queued (bounded by ``storage_timeout_s``)."""
         self._accepting = False
         with trio.move_on_after(deadline_s):
             for registry in reversed(self._registries):
                 await registry.drain()
         for registry in reversed(self._registries):
             await registry.shutdown(0)
+        try:
+            await self._ctx.decisions.flush()
+        except PersistenceUnavailable as exc:
+            log.error("%d routing decisions not stored: %s", self._ctx.decisions.pending, exc)
         self._stopped.set()
+
+    async def flush_routing_decisions(self) -> None:
+        """Store the routing decisions made so far (they are written in batches); call before
+        reading the log to see them. ``PersistenceUnavailable`` if storage fails."""
+        await self._ctx.decisions.flush()
 
     async def _tick_forever(self) -> None:
         from engine.routing import Tick
@@ -382,10 +410,9 @@ class ChatEngine:
                 status = await router.ask(lambda r: AgentConnected(principal=principal, reply=r))
                 view = await router.ask(lambda r: GetAgents(reply=r))
                 queue = await router.ask(lambda r: GetQueue(reply=r))
-                me = next((a for a in view.agents if a.agent_id == principal.agent_id), None)
+                agents = await self._all_agents(ws, view.agents)
+                me = next((a for a in agents if a.agent_id == principal.agent_id), None)
                 if me is None:
-                    from engine.messages import AgentSummary
-
                     me = AgentSummary(
                         agent_id=principal.agent_id,
                         display_name=principal.display_name,
@@ -400,11 +427,11 @@ class ChatEngine:
                     routing_mode=view.routing_mode,
                     queue=queue,
                     chats=await self._my_chats(principal),
-                    agents=view.agents,
+                    agents=agents,
                 )
             for conversation_id, after_seq in resume.items():
                 try:
-                    ref = await self._conversation(ws, conversation_id)
+                    ref = await self._existing_conversation(principal, conversation_id)
                     await ref.ask(
                         lambda r, cid=conversation_id, seq=after_seq: Subscribe(
                             conn=conn,
@@ -462,12 +489,64 @@ class ChatEngine:
             hub.drop(conn, reason=reason)
         await trio.lowlevel.checkpoint()
 
+    # -- workspaces
+
+    async def workspace_changed(self, workspace_id: str) -> None:
+        """The workspace's settings, agents or groups changed in storage: apply them now.
+
+        Drops the cached settings (conversations and new connections read them afresh) and has
+        the workspace's router reload settings, agents (added, disabled, chat limits, groups,
+        roles, names) and groups, keeping live state; a disabled agent's chats are queued
+        again. Returns once the router has applied the change, or after ``ask_timeout_s``
+        (the reload is then still queued). A workspace without a running router has nothing
+        to refresh: its router loads everything when it starts.
+        """
+        from engine.routing import WorkspaceChanged
+
+        self._ctx.forget_workspace(workspace_id)
+        routers = self._ctx.routers
+        if routers is None or not self._accepting or not routers.is_active(workspace_id):
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(self.config.ask_timeout_s), contextlib.suppress(ShuttingDown):
+            router = await routers.get(workspace_id)
+            await router.ask(lambda r: WorkspaceChanged(reply=r))
+
+    async def agents_available(self, workspace_id: str) -> bool:
+        """Whether an agent of the workspace is connected, accepting chats and below their
+        chat limit, as the router sees it (what ``welcome_visitor.agents_available`` says)."""
+        from engine.routing import GetAgents
+
+        self._check_accepting()
+        try:
+            with trio.fail_after(self.config.ask_timeout_s):
+                router = await self._router(workspace_id)
+                view = await router.ask(lambda r: GetAgents(reply=r))
+        except trio.TooSlowError as exc:
+            raise Overloaded("the engine did not answer in time") from exc
+        return bool(view.available)
+
     # -- commands
 
     async def request(self, conn: Connection, command: Command) -> Result:
         """Run one command for ``conn``; raises a ``DomainError`` with a stable ``code``."""
+        return await self._request(conn.principal, conn, command)
+
+    async def request_as(self, principal: Principal, command: Command) -> Result:
+        """Run one command for ``principal`` without a connection (e.g. from the HTTP API).
+
+        Same rules, results and errors as ``request``, and the chat's live participants are
+        told as usual; the caller is not registered anywhere, so it neither shows as online
+        nor receives routed chats or pushes. Commands that only make sense on a live
+        connection (``watch``, ``unwatch``, ``list_visitors``, ``typing``, ``set_status``,
+        ``page_view``) raise ``Forbidden``; a silent ``join`` is applied without watching.
+        """
+        if isinstance(command, _CONNECTION_COMMANDS):
+            raise Forbidden(f"{type(command).__name__} needs a live connection")
+        return await self._request(principal, None, command)
+
+    async def _request(self, p: Principal, conn: Connection | None, command: Command) -> Result:
         self._check_accepting()
-        p = conn.principal
         allowed = VISITOR_COMMANDS if isinstance(p, VisitorPrincipal) else AGENT_COMMANDS
         if type(command) not in allowed:
             raise Forbidden(f"{type(command).__name__} is not allowed here")
@@ -479,11 +558,14 @@ class ChatEngine:
         except trio.TooSlowError as exc:
             raise Overloaded("the engine did not answer in time") from exc
 
-    async def _visitor_request(self, conn: Connection, p: VisitorPrincipal, cmd: Command) -> Result:
+    async def _visitor_request(
+        self, conn: Connection | None, p: VisitorPrincipal, cmd: Command
+    ) -> Result:
         from engine.visitor import OpenConversation, VisitorNavigated, VisitorProfile
 
         ws = p.workspace_id
         if isinstance(cmd, SetTyping):
+            assert conn is not None  # request_as refuses it
             await self._signal(conn, p, cmd)
             return Ok()
         if isinstance(cmd, ReportPageView):
@@ -499,15 +581,13 @@ class ChatEngine:
             if wait_s > 0:
                 raise RateLimited("too many messages", retry_after_s=round(wait_s, 3))
         if isinstance(cmd, LeaveOfflineMessage):
-            conv = await self._ctx.call(
-                self._ctx.storage.create_conversation(ws, visitor_id=p.visitor_id)
-            )
+            conv = await self._new_conversation(ws, p.visitor_id)
             await (await self._visitor(p)).ask(
                 lambda r: VisitorProfile(
                     update=UpdateProfile(name=cmd.name, email=cmd.email), reply=r
                 )
             )
-            return await self._apply(conn, ws, conv.id, cmd)
+            return await self._apply(p, await self._conversation(ws, conv.id), cmd)
         conversation_id = getattr(cmd, "conversation_id", None)
         if conversation_id is None:
             create = isinstance(cmd, SendMessage)
@@ -515,9 +595,12 @@ class ChatEngine:
             conversation_id = await visitor.ask(lambda r: OpenConversation(create=create, reply=r))
             if conversation_id is None:
                 raise InvalidState("no open conversation")
-        return await self._apply(conn, ws, conversation_id, cmd)
+            return await self._apply(p, await self._conversation(ws, conversation_id), cmd)
+        return await self._apply(p, await self._existing_conversation(p, conversation_id), cmd)
 
-    async def _agent_request(self, conn: Connection, p: AgentPrincipal, cmd: Command) -> Result:
+    async def _agent_request(
+        self, conn: Connection | None, p: AgentPrincipal, cmd: Command
+    ) -> Result:
         from engine.conversation import Subscribe
         from engine.routing import GetQueue, GetVisitors, SetAgentStatus
 
@@ -529,11 +612,13 @@ class ChatEngine:
             )
         if isinstance(cmd, _CONVERSATION_COMMANDS):
             conversation_id = getattr(cmd, "conversation_id")  # noqa: B009
-            result = await self._apply(conn, ws, conversation_id, cmd)
-            if isinstance(cmd, Join) and cmd.silent:
+            ref = await self._existing_conversation(p, conversation_id)
+            result = await self._apply(p, ref, cmd)
+            if isinstance(cmd, Join) and cmd.silent and conn is not None:
                 ctx.hub.watch(conn, conversation_id)
             return result
         if isinstance(cmd, SetTyping):
+            assert conn is not None  # request_as refuses it
             await self._signal(conn, p, cmd)
             return Ok()
         if isinstance(cmd, SetStatus):
@@ -545,10 +630,11 @@ class ChatEngine:
             visitor = await ctx.call(ctx.storage.get_visitor(ws, cmd.visitor_id))
             if visitor is None:
                 raise NotFound("no such visitor")
-            conv = await ctx.call(ctx.storage.create_conversation(ws, visitor_id=cmd.visitor_id))
-            return await self._apply(conn, ws, conv.id, cmd)
+            conv = await self._new_conversation(ws, cmd.visitor_id)
+            return await self._apply(p, await self._conversation(ws, conv.id), cmd)
         if isinstance(cmd, Watch):
-            ref = await self._conversation(ws, cmd.conversation_id)
+            assert conn is not None  # request_as refuses it
+            ref = await self._existing_conversation(p, cmd.conversation_id)
             conn.resuming.add(cmd.conversation_id)
             try:
                 summary = await ref.ask(
@@ -558,6 +644,7 @@ class ChatEngine:
                 conn.resuming.discard(cmd.conversation_id)
             return Watching(conversation=summary)
         if isinstance(cmd, Unwatch):
+            assert conn is not None  # request_as refuses it
             ctx.hub.unwatch(conn, cmd.conversation_id)
             return Ok()
         if isinstance(cmd, ListQueue):
@@ -566,6 +653,7 @@ class ChatEngine:
         if isinstance(cmd, ListMyChats):
             return ChatList(conversations=await self._my_chats(p))
         if isinstance(cmd, ListVisitors):
+            assert conn is not None  # request_as refuses it
             conn.visitor_list = cmd.subscribe
             router = await self._router(ws)
             return VisitorList(visitors=await router.ask(lambda r: GetVisitors(reply=r)))
@@ -574,6 +662,7 @@ class ChatEngine:
         if isinstance(cmd, GetRoutingLog):
             if await ctx.call(ctx.storage.get_conversation(ws, cmd.conversation_id)) is None:
                 raise NotFound("conversation not found")
+            await ctx.decisions.flush()
             decisions = await ctx.call(
                 ctx.storage.list_routing_decisions(
                     ws, conversation_id=cmd.conversation_id, limit=cmd.limit
@@ -594,13 +683,12 @@ class ChatEngine:
             )
         raise Forbidden(f"{type(cmd).__name__} is not allowed here")
 
-    async def _apply(self, conn: Connection, ws: str, conversation_id: str, cmd: Any) -> Result:
+    async def _apply(self, p: Principal, ref: Any, cmd: Any) -> Result:
         from engine.conversation import Apply
 
-        ref = await self._conversation(ws, conversation_id)
         sent_at = self._ctx.clock()
         result: Result = await ref.ask(
-            lambda r: Apply(principal=conn.principal, command=cmd, reply=r, sent_at_s=sent_at)
+            lambda r: Apply(principal=p, command=cmd, reply=r, sent_at_s=sent_at)
         )
         return result
 
@@ -609,8 +697,10 @@ class ChatEngine:
 
         if self._signals.check(("typing", conn.id)) > 0:
             return  # ephemeral: dropping an over-eager typing signal loses nothing
-        assert self._ctx.conversations is not None
-        ref = await self._ctx.conversations.get((p.workspace_id, cmd.conversation_id))
+        try:
+            ref = await self._existing_conversation(p, cmd.conversation_id)
+        except NotFound:
+            return  # typing is fire-and-forget: a wrong id answers ok and reaches nobody
         # A busy conversation drops ephemeral signals first.
         with contextlib.suppress(trio.WouldBlock):
             ref.tell_nowait(Signal(principal=p, command=cmd))
@@ -645,6 +735,29 @@ class ChatEngine:
             views.append(view(event, name))
         return History(conversation_id=cmd.conversation_id, events=tuple(views), has_more=more)
 
+    async def _all_agents(
+        self, ws: str, live: tuple[AgentSummary, ...]
+    ) -> tuple[AgentSummary, ...]:
+        """Every enabled agent of the workspace (storage is the list), with the router's live
+        status and load; one the router has not loaded yet is offline with no chats."""
+        ctx = self._ctx
+        known = {a.agent_id: a for a in live}
+        records = await ctx.call(ctx.storage.list_agents(ws))
+        return tuple(
+            known.get(r.id)
+            or AgentSummary(
+                agent_id=r.id,
+                display_name=r.display_name,
+                role=str(r.role),
+                status=str(AgentStatus.OFFLINE),
+                active_chats=0,
+                max_chats=r.max_chats or self.config.default_max_chats,
+                group_ids=tuple(r.group_ids),
+            )
+            for r in records
+            if r.enabled
+        )
+
     async def _my_chats(self, p: AgentPrincipal) -> tuple[Any, ...]:
         from engine.conversation import summarize
 
@@ -666,6 +779,34 @@ class ChatEngine:
     def _check_accepting(self) -> None:
         if not self._accepting:
             raise ShuttingDown("the engine is not accepting work")
+
+    async def _new_conversation(self, ws: str, visitor_id: str) -> Any:
+        ctx = self._ctx
+        settings = await ctx.workspace_settings(ws)
+        return await ctx.call(
+            ctx.storage.create_conversation(
+                ws, visitor_id=visitor_id, group_id=settings.default_group_id
+            )
+        )
+
+    async def _existing_conversation(self, p: Principal, conversation_id: str) -> Any:
+        """The ref of a conversation ``p`` may address; ``NotFound`` before any actor starts.
+
+        A running actor is used as is (it checks the principal itself, for free); otherwise
+        one storage read checks that the id exists in the workspace and, for a visitor, is
+        theirs, so guessed or foreign ids cannot make the registry spawn actors.
+        """
+        registry = self._ctx.conversations
+        assert registry is not None
+        ws = p.workspace_id
+        if not registry.is_active((ws, conversation_id)):
+            ctx = self._ctx
+            conv = await ctx.call(ctx.storage.get_conversation(ws, conversation_id))
+            if conv is None or (
+                isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id
+            ):
+                raise NotFound("conversation not found")
+        return await self._conversation(ws, conversation_id)
 
     async def _conversation(self, ws: str, conversation_id: str) -> Any:
         registry = self._ctx.conversations

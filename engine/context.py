@@ -19,6 +19,7 @@ from storage.api import Storage, Workspace
 
 if TYPE_CHECKING:
     from engine.api import EngineConfig
+    from engine.decisions import DecisionLog
     from engine.registry import Registry
 
 __all__ = ["EngineContext", "WorkspaceSettings"]
@@ -26,24 +27,56 @@ __all__ = ["EngineContext", "WorkspaceSettings"]
 
 @attrs.frozen(kw_only=True)
 class WorkspaceSettings:
-    """The engine's reading of ``Workspace.settings`` (read when an actor starts)."""
+    """The engine's reading of ``Workspace.settings``, in the layout the admin API stores.
+
+    ``settings["routing"]`` holds ``RoutingSettings`` (``mode``, ``agent_response_timeout_s``,
+    ``abandon_queued_after_s``, ``sticky_agent``, ``default_group_id``) and
+    ``settings["widget"]`` holds ``WidgetSettings`` (of which the engine reads ``sneak_peek``).
+    A missing or malformed value falls back to the ``EngineConfig`` default. This is the one
+    place that knows the layout; ``EngineContext`` caches the result until
+    ``ChatEngine.workspace_changed``.
+    """
 
     routing_mode: str  # "auto" | "manual"
     sneak_peek_enabled: bool
     agent_response_timeout_s: float
+    abandon_queued_after_s: float  # 0: never; else a chat queued this long is closed as missed
+    sticky_agent: bool  # a returning visitor goes back to their previous agent if free
+    default_group_id: str | None  # group of new chats
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
         raw: Mapping[str, Any] = workspace.settings if workspace is not None else {}
-        mode = raw.get("routing_mode", config.default_routing_mode)
-        timeout = raw.get("agent_response_timeout_s", config.agent_response_timeout_s)
+        routing = _section(raw, "routing")
+        widget = _section(raw, "widget")
+        mode = routing.get("mode", config.default_routing_mode)
+        timeout = _number(routing.get("agent_response_timeout_s"))
+        abandon = _number(routing.get("abandon_queued_after_s"))
+        group = routing.get("default_group_id")
+        sticky = routing.get("sticky_agent", True)
         return cls(
             routing_mode=mode if mode in ("auto", "manual") else "auto",
-            sneak_peek_enabled=bool(raw.get("sneak_peek_enabled", False)),
-            agent_response_timeout_s=float(timeout)
-            if isinstance(timeout, int | float) and timeout > 0
+            sneak_peek_enabled=widget.get("sneak_peek") is True,
+            agent_response_timeout_s=timeout
+            if timeout is not None and timeout > 0
             else config.agent_response_timeout_s,
+            abandon_queued_after_s=abandon
+            if abandon is not None and abandon >= 0
+            else config.abandon_queued_after_s,
+            sticky_agent=sticky if isinstance(sticky, bool) else True,
+            default_group_id=group if isinstance(group, str) and group else None,
         )
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -53,20 +86,32 @@ class EngineContext:
     hub: Hub
     metrics: EngineMetrics
     clock: Callable[[], float]
+    decisions: DecisionLog
     conversations: Registry[tuple[str, str], Any] | None = None
     visitors: Registry[tuple[str, str], Any] | None = None
     routers: Registry[str, Any] | None = None
     agent_names: dict[tuple[str, str], str] = attrs.field(factory=dict)
     visitor_names: dict[tuple[str, str], str | None] = attrs.field(factory=dict)
     settings: dict[str, WorkspaceSettings] = attrs.field(factory=dict)
+    settings_version: dict[str, int] = attrs.field(factory=dict)
 
     async def workspace_settings(self, workspace_id: str) -> WorkspaceSettings:
+        """The workspace's settings, from the cache or storage (then cached until
+        `forget_workspace`)."""
         cached = self.settings.get(workspace_id)
         if cached is None:
+            version = self.settings_version.get(workspace_id, 0)
             workspace = await self.call(self.storage.get_workspace(workspace_id))
             cached = WorkspaceSettings.from_workspace(workspace, self.config)
-            self.settings[workspace_id] = cached
+            # A change while this read was in flight wins: do not cache what may be stale.
+            if self.settings_version.get(workspace_id, 0) == version:
+                self.settings[workspace_id] = cached
         return cached
+
+    def forget_workspace(self, workspace_id: str) -> None:
+        """Drop what is cached about the workspace (its settings); the next read reloads."""
+        self.settings.pop(workspace_id, None)
+        self.settings_version[workspace_id] = self.settings_version.get(workspace_id, 0) + 1
 
     async def agent_name(self, workspace_id: str, agent_id: str) -> str | None:
         name = self.agent_names.get((workspace_id, agent_id))

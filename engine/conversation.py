@@ -18,7 +18,6 @@ makes "two agents accept at once: one wins" true: assignments are serialized her
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ import trio
 
 from engine.actor import Actor, Reply
 from engine.api import AgentPrincipal, Connection, Principal, VisitorPrincipal
-from engine.context import EngineContext, WorkspaceSettings
+from engine.context import EngineContext
 from engine.errors import (
     AlreadyAssigned,
     ConversationClosed,
@@ -263,7 +262,6 @@ class ConversationActor(Actor[ConversationMsg]):
         "key",
         "last_message",
         "recent",
-        "settings",
         "waiting_for",
     )
 
@@ -273,7 +271,6 @@ class ConversationActor(Actor[ConversationMsg]):
         self.conv: Conversation | None = None
         self.recent: deque[Event] = deque(maxlen=ctx.config.recent_events)
         self.last_message: Event | None = None
-        self.settings: WorkspaceSettings | None = None
         self.waiting_for: str | None = None  # auto-assigned agent who has not answered yet
 
     # -- lifecycle
@@ -281,7 +278,6 @@ class ConversationActor(Actor[ConversationMsg]):
     async def on_start(self) -> None:
         workspace_id, conversation_id = self.key
         ctx = self.ctx
-        self.settings = await ctx.workspace_settings(workspace_id)
         conv = await ctx.call(ctx.storage.get_conversation(workspace_id, conversation_id))
         self.conv = conv
         if conv is None or conv.last_seq == 0:
@@ -903,7 +899,7 @@ class ConversationActor(Actor[ConversationMsg]):
         ref = await _self_ref(ctx, self.key)
         for item in items:
             if item.assigned is not None and item.kind not in ("invited",):
-                await self._record(item.assigned, item.kind, item)
+                self._record(item.assigned, item.kind, item)
         await router.tell(
             ConversationChanged(
                 conversation=conv,
@@ -926,7 +922,7 @@ class ConversationActor(Actor[ConversationMsg]):
             visitor = await ctx.visitors.get((ws, conv.visitor_id))
             await visitor.tell(ConversationStateChanged(conversation_id=conv.id, state=conv.state))
 
-    async def _record(self, agent_id: str, reason: str, item: _Pending) -> None:
+    def _record(self, agent_id: str, reason: str, item: _Pending) -> None:
         conv = self.conv
         assert conv is not None
         details: dict[str, Any] = {}
@@ -934,17 +930,14 @@ class ConversationActor(Actor[ConversationMsg]):
             details = dict(item.msg.details)
         elif isinstance(item.msg, Apply):
             details = {"by": getattr(item.msg.principal, "agent_id", None)}
-        # The assignment event itself is durable; the log entry is best effort.
-        with contextlib.suppress(PersistenceUnavailable):
-            await self.ctx.call(
-                self.ctx.storage.record_routing_decision(
-                    conv.workspace_id,
-                    conversation_id=conv.id,
-                    agent_id=agent_id,
-                    reason=reason,
-                    details=details,
-                )
-            )
+        # Stored in batches by the DecisionLog: the assignment's fan-out does not wait for it.
+        self.ctx.decisions.record(
+            conv.workspace_id,
+            conversation_id=conv.id,
+            agent_id=agent_id,
+            reason=reason,
+            details=details,
+        )
 
     async def _author_name(self, event: Event) -> str | None:
         ws = event.workspace_id
@@ -1005,12 +998,14 @@ class ConversationActor(Actor[ConversationMsg]):
 
     async def _typing(self, who: Principal, cmd: SetTyping) -> None:
         conv = self.conv
-        assert conv is not None and self.settings is not None
+        assert conv is not None
         hub = self.ctx.hub
         ttl = self.ctx.config.typing_ttl_s
         ws = conv.workspace_id
         if isinstance(who, VisitorPrincipal):
-            draft = cmd.draft if self.settings.sneak_peek_enabled and cmd.is_typing else None
+            # Read per signal (a dict lookup): a settings change applies without a restart.
+            settings = await self.ctx.workspace_settings(ws)
+            draft = cmd.draft if settings.sneak_peek_enabled and cmd.is_typing else None
             push = TypingPush(
                 conversation_id=conv.id,
                 author_type="visitor",

@@ -715,7 +715,8 @@ Result = (
 
 @attrs.frozen(kw_only=True)
 class VisitorWelcome:
-    """First push to a visitor connection: who it is and what the widget needs."""
+    """Initial state of a visitor connection (in the hello result): who it is, what the widget
+    needs."""
 
     TYPE: ClassVar[str] = "welcome_visitor"
     visitor_id: str
@@ -728,7 +729,8 @@ class VisitorWelcome:
 
 @attrs.frozen(kw_only=True)
 class AgentWelcome:
-    """First push to an agent connection: own status, the queue, own chats."""
+    """Initial state of an agent connection (in the auth result): own status, the queue, own
+    chats, and every enabled agent of the workspace with their live status."""
 
     TYPE: ClassVar[str] = "welcome_agent"
     agent: AgentSummary

@@ -133,6 +133,11 @@ class Registry(Generic[K, M]):
         """Keys with a live activation."""
         return list(self._live)
 
+    def is_active(self, key: K) -> bool:
+        """Whether ``key`` has an activation taking messages now (no spawn, no checkpoint)."""
+        activation = self._live.get(key)
+        return activation is not None and activation.phase is _Phase.ACTIVE
+
     async def get(self, key: K) -> RegistryRef[K, M]:
         """The ref for ``key``, activating its actor if needed.
 

@@ -7,12 +7,18 @@ so the two can never deadlock; a full mailbox is retried on the next tick). The 
 actor applies a proposal only if the chat is still queued: the router's view may lag, the
 conversation's state never does.
 
-Rules (auto mode): sticky return to the previous agent if they can take it; otherwise the
-least-busy eligible agent of the chat's group (ties: longest idle), then the group's fallback
-chain; oldest queued chat first whenever capacity frees. Manual mode: no proposals; agents pick
-from the queue with ``accept``. A chat whose auto-assigned agent does not answer within the
-response timeout, or whose agent stays disconnected past the grace period, is queued again
-without that agent. Every decision goes to ``storage.record_routing_decision`` with its reason.
+Rules (auto mode): sticky return to the previous agent if they can take it (unless the
+workspace turned ``sticky_agent`` off); otherwise the least-busy eligible agent of the chat's
+group (ties: longest idle), then the group's fallback chain; oldest queued chat first whenever
+capacity frees. Manual mode: no proposals; agents pick from the queue with ``accept``. A chat
+whose auto-assigned agent does not answer within the response timeout, or whose agent stays
+disconnected past the grace period, is queued again without that agent; a chat queued longer
+than ``abandon_queued_after_s`` (when > 0) is closed as missed. Every decision is recorded with
+its reason in the ``DecisionLog`` (stored in batches, off this actor's loop).
+
+The workspace's settings, agents and groups are loaded on start and again on
+``WorkspaceChanged`` (sent by ``ChatEngine.workspace_changed`` after an admin change), keeping
+the live state (connections, chosen status, load) of agents that are still enabled.
 
 Time is driven by ``Tick`` messages from the engine (``tick_interval_s``), never by timers
 inside the actor.
@@ -32,7 +38,6 @@ from engine.agent import AgentState
 from engine.api import AgentPrincipal
 from engine.context import EngineContext, WorkspaceSettings
 from engine.conversation import RouterAssign, RouterClose, RouterRequeue
-from engine.errors import PersistenceUnavailable
 from engine.messages import (
     AgentStatus,
     AgentStatusPush,
@@ -60,6 +65,7 @@ __all__ = [
     "Tick",
     "VisitorGone",
     "VisitorSeen",
+    "WorkspaceChanged",
 ]
 
 AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback"})
@@ -134,6 +140,13 @@ class Tick:
     pass
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class WorkspaceChanged:
+    """Settings, agents or groups changed in storage: reload them (answered once applied)."""
+
+    reply: Reply[None]
+
+
 RouterMsg = (
     ConversationChanged
     | AgentConnected
@@ -145,6 +158,7 @@ RouterMsg = (
     | VisitorGone
     | GetVisitors
     | Tick
+    | WorkspaceChanged
 )
 
 
@@ -160,6 +174,7 @@ class _Queued:
     proposed_to: str | None = None
     logged: bool = False
     position_sent: int = 0
+    abandoning: bool = False  # told the conversation to close as missed
 
     def sort_key(self) -> tuple[float, str]:
         return (self.queued_at, self.conversation_id)
@@ -186,30 +201,77 @@ class RouterActor(Actor[RouterMsg]):
 
     async def on_start(self) -> None:
         ctx, ws = self.ctx, self.ws
-        self.settings = await ctx.workspace_settings(ws)
         storage = ctx.storage
         now = ctx.clock()
-        for agent in await ctx.call(storage.list_agents(ws)):
-            if not agent.enabled:
-                continue
-            ctx.agent_names[(ws, agent.id)] = agent.display_name
-            self.agents[agent.id] = AgentState(
-                agent_id=agent.id,
-                display_name=agent.display_name,
-                role=str(agent.role),
-                max_chats=agent.max_chats or ctx.config.default_max_chats,
-                group_ids=tuple(agent.group_ids),
-                connected=ctx.hub.agent_online(ws, agent.id),
-                idle_since=now,
-            )
-        for group in await ctx.call(storage.list_groups(ws)):
-            self.fallback[group.id] = group.fallback_group_id
+        await self._load_workspace()
         for conv in await ctx.call(storage.list_open_conversations(ws)):
             if conv.state == ConversationState.QUEUED and conv.last_seq > 0:
                 self._enqueue(conv, now)
             elif conv.state == ConversationState.ACTIVE and conv.assignee_id in self.agents:
                 self.agents[conv.assignee_id].active.add(conv.id)
         await self._dispatch()
+
+    async def _load_workspace(self) -> list[AgentState]:
+        """(Re)load settings, enabled agents and groups; returns the agents no longer enabled.
+
+        An agent already known keeps its live state and gets its new name, role, chat limit
+        and groups; a new one starts with its connection state from the hub.
+        """
+        ctx, ws = self.ctx, self.ws
+        self.settings = await ctx.workspace_settings(ws)
+        records = [a for a in await ctx.call(ctx.storage.list_agents(ws)) if a.enabled]
+        groups = await ctx.call(ctx.storage.list_groups(ws))
+        now = ctx.clock()
+        enabled = {a.id for a in records}
+        removed = [a for agent_id, a in self.agents.items() if agent_id not in enabled]
+        for gone in removed:
+            del self.agents[gone.agent_id]
+        for record in records:
+            ctx.agent_names[(ws, record.id)] = record.display_name
+            max_chats = record.max_chats or ctx.config.default_max_chats
+            agent = self.agents.get(record.id)
+            if agent is None:
+                self.agents[record.id] = AgentState(
+                    agent_id=record.id,
+                    display_name=record.display_name,
+                    role=str(record.role),
+                    max_chats=max_chats,
+                    group_ids=tuple(record.group_ids),
+                    connected=ctx.hub.agent_online(ws, record.id),
+                    idle_since=now,
+                )
+                continue
+            agent.display_name = record.display_name
+            agent.role = str(record.role)
+            agent.max_chats = max_chats
+            agent.group_ids = tuple(record.group_ids)
+        self.fallback = {g.id: g.fallback_group_id for g in groups}
+        return removed
+
+    async def _workspace_changed(self) -> None:
+        mode = self.settings.routing_mode if self.settings is not None else None
+        before = {a.agent_id: a.summary() for a in self.agents.values()}
+        removed = await self._load_workspace()
+        assert self.settings is not None
+        for agent in removed:  # disabled or deleted: their chats go back to the queue
+            agent.connected = False
+            agent.disconnected_at = None
+            self._status_changed(agent)
+            for conversation_id in list(agent.active):
+                await self._requeue(conversation_id, agent.agent_id, "agent_offline")
+        for item in self.queue:
+            if self.settings.routing_mode != mode:
+                item.logged = False  # log the reason under the new mode
+            if item.proposed_to is not None and item.proposed_to not in self.agents:
+                item.proposed_to = None
+        for agent in self.agents.values():
+            if before.get(agent.agent_id) != agent.summary():
+                self._status_changed(agent)
+        await self._dispatch()
+
+    def _available(self) -> bool:
+        """An agent is connected, accepting and below their chat limit."""
+        return any(a.can_take(None) for a in self.agents.values())
 
     # -- the loop
 
@@ -249,10 +311,7 @@ class RouterActor(Actor[RouterMsg]):
             msg.reply.send(
                 AgentsView(
                     agents=tuple(a.summary() for a in self.agents.values()),
-                    available=any(
-                        a.connected and a.chosen == AgentStatus.ACCEPTING
-                        for a in self.agents.values()
-                    ),
+                    available=self._available(),
                     routing_mode=self.settings.routing_mode,
                 )
             )
@@ -267,6 +326,11 @@ class RouterActor(Actor[RouterMsg]):
             msg.reply.send(tuple(self.visitors.values()))
         elif isinstance(msg, Tick):
             await self._tick()
+        elif isinstance(msg, WorkspaceChanged):
+            try:
+                await self._workspace_changed()
+            finally:
+                msg.reply.send(None)
 
     # -- conversation changes
 
@@ -371,7 +435,7 @@ class RouterActor(Actor[RouterMsg]):
                 if agent is None:
                     if not item.logged:
                         item.logged = True
-                        await self._log(item.conversation_id, None, "no_agent_available", {})
+                        self._log(item.conversation_id, None, "no_agent_available", {})
                     continue
                 if await self._propose(item, agent, reason, details):
                     queue_changed = True
@@ -380,7 +444,7 @@ class RouterActor(Actor[RouterMsg]):
                 if not item.logged:
                     item.logged = True
                     reason = "manual_mode" if self.settings.routing_mode == "manual" else ""
-                    await self._log(item.conversation_id, None, reason or "no_agent_available", {})
+                    self._log(item.conversation_id, None, reason or "no_agent_available", {})
         # Positions and the queue list are pushed coalesced, once per tick: a moving queue
         # of Q chats would otherwise cost O(Q) pushes per assignment. A new chat learns its
         # position at once.
@@ -392,10 +456,18 @@ class RouterActor(Actor[RouterMsg]):
                 break
 
     def _choose(self, item: _Queued) -> tuple[AgentState | None, str, dict[str, Any]]:
+        assert self.settings is not None
         prev = self.agents.get(item.previous_assignee_id or "")
-        if prev is not None and prev.agent_id not in item.excluded and prev.can_take(None):
+        if (
+            self.settings.sticky_agent
+            and prev is not None
+            and prev.agent_id not in item.excluded
+            and prev.can_take(None)
+        ):
             return prev, "sticky", {"load": prev.load}
         group = item.group_id
+        if group is not None and group not in self.fallback:
+            group = None  # the group was deleted: anyone may take the chat
         seen: set[str | None] = set()
         while group not in seen:
             seen.add(group)
@@ -431,19 +503,16 @@ class RouterActor(Actor[RouterMsg]):
         agent.idle_since = self.ctx.clock()
         return False
 
-    async def _log(
+    def _log(
         self, conversation_id: str, agent_id: str | None, reason: str, details: dict[str, Any]
     ) -> None:
-        with contextlib.suppress(PersistenceUnavailable):
-            await self.ctx.call(
-                self.ctx.storage.record_routing_decision(
-                    self.ws,
-                    conversation_id=conversation_id,
-                    agent_id=agent_id,
-                    reason=reason,
-                    details=details,
-                )
-            )
+        self.ctx.decisions.record(
+            self.ws,
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            reason=reason,
+            details=details,
+        )
 
     # -- time
 
@@ -474,13 +543,19 @@ class RouterActor(Actor[RouterMsg]):
                     if summary is not None:
                         left = attrs.evolve(summary, online=False)
                         self._visitor_update(VisitorChange.LEFT, left)
-        if ctx.config.abandon_queued_after_s > 0:
+        assert self.settings is not None
+        abandon_s = self.settings.abandon_queued_after_s
+        if abandon_s > 0:
             for item in list(self.queue):
-                if now - item.queued_at >= ctx.config.abandon_queued_after_s:
+                if not item.abandoning and now - item.queued_at >= abandon_s:
                     assert ctx.conversations is not None
                     ref = await ctx.conversations.get((self.ws, item.conversation_id))
-                    with contextlib.suppress(trio.WouldBlock):
+                    with contextlib.suppress(trio.WouldBlock):  # else retried on the next tick
                         ref.tell_nowait(RouterClose(reason=CloseReason.MISSED))
+                        item.abandoning = True
+                        self._log(
+                            item.conversation_id, None, "abandoned", {"queued_for_s": abandon_s}
+                        )
         if self.queue_dirty:
             self.queue_dirty = False
             self._push_positions()
@@ -492,7 +567,7 @@ class RouterActor(Actor[RouterMsg]):
 
     async def _requeue(self, conversation_id: str, agent_id: str, reason: str) -> None:
         assert self.ctx.conversations is not None
-        await self._log(conversation_id, None, reason, {"from_agent_id": agent_id})
+        self._log(conversation_id, None, reason, {"from_agent_id": agent_id})
         ref = await self.ctx.conversations.get((self.ws, conversation_id))
         try:
             ref.tell_nowait(RouterRequeue(agent_id=agent_id, reason=reason))

@@ -181,7 +181,12 @@ class VisitorActor(Actor[VisitorMsg]):
                 await router.tell(VisitorGone(visitor_id=visitor_id))
         elif isinstance(msg, OpenConversation):
             if self.open_id is None and msg.create:
-                conv = await ctx.call(ctx.storage.create_conversation(ws, visitor_id=visitor_id))
+                settings = await ctx.workspace_settings(ws)
+                conv = await ctx.call(
+                    ctx.storage.create_conversation(
+                        ws, visitor_id=visitor_id, group_id=settings.default_group_id
+                    )
+                )
                 self.open_id = conv.id
             msg.reply.send(self.open_id)
 

@@ -74,6 +74,12 @@ async def audit(call: Call, action: str, target: str | None = None, **details: A
     )
 
 
+async def workspace_changed(call: Call) -> None:
+    """Tell the engine that the caller's workspace settings, agents or groups changed, so
+    routing and conversations apply the change now (the engine caches what it reads)."""
+    await call.services.engine.workspace_changed(call.workspace_id)
+
+
 # ---------------------------------------------------------------- workspaces
 
 
@@ -285,6 +291,7 @@ async def create_agent(call: Call, body: CreateAgentIn) -> AgentCreated:
         raise Conflict(
             "this username is taken", code="username_taken", field="$.username"
         ) from None
+    await workspace_changed(call)
     await audit(call, "agent.created", f"agent:{agent.id}", role=agent.role.value)
     return AgentCreated(agent=AgentOut.of(agent), password=password if generated else None)
 
@@ -315,6 +322,7 @@ async def update_agent(call: Call, agent_id: str, body: UpdateAgentIn) -> AgentO
     if body.group_ids is not None:
         await _check_groups(call, body.group_ids)
     updated = await call.services.storage.update_agent(call.workspace_id, agent_id, **changes)
+    await workspace_changed(call)
     if body.role is not None and body.role is not agent.role:
         await audit(
             call,
@@ -393,6 +401,7 @@ async def create_group(call: Call, body: GroupIn) -> GroupOut:
     group = await call.services.storage.create_group(
         call.workspace_id, name=body.name, fallback_group_id=body.fallback_group_id
     )
+    await workspace_changed(call)
     await audit(call, "group.created", f"group:{group.id}")
     return _group_out(group)
 
@@ -411,6 +420,7 @@ async def update_group(call: Call, group_id: str, body: GroupPatchIn) -> GroupOu
     await _check_fallback(call, body.fallback_group_id, group_id)
     changes = {k: v for k, v in attrs_dict(body).items() if v is not None}
     group = await call.services.storage.update_group(call.workspace_id, group_id, **changes)
+    await workspace_changed(call)
     await audit(call, "group.updated", f"group:{group_id}")
     return _group_out(group)
 
@@ -420,6 +430,7 @@ async def delete_group(call: Call, group_id: str) -> Done:
     if await call.services.storage.get_group(call.workspace_id, group_id) is None:
         raise NotFound()
     await call.services.storage.delete_group(call.workspace_id, group_id)
+    await workspace_changed(call)
     await audit(call, "group.deleted", f"group:{group_id}")
     return Done()
 
@@ -548,6 +559,7 @@ async def put_widget_settings(call: Call, body: WidgetSettings) -> WidgetSetting
     ws = await call.services.storage.update_workspace(
         call.workspace_id, settings=settings, allowed_origins=origins
     )
+    await workspace_changed(call)
     await audit(call, "settings.widget_changed", f"workspace:{ws.id}")
     return read_widget_settings(ws)
 
@@ -573,6 +585,7 @@ async def put_routing_settings(call: Call, body: RoutingSettings) -> RoutingSett
     settings = _settings(call)
     settings["routing"] = api_converter.unstructure(body)
     ws = await call.services.storage.update_workspace(call.workspace_id, settings=settings)
+    await workspace_changed(call)
     await audit(call, "settings.routing_changed", f"workspace:{ws.id}")
     return read_routing_settings(ws)
 

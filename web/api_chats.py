@@ -6,8 +6,8 @@ transfer, tag) go through the engine, which owns the rules and tells everyone in
 
 from __future__ import annotations
 
+import contextlib
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import trio
 from quart import Response
 
-from engine.api import AgentPrincipal, Connection, ConnectionMeta
+from engine.api import AgentPrincipal
+from engine.errors import EngineError
 from engine.messages import Close, Tag, Transfer
 from storage import BanKind, ConversationFilter, ConversationState, Role, StorageError
 from web.api_admin import audit
@@ -101,12 +102,10 @@ async def _conversation(call: Call, conversation_id: str) -> Any:
 async def engine_command(call: Call, command: Any) -> Any:
     """Run one conversation command as the calling agent, from HTTP.
 
-    The handle is *detached*: never registered with ``engine.connect``, so an admin acting
-    over HTTP neither appears online nor receives routed chats; the engine applies the command
-    with the agent's principal and rules, and tells the chat's live participants itself.
-    Pushes meant for the handle are never produced (it subscribes to nothing).
+    Connection-less (``ChatEngine.request_as``): an admin acting over HTTP neither appears
+    online nor receives routed chats; the engine applies the command with the agent's
+    principal and rules, and tells the chat's live participants itself.
     """
-    services = call.services
     agent = call.caller.agent
     principal = AgentPrincipal(
         workspace_id=call.workspace_id,
@@ -114,15 +113,7 @@ async def engine_command(call: Call, command: Any) -> Any:
         role=agent.role,
         display_name=agent.display_name,
     )
-    send, receive = trio.open_memory_channel[Any](1)
-    with send, receive:
-        handle = Connection(
-            id="http-" + secrets.token_urlsafe(8),
-            principal=principal,
-            outbox=send,
-            meta=ConnectionMeta(ip=call.ip),
-        )
-        return await services.engine.request(handle, command)
+    return await call.services.engine.request_as(principal, command)
 
 
 # ---------------------------------------------------------------- conversations
@@ -448,6 +439,9 @@ async def get_report(call: Call, query: ReportQuery) -> ReportOut:
     role=Role.SUPERVISOR,
 )
 async def list_routing_decisions(call: Call, query: RoutingQuery) -> RoutingDecisionList:
+    # The engine stores decisions in batches: include the ones made up to now.
+    with contextlib.suppress(EngineError):  # storage down: the read below says so
+        await call.services.engine.flush_routing_decisions()
     decisions = await call.services.storage.list_routing_decisions(
         call.workspace_id, conversation_id=query.conversation_id, limit=query.limit
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from quart import Response, request
 
+from engine.errors import EngineError
 from storage import WorkspaceStatus
 from web.api_admin import read_widget_settings
 from web.errors import NotFound
@@ -28,7 +29,10 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
     if ws is None or ws.status is not WorkspaceStatus.ACTIVE:
         raise NotFound("unknown widget key")
     widget = read_widget_settings(ws)
-    online = any(s.kind == "agent" for s in services.sockets.of_workspace(ws.id))
+    try:  # an agent accepting chats with room for one more, as the router sees it
+        online = await services.engine.agents_available(ws.id)
+    except EngineError:  # starting, stopping or overloaded: offer the offline form
+        online = False
     config = WidgetConfig(
         workspace_name=ws.name,
         color=widget.color,

@@ -362,10 +362,11 @@ class SocketSession:
             raise _Closing(CloseCode.POLICY, "token revoked")
 
     async def _pump(self, outbox: trio.MemoryReceiveChannel[Any]) -> None:
-        """Engine pushes to the socket, in order; the end of the outbox ends the connection."""
-        assert self.conn is not None
-        welcome = self.conn.welcome
-        skipped_welcome = False
+        """Engine pushes to the socket, in order; the end of the outbox ends the connection.
+
+        Started after the hello/auth result (which carries the welcome) was sent, so replayed
+        and live pushes always follow it.
+        """
         async for push in outbox:
             batch = [push]
             while True:
@@ -374,9 +375,6 @@ class SocketSession:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             for item in batch:
-                if item is welcome and not skipped_welcome:
-                    skipped_welcome = True  # already sent inside the hello/auth result
-                    continue
                 await self._forward(item)
         raise _Closing(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
 
@@ -641,7 +639,6 @@ class SocketSession:
         if isinstance(conversation, dict) and conversation.get("state") != "closed":
             self.open_conversation = conversation.get("conversation_id")
         widget = read_widget_settings(self.workspace)
-        online = any(s.kind == "agent" for s in self.services.sockets.of_workspace(ws_id))
         widget_config = WidgetConfig(
             workspace_name=self.workspace.name,
             color=widget.color,
@@ -653,7 +650,7 @@ class SocketSession:
             offline_form_enabled=widget.offline_form_enabled,
             offline_message=widget.offline_message,
             sneak_peek=widget.sneak_peek,
-            online=bool(welcome.get("agents_available", online)),
+            online=bool(welcome.get("agents_available", False)),
         )
         result = HelloResult(
             visitor_id=visitor.id,

@@ -46,7 +46,7 @@ async def test_idempotent_retry_returns_the_original_ack(world: World) -> None:
     assert (again.seq, again.duplicate, first.duplicate) == (first.seq, True, False)
 
 
-@pytest.mark.parametrize("workspace_settings", [{"routing_mode": "manual"}])
+@pytest.mark.parametrize("workspace_settings", [{"routing": {"mode": "manual"}}])
 async def test_two_agents_accept_at_once_one_wins(world: World) -> None:
     a1 = await world.connect(await world.agent("ann"))
     a2 = await world.connect(await world.agent("bob"))
