@@ -43,6 +43,7 @@ const state = {
   sneakPeek: false,
   queue: null,
   typingTimer: null,
+  draftTimer: null,
   lastTypingSent: 0,
   typingActive: false,
   agentTypingUntil: 0,
@@ -373,10 +374,19 @@ function onInput() {
     return;
   }
   // Throttled: at most one frame per 2 s (per 0.7 s with sneak peek, so the draft stays fresh).
-  if (!state.typingActive || now - state.lastTypingSent > (state.sneakPeek ? 700 : 2000)) {
+  const interval = state.sneakPeek ? 700 : 2000;
+  clearTimeout(state.draftTimer);
+  if (!state.typingActive || now - state.lastTypingSent > interval) {
     state.typingActive = true;
     state.lastTypingSent = now;
     sendTyping(true, text);
+  } else if (state.sneakPeek) {
+    // Trailing edge: the agent sees the last draft once the throttle window ends.
+    state.draftTimer = setTimeout(() => {
+      if (!state.typingActive) return;
+      state.lastTypingSent = Date.now();
+      sendTyping(true, $("lc-input").value);
+    }, interval - (now - state.lastTypingSent));
   }
   clearTimeout(state.typingTimer);
   state.typingTimer = setTimeout(stopTyping, 4000);
@@ -384,6 +394,7 @@ function onInput() {
 
 function stopTyping() {
   clearTimeout(state.typingTimer);
+  clearTimeout(state.draftTimer);
   if (state.typingActive) {
     state.typingActive = false;
     sendTyping(false);

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Server, make_agent
@@ -186,11 +185,6 @@ def test_sneak_peek_shows_notice_and_sends_drafts_only_when_enabled(
         visitor_ctx.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="server: PUT /settings/widget stores settings.widget.sneak_peek but the engine reads "
-    "settings.sneak_peek_enabled (once per actor), so drafts are never forwarded to agents",
-)
 def test_sneak_peek_draft_reaches_the_console(server: Server, browser: Any) -> None:
     agent = make_agent(server, name="Peeking Agent 2")
     with _sneak_peek_on(server), agent_console(browser, server, agent) as console:
