@@ -10,6 +10,7 @@ closes last.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -119,11 +120,28 @@ def print_banner(settings: Settings, first: FirstStart | None) -> None:
     print("\n".join(lines), flush=True)
 
 
+def tune_gc(settings: Settings) -> None:
+    """Keep Python's cyclic GC off the routing latency tail.
+
+    With thousands of live chats, default thresholds ran a young collection every 700
+    allocations and full collections that paused the event loop for up to 0.47 s (py-spy: about
+    a third of the CPU). Freezing what start-up loaded moves it out of every later collection,
+    and a higher generation-0 threshold makes collections rarer; reference counting still frees
+    everything without cycles at once. ``gc_gen0_threshold`` 0 leaves the GC as Python sets it.
+    """
+    if settings.gc_gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(settings.gc_gen0_threshold, 20, 100)
+
+
 async def run_server(settings: Settings) -> None:
     configure_logging(settings.log_level)
     async with open_services(settings) as services:
         first = await bootstrap(services)
         app = create_app(settings, services)
+        tune_gc(settings)
         print_banner(settings, first)
         await serve(
             app,

@@ -57,6 +57,9 @@ class Settings:
     engine_shutdown_deadline_s: float = 5.0
     backup_dir: str = "data/backups"
     housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
+    # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
+    # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.
+    gc_gen0_threshold: int = 50_000
 
     @property
     def tls_enabled(self) -> bool:
