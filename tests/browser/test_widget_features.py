@@ -193,9 +193,10 @@ def test_sneak_peek_draft_reaches_the_console(server: Server, browser: Any) -> N
         visitor_send(widget, "peek at this")
         expect(console.locator("#mine-list li")).to_have_count(1, timeout=TIMEOUT_MS)
         console.locator("#mine-list li button").first.click()
+        expect(console.locator("#chat-log")).to_contain_text("peek at this", timeout=TIMEOUT_MS)
         widget.locator("#lc-input").press_sequentially("my order number is 12", delay=30)
         expect(console.locator("#chat-typing")).to_contain_text(
-            "my order number is 12", timeout=5_000
+            "my order number is 12", timeout=TIMEOUT_MS
         )
         visitor_ctx.close()
 
