@@ -59,6 +59,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failure, screenshot every page still open (a failed test leaves its visitor
+    contexts open) into test-artifacts/failures/, so a flake can be diagnosed afterwards."""
+    report = yield
+    browser = getattr(item, "funcargs", {}).get("browser")
+    if report.when == "call" and report.failed and browser is not None:
+        out = ARTIFACTS / "failures"
+        out.mkdir(parents=True, exist_ok=True)
+        pages = [page for context in browser.contexts for page in context.pages]
+        for n, page in enumerate(pages):
+            with contextlib.suppress(Exception):  # best effort: the report matters more
+                page.screenshot(path=str(out / f"{item.name}-{n}.png"), timeout=5_000)
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _summary:
         terminalreporter.section("livechat browser tests")
