@@ -14,6 +14,7 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from functools import partial
 
 import trio
@@ -46,15 +47,17 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
-async def wait_for_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            print(
-                f"livechat: received {signal.Signals(signum).name}, shutting down",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def wait_for_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        print(
+            f"livechat: received {signal.Signals(signum).name}, shutting down",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
 
 
 async def drain(services: Services) -> None:
@@ -65,8 +68,8 @@ async def drain(services: Services) -> None:
     )
 
 
-async def _shutdown_trigger(services: Services) -> None:
-    await wait_for_signal()
+async def _shutdown_trigger(services: Services, signals: AsyncIterator[int]) -> None:
+    await wait_for_signal(signals)
     await drain(services)
 
 
@@ -142,9 +145,12 @@ async def run_server(settings: Settings) -> None:
         first = await bootstrap(services)
         app = create_app(settings, services)
         tune_gc(settings)
-        print_banner(settings, first)
-        await serve(
-            app,
-            hypercorn_config(settings),
-            shutdown_trigger=partial(_shutdown_trigger, services),
-        )
+        # Catch SIGTERM/SIGINT from before the banner: a signal sent as soon as it is printed
+        # waits here for the trigger instead of interrupting the process un-gracefully.
+        with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+            print_banner(settings, first)
+            await serve(
+                app,
+                hypercorn_config(settings),
+                shutdown_trigger=partial(_shutdown_trigger, services, signals),
+            )
