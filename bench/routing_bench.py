@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gc-gen0",
         type=int,
         default=0,
-        help="gc.set_threshold(N, ...) for the send phase (0: Python's default, as the server)",
+        help="gc.set_threshold(N, ...) for the send phase (0: Python's default; "
+        "livechat serve uses gc_gen0_threshold, 50000)",
     )
 
 
