@@ -38,6 +38,11 @@ class AgentState:
     def load(self) -> int:
         return len(self.active) + len(self.pending)
 
+    @property
+    def online(self) -> bool:
+        """Connected now (not in a grace period) and accepting chats, whatever the load."""
+        return self.connected and self.chosen == AgentStatus.ACCEPTING
+
     def can_take(self, group_id: str | None) -> bool:
         """Accepting, connected now (not in a grace period), below the chat limit, in group."""
         return (

@@ -513,8 +513,9 @@ class ChatEngine:
             await router.ask(lambda r: WorkspaceChanged(reply=r))
 
     async def agents_available(self, workspace_id: str) -> bool:
-        """Whether an agent of the workspace is connected, accepting chats and below their
-        chat limit, as the router sees it (what ``welcome_visitor.agents_available`` says)."""
+        """Whether an agent of the workspace is connected and accepting chats, as the router
+        sees it (what ``welcome_visitor.agents_available`` says). Agents at their chat limit
+        count: a new chat then queues with its position instead of becoming offline."""
         from engine.routing import GetAgents
 
         self._check_accepting()

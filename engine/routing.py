@@ -270,8 +270,9 @@ class RouterActor(Actor[RouterMsg]):
         await self._dispatch()
 
     def _available(self) -> bool:
-        """An agent is connected, accepting and below their chat limit."""
-        return any(a.can_take(None) for a in self.agents.values())
+        """An agent is connected and accepting. Agents at their chat limit still count: the
+        visitor's chat queues (with position and wait) rather than becoming an offline message."""
+        return any(a.online for a in self.agents.values())
 
     # -- the loop
 

@@ -18,6 +18,8 @@ from engine.messages import (
     GetRoutingLog,
     MessageAck,
     SendMessage,
+    SetStatus,
+    SettableStatus,
     SetTyping,
     Tag,
     TypingPush,
@@ -203,7 +205,7 @@ async def test_agent_welcome_lists_every_enabled_agent_with_live_status(world: W
     }
 
 
-async def test_agents_available_means_accepting_with_room(world: World) -> None:
+async def test_agents_available_means_accepting_even_when_busy(world: World) -> None:
     ws = world.workspace_id
     assert await world.engine.agents_available(ws) is False
     ann = await world.connect(await world.agent("ann", max_chats=1))
@@ -211,7 +213,11 @@ async def test_agents_available_means_accepting_with_room(world: World) -> None:
     v = await world.connect(await world.visitor())
     await _chat(world, v)
     await settle(0.3)
-    assert await world.engine.agents_available(ws) is False  # at her chat limit
+    # at her chat limit: still available, the next chat queues instead of going offline
+    assert await world.engine.agents_available(ws) is True
+    await world.engine.request(ann.conn, SetStatus(status=SettableStatus.NOT_ACCEPTING))
+    await settle(0.3)
+    assert await world.engine.agents_available(ws) is False
     await world.engine.disconnect(ann.conn)
 
 
