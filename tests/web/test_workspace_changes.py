@@ -76,7 +76,7 @@ async def test_agent_created_over_http_is_in_the_next_agent_welcome(srv: TestSer
         assert carol_id not in agents
 
 
-async def test_widget_config_online_needs_an_accepting_agent_with_room(srv: TestServer) -> None:
+async def test_widget_config_online_needs_a_connected_accepting_agent(srv: TestServer) -> None:
     anon = Http(srv.base_url)
     path = f"/api/v1/widget/config?key={srv.acme.widget_key}"
     http = await _login(srv, 0)
