@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{settings.host}:{settings.port}"]
     config.websocket_max_message_size = settings.ws_hard_max_message_bytes
     config.websocket_ping_interval = None  # the protocol has its own ping/pong frames
-    config.read_timeout = int(settings.read_timeout_s)
+    config.read_timeout = effective_read_timeout(settings)
     config.keep_alive_timeout = 30
     config.h11_max_incomplete_size = 16 * 1024
     config.h2_max_inbound_frame_size = 64 * 1024
@@ -45,6 +46,22 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
         config.certfile = settings.tls_cert
         config.keyfile = settings.tls_key
     return config
+
+
+def effective_read_timeout(settings: Settings) -> int | None:
+    """Hypercorn's ``read_timeout``, high enough never to cut a live WebSocket first.
+
+    Hypercorn applies ``read_timeout`` to every read on the TCP connection, WebSockets included:
+    a socket on which the peer sent nothing for that long is dropped without a close frame
+    (1006). Idle WebSockets are ours to close, with 4001, once nothing was heard for
+    ``ws_dead_peer_timeout_s`` (checked about every second, and the peer's answer to a ping can
+    lag by a ping interval under load), so the timeout is raised above that; it still bounds
+    stalled HTTP reads. 0 disables it, as before.
+    """
+    if settings.read_timeout_s <= 0:
+        return None
+    floor = settings.ws_dead_peer_timeout_s + settings.ws_ping_interval_s + 2.0
+    return math.ceil(max(settings.read_timeout_s, floor))
 
 
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)

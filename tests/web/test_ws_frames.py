@@ -118,6 +118,28 @@ async def test_pings_are_answered_with_pongs_echoing_the_id(srv: TestServer) -> 
         assert await peer.recv() == {"type": "pong", "id": "p1"}
 
 
+async def test_a_heartbeating_socket_outlives_the_http_read_timeout(tmp_path: Path) -> None:
+    # Hypercorn's read_timeout (1 s here) also applies to WebSocket reads; it must not drop
+    # (1006) a socket whose client answers the server's pings less often than that.
+    async with (
+        run_test_server(
+            tmp_path, read_timeout_s=1.0, ws_ping_interval_s=2.0, ws_dead_peer_timeout_s=5.0
+        ) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        pings = 0
+        with trio.move_on_after(4.5):
+            while True:
+                frame = json.loads(await peer.ws.get_message())
+                if frame["type"] == "ping":
+                    pings += 1
+                    await peer.send_raw('{"type": "pong"}')
+        assert pings >= 2
+        await peer.send_raw('{"type": "ping", "id": 1}')
+        assert await peer.recv() == {"type": "pong", "id": 1}
+
+
 async def test_no_hello_within_the_deadline_closes_with_4000(tmp_path: Path) -> None:
     async with (
         run_test_server(tmp_path, ws_auth_timeout_s=1.0) as srv,
