@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +135,30 @@ async def world(
 async def settle(seconds: float = 0.05) -> None:
     """Let actors run (real clock: a short sleep; autojump: instant)."""
     await trio.sleep(seconds)
+
+
+async def wait_until(
+    predicate: Callable[[], object | Awaitable[object]],
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.02,
+    what: str = "",
+) -> None:
+    """Poll ``predicate`` (sync or async) until it is truthy.
+
+    ``timeout`` and ``interval`` are *wall-clock* seconds whatever trio clock the test runs on
+    (the engine tests use ``MockClock(rate=...)``), so a generous default bound stays generous
+    on a slow, shared CI machine while a behaviour that never happens still fails the test.
+    """
+    clock = trio.lowlevel.current_clock()
+    rate = getattr(clock, "rate", 1.0) or 1.0  # autojump (rate 0): sleeping is instant anyway
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or predicate}")
+        await trio.sleep(interval * rate)
