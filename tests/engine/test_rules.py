@@ -27,13 +27,38 @@ from engine.messages import (
     Whisper,
 )
 from storage.api import Role
-from tests.engine.conftest import World, settle
+from tests.engine.conftest import Client, World, settle, wait_until
 
 
 async def _chat(world: World, visitor, text: str = "hi", mid: str = "m1") -> str:
     ack = await world.engine.request(visitor.conn, SendMessage(client_msg_id=mid, text=text))
     assert isinstance(ack, MessageAck)
     return ack.conversation_id
+
+
+async def _assigned(world: World, cid: str, agent_id: str) -> None:
+    """Wait (generously, on the wall clock) until the conversation is assigned to the agent."""
+
+    async def check() -> bool:
+        conv = await world.storage.get_conversation(world.workspace_id, cid)
+        return conv is not None and conv.assignee_id == agent_id
+
+    await wait_until(check, what=f"{cid} assigned to {agent_id}")
+
+
+class Seen:
+    """Everything pushed to a client so far (``Client.drain`` consumes the inbox)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.pushes: list[object] = []
+
+    def update(self) -> Seen:
+        self.pushes.extend(self.client.drain())
+        return self
+
+    def events(self) -> list[object]:
+        return self.update().client.events(self.pushes)
 
 
 async def test_idempotent_retry_returns_the_original_ack(world: World) -> None:
@@ -73,7 +98,7 @@ async def test_concurrent_sends_produce_one_gapless_order_every_observer_sees(wo
     ann = await world.connect(ann_p, outbox_size=5000)
     v = await world.connect(await world.visitor(), outbox_size=5000)
     cid = await _chat(world, v)
-    await settle(0.2)
+    await _assigned(world, cid, ann_p.agent_id)
     bob = await world.connect(bob_p, outbox_size=5000)
     await world.engine.request(bob.conn, Watch(conversation_id=cid, after_seq=0))
     for c in (ann, bob, v):
@@ -97,19 +122,26 @@ async def test_concurrent_sends_produce_one_gapless_order_every_observer_sees(wo
         n.start_soon(send, v, "v", 334)
         n.start_soon(send, ann, "a", 333)
         n.start_soon(send, bob, "b", 333)
-    await settle(0.2)
-    seen = [[e.seq for e in c.events() if e.kind == "message"] for c in (ann, bob, v)]
+    observers = [Seen(c) for c in (ann, bob, v)]
+
+    def messages() -> list[list[int]]:
+        return [[e.seq for e in o.events() if e.kind == "message"] for o in observers]
+
+    await wait_until(lambda: all(len(m) >= 1000 for m in messages()), what="1000 messages each")
+    await settle(0.2)  # then nothing extra arrives
+    seen = messages()
     assert len(seen[0]) == 1000
     assert seen[0] == seen[1] == seen[2]
     assert seen[0] == list(range(seen[0][0], seen[0][0] + 1000))
 
 
 async def test_notes_and_whispers_never_reach_the_visitor(world: World) -> None:
-    ann = await world.connect(await world.agent("ann"))
+    ann_p = await world.agent("ann")
+    ann = await world.connect(ann_p)
     sup = await world.connect(await world.agent("sue", role=Role.SUPERVISOR))
     v = await world.connect(await world.visitor())
     cid = await _chat(world, v)
-    await settle(0.2)
+    await _assigned(world, cid, ann_p.agent_id)
     await world.engine.request(sup.conn, Join(conversation_id=cid, silent=True))
     await world.engine.request(
         ann.conn, AddNote(conversation_id=cid, client_msg_id="n", text="vip")
@@ -120,10 +152,19 @@ async def test_notes_and_whispers_never_reach_the_visitor(world: World) -> None:
     await world.engine.request(
         ann.conn, SendMessage(conversation_id=cid, client_msg_id="r", text="hey")
     )
-    await settle()
-    kinds = {e.kind for e in v.events()}
+    v_seen, ann_seen = Seen(v), Seen(ann)
+    # "hey" is ordered after the note and the whisper: once it arrived, they would have too.
+    await wait_until(
+        lambda: any(e.kind == "message" and e.body == "hey" for e in v_seen.events()),
+        what="the visitor got the agent's reply",
+    )
+    await wait_until(
+        lambda: {"note", "whisper"} <= {e.kind for e in ann_seen.events()},
+        what="the agent got the note and the whisper",
+    )
+    kinds = {e.kind for e in v_seen.events()}
     assert "message" in kinds and not kinds & {"note", "whisper", "joined"}
-    assert {"note", "whisper"} <= {e.kind for e in ann.events()}
+    assert {"note", "whisper"} <= {e.kind for e in ann_seen.events()}
     history = await world.engine.request(v.conn, GetHistory(conversation_id=cid))
     assert all(e.visibility == "all" for e in history.events)
     with pytest.raises(Forbidden):
@@ -145,10 +186,11 @@ async def test_visitor_cannot_touch_a_foreign_conversation(world: World) -> None
 
 
 async def test_transfer_keeps_history_and_notifies_both_agents(world: World) -> None:
-    ann = await world.connect(await world.agent("ann"))
+    ann_p = await world.agent("ann")
+    ann = await world.connect(ann_p)
     v = await world.connect(await world.visitor())
     cid = await _chat(world, v)
-    await settle(0.2)
+    await _assigned(world, cid, ann_p.agent_id)
     bob_p = await world.agent("bob")
     bob = await world.connect(bob_p)
     ann.drain()
@@ -157,11 +199,17 @@ async def test_transfer_keeps_history_and_notifies_both_agents(world: World) -> 
     )
     assert isinstance(result, ConversationResult)
     assert result.conversation.assignee_id == bob_p.agent_id
-    await settle()
-    assert any(e.kind == "transferred" for e in ann.events())
-    pushes = bob.drain()
-    assert any(
-        isinstance(p, ChatAssigned) and p.conversation.conversation_id == cid for p in pushes
+    ann_seen, bob_seen = Seen(ann), Seen(bob)
+    await wait_until(
+        lambda: any(e.kind == "transferred" for e in ann_seen.events()),
+        what="ann notified of the transfer",
+    )
+    await wait_until(
+        lambda: any(
+            isinstance(p, ChatAssigned) and p.conversation.conversation_id == cid
+            for p in bob_seen.update().pushes
+        ),
+        what="bob notified of the assignment",
     )
     history = await world.engine.request(bob.conn, GetHistory(conversation_id=cid))
     assert [e.body for e in history.events if e.kind == "message"] == ["hi"]
@@ -177,10 +225,10 @@ async def test_reroute_when_agent_does_not_respond(world: World, fast_clock: obj
         ann = await world.connect(ann_p)
         v = await world.connect(await world.visitor())
         cid = await _chat(world, v)
-        await settle(1)
+        await _assigned(world, cid, ann_p.agent_id)
         bob_p = await world.agent("bob")
         await world.connect(bob_p)
-        await settle(40)
+        await _assigned(world, cid, bob_p.agent_id)  # after the 30 s (virtual) response timeout
         log = await world.engine.request(ann.conn, GetRoutingLog(conversation_id=cid))
         reasons = [d.reason for d in log.decisions]
         assert "no_response" in reasons
@@ -190,26 +238,30 @@ async def test_reroute_when_agent_does_not_respond(world: World, fast_clock: obj
 
 @pytest.mark.parametrize(
     "engine_config",
-    [{"disconnect_grace_s": 10.0, "ask_timeout_s": 250.0, "storage_timeout_s": 250.0}],
+    [{"disconnect_grace_s": 50.0, "ask_timeout_s": 250.0, "storage_timeout_s": 250.0}],
 )
 async def test_reroute_when_agent_disconnects_past_grace(world: World, fast_clock: object) -> None:
+    grace = 50.0  # virtual seconds: 2 s of real time at rate 25
     if True:
-        ann = await world.connect(await world.agent("ann"))
+        ann_p = await world.agent("ann")
+        ann = await world.connect(ann_p)
         v = await world.connect(await world.visitor())
         cid = await _chat(world, v)
-        await settle(1)
+        await _assigned(world, cid, ann_p.agent_id)
         await world.engine.request(
             ann.conn, SendMessage(conversation_id=cid, client_msg_id="a", text="hi")
         )
         bob_p = await world.agent("bob")
         await world.connect(bob_p)
+        disconnected_at = trio.current_time()  # the grace period cannot start before this
         await world.engine.disconnect(ann.conn)
-        await settle(5)  # within grace: still Ann's
+        await settle(5)  # well within grace: still Ann's
         conv = await world.storage.get_conversation(world.workspace_id, cid)
-        assert conv is not None and conv.assignee_id == ann.conn.principal.agent_id
-        await settle(10)
-        conv = await world.storage.get_conversation(world.workspace_id, cid)
-        assert conv is not None and conv.assignee_id == bob_p.agent_id
+        if trio.current_time() - disconnected_at < grace:  # unless the machine stalled for 2 s
+            assert conv is not None and conv.assignee_id == ann_p.agent_id
+        await _assigned(world, cid, bob_p.agent_id)
+        # Timing-independent: the reroute never happens before the grace period is over.
+        assert trio.current_time() - disconnected_at >= grace
 
 
 async def test_sticky_return_to_previous_agent_on_reopen(world: World) -> None:
@@ -217,15 +269,19 @@ async def test_sticky_return_to_previous_agent_on_reopen(world: World) -> None:
     ann = await world.connect(ann_p)
     v = await world.connect(await world.visitor())
     cid = await _chat(world, v)
-    await settle(0.2)
+    await _assigned(world, cid, ann_p.agent_id)
     await world.engine.request(ann.conn, Close(conversation_id=cid))
     await world.connect(await world.agent("bob"))  # less busy, longer idle: still not chosen
     await world.engine.request(
         v.conn, SendMessage(conversation_id=cid, client_msg_id="m2", text="again")
     )
-    await settle(0.2)
-    log = await world.engine.request(ann.conn, GetRoutingLog(conversation_id=cid))
-    assert any(d.reason == "sticky" and d.agent_id == ann_p.agent_id for d in log.decisions)
+    await _assigned(world, cid, ann_p.agent_id)
+
+    async def routed_sticky() -> bool:
+        log = await world.engine.request(ann.conn, GetRoutingLog(conversation_id=cid))
+        return any(d.reason == "sticky" and d.agent_id == ann_p.agent_id for d in log.decisions)
+
+    await wait_until(routed_sticky, what="a sticky routing decision for ann")
 
 
 async def test_queue_positions_move_as_chats_are_taken(world: World) -> None:
@@ -233,12 +289,18 @@ async def test_queue_positions_move_as_chats_are_taken(world: World) -> None:
     ann = await world.connect(ann_p)
     visitors = [await world.connect(await world.visitor()) for _ in range(3)]
     cids = [await _chat(world, v) for v in visitors]
-    await settle(0.7)  # positions are pushed once per tick
-    positions = [[p.position for p in v.drain() if isinstance(p, QueuePosition)] for v in visitors]
-    assert positions[1][-1] == 1 and positions[2][-1] == 2
+    seen = [Seen(v) for v in visitors]
+
+    def positions(i: int) -> list[int]:
+        return [p.position for p in seen[i].update().pushes if isinstance(p, QueuePosition)]
+
+    # Positions are pushed once per tick: wait for them rather than for a tick or two.
+    await wait_until(
+        lambda: positions(1)[-1:] == [1] and positions(2)[-1:] == [2], what="positions 1 and 2"
+    )
     await world.engine.request(ann.conn, Close(conversation_id=cids[0]))
-    await settle(0.7)  # positions are pushed once per tick
-    assert [p.position for p in visitors[2].drain() if isinstance(p, QueuePosition)][-1] == 1
+    await _assigned(world, cids[1], ann_p.agent_id)
+    await wait_until(lambda: positions(2)[-1:] == [1], what="the last visitor moved up to 1")
 
 
 async def test_offline_message_when_no_agent(world: World) -> None:
@@ -255,12 +317,14 @@ async def test_offline_message_when_no_agent(world: World) -> None:
 async def test_crash_in_one_conversation_leaves_others_delivering_and_resumes_seq(
     world: World,
 ) -> None:
-    await world.connect(await world.agent("ann"))
+    ann_p = await world.agent("ann")
+    await world.connect(ann_p)
     v1 = await world.connect(await world.visitor())
     v2 = await world.connect(await world.visitor())
     c1 = await _chat(world, v1)
     c2 = await _chat(world, v2)
-    await settle(0.2)
+    await _assigned(world, c1, ann_p.agent_id)
+    await _assigned(world, c2, ann_p.agent_id)
     await world.engine.crash_conversation_for_test(world.workspace_id, c1)
     ack2 = await world.engine.request(
         v2.conn, SendMessage(conversation_id=c2, client_msg_id="b", text="x")
@@ -280,13 +344,15 @@ async def test_passivated_conversation_comes_back_with_its_state(
     world: World, fast_clock: object
 ) -> None:
     if True:
-        ann = await world.connect(await world.agent("ann"))
+        ann_p = await world.agent("ann")
+        ann = await world.connect(ann_p)
         v = await world.connect(await world.visitor())
         cid = await _chat(world, v)
-        await settle(1)
-        await settle(20)
-        live = world.engine._ctx.conversations.keys()
-        assert (world.workspace_id, cid) not in live
+        await _assigned(world, cid, ann_p.agent_id)
+        await wait_until(
+            lambda: (world.workspace_id, cid) not in list(world.engine._ctx.conversations.keys()),
+            what="the idle conversation was passivated",
+        )
         with pytest.raises(AlreadyAssigned):
             bob = await world.connect(await world.agent("bob"))
             await world.engine.request(bob.conn, Accept(conversation_id=cid))
@@ -323,6 +389,11 @@ async def test_agent_not_accepting_gets_no_chats(world: World) -> None:
     await world.engine.request(ann.conn, SetStatus(status=SettableStatus.NOT_ACCEPTING))
     v = await world.connect(await world.visitor())
     cid = await _chat(world, v)
-    await settle(0.2)
+    v_seen = Seen(v)
+    # Routing has run once the visitor is told its queue position (pushed once per tick).
+    await wait_until(
+        lambda: any(isinstance(p, QueuePosition) for p in v_seen.update().pushes),
+        what="a queue position for the visitor",
+    )
     conv = await world.storage.get_conversation(world.workspace_id, cid)
     assert conv is not None and conv.state == "queued"
