@@ -47,6 +47,9 @@ class Settings:
     rate_typing_per_10s: int = 20  # per connection
     rate_ip_messages_per_10s: int = 200  # per client IP, all its connections
     rate_new_conversations_per_hour: int = 10  # per client IP
+    # per visitor, all its connections: the engine's token bucket for durable sends
+    rate_visitor_messages_per_s: float = 5.0
+    rate_visitor_message_burst: int = 20
     # accounts
     session_idle_timeout_s: float = 8 * 3600.0
     session_absolute_timeout_s: float = 7 * 24 * 3600.0

@@ -28,6 +28,34 @@ async def test_messages_per_connection_are_limited_with_retry_after(tmp_path: Pa
         assert (await peer.request("get_history", conversation_id=conv))["type"] == "result"
 
 
+async def test_frames_per_connection_follow_the_setting(tmp_path: Path) -> None:
+    async with (
+        run_test_server(tmp_path, rate_frames_per_10s=4) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)  # frame 1
+        for i in range(4):
+            await peer.send_raw(f'{{"type": "ping", "id": {i}}}')
+        replies = [await peer.recv() for _ in range(4)]
+        assert [r["type"] for r in replies] == ["pong", "pong", "pong", "error"]
+        assert replies[3]["code"] == "rate_limited"
+
+
+async def test_the_engine_message_rate_per_visitor_follows_the_settings(tmp_path: Path) -> None:
+    async with (
+        run_test_server(
+            tmp_path, rate_visitor_messages_per_s=0.01, rate_visitor_message_burst=2
+        ) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        replies = [
+            await peer.request("send_message", client_msg_id=f"m{i}", text="hi") for i in range(3)
+        ]
+        assert [r["type"] for r in replies] == ["result", "result", "error"]
+        assert replies[2]["code"] == "rate_limited" and replies[2]["retry_after_s"] > 10
+
+
 async def test_typing_signals_are_limited(tmp_path: Path) -> None:
     async with (
         run_test_server(tmp_path, rate_typing_per_10s=2) as srv,
