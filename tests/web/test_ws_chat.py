@@ -105,9 +105,11 @@ async def test_reconnect_with_resume_loses_and_duplicates_nothing(srv: TestServe
             hello2 = await visitor(srv, vis2, token=token, resume={conv_id: last_seen})
             assert hello2["visitor_id"] == hello["visitor_id"]
             replayed: list[int] = [e["seq"] for e in events_of(vis2.pushes, conv_id)]
-            with trio.move_on_after(3):
+            # Wait (generously bounded) until everything sent while away was replayed; what
+            # follows checks nothing was duplicated or arrives extra after the replay.
+            with trio.fail_after(30):
                 while not set(sent_while_away) <= set(replayed):
-                    replayed.append((await vis2.push("event"))["event"]["seq"])
+                    replayed.append((await vis2.push("event", timeout=30))["event"]["seq"])
             # Exactly the events after last_seen, in order, no duplicates, no gaps.
             assert replayed == sorted(set(replayed))
             assert replayed[0] == last_seen + 1
