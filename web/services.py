@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from engine.metrics import EngineMetrics
 
 SERVICES_KEY = "LIVECHAT_SERVICES"
+WATCHDOG_TICK_S = 1.0  # how often the shared timer checks every socket's deadlines
 
 
 @attrs.define(eq=False)
@@ -103,6 +104,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 secret_key=secret,
                 engine_metrics=engine_metrics,
             )
+            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S)
             try:
                 yield services
             finally:

@@ -3,15 +3,24 @@
 Each connection registers a ``LiveSocket`` handle while it runs. ``close`` asks the connection to
 end with a close code: it records the code and cancels the connection's scope; the connection's
 own handler then sends the close frame and unregisters. Nothing here touches the socket directly.
+
+``SocketRegistry.watch`` is the one timer task for every connection's deadlines (auth deadline,
+dead peer, slow consumer): once a tick it asks each socket's ``check`` and closes those that
+answer with a close code, instead of a watchdog task (and a timer) per connection.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 import trio
+
+from web.protocol import CloseCode
+
+log = logging.getLogger("livechat.ws")
 
 
 @attrs.define(eq=False)
@@ -29,6 +38,10 @@ class LiveSocket:
     close_reason: str = ""
     cancel_scope: trio.CancelScope | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
+    # Called by ``SocketRegistry.watch`` with ``trio.current_time()``: a (code, reason) to close
+    # the connection with, or None. Must not block or send (a send can hang on a peer that does
+    # not read; the deadlines must keep running meanwhile).
+    check: Callable[[float], tuple[int, str] | None] | None = None
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; the first request wins. Idempotent."""
@@ -67,6 +80,26 @@ class SocketRegistry:
 
     def of_workspace(self, workspace_id: str) -> list[LiveSocket]:
         return [s for s in self if s.workspace_id == workspace_id]
+
+    async def watch(self, tick_s: float) -> None:
+        """Run every socket's ``check`` once per ``tick_s``, closing those past a deadline.
+
+        One task for all connections. A check that raises is logged and that socket closed
+        with 1011; the others are unaffected. Runs until cancelled.
+        """
+        while True:
+            await trio.sleep(tick_s)
+            now = trio.current_time()
+            for sock in list(self._live.values()):
+                if sock.check is None or sock.close_code is not None:
+                    continue
+                try:
+                    verdict = sock.check(now)
+                except Exception:
+                    log.exception("socket deadline check failed", extra={"connection_id": sock.id})
+                    verdict = (CloseCode.INTERNAL, "internal error")
+                if verdict is not None:
+                    sock.close(*verdict)
 
     async def close_all(self, code: int, reason: str, *, timeout_s: float) -> None:
         """Close every socket and wait (bounded) until their handlers have finished."""

@@ -1,13 +1,15 @@
 """The WebSocket bridge: ``/ws/v1/visitor`` and ``/ws/v1/agent`` (docs/protocol.md).
 
-One ``SocketSession`` per connection, owning a nursery with four tasks: the reader (decode a
-frame, ask the engine, answer), the pump (engine outbox → socket), the pinger (heartbeats,
-revalidation of the credential) and the watchdog (auth deadline, dead peer, slow consumer).
+One ``SocketSession`` per connection, owning a nursery with three tasks: the reader (decode a
+frame, ask the engine, answer), the pump (engine outbox → socket) and the pinger (heartbeats,
+revalidation of the credential). Its deadlines (auth, dead peer, slow consumer) are checked by
+the one timer task shared by all connections (``SocketRegistry.watch``), through
+``SocketSession._deadline_check``.
 
 A peer that stops reading makes socket writes block, and Hypercorn shields its writes from
 cancellation: the pump (or a reply) then waits until the peer reads again or the TCP connection
 dies. It only ever blocks that one connection: the engine delivers with ``send_nowait`` and drops
-the subscriber when its outbox is full, the watchdog records close code 1013, and the peer gets
+the subscriber when its outbox is full, the shared timer records close code 1013, and the peer gets
 that close right after the frames already in flight. Requests of one
 connection are handled one after another, so a client's messages keep their order.
 
@@ -87,8 +89,6 @@ log = logging.getLogger("livechat.ws")
 ws = Blueprint("ws", __name__)
 
 CLEANUP_TIMEOUT_S = 3.0
-WATCHDOG_TICK_S = 1.0
-REQUEST_TIMEOUT_S = 30.0
 ECHO_MEMORY = 256  # client_msg_id -> request id, for pushes caused by a request
 MAX_RESUME_ENTRIES = 100
 MESSAGE_COMMANDS = (SendMessage, AddNote, Whisper, StartChat, LeaveOfflineMessage)
@@ -212,7 +212,8 @@ class SocketSession:
         self.visitor: Visitor | None = None
         self.open_conversation: str | None = None
         self.send_lock = trio.Lock()
-        self.last_heard = trio.current_time()
+        self.last_heard = self.opened_at = trio.current_time()
+        self.sock.check = self._deadline_check
         self.echo: OrderedDict[str, str | int] = OrderedDict()
         self.outbox: trio.MemoryReceiveChannel[Any] | None = None
         self.nursery: trio.Nursery | None = None
@@ -230,7 +231,7 @@ class SocketSession:
         services.sockets.add(self.sock)
         services.metrics.ws_connections_total[self.kind] += 1
         services.metrics.ws_connections_open[self.kind] += 1
-        self.last_heard = trio.current_time()
+        self.last_heard = self.opened_at = trio.current_time()
         log.info("ws open", extra={"connection_id": self.sock.id, "kind": self.kind})
         try:
             with trio.CancelScope() as scope:
@@ -240,7 +241,6 @@ class SocketSession:
                 try:
                     async with trio.open_nursery() as nursery:
                         self.nursery = nursery
-                        nursery.start_soon(self._watchdog)
                         nursery.start_soon(self._pinger)
                         await self._read_loop()
                 except* _Closing as group:
@@ -301,33 +301,30 @@ class SocketSession:
 
     # ------------------------------------------------------------ tasks
 
-    async def _watchdog(self) -> None:
-        """Auth deadline, dead peer, engine-dropped outbox. Never sends: a send can block (see
-        ``_pinger``), and these checks must keep running while one does."""
+    def _deadline_check(self, now: float) -> tuple[int, str] | None:
+        """Auth deadline, dead peer, engine-dropped outbox: the close code to end with, or None.
+
+        Called about once a second by the shared timer (``SocketRegistry.watch``), which then
+        records the code and cancels the connection (``LiveSocket.close``). It never sends: a
+        send can block (see ``_pinger``), and these checks must keep running while one does;
+        a send stuck in Hypercorn's shielded write to a peer that does not read only delays the
+        unwinding, not the recorded code.
+        """
         settings = self.settings
-        started = trio.current_time()
-        while True:
-            await trio.sleep(WATCHDOG_TICK_S)
-            now = trio.current_time()
-            closing: _Closing | None = None
-            if self.conn is None and now - started >= settings.ws_auth_timeout_s:
-                closing = _Closing(CloseCode.AUTH_TIMEOUT, "no hello/auth in time")
-            elif now - self.last_heard >= settings.ws_dead_peer_timeout_s:
-                closing = _Closing(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
-            elif self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
-                # The engine dropped us (slow consumer) and the pump has not noticed yet.
-                closing = _Closing(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
-            if closing is not None:
-                # Record the code now: if a send is stuck in Hypercorn's shielded write to a
-                # peer that does not read, the nursery only unwinds once that write completes.
-                self.sock.close(closing.code, closing.reason)
-                raise closing
+        if self.conn is None and now - self.opened_at >= settings.ws_auth_timeout_s:
+            return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
+        if now - self.last_heard >= settings.ws_dead_peer_timeout_s:
+            return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
+        if self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
+            # The engine dropped us (slow consumer) and the pump has not noticed yet.
+            return CloseCode.TRY_AGAIN_LATER, "slow consumer, resume"
+        return None
 
     async def _pinger(self) -> None:
         """Heartbeat pings and periodic re-validation of the credential.
 
         A send to a peer that stops reading blocks (Hypercorn shields its socket writes), so
-        this runs apart from the watchdog.
+        this runs apart from the deadline checks (``_deadline_check``).
         """
         while True:
             await trio.sleep(self.settings.ws_ping_interval_s)
@@ -381,20 +378,19 @@ class SocketSession:
     async def _forward(self, push: Any) -> None:
         if isinstance(push, SessionClosed):
             raise _Closing(CloseCode.POLICY, push.reason)
-        data = codec.unstructure(push)
+        text = _encode_push(push)
         if isinstance(push, EventPush):
             event = push.event
             if event.client_msg_id is not None and self._is_me(event.author_type, event.author_id):
                 request_id = self.echo.get(event.client_msg_id)
                 if request_id is not None:
-                    data["id"] = request_id
-            if event.kind == "status" and self.kind == "visitor":
-                pass
+                    # The echo to the sender carries its request id as the last key.
+                    text = f'{text[:-1]},"id":{json.dumps(request_id, ensure_ascii=False)}}}'
         elif isinstance(push, ConversationUpdate) and self.kind == "visitor":
             conv = push.conversation
             if conv.state == "closed" and conv.conversation_id == self.open_conversation:
                 self.open_conversation = None
-        await self._send_text(encode_dict(data))
+        await self._send_text(text)
 
     def _is_me(self, author_type: str, author_id: str | None) -> bool:
         if self.kind == "visitor":
@@ -526,9 +522,10 @@ class SocketSession:
     async def _request(self, rid: str | int, command: Any) -> None:
         assert self.conn is not None
         try:
-            with trio.fail_after(REQUEST_TIMEOUT_S):
-                result = await self.services.engine.request(self.conn, command)
-        except trio.TooSlowError:
+            # One deadline per request, set where the request enters the engine
+            # (``EngineConfig.ask_timeout_s``; past it: ``Overloaded``, code "overloaded").
+            result = await self.services.engine.request(self.conn, command)
+        except trio.TooSlowError:  # not expected: the engine turns its deadline into Overloaded
             await self._error(rid, "overloaded", "the server did not answer in time")
             return
         except EngineError as err:
@@ -724,6 +721,27 @@ class SocketSession:
     def _start_pump(self) -> None:
         assert self.nursery is not None and self.outbox is not None
         self.nursery.start_soon(self._pump, self.outbox)
+
+
+_ENCODED_PUSHES: dict[int, tuple[Any, str]] = {}
+_ENCODED_PUSHES_MAX = 512
+
+
+def _encode_push(push: Any) -> str:
+    """A push as JSON text, encoded once for all the connections it is fanned out to.
+
+    The engine hands the same (immutable) push object to every recipient. Entries hold the
+    push itself, so its ``id`` cannot be reused while cached; the oldest go first.
+    """
+    key = id(push)
+    cached = _ENCODED_PUSHES.get(key)
+    if cached is not None and cached[0] is push:
+        return cached[1]
+    text = encode_dict(codec.unstructure(push))
+    _ENCODED_PUSHES[key] = (push, text)
+    if len(_ENCODED_PUSHES) > _ENCODED_PUSHES_MAX:
+        del _ENCODED_PUSHES[next(iter(_ENCODED_PUSHES))]
+    return text
 
 
 def _welcome(conn: Connection) -> dict[str, Any]:
