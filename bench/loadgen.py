@@ -423,7 +423,8 @@ class _Generator:
         code = getattr(err.reason, "code", None)
         if self.closing or code not in RESUMABLE_CLOSE_CODES or self.socket_nursery is None:
             return None
-        links = list(dict.fromkeys(routes.values()))
+        # One socket can carry several chats: each link once (links are not hashable).
+        links = list({id(link): link for link in routes.values()}.values())
         last_seq = {
             str(link.conversation_id): self.last_seq.get((role, link.index), 0) for link in links
         }

@@ -41,8 +41,12 @@ TABLES: Final[Mapping[type[Any], str]] = {
 
 
 def new_id() -> str:
-    """A random URL-safe id (96 bits)."""
-    return secrets.token_urlsafe(12)
+    """A random URL-safe id (96 bits) that never starts with "-", so that it can be given to a
+    command-line flag (``--visitor ID``) without being taken for an option."""
+    while True:
+        candidate = secrets.token_urlsafe(12)
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def dump_json(value: Any) -> str:

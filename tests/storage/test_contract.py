@@ -616,3 +616,9 @@ async def test_retries_are_idempotent_across_two_open_storages(
     assert sum(not r.duplicate for r in results) == 1
     assert {r.event.seq for r in results} == {1}
     assert len(await storage.history(ws.id, conv.id)) == 1
+
+
+def test_ids_never_start_with_a_dash_so_cli_flags_accept_them() -> None:
+    from storage._records import new_id
+
+    assert not any(new_id().startswith("-") for _ in range(20_000))
