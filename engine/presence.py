@@ -85,6 +85,7 @@ class Hub:
         self._agents: dict[tuple[str, str], set[Connection]] = {}
         self._visitors: dict[tuple[str, str], set[Connection]] = {}
         self._workspace_agents: dict[str, set[Connection]] = {}
+        self._workspace_visitors: dict[str, set[Connection]] = {}
         self._watchers: dict[str, set[Connection]] = {}  # conversation id -> connections
         self.dropped_slow = 0  # slow consumers dropped (for metrics)
         # Called with the connection after it is dropped (slow consumer or kick), so the facade
@@ -103,6 +104,7 @@ class Hub:
             self._workspace_agents.setdefault(p.workspace_id, set()).add(conn)
         else:
             self._visitors.setdefault((p.workspace_id, p.visitor_id), set()).add(conn)
+            self._workspace_visitors.setdefault(p.workspace_id, set()).add(conn)
 
     def remove(self, conn: Connection) -> bool:
         """Forget ``conn``; False if it was not registered (already dropped)."""
@@ -116,6 +118,7 @@ class Hub:
             _discard(self._workspace_agents, p.workspace_id, conn)
         else:
             _discard(self._visitors, (p.workspace_id, p.visitor_id), conn)
+            _discard(self._workspace_visitors, p.workspace_id, conn)
         for conversation_id in conn.watching:
             _discard(self._watchers, conversation_id, conn)
         conn.watching.clear()
@@ -140,6 +143,9 @@ class Hub:
 
     def workspace_agent_connections(self, workspace_id: str) -> set[Connection]:
         return self._workspace_agents.get(workspace_id, _EMPTY)
+
+    def workspace_visitor_connections(self, workspace_id: str) -> set[Connection]:
+        return self._workspace_visitors.get(workspace_id, _EMPTY)
 
     def watchers(self, conversation_id: str) -> set[Connection]:
         return self._watchers.get(conversation_id, _EMPTY)
@@ -197,6 +203,9 @@ class Hub:
 
     def broadcast_agents(self, workspace_id: str, push: Push) -> None:
         self.deliver_all(self.workspace_agent_connections(workspace_id), push)
+
+    def broadcast_visitors(self, workspace_id: str, push: Push) -> None:
+        self.deliver_all(self.workspace_visitor_connections(workspace_id), push)
 
     def broadcast_status(self, workspace_id: str, push: AgentStatusPush) -> None:
         self.broadcast_agents(workspace_id, push)

@@ -41,6 +41,7 @@ from engine.conversation import RouterAssign, RouterClose, RouterRequeue
 from engine.messages import (
     AgentStatus,
     AgentStatusPush,
+    Availability,
     ChatAssigned,
     ChatUnassigned,
     ConversationSummary,
@@ -196,6 +197,7 @@ class RouterActor(Actor[RouterMsg]):
         self.settings: WorkspaceSettings | None = None
         self.avg_wait_s = ctx.config.avg_handle_time_s
         self.queue_dirty = False
+        self.announced_available = False  # what connected visitors were last told
 
     # -- lifecycle
 
@@ -209,6 +211,7 @@ class RouterActor(Actor[RouterMsg]):
                 self._enqueue(conv, now)
             elif conv.state == ConversationState.ACTIVE and conv.assignee_id in self.agents:
                 self.agents[conv.assignee_id].active.add(conv.id)
+        self.announced_available = self._available()
         await self._dispatch()
 
     async def _load_workspace(self) -> list[AgentState]:
@@ -277,6 +280,12 @@ class RouterActor(Actor[RouterMsg]):
     # -- the loop
 
     async def handle(self, msg: RouterMsg) -> None:
+        try:
+            await self._handle(msg)
+        finally:
+            self._announce_availability()
+
+    async def _handle(self, msg: RouterMsg) -> None:
         if isinstance(msg, ConversationChanged):
             await self._changed(msg)
         elif isinstance(msg, AgentConnected):
@@ -613,6 +622,15 @@ class RouterActor(Actor[RouterMsg]):
                     estimated_wait_s=round(index * self.avg_wait_s, 1),
                 ),
             )
+
+    def _announce_availability(self) -> None:
+        """Push ``availability`` to every connected visitor when ``_available()`` flipped (an
+        agent connected, disconnected, changed status or was disabled), so an open widget
+        switches between the composer and the offline form without reconnecting."""
+        available = self._available()
+        if available != self.announced_available:
+            self.announced_available = available
+            self.ctx.hub.broadcast_visitors(self.ws, Availability(agents_available=available))
 
     def _status_changed(self, agent: AgentState) -> None:
         self.ctx.hub.broadcast_agents(self.ws, AgentStatusPush(agent=agent.summary()))

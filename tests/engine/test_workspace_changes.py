@@ -12,6 +12,7 @@ from engine.context import WorkspaceSettings
 from engine.errors import Forbidden, NotFound
 from engine.messages import (
     AgentWelcome,
+    Availability,
     ChatAssigned,
     Close,
     ConversationUpdate,
@@ -23,6 +24,7 @@ from engine.messages import (
     SetTyping,
     Tag,
     TypingPush,
+    VisitorWelcome,
     Watch,
 )
 from storage.api import ConversationState, Role, Workspace
@@ -219,6 +221,44 @@ async def test_agents_available_means_accepting_even_when_busy(world: World) -> 
     await settle(0.3)
     assert await world.engine.agents_available(ws) is False
     await world.engine.disconnect(ann.conn)
+
+
+def _availability(client: Client) -> list[bool]:
+    return [p.agents_available for p in client.drain() if isinstance(p, Availability)]
+
+
+async def test_open_visitors_are_told_when_availability_flips(world: World) -> None:
+    v = await world.connect(await world.visitor())  # the router starts with nobody online
+    assert isinstance(v.conn.welcome, VisitorWelcome)
+    assert v.conn.welcome.agents_available is False
+    ann_p = await world.agent("ann")
+    ann = await world.connect(ann_p)  # connects accepting
+    await settle(0.3)
+    assert _availability(v) == [True]
+
+    await world.engine.request(ann.conn, SetStatus(status=SettableStatus.NOT_ACCEPTING))
+    await settle(0.3)
+    assert _availability(v) == [False]
+
+    bob = await world.connect(await world.agent("bob"))
+    await world.engine.request(bob.conn, SetStatus(status=SettableStatus.NOT_ACCEPTING))
+    await world.engine.request(ann.conn, SetStatus(status=SettableStatus.ACCEPTING))
+    await settle(0.3)
+    # bob's connect flipped it on and off; ann accepting again flips it on
+    assert _availability(v) == [True, False, True]
+    await world.engine.request(ann.conn, SetStatus(status=SettableStatus.ACCEPTING))
+    await settle(0.3)
+    assert _availability(v) == []  # no flip, no push
+
+    late = await world.connect(await world.visitor())
+    assert isinstance(late.conn.welcome, VisitorWelcome)
+    assert late.conn.welcome.agents_available is True
+    await world.storage.update_agent(world.workspace_id, ann_p.agent_id, enabled=False)
+    await world.engine.workspace_changed(world.workspace_id)
+    await settle(0.3)
+    assert _availability(v) == [False]
+    assert _availability(late) == [False]
+    assert _availability(ann) == []  # agents are not sent it
 
 
 async def test_request_as_acts_without_a_connection(world: World) -> None:
