@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from storage import InvalidDatabaseURL, backend_of
 from web.errors import ConfigError
 
 
@@ -142,8 +143,26 @@ def load_settings(
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(name, value)
     settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _validate(settings: Settings) -> None:
+    """Refuse, at start-up and with the setting's name, what would otherwise fail later."""
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"setting {name!r}: no such file {path}")
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port {settings.port} is out of range 1-65535")
-    return settings
+    if settings.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"setting 'log_level': {settings.log_level!r} is not one of {LOG_LEVELS}")
+    try:
+        backend_of(settings.database_url)
+    except InvalidDatabaseURL as err:
+        raise ConfigError(f"setting 'database_url': {err}") from err

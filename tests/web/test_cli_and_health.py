@@ -34,6 +34,12 @@ def test_bad_config_values_raise_a_clear_error(tmp_path: Path) -> None:
         load_settings(environ={"LIVECHAT_PORT": "eighty"})
     with pytest.raises(ConfigError, match="TLS"):
         load_settings({"tls_cert": "x.pem"}, environ={})
+    with pytest.raises(ConfigError, match="database_url"):
+        load_settings({"database_url": "mysql://db/chat"}, environ={})
+    with pytest.raises(ConfigError, match="log_level"):
+        load_settings(environ={"LIVECHAT_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="tls_cert"):
+        load_settings({"tls_cert": str(tmp_path / "no.pem"), "tls_key": str(tmp_path / "no.key")})
     config = tmp_path / "bad.toml"
     config.write_text("colour = 'red'\n")
     with pytest.raises(ConfigError, match="colour"):
