@@ -33,9 +33,12 @@ import trio
 from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms
 from bench.loadgen import open_loadgens, raise_nofile_limit
 from bench.target import (
+    TARGETS,
     CpuPlan,
     ServerProcess,
+    add_target_options,
     free_port,
+    new_result,
     plan_cpus,
     read_system_busy_seconds,
     save_logs,
@@ -73,21 +76,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
     parser.add_argument("--loadgen-procs", type=int, default=d.loadgen_procs)
-    parser.add_argument("--target", choices=("both", "relay", "server"), default="both")
-    parser.add_argument("--url", help="drive an already running server instead of starting one")
-    parser.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
-    parser.add_argument("--token", help="with --url: an admin API token for the set-up")
+    add_target_options(parser, target_help="measure the ceiling, the server, or both (default)")
 
 
 def params_from_args(args: argparse.Namespace) -> ConnectionsParams:
-    targets = {"both": ("relay", "server"), "relay": ("relay",), "server": ("server",)}
     return ConnectionsParams(
         connections=args.connections,
         hold_s=args.hold,
         heartbeat_s=args.heartbeat,
         connect_concurrency=args.connect_concurrency,
         loadgen_procs=args.loadgen_procs,
-        targets=targets[args.target],
+        targets=TARGETS[args.target],
         url=args.url,
         server_pid=args.server_pid,
         token=args.token,
@@ -101,17 +100,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 async def run_connections(params: ConnectionsParams) -> BenchResult:
     plan = plan_cpus()
-    result = BenchResult(
-        name="connections",
-        parameters={
-            **attrs.asdict(params, filter=lambda a, _v: a.name != "token"),
-            "server_cpus": sorted(plan.server) if plan.server else None,
-            "loadgen_cpus": sorted(plan.loadgen) if plan.loadgen else None,
-        },
-        results={},
-    )
-    if plan.note:
-        result.notes.append(plan.note)
+    result = new_result("connections", params, plan, hidden=("token",))
     count = params.connections
     before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     soft, hard, note = raise_nofile_limit(count + FD_MARGIN)

@@ -40,10 +40,13 @@ from bench.loadgen import (
     open_loadgens,
 )
 from bench.target import (
+    TARGETS,
     CpuPlan,
     ServerProcess,
     TargetError,
+    add_target_options,
     free_port,
+    new_result,
     plan_cpus,
     read_system_busy_seconds,
     save_logs,
@@ -108,24 +111,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.connect_concurrency,
         help="pairs being opened at once",
     )
-    parser.add_argument(
-        "--target",
-        choices=("both", "relay", "server"),
-        default="both",
-        help="measure the ceiling, the server, or both (default)",
-    )
+    add_target_options(parser, target_help="measure the ceiling, the server, or both (default)")
     parser.add_argument(
         "--profile",
         action="store_true",
         help="sample the server with py-spy (if installed) during the closed loop",
     )
-    parser.add_argument("--url", help="drive an already running server instead of starting one")
-    parser.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
-    parser.add_argument("--token", help="with --url: an admin API token for the set-up")
 
 
 def params_from_args(args: argparse.Namespace) -> E2EParams:
-    targets = {"both": ("relay", "server"), "relay": ("relay",), "server": ("server",)}
     return E2EParams(
         pairs=args.pairs,
         rate_msgs_s=args.rate,
@@ -137,7 +131,7 @@ def params_from_args(args: argparse.Namespace) -> E2EParams:
         drain_s=args.drain,
         loadgen_procs=args.loadgen_procs,
         connect_concurrency=args.connect_concurrency,
-        targets=targets[args.target],
+        targets=TARGETS[args.target],
         url=args.url,
         server_pid=args.server_pid,
         token=args.token,
@@ -152,17 +146,7 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 async def run_e2e(params: E2EParams) -> BenchResult:
     plan = plan_cpus()
-    result = BenchResult(
-        name="e2e",
-        parameters={
-            **attrs.asdict(params, filter=lambda a, _v: a.name not in ("token", "quiet")),
-            "server_cpus": sorted(plan.server) if plan.server else None,
-            "loadgen_cpus": sorted(plan.loadgen) if plan.loadgen else None,
-        },
-        results={},
-    )
-    if plan.note:
-        result.notes.append(plan.note)
+    result = new_result("e2e", params, plan, hidden=("token", "quiet"))
     with tempfile.TemporaryDirectory(prefix="livechat-bench-") as tmp:
         workdir = Path(tmp)
         try:

@@ -14,6 +14,7 @@ the load generator) and ``http_json``, a tiny HTTP/1.1 JSON client on h11 (no ex
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -28,6 +29,8 @@ from urllib.parse import urlsplit
 import attrs
 import h11
 import trio
+
+from bench.common import BenchResult
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,6 +64,35 @@ def plan_cpus() -> CpuPlan:
             note=f"only {len(allowed)} core available: server and load generator share it",
         )
     return CpuPlan(server=frozenset(allowed[:1]), loadgen=frozenset(allowed[1:]))
+
+
+TARGETS = {"both": ("relay", "server"), "relay": ("relay",), "server": ("server",)}
+"""``--target`` choices: which of the ceiling (relay) and the real server a bench measures."""
+
+
+def add_target_options(parser: argparse.ArgumentParser, *, target_help: str) -> None:
+    """``--target`` and the options to drive an already running server instead of a new one."""
+    parser.add_argument("--target", choices=tuple(TARGETS), default="both", help=target_help)
+    parser.add_argument("--url", help="drive an already running server instead of starting one")
+    parser.add_argument("--server-pid", type=int, help="with --url: its pid, for CPU and RSS")
+    parser.add_argument("--token", help="with --url: an admin API token for the set-up")
+
+
+def new_result(name: str, params: Any, plan: CpuPlan, *, hidden: Sequence[str]) -> BenchResult:
+    """An empty result whose parameters are ``params`` (without ``hidden`` fields such as the
+    admin token) and the CPU plan; the plan's note, if any, is its first note."""
+    result = BenchResult(
+        name=name,
+        parameters={
+            **attrs.asdict(params, filter=lambda a, _v: a.name not in hidden),
+            "server_cpus": sorted(plan.server) if plan.server else None,
+            "loadgen_cpus": sorted(plan.loadgen) if plan.loadgen else None,
+        },
+        results={},
+    )
+    if plan.note:
+        result.notes.append(plan.note)
+    return result
 
 
 async def until_signalled(fn: Callable[[T], Awaitable[R]], arg: T) -> R:
