@@ -75,7 +75,9 @@ def test_unread_badge_rating_and_transcript_after_agent_closes(
         expect(widget.locator("#lc-launcher")).to_have_attribute(
             "aria-label", "Open chat (1 unread)"
         )
-        page.wait_for_function("window.__unread.includes(1)", timeout=TIMEOUT_MS)
+        wait_until(
+            page, lambda: bool(page.evaluate("window.__unread.includes(1)")), "the unread event"
+        )
         widget.locator("#lc-launcher").click()
         expect(badge).to_be_hidden()
 

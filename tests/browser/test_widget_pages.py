@@ -87,5 +87,9 @@ def test_host_page_api_opens_widget_and_reports_events(server: Server, browser: 
         "window.__events = []; window.LiveChat.on('open', () => window.__events.push('open'))"
     )
     page.evaluate("window.LiveChat.open()")
-    page.wait_for_function("window.__events.includes('open')", timeout=TIMEOUT_MS)
+    # Polled from Python: wait_for_function evaluates its predicate with eval, which the demo
+    # page's CSP (no 'unsafe-eval') refuses once polling starts.
+    wait_until(
+        page, lambda: bool(page.evaluate("window.__events.includes('open')")), "the open event"
+    )
     context.close()
