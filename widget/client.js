@@ -308,53 +308,71 @@ export class Connection {
  * state: "sending" (will be sent when connected) or "failed" (refused; retry() resends).
  */
 export class Outbox {
+  // One localStorage key per item (`<key>:<client_msg_id>`), never one shared list: tabs of
+  // the site share the outbox, and a read-modify-write of a shared list by one tab (say, on
+  // its ack) would erase an item another tab added meanwhile, losing that message.
   constructor(storageKey, { send, onChange, lockName }) {
     this.key = storageKey;
+    this.prefix = storageKey + ":";
     this.sendItem = send; // async (item) => ack frame; throws ProtocolError
     this.onChange = onChange || (() => {});
     this.lockName = lockName || storageKey;
     this.flushing = false;
     this.again = false;
+    this.counter = 0;
     addEventListener("storage", (ev) => {
-      if (ev.key === this.key) this.onChange(null);
+      if (ev.key === null || ev.key.startsWith(this.prefix)) this.onChange(null);
     });
   }
 
+  /** Queued items, oldest first. */
   items() {
+    const out = [];
     try {
-      const v = JSON.parse(localStorage.getItem(this.key) || "[]");
-      return Array.isArray(v) ? v : [];
+      for (let i = 0; i < localStorage.length; i++) {
+        const k = localStorage.key(i);
+        if (!k || !k.startsWith(this.prefix)) continue;
+        try {
+          const v = JSON.parse(localStorage.getItem(k));
+          if (v && typeof v === "object" && v.client_msg_id) out.push(v);
+        } catch (_) {
+          /* a corrupt entry is skipped, not fatal */
+        }
+      }
     } catch (_) {
       return [];
     }
+    return out.sort((a, b) => a.order - b.order || (a.client_msg_id < b.client_msg_id ? -1 : 1));
   }
 
-  _save(items) {
+  _put(item) {
     try {
-      localStorage.setItem(this.key, JSON.stringify(items));
+      localStorage.setItem(this.prefix + item.client_msg_id, JSON.stringify(item));
     } catch (_) {
       /* storage full or disabled: the in-flight send still happens */
     }
   }
 
   _update(id, fn) {
-    const items = this.items();
-    const out = [];
-    for (const it of items) {
-      if (it.client_msg_id !== id) out.push(it);
-      else {
-        const next = fn(it);
-        if (next) out.push(next);
-      }
+    let current = null;
+    try {
+      current = JSON.parse(localStorage.getItem(this.prefix + id) || "null");
+    } catch (_) {
+      current = null;
     }
-    this._save(out);
+    if (!current) return;
+    const next = fn(current);
+    if (next) this._put(next);
+    else localStorage.removeItem(this.prefix + id);
   }
 
   add(item) {
-    const full = Object.assign({ created_at: Date.now() / 1000, state: "sending" }, item);
-    const items = this.items();
-    items.push(full);
-    this._save(items);
+    const now = Date.now();
+    const full = Object.assign(
+      { created_at: now / 1000, order: now * 1000 + (this.counter++ % 1000), state: "sending" },
+      item,
+    );
+    this._put(full);
     this.onChange(full);
     this.flush();
     return full;
