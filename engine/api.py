@@ -83,6 +83,7 @@ from engine.messages import (
     Whisper,
 )
 from engine.metrics import EngineMetrics
+from engine.visibility import for_visitor_result
 from storage.api import ConversationState, Role, Storage
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,11 @@ class Connection:
     @property
     def workspace_id(self) -> str:
         return self.principal.workspace_id
+
+    @property
+    def for_visitor(self) -> bool:
+        """A visitor's connection: what it receives goes through ``engine.visibility``."""
+        return isinstance(self.principal, VisitorPrincipal)
 
 
 ResumePoints = Mapping[str, int]
@@ -396,13 +402,15 @@ class ChatEngine:
                             (e.position for e in queue if e.conversation_id == open_id), None
                         )
                 settings = await ctx.workspace_settings(ws)
-                conn.welcome = VisitorWelcome(
-                    visitor_id=principal.visitor_id,
-                    conversation=summary,
-                    agents_available=view.available,
-                    sneak_peek_enabled=settings.sneak_peek_enabled,
-                    routing_mode=view.routing_mode,
-                    queue_position=position,
+                conn.welcome = for_visitor_result(
+                    VisitorWelcome(
+                        visitor_id=principal.visitor_id,
+                        conversation=summary,
+                        agents_available=view.available,
+                        sneak_peek_enabled=settings.sneak_peek_enabled,
+                        routing_mode=view.routing_mode,
+                        queue_position=position,
+                    )
                 )
             else:
                 ctx.agent_names[(ws, principal.agent_id)] = principal.display_name
@@ -554,7 +562,7 @@ class ChatEngine:
         try:
             with trio.fail_after(self.config.ask_timeout_s):
                 if isinstance(p, VisitorPrincipal):
-                    return await self._visitor_request(conn, p, command)
+                    return for_visitor_result(await self._visitor_request(conn, p, command))
                 return await self._agent_request(conn, p, command)
         except trio.TooSlowError as exc:
             raise Overloaded("the engine did not answer in time") from exc

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from engine.messages import AgentStatusPush, Push, SessionClosed
+from engine.visibility import for_visitor_push
 
 if TYPE_CHECKING:  # engine.api imports this module
     from engine.api import Connection
@@ -167,9 +168,18 @@ class Hub:
     # -- delivery
 
     def deliver(self, conn: Connection, push: Push) -> bool:
-        """Queue ``push`` without waiting; a full or closed outbox drops the connection."""
+        """Queue ``push`` without waiting; a full or closed outbox drops the connection.
+
+        A visitor's connection gets only what ``engine.visibility`` lets a visitor see: an
+        internal event is skipped (True: nothing was lost), an event's agent-only data removed.
+        """
         if conn.closed:
             return False
+        if conn.for_visitor:
+            visible = for_visitor_push(push)
+            if visible is None:
+                return True
+            push = visible
         try:
             conn.outbox.send_nowait(push)
         except trio.WouldBlock:
