@@ -45,11 +45,13 @@ from storage.api import EventKind, Visibility
 
 __all__ = [
     "VISITOR_EVENT_DATA",
+    "VISITOR_HIDDEN_SUMMARY_FIELDS",
     "VISITOR_PUSHES",
     "for_visitor_event",
     "for_visitor_push",
     "for_visitor_result",
     "for_visitor_summary",
+    "visitor_data_keys",
 ]
 
 # Per event kind: the keys of ``data`` a visitor may see, or None when the visitor never sees
@@ -72,14 +74,24 @@ VISITOR_EVENT_DATA: Mapping[EventKind, frozenset[str] | None] = {
     EventKind.OFFLINE_MESSAGE: frozenset({"name", "email"}),  # what the visitor typed
 }
 
+# Fields of a conversation (summary or row) that are the workspace's, not the visitor's.
+VISITOR_HIDDEN_SUMMARY_FIELDS: frozenset[str] = frozenset({"tags", "group_id"})
+
 _KINDS: Mapping[str, EventKind] = {str(k): k for k in EventKind}
+
+
+def visitor_data_keys(kind: str, visibility: str) -> frozenset[str] | None:
+    """The ``data`` keys a visitor sees of an event; None: the visitor never sees the event."""
+    known = _KINDS.get(kind)
+    if known is None or visibility != Visibility.ALL:
+        return None
+    return VISITOR_EVENT_DATA.get(known)
 
 
 def for_visitor_event(event: EventView) -> EventView | None:
     """The visitor's view of ``event``, or None when the visitor may not see it at all."""
-    kind = _KINDS.get(event.kind)
-    allowed = None if kind is None else VISITOR_EVENT_DATA.get(kind)
-    if allowed is None or event.visibility != Visibility.ALL:
+    allowed = visitor_data_keys(event.kind, event.visibility)
+    if allowed is None:
         return None
     data = {k: v for k, v in event.data.items() if k in allowed}
     if len(data) == len(event.data):
@@ -91,7 +103,9 @@ def for_visitor_summary(summary: ConversationSummary) -> ConversationSummary:
     """A visitor's own chat, without the workspace's tags and group."""
     if not summary.tags and summary.group_id is None:
         return summary
-    return attrs.evolve(summary, tags=(), group_id=None)
+    cleared: dict[str, Any] = {"tags": (), "group_id": None}
+    assert cleared.keys() == VISITOR_HIDDEN_SUMMARY_FIELDS
+    return attrs.evolve(summary, **cleared)
 
 
 def _event_push(push: Any) -> Any:

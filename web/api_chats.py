@@ -18,6 +18,7 @@ from quart import Response
 from engine.api import AgentPrincipal
 from engine.errors import EngineError
 from engine.messages import Close, Tag, Transfer
+from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
 from storage import BanKind, ConversationFilter, ConversationState, Role, StorageError
 from web.api_admin import audit
 from web.errors import BadRequest, NotFound
@@ -158,6 +159,7 @@ async def list_conversations(call: Call, query: ConversationQuery) -> Conversati
     response=SearchResults,
 )
 async def search_conversations(call: Call, query: SearchQuery) -> SearchResults:
+    call.services.costly.search(call.workspace_id)
     hits = await call.services.storage.search(call.workspace_id, query.q, limit=query.limit)
     return SearchResults(
         hits=tuple(
@@ -471,13 +473,36 @@ async def list_routing_decisions(call: Call, query: RoutingQuery) -> RoutingDeci
     response=None,
     role=Role.ADMIN,
     stream=("application/x-ndjson", "text/csv"),
+    scope="export",
 )
 async def export(call: Call, query: ExportQuery) -> Response:
+    """Needs the ``admin`` or ``export`` token scope. Rate limited per workspace and by the
+    server's export slots (``429`` ``export_rate_limited`` / ``exports_busy``)."""
     storage = call.services.storage
     if query.visitor_id is not None and (
         await storage.get_visitor(call.workspace_id, query.visitor_id) is None
     ):
         raise NotFound()
+    if query.format == "csv" and query.visitor_id is not None:
+        raise BadRequest(
+            "CSV exports the whole workspace", code="invalid_value", field="visitor_id"
+        )
+    if query.visitor_id is None and query.internal != "mark":
+        raise BadRequest(
+            "internal=exclude is for one visitor's export", code="invalid_value", field="internal"
+        )
+    costly = call.services.costly
+    slot = costly.start_export(call.workspace_id)
+    try:
+        return await _export(call, query, slot)
+    except BaseException:
+        costly.finish_export(slot)
+        raise
+
+
+async def _export(call: Call, query: ExportQuery, slot: object) -> Response:
+    storage = call.services.storage
+    costly = call.services.costly
     await audit(
         call,
         "export.visitor" if query.visitor_id else "export.workspace",
@@ -486,17 +511,16 @@ async def export(call: Call, query: ExportQuery) -> Response:
     )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     if query.format == "csv":
-        if query.visitor_id is not None:
-            raise BadRequest(
-                "CSV exports the whole workspace", code="invalid_value", field="visitor_id"
-            )
         return streaming_response(
-            storage.export_csv(call.workspace_id), "text/csv", f"livechat-{stamp}.csv"
+            costly.hold(slot, storage.export_csv(call.workspace_id)),
+            "text/csv",
+            f"livechat-{stamp}.csv",
         )
+    lines = redacted(storage.export_jsonl(call.workspace_id, visitor_id=query.visitor_id))
+    if query.visitor_id is not None:
+        lines = data_subject(lines, exclude_internal=query.internal == "exclude")
     return streaming_response(
-        redacted(storage.export_jsonl(call.workspace_id, visitor_id=query.visitor_id)),
-        "application/x-ndjson",
-        f"livechat-{stamp}.jsonl",
+        costly.hold(slot, lines), "application/x-ndjson", f"livechat-{stamp}.jsonl"
     )
 
 
@@ -522,6 +546,53 @@ async def redacted(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield line if line.endswith("\n") else line + "\n"
 
 
+def _internal_parts(table: str, row: dict[str, Any]) -> tuple[bool, list[str]]:
+    """Whether a row of a visitor's export is internal (the visitor never saw it), and which
+    of its fields are; by the engine's one rule of what a visitor sees."""
+    if table == "events":
+        keys = visitor_data_keys(str(row.get("kind")), str(row.get("visibility")))
+        if keys is None:
+            return True, []
+        data = row.get("data") or {}
+        return False, [f"data.{k}" for k in sorted(data) if k not in keys]
+    if table == "routing_decisions":
+        return True, []
+    if table == "conversations":
+        hidden = sorted(VISITOR_HIDDEN_SUMMARY_FIELDS)
+        return False, [f for f in hidden if row.get(f) not in (None, [])]
+    return False, []  # the visitor's profile and page views: collected from the visitor
+
+
+async def data_subject(lines: AsyncIterator[str], *, exclude_internal: bool) -> AsyncIterator[str]:
+    """One visitor's export, every row marked ``"internal": true|false`` (with the internal
+    ``internal_fields`` of a row the visitor saw in part), or with all of that left out."""
+    counts: dict[str, int] = {}
+    async for line in lines:
+        record = json.loads(line)
+        row = record.get("row")
+        table = str(record.get("table"))
+        if isinstance(row, dict):
+            internal, fields = _internal_parts(table, row)
+            if exclude_internal:
+                if internal:
+                    continue
+                for field in fields:
+                    if field.startswith("data."):
+                        row["data"].pop(field[5:], None)
+                    else:
+                        row[field] = [] if isinstance(row[field], list) else None
+            else:
+                record["internal"] = internal
+                if fields:
+                    record["internal_fields"] = fields
+            counts[table] = counts.get(table, 0) + 1
+        elif record.get("format") is not None:
+            record["internal"] = "excluded" if exclude_internal else "marked"
+        elif record.get("end") is True:
+            record["counts"] = counts
+        yield json.dumps(record, ensure_ascii=False) + "\n"
+
+
 @api.op(
     "POST",
     "/backups",
@@ -531,6 +602,16 @@ async def redacted(lines: AsyncIterator[str]) -> AsyncIterator[str]:
     role=Role.OWNER,
 )
 async def create_backup(call: Call) -> BackupOut:
+    """Counts as an export: the same per-workspace limit and server-wide export slots."""
+    costly = call.services.costly
+    slot = costly.start_export(call.workspace_id)
+    try:
+        return await _backup(call)
+    finally:
+        costly.finish_export(slot)
+
+
+async def _backup(call: Call) -> BackupOut:
     directory = trio.Path(call.services.settings.backup_dir)
     await directory.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -50,6 +50,8 @@ class Operation:
     operator: bool  # server operators only
     stream: tuple[str, ...] = ()
     description: str | None = None
+    # A token needs ``admin`` or this scope (``read`` is not enough even for a GET): exports.
+    scope: str | None = None
 
     @property
     def errors(self) -> tuple[int, ...]:
@@ -103,6 +105,7 @@ class ApiBlueprint:
         operator: bool = False,
         stream: tuple[str, ...] = (),
         description: str | None = None,
+        scope: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             operation = Operation(
@@ -120,6 +123,7 @@ class ApiBlueprint:
                 operator=operator,
                 stream=stream,
                 description=description or (handler.__doc__ or "").strip() or None,
+                scope=scope,
             )
             self.operations.append(operation)
             rule = path.replace("{", "<").replace("}", ">")
@@ -147,7 +151,11 @@ async def _dispatch(op: Operation, handler: Handler, path_params: dict[str, str]
             raise Forbidden("this needs a server operator")
         if caller.token is not None:
             scopes = set(caller.token.scopes)
-            if "admin" not in scopes and not ("read" in scopes and op.method == "GET"):
+            if op.scope is not None:
+                allowed = "admin" in scopes or op.scope in scopes
+            else:
+                allowed = "admin" in scopes or ("read" in scopes and op.method == "GET")
+            if not allowed:
                 raise Forbidden("the token's scopes do not allow this", code="scope_denied")
         if op.method in STATE_CHANGING:
             check_csrf(caller)

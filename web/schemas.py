@@ -561,7 +561,7 @@ class AuditPage:
     next_cursor: str | None
 
 
-TokenScope = Literal["admin", "read", "agent"]
+TokenScope = Literal["admin", "read", "agent", "export"]
 
 
 @attrs.frozen(kw_only=True)
@@ -594,8 +594,9 @@ class TokenList:
 
 @attrs.frozen(kw_only=True)
 class CreateTokenIn:
-    """``admin``: the admin API as your role allows; ``read``: GET only; ``agent``: console
-    WebSocket only. The token acts as you (or as ``agent_id``, admins only)."""
+    """``admin``: the admin API as your role allows; ``read``: GET only, but not exports;
+    ``export``: ``GET /export`` only; ``agent``: console WebSocket only. The token acts as you
+    (or as ``agent_id``, admins only)."""
 
     name: str = attrs.field(**text(max_len=NAME, min_len=1))
     scopes: tuple[TokenScope, ...] = ("admin",)
@@ -666,6 +667,9 @@ class PageQuery:
 class ExportQuery:
     format: Literal["jsonl", "csv"] = "jsonl"
     visitor_id: str | None = None
+    # With ``visitor_id`` (a data subject's export): "mark" keeps the workspace's internal rows
+    # and fields and marks them; "exclude" leaves out everything the visitor never saw.
+    internal: Literal["mark", "exclude"] = "mark"
 
 
 @attrs.frozen(kw_only=True)

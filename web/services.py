@@ -18,6 +18,7 @@ import trio
 from quart import current_app
 
 from storage import Storage, open_storage
+from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
@@ -44,6 +45,7 @@ class Services:
     engine_metrics: EngineMetrics
     metrics: WebMetrics = attrs.field(factory=WebMetrics)
     sockets: SocketRegistry = attrs.field(factory=SocketRegistry)
+    costly: CostlyReads = attrs.field(default=None)  # exports and searches
     login_throttle: LoginThrottle = attrs.field(default=None)
     ip_messages: SlidingWindow = attrs.field(default=None)
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
@@ -52,6 +54,8 @@ class Services:
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
+        if self.costly is None:
+            self.costly = CostlyReads.from_settings(s)
         if self.login_throttle is None:
             self.login_throttle = LoginThrottle(
                 free_failures=s.login_failures_per_account_backoff_after,

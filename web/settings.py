@@ -60,6 +60,10 @@ class Settings:
     password_hash_threads: int = 2
     engine_shutdown_deadline_s: float = 5.0
     backup_dir: str = "data/backups"
+    # Costly reads (web/costly.py): per workspace, sliding windows; server-wide export slots.
+    rate_exports_per_hour: int = 10  # exports and backups of one workspace
+    rate_searches_per_min: int = 60  # full-text searches of one workspace
+    export_max_concurrent: int = 2  # exports streaming at once; more: 429 exports_busy
     housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
     # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
     # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.

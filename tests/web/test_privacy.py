@@ -1,0 +1,142 @@
+"""Privacy and access over real HTTP and sockets: the data subject's export, export scopes,
+limits on exports and searches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.api import AgentPrincipal
+from engine.messages import AddNote, Tag, Transfer
+from storage import Role
+from tests.web.client import Http, bearer, open_peer, visitor
+from tests.web.server import TestServer, run_test_server
+
+
+def _lines(body: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+
+
+async def _chat_with_internal_notes(srv: TestServer) -> tuple[str, str]:
+    """A visitor's chat with a note, a tag and a transfer "because the customer is rude"."""
+    async with open_peer(
+        srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+    ) as peer:
+        hello = await visitor(srv, peer)
+        sent = await peer.request("send_message", client_msg_id="m1", text="my order?")
+        conv_id = sent["result"]["conversation_id"]
+    assert srv.services is not None and srv.acme.supervisor is not None
+    sup = AgentPrincipal(
+        workspace_id=srv.acme.id,
+        agent_id=srv.acme.supervisor.id,
+        role=Role.SUPERVISOR,
+        display_name="Sup",
+    )
+    engine = srv.services.engine
+    await engine.request_as(
+        sup, AddNote(conversation_id=conv_id, client_msg_id="n1", text="NOTE: fraud risk")
+    )
+    await engine.request_as(sup, Tag(conversation_id=conv_id, add=("angry",)))
+    await engine.request_as(
+        sup,
+        Transfer(
+            conversation_id=conv_id, to_agent_id=srv.acme.agents[0].id, reason="customer is rude"
+        ),
+    )
+    return hello["visitor_id"], conv_id
+
+
+async def test_data_subject_export_marks_internal_rows_or_leaves_them_out(
+    srv: TestServer,
+) -> None:
+    visitor_id, _ = await _chat_with_internal_notes(srv)
+    owner = bearer(srv.base_url, srv.acme.owner.token)
+    marked = await owner.get(f"/api/v1/export?visitor_id={visitor_id}")
+    assert marked.status == 200, marked.body
+    header, *rows, end = _lines(marked.body)
+    assert header["scope"] == "visitor" and header["internal"] == "marked"
+    assert all(isinstance(r["internal"], bool) for r in rows)
+    events = {r["row"]["kind"]: r for r in rows if r["table"] == "events"}
+    assert events["note"]["internal"] is True
+    assert events["tagged"]["internal"] is True
+    assert events["message"]["internal"] is False
+    transferred = events["transferred"]
+    assert transferred["internal"] is False
+    assert "data.reason" in transferred["internal_fields"]
+    assert transferred["row"]["data"]["reason"] == "customer is rude"  # kept, but marked
+    conversation = next(r for r in rows if r["table"] == "conversations")
+    assert conversation["internal_fields"] == ["tags"]
+    assert all(r["internal"] for r in rows if r["table"] == "routing_decisions")
+    assert end["counts"]["events"] == len(events)
+
+    excluded = await owner.get(f"/api/v1/export?visitor_id={visitor_id}&internal=exclude")
+    assert excluded.status == 200, excluded.body
+    text = excluded.body.decode()
+    for secret in ("customer is rude", "fraud risk", "angry", '"load"', '"candidates"'):
+        assert secret not in text, secret
+    header, *rows, end = _lines(excluded.body)
+    assert header["internal"] == "excluded"
+    kinds = [r["row"]["kind"] for r in rows if r["table"] == "events"]
+    assert "note" not in kinds and "tagged" not in kinds and "message" in kinds
+    assert not any(r["table"] == "routing_decisions" for r in rows)
+    counted: dict[str, int] = {}
+    for r in rows:
+        counted[r["table"]] = counted.get(r["table"], 0) + 1
+    assert end["counts"] == counted
+    refused = await owner.get("/api/v1/export?internal=exclude")
+    assert (refused.status, refused.error_code) == (400, "invalid_value")
+
+
+async def test_export_needs_the_admin_or_export_scope(srv: TestServer) -> None:
+    owner = bearer(srv.base_url, srv.acme.owner.token)
+
+    async def token(*scopes: str) -> Http:
+        made = await owner.post("/api/v1/tokens", {"name": "t", "scopes": list(scopes)})
+        assert made.status == 201, made.body
+        return bearer(srv.base_url, made.json()["token"])
+
+    reader = await token("read")
+    assert (await reader.get("/api/v1/agents")).status == 200
+    denied = await reader.get("/api/v1/export")
+    assert (denied.status, denied.error_code) == (403, "scope_denied")
+    assert (await reader.get("/api/v1/export?format=csv")).status == 403
+    exporter = await token("export")
+    assert (await exporter.get("/api/v1/export")).status == 200
+    assert (await exporter.get("/api/v1/agents")).error_code == "scope_denied"
+
+
+async def test_exports_and_searches_are_rate_limited_per_workspace(tmp_path: Path) -> None:
+    async with run_test_server(tmp_path, rate_exports_per_hour=2, rate_searches_per_min=3) as srv:
+        acme = bearer(srv.base_url, srv.acme.owner.token)
+        globex = bearer(srv.base_url, srv.globex.owner.token)
+        assert (await acme.get("/api/v1/export")).status == 200
+        assert (await acme.post("/api/v1/backups")).status == 201  # a backup counts too
+        limited = await acme.get("/api/v1/export?format=csv")
+        assert (limited.status, limited.error_code) == (429, "export_rate_limited")
+        assert int(limited.headers["retry-after"]) > 0
+        assert (await globex.get("/api/v1/export")).status == 200  # another workspace's quota
+        for _ in range(3):
+            assert (await acme.get("/api/v1/conversations/search?q=order")).status == 200
+        limited = await acme.get("/api/v1/conversations/search?q=order")
+        assert (limited.status, limited.error_code) == (429, "search_rate_limited")
+        assert int(limited.headers["retry-after"]) > 0
+        assert (await globex.get("/api/v1/conversations/search?q=order")).status == 200
+
+
+async def test_at_most_n_exports_run_at_once(tmp_path: Path) -> None:
+    async with run_test_server(tmp_path, export_max_concurrent=1) as srv:
+        assert srv.services is not None
+        costly = srv.services.costly
+        owner = bearer(srv.base_url, srv.acme.owner.token)
+        running = costly.start_export(srv.globex.id)  # another workspace's export streaming
+        busy = await owner.get("/api/v1/export")
+        assert (busy.status, busy.error_code) == (429, "exports_busy")
+        assert int(busy.headers["retry-after"]) > 0
+        assert (await owner.post("/api/v1/backups")).error_code == "exports_busy"
+        costly.finish_export(running)
+        done = await owner.get("/api/v1/export")
+        assert done.status == 200 and _lines(done.body)[-1]["end"] is True
+        assert costly.exports_running == 0  # the streamed export gave its slot back
+        assert (await owner.get("/api/v1/export?format=csv")).status == 200
+        assert costly.exports_running == 0
