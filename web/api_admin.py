@@ -324,6 +324,10 @@ async def update_agent(call: Call, agent_id: str, body: UpdateAgentIn) -> AgentO
     updated = await call.services.storage.update_agent(call.workspace_id, agent_id, **changes)
     await workspace_changed(call)
     if body.role is not None and body.role is not agent.role:
+        # An open socket carries the role it authenticated with: end it now, so a demoted
+        # supervisor cannot whisper (or watch silently) until it reconnects with the new role.
+        for sock in call.services.sockets.of_agent(call.workspace_id, agent_id):
+            sock.close(CloseCode.PRIVILEGES_CHANGED, "role changed")
         await audit(
             call,
             "agent.role_changed",

@@ -31,6 +31,7 @@ class CloseCode(enum.IntEnum):
     TRY_AGAIN_LATER = 1013  # slow consumer or overload: reconnect with backoff, resume
     AUTH_TIMEOUT = 4000  # no hello/auth within the deadline: reconnect
     HEARTBEAT_TIMEOUT = 4001  # nothing heard from the client within the dead-peer timeout
+    PRIVILEGES_CHANGED = 4003  # the account's role changed: reconnect at once (fresh role)
 
 
 class WireError(enum.StrEnum):

@@ -140,3 +140,37 @@ async def test_at_most_n_exports_run_at_once(tmp_path: Path) -> None:
         assert costly.exports_running == 0  # the streamed export gave its slot back
         assert (await owner.get("/api/v1/export?format=csv")).status == 200
         assert costly.exports_running == 0
+
+
+async def test_a_demoted_supervisor_socket_is_closed_and_cannot_whisper(srv: TestServer) -> None:
+    """The role reaches open sockets at once: the old socket ends with 4003, the new one has
+    the new role, so a whisper is refused."""
+    sup_account = srv.acme.supervisor
+    assert sup_account is not None
+    async with open_peer(
+        srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+    ) as vis:
+        await visitor(srv, vis)
+        sent = await vis.request("send_message", client_msg_id="m1", text="hello")
+        conv_id = sent["result"]["conversation_id"]
+    http = Http(srv.base_url)
+    assert (await http.login(sup_account.username, sup_account.password)).status == 200
+    owner = bearer(srv.base_url, srv.acme.owner.token)
+    async with open_peer(srv.agent_ws_url, cookie=http.cookie) as sock:
+        assert (await sock.request("auth", token=None))["type"] == "result"
+        whisper = await sock.request(
+            "whisper", conversation_id=conv_id, client_msg_id="w1", text="psst"
+        )
+        assert whisper["type"] == "result", whisper  # a supervisor may whisper
+        demoted = await owner.request(
+            "PATCH", f"/api/v1/agents/{sup_account.id}", {"role": "agent"}
+        )
+        assert demoted.status == 200, demoted.body
+        assert await sock.closed(timeout=10) == 4003
+    async with open_peer(srv.agent_ws_url, cookie=http.cookie) as sock:
+        auth = await sock.request("auth", token=None)
+        assert auth["result"]["role"] == "agent"
+        refused = await sock.request(
+            "whisper", conversation_id=conv_id, client_msg_id="w2", text="psst again"
+        )
+        assert refused["type"] == "error" and refused["code"] == "forbidden", refused

@@ -148,6 +148,11 @@ function connect() {
         showLogin();
         return "stop";
       }
+      if (code === 4003) {
+        // My role changed: start again with the new one (the outbox is kept in storage).
+        location.reload();
+        return "stop";
+      }
       return null;
     },
   });
