@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -191,6 +191,9 @@ class Connection:
 
 ResumePoints = Mapping[str, int]
 
+# A supervisor reading a live chat they are not in is audited at most this often per chat.
+SUPERVISION_AUDIT_EVERY_S = 300.0
+
 
 # Commands bound to a live connection (subscriptions, presence, per-connection rate limits):
 # ``request_as`` refuses them.
@@ -253,6 +256,8 @@ class ChatEngine:
         self._signals = RateLimiter(
             rate_per_s=1.0 / max(config.typing_min_interval_s, 1e-6), burst=3, clock=clock
         )
+        # (workspace, agent, conversation) -> when its silent reading was last audited.
+        self._supervision_audited: dict[tuple[str, str, str], float] = {}
         self._accepting = False
         self._stopped = trio.Event()
         self._drops_send, self._drops_recv = trio.open_memory_channel[Connection](math.inf)
@@ -610,7 +615,7 @@ class ChatEngine:
     async def _agent_request(
         self, conn: Connection | None, p: AgentPrincipal, cmd: Command
     ) -> Result:
-        from engine.conversation import Subscribe
+        from engine.conversation import Snapshot, Subscribe
         from engine.routing import GetQueue, GetVisitors, SetAgentStatus
 
         ctx = self._ctx
@@ -623,8 +628,10 @@ class ChatEngine:
             conversation_id = getattr(cmd, "conversation_id")  # noqa: B009
             ref = await self._existing_conversation(p, conversation_id)
             result = await self._apply(p, ref, cmd)
-            if isinstance(cmd, Join) and cmd.silent and conn is not None:
-                ctx.hub.watch(conn, conversation_id)
+            if isinstance(cmd, Join) and cmd.silent:
+                await self._audit_supervision(p, conn, conversation_id, "silent_join")
+                if conn is not None:
+                    ctx.hub.watch(conn, conversation_id)
             return result
         if isinstance(cmd, SetTyping):
             assert conn is not None  # request_as refuses it
@@ -644,6 +651,8 @@ class ChatEngine:
         if isinstance(cmd, Watch):
             assert conn is not None  # request_as refuses it
             ref = await self._existing_conversation(p, cmd.conversation_id)
+            summary = await ref.ask(lambda r: Snapshot(reply=r))
+            await self._may_read(p, conn, summary.state, summary.participant_ids, "watch", cmd)
             conn.resuming.add(cmd.conversation_id)
             try:
                 summary = await ref.ask(
@@ -667,7 +676,7 @@ class ChatEngine:
             router = await self._router(ws)
             return VisitorList(visitors=await router.ask(lambda r: GetVisitors(reply=r)))
         if isinstance(cmd, GetHistory):
-            return await self._history(p, cmd)
+            return await self._history(p, cmd, conn)
         if isinstance(cmd, GetRoutingLog):
             if await ctx.call(ctx.storage.get_conversation(ws, cmd.conversation_id)) is None:
                 raise NotFound("conversation not found")
@@ -714,7 +723,56 @@ class ChatEngine:
         with contextlib.suppress(trio.WouldBlock):
             ref.tell_nowait(Signal(principal=p, command=cmd))
 
-    async def _history(self, p: Principal, cmd: GetHistory) -> History:
+    async def _may_read(
+        self,
+        p: AgentPrincipal,
+        conn: Connection | None,
+        state: str,
+        participant_ids: Sequence[str],
+        how: str,
+        cmd: Any,
+    ) -> None:
+        """Reading a live chat one is not in is silent supervision: supervisors (and higher)
+        only, and audited. Queued chats (anyone may take them) and closed ones (the history)
+        stay open to every agent of the workspace."""
+        if state != ConversationState.ACTIVE or p.agent_id in participant_ids:
+            return
+        if not p.is_supervisor:
+            raise Forbidden("only supervisors may read a live chat they are not in")
+        await self._audit_supervision(p, conn, cmd.conversation_id, how)
+
+    async def _audit_supervision(
+        self, p: AgentPrincipal, conn: Connection | None, conversation_id: str, how: str
+    ) -> None:
+        """One audit entry per silent join, and per supervisor and chat every
+        ``SUPERVISION_AUDIT_EVERY_S`` for reads (opening a chat reads it twice: watch, history).
+        """
+        ctx = self._ctx
+        now = ctx.clock()
+        key = (p.workspace_id, p.agent_id, conversation_id)
+        if how != "silent_join":
+            last = self._supervision_audited.get(key)
+            if last is not None and now - last < SUPERVISION_AUDIT_EVERY_S:
+                return
+        if len(self._supervision_audited) > 10_000:
+            cutoff = now - SUPERVISION_AUDIT_EVERY_S
+            for old in [k for k, at in self._supervision_audited.items() if at < cutoff]:
+                del self._supervision_audited[old]
+        await ctx.call(
+            ctx.storage.audit(
+                p.workspace_id,
+                actor=f"agent:{p.agent_id}",
+                action="conversation.supervised",
+                target=f"conversation:{conversation_id}",
+                details={"how": how},
+                ip=None if conn is None else conn.meta.ip,
+            )
+        )
+        self._supervision_audited[key] = now
+
+    async def _history(
+        self, p: Principal, cmd: GetHistory, conn: Connection | None = None
+    ) -> History:
         from engine.conversation import view
 
         ctx = self._ctx
@@ -722,6 +780,8 @@ class ChatEngine:
         conv = await ctx.call(ctx.storage.get_conversation(ws, cmd.conversation_id))
         if conv is None or (isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id):
             raise NotFound("conversation not found")
+        if isinstance(p, AgentPrincipal):
+            await self._may_read(p, conn, conv.state, conv.participant_ids, "history", cmd)
         events = await ctx.call(
             ctx.storage.history(
                 ws,

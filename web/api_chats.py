@@ -21,8 +21,8 @@ from engine.messages import Close, Tag, Transfer
 from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
 from storage import BanKind, ConversationFilter, ConversationState, Role, StorageError
 from web.api_admin import audit
-from web.errors import BadRequest, NotFound
-from web.httpapi import ApiBlueprint, Call, bad_cursor, streaming_response
+from web.errors import BadRequest, Forbidden, NotFound
+from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor, streaming_response
 from web.protocol import CloseCode
 from web.schemas import (
     BackupOut,
@@ -189,7 +189,16 @@ async def get_conversation(call: Call, conversation_id: str) -> ConversationOut:
     response=Transcript,
 )
 async def get_transcript(call: Call, conversation_id: str, query: TranscriptQuery) -> Transcript:
+    """A live chat you are not in is silent supervision: supervisors and higher only, audited
+    (queued and closed chats are open to every agent)."""
     conv = await _conversation(call, conversation_id)
+    agent = call.caller.agent
+    if conv.state == ConversationState.ACTIVE and agent.id not in conv.participant_ids:
+        if ROLE_RANK[agent.role] < ROLE_RANK[Role.SUPERVISOR]:
+            raise Forbidden("only supervisors may read a live chat they are not in")
+        await audit(
+            call, "conversation.supervised", f"conversation:{conversation_id}", how="transcript"
+        )
     events = await call.services.storage.history(
         call.workspace_id,
         conversation_id,

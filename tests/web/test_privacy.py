@@ -174,3 +174,38 @@ async def test_a_demoted_supervisor_socket_is_closed_and_cannot_whisper(srv: Tes
             "whisper", conversation_id=conv_id, client_msg_id="w2", text="psst again"
         )
         assert refused["type"] == "error" and refused["code"] == "forbidden", refused
+
+
+async def test_reading_a_live_chat_you_are_not_in_needs_the_supervisor_role(
+    srv: TestServer,
+) -> None:
+    alice, bob = srv.acme.agents[0], srv.acme.agents[1]
+    sup_account = srv.acme.supervisor
+    assert sup_account is not None and srv.services is not None
+    http = Http(srv.base_url)
+    assert (await http.login(alice.username, alice.password)).status == 200
+    async with (
+        open_peer(srv.agent_ws_url, cookie=http.cookie) as agent,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as vis,
+    ):
+        await agent.request("auth", token=None)
+        await agent.request("set_status", status="accepting")
+        await visitor(srv, vis)
+        sent = await vis.request("send_message", client_msg_id="m1", text="secret stuff")
+        conv_id = sent["result"]["conversation_id"]
+        await agent.push("chat_assigned")
+        path = f"/api/v1/conversations/{conv_id}/transcript"
+        refused = await bearer(srv.base_url, bob.token).get(path)
+        assert (refused.status, refused.error_code) == (403, "forbidden")
+        assert (await bearer(srv.base_url, alice.token).get(path)).status == 200  # her own
+        owner = bearer(srv.base_url, srv.acme.owner.token)
+        audit = (await owner.get("/api/v1/audit")).json()["entries"]
+        assert not [e for e in audit if e["action"] == "conversation.supervised"]
+        read = await bearer(srv.base_url, sup_account.token).get(path)
+        assert read.status == 200
+        audit = (await owner.get("/api/v1/audit")).json()["entries"]
+        supervised = [e for e in audit if e["action"] == "conversation.supervised"]
+        assert [(e["target"], e["details"]) for e in supervised] == [
+            (f"conversation:{conv_id}", {"how": "transcript"})
+        ]
+        assert supervised[0]["actor"].startswith("token:")
