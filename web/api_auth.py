@@ -14,9 +14,9 @@ from quart import Response
 
 from storage import WorkspaceStatus
 from web.auth import (
-    SESSION_COOKIE,
     cookie_is_secure,
     hash_secret,
+    session_cookie_name,
     start_session,
 )
 from web.errors import Forbidden, TooManyRequests, Unauthorized
@@ -30,7 +30,8 @@ api = ApiBlueprint("api_auth", "auth")
 @api.op(
     "POST",
     "/auth/login",
-    summary="Log in with username and password; sets the lc_session cookie",
+    summary="Log in with username and password; sets the session cookie (__Host-lc_session "
+    "over TLS, lc_session over plain HTTP)",
     body=LoginIn,
     response=Me,
     auth=False,
@@ -69,7 +70,7 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
     services.login_throttle.succeeded(account=account)
     services.metrics.logins["ok"] += 1
     # No fixation: a session cookie sent with the login is destroyed; a fresh id is minted.
-    old = request.cookies.get(SESSION_COOKIE)
+    old = request.cookies.get(session_cookie_name(services.settings))
     if old:
         await storage.delete_session(hash_secret(old))
     cookie, session = await start_session(services, agent)
@@ -83,8 +84,9 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
         and agent.role.value == "owner",
     )
     response = json_response(me)
+    # Secure, Path=/ and no Domain: what the __Host- prefix requires over TLS.
     response.set_cookie(
-        SESSION_COOKIE,
+        session_cookie_name(services.settings),
         cookie,
         max_age=math.ceil(services.settings.session_absolute_timeout_s),
         path="/",
@@ -112,7 +114,8 @@ async def logout(call: Call) -> Response:
         call.workspace_id, actor=call.caller.actor, action="logout", ip=call.ip
     )
     response = json_response(Done())
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    secure = cookie_is_secure(services.settings)
+    response.delete_cookie(session_cookie_name(services.settings), path="/", secure=secure)
     return response
 
 

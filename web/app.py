@@ -25,6 +25,7 @@ from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
 from web.api_public import api as public_api
+from web.auth import session_cookie_name
 from web.errors import ApiError, TooManyRequests
 from web.httpapi import ApiBlueprint, Operation
 from web.openapi import build_openapi, render_docs_page
@@ -80,7 +81,11 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
     app.register_blueprint(ws)
     _register_pages(app)
 
-    openapi = build_openapi(api_operations(), server_url=settings.base_url)
+    openapi = build_openapi(
+        api_operations(),
+        server_url=settings.base_url,
+        session_cookie=session_cookie_name(settings),
+    )
     app.config["LIVECHAT_OPENAPI"] = openapi
     docs_html = render_docs_page(openapi)
 

@@ -21,7 +21,8 @@ from web.errors import Forbidden, Unauthorized
 from web.services import Services
 from web.settings import Settings
 
-SESSION_COOKIE = "lc_session"
+SESSION_COOKIE = "lc_session"  # over plain HTTP
+SECURE_SESSION_COOKIE = "__Host-lc_session"  # over TLS (or an https public URL)
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_TOUCH_EVERY_S = 60.0
 SERVER_OPERATOR_KEY = "server_operator"  # workspace setting: its owners run the server
@@ -115,7 +116,7 @@ async def authenticate(services: Services, ip: str) -> Caller:
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("use 'Authorization: Bearer <token>'", code="unauthenticated")
         return await token_caller(services, value.strip())
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(session_cookie_name(services.settings))
     if not cookie:
         raise Unauthorized("not logged in", code="unauthenticated")
     return await session_caller(services, cookie)
@@ -148,3 +149,11 @@ async def start_session(services: Services, agent: Agent) -> tuple[str, Session]
 
 def cookie_is_secure(settings: Settings) -> bool:
     return settings.tls_enabled or settings.base_url.startswith("https://")
+
+
+def session_cookie_name(settings: Settings) -> str:
+    """``__Host-lc_session`` when served over TLS (ASVS 5.0 3.3.1): browsers then take the
+    cookie only if it is Secure, for Path=/ and without Domain, so neither a sibling subdomain
+    nor a plain-HTTP response can plant or overwrite it. ``lc_session`` over plain HTTP (local
+    development), where browsers would refuse the prefixed name."""
+    return SECURE_SESSION_COOKIE if cookie_is_secure(settings) else SESSION_COOKIE

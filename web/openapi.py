@@ -33,7 +33,9 @@ _STATUS_TEXT = {
 }
 
 
-def build_openapi(operations: Iterable[Operation], *, server_url: str) -> dict[str, Any]:
+def build_openapi(
+    operations: Iterable[Operation], *, server_url: str, session_cookie: str = "lc_session"
+) -> dict[str, Any]:
     builder = SchemaBuilder()
     error_ref = builder.ref(ErrorBody)
     paths: dict[str, dict[str, Any]] = {}
@@ -105,7 +107,7 @@ def build_openapi(operations: Iterable[Operation], *, server_url: str) -> dict[s
             "version": "1",
             "description": (
                 'JSON over HTTPS. Errors are {"error": {"code", "message", "field"}}. '
-                "Authenticate with the lc_session cookie (state changes also need the "
+                f"Authenticate with the {session_cookie} cookie (state changes also need the "
                 "X-CSRF-Token header from /auth/login or /me) or with 'Authorization: Bearer "
                 "<API token>'. Another workspace's ids answer 404, like missing ones."
             ),
@@ -115,7 +117,7 @@ def build_openapi(operations: Iterable[Operation], *, server_url: str) -> dict[s
         "components": {
             "schemas": builder.components,
             "securitySchemes": {
-                "session": {"type": "apiKey", "in": "cookie", "name": "lc_session"},
+                "session": {"type": "apiKey", "in": "cookie", "name": session_cookie},
                 "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
                 "bearer": {"type": "http", "scheme": "bearer"},
             },

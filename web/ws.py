@@ -54,12 +54,12 @@ from engine.messages import (
 from storage import Visitor, Workspace, WorkspaceStatus
 from web.api_admin import read_widget_settings
 from web.auth import (
-    SESSION_COOKIE,
     Caller,
     client_ip,
     hash_secret,
     new_secret,
     session_caller,
+    session_cookie_name,
     token_caller,
 )
 from web.errors import ApiError
@@ -668,7 +668,7 @@ class SocketSession:
                 if not {"admin", "agent"} & set(caller.token.scopes):
                     raise _AuthFailed("the token's scopes do not allow the console socket")
             else:
-                cookie = websocket.cookies.get(SESSION_COOKIE)
+                cookie = websocket.cookies.get(session_cookie_name(self.services.settings))
                 if not cookie:
                     raise _AuthFailed("send an API token or log in first (cookie)")
                 caller = await session_caller(self.services, cookie)

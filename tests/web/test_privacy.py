@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import trio
+from trio_websocket import open_websocket_url
+
 from engine.api import AgentPrincipal
 from engine.messages import AddNote, Tag, Transfer
 from storage import Role
@@ -209,3 +212,43 @@ async def test_reading_a_live_chat_you_are_not_in_needs_the_supervisor_role(
             (f"conversation:{conv_id}", {"how": "transcript"})
         ]
         assert supervised[0]["actor"].startswith("token:")
+
+
+async def test_session_cookie_has_the_host_prefix_when_served_over_tls(tmp_path: Path) -> None:
+    """Behind TLS (an https public URL) the cookie is ``__Host-lc_session``: Secure, Path=/, no
+    Domain; the unprefixed name is not accepted then."""
+    async with run_test_server(tmp_path, public_url="https://chat.example") as srv:
+        assert srv.services is not None
+        settings = srv.services.settings
+        http = Http(f"http://{settings.host}:{settings.port}")
+        account = srv.acme.agents[0]
+        login = await http.login(account.username, account.password)
+        assert login.status == 200, login.body
+        set_cookie = login.headers["set-cookie"]
+        assert set_cookie.startswith("__Host-lc_session="), set_cookie
+        attributes = [a.strip().lower() for a in set_cookie.split(";")[1:]]
+        assert "secure" in attributes and "path=/" in attributes and "httponly" in attributes
+        assert not any(a.startswith("domain") for a in attributes)
+        value = set_cookie.split(";", 1)[0].split("=", 1)[1]
+        me = await http.get("/api/v1/me", headers={"Cookie": f"__Host-lc_session={value}"})
+        assert me.status == 200, me.body
+        plain = await http.get("/api/v1/me", headers={"Cookie": f"lc_session={value}"})
+        assert (plain.status, plain.error_code) == (401, "unauthenticated")
+        ws_url = f"ws://{settings.host}:{settings.port}/ws/v1/agent"
+        async with open_websocket_url(
+            ws_url, extra_headers=[(b"Cookie", f"__Host-lc_session={value}".encode())]
+        ) as ws:
+            await ws.send_message(json.dumps({"type": "auth", "id": "1", "token": None}))
+            with trio.fail_after(10):
+                reply = json.loads(await ws.get_message())
+            assert reply["type"] == "result", reply
+        out = await http.post(
+            "/api/v1/auth/logout",
+            headers={
+                "Cookie": f"__Host-lc_session={value}",
+                "X-CSRF-Token": login.json()["csrf_token"],
+            },
+        )
+        assert out.status == 200, out.body
+        cleared = out.headers["set-cookie"]
+        assert cleared.startswith("__Host-lc_session=") and "secure" in cleared.lower()
