@@ -48,6 +48,7 @@ class Services:
     ip_messages: SlidingWindow = attrs.field(default=None)
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
+    profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
     draining: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -62,6 +63,8 @@ class Services:
             self.ip_messages = SlidingWindow(s.rate_ip_messages_per_10s, 10.0)
         if self.ip_new_conversations is None:
             self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
+        if self.profile_updates is None:
+            self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
 

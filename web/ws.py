@@ -49,6 +49,7 @@ from engine.messages import (
     SessionClosed,
     SetTyping,
     StartChat,
+    UpdateProfile,
     Whisper,
 )
 from storage import Visitor, Workspace, WorkspaceStatus
@@ -498,6 +499,10 @@ class SocketSession:
         what = ""
         if isinstance(command, SetTyping):
             wait, what = self.limits.typing.hit("all"), "typing"
+        elif isinstance(command, UpdateProfile) and self.visitor is not None:
+            # Each update writes the visitor row and is pushed to the workspace's agents.
+            wait = self.services.profile_updates.hit(self.visitor.id)
+            what = "profile_updates"
         elif isinstance(command, MESSAGE_COMMANDS):
             wait, what = self.limits.messages.hit("all"), "messages"
             if not wait:
@@ -677,6 +682,18 @@ class SocketSession:
             message = err.message if isinstance(err, ApiError) else str(err)
             await self._error(rid, WireError.AUTH_FAILED, message)
             raise _Closing(CloseCode.POLICY, "authentication failed") from None
+        limit = self.settings.ws_max_sockets_per_agent
+        live = self.services.sockets.of_agent(caller.workspace.id, caller.agent.id)
+        if limit and len(live) >= limit:
+            # Counted and claimed (``sock.agent_id`` below) with no await in between, so
+            # concurrent upgrades of one account cannot all pass the check.
+            self.services.metrics.ws_refused["too_many_sockets"] += 1
+            await self._error(
+                rid,
+                WireError.TOO_MANY_SOCKETS,
+                f"this account already has {limit} live sockets; close a console tab",
+            )
+            raise _Closing(CloseCode.TOO_MANY_SOCKETS, "too many sockets for this account")
         self.caller = caller
         self.workspace = caller.workspace
         self.sock.workspace_id = caller.workspace.id

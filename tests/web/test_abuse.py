@@ -1,0 +1,67 @@
+"""Abuse and overload: caps, rate limits that end a persistent offender, slow and silent peers,
+login floods, and hostile frames, all over real sockets."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+from tests.web.client import open_peer, visitor
+from tests.web.server import run_test_server
+
+
+async def test_an_account_gets_at_most_the_configured_number_of_console_sockets(
+    tmp_path: Path,
+) -> None:
+    async with run_test_server(tmp_path, ws_max_sockets_per_agent=3) as srv:
+        alice, bob = srv.acme.agents
+        async with AsyncExitStack() as stack:
+            live = []
+            for _ in range(3):
+                peer = await stack.enter_async_context(open_peer(srv.agent_ws_url))
+                assert (await peer.request("auth", token=alice.token))["type"] == "result"
+                live.append(peer)
+            async with open_peer(srv.agent_ws_url) as extra:
+                refused = await extra.request("auth", token=alice.token)
+                assert refused["type"] == "error" and refused["code"] == "too_many_sockets"
+                assert await extra.closed() == 4002
+            # Another account is not affected, and the three keep working.
+            async with open_peer(srv.agent_ws_url) as other:
+                assert (await other.request("auth", token=bob.token))["type"] == "result"
+            for peer in live:
+                await peer.send_raw('{"type": "ping", "id": 1}')
+                assert await peer.push("pong", id=1)
+            # Closing one frees its slot.
+            await live[0].ws.aclose()
+            with trio.fail_after(10):
+                while len(srv.services.sockets.of_agent(srv.acme.id, alice.id)) > 2:
+                    await trio.sleep(0.01)
+            async with open_peer(srv.agent_ws_url) as again:
+                assert (await again.request("auth", token=alice.token))["type"] == "result"
+
+
+async def test_profile_updates_are_limited_per_visitor_across_connections(tmp_path: Path) -> None:
+    async with run_test_server(tmp_path, rate_profile_updates_per_min=3) as srv:
+        url = srv.visitor_ws_url(srv.acme.widget_key)
+        async with (
+            open_peer(url, origin=srv.acme.site_origin) as a,
+            open_peer(url, origin=srv.acme.site_origin) as b,
+        ):
+            token = (await visitor(srv, a))["visitor_token"]
+            await visitor(srv, b, token=token)  # the same visitor on a second tab
+            replies = [
+                await peer.request("update_profile", name=f"Name {i}", attributes={"plan": i})
+                for i, peer in enumerate([a, b, a, b])
+            ]
+            assert [r["type"] for r in replies] == ["result", "result", "result", "error"]
+            assert replies[3]["code"] == "rate_limited"
+            assert 0 < replies[3]["retry_after_s"] <= 60
+            # Chatting is not affected.
+            ack = await b.request("send_message", client_msg_id="m1", text="hi")
+            assert ack["type"] == "result"
+        # Another visitor has its own allowance.
+        async with open_peer(url, origin=srv.acme.site_origin) as c:
+            await visitor(srv, c)
+            assert (await c.request("update_profile", name="C"))["type"] == "result"
