@@ -54,13 +54,13 @@ def effective_read_timeout(settings: Settings) -> int | None:
     Hypercorn applies ``read_timeout`` to every read on the TCP connection, WebSockets included:
     a socket on which the peer sent nothing for that long is dropped without a close frame
     (1006). Idle WebSockets are ours to close, with 4001, once nothing was heard for
-    ``ws_dead_peer_timeout_s`` (checked about every second, and the peer's answer to a ping can
-    lag by a ping interval under load), so the timeout is raised above that; it still bounds
-    stalled HTTP reads. 0 disables it, as before.
+    ``Settings.dead_peer_timeout_s`` (checked about every second, and the peer's answer to a
+    ping can lag by a ping interval under load), so the timeout is raised above that; it still
+    bounds stalled HTTP reads. 0 disables it, as before.
     """
     if settings.read_timeout_s <= 0:
         return None
-    floor = settings.ws_dead_peer_timeout_s + settings.ws_ping_interval_s + 2.0
+    floor = settings.dead_peer_timeout_s + settings.ws_ping_interval_s + 2.0
     return math.ceil(max(settings.read_timeout_s, floor))
 
 

@@ -217,6 +217,8 @@ class SocketSession:
         self.sock.check = self._deadline_check
         self.echo: OrderedDict[str, str | int] = OrderedDict()
         self.outbox: trio.MemoryReceiveChannel[Any] | None = None
+        self.limited_since: float | None = None  # start of a streak of ignored rate limits
+        self.retry_at = 0.0  # when the last rate_limited error said to retry
         self.nursery: trio.Nursery | None = None
         self.limits = _Limits(
             frames=SlidingWindow(settings.rate_frames_per_10s, 10.0, clock=trio.current_time),
@@ -299,6 +301,24 @@ class SocketSession:
             id=request_id, code=code, message=message, field=field, retry_after_s=retry_after_s
         )
         await self._send_text(encode(frame))
+        if code == WireError.RATE_LIMITED and retry_after_s is not None:
+            self._note_rate_limited(retry_after_s)
+
+    def _note_rate_limited(self, retry_after_s: float) -> None:
+        """End a connection that keeps ignoring ``retry_after_s`` (1008, "rate limit abuse").
+
+        A rejection that arrives before the retry time announced by the previous one continues
+        the client's streak; one that comes after it (the client waited as told) starts a new
+        streak. A streak older than ``ws_rate_limited_close_after_s`` closes the socket.
+        """
+        now = trio.current_time()
+        if self.limited_since is None or now >= self.retry_at:
+            self.limited_since = now
+        self.retry_at = max(self.retry_at, now + retry_after_s)
+        limit_s = self.settings.ws_rate_limited_close_after_s
+        if limit_s > 0 and now - self.limited_since >= limit_s:
+            self.services.metrics.rate_limited["closed_for_abuse"] += 1
+            raise _Closing(CloseCode.POLICY, "rate limits ignored")
 
     # ------------------------------------------------------------ tasks
 
@@ -314,7 +334,7 @@ class SocketSession:
         settings = self.settings
         if self.conn is None and now - self.opened_at >= settings.ws_auth_timeout_s:
             return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
-        if now - self.last_heard >= settings.ws_dead_peer_timeout_s:
+        if now - self.last_heard >= settings.dead_peer_timeout_s:
             return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
         if self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
             # The engine dropped us (slow consumer) and the pump has not noticed yet.

@@ -3,10 +3,13 @@ login floods, and hostile frames, all over real sockets."""
 
 from __future__ import annotations
 
+import itertools
+import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
+from trio_websocket import ConnectionClosed
 
 from tests.web.client import open_peer, visitor
 from tests.web.server import run_test_server
@@ -65,3 +68,45 @@ async def test_profile_updates_are_limited_per_visitor_across_connections(tmp_pa
         async with open_peer(url, origin=srv.acme.site_origin) as c:
             await visitor(srv, c)
             assert (await c.request("update_profile", name="C"))["type"] == "result"
+
+
+async def test_a_client_that_keeps_ignoring_its_rate_limit_is_closed_with_1008(
+    tmp_path: Path,
+) -> None:
+    async with (
+        run_test_server(tmp_path, rate_frames_per_10s=3, ws_rate_limited_close_after_s=1.0) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        started = trio.current_time()
+        codes = []
+        with trio.fail_after(15):
+            try:
+                for i in itertools.count():
+                    await peer.send_raw(f'{{"type": "ping", "id": {i}}}')
+                    codes.append((await peer.recv()).get("code"))
+            except ConnectionClosed as closed:
+                assert closed.reason.code == 1008
+                assert closed.reason.reason == "rate limits ignored"
+        assert trio.current_time() - started >= 1.0
+        assert codes[:2] == [None, None] and set(codes[2:]) == {"rate_limited"}
+
+
+async def test_a_peer_that_misses_two_pings_is_closed_with_4001_by_default(tmp_path: Path) -> None:
+    # Default dead-peer timeout: 2 x ws_ping_interval_s plus a slack of half an interval.
+    async with (
+        run_test_server(tmp_path, ws_ping_interval_s=1.0) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        started = trio.current_time()
+        pings = 0
+        with trio.fail_after(6):  # 2.5 s plus the once-a-second deadline check, generously
+            try:
+                while True:  # read, never answer
+                    if json.loads(await peer.ws.get_message())["type"] == "ping":
+                        pings += 1
+            except ConnectionClosed as closed:
+                assert closed.reason.code == 4001
+        assert pings >= 2
+        assert trio.current_time() - started >= 2.0
