@@ -37,7 +37,12 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.websocket_max_message_size = settings.ws_hard_max_message_bytes
     config.websocket_ping_interval = None  # the protocol has its own ping/pong frames
     config.read_timeout = effective_read_timeout(settings)
-    config.keep_alive_timeout = 30
+    # Hypercorn's idle timer runs from the accept until a request's headers are complete (and
+    # again between keep-alive requests); data arriving does not restart it. So this also
+    # closes slow-header ("slowloris") connections, without cutting live WebSockets (the
+    # timer is stopped once their upgrade request has been read).
+    config.keep_alive_timeout = settings.http_header_timeout_s
+    config.ssl_handshake_timeout = settings.http_header_timeout_s
     config.h11_max_incomplete_size = 16 * 1024
     config.h2_max_inbound_frame_size = 64 * 1024
     config.graceful_timeout = settings.shutdown_grace_s

@@ -3,6 +3,7 @@ login floods, and hostile frames, all over real sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from contextlib import AsyncExitStack
@@ -11,7 +12,7 @@ from pathlib import Path
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.web.client import open_peer, visitor
+from tests.web.client import Http, open_peer, visitor
 from tests.web.server import run_test_server
 
 
@@ -110,3 +111,56 @@ async def test_a_peer_that_misses_two_pings_is_closed_with_4001_by_default(tmp_p
                 assert closed.reason.code == 4001
         assert pings >= 2
         assert trio.current_time() - started >= 2.0
+
+
+async def _closed_by_server(stream: trio.SocketStream) -> None:
+    """Read (and ignore any answer) until the server closes the connection."""
+    try:
+        while await stream.receive_some(4096):
+            pass
+    except trio.BrokenResourceError:
+        pass
+
+
+async def test_connections_that_never_finish_their_headers_are_closed(tmp_path: Path) -> None:
+    async with run_test_server(tmp_path, http_header_timeout_s=1.0) as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1])
+        streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(30)]
+        for stream in streams:
+            await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line
+        dripping = await trio.open_tcp_stream("127.0.0.1", port)
+        async with trio.open_nursery() as nursery:
+
+            async def drip() -> None:
+                # A byte now and then does not keep a connection open either.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await dripping.send_all(b"GET /healthz HTTP/1.1\r\n")
+                    for _ in range(100):
+                        await trio.sleep(0.2)
+                        await dripping.send_all(b"X")
+
+            nursery.start_soon(drip)
+            with trio.fail_after(5):  # 1 s, plus scheduling on a busy machine
+                for stream in [*streams, dripping]:
+                    await _closed_by_server(stream)
+            nursery.cancel_scope.cancel()
+        for stream in [*streams, dripping]:
+            await stream.aclose()
+        # Complete requests are served as before.
+        assert (await Http(srv.base_url).get("/healthz")).status == 200
+
+
+async def test_the_header_timeout_does_not_cut_an_idle_websocket(tmp_path: Path) -> None:
+    async with (
+        run_test_server(tmp_path, http_header_timeout_s=0.5, ws_ping_interval_s=1.0) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        # Two server pings, answered, span well over the header timeout; a close fails the test.
+        for _ in range(2):
+            with trio.fail_after(5):
+                frame = json.loads(await peer.ws.get_message())
+            assert frame["type"] == "ping"
+            await peer.send_raw('{"type": "pong"}')
+        await peer.send_raw('{"type": "ping", "id": 1}')
+        assert await peer.push("pong", id=1)
