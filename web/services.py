@@ -88,7 +88,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
     async with open_storage(settings.database_url) as storage:
         secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")
-        hasher = PasswordHasher(settings.password_hash_threads)
+        hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
         config = EngineConfig(
             outbox_size=settings.ws_outbox_size,
             message_rate_per_s=settings.rate_visitor_messages_per_s,

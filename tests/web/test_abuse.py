@@ -164,3 +164,40 @@ async def test_the_header_timeout_does_not_cut_an_idle_websocket(tmp_path: Path)
             await peer.send_raw('{"type": "pong"}')
         await peer.send_raw('{"type": "ping", "id": 1}')
         assert await peer.push("pong", id=1)
+
+
+async def test_a_login_flood_is_shed_with_503_and_retry_after_while_health_stays_up(
+    tmp_path: Path,
+) -> None:
+    async with run_test_server(tmp_path, password_hash_threads=1, password_hash_queue=2) as srv:
+        alice = srv.acme.agents[0]
+        done: list[tuple[int, str | None, str | None]] = []
+        flood_over = trio.Event()
+
+        async def login() -> None:
+            resp = await Http(srv.base_url).login(alice.username, alice.password)
+            done.append((resp.status, resp.error_code, resp.headers.get("retry-after")))
+
+        async def health_during_flood() -> None:
+            while not flood_over.is_set():
+                assert (await Http(srv.base_url).get("/healthz")).status == 200
+                health_checks.append(len(done))
+
+        health_checks: list[int] = []
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(health_during_flood)
+                async with trio.open_nursery() as flood:
+                    for _ in range(24):
+                        flood.start_soon(login)
+                flood_over.set()
+        statuses = [status for status, _, _ in done]
+        assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses
+        for status, code, retry_after in done:
+            if status == 503:
+                assert code == "overloaded" and retry_after is not None and int(retry_after) >= 1
+        # Refusals do not wait for the hashing backlog: some come back before the last success.
+        last_ok = max(i for i, (status, _, _) in enumerate(done) if status == 200)
+        assert any(status == 503 for status, _, _ in done[:last_ok])
+        # /healthz was answered while logins were still in flight.
+        assert any(n < len(done) for n in health_checks)
