@@ -53,6 +53,7 @@ from engine.messages import (
     Whisper,
 )
 from storage import Visitor, Workspace, WorkspaceStatus
+from web import strictjson
 from web.api_admin import read_widget_settings
 from web.auth import (
     SESSION_COOKIE,
@@ -84,6 +85,7 @@ from web.ratelimit import SlidingWindow
 from web.schemas import WidgetConfig
 from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
+from web.strictjson import JsonRejected
 from web.wire import api_converter, describe
 
 log = logging.getLogger("livechat.ws")
@@ -453,9 +455,13 @@ class SocketSession:
 
     async def _handle_text(self, text: str) -> None:
         try:
-            frame = json.loads(text)
-        except ValueError:
-            await self._error(None, WireError.INVALID_JSON, "the frame is not valid JSON")
+            frame = strictjson.loads(text)
+        except JsonRejected as err:
+            if err.bad_string:
+                await self._error(None, WireError.INVALID_FIELD, err.message, err.field)
+            else:
+                message = f"the frame is not accepted JSON: {err.message}"
+                await self._error(None, WireError.INVALID_JSON, message, err.field)
             return
         if not isinstance(frame, dict):
             await self._error(None, WireError.NOT_AN_OBJECT, "a frame is a JSON object")

@@ -9,11 +9,12 @@ import json
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
 from tests.web.client import Http, open_peer, visitor
-from tests.web.server import run_test_server
+from tests.web.server import TestServer, run_test_server
 
 
 async def test_an_account_gets_at_most_the_configured_number_of_console_sockets(
@@ -201,3 +202,106 @@ async def test_a_login_flood_is_shed_with_503_and_retry_after_while_health_stays
         assert any(status == 503 for status, _, _ in done[:last_ok])
         # /healthz was answered while logins were still in flight.
         assert any(n < len(done) for n in health_checks)
+
+
+def _masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One client frame (FIN set, masked), built by hand so it can break the rules."""
+    mask = b"\x37\xfa\x21\x3d"
+    size = len(payload)
+    if size < 126:
+        header = bytes([0x80 | opcode, 0x80 | size])
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_text_frame_with_invalid_utf8_is_closed_with_1007(tmp_path: Path) -> None:
+    async with (
+        run_test_server(tmp_path) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        # trio-websocket only sends valid text; write the frame on its TCP stream directly.
+        await peer.ws._stream.send_all(_masked_frame(0x1, b'{"type": "ping", "x": "\xff\xfe"}'))
+        assert await peer.closed() == 1007  # a close frame, not a dropped connection (1006)
+
+
+DEEP = 10_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "field"),
+    [
+        ("[" * DEEP + "]" * DEEP, "invalid_json", None),
+        ('{"a":' * DEEP + "1" + "}" * DEEP, "invalid_json", None),
+        (
+            '{"type": "update_profile", "id": "1", "attributes": {"x": '
+            + "[" * 40
+            + "]" * 40
+            + "}}",
+            "invalid_json",
+            None,
+        ),
+        ('{"type": "send_message", "type": "ping", "id": "1"}', "invalid_json", "type"),
+        ('{"type": "ping", "id": NaN}', "invalid_json", None),
+        (
+            '{"type": "update_profile", "id": "1", "attributes": {"x": Infinity}}',
+            "invalid_json",
+            None,
+        ),
+        (
+            '{"type": "update_profile", "id": "1", "attributes": {"x": -1e400}}',
+            "invalid_json",
+            None,
+        ),
+        (
+            '{"type": "update_profile", "id": "1", "attributes": {"x": 123456789012345678901}}',
+            "invalid_json",
+            None,
+        ),
+        ('{"type": "ping", "id": 1' + "0" * 5000 + "}", "invalid_json", None),
+        ("1e400", "invalid_json", None),
+        ('{"type": "ping", "id": "\\ud800"}', "invalid_field", "id"),
+        (
+            '{"type": "update_profile", "id": "1", "attributes": {"\\udfff": "x"}}',
+            "invalid_field",
+            "attributes.\\udfff",
+        ),
+        ('{"type": "update_profile", "id": "1", "name": "a\\u0000b"}', "invalid_field", "name"),
+        ('{"type": ["send_message"], "id": "1"}', "unknown_type", "type"),
+        (
+            '{"type": "get_history", "id": "1", "conversation_id": "c", "limit": 1e10}',
+            "invalid_field",
+            "limit",
+        ),
+        ("[]", "not_an_object", None),
+        ("null", "not_an_object", None),
+    ],
+)
+async def test_hostile_json_gets_its_documented_error_and_the_socket_stays_open(
+    srv: TestServer, raw: str, code: str, field: str | None
+) -> None:
+    async with open_peer(
+        srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+    ) as peer:
+        await visitor(srv, peer)
+        await peer.send_raw(raw)
+        frame = await peer.recv()
+        assert (frame["type"], frame["code"], frame.get("field")) == ("error", code, field)
+        ok = await peer.request("send_message", client_msg_id="after", text="still here")
+        assert ok["type"] == "result"
+        # The escaped pair of a real character is fine.
+        ok = await peer.request("update_profile", name="\U0001f600 \\ud800 as text")
+        assert ok["type"] == "result"
+
+
+async def test_hostile_json_in_an_http_body_is_a_400(srv: TestServer) -> None:
+    http = Http(srv.base_url)
+    for raw, code in [
+        ("[" * DEEP + "]" * DEEP, "invalid_json"),
+        ('{"username": "a", "username": "b", "password": "x"}', "invalid_json"),
+        ('{"username": NaN, "password": "x"}', "invalid_json"),
+        ('{"username": "a\\u0000", "password": "x"}', "invalid_value"),
+    ]:
+        resp = await http.request("POST", "/api/v1/auth/login", raw=raw.encode())
+        assert (resp.status, resp.error_code) == (400, code), resp.body[:200]
