@@ -94,6 +94,39 @@ async def test_a_client_that_keeps_ignoring_its_rate_limit_is_closed_with_1008(
         assert codes[:2] == [None, None] and set(codes[2:]) == {"rate_limited"}
 
 
+async def test_a_client_that_waits_as_told_is_not_closed_however_often_it_is_limited(
+    tmp_path: Path,
+) -> None:
+    # The engine's per-visitor bucket: 1 message, refilled every 0.1 s; the per-connection
+    # window is out of the way. The client always sends once more at once, and after each
+    # rate_limited waits retry_after_s (client behaviour, not a wait for the server).
+    async with (
+        run_test_server(
+            tmp_path,
+            rate_visitor_messages_per_s=10.0,
+            rate_visitor_message_burst=1,
+            rate_messages_per_10s=10_000,
+            rate_ip_messages_per_10s=10_000,
+            ws_rate_limited_close_after_s=0.5,
+        ) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        limited = 0
+        started = trio.current_time()
+        with trio.fail_after(20):
+            for i in itertools.count():
+                if trio.current_time() - started > 1.5 and limited >= 3:
+                    break
+                reply = await peer.request("send_message", client_msg_id=f"m{i}", text="hi")
+                if reply["type"] == "error":
+                    assert reply["code"] == "rate_limited"
+                    limited += 1
+                    await trio.sleep(reply["retry_after_s"])
+        await peer.send_raw('{"type": "ping", "id": "still"}')
+        assert await peer.push("pong", id="still")
+
+
 async def test_a_peer_that_misses_two_pings_is_closed_with_4001_by_default(tmp_path: Path) -> None:
     # Default dead-peer timeout: 2 x ws_ping_interval_s plus a slack of half an interval.
     async with (
