@@ -48,7 +48,8 @@ class Settings:
     ws_outbox_size: int = 256  # pushes queued per connection before "slow consumer"
     ws_max_connections_per_ip: int = 50
     ws_max_sockets_per_agent: int = 8  # live console sockets per account; more: error + 4002
-    # a client rejected by rate limits without a quiet second for this long: close with 1008
+    # a client whose rate-limited requests keep coming before the retry_after_s it was given,
+    # for this long: close with 1008
     ws_rate_limited_close_after_s: float = 10.0
     # rate limits (sliding windows)
     rate_frames_per_10s: int = 200  # per connection, every frame

@@ -307,7 +307,7 @@ class SocketSession:
             self._note_rate_limited(retry_after_s)
 
     def _note_rate_limited(self, retry_after_s: float) -> None:
-        """End a connection that keeps ignoring ``retry_after_s`` (1008, "rate limit abuse").
+        """End a connection that keeps ignoring ``retry_after_s`` (1008, "rate limits ignored").
 
         A rejection that arrives before the retry time announced by the previous one continues
         the client's streak; one that comes after it (the client waited as told) starts a new
@@ -458,7 +458,8 @@ class SocketSession:
             frame = strictjson.loads(text)
         except JsonRejected as err:
             if err.bad_string:
-                await self._error(None, WireError.INVALID_FIELD, err.message, err.field)
+                message = f"{err.field}: {err.message}" if err.field else err.message
+                await self._error(None, WireError.INVALID_FIELD, message, err.field)
             else:
                 message = f"the frame is not accepted JSON: {err.message}"
                 await self._error(None, WireError.INVALID_JSON, message, err.field)
