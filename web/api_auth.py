@@ -19,7 +19,7 @@ from web.auth import (
     session_cookie_name,
     start_session,
 )
-from web.errors import Forbidden, TooManyRequests, Unauthorized
+from web.errors import Forbidden, Overloaded, TooManyRequests, Unauthorized
 from web.httpapi import ApiBlueprint, Call, PublicCall, json_response
 from web.protocol import CloseCode
 from web.schemas import AgentOut, ChangePasswordIn, Done, LoginIn, Me, WorkspaceOut
@@ -50,6 +50,11 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
             retry_after_s=wait,
             code="login_throttled",
         )
+    try:
+        services.hasher.admit()  # a full hashing queue: 503 at once, before any other work
+    except Overloaded:
+        services.metrics.logins["overloaded"] += 1
+        raise
     agent = await storage.find_agent_by_username(account)
     ok = await services.hasher.verify(agent.password_hash if agent else None, body.password)
     workspace = await storage.get_workspace(agent.workspace_id) if agent else None

@@ -26,7 +26,7 @@ from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
 from web.api_public import api as public_api
 from web.auth import session_cookie_name
-from web.errors import ApiError, TooManyRequests
+from web.errors import ApiError
 from web.httpapi import ApiBlueprint, Operation
 from web.openapi import build_openapi, render_docs_page
 from web.services import SERVICES_KEY, Services
@@ -133,7 +133,7 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
     @app.errorhandler(ApiError)
     async def api_error(err: ApiError) -> Response:
         response = _error(err.status, err.code, err.message, err.field)
-        if isinstance(err, TooManyRequests):
+        if err.retry_after_s is not None:
             response.headers["Retry-After"] = str(max(1, int(err.retry_after_s + 0.999)))
         return response
 

@@ -11,8 +11,10 @@ LiveChatWebError
     ├── PayloadTooLarge  413  body_too_large
     ├── TooManyRequests  429  rate_limited, login_throttled (``retry_after_s``)
     └── Unavailable      503  not_ready, storage_unavailable
+        └── Overloaded   503  overloaded (``retry_after_s``): shed at once, e.g. a login flood
 
-Codes are stable strings documented in docs/admin-api.md; messages are for humans.
+Codes are stable strings documented in docs/admin-api.md; messages are for humans. An error
+with ``retry_after_s`` is answered with a ``Retry-After`` header.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ApiError(LiveChatWebError):
 
     status = 500
     default_code = "internal"
+    retry_after_s: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
@@ -84,3 +87,13 @@ class TooManyRequests(ApiError):
 class Unavailable(ApiError):
     status = 503
     default_code = "not_ready"
+
+
+class Overloaded(Unavailable):
+    """Refused before doing the work because a scarce resource is saturated; retry later."""
+
+    default_code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s

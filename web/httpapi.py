@@ -21,9 +21,11 @@ import attrs
 from quart import Blueprint, Response, request
 
 from storage import Role
+from web import strictjson
 from web.auth import Caller, authenticate, check_csrf, client_ip
 from web.errors import BadRequest, Forbidden, PayloadTooLarge
 from web.services import Services, current_services
+from web.strictjson import JsonRejected
 from web.wire import FieldInvalid, structure_body, unstructure
 
 API_PREFIX = "/api/v1"
@@ -189,9 +191,15 @@ async def _json_body(services: Services) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, ValueError):
+        return strictjson.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except UnicodeDecodeError:
         raise BadRequest("the body is not valid JSON", code="invalid_json", field="$") from None
+    except JsonRejected as err:
+        field = f"$.{err.field}" if err.field else "$"
+        if err.bad_string:
+            raise BadRequest(err.message, code="invalid_value", field=field) from None
+        message = f"the body is not accepted JSON: {err.message}"
+        raise BadRequest(message, code="invalid_json", field=field) from None
 
 
 def parse_query(cls: type[Any]) -> Any:

@@ -31,6 +31,7 @@ class CloseCode(enum.IntEnum):
     TRY_AGAIN_LATER = 1013  # slow consumer or overload: reconnect with backoff, resume
     AUTH_TIMEOUT = 4000  # no hello/auth within the deadline: reconnect
     HEARTBEAT_TIMEOUT = 4001  # nothing heard from the client within the dead-peer timeout
+    TOO_MANY_SOCKETS = 4002  # the account has ws_max_sockets_per_agent live sockets already
     PRIVILEGES_CHANGED = 4003  # the account's role changed: reconnect at once (fresh role)
 
 
@@ -50,6 +51,7 @@ class WireError(enum.StrEnum):
     INVALID_IDENTITY = "invalid_identity"  # the identity signature does not verify
     FORBIDDEN = "forbidden"  # a command this principal may not send
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_SOCKETS = "too_many_sockets"  # then close 4002
     INTERNAL_ERROR = "internal_error"
 
 

@@ -18,9 +18,16 @@ import sys
 from collections.abc import AsyncIterator
 from functools import partial
 
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.ws_stream import FrameTooLargeError, WSStream
 from hypercorn.trio import serve
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.frame_protocol import CloseReason
 
 from web.app import create_app
 from web.bootstrap import FirstStart, bootstrap
@@ -31,13 +38,60 @@ from web.settings import Settings
 log = logging.getLogger("livechat.server")
 
 
+class FailingWSStream(WSStream):
+    """Hypercorn's WebSocket stream, but a peer's protocol violation gets a close frame.
+
+    wsproto reports a violation by the peer (invalid UTF-8 in a text frame: 1007; a malformed
+    frame: 1002) as a ``CloseConnection`` event while the connection is still open. Hypercorn
+    (0.18) only answers close frames the peer sent, so it dropped the TCP connection with no
+    close frame, and the client saw 1006 instead of the reason. RFC 6455 section 7.1.7: fail
+    the connection by sending a close frame with the code. The loop is Hypercorn's own
+    ``_handle_events`` plus that branch.
+    """
+
+    async def _handle_events(self) -> None:
+        for event in self.connection.events():
+            if isinstance(event, Message):
+                try:
+                    self.buffer.extend(event)
+                except FrameTooLargeError:
+                    await self._send_wsproto_event(
+                        CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
+                    )
+                    break
+                if event.message_finished and self.app_put is not None:
+                    await self.app_put(self.buffer.to_message())
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                if self.connection.state == ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                elif self.connection.state == ConnectionState.OPEN:
+                    reason = (event.reason or "")[:100]
+                    await self._send_wsproto_event(CloseConnection(code=event.code, reason=reason))
+                await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+def install_failing_ws_stream() -> None:
+    """Make Hypercorn's HTTP/1.1 and HTTP/2 protocols use ``FailingWSStream``. Idempotent."""
+    hypercorn.protocol.h11.WSStream = FailingWSStream  # type: ignore[attr-defined]
+    hypercorn.protocol.h2.WSStream = FailingWSStream  # type: ignore[attr-defined]
+
+
 def hypercorn_config(settings: Settings) -> HypercornConfig:
+    install_failing_ws_stream()
     config = HypercornConfig()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.websocket_max_message_size = settings.ws_hard_max_message_bytes
     config.websocket_ping_interval = None  # the protocol has its own ping/pong frames
     config.read_timeout = effective_read_timeout(settings)
-    config.keep_alive_timeout = 30
+    # Hypercorn's idle timer runs from the accept until a request's headers are complete (and
+    # again between keep-alive requests); data arriving does not restart it. So this also
+    # closes slow-header ("slowloris") connections, without cutting live WebSockets (the
+    # timer is stopped once their upgrade request has been read).
+    config.keep_alive_timeout = settings.http_header_timeout_s
+    config.ssl_handshake_timeout = settings.http_header_timeout_s
     config.h11_max_incomplete_size = 16 * 1024
     config.h2_max_inbound_frame_size = 64 * 1024
     config.graceful_timeout = settings.shutdown_grace_s
@@ -54,13 +108,13 @@ def effective_read_timeout(settings: Settings) -> int | None:
     Hypercorn applies ``read_timeout`` to every read on the TCP connection, WebSockets included:
     a socket on which the peer sent nothing for that long is dropped without a close frame
     (1006). Idle WebSockets are ours to close, with 4001, once nothing was heard for
-    ``ws_dead_peer_timeout_s`` (checked about every second, and the peer's answer to a ping can
-    lag by a ping interval under load), so the timeout is raised above that; it still bounds
-    stalled HTTP reads. 0 disables it, as before.
+    ``Settings.dead_peer_timeout_s`` (checked about every second, and the peer's answer to a
+    ping can lag by a ping interval under load), so the timeout is raised above that; it still
+    bounds stalled HTTP reads. 0 disables it, as before.
     """
     if settings.read_timeout_s <= 0:
         return None
-    floor = settings.ws_dead_peer_timeout_s + settings.ws_ping_interval_s + 2.0
+    floor = settings.dead_peer_timeout_s + settings.ws_ping_interval_s + 2.0
     return math.ceil(max(settings.read_timeout_s, floor))
 
 

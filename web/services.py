@@ -50,6 +50,7 @@ class Services:
     ip_messages: SlidingWindow = attrs.field(default=None)
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
+    profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
     draining: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -66,6 +67,8 @@ class Services:
             self.ip_messages = SlidingWindow(s.rate_ip_messages_per_10s, 10.0)
         if self.ip_new_conversations is None:
             self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
+        if self.profile_updates is None:
+            self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
 
@@ -89,7 +92,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
     async with open_storage(settings.database_url) as storage:
         secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")
-        hasher = PasswordHasher(settings.password_hash_threads)
+        hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
         config = EngineConfig(
             outbox_size=settings.ws_outbox_size,
             message_rate_per_s=settings.rate_visitor_messages_per_s,

@@ -32,6 +32,9 @@ class Settings:
     log_level: str = "info"
     shutdown_grace_s: float = 10.0
     read_timeout_s: float = 30.0
+    # a connection must complete its request headers within this (also the keep-alive idle
+    # timeout between requests, and the TLS handshake deadline)
+    http_header_timeout_s: float = 5.0
     http_max_body_bytes: int = 1024 * 1024
     trust_proxy_headers: bool = False  # take the client IP from X-Forwarded-For
     # WebSocket protocol (docs/protocol.md)
@@ -39,15 +42,22 @@ class Settings:
     ws_hard_max_message_bytes: int = 1024 * 1024  # larger frames close the socket with 1009
     ws_auth_timeout_s: float = 10.0  # first frame (hello/auth) must arrive within this
     ws_ping_interval_s: float = 20.0  # server sends {"type":"ping"} this often
-    ws_dead_peer_timeout_s: float = 60.0  # no frame at all from the peer for this long: close
+    # no frame at all from the peer for this long: close with 4001. 0 (default): two missed
+    # pings, 2 x ws_ping_interval_s plus a slack (``dead_peer_timeout_s``)
+    ws_dead_peer_timeout_s: float = 0.0
     ws_outbox_size: int = 256  # pushes queued per connection before "slow consumer"
     ws_max_connections_per_ip: int = 50
+    ws_max_sockets_per_agent: int = 8  # live console sockets per account; more: error + 4002
+    # a client whose rate-limited requests keep coming before the retry_after_s it was given,
+    # for this long: close with 1008
+    ws_rate_limited_close_after_s: float = 10.0
     # rate limits (sliding windows)
     rate_frames_per_10s: int = 200  # per connection, every frame
     rate_messages_per_10s: int = 20  # per connection
     rate_typing_per_10s: int = 20  # per connection
     rate_ip_messages_per_10s: int = 200  # per client IP, all its connections
     rate_new_conversations_per_hour: int = 10  # per client IP
+    rate_profile_updates_per_min: int = 10  # per visitor (update_profile), all its connections
     # per visitor, all its connections: the engine's token bucket for durable sends
     rate_visitor_messages_per_s: float = 5.0
     rate_visitor_message_burst: int = 20
@@ -58,6 +68,8 @@ class Settings:
     login_failures_per_account_backoff_after: int = 3  # then 1 s, 2 s, 4 s ... capped
     login_backoff_max_s: float = 300.0
     password_hash_threads: int = 2
+    # logins/password changes waiting for a hashing thread; more: 503 with Retry-After at once
+    password_hash_queue: int = 8
     engine_shutdown_deadline_s: float = 5.0
     backup_dir: str = "data/backups"
     # Costly reads (web/costly.py): per workspace, sliding windows; server-wide export slots.
@@ -72,6 +84,14 @@ class Settings:
     @property
     def tls_enabled(self) -> bool:
         return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def dead_peer_timeout_s(self) -> float:
+        """Silence after which a socket is dead: ``ws_dead_peer_timeout_s``, or by default two
+        missed pings plus a slack for a pong delayed by a busy client or network."""
+        if self.ws_dead_peer_timeout_s > 0:
+            return self.ws_dead_peer_timeout_s
+        return 2 * self.ws_ping_interval_s + min(5.0, self.ws_ping_interval_s / 2)
 
     @property
     def base_url(self) -> str:

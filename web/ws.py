@@ -49,9 +49,11 @@ from engine.messages import (
     SessionClosed,
     SetTyping,
     StartChat,
+    UpdateProfile,
     Whisper,
 )
 from storage import Visitor, Workspace, WorkspaceStatus
+from web import strictjson
 from web.api_admin import read_widget_settings
 from web.auth import (
     Caller,
@@ -83,6 +85,7 @@ from web.ratelimit import SlidingWindow
 from web.schemas import WidgetConfig
 from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
+from web.strictjson import JsonRejected
 from web.wire import api_converter, describe
 
 log = logging.getLogger("livechat.ws")
@@ -216,6 +219,8 @@ class SocketSession:
         self.sock.check = self._deadline_check
         self.echo: OrderedDict[str, str | int] = OrderedDict()
         self.outbox: trio.MemoryReceiveChannel[Any] | None = None
+        self.limited_since: float | None = None  # start of a streak of ignored rate limits
+        self.retry_at = 0.0  # when the last rate_limited error said to retry
         self.nursery: trio.Nursery | None = None
         self.limits = _Limits(
             frames=SlidingWindow(settings.rate_frames_per_10s, 10.0, clock=trio.current_time),
@@ -298,6 +303,24 @@ class SocketSession:
             id=request_id, code=code, message=message, field=field, retry_after_s=retry_after_s
         )
         await self._send_text(encode(frame))
+        if code == WireError.RATE_LIMITED and retry_after_s is not None:
+            self._note_rate_limited(retry_after_s)
+
+    def _note_rate_limited(self, retry_after_s: float) -> None:
+        """End a connection that keeps ignoring ``retry_after_s`` (1008, "rate limits ignored").
+
+        A rejection that arrives before the retry time announced by the previous one continues
+        the client's streak; one that comes after it (the client waited as told) starts a new
+        streak. A streak older than ``ws_rate_limited_close_after_s`` closes the socket.
+        """
+        now = trio.current_time()
+        if self.limited_since is None or now >= self.retry_at:
+            self.limited_since = now
+        self.retry_at = max(self.retry_at, now + retry_after_s)
+        limit_s = self.settings.ws_rate_limited_close_after_s
+        if limit_s > 0 and now - self.limited_since >= limit_s:
+            self.services.metrics.rate_limited["closed_for_abuse"] += 1
+            raise _Closing(CloseCode.POLICY, "rate limits ignored")
 
     # ------------------------------------------------------------ tasks
 
@@ -313,7 +336,7 @@ class SocketSession:
         settings = self.settings
         if self.conn is None and now - self.opened_at >= settings.ws_auth_timeout_s:
             return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
-        if now - self.last_heard >= settings.ws_dead_peer_timeout_s:
+        if now - self.last_heard >= settings.dead_peer_timeout_s:
             return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
         if self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
             # The engine dropped us (slow consumer) and the pump has not noticed yet.
@@ -432,9 +455,14 @@ class SocketSession:
 
     async def _handle_text(self, text: str) -> None:
         try:
-            frame = json.loads(text)
-        except ValueError:
-            await self._error(None, WireError.INVALID_JSON, "the frame is not valid JSON")
+            frame = strictjson.loads(text)
+        except JsonRejected as err:
+            if err.bad_string:
+                message = f"{err.field}: {err.message}" if err.field else err.message
+                await self._error(None, WireError.INVALID_FIELD, message, err.field)
+            else:
+                message = f"the frame is not accepted JSON: {err.message}"
+                await self._error(None, WireError.INVALID_JSON, message, err.field)
             return
         if not isinstance(frame, dict):
             await self._error(None, WireError.NOT_AN_OBJECT, "a frame is a JSON object")
@@ -498,6 +526,10 @@ class SocketSession:
         what = ""
         if isinstance(command, SetTyping):
             wait, what = self.limits.typing.hit("all"), "typing"
+        elif isinstance(command, UpdateProfile) and self.visitor is not None:
+            # Each update writes the visitor row and is pushed to the workspace's agents.
+            wait = self.services.profile_updates.hit(self.visitor.id)
+            what = "profile_updates"
         elif isinstance(command, MESSAGE_COMMANDS):
             wait, what = self.limits.messages.hit("all"), "messages"
             if not wait:
@@ -677,6 +709,18 @@ class SocketSession:
             message = err.message if isinstance(err, ApiError) else str(err)
             await self._error(rid, WireError.AUTH_FAILED, message)
             raise _Closing(CloseCode.POLICY, "authentication failed") from None
+        limit = self.settings.ws_max_sockets_per_agent
+        live = self.services.sockets.of_agent(caller.workspace.id, caller.agent.id)
+        if limit and len(live) >= limit:
+            # Counted and claimed (``sock.agent_id`` below) with no await in between, so
+            # concurrent upgrades of one account cannot all pass the check.
+            self.services.metrics.ws_refused["too_many_sockets"] += 1
+            await self._error(
+                rid,
+                WireError.TOO_MANY_SOCKETS,
+                f"this account already has {limit} live sockets; close a console tab",
+            )
+            raise _Closing(CloseCode.TOO_MANY_SOCKETS, "too many sockets for this account")
         self.caller = caller
         self.workspace = caller.workspace
         self.sock.workspace_id = caller.workspace.id
