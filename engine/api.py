@@ -725,7 +725,9 @@ class ChatEngine:
             )
         )
         more = len(events) > cmd.limit
-        events = events[1:] if more and cmd.before_seq is not None else events[: cmd.limit]
+        # Without ``after_seq`` storage gives the newest events (scrollback): the extra one is
+        # the oldest, so drop that one, never the newest.
+        events = events[1:] if more and cmd.after_seq is None else events[: cmd.limit]
         views = []
         for event in events:
             name = (

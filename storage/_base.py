@@ -49,7 +49,8 @@ Clock = Callable[[], float]
 # Fields an update_* call may not change: identity and tenancy are fixed at creation.
 _FIXED_FIELDS = frozenset({"id", "workspace_id", "created_at"})
 _OPEN_STATES = (api.ConversationState.QUEUED.value, api.ConversationState.ACTIVE.value)
-_MAX_PAGE = 500
+_MAX_PAGE = api.MAX_PAGE
+_MAX_FETCH = api.MAX_PAGE + 1  # plain-list reads: one extra row tells the caller "more"
 
 
 class TxSession(Protocol):
@@ -586,7 +587,7 @@ class SqlStorage(abc.ABC):
             f"SELECT {columns(api.Event)} FROM events WHERE {' AND '.join(where)}"
             f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
-        events = await self._fetch_all(api.Event, sql, *args, max(1, min(limit, _MAX_PAGE)))
+        events = await self._fetch_all(api.Event, sql, *args, max(1, min(limit, _MAX_FETCH)))
         if newest_first:
             events.reverse()
         return events
@@ -599,7 +600,7 @@ class SqlStorage(abc.ABC):
         if text is None:
             return []
         rows = await self._read(
-            fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_PAGE))))
+            fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_FETCH))))
         )
         return [
             api.SearchHit(
@@ -684,7 +685,9 @@ class SqlStorage(abc.ABC):
             f"SELECT {columns(api.RoutingDecision)} FROM routing_decisions WHERE {where}"
             " ORDER BY at DESC, id DESC LIMIT ?"
         )
-        return await self._fetch_all(api.RoutingDecision, sql, *args, min(limit, _MAX_PAGE))
+        return await self._fetch_all(
+            api.RoutingDecision, sql, *args, max(1, min(limit, _MAX_FETCH))
+        )
 
     async def add_ban(
         self,

@@ -229,6 +229,12 @@ class ConversationFilter:
     created_before: float | None = None
 
 
+# The largest page any listing returns. Reads that return a plain list (``history``,
+# ``search``, ``list_routing_decisions``) give at most ``MAX_PAGE + 1`` rows, so a caller that
+# asks for one row more than its page can tell whether more exist (never a silent cut).
+MAX_PAGE = 500
+
+
 @attrs.frozen(kw_only=True)
 class Page:
     """A page of results; pass ``next_cursor`` back to get the next one (None: no more)."""

@@ -402,9 +402,13 @@ class EventOut:
 
 @attrs.frozen(kw_only=True)
 class Transcript:
+    """Events oldest first from ``after_seq``, at most 500 a page whatever ``limit`` asks;
+    ``has_more``: pass ``next_after_seq`` as ``after_seq`` for the next page."""
+
     conversation: ConversationOut
     events: tuple[EventOut, ...]
     has_more: bool
+    next_after_seq: int | None
 
 
 @attrs.frozen(kw_only=True)
@@ -417,7 +421,10 @@ class SearchHitOut:
 
 @attrs.frozen(kw_only=True)
 class SearchResults:
+    """The ``limit`` newest hits; ``has_more``: more hits exist (narrow the query)."""
+
     hits: tuple[SearchHitOut, ...]
+    has_more: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -541,7 +548,10 @@ class RoutingDecisionOut:
 
 @attrs.frozen(kw_only=True)
 class RoutingDecisionList:
+    """Newest first, at most 500 whatever ``limit`` asks; ``has_more``: older ones exist."""
+
     decisions: tuple[RoutingDecisionOut, ...]
+    has_more: bool
 
 
 @attrs.frozen(kw_only=True)
