@@ -27,7 +27,13 @@ import attrs
 import trio
 
 from engine.actor import Actor, Reply
-from engine.api import AgentPrincipal, Connection, Principal, VisitorPrincipal
+from engine.api import (
+    AgentPrincipal,
+    Connection,
+    Principal,
+    VisitorPrincipal,
+    start_chat_origin,
+)
 from engine.context import EngineContext
 from engine.errors import (
     AlreadyAssigned,
@@ -551,7 +557,20 @@ class ConversationActor(Actor[ConversationMsg]):
         if isinstance(cmd, SendMessage | StartChat):
             if isinstance(cmd, StartChat):
                 if conv.state != ConversationState.QUEUED or conv.last_seq or conv.assignee_id:
-                    raise InvalidState("the chat has already started")
+                    if conv.origin_key != start_chat_origin(conv.visitor_id, me, cmd.client_msg_id):
+                        raise InvalidState("the chat has already started")
+                    # A retry of the start that opened this chat: storage answers the original
+                    # message (a duplicate), whatever happened to the chat since.
+                    item.requests.append(
+                        AppendRequest(
+                            **author,
+                            kind=EventKind.MESSAGE,
+                            body=cmd.text,
+                            client_msg_id=cmd.client_msg_id,
+                        )
+                    )
+                    item.result = "ack"
+                    return conv
                 conv = await self._assign(item, conv, me, "proactive", {}, now)
                 participant = True
             need_participant()

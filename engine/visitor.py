@@ -17,6 +17,7 @@ import attrs
 from engine.actor import Actor, Reply
 from engine.api import ConnectionMeta
 from engine.context import EngineContext
+from engine.errors import AlreadyOpen
 from engine.messages import (
     PageViewInfo,
     ReportPageView,
@@ -64,10 +65,16 @@ class VisitorLeft:
 
 @attrs.frozen(kw_only=True, eq=False)
 class OpenConversation:
-    """The open conversation, created if there is none (``create``)."""
+    """The open conversation, created if there is none (``create``).
+
+    With ``origin_key`` (an agent's proactive ``start_chat``) the conversation opened with that
+    key is answered if it exists (a retry); otherwise an open chat of the visitor fails the
+    ask with ``AlreadyOpen``, and a new chat is created with the key.
+    """
 
     create: bool
     reply: Reply[str | None]
+    origin_key: str | None = None
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -180,11 +187,26 @@ class VisitorActor(Actor[VisitorMsg]):
                 router = await ctx.routers.get(ws)
                 await router.tell(VisitorGone(visitor_id=visitor_id))
         elif isinstance(msg, OpenConversation):
+            if msg.origin_key is not None:
+                earlier = await ctx.call(
+                    ctx.storage.find_conversation_by_origin(ws, msg.origin_key)
+                )
+                if earlier is not None:
+                    msg.reply.send(earlier.id)
+                    return
+                if self.open_id is not None:
+                    msg.reply.fail(
+                        AlreadyOpen("the visitor already has an open chat", field="visitor_id")
+                    )
+                    return
             if self.open_id is None and msg.create:
                 settings = await ctx.workspace_settings(ws)
                 conv = await ctx.call(
                     ctx.storage.create_conversation(
-                        ws, visitor_id=visitor_id, group_id=settings.default_group_id
+                        ws,
+                        visitor_id=visitor_id,
+                        group_id=settings.default_group_id,
+                        origin_key=msg.origin_key,
                     )
                 )
                 self.open_id = conv.id

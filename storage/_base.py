@@ -471,8 +471,15 @@ class SqlStorage(abc.ABC):
     # ------------------------------------------------------------ conversations
 
     async def create_conversation(
-        self, workspace_id: str, *, visitor_id: str, group_id: str | None = None
+        self,
+        workspace_id: str,
+        *,
+        visitor_id: str,
+        group_id: str | None = None,
+        origin_key: str | None = None,
     ) -> api.Conversation:
+        """See ``storage.api.Storage.create_conversation``; the unique (workspace_id,
+        origin_key) index makes two racing retries end with one conversation."""
         now = self._clock()
         conversation = api.Conversation(
             id=new_id(),
@@ -481,8 +488,39 @@ class SqlStorage(abc.ABC):
             group_id=group_id,
             created_at=now,
             last_activity_at=now,
+            origin_key=origin_key,
         )
-        return await self._insert(conversation, parent=("visitors", visitor_id, workspace_id))
+        if origin_key is None:
+            return await self._insert(conversation, parent=("visitors", visitor_id, workspace_id))
+        record_codec = codec(api.Conversation)
+        select = (
+            f"SELECT {columns(api.Conversation)} FROM conversations"
+            " WHERE workspace_id=? AND origin_key=?"
+        )
+
+        def program() -> Program[api.Conversation]:
+            found = yield Q(
+                "SELECT 1 AS ok FROM visitors WHERE id=? AND workspace_id=?",
+                (visitor_id, workspace_id),
+            )
+            _require(found.one(), "visitor", visitor_id)
+            yield Q(
+                record_codec.insert_sql() + " ON CONFLICT (workspace_id, origin_key) DO NOTHING",
+                record_codec.to_args(conversation),
+            )
+            result = yield Q(select, (workspace_id, origin_key))
+            return decode(api.Conversation, _require(result.one(), "conversation", origin_key))
+
+        return await self._write(program())
+
+    async def find_conversation_by_origin(
+        self, workspace_id: str, origin_key: str
+    ) -> api.Conversation | None:
+        sql = (
+            f"SELECT {columns(api.Conversation)} FROM conversations"
+            " WHERE workspace_id=? AND origin_key=?"
+        )
+        return await self._fetch_one(api.Conversation, sql, workspace_id, origin_key)
 
     async def get_conversation(
         self, workspace_id: str, conversation_id: str

@@ -159,6 +159,9 @@ class Conversation:
     first_response_at: float | None = None
     closed_at: float | None = None
     last_activity_at: float = 0.0
+    # The key of the command that opened it (``create_conversation(origin_key=...)``), unique
+    # in the workspace: a retried start finds this conversation instead of opening another.
+    origin_key: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -444,8 +447,20 @@ class Storage(Protocol):
 
     # conversations and events
     async def create_conversation(
-        self, workspace_id: str, *, visitor_id: str, group_id: str | None = None
-    ) -> Conversation: ...
+        self,
+        workspace_id: str,
+        *,
+        visitor_id: str,
+        group_id: str | None = None,
+        origin_key: str | None = None,
+    ) -> Conversation:
+        """A new queued conversation. With ``origin_key``, the conversation already opened
+        with that key in the workspace is returned instead, if there is one (retries)."""
+        ...
+
+    async def find_conversation_by_origin(
+        self, workspace_id: str, origin_key: str
+    ) -> Conversation | None: ...
     async def get_conversation(
         self, workspace_id: str, conversation_id: str
     ) -> Conversation | None: ...
