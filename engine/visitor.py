@@ -16,14 +16,15 @@ import attrs
 
 from engine.actor import Actor, Reply
 from engine.api import ConnectionMeta
-from engine.context import EngineContext
-from engine.errors import AlreadyOpen
+from engine.context import EngineContext, PreChatRule
+from engine.errors import AlreadyOpen, InvalidMessage
 from engine.messages import (
     PageViewInfo,
     ReportPageView,
     UpdateProfile,
     VisitorChange,
     VisitorSummary,
+    is_email,
 )
 from engine.useragent import DeviceInfo, parse_user_agent
 from storage.api import ConversationState, PageView, Visitor
@@ -174,6 +175,9 @@ class VisitorActor(Actor[VisitorMsg]):
                     else:
                         merged[key] = value
                 changes["attributes"] = merged
+            if update.attributes:
+                settings = await ctx.workspace_settings(ws)
+                _check_emails(settings.pre_chat, update.attributes)
             if changes:
                 self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
                 ctx.visitor_names[self.key] = self.record.name
@@ -201,6 +205,8 @@ class VisitorActor(Actor[VisitorMsg]):
                     return
             if self.open_id is None and msg.create:
                 settings = await ctx.workspace_settings(ws)
+                if msg.origin_key is None:  # the visitor starts it: their pre-chat form
+                    _check_pre_chat(settings.pre_chat, self.record)
                 conv = await ctx.call(
                     ctx.storage.create_conversation(
                         ws,
@@ -252,6 +258,41 @@ class VisitorActor(Actor[VisitorMsg]):
         assert self.ctx.routers is not None
         router = await self.ctx.routers.get(self.key[0])
         await router.tell(VisitorSeen(change=change, visitor=self.summary()))
+
+
+def _check_emails(rules: tuple[PreChatRule, ...], attributes: Mapping[str, Any]) -> None:
+    """Custom attributes that are email fields of the pre-chat form must look like one."""
+    for rule in rules:
+        value = attributes.get(rule.name)
+        filled = isinstance(value, str) and value.strip()
+        if rule.kind == "email" and filled and not is_email(str(value).strip()):
+            raise InvalidMessage(
+                f"{rule.label}: not an email address", code="invalid_field", field=rule.name
+            )
+
+
+def _check_pre_chat(rules: tuple[PreChatRule, ...], record: Visitor) -> None:
+    """The pre-chat form, checked on the server: every required field has a value (in the
+    visitor's profile, as ``update_profile`` set it) and email fields look like emails.
+    Raises ``InvalidMessage`` (``invalid_field``) naming the first field that fails."""
+    for rule in rules:
+        if rule.name in ("name", "email"):
+            value = getattr(record, rule.name)
+        else:
+            value = record.attributes.get(rule.name)
+        text = value.strip() if isinstance(value, str) else value
+        if text in (None, ""):
+            if rule.required:
+                raise InvalidMessage(
+                    f"{rule.label}: required", code="invalid_field", field=rule.name
+                )
+            continue
+        if (rule.kind == "email" or rule.name == "email") and not (
+            isinstance(text, str) and is_email(text)
+        ):
+            raise InvalidMessage(
+                f"{rule.label}: not an email address", code="invalid_field", field=rule.name
+            )
 
 
 def _wall() -> float:
