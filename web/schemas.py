@@ -325,6 +325,42 @@ class WidgetSettings:
 
 
 @attrs.frozen(kw_only=True)
+class WidgetSettingsIn:
+    """``PUT /settings/widget``: the WHOLE widget configuration, every field required (a body
+    missing a field is refused, never read as "reset it"); ``PATCH`` changes some fields."""
+
+    color: str = attrs.field(**text(max_len=7, pattern=r"#[0-9a-fA-F]{6}"))
+    title: str = attrs.field(**text(max_len=100, min_len=1))
+    greeting: str = attrs.field(**text(max_len=1000))
+    position: Literal["right", "left"]
+    pre_chat_enabled: bool
+    pre_chat_fields: tuple[PreChatField, ...]
+    offline_form_enabled: bool
+    offline_message: str = attrs.field(**text(max_len=1000))
+    sneak_peek: bool
+    allowed_origins: tuple[str, ...] = attrs.field(**items(max_items=50, max_len=300))
+
+
+@attrs.frozen(kw_only=True)
+class WidgetSettingsPatch:
+    """``PATCH /settings/widget``: only the fields given change; absent (or null) ones keep
+    their current value."""
+
+    color: str | None = attrs.field(default=None, **text(max_len=7, pattern=r"#[0-9a-fA-F]{6}"))
+    title: str | None = attrs.field(default=None, **text(max_len=100, min_len=1))
+    greeting: str | None = attrs.field(default=None, **text(max_len=1000))
+    position: Literal["right", "left"] | None = None
+    pre_chat_enabled: bool | None = None
+    pre_chat_fields: tuple[PreChatField, ...] | None = None
+    offline_form_enabled: bool | None = None
+    offline_message: str | None = attrs.field(default=None, **text(max_len=1000))
+    sneak_peek: bool | None = None
+    allowed_origins: tuple[str, ...] | None = attrs.field(
+        default=None, **items(max_items=50, max_len=300)
+    )
+
+
+@attrs.frozen(kw_only=True)
 class WidgetConfig:
     """Public widget configuration (``/api/v1/widget/config``): no secrets, no agent data."""
 
