@@ -37,11 +37,13 @@ from engine.api import (
 from engine.context import EngineContext
 from engine.errors import (
     AlreadyAssigned,
+    AlreadyOpen,
     ConversationClosed,
     DomainError,
     Forbidden,
     InvalidState,
     NotFound,
+    Overloaded,
     PersistenceUnavailable,
 )
 from engine.messages import (
@@ -442,8 +444,30 @@ class ConversationActor(Actor[ConversationMsg]):
         if not _may_see(principal, conv):
             raise NotFound("conversation not found")
         if isinstance(principal, VisitorPrincipal):
+            if isinstance(cmd, SendMessage) and conv.state == ConversationState.CLOSED:
+                await self._check_may_reopen(conv)
             return self._plan_visitor(item, conv, principal, cmd, base, now)
         return await self._plan_agent(item, conv, principal, cmd, base, now)
+
+    async def _check_may_reopen(self, conv: Conversation) -> None:
+        """A visitor's message reopens a closed chat, unless the visitor has another open chat
+        (one open chat per visitor): then ``AlreadyOpen``. Asked only on reopen, off the hot
+        path; the visitor actor never asks a conversation, so this cannot deadlock."""
+        from engine.visitor import OpenConversation
+
+        visitors = self.ctx.visitors
+        if visitors is None or conv.close_reason == CloseReason.OFFLINE:
+            return
+        try:
+            with trio.fail_after(self.ctx.config.ask_timeout_s):
+                visitor = await visitors.get((conv.workspace_id, conv.visitor_id))
+                open_id: str | None = await visitor.ask(
+                    lambda r: OpenConversation(create=False, reply=r)
+                )
+        except trio.TooSlowError as exc:
+            raise Overloaded("the engine did not answer in time") from exc
+        if open_id is not None and open_id != conv.id:
+            raise AlreadyOpen("the visitor has another open chat", field="conversation_id")
 
     def _plan_visitor(
         self,

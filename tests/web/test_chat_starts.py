@@ -155,3 +155,34 @@ async def test_agent_cannot_open_a_second_chat_with_a_visitor_who_is_already_cha
         )
         assert refused["type"] == "error" and refused["code"] == "already_open", refused
         assert [c.id for c in await _conversations_of(srv, visitor_id)] == [own]
+
+
+async def test_message_to_a_closed_chat_does_not_reopen_it_while_another_is_open(
+    srv: TestServer,
+) -> None:
+    http = await _agent(srv, 0)
+    async with (
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as vis,
+        open_peer(srv.agent_ws_url, cookie=http.cookie) as agent,
+    ):
+        visitor_id = (await visitor(srv, vis))["visitor_id"]
+        await _auth(agent)
+        first = await vis.request("send_message", client_msg_id="v-1", text="First question")
+        old = first["result"]["conversation_id"]
+        closed = await agent.request("close", conversation_id=old)
+        assert closed["type"] == "result", closed
+        started = await agent.request(
+            "start_chat", visitor_id=visitor_id, client_msg_id="a-1", text="Anything else?"
+        )
+        assert started["type"] == "result", started
+        new = started["result"]["conversation_id"]
+
+        refused = await vis.request(
+            "send_message", conversation_id=old, client_msg_id="v-2", text="About the first"
+        )
+        assert refused["type"] == "error", refused
+        assert (refused["code"], refused["field"]) == ("already_open", "conversation_id")
+        sent = await vis.request("send_message", client_msg_id="v-3", text="Yes, one more")
+        assert sent["result"]["conversation_id"] == new
+    states = {c.id: c.state.value for c in await _conversations_of(srv, visitor_id)}
+    assert states == {old: "closed", new: "active"}
