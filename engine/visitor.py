@@ -156,7 +156,10 @@ class VisitorActor(Actor[VisitorMsg]):
             if meta.page_url:
                 await self._page(meta.page_url, meta.page_title, meta.page_referrer, now)
             msg.reply.send(self.open_id)
-            await self._tell_router(VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED)
+            # The arriving connection joins the hub only after this answer: it is online.
+            await self._tell_router(
+                VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED, online=True
+            )
         elif isinstance(msg, VisitorNavigated):
             await self._page(msg.page.url, msg.page.title, msg.page.referrer, _wall())
             await self._tell_router(VisitorChange.NAVIGATED)
@@ -228,7 +231,8 @@ class VisitorActor(Actor[VisitorMsg]):
         self.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
         self.pages += 1
 
-    def summary(self) -> VisitorSummary:
+    def summary(self, *, online: bool | None = None) -> VisitorSummary:
+        """``online``: known better than the hub (a connection that is arriving)."""
         record = self.record
         assert record is not None
         attributes: Mapping[str, Any] = record.attributes
@@ -236,7 +240,7 @@ class VisitorActor(Actor[VisitorMsg]):
             visitor_id=record.id,
             name=record.name,
             email=record.email,
-            online=self.ctx.hub.visitor_online(*self.key),
+            online=self.ctx.hub.visitor_online(*self.key) if online is None else online,
             current_page=self.page,
             pages_viewed=self.pages,
             visits=record.visits,
@@ -250,14 +254,14 @@ class VisitorActor(Actor[VisitorMsg]):
             arrived_at=self.arrived_at,
         )
 
-    async def _tell_router(self, change: VisitorChange) -> None:
+    async def _tell_router(self, change: VisitorChange, *, online: bool | None = None) -> None:
         if self.record is None:
             return
         from engine.routing import VisitorSeen
 
         assert self.ctx.routers is not None
         router = await self.ctx.routers.get(self.key[0])
-        await router.tell(VisitorSeen(change=change, visitor=self.summary()))
+        await router.tell(VisitorSeen(change=change, visitor=self.summary(online=online)))
 
 
 def _check_emails(rules: tuple[PreChatRule, ...], attributes: Mapping[str, Any]) -> None:
