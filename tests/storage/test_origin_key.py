@@ -3,10 +3,14 @@ or after the database was reopened, finds the one conversation it opened."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 import trio
 
-from storage import Conversation, NotFound
+from storage import Conversation, NotFound, open_backend
 from storage._base import SqlStorage
 from tests.storage.conftest import Opener
 
@@ -49,3 +53,35 @@ async def test_same_origin_key_opens_one_conversation_even_racing_and_after_reop
     assert plain[0].id != plain[1].id and plain[0].origin_key is None
     with pytest.raises(NotFound):
         await storage.create_conversation(ws.id, visitor_id=other_visitor.id, origin_key="k2")
+
+
+async def test_backup_keeps_origin_keys_and_older_backups_without_them_restore(
+    storage: SqlStorage, tmp_path: Path
+) -> None:
+    ws = await storage.create_workspace(name="Acme")
+    visitor = await storage.create_visitor(ws.id, token_hash=None)
+    opened = await storage.create_conversation(ws.id, visitor_id=visitor.id, origin_key="k-1")
+    exported = [line async for line in storage.export_jsonl(ws.id)]
+    assert any('"origin_key":"k-1"' in line for line in exported)
+
+    async def lines(source: list[str]) -> AsyncIterator[str]:
+        for line in source:
+            yield line
+
+    async with open_backend(f"sqlite:///{tmp_path}/restored.db") as target:
+        await target.import_jsonl(lines(exported))
+        retried = await target.create_conversation(ws.id, visitor_id=visitor.id, origin_key="k-1")
+        assert retried.id == opened.id
+
+    # A backup written before origin keys existed has no such column: it restores as NULL.
+    older = []
+    for line in exported:
+        record = json.loads(line)
+        if record.get("table") == "conversations":
+            del record["row"]["origin_key"]
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        older.append(line)
+    async with open_backend(f"sqlite:///{tmp_path}/older.db") as target:
+        await target.import_jsonl(lines(older))
+        restored = await target.get_conversation(ws.id, opened.id)
+        assert restored is not None and restored.origin_key is None
