@@ -692,11 +692,14 @@ class ChatEngine:
             await ctx.decisions.flush()
             decisions = await ctx.call(
                 ctx.storage.list_routing_decisions(
-                    ws, conversation_id=cmd.conversation_id, limit=cmd.limit
+                    ws, conversation_id=cmd.conversation_id, limit=cmd.limit + 1
                 )
             )
+            has_more = len(decisions) > cmd.limit
+            decisions = decisions[: cmd.limit]
             return RoutingLog(
                 conversation_id=cmd.conversation_id,
+                has_more=has_more,
                 decisions=tuple(
                     RoutingDecisionView(
                         conversation_id=d.conversation_id,

@@ -701,9 +701,12 @@ class VisitorList:
 
 @attrs.frozen(kw_only=True)
 class RoutingLog:
+    """Newest first, at most ``limit``; ``has_more``: older decisions exist."""
+
     TYPE: ClassVar[str] = "routing_log"
     conversation_id: str
     decisions: tuple[RoutingDecisionView, ...]
+    has_more: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -163,3 +163,12 @@ async def test_audit_log_and_routing_decisions_page_past_their_limit(srv: TestSe
     assert len(log["decisions"]) == 500 and log["has_more"] is True
     few = (await sup.get(f"/api/v1/routing-decisions?conversation_id={conv}&limit=10")).json()
     assert len(few["decisions"]) == 10 and few["has_more"] is True
+
+    # The same log over the agents' WebSocket.
+    http = Http(srv.base_url)
+    account = srv.acme.agents[0]
+    assert (await http.login(account.username, account.password)).status == 200
+    async with open_peer(srv.agent_ws_url, cookie=http.cookie) as agent:
+        assert (await agent.request("auth", token=None))["type"] == "result"
+        log_ws = (await agent.request("routing_log", conversation_id=conv, limit=200))["result"]
+        assert len(log_ws["decisions"]) == 200 and log_ws["has_more"] is True
