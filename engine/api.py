@@ -96,6 +96,8 @@ __all__ = [
     "EngineConfig",
     "Principal",
     "VisitorPrincipal",
+    "offline_message_origin",
+    "start_chat_origin",
 ]
 
 
@@ -118,6 +120,16 @@ class AgentPrincipal:
 
 
 Principal = VisitorPrincipal | AgentPrincipal
+
+
+def start_chat_origin(visitor_id: str, agent_id: str, client_msg_id: str) -> str:
+    """The storage ``origin_key`` of an agent's ``start_chat``: a retry finds its chat."""
+    return f"start_chat:{visitor_id}:{agent_id}:{client_msg_id}"
+
+
+def offline_message_origin(visitor_id: str, client_msg_id: str) -> str:
+    """The storage ``origin_key`` of a visitor's ``offline_message``."""
+    return f"offline_message:{visitor_id}:{client_msg_id}"
 
 
 @attrs.frozen(kw_only=True)
@@ -595,7 +607,10 @@ class ChatEngine:
             if wait_s > 0:
                 raise RateLimited("too many messages", retry_after_s=round(wait_s, 3))
         if isinstance(cmd, LeaveOfflineMessage):
-            conv = await self._new_conversation(ws, p.visitor_id)
+            # Keyed by the client id: a retry (new socket, restarted server) gets the same
+            # conversation, and the message's client_msg_id makes the append a duplicate.
+            origin = offline_message_origin(p.visitor_id, cmd.client_msg_id)
+            conv = await self._new_conversation(ws, p.visitor_id, origin_key=origin)
             await (await self._visitor(p)).ask(
                 lambda r: VisitorProfile(
                     update=UpdateProfile(name=cmd.name, email=cmd.email), reply=r
@@ -643,11 +658,22 @@ class ChatEngine:
             await router.ask(lambda r: SetAgentStatus(agent_id=p.agent_id, status=status, reply=r))
             return Ok()
         if isinstance(cmd, StartChat):
-            visitor = await ctx.call(ctx.storage.get_visitor(ws, cmd.visitor_id))
-            if visitor is None:
+            from engine.visitor import OpenConversation
+
+            if await ctx.call(ctx.storage.get_visitor(ws, cmd.visitor_id)) is None:
+                raise NotFound("no such visitor")  # checked before an actor starts for it
+            # The visitor actor serializes starts: one open chat per visitor (AlreadyOpen for
+            # a second agent), and a retry with the same client id gets the same chat.
+            visitor = await self._visitor(
+                VisitorPrincipal(workspace_id=ws, visitor_id=cmd.visitor_id)
+            )
+            origin = start_chat_origin(cmd.visitor_id, p.agent_id, cmd.client_msg_id)
+            conversation_id = await visitor.ask(
+                lambda r: OpenConversation(create=True, origin_key=origin, reply=r)
+            )
+            if conversation_id is None:
                 raise NotFound("no such visitor")
-            conv = await self._new_conversation(ws, cmd.visitor_id)
-            return await self._apply(p, await self._conversation(ws, conv.id), cmd)
+            return await self._apply(p, await self._conversation(ws, conversation_id), cmd)
         if isinstance(cmd, Watch):
             assert conn is not None  # request_as refuses it
             ref = await self._existing_conversation(p, cmd.conversation_id)
@@ -683,11 +709,14 @@ class ChatEngine:
             await ctx.decisions.flush()
             decisions = await ctx.call(
                 ctx.storage.list_routing_decisions(
-                    ws, conversation_id=cmd.conversation_id, limit=cmd.limit
+                    ws, conversation_id=cmd.conversation_id, limit=cmd.limit + 1
                 )
             )
+            has_more = len(decisions) > cmd.limit
+            decisions = decisions[: cmd.limit]
             return RoutingLog(
                 conversation_id=cmd.conversation_id,
+                has_more=has_more,
                 decisions=tuple(
                     RoutingDecisionView(
                         conversation_id=d.conversation_id,
@@ -793,7 +822,9 @@ class ChatEngine:
             )
         )
         more = len(events) > cmd.limit
-        events = events[1:] if more and cmd.before_seq is not None else events[: cmd.limit]
+        # Without ``after_seq`` storage gives the newest events (scrollback): the extra one is
+        # the oldest, so drop that one, never the newest.
+        events = events[1:] if more and cmd.after_seq is None else events[: cmd.limit]
         views = []
         for event in events:
             name = (
@@ -849,12 +880,12 @@ class ChatEngine:
         if not self._accepting:
             raise ShuttingDown("the engine is not accepting work")
 
-    async def _new_conversation(self, ws: str, visitor_id: str) -> Any:
+    async def _new_conversation(self, ws: str, visitor_id: str, *, origin_key: str) -> Any:
         ctx = self._ctx
         settings = await ctx.workspace_settings(ws)
         return await ctx.call(
             ctx.storage.create_conversation(
-                ws, visitor_id=visitor_id, group_id=settings.default_group_id
+                ws, visitor_id=visitor_id, group_id=settings.default_group_id, origin_key=origin_key
             )
         )
 

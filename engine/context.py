@@ -22,7 +22,42 @@ if TYPE_CHECKING:
     from engine.decisions import DecisionLog
     from engine.registry import Registry
 
-__all__ = ["EngineContext", "WorkspaceSettings"]
+__all__ = ["EngineContext", "PreChatRule", "WorkspaceSettings"]
+
+
+@attrs.frozen(kw_only=True)
+class PreChatRule:
+    """One pre-chat form field as the engine enforces it (``settings["widget"]``).
+
+    ``name`` "name" and "email" are the visitor's profile fields; any other name is a custom
+    attribute. ``kind`` "email" values must look like an email address.
+    """
+
+    name: str
+    label: str
+    kind: str  # "text" | "email" | "textarea"
+    required: bool
+
+
+def _pre_chat_rules(widget: Mapping[str, Any]) -> tuple[PreChatRule, ...]:
+    if widget.get("pre_chat_enabled") is not True:
+        return ()
+    fields = widget.get("pre_chat_fields")
+    rules = []
+    for field in fields if isinstance(fields, list | tuple) else ():
+        name = field.get("name") if isinstance(field, Mapping) else None
+        if not isinstance(name, str) or not name:
+            continue
+        label = field.get("label")
+        rules.append(
+            PreChatRule(
+                name=name,
+                label=label if isinstance(label, str) and label else name,
+                kind=str(field.get("kind") or "text"),
+                required=field.get("required") is True,
+            )
+        )
+    return tuple(rules)
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +78,7 @@ class WorkspaceSettings:
     abandon_queued_after_s: float  # 0: never; else a chat queued this long is closed as missed
     sticky_agent: bool  # a returning visitor goes back to their previous agent if free
     default_group_id: str | None  # group of new chats
+    pre_chat: tuple[PreChatRule, ...] = ()  # enforced when a visitor starts a chat
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -65,6 +101,7 @@ class WorkspaceSettings:
             else config.abandon_queued_after_s,
             sticky_agent=sticky if isinstance(sticky, bool) else True,
             default_group_id=group if isinstance(group, str) and group else None,
+            pre_chat=_pre_chat_rules(widget),
         )
 
 

@@ -27,15 +27,23 @@ import attrs
 import trio
 
 from engine.actor import Actor, Reply
-from engine.api import AgentPrincipal, Connection, Principal, VisitorPrincipal
+from engine.api import (
+    AgentPrincipal,
+    Connection,
+    Principal,
+    VisitorPrincipal,
+    start_chat_origin,
+)
 from engine.context import EngineContext
 from engine.errors import (
     AlreadyAssigned,
+    AlreadyOpen,
     ConversationClosed,
     DomainError,
     Forbidden,
     InvalidState,
     NotFound,
+    Overloaded,
     PersistenceUnavailable,
 )
 from engine.messages import (
@@ -436,8 +444,30 @@ class ConversationActor(Actor[ConversationMsg]):
         if not _may_see(principal, conv):
             raise NotFound("conversation not found")
         if isinstance(principal, VisitorPrincipal):
+            if isinstance(cmd, SendMessage) and conv.state == ConversationState.CLOSED:
+                await self._check_may_reopen(conv)
             return self._plan_visitor(item, conv, principal, cmd, base, now)
         return await self._plan_agent(item, conv, principal, cmd, base, now)
+
+    async def _check_may_reopen(self, conv: Conversation) -> None:
+        """A visitor's message reopens a closed chat, unless the visitor has another open chat
+        (one open chat per visitor): then ``AlreadyOpen``. Asked only on reopen, off the hot
+        path; the visitor actor never asks a conversation, so this cannot deadlock."""
+        from engine.visitor import OpenConversation
+
+        visitors = self.ctx.visitors
+        if visitors is None or conv.close_reason == CloseReason.OFFLINE:
+            return
+        try:
+            with trio.fail_after(self.ctx.config.ask_timeout_s):
+                visitor = await visitors.get((conv.workspace_id, conv.visitor_id))
+                open_id: str | None = await visitor.ask(
+                    lambda r: OpenConversation(create=False, reply=r)
+                )
+        except trio.TooSlowError as exc:
+            raise Overloaded("the engine did not answer in time") from exc
+        if open_id is not None and open_id != conv.id:
+            raise AlreadyOpen("the visitor has another open chat", field="conversation_id")
 
     def _plan_visitor(
         self,
@@ -551,7 +581,20 @@ class ConversationActor(Actor[ConversationMsg]):
         if isinstance(cmd, SendMessage | StartChat):
             if isinstance(cmd, StartChat):
                 if conv.state != ConversationState.QUEUED or conv.last_seq or conv.assignee_id:
-                    raise InvalidState("the chat has already started")
+                    if conv.origin_key != start_chat_origin(conv.visitor_id, me, cmd.client_msg_id):
+                        raise InvalidState("the chat has already started")
+                    # A retry of the start that opened this chat: storage answers the original
+                    # message (a duplicate), whatever happened to the chat since.
+                    item.requests.append(
+                        AppendRequest(
+                            **author,
+                            kind=EventKind.MESSAGE,
+                            body=cmd.text,
+                            client_msg_id=cmd.client_msg_id,
+                        )
+                    )
+                    item.result = "ack"
+                    return conv
                 conv = await self._assign(item, conv, me, "proactive", {}, now)
                 participant = True
             need_participant()

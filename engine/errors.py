@@ -55,6 +55,7 @@ class ShuttingDown(EngineError):
 #       ├── NotFound                "not_found": missing, or not yours (same answer on purpose)
 #       ├── Forbidden               "forbidden": your role may not do this
 #       ├── AlreadyAssigned         "already_assigned": another agent took the chat first
+#       ├── AlreadyOpen             "already_open": the visitor already has an open chat
 #       ├── InvalidState            "invalid_state": not possible in the chat's current state
 #       ├── ConversationClosed      "conversation_closed": the chat is closed
 #       ├── RateLimited             "rate_limited" (+ retry_after_s)
@@ -101,6 +102,12 @@ class Forbidden(DomainError):
 
 class AlreadyAssigned(DomainError):
     code = "already_assigned"
+
+
+class AlreadyOpen(DomainError):
+    """One visitor has at most one open chat: a proactive start while one is open."""
+
+    code = "already_open"
 
 
 class InvalidState(DomainError):

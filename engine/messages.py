@@ -19,6 +19,7 @@ are UTC Unix seconds (``float``). Only ``engine.codec`` turns these into diction
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -95,6 +96,7 @@ __all__ = [
     "Watch",
     "Watching",
     "Whisper",
+    "is_email",
 ]
 
 MAX_ID_CHARS = 128
@@ -129,6 +131,27 @@ def _text(max_chars: int, *, allow_empty: bool = False) -> Callable[[Any, Any, A
             raise _fail(attribute, f"longer than {max_chars} characters")
         if not allow_empty and not value.strip():
             raise _fail(attribute, "must not be empty")
+
+    return check
+
+
+# Deliberately loose (RFC 5322 allows far more): something, "@", a domain with a dot, no spaces.
+# Enough to refuse "dana@" or "dana" typed into an email field, never a real address.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+
+
+def is_email(value: str) -> bool:
+    """Whether ``value`` looks like an email address (see ``_EMAIL``)."""
+    return _EMAIL.fullmatch(value) is not None
+
+
+def _email(*, allow_empty: bool) -> Callable[[Any, Any, Any], None]:
+    length = _text(MAX_EMAIL_CHARS, allow_empty=allow_empty)
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        length(inst, attribute, value)
+        if isinstance(value, str) and value.strip() and not is_email(value.strip()):
+            raise _fail(attribute, "not an email address")
 
     return check
 
@@ -350,9 +373,7 @@ class UpdateProfile:
 
     TYPE: ClassVar[str] = "update_profile"
     name: str | None = attrs.field(default=None, validator=_text(MAX_NAME_CHARS, allow_empty=True))
-    email: str | None = attrs.field(
-        default=None, validator=_text(MAX_EMAIL_CHARS, allow_empty=True)
-    )
+    email: str | None = attrs.field(default=None, validator=_email(allow_empty=True))
     attributes: Mapping[str, Any] = attrs.field(factory=dict, validator=_attributes)
 
 
@@ -378,7 +399,7 @@ class LeaveOfflineMessage:
 
     TYPE: ClassVar[str] = "offline_message"
     name: str | None = attrs.field(default=None, validator=_text(MAX_NAME_CHARS, allow_empty=True))
-    email: str = attrs.field(validator=_text(MAX_EMAIL_CHARS))
+    email: str = attrs.field(validator=_email(allow_empty=False))
     text: str = attrs.field(validator=_text(MAX_TEXT_CHARS))
     client_msg_id: str = attrs.field(validator=_id)
 
@@ -680,9 +701,12 @@ class VisitorList:
 
 @attrs.frozen(kw_only=True)
 class RoutingLog:
+    """Newest first, at most ``limit``; ``has_more``: older decisions exist."""
+
     TYPE: ClassVar[str] = "routing_log"
     conversation_id: str
     decisions: tuple[RoutingDecisionView, ...]
+    has_more: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -333,7 +333,16 @@ class RouterActor(Actor[RouterMsg]):
             if msg.visitor_id in self.visitors:
                 self.gone[msg.visitor_id] = self.ctx.clock()
         elif isinstance(msg, GetVisitors):
-            msg.reply.send(tuple(self.visitors.values()))
+            # Presence from the hub, now: a summary's flag is as old as its last change.
+            hub = self.ctx.hub
+            msg.reply.send(
+                tuple(
+                    v
+                    if v.online == (on := hub.visitor_online(self.ws, v.visitor_id))
+                    else attrs.evolve(v, online=on)
+                    for v in self.visitors.values()
+                )
+            )
         elif isinstance(msg, Tick):
             await self._tick()
         elif isinstance(msg, WorkspaceChanged):

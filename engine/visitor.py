@@ -16,13 +16,15 @@ import attrs
 
 from engine.actor import Actor, Reply
 from engine.api import ConnectionMeta
-from engine.context import EngineContext
+from engine.context import EngineContext, PreChatRule
+from engine.errors import AlreadyOpen, InvalidMessage
 from engine.messages import (
     PageViewInfo,
     ReportPageView,
     UpdateProfile,
     VisitorChange,
     VisitorSummary,
+    is_email,
 )
 from engine.useragent import DeviceInfo, parse_user_agent
 from storage.api import ConversationState, PageView, Visitor
@@ -64,10 +66,16 @@ class VisitorLeft:
 
 @attrs.frozen(kw_only=True, eq=False)
 class OpenConversation:
-    """The open conversation, created if there is none (``create``)."""
+    """The open conversation, created if there is none (``create``).
+
+    With ``origin_key`` (an agent's proactive ``start_chat``) the conversation opened with that
+    key is answered if it exists (a retry); otherwise an open chat of the visitor fails the
+    ask with ``AlreadyOpen``, and a new chat is created with the key.
+    """
 
     create: bool
     reply: Reply[str | None]
+    origin_key: str | None = None
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -148,7 +156,10 @@ class VisitorActor(Actor[VisitorMsg]):
             if meta.page_url:
                 await self._page(meta.page_url, meta.page_title, meta.page_referrer, now)
             msg.reply.send(self.open_id)
-            await self._tell_router(VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED)
+            # The arriving connection joins the hub only after this answer: it is online.
+            await self._tell_router(
+                VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED, online=True
+            )
         elif isinstance(msg, VisitorNavigated):
             await self._page(msg.page.url, msg.page.title, msg.page.referrer, _wall())
             await self._tell_router(VisitorChange.NAVIGATED)
@@ -167,6 +178,9 @@ class VisitorActor(Actor[VisitorMsg]):
                     else:
                         merged[key] = value
                 changes["attributes"] = merged
+            if update.attributes:
+                settings = await ctx.workspace_settings(ws)
+                _check_emails(settings.pre_chat, update.attributes)
             if changes:
                 self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
                 ctx.visitor_names[self.key] = self.record.name
@@ -180,11 +194,28 @@ class VisitorActor(Actor[VisitorMsg]):
                 router = await ctx.routers.get(ws)
                 await router.tell(VisitorGone(visitor_id=visitor_id))
         elif isinstance(msg, OpenConversation):
+            if msg.origin_key is not None:
+                earlier = await ctx.call(
+                    ctx.storage.find_conversation_by_origin(ws, msg.origin_key)
+                )
+                if earlier is not None:
+                    msg.reply.send(earlier.id)
+                    return
+                if self.open_id is not None:
+                    msg.reply.fail(
+                        AlreadyOpen("the visitor already has an open chat", field="visitor_id")
+                    )
+                    return
             if self.open_id is None and msg.create:
                 settings = await ctx.workspace_settings(ws)
+                if msg.origin_key is None:  # the visitor starts it: their pre-chat form
+                    _check_pre_chat(settings.pre_chat, self.record)
                 conv = await ctx.call(
                     ctx.storage.create_conversation(
-                        ws, visitor_id=visitor_id, group_id=settings.default_group_id
+                        ws,
+                        visitor_id=visitor_id,
+                        group_id=settings.default_group_id,
+                        origin_key=msg.origin_key,
                     )
                 )
                 self.open_id = conv.id
@@ -200,7 +231,8 @@ class VisitorActor(Actor[VisitorMsg]):
         self.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
         self.pages += 1
 
-    def summary(self) -> VisitorSummary:
+    def summary(self, *, online: bool | None = None) -> VisitorSummary:
+        """``online``: known better than the hub (a connection that is arriving)."""
         record = self.record
         assert record is not None
         attributes: Mapping[str, Any] = record.attributes
@@ -208,7 +240,7 @@ class VisitorActor(Actor[VisitorMsg]):
             visitor_id=record.id,
             name=record.name,
             email=record.email,
-            online=self.ctx.hub.visitor_online(*self.key),
+            online=self.ctx.hub.visitor_online(*self.key) if online is None else online,
             current_page=self.page,
             pages_viewed=self.pages,
             visits=record.visits,
@@ -222,14 +254,49 @@ class VisitorActor(Actor[VisitorMsg]):
             arrived_at=self.arrived_at,
         )
 
-    async def _tell_router(self, change: VisitorChange) -> None:
+    async def _tell_router(self, change: VisitorChange, *, online: bool | None = None) -> None:
         if self.record is None:
             return
         from engine.routing import VisitorSeen
 
         assert self.ctx.routers is not None
         router = await self.ctx.routers.get(self.key[0])
-        await router.tell(VisitorSeen(change=change, visitor=self.summary()))
+        await router.tell(VisitorSeen(change=change, visitor=self.summary(online=online)))
+
+
+def _check_emails(rules: tuple[PreChatRule, ...], attributes: Mapping[str, Any]) -> None:
+    """Custom attributes that are email fields of the pre-chat form must look like one."""
+    for rule in rules:
+        value = attributes.get(rule.name)
+        filled = isinstance(value, str) and value.strip()
+        if rule.kind == "email" and filled and not is_email(str(value).strip()):
+            raise InvalidMessage(
+                f"{rule.label}: not an email address", code="invalid_field", field=rule.name
+            )
+
+
+def _check_pre_chat(rules: tuple[PreChatRule, ...], record: Visitor) -> None:
+    """The pre-chat form, checked on the server: every required field has a value (in the
+    visitor's profile, as ``update_profile`` set it) and email fields look like emails.
+    Raises ``InvalidMessage`` (``invalid_field``) naming the first field that fails."""
+    for rule in rules:
+        if rule.name in ("name", "email"):
+            value = getattr(record, rule.name)
+        else:
+            value = record.attributes.get(rule.name)
+        text = value.strip() if isinstance(value, str) else value
+        if text in (None, ""):
+            if rule.required:
+                raise InvalidMessage(
+                    f"{rule.label}: required", code="invalid_field", field=rule.name
+                )
+            continue
+        if (rule.kind == "email" or rule.name == "email") and not (
+            isinstance(text, str) and is_email(text)
+        ):
+            raise InvalidMessage(
+                f"{rule.label}: not an email address", code="invalid_field", field=rule.name
+            )
 
 
 def _wall() -> float:

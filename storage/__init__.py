@@ -18,6 +18,7 @@ from storage._appends import (
 )
 from storage._base import Clock, SqlStorage
 from storage.api import (
+    MAX_PAGE,
     Agent,
     ApiToken,
     AppendRequest,
@@ -64,6 +65,7 @@ from storage.errors import (
 __all__ = [
     "GROUP_COMMIT_MAX_BATCH",
     "GROUP_COMMIT_MAX_DELAY_S",
+    "MAX_PAGE",
     "Agent",
     "ApiToken",
     "AppendRequest",

@@ -49,7 +49,8 @@ Clock = Callable[[], float]
 # Fields an update_* call may not change: identity and tenancy are fixed at creation.
 _FIXED_FIELDS = frozenset({"id", "workspace_id", "created_at"})
 _OPEN_STATES = (api.ConversationState.QUEUED.value, api.ConversationState.ACTIVE.value)
-_MAX_PAGE = 500
+_MAX_PAGE = api.MAX_PAGE
+_MAX_FETCH = api.MAX_PAGE + 1  # plain-list reads: one extra row tells the caller "more"
 
 
 class TxSession(Protocol):
@@ -470,8 +471,15 @@ class SqlStorage(abc.ABC):
     # ------------------------------------------------------------ conversations
 
     async def create_conversation(
-        self, workspace_id: str, *, visitor_id: str, group_id: str | None = None
+        self,
+        workspace_id: str,
+        *,
+        visitor_id: str,
+        group_id: str | None = None,
+        origin_key: str | None = None,
     ) -> api.Conversation:
+        """See ``storage.api.Storage.create_conversation``; the unique (workspace_id,
+        origin_key) index makes two racing retries end with one conversation."""
         now = self._clock()
         conversation = api.Conversation(
             id=new_id(),
@@ -480,8 +488,39 @@ class SqlStorage(abc.ABC):
             group_id=group_id,
             created_at=now,
             last_activity_at=now,
+            origin_key=origin_key,
         )
-        return await self._insert(conversation, parent=("visitors", visitor_id, workspace_id))
+        if origin_key is None:
+            return await self._insert(conversation, parent=("visitors", visitor_id, workspace_id))
+        record_codec = codec(api.Conversation)
+        select = (
+            f"SELECT {columns(api.Conversation)} FROM conversations"
+            " WHERE workspace_id=? AND origin_key=?"
+        )
+
+        def program() -> Program[api.Conversation]:
+            found = yield Q(
+                "SELECT 1 AS ok FROM visitors WHERE id=? AND workspace_id=?",
+                (visitor_id, workspace_id),
+            )
+            _require(found.one(), "visitor", visitor_id)
+            yield Q(
+                record_codec.insert_sql() + " ON CONFLICT (workspace_id, origin_key) DO NOTHING",
+                record_codec.to_args(conversation),
+            )
+            result = yield Q(select, (workspace_id, origin_key))
+            return decode(api.Conversation, _require(result.one(), "conversation", origin_key))
+
+        return await self._write(program())
+
+    async def find_conversation_by_origin(
+        self, workspace_id: str, origin_key: str
+    ) -> api.Conversation | None:
+        sql = (
+            f"SELECT {columns(api.Conversation)} FROM conversations"
+            " WHERE workspace_id=? AND origin_key=?"
+        )
+        return await self._fetch_one(api.Conversation, sql, workspace_id, origin_key)
 
     async def get_conversation(
         self, workspace_id: str, conversation_id: str
@@ -586,7 +625,7 @@ class SqlStorage(abc.ABC):
             f"SELECT {columns(api.Event)} FROM events WHERE {' AND '.join(where)}"
             f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
-        events = await self._fetch_all(api.Event, sql, *args, max(1, min(limit, _MAX_PAGE)))
+        events = await self._fetch_all(api.Event, sql, *args, max(1, min(limit, _MAX_FETCH)))
         if newest_first:
             events.reverse()
         return events
@@ -599,7 +638,7 @@ class SqlStorage(abc.ABC):
         if text is None:
             return []
         rows = await self._read(
-            fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_PAGE))))
+            fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_FETCH))))
         )
         return [
             api.SearchHit(
@@ -684,7 +723,9 @@ class SqlStorage(abc.ABC):
             f"SELECT {columns(api.RoutingDecision)} FROM routing_decisions WHERE {where}"
             " ORDER BY at DESC, id DESC LIMIT ?"
         )
-        return await self._fetch_all(api.RoutingDecision, sql, *args, min(limit, _MAX_PAGE))
+        return await self._fetch_all(
+            api.RoutingDecision, sql, *args, max(1, min(limit, _MAX_FETCH))
+        )
 
     async def add_ban(
         self,

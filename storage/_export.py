@@ -93,7 +93,7 @@ TABLES: Final = (
         "conversations",
         "id workspace_id visitor_id state close_reason group_id assignee_id"
         " previous_assignee_id participant_ids tags rating rating_comment last_seq created_at"
-        " first_response_at closed_at last_activity_at",
+        " first_response_at closed_at last_activity_at origin_key",
         json_cols="participant_ids tags",
     ),
     _t(
@@ -290,10 +290,14 @@ def _check_header(item: Any) -> None:
         raise RestoreError("a visitor export is a data-subject copy and cannot be restored")
 
 
+_ADDED_LATER: Final = frozenset({"origin_key"})  # schema 0002
+
+
 def _imported(table: _Table, row: Mapping[str, Any]) -> list[Any]:
     values = []
     for column in table.columns:
-        value = row[column]
+        # Columns added after the first export format are absent from older files: NULL.
+        value = row.get(column) if column in _ADDED_LATER else row[column]
         if value is not None and column in table.json_columns:
             value = dump_json(value)
         elif isinstance(value, int) and not isinstance(value, bool) and column.endswith("_at"):

@@ -159,6 +159,9 @@ class Conversation:
     first_response_at: float | None = None
     closed_at: float | None = None
     last_activity_at: float = 0.0
+    # The key of the command that opened it (``create_conversation(origin_key=...)``), unique
+    # in the workspace: a retried start finds this conversation instead of opening another.
+    origin_key: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -227,6 +230,12 @@ class ConversationFilter:
     visitor_id: str | None = None
     created_after: float | None = None
     created_before: float | None = None
+
+
+# The largest page any listing returns. Reads that return a plain list (``history``,
+# ``search``, ``list_routing_decisions``) give at most ``MAX_PAGE + 1`` rows, so a caller that
+# asks for one row more than its page can tell whether more exist (never a silent cut).
+MAX_PAGE = 500
 
 
 @attrs.frozen(kw_only=True)
@@ -438,8 +447,20 @@ class Storage(Protocol):
 
     # conversations and events
     async def create_conversation(
-        self, workspace_id: str, *, visitor_id: str, group_id: str | None = None
-    ) -> Conversation: ...
+        self,
+        workspace_id: str,
+        *,
+        visitor_id: str,
+        group_id: str | None = None,
+        origin_key: str | None = None,
+    ) -> Conversation:
+        """A new queued conversation. With ``origin_key``, the conversation already opened
+        with that key in the workspace is returned instead, if there is one (retries)."""
+        ...
+
+    async def find_conversation_by_origin(
+        self, workspace_id: str, origin_key: str
+    ) -> Conversation | None: ...
     async def get_conversation(
         self, workspace_id: str, conversation_id: str
     ) -> Conversation | None: ...

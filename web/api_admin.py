@@ -52,6 +52,8 @@ from web.schemas import (
     UpdateAgentIn,
     UpdateWorkspaceIn,
     WidgetSettings,
+    WidgetSettingsIn,
+    WidgetSettingsPatch,
     WorkspaceCreated,
     WorkspaceLimitsIn,
     WorkspaceList,
@@ -543,12 +545,33 @@ async def get_widget_settings(call: Call) -> WidgetSettings:
 @api.op(
     "PUT",
     "/settings/widget",
-    summary="Replace the widget settings (and allowed origins)",
-    body=WidgetSettings,
+    summary="Replace the widget settings (and allowed origins): every field required",
+    body=WidgetSettingsIn,
     response=WidgetSettings,
     role=Role.ADMIN,
 )
-async def put_widget_settings(call: Call, body: WidgetSettings) -> WidgetSettings:
+async def put_widget_settings(call: Call, body: WidgetSettingsIn) -> WidgetSettings:
+    """A body without a field is refused (``missing_field``), and no body or ``{}`` is
+    ``body_required``: a replace never resets settings the client did not send."""
+    return await _store_widget_settings(call, api_converter.unstructure(body))
+
+
+@api.op(
+    "PATCH",
+    "/settings/widget",
+    summary="Change some widget settings; the others keep their values",
+    body=WidgetSettingsPatch,
+    response=WidgetSettings,
+    role=Role.ADMIN,
+)
+async def patch_widget_settings(call: Call, body: WidgetSettingsPatch) -> WidgetSettings:
+    current = api_converter.unstructure(read_widget_settings(call.caller.workspace))
+    changes = {k: v for k, v in api_converter.unstructure(body).items() if v is not None}
+    return await _store_widget_settings(call, {**current, **changes})
+
+
+async def _store_widget_settings(call: Call, data: dict[str, Any]) -> WidgetSettings:
+    body = api_converter.structure(data, WidgetSettings)
     for i, origin in enumerate(body.allowed_origins):
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise BadRequest(

@@ -19,7 +19,14 @@ from engine.api import AgentPrincipal
 from engine.errors import EngineError
 from engine.messages import Close, Tag, Transfer
 from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
-from storage import BanKind, ConversationFilter, ConversationState, Role, StorageError
+from storage import (
+    MAX_PAGE,
+    BanKind,
+    ConversationFilter,
+    ConversationState,
+    Role,
+    StorageError,
+)
 from web.api_admin import audit
 from web.errors import BadRequest, Forbidden, NotFound
 from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor, streaming_response
@@ -160,7 +167,7 @@ async def list_conversations(call: Call, query: ConversationQuery) -> Conversati
 )
 async def search_conversations(call: Call, query: SearchQuery) -> SearchResults:
     call.services.costly.search(call.workspace_id)
-    hits = await call.services.storage.search(call.workspace_id, query.q, limit=query.limit)
+    hits = await call.services.storage.search(call.workspace_id, query.q, limit=query.limit + 1)
     return SearchResults(
         hits=tuple(
             SearchHitOut(
@@ -169,8 +176,9 @@ async def search_conversations(call: Call, query: SearchQuery) -> SearchResults:
                 snippet=h.snippet,
                 created_at=h.created_at,
             )
-            for h in hits
-        )
+            for h in hits[: query.limit]
+        ),
+        has_more=len(hits) > query.limit,
     )
 
 
@@ -199,17 +207,22 @@ async def get_transcript(call: Call, conversation_id: str, query: TranscriptQuer
         await audit(
             call, "conversation.supervised", f"conversation:{conversation_id}", how="transcript"
         )
+    # Oldest first from ``after_seq``; one event more than the page tells whether more exist.
+    page = min(query.limit, MAX_PAGE)
     events = await call.services.storage.history(
         call.workspace_id,
         conversation_id,
-        after_seq=query.after_seq,
-        limit=query.limit + 1,
+        after_seq=query.after_seq or 0,
+        limit=page + 1,
         include_agents_only=True,
     )
+    has_more = len(events) > page
+    events = events[:page]
     return Transcript(
         conversation=conversation_out(conv),
-        events=tuple(event_out(e) for e in events[: query.limit]),
-        has_more=len(events) > query.limit,
+        events=tuple(event_out(e) for e in events),
+        has_more=has_more,
+        next_after_seq=events[-1].seq if has_more else None,
     )
 
 
@@ -453,10 +466,13 @@ async def list_routing_decisions(call: Call, query: RoutingQuery) -> RoutingDeci
     # The engine stores decisions in batches: include the ones made up to now.
     with contextlib.suppress(EngineError):  # storage down: the read below says so
         await call.services.engine.flush_routing_decisions()
+    page = min(query.limit, MAX_PAGE)
     decisions = await call.services.storage.list_routing_decisions(
-        call.workspace_id, conversation_id=query.conversation_id, limit=query.limit
+        call.workspace_id, conversation_id=query.conversation_id, limit=page + 1
     )
+    has_more = len(decisions) > page
     return RoutingDecisionList(
+        has_more=has_more,
         decisions=tuple(
             RoutingDecisionOut(
                 id=d.id,
@@ -466,8 +482,8 @@ async def list_routing_decisions(call: Call, query: RoutingQuery) -> RoutingDeci
                 details=dict(d.details),
                 at=d.at,
             )
-            for d in decisions
-        )
+            for d in decisions[:page]
+        ),
     )
 
 

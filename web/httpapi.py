@@ -32,6 +32,8 @@ API_PREFIX = "/api/v1"
 JSON = "application/json"
 ROLE_RANK = {Role.AGENT: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3, Role.OWNER: 4}
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+NO_BODY: Any = object()  # what ``_json_body`` answers for a request without a body
+BODY_REQUIRED = frozenset({"PUT", "PATCH"})  # no body (PUT: or ``{}``): 400 ``body_required``
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -167,7 +169,15 @@ async def _dispatch(op: Operation, handler: Handler, path_params: dict[str, str]
     if op.query is not None:
         kwargs["query"] = parse_query(op.query)
     if op.body is not None:
-        kwargs["body"] = structure_body(await _json_body(services), op.body)
+        data = await _json_body(services)
+        if (data is NO_BODY and op.method in BODY_REQUIRED) or (op.method == "PUT" and data == {}):
+            # A PUT replaces and a PATCH changes: sending nothing must not mean "reset".
+            raise BadRequest(
+                f"{op.method} needs a JSON body (PUT: every field; PATCH: the fields to change)",
+                code="body_required",
+                field="$",
+            )
+        kwargs["body"] = structure_body({} if data is NO_BODY else data, op.body)
     result = await handler(call, **kwargs)
     if isinstance(result, Response):
         return result
@@ -182,6 +192,7 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 
 async def _json_body(services: Services) -> Any:
+    """The decoded JSON body; ``NO_BODY`` when the request has no body at all."""
     limit = services.settings.http_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
@@ -189,7 +200,7 @@ async def _json_body(services: Services) -> Any:
     if len(raw) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     if not raw:
-        return {}
+        return NO_BODY
     try:
         return strictjson.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError:

@@ -325,6 +325,42 @@ class WidgetSettings:
 
 
 @attrs.frozen(kw_only=True)
+class WidgetSettingsIn:
+    """``PUT /settings/widget``: the WHOLE widget configuration, every field required (a body
+    missing a field is refused, never read as "reset it"); ``PATCH`` changes some fields."""
+
+    color: str = attrs.field(**text(max_len=7, pattern=r"#[0-9a-fA-F]{6}"))
+    title: str = attrs.field(**text(max_len=100, min_len=1))
+    greeting: str = attrs.field(**text(max_len=1000))
+    position: Literal["right", "left"]
+    pre_chat_enabled: bool
+    pre_chat_fields: tuple[PreChatField, ...]
+    offline_form_enabled: bool
+    offline_message: str = attrs.field(**text(max_len=1000))
+    sneak_peek: bool
+    allowed_origins: tuple[str, ...] = attrs.field(**items(max_items=50, max_len=300))
+
+
+@attrs.frozen(kw_only=True)
+class WidgetSettingsPatch:
+    """``PATCH /settings/widget``: only the fields given change; absent (or null) ones keep
+    their current value."""
+
+    color: str | None = attrs.field(default=None, **text(max_len=7, pattern=r"#[0-9a-fA-F]{6}"))
+    title: str | None = attrs.field(default=None, **text(max_len=100, min_len=1))
+    greeting: str | None = attrs.field(default=None, **text(max_len=1000))
+    position: Literal["right", "left"] | None = None
+    pre_chat_enabled: bool | None = None
+    pre_chat_fields: tuple[PreChatField, ...] | None = None
+    offline_form_enabled: bool | None = None
+    offline_message: str | None = attrs.field(default=None, **text(max_len=1000))
+    sneak_peek: bool | None = None
+    allowed_origins: tuple[str, ...] | None = attrs.field(
+        default=None, **items(max_items=50, max_len=300)
+    )
+
+
+@attrs.frozen(kw_only=True)
 class WidgetConfig:
     """Public widget configuration (``/api/v1/widget/config``): no secrets, no agent data."""
 
@@ -402,9 +438,13 @@ class EventOut:
 
 @attrs.frozen(kw_only=True)
 class Transcript:
+    """Events oldest first from ``after_seq``, at most 500 a page whatever ``limit`` asks;
+    ``has_more``: pass ``next_after_seq`` as ``after_seq`` for the next page."""
+
     conversation: ConversationOut
     events: tuple[EventOut, ...]
     has_more: bool
+    next_after_seq: int | None
 
 
 @attrs.frozen(kw_only=True)
@@ -417,7 +457,10 @@ class SearchHitOut:
 
 @attrs.frozen(kw_only=True)
 class SearchResults:
+    """The ``limit`` newest hits; ``has_more``: more hits exist (narrow the query)."""
+
     hits: tuple[SearchHitOut, ...]
+    has_more: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -541,7 +584,10 @@ class RoutingDecisionOut:
 
 @attrs.frozen(kw_only=True)
 class RoutingDecisionList:
+    """Newest first, at most 500 whatever ``limit`` asks; ``has_more``: older ones exist."""
+
     decisions: tuple[RoutingDecisionOut, ...]
+    has_more: bool
 
 
 @attrs.frozen(kw_only=True)

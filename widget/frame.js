@@ -329,13 +329,16 @@ function reportPage(page) {
   }
 }
 
-function setProfile(p) {
+function setProfile(p, { strict = false } = {}) {
   const fields = {};
   if (p.name != null) fields.name = String(p.name).slice(0, 200);
   if (p.email != null) fields.email = String(p.email).slice(0, 320);
   fields.attributes = p.attributes && typeof p.attributes === "object" ? p.attributes : {};
   store.set("profile", Object.assign({}, store.get("profile", {}), fields));
-  return conn.request("update_profile", fields).catch(() => {});
+  // strict (the pre-chat form): a field the server refuses is the visitor's to correct.
+  return conn.request("update_profile", fields).catch((err) => {
+    if (strict && err && err.code === "invalid_field") throw err;
+  });
 }
 
 function identify(userId, signature) {
@@ -692,8 +695,15 @@ function wire() {
       if (el.name === "name" || el.name === "email") profile[el.name] = v;
       else profile.attributes[el.name] = v;
     }
+    const form = ev.currentTarget;
+    formError(form, null);
+    try {
+      await setProfile(profile, { strict: true });
+    } catch (err) {
+      formError(form, err);
+      return;
+    }
     const text = $("lc-prechat-msg").value;
-    setProfile(profile);
     store.set("prechat_done", true);
     $("lc-prechat-msg").value = "";
     sendText(text);

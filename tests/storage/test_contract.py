@@ -34,9 +34,9 @@ from tests.storage.helpers import message, new_conversation
 async def test_schema_version_is_visible_and_reopen_is_idempotent(
     storage: SqlStorage, open_store: Opener
 ) -> None:
-    assert await storage.schema_version() == 1
+    assert await storage.schema_version() == 2
     async with open_store() as again:
-        assert await again.schema_version() == 1
+        assert await again.schema_version() == 2
     await storage.ping()
 
 

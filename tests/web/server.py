@@ -196,12 +196,19 @@ test_settings.__test__ = False  # type: ignore[attr-defined]
 
 @asynccontextmanager
 async def run_test_server(
-    directory: Path | str, *, port: int | None = None, **overrides: Any
+    directory: Path | str,
+    *,
+    port: int | None = None,
+    seeded: tuple[SeededWorkspace, SeededWorkspace] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[TestServer]:
-    """Serve the real app on loopback until the block exits (then a graceful shutdown)."""
+    """Serve the real app on loopback until the block exits (then a graceful shutdown).
+
+    ``seeded``: the workspaces of an earlier server on the same ``directory`` (a restart);
+    otherwise the database is seeded afresh."""
     settings = test_settings(directory, port=port, **overrides)
     async with open_services(settings) as services:
-        acme, globex = await seed(services)
+        acme, globex = seeded if seeded is not None else await seed(services)
         app = create_app(settings, services)
         stop = trio.Event()
 

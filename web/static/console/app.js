@@ -1111,7 +1111,13 @@ async function showTranscript(convId) {
   const box = $("history-transcript");
   box.textContent = "";
   try {
-    const t = await get("/conversations/" + encodeURIComponent(convId) + "/transcript");
+    const base = "/conversations/" + encodeURIComponent(convId) + "/transcript?limit=500";
+    const t = await get(base);
+    // Pages of 500: follow next_after_seq until the whole conversation is here.
+    for (let page = t; page.has_more; ) {
+      page = await get(base + "&after_seq=" + page.next_after_seq);
+      t.events.push(...page.events);
+    }
     const c = t.conversation;
     box.appendChild(h("div", { class: "chat-head" }, h("div", null,
       h("h2", { text: "Conversation " + c.id.slice(0, 8) }),

@@ -1,0 +1,48 @@
+"""The widget's pre-chat form when the server refuses a field: the visitor sees why, and no
+message leaves until the form is right (the server checks what the browser let through)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Server, make_agent
+from tests.browser.helpers import TIMEOUT_MS, agent_console, open_widget
+
+
+@contextmanager
+def _pre_chat_on(server: Server) -> Iterator[None]:
+    api = server.api()
+    before = api.call("GET", "/settings/widget")
+    fields = [{"name": "email", "label": "Email", "kind": "email", "required": True}]
+    api.call("PATCH", "/settings/widget", {"pre_chat_enabled": True, "pre_chat_fields": fields})
+    try:
+        yield
+    finally:
+        api.call("PUT", "/settings/widget", before)
+
+
+def test_pre_chat_form_shows_the_servers_refusal_of_an_email(server: Server, browser: Any) -> None:
+    agent = make_agent(server, name="Form Agent")
+    with _pre_chat_on(server), agent_console(browser, server, agent):
+        visitor_ctx = browser.new_context()
+        widget = open_widget(visitor_ctx.new_page(), server)
+        form = widget.locator("#lc-prechat")
+        expect(form).to_be_visible(timeout=TIMEOUT_MS)
+        # The browser's own check accepts "dana@example"; the server wants a dotted domain.
+        widget.locator("#lc-pc-0").fill("dana@example")
+        widget.locator("#lc-prechat-msg").fill("Is the blue one in stock?")
+        form.locator("button[type=submit]").click()
+        expect(form.locator(".lc-error")).to_contain_text("email", timeout=TIMEOUT_MS)
+        expect(form).to_be_visible()
+        expect(widget.locator("#lc-log .lc-msg.mine")).to_have_count(0)
+
+        widget.locator("#lc-pc-0").fill("dana@example.com")
+        form.locator("button[type=submit]").click()
+        expect(widget.locator("#lc-log .lc-msg.mine").first).to_have_attribute(
+            "data-state", "sent", timeout=TIMEOUT_MS
+        )
+        visitor_ctx.close()
