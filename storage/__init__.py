@@ -17,6 +17,7 @@ from storage._appends import (
     GroupCommitConfig,
 )
 from storage._base import Clock, SqlStorage
+from storage._files import create_private_file, private_dir
 from storage.api import (
     Agent,
     ApiToken,
@@ -24,6 +25,7 @@ from storage.api import (
     AppendResult,
     AuditEntry,
     AuthorType,
+    BackupRecord,
     Ban,
     BanKind,
     CannedResponse,
@@ -55,6 +57,7 @@ from storage.errors import (
     Conflict,
     InvalidDatabaseURL,
     MigrationError,
+    NotABackupError,
     NotFound,
     RestoreError,
     StorageError,
@@ -71,6 +74,7 @@ __all__ = [
     "AuditEntry",
     "AuthorType",
     "BackupError",
+    "BackupRecord",
     "Ban",
     "BanKind",
     "CannedResponse",
@@ -88,6 +92,7 @@ __all__ = [
     "InvalidDatabaseURL",
     "MigrationError",
     "NewRoutingDecision",
+    "NotABackupError",
     "NotFound",
     "Page",
     "PageView",
@@ -105,8 +110,10 @@ __all__ = [
     "Workspace",
     "WorkspaceStatus",
     "backend_of",
+    "create_private_file",
     "open_backend",
     "open_storage",
+    "private_dir",
 ]
 
 
