@@ -236,6 +236,7 @@ class Server:
         self.db = tmp / "livechat.db"
         self.log_path = tmp / "server.log"
         self.lines: list[str] = []
+        self.output = threading.Condition()  # notified for each line the server prints
         self.proc: subprocess.Popen[str] | None = None
         self.owner_username = ""
         self.owner_password = ""
@@ -266,41 +267,44 @@ class Server:
         )
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("server did not start:\n" + "\n".join(self.lines[-60:]))
-            time.sleep(0.2)
+        # Hypercorn says "Running on" once it listens; the first start then prints the logins.
+        if self._wait_for_output(r"Running on http", deadline) is None:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "\n".join(self.lines[-60:]))
+        with urllib.request.urlopen(self.base_url + "/healthz", timeout=10) as resp:
+            assert resp.status == 200
         self._read_credentials(deadline)
+
+    def _wait_for_output(self, pattern: str, deadline: float) -> re.Match[str] | None:
+        """The first match of ``pattern`` in the server's output, waiting until ``deadline``
+        (or the server's exit) for it to be printed."""
+        with self.output:
+            while True:
+                found = re.search(pattern, "\n".join(self.lines))
+                left = deadline - time.monotonic()
+                if found or left <= 0 or (self.proc is not None and self.proc.poll() is not None):
+                    return found
+                self.output.wait(timeout=min(left, 1.0))  # 1 s: also notice an exit
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         with self.log_path.open("w") as log:
             for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
+                with self.output:
+                    self.lines.append(line.rstrip("\n"))
+                    self.output.notify_all()
                 log.write(line)
                 log.flush()
 
     def _read_credentials(self, deadline: float) -> None:
         """The first start prints the demo workspace's owner login and widget key."""
-        while time.monotonic() < deadline:
-            text = "\n".join(self.lines)
-            owner = re.search(r"owner: username '([^']+)' password '([^']+)'", text)
-            key = re.search(r"widget key ([A-Za-z0-9_-]+)", text)
-            if owner:
-                self.owner_username, self.owner_password = owner.group(1), owner.group(2)
-                if key:
-                    self.widget_key = key.group(1)
-                break
-            time.sleep(0.1)
-        else:
+        owner = self._wait_for_output(r"owner: username '([^']+)' password '([^']+)'", deadline)
+        if owner is None:
             raise RuntimeError("no demo credentials printed:\n" + "\n".join(self.lines[-60:]))
+        self.owner_username, self.owner_password = owner.group(1), owner.group(2)
+        key = re.search(r"widget key ([A-Za-z0-9_-]+)", "\n".join(self.lines))
+        if key:
+            self.widget_key = key.group(1)
         if not self.widget_key:
             api = self.api()
             self.widget_key = api.call("GET", "/me")["workspace"]["widget_key"]

@@ -173,11 +173,6 @@ async def world(
             inner.cancel_scope.cancel()
 
 
-async def settle(seconds: float = 0.05) -> None:
-    """Let actors run (real clock: a short sleep; autojump: instant)."""
-    await trio.sleep(seconds)
-
-
 async def wait_until(
     predicate: Callable[[], object | Awaitable[object]],
     timeout: float = 30.0,

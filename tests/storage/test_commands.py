@@ -50,21 +50,25 @@ async def test_backup_during_writes_restores_every_acknowledged_message(
 ) -> None:
     backup = tmp_path / "backup.out"
     acknowledged: list[tuple[str, int]] = []
+    progress = trio.Event()  # set, and replaced, after each acknowledged append
 
     async def until_acknowledged(count: int) -> None:
         with trio.fail_after(WAIT_S):
             while len(acknowledged) < count:
-                await trio.sleep(0.005)
+                await progress.wait()
 
     async with open_backend(database_url) as store:
         ws, conv = await new_conversation(store)
 
         async def writer() -> None:
+            nonlocal progress
             n = 0
             while True:
                 n += 1
                 result = await store.append(message(conv, f"msg {n} 🙂", client_msg_id=str(n)))
                 acknowledged.append((str(n), result.event.seq))
+                done, progress = progress, trio.Event()
+                done.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
