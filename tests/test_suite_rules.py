@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,22 @@ def test_skipping_browser_tests_is_an_explicit_opt_out_shown_in_the_summary() ->
         LIVECHAT_REQUIRE_BROWSER="1",
     )
     assert done.returncode == 1 and "skipping is refused" in done.stdout + done.stderr
+
+
+def test_a_hung_browser_close_is_ended_by_killing_our_browser_processes() -> None:
+    from tests.browser.conftest import bounded
+
+    # Stands in for a Chromium that never exits: only our own descendants are matched.
+    stuck = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "--fake-chromium"]
+    )
+    started = time.monotonic()
+    try:
+        with bounded("browser.close", timeout_s=0.5):
+            stuck.wait(timeout=60)  # what a hung close() looks like: waiting on Chromium
+    finally:
+        if stuck.poll() is None:
+            stuck.kill()
+            stuck.wait()
+    assert stuck.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 30
