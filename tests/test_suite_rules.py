@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -91,3 +92,23 @@ def test_a_hung_browser_close_is_ended_by_killing_our_browser_processes() -> Non
             stuck.wait()
     assert stuck.returncode == -signal.SIGKILL
     assert time.monotonic() - started < 30
+
+
+def test_skipped_postgresql_tests_are_named_in_the_summary_with_the_reason() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = pytest_run(
+        "tests/storage/test_commands.py",
+        "-q",
+        "-k",
+        "migrate or into_postgresql",
+        LIVECHAT_TEST_PG_URL=f"postgresql://postgres@127.0.0.1:{port}/test",
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert re.search(
+        rf"NOT RUN: 2 PostgreSQL tests skipped: PostgreSQL unreachable at 127.0.0.1:{port}", output
+    ), output
+    # The reason of a skip raised inside a trio test is kept, not a bare "Skipped".
+    assert "python.py" not in output and ": Skipped\n" not in output
