@@ -17,6 +17,7 @@ from storage._appends import (
     GroupCommitConfig,
 )
 from storage._base import Clock, SqlStorage
+from storage._files import create_private_file, private_dir
 from storage.api import (
     MAX_PAGE,
     Agent,
@@ -25,6 +26,7 @@ from storage.api import (
     AppendResult,
     AuditEntry,
     AuthorType,
+    BackupRecord,
     Ban,
     BanKind,
     CannedResponse,
@@ -56,6 +58,7 @@ from storage.errors import (
     Conflict,
     InvalidDatabaseURL,
     MigrationError,
+    NotABackupError,
     NotFound,
     RestoreError,
     StorageError,
@@ -73,6 +76,7 @@ __all__ = [
     "AuditEntry",
     "AuthorType",
     "BackupError",
+    "BackupRecord",
     "Ban",
     "BanKind",
     "CannedResponse",
@@ -90,6 +94,7 @@ __all__ = [
     "InvalidDatabaseURL",
     "MigrationError",
     "NewRoutingDecision",
+    "NotABackupError",
     "NotFound",
     "Page",
     "PageView",
@@ -107,8 +112,10 @@ __all__ = [
     "Workspace",
     "WorkspaceStatus",
     "backend_of",
+    "create_private_file",
     "open_backend",
     "open_storage",
+    "private_dir",
 ]
 
 

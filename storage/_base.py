@@ -51,6 +51,7 @@ _FIXED_FIELDS = frozenset({"id", "workspace_id", "created_at"})
 _OPEN_STATES = (api.ConversationState.QUEUED.value, api.ConversationState.ACTIVE.value)
 _MAX_PAGE = api.MAX_PAGE
 _MAX_FETCH = api.MAX_PAGE + 1  # plain-list reads: one extra row tells the caller "more"
+BACKUP_ACTION = "backup.completed"  # server-wide audit action of a finished backup
 
 
 class TxSession(Protocol):
@@ -213,6 +214,31 @@ class SqlStorage(abc.ABC):
             return str(_require(result.one(), "secret", name)["value"])
 
         return await self._write(program())
+
+    async def record_backup(self, record: api.BackupRecord) -> None:
+        """Remember a finished backup as a server-wide audit entry (survives restarts, and every
+        server sharing the database sees it)."""
+        await self.audit(
+            None,
+            actor="cli",
+            action=BACKUP_ACTION,
+            target=record.path,
+            details={"size_bytes": record.size_bytes, "finished_at": record.finished_at},
+        )
+
+    async def last_backup(self) -> api.BackupRecord | None:
+        sql = (
+            f"SELECT {columns(api.AuditEntry)} FROM audit_log"
+            " WHERE workspace_id IS NULL AND action=? ORDER BY at DESC, id DESC LIMIT 1"
+        )
+        entry = await self._fetch_one(api.AuditEntry, sql, BACKUP_ACTION)
+        if entry is None:
+            return None
+        return api.BackupRecord(
+            path=entry.target or "",
+            size_bytes=int(entry.details.get("size_bytes", 0)),
+            finished_at=float(entry.details.get("finished_at", entry.at)),
+        )
 
     # ------------------------------------------------------------ workspaces
 

@@ -315,6 +315,15 @@ class AuditEntry:
 
 
 @attrs.frozen(kw_only=True)
+class BackupRecord:
+    """The last good ``livechat backup``: what an operator alerts on when backups stop."""
+
+    path: str
+    size_bytes: int
+    finished_at: float  # Unix time the file was complete and renamed into place
+
+
+@attrs.frozen(kw_only=True)
 class ApiToken:
     id: str
     workspace_id: str
@@ -369,6 +378,8 @@ class Storage(Protocol):
 
     # server-wide
     async def get_or_create_secret(self, name: str) -> str: ...
+    async def record_backup(self, record: BackupRecord) -> None: ...  # server-wide audit entry
+    async def last_backup(self) -> BackupRecord | None: ...  # newest ``record_backup``
 
     # workspaces
     async def create_workspace(

@@ -1,7 +1,15 @@
 """Operator subcommands: ``livechat migrate``, ``backup``, ``restore`` and ``export``.
 
-Each handler returns the process exit status: 0 on success, 1 when the storage operation failed
-(the message says why, on stderr), 2 for bad configuration.
+Each handler returns the process exit status, with a one-line message on stderr otherwise:
+
+- 0: success;
+- 1: the storage operation failed (database unreachable, target not empty, verification);
+- 2: bad configuration, or the file given to ``restore`` is not a usable backup (missing,
+  empty, random bytes, truncated or damaged).
+
+Backups and exports are written ``0600`` in directories created ``0700``, whatever the umask.
+A finished ``backup`` is recorded in the database (``Storage.record_backup``): the server shows
+it in ``/metrics`` so operators can alert when backups stop.
 """
 
 from __future__ import annotations
@@ -12,15 +20,16 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
-from storage import backend_of, open_backend
+from storage import BackupRecord, backend_of, create_private_file, open_backend, private_dir
 from storage._export import FORMAT_NAME, export_jsonl, table_counts
-from storage.errors import BackupError, RestoreError, StorageError
+from storage.errors import BackupError, NotABackupError, RestoreError, StorageError
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _WRITE_CHUNK_CHARS: Final = 1 << 20  # buffer this much text per file write
@@ -91,6 +100,9 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
         except ConfigError as err:
             print(f"livechat: error: {err}", file=sys.stderr)
             return 2
+        except NotABackupError as err:
+            print(f"livechat {args.command}: error: {err}", file=sys.stderr)
+            return 2
         except (StorageError, OSError) as err:
             print(f"livechat {args.command}: error: {err}", file=sys.stderr)
             return 1
@@ -106,16 +118,18 @@ async def _migrate(args: argparse.Namespace, url: str) -> None:
 
 
 async def _write_lines(path: str, lines: AsyncIterator[str]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename: never a torn file."""
+    """Write to a private temporary file beside ``path``, fsync, rename: never a torn file."""
     if path == "-":
         async for line in lines:
             sys.stdout.write(line)
         return
     target = trio.Path(path)
-    await target.parent.mkdir(parents=True, exist_ok=True)
     tmp = trio.Path(f"{path}.partial")
+    await trio.to_thread.run_sync(private_dir, _parent_dir(path))
+    fd = await trio.to_thread.run_sync(create_private_file, str(tmp))
     try:
-        async with await trio.open_file(tmp, "w", encoding="utf-8", newline="") as out:
+        raw = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        async with trio.wrap_file(raw) as out:
             buffer: list[str] = []
             size = 0
             async for line in lines:
@@ -142,56 +156,109 @@ async def _read_lines(path: str) -> AsyncIterator[str]:
 async def _backup(args: argparse.Namespace, url: str) -> None:
     from storage.sqlite import SQLiteStorage
 
+    out = _absolute(args.out)
     async with open_backend(url) as storage:
         if isinstance(storage, SQLiteStorage):
-            tmp = f"{args.out}.partial"
-            await storage.backup_to(tmp)
-            await trio.Path(tmp).replace(args.out)
+            tmp = f"{out}.partial"
+            try:
+                await trio.to_thread.run_sync(_private_empty_file, tmp)
+                await storage.backup_to(tmp)  # SQLite keeps the mode of the file it opens
+                await trio.Path(tmp).replace(out)
+            finally:
+                if await trio.Path(tmp).exists():
+                    await trio.Path(tmp).unlink()
         else:
             try:
-                await _write_lines(args.out, storage.export_database_jsonl())
+                await _write_lines(out, storage.export_database_jsonl())
             except OSError as err:
-                raise BackupError(f"cannot write {args.out}: {err}") from err
+                raise BackupError(f"cannot write {out}: {err}") from err
         counts = await table_counts(storage)
+        size = (await trio.Path(out).stat()).st_size
+        await storage.record_backup(
+            BackupRecord(path=out, size_bytes=size, finished_at=time.time())
+        )
     print(
-        f"backup written to {args.out}: {counts['workspaces']} workspaces,"
+        f"backup written to {out}: {counts['workspaces']} workspaces,"
         f" {counts['conversations']} conversations, {counts['events']} events"
     )
 
 
-def _is_sqlite_file(path: str) -> bool:
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _parent_dir(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
+def _private_empty_file(path: str) -> None:
+    private_dir(_parent_dir(path))
+    os.close(create_private_file(path))
+
+
+def _check_backup_file(path: str) -> dict[str, int] | None:
+    """Refuse what is not a backup before touching the database; ``NotABackupError`` says why.
+
+    Returns None for a SQLite file (checked while it is copied), else the row counts of the
+    export's trailer. Reads the whole file once: every line must be UTF-8, the first one our
+    export header and the last one the end marker (a truncated file has none).
+    """
+    if not os.path.isfile(path):
+        raise NotABackupError(f"no such backup file: {path}")
     with open(path, "rb") as source:
-        return source.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+        head = source.read(len(_SQLITE_MAGIC))
+        if not head:
+            raise NotABackupError(f"{path} is empty: not a livechat backup")
+        if head == _SQLITE_MAGIC:
+            return None
+        source.seek(0)
+        first: bytes | None = None
+        last = b""
+        for line_no, line in enumerate(source, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise NotABackupError(
+                    f"{path} is not a livechat backup (line {line_no} is not text)"
+                ) from None
+            if first is None:
+                first = line
+            if line.strip():
+                last = line
+    header = _json_object(first or b"")
+    if header is None or header.get("format") != FORMAT_NAME:
+        raise NotABackupError(
+            f"{path} is not a livechat backup (neither a SQLite database nor a livechat export)"
+        )
+    trailer = _json_object(last)
+    if trailer is None or trailer.get("end") is not True or not isinstance(
+        trailer.get("counts"), dict
+    ):
+        raise NotABackupError(f"{path} is a truncated livechat export: the end marker is missing")
+    return {str(k): int(v) for k, v in trailer["counts"].items()}
+
+
+def _json_object(line: bytes) -> dict[str, Any] | None:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return None
+    return item if isinstance(item, dict) else None
 
 
 async def _restore(args: argparse.Namespace, url: str) -> None:
-    if not await trio.Path(args.source).is_file():
-        raise RestoreError(f"no such backup file: {args.source}")
-    if await trio.to_thread.run_sync(_is_sqlite_file, args.source):
+    expected = await trio.to_thread.run_sync(_check_backup_file, args.source)
+    if expected is None:
         await _restore_sqlite_file(args.source, url)
     else:
-        await _restore_jsonl(args.source, url)
+        await _restore_jsonl(args.source, url, expected)
 
 
-async def _restore_jsonl(source: str, url: str) -> None:
-    with open(source, encoding="utf-8") as head:  # noqa: ASYNC230 - one short line
-        first = head.readline()
-    if FORMAT_NAME not in first:
-        raise RestoreError(f"{source} is neither a SQLite database nor a livechat export")
+async def _restore_jsonl(source: str, url: str, expected: dict[str, int]) -> None:
     async with open_backend(url) as storage:
         restored = await storage.import_jsonl(_read_lines(source))
-        expected = await _trailer_counts(source)
         await _verify(storage, expected)
     print(f"restored {restored} rows from {source}; counts verified")
-
-
-async def _trailer_counts(source: str) -> dict[str, int]:
-    last = ""
-    async for line in _read_lines(source):
-        if line.strip():
-            last = line
-    counts: dict[str, int] = json.loads(last)["counts"]
-    return counts
 
 
 async def _verify(storage: Any, expected: dict[str, int]) -> None:
@@ -207,7 +274,8 @@ async def _verify(storage: Any, expected: dict[str, int]) -> None:
 async def _restore_sqlite_file(source: str, url: str) -> None:
     """Copy the backup (backup API, integrity-checked), then move its rows into the target.
 
-    The source file is never modified: it is copied to a temporary file first.
+    The source file is never modified: it is copied to a temporary file first. A truncated or
+    damaged file fails the copy or its integrity check: ``NotABackupError``.
     """
     with tempfile.TemporaryDirectory() as tmp:
         copy = str(Path(tmp) / "source.db")
@@ -219,9 +287,14 @@ async def _restore_sqlite_file(source: str, url: str) -> None:
                 src.backup(dst)
                 (check,) = dst.execute("PRAGMA integrity_check").fetchone()
                 if check != "ok":
-                    raise RestoreError(f"{source} fails its integrity check: {check}")
+                    raise NotABackupError(
+                        f"{source} is a damaged or truncated SQLite backup"
+                        f" (integrity check: {_one_line(check)})"
+                    )
             except sqlite3.Error as err:
-                raise RestoreError(f"{source} is not a readable SQLite database: {err}") from err
+                raise NotABackupError(
+                    f"{source} is a damaged or truncated SQLite backup ({_one_line(str(err))})"
+                ) from err
             finally:
                 dst.close()
                 src.close()
@@ -234,6 +307,10 @@ async def _restore_sqlite_file(source: str, url: str) -> None:
                 await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
                 await _verify(target, expected)
     print(f"restored {sum(expected.values())} rows from {source} into {backend}; verified")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:200]
 
 
 async def _export(args: argparse.Namespace, url: str) -> None:

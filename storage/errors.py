@@ -15,6 +15,8 @@ Hierarchy::
         ├── BackupError         ``livechat backup`` could not produce a consistent copy
         ├── RestoreError        a restore/import was refused (target not empty, bad file) or
         │                       did not verify
+        │   └── NotABackupError the file is not a usable backup: empty, random bytes,
+        │                       truncated or damaged (``livechat restore`` exits 2)
         └── InvalidDatabaseURL  the URL names no supported backend or is malformed
 """
 
@@ -53,6 +55,10 @@ class BackupError(StorageError):
 
 class RestoreError(StorageError):
     """A restore or import was refused or failed verification."""
+
+
+class NotABackupError(RestoreError):
+    """The file given to restore is not a usable backup (empty, foreign, truncated, damaged)."""
 
 
 class InvalidDatabaseURL(StorageError):

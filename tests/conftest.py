@@ -1,7 +1,10 @@
 """Suite-wide rules.
 
-PostgreSQL and browser tests skip with a reason on a user's machine, and fail instead when CI
-sets LIVECHAT_REQUIRE_POSTGRES / LIVECHAT_REQUIRE_BROWSER (see tests/pg.py, tests/browser).
+PostgreSQL tests skip with a reason on a machine without a reachable server (the summary ends
+with a NOT RUN line saying how many and why), and fail instead when LIVECHAT_REQUIRE_POSTGRES=1
+(CI; see tests/pg.py). Browser tests fail when Chromium is missing unless skipped on purpose
+with LIVECHAT_SKIP_BROWSER=1 (see tests/browser/conftest.py). Every test has a timeout
+(pytest-timeout, set in pyproject.toml).
 
 Browser tests run in a pytest process of their own (``make test`` runs two): trio-asyncio,
 which the PostgreSQL backend uses, replaces asyncio's global event-loop policy when imported,
@@ -33,6 +36,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _deferred.append(f"{len(browser)} browser tests deferred: run them with `pytest tests/browser`")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep the reason of a ``pytest.skip(reason)`` raised in a trio test: pytest-trio re-raises
+    it as a bare ``pytest.skip()``, and the summary would only say "Skipped"."""
+    report = yield
+    if report.skipped and call.excinfo is not None and isinstance(report.longrepr, tuple):
+        original = _inner_skip(call.excinfo.value.__context__)
+        if original is not None:
+            path, line, _ = item.location
+            report.longrepr = (path, (line or 0) + 1, f"Skipped: {original.msg}")
+    return report
+
+
+def _inner_skip(error: BaseException | None) -> pytest.skip.Exception | None:
+    if isinstance(error, pytest.skip.Exception):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _inner_skip(inner)) is not None:
+                return found
+    return None
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for line in _deferred:
         terminalreporter.write_line(line, yellow=True)
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith("PostgreSQL"):
+            reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        terminalreporter.write_line(
+            f"NOT RUN: {count} PostgreSQL tests skipped: {reason}"
+            " (LIVECHAT_REQUIRE_POSTGRES=1 makes this a failure)",
+            yellow=True,
+            bold=True,
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,8 @@ from storage import (
     ConversationState,
     Role,
     StorageError,
+    create_private_file,
+    private_dir,
 )
 from web.api_admin import audit
 from web.errors import BadRequest, Forbidden, NotFound
@@ -44,6 +47,7 @@ from web.schemas import (
     Done,
     EventOut,
     ExportQuery,
+    LastBackupOut,
     LiveVisitor,
     LiveVisitors,
     PageViewOut,
@@ -638,13 +642,36 @@ async def create_backup(call: Call) -> BackupOut:
 
 async def _backup(call: Call) -> BackupOut:
     directory = trio.Path(call.services.settings.backup_dir)
-    await directory.mkdir(parents=True, exist_ok=True)
+    # Backups hold every conversation: the directory is the server's own, closed to 0700, and
+    # the file is 0600 whatever the umask.
+    await trio.to_thread.run_sync(lambda: private_dir(str(directory), tighten=True))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = directory / f"workspace-{call.workspace_id}-{stamp}.jsonl"
     rows = 0
-    async with await path.open("w", encoding="utf-8") as out:
+    fd = await trio.to_thread.run_sync(create_private_file, str(path))
+    async with trio.wrap_file(os.fdopen(fd, "w", encoding="utf-8")) as out:
         async for line in call.services.storage.export_jsonl(call.workspace_id):
             await out.write(line if line.endswith("\n") else line + "\n")
             rows += 1
     await audit(call, "backup.created", f"workspace:{call.workspace_id}", rows=rows)
     return BackupOut(path=str(await path.resolve()), rows=rows)
+
+
+@api.op(
+    "GET",
+    "/backups/last",
+    summary="The last full-database backup that finished (`livechat backup`)",
+    response=LastBackupOut,
+    role=Role.OWNER,
+    operator=True,
+)
+async def last_backup(call: Call) -> LastBackupOut:
+    record = await call.services.storage.last_backup()
+    if record is None:
+        return LastBackupOut()
+    return LastBackupOut(
+        path=record.path,
+        size_bytes=record.size_bytes,
+        finished_at=record.finished_at,
+        age_s=max(0.0, time.time() - record.finished_at),
+    )

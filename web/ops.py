@@ -49,4 +49,28 @@ async def metrics() -> Response:
     if services is None:
         return Response("", status=503, content_type="text/plain")
     text = services.engine_metrics.render_prometheus() + services.metrics.render()
+    text += await _backup_metrics(services)
     return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _backup_metrics(services: Services) -> str:
+    """The last finished ``livechat backup``, read from the database (the CLI records it there).
+
+    0 means never. When the database does not answer in time the families are left out rather
+    than failing the scrape; alert on ``absent()`` as well as on age.
+    """
+    try:
+        with trio.fail_after(READY_TIMEOUT_S):
+            record = await services.storage.last_backup()
+    except Exception:  # a scrape reports what it can, it never raises
+        return ""
+    at, size = (record.finished_at, record.size_bytes) if record else (0.0, 0)
+    return (
+        "# HELP livechat_backup_last_success_timestamp_seconds Unix time the last"
+        " `livechat backup` finished (0: never).\n"
+        "# TYPE livechat_backup_last_success_timestamp_seconds gauge\n"
+        f"livechat_backup_last_success_timestamp_seconds {at:.3f}\n"
+        "# HELP livechat_backup_last_size_bytes Size of that backup file.\n"
+        "# TYPE livechat_backup_last_size_bytes gauge\n"
+        f"livechat_backup_last_size_bytes {size}\n"
+    )

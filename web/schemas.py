@@ -663,6 +663,16 @@ class BackupOut:
     rows: int
 
 
+@attrs.frozen(kw_only=True)
+class LastBackupOut:
+    """The newest ``livechat backup`` that finished (None: never). ``age_s`` is what to alert on."""
+
+    path: str | None = None
+    size_bytes: int | None = None
+    finished_at: float | None = None
+    age_s: float | None = None
+
+
 # ---------------------------------------------------------------- query strings
 
 

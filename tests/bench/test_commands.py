@@ -49,6 +49,7 @@ def test_a_missing_bench_is_reported_not_fatal(
     assert "bench.ghost_bench is not present yet" in capsys.readouterr().err
 
 
+@pytest.mark.timeout(HANG_GUARD_S + 60)  # its own bound is the subprocess's HANG_GUARD_S
 def test_cli_e2e_run_against_the_relay_writes_json_and_html(tmp_path: Path) -> None:
     json_path = tmp_path / "out.json"
     report = tmp_path / "report"

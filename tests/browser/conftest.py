@@ -1,8 +1,14 @@
 """Browser tests: Playwright (sync API) driving Debian's Chromium against the real server.
 
 The server runs as a subprocess (``livechat serve``) on a free loopback port with a fresh SQLite
-database; tests talk to it only as a browser (and, for setup, through the admin API). Chromium
-missing: skip with a reason, or fail when ``LIVECHAT_REQUIRE_BROWSER=1`` (CI).
+database; tests talk to it only as a browser (and, for setup, through the admin API).
+
+Chromium missing: the run stops with one failure naming the command that installs it. Skipping
+is an explicit opt-out, ``LIVECHAT_SKIP_BROWSER=1``, and the summary says the tests did not run;
+CI sets ``LIVECHAT_REQUIRE_BROWSER=1``, which refuses the opt-out.
+
+Teardown is bounded: closing a context or the browser, and stopping the Playwright driver and
+the server, each get a deadline after which our own Chromium/driver processes are killed.
 
 Tests here are plain synchronous functions: pytest runs in trio mode, and Playwright's sync API
 brings its own event loop.
@@ -16,6 +22,7 @@ import http.cookiejar
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +36,13 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+# The variable exists so the suite's own tests can pretend Chromium is missing.
+CHROMIUM = Path(os.environ.get("LIVECHAT_TEST_CHROMIUM", "/usr/bin/chromium"))
+INSTALL_CHROMIUM = "sudo apt-get install -y chromium"
+SKIP_ENV = "LIVECHAT_SKIP_BROWSER"
+REQUIRE_ENV = "LIVECHAT_REQUIRE_BROWSER"
+CLOSE_TIMEOUT_S = 20.0  # context.close / browser.close / the driver's exit
+SERVER_STOP_TIMEOUT_S = 20.0  # SIGTERM, then SIGKILL
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -54,9 +67,36 @@ _summary: dict[str, str] = {}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.browser)
+    browser = [item for item in items if here in Path(str(item.fspath)).parents]
+    for item in browser:
+        item.add_marker(pytest.mark.browser)
+    if not browser or len(browser) != len(items):
+        return  # none here, or a mixed session: tests/conftest.py defers them to their own run
+    if _opted_out():
+        skip = pytest.mark.skip(reason=f"{SKIP_ENV}=1: browser tests skipped on request")
+        for item in browser:
+            item.add_marker(skip)
+        record_summary(
+            "NOT RUN",
+            f"{len(browser)} browser tests skipped because {SKIP_ENV}=1; unset it to run them",
+        )
+        return
+    if not CHROMIUM.exists():
+        pytest.exit(chromium_missing(), returncode=pytest.ExitCode.TESTS_FAILED)
+
+
+def _opted_out() -> bool:
+    return os.environ.get(SKIP_ENV) == "1" and os.environ.get(REQUIRE_ENV) != "1"
+
+
+def chromium_missing() -> str:
+    text = (
+        f"browser tests need Chromium at {CHROMIUM}: install it with `{INSTALL_CHROMIUM}`"
+        f" (Debian/Ubuntu), or skip them on purpose with {SKIP_ENV}=1"
+    )
+    if os.environ.get(SKIP_ENV) == "1":
+        text += f" ({REQUIRE_ENV}=1 is set, so skipping is refused)"
+    return text
 
 
 @pytest.hookimpl(wrapper=True)
@@ -87,12 +127,62 @@ def record_summary(key: str, value: str) -> None:
 
 
 def _require_chromium() -> None:
-    if CHROMIUM.exists():
-        return
-    reason = f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium)"
-    if os.environ.get("LIVECHAT_REQUIRE_BROWSER") == "1":
-        pytest.fail(reason + "; LIVECHAT_REQUIRE_BROWSER=1 makes this a failure", pytrace=False)
-    pytest.skip(reason)
+    if not CHROMIUM.exists():  # normally caught at collection; here if it vanished meanwhile
+        pytest.fail(chromium_missing(), pytrace=False)
+
+
+# ---------------------------------------------------------------- bounded teardown
+
+
+def _our_processes(match: tuple[str, ...]) -> list[int]:
+    """Descendants of this pytest process whose command line mentions one of ``match``."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
+    ours: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - ours
+        ours |= frontier
+    return sorted(pid for pid in ours if any(m in commands.get(pid, "") for m in match))
+
+
+def kill_browser_processes() -> list[int]:
+    """SIGKILL the Chromium and Playwright-driver processes this pytest process started."""
+    pids = _our_processes(("chromium", "playwright"))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+@contextlib.contextmanager
+def bounded(what: str, timeout_s: float = CLOSE_TIMEOUT_S) -> Iterator[None]:
+    """Run the block; if it has not finished after ``timeout_s``, kill our browser processes.
+
+    Playwright's ``close()`` takes no timeout and its sync API cannot be called from another
+    thread; killing Chromium and the driver makes the hung call return (or raise) at once.
+    """
+    done = threading.Event()
+
+    def watchdog() -> None:
+        if not done.wait(timeout_s):
+            pids = kill_browser_processes()
+            print(f"\n{what} took over {timeout_s} s: killed {pids}", file=sys.stderr)
+
+    guard = threading.Thread(target=watchdog, name=f"bounded {what}", daemon=True)
+    guard.start()
+    try:
+        yield
+    finally:
+        done.set()
+        guard.join()
 
 
 def _free_port() -> int:
@@ -146,6 +236,7 @@ class Server:
         self.db = tmp / "livechat.db"
         self.log_path = tmp / "server.log"
         self.lines: list[str] = []
+        self.output = threading.Condition()  # notified for each line the server prints
         self.proc: subprocess.Popen[str] | None = None
         self.owner_username = ""
         self.owner_password = ""
@@ -176,41 +267,44 @@ class Server:
         )
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(self.base_url + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("server did not start:\n" + "\n".join(self.lines[-60:]))
-            time.sleep(0.2)
+        # Hypercorn says "Running on" once it listens; the first start then prints the logins.
+        if self._wait_for_output(r"Running on http", deadline) is None:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "\n".join(self.lines[-60:]))
+        with urllib.request.urlopen(self.base_url + "/healthz", timeout=10) as resp:
+            assert resp.status == 200
         self._read_credentials(deadline)
+
+    def _wait_for_output(self, pattern: str, deadline: float) -> re.Match[str] | None:
+        """The first match of ``pattern`` in the server's output, waiting until ``deadline``
+        (or the server's exit) for it to be printed."""
+        with self.output:
+            while True:
+                found = re.search(pattern, "\n".join(self.lines))
+                left = deadline - time.monotonic()
+                if found or left <= 0 or (self.proc is not None and self.proc.poll() is not None):
+                    return found
+                self.output.wait(timeout=min(left, 1.0))  # 1 s: also notice an exit
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         with self.log_path.open("w") as log:
             for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
+                with self.output:
+                    self.lines.append(line.rstrip("\n"))
+                    self.output.notify_all()
                 log.write(line)
                 log.flush()
 
     def _read_credentials(self, deadline: float) -> None:
         """The first start prints the demo workspace's owner login and widget key."""
-        while time.monotonic() < deadline:
-            text = "\n".join(self.lines)
-            owner = re.search(r"owner: username '([^']+)' password '([^']+)'", text)
-            key = re.search(r"widget key ([A-Za-z0-9_-]+)", text)
-            if owner:
-                self.owner_username, self.owner_password = owner.group(1), owner.group(2)
-                if key:
-                    self.widget_key = key.group(1)
-                break
-            time.sleep(0.1)
-        else:
+        owner = self._wait_for_output(r"owner: username '([^']+)' password '([^']+)'", deadline)
+        if owner is None:
             raise RuntimeError("no demo credentials printed:\n" + "\n".join(self.lines[-60:]))
+        self.owner_username, self.owner_password = owner.group(1), owner.group(2)
+        key = re.search(r"widget key ([A-Za-z0-9_-]+)", "\n".join(self.lines))
+        if key:
+            self.widget_key = key.group(1)
         if not self.widget_key:
             api = self.api()
             self.widget_key = api.call("GET", "/me")["workspace"]["widget_key"]
@@ -221,13 +315,14 @@ class Server:
         return api
 
     def stop(self) -> None:
+        """SIGTERM (graceful drain), then SIGKILL after ``SERVER_STOP_TIMEOUT_S``."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")
@@ -250,12 +345,35 @@ def browser() -> Iterator[Any]:
 
     # Assertions wait for the page; Playwright's 5 s default is too short on a loaded CI machine.
     expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    playwright = sync_playwright().start()
+    try:
+        b = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield b
+            with _bounded_context_close():
+                yield b
         finally:
-            b.close()
+            with bounded("browser.close"), contextlib.suppress(Exception):
+                b.close()
+    finally:
+        with bounded("stopping Playwright"), contextlib.suppress(Exception):
+            playwright.stop()
+
+
+@contextlib.contextmanager
+def _bounded_context_close() -> Iterator[None]:
+    """Every ``BrowserContext.close()`` in the tests, and after a failure the contexts a test
+    left open, finish within ``CLOSE_TIMEOUT_S``."""
+    from playwright.sync_api import BrowserContext
+
+    original = BrowserContext.close
+
+    def close(self: BrowserContext, *args: Any, **kwargs: Any) -> None:
+        with bounded("context.close"):
+            original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BrowserContext, "close", close)
+        yield
 
 
 @pytest.fixture

@@ -51,11 +51,36 @@ class Client:
 
 
 @attrs.define
+class ManualTime:
+    """An engine clock that moves only when the test says so: deadlines and grace periods are
+    then checked at exactly the time the test chose, however busy the machine is."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@attrs.define
 class World:
     engine: ChatEngine
     storage: Storage
     workspace_id: str
     nursery: trio.Nursery
+    time: ManualTime | None = None  # set with @pytest.mark.parametrize("engine_clock", ["manual"])
+
+    async def tick(self) -> None:
+        """Have the workspace's router check its deadlines now; returns once it has (the ask
+        is queued behind the tick)."""
+        from engine.routing import GetAgents, Tick
+
+        router = await self.engine._router(self.workspace_id)
+        with trio.fail_after(30):
+            await router.tell(Tick())
+            await router.ask(lambda r: GetAgents(reply=r))
 
     async def agent(
         self,
@@ -119,22 +144,33 @@ def workspace_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
+def engine_clock() -> str:
+    """The engine's clock: "trio" (trio's, the default) or "manual" (``World.time``)."""
+    return "trio"
+
+
+@pytest.fixture
 async def world(
-    tmp_path: Path, engine_config: dict[str, Any], workspace_settings: dict[str, Any]
+    tmp_path: Path,
+    engine_config: dict[str, Any],
+    workspace_settings: dict[str, Any],
+    engine_clock: str,
 ) -> AsyncIterator[World]:
     async with open_storage(f"sqlite:///{tmp_path / 'engine.db'}") as storage:
         workspace = await storage.create_workspace(name="Acme", settings=workspace_settings)
         cfg = EngineConfig(**{"tick_interval_s": 0.5, **engine_config})
-        engine = ChatEngine(storage, cfg)
+        manual = ManualTime() if engine_clock == "manual" else None
+        engine = ChatEngine(storage, cfg, clock=manual or trio.current_time)
         async with trio.open_nursery() as inner:
             await inner.start(engine.serve)
-            yield World(engine=engine, storage=storage, workspace_id=workspace.id, nursery=inner)
+            yield World(
+                engine=engine,
+                storage=storage,
+                workspace_id=workspace.id,
+                nursery=inner,
+                time=manual,
+            )
             inner.cancel_scope.cancel()
-
-
-async def settle(seconds: float = 0.05) -> None:
-    """Let actors run (real clock: a short sleep; autojump: instant)."""
-    await trio.sleep(seconds)
 
 
 async def wait_until(

@@ -12,6 +12,7 @@ from engine.api import AgentPrincipal, ChatEngine, EngineConfig, VisitorPrincipa
 from engine.messages import ChatAssigned, GetRoutingLog, MessageAck, Push, SendMessage
 from storage import NewRoutingDecision, open_storage
 from storage.api import Role
+from tests.engine.conftest import wait_until
 
 
 class SlowDecisions:
@@ -104,11 +105,12 @@ async def test_reading_the_routing_log_sees_the_decisions_made_so_far(tmp_path: 
             vis = await engine.connect(visitors[0], vsend, connection_id="v")
             ack = await engine.request(vis, SendMessage(client_msg_id="m", text="hi"))
             assert isinstance(ack, MessageAck)
-            for _ in range(50):  # until the assignment is durable
+
+            async def assigned() -> bool:  # until the assignment is durable
                 conv = await storage.get_conversation(ws, ack.conversation_id)
-                if conv is not None and conv.assignee_id is not None:
-                    break
-                await trio.sleep(0.02)
+                return conv is not None and conv.assignee_id is not None
+
+            await wait_until(assigned, what="the assignment is stored")
             log = await engine.request(ann, GetRoutingLog(conversation_id=ack.conversation_id))
             assert [d.reason for d in log.decisions] == ["least_busy"]
             await engine.shutdown(deadline_s=5)

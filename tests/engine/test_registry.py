@@ -292,7 +292,7 @@ async def test_metrics_report_alive_actors_and_mailbox_depth(nursery: trio.Nurse
 
 
 async def test_registry_runs_as_a_supervised_service_and_drains_on_shutdown(
-    nursery: trio.Nursery,
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     world = World()
     registry: Registry[str, Msg] = Registry(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,21 +50,25 @@ async def test_backup_during_writes_restores_every_acknowledged_message(
 ) -> None:
     backup = tmp_path / "backup.out"
     acknowledged: list[tuple[str, int]] = []
+    progress = trio.Event()  # set, and replaced, after each acknowledged append
 
     async def until_acknowledged(count: int) -> None:
         with trio.fail_after(WAIT_S):
             while len(acknowledged) < count:
-                await trio.sleep(0.005)
+                await progress.wait()
 
     async with open_backend(database_url) as store:
         ws, conv = await new_conversation(store)
 
         async def writer() -> None:
+            nonlocal progress
             n = 0
             while True:
                 n += 1
                 result = await store.append(message(conv, f"msg {n} 🙂", client_msg_id=str(n)))
                 acknowledged.append((str(n), result.event.seq))
+                done, progress = progress, trio.Event()
+                done.set()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
@@ -108,9 +116,9 @@ async def test_restore_of_a_bad_file_fails_clearly(
     bad = tmp_path / "bad.jsonl"
     bad.write_text("hello\n")
     url = f"sqlite:///{tmp_path}/t.db"
-    assert await cli("restore", "--database-url", url, "--from", str(bad)) == 1
+    assert await cli("restore", "--database-url", url, "--from", str(bad)) == 2
     assert "neither a SQLite database nor a livechat export" in capsys.readouterr().err
-    assert await cli("restore", "--database-url", url, "--from", str(tmp_path / "none")) == 1
+    assert await cli("restore", "--database-url", url, "--from", str(tmp_path / "none")) == 2
 
 
 async def test_export_command_writes_jsonl_and_csv_and_audits(
@@ -130,3 +138,119 @@ async def test_export_command_writes_jsonl_and_csv_and_audits(
         actions = {e.action for e in (await store.list_audit(ws.id)).items}
     assert actions == {"export.workspace", "export.visitor"}
     assert await cli("export", *base[:2], "--workspace", "nope", "--out", str(out_csv)) == 1
+
+
+# ---------------------------------------------------------------- hardening: modes, record, refusal
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+async def test_backup_file_is_0600_in_a_new_0700_directory_whatever_the_umask(
+    database_url: str, tmp_path: Path, umask: int
+) -> None:
+    async with open_backend(database_url) as store:
+        await new_conversation(store)
+    out = tmp_path / "new" / "nested" / "backup.out"
+    old = os.umask(umask)
+    try:
+        assert await cli("backup", "--database-url", database_url, "--out", str(out)) == 0
+    finally:
+        os.umask(old)
+    assert mode(out) == 0o600
+    assert mode(out.parent) == 0o700 and mode(out.parent.parent) == 0o700
+    assert not (out.parent / "backup.out.partial").exists()
+    # A second backup replaces a file someone made world-readable, and a leftover ``.partial``
+    # of a crashed run: the result is private again.
+    out.chmod(0o644)
+    (out.parent / "backup.out.partial").write_bytes(b"stale")
+    (out.parent / "backup.out.partial").chmod(0o644)
+    assert await cli("backup", "--database-url", database_url, "--out", str(out)) == 0
+    assert mode(out) == 0o600
+
+
+async def test_a_finished_backup_is_recorded_with_time_path_and_size(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with open_backend(database_url) as store:
+        await new_conversation(store)
+        assert await store.last_backup() is None
+    before = time.time()
+    for name in ("first.out", "second.out"):
+        out = tmp_path / name
+        assert await cli("backup", "--database-url", database_url, "--out", str(out)) == 0
+    async with open_backend(database_url) as store:
+        record = await store.last_backup()
+    assert record is not None
+    assert record.path == str(out) and record.size_bytes == out.stat().st_size > 0
+    assert before <= record.finished_at <= time.time()
+
+
+async def test_a_failed_backup_is_not_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with open_backend(url) as store:
+        await new_conversation(store)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert await cli("backup", "--database-url", url, "--out", str(blocker / "b.out")) == 1
+    async with open_backend(url) as store:
+        assert await store.last_backup() is None
+
+
+def _not_backups(good_jsonl: bytes, good_sqlite: bytes) -> dict[str, bytes]:
+    return {
+        "random bytes": random.Random(7).randbytes(64 * 1024),
+        "empty": b"",
+        "truncated export": good_jsonl[: len(good_jsonl) * 2 // 3],
+        "export without its end marker": good_jsonl.rsplit(b"\n", 2)[0] + b"\n",
+        "truncated SQLite file": good_sqlite[: len(good_sqlite) // 2],
+        "SQLite header then garbage": good_sqlite[:100] + b"\xff" * 8000,
+        "text": b"hello\n",
+    }
+
+
+async def test_restore_of_what_is_not_a_backup_exits_2_with_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = f"sqlite:///{tmp_path}/live.db"
+    async with open_backend(source) as store:
+        ws, conv = await new_conversation(store)
+        for n in range(30):
+            await store.append(message(conv, f"message {n}", client_msg_id=str(n)))
+    good_sqlite = tmp_path / "good.db"
+    assert await cli("backup", "--database-url", source, "--out", str(good_sqlite)) == 0
+    good_jsonl = tmp_path / "good.jsonl"
+    assert await cli("export", "--database-url", source, "--workspace", ws.id,
+                     "--out", str(good_jsonl)) == 0  # fmt: skip
+    capsys.readouterr()
+    cases = _not_backups(good_jsonl.read_bytes(), good_sqlite.read_bytes())
+    for n, (case, data) in enumerate(cases.items()):
+        bad = tmp_path / f"bad-{n}"
+        bad.write_bytes(data)
+        target = f"sqlite:///{tmp_path}/target-{n}.db"
+        assert await cli("restore", "--database-url", target, "--from", str(bad)) == 2, case
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, (case, err)
+        assert err.startswith(f"livechat restore: error: {bad} "), (case, err)
+        assert "not a livechat backup" in err or "truncated" in err, (case, err)
+        # Nothing was restored: the good backup still restores into the same target.
+        assert await cli("restore", "--database-url", target, "--from", str(good_sqlite)) == 0
+    missing = tmp_path / "none"
+    assert await cli("restore", "--database-url", source, "--from", str(missing)) == 2
+    assert capsys.readouterr().err == f"livechat restore: error: no such backup file: {missing}\n"
+
+
+async def test_restore_of_random_bytes_in_a_real_process_prints_no_traceback(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "random.bin"
+    bad.write_bytes(random.Random(1).randbytes(4096))
+    argv = [sys.executable, "-m", "web.cli", "restore",
+            "--database-url", f"sqlite:///{tmp_path}/t.db", "--from", str(bad)]  # fmt: skip
+    with trio.fail_after(60):
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert err == f"livechat restore: error: {bad} is not a livechat backup (line 1 is not text)\n"

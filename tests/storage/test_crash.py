@@ -108,6 +108,7 @@ def _check(path: str, acknowledged: dict[str, tuple[str, int]], conversations: l
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(TIME_BOUND_S + 60)  # its own runaway guard is TIME_BOUND_S
 async def test_sigkill_under_load_never_loses_an_acknowledged_append(tmp_path: Path) -> None:
     import trio
 

@@ -24,6 +24,7 @@ async def test_cut_connections_fail_fast_and_retries_succeed_without_duplicates(
             ws, conv = await new_conversation(store)
             acked: dict[str, int] = {}
             failures: list[tuple[str, float]] = []
+            enough_acked = trio.Event()
 
             async def writer(w: int) -> None:
                 for n in range(APPENDS_PER_WRITER):
@@ -35,23 +36,24 @@ async def test_cut_connections_fail_fast_and_retries_succeed_without_duplicates(
                                 result = await store.append(message(conv, cmid, client_msg_id=cmid))
                         except (StorageUnavailable, CommitFailed) as err:
                             failures.append((type(err).__name__, time.monotonic() - started))
-                            await trio.sleep(0.05)
+                            await trio.sleep(0.05)  # deliberate: a client's retry back-off
                             continue
                         acked[cmid] = result.event.seq
+                        if len(acked) >= CUT_AFTER_ACKS:
+                            enough_acked.set()
                         break
-                    await trio.sleep(0.002)
+                    await trio.sleep(0.002)  # deliberate: pacing, so the cut lands mid-load
 
             async def cut() -> None:
                 # Mid-load, whatever the machine's speed: after some appends, well before all.
-                while len(acked) < CUT_AFTER_ACKS:
-                    await trio.sleep(0.01)
+                await enough_acked.wait()
                 kill = (
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     f" WHERE application_name = '{app}' AND pid <> pg_backend_pid()"
                 )
                 for _ in range(5):  # a short outage: connections die as they come back
                     await trio.to_thread.run_sync(psql, url, kill)
-                    await trio.sleep(0.05)
+                    await trio.sleep(0.05)  # deliberate: the outage's shape, not a wait
 
             async with trio.open_nursery() as nursery:
                 for w in range(WRITERS):

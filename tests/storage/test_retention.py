@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -38,13 +39,42 @@ async def test_retention_pass_applies_retention_days_and_purges_after_grace(
 
         now[0] += TERMINATED_GRACE_S
         # The scheduled task: first pass at start, then every interval, until cancelled.
+        counted = _CountingPasses(store)
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_retention, store, interval_s=0.1, clock=lambda: now[0]))
+            await nursery.start(
+                partial(run_retention, counted, interval_s=0.1, clock=lambda: now[0])
+            )
             with trio.fail_after(WAIT_S):
                 while await store.get_workspace(gone.id) is not None:
-                    await trio.sleep(0.05)
-            await trio.sleep(0.3)  # a few more passes: they find nothing left to do
+                    await counted.next_pass()
+                await counted.passes_beyond(3)  # a few more passes: they find nothing left to do
             nursery.cancel_scope.cancel()
         assert {w.id for w in await store.list_workspaces()} == {kept.id, limited.id}
         audit = (await store.list_audit(limited.id)).items
         assert [e.action for e in audit] == ["retention.purge"]
+
+
+class _CountingPasses:
+    """The store, with an event per retention pass (each pass starts by listing workspaces)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.passes = 0
+        self._next = trio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def list_workspaces(self) -> Any:
+        self.passes += 1
+        self._next.set()
+        self._next = trio.Event()
+        return await self._store.list_workspaces()
+
+    async def next_pass(self) -> None:
+        await self._next.wait()
+
+    async def passes_beyond(self, more: int) -> None:
+        target = self.passes + more
+        while self.passes < target:
+            await self.next_pass()

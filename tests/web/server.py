@@ -36,10 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -61,6 +63,7 @@ from web.settings import Settings, load_settings
 
 SITE_ORIGIN = "http://site.test"
 OTHER_SITE_ORIGIN = "http://globex.test"
+STOP_TIMEOUT_S = 20.0  # server_process: SIGTERM, then SIGKILL after this
 
 
 @attrs.frozen(kw_only=True)
@@ -248,24 +251,35 @@ def server_process(
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root, env=env)
-    try:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:  # readline cannot time out: a thread reads, the caller waits bounded
         assert proc.stdout is not None
+        for text in proc.stdout:
+            lines.put(text)
+        lines.put("")  # EOF: the process exited
+
+    threading.Thread(target=pump, name="server_process stdout", daemon=True).start()
+    try:
         deadline = time.monotonic() + timeout_s
         line = ""
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("{") or not line:
+        while not line.startswith("{"):
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if not line:
                 break
         if not line.startswith("{"):
-            raise RuntimeError(f"test server did not start (exit {proc.poll()})")
+            raise RuntimeError(f"test server did not start in {timeout_s} s (exit {proc.poll()})")
         yield json.loads(line)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=STOP_TIMEOUT_S)
 
 
 async def _main(directory: str, port: int | None, overrides: dict[str, Any]) -> None:

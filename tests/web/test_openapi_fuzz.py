@@ -34,6 +34,7 @@ def _schemathesis() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # its own bound is fail_after(300) around schemathesis
 async def test_openapi_fuzz_finds_no_server_error_and_no_schema_violation(
     tmp_path: Path,
 ) -> None:

@@ -20,7 +20,9 @@ async def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float)
     seen = ""
     with trio.fail_after(timeout):
         while not re.search(pattern, seen):
-            line = await trio.to_thread.run_sync(proc.stdout.readline)
+            # abandon_on_cancel: a silent server must not outlast fail_after (the finally
+            # blocks kill it, which ends the abandoned readline).
+            line = await trio.to_thread.run_sync(proc.stdout.readline, abandon_on_cancel=True)
             if not line and proc.poll() is not None:
                 raise AssertionError(f"server exited: {seen}")
             seen += line
