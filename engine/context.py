@@ -6,13 +6,14 @@ actor state (that lives in the actors) and outlives every actor instance.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from engine.errors import PersistenceUnavailable
+from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceUnavailable
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from storage.api import Storage, Workspace
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from engine.registry import Registry
 
 __all__ = ["EngineContext", "WorkspaceSettings"]
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -133,4 +136,5 @@ class EngineContext:
         except trio.TooSlowError as exc:
             raise PersistenceUnavailable("storage did not answer in time") from exc
         except (StorageUnavailable, CommitFailed) as exc:
-            raise PersistenceUnavailable(str(exc) or "storage unavailable") from exc
+            log.warning("storage call failed: %s: %s", type(exc).__name__, exc)
+            raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc

@@ -123,6 +123,10 @@ class PersistenceUnavailable(DomainError):
     code = "storage_unavailable"
 
 
+# The client's answer names no internal detail: the storage's own text goes to the log only.
+STORAGE_FAILED_MESSAGE = "storage is unavailable; retry with the same client_msg_id"
+
+
 def error_code(exc: BaseException) -> str | None:
     """The stable wire code of an engine error, or ``None`` for anything that is not ours."""
     if isinstance(exc, DomainError):

@@ -5,14 +5,25 @@ requests (one ``append`` or one ``append_many``) and wait; the committer takes w
 (at most ``max_batch`` requests, lingering at most ``max_delay_s`` for more) and runs ONE
 transaction (``append_batch_program``) that assigns each event ``conversations.last_seq + 1``,
 resolves ``client_msg_id`` retries to the original event, and applies each request's patch. A
-failed commit fails every caller of that batch with ``CommitFailed``; a request for a conversation
-that is not in its workspace fails alone with ``NotFound``.
+request for a conversation that is not in its workspace fails alone with ``NotFound``.
+
+One bad submission never fails its batch-mates: when a batch's commit fails for a reason other
+than an outage (``StorageUnavailable``), the committer bisects it, committing each half on its
+own, in order, until the submission the database refuses is alone; only that one gets
+``CommitFailed``. Halves commit in submission order, so sequence numbers keep the queue's order
+and a ``client_msg_id`` retried in a later half resolves to the event an earlier half stored.
+Nothing is acknowledged before its own commit returned. On an outage every caller of the batch
+gets ``CommitFailed`` at once (retrying alone would only multiply the wait).
+
+Client-facing error messages are fixed sentences: the database's own text (which may quote
+other callers' data) goes to the log only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -27,6 +38,11 @@ from storage.errors import CommitFailed, NotFound, StorageError, StorageUnavaila
 GROUP_COMMIT_MAX_BATCH: Final = 256  # requests per transaction
 GROUP_COMMIT_MAX_DELAY_S: Final = 0.002  # how long the first request waits for company
 GROUP_COMMIT_QUEUE_SIZE: Final = 4096  # submissions waiting for the committer (backpressure)
+COMMIT_FAILED_MESSAGE: Final = (
+    "the database refused the commit; nothing was stored (retry with the same client_msg_id)"
+)
+
+log = logging.getLogger(__name__)
 
 Outcome = list[api.AppendResult] | StorageError
 BatchCommit = Callable[[list[Sequence[api.AppendRequest]]], Awaitable[list[Outcome]]]
@@ -151,11 +167,28 @@ class GroupCommitter:
         self._last_batch_size = len(batch)
 
     async def _commit_one(self, batch: list[_Pending]) -> None:
+        """Commit ``batch``; on a failure that is not an outage, bisect it (module docstring)."""
         try:
             outcomes = await self._commit([p.requests for p in batch])
         except Exception as err:  # supervision boundary: a bad batch must not stop the writer
+            if len(batch) > 1 and not isinstance(err, StorageUnavailable):
+                log.warning(
+                    "group commit of %d submissions failed (%s); isolating the bad one",
+                    len(batch),
+                    type(err).__name__,
+                )
+                middle = len(batch) // 2
+                await self._commit_one(batch[:middle])
+                await self._commit_one(batch[middle:])
+                return
+            log.error(
+                "group commit of %d submissions failed: %s: %s",
+                len(batch),
+                type(err).__name__,
+                err,
+            )
             for pending in batch:
-                failed = CommitFailed(f"group commit of {len(batch)} appends failed: {err}")
+                failed = CommitFailed(COMMIT_FAILED_MESSAGE)
                 failed.__cause__ = err
                 pending.outcome = failed
                 pending.done.set()

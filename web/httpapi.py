@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 from quart import Blueprint, Response, request
 
+from engine.codec import reject_constant, unstorable
 from storage import Role
 from web.auth import Caller, authenticate, check_csrf, client_ip
 from web.errors import BadRequest, Forbidden, PayloadTooLarge
@@ -181,9 +182,17 @@ async def _json_body(services: Services) -> Any:
     if not raw:
         return {}
     try:
-        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except (UnicodeDecodeError, ValueError):
+        body = json.loads(
+            raw.decode("utf-8") if isinstance(raw, bytes) else raw, parse_constant=reject_constant
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("the body is not valid JSON", code="invalid_json", field="$") from None
+    found = unstorable(body)  # the one edge check: nothing unstorable reaches storage
+    if found is not None:
+        path, reason = found
+        field = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        raise BadRequest(f"{field}: {reason}", code="invalid_value", field=field)
+    return body
 
 
 def parse_query(cls: type[Any]) -> Any:
@@ -213,7 +222,10 @@ def _query_value(name: str, raw: str, tp: Any) -> Any:
     origin = typing.get_origin(target)
     try:
         if target is int:
-            return int(raw)
+            number = int(raw)
+            if unstorable(number) is not None:  # beyond the databases' 64-bit integers
+                raise ValueError(raw)
+            return number
         if target is float:
             value = float(raw)
             if value != value or value in (float("inf"), float("-inf")):
@@ -232,6 +244,10 @@ def _query_value(name: str, raw: str, tp: Any) -> Any:
         raise BadRequest(f"{name} has the wrong type", code="wrong_type", field=name) from None
     if len(raw) > 500:
         raise BadRequest(f"{name} is too long", code="invalid_value", field=name)
+    if unstorable(raw) is not None:
+        raise BadRequest(
+            f"{name} contains NUL or an unpaired surrogate", code="invalid_value", field=name
+        )
     return raw
 
 
