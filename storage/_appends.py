@@ -15,6 +15,14 @@ and a ``client_msg_id`` retried in a later half resolves to the event an earlier
 Nothing is acknowledged before its own commit returned. On an outage every caller of the batch
 gets ``CommitFailed`` at once (retrying alone would only multiply the wait).
 
+Outages answer fast. While a commit attempt has been running for ``stalled_after_s`` (a lock
+held by another process, a database that stopped answering), and after an attempt failed with
+``StorageUnavailable`` (until a commit succeeds again), new submissions are refused at once with
+``StorageUnavailable`` instead of queueing behind the stuck attempt; submissions queued when an
+attempt fails that way fail with it. ``retry_outage_after_s`` after a failure, the next
+submission is let through as the probe that finds out whether the database is back. A caller
+cancelled while its submission is still queued withdraws it: it is never committed later.
+
 Client-facing error messages are fixed sentences: the database's own text (which may quote
 other callers' data) goes to the log only.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -38,6 +47,8 @@ from storage.errors import CommitFailed, NotFound, StorageError, StorageUnavaila
 GROUP_COMMIT_MAX_BATCH: Final = 256  # requests per transaction
 GROUP_COMMIT_MAX_DELAY_S: Final = 0.002  # how long the first request waits for company
 GROUP_COMMIT_QUEUE_SIZE: Final = 4096  # submissions waiting for the committer (backpressure)
+GROUP_COMMIT_STALLED_AFTER_S: Final = 2.0  # an attempt running this long refuses newcomers
+GROUP_COMMIT_RETRY_OUTAGE_AFTER_S: Final = 1.0  # after an outage failure, refuse this long
 COMMIT_FAILED_MESSAGE: Final = (
     "the database refused the commit; nothing was stored (retry with the same client_msg_id)"
 )
@@ -66,6 +77,8 @@ class GroupCommitConfig:
     max_batch: int = GROUP_COMMIT_MAX_BATCH
     max_delay_s: float = GROUP_COMMIT_MAX_DELAY_S
     queue_size: int = GROUP_COMMIT_QUEUE_SIZE
+    stalled_after_s: float = GROUP_COMMIT_STALLED_AFTER_S
+    retry_outage_after_s: float = GROUP_COMMIT_RETRY_OUTAGE_AFTER_S
 
 
 @attrs.define(eq=False)
@@ -73,6 +86,8 @@ class _Pending:
     requests: Sequence[api.AppendRequest]
     done: trio.Event = attrs.field(factory=trio.Event)
     outcome: Outcome | None = None
+    taken: bool = False  # in a batch being committed: the caller can no longer withdraw it
+    withdrawn: bool = False  # the caller gave up while it was queued: never commit it
 
 
 class GroupCommitter:
@@ -83,6 +98,23 @@ class GroupCommitter:
         self._config = config
         self._send, self._receive = trio.open_memory_channel[_Pending](config.queue_size)
         self._last_batch_size = 0
+        # Real time (``time.monotonic``): it measures database work, which a test's virtual clock
+        # does not slow down.
+        self._attempt_started: float | None = None  # None while idle
+        self._outage_at: float | None = None  # last outage failure; None once a commit succeeds
+        self._outage_in_attempt = False  # the current attempt (or its isolation) hit an outage
+
+    def unavailable_reason(self) -> str | None:
+        """Why a new submission would be refused right now (see the module docstring)."""
+        now = time.monotonic()
+        started = self._attempt_started
+        if started is not None and now - started >= self._config.stalled_after_s:
+            return f"the database has not completed a commit for {now - started:.1f} s"
+        if self._outage_at is not None and (
+            started is not None or now - self._outage_at < self._config.retry_outage_after_s
+        ):
+            return "the database is unavailable"
+        return None
 
     async def submit(self, requests: Sequence[api.AppendRequest]) -> list[api.AppendResult]:
         """Queue the requests and wait for their commit.
@@ -92,15 +124,22 @@ class GroupCommitter:
         """
         if not requests:
             return []
+        refused = self.unavailable_reason()
+        if refused is not None:
+            raise StorageUnavailable(refused)
         pending = _Pending(requests)
         try:
             try:  # room in the queue: no scheduling round of its own (the wait below is one)
                 self._send.send_nowait(pending)
             except trio.WouldBlock:
                 await self._send.send(pending)
+            await pending.done.wait()
         except (trio.ClosedResourceError, trio.BrokenResourceError) as err:
             raise StorageUnavailable("storage is closed") from err
-        await pending.done.wait()
+        except BaseException:
+            if not pending.taken:
+                pending.withdrawn = True
+            raise
         outcome = pending.outcome
         if isinstance(outcome, StorageError):
             raise outcome
@@ -121,9 +160,17 @@ class GroupCommitter:
         try:
             async with self._receive:
                 async for first in self._receive:
+                    if first.withdrawn:
+                        continue
+                    first.taken = True
                     batch = [first]
                     await self._collect(batch)
-                    await self._commit_one(batch)
+                    self._attempt_started = time.monotonic()
+                    self._outage_in_attempt = False
+                    try:
+                        await self._commit_one(batch)
+                    finally:
+                        self._attempt_started = None
                     batch = []
         finally:
             for pending in batch:
@@ -162,15 +209,26 @@ class GroupCommitter:
                         pending = await self._receive.receive()
             if pending is None:
                 break
+            if pending.withdrawn:
+                continue
+            pending.taken = True
             batch.append(pending)
             count += len(pending.requests)
         self._last_batch_size = len(batch)
 
     async def _commit_one(self, batch: list[_Pending]) -> None:
         """Commit ``batch``; on a failure that is not an outage, bisect it (module docstring)."""
+        if self._outage_in_attempt:
+            # An outage began while this batch was being isolated: do not wait for it again.
+            self._fail(batch, StorageUnavailable("the database is unavailable"))
+            return
         try:
             outcomes = await self._commit([p.requests for p in batch])
         except Exception as err:  # supervision boundary: a bad batch must not stop the writer
+            if isinstance(err, StorageUnavailable):
+                self._outage_at = time.monotonic()
+                self._outage_in_attempt = True
+                self._fail_queued(err)
             if len(batch) > 1 and not isinstance(err, StorageUnavailable):
                 log.warning(
                     "group commit of %d submissions failed (%s); isolating the bad one",
@@ -187,15 +245,32 @@ class GroupCommitter:
                 type(err).__name__,
                 err,
             )
-            for pending in batch:
-                failed = CommitFailed(COMMIT_FAILED_MESSAGE)
-                failed.__cause__ = err
-                pending.outcome = failed
-                pending.done.set()
+            self._fail(batch, err)
             return
+        self._outage_at = None
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
             pending.done.set()
+
+    def _fail(self, batch: list[_Pending], err: Exception) -> None:
+        for pending in batch:
+            failed = CommitFailed(COMMIT_FAILED_MESSAGE)
+            failed.__cause__ = err
+            pending.outcome = failed
+            pending.done.set()
+
+    def _fail_queued(self, err: Exception) -> None:
+        """On an outage, what waits in the queue fails now rather than after another attempt."""
+        queued: list[_Pending] = []
+        while True:
+            try:
+                pending = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if not pending.withdrawn:
+                pending.taken = True
+                queued.append(pending)
+        self._fail(queued, err)
 
 
 def append_batch_program(

@@ -39,7 +39,7 @@ from storage._records import (
 )
 from storage._report import compute_report
 from storage._sql import Dialect, Program, Q, Result, Row
-from storage.errors import NotFound, StorageError
+from storage.errors import NotFound, StorageError, StorageUnavailable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -144,6 +144,19 @@ class SqlStorage(abc.ABC):
 
     @abc.abstractmethod
     async def ping(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _probe_write(self) -> None:
+        """Raise ``StorageUnavailable`` unless a write transaction could start now (bounded)."""
+
+    async def check_ready(self) -> None:
+        """Raise ``StorageUnavailable`` unless an append could commit now: the committer is
+        neither stuck in an attempt nor just failed by an outage, and the backend's write
+        probe answers. What ``/readyz`` asks."""
+        reason = self._committer.unavailable_reason()
+        if reason is not None:
+            raise StorageUnavailable(reason)
+        await self._probe_write()
 
     @property
     def dialect(self) -> Dialect:

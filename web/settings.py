@@ -59,6 +59,9 @@ class Settings:
     login_backoff_max_s: float = 300.0
     password_hash_threads: int = 2
     engine_shutdown_deadline_s: float = 5.0
+    # A sender hears storage_unavailable within this when the database cannot commit (locked
+    # by another process, unreachable); a commit stuck for half of it refuses newcomers at once.
+    storage_timeout_s: float = 4.0
     backup_dir: str = "data/backups"
     housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
     # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
@@ -158,6 +161,8 @@ def _validate(settings: Settings) -> None:
         path = getattr(settings, name)
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"setting {name!r}: no such file {path}")
+    if not settings.storage_timeout_s > 0:
+        raise ConfigError("setting 'storage_timeout_s' must be greater than 0")
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port {settings.port} is out of range 1-65535")
     if settings.log_level.lower() not in LOG_LEVELS:
