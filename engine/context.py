@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceUnavailable
+from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceRefused, PersistenceUnavailable
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from storage.api import Storage, Workspace
@@ -128,13 +128,15 @@ class EngineContext:
     async def call(self, awaitable: Any) -> Any:
         """Await a storage call under the storage deadline; failures become
         ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes."""
-        from storage.errors import CommitFailed, StorageUnavailable
+        from storage.errors import AppendRefused, CommitFailed, StorageUnavailable
 
         try:
             with trio.fail_after(self.config.storage_timeout_s):
                 return await awaitable
         except trio.TooSlowError as exc:
             raise PersistenceUnavailable("storage did not answer in time") from exc
+        except AppendRefused as exc:
+            raise PersistenceRefused(STORAGE_FAILED_MESSAGE) from exc
         except (StorageUnavailable, CommitFailed) as exc:
             log.warning("storage call failed: %s: %s", type(exc).__name__, exc)
             raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc

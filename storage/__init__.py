@@ -50,6 +50,7 @@ from storage.api import (
     WorkspaceStatus,
 )
 from storage.errors import (
+    AppendRefused,
     BackupError,
     CommitFailed,
     Conflict,
@@ -66,6 +67,7 @@ __all__ = [
     "GROUP_COMMIT_MAX_DELAY_S",
     "Agent",
     "ApiToken",
+    "AppendRefused",
     "AppendRequest",
     "AppendResult",
     "AuditEntry",

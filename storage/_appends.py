@@ -10,8 +10,9 @@ request for a conversation that is not in its workspace fails alone with ``NotFo
 One bad submission never fails its batch-mates: when a batch's commit fails for a reason other
 than an outage (``StorageUnavailable``), the committer bisects it, committing each half on its
 own, in order, until the submission the database refuses is alone; only that one gets
-``CommitFailed``. Halves commit in submission order, so sequence numbers keep the queue's order
-and a ``client_msg_id`` retried in a later half resolves to the event an earlier half stored.
+``AppendRefused`` (a ``CommitFailed``). Halves commit in submission order, so sequence numbers
+keep the queue's order and a ``client_msg_id`` retried in a later half resolves to the event an
+earlier half stored.
 Nothing is acknowledged before its own commit returned. On an outage every caller of the batch
 gets ``CommitFailed`` at once (retrying alone would only multiply the wait).
 
@@ -42,7 +43,13 @@ import trio
 from storage import api
 from storage._records import codec, decode, dump_json
 from storage._sql import Dialect, Program, Q, Row
-from storage.errors import CommitFailed, NotFound, StorageError, StorageUnavailable
+from storage.errors import (
+    AppendRefused,
+    CommitFailed,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
 
 GROUP_COMMIT_MAX_BATCH: Final = 256  # requests per transaction
 GROUP_COMMIT_MAX_DELAY_S: Final = 0.002  # how long the first request waits for company
@@ -50,8 +57,9 @@ GROUP_COMMIT_QUEUE_SIZE: Final = 4096  # submissions waiting for the committer (
 GROUP_COMMIT_STALLED_AFTER_S: Final = 2.0  # an attempt running this long refuses newcomers
 GROUP_COMMIT_RETRY_OUTAGE_AFTER_S: Final = 1.0  # after an outage failure, refuse this long
 COMMIT_FAILED_MESSAGE: Final = (
-    "the database refused the commit; nothing was stored (retry with the same client_msg_id)"
+    "the database is unavailable; nothing was stored (retry with the same client_msg_id)"
 )
+REFUSED_MESSAGE: Final = "the database refused this append's data; nothing of it was stored"
 
 log = logging.getLogger(__name__)
 
@@ -245,16 +253,18 @@ class GroupCommitter:
                 type(err).__name__,
                 err,
             )
-            self._fail(batch, err)
+            self._fail(batch, err, refused=not isinstance(err, StorageUnavailable))
             return
         self._outage_at = None
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
             pending.done.set()
 
-    def _fail(self, batch: list[_Pending], err: Exception) -> None:
+    def _fail(self, batch: list[_Pending], err: Exception, *, refused: bool = False) -> None:
         for pending in batch:
-            failed = CommitFailed(COMMIT_FAILED_MESSAGE)
+            failed = (
+                AppendRefused(REFUSED_MESSAGE) if refused else CommitFailed(COMMIT_FAILED_MESSAGE)
+            )
             failed.__cause__ = err
             pending.outcome = failed
             pending.done.set()

@@ -13,6 +13,8 @@ Hierarchy::
         │                       batch-mates are committed without it). Nothing failed was
         │                       acknowledged; retry with the same ``client_msg_id`` (idempotent).
         │                       Its message is a fixed sentence (the driver's text is logged)
+        │   └── AppendRefused   the database refused this submission's own data (not an
+        │                       outage, e.g. text it cannot store); its batch-mates commit
         ├── MigrationError      the schema could not be brought to this program's version
         ├── BackupError         ``livechat backup`` could not produce a consistent copy
         ├── RestoreError        a restore/import was refused (target not empty, bad file) or
@@ -43,6 +45,10 @@ class StorageUnavailable(StorageError):
 
 class CommitFailed(StorageError):
     """The commit holding this append failed; this append was not stored."""
+
+
+class AppendRefused(CommitFailed):
+    """The database refused this append's data; the rest of its batch was committed."""
 
 
 class MigrationError(StorageError):

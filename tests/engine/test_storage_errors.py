@@ -3,7 +3,10 @@ database's own text (which may quote other senders' messages) goes to the log on
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import trio
 
 from engine.codec import error_result
 from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceUnavailable
@@ -24,3 +27,42 @@ async def test_a_refused_append_answers_a_fixed_message_and_the_chat_goes_on(
     assert (frame.code, frame.message) == ("storage_unavailable", STORAGE_FAILED_MESSAGE)
     again = await world.engine.request(v.conn, SendMessage(client_msg_id="m3", text="still here"))
     assert isinstance(again, MessageAck) and again.seq == first.seq + 1
+
+
+async def test_a_refused_command_fails_alone_among_commands_batched_with_it(
+    world: World,
+) -> None:
+    from storage._base import SqlStorage
+
+    v = await world.connect(await world.visitor())
+    first = await world.engine.request(v.conn, SendMessage(client_msg_id="m0", text="hello"))
+    assert isinstance(first, MessageAck)
+    store = world.storage
+    assert isinstance(store, SqlStorage)
+    submitted: list[int] = []  # requests per submission the committer received
+    real = store.committer._commit
+
+    async def recording(batch: Any) -> Any:
+        submitted.extend(len(requests) for requests in batch)
+        return await real(batch)
+
+    store.committer._commit = recording
+    texts = {"a": "ok a", "bad": "x \ud800 y", "b": "ok b"}
+    outcomes: dict[str, object] = {}
+
+    async def send(cmid: str) -> None:
+        try:
+            outcomes[cmid] = await world.engine.request(
+                v.conn, SendMessage(client_msg_id=cmid, text=texts[cmid])
+            )
+        except PersistenceUnavailable as exc:
+            outcomes[cmid] = exc
+
+    async with trio.open_nursery() as nursery:
+        for cmid in texts:
+            nursery.start_soon(send, cmid)
+
+    assert submitted[0] == 3, submitted  # one actor batch: all three in one append_many
+    assert isinstance(outcomes["bad"], PersistenceUnavailable)
+    assert isinstance(outcomes["a"], MessageAck) and isinstance(outcomes["b"], MessageAck)
+    assert sorted([outcomes["a"].seq, outcomes["b"].seq]) == [first.seq + 1, first.seq + 2]
