@@ -127,8 +127,10 @@ class GroupCommitter:
     async def submit(self, requests: Sequence[api.AppendRequest]) -> list[api.AppendResult]:
         """Queue the requests and wait for their commit.
 
-        If the caller is cancelled while waiting, the requests may still be committed: a retry
-        with the same ``client_msg_id`` then returns the stored event (``duplicate=True``).
+        Raises ``StorageUnavailable`` at once while the committer is stuck or just failed by an
+        outage. If the caller is cancelled while its requests are still queued, they are
+        withdrawn (never committed); once their batch is being committed they may still be: a
+        retry with the same ``client_msg_id`` then returns the stored event (``duplicate=True``).
         """
         if not requests:
             return []

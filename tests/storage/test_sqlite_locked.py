@@ -94,3 +94,28 @@ async def test_locked_sqlite_fails_appends_fast_reports_not_ready_then_recovers(
         await store.check_ready()
         stored = await store.history(ws.id, conv.id)
         assert [(e.seq, e.body) for e in stored] == [(1, "before"), (2, "locked-1")]
+
+
+async def test_an_append_given_up_while_queued_is_never_committed(tmp_path: Path) -> None:
+    path = tmp_path / "withdrawn.db"
+    async with open_backend(
+        f"sqlite:///{path}",
+        busy_timeout_s=3.0,
+        group_commit=GroupCommitConfig(stalled_after_s=2.0),
+    ) as store:
+        ws, conv = await new_conversation(store)
+        with write_lock_held(path) as other:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store.append, message(conv, "a", client_msg_id="a"))
+                with trio.fail_after(2):  # the committer's attempt is waiting for the lock
+                    while store.committer._attempt_started is None:
+                        await trio.sleep(0.01)
+                with trio.move_on_after(0.2) as gave_up:  # queued behind it, then abandoned
+                    await store.append(message(conv, "b", client_msg_id="b"))
+                assert gave_up.cancelled_caught
+                other.execute("ROLLBACK")  # lock gone: the waiting attempt commits "a"
+                other.execute("BEGIN")  # (write_lock_held ends with a ROLLBACK)
+        events = await store.history(ws.id, conv.id)
+        assert [e.client_msg_id for e in events] == ["a"]
+        again = await store.append(message(conv, "b", client_msg_id="b"))
+        assert not again.duplicate and again.event.seq == 2
