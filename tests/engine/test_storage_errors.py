@@ -66,3 +66,16 @@ async def test_a_refused_command_fails_alone_among_commands_batched_with_it(
     assert isinstance(outcomes["bad"], PersistenceUnavailable)
     assert isinstance(outcomes["a"], MessageAck) and isinstance(outcomes["b"], MessageAck)
     assert sorted([outcomes["a"].seq, outcomes["b"].seq]) == [first.seq + 1, first.seq + 2]
+
+
+def test_runtime_errors_answer_fixed_sentences_without_internal_names() -> None:
+    from engine.errors import ActorStopped, RestartIntensityExceeded, ShuttingDown
+
+    for exc in (
+        ActorStopped("conversation:c-secret-id"),
+        RestartIntensityExceeded("supervisor conversations: 6 restarts in 5 s"),
+        ShuttingDown("registry 'conversation' is not accepting work"),
+    ):
+        frame = error_result(exc)
+        assert "secret" not in frame.message and "registry" not in frame.message
+        assert "restarts" not in frame.message, frame

@@ -134,3 +134,12 @@ async def test_unreachable_postgres_answers_storage_unavailable_fast_and_readyz_
                     ]
                     assert texts == ["before", "during m2"], history
             nursery.cancel_scope.cancel()
+
+
+def test_storage_timeout_must_be_positive() -> None:
+    from web.errors import ConfigError
+    from web.settings import load_settings
+
+    with pytest.raises(ConfigError, match="storage_timeout_s"):
+        load_settings({"storage_timeout_s": 0}, environ={})
+    assert load_settings({"storage_timeout_s": "2.5"}, environ={}).storage_timeout_s == 2.5
