@@ -22,7 +22,9 @@ held by another process, a database that stopped answering), and after an attemp
 ``StorageUnavailable`` instead of queueing behind the stuck attempt; submissions queued when an
 attempt fails that way fail with it. ``retry_outage_after_s`` after a failure, the next
 submission is let through as the probe that finds out whether the database is back. A caller
-cancelled while its submission is still queued withdraws it: it is never committed later.
+cancelled before its submission's transaction began (still queued, or its batch waiting for the
+database's lock or connection) withdraws it: the transaction leaves it out, so an error
+answered to a sender is not followed by a late commit of its message.
 
 Client-facing error messages are fixed sentences: the database's own text (which may quote
 other callers' data) goes to the log only.
@@ -64,7 +66,8 @@ REFUSED_MESSAGE: Final = "the database refused this append's data; nothing of it
 log = logging.getLogger(__name__)
 
 Outcome = list[api.AppendResult] | StorageError
-BatchCommit = Callable[[list[Sequence[api.AppendRequest]]], Awaitable[list[Outcome]]]
+Admit = Callable[[], list[bool]]  # called inside the transaction: which submissions to keep
+BatchCommit = Callable[[list[Sequence[api.AppendRequest]], Admit], Awaitable[list[Outcome]]]
 
 _EVENT_CODEC = codec(api.Event)
 _EVENT_SELECT = ",".join(f"e.{c}" for c in _EVENT_CODEC.columns)
@@ -94,8 +97,19 @@ class _Pending:
     requests: Sequence[api.AppendRequest]
     done: trio.Event = attrs.field(factory=trio.Event)
     outcome: Outcome | None = None
-    taken: bool = False  # in a batch being committed: the caller can no longer withdraw it
-    withdrawn: bool = False  # the caller gave up while it was queued: never commit it
+    started: bool = False  # its transaction began: too late for the caller to withdraw it
+    withdrawn: bool = False  # the caller gave up before that: never commit it
+
+    def claim(self) -> bool:
+        """Inside the transaction (possibly a worker thread): keep it unless withdrawn.
+
+        A caller cancelled at this very moment may see ``started`` still False and believe it
+        withdrew: the benign side of the race (it may be committed, as ``submit`` says).
+        """
+        if self.withdrawn:
+            return False
+        self.started = True
+        return True
 
 
 class GroupCommitter:
@@ -129,7 +143,7 @@ class GroupCommitter:
 
         Raises ``StorageUnavailable`` at once while the committer is stuck or just failed by an
         outage. If the caller is cancelled while its requests are still queued, they are
-        withdrawn (never committed); once their batch is being committed they may still be: a
+        withdrawn (never committed); once their transaction began they may still be: a
         retry with the same ``client_msg_id`` then returns the stored event (``duplicate=True``).
         """
         if not requests:
@@ -147,7 +161,7 @@ class GroupCommitter:
         except (trio.ClosedResourceError, trio.BrokenResourceError) as err:
             raise StorageUnavailable("storage is closed") from err
         except BaseException:
-            if not pending.taken:
+            if not pending.started:
                 pending.withdrawn = True
             raise
         outcome = pending.outcome
@@ -172,7 +186,6 @@ class GroupCommitter:
                 async for first in self._receive:
                     if first.withdrawn:
                         continue
-                    first.taken = True
                     batch = [first]
                     await self._collect(batch)
                     self._attempt_started = time.monotonic()
@@ -221,7 +234,6 @@ class GroupCommitter:
                 break
             if pending.withdrawn:
                 continue
-            pending.taken = True
             batch.append(pending)
             count += len(pending.requests)
         self._last_batch_size = len(batch)
@@ -233,7 +245,9 @@ class GroupCommitter:
             self._fail(batch, StorageUnavailable("the database is unavailable"))
             return
         try:
-            outcomes = await self._commit([p.requests for p in batch])
+            outcomes = await self._commit(
+                [p.requests for p in batch], lambda: [p.claim() for p in batch]
+            )
         except Exception as err:  # supervision boundary: a bad batch must not stop the writer
             if isinstance(err, StorageUnavailable):
                 self._outage_at = time.monotonic()
@@ -280,13 +294,19 @@ class GroupCommitter:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             if not pending.withdrawn:
-                pending.taken = True
                 queued.append(pending)
         self._fail(queued, err)
 
 
+_WITHDRAWN: Final = "withdrawn by its caller before the commit"
+
+
 def append_batch_program(
-    batch: Sequence[Sequence[api.AppendRequest]], *, now: float, dialect: Dialect
+    batch: Sequence[Sequence[api.AppendRequest]],
+    *,
+    now: float,
+    dialect: Dialect,
+    admit: Admit | None = None,
 ) -> Program[list[Outcome]]:
     """One transaction for a whole batch; outcomes in the batch's order.
 
@@ -294,7 +314,20 @@ def append_batch_program(
     conversations (their ``last_seq`` is the base of the new seqs), one SELECT finding earlier
     events with the batch's ``client_msg_id`` keys (an exact-pair join on the unique index), one
     INSERT of every new event, one UPDATE of the touched conversations.
+
+    ``admit``, called first (inside the transaction), drops submissions whose callers gave up;
+    they get ``StorageUnavailable`` outcomes nobody reads.
     """
+    if admit is not None:
+        kept = admit()
+        live = [requests for requests, keep in zip(batch, kept, strict=True) if keep]
+        if len(live) < len(batch):
+            live_outcomes = iter((yield from append_batch_program(live, now=now, dialect=dialect)))
+            return [
+                next(live_outcomes) if keep else StorageUnavailable(_WITHDRAWN) for keep in kept
+            ]
+    if not batch:
+        return []
     conversation_ids = sorted({r.conversation_id for reqs in batch for r in reqs})
     where, args = dialect.in_list("id", conversation_ids)
     # Sorted ids: PostgreSQL row locks are always taken in the same order (no deadlocks).

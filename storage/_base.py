@@ -22,7 +22,7 @@ import trio
 
 from storage import _export as export
 from storage import api
-from storage._appends import GroupCommitConfig, GroupCommitter, append_batch_program
+from storage._appends import Admit, GroupCommitConfig, GroupCommitter, append_batch_program
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
@@ -168,9 +168,11 @@ class SqlStorage(abc.ABC):
         return self._committer
 
     async def _commit_batch(
-        self, batch: list[Sequence[api.AppendRequest]]
+        self, batch: list[Sequence[api.AppendRequest]], admit: Admit
     ) -> list[list[api.AppendResult] | StorageError]:
-        program = append_batch_program(batch, now=self._clock(), dialect=self._dialect)
+        program = append_batch_program(
+            batch, now=self._clock(), dialect=self._dialect, admit=admit
+        )
         return await self._write(program)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:

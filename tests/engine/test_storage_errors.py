@@ -42,9 +42,9 @@ async def test_a_refused_command_fails_alone_among_commands_batched_with_it(
     submitted: list[int] = []  # requests per submission the committer received
     real = store.committer._commit
 
-    async def recording(batch: Any) -> Any:
+    async def recording(batch: Any, admit: Any) -> Any:
         submitted.extend(len(requests) for requests in batch)
-        return await real(batch)
+        return await real(batch, admit)
 
     store.committer._commit = recording
     texts = {"a": "ok a", "bad": "x \ud800 y", "b": "ok b"}

@@ -58,11 +58,11 @@ def _spy_batches(store: SqlStorage) -> list[int]:
     """Record how many submissions each commit attempt held (the real commit still runs)."""
     sizes: list[int] = []
     committer = store.committer
-    real: Callable[[list[Sequence[AppendRequest]]], Awaitable[Any]] = committer._commit
+    real: Callable[..., Awaitable[Any]] = committer._commit
 
-    async def recording(batch: list[Sequence[AppendRequest]]) -> Any:
+    async def recording(batch: list[Sequence[AppendRequest]], admit: Any) -> Any:
         sizes.append(len(batch))
-        return await real(batch)
+        return await real(batch, admit)
 
     committer._commit = recording
     return sizes

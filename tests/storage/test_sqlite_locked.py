@@ -119,3 +119,27 @@ async def test_an_append_given_up_while_queued_is_never_committed(tmp_path: Path
         assert [e.client_msg_id for e in events] == ["a"]
         again = await store.append(message(conv, "b", client_msg_id="b"))
         assert not again.duplicate and again.event.seq == 2
+
+
+async def test_an_append_given_up_while_its_batch_waits_for_the_lock_is_left_out(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "left-out.db"
+    async with open_backend(
+        f"sqlite:///{path}",
+        busy_timeout_s=3.0,
+        group_commit=GroupCommitConfig(stalled_after_s=2.0),
+    ) as store:
+        ws, conv = await new_conversation(store)
+        with write_lock_held(path) as other:
+            with trio.move_on_after(0.3) as gave_up:  # its attempt is waiting for the lock
+                await store.append(message(conv, "a", client_msg_id="a"))
+            assert gave_up.cancelled_caught
+            other.execute("ROLLBACK")  # the attempt gets the lock and begins its transaction
+            other.execute("BEGIN")
+            with trio.fail_after(5):  # bounded: the attempt ends as soon as it has the lock
+                while store.committer._attempt_started is not None:
+                    await trio.sleep(0.01)
+        assert await store.history(ws.id, conv.id) == []  # the sender was not told "stored"
+        again = await store.append(message(conv, "a", client_msg_id="a"))
+        assert not again.duplicate and again.event.seq == 1

@@ -72,8 +72,8 @@ async def test_locked_sqlite_answers_storage_unavailable_fast_and_readyz_503(
                     await trio.sleep(0.1)
             retried = await peer.request("send_message", client_msg_id="m2", text="during m2")
             assert retried["type"] == "result", retried
-            # (duplicate: True when the attempt the sender gave up on committed after the lock
-            # went away; either way exactly one copy, and the refused m3 never.)
+            assert retried["result"]["duplicate"] is False  # the error was not followed by a
+            # late commit of m2 (its attempt left it out once its sender had given up)
             history = await peer.request(
                 "get_history", conversation_id=first["result"]["conversation_id"]
             )
