@@ -26,8 +26,9 @@ cancelled before its submission's transaction began (still queued, or its batch 
 database's lock or connection) withdraws it: the transaction leaves it out, so an error
 answered to a sender is not followed by a late commit of its message.
 
-Client-facing error messages are fixed sentences: the database's own text (which may quote
-other callers' data) goes to the log only.
+Client-facing error messages are fixed sentences. The database's text for an outage goes to the
+log; for a refusal only the error classes do (drivers quote the refused data, which may be other
+callers' messages, and the logs carry no message bodies).
 """
 
 from __future__ import annotations
@@ -257,18 +258,16 @@ class GroupCommitter:
                 log.warning(
                     "group commit of %d submissions failed (%s); isolating the bad one",
                     len(batch),
-                    type(err).__name__,
+                    _kinds(err),
                 )
                 middle = len(batch) // 2
                 await self._commit_one(batch[:middle])
                 await self._commit_one(batch[middle:])
                 return
-            log.error(
-                "group commit of %d submissions failed: %s: %s",
-                len(batch),
-                type(err).__name__,
-                err,
-            )
+            if isinstance(err, StorageUnavailable):  # the outage's text names no data
+                log.error("group commit of %d submissions failed: %s", len(batch), err)
+            else:
+                log.error("the database refused one submission (%s)", _kinds(err))
             self._fail(batch, err, refused=not isinstance(err, StorageUnavailable))
             return
         self._outage_at = None
@@ -299,6 +298,15 @@ class GroupCommitter:
 
 
 _WITHDRAWN: Final = "withdrawn by its caller before the commit"
+
+
+def _kinds(err: BaseException) -> str:
+    """Class names of a refusal and its cause: the drivers' texts can quote the batch's data
+    (asyncpg's ``DataError`` holds a whole column of message bodies), and logs carry none."""
+    kinds = [type(err).__name__]
+    if err.__cause__ is not None:
+        kinds.append(type(err.__cause__).__name__)
+    return " from ".join(kinds)
 
 
 def append_batch_program(

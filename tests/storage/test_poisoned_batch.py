@@ -70,7 +70,7 @@ def _spy_batches(store: SqlStorage) -> list[int]:
 
 @pytest.mark.parametrize("poison", sorted(POISONS))
 async def test_a_refused_append_fails_alone_and_its_batch_mates_commit(
-    open_store: Opener, poison: str
+    open_store: Opener, poison: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with open_store(group_commit=GroupCommitConfig(max_delay_s=0.05)) as store:
         innocent_ws, innocent = await new_conversation(store, "innocent")
@@ -97,6 +97,8 @@ async def test_a_refused_append_fails_alone_and_its_batch_mates_commit(
             assert "ud800" not in str(bad_outcome) and "\x00" not in str(bad_outcome)
         else:  # this backend could store it (e.g. NUL in SQLite text): stored whole
             assert isinstance(bad_outcome, AppendResult)
+        # Logs carry no message bodies either (asyncpg's DataError quotes the refused value).
+        assert SECRET not in caplog.text and "before" not in caplog.text
 
         # Retries stay idempotent after the isolation: the same keys resolve to the originals.
         again = await _submit_together(store, requests[:1] + requests[-1:])
