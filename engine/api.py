@@ -151,7 +151,9 @@ class EngineConfig:
     outbox_size: int = 256  # per connection, created by the web layer with this size
     idle_timeout_s: float = 300.0  # passivate a virtual actor after this long without messages
     ask_timeout_s: float = 10.0  # deadline for one command crossing into an actor
-    storage_timeout_s: float = 10.0  # deadline for one storage call made by an actor
+    # deadline for one storage call made by an actor (below ask_timeout_s, so a sender hears
+    # storage_unavailable rather than overloaded when the database is stuck)
+    storage_timeout_s: float = 4.0
     agent_response_timeout_s: float = 60.0  # re-route a chat the assignee has not answered
     disconnect_grace_s: float = 30.0  # an agent with no connection is offline after this
     visitor_leave_grace_s: float = 15.0  # a visitor with no tab open "left" after this

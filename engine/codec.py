@@ -11,20 +11,28 @@ Every malformed frame raises ``InvalidMessage`` with a stable ``code`` and a ``f
 - ``invalid_field``: wrong JSON type, bad enum value, too long, out of range...
 
 Unknown extra keys are ignored (forward compatibility; the web layer keeps its ``"id"``).
+
+``unstorable`` is the edge check every decoded client document goes through before anything
+else reads it (WebSocket frames here, HTTP bodies in ``web.httpapi``): a value the databases
+cannot store or JSON cannot carry back (a lone UTF-16 surrogate or NUL in any string or key, a
+non-finite or out-of-range number, absurd nesting) is refused with ``invalid_field`` and its
+path, instead of reaching a group commit it would fail.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import cattrs
 from cattrs.errors import AttributeValidationNote, IterableValidationNote
 from cattrs.preconf.json import make_converter
 from cattrs.strategies import configure_tagged_union
 
-from engine.errors import InvalidMessage, error_code
+from engine.errors import DomainError, InvalidMessage, error_code
 from engine.messages import (
     COMMAND_TYPES,
     PUSH_TYPES,
@@ -38,7 +46,23 @@ from engine.messages import (
     VisitorChange,
 )
 
-__all__ = ["COMMANDS_BY_TYPE", "error_result", "structure_command", "unstructure"]
+__all__ = [
+    "COMMANDS_BY_TYPE",
+    "MAX_JSON_DEPTH",
+    "check_frame",
+    "client_message",
+    "error_result",
+    "reject_constant",
+    "structure_command",
+    "unstorable",
+    "unstructure",
+]
+
+MAX_JSON_DEPTH: Final = 32  # nesting of objects/arrays in one client document
+_INT_MIN: Final = -(2**63)  # integers must fit the databases' BIGINT
+_INT_MAX: Final = 2**63 - 1
+# NUL: PostgreSQL text and jsonb refuse it. U+D800-U+DFFF alone: not encodable as UTF-8.
+_UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 _RESULT_SET = frozenset(RESULT_TYPES)
 _PUSH_SET = frozenset(PUSH_TYPES)
@@ -143,6 +167,62 @@ def structure_command(frame: Any) -> Command:
     return command
 
 
+Path = list[str | int]
+
+
+def unstorable(document: Any) -> tuple[Path, str] | None:
+    """The first value of a decoded JSON document storage could not keep, as (path, reason).
+
+    Iterative (no recursion on client-chosen nesting); ``None`` when every string, key and
+    number is storable. The reason never quotes the value.
+    """
+    stack: list[tuple[Any, Path]] = [(document, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE_CHAR.search(value):
+                return path, "contains NUL or an unpaired UTF-16 surrogate"
+        elif isinstance(value, bool) or value is None:
+            continue
+        elif isinstance(value, int):
+            if not _INT_MIN <= value <= _INT_MAX:
+                return path, "integer out of range (64-bit)"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return path, "numbers must be finite"
+        elif isinstance(value, dict | list):
+            if len(path) >= MAX_JSON_DEPTH:
+                return path, f"nested deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(value, list):
+                stack.extend((item, [*path, i]) for i, item in enumerate(value))
+                continue
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return path, "object keys are strings"
+                if _UNSTORABLE_CHAR.search(key):
+                    return path, "a key contains NUL or an unpaired UTF-16 surrogate"
+                stack.append((item, [*path, key]))
+        else:
+            return path, f"unsupported value ({type(value).__name__})"
+    return None
+
+
+def check_frame(frame: Any) -> None:
+    """``InvalidMessage`` (``invalid_field``, dotted ``field``) if ``unstorable(frame)``."""
+    found = unstorable(frame)
+    if found is not None:
+        path, reason = found
+        field = ".".join(str(p) for p in path)
+        raise InvalidMessage(
+            f"{field or 'frame'}: {reason}", code="invalid_field", field=field or None
+        )
+
+
+def reject_constant(name: str) -> Any:
+    """``json.loads(parse_constant=...)``: NaN and Infinity are not JSON; refuse them."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def unstructure(obj: Result | Push) -> dict[str, Any]:
     """A result or push as a wire dictionary (``"type"`` first-class, JSON-compatible values)."""
     cls = type(obj)
@@ -155,6 +235,20 @@ def unstructure(obj: Result | Push) -> dict[str, Any]:
     return out
 
 
+_RUNTIME_MESSAGES: Final = {
+    "shutting_down": "the server is shutting down; retry shortly",
+    "unavailable": "this part of the server is restarting; retry shortly",
+}
+
+
+def client_message(exc: BaseException) -> str:
+    """What a client may read of an error: a domain error's own sentence, else a fixed one
+    (runtime errors name internal actors; their text goes to the log only)."""
+    if isinstance(exc, DomainError):
+        return str(exc)
+    return _RUNTIME_MESSAGES.get(error_code(exc) or "", "internal error")
+
+
 def error_result(exc: BaseException) -> ErrorResult:
     """The ``error`` frame for an engine error (``code`` attribute) or anything else."""
     code = error_code(exc)
@@ -163,7 +257,7 @@ def error_result(exc: BaseException) -> ErrorResult:
     retry = getattr(exc, "retry_after_s", None)
     return ErrorResult(
         code=code,
-        message=str(exc),
+        message=client_message(exc),
         field=getattr(exc, "field", None),
         retry_after_s=float(retry) if isinstance(retry, int | float) else None,
     )

@@ -6,13 +6,14 @@ actor state (that lives in the actors) and outlives every actor instance.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from engine.errors import PersistenceUnavailable
+from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceRefused, PersistenceUnavailable
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from storage.api import Storage, Workspace
@@ -58,6 +59,8 @@ def _pre_chat_rules(widget: Mapping[str, Any]) -> tuple[PreChatRule, ...]:
             )
         )
     return tuple(rules)
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
@@ -162,12 +165,15 @@ class EngineContext:
     async def call(self, awaitable: Any) -> Any:
         """Await a storage call under the storage deadline; failures become
         ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes."""
-        from storage.errors import CommitFailed, StorageUnavailable
+        from storage.errors import AppendRefused, CommitFailed, StorageUnavailable
 
         try:
             with trio.fail_after(self.config.storage_timeout_s):
                 return await awaitable
         except trio.TooSlowError as exc:
             raise PersistenceUnavailable("storage did not answer in time") from exc
+        except AppendRefused as exc:
+            raise PersistenceRefused(STORAGE_FAILED_MESSAGE) from exc
         except (StorageUnavailable, CommitFailed) as exc:
-            raise PersistenceUnavailable(str(exc) or "storage unavailable") from exc
+            log.warning("storage call failed: %s: %s", type(exc).__name__, exc)
+            raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc

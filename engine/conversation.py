@@ -44,6 +44,7 @@ from engine.errors import (
     InvalidState,
     NotFound,
     Overloaded,
+    PersistenceRefused,
     PersistenceUnavailable,
 )
 from engine.messages import (
@@ -384,6 +385,16 @@ class ConversationActor(Actor[ConversationMsg]):
         requests = [r for item in accepted for r in item.requests]
         try:
             results: list[AppendResult] = await ctx.call(ctx.storage.append_many(requests))
+        except PersistenceRefused as exc:
+            self.conv = before
+            if len(accepted) == 1:
+                _fail(accepted[0].msg, exc)
+                return
+            # One command's data was refused (not an outage): the others must not fail with it.
+            # Each is planned again and committed alone, in order; only the refused one fails.
+            for item in accepted:
+                await self._commit([_Pending(msg=item.msg, requests=[])])
+            return
         except PersistenceUnavailable as exc:
             self.conv = before
             for item in accepted:

@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from engine.errors import PersistenceUnavailable
+from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceUnavailable
 from storage.api import NewRoutingDecision, Storage
 from storage.errors import CommitFailed, StorageUnavailable
 
@@ -102,7 +102,8 @@ class DecisionLog:
                     if isinstance(exc, trio.TooSlowError):
                         raise PersistenceUnavailable("storage did not answer in time") from exc
                     if isinstance(exc, StorageUnavailable | CommitFailed):
-                        raise PersistenceUnavailable(str(exc) or "storage unavailable") from exc
+                        log.warning("routing decisions: %s: %s", type(exc).__name__, exc)
+                        raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc
                     raise
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -61,6 +61,7 @@ class ShuttingDown(EngineError):
 #       ├── RateLimited             "rate_limited" (+ retry_after_s)
 #       ├── Overloaded              "overloaded": an actor did not answer within its deadline
 #       └── PersistenceUnavailable  "storage_unavailable": storage failed; nothing was stored
+#           └── PersistenceRefused  same code: the database refused this command's own data
 #
 # Runtime errors map to codes through ``error_code``: ShuttingDown → "shutting_down",
 # ActorStopped / RestartIntensityExceeded → "unavailable".
@@ -128,6 +129,15 @@ class Overloaded(DomainError):
 
 class PersistenceUnavailable(DomainError):
     code = "storage_unavailable"
+
+
+class PersistenceRefused(PersistenceUnavailable):
+    """The database refused this command's data (not an outage): commands batched with it are
+    retried without it, so it fails alone."""
+
+
+# The client's answer names no internal detail: the storage's own text goes to the log only.
+STORAGE_FAILED_MESSAGE = "storage is unavailable; retry with the same client_msg_id"
 
 
 def error_code(exc: BaseException) -> str | None:

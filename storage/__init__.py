@@ -53,6 +53,7 @@ from storage.api import (
     WorkspaceStatus,
 )
 from storage.errors import (
+    AppendRefused,
     BackupError,
     CommitFailed,
     Conflict,
@@ -71,6 +72,7 @@ __all__ = [
     "MAX_PAGE",
     "Agent",
     "ApiToken",
+    "AppendRefused",
     "AppendRequest",
     "AppendResult",
     "AuditEntry",

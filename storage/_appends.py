@@ -5,14 +5,38 @@ requests (one ``append`` or one ``append_many``) and wait; the committer takes w
 (at most ``max_batch`` requests, lingering at most ``max_delay_s`` for more) and runs ONE
 transaction (``append_batch_program``) that assigns each event ``conversations.last_seq + 1``,
 resolves ``client_msg_id`` retries to the original event, and applies each request's patch. A
-failed commit fails every caller of that batch with ``CommitFailed``; a request for a conversation
-that is not in its workspace fails alone with ``NotFound``.
+request for a conversation that is not in its workspace fails alone with ``NotFound``.
+
+One bad submission never fails its batch-mates: when a batch's commit fails for a reason other
+than an outage (``StorageUnavailable``), the committer bisects it, committing each half on its
+own, in order, until the submission the database refuses is alone; only that one gets
+``AppendRefused`` (a ``CommitFailed``). Halves commit in submission order, so sequence numbers
+keep the queue's order and a ``client_msg_id`` retried in a later half resolves to the event an
+earlier half stored.
+Nothing is acknowledged before its own commit returned. On an outage every caller of the batch
+gets ``CommitFailed`` at once (retrying alone would only multiply the wait).
+
+Outages answer fast. While a commit attempt has been running for ``stalled_after_s`` (a lock
+held by another process, a database that stopped answering), and after an attempt failed with
+``StorageUnavailable`` (until a commit succeeds again), new submissions are refused at once with
+``StorageUnavailable`` instead of queueing behind the stuck attempt; submissions queued when an
+attempt fails that way fail with it. ``retry_outage_after_s`` after a failure, the next
+submission is let through as the probe that finds out whether the database is back. A caller
+cancelled before its submission's transaction began (still queued, or its batch waiting for the
+database's lock or connection) withdraws it: the transaction leaves it out, so an error
+answered to a sender is not followed by a late commit of its message.
+
+Client-facing error messages are fixed sentences. The database's text for an outage goes to the
+log; for a refusal only the error classes do (drivers quote the refused data, which may be other
+callers' messages, and the logs carry no message bodies).
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -22,14 +46,29 @@ import trio
 from storage import api
 from storage._records import codec, decode, dump_json
 from storage._sql import Dialect, Program, Q, Row
-from storage.errors import CommitFailed, NotFound, StorageError, StorageUnavailable
+from storage.errors import (
+    AppendRefused,
+    CommitFailed,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
 
 GROUP_COMMIT_MAX_BATCH: Final = 256  # requests per transaction
 GROUP_COMMIT_MAX_DELAY_S: Final = 0.002  # how long the first request waits for company
 GROUP_COMMIT_QUEUE_SIZE: Final = 4096  # submissions waiting for the committer (backpressure)
+GROUP_COMMIT_STALLED_AFTER_S: Final = 2.0  # an attempt running this long refuses newcomers
+GROUP_COMMIT_RETRY_OUTAGE_AFTER_S: Final = 1.0  # after an outage failure, refuse this long
+COMMIT_FAILED_MESSAGE: Final = (
+    "the database is unavailable; nothing was stored (retry with the same client_msg_id)"
+)
+REFUSED_MESSAGE: Final = "the database refused this append's data; nothing of it was stored"
+
+log = logging.getLogger(__name__)
 
 Outcome = list[api.AppendResult] | StorageError
-BatchCommit = Callable[[list[Sequence[api.AppendRequest]]], Awaitable[list[Outcome]]]
+Admit = Callable[[], list[bool]]  # called inside the transaction: which submissions to keep
+BatchCommit = Callable[[list[Sequence[api.AppendRequest]], Admit], Awaitable[list[Outcome]]]
 
 _EVENT_CODEC = codec(api.Event)
 _EVENT_SELECT = ",".join(f"e.{c}" for c in _EVENT_CODEC.columns)
@@ -50,6 +89,8 @@ class GroupCommitConfig:
     max_batch: int = GROUP_COMMIT_MAX_BATCH
     max_delay_s: float = GROUP_COMMIT_MAX_DELAY_S
     queue_size: int = GROUP_COMMIT_QUEUE_SIZE
+    stalled_after_s: float = GROUP_COMMIT_STALLED_AFTER_S
+    retry_outage_after_s: float = GROUP_COMMIT_RETRY_OUTAGE_AFTER_S
 
 
 @attrs.define(eq=False)
@@ -57,6 +98,19 @@ class _Pending:
     requests: Sequence[api.AppendRequest]
     done: trio.Event = attrs.field(factory=trio.Event)
     outcome: Outcome | None = None
+    started: bool = False  # its transaction began: too late for the caller to withdraw it
+    withdrawn: bool = False  # the caller gave up before that: never commit it
+
+    def claim(self) -> bool:
+        """Inside the transaction (possibly a worker thread): keep it unless withdrawn.
+
+        A caller cancelled at this very moment may see ``started`` still False and believe it
+        withdrew: the benign side of the race (it may be committed, as ``submit`` says).
+        """
+        if self.withdrawn:
+            return False
+        self.started = True
+        return True
 
 
 class GroupCommitter:
@@ -67,24 +121,50 @@ class GroupCommitter:
         self._config = config
         self._send, self._receive = trio.open_memory_channel[_Pending](config.queue_size)
         self._last_batch_size = 0
+        # Real time (``time.monotonic``): it measures database work, which a test's virtual clock
+        # does not slow down.
+        self._attempt_started: float | None = None  # None while idle
+        self._outage_at: float | None = None  # last outage failure; None once a commit succeeds
+        self._outage_in_attempt = False  # the current attempt (or its isolation) hit an outage
+
+    def unavailable_reason(self) -> str | None:
+        """Why a new submission would be refused right now (see the module docstring)."""
+        now = time.monotonic()
+        started = self._attempt_started
+        if started is not None and now - started >= self._config.stalled_after_s:
+            return f"the database has not completed a commit for {now - started:.1f} s"
+        if self._outage_at is not None and (
+            started is not None or now - self._outage_at < self._config.retry_outage_after_s
+        ):
+            return "the database is unavailable"
+        return None
 
     async def submit(self, requests: Sequence[api.AppendRequest]) -> list[api.AppendResult]:
         """Queue the requests and wait for their commit.
 
-        If the caller is cancelled while waiting, the requests may still be committed: a retry
-        with the same ``client_msg_id`` then returns the stored event (``duplicate=True``).
+        Raises ``StorageUnavailable`` at once while the committer is stuck or just failed by an
+        outage. If the caller is cancelled while its requests are still queued, they are
+        withdrawn (never committed); once their transaction began they may still be: a
+        retry with the same ``client_msg_id`` then returns the stored event (``duplicate=True``).
         """
         if not requests:
             return []
+        refused = self.unavailable_reason()
+        if refused is not None:
+            raise StorageUnavailable(refused)
         pending = _Pending(requests)
         try:
             try:  # room in the queue: no scheduling round of its own (the wait below is one)
                 self._send.send_nowait(pending)
             except trio.WouldBlock:
                 await self._send.send(pending)
+            await pending.done.wait()
         except (trio.ClosedResourceError, trio.BrokenResourceError) as err:
             raise StorageUnavailable("storage is closed") from err
-        await pending.done.wait()
+        except BaseException:
+            if not pending.started:
+                pending.withdrawn = True
+            raise
         outcome = pending.outcome
         if isinstance(outcome, StorageError):
             raise outcome
@@ -105,9 +185,16 @@ class GroupCommitter:
         try:
             async with self._receive:
                 async for first in self._receive:
+                    if first.withdrawn:
+                        continue
                     batch = [first]
                     await self._collect(batch)
-                    await self._commit_one(batch)
+                    self._attempt_started = time.monotonic()
+                    self._outage_in_attempt = False
+                    try:
+                        await self._commit_one(batch)
+                    finally:
+                        self._attempt_started = None
                     batch = []
         finally:
             for pending in batch:
@@ -146,27 +233,88 @@ class GroupCommitter:
                         pending = await self._receive.receive()
             if pending is None:
                 break
+            if pending.withdrawn:
+                continue
             batch.append(pending)
             count += len(pending.requests)
         self._last_batch_size = len(batch)
 
     async def _commit_one(self, batch: list[_Pending]) -> None:
-        try:
-            outcomes = await self._commit([p.requests for p in batch])
-        except Exception as err:  # supervision boundary: a bad batch must not stop the writer
-            for pending in batch:
-                failed = CommitFailed(f"group commit of {len(batch)} appends failed: {err}")
-                failed.__cause__ = err
-                pending.outcome = failed
-                pending.done.set()
+        """Commit ``batch``; on a failure that is not an outage, bisect it (module docstring)."""
+        if self._outage_in_attempt:
+            # An outage began while this batch was being isolated: do not wait for it again.
+            self._fail(batch, StorageUnavailable("the database is unavailable"))
             return
+        try:
+            outcomes = await self._commit(
+                [p.requests for p in batch], lambda: [p.claim() for p in batch]
+            )
+        except Exception as err:  # supervision boundary: a bad batch must not stop the writer
+            if isinstance(err, StorageUnavailable):
+                self._outage_at = time.monotonic()
+                self._outage_in_attempt = True
+                self._fail_queued(err)
+            if len(batch) > 1 and not isinstance(err, StorageUnavailable):
+                log.warning(
+                    "group commit of %d submissions failed (%s); isolating the bad one",
+                    len(batch),
+                    _kinds(err),
+                )
+                middle = len(batch) // 2
+                await self._commit_one(batch[:middle])
+                await self._commit_one(batch[middle:])
+                return
+            if isinstance(err, StorageUnavailable):  # the outage's text names no data
+                log.error("group commit of %d submissions failed: %s", len(batch), err)
+            else:
+                log.error("the database refused one submission (%s)", _kinds(err))
+            self._fail(batch, err, refused=not isinstance(err, StorageUnavailable))
+            return
+        self._outage_at = None
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
             pending.done.set()
 
+    def _fail(self, batch: list[_Pending], err: Exception, *, refused: bool = False) -> None:
+        for pending in batch:
+            failed = (
+                AppendRefused(REFUSED_MESSAGE) if refused else CommitFailed(COMMIT_FAILED_MESSAGE)
+            )
+            failed.__cause__ = err
+            pending.outcome = failed
+            pending.done.set()
+
+    def _fail_queued(self, err: Exception) -> None:
+        """On an outage, what waits in the queue fails now rather than after another attempt."""
+        queued: list[_Pending] = []
+        while True:
+            try:
+                pending = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if not pending.withdrawn:
+                queued.append(pending)
+        self._fail(queued, err)
+
+
+_WITHDRAWN: Final = "withdrawn by its caller before the commit"
+
+
+def _kinds(err: BaseException) -> str:
+    """Class names of a refusal and its cause: the drivers' texts can quote the batch's data
+    (asyncpg's ``DataError`` holds a whole column of message bodies), and logs carry none."""
+    kinds = [type(err).__name__]
+    if err.__cause__ is not None:
+        kinds.append(type(err.__cause__).__name__)
+    return " from ".join(kinds)
+
 
 def append_batch_program(
-    batch: Sequence[Sequence[api.AppendRequest]], *, now: float, dialect: Dialect
+    batch: Sequence[Sequence[api.AppendRequest]],
+    *,
+    now: float,
+    dialect: Dialect,
+    admit: Admit | None = None,
 ) -> Program[list[Outcome]]:
     """One transaction for a whole batch; outcomes in the batch's order.
 
@@ -174,7 +322,20 @@ def append_batch_program(
     conversations (their ``last_seq`` is the base of the new seqs), one SELECT finding earlier
     events with the batch's ``client_msg_id`` keys (an exact-pair join on the unique index), one
     INSERT of every new event, one UPDATE of the touched conversations.
+
+    ``admit``, called first (inside the transaction), drops submissions whose callers gave up;
+    they get ``StorageUnavailable`` outcomes nobody reads.
     """
+    if admit is not None:
+        kept = admit()
+        live = [requests for requests, keep in zip(batch, kept, strict=True) if keep]
+        if len(live) < len(batch):
+            live_outcomes = iter((yield from append_batch_program(live, now=now, dialect=dialect)))
+            return [
+                next(live_outcomes) if keep else StorageUnavailable(_WITHDRAWN) for keep in kept
+            ]
+    if not batch:
+        return []
     conversation_ids = sorted({r.conversation_id for reqs in batch for r in reqs})
     where, args = dialect.in_list("id", conversation_ids)
     # Sorted ids: PostgreSQL row locks are always taken in the same order (no deadlocks).

@@ -22,7 +22,7 @@ import trio
 
 from storage import _export as export
 from storage import api
-from storage._appends import GroupCommitConfig, GroupCommitter, append_batch_program
+from storage._appends import Admit, GroupCommitConfig, GroupCommitter, append_batch_program
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
@@ -39,7 +39,7 @@ from storage._records import (
 )
 from storage._report import compute_report
 from storage._sql import Dialect, Program, Q, Result, Row
-from storage.errors import NotFound, StorageError
+from storage.errors import NotFound, StorageError, StorageUnavailable
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -147,6 +147,19 @@ class SqlStorage(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None: ...
 
+    @abc.abstractmethod
+    async def _probe_write(self) -> None:
+        """Raise ``StorageUnavailable`` unless a write transaction could start now (bounded)."""
+
+    async def check_ready(self) -> None:
+        """Raise ``StorageUnavailable`` unless an append could commit now: the committer is
+        neither stuck in an attempt nor just failed by an outage, and the backend's write
+        probe answers. What ``/readyz`` asks."""
+        reason = self._committer.unavailable_reason()
+        if reason is not None:
+            raise StorageUnavailable(reason)
+        await self._probe_write()
+
     @property
     def dialect(self) -> Dialect:
         return self._dialect
@@ -157,9 +170,11 @@ class SqlStorage(abc.ABC):
         return self._committer
 
     async def _commit_batch(
-        self, batch: list[Sequence[api.AppendRequest]]
+        self, batch: list[Sequence[api.AppendRequest]], admit: Admit
     ) -> list[list[api.AppendResult] | StorageError]:
-        program = append_batch_program(batch, now=self._clock(), dialect=self._dialect)
+        program = append_batch_program(
+            batch, now=self._clock(), dialect=self._dialect, admit=admit
+        )
         return await self._write(program)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:

@@ -8,9 +8,13 @@ Hierarchy::
         ├── Conflict            a unique rule was violated (username taken, duplicate key)
         ├── StorageUnavailable  the database cannot be reached or did not answer in time
         │                       (outage, restart, lock held past busy_timeout, storage closed)
-        ├── CommitFailed        a group commit failed: every caller in that batch gets it and
-        │                       nothing in the batch was acknowledged; retry with the same
-        │                       ``client_msg_id`` (idempotent)
+        ├── CommitFailed        a group commit failed: on an outage every caller of the batch
+        │                       gets it; a submission the database refuses gets it alone (its
+        │                       batch-mates are committed without it). Nothing failed was
+        │                       acknowledged; retry with the same ``client_msg_id`` (idempotent).
+        │                       Its message is a fixed sentence (the driver's text is logged)
+        │   └── AppendRefused   the database refused this submission's own data (not an
+        │                       outage, e.g. text it cannot store); its batch-mates commit
         ├── MigrationError      the schema could not be brought to this program's version
         ├── BackupError         ``livechat backup`` could not produce a consistent copy
         ├── RestoreError        a restore/import was refused (target not empty, bad file) or
@@ -42,7 +46,11 @@ class StorageUnavailable(StorageError):
 
 
 class CommitFailed(StorageError):
-    """The group commit holding this append failed; nothing of that batch was stored."""
+    """The commit holding this append failed; this append was not stored."""
+
+
+class AppendRefused(CommitFailed):
+    """The database refused this append's data; the rest of its batch was committed."""
 
 
 class MigrationError(StorageError):

@@ -249,6 +249,11 @@ class PostgresStorage(SqlStorage):
     async def ping(self) -> None:
         await self._read(version_program())
 
+    async def _probe_write(self) -> None:
+        """A round trip on a pooled connection (bounded by the acquire and command timeouts;
+        ``/readyz`` adds its own deadline)."""
+        await self._read(version_program())
+
 
 @asynccontextmanager
 async def open_postgres(

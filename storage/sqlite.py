@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 READER_POOL_SIZE: Final = 4
 BUSY_TIMEOUT_S: Final = 5.0  # how long a write waits for another process's lock
+PROBE_BUSY_TIMEOUT_S: Final = 0.5  # readiness: how long the write probe waits for the lock
 STATEMENT_TIMEOUT_S: Final = 30.0  # a transaction running longer is interrupted
 _PROGRESS_STEPS: Final = 10_000  # SQLite VM steps between two deadline checks
 
@@ -294,6 +295,26 @@ class SQLiteStorage(SqlStorage):
 
     async def ping(self) -> None:
         await self._read(version_program())
+
+    async def _probe_write(self) -> None:
+        """``BEGIN IMMEDIATE`` then ``ROLLBACK`` on a fresh connection: the write lock can be
+        taken within ``PROBE_BUSY_TIMEOUT_S`` (reads keep working while another process holds
+        it, so ``ping`` alone would say ready while no append can commit)."""
+
+        def probe() -> None:
+            conn = sqlite3.connect(
+                self.path, timeout=PROBE_BUSY_TIMEOUT_S, isolation_level=None
+            )
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+
+        try:
+            await trio.to_thread.run_sync(probe, abandon_on_cancel=False)
+        except sqlite3.Error as err:
+            raise translate(err, timeout_s=PROBE_BUSY_TIMEOUT_S) from err
 
     async def backup_to(self, target: str) -> None:
         """A consistent online copy via SQLite's backup API, while writers keep committing.

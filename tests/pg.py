@@ -3,15 +3,17 @@ and a throwaway schema per test so suites can run repeatedly and side by side.""
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import trio
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -54,3 +56,69 @@ def pg_schema_url() -> Iterator[str]:
         yield f"{url}{sep}search_path={schema}"
     finally:
         psql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+class OutageProxy:
+    """A TCP proxy in front of PostgreSQL that can make it unreachable and bring it back.
+
+    ``cut()``: bytes stop flowing both ways on open connections and new ones are accepted but
+    never answered (a network that drops packets, the hardest outage: no error, only silence).
+    ``restore()``: the connections open during the cut are closed (as a real network outage
+    ends them) and traffic flows again. Run it with ``nursery.start(proxy.serve)``.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self._url = url
+        self.port = 0
+        self._flowing = trio.Event()
+        self._flowing.set()
+        self._scopes: set[trio.CancelScope] = set()
+
+    @property
+    def url(self) -> str:
+        """The target URL with the proxy's address in place of the server's."""
+        parts = urlsplit(self._url)
+        user = f"{parts.username}@" if parts.username else ""
+        return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
+
+    def cut(self) -> None:
+        self._flowing = trio.Event()
+
+    def restore(self) -> None:
+        for scope in list(self._scopes):
+            scope.cancel()
+        self._flowing.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            )
+            self.port = listeners[0].socket.getsockname()[1]
+            task_status.started()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                async with client:
+                    await self._flowing.wait()  # accepted during a cut: silence until restored
+                    with trio.fail_after(5):
+                        upstream = await trio.open_tcp_stream(*self._target)
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, client, upstream, nursery.cancel_scope)
+                        nursery.start_soon(self._pump, upstream, client, nursery.cancel_scope)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            finally:
+                self._scopes.discard(scope)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
+    ) -> None:
+        while data := await source.receive_some(65536):
+            await self._flowing.wait()  # during a cut: held until restore closes us
+            await sink.send_all(data)
+        both.cancel()

@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import storage
+from engine.codec import client_message
 from engine.errors import DomainError, EngineError, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
@@ -154,7 +155,7 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
         code = error_code(err) or "engine_error"
         status = _ENGINE_STATUS.get(code, 503)
         field = err.field if isinstance(err, DomainError) else None
-        return _error(status, code, str(err), field)
+        return _error(status, code, client_message(err), field)
 
     @app.errorhandler(trio.TooSlowError)
     async def too_slow(_err: trio.TooSlowError) -> Response:

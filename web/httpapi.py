@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 from quart import Blueprint, Response, request
 
+from engine.codec import unstorable
 from storage import Role
 from web import strictjson
 from web.auth import Caller, authenticate, check_csrf, client_ip
@@ -202,7 +203,7 @@ async def _json_body(services: Services) -> Any:
     if not raw:
         return NO_BODY
     try:
-        return strictjson.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        body = strictjson.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError:
         raise BadRequest("the body is not valid JSON", code="invalid_json", field="$") from None
     except JsonRejected as err:
@@ -211,6 +212,12 @@ async def _json_body(services: Services) -> Any:
             raise BadRequest(err.message, code="invalid_value", field=field) from None
         message = f"the body is not accepted JSON: {err.message}"
         raise BadRequest(message, code="invalid_json", field=field) from None
+    found = unstorable(body)  # the one edge check: nothing unstorable reaches storage
+    if found is not None:
+        path, reason = found
+        field = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        raise BadRequest(f"{field}: {reason}", code="invalid_value", field=field)
+    return body
 
 
 def parse_query(cls: type[Any]) -> Any:
@@ -240,7 +247,10 @@ def _query_value(name: str, raw: str, tp: Any) -> Any:
     origin = typing.get_origin(target)
     try:
         if target is int:
-            return int(raw)
+            number = int(raw)
+            if unstorable(number) is not None:  # beyond the databases' 64-bit integers
+                raise ValueError(raw)
+            return number
         if target is float:
             value = float(raw)
             if value != value or value in (float("inf"), float("-inf")):
@@ -259,6 +269,10 @@ def _query_value(name: str, raw: str, tp: Any) -> Any:
         raise BadRequest(f"{name} has the wrong type", code="wrong_type", field=name) from None
     if len(raw) > 500:
         raise BadRequest(f"{name} is too long", code="invalid_value", field=name)
+    if unstorable(raw) is not None:
+        raise BadRequest(
+            f"{name} contains NUL or an unpaired surrogate", code="invalid_value", field=name
+        )
     return raw
 
 

@@ -25,7 +25,11 @@ async def healthz() -> Response:
 
 @ops.get("/readyz")
 async def readyz() -> Response:
-    """Ready for traffic: the database answers and the engine runs; 503 while draining."""
+    """Ready for traffic: the database can commit and the engine runs; 503 while draining.
+
+    "Can commit", not "answers a read": on SQLite reads go on while another process holds the
+    write lock, and on both backends the group committer knows when commits are stuck or
+    failing (``Storage.check_ready``)."""
     services: Services | None = current_app.config.get(SERVICES_KEY)
     if services is None:
         return _json(503, status="starting")
@@ -34,7 +38,7 @@ async def readyz() -> Response:
     checks: dict[str, str] = {}
     try:
         with trio.fail_after(READY_TIMEOUT_S):
-            await services.storage.ping()
+            await services.storage.check_ready()
         checks["database"] = "ok"
     except Exception as err:  # readiness reports any failure, it never raises
         checks["database"] = type(err).__name__

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 from quart import current_app
 
-from storage import Storage, open_storage
+from storage import GroupCommitConfig, Storage, backend_of, open_storage
 from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
@@ -80,6 +80,23 @@ def current_services() -> Services:
     return services
 
 
+def storage_options(settings: Settings) -> dict[str, Any]:
+    """Storage deadlines derived from ``storage_timeout_s``: the database gives up (lock wait on
+    SQLite, connection wait on PostgreSQL) before the engine's deadline, so a sender's error is
+    the database's answer and an abandoned attempt does not commit later; a commit stuck for
+    half of it makes newcomers fail at once."""
+    timeout_s = settings.storage_timeout_s
+    options: dict[str, Any] = {
+        "group_commit": GroupCommitConfig(stalled_after_s=timeout_s / 2),
+    }
+    backend, _ = backend_of(settings.database_url)
+    if backend == "sqlite":
+        options["busy_timeout_s"] = timeout_s * 0.75
+    else:
+        options["connect_timeout_s"] = timeout_s * 0.75
+    return options
+
+
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open storage and start the engine; on exit drain the engine, then close storage.
@@ -90,13 +107,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     from engine.api import ChatEngine, EngineConfig
     from engine.metrics import EngineMetrics
 
-    async with open_storage(settings.database_url) as storage:
+    async with open_storage(settings.database_url, **storage_options(settings)) as storage:
         secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")
         hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
         config = EngineConfig(
             outbox_size=settings.ws_outbox_size,
             message_rate_per_s=settings.rate_visitor_messages_per_s,
             message_burst=settings.rate_visitor_message_burst,
+            storage_timeout_s=settings.storage_timeout_s,
         )
         async with trio.open_nursery() as nursery:
             engine_metrics = EngineMetrics()

@@ -71,6 +71,9 @@ class Settings:
     # logins/password changes waiting for a hashing thread; more: 503 with Retry-After at once
     password_hash_queue: int = 8
     engine_shutdown_deadline_s: float = 5.0
+    # A sender hears storage_unavailable within this when the database cannot commit (locked
+    # by another process, unreachable); a commit stuck for half of it refuses newcomers at once.
+    storage_timeout_s: float = 4.0
     backup_dir: str = "data/backups"
     # Costly reads (web/costly.py): per workspace, sliding windows; server-wide export slots.
     rate_exports_per_hour: int = 10  # exports and backups of one workspace
@@ -182,6 +185,8 @@ def _validate(settings: Settings) -> None:
         path = getattr(settings, name)
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"setting {name!r}: no such file {path}")
+    if not settings.storage_timeout_s > 0:
+        raise ConfigError("setting 'storage_timeout_s' must be greater than 0")
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port {settings.port} is out of range 1-65535")
     if settings.log_level.lower() not in LOG_LEVELS:

@@ -467,6 +467,13 @@ class SocketSession:
         if not isinstance(frame, dict):
             await self._error(None, WireError.NOT_AN_OBJECT, "a frame is a JSON object")
             return
+        try:  # the one edge check: nothing unstorable reaches the engine or a group commit
+            codec.check_frame(frame)
+        except InvalidMessage as err:
+            rid = frame.get("id")
+            usable = _valid_id(rid) and codec.unstorable(rid) is None
+            await self._error(rid if usable else None, err.code, str(err), err.field)
+            return
         kind = frame.get("type")
         if kind == "pong":
             return

@@ -5,10 +5,11 @@ from __future__ import annotations
 import secrets
 import time
 
+import pytest
 import trio
 
-from storage import CommitFailed, StorageUnavailable, open_backend
-from tests.pg import pg_schema_url, psql
+from storage import CommitFailed, GroupCommitConfig, StorageUnavailable, open_backend
+from tests.pg import OutageProxy, pg_schema_url, psql
 from tests.storage.helpers import message, new_conversation
 
 WRITERS = 16
@@ -72,3 +73,50 @@ async def test_cut_connections_fail_fast_and_retries_succeed_without_duplicates(
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             assert len(events) == len(acked)  # no duplicates
             assert {e.client_msg_id: e.seq for e in events} == acked
+
+
+STALLED_AFTER_S = 0.5
+
+
+async def test_unreachable_postgres_refuses_newcomers_at_once_and_readiness_says_so() -> None:
+    with pg_schema_url() as direct_url:
+        proxy = OutageProxy(direct_url)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(proxy.serve)
+            async with open_backend(
+                proxy.url,
+                pool_size=2,
+                connect_timeout_s=1.0,
+                group_commit=GroupCommitConfig(
+                    stalled_after_s=STALLED_AFTER_S, retry_outage_after_s=0.2
+                ),
+            ) as store:
+                ws, conv = await new_conversation(store)
+                await store.append(message(conv, "before", client_msg_id="m0"))
+                await store.check_ready()
+
+                proxy.cut()
+                # The engine's deadline around a storage call: the database stays silent.
+                with pytest.raises(trio.TooSlowError), trio.fail_after(STALLED_AFTER_S + 0.5):
+                    await store.append(message(conv, "cut", client_msg_id="m1"))
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable):  # stuck attempt: refused at once
+                    await store.append(message(conv, "cut-2", client_msg_id="m2"))
+                with pytest.raises(StorageUnavailable), trio.fail_after(2):
+                    await store.check_ready()
+                assert time.monotonic() - started < 1.0
+
+                proxy.restore()
+                with trio.fail_after(15):  # bounded: reconnect after the refusal window
+                    while True:
+                        try:
+                            result = await store.append(message(conv, "cut", client_msg_id="m1"))
+                            break
+                        except (StorageUnavailable, CommitFailed):
+                            await trio.sleep(0.05)
+                await store.check_ready()
+                events = await store.history(ws.id, conv.id)
+                # Exactly once, whether the abandoned attempt or the retry stored it; never m2.
+                assert [e.client_msg_id for e in events] == ["m0", "m1"]
+                assert result.event.seq == 2
+            nursery.cancel_scope.cancel()
