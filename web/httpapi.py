@@ -208,8 +208,6 @@ async def _json_body(services: Services) -> Any:
         raise BadRequest("the body is not valid JSON", code="invalid_json", field="$") from None
     except JsonRejected as err:
         field = f"$.{err.field}" if err.field else "$"
-        if err.bad_string:
-            raise BadRequest(err.message, code="invalid_value", field=field) from None
         message = f"the body is not accepted JSON: {err.message}"
         raise BadRequest(message, code="invalid_json", field=field) from None
     found = unstorable(body)  # the one edge check: nothing unstorable reaches storage

@@ -457,12 +457,8 @@ class SocketSession:
         try:
             frame = strictjson.loads(text)
         except JsonRejected as err:
-            if err.bad_string:
-                message = f"{err.field}: {err.message}" if err.field else err.message
-                await self._error(None, WireError.INVALID_FIELD, message, err.field)
-            else:
-                message = f"the frame is not accepted JSON: {err.message}"
-                await self._error(None, WireError.INVALID_JSON, message, err.field)
+            message = f"the frame is not accepted JSON: {err.message}"
+            await self._error(None, WireError.INVALID_JSON, message, err.field)
             return
         if not isinstance(frame, dict):
             await self._error(None, WireError.NOT_AN_OBJECT, "a frame is a JSON object")

@@ -298,7 +298,7 @@ DEEP = 10_000
         (
             '{"type": "update_profile", "id": "1", "attributes": {"\\udfff": "x"}}',
             "invalid_field",
-            "attributes.\\udfff",
+            "attributes",
         ),
         ('{"type": "update_profile", "id": "1", "name": "a\\u0000b"}', "invalid_field", "name"),
         ('{"type": ["send_message"], "id": "1"}', "unknown_type", "type"),

@@ -24,11 +24,11 @@ SEND = '{"type": "send_message", "id": "r1", "client_msg_id": "c1", '
         (SEND + '"text": "nul \\u0000 inside"}', "invalid_field", "text"),
         (SEND + '"text": "ok", "extra": {"k": ["\\u0000"]}}', "invalid_field", "extra.k.0"),
         (SEND + '"text": "ok", "extra": {"bad\\ud800key": 1}}', "invalid_field", "extra"),
-        (SEND + '"text": "ok", "extra": 1e400}', "invalid_field", "extra"),
-        (SEND + '"text": "ok", "extra": 99999999999999999999999}', "invalid_field", "extra"),
+        (SEND + '"text": "ok", "extra": 1e400}', "invalid_json", None),
+        (SEND + '"text": "ok", "extra": 99999999999999999999999}', "invalid_json", None),
         (SEND + '"text": "ok", "extra": NaN}', "invalid_json", None),
         (SEND + '"text": "ok", "extra": -Infinity}', "invalid_json", None),
-        (SEND + '"text": "ok", "extra": ' + "[" * 40 + "]" * 40 + "}", "invalid_field", None),
+        (SEND + '"text": "ok", "extra": ' + "[" * 40 + "]" * 40 + "}", "invalid_json", None),
         (SEND + '"text": "ok", "extra": ' + "[" * 5000 + "]" * 5000 + "}", "invalid_json", None),
     ],
 )
@@ -87,7 +87,7 @@ async def test_a_bad_request_id_is_not_echoed(srv: TestServer) -> None:
     [
         (b'{"name": "Billing \\u0000"}', "$.name"),
         (b'{"name": "Billing \\ud800"}', "$.name"),
-        (b'{"name": "ok", "x": [1, {"y": 1e999}]}', "$.x[1].y"),
+        (b'{"name": "ok", "x": [1, {"y": "\\u0000"}]}', "$.x[1].y"),
     ],
 )
 async def test_http_bodies_with_unstorable_values_get_invalid_value(
@@ -98,7 +98,8 @@ async def test_http_bodies_with_unstorable_values_get_invalid_value(
     assert resp.status == 400, resp.body
     error = resp.json()["error"]
     assert (error["code"], error["field"]) == ("invalid_value", field)
-    nan = await owner.request("POST", "/api/v1/groups", raw=b'{"name": NaN}')
-    assert (nan.status, nan.error_code) == (400, "invalid_json")
+    for not_json in (b'{"name": NaN}', b'{"name": "ok", "x": [1, {"y": 1e999}]}'):
+        refused = await owner.request("POST", "/api/v1/groups", raw=not_json)
+        assert (refused.status, refused.error_code) == (400, "invalid_json")
     fine = await owner.post("/api/v1/groups", {"name": "Billing"})
     assert fine.status == 201, fine.body
