@@ -49,6 +49,7 @@ class WireError(enum.StrEnum):
     INVALID_IDENTITY = "invalid_identity"  # the identity signature does not verify
     FORBIDDEN = "forbidden"  # a command this principal may not send
     RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"  # the server sheds load: resend after retry_after_s (same id)
     INTERNAL_ERROR = "internal_error"
 
 

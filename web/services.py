@@ -21,6 +21,7 @@ from storage import Storage, open_storage
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
+from web.overload import OverloadGate
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
@@ -48,6 +49,7 @@ class Services:
     ip_messages: SlidingWindow = attrs.field(default=None)
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
+    overload: OverloadGate = attrs.field(default=None)
     draining: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -64,6 +66,8 @@ class Services:
             self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+        if self.overload is None:
+            self.overload = OverloadGate.from_settings(s)
 
 
 def current_services() -> Services:
@@ -104,7 +108,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 secret_key=secret,
                 engine_metrics=engine_metrics,
             )
-            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S)
+            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
             try:
                 yield services
             finally:
