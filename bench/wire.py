@@ -53,7 +53,31 @@ class Rejected:
     retry_after_s: float | None = None  # rate limits: resend the same message after this
 
 
-Parsed = Delivery | Reply | Rejected | None
+@attrs.frozen(kw_only=True)
+class Acked:
+    """The server acknowledged a send: the message is durable (``request_id`` is its id)."""
+
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Resync:
+    """The server could not replay a gap: fetch history after ``from_seq`` (docs/protocol.md)."""
+
+    conversation_id: str
+    from_seq: int
+
+
+@attrs.frozen(kw_only=True)
+class HistoryPage:
+    """One page of history fetched after a ``Resync``; ``events`` in ascending seq."""
+
+    conversation_id: str
+    events: tuple[Delivery, ...]
+    has_more: bool
+
+
+Parsed = Delivery | Reply | Rejected | Acked | Resync | HistoryPage | None
 
 
 @attrs.define(kw_only=True)
@@ -88,6 +112,10 @@ class Wire(Protocol):
 
     def heartbeat_frame(self) -> str | None:
         """An application-level heartbeat, or None to use WebSocket pings."""
+        ...
+
+    def history_frame(self, conversation_id: str, after_seq: int) -> str | None:
+        """The request for a page of history after ``after_seq``; None without history."""
         ...
 
     async def reopen(
@@ -138,6 +166,9 @@ class RelayWire:
         return Delivery(client_msg_id=msg_id) if isinstance(msg_id, str) else None
 
     def heartbeat_frame(self) -> str | None:
+        return None
+
+    def history_frame(self, conversation_id: str, after_seq: int) -> str | None:
         return None
 
     async def reopen(

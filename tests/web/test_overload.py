@@ -289,4 +289,3 @@ async def _catch_up(peer: Peer, conversation_id: str, after: int, last_seq: int)
                 got.extend(seqs)
                 cursor = seqs[-1]
     return [s for s in got if s <= last_seq]
-
