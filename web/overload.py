@@ -18,12 +18,15 @@ from two signals that say "the process is behind", not "one peer is slow":
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 
 import attrs
 
 from web.settings import Settings
+
+log = logging.getLogger("livechat.overload")
 
 
 @attrs.define(eq=False)
@@ -48,6 +51,7 @@ class OverloadGate:
 
     def update(self, *, lag_s: float, behind: int, sockets: int) -> None:
         """Re-evaluate once per tick: ``behind`` sockets are backed up but still draining."""
+        was = self.shedding
         needed = max(1, math.ceil(self.backed_up_fraction * sockets))
         if self.loop_lag_s > 0 and lag_s >= self.loop_lag_s:
             self.shedding, self.reason = True, f"event loop {lag_s:.2f} s late"
@@ -56,6 +60,10 @@ class OverloadGate:
         else:
             self.shedding, self.reason = False, ""
         self.ticks_shedding += self.shedding
+        if self.shedding and not was:
+            log.warning("overloaded: refusing chat messages with retry_after_s (%s)", self.reason)
+        elif was and not self.shedding:
+            log.warning("no longer overloaded: accepting chat messages again")
 
     def retry_after(self) -> float:
         """The wait to tell a refused sender, jittered so that retries do not come back in step."""
