@@ -397,6 +397,7 @@ async def _run_phase(
         "given_up": merged["given_up"],
         "given_up_total": merged["given_up_total"],
         "resent_after_resume": merged["resent"],
+        "resent_after_timeout": merged["timed_out"],
         "resyncs": merged["resyncs"],
         "via_history": merged["via_history"],
         "cuts_1013": sum(n for k, n in merged["close_reasons"].items() if k.startswith("1013")),

@@ -255,6 +255,10 @@ class LiveChatWire:
     def max_frames_per_10s(self) -> int | None:
         return FRAMES_PER_10S
 
+    @property
+    def acknowledges(self) -> bool:
+        return True
+
     def heartbeat_frame(self) -> str | None:
         return '{"type":"ping","id":"hb"}'
 

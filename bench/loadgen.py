@@ -71,6 +71,11 @@ LINE_LIMIT_BYTES = 256 * 1024 * 1024
 # Refusals a client resends even without retry_after_s (docs/protocol.md: nothing was stored).
 RETRY_CODES = frozenset({"overloaded", "storage_unavailable", "rate_limited", "shutting_down"})
 DEFAULT_RETRY_S = 1.0
+# A send with no answer after this long is sent again (same client_msg_id), as the widget does
+# after its request timeout: a refusal the client cannot match to a request (a frame-rate limit
+# answers with "id": null) must not turn into a silent loss.
+REQUEST_TIMEOUT_S = 20.0
+SWEEP_INTERVAL_S = 2.0
 
 
 class LoadGenError(Exception):
@@ -100,6 +105,16 @@ def raise_nofile_limit(wanted: int) -> tuple[int, int, str | None]:
         note = f"open-file limit: could not raise soft limit {soft} to {target}: {err}"
         return soft, hard, note
     return target, hard, note
+
+
+def frame_id(frame: str) -> str:
+    """The ``client_msg_id`` of a message frame (the load generator's frames are compact JSON
+    with it as ``"id"``, see ``Wire.message_frame``); "" when there is none."""
+    try:
+        found = json.loads(frame).get("client_msg_id")
+    except ValueError:
+        return ""
+    return found if isinstance(found, str) else ""
 
 
 def cpu_seconds_self() -> float:
@@ -165,6 +180,7 @@ class _PhaseStats:
     reconnects: int = 0  # sockets reopened with resume after the server closed them
     reconnect_failures: int = 0
     resent: int = 0  # unacknowledged sends sent again (same client_msg_id) after a reconnect
+    timed_out: int = 0  # sends with no answer after REQUEST_TIMEOUT_S, sent again
     given_up: int = 0  # refused without a retry hint: the client dropped them
     resyncs: int = 0  # resync_required received (then the gap is fetched with get_history)
     via_history: int = 0  # first deliveries that came from such a history fetch
@@ -193,6 +209,7 @@ class _Generator:
         # Not yet delivered, for retries and resends: (pair, sending role, frame).
         self.frames: dict[str, tuple[PairLink, str, str]] = {}
         self.acked: set[str] = set()  # acknowledged by the server (durable)
+        self.last_sent: dict[str, float] = {}  # msg_id -> when it was last (re)sent
         self.given_up_total = 0
         self.retry_nursery: trio.Nursery | None = None  # set while a phase runs
         self.late_ids: set[str] = set()  # counted lost by an earlier phase's drain
@@ -292,6 +309,7 @@ class _Generator:
         in ``frames``: the reconnect sends it again (or here, if the socket was already
         replaced)."""
         ws = link.visitor if role == "visitor" else link.agent
+        self.last_sent[frame_id(frame)] = trio.current_time()
         try:
             await ws.send_message(frame)
         except ConnectionClosed:
@@ -520,7 +538,25 @@ class _Generator:
         ]
         self.stats.resent += len(again)
         for frame in again:
+            self.last_sent[frame_id(frame)] = trio.current_time()
             await self._send_frame(fresh, frame)
+
+    async def _sweep(self) -> None:
+        """Resend what has had no answer for ``REQUEST_TIMEOUT_S`` (the client's request
+        timeout); runs while a phase runs."""
+        while True:
+            await trio.sleep(SWEEP_INTERVAL_S)
+            now = trio.current_time()
+            for msg_id, (link, role, frame) in list(self.frames.items()):
+                if msg_id in self.acked or msg_id not in self.frames:
+                    continue
+                if now - self.last_sent.get(msg_id, now) < REQUEST_TIMEOUT_S:
+                    continue
+                if msg_id not in self.pending and msg_id not in self.late_ids:
+                    continue
+                self.stats.timed_out += 1
+                await self._pace(link.visitor if role == "visitor" else link.agent)
+                await self._send_on(link, role, frame)
 
     async def _reopen(
         self,
@@ -607,10 +643,12 @@ class _Generator:
         with trio.move_on_after(drain_s * DRAIN_CAP_FACTOR):
             while self.pending:
                 before = len(self.pending)
+                resent_before = self.stats.timed_out + self.stats.resent + self.stats.retried
                 self._drained = trio.Event()
                 with trio.move_on_after(drain_s):
                     await self._drained.wait()
-                if self.pending and len(self.pending) >= before:
+                resent = self.stats.timed_out + self.stats.resent + self.stats.retried
+                if self.pending and len(self.pending) >= before and resent == resent_before:
                     break
         return trio.current_time() - started
 
@@ -669,6 +707,8 @@ class _Generator:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._progress, stop)
+            if self.wire.acknowledges:
+                nursery.start_soon(self._sweep)
             self.retry_nursery = nursery
             async with trio.open_nursery() as senders:
                 start_senders(senders)
@@ -701,6 +741,7 @@ class _Generator:
             "given_up": s.given_up,
             "given_up_total": self.given_up_total,
             "resent": s.resent,
+            "timed_out": s.timed_out,
             "resyncs": s.resyncs,
             "via_history": s.via_history,
             "duplicates": s.duplicates,
@@ -1051,6 +1092,7 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
         "given_up",
         "given_up_total",
         "resent",
+        "timed_out",
         "resyncs",
         "via_history",
         "duplicates",

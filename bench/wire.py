@@ -130,6 +130,11 @@ class Wire(Protocol):
         """The server's per-connection frame budget the client must pace itself to, if any."""
         ...
 
+    @property
+    def acknowledges(self) -> bool:
+        """The server acknowledges each send (then an unanswered send is sent again)."""
+        ...
+
 
 async def connect(
     nursery: trio.Nursery, url: str, headers: list[tuple[str, str]] | None = None
@@ -179,6 +184,10 @@ class RelayWire:
     @property
     def max_frames_per_10s(self) -> int | None:
         return None
+
+    @property
+    def acknowledges(self) -> bool:
+        return False
 
 
 def make_wire(protocol: str, base_url: str, setup: dict[str, Any]) -> Wire:
