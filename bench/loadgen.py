@@ -541,22 +541,23 @@ class _Generator:
             self.last_sent[frame_id(frame)] = trio.current_time()
             await self._send_frame(fresh, frame)
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, nursery: trio.Nursery) -> None:
         """Resend what has had no answer for ``REQUEST_TIMEOUT_S`` (the client's request
-        timeout); runs while a phase runs."""
+        timeout); runs while a phase runs. Each resend paces itself in its own task, so one
+        socket at its frame budget does not hold up the others."""
         while True:
             await trio.sleep(SWEEP_INTERVAL_S)
             now = trio.current_time()
-            for msg_id, (link, role, frame) in list(self.frames.items()):
-                if msg_id in self.acked or msg_id not in self.frames:
+            for msg_id in list(self.frames):
+                if msg_id in self.acked:
                     continue
                 if now - self.last_sent.get(msg_id, now) < REQUEST_TIMEOUT_S:
                     continue
                 if msg_id not in self.pending and msg_id not in self.late_ids:
                     continue
                 self.stats.timed_out += 1
-                await self._pace(link.visitor if role == "visitor" else link.agent)
-                await self._send_on(link, role, frame)
+                self.last_sent[msg_id] = now  # not again before its own timeout
+                nursery.start_soon(self._resend, msg_id, 0.0)
 
     async def _reopen(
         self,
@@ -641,14 +642,15 @@ class _Generator:
         """
         started = trio.current_time()
         with trio.move_on_after(drain_s * DRAIN_CAP_FACTOR):
-            while self.pending:
-                before = len(self.pending)
+            while self.pending or self.late_ids:
+                before = len(self.pending) + len(self.late_ids)
                 resent_before = self.stats.timed_out + self.stats.resent + self.stats.retried
                 self._drained = trio.Event()
                 with trio.move_on_after(drain_s):
                     await self._drained.wait()
                 resent = self.stats.timed_out + self.stats.resent + self.stats.retried
-                if self.pending and len(self.pending) >= before and resent == resent_before:
+                waiting = len(self.pending) + len(self.late_ids)
+                if waiting and waiting >= before and resent == resent_before:
                     break
         return trio.current_time() - started
 
@@ -708,7 +710,7 @@ class _Generator:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._progress, stop)
             if self.wire.acknowledges:
-                nursery.start_soon(self._sweep)
+                nursery.start_soon(self._sweep, nursery)
             self.retry_nursery = nursery
             async with trio.open_nursery() as senders:
                 start_senders(senders)
