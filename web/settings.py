@@ -44,7 +44,7 @@ class Settings:
     ws_outbox_size: int = 256  # pushes queued per connection before it counts as backed up
     ws_outbox_max_size: int = 8192  # hard cap: a connection this far behind is dropped (1013)
     ws_slow_consumer_grace_s: float = 10.0  # backed up with no socket write for this long: 1013
-    overload_loop_lag_s: float = 0.5  # event-loop lag that means the process is behind
+    overload_loop_lag_s: float = 0.5  # event-loop lag that means the process is behind (0: off)
     overload_backed_up_fraction: float = 0.01  # of sockets backed up but draining: behind too
     overload_retry_after_s: float = 1.0  # told to senders while shedding (jittered +-50 %)
     ws_max_connections_per_ip: int = 50
