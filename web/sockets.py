@@ -103,7 +103,6 @@ class SocketRegistry:
             now = trio.current_time()
             behind = 0
             for sock in list(self._live.values()):
-                behind += sock.behind
                 if sock.check is None or sock.close_code is not None:
                     continue
                 try:
@@ -113,6 +112,8 @@ class SocketRegistry:
                     verdict = (CloseCode.INTERNAL, "internal error")
                 if verdict is not None:
                     sock.close(*verdict)
+                else:
+                    behind += sock.behind
             if gate is not None:
                 gate.update(lag_s=now - due, behind=behind, sockets=len(self._live))
 
