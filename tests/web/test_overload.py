@@ -289,3 +289,76 @@ async def _catch_up(peer: Peer, conversation_id: str, after: int, last_seq: int)
                 got.extend(seqs)
                 cursor = seqs[-1]
     return [s for s in got if s <= last_seq]
+
+
+async def test_a_receiver_that_reads_slowly_backs_up_and_the_senders_are_shed_not_it(
+    tmp_path: Path,
+) -> None:
+    overrides = {
+        "ws_outbox_size": 4,
+        "ws_slow_consumer_grace_s": 30.0,
+        "overload_retry_after_s": 0.5,
+        "rate_messages_per_10s": 100_000,
+        "rate_ip_messages_per_10s": 100_000,
+        "rate_frames_per_10s": 100_000,
+        "rate_visitor_messages_per_s": 10_000,
+        "rate_visitor_message_burst": 10_000,
+    }
+    big = "€" * 9_000  # 27 kB of UTF-8: the socket buffers fill, then the outbox backs up
+    async with run_test_server(tmp_path, **overrides) as srv:
+        assert srv.services is not None
+        metrics = srv.services.metrics
+        http = await agent_peer_login(srv, Http(srv.base_url))
+        url = srv.visitor_ws_url(srv.acme.widget_key)
+        async with (
+            open_peer(srv.agent_ws_url, cookie=http.cookie) as agent,
+            open_peer(url, origin=srv.acme.site_origin) as vis,
+        ):
+            await start_agent(agent)
+            await visitor(srv, vis)
+            first = await vis.request("send_message", client_msg_id="open", text="hi")
+            conv = first["result"]["conversation_id"]
+            watching = await agent.request("watch", conversation_id=conv, after_seq=0)
+            assert watching["result"]["type"] == "watching"
+
+            acked: set[str] = set()
+            seen: dict[str, int] = {}
+            shed = trio.Event()
+
+            async def read_slowly() -> None:
+                # Reads, but at 25 frames/s: far slower than the visitor sends.
+                while True:
+                    frame = json.loads(await agent.ws.get_message())
+                    if frame.get("type") == "ping":
+                        await agent.ws.send_message('{"type":"pong"}')
+                    elif frame.get("type") == "event":
+                        cmid = frame["event"].get("client_msg_id") or ""
+                        seen[cmid] = seen.get(cmid, 0) + 1
+                    await trio.sleep(0 if shed.is_set() else 0.04)
+
+            async def send_until_shed() -> None:
+                i = 0
+                while not shed.is_set():
+                    reply = await vis.request(
+                        "send_message", client_msg_id=f"big-{i}", text=big, timeout=30
+                    )
+                    if reply["type"] == "error":
+                        assert reply["code"] == "overloaded", reply
+                        assert reply["retry_after_s"] > 0
+                        shed.set()
+                        break
+                    acked.add(f"big-{i}")
+                    i += 1
+
+            with trio.fail_after(90):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_slowly)
+                    await send_until_shed()
+                    # The reader was never cut; it now catches up with every acked message.
+                    while not all(cmid in seen for cmid in acked):
+                        await trio.sleep(0.05)
+                    nursery.cancel_scope.cancel()
+            assert metrics.ws_errors["overloaded"] >= 1
+            assert metrics.ws_closes.get(1013, 0) == 0
+            assert all(s.close_code is None for s in srv.services.sockets)
+            assert {cmid: seen[cmid] for cmid in acked} == dict.fromkeys(acked, 1)
