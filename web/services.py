@@ -22,6 +22,7 @@ from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
+from web.overload import OverloadGate
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
@@ -51,6 +52,7 @@ class Services:
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
+    overload: OverloadGate = attrs.field(default=None)
     draining: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -71,6 +73,8 @@ class Services:
             self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+        if self.overload is None:
+            self.overload = OverloadGate.from_settings(s)
 
 
 def current_services() -> Services:
@@ -129,7 +133,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 secret_key=secret,
                 engine_metrics=engine_metrics,
             )
-            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S)
+            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
             try:
                 yield services
             finally:

@@ -45,7 +45,13 @@ class Settings:
     # no frame at all from the peer for this long: close with 4001. 0 (default): two missed
     # pings, 2 x ws_ping_interval_s plus a slack (``dead_peer_timeout_s``)
     ws_dead_peer_timeout_s: float = 0.0
-    ws_outbox_size: int = 256  # pushes queued per connection before "slow consumer"
+    # Overload policy (docs/protocol.md, "Overload"): push back on senders, keep receivers.
+    ws_outbox_size: int = 256  # pushes queued per connection before it counts as backed up
+    ws_outbox_max_size: int = 8192  # hard cap: a connection this far behind is dropped (1013)
+    ws_slow_consumer_grace_s: float = 10.0  # backed up with no socket write for this long: 1013
+    overload_loop_lag_s: float = 0.5  # event-loop lag that means the process is behind (0: off)
+    overload_backed_up_fraction: float = 0.01  # of sockets backed up but draining: behind too
+    overload_retry_after_s: float = 1.0  # told to senders while shedding (jittered +-50 %)
     ws_max_connections_per_ip: int = 50
     ws_max_sockets_per_agent: int = 8  # live console sockets per account; more: error + 4002
     # a client whose rate-limited requests keep coming before the retry_after_s it was given,
@@ -189,6 +195,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("setting 'storage_timeout_s' must be greater than 0")
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port {settings.port} is out of range 1-65535")
+    if not (0 < settings.ws_outbox_size <= settings.ws_outbox_max_size):
+        raise ConfigError(
+            "setting 'ws_outbox_max_size': must be at least ws_outbox_size "
+            f"({settings.ws_outbox_size}), got {settings.ws_outbox_max_size}"
+        )
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': {settings.log_level!r} is not one of {LOG_LEVELS}")
     try:
