@@ -22,10 +22,12 @@ from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
+from web.oidc import OidcClient
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
+from web.twofactor import FlowSigner
 
 if TYPE_CHECKING:
     from engine.api import ChatEngine
@@ -52,6 +54,9 @@ class Services:
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
     draining: bool = False
+    # two-factor login and single sign-on: login-step tokens, identity-provider calls
+    flows: FlowSigner = attrs.field(default=None)
+    oidc: OidcClient = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -71,6 +76,10 @@ class Services:
             self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+        if self.flows is None:
+            self.flows = FlowSigner(self.secret_key)
+        if self.oidc is None:
+            self.oidc = OidcClient(timeout_s=s.sso_http_timeout_s, threads=s.sso_http_threads)
 
 
 def current_services() -> Services:
