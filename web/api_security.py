@@ -454,7 +454,8 @@ async def put_sso(call: Call, body: SsoConfigIn) -> SsoConfigOut:
     )
     if problem is not None:
         raise BadRequest(f"issuer: {problem}", code="invalid_value", field="$.issuer")
-    for claim_value, role in body.role_map.items():
+    role_map = {k: Role(v) for k, v in body.role_map.items()}  # checked by SsoConfigIn
+    for claim_value, role in role_map.items():
         if ROLE_RANK[role] > ROLE_RANK[call.caller.agent.role]:
             raise Forbidden(
                 f"the mapping of {claim_value!r} grants a role above your own", code="forbidden"
@@ -478,7 +479,7 @@ async def put_sso(call: Call, body: SsoConfigIn) -> SsoConfigOut:
         client_id=body.client_id,
         client_secret=secret,
         role_claim=body.role_claim,
-        role_map={k: v.value for k, v in body.role_map.items()},
+        role_map={k: v.value for k, v in role_map.items()},
         default_role=body.default_role,
         sso_only=body.sso_only,
         enabled=body.enabled,

@@ -88,9 +88,14 @@ def _role_map(_inst: object, attribute: attrs.Attribute[object], value: object) 
         return
     if len(value) > 50:
         raise FieldInvalid(attribute.name, "at most 50 entries")
-    for key in value:
-        if not (1 <= len(key) <= 200):
+    roles = ", ".join(r.value for r in Role)
+    for key, role in value.items():
+        if not isinstance(key, str) or not (1 <= len(key) <= 200):
             raise FieldInvalid(attribute.name, "claim values must be 1 to 200 characters")
+        try:
+            Role(role)
+        except ValueError:
+            raise FieldInvalid(f"{attribute.name}.{key}", f"must be one of: {roles}") from None
 
 
 @attrs.frozen(kw_only=True)
