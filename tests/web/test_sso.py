@@ -6,11 +6,13 @@ SSO flow cookie, and check where the callback sends the browser and which sessio
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pyotp
 import pytest
 import trio
 
@@ -232,3 +234,23 @@ async def test_plain_http_issuers_are_refused_unless_the_loopback_setting_is_on(
     resp = await owner.request("PUT", "/api/v1/settings/sso", sso_body(provider))
     assert (resp.status, resp.error_code) == (400, "invalid_value")
     assert "https" in resp.json()["error"]["message"]
+
+
+async def test_a_downloaded_export_carries_no_two_factor_or_sso_secrets(
+    sso_srv: TestServer, provider: TestProvider
+) -> None:
+    await configure(sso_srv, provider)
+    owner = await owner_of(sso_srv)
+    secret = (await owner.post("/api/v1/me/2fa/enroll")).json()["secret"]
+    confirm = await owner.post("/api/v1/me/2fa/confirm", {"code": pyotp.TOTP(secret).now()})
+    assert confirm.status == 200
+    export = await owner.get("/api/v1/export?format=jsonl")
+    assert export.status == 200
+    text = export.body.decode()
+    assert secret not in text and CLIENT_SECRET not in text
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    by_table = {r["table"]: r["row"] for r in rows if "table" in r}
+    assert by_table["agent_two_factor"]["totp_secret"] is None
+    assert by_table["agent_two_factor"]["recovery_hashes"] is None
+    assert by_table["workspace_sso"]["client_secret"] is None
+    assert by_table["workspace_sso"]["issuer"] == provider.issuer
