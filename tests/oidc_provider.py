@@ -47,6 +47,7 @@ class TestProvider:
         self.tamper: str | None = None  # "nonce", "audience", "signature", "deny"
         self.codes: dict[str, dict[str, Any]] = {}
         self.token_requests = 0
+        self.discovery_requests = 0
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -106,6 +107,8 @@ class TestProvider:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 if url.path == "/.well-known/openid-configuration":
+                    with provider.lock:
+                        provider.discovery_requests += 1
                     return self._json(200, provider.discovery())
                 if url.path == "/jwks":
                     return self._json(200, {"keys": [provider.key.as_dict(private=False)]})

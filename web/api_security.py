@@ -609,7 +609,8 @@ async def _jit_agent(
 ) -> Agent:
     storage = services.storage
     workspace = await storage.get_workspace(config.workspace_id)
-    assert workspace is not None
+    if workspace is None:
+        raise OidcError("the workspace is gone", code="sso_unknown")
     if len(await storage.list_agents(workspace.id)) >= workspace.agent_seats:
         raise OidcError("all agent seats are taken", code="seats_exhausted")
     display = next(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -41,6 +42,8 @@ log = logging.getLogger("livechat.oidc")
 T = TypeVar("T")
 SCOPE = "openid profile email"
 LEEWAY_S = 60
+DISCOVERY_TTL_S = 300.0  # a provider's discovery document is fetched at most this often
+DISCOVERY_CACHE_SIZE = 256
 
 
 class OidcError(Exception):
@@ -89,6 +92,10 @@ class OidcClient:
     def __init__(self, *, timeout_s: float, threads: int) -> None:
         self._timeout_s = timeout_s
         self._limiter = trio.CapacityLimiter(max(1, threads))
+        # issuer -> (fetched at, discovery document): "Sign in with SSO" is public, so clicks
+        # must not each cost a request to the provider. Touched only from worker threads
+        # under the GIL, by whole-value assignment.
+        self._discovered: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def _run(self, fn: Callable[[], T]) -> T:
         # Discovery, token and keys: at most three requests, each bounded by the timeout.
@@ -104,6 +111,9 @@ class OidcClient:
         return data
 
     def _discover(self, http: httpx2.Client, issuer: str) -> dict[str, Any]:
+        cached = self._discovered.get(issuer)
+        if cached is not None and time.monotonic() - cached[0] < DISCOVERY_TTL_S:
+            return cached[1]
         url = issuer.rstrip("/") + "/.well-known/openid-configuration"
         meta = self._get_json(http, url)
         if meta.get("issuer") != issuer:
@@ -111,6 +121,9 @@ class OidcClient:
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(meta.get(key), str):
                 raise ValueError(f"the discovery document has no {key}")
+        if len(self._discovered) >= DISCOVERY_CACHE_SIZE:
+            self._discovered = {}
+        self._discovered[issuer] = (time.monotonic(), meta)
         return meta
 
     async def begin(self, config: SsoConfig, redirect_uri: str) -> AuthRequest:

@@ -254,3 +254,16 @@ async def test_a_downloaded_export_carries_no_two_factor_or_sso_secrets(
     assert by_table["agent_two_factor"]["recovery_hashes"] is None
     assert by_table["workspace_sso"]["client_secret"] is None
     assert by_table["workspace_sso"]["issuer"] == provider.issuer
+
+
+async def test_sign_in_clicks_do_not_each_fetch_the_discovery_document(
+    sso_srv: TestServer, provider: TestProvider
+) -> None:
+    await configure(sso_srv, provider)
+    for _ in range(5):
+        start = await get(f"{sso_srv.base_url}/api/v1/auth/sso/acme/start")
+        assert start.status == 302
+    assert provider.discovery_requests == 1
+    where, session = await sign_in(sso_srv)  # the callback reuses it too
+    assert where == "/console" and session
+    assert provider.discovery_requests == 1
