@@ -175,3 +175,29 @@ def test_sso_login_from_the_console_creates_an_agent_with_the_mapped_role(
         context.close()
     finally:
         owner.call("DELETE", "/settings/sso")
+
+
+def test_admin_resets_an_agents_two_factor_from_the_console(server: Server, browser: Any) -> None:
+    agent = make_agent(server, name="Lou Lostphone")
+    _enroll_through_the_api(server, agent)
+    context = browser.new_context(viewport={"width": 1400, "height": 950})
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    console_login(page, server, server.owner_username, server.owner_password)
+    page.goto(server.base_url + "/console#/admin/security")
+    reset = page.get_by_role("button", name="Reset 2FA of " + agent["username"])
+    expect(reset).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#sso-form")).to_be_visible()
+    reset.click()
+    expect(reset).to_be_hidden(timeout=TIMEOUT_MS)
+    row = page.locator("#twofa-agents tr", has_text=agent["username"])
+    expect(row).to_contain_text("off")
+    audit = server.api().call("GET", "/audit")["entries"]
+    assert any(
+        e["action"] == "agent.2fa_reset" and e["target"] == f"agent:{agent['id']}" for e in audit
+    )
+    # The password alone logs the agent in again.
+    page2 = context.new_page()
+    page2.context.clear_cookies()
+    console_login(page2, server, agent["username"], agent["password"])
+    context.close()
