@@ -44,7 +44,8 @@ class TestProvider:
             "email": "dana@example.test",
             "roles": ["support"],
         }
-        self.tamper: str | None = None  # "nonce", "audience", "signature", "deny"
+        self.tamper: str | None = None  # "nonce", "audience", "signature", "deny", "hang"
+        self.released = threading.Event()  # "hang": requests wait for this (or 30 s)
         self.codes: dict[str, dict[str, Any]] = {}
         self.token_requests = 0
         self.discovery_requests = 0
@@ -58,6 +59,7 @@ class TestProvider:
         self._thread.start()
 
     def stop(self) -> None:
+        self.released.set()
         self._server.shutdown()  # returns once serve_forever has stopped (its poll is 0.5 s)
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -106,6 +108,9 @@ class TestProvider:
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
+                if provider.tamper == "hang":
+                    provider.released.wait(30)
+                    return self._json(503, {"error": "too_late"})
                 if url.path == "/.well-known/openid-configuration":
                     with provider.lock:
                         provider.discovery_requests += 1

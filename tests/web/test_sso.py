@@ -267,3 +267,26 @@ async def test_sign_in_clicks_do_not_each_fetch_the_discovery_document(
     where, session = await sign_in(sso_srv)  # the callback reuses it too
     assert where == "/console" and session
     assert provider.discovery_requests == 1
+
+
+async def test_an_unreachable_provider_is_reported_not_an_internal_error(
+    sso_srv: TestServer, provider: TestProvider
+) -> None:
+    await configure(sso_srv, provider)
+    provider.stop()
+    where, session = await sign_in(sso_srv)
+    assert where == "/console?sso_error=sso_unavailable" and session is None
+
+
+async def test_a_provider_that_never_answers_is_given_up_within_the_timeout(
+    tmp_path: Path, provider: TestProvider
+) -> None:
+    async with run_test_server(
+        tmp_path, sso_allow_http_loopback=True, sso_http_timeout_s=0.5
+    ) as srv:
+        await configure(srv, provider)
+        provider.tamper = "hang"
+        with trio.fail_after(10):  # the provider would hold the request for 30 s
+            where, session = await sign_in(srv)
+        assert where == "/console?sso_error=sso_unavailable" and session is None
+        provider.released.set()
