@@ -639,9 +639,20 @@ async def _jit_agent(
             continue
     else:
         raise OidcError("no free username for this account", code="sso_denied")
-    await storage.create_sso_identity(
-        workspace.id, issuer=config.issuer, subject=str(claims["sub"]), agent_id=agent.id
-    )
+    subject = str(claims["sub"])
+    try:
+        await storage.create_sso_identity(
+            workspace.id, issuer=config.issuer, subject=subject, agent_id=agent.id
+        )
+    except StorageConflict:
+        # A concurrent first sign-in of the same subject linked its agent first: use that one
+        # and retire the duplicate made here (disabled, so it signs nobody in).
+        await storage.update_agent(workspace.id, agent.id, enabled=False)
+        winner = await storage.find_sso_identity(workspace.id, config.issuer, subject)
+        found = await storage.get_agent(workspace.id, winner.agent_id) if winner else None
+        if found is None:
+            raise OidcError("the sign-in raced another one; try again", code="sso_denied") from None
+        return found
     await storage.audit(
         workspace.id,
         actor=f"sso:{config.slug}",

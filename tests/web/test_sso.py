@@ -16,6 +16,7 @@ import pyotp
 import pytest
 import trio
 
+from storage import Role
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, TestProvider, running_provider
 from tests.web.client import Http, HttpResponse, _request_sync
 from tests.web.server import TestServer, run_test_server
@@ -290,3 +291,24 @@ async def test_a_provider_that_never_answers_is_given_up_within_the_timeout(
             where, session = await sign_in(srv)
         assert where == "/console?sso_error=sso_unavailable" and session is None
         provider.released.set()
+
+
+async def test_two_first_sign_ins_of_one_subject_end_with_one_active_agent(
+    sso_srv: TestServer, provider: TestProvider
+) -> None:
+    from web.api_security import _jit_agent
+
+    await configure(sso_srv, provider)
+    services = sso_srv.services
+    assert services is not None
+    config = await services.storage.get_sso_config(sso_srv.acme.id)
+    assert config is not None
+    claims = {"sub": "racer", "preferred_username": "racer", "name": "Racer"}
+    # Both callbacks found no link and create an agent; the second one's link collides.
+    first = await _jit_agent(services, config, claims, Role.AGENT)
+    second = await _jit_agent(services, config, claims, Role.AGENT)
+    assert second.id == first.id
+    racers = [
+        a for a in await services.storage.list_agents(sso_srv.acme.id) if a.display_name == "Racer"
+    ]
+    assert len(racers) == 2 and [a.enabled for a in racers].count(True) == 1
