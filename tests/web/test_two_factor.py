@@ -8,12 +8,15 @@ server accepts one step either side), which holds whatever the wall clock does m
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pyotp
+import trio
 
-from tests.web.client import Http
+from tests.web.client import Http, bearer
 from tests.web.server import Account, TestServer
 from web.ratelimit import LoginThrottle
 
@@ -269,3 +272,31 @@ async def test_recovery_codes_can_be_renewed_and_two_factor_turned_off(srv: Test
     off = await session.post("/api/v1/me/2fa/disable", {"code": new[0]})
     assert off.status == 200
     assert "agent" in (await Http(srv.base_url).login(alice.username, alice.password)).json()
+
+
+async def test_the_cli_resets_two_factor_for_an_owner_locked_out(srv: TestServer) -> None:
+    owner = srv.acme.owner
+    session = await logged_in(srv, owner)
+    await enroll(session)
+    _, pending = await password_step(srv, owner)
+    assert pending["second_factor"] == "totp"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "web.cli", "admin", *args]
+        return subprocess.run(
+            [*command, "--database-url", srv.database_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = await trio.to_thread.run_sync(run, "reset-2fa", "--username", owner.username)
+    assert done.returncode == 0, done.stderr
+    assert "removed" in done.stdout
+    assert (await session.get("/api/v1/me")).status == 401  # the sessions ended
+    again = await Http(srv.base_url).login(owner.username, owner.password)
+    assert again.status == 200 and "csrf_token" in again.json()
+    entries = (await bearer(srv.base_url, owner.token).get("/api/v1/audit")).json()["entries"]
+    assert any(e["action"] == "agent.2fa_reset" and e["actor"] == "cli" for e in entries)
+    missing = await trio.to_thread.run_sync(run, "reset-2fa", "--username", "nobody")
+    assert missing.returncode == 1 and "no account" in missing.stderr
