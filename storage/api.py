@@ -347,6 +347,46 @@ class Session:
 
 
 @attrs.frozen(kw_only=True)
+class TwoFactor:
+    """An agent's TOTP enrollment (two-factor login); unconfirmed until the first good code."""
+
+    agent_id: str
+    workspace_id: str
+    totp_secret: str  # base32; the only place it lives (the column to encrypt at rest)
+    confirmed_at: float | None = None
+    recovery_hashes: tuple[str, ...] = ()  # SHA-256 hex of each unused recovery code
+    last_step: int = 0  # newest accepted TOTP time step: no code is accepted twice
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SsoConfig:
+    """A workspace's OpenID Connect provider and how its users become agents."""
+
+    workspace_id: str
+    slug: str  # what users type on the login page (unique across the server)
+    issuer: str
+    client_id: str
+    client_secret: str  # the column to encrypt at rest
+    role_claim: str = "roles"  # id_token claim (string or list of strings) read for the role
+    role_map: Mapping[str, str] = attrs.field(factory=dict)  # claim value -> role
+    default_role: Role | None = Role.AGENT  # no mapped value: this role, or None to refuse
+    sso_only: bool = False  # password logins refused (owners excepted)
+    enabled: bool = True
+    updated_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SsoIdentity:
+    id: str
+    workspace_id: str
+    issuer: str
+    subject: str  # the provider's ``sub``: stable, unlike names and e-mail addresses
+    agent_id: str
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
 class Report:
     chats_per_day: tuple[tuple[str, int], ...]  # ("2026-11-26", 12)
     total_chats: int
@@ -578,6 +618,30 @@ class Storage(Protocol):
     async def delete_agent_sessions(
         self, agent_id: str, *, except_id_hash: str | None = None
     ) -> None: ...
+
+    # two-factor login and single sign-on (storage/_auth.py)
+    async def get_two_factor(self, workspace_id: str, agent_id: str) -> TwoFactor | None: ...
+    async def list_two_factor(self, workspace_id: str) -> list[TwoFactor]: ...
+    async def put_two_factor(self, record: TwoFactor) -> TwoFactor: ...
+    async def confirm_two_factor(
+        self, workspace_id: str, agent_id: str, *, step: int, recovery_hashes: Sequence[str]
+    ) -> TwoFactor: ...
+    async def use_totp_step(self, workspace_id: str, agent_id: str, step: int) -> bool: ...
+    async def use_recovery_code(self, workspace_id: str, agent_id: str, code_hash: str) -> bool: ...
+    async def set_recovery_codes(
+        self, workspace_id: str, agent_id: str, recovery_hashes: Sequence[str]
+    ) -> None: ...
+    async def delete_two_factor(self, workspace_id: str, agent_id: str) -> bool: ...
+    async def get_sso_config(self, workspace_id: str) -> SsoConfig | None: ...
+    async def find_sso_config(self, slug: str) -> SsoConfig | None: ...
+    async def put_sso_config(self, config: SsoConfig) -> SsoConfig: ...
+    async def delete_sso_config(self, workspace_id: str) -> None: ...
+    async def find_sso_identity(
+        self, workspace_id: str, issuer: str, subject: str
+    ) -> SsoIdentity | None: ...
+    async def create_sso_identity(
+        self, workspace_id: str, *, issuer: str, subject: str, agent_id: str
+    ) -> SsoIdentity: ...
 
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...

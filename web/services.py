@@ -23,10 +23,12 @@ from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
 from web.overload import OverloadGate
+from web.oidc import OidcClient
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
+from web.twofactor import FlowSigner
 
 if TYPE_CHECKING:
     from engine.api import ChatEngine
@@ -54,6 +56,9 @@ class Services:
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
     overload: OverloadGate = attrs.field(default=None)
     draining: bool = False
+    # two-factor login and single sign-on: login-step tokens, identity-provider calls
+    flows: FlowSigner = attrs.field(default=None)
+    oidc: OidcClient = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -75,6 +80,10 @@ class Services:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
         if self.overload is None:
             self.overload = OverloadGate.from_settings(s)
+        if self.flows is None:
+            self.flows = FlowSigner(self.secret_key)
+        if self.oidc is None:
+            self.oidc = OidcClient(timeout_s=s.sso_http_timeout_s, threads=s.sso_http_threads)
 
 
 def current_services() -> Services:

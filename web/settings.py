@@ -77,6 +77,12 @@ class Settings:
     # logins/password changes waiting for a hashing thread; more: 503 with Retry-After at once
     password_hash_queue: int = 8
     engine_shutdown_deadline_s: float = 5.0
+    # Two-factor login and single sign-on (docs/security.md)
+    login_second_factor_ttl_s: float = 300.0  # password accepted: the code must follow within
+    sso_http_timeout_s: float = 10.0  # each call to an identity provider (discovery, token, keys)
+    sso_http_threads: int = 4  # identity-provider calls at once (worker threads)
+    # OpenID Connect issuers over plain http, only on loopback (a provider the tests start)
+    sso_allow_http_loopback: bool = False
     # A sender hears storage_unavailable within this when the database cannot commit (locked
     # by another process, unreachable); a commit stuck for half of it refuses newcomers at once.
     storage_timeout_s: float = 4.0

@@ -6,6 +6,7 @@ import {
 } from "/widget/client.js";
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
+import { renderSecurity, secondFactor, setupSsoLogin } from "./security.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -63,6 +64,7 @@ async function boot() {
 function showLogin() {
   $("app-view").hidden = true;
   $("login-view").hidden = false;
+  setupSsoLogin();
   $("login-username").focus();
 }
 
@@ -75,7 +77,8 @@ $("login-form").addEventListener("submit", async (ev) => {
       password: $("login-password").value,
     });
     $("login-password").value = "";
-    startApp(me);
+    if (me.second_factor) secondFactor(me, startApp); // no session yet: a code must follow
+    else startApp(me);
   } catch (err) {
     $("login-error").textContent = err.message || "Login failed";
   }
@@ -1145,8 +1148,9 @@ async function showTranscript(convId) {
 function route() {
   if (!S.me) return;
   const parts = (location.hash.replace(/^#\/?/, "") || "chats").split("/");
-  const view = ["chats", "visitors", "history", "admin"].includes(parts[0]) ? parts[0] : "chats";
-  for (const v of ["chats", "visitors", "history", "admin"]) $("view-" + v).hidden = v !== view;
+  const views = ["chats", "visitors", "history", "admin", "security"];
+  const view = views.includes(parts[0]) ? parts[0] : "chats";
+  for (const v of views) $("view-" + v).hidden = v !== view;
   document.querySelectorAll(".tabs a").forEach((a) => {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -1154,6 +1158,7 @@ function route() {
   if (view === "chats" && parts[1]) openChat(decodeURIComponent(parts[1]));
   if (view === "visitors") renderVisitors();
   if (view === "history" && parts[1]) showTranscript(decodeURIComponent(parts[1]));
+  if (view === "security") renderSecurity($("security-body"), { me: S.me, toast }).catch((err) => toast(err.message, "error"));
   if (view === "admin") {
     if (!isAdmin()) {
       location.hash = "#/chats";
