@@ -22,8 +22,8 @@ from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
-from web.overload import OverloadGate
 from web.oidc import OidcClient
+from web.overload import OverloadGate
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
