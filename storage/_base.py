@@ -23,6 +23,7 @@ import trio
 from storage import _export as export
 from storage import api
 from storage._appends import Admit, GroupCommitConfig, GroupCommitter, append_batch_program
+from storage._mail import MailStorage
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
@@ -117,7 +118,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(abc.ABC):
+class SqlStorage(MailStorage, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str

@@ -37,6 +37,9 @@ TABLES: Final[Mapping[type[Any], str]] = {
     api.AuditEntry: "audit_log",
     api.ApiToken: "api_tokens",
     api.Session: "sessions",
+    api.MailItem: "mail_outbox",
+    api.AgentToken: "agent_tokens",
+    api.InboxItem: "inbox_items",
 }
 
 

@@ -4,7 +4,7 @@
 engine and the housekeeping task in a nursery it owns, and yields one ``Services`` object that
 ``create_app`` shares with every request and WebSocket. Closing it shuts the engine down
 within its deadline, then closes storage. Start-up order: storage → secret → engine →
-housekeeping; shutdown in reverse.
+housekeeping → mail (web/mail.py); shutdown in reverse.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from storage import GroupCommitConfig, Storage, backend_of, open_storage
 from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
+from web.mail import Mailer
 from web.metrics import WebMetrics
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
@@ -51,6 +52,7 @@ class Services:
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
+    mailer: Mailer = attrs.field(default=None)  # outgoing mail and the inbox scan (web/mail.py)
     draining: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -71,6 +73,8 @@ class Services:
             self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+        if self.mailer is None:
+            self.mailer = Mailer(settings=s, storage=self.storage)
 
 
 def current_services() -> Services:
@@ -130,6 +134,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 engine_metrics=engine_metrics,
             )
             nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S)
+            await nursery.start(services.mailer.serve)
             try:
                 yield services
             finally:
