@@ -421,15 +421,7 @@ async def mail_agent_link(
             ),
             link=("Choose a new password", link),
         )
-    item = mailer.new_item(
-        workspace_id=ws.id,
-        kind=purpose,
-        recipient=agent.email,
-        mail=rendered,
-        dedupe_key=dedupe_key,
-    )
-    if not await mailer.enqueue(item):
-        return False  # this window's mail is queued already; the new token is never stored
+    # The token first: a queued mail never carries a link that was not stored.
     await services.storage.create_agent_token(
         AgentToken(
             token_hash=hash_secret(token),
@@ -440,7 +432,15 @@ async def mail_agent_link(
             expires_at=now + ttl,
         )
     )
-    return True
+    item = mailer.new_item(
+        workspace_id=ws.id,
+        kind=purpose,
+        recipient=agent.email,
+        mail=rendered,
+        dedupe_key=dedupe_key,
+    )
+    # False: this window's mail was queued already (the unused new token just expires)
+    return await mailer.enqueue(item)
 
 
 @api.op(

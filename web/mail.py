@@ -387,9 +387,15 @@ class Mailer:
             backoff = min(s.mail_retry_max_s, s.mail_retry_base_s * 2 ** (attempts - 1))
             retry_at = None if give_up else self.clock() + backoff
             log.warning("mail %s attempt %d failed: %s", item.id, attempts, err.summary)
-            await self.storage.mail_attempt_failed(item.id, error=err.summary, retry_at=retry_at)
+            with _recording(s):
+                await self.storage.mail_attempt_failed(
+                    item.id, error=err.summary, retry_at=retry_at
+                )
             return
-        await self.storage.mail_sent(item.id, at=self.clock())
+        # Recorded even when the service is being cancelled (shutdown): an unrecorded success
+        # would be sent again after the lease.
+        with _recording(s):
+            await self.storage.mail_sent(item.id, at=self.clock())
 
     async def _message(self, item: MailItem) -> EmailMessage:
         sender = self.settings.mail_from or ""
@@ -408,6 +414,11 @@ class Mailer:
         msg.set_content(item.text_body)
         msg.add_alternative(item.html_body, subtype="html")
         return msg
+
+
+def _recording(settings: Settings) -> trio.CancelScope:
+    """A shielded, bounded scope for writing down the outcome of an attempt."""
+    return trio.CancelScope(shield=True, deadline=trio.current_time() + settings.storage_timeout_s)
 
 
 def _utc(at: float) -> Any:

@@ -6,6 +6,9 @@ import {
 } from "/widget/client.js";
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
+import {
+  handlePasswordLink, refreshBadge, renderInbox, renderMailSettings, startInbox, wireForgotPassword,
+} from "./inbox.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -52,6 +55,8 @@ export function toast(text, kind) {
 // ------------------------------------------------------------------ login
 
 async function boot() {
+  wireForgotPassword();
+  if (handlePasswordLink()) return; // a mailed set-password link (inbox.js)
   try {
     const me = await get("/me");
     startApp(me);
@@ -108,6 +113,7 @@ function startApp(me) {
   renderNotifyButton();
   loadReference();
   connect();
+  startInbox({ toast, me, agents: () => [...S.agents.values()] });
   route();
 }
 
@@ -1145,8 +1151,9 @@ async function showTranscript(convId) {
 function route() {
   if (!S.me) return;
   const parts = (location.hash.replace(/^#\/?/, "") || "chats").split("/");
-  const view = ["chats", "visitors", "history", "admin"].includes(parts[0]) ? parts[0] : "chats";
-  for (const v of ["chats", "visitors", "history", "admin"]) $("view-" + v).hidden = v !== view;
+  const views = ["chats", "visitors", "history", "inbox", "admin"];
+  const view = views.includes(parts[0]) ? parts[0] : "chats";
+  for (const v of views) $("view-" + v).hidden = v !== view;
   document.querySelectorAll(".tabs a").forEach((a) => {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -1154,6 +1161,8 @@ function route() {
   if (view === "chats" && parts[1]) openChat(decodeURIComponent(parts[1]));
   if (view === "visitors") renderVisitors();
   if (view === "history" && parts[1]) showTranscript(decodeURIComponent(parts[1]));
+  if (view === "inbox") renderInbox(parts[1] ? decodeURIComponent(parts[1]) : null);
+  else refreshBadge();
   if (view === "admin") {
     if (!isAdmin()) {
       location.hash = "#/chats";
@@ -1164,6 +1173,10 @@ function route() {
       if (a.getAttribute("href") === "#/admin/" + section) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     });
+    if (section === "mail") {
+      renderMailSettings($("admin-body")).catch((err) => toast(err.message, "error"));
+      return;
+    }
     renderAdmin(section, $("admin-body"), { me: S.me, toast, reload: loadReference });
   }
 }
