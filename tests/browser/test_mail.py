@@ -13,7 +13,14 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Server, make_agent
-from tests.browser.helpers import TIMEOUT_MS, console_login, open_widget
+from tests.browser.helpers import (
+    TIMEOUT_MS,
+    agent_console,
+    agent_send,
+    console_login,
+    open_widget,
+    visitor_send,
+)
 from tests.web.smtpd import SmtpServer, smtp_server
 
 NOTIFY = "team@demo.test"
@@ -120,3 +127,33 @@ def test_forgot_password_mails_a_link_that_sets_the_password(
     console_login(page, server, agent["username"], new)
     context.close()
 
+
+
+def test_a_visitor_emails_themselves_the_transcript_of_a_closed_chat(
+    mail: tuple[Server, SmtpServer], browser: Any
+) -> None:
+    server, smtp = mail
+    agent = make_agent(server, name="Transcript Agent")
+    with agent_console(browser, server, agent) as console:
+        context = browser.new_context()
+        page = context.new_page()
+        widget = open_widget(page, server)
+        visitor_send(widget, "Please send me this chat")
+        expect(console.locator("#mine-list li")).to_have_count(1, timeout=TIMEOUT_MS)
+        console.locator("#mine-list li button").first.click()
+        agent_send(console, "Here is the answer you wanted.")
+        expect(widget.locator("#lc-log")).to_contain_text("Here is the answer", timeout=TIMEOUT_MS)
+        console.click("#act-close")
+        console.click("#panel-close button[type=submit]")
+        form = widget.locator("#lc-transcript")
+        expect(form).to_be_visible(timeout=TIMEOUT_MS)
+        before = len(smtp.sink.messages)
+        widget.locator("#lc-tr-email").fill("reader@example.com")
+        form.locator("button[type=submit]").click()
+        expect(widget.locator("#lc-tr-done")).to_be_visible(timeout=TIMEOUT_MS)
+        mails = smtp.sink.wait_sync(before + 1)
+        transcript = next(m for m in mails[before:] if m.rcpt_tos == ("reader@example.com",))
+        text = transcript.part("plain")
+        assert "Please send me this chat" in text
+        assert "Transcript Agent: Here is the answer you wanted." in text
+        context.close()

@@ -6,7 +6,6 @@ transcripts arrive; without SMTP nothing is promised."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -151,57 +150,35 @@ async def test_a_chat_nobody_answered_sends_a_missed_chat_notice(tmp_path: Path)
     with smtp_server(tmp_path) as smtp:
         async with run_test_server(tmp_path, **smtp.settings(), **FAST) as srv:
             owner = await _set_notifications(srv)
-            assert srv.services is not None
-            storage = srv.services.storage
-            ws = await storage.get_workspace(srv.acme.id)
-            assert ws is not None
-            visitor_rec = await storage.create_visitor(srv.acme.id, token_hash=None)
-            await storage.update_visitor(srv.acme.id, visitor_rec.id, name="Eve")
-            conv = await storage.create_conversation(srv.acme.id, visitor_id=visitor_rec.id)
-            from storage import (
-                AppendRequest,
-                AuthorType,
-                CloseReason,
-                ConversationPatch,
-                ConversationState,
-                EventKind,
-                Visibility,
+            routing = await owner.request(
+                "PUT", "/api/v1/settings/routing", {"abandon_queued_after_s": 0.5}
             )
-
-            await storage.append(
-                AppendRequest(
-                    workspace_id=srv.acme.id,
-                    conversation_id=conv.id,
-                    kind=EventKind.MESSAGE,
-                    visibility=Visibility.ALL,
-                    author_type=AuthorType.VISITOR,
-                    author_id=visitor_rec.id,
-                    body="Anyone there?",
-                )
-            )
-            await storage.append(
-                AppendRequest(
-                    workspace_id=srv.acme.id,
-                    conversation_id=conv.id,
-                    kind=EventKind.STATUS,
-                    visibility=Visibility.ALL,
-                    author_type=AuthorType.SYSTEM,
-                    author_id=None,
-                    body=None,
-                    patch=ConversationPatch(
-                        state=ConversationState.CLOSED,
-                        close_reason=CloseReason.MISSED,
-                        closed_at=time.time(),
-                    ),
-                )
-            )
-            [mail] = await smtp.sink.wait(1)
-            assert mail.subject == "[Acme] Missed chat with Eve"
+            assert routing.status == 200, routing.body
+            url = srv.visitor_ws_url(srv.acme.widget_key)
+            async with open_peer(url, origin=srv.acme.site_origin) as peer:
+                await visitor(srv, peer)
+                await peer.request("update_profile", name="Eve", email="eve@example.com")
+                sent = await peer.request("send_message", text="Anyone there?", client_msg_id="m1")
+                assert sent["type"] == "result", sent
+                # nobody accepts chats: the router closes it as missed after 0.5 s
+                [mail] = await smtp.sink.wait(1)
+            assert mail.subject == "[Acme] Missed chat with Eve <eve@example.com>"
             assert "Anyone there?" in mail.part("plain")
             inbox = (await owner.get("/api/v1/inbox")).json()
             assert [(i["kind"], i["preview"]) for i in inbox["items"]] == [
                 ("missed", "Anyone there?")
             ]
+            # with missed_chats off, the next one is in the inbox but not mailed
+            await owner.request(
+                "PUT", "/api/v1/settings/notifications", {"email": NOTIFY, "missed_chats": False}
+            )
+            async with open_peer(url, origin=srv.acme.site_origin) as peer:
+                await visitor(srv, peer)
+                await peer.request("send_message", text="Hello again?", client_msg_id="m2")
+                with trio.fail_after(20):
+                    while (await owner.get("/api/v1/inbox/count")).json()["open"] < 2:
+                        await _mailer(srv).next_round()
+            await _no_more_mail(srv, smtp.sink, 1)
 
 
 def _link_token(mail: Received, fragment: str) -> str:
