@@ -105,6 +105,17 @@ class MailStorage:
         rows = await self._read(_fetch_rows(Q(sql, [*args, limit])))
         return [decode(api.MailItem, r) for r in rows]
 
+    async def prune_mail(self, *, before: float) -> int:
+        """Forget sent and failed mail created before ``before``; returns how many rows."""
+        sql = "DELETE FROM mail_outbox WHERE status IN (?, ?) AND created_at<?"
+        args = (api.MailStatus.SENT.value, api.MailStatus.FAILED.value, before)
+
+        def program() -> Program[int]:
+            result: Result = yield Q(sql, args)
+            return result.rowcount
+
+        return await self._write(program())
+
     # ------------------------------------------------------------ agent tokens
 
     async def create_agent_token(self, token: api.AgentToken) -> None:

@@ -670,6 +670,7 @@ class Storage(Protocol):
     async def list_mail(
         self, workspace_id: str, *, status: MailStatus | None = None, limit: int = 100
     ) -> list[MailItem]: ...
+    async def prune_mail(self, *, before: float) -> int: ...  # sent/failed rows only
     async def create_agent_token(self, token: AgentToken) -> None: ...
     async def use_agent_token(
         self, token_hash: str, *, purposes: Sequence[str], now: float

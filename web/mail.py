@@ -48,6 +48,7 @@ from web.smtp import SmtpFailed, SmtpTarget, deliver
 
 log = logging.getLogger("livechat.mail")
 
+PRUNE_INTERVAL_S = 3600.0  # how often old delivery-log rows are deleted
 ROUND_TIMEOUT_S = 120.0  # one scan-and-send round; a stuck database fails the round, not the loop
 MAX_NOTICE_EVENTS = 50  # events of a conversation quoted in a notice or transcript
 DEFAULT_COLOR = "#2f6fed"
@@ -191,6 +192,7 @@ class Mailer:
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
     _wake: trio.Event = attrs.field(init=False, factory=trio.Event)
     rounds: int = attrs.field(init=False, default=0)  # finished rounds
+    _pruned_at: float = attrs.field(init=False, default=0.0)
     _round_done: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -264,6 +266,7 @@ class Mailer:
             try:
                 with trio.fail_after(ROUND_TIMEOUT_S):
                     await self.scan_once()
+                    await self._prune()
                     if self.enabled:
                         await self.send_due()
                         due = await self.storage.next_mail_due_at()
@@ -276,6 +279,16 @@ class Mailer:
             done.set()
             with trio.move_on_after(delay):
                 await self._wake.wait()
+
+    async def _prune(self) -> None:
+        now = self.clock()
+        if now - self._pruned_at < PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = now
+        before = now - self.settings.mail_log_keep_days * 86400.0
+        removed = await self.storage.prune_mail(before=before)
+        if removed:
+            log.info("pruned %d old mail log entries", removed)
 
     async def scan_once(self) -> int:
         """Add inbox items (and their notices) for newly closed offline/missed chats."""
@@ -376,12 +389,22 @@ class Mailer:
     async def _attempt(self, item: MailItem) -> None:
         assert self._target is not None
         s = self.settings
+        if item.attempts >= s.mail_max_attempts:
+            # its earlier attempts never recorded an outcome (the server died mid-attempt)
+            await self.storage.mail_attempt_failed(item.id, error="gave up", retry_at=None)
+            return
+        try:
+            message = await self._message(item)
+        except (ValueError, TypeError) as err:  # a header the email package refuses
+            error = f"invalid message ({type(err).__name__})"
+            await self.storage.mail_attempt_failed(item.id, error=error, retry_at=None)
+            return
         lease_until = self.clock() + 2 * s.smtp_timeout_s + 5.0
         if not await self.storage.claim_mail(item, lease_until=lease_until):
             return  # another server (or an earlier round) took it
         attempts = item.attempts + 1
         try:
-            await deliver(self._target, await self._message(item), self._limiter)
+            await deliver(self._target, message, self._limiter)
         except SmtpFailed as err:
             give_up = err.permanent or attempts >= s.mail_max_attempts
             backoff = min(s.mail_retry_max_s, s.mail_retry_base_s * 2 ** (attempts - 1))

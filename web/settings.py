@@ -98,6 +98,7 @@ class Settings:
     password_reset_ttl_s: float = 3600.0  # a reset link works once, within this
     invitation_ttl_s: float = 7 * 24 * 3600.0  # a new agent's set-password link
     inbox_scan_lookback_s: float = 7 * 24 * 3600.0  # older closed chats never enter the inbox
+    mail_log_keep_days: int = 30  # sent and failed mail (the delivery log) is deleted after this
 
     @property
     def tls_enabled(self) -> bool:

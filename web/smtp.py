@@ -116,7 +116,7 @@ def deliver_blocking(target: SmtpTarget, message: EmailMessage) -> None:
             if target.username is not None:
                 client.login(target.username, target.password or "")
             client.send_message(message)
-    except (smtplib.SMTPException, OSError) as err:
+    except Exception as err:  # the edge of smtplib: every failure becomes one SmtpFailed
         raise _summary(err) from None
 
 

@@ -57,6 +57,10 @@ async def test_outbox_enqueue_is_idempotent_and_each_attempt_is_claimed_once(
     [logged] = await storage.list_mail(ws.id)
     assert (logged.status, logged.attempts, logged.last_error) == (MailStatus.SENT, 2, None)
     assert await storage.next_mail_due_at() is None
+    assert await storage.enqueue_mail(_mail(ws.id, key="k2"))  # queued: never pruned
+    assert await storage.prune_mail(before=time.time() - 60) == 0
+    assert await storage.prune_mail(before=time.time() + 60) == 1
+    assert [m.dedupe_key for m in await storage.list_mail(ws.id)] == ["k2"]
 
 
 async def test_an_agent_token_works_once_and_not_after_expiry(storage: SqlStorage) -> None:

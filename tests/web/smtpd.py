@@ -10,6 +10,7 @@ variable: tests never sleep to see whether mail came.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
@@ -152,9 +153,13 @@ def smtp_server(
         kwargs["server_hostname"] = "127.0.0.1"
     else:
         kwargs.update(authenticator=_authenticator, auth_require_tls=False)
-    controller = Controller(sink, **kwargs)
+    # A plain asyncio loop of our own: the PostgreSQL tests' trio-asyncio replaces the global
+    # event-loop policy, whose new_event_loop() refuses to run inside trio.
+    loop = asyncio.SelectorEventLoop()
+    controller = Controller(sink, loop=loop, **kwargs)
     controller.start()
     try:
         yield SmtpServer(mode=mode, port=port, sink=sink, ca_file=ca_file)
     finally:
         controller.stop()
+        loop.close()
