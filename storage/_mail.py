@@ -17,7 +17,8 @@ from storage._sql import Program, Q, Result
 
 T = TypeVar("T")
 
-INBOX_REASONS = (api.CloseReason.OFFLINE.value, api.CloseReason.MISSED.value)
+# Literal, as in the partial index ``conversations_inbox`` (migration 0003), so that it is used.
+INBOX_REASONS_SQL = "'offline', 'missed'"
 
 
 def _fetch_rows(q: Q) -> Program[list[dict[str, Any]]]:
@@ -162,11 +163,11 @@ class MailStorage:
         ``since`` that have no inbox item yet, oldest first."""
         sql = (
             f"SELECT {columns(api.Conversation, 'c.')} FROM conversations c"
-            " WHERE c.state=? AND c.close_reason IN (?, ?) AND c.closed_at>=?"
+            f" WHERE c.close_reason IN ({INBOX_REASONS_SQL}) AND c.state=? AND c.closed_at>=?"
             " AND NOT EXISTS (SELECT 1 FROM inbox_items i WHERE i.conversation_id=c.id)"
             " ORDER BY c.closed_at, c.id LIMIT ?"
         )
-        args = (api.ConversationState.CLOSED.value, *INBOX_REASONS, since, limit)
+        args = (api.ConversationState.CLOSED.value, since, limit)
         rows = await self._read(_fetch_rows(Q(sql, args)))
         return [decode(api.Conversation, r) for r in rows]
 

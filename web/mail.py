@@ -48,7 +48,11 @@ from web.smtp import SmtpFailed, SmtpTarget, deliver
 
 log = logging.getLogger("livechat.mail")
 
-PRUNE_INTERVAL_S = 3600.0  # how often old delivery-log rows are deleted
+PRUNE_INTERVAL_S = 3600.0
+# After a complete scan, later scans look back only this far (a conversation closed just before
+# a scan may commit just after it); after a restart the first scan covers inbox_scan_lookback_s.
+SCAN_OVERLAP_S = 600.0
+SCAN_PAGE = 100  # how often old delivery-log rows are deleted
 ROUND_TIMEOUT_S = 120.0  # one scan-and-send round; a stuck database fails the round, not the loop
 MAX_NOTICE_EVENTS = 50  # events of a conversation quoted in a notice or transcript
 DEFAULT_COLOR = "#2f6fed"
@@ -193,6 +197,7 @@ class Mailer:
     _wake: trio.Event = attrs.field(init=False, factory=trio.Event)
     rounds: int = attrs.field(init=False, default=0)  # finished rounds
     _pruned_at: float = attrs.field(init=False, default=0.0)
+    _scanned_until: float | None = attrs.field(init=False, default=None)
     _round_done: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
@@ -292,10 +297,14 @@ class Mailer:
 
     async def scan_once(self) -> int:
         """Add inbox items (and their notices) for newly closed offline/missed chats."""
-        since = self.clock() - self.settings.inbox_scan_lookback_s
+        now = self.clock()
+        since = now - self.settings.inbox_scan_lookback_s
+        if self._scanned_until is not None:
+            since = max(since, self._scanned_until - SCAN_OVERLAP_S)
         added = 0
         spaces: dict[str, Workspace | None] = {}
-        for conv in await self.storage.unscanned_inbox_conversations(since=since):
+        found = await self.storage.unscanned_inbox_conversations(since=since, limit=SCAN_PAGE)
+        for conv in found:
             if conv.workspace_id not in spaces:
                 spaces[conv.workspace_id] = await self.storage.get_workspace(conv.workspace_id)
             ws = spaces[conv.workspace_id]
@@ -311,6 +320,8 @@ class Mailer:
             notice = await self._notice(ws, conv)
             if await self.storage.add_inbox_item(item, mail=notice):
                 added += 1
+        if len(found) < SCAN_PAGE:  # all seen: the next scan may start later
+            self._scanned_until = now
         return added
 
     async def _notice(self, ws: Workspace, conv: Conversation) -> MailItem | None:

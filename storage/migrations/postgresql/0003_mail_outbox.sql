@@ -47,3 +47,7 @@ CREATE TABLE inbox_items (
     updated_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX inbox_items_ws ON inbox_items (workspace_id, status, created_at DESC);
+
+-- The mail worker's scan for new offline messages and missed chats (every mail_poll_interval_s).
+CREATE INDEX conversations_inbox ON conversations (closed_at)
+    WHERE close_reason IN ('offline', 'missed');
