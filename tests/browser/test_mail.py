@@ -157,3 +157,22 @@ def test_a_visitor_emails_themselves_the_transcript_of_a_closed_chat(
         assert "Please send me this chat" in text
         assert "Transcript Agent: Here is the answer you wanted." in text
         context.close()
+
+
+def test_an_admin_sets_the_notification_address_in_the_console(
+    server: Server, browser: Any
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    console_login(page, server, server.owner_username, server.owner_password)
+    page.goto(server.base_url + "/console#/admin/mail")
+    form = page.locator("#mail-settings")
+    expect(form).to_contain_text("no SMTP configured", timeout=TIMEOUT_MS)
+    page.fill("#notify-email", "alerts@demo.test")
+    page.uncheck("#notify-missed")
+    form.locator("button[type=submit]").click()
+    expect(page.locator(".toast")).to_contain_text("Saved", timeout=TIMEOUT_MS)
+    saved = server.api().call("GET", "/settings/notifications")
+    assert saved == {"email": "alerts@demo.test", "missed_chats": False, "mail_enabled": False}
+    expect(page.locator("#mail-log")).to_be_visible()
+    context.close()
