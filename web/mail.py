@@ -48,6 +48,7 @@ from web.smtp import SmtpFailed, SmtpTarget, deliver
 
 log = logging.getLogger("livechat.mail")
 
+VISITOR_MAIL_KINDS = frozenset({"reply", "transcript"})  # Reply-To: the notification address
 PRUNE_INTERVAL_S = 3600.0
 # After a complete scan, later scans look back only this far (a conversation closed just before
 # a scan may commit just after it); after a restart the first scan covers inbox_scan_lookback_s.
@@ -434,13 +435,18 @@ class Mailer:
     async def _message(self, item: MailItem) -> EmailMessage:
         sender = self.settings.mail_from or ""
         name = "Live chat"
+        reply_to = None
         if item.workspace_id is not None:
             ws = await self.storage.get_workspace(item.workspace_id)
             if ws is not None:
                 name = ws.name
+                if item.kind in VISITOR_MAIL_KINDS:  # a visitor's answer reaches the team
+                    reply_to = read_notifications(ws).email
         msg = EmailMessage()
         msg["From"] = formataddr((_one_line(name, 100), sender))
         msg["To"] = item.recipient
+        if reply_to:
+            msg["Reply-To"] = reply_to
         msg["Subject"] = item.subject
         msg["Date"] = format_datetime(_utc(item.created_at))
         msg["Message-ID"] = f"<{item.id}@{sender.rpartition('@')[2] or 'livechat'}>"

@@ -266,13 +266,15 @@ async def test_inbox_assign_reply_by_email_and_done(tmp_path: Path) -> None:
                 f"/api/v1/inbox/{conv_id}/assign", {"agent_id": srv.acme.agents[0].id}
             )
             assert assigned.json()["assignee_id"] == srv.acme.agents[0].id
+            await _set_notifications(srv)  # after the scan: no notice, but the Reply-To
             replied = await alice.post(
                 f"/api/v1/inbox/{conv_id}/reply", {"text": "We will call you at 3 pm."}
             )
             assert replied.status == 200, replied.body
             assert replied.json()["replies"] == 1
-            [mail] = await smtp.sink.wait(1)  # no notice: no notification address set
+            [mail] = await smtp.sink.wait(1)  # no notice: no notification address at the scan
             assert mail.rcpt_tos == ("dana@example.com",)
+            assert mail.message["Reply-To"] == NOTIFY
             assert mail.subject == "Re: your message to Acme"
             assert "We will call you at 3 pm." in mail.part("plain")
             assert "Please call me back" in mail.part("plain")
