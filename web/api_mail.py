@@ -16,7 +16,16 @@ from typing import Literal
 
 import attrs
 
-from storage import Agent, AgentToken, InboxStatus, MailStatus, Role, Workspace, WorkspaceStatus
+from storage import (
+    Agent,
+    AgentToken,
+    InboxItem,
+    InboxStatus,
+    MailStatus,
+    Role,
+    Workspace,
+    WorkspaceStatus,
+)
 from web.auth import hash_secret
 from web.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from web.httpapi import ApiBlueprint, Call, PublicCall
@@ -230,10 +239,7 @@ async def mail_log(call: Call, query: MailLogQuery) -> MailLog:
 # ---------------------------------------------------------------- inbox
 
 
-async def _entry(call: Call, item: object) -> InboxEntry:
-    from storage import InboxItem
-
-    assert isinstance(item, InboxItem)
+async def _entry(call: Call, item: InboxItem) -> InboxEntry:
     storage = call.services.storage
     conv = await storage.get_conversation(call.workspace_id, item.conversation_id)
     name = email = None
