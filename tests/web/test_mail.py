@@ -367,3 +367,37 @@ async def test_bad_notification_address_is_refused(srv: TestServer) -> None:
     assert (await agent.login("alice", srv.acme.agents[0].password)).status == 200
     resp = await agent.request("PUT", "/api/v1/settings/notifications", {"email": None})
     assert resp.status == 403
+
+
+@pytest.mark.parametrize(
+    ("mode", "url_scheme", "trust", "error"),
+    [
+        # a server that does not offer STARTTLS: no silent fallback to plain text
+        ("plain", "smtp+starttls", True, "SMTPNotSupportedError"),
+        # a certificate from a CA we were not told to trust
+        ("tls", "smtps", False, "SSLCertVerificationError"),
+    ],
+)
+async def test_mail_is_never_sent_over_a_downgraded_or_untrusted_connection(
+    tmp_path: Path, mode: str, url_scheme: str, trust: bool, error: str
+) -> None:
+    with smtp_server(tmp_path, mode) as smtp:
+        settings = {
+            **smtp.settings(),
+            "smtp_url": f"{url_scheme}://127.0.0.1:{smtp.port}",
+            **FAST,
+        }
+        if not trust:
+            settings.pop("smtp_ca_file")
+        async with run_test_server(tmp_path, **settings) as srv:
+            owner = await _set_notifications(srv)
+            await _offline(srv)
+            with trio.fail_after(20):
+                while True:
+                    entries = (await owner.get("/api/v1/mail/log")).json()["entries"]
+                    if entries and entries[0]["attempts"] >= 1 and entries[0]["last_error"]:
+                        break
+                    await _mailer(srv).next_round()
+            assert entries[0]["last_error"].startswith(error), entries[0]
+            assert entries[0]["status"] == "queued"  # retried later, with backoff
+            assert smtp.sink.messages == []
