@@ -24,6 +24,7 @@ from storage import _export as export
 from storage import api
 from storage._appends import Admit, GroupCommitConfig, GroupCommitter, append_batch_program
 from storage._auth import AuthStore
+from storage._mail import MailStorage
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
@@ -118,7 +119,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(AuthStore, abc.ABC):
+class SqlStorage(AuthStore, MailStorage, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str

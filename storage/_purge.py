@@ -12,6 +12,9 @@ from storage.errors import NotFound
 
 # Children before parents: no foreign key ever points at a deleted row.
 _WORKSPACE_TABLES = (
+    "mail_outbox",
+    "agent_tokens",
+    "inbox_items",
     "events",
     "routing_decisions",
     "conversations",
@@ -43,6 +46,11 @@ def purge_conversations_program(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({old})",
         (workspace_id, workspace_id, cutoff),
     )
+    for table in ("inbox_items", "mail_outbox"):
+        yield Q(
+            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({old})",
+            (workspace_id, workspace_id, cutoff),
+        )
     deleted = yield Q(
         "DELETE FROM conversations WHERE workspace_id=? AND last_activity_at<?",
         (workspace_id, cutoff),
@@ -71,6 +79,11 @@ def erase_visitor_program(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
     )
+    for table in ("inbox_items", "mail_outbox"):
+        yield Q(
+            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({theirs})",
+            (workspace_id, workspace_id, visitor_id),
+        )
     yield Q(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),

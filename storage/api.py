@@ -398,6 +398,68 @@ class Report:
     per_group: tuple[Mapping[str, Any], ...]  # {"group_id", "chats", "missed"}
 
 
+# ---------------------------------------------------------------- mail, agent links, inbox
+
+
+class MailStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for its next attempt (next_attempt_at)
+    SENT = "sent"  # the SMTP server accepted it
+    FAILED = "failed"  # gave up after the last attempt, or refused for good (5xx)
+
+
+@attrs.frozen(kw_only=True)
+class MailItem:
+    """One outgoing mail in the durable outbox; the rows are also the delivery log."""
+
+    id: str
+    workspace_id: str | None
+    conversation_id: str | None  # the chat it is about (erased with it)
+    kind: str  # offline_message, missed_chat, transcript, password_reset, invitation, reply
+    dedupe_key: str | None  # a second enqueue with the same key is a no-op
+    recipient: str
+    subject: str
+    text_body: str
+    html_body: str
+    status: MailStatus = MailStatus.QUEUED
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None  # an error class and SMTP code, never credentials
+    created_at: float = 0.0
+    sent_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AgentToken:
+    """A single-use link mailed to an agent (password reset, invitation); hashed at rest."""
+
+    token_hash: str
+    workspace_id: str
+    agent_id: str
+    purpose: str  # "password_reset" or "invitation"
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+
+
+class InboxStatus(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+@attrs.frozen(kw_only=True)
+class InboxItem:
+    """An offline message or an unanswered chat waiting for someone to follow up."""
+
+    conversation_id: str
+    workspace_id: str
+    kind: str  # "offline" or "missed" (the conversation's close reason)
+    status: InboxStatus = InboxStatus.OPEN
+    assignee_id: str | None = None
+    replies: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
 # ---------------------------------------------------------------- the interface
 
 
@@ -659,3 +721,40 @@ class Storage(Protocol):
     async def purge_conversations_older_than(self, workspace_id: str, *, days: int) -> int: ...
     async def erase_visitor(self, workspace_id: str, visitor_id: str) -> None: ...
     async def purge_workspace(self, workspace_id: str) -> None: ...
+
+    # outgoing mail, agent links, inbox (storage._mail)
+    async def enqueue_mail(self, item: MailItem) -> bool: ...  # False: dedupe_key exists
+    async def due_mail(self, now: float, *, limit: int = 20) -> list[MailItem]: ...
+    async def next_mail_due_at(self) -> float | None: ...
+    async def claim_mail(self, item: MailItem, *, lease_until: float) -> bool: ...
+    async def mail_sent(self, mail_id: str, *, at: float) -> None: ...
+    async def mail_attempt_failed(
+        self, mail_id: str, *, error: str, retry_at: float | None
+    ) -> None: ...
+    async def list_mail(
+        self, workspace_id: str, *, status: MailStatus | None = None, limit: int = 100
+    ) -> list[MailItem]: ...
+    async def prune_mail(self, *, before: float) -> int: ...  # sent/failed rows only
+    async def create_agent_token(self, token: AgentToken) -> None: ...
+    async def use_agent_token(
+        self, token_hash: str, *, purposes: Sequence[str], now: float
+    ) -> AgentToken | None: ...
+    async def find_agents_by_email(self, email: str) -> list[Agent]: ...
+    async def unscanned_inbox_conversations(
+        self, *, since: float, limit: int = 100
+    ) -> list[Conversation]: ...
+    async def add_inbox_item(self, item: InboxItem, *, mail: MailItem | None) -> bool: ...
+    async def list_inbox(
+        self, workspace_id: str, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> list[InboxItem]: ...
+    async def count_inbox(self, workspace_id: str, *, status: InboxStatus) -> int: ...
+    async def get_inbox_item(self, workspace_id: str, conversation_id: str) -> InboxItem | None: ...
+    async def update_inbox_item(
+        self,
+        workspace_id: str,
+        conversation_id: str,
+        *,
+        now: float,
+        changes: dict[str, Any],
+        reply: MailItem | None = None,
+    ) -> InboxItem | None: ...

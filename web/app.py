@@ -25,6 +25,7 @@ from engine.errors import DomainError, EngineError, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
+from web.api_mail import api as mail_api
 from web.api_public import api as public_api
 from web.api_security import api as security_api
 from web.auth import session_cookie_name
@@ -42,6 +43,7 @@ API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
     chats_api,
     public_api,
     security_api,  # two-factor login and single sign-on
+    mail_api,  # outgoing mail and the inbox
 )
 
 _ENGINE_STATUS = {

@@ -4,7 +4,7 @@
 engine and the housekeeping task in a nursery it owns, and yields one ``Services`` object that
 ``create_app`` shares with every request and WebSocket. Closing it shuts the engine down
 within its deadline, then closes storage. Start-up order: storage → secret → engine →
-housekeeping; shutdown in reverse.
+housekeeping → mail (web/mail.py); shutdown in reverse.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from storage import GroupCommitConfig, Storage, backend_of, open_storage
 from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
+from web.mail import Mailer
 from web.metrics import WebMetrics
 from web.oidc import OidcClient
 from web.overload import OverloadGate
@@ -55,6 +56,7 @@ class Services:
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
     overload: OverloadGate = attrs.field(default=None)
+    mailer: Mailer = attrs.field(default=None)  # outgoing mail and the inbox scan (web/mail.py)
     draining: bool = False
     # two-factor login and single sign-on: login-step tokens, identity-provider calls
     flows: FlowSigner = attrs.field(default=None)
@@ -84,6 +86,8 @@ class Services:
             self.flows = FlowSigner(self.secret_key)
         if self.oidc is None:
             self.oidc = OidcClient(timeout_s=s.sso_http_timeout_s, threads=s.sso_http_threads)
+        if self.mailer is None:
+            self.mailer = Mailer(settings=s, storage=self.storage)
 
 
 def current_services() -> Services:
@@ -143,6 +147,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 engine_metrics=engine_metrics,
             )
             nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+            await nursery.start(services.mailer.serve)
             try:
                 yield services
             finally:

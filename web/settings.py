@@ -95,6 +95,22 @@ class Settings:
     # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
     # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.
     gc_gen0_threshold: int = 50_000
+    # Outgoing mail and the offline-message inbox (web/mail.py). Without smtp_url nothing is
+    # mailed and the widget promises no email; the inbox works either way.
+    # smtp://host:25 (plain), smtp+starttls://user:pass@host:587, smtps://user:pass@host:465
+    smtp_url: str | None = None
+    mail_from: str | None = None  # the From address; required with smtp_url
+    smtp_ca_file: str | None = None  # trust this CA (PEM) for the SMTP server's certificate
+    smtp_timeout_s: float = 30.0  # one delivery attempt: connect, TLS, dialogue
+    mail_threads: int = 2  # SMTP dialogues at once (worker threads)
+    mail_poll_interval_s: float = 5.0  # look for new offline messages and due mail this often
+    mail_max_attempts: int = 8  # then the mail is marked failed in the delivery log
+    mail_retry_base_s: float = 30.0  # first retry after this, doubling each time
+    mail_retry_max_s: float = 3600.0  # ... up to this
+    password_reset_ttl_s: float = 3600.0  # a reset link works once, within this
+    invitation_ttl_s: float = 7 * 24 * 3600.0  # a new agent's set-password link
+    inbox_scan_lookback_s: float = 7 * 24 * 3600.0  # older closed chats never enter the inbox
+    mail_log_keep_days: int = 30  # sent and failed mail (the delivery log) is deleted after this
 
     @property
     def tls_enabled(self) -> bool:
@@ -208,7 +224,38 @@ def _validate(settings: Settings) -> None:
         )
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': {settings.log_level!r} is not one of {LOG_LEVELS}")
+    _validate_mail(settings)
     try:
         backend_of(settings.database_url)
     except InvalidDatabaseURL as err:
         raise ConfigError(f"setting 'database_url': {err}") from err
+
+
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+
+
+def _validate_mail(settings: Settings) -> None:
+    """The mail settings (web/mail.py); the URL's password is never repeated in an error."""
+    if settings.smtp_url is None:
+        return
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(settings.smtp_url)
+        port = url.port
+    except ValueError:
+        raise ConfigError("setting 'smtp_url': not a valid URL") from None
+    if url.scheme not in SMTP_SCHEMES or not url.hostname:
+        raise ConfigError(
+            f"setting 'smtp_url': use a URL like smtp+starttls://host:587 ({SMTP_SCHEMES})"
+        )
+    if port == 0:
+        raise ConfigError("setting 'smtp_url': port 0")
+    if not settings.mail_from or "@" not in settings.mail_from:
+        raise ConfigError("setting 'mail_from': an email address is required with smtp_url")
+    if settings.smtp_ca_file is not None and not Path(settings.smtp_ca_file).is_file():
+        raise ConfigError(f"setting 'smtp_ca_file': no such file {settings.smtp_ca_file}")
+    if not settings.smtp_timeout_s > 0 or not settings.mail_poll_interval_s > 0:
+        raise ConfigError("settings 'smtp_timeout_s' and 'mail_poll_interval_s' must be > 0")
+    if settings.mail_threads < 1 or settings.mail_max_attempts < 1:
+        raise ConfigError("settings 'mail_threads' and 'mail_max_attempts' must be >= 1")

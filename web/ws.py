@@ -68,6 +68,7 @@ from web.auth import (
     token_caller,
 )
 from web.errors import ApiError
+from web.mail import offline_text
 from web.origins import normalize_origin, origin_allowed
 from web.protocol import (
     MAX_REQUEST_ID_CHARS,
@@ -714,9 +715,12 @@ class SocketSession:
             pre_chat_enabled=widget.pre_chat_enabled,
             pre_chat_fields=widget.pre_chat_fields,
             offline_form_enabled=widget.offline_form_enabled,
-            offline_message=widget.offline_message,
+            offline_message=offline_text(
+                widget.offline_message, mail_enabled=self.services.mailer.enabled
+            ),
             sneak_peek=widget.sneak_peek,
             online=bool(welcome.get("agents_available", False)),
+            mail_enabled=self.services.mailer.enabled,
         )
         result = HelloResult(
             visitor_id=visitor.id,

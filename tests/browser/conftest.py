@@ -230,7 +230,8 @@ class Api:
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, env: dict[str, str] | None = None) -> None:
+        self.extra_env = dict(env or {})  # LIVECHAT_* settings of this server (e.g. SMTP)
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "livechat.db"
@@ -248,6 +249,7 @@ class Server:
         env["LIVECHAT_RATE_NEW_CONVERSATIONS_PER_HOUR"] = "1000"
         # The SSO tests' OpenID provider is a plain-http server on loopback (tests/oidc_provider).
         env["LIVECHAT_SSO_ALLOW_HTTP_LOOPBACK"] = "1"
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [
                 sys.executable,

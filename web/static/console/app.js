@@ -7,6 +7,9 @@ import {
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
 import { renderSecurity, secondFactor, setupSsoLogin } from "./security.js";
+import {
+  handlePasswordLink, refreshBadge, renderInbox, renderMailSettings, startInbox, wireForgotPassword,
+} from "./inbox.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,6 +56,8 @@ export function toast(text, kind) {
 // ------------------------------------------------------------------ login
 
 async function boot() {
+  wireForgotPassword();
+  if (handlePasswordLink()) return; // a mailed set-password link (inbox.js)
   try {
     const me = await get("/me");
     startApp(me);
@@ -111,6 +116,7 @@ function startApp(me) {
   renderNotifyButton();
   loadReference();
   connect();
+  startInbox({ toast, me, agents: () => [...S.agents.values()] });
   route();
 }
 
@@ -1148,7 +1154,7 @@ async function showTranscript(convId) {
 function route() {
   if (!S.me) return;
   const parts = (location.hash.replace(/^#\/?/, "") || "chats").split("/");
-  const views = ["chats", "visitors", "history", "admin", "security"];
+  const views = ["chats", "visitors", "history", "inbox", "admin", "security"];
   const view = views.includes(parts[0]) ? parts[0] : "chats";
   for (const v of views) $("view-" + v).hidden = v !== view;
   document.querySelectorAll(".tabs a").forEach((a) => {
@@ -1159,6 +1165,8 @@ function route() {
   if (view === "visitors") renderVisitors();
   if (view === "history" && parts[1]) showTranscript(decodeURIComponent(parts[1]));
   if (view === "security") renderSecurity($("security-body"), { me: S.me, toast }).catch((err) => toast(err.message, "error"));
+  if (view === "inbox") renderInbox(parts[1] ? decodeURIComponent(parts[1]) : null);
+  else refreshBadge();
   if (view === "admin") {
     if (!isAdmin()) {
       location.hash = "#/chats";
@@ -1169,6 +1177,10 @@ function route() {
       if (a.getAttribute("href") === "#/admin/" + section) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     });
+    if (section === "mail") {
+      renderMailSettings($("admin-body")).catch((err) => toast(err.message, "error"));
+      return;
+    }
     renderAdmin(section, $("admin-body"), { me: S.me, toast, reload: loadReference });
   }
 }
