@@ -24,6 +24,7 @@ from storage.api import (
     ApiToken,
     AppendRequest,
     AppendResult,
+    Attachment,
     AuditEntry,
     AuthorType,
     BackupRecord,
@@ -52,6 +53,7 @@ from storage.api import (
     Workspace,
     WorkspaceStatus,
 )
+from storage.blobs import BlobStore, LocalBlobStore, default_files_dir
 from storage.errors import (
     AppendRefused,
     BackupError,
@@ -61,6 +63,7 @@ from storage.errors import (
     MigrationError,
     NotABackupError,
     NotFound,
+    QuotaExceeded,
     RestoreError,
     StorageError,
     StorageUnavailable,
@@ -75,12 +78,14 @@ __all__ = [
     "AppendRefused",
     "AppendRequest",
     "AppendResult",
+    "Attachment",
     "AuditEntry",
     "AuthorType",
     "BackupError",
     "BackupRecord",
     "Ban",
     "BanKind",
+    "BlobStore",
     "CannedResponse",
     "CloseReason",
     "CommitFailed",
@@ -94,12 +99,14 @@ __all__ = [
     "Group",
     "GroupCommitConfig",
     "InvalidDatabaseURL",
+    "LocalBlobStore",
     "MigrationError",
     "NewRoutingDecision",
     "NotABackupError",
     "NotFound",
     "Page",
     "PageView",
+    "QuotaExceeded",
     "Report",
     "RestoreError",
     "Role",
@@ -115,6 +122,7 @@ __all__ = [
     "WorkspaceStatus",
     "backend_of",
     "create_private_file",
+    "default_files_dir",
     "open_backend",
     "open_storage",
     "private_dir",
@@ -145,19 +153,26 @@ async def open_backend(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    files_dir: str | None = None,
     **options: Any,
 ) -> AsyncIterator[SqlStorage]:
-    """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench)."""
+    """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench).
+
+    ``files_dir`` is where the bytes of chat files go (default: ``default_files_dir``).
+    """
     backend, target = backend_of(url)
+    blobs = LocalBlobStore(files_dir or default_files_dir(backend, target))
     if backend == "sqlite":
         from storage.sqlite import open_sqlite
 
         async with open_sqlite(target, group_commit=group_commit, clock=clock, **options) as s:
+            s.use_blobs(blobs)
             yield s
     else:
         from storage.postgres import open_postgres
 
         async with open_postgres(target, group_commit=group_commit, clock=clock, **options) as p:
+            p.use_blobs(blobs)
             yield p
 
 
@@ -167,6 +182,7 @@ async def open_storage(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    files_dir: str | None = None,
     **options: Any,
 ) -> AsyncIterator[Storage]:
     """Open the database named by ``url``, applying pending migrations; close on exit.
@@ -176,5 +192,7 @@ async def open_storage(
     (``readers``, ``busy_timeout_s``, ``statement_timeout_s`` for SQLite; ``pool_size``,
     ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
     """
-    async with open_backend(url, group_commit=group_commit, clock=clock, **options) as storage:
+    async with open_backend(
+        url, group_commit=group_commit, clock=clock, files_dir=files_dir, **options
+    ) as storage:
         yield storage

@@ -51,6 +51,7 @@ class Services:
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
+    uploads: SlidingWindow = attrs.field(default=None)  # files, per uploader
     draining: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -69,6 +70,8 @@ class Services:
             self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
         if self.profile_updates is None:
             self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
+        if self.uploads is None:
+            self.uploads = SlidingWindow(s.files_uploads_per_10min, 600.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
 
@@ -88,6 +91,7 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     timeout_s = settings.storage_timeout_s
     options: dict[str, Any] = {
         "group_commit": GroupCommitConfig(stalled_after_s=timeout_s / 2),
+        "files_dir": settings.files_dir,
     }
     backend, _ = backend_of(settings.database_url)
     if backend == "sqlite":
@@ -120,7 +124,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             engine_metrics = EngineMetrics()
             engine = ChatEngine(storage, config, metrics=engine_metrics)
             await nursery.start(engine.serve)
-            await nursery.start(serve_housekeeping, storage, settings.housekeeping_interval_s)
+            await nursery.start(
+                serve_housekeeping,
+                storage,
+                settings.housekeeping_interval_s,
+                settings.files_unsent_ttl_s,
+            )
             services = Services(
                 settings=settings,
                 storage=storage,

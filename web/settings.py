@@ -80,6 +80,21 @@ class Settings:
     rate_searches_per_min: int = 60  # full-text searches of one workspace
     export_max_concurrent: int = 2  # exports streaming at once; more: 429 exports_busy
     housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
+    # Files in chats (web/files.py). Server-wide defaults; a workspace's ``files`` settings
+    # (PUT /api/v1/settings/files) may only lower them.
+    files_dir: str | None = None  # bytes on local disk; default: <sqlite db>.files
+    files_max_bytes: int = 10 * 1024 * 1024  # one file
+    files_max_storage_bytes: int = 1024 * 1024 * 1024  # all files of one workspace
+    files_allowed_types: tuple[str, ...] = (
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "application/pdf",
+        "text/plain",
+    )
+    files_uploads_per_10min: int = 30  # per uploader (visitor or agent)
+    files_unsent_ttl_s: float = 86400.0  # an upload never sent in a message is deleted then
     # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
     # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.
     gc_gen0_threshold: int = 50_000
