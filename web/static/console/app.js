@@ -6,6 +6,7 @@ import {
 } from "/widget/client.js";
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
+import { initFiles, renderFiles } from "./files.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -160,11 +161,9 @@ function connect() {
     lockName: outboxKey,
     send: (item) => {
       const type = item.kind === "note" ? "add_note" : item.kind === "whisper" ? "whisper" : "send_message";
-      return S.conn.request(type, {
-        conversation_id: item.conversation_id,
-        client_msg_id: item.client_msg_id,
-        text: item.text,
-      }, { queue: false });
+      const frame = { conversation_id: item.conversation_id, client_msg_id: item.client_msg_id, text: item.text };
+      if (item.files) frame.attachments = item.files.map((f) => f.id);
+      return S.conn.request(type, frame, { queue: false });
     },
     onChange: (item) => {
       if (item && item.state === "sent" && item.ack) {
@@ -178,6 +177,7 @@ function connect() {
           author_id: S.agentId,
           author_name: S.me.agent.display_name,
           body: item.text,
+          data: item.files ? { attachments: item.files } : {},
           client_msg_id: item.client_msg_id,
           created_at: item.ack.created_at,
         }, true);
@@ -608,6 +608,7 @@ function msgNode(key, e, stateName, item) {
     appendLinkified(body, e.body);
     li.appendChild(body);
     li.appendChild(h("span", { class: "meta" }));
+    renderFiles(li, (e.data && e.data.attachments) || e.files);
     li.dataset.kind = kind;
     li.dataset.author = e.author_type;
     logNodes.set(key, li);
@@ -668,7 +669,7 @@ function renderLog() {
   }
   for (const item of S.outbox.items()) {
     if (item.conversation_id !== convId || done.has(item.client_msg_id)) continue;
-    const e = { kind: item.kind === "note" ? "note" : item.kind === "whisper" ? "whisper" : "message", author_type: "agent", author_name: S.me.agent.display_name, body: item.text, created_at: item.created_at };
+    const e = { kind: item.kind === "note" ? "note" : item.kind === "whisper" ? "whisper" : "message", author_type: "agent", author_name: S.me.agent.display_name, body: item.text, created_at: item.created_at, files: item.files };
     wanted.push(msgNode("c" + item.client_msg_id, e, item.state, item));
   }
   const keep = new Set(wanted);
@@ -806,6 +807,15 @@ function sendComposer() {
   S.outbox.add({ client_msg_id: newId(), conversation_id: S.openId, text, kind: composerMode() });
   renderLog();
 }
+
+initFiles({
+  convId: () => S.openId,
+  send: (convId, files) => {
+    S.outbox.add({ client_msg_id: newId(), conversation_id: convId, text: "", kind: "reply", files });
+    renderLog();
+  },
+  onError: (text) => toast(text, "error"),
+});
 
 $("composer").addEventListener("submit", (ev) => {
   ev.preventDefault();
