@@ -53,7 +53,7 @@ from storage.api import (
     Workspace,
     WorkspaceStatus,
 )
-from storage.blobs import BlobStore, LocalBlobStore, default_files_dir
+from storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, default_files_dir
 from storage.errors import (
     AppendRefused,
     BackupError,
@@ -111,6 +111,7 @@ __all__ = [
     "RestoreError",
     "Role",
     "RoutingDecision",
+    "S3BlobStore",
     "SearchHit",
     "Session",
     "Storage",
@@ -154,14 +155,17 @@ async def open_backend(
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
     files_dir: str | None = None,
+    blobs: BlobStore | None = None,
     **options: Any,
 ) -> AsyncIterator[SqlStorage]:
     """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench).
 
-    ``files_dir`` is where the bytes of chat files go (default: ``default_files_dir``).
+    The bytes of chat files go to ``blobs`` if given, else to the directory ``files_dir``
+    (default: ``default_files_dir``).
     """
     backend, target = backend_of(url)
-    blobs = LocalBlobStore(files_dir or default_files_dir(backend, target))
+    if blobs is None:
+        blobs = LocalBlobStore(files_dir or default_files_dir(backend, target))
     if backend == "sqlite":
         from storage.sqlite import open_sqlite
 
@@ -183,6 +187,7 @@ async def open_storage(
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
     files_dir: str | None = None,
+    blobs: BlobStore | None = None,
     **options: Any,
 ) -> AsyncIterator[Storage]:
     """Open the database named by ``url``, applying pending migrations; close on exit.
@@ -193,6 +198,6 @@ async def open_storage(
     ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
     """
     async with open_backend(
-        url, group_commit=group_commit, clock=clock, files_dir=files_dir, **options
+        url, group_commit=group_commit, clock=clock, files_dir=files_dir, blobs=blobs, **options
     ) as storage:
         yield storage

@@ -1,4 +1,5 @@
-"""Where the bytes of chat files live: a directory on local disk (the default).
+"""Where the bytes of chat files live: a directory on local disk (the default) or an
+S3-compatible bucket (``S3BlobStore``, through boto3, an optional dependency).
 
 The database holds each file's metadata (``attachments`` table); the blob store holds its bytes
 under the same unguessable id. Bytes are written before their row is committed and deleted
@@ -13,12 +14,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import trio
 
 from storage._files import create_private_file, private_dir
+from storage.errors import StorageUnavailable
+
+T = TypeVar("T")
 
 BLOB_THREADS: Final = 4
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -103,7 +108,95 @@ class LocalBlobStore:
 
 
 def default_files_dir(backend: str, target: str) -> str:
-    """SQLite: beside the database (``<db>.files``); PostgreSQL: ``./livechat-files``."""
+    """SQLite: beside the database (``<db>.files``); PostgreSQL: ``data/files``."""
     if backend == "sqlite":
         return f"{target}.files"
-    return "livechat-files"
+    return "data/files"
+
+
+class S3BlobStore:
+    """Bytes in an S3-compatible bucket (AWS S3, MinIO, Ceph, ...), one object per file.
+
+    boto3 is synchronous: every call runs in a worker thread bounded by a ``CapacityLimiter``,
+    and botocore's own connect/read timeouts bound each call, so a thread is never abandoned
+    on cancel (it finishes within those timeouts). Errors of the store become
+    ``StorageUnavailable`` here, once, without the service's text.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        prefix: str = "",
+        timeout_s: float = 10.0,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix
+        self._limiter = trio.CapacityLimiter(BLOB_THREADS)
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(
+                connect_timeout=timeout_s,
+                read_timeout=timeout_s,
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
+        )
+
+    def _key(self, blob_id: str) -> str:
+        return self.prefix + _check(blob_id)
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return await trio.to_thread.run_sync(fn, limiter=self._limiter)
+        except (BotoCoreError, ClientError) as err:
+            raise StorageUnavailable("the file store is unavailable; retry later") from err
+
+    async def put(self, blob_id: str, data: bytes) -> None:
+        key = self._key(blob_id)
+        await self._call(
+            lambda: self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType="application/octet-stream"
+            )
+        )
+
+    async def get(self, blob_id: str) -> bytes | None:
+        key = self._key(blob_id)
+
+        def read() -> bytes | None:
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=key)
+            except self._client.exceptions.NoSuchKey:
+                return None
+            body: bytes = response["Body"].read()
+            return body
+
+        return await self._call(read)
+
+    async def delete(self, blob_ids: list[str]) -> int:
+        keys = [self._key(b) for b in blob_ids]
+        removed = 0
+        for start in range(0, len(keys), 1000):  # the API's limit per request
+            chunk = [{"Key": k} for k in keys[start : start + 1000]]
+            response = await self._call(
+                lambda chunk=chunk: self._client.delete_objects(  # type: ignore[misc]
+                    Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": False}
+                )
+            )
+            removed += len(response.get("Deleted", []))
+        return removed
+
+    async def exists(self, blob_id: str) -> bool:
+        return await self.get(blob_id) is not None

@@ -29,6 +29,7 @@ import trio
 
 from storage import (
     BackupRecord,
+    BlobStore,
     LocalBlobStore,
     backend_of,
     create_private_file,
@@ -106,7 +107,9 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
                 {"database_url": args.database_url, "files_dir": args.files_dir},
                 config_file=args.config,
             )
-            args.files_dir = settings.files_dir  # the server's file store, for every command
+            from web.services import blob_store
+
+            args.blobs = blob_store(settings)  # the server's file store, for every command
             trio.run(command, args, settings.database_url)
         except ConfigError as err:
             print(f"livechat: error: {err}", file=sys.stderr)
@@ -123,7 +126,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 async def _migrate(args: argparse.Namespace, url: str) -> None:
-    async with open_backend(url, files_dir=args.files_dir) as storage:
+    async with open_backend(url, blobs=args.blobs) as storage:
         version = await storage.schema_version()
     print(f"schema version {version} ({storage.backend_name})")
 
@@ -168,7 +171,7 @@ async def _backup(args: argparse.Namespace, url: str) -> None:
     from storage.sqlite import SQLiteStorage
 
     out = _absolute(args.out)
-    async with open_backend(url, files_dir=args.files_dir) as storage:
+    async with open_backend(url, blobs=args.blobs) as storage:
         if isinstance(storage, SQLiteStorage):
             # The database file, then the bytes of its files beside it (<out>.files/): a file
             # row without its bytes would restore as "file not found".
@@ -284,15 +287,15 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
 async def _restore(args: argparse.Namespace, url: str) -> None:
     expected = await trio.to_thread.run_sync(_check_backup_file, args.source)
     if expected is None:
-        await _restore_sqlite_file(args.source, url, args.files_dir)
+        await _restore_sqlite_file(args.source, url, args.blobs)
     else:
-        await _restore_jsonl(args.source, url, expected, args.files_dir)
+        await _restore_jsonl(args.source, url, expected, args.blobs)
 
 
 async def _restore_jsonl(
-    source: str, url: str, expected: dict[str, int], files_dir: str | None
+    source: str, url: str, expected: dict[str, int], blobs: BlobStore
 ) -> None:
-    async with open_backend(url, files_dir=files_dir) as storage:
+    async with open_backend(url, blobs=blobs) as storage:
         restored = await storage.import_jsonl(_read_lines(source))
         await _verify(storage, expected)
     print(f"restored {restored} rows from {source}; counts verified")
@@ -308,7 +311,7 @@ async def _verify(storage: Any, expected: dict[str, int]) -> None:
         raise RestoreError(f"integrity check failed: {result}")
 
 
-async def _restore_sqlite_file(source: str, url: str, files_dir: str | None) -> None:
+async def _restore_sqlite_file(source: str, url: str, blobs: BlobStore) -> None:
     """Copy the backup (backup API, integrity-checked), then move its rows into the target.
 
     The source file is never modified: it is copied to a temporary file first. A truncated or
@@ -342,7 +345,7 @@ async def _restore_sqlite_file(source: str, url: str, files_dir: str | None) -> 
         sidecar = f"{source}.files"
         async with open_backend(f"sqlite:///{copy}", files_dir=sidecar) as original:
             expected = await table_counts(original)
-            async with open_backend(url, files_dir=files_dir) as target:
+            async with open_backend(url, blobs=blobs) as target:
                 await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
                 await _verify(target, expected)
     print(f"restored {sum(expected.values())} rows from {source} into {backend}; verified")
@@ -355,7 +358,7 @@ def _one_line(text: str) -> str:
 async def _export(args: argparse.Namespace, url: str) -> None:
     if args.visitor and args.format == "csv":
         raise StorageError("--visitor exports are JSON Lines only (use --format jsonl)")
-    async with open_backend(url, files_dir=args.files_dir) as storage:
+    async with open_backend(url, blobs=args.blobs) as storage:
         if await storage.get_workspace(args.workspace) is None:
             raise StorageError(f"workspace {args.workspace!r} not found")
         if args.format == "csv":

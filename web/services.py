@@ -17,7 +17,16 @@ import attrs
 import trio
 from quart import current_app
 
-from storage import GroupCommitConfig, Storage, backend_of, open_storage
+from storage import (
+    BlobStore,
+    GroupCommitConfig,
+    LocalBlobStore,
+    S3BlobStore,
+    Storage,
+    backend_of,
+    default_files_dir,
+    open_storage,
+)
 from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
@@ -83,6 +92,22 @@ def current_services() -> Services:
     return services
 
 
+def blob_store(settings: Settings) -> BlobStore:
+    """Where chat files' bytes go: the S3 bucket if one is set, else ``files_dir``."""
+    if settings.files_s3_bucket:
+        return S3BlobStore(
+            bucket=settings.files_s3_bucket,
+            endpoint_url=settings.files_s3_endpoint_url,
+            region=settings.files_s3_region,
+            access_key_id=settings.files_s3_access_key_id,
+            secret_access_key=settings.files_s3_secret_access_key,
+            prefix=settings.files_s3_prefix,
+            timeout_s=settings.storage_timeout_s,
+        )
+    backend, target = backend_of(settings.database_url)
+    return LocalBlobStore(settings.files_dir or default_files_dir(backend, target))
+
+
 def storage_options(settings: Settings) -> dict[str, Any]:
     """Storage deadlines derived from ``storage_timeout_s``: the database gives up (lock wait on
     SQLite, connection wait on PostgreSQL) before the engine's deadline, so a sender's error is
@@ -91,7 +116,7 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     timeout_s = settings.storage_timeout_s
     options: dict[str, Any] = {
         "group_commit": GroupCommitConfig(stalled_after_s=timeout_s / 2),
-        "files_dir": settings.files_dir,
+        "blobs": blob_store(settings),
     }
     backend, _ = backend_of(settings.database_url)
     if backend == "sqlite":
