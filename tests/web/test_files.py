@@ -205,3 +205,25 @@ async def test_erasure_and_workspace_purge_delete_the_bytes(srv: TestServer) -> 
     await storage.purge_workspace(srv.globex.id)
     assert not (files_dir(srv) / second).exists()
     assert os.listdir(files_dir(srv)) == []
+
+
+async def test_an_upload_never_sent_is_swept_and_uploads_are_rate_limited(
+    tmp_path: Path,
+) -> None:
+    from web.housekeeping import housekeeping_pass
+
+    async with run_test_server(tmp_path, files_uploads_per_10min=2) as srv:
+        async with open_peer(
+            srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+        ) as vis:
+            token = (await visitor(srv, vis))["visitor_token"]
+            first = await upload_as_visitor(srv, token, PNG)
+            assert (await upload_as_visitor(srv, token, PNG)).status == 201
+            limited = await upload_as_visitor(srv, token, PNG)
+            assert limited.status == 429 and "retry-after" in limited.headers
+        file_id = first.json()["id"]
+        storage = srv.services.storage  # type: ignore[union-attr]
+        done = await housekeeping_pass(storage, unsent_files_ttl_s=0.0)
+        assert done["unsent_files"] == 2
+        assert not (files_dir(srv) / file_id).exists()
+        assert (await get_as_visitor(srv, token, file_id)).status == 404
