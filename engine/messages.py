@@ -349,7 +349,7 @@ class SendMessage:
     TYPE: ClassVar[str] = "send_message"
     conversation_id: str | None = attrs.field(default=None, validator=_id)
     client_msg_id: str = attrs.field(validator=_id)
-    text: str = attrs.field(default="", validator=_text(MAX_TEXT_CHARS, allow_empty=True))
+    text: str = attrs.field(validator=_text(MAX_TEXT_CHARS, allow_empty=True))  # "" with files
     # Ids of files uploaded over HTTP by the same sender (``POST .../files``).
     attachments: tuple[str, ...] = attrs.field(
         default=(), converter=_frozen_tags, validator=_attachment_ids

@@ -132,6 +132,10 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
                 "Content-Security-Policy",
                 "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
             )
+        if response.status_code >= 400 and UPLOAD_PATHS.match(request.path):
+            # A refused upload may leave its body unread: end the connection rather than let
+            # the client's next request on it wait behind the rest of the file.
+            response.headers["Connection"] = "close"
         if services is not None:
             services.metrics.http_requests[(request.method, str(response.status_code))] += 1
         log.info(

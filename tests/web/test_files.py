@@ -227,3 +227,16 @@ async def test_an_upload_never_sent_is_swept_and_uploads_are_rate_limited(
         assert done["unsent_files"] == 2
         assert not (files_dir(srv) / file_id).exists()
         assert (await get_as_visitor(srv, token, file_id)).status == 404
+
+
+async def test_a_refused_upload_before_its_body_is_read_does_not_hang_the_client(
+    srv: TestServer,
+) -> None:
+    """Unknown key, no token: refused before reading a byte; the answer still comes, and
+    the next request (a new connection) works."""
+    big = PNG + b"\0" * 200_000
+    refused = await upload_as_visitor(srv, None, big, key="no-such-key")
+    assert refused.status == 404 and refused.error_code == "unknown_widget_key"
+    assert refused.headers.get("connection") == "close"
+    assert (await upload_as_visitor(srv, None, big)).status == 401
+    assert (await Http(srv.base_url).get("/healthz")).status == 200
