@@ -641,7 +641,8 @@ function download() {
     const when = new Date(e.created_at * 1000).toISOString().replace("T", " ").slice(0, 19);
     if (e.kind === "message") {
       const who = e.author_type === "visitor" ? "You" : e.author_name || "Agent";
-      lines.push("[" + when + "] " + who + ": " + e.body);
+      const files = ((e.data && e.data.attachments) || []).map((f) => " [file: " + f.name + "]");
+      lines.push("[" + when + "] " + who + ": " + e.body + files.join(""));
     } else {
       const t = systemText(e);
       if (t) lines.push("[" + when + "] " + t);

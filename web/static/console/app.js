@@ -1141,6 +1141,7 @@ async function showTranscript(convId) {
         appendLinkified(body, e.body);
         li.appendChild(body);
         li.appendChild(h("span", { class: "meta", text: new Date(e.created_at * 1000).toLocaleString() }));
+        renderFiles(li, e.data && e.data.attachments);
         ol.appendChild(li);
       } else ol.appendChild(h("li", { class: "sys", text: sysText(e) }));
     }
