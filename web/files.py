@@ -51,6 +51,7 @@ from web.schemas import (
     FileOut,
     FileSettings,
     FileUploadQuery,
+    FileUsage,
     WidgetFileQuery,
     WidgetFileUploadQuery,
 )
@@ -227,6 +228,18 @@ async def download_agent_file(call: Call, file_id: str) -> Response:
 @api.op("GET", "/settings/files", summary="Limits for files in chats", response=FileSettings)
 async def get_file_settings(call: Call) -> FileSettings:
     return file_limits(call.services.settings, call.caller.workspace)
+
+
+@api.op(
+    "GET",
+    "/settings/files/usage",
+    summary="Bytes the workspace's files take, against its quota",
+    response=FileUsage,
+)
+async def get_file_usage(call: Call) -> FileUsage:
+    used = await call.services.storage.attachment_usage(call.workspace_id)
+    limits = file_limits(call.services.settings, call.caller.workspace)
+    return FileUsage(used_bytes=used, max_storage_bytes=limits.max_storage_bytes)
 
 
 @api.op(

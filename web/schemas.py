@@ -746,6 +746,14 @@ class FileSettings:
 
 
 @attrs.frozen(kw_only=True)
+class FileUsage:
+    """How much of the workspace's file quota its files take."""
+
+    used_bytes: int
+    max_storage_bytes: int
+
+
+@attrs.frozen(kw_only=True)
 class FileOut:
     """An uploaded file: send its ``id`` in ``send_message.attachments``."""
 

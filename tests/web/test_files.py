@@ -123,6 +123,12 @@ async def test_agent_sends_file_visitor_opens_it_after_it_is_sent(srv: TestServe
         file_id = up.json()["id"]
         token = hello["visitor_token"]
         assert (await get_as_visitor(srv, token, file_id)).status == 404  # not sent yet
+        # Another workspace's agent cannot upload into this chat, nor is it told it exists.
+        globex = bearer(srv.base_url, srv.globex.agents[0].token)
+        foreign = await globex.request(
+            "POST", f"/api/v1/conversations/{conv_id}/files?name=x.pdf", raw=pdf
+        )
+        assert foreign.status == 404
         reply = await agent.request(
             "send_message",
             conversation_id=conv_id,
@@ -163,6 +169,8 @@ async def test_type_is_judged_by_content_and_limits_hold(tmp_path: Path) -> None
             )
             assert put.status == 200, put.body
             assert (await upload_as_visitor(srv, token, PNG)).status == 201
+            usage = (await owner.get("/api/v1/settings/files/usage")).json()
+            assert usage == {"used_bytes": len(PNG), "max_storage_bytes": len(PNG) + 10}
             full = await upload_as_visitor(srv, token, PNG)
             assert full.status == 413 and full.error_code == "quota_exceeded"
             pdf = await upload_as_visitor(srv, token, b"%PDF-1.4\n", name="x.pdf")
