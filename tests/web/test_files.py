@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import stat
 from pathlib import Path
@@ -248,3 +250,56 @@ async def test_a_refused_upload_before_its_body_is_read_does_not_hang_the_client
     assert refused.headers.get("connection") == "close"
     assert (await upload_as_visitor(srv, None, big)).status == 401
     assert (await Http(srv.base_url).get("/healthz")).status == 200
+
+
+async def test_visitor_export_carries_its_files_and_only_what_it_saw(srv: TestServer) -> None:
+    http = await agent_peer_login(srv, Http(srv.base_url))
+    async with (
+        open_peer(srv.agent_ws_url, cookie=http.cookie) as agent,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as vis,
+    ):
+        await start_agent(agent)
+        ack, _token, sent_id = await visitor_sends_file(srv, vis)
+        conv_id = ack["conversation_id"]
+        await agent.push("chat_assigned")
+        draft = await http.request(
+            "POST", f"/api/v1/conversations/{conv_id}/files?name=draft.pdf", raw=b"%PDF-1.4\n"
+        )
+        draft_id = draft.json()["id"]
+        # A supervisor-less agent outside the chat may not attach its files to it.
+        bob = Http(srv.base_url)
+        await bob.login(srv.acme.agents[1].username, srv.acme.agents[1].password)
+        async with open_peer(srv.agent_ws_url, cookie=bob.cookie) as outsider:
+            await start_agent(outsider)
+            up = await bob.request(
+                "POST", f"/api/v1/conversations/{conv_id}/files?name=x.pdf", raw=b"%PDF-1.4\n"
+            )
+            bobs_id = up.json()["id"]
+            refused = await outsider.request(
+                "send_message",
+                conversation_id=conv_id,
+                client_msg_id="b-1",
+                text="",
+                attachments=[bobs_id],
+            )
+            assert refused["type"] == "error" and refused["code"] == "forbidden", refused
+    visitor_id = (
+        await srv.services.storage.get_conversation(  # type: ignore[union-attr]
+            srv.acme.id, conv_id
+        )
+    ).visitor_id
+    owner = bearer(srv.base_url, srv.acme.owner.token)
+    export = await owner.get(f"/api/v1/export?visitor_id={visitor_id}&internal=exclude")
+    lines = [json.loads(line) for line in export.body.decode().splitlines()]
+    files = [line["file"]["id"] for line in lines if "file" in line]
+    rows = [line["row"]["id"] for line in lines if line.get("table") == "attachments"]
+    assert files == [sent_id] and rows == [sent_id]  # not the agent's file never sent
+    assert lines[-1]["files"] == 1
+    assert base64.b64decode(next(x["file"]["data"] for x in lines if "file" in x)) == PNG
+    marked = await owner.get(f"/api/v1/export?visitor_id={visitor_id}")
+    internal = {
+        line["row"]["id"]: line["internal"]
+        for line in (json.loads(x) for x in marked.body.decode().splitlines())
+        if line.get("table") == "attachments"
+    }
+    assert internal == {sent_id: False, draft_id: True, bobs_id: True}
