@@ -607,7 +607,8 @@ class ChatEngine:
         if isinstance(cmd, SendMessage | LeaveOfflineMessage):
             wait_s = self._messages.check(("msg", ws, p.visitor_id))
             if wait_s > 0:
-                raise RateLimited("too many messages", retry_after_s=round(wait_s, 3))
+                # Rounded up: a wait under a millisecond must not read as "retry now" (0.0).
+                raise RateLimited("too many messages", retry_after_s=math.ceil(wait_s * 1e3) / 1e3)
         if isinstance(cmd, LeaveOfflineMessage):
             # Keyed by the client id: a retry (new socket, restarted server) gets the same
             # conversation, and the message's client_msg_id makes the append a duplicate.

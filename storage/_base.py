@@ -28,6 +28,8 @@ from storage._attachments import (
     bind_attachments_program,
     unsent_attachments_program,
 )
+from storage._auth import AuthStore
+from storage._mail import MailStorage
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
@@ -123,7 +125,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(abc.ABC):
+class SqlStorage(AuthStore, MailStorage, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str

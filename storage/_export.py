@@ -94,6 +94,21 @@ TABLES: Final = (
         bools="enabled",
     ),
     _t(
+        "agent_two_factor",
+        "agent_id workspace_id totp_secret confirmed_at recovery_hashes last_step created_at",
+        key="agent_id",
+        json_cols="recovery_hashes",
+    ),
+    _t(
+        "workspace_sso",
+        "workspace_id slug issuer client_id client_secret role_claim role_map default_role"
+        " sso_only enabled updated_at",
+        key="workspace_id",
+        json_cols="role_map",
+        bools="sso_only enabled",
+    ),
+    _t("sso_identities", "id workspace_id issuer subject agent_id created_at"),
+    _t(
         "visitors",
         "id workspace_id token_hash external_id name email attributes user_agent ip"
         " visits first_seen_at last_seen_at",

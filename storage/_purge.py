@@ -15,6 +15,9 @@ from storage.errors import NotFound
 # Children before parents: no foreign key ever points at a deleted row.
 _WORKSPACE_TABLES = (
     "attachments",
+    "mail_outbox",
+    "agent_tokens",
+    "inbox_items",
     "events",
     "routing_decisions",
     "conversations",
@@ -24,6 +27,9 @@ _WORKSPACE_TABLES = (
     "bans",
     "canned_responses",
     "visitors",
+    "agent_two_factor",
+    "sso_identities",
+    "workspace_sso",
     "agents",
     "agent_groups",
     "audit_log",
@@ -54,6 +60,11 @@ def purge_conversations_program(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({old})",
         (workspace_id, workspace_id, cutoff),
     )
+    for table in ("inbox_items", "mail_outbox"):
+        yield Q(
+            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({old})",
+            (workspace_id, workspace_id, cutoff),
+        )
     deleted = yield Q(
         "DELETE FROM conversations WHERE workspace_id=? AND last_activity_at<?",
         (workspace_id, cutoff),
@@ -90,6 +101,11 @@ def erase_visitor_program(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
     )
+    for table in ("inbox_items", "mail_outbox"):
+        yield Q(
+            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({theirs})",
+            (workspace_id, workspace_id, visitor_id),
+        )
     yield Q(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),

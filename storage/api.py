@@ -364,6 +364,46 @@ class Attachment:
 
 
 @attrs.frozen(kw_only=True)
+class TwoFactor:
+    """An agent's TOTP enrollment (two-factor login); unconfirmed until the first good code."""
+
+    agent_id: str
+    workspace_id: str
+    totp_secret: str  # base32; the only place it lives (the column to encrypt at rest)
+    confirmed_at: float | None = None
+    recovery_hashes: tuple[str, ...] = ()  # SHA-256 hex of each unused recovery code
+    last_step: int = 0  # newest accepted TOTP time step: no code is accepted twice
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SsoConfig:
+    """A workspace's OpenID Connect provider and how its users become agents."""
+
+    workspace_id: str
+    slug: str  # what users type on the login page (unique across the server)
+    issuer: str
+    client_id: str
+    client_secret: str  # the column to encrypt at rest
+    role_claim: str = "roles"  # id_token claim (string or list of strings) read for the role
+    role_map: Mapping[str, str] = attrs.field(factory=dict)  # claim value -> role
+    default_role: Role | None = Role.AGENT  # no mapped value: this role, or None to refuse
+    sso_only: bool = False  # password logins refused (owners excepted)
+    enabled: bool = True
+    updated_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SsoIdentity:
+    id: str
+    workspace_id: str
+    issuer: str
+    subject: str  # the provider's ``sub``: stable, unlike names and e-mail addresses
+    agent_id: str
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
 class Report:
     chats_per_day: tuple[tuple[str, int], ...]  # ("2026-11-26", 12)
     total_chats: int
@@ -373,6 +413,68 @@ class Report:
     average_rating: float | None
     per_agent: tuple[Mapping[str, Any], ...]  # {"agent_id", "chats", "avg_rating", "frt_p50_s"}
     per_group: tuple[Mapping[str, Any], ...]  # {"group_id", "chats", "missed"}
+
+
+# ---------------------------------------------------------------- mail, agent links, inbox
+
+
+class MailStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for its next attempt (next_attempt_at)
+    SENT = "sent"  # the SMTP server accepted it
+    FAILED = "failed"  # gave up after the last attempt, or refused for good (5xx)
+
+
+@attrs.frozen(kw_only=True)
+class MailItem:
+    """One outgoing mail in the durable outbox; the rows are also the delivery log."""
+
+    id: str
+    workspace_id: str | None
+    conversation_id: str | None  # the chat it is about (erased with it)
+    kind: str  # offline_message, missed_chat, transcript, password_reset, invitation, reply
+    dedupe_key: str | None  # a second enqueue with the same key is a no-op
+    recipient: str
+    subject: str
+    text_body: str
+    html_body: str
+    status: MailStatus = MailStatus.QUEUED
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None  # an error class and SMTP code, never credentials
+    created_at: float = 0.0
+    sent_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AgentToken:
+    """A single-use link mailed to an agent (password reset, invitation); hashed at rest."""
+
+    token_hash: str
+    workspace_id: str
+    agent_id: str
+    purpose: str  # "password_reset" or "invitation"
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+
+
+class InboxStatus(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+@attrs.frozen(kw_only=True)
+class InboxItem:
+    """An offline message or an unanswered chat waiting for someone to follow up."""
+
+    conversation_id: str
+    workspace_id: str
+    kind: str  # "offline" or "missed" (the conversation's close reason)
+    status: InboxStatus = InboxStatus.OPEN
+    assignee_id: str | None = None
+    replies: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
 
 # ---------------------------------------------------------------- the interface
@@ -596,6 +698,30 @@ class Storage(Protocol):
         self, agent_id: str, *, except_id_hash: str | None = None
     ) -> None: ...
 
+    # two-factor login and single sign-on (storage/_auth.py)
+    async def get_two_factor(self, workspace_id: str, agent_id: str) -> TwoFactor | None: ...
+    async def list_two_factor(self, workspace_id: str) -> list[TwoFactor]: ...
+    async def put_two_factor(self, record: TwoFactor) -> TwoFactor: ...
+    async def confirm_two_factor(
+        self, workspace_id: str, agent_id: str, *, step: int, recovery_hashes: Sequence[str]
+    ) -> TwoFactor: ...
+    async def use_totp_step(self, workspace_id: str, agent_id: str, step: int) -> bool: ...
+    async def use_recovery_code(self, workspace_id: str, agent_id: str, code_hash: str) -> bool: ...
+    async def set_recovery_codes(
+        self, workspace_id: str, agent_id: str, recovery_hashes: Sequence[str]
+    ) -> None: ...
+    async def delete_two_factor(self, workspace_id: str, agent_id: str) -> bool: ...
+    async def get_sso_config(self, workspace_id: str) -> SsoConfig | None: ...
+    async def find_sso_config(self, slug: str) -> SsoConfig | None: ...
+    async def put_sso_config(self, config: SsoConfig) -> SsoConfig: ...
+    async def delete_sso_config(self, workspace_id: str) -> None: ...
+    async def find_sso_identity(
+        self, workspace_id: str, issuer: str, subject: str
+    ) -> SsoIdentity | None: ...
+    async def create_sso_identity(
+        self, workspace_id: str, *, issuer: str, subject: str, agent_id: str
+    ) -> SsoIdentity: ...
+
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...
     def export_jsonl(
@@ -639,3 +765,39 @@ class Storage(Protocol):
 
     async def attachment_usage(self, workspace_id: str) -> int: ...  # bytes stored
     async def purge_unsent_attachments(self, *, older_than_s: float) -> int: ...
+    # outgoing mail, agent links, inbox (storage._mail)
+    async def enqueue_mail(self, item: MailItem) -> bool: ...  # False: dedupe_key exists
+    async def due_mail(self, now: float, *, limit: int = 20) -> list[MailItem]: ...
+    async def next_mail_due_at(self) -> float | None: ...
+    async def claim_mail(self, item: MailItem, *, lease_until: float) -> bool: ...
+    async def mail_sent(self, mail_id: str, *, at: float) -> None: ...
+    async def mail_attempt_failed(
+        self, mail_id: str, *, error: str, retry_at: float | None
+    ) -> None: ...
+    async def list_mail(
+        self, workspace_id: str, *, status: MailStatus | None = None, limit: int = 100
+    ) -> list[MailItem]: ...
+    async def prune_mail(self, *, before: float) -> int: ...  # sent/failed rows only
+    async def create_agent_token(self, token: AgentToken) -> None: ...
+    async def use_agent_token(
+        self, token_hash: str, *, purposes: Sequence[str], now: float
+    ) -> AgentToken | None: ...
+    async def find_agents_by_email(self, email: str) -> list[Agent]: ...
+    async def unscanned_inbox_conversations(
+        self, *, since: float, limit: int = 100
+    ) -> list[Conversation]: ...
+    async def add_inbox_item(self, item: InboxItem, *, mail: MailItem | None) -> bool: ...
+    async def list_inbox(
+        self, workspace_id: str, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> list[InboxItem]: ...
+    async def count_inbox(self, workspace_id: str, *, status: InboxStatus) -> int: ...
+    async def get_inbox_item(self, workspace_id: str, conversation_id: str) -> InboxItem | None: ...
+    async def update_inbox_item(
+        self,
+        workspace_id: str,
+        conversation_id: str,
+        *,
+        now: float,
+        changes: dict[str, Any],
+        reply: MailItem | None = None,
+    ) -> InboxItem | None: ...

@@ -295,7 +295,17 @@ async def create_agent(call: Call, body: CreateAgentIn) -> AgentCreated:
         ) from None
     await workspace_changed(call)
     await audit(call, "agent.created", f"agent:{agent.id}", role=agent.role.value)
-    return AgentCreated(agent=AgentOut.of(agent), password=password if generated else None)
+    # Invitation mail (web/api_mail.py): a single-use link to choose a password.
+    from web.api_mail import mail_agent_link
+
+    invited = await mail_agent_link(
+        call.services, call.caller.workspace, agent, purpose="invitation"
+    )
+    if invited:
+        await audit(call, "agent.invited", f"agent:{agent.id}")
+    return AgentCreated(
+        agent=AgentOut.of(agent), password=password if generated else None, invited=invited
+    )
 
 
 @api.op("GET", "/agents/{agent_id}", summary="One agent", response=AgentOut)

@@ -556,7 +556,11 @@ async def _export(call: Call, query: ExportQuery, slot: object) -> Response:
 # A download leaves the server: no credentials in it, not even hashed ones. (Backups written
 # by /backups stay on the server and keep everything, so they can be restored.)
 _SECRET_TABLES = frozenset({"sessions", "secrets"})
-_SECRET_COLUMNS = frozenset({"password_hash", "token_hash", "identity_secret", "csrf_token"})
+_SECRET_COLUMNS = frozenset(
+    {"password_hash", "token_hash", "identity_secret", "csrf_token"}
+    # two-factor and single sign-on secrets
+    | {"totp_secret", "recovery_hashes", "client_secret"}
+)
 
 
 async def redacted(lines: AsyncIterator[str]) -> AsyncIterator[str]:

@@ -25,7 +25,9 @@ from engine.errors import DomainError, EngineError, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
+from web.api_mail import api as mail_api
 from web.api_public import api as public_api
+from web.api_security import api as security_api
 from web.auth import session_cookie_name
 from web.errors import ApiError, PayloadTooLarge
 from web.files import UPLOAD_PATHS
@@ -37,7 +39,15 @@ from web.settings import Settings
 
 log = logging.getLogger("livechat.web")
 
-API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (auth_api, admin_api, chats_api, public_api, files_api)
+API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
+    auth_api,
+    admin_api,
+    chats_api,
+    public_api,
+    security_api,  # two-factor login and single sign-on
+    mail_api,  # outgoing mail and the inbox
+    files_api,  # files in chats
+)
 
 _ENGINE_STATUS = {
     "not_found": 404,

@@ -4,7 +4,7 @@
 engine and the housekeeping task in a nursery it owns, and yields one ``Services`` object that
 ``create_app`` shares with every request and WebSocket. Closing it shuts the engine down
 within its deadline, then closes storage. Start-up order: storage → secret → engine →
-housekeeping; shutdown in reverse.
+housekeeping → mail (web/mail.py); shutdown in reverse.
 """
 
 from __future__ import annotations
@@ -30,11 +30,15 @@ from storage import (
 from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
+from web.mail import Mailer
 from web.metrics import WebMetrics
+from web.oidc import OidcClient
+from web.overload import OverloadGate
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
+from web.twofactor import FlowSigner
 
 if TYPE_CHECKING:
     from engine.api import ChatEngine
@@ -61,7 +65,12 @@ class Services:
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
     uploads: SlidingWindow = attrs.field(default=None)  # files, per uploader
+    overload: OverloadGate = attrs.field(default=None)
+    mailer: Mailer = attrs.field(default=None)  # outgoing mail and the inbox scan (web/mail.py)
     draining: bool = False
+    # two-factor login and single sign-on: login-step tokens, identity-provider calls
+    flows: FlowSigner = attrs.field(default=None)
+    oidc: OidcClient = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -83,6 +92,14 @@ class Services:
             self.uploads = SlidingWindow(s.files_uploads_per_10min, 600.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+        if self.overload is None:
+            self.overload = OverloadGate.from_settings(s)
+        if self.flows is None:
+            self.flows = FlowSigner(self.secret_key)
+        if self.oidc is None:
+            self.oidc = OidcClient(timeout_s=s.sso_http_timeout_s, threads=s.sso_http_threads)
+        if self.mailer is None:
+            self.mailer = Mailer(settings=s, storage=self.storage)
 
 
 def current_services() -> Services:
@@ -163,7 +180,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 secret_key=secret,
                 engine_metrics=engine_metrics,
             )
-            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S)
+            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+            await nursery.start(services.mailer.serve)
             try:
                 yield services
             finally:

@@ -577,6 +577,8 @@ function renderAll() {
   $("lc-prechat").hidden = !(needPrechat && !showOffline);
   $("lc-offline").hidden = !showOffline;
   $("lc-rating").hidden = !closed;
+  // Mail (web/mail.py): a transcript by email only when the server sends mail.
+  $("lc-transcript").hidden = !(closed && c.mail_enabled === true);
   $("lc-rate-done").hidden = !(closed && state.rated.has(conv.conversation_id));
   $("lc-composer").hidden = closed || showOffline || needPrechat;
   $("lc-end").hidden = !conv || closed;
@@ -742,6 +744,32 @@ function wire() {
       btn.disabled = false;
     }
   });
+  $("lc-transcript").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    formError(form, null);
+    $("lc-tr-done").hidden = true;
+    try {
+      const res = await fetch("/api/v1/widget/transcript", {
+        method: "POST",
+        credentials: "omit",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          key: KEY,
+          visitor_token: store.get("token") || "",
+          conversation_id: state.conv ? state.conv.conversation_id : "",
+          email: $("lc-tr-email").value.trim(),
+        }),
+      });
+      if (!res.ok) {
+        const body = await res.json().catch(() => null);
+        throw new Error((body && body.error && body.error.message) || "Could not send it.");
+      }
+      $("lc-tr-done").hidden = false;
+    } catch (err) {
+      formError(form, err.message || String(err));
+    }
+  });
   const stars = [...document.querySelectorAll(".lc-stars label")];
   const paint = () => {
     const checked = document.querySelector(".lc-stars input:checked");
@@ -791,6 +819,10 @@ function applyConfig(c) {
   state.sneakPeek = !!c.sneak_peek;
   if (c.online === false) state.agentsAvailable = false;
   if (c.offline_message) $("lc-offline-title").textContent = c.offline_message;
+  // Promise an email reply only when this server sends mail (docs/widget.md).
+  $("lc-off-done").textContent = c.mail_enabled
+    ? "Thanks! We'll get back to you by email."
+    : "Thanks! We got your message.";
   $("lc").classList.toggle("left", c.position === "left");
   toHost({ type: "config", position: c.position === "left" ? "left" : "right" });
   buildPrechat();

@@ -231,7 +231,8 @@ class Api:
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, env: dict[str, str] | None = None) -> None:
+        self.extra_env = dict(env or {})  # LIVECHAT_* settings of this server (e.g. SMTP)
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "livechat.db"
@@ -247,6 +248,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
         # Every test visitor comes from 127.0.0.1: lift the per-IP new-chat limit (10/hour).
         env["LIVECHAT_RATE_NEW_CONVERSATIONS_PER_HOUR"] = "1000"
+        # The SSO tests' OpenID provider is a plain-http server on loopback (tests/oidc_provider).
+        env["LIVECHAT_SSO_ALLOW_HTTP_LOOPBACK"] = "1"
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [
                 sys.executable,

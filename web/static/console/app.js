@@ -7,6 +7,10 @@ import {
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
 import { initFiles, renderFiles } from "./files.js";
+import { renderSecurity, secondFactor, setupSsoLogin } from "./security.js";
+import {
+  handlePasswordLink, refreshBadge, renderInbox, renderMailSettings, startInbox, wireForgotPassword,
+} from "./inbox.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,6 +57,8 @@ export function toast(text, kind) {
 // ------------------------------------------------------------------ login
 
 async function boot() {
+  wireForgotPassword();
+  if (handlePasswordLink()) return; // a mailed set-password link (inbox.js)
   try {
     const me = await get("/me");
     startApp(me);
@@ -64,6 +70,7 @@ async function boot() {
 function showLogin() {
   $("app-view").hidden = true;
   $("login-view").hidden = false;
+  setupSsoLogin();
   $("login-username").focus();
 }
 
@@ -76,7 +83,8 @@ $("login-form").addEventListener("submit", async (ev) => {
       password: $("login-password").value,
     });
     $("login-password").value = "";
-    startApp(me);
+    if (me.second_factor) secondFactor(me, startApp); // no session yet: a code must follow
+    else startApp(me);
   } catch (err) {
     $("login-error").textContent = err.message || "Login failed";
   }
@@ -109,6 +117,7 @@ function startApp(me) {
   renderNotifyButton();
   loadReference();
   connect();
+  startInbox({ toast, me, agents: () => [...S.agents.values()] });
   route();
 }
 
@@ -1156,8 +1165,9 @@ async function showTranscript(convId) {
 function route() {
   if (!S.me) return;
   const parts = (location.hash.replace(/^#\/?/, "") || "chats").split("/");
-  const view = ["chats", "visitors", "history", "admin"].includes(parts[0]) ? parts[0] : "chats";
-  for (const v of ["chats", "visitors", "history", "admin"]) $("view-" + v).hidden = v !== view;
+  const views = ["chats", "visitors", "history", "inbox", "admin", "security"];
+  const view = views.includes(parts[0]) ? parts[0] : "chats";
+  for (const v of views) $("view-" + v).hidden = v !== view;
   document.querySelectorAll(".tabs a").forEach((a) => {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -1165,6 +1175,9 @@ function route() {
   if (view === "chats" && parts[1]) openChat(decodeURIComponent(parts[1]));
   if (view === "visitors") renderVisitors();
   if (view === "history" && parts[1]) showTranscript(decodeURIComponent(parts[1]));
+  if (view === "security") renderSecurity($("security-body"), { me: S.me, toast }).catch((err) => toast(err.message, "error"));
+  if (view === "inbox") renderInbox(parts[1] ? decodeURIComponent(parts[1]) : null);
+  else refreshBadge();
   if (view === "admin") {
     if (!isAdmin()) {
       location.hash = "#/chats";
@@ -1175,6 +1188,10 @@ function route() {
       if (a.getAttribute("href") === "#/admin/" + section) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     });
+    if (section === "mail") {
+      renderMailSettings($("admin-body")).catch((err) => toast(err.message, "error"));
+      return;
+    }
     renderAdmin(section, $("admin-body"), { me: S.me, toast, reload: loadReference });
   }
 }
