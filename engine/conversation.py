@@ -41,6 +41,7 @@ from engine.errors import (
     ConversationClosed,
     DomainError,
     Forbidden,
+    InvalidMessage,
     InvalidState,
     NotFound,
     Overloaded,
@@ -249,6 +250,10 @@ def apply_patch(conv: Conversation, patch: ConversationPatch | None, now: float)
     return attrs.evolve(conv, **changes)
 
 
+def _files_data(item: _Pending) -> dict[str, Any]:
+    return {"attachments": item.files} if item.files else {}
+
+
 @attrs.define(slots=True, eq=False)
 class _Pending:
     """One message of a batch on its way to storage."""
@@ -260,6 +265,7 @@ class _Pending:
     assigned: str | None = None  # agent that got the chat by this message
     unassigned: str | None = None
     responded: str | None = None  # agent whose first answer this is
+    files: list[dict[str, Any]] = attrs.Factory(list)  # attachments of a send_message
 
 
 class ConversationActor(Actor[ConversationMsg]):
@@ -454,11 +460,49 @@ class ConversationActor(Actor[ConversationMsg]):
         principal, cmd = msg.principal, msg.command
         if not _may_see(principal, conv):
             raise NotFound("conversation not found")
+        if isinstance(cmd, SendMessage) and cmd.attachments:
+            item.files = await self._bind_files(conv, principal, cmd.attachments)
         if isinstance(principal, VisitorPrincipal):
             if isinstance(cmd, SendMessage) and conv.state == ConversationState.CLOSED:
                 await self._check_may_reopen(conv)
             return self._plan_visitor(item, conv, principal, cmd, base, now)
         return await self._plan_agent(item, conv, principal, cmd, base, now)
+
+    async def _bind_files(
+        self, conv: Conversation, who: Principal, ids: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Attach the sender's uploads to this chat; the message carries their metadata.
+
+        Only the sender's own uploads, for this chat's visitor and not yet in another chat,
+        are taken; any other id (a stranger's, another workspace's, made up) is refused as a
+        whole with ``invalid_field`` on ``attachments``, naming nothing about the others.
+        """
+        if isinstance(who, AgentPrincipal):
+            if not (who.agent_id in conv.participant_ids or who.is_supervisor):
+                raise Forbidden("you are not in this chat")
+            uploader_type, uploader_id = AuthorType.AGENT, who.agent_id
+        else:
+            assert isinstance(who, VisitorPrincipal)
+            uploader_type, uploader_id = AuthorType.VISITOR, who.visitor_id
+        bound = await self.ctx.call(
+            self.ctx.storage.bind_attachments(
+                conv.workspace_id,
+                ids,
+                conversation_id=conv.id,
+                visitor_id=conv.visitor_id,
+                uploader_type=uploader_type,
+                uploader_id=uploader_id,
+            )
+        )
+        if len(bound) != len(set(ids)):
+            raise InvalidMessage(
+                "attachments: unknown file id (upload it first, as the sender)",
+                code="invalid_field",
+                field="attachments",
+            )
+        return [
+            {"id": a.id, "name": a.name, "type": a.content_type, "size": a.size} for a in bound
+        ]
 
     async def _check_may_reopen(self, conv: Conversation) -> None:
         """A visitor's message reopens a closed chat, unless the visitor has another open chat
@@ -523,6 +567,7 @@ class ConversationActor(Actor[ConversationMsg]):
                     **author,
                     kind=EventKind.MESSAGE,
                     body=cmd.text,
+                    data=_files_data(item),
                     client_msg_id=cmd.client_msg_id,
                     patch=patch,
                 )
@@ -618,6 +663,7 @@ class ConversationActor(Actor[ConversationMsg]):
                     **author,
                     kind=EventKind.MESSAGE,
                     body=cmd.text,
+                    data=_files_data(item),
                     client_msg_id=cmd.client_msg_id,
                     patch=patch,
                 )

@@ -112,6 +112,7 @@ MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_CHARS = 1_000
 MAX_HISTORY_LIMIT = 200
 MAX_REASON_CHARS = 500
+MAX_ATTACHMENTS = 10
 
 
 # ---------------------------------------------------------------- validators
@@ -207,6 +208,14 @@ def _attributes(_inst: object, attribute: attrs.Attribute[Any], value: Mapping[s
 
 def _frozen_tags(value: Any) -> tuple[str, ...]:
     return tuple(value)
+
+
+def _attachment_ids(_inst: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if len(value) > MAX_ATTACHMENTS:
+        raise _fail(attribute, f"more than {MAX_ATTACHMENTS} files")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > MAX_ID_CHARS:
+            raise _fail(attribute, "each must be a file id")
 
 
 # ---------------------------------------------------------------- shared enums and views
@@ -340,7 +349,17 @@ class SendMessage:
     TYPE: ClassVar[str] = "send_message"
     conversation_id: str | None = attrs.field(default=None, validator=_id)
     client_msg_id: str = attrs.field(validator=_id)
-    text: str = attrs.field(validator=_text(MAX_TEXT_CHARS))
+    text: str = attrs.field(validator=_text(MAX_TEXT_CHARS, allow_empty=True))  # "" with files
+    # Ids of files uploaded over HTTP by the same sender (``POST .../files``).
+    attachments: tuple[str, ...] = attrs.field(
+        default=(), converter=_frozen_tags, validator=_attachment_ids
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not self.text.strip() and not self.attachments:
+            raise InvalidMessage(
+                "text: must not be empty (or send attachments)", code="invalid_field", field="text"
+            )
 
 
 @attrs.frozen(kw_only=True)

@@ -58,7 +58,9 @@ __all__ = [
 # events of that kind. An event stored with ``visibility=agents`` (a silent supervisor's join)
 # is hidden whatever its kind.
 VISITOR_EVENT_DATA: Mapping[EventKind, frozenset[str] | None] = {
-    EventKind.MESSAGE: frozenset(),
+    # Files sent with the message: id, name, type and size (the bytes need the sender's or
+    # an agent's credential, see web/files.py).
+    EventKind.MESSAGE: frozenset({"attachments"}),
     EventKind.NOTE: None,  # internal note
     EventKind.WHISPER: None,  # supervisor to agent
     # Not the routing reason, load or candidate counts the router adds to ``data``.

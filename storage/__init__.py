@@ -25,6 +25,7 @@ from storage.api import (
     ApiToken,
     AppendRequest,
     AppendResult,
+    Attachment,
     AuditEntry,
     AuthorType,
     BackupRecord,
@@ -60,6 +61,7 @@ from storage.api import (
     Workspace,
     WorkspaceStatus,
 )
+from storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, default_files_dir
 from storage.errors import (
     AppendRefused,
     BackupError,
@@ -69,6 +71,7 @@ from storage.errors import (
     MigrationError,
     NotABackupError,
     NotFound,
+    QuotaExceeded,
     RestoreError,
     StorageError,
     StorageUnavailable,
@@ -84,12 +87,14 @@ __all__ = [
     "AppendRefused",
     "AppendRequest",
     "AppendResult",
+    "Attachment",
     "AuditEntry",
     "AuthorType",
     "BackupError",
     "BackupRecord",
     "Ban",
     "BanKind",
+    "BlobStore",
     "CannedResponse",
     "CloseReason",
     "CommitFailed",
@@ -105,6 +110,7 @@ __all__ = [
     "InboxItem",
     "InboxStatus",
     "InvalidDatabaseURL",
+    "LocalBlobStore",
     "MailItem",
     "MailStatus",
     "MigrationError",
@@ -113,10 +119,12 @@ __all__ = [
     "NotFound",
     "Page",
     "PageView",
+    "QuotaExceeded",
     "Report",
     "RestoreError",
     "Role",
     "RoutingDecision",
+    "S3BlobStore",
     "SearchHit",
     "Session",
     "SsoConfig",
@@ -131,6 +139,7 @@ __all__ = [
     "WorkspaceStatus",
     "backend_of",
     "create_private_file",
+    "default_files_dir",
     "open_backend",
     "open_storage",
     "private_dir",
@@ -161,19 +170,29 @@ async def open_backend(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    files_dir: str | None = None,
+    blobs: BlobStore | None = None,
     **options: Any,
 ) -> AsyncIterator[SqlStorage]:
-    """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench)."""
+    """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench).
+
+    The bytes of chat files go to ``blobs`` if given, else to the directory ``files_dir``
+    (default: ``default_files_dir``).
+    """
     backend, target = backend_of(url)
+    if blobs is None:
+        blobs = LocalBlobStore(files_dir or default_files_dir(backend, target))
     if backend == "sqlite":
         from storage.sqlite import open_sqlite
 
         async with open_sqlite(target, group_commit=group_commit, clock=clock, **options) as s:
+            s.use_blobs(blobs)
             yield s
     else:
         from storage.postgres import open_postgres
 
         async with open_postgres(target, group_commit=group_commit, clock=clock, **options) as p:
+            p.use_blobs(blobs)
             yield p
 
 
@@ -183,6 +202,8 @@ async def open_storage(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    files_dir: str | None = None,
+    blobs: BlobStore | None = None,
     **options: Any,
 ) -> AsyncIterator[Storage]:
     """Open the database named by ``url``, applying pending migrations; close on exit.
@@ -192,5 +213,7 @@ async def open_storage(
     (``readers``, ``busy_timeout_s``, ``statement_timeout_s`` for SQLite; ``pool_size``,
     ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
     """
-    async with open_backend(url, group_commit=group_commit, clock=clock, **options) as storage:
+    async with open_backend(
+        url, group_commit=group_commit, clock=clock, files_dir=files_dir, blobs=blobs, **options
+    ) as storage:
         yield storage

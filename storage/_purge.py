@@ -1,7 +1,9 @@
 """Deletion programs (retention, erasure, workspace purge); each leaves one audit entry.
 
 Each runs as one write transaction, so a deletion is all or nothing and its audit entry is
-committed with it. Audit details hold counts and ids, never message bodies.
+committed with it. Audit details hold counts and ids, never message bodies. Each also deletes
+the rows of the files it removes and returns their ids: the caller deletes their bytes from the
+blob store once the transaction has committed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from storage.errors import NotFound
 
 # Children before parents: no foreign key ever points at a deleted row.
 _WORKSPACE_TABLES = (
+    "attachments",
     "mail_outbox",
     "agent_tokens",
     "inbox_items",
@@ -33,11 +36,22 @@ _WORKSPACE_TABLES = (
 )
 
 
+def _take_attachments(where: str, args: tuple[str | float, ...]) -> Program[list[str]]:
+    found = yield Q(f"SELECT id FROM attachments WHERE {where}", args)
+    ids = [str(row["id"]) for row in found.rows]
+    if ids:
+        yield Q(f"DELETE FROM attachments WHERE {where}", args)
+    return ids
+
+
 def purge_conversations_program(
     workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
-) -> Program[int]:
-    """Delete conversations (and their events) with no activity since ``cutoff``."""
+) -> Program[tuple[int, list[str]]]:
+    """Delete conversations (their events and files) with no activity since ``cutoff``."""
     old = "SELECT id FROM conversations WHERE workspace_id=? AND last_activity_at<?"
+    files = yield from _take_attachments(
+        f"workspace_id=? AND conversation_id IN ({old})", (workspace_id, workspace_id, cutoff)
+    )
     events = yield Q(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({old})",
         (workspace_id, workspace_id, cutoff),
@@ -56,25 +70,33 @@ def purge_conversations_program(
         (workspace_id, cutoff),
     )
     if deleted.rowcount:
-        details = {"days": days, "conversations": deleted.rowcount, "events": events.rowcount}
+        details = {
+            "days": days,
+            "conversations": deleted.rowcount,
+            "events": events.rowcount,
+            "files": len(files),
+        }
         yield Q(
             *audit_entry(
                 workspace_id, actor=actor, action="retention.purge", at=now, details=details
             )
         )
-    return deleted.rowcount
+    return deleted.rowcount, files
 
 
 def erase_visitor_program(
     workspace_id: str, visitor_id: str, *, now: float, actor: str
-) -> Program[None]:
-    """Delete a visitor with their conversations, events, page views and visitor bans."""
+) -> Program[list[str]]:
+    """Delete a visitor with their conversations, events, files, page views and bans."""
     found = yield Q(
         "SELECT 1 AS ok FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id)
     )
     if found.one() is None:
         raise NotFound(f"visitor {visitor_id!r} not found")
     theirs = "SELECT id FROM conversations WHERE workspace_id=? AND visitor_id=?"
+    files = yield from _take_attachments(
+        "workspace_id=? AND visitor_id=?", (workspace_id, visitor_id)
+    )
     events = yield Q(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
@@ -100,7 +122,11 @@ def erase_visitor_program(
         (workspace_id, visitor_id),
     )
     yield Q("DELETE FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id))
-    details = {"conversations": conversations.rowcount, "events": events.rowcount}
+    details = {
+        "conversations": conversations.rowcount,
+        "events": events.rowcount,
+        "files": len(files),
+    }
     yield Q(
         *audit_entry(
             workspace_id,
@@ -111,14 +137,17 @@ def erase_visitor_program(
             details=details,
         )
     )
+    return files
 
 
-def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Program[None]:
+def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Program[list[str]]:
     """Delete every row of a workspace; the audit entry is server-wide (workspace_id NULL)."""
     counts: dict[str, int] = {}
     found = yield Q("SELECT 1 AS ok FROM workspaces WHERE id=?", (workspace_id,))
     if found.one() is None:
         raise NotFound(f"workspace {workspace_id!r} not found")
+    listed = yield Q("SELECT id FROM attachments WHERE workspace_id=?", (workspace_id,))
+    files = [str(row["id"]) for row in listed.rows]
     for table in _WORKSPACE_TABLES:
         result = yield Q(f"DELETE FROM {table} WHERE workspace_id=?", (workspace_id,))
         counts[table] = result.rowcount
@@ -133,3 +162,4 @@ def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Pro
             details=counts,
         )
     )
+    return files

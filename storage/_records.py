@@ -37,6 +37,7 @@ TABLES: Final[Mapping[type[Any], str]] = {
     api.AuditEntry: "audit_log",
     api.ApiToken: "api_tokens",
     api.Session: "sessions",
+    api.Attachment: "attachments",
     api.TwoFactor: "agent_two_factor",
     api.SsoConfig: "workspace_sso",
     api.SsoIdentity: "sso_identities",

@@ -347,6 +347,23 @@ class Session:
 
 
 @attrs.frozen(kw_only=True)
+class Attachment:
+    """A file sent in a chat; its bytes are in the blob store under ``id`` (unguessable)."""
+
+    id: str
+    workspace_id: str
+    uploader_type: AuthorType  # visitor | agent
+    uploader_id: str
+    visitor_id: str  # whose chat: the uploader, or the visitor of the agent's chat
+    conversation_id: str | None  # None: a visitor's upload not sent yet
+    name: str  # the sender's file name, for display and download only
+    content_type: str  # sniffed from the bytes, never the sender's claim
+    size: int
+    created_at: float
+    sent_at: float | None = None  # when it was attached to a message
+
+
+@attrs.frozen(kw_only=True)
 class TwoFactor:
     """An agent's TOTP enrollment (two-factor login); unconfirmed until the first good code."""
 
@@ -722,6 +739,32 @@ class Storage(Protocol):
     async def erase_visitor(self, workspace_id: str, visitor_id: str) -> None: ...
     async def purge_workspace(self, workspace_id: str) -> None: ...
 
+    # files (attachments): metadata here, bytes in the blob store
+    async def add_attachment(
+        self, attachment: Attachment, data: bytes, *, max_storage_bytes: int | None
+    ) -> Attachment:
+        """Store the bytes, then the row; ``QuotaExceeded`` when the workspace is full."""
+        ...
+
+    async def get_attachment(self, workspace_id: str, attachment_id: str) -> Attachment | None: ...
+    async def read_attachment(self, attachment: Attachment) -> bytes | None: ...
+    async def bind_attachments(
+        self,
+        workspace_id: str,
+        attachment_ids: Sequence[str],
+        *,
+        conversation_id: str,
+        visitor_id: str,
+        uploader_type: AuthorType,
+        uploader_id: str,
+    ) -> list[Attachment]:
+        """Attach uploads to a message of ``conversation_id``; only the uploader's own, not
+        yet in another conversation. Returns those bound, in the order asked (a retry of the
+        same message binds them again)."""
+        ...
+
+    async def attachment_usage(self, workspace_id: str) -> int: ...  # bytes stored
+    async def purge_unsent_attachments(self, *, older_than_s: float) -> int: ...
     # outgoing mail, agent links, inbox (storage._mail)
     async def enqueue_mail(self, item: MailItem) -> bool: ...  # False: dedupe_key exists
     async def due_mail(self, now: float, *, limit: int = 20) -> list[MailItem]: ...

@@ -27,7 +27,15 @@ from typing import Any, Final
 
 import trio
 
-from storage import BackupRecord, backend_of, create_private_file, open_backend, private_dir
+from storage import (
+    BackupRecord,
+    BlobStore,
+    LocalBlobStore,
+    backend_of,
+    create_private_file,
+    open_backend,
+    private_dir,
+)
 from storage._export import FORMAT_NAME, export_jsonl, table_counts
 from storage.errors import BackupError, NotABackupError, RestoreError, StorageError
 
@@ -95,7 +103,13 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
         from web.settings import load_settings
 
         try:
-            settings = load_settings({"database_url": args.database_url}, config_file=args.config)
+            settings = load_settings(
+                {"database_url": args.database_url, "files_dir": args.files_dir},
+                config_file=args.config,
+            )
+            from web.services import blob_store
+
+            args.blobs = blob_store(settings)  # the server's file store, for every command
             trio.run(command, args, settings.database_url)
         except ConfigError as err:
             print(f"livechat: error: {err}", file=sys.stderr)
@@ -112,7 +126,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 async def _migrate(args: argparse.Namespace, url: str) -> None:
-    async with open_backend(url) as storage:
+    async with open_backend(url, blobs=args.blobs) as storage:
         version = await storage.schema_version()
     print(f"schema version {version} ({storage.backend_name})")
 
@@ -157,12 +171,15 @@ async def _backup(args: argparse.Namespace, url: str) -> None:
     from storage.sqlite import SQLiteStorage
 
     out = _absolute(args.out)
-    async with open_backend(url) as storage:
+    async with open_backend(url, blobs=args.blobs) as storage:
         if isinstance(storage, SQLiteStorage):
+            # The database file, then the bytes of its files beside it (<out>.files/): a file
+            # row without its bytes would restore as "file not found".
             tmp = f"{out}.partial"
             try:
                 await trio.to_thread.run_sync(_private_empty_file, tmp)
                 await storage.backup_to(tmp)  # SQLite keeps the mode of the file it opens
+                await copy_blobs(tmp, storage, f"{out}.files")
                 await trio.Path(tmp).replace(out)
             finally:
                 if await trio.Path(tmp).exists():
@@ -181,6 +198,27 @@ async def _backup(args: argparse.Namespace, url: str) -> None:
         f"backup written to {out}: {counts['workspaces']} workspaces,"
         f" {counts['conversations']} conversations, {counts['events']} events"
     )
+
+
+async def copy_blobs(db_path: str, storage: Any, directory: str) -> int:
+    """Copy the bytes of every file listed in the backup ``db_path`` into ``directory``."""
+
+    def listed() -> list[str]:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            return [str(row[0]) for row in con.execute("SELECT id FROM attachments")]
+        finally:
+            con.close()
+
+    ids = await trio.to_thread.run_sync(listed)
+    target = LocalBlobStore(directory)
+    copied = 0
+    for blob_id in ids:
+        data = await storage.blobs.get(blob_id)
+        if data is not None:  # bytes already gone (erased meanwhile): the row restores alone
+            await target.put(blob_id, data)
+            copied += 1
+    return copied
 
 
 def _absolute(path: str) -> str:
@@ -249,13 +287,15 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
 async def _restore(args: argparse.Namespace, url: str) -> None:
     expected = await trio.to_thread.run_sync(_check_backup_file, args.source)
     if expected is None:
-        await _restore_sqlite_file(args.source, url)
+        await _restore_sqlite_file(args.source, url, args.blobs)
     else:
-        await _restore_jsonl(args.source, url, expected)
+        await _restore_jsonl(args.source, url, expected, args.blobs)
 
 
-async def _restore_jsonl(source: str, url: str, expected: dict[str, int]) -> None:
-    async with open_backend(url) as storage:
+async def _restore_jsonl(
+    source: str, url: str, expected: dict[str, int], blobs: BlobStore
+) -> None:
+    async with open_backend(url, blobs=blobs) as storage:
         restored = await storage.import_jsonl(_read_lines(source))
         await _verify(storage, expected)
     print(f"restored {restored} rows from {source}; counts verified")
@@ -271,7 +311,7 @@ async def _verify(storage: Any, expected: dict[str, int]) -> None:
         raise RestoreError(f"integrity check failed: {result}")
 
 
-async def _restore_sqlite_file(source: str, url: str) -> None:
+async def _restore_sqlite_file(source: str, url: str, blobs: BlobStore) -> None:
     """Copy the backup (backup API, integrity-checked), then move its rows into the target.
 
     The source file is never modified: it is copied to a temporary file first. A truncated or
@@ -301,9 +341,11 @@ async def _restore_sqlite_file(source: str, url: str) -> None:
 
         await trio.to_thread.run_sync(snapshot)
         backend, _ = backend_of(url)
-        async with open_backend(f"sqlite:///{copy}") as original:
+        # The backup's files are in its sidecar directory (``<backup>.files``).
+        sidecar = f"{source}.files"
+        async with open_backend(f"sqlite:///{copy}", files_dir=sidecar) as original:
             expected = await table_counts(original)
-            async with open_backend(url) as target:
+            async with open_backend(url, blobs=blobs) as target:
                 await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
                 await _verify(target, expected)
     print(f"restored {sum(expected.values())} rows from {source} into {backend}; verified")
@@ -316,7 +358,7 @@ def _one_line(text: str) -> str:
 async def _export(args: argparse.Namespace, url: str) -> None:
     if args.visitor and args.format == "csv":
         raise StorageError("--visitor exports are JSON Lines only (use --format jsonl)")
-    async with open_backend(url) as storage:
+    async with open_backend(url, blobs=args.blobs) as storage:
         if await storage.get_workspace(args.workspace) is None:
             raise StorageError(f"workspace {args.workspace!r} not found")
         if args.format == "csv":

@@ -21,6 +21,10 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url", help="sqlite:///path or postgresql://... (LIVECHAT_DATABASE_URL)"
     )
+    parser.add_argument(
+        "--files-dir",
+        help="where chat files are stored (LIVECHAT_FILES_DIR; default: beside the SQLite db)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "host": args.host,
                 "port": args.port,
                 "database_url": args.database_url,
+                "files_dir": args.files_dir,
                 "tls_cert": args.tls_cert,
                 "tls_key": args.tls_key,
                 "allowed_origins": args.allowed_origins,

@@ -19,10 +19,14 @@ log = logging.getLogger("livechat.housekeeping")
 PASS_TIMEOUT_S = 300.0
 
 
-async def housekeeping_pass(storage: Storage, *, now: float | None = None) -> dict[str, int]:
-    """One pass; returns what it did (``purged_workspaces``, ``expired_conversations``)."""
+async def housekeeping_pass(
+    storage: Storage, *, now: float | None = None, unsent_files_ttl_s: float = 86400.0
+) -> dict[str, int]:
+    """One pass; returns what it did (``purged_workspaces``, ``expired_conversations``,
+    ``unsent_files``: uploads never attached to a message within ``unsent_files_ttl_s``)."""
     now = time.time() if now is None else now
-    done = {"purged_workspaces": 0, "expired_conversations": 0}
+    done = {"purged_workspaces": 0, "expired_conversations": 0, "unsent_files": 0}
+    done["unsent_files"] = await storage.purge_unsent_attachments(older_than_s=unsent_files_ttl_s)
     for ws in await storage.list_workspaces():
         if ws.status is WorkspaceStatus.TERMINATED:
             if ws.terminated_at is not None and ws.terminated_at <= now:
@@ -48,6 +52,7 @@ async def housekeeping_pass(storage: Storage, *, now: float | None = None) -> di
 async def serve_housekeeping(
     storage: Storage,
     interval_s: float,
+    unsent_files_ttl_s: float = 86400.0,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -56,7 +61,7 @@ async def serve_housekeeping(
         await trio.sleep(interval_s)
         try:
             with trio.fail_after(PASS_TIMEOUT_S):
-                done = await housekeeping_pass(storage)
+                done = await housekeeping_pass(storage, unsent_files_ttl_s=unsent_files_ttl_s)
             if any(done.values()):
                 log.info("housekeeping %s", done)
         except Exception:  # supervision boundary: log, retry next interval

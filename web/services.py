@@ -17,7 +17,16 @@ import attrs
 import trio
 from quart import current_app
 
-from storage import GroupCommitConfig, Storage, backend_of, open_storage
+from storage import (
+    BlobStore,
+    GroupCommitConfig,
+    LocalBlobStore,
+    S3BlobStore,
+    Storage,
+    backend_of,
+    default_files_dir,
+    open_storage,
+)
 from web.costly import CostlyReads
 from web.errors import Unavailable
 from web.housekeeping import serve_housekeeping
@@ -55,6 +64,7 @@ class Services:
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
+    uploads: SlidingWindow = attrs.field(default=None)  # files, per uploader
     overload: OverloadGate = attrs.field(default=None)
     mailer: Mailer = attrs.field(default=None)  # outgoing mail and the inbox scan (web/mail.py)
     draining: bool = False
@@ -78,6 +88,8 @@ class Services:
             self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
         if self.profile_updates is None:
             self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
+        if self.uploads is None:
+            self.uploads = SlidingWindow(s.files_uploads_per_10min, 600.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
         if self.overload is None:
@@ -97,6 +109,22 @@ def current_services() -> Services:
     return services
 
 
+def blob_store(settings: Settings) -> BlobStore:
+    """Where chat files' bytes go: the S3 bucket if one is set, else ``files_dir``."""
+    if settings.files_s3_bucket:
+        return S3BlobStore(
+            bucket=settings.files_s3_bucket,
+            endpoint_url=settings.files_s3_endpoint_url,
+            region=settings.files_s3_region,
+            access_key_id=settings.files_s3_access_key_id,
+            secret_access_key=settings.files_s3_secret_access_key,
+            prefix=settings.files_s3_prefix,
+            timeout_s=settings.storage_timeout_s,
+        )
+    backend, target = backend_of(settings.database_url)
+    return LocalBlobStore(settings.files_dir or default_files_dir(backend, target))
+
+
 def storage_options(settings: Settings) -> dict[str, Any]:
     """Storage deadlines derived from ``storage_timeout_s``: the database gives up (lock wait on
     SQLite, connection wait on PostgreSQL) before the engine's deadline, so a sender's error is
@@ -105,6 +133,7 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     timeout_s = settings.storage_timeout_s
     options: dict[str, Any] = {
         "group_commit": GroupCommitConfig(stalled_after_s=timeout_s / 2),
+        "blobs": blob_store(settings),
     }
     backend, _ = backend_of(settings.database_url)
     if backend == "sqlite":
@@ -137,7 +166,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             engine_metrics = EngineMetrics()
             engine = ChatEngine(storage, config, metrics=engine_metrics)
             await nursery.start(engine.serve)
-            await nursery.start(serve_housekeeping, storage, settings.housekeeping_interval_s)
+            await nursery.start(
+                serve_housekeeping,
+                storage,
+                settings.housekeeping_interval_s,
+                settings.files_unsent_ttl_s,
+            )
             services = Services(
                 settings=settings,
                 storage=storage,

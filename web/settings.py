@@ -92,6 +92,29 @@ class Settings:
     rate_searches_per_min: int = 60  # full-text searches of one workspace
     export_max_concurrent: int = 2  # exports streaming at once; more: 429 exports_busy
     housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
+    # Files in chats (web/files.py). Server-wide defaults; a workspace's ``files`` settings
+    # (PUT /api/v1/settings/files) may only lower them.
+    files_dir: str | None = None  # bytes on local disk; default: <sqlite db>.files
+    files_max_bytes: int = 10 * 1024 * 1024  # one file
+    files_max_storage_bytes: int = 1024 * 1024 * 1024  # all files of one workspace
+    files_allowed_types: tuple[str, ...] = (
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "application/pdf",
+        "text/plain",
+    )
+    files_uploads_per_10min: int = 30  # per uploader (visitor or agent)
+    files_unsent_ttl_s: float = 86400.0  # an upload never sent in a message is deleted then
+    # An S3-compatible bucket instead of files_dir (needs the ``s3`` extra: boto3). Without keys,
+    # boto3's own credential chain applies (its environment variables, ~/.aws, instance roles).
+    files_s3_bucket: str | None = None
+    files_s3_endpoint_url: str | None = None  # e.g. http://minio:9000; None: AWS
+    files_s3_region: str | None = None
+    files_s3_access_key_id: str | None = None
+    files_s3_secret_access_key: str | None = None
+    files_s3_prefix: str = ""  # object key prefix, e.g. "livechat/"
     # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
     # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.
     gc_gen0_threshold: int = 50_000

@@ -5,6 +5,7 @@
 import {
   Connection, Outbox, ProtocolError, newId, wsUrl, appendLinkified, h, formatTime,
 } from "./client.js";
+import { initFiles, renderFiles } from "./files.js";
 
 const params = new URLSearchParams(location.search);
 const KEY = params.get("key") || "";
@@ -164,6 +165,7 @@ const outbox = new Outbox(NS + "outbox", {
       conversation_id: null,
       client_msg_id: item.client_msg_id,
       text: item.text,
+      attachments: (item.files || []).map((f) => f.id),
     }, { queue: false }),
   onChange: (item) => {
     if (item && item.state === "sent" && item.ack) {
@@ -359,6 +361,11 @@ function sendText(text) {
   scrollDown();
 }
 
+function sendFiles(files) {
+  outbox.add({ client_msg_id: newId(), text: "", files, conversation_id: state.conv && state.conv.conversation_id });
+  renderLog();
+}
+
 function sendTyping(isTyping, draft) {
   if (!state.conv || state.conv.state === "closed" || !conn.ready) return;
   const frame = { conversation_id: state.conv.conversation_id, is_typing: isTyping };
@@ -417,6 +424,7 @@ function messageNode(key, e, mine, stateName, item) {
     appendLinkified(body, e.body);
     li.appendChild(body);
     li.appendChild(h("span", { class: "lc-meta" }));
+    renderFiles(li, (e.data && e.data.attachments) || e.files, KEY, () => store.get("token"));
     nodes.set(key, li);
   }
   if (li.dataset.state !== stateName) {
@@ -476,7 +484,7 @@ function renderLog() {
   }
   for (const item of outbox.items()) {
     if (sentIds.has(item.client_msg_id)) continue;
-    const e = { body: item.text, created_at: item.created_at };
+    const e = { body: item.text, created_at: item.created_at, files: item.files };
     wanted.push(messageNode("m" + item.client_msg_id, e, true, item.state, item));
   }
   const keep = new Set(wanted);
@@ -635,7 +643,8 @@ function download() {
     const when = new Date(e.created_at * 1000).toISOString().replace("T", " ").slice(0, 19);
     if (e.kind === "message") {
       const who = e.author_type === "visitor" ? "You" : e.author_name || "Agent";
-      lines.push("[" + when + "] " + who + ": " + e.body);
+      const files = ((e.data && e.data.attachments) || []).map((f) => " [file: " + f.name + "]");
+      lines.push("[" + when + "] " + who + ": " + e.body + files.join(""));
     } else {
       const t = systemText(e);
       if (t) lines.push("[" + when + "] " + t);
@@ -674,6 +683,7 @@ function wire() {
       .catch(() => {});
   });
   const input = $("lc-input");
+  if (!PREVIEW) initFiles({ key: KEY, token: () => store.get("token"), send: sendFiles });
   input.addEventListener("input", onInput);
   input.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {

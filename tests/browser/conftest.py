@@ -59,6 +59,7 @@ WIDGET_FILES = (
     "/widget/frame.html",
     "/widget/frame.js",
     "/widget/client.js",
+    "/widget/files.js",
     "/widget/widget.css",
 )
 

@@ -6,6 +6,7 @@ import {
 } from "/widget/client.js";
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
+import { initFiles, renderFiles } from "./files.js";
 import { renderSecurity, secondFactor, setupSsoLogin } from "./security.js";
 import {
   handlePasswordLink, refreshBadge, renderInbox, renderMailSettings, startInbox, wireForgotPassword,
@@ -169,11 +170,9 @@ function connect() {
     lockName: outboxKey,
     send: (item) => {
       const type = item.kind === "note" ? "add_note" : item.kind === "whisper" ? "whisper" : "send_message";
-      return S.conn.request(type, {
-        conversation_id: item.conversation_id,
-        client_msg_id: item.client_msg_id,
-        text: item.text,
-      }, { queue: false });
+      const frame = { conversation_id: item.conversation_id, client_msg_id: item.client_msg_id, text: item.text };
+      if (item.files) frame.attachments = item.files.map((f) => f.id);
+      return S.conn.request(type, frame, { queue: false });
     },
     onChange: (item) => {
       if (item && item.state === "sent" && item.ack) {
@@ -187,6 +186,7 @@ function connect() {
           author_id: S.agentId,
           author_name: S.me.agent.display_name,
           body: item.text,
+          data: item.files ? { attachments: item.files } : {},
           client_msg_id: item.client_msg_id,
           created_at: item.ack.created_at,
         }, true);
@@ -617,6 +617,7 @@ function msgNode(key, e, stateName, item) {
     appendLinkified(body, e.body);
     li.appendChild(body);
     li.appendChild(h("span", { class: "meta" }));
+    renderFiles(li, (e.data && e.data.attachments) || e.files);
     li.dataset.kind = kind;
     li.dataset.author = e.author_type;
     logNodes.set(key, li);
@@ -677,7 +678,7 @@ function renderLog() {
   }
   for (const item of S.outbox.items()) {
     if (item.conversation_id !== convId || done.has(item.client_msg_id)) continue;
-    const e = { kind: item.kind === "note" ? "note" : item.kind === "whisper" ? "whisper" : "message", author_type: "agent", author_name: S.me.agent.display_name, body: item.text, created_at: item.created_at };
+    const e = { kind: item.kind === "note" ? "note" : item.kind === "whisper" ? "whisper" : "message", author_type: "agent", author_name: S.me.agent.display_name, body: item.text, created_at: item.created_at, files: item.files };
     wanted.push(msgNode("c" + item.client_msg_id, e, item.state, item));
   }
   const keep = new Set(wanted);
@@ -815,6 +816,15 @@ function sendComposer() {
   S.outbox.add({ client_msg_id: newId(), conversation_id: S.openId, text, kind: composerMode() });
   renderLog();
 }
+
+initFiles({
+  convId: () => S.openId,
+  send: (convId, files) => {
+    S.outbox.add({ client_msg_id: newId(), conversation_id: convId, text: "", kind: "reply", files });
+    renderLog();
+  },
+  onError: (text) => toast(text, "error"),
+});
 
 $("composer").addEventListener("submit", (ev) => {
   ev.preventDefault();
@@ -1140,6 +1150,7 @@ async function showTranscript(convId) {
         appendLinkified(body, e.body);
         li.appendChild(body);
         li.appendChild(h("span", { class: "meta", text: new Date(e.created_at * 1000).toLocaleString() }));
+        renderFiles(li, e.data && e.data.attachments);
         ol.appendChild(li);
       } else ol.appendChild(h("li", { class: "sys", text: sysText(e) }));
     }
