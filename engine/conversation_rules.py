@@ -320,6 +320,8 @@ def _decide_visitor(
 def _decide_agent(
     state: ChatState, who: AgentPrincipal, cmd: Any, facts: Facts, now: float
 ) -> Decision:
+    if isinstance(cmd, SendMessage | StartChat):  # the message path first
+        return _agent_message(state, who, cmd, facts, now)
     conv = state.conv
     me = who.agent_id
     ws, cid = conv.workspace_id, conv.id
@@ -339,8 +341,6 @@ def _decide_agent(
         if not (participant or who.is_supervisor):
             raise Forbidden("you are not in this chat")
 
-    if isinstance(cmd, SendMessage | StartChat):
-        return _agent_message(state, who, cmd, facts, now)
     if isinstance(cmd, AddNote | Whisper):
         if isinstance(cmd, Whisper) and not who.is_supervisor:
             raise Forbidden("only supervisors whisper")
