@@ -245,10 +245,12 @@ class ConversationActor(Actor[ConversationMsg]):
                 _fail(msg, NotFound("conversation not found"))
             return
         now = _wall(ctx)
-        facts = Facts(agent_names=ctx.agent_names)
-        if ctx.visitors is None:
-            facts.open_chat = None
-        state = ChatState(conv=before, waiting_for=self.waiting_for)
+        facts = (
+            Facts(ctx.agent_names)
+            if ctx.visitors is not None
+            else Facts(ctx.agent_names, open_chat=None)
+        )
+        state = ChatState(before, self.waiting_for)
         accepted: list[tuple[Proposal, Decision]] = []
         for msg in batch:
             principal, command = (
@@ -270,7 +272,7 @@ class ConversationActor(Actor[ConversationMsg]):
                 _fail(msg, exc)
                 continue
             if decision.conv is not state.conv:
-                state = ChatState(conv=decision.conv, waiting_for=self.waiting_for)
+                state = ChatState(decision.conv, self.waiting_for)
             if decision.events:
                 accepted.append((msg, decision))
             else:

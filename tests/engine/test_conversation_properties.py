@@ -208,9 +208,7 @@ class Model:
 
 
 def _facts(open_chat: str | None) -> Facts:
-    facts = Facts(agent_names={(WS, a): n for a, n in NAMES.items()})
-    facts.open_chat = open_chat
-    return facts
+    return Facts({(WS, a): n for a, n in NAMES.items()}, open_chat=open_chat)
 
 
 def _decide(model: Model, principal: Principal | None, cmd: Any, facts: Facts, now: float) -> Any:
