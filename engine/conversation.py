@@ -245,22 +245,16 @@ class ConversationActor(Actor[ConversationMsg]):
                 _fail(msg, NotFound("conversation not found"))
             return
         now = _wall(ctx)
-        facts = (
-            Facts(ctx.agent_names)
-            if ctx.visitors is not None
-            else Facts(ctx.agent_names, open_chat=None)
-        )
+        facts = Facts(ctx.agent_names)
+        if ctx.visitors is None:  # no visitor actors: no other open chat to ask about
+            facts.open_chat = None
         state = ChatState(before, self.waiting_for)
         accepted: list[tuple[Proposal, Decision]] = []
         for msg in batch:
-            principal, command = (
-                (msg.principal, msg.command)
-                if isinstance(msg, Apply)
-                else (
-                    None,
-                    msg,
-                )
-            )
+            if isinstance(msg, Apply):
+                principal, command = msg.principal, msg.command
+            else:
+                principal, command = None, msg
             try:
                 try:  # the message path decides without an await
                     decision = decide(state, command, principal=principal, facts=facts, now=now)
