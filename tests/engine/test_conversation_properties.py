@@ -294,7 +294,7 @@ def _run(
     return model
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(batches=batches, open_chat=st.sampled_from([None, CID, "c-other"]), origin=st.booleans())
 def test_random_command_sequences_keep_the_invariants(
     batches: list[list[tuple[Principal | None, Any]]], open_chat: str | None, origin: bool
@@ -302,7 +302,7 @@ def test_random_command_sequences_keep_the_invariants(
     _run(batches, open_chat, origin)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(batches=batches)
 def test_deciding_twice_gives_the_same_decision(
     batches: list[list[tuple[Principal | None, Any]]],
