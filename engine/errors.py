@@ -57,6 +57,8 @@ class ShuttingDown(EngineError):
 #       ├── AlreadyAssigned         "already_assigned": another agent took the chat first
 #       ├── AlreadyOpen             "already_open": the visitor already has an open chat
 #       ├── InvalidState            "invalid_state": not possible in the chat's current state
+#       │   └── IllegalTransition   same code: a planned event would leave the transition
+#       │                           table or break an invariant (engine.conversation_state)
 #       ├── ConversationClosed      "conversation_closed": the chat is closed
 #       ├── RateLimited             "rate_limited" (+ retry_after_s)
 #       ├── Overloaded              "overloaded": an actor did not answer within its deadline
@@ -113,6 +115,11 @@ class AlreadyOpen(DomainError):
 
 class InvalidState(DomainError):
     code = "invalid_state"
+
+
+class IllegalTransition(InvalidState):
+    """A planned event would move a chat along an edge outside the transition table, or
+    leave it breaking an invariant: the command fails alone and nothing is stored."""
 
 
 class ConversationClosed(DomainError):
