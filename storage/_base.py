@@ -39,6 +39,7 @@ from storage._records import (
 )
 from storage._report import compute_report
 from storage._sql import Dialect, Program, Q, Result, Row
+from storage._webhooks import WebhookStore
 from storage.errors import NotFound, StorageError, StorageUnavailable
 
 T = TypeVar("T")
@@ -117,7 +118,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(abc.ABC):
+class SqlStorage(WebhookStore, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str

@@ -12,6 +12,9 @@ from storage.errors import NotFound
 
 # Children before parents: no foreign key ever points at a deleted row.
 _WORKSPACE_TABLES = (
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_subscriptions",
     "events",
     "routing_decisions",
     "conversations",

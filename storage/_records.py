@@ -37,6 +37,9 @@ TABLES: Final[Mapping[type[Any], str]] = {
     api.AuditEntry: "audit_log",
     api.ApiToken: "api_tokens",
     api.Session: "sessions",
+    api.WebhookSubscription: "webhook_subscriptions",
+    api.WebhookDelivery: "webhook_deliveries",
+    api.WebhookAttempt: "webhook_attempts",
 }
 
 

@@ -12,7 +12,7 @@ JSON objects (settings, attributes, event data) are ``dict[str, Any]`` of JSON-c
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -346,6 +346,70 @@ class Session:
     last_seen_at: float
 
 
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # gave up: retry window over, or the subscription was disabled
+
+
+@attrs.frozen(kw_only=True)
+class WebhookSubscription:
+    """An HTTPS endpoint subscribed to event types of one workspace (docs/webhooks.md)."""
+
+    id: str
+    workspace_id: str
+    url: str
+    event_types: tuple[str, ...] = ()
+    description: str | None = None
+    secret: str  # HMAC-SHA256 signing key; shown to admins, never logged
+    previous_secret: str | None = None  # still signed with until ``previous_secret_expires_at``
+    previous_secret_expires_at: float | None = None
+    enabled: bool = True
+    disabled_reason: str | None = None
+    consecutive_failures: int = 0
+    from_pos: int = 0  # events at or before this global position are not delivered
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class WebhookDelivery:
+    """One event for one subscription: the outbox row, retried until delivered or given up."""
+
+    id: str
+    workspace_id: str
+    subscription_id: str
+    event_id: str  # stable id of the webhook event, the receiver's idempotency key
+    event_type: str
+    payload: str  # the exact JSON body that is signed and sent
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: float = 0.0
+    delivered_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WebhookAttempt:
+    id: str
+    workspace_id: str
+    delivery_id: str
+    attempt: int  # 1 for the first try
+    status_code: int | None  # None: no HTTP answer (refused, timeout, TLS...)
+    error: str | None  # a fixed short reason, never the receiver's body
+    latency_ms: float
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class PositionedEvent:
+    """An event with its global position (the webhook dispatcher's cursor)."""
+
+    pos: int
+    event: Event
+
+
 @attrs.frozen(kw_only=True)
 class Report:
     chats_per_day: tuple[tuple[str, int], ...]  # ("2026-11-26", 12)
@@ -578,6 +642,56 @@ class Storage(Protocol):
     async def delete_agent_sessions(
         self, agent_id: str, *, except_id_hash: str | None = None
     ) -> None: ...
+
+    # webhooks (storage/_webhooks.py, docs/webhooks.md)
+    async def create_webhook(
+        self,
+        workspace_id: str,
+        *,
+        url: str,
+        event_types: Sequence[str],
+        secret: str,
+        description: str | None = None,
+    ) -> WebhookSubscription: ...
+    async def get_webhook(
+        self, workspace_id: str, subscription_id: str
+    ) -> WebhookSubscription | None: ...
+    async def list_webhooks(self, workspace_id: str) -> list[WebhookSubscription]: ...
+    async def update_webhook(
+        self, workspace_id: str, subscription_id: str, **changes: Any
+    ) -> WebhookSubscription: ...
+    async def delete_webhook(self, workspace_id: str, subscription_id: str) -> None: ...
+    async def feed_webhooks(
+        self,
+        *,
+        limit: int,
+        settle_s: float,
+        expand: Callable[[PositionedEvent], Sequence[tuple[str, str, str]]],
+    ) -> int:
+        """Committed events after the durable cursor into the outbox (one transaction)."""
+        ...
+
+    async def due_webhook_deliveries(
+        self, *, now: float, limit: int
+    ) -> list[tuple[WebhookDelivery, WebhookSubscription]]: ...
+    async def record_webhook_attempt(
+        self,
+        attempt: WebhookAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: float | None,
+        disable_after_failures: int,
+    ) -> WebhookSubscription | None: ...
+    async def list_webhook_deliveries(
+        self, workspace_id: str, subscription_id: str, *, limit: int = 50
+    ) -> list[WebhookDelivery]: ...
+    async def get_webhook_delivery(
+        self, workspace_id: str, delivery_id: str
+    ) -> WebhookDelivery | None: ...
+    async def list_webhook_attempts(
+        self, workspace_id: str, delivery_id: str
+    ) -> list[WebhookAttempt]: ...
+    async def redeliver_webhook(self, workspace_id: str, delivery_id: str) -> WebhookDelivery: ...
 
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...

@@ -26,6 +26,7 @@ from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
 from web.api_public import api as public_api
+from web.api_webhooks import api as webhooks_api
 from web.auth import session_cookie_name
 from web.errors import ApiError
 from web.httpapi import ApiBlueprint, Operation
@@ -35,7 +36,13 @@ from web.settings import Settings
 
 log = logging.getLogger("livechat.web")
 
-API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (auth_api, admin_api, chats_api, public_api)
+API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
+    auth_api,
+    admin_api,
+    chats_api,
+    public_api,
+    webhooks_api,
+)
 
 _ENGINE_STATUS = {
     "not_found": 404,

@@ -26,6 +26,7 @@ from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
+from web.webhooks import WebhookService, serve_webhooks
 
 if TYPE_CHECKING:
     from engine.api import ChatEngine
@@ -52,6 +53,7 @@ class Services:
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
     draining: bool = False
+    webhooks: WebhookService | None = None  # set by open_services
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -130,6 +132,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 engine_metrics=engine_metrics,
             )
             nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S)
+            services.webhooks = await nursery.start(serve_webhooks, storage, settings)
             try:
                 yield services
             finally:

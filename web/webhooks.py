@@ -1,0 +1,349 @@
+"""Webhooks: signed HTTP deliveries of committed chat events (docs/webhooks.md).
+
+Two loops run in the services nursery, off the hot path:
+
+- the **feeder** moves committed events into the durable outbox (``Storage.feed_webhooks``: a
+  cursor over the events table, advanced in the same transaction that inserts the deliveries),
+  so nothing is written before a commit and nothing committed is lost if the process dies;
+- the **sender** posts due deliveries, at most ``webhooks_max_concurrent`` at once, logs every
+  attempt (status, latency), retries with exponential backoff until ``webhooks_retry_window_s``
+  has passed, and disables a subscription after ``webhooks_disable_after_failures`` failed
+  attempts in a row (audited as ``webhook.disabled``, shown in the console).
+
+Targets are checked against SSRF when a subscription is saved and again before every attempt
+(DNS can change): loopback, private, link-local, multicast and reserved addresses and plain
+``http://`` are refused unless ``webhooks_allow_private_targets`` is on. Redirects are not
+followed. Errors: ``WebhookTargetRefused`` (code ``webhook_target_refused``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import trio
+
+from storage import (
+    DeliveryState,
+    EventKind,
+    PositionedEvent,
+    Storage,
+    StorageError,
+    Visibility,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
+from web.errors import BadRequest
+from web.settings import Settings
+
+log = logging.getLogger("livechat.webhooks")
+
+SIGNATURE_HEADER = "X-Livechat-Signature"
+USER_AGENT = "livechat-webhooks/1"
+STORAGE_STEP_TIMEOUT_S = 30.0  # one feed or one due-read; a stuck database is retried later
+
+# Event types a subscription can ask for (docs/webhooks.md lists their payloads).
+EVENT_TYPES: tuple[str, ...] = (
+    "chat.started",
+    "message.created",
+    "chat.assigned",
+    "chat.transferred",
+    "chat.closed",
+    "chat.rated",
+    "offline_message.created",
+)
+
+
+class WebhookTargetRefused(BadRequest):
+    """The URL is not one we deliver to (scheme, or an address refused against SSRF)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="webhook_target_refused", field="$.url")
+
+
+# ---------------------------------------------------------------- payloads and signatures
+
+
+def _types_of(positioned: PositionedEvent) -> list[str]:
+    event = positioned.event
+    types: list[str] = []
+    if event.seq == 1 and event.kind != EventKind.OFFLINE_MESSAGE:
+        types.append("chat.started")
+    if event.kind == EventKind.MESSAGE and event.visibility == Visibility.ALL:
+        types.append("message.created")
+    elif event.kind == EventKind.ASSIGNED:
+        types.append("chat.assigned")
+    elif event.kind == EventKind.TRANSFERRED:
+        types.append("chat.transferred")
+    elif event.kind == EventKind.STATUS and event.data.get("state") == "closed":
+        types.append("chat.closed")
+    elif event.kind == EventKind.RATING:
+        types.append("chat.rated")
+    elif event.kind == EventKind.OFFLINE_MESSAGE:
+        types.append("offline_message.created")
+    return types
+
+
+def expand_event(positioned: PositionedEvent) -> list[tuple[str, str, str]]:
+    """The webhook events one stored event gives: (type, id, JSON body) each.
+
+    The id is stable (conversation, sequence number, type), so a receiver can drop a delivery
+    it has already processed: retries and manual redeliveries carry the same id.
+    """
+    event = positioned.event
+    out = []
+    for event_type in _types_of(positioned):
+        event_id = f"evt_{event.conversation_id}_{event.seq}_{event_type}"
+        body = {
+            "id": event_id,
+            "type": event_type,
+            "created_at": event.created_at,
+            "workspace_id": event.workspace_id,
+            "data": {
+                "conversation_id": event.conversation_id,
+                "seq": event.seq,
+                "kind": event.kind.value,
+                "author_type": event.author_type.value,
+                "author_id": event.author_id,
+                "body": event.body,
+                "details": dict(event.data),
+            },
+        }
+        out.append((event_type, event_id, json.dumps(body, ensure_ascii=False)))
+    return out
+
+
+def signature_header(keys: Sequence[str], timestamp: int, body: bytes) -> str:
+    """``t=<unix>,v1=<hex>[,v1=<hex>]``: HMAC-SHA256 over ``b"<t>." + body`` per secret."""
+    signed = str(timestamp).encode("ascii") + b"." + body
+    parts = [f"t={timestamp}"]
+    for secret in keys:
+        digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+        parts.append(f"v1={digest}")
+    return ",".join(parts)
+
+
+def signing_secrets(sub: WebhookSubscription, now: float) -> list[str]:
+    """The current secret, plus the previous one while its overlap after a rotation lasts."""
+    found = [sub.secret]
+    if (
+        sub.previous_secret is not None
+        and sub.previous_secret_expires_at is not None
+        and now < sub.previous_secret_expires_at
+    ):
+        found.append(sub.previous_secret)
+    return found
+
+
+# ---------------------------------------------------------------- SSRF
+
+
+def _address_refused(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or not ip.is_global
+    )
+
+
+async def check_target(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL we must not post to; resolves the host (bounded by the caller)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise WebhookTargetRefused("the URL is not valid") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise WebhookTargetRefused("the URL must be an absolute https:// URL")
+    if parts.username or parts.password:
+        raise WebhookTargetRefused("the URL must not carry credentials")
+    if parts.scheme != "https" and not allow_private:
+        raise WebhookTargetRefused("the URL must use https://")
+    if allow_private:
+        return
+    host = parts.hostname
+    try:
+        infos = await trio.socket.getaddrinfo(host, port or 443, type=trio.socket.SOCK_STREAM)
+    except OSError:
+        raise WebhookTargetRefused("the URL's host does not resolve") from None
+    addresses = {str(info[4][0]) for info in infos}
+    if not addresses or any(_address_refused(a) for a in addresses):
+        raise WebhookTargetRefused(
+            "the URL's host resolves to a private, loopback or reserved address"
+        )
+
+
+# ---------------------------------------------------------------- the service
+
+
+def next_delay_s(settings: Settings, attempt: int) -> float:
+    """Exponential backoff after attempt ``attempt`` (1-based), capped, with 10 % jitter."""
+    base = settings.webhooks_retry_base_s * (2 ** min(attempt - 1, 30))
+    delay = min(base, settings.webhooks_retry_max_s)
+    return float(delay * (1 + random.random() / 10))
+
+
+@attrs.define(eq=False)
+class WebhookService:
+    """The feeder and the sender; ``poke`` wakes them (a new subscription, a redelivery)."""
+
+    storage: Storage
+    settings: Settings
+    _wake: trio.Event = attrs.field(factory=trio.Event)
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        limits = httpx.Limits(max_connections=self.settings.webhooks_max_concurrent)
+        timeout = httpx.Timeout(self.settings.webhooks_timeout_s)
+        async with httpx.AsyncClient(
+            timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+        ) as client:
+            task_status.started()
+            while True:
+                self._wake = trio.Event()
+                try:
+                    await self._step(client)
+                except StorageError as err:  # the database is down: try again next round
+                    log.warning("webhooks: storage unavailable (%s)", type(err).__name__)
+                except trio.TooSlowError:
+                    log.warning("webhooks: a storage step timed out")
+                with trio.move_on_after(self.settings.webhooks_poll_interval_s):
+                    await self._wake.wait()
+
+    async def _step(self, client: httpx.AsyncClient) -> None:
+        settings = self.settings
+        while True:  # drain the events first: a burst becomes one outbox write per batch
+            with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
+                added = await self.storage.feed_webhooks(
+                    limit=settings.webhooks_batch_size,
+                    settle_s=settings.webhooks_settle_s,
+                    expand=expand_event,
+                )
+            if added == 0:
+                break
+        with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
+            due = await self.storage.due_webhook_deliveries(
+                now=time.time(), limit=settings.webhooks_batch_size
+            )
+        if not due:
+            return
+        limiter = trio.CapacityLimiter(settings.webhooks_max_concurrent)
+        async with trio.open_nursery() as nursery:
+            for delivery, sub in due:
+                nursery.start_soon(self._deliver, client, limiter, delivery, sub)
+        self._wake.set()  # there may be more due: look again at once
+
+    async def _deliver(
+        self,
+        client: httpx.AsyncClient,
+        limiter: trio.CapacityLimiter,
+        delivery: WebhookDelivery,
+        sub: WebhookSubscription,
+    ) -> None:
+        async with limiter:
+            status, error, latency_ms = await self._post(client, delivery, sub)
+        now = time.time()
+        attempt_no = delivery.attempts + 1
+        ok = status is not None and 200 <= status < 300
+        if ok:
+            state, next_at = DeliveryState.DELIVERED, None
+        elif now - delivery.created_at >= self.settings.webhooks_retry_window_s:
+            state, next_at = DeliveryState.FAILED, None
+        else:
+            state = DeliveryState.PENDING
+            next_at = now + next_delay_s(self.settings, attempt_no)
+        attempt = WebhookAttempt(
+            id=secrets.token_urlsafe(12),
+            workspace_id=delivery.workspace_id,
+            delivery_id=delivery.id,
+            attempt=attempt_no,
+            status_code=status,
+            error=error,
+            latency_ms=latency_ms,
+            at=now,
+        )
+        with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
+            disabled = await self.storage.record_webhook_attempt(
+                attempt,
+                state=state,
+                next_attempt_at=next_at,
+                disable_after_failures=self.settings.webhooks_disable_after_failures,
+            )
+            if disabled is not None:
+                log.warning("webhook %s disabled: %s", disabled.id, disabled.disabled_reason)
+                await self.storage.audit(
+                    disabled.workspace_id,
+                    actor="system",
+                    action="webhook.disabled",
+                    target=f"webhook:{disabled.id}",
+                    details={"reason": disabled.disabled_reason, "url": disabled.url},
+                )
+
+    async def _post(
+        self, client: httpx.AsyncClient, delivery: WebhookDelivery, sub: WebhookSubscription
+    ) -> tuple[int | None, str | None, float]:
+        """One HTTP attempt: (status or None, fixed error reason or None, latency in ms)."""
+        started = time.monotonic()
+        allow = self.settings.webhooks_allow_private_targets
+        try:
+            with trio.fail_after(self.settings.webhooks_timeout_s):
+                await check_target(sub.url, allow_private=allow)
+        except WebhookTargetRefused:
+            return None, "target_refused", (time.monotonic() - started) * 1000
+        except trio.TooSlowError:
+            return None, "dns_timeout", (time.monotonic() - started) * 1000
+        body = delivery.payload.encode("utf-8")
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Livechat-Event": delivery.event_type,
+            "X-Livechat-Event-Id": delivery.event_id,
+            "X-Livechat-Delivery": delivery.id,
+            SIGNATURE_HEADER: signature_header(
+                signing_secrets(sub, time.time()), int(time.time()), body
+            ),
+        }
+        try:
+            with trio.fail_after(self.settings.webhooks_timeout_s + 1):
+                async with client.stream("POST", sub.url, content=body, headers=headers) as resp:
+                    status = resp.status_code  # the body is not read: only the status counts
+        except (httpx.TimeoutException, trio.TooSlowError):
+            return None, "timeout", (time.monotonic() - started) * 1000
+        except httpx.ConnectError:
+            return None, "connect_failed", (time.monotonic() - started) * 1000
+        except httpx.HTTPError:
+            return None, "http_error", (time.monotonic() - started) * 1000
+        error = None if 200 <= status < 300 else f"http_{status}"
+        return status, error, (time.monotonic() - started) * 1000
+
+
+async def serve_webhooks(
+    storage: Storage,
+    settings: Settings,
+    *,
+    task_status: trio.TaskStatus[WebhookService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    service = WebhookService(storage, settings)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.serve)
+        task_status.started(service)
