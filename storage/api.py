@@ -29,6 +29,9 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
     SUPERVISOR = "supervisor"
     AGENT = "agent"
+    # A program (docs/bots.md): console socket with an API token only, no password, no HTTP
+    # API; the router offers it new chats before humans.
+    BOT = "bot"
 
 
 class ConversationState(enum.StrEnum):

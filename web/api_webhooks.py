@@ -199,7 +199,7 @@ def _poke(call: Call) -> None:
 def _types(values: tuple[str, ...]) -> tuple[str, ...]:
     if not values:
         raise BadRequest(
-            "subscribe to at least one event type", code="invalid_field", field="$.event_types"
+            "subscribe to at least one event type", code="invalid_value", field="$.event_types"
         )
     return tuple(dict.fromkeys(values))
 
