@@ -246,6 +246,8 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
         # Every test visitor comes from 127.0.0.1: lift the per-IP new-chat limit (10/hour).
         env["LIVECHAT_RATE_NEW_CONVERSATIONS_PER_HOUR"] = "1000"
+        # The webhook screen's test delivers to a receiver on 127.0.0.1.
+        env["LIVECHAT_WEBHOOKS_ALLOW_PRIVATE_TARGETS"] = "1"
         self.proc = subprocess.Popen(
             [
                 sys.executable,
