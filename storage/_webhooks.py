@@ -234,6 +234,48 @@ class WebhookStore(abc.ABC):
             )
         )
 
+    async def enqueue_webhook_events(self, items: Sequence[tuple[str, str, str, str]]) -> int:
+        """Outbox rows for events that are not conversation events (visitor identified,
+        agent status): (workspace_id, event type, event id, payload) each, for every enabled
+        subscription of that workspace asking for the type. Returns deliveries added."""
+        now = self._clock()
+
+        def program() -> Program[int]:
+            workspaces = sorted({item[0] for item in items})
+            if not workspaces:
+                return 0
+            where, args = self.dialect.in_list("workspace_id", workspaces)
+            result = yield Q(
+                f"SELECT {columns(api.WebhookSubscription)} FROM webhook_subscriptions"
+                f" WHERE {where} AND enabled=?",
+                [*args, True],
+            )
+            subs = [decode(api.WebhookSubscription, r) for r in result.rows]
+            added = 0
+            for workspace_id, event_type, event_id, payload in items:
+                for sub in subs:
+                    if sub.workspace_id != workspace_id or event_type not in sub.event_types:
+                        continue
+                    delivery = api.WebhookDelivery(
+                        id=new_id(),
+                        workspace_id=workspace_id,
+                        subscription_id=sub.id,
+                        event_id=event_id,
+                        event_type=event_type,
+                        payload=payload,
+                        next_attempt_at=now,
+                        created_at=now,
+                    )
+                    inserted = yield Q(
+                        _DELIVERY.insert_sql()
+                        + " ON CONFLICT (subscription_id, event_id) DO NOTHING",
+                        _DELIVERY.to_args(delivery),
+                    )
+                    added += inserted.rowcount
+            return added
+
+        return await self._write(program())
+
     async def due_webhook_deliveries(
         self, *, now: float, limit: int
     ) -> list[tuple[api.WebhookDelivery, api.WebhookSubscription]]:

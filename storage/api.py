@@ -674,6 +674,10 @@ class Storage(Protocol):
         """Committed events after the durable cursor into the outbox (one transaction)."""
         ...
 
+    async def enqueue_webhook_events(self, items: Sequence[tuple[str, str, str, str]]) -> int:
+        """Outbox rows for non-conversation events: (workspace, type, event id, payload)."""
+        ...
+
     async def due_webhook_deliveries(
         self, *, now: float, limit: int
     ) -> list[tuple[WebhookDelivery, WebhookSubscription]]: ...

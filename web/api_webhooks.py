@@ -34,6 +34,8 @@ EventType = Literal[
     "chat.closed",
     "chat.rated",
     "offline_message.created",
+    "visitor.identified",
+    "agent.status",
 ]
 
 

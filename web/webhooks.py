@@ -62,7 +62,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "chat.closed",
     "chat.rated",
     "offline_message.created",
+    "visitor.identified",
+    "agent.status",
 )
+SIGNALS_QUEUE = 1000  # non-conversation events waiting for their outbox write
 
 
 class WebhookTargetRefused(BadRequest):
@@ -201,6 +204,27 @@ def next_delay_s(settings: Settings, attempt: int) -> float:
     return float(delay * (1 + random.random() / 10))
 
 
+Signal = tuple[str, str, str, str]  # workspace id, event type, event id, payload
+
+
+def _signal_channel() -> tuple[trio.MemorySendChannel[Signal], trio.MemoryReceiveChannel[Signal]]:
+    return trio.open_memory_channel[Signal](SIGNALS_QUEUE)
+
+
+def signal_payload(workspace_id: str, event_type: str, data: dict[str, object]) -> tuple[str, str]:
+    """(event id, JSON body) of an event that is not a conversation event."""
+    now = time.time()
+    event_id = f"evt_{event_type}_{secrets.token_urlsafe(12)}"
+    body = {
+        "id": event_id,
+        "type": event_type,
+        "created_at": now,
+        "workspace_id": workspace_id,
+        "data": data,
+    }
+    return event_id, json.dumps(body, ensure_ascii=False)
+
+
 @attrs.define(eq=False)
 class WebhookService:
     """The feeder and the sender; ``poke`` wakes them (a new subscription, a redelivery)."""
@@ -208,16 +232,56 @@ class WebhookService:
     storage: Storage
     settings: Settings
     _wake: trio.Event = attrs.field(factory=trio.Event)
+    _signals: tuple[
+        trio.MemorySendChannel[tuple[str, str, str, str]],
+        trio.MemoryReceiveChannel[tuple[str, str, str, str]],
+    ] = attrs.field(factory=lambda: _signal_channel())
+    dropped_signals: int = 0
 
     def poke(self) -> None:
         self._wake.set()
 
+    def signal(self, workspace_id: str, event_type: str, data: dict[str, object]) -> None:
+        """Hand over a visitor or agent event (not a conversation event) without waiting.
+
+        These are not in the events table, so they are written to the outbox by the
+        ``_write_signals`` task, in batches; a full queue drops the event (counted, logged)
+        rather than slow the socket that caused it. See docs/webhooks.md.
+        """
+        event_id, payload = signal_payload(workspace_id, event_type, data)
+        try:
+            self._signals[0].send_nowait((workspace_id, event_type, event_id, payload))
+        except trio.WouldBlock:
+            self.dropped_signals += 1
+            log.warning("webhooks: %s dropped, the outbox queue is full", event_type)
+
+    async def _write_signals(self) -> None:
+        receive = self._signals[1]
+        async for first in receive:
+            batch = [first]
+            while len(batch) < self.settings.webhooks_batch_size:
+                try:
+                    batch.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
+                    if await self.storage.enqueue_webhook_events(batch):
+                        self.poke()
+            except (StorageError, trio.TooSlowError) as err:
+                self.dropped_signals += len(batch)
+                log.warning("webhooks: %d events not queued (%s)", len(batch), type(err).__name__)
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         limits = httpx.Limits(max_connections=self.settings.webhooks_max_concurrent)
         timeout = httpx.Timeout(self.settings.webhooks_timeout_s)
-        async with httpx.AsyncClient(
-            timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
-        ) as client:
+        async with (
+            httpx.AsyncClient(
+                timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._write_signals)
             task_status.started()
             while True:
                 self._wake = trio.Event()

@@ -105,3 +105,24 @@ async def test_a_failing_subscription_is_disabled_after_failures_in_a_row(
     assert await storage.due_webhook_deliveries(now=time.time() + 1, limit=10) == []
     await storage.update_webhook(ws.id, sub.id, enabled=True, consecutive_failures=0)
     assert len(await storage.due_webhook_deliveries(now=time.time() + 1, limit=10)) == 1
+
+
+async def test_events_outside_conversations_are_queued_for_subscribers_only(
+    storage: SqlStorage,
+) -> None:
+    ws, _ = await new_conversation(storage)
+    ws2, _ = await new_conversation(storage, "globex")
+    wants = await storage.create_webhook(
+        ws.id, url="https://x.test/h", event_types=["agent.status"], secret="k"
+    )
+    await storage.create_webhook(
+        ws.id, url="https://y.test/h", event_types=["message.created"], secret="k"
+    )
+    items = [
+        (ws.id, "agent.status", "evt_1", '{"n":1}'),
+        (ws.id, "agent.status", "evt_1", '{"n":1}'),  # the same event twice: stored once
+        (ws2.id, "agent.status", "evt_2", '{"n":2}'),  # no subscription there
+    ]
+    assert await storage.enqueue_webhook_events(items) == 1
+    [delivery] = await storage.list_webhook_deliveries(ws.id, wants.id)
+    assert delivery.event_id == "evt_1" and delivery.payload == '{"n":1}'

@@ -6,6 +6,8 @@ from the document and executed here), so the documented example is known to work
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -270,3 +272,42 @@ async def test_rotation_signs_with_both_secrets_and_a_failing_target_gets_disabl
         deleted = await http.request("DELETE", f"/api/v1/webhooks/{hook_id}")
         assert deleted.status == 200
         assert (await http.get(f"/api/v1/webhooks/{hook_id}")).status == 404
+
+
+async def test_visitor_identified_and_agent_status_are_delivered(tmp_path: Path) -> None:
+    verify = documented_verifier()
+    async with run_receiver() as receiver, run_test_server(tmp_path, **FAST) as srv:
+        _, created = await subscribe(srv, receiver.url, ["visitor.identified", "agent.status"])
+        secret = created["secret"]
+        user_id = "crm-user-42"
+        signature = hmac.new(
+            srv.acme.identity_secret.encode(), user_id.encode(), hashlib.sha256
+        ).hexdigest()
+        async with open_peer(
+            srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+        ) as vis:
+            hello = await vis.request(
+                "hello",
+                token=None,
+                identity={"user_id": user_id, "signature": signature},
+                resume={},
+                page={"url": "http://site.test/", "title": "Home", "referrer": None},
+            )
+            assert hello["type"] == "result", hello
+        got = await next_of_type(receiver, "visitor.identified")
+        assert verify([secret], got.headers["x-livechat-signature"], got.body)
+        data = json.loads(got.body)["data"]
+        assert data["external_id"] == user_id and data["first_time"] is True
+        assert data["visitor_id"] == hello["result"]["visitor_id"]
+
+        http = Http(srv.base_url)
+        alice = srv.acme.agents[0]
+        assert (await http.login(alice.username, alice.password)).status == 200
+        async with open_peer(srv.agent_ws_url, cookie=http.cookie) as agent:
+            assert (await agent.request("auth", token=None))["type"] == "result"
+            ok = await agent.request("set_status", status="not_accepting")
+            assert ok["type"] == "result", ok
+        got = await next_of_type(receiver, "agent.status")
+        assert verify([secret], got.headers["x-livechat-signature"], got.body)
+        data = json.loads(got.body)["data"]
+        assert data == {"agent_id": alice.id, "display_name": "Alice", "status": "not_accepting"}

@@ -12,6 +12,8 @@ export const EVENT_TYPES = [
   "chat.closed",
   "chat.rated",
   "offline_message.created",
+  "visitor.identified",
+  "agent.status",
 ];
 
 function when(ts) {
