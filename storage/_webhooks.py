@@ -48,6 +48,16 @@ def _events_after(dialect: Dialect, cursor: int, limit: int) -> Q:
     )
 
 
+def pending_program() -> Program[bool]:
+    """True when an event exists past the feed's cursor."""
+    result = yield Q(
+        "SELECT 1 AS ok FROM events WHERE pos > (SELECT pos FROM webhook_cursor WHERE name=?)"
+        " LIMIT 1",
+        (CURSOR_NAME,),
+    )
+    return result.one() is not None
+
+
 def feed_program(
     dialect: Dialect,
     *,
@@ -55,8 +65,9 @@ def feed_program(
     settle_before: float,
     now: float,
     expand: Expansion,
-) -> Program[int]:
-    """Move committed events past the cursor into the outbox; returns deliveries added."""
+) -> Program[tuple[int, bool]]:
+    """Move committed events past the cursor into the outbox: (deliveries added, whether
+    more events may be waiting past this batch)."""
     result = yield Q("SELECT pos FROM webhook_cursor WHERE name=?", (CURSOR_NAME,))
     row = result.one()
     cursor = int(row["pos"]) if row else 0
@@ -70,8 +81,9 @@ def feed_program(
             break  # a hole that a late commit may still fill: wait for it
         taken.append(api.PositionedEvent(pos=pos, event=event))
         expected = pos + 1
+    more = len(result.rows) == limit and len(taken) == len(result.rows)
     if not taken:
-        return 0
+        return 0, False
     workspaces = sorted({p.event.workspace_id for p in taken})
     where, args = dialect.in_list("workspace_id", workspaces)
     subs_result = yield Q(
@@ -111,7 +123,7 @@ def feed_program(
                 )
                 added += inserted.rowcount
     yield Q("UPDATE webhook_cursor SET pos=? WHERE name=?", (taken[-1].pos, CURSOR_NAME))
-    return added
+    return added, more
 
 
 class WebhookStore(abc.ABC):
@@ -225,8 +237,15 @@ class WebhookStore(abc.ABC):
 
         await self._write(program())
 
-    async def feed_webhooks(self, *, limit: int, settle_s: float, expand: Expansion) -> int:
-        """One step of the dispatcher: committed events after the cursor into the outbox."""
+    async def feed_webhooks(
+        self, *, limit: int, settle_s: float, expand: Expansion
+    ) -> tuple[int, bool]:
+        """One step of the dispatcher: committed events after the cursor into the outbox.
+
+        A read first: with no event past the cursor (the usual case) no write transaction is
+        opened, so an idle server does not take the writer every poll."""
+        if not await self._read(pending_program()):
+            return 0, False
         now = self._clock()
         return await self._write(
             feed_program(

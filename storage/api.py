@@ -670,8 +670,9 @@ class Storage(Protocol):
         limit: int,
         settle_s: float,
         expand: Callable[[PositionedEvent], Sequence[tuple[str, str, str]]],
-    ) -> int:
-        """Committed events after the durable cursor into the outbox (one transaction)."""
+    ) -> tuple[int, bool]:
+        """Committed events after the durable cursor into the outbox (one transaction):
+        (deliveries added, whether more events may wait past this batch)."""
         ...
 
     async def enqueue_webhook_events(self, items: Sequence[tuple[str, str, str, str]]) -> int:

@@ -18,6 +18,7 @@ followed. Errors: ``WebhookTargetRefused`` (code ``webhook_target_refused``).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import ipaddress
@@ -34,6 +35,7 @@ import httpx
 import trio
 
 from storage import (
+    MAX_PAGE,
     DeliveryState,
     EventKind,
     PositionedEvent,
@@ -65,6 +67,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "visitor.identified",
     "agent.status",
 )
+PER_SUBSCRIPTION_IN_FLIGHT = 2  # attempts to one subscription at once
 SIGNALS_QUEUE = 1000  # non-conversation events waiting for their outbox write
 
 
@@ -237,6 +240,8 @@ class WebhookService:
         trio.MemoryReceiveChannel[tuple[str, str, str, str]],
     ] = attrs.field(factory=lambda: _signal_channel())
     dropped_signals: int = 0
+    _inflight: set[str] = attrs.field(factory=set)  # delivery ids being attempted
+    _per_sub: collections.Counter[str] = attrs.field(factory=collections.Counter)
 
     def poke(self) -> None:
         self._wake.set()
@@ -273,8 +278,12 @@ class WebhookService:
                 log.warning("webhooks: %d events not queued (%s)", len(batch), type(err).__name__)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        limits = httpx.Limits(max_connections=self.settings.webhooks_max_concurrent)
-        timeout = httpx.Timeout(self.settings.webhooks_timeout_s)
+        """Feed every ``webhooks_poll_interval_s``; send whenever woken (a delivery finished,
+        a redelivery, new outbox rows) or at that interval. Deliveries run in this nursery,
+        so a slow receiver holds only its own slots, never the loop."""
+        settings = self.settings
+        limits = httpx.Limits(max_connections=settings.webhooks_max_concurrent)
+        timeout = httpx.Timeout(settings.webhooks_timeout_s)
         async with (
             httpx.AsyncClient(
                 timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
@@ -283,49 +292,77 @@ class WebhookService:
         ):
             nursery.start_soon(self._write_signals)
             task_status.started()
+            next_feed = 0.0
             while True:
                 self._wake = trio.Event()
                 try:
-                    await self._step(client)
+                    if trio.current_time() >= next_feed:
+                        next_feed = trio.current_time() + settings.webhooks_poll_interval_s
+                        await self._feed()
+                    await self._send_due(client, nursery)
                 except StorageError as err:  # the database is down: try again next round
                     log.warning("webhooks: storage unavailable (%s)", type(err).__name__)
                 except trio.TooSlowError:
                     log.warning("webhooks: a storage step timed out")
-                with trio.move_on_after(self.settings.webhooks_poll_interval_s):
+                with trio.move_on_after(max(0.0, next_feed - trio.current_time())):
                     await self._wake.wait()
 
-    async def _step(self, client: httpx.AsyncClient) -> None:
+    async def _feed(self) -> None:
+        """Committed events into the outbox; a burst becomes one write per batch."""
         settings = self.settings
-        while True:  # drain the events first: a burst becomes one outbox write per batch
+        while True:
             with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
-                added = await self.storage.feed_webhooks(
+                _added, more = await self.storage.feed_webhooks(
                     limit=settings.webhooks_batch_size,
                     settle_s=settings.webhooks_settle_s,
                     expand=expand_event,
                 )
-            if added == 0:
-                break
+            if not more:
+                return
+
+    async def _send_due(self, client: httpx.AsyncClient, nursery: trio.Nursery) -> None:
+        """Start the due deliveries that fit: ``webhooks_max_concurrent`` in all, and at most
+        ``PER_SUBSCRIPTION_IN_FLIGHT`` per subscription (one slow receiver cannot take every
+        slot from the other workspaces)."""
+        room = self.settings.webhooks_max_concurrent - len(self._inflight)
+        if room <= 0:
+            return
         with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
             due = await self.storage.due_webhook_deliveries(
-                now=time.time(), limit=settings.webhooks_batch_size
+                now=time.time(), limit=min(MAX_PAGE, room + len(self._inflight) + 50)
             )
-        if not due:
-            return
-        limiter = trio.CapacityLimiter(settings.webhooks_max_concurrent)
-        async with trio.open_nursery() as nursery:
-            for delivery, sub in due:
-                nursery.start_soon(self._deliver, client, limiter, delivery, sub)
-        self._wake.set()  # there may be more due: look again at once
+        for delivery, sub in due:
+            if room <= 0:
+                break
+            if delivery.id in self._inflight:
+                continue
+            if self._per_sub[sub.id] >= PER_SUBSCRIPTION_IN_FLIGHT:
+                continue
+            self._inflight.add(delivery.id)
+            self._per_sub[sub.id] += 1
+            room -= 1
+            nursery.start_soon(self._deliver, client, delivery, sub)
 
     async def _deliver(
-        self,
-        client: httpx.AsyncClient,
-        limiter: trio.CapacityLimiter,
-        delivery: WebhookDelivery,
-        sub: WebhookSubscription,
+        self, client: httpx.AsyncClient, delivery: WebhookDelivery, sub: WebhookSubscription
     ) -> None:
-        async with limiter:
-            status, error, latency_ms = await self._post(client, delivery, sub)
+        try:
+            await self._attempt(client, delivery, sub)
+        except (StorageError, trio.TooSlowError) as err:
+            # The attempt is not recorded: the delivery stays due and is sent again (at least
+            # once, as documented); the receiver drops the repeat by its event id.
+            log.warning("webhooks: attempt not recorded (%s)", type(err).__name__)
+        finally:
+            self._inflight.discard(delivery.id)
+            self._per_sub[sub.id] -= 1
+            if self._per_sub[sub.id] <= 0:
+                del self._per_sub[sub.id]
+            self.poke()
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, delivery: WebhookDelivery, sub: WebhookSubscription
+    ) -> None:
+        status, error, latency_ms = await self._post(client, delivery, sub)
         now = time.time()
         attempt_no = delivery.attempts + 1
         ok = status is not None and 200 <= status < 300

@@ -31,9 +31,9 @@ async def test_committed_events_reach_the_outbox_once_even_across_a_reopen(
     await storage.append_many([message(conv, "one"), message(conv, "two")])
     # Committed but not yet fed when the process "dies": another opener finds them.
     async with open_store() as again:
-        assert await again.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == 2
-        assert await again.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == 0
-    assert await storage.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == 0
+        assert await again.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == (2, False)
+        assert await again.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == (0, False)
+    assert await storage.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == (0, False)
     deliveries = await storage.list_webhook_deliveries(ws.id, sub.id)
     assert sorted(json.loads(d.payload)["body"] for d in deliveries) == ["one", "two"]
     assert await storage.list_webhook_deliveries(ws.id, other.id) == []

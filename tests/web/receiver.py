@@ -34,6 +34,9 @@ class Receiver:
     received: trio.MemoryReceiveChannel[Received]
     _send: trio.MemorySendChannel[Received]
     log: list[Received] = attrs.field(factory=list)
+    # While ``hold`` is True, answers wait for ``release`` (a receiver that hangs).
+    hold: bool = False
+    release: trio.Event = attrs.field(factory=trio.Event)
 
     @property
     def url(self) -> str:
@@ -72,6 +75,9 @@ class Receiver:
                 )
                 self.log.append(got)
                 self._send.send_nowait(got)
+            if self.hold:
+                await self.release.wait()
+            with trio.fail_after(READ_TIMEOUT_S):
                 response = h11.Response(
                     status_code=status,
                     headers=[("content-length", "2"), ("connection", "close")],

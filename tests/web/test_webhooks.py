@@ -45,18 +45,19 @@ def documented_verifier() -> Verify:
 
 
 async def subscribe(
-    srv: TestServer, url: str, event_types: list[str], **extra: Any
+    srv: TestServer, url: str, event_types: list[str], *, token: str | None = None, **extra: Any
 ) -> tuple[Http, dict[str, Any]]:
-    http = bearer(srv.base_url, srv.acme.owner.token)
+    http = bearer(srv.base_url, token or srv.acme.owner.token)
     resp = await http.post("/api/v1/webhooks", {"url": url, "event_types": event_types, **extra})
     assert resp.status == 201, resp.body
     return http, resp.json()
 
 
-async def visitor_says(srv: TestServer, text: str, client_msg_id: str = "v-1") -> str:
-    async with open_peer(
-        srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
-    ) as vis:
+async def visitor_says(
+    srv: TestServer, text: str, client_msg_id: str = "v-1", *, workspace: Any = None
+) -> str:
+    ws = workspace or srv.acme
+    async with open_peer(srv.visitor_ws_url(ws.widget_key), origin=ws.site_origin) as vis:
         await visitor(srv, vis)
         sent = await vis.request("send_message", client_msg_id=client_msg_id, text=text)
         assert sent["type"] == "result", sent
@@ -311,3 +312,27 @@ async def test_visitor_identified_and_agent_status_are_delivered(tmp_path: Path)
         assert verify([secret], got.headers["x-livechat-signature"], got.body)
         data = json.loads(got.body)["data"]
         assert data == {"agent_id": alice.id, "display_name": "Alice", "status": "not_accepting"}
+
+
+async def test_a_hanging_receiver_does_not_delay_another_workspaces_deliveries(
+    tmp_path: Path,
+) -> None:
+    async with (
+        run_receiver() as slow,
+        run_receiver() as fast,
+        run_test_server(
+            tmp_path, webhooks_timeout_s=60.0, webhooks_max_concurrent=4, **FAST
+        ) as srv,
+    ):
+        slow.hold = True  # Acme's receiver takes every request and never answers
+        await subscribe(srv, slow.url, ["message.created"])
+        await subscribe(srv, fast.url, ["message.created"], token=srv.globex.owner.token)
+        for n in range(3):
+            await visitor_says(srv, f"acme {n}", client_msg_id=f"a-{n}")
+        await slow.next()
+        await slow.next()  # two attempts hang (the per-subscription limit); the third waits
+        await visitor_says(srv, "globex 1", workspace=srv.globex)
+        got = await next_of_type(fast, "message.created")  # well before the 60 s timeout
+        assert json.loads(got.body)["data"]["body"] == "globex 1"
+        assert len(slow.log) == 2
+        slow.release.set()
