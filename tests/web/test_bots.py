@@ -156,3 +156,12 @@ async def test_a_bot_cannot_log_in_or_use_the_admin_api(tmp_path: Path) -> None:
             },
         )
         assert with_password.status == 400
+
+        # A human made a bot loses the session they had: bots speak only with tokens.
+        bob = srv.acme.agents[1]
+        http = Http(srv.base_url)
+        assert (await http.login(bob.username, bob.password)).status == 200
+        assert (await http.get("/api/v1/me")).status == 200
+        demoted = await owner.request("PATCH", f"/api/v1/agents/{bob.id}", {"role": "bot"})
+        assert demoted.status == 200, demoted.body
+        assert (await http.get("/api/v1/me")).status == 401
