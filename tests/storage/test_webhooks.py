@@ -6,7 +6,8 @@ import json
 import time
 
 from storage import DeliveryState, PositionedEvent, WebhookAttempt
-from storage._base import SqlStorage
+from storage._base import SqlStorage, execute
+from storage._sql import Q
 from tests.storage.conftest import Opener
 from tests.storage.helpers import message, new_conversation
 
@@ -126,3 +127,35 @@ async def test_events_outside_conversations_are_queued_for_subscribers_only(
     assert await storage.enqueue_webhook_events(items) == 1
     [delivery] = await storage.list_webhook_deliveries(ws.id, wants.id)
     assert delivery.event_id == "evt_1" and delivery.payload == '{"n":1}'
+
+
+async def test_the_feed_waits_at_a_hole_until_it_settles(storage: SqlStorage) -> None:
+    """A missing position may be a transaction that commits late: events after it wait for
+    ``settle_s`` (here the hole is made by deleting an event, as a rollback would leave it)."""
+    ws, conv = await new_conversation(storage)
+    sub = await storage.create_webhook(
+        ws.id, url="https://x.test/h", event_types=["message.created"], secret="k"
+    )
+    results = await storage.append_many(
+        [message(conv, "first"), message(conv, "lost"), message(conv, "third")]
+    )
+    hole = results[1].event.seq
+    await storage._write(
+        execute(
+            Q(
+                "DELETE FROM events WHERE conversation_id=? AND seq=?",
+                (conv.id, hole),
+            )
+        )
+    )
+    assert await storage.feed_webhooks(limit=100, settle_s=3600.0, expand=expand) == (1, False)
+    bodies = [
+        json.loads(d.payload)["body"] for d in await storage.list_webhook_deliveries(ws.id, sub.id)
+    ]
+    assert bodies == ["first"]
+    # Once the events after the hole are older than settle_s, the feed steps over it.
+    assert await storage.feed_webhooks(limit=100, settle_s=0.0, expand=expand) == (1, False)
+    bodies = sorted(
+        json.loads(d.payload)["body"] for d in await storage.list_webhook_deliveries(ws.id, sub.id)
+    )
+    assert bodies == ["first", "third"]
