@@ -71,6 +71,16 @@ def feed_program(
     result = yield Q("SELECT pos FROM webhook_cursor WHERE name=?", (CURSOR_NAME,))
     row = result.one()
     cursor = int(row["pos"]) if row else 0
+    any_sub = yield Q("SELECT 1 AS ok FROM webhook_subscriptions WHERE enabled=? LIMIT 1", (True,))
+    if any_sub.one() is None:
+        # Nobody listens (the usual case, and after a restore): skip to the newest event in
+        # one step. A subscription created later starts after its own ``from_pos`` anyway.
+        yield Q(
+            "UPDATE webhook_cursor SET pos=(SELECT COALESCE(MAX(pos), 0) FROM events)"
+            " WHERE name=? AND pos < (SELECT COALESCE(MAX(pos), 0) FROM events)",
+            (CURSOR_NAME,),
+        )
+        return 0, False
     result = yield _events_after(dialect, cursor, limit)
     taken: list[api.PositionedEvent] = []
     expected = cursor + 1
