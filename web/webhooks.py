@@ -241,6 +241,9 @@ class WebhookService:
     ] = attrs.field(factory=lambda: _signal_channel())
     dropped_signals: int = 0
     _inflight: set[str] = attrs.field(factory=set)  # delivery ids being attempted
+    # attempts by outcome ("delivered", "retry", "failed"); subscriptions disabled
+    attempts: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    disabled_total: int = 0
     _per_sub: collections.Counter[str] = attrs.field(factory=collections.Counter)
 
     def poke(self) -> None:
@@ -306,6 +309,33 @@ class WebhookService:
                     log.warning("webhooks: a storage step timed out")
                 with trio.move_on_after(max(0.0, next_feed - trio.current_time())):
                     await self._wake.wait()
+
+    def render_prometheus(self) -> str:
+        """Webhook counters for ``/metrics``: alert on ``failed`` and on disabled subscriptions."""
+        lines = [
+            "# HELP livechat_webhook_attempts_total Webhook delivery attempts, by outcome.",
+            "# TYPE livechat_webhook_attempts_total counter",
+        ]
+        for outcome in ("delivered", "retry", "failed"):
+            lines.append(
+                f'livechat_webhook_attempts_total{{outcome="{outcome}"}} {self.attempts[outcome]}'
+            )
+        for name, help_text, value in (
+            (
+                "livechat_webhook_subscriptions_disabled_total",
+                "Subscriptions disabled after failures in a row.",
+                self.disabled_total,
+            ),
+            (
+                "livechat_webhook_events_dropped_total",
+                "Visitor/agent events not queued (queue full or storage error).",
+                self.dropped_signals,
+            ),
+            ("livechat_webhook_in_flight", "Delivery attempts in flight now.", len(self._inflight)),
+        ):
+            kind = "gauge" if name.endswith("in_flight") else "counter"
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
 
     async def _feed(self) -> None:
         """Committed events into the outbox; a burst becomes one write per batch."""
@@ -383,6 +413,9 @@ class WebhookService:
             latency_ms=latency_ms,
             at=now,
         )
+        self.attempts[
+            "delivered" if ok else ("failed" if state is DeliveryState.FAILED else "retry")
+        ] += 1
         with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
             disabled = await self.storage.record_webhook_attempt(
                 attempt,
@@ -391,6 +424,7 @@ class WebhookService:
                 disable_after_failures=self.settings.webhooks_disable_after_failures,
             )
             if disabled is not None:
+                self.disabled_total += 1
                 log.warning("webhook %s disabled: %s", disabled.id, disabled.disabled_reason)
                 await self.storage.audit(
                     disabled.workspace_id,

@@ -260,6 +260,9 @@ async def test_rotation_signs_with_both_secrets_and_a_failing_target_gets_disabl
         audit = await http.get("/api/v1/audit")
         actions = [e["action"] for e in audit.json()["entries"]]
         assert "webhook.disabled" in actions
+        metrics = (await Http(srv.base_url).get("/metrics")).body.decode()
+        assert "livechat_webhook_subscriptions_disabled_total 1" in metrics
+        assert 'livechat_webhook_attempts_total{outcome="retry"} 2' in metrics
 
         # Re-enabled with a working receiver, the pending delivery goes out.
         receiver.status = 200
