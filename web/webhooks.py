@@ -188,7 +188,7 @@ async def check_target(url: str, *, allow_private: bool) -> None:
     host = parts.hostname
     try:
         infos = await trio.socket.getaddrinfo(host, port or 443, type=trio.socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError):
         raise WebhookTargetRefused("the URL's host does not resolve") from None
     addresses = {str(info[4][0]) for info in infos}
     if not addresses or any(_address_refused(a) for a in addresses):
@@ -468,6 +468,11 @@ class WebhookService:
             return None, "connect_failed", (time.monotonic() - started) * 1000
         except httpx.HTTPError:
             return None, "http_error", (time.monotonic() - started) * 1000
+        except Exception:
+            # The edge of one attempt: the URL and the peer are the admin's and the receiver's;
+            # whatever they cause is a failed attempt (retried with backoff), never a crash.
+            log.warning("webhooks: attempt failed unexpectedly", exc_info=True)
+            return None, "request_failed", (time.monotonic() - started) * 1000
         error = None if 200 <= status < 300 else f"http_{status}"
         return status, error, (time.monotonic() - started) * 1000
 
