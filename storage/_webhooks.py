@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from storage import api
-from storage._records import codec, columns, decode, new_id
+from storage._records import audit_entry, codec, columns, decode, new_id
 from storage._sql import Dialect, Program, Q
 from storage.errors import NotFound
 
@@ -326,6 +326,25 @@ class WebhookStore(abc.ABC):
             for r in rows
         ]
 
+    async def claim_webhook_deliveries(
+        self, delivery_ids: Sequence[str], *, now: float, lease_until: float
+    ) -> dict[str, int]:
+        """Take due deliveries for an attempt: each still pending and due gets
+        ``next_attempt_at = lease_until`` (so no other loop or server takes it meanwhile;
+        if this process dies, it is due again when the lease ends). Returns the ids taken,
+        each with its attempts so far (fresh, not the caller's possibly stale read)."""
+        if not delivery_ids:
+            return {}
+        where, args = self.dialect.in_list("id", list(delivery_ids))
+        sql = (
+            f"UPDATE webhook_deliveries SET next_attempt_at=? WHERE {where}"
+            " AND state=? AND next_attempt_at<=? RETURNING id, attempts"
+        )
+        rows = await self._write(
+            _fetch(Q(sql, [lease_until, *args, api.DeliveryState.PENDING.value, now]))
+        )
+        return {str(r["id"]): int(r["attempts"]) for r in rows}
+
     async def record_webhook_attempt(
         self,
         attempt: api.WebhookAttempt,
@@ -335,7 +354,8 @@ class WebhookStore(abc.ABC):
         disable_after_failures: int,
     ) -> api.WebhookSubscription | None:
         """Log one attempt and move its delivery on; count the subscription's failures in a
-        row (reset by a success). Returns the subscription if this attempt disabled it."""
+        row (reset by a success). Returns the subscription if this attempt disabled it (then
+        audited as ``webhook.disabled`` in the same transaction)."""
         ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
 
         def program() -> Program[api.WebhookSubscription | None]:
@@ -382,6 +402,17 @@ class WebhookStore(abc.ABC):
             yield Q(
                 "UPDATE webhook_subscriptions SET enabled=?, disabled_reason=? WHERE id=?",
                 (False, reason, sub_id),
+            )
+            # The owner's notice, in the same commit: a disabled subscription always has it.
+            yield Q(
+                *audit_entry(
+                    sub.workspace_id,
+                    actor="system",
+                    action="webhook.disabled",
+                    at=attempt.at,
+                    target=f"webhook:{sub.id}",
+                    details={"reason": reason, "url": sub.url},
+                )
             )
             return _evolve(sub, enabled=False, disabled_reason=reason)
 

@@ -682,6 +682,13 @@ class Storage(Protocol):
     async def due_webhook_deliveries(
         self, *, now: float, limit: int
     ) -> list[tuple[WebhookDelivery, WebhookSubscription]]: ...
+    async def claim_webhook_deliveries(
+        self, delivery_ids: Sequence[str], *, now: float, lease_until: float
+    ) -> dict[str, int]:
+        """Lease due deliveries for an attempt (``next_attempt_at = lease_until``); returns
+        the ids taken with their attempts so far."""
+        ...
+
     async def record_webhook_attempt(
         self,
         attempt: WebhookAttempt,

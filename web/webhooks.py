@@ -361,17 +361,33 @@ class WebhookService:
             due = await self.storage.due_webhook_deliveries(
                 now=time.time(), limit=min(MAX_PAGE, room + len(self._inflight) + 50)
             )
+        chosen: list[tuple[WebhookDelivery, WebhookSubscription]] = []
+        per_sub = collections.Counter(self._per_sub)
         for delivery, sub in due:
-            if room <= 0:
+            if len(chosen) >= room:
                 break
-            if delivery.id in self._inflight:
+            if delivery.id in self._inflight or per_sub[sub.id] >= PER_SUBSCRIPTION_IN_FLIGHT:
                 continue
-            if self._per_sub[sub.id] >= PER_SUBSCRIPTION_IN_FLIGHT:
+            per_sub[sub.id] += 1
+            chosen.append((delivery, sub))
+        if not chosen:
+            return
+        # A lease, not just memory: the read above may be stale (an attempt finished while it
+        # ran), and other servers on the same database send too. Only what we took is sent.
+        now = time.time()
+        with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
+            taken = await self.storage.claim_webhook_deliveries(
+                [d.id for d, _ in chosen],
+                now=now,
+                lease_until=now + 2 * self.settings.webhooks_timeout_s + STORAGE_STEP_TIMEOUT_S,
+            )
+        for delivery, sub in chosen:
+            if delivery.id not in taken or delivery.id in self._inflight:
                 continue
             self._inflight.add(delivery.id)
             self._per_sub[sub.id] += 1
-            room -= 1
-            nursery.start_soon(self._deliver, client, delivery, sub)
+            fresh = attrs.evolve(delivery, attempts=taken[delivery.id])
+            nursery.start_soon(self._deliver, client, fresh, sub)
 
     async def _deliver(
         self, client: httpx.AsyncClient, delivery: WebhookDelivery, sub: WebhookSubscription
@@ -426,13 +442,6 @@ class WebhookService:
             if disabled is not None:
                 self.disabled_total += 1
                 log.warning("webhook %s disabled: %s", disabled.id, disabled.disabled_reason)
-                await self.storage.audit(
-                    disabled.workspace_id,
-                    actor="system",
-                    action="webhook.disabled",
-                    target=f"webhook:{disabled.id}",
-                    details={"reason": disabled.disabled_reason, "url": disabled.url},
-                )
 
     async def _post(
         self, client: httpx.AsyncClient, delivery: WebhookDelivery, sub: WebhookSubscription

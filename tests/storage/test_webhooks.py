@@ -102,6 +102,8 @@ async def test_a_failing_subscription_is_disabled_after_failures_in_a_row(
     assert disabled is not None and disabled.enabled is False
     found = await storage.get_webhook(ws.id, sub.id)
     assert found is not None and not found.enabled and found.consecutive_failures == 2
+    audit = await storage.list_audit(ws.id)
+    assert [e.action for e in audit.items] == ["webhook.disabled"]  # in the same commit
     # A disabled subscription's pending deliveries wait.
     assert await storage.due_webhook_deliveries(now=time.time() + 1, limit=10) == []
     await storage.update_webhook(ws.id, sub.id, enabled=True, consecutive_failures=0)
@@ -159,3 +161,24 @@ async def test_the_feed_waits_at_a_hole_until_it_settles(storage: SqlStorage) ->
         json.loads(d.payload)["body"] for d in await storage.list_webhook_deliveries(ws.id, sub.id)
     )
     assert bodies == ["first", "third"]
+
+
+async def test_a_delivery_is_leased_to_one_sender_at_a_time(storage: SqlStorage) -> None:
+    ws, conv = await new_conversation(storage)
+    await storage.create_webhook(
+        ws.id, url="https://x.test/h", event_types=["message.created"], secret="k"
+    )
+    await storage.append(message(conv, "once"))
+    await storage.feed_webhooks(limit=100, settle_s=5.0, expand=expand)
+    now = time.time() + 1
+    [(delivery, _)] = await storage.due_webhook_deliveries(now=now, limit=10)
+    assert await storage.claim_webhook_deliveries([delivery.id], now=now, lease_until=now + 60) == {
+        delivery.id: 0
+    }
+    # A second sender (or a stale read of the first) gets nothing while the lease runs ...
+    assert (
+        await storage.claim_webhook_deliveries([delivery.id], now=now, lease_until=now + 60) == {}
+    )
+    assert await storage.due_webhook_deliveries(now=now, limit=10) == []
+    # ... and the delivery is due again when it ends (the sender died mid-attempt).
+    assert len(await storage.due_webhook_deliveries(now=now + 61, limit=10)) == 1
