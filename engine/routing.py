@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback"})
+BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
 
 
@@ -487,16 +488,24 @@ class RouterActor(Actor[RouterMsg]):
         group = item.group_id
         if group is not None and group not in self.fallback:
             group = None  # the group was deleted: anyone may take the chat
+        # Bots (docs/bots.md) take new chats first; a chat that has been with anyone before
+        # (transferred, reopened, requeued) goes to humans only, so a bot's handover sticks.
+        bots_allowed = item.previous_assignee_id is None and not item.excluded
         seen: set[str | None] = set()
         while group not in seen:
             seen.add(group)
             candidates = [
                 a
                 for a in self.agents.values()
-                if a.agent_id not in item.excluded and a.can_take(group)
+                if a.agent_id not in item.excluded
+                and a.can_take(group)
+                and (bots_allowed or a.role != BOT_ROLE)
             ]
             if candidates:
-                best = min(candidates, key=lambda a: (a.load, a.idle_since, a.agent_id))
+                best = min(
+                    candidates,
+                    key=lambda a: (a.role != BOT_ROLE, a.load, a.idle_since, a.agent_id),
+                )
                 reason = "least_busy" if group == item.group_id else "group_fallback"
                 return (
                     best,

@@ -46,6 +46,7 @@ from storage._records import (
 )
 from storage._report import compute_report
 from storage._sql import Dialect, Program, Q, Result, Row
+from storage._webhooks import WebhookStore
 from storage.blobs import BlobStore
 from storage.errors import NotFound, StorageError, StorageUnavailable
 
@@ -125,7 +126,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(AuthStore, MailStorage, abc.ABC):
+class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str

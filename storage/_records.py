@@ -44,6 +44,9 @@ TABLES: Final[Mapping[type[Any], str]] = {
     api.MailItem: "mail_outbox",
     api.AgentToken: "agent_tokens",
     api.InboxItem: "inbox_items",
+    api.WebhookSubscription: "webhook_subscriptions",
+    api.WebhookDelivery: "webhook_deliveries",
+    api.WebhookAttempt: "webhook_attempts",
 }
 
 

@@ -12,7 +12,7 @@ JSON objects (settings, attributes, event data) are ``dict[str, Any]`` of JSON-c
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -29,6 +29,9 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
     SUPERVISOR = "supervisor"
     AGENT = "agent"
+    # A program (docs/bots.md): console socket with an API token only, no password, no HTTP
+    # API; the router offers it new chats before humans.
+    BOT = "bot"
 
 
 class ConversationState(enum.StrEnum):
@@ -344,6 +347,70 @@ class Session:
     csrf_token: str
     created_at: float
     last_seen_at: float
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # gave up: retry window over, or the subscription was disabled
+
+
+@attrs.frozen(kw_only=True)
+class WebhookSubscription:
+    """An HTTPS endpoint subscribed to event types of one workspace (docs/webhooks.md)."""
+
+    id: str
+    workspace_id: str
+    url: str
+    event_types: tuple[str, ...] = ()
+    description: str | None = None
+    secret: str  # HMAC-SHA256 signing key; shown to admins, never logged
+    previous_secret: str | None = None  # still signed with until ``previous_secret_expires_at``
+    previous_secret_expires_at: float | None = None
+    enabled: bool = True
+    disabled_reason: str | None = None
+    consecutive_failures: int = 0
+    from_pos: int = 0  # events at or before this global position are not delivered
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class WebhookDelivery:
+    """One event for one subscription: the outbox row, retried until delivered or given up."""
+
+    id: str
+    workspace_id: str
+    subscription_id: str
+    event_id: str  # stable id of the webhook event, the receiver's idempotency key
+    event_type: str
+    payload: str  # the exact JSON body that is signed and sent
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: float = 0.0
+    delivered_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WebhookAttempt:
+    id: str
+    workspace_id: str
+    delivery_id: str
+    attempt: int  # 1 for the first try
+    status_code: int | None  # None: no HTTP answer (refused, timeout, TLS...)
+    error: str | None  # a fixed short reason, never the receiver's body
+    latency_ms: float
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class PositionedEvent:
+    """An event with its global position (the webhook dispatcher's cursor)."""
+
+    pos: int
+    event: Event
 
 
 @attrs.frozen(kw_only=True)
@@ -721,6 +788,67 @@ class Storage(Protocol):
     async def create_sso_identity(
         self, workspace_id: str, *, issuer: str, subject: str, agent_id: str
     ) -> SsoIdentity: ...
+    # webhooks (storage/_webhooks.py, docs/webhooks.md)
+    async def create_webhook(
+        self,
+        workspace_id: str,
+        *,
+        url: str,
+        event_types: Sequence[str],
+        secret: str,
+        description: str | None = None,
+    ) -> WebhookSubscription: ...
+    async def get_webhook(
+        self, workspace_id: str, subscription_id: str
+    ) -> WebhookSubscription | None: ...
+    async def list_webhooks(self, workspace_id: str) -> list[WebhookSubscription]: ...
+    async def update_webhook(
+        self, workspace_id: str, subscription_id: str, **changes: Any
+    ) -> WebhookSubscription: ...
+    async def delete_webhook(self, workspace_id: str, subscription_id: str) -> None: ...
+    async def feed_webhooks(
+        self,
+        *,
+        limit: int,
+        settle_s: float,
+        expand: Callable[[PositionedEvent], Sequence[tuple[str, str, str]]],
+    ) -> tuple[int, bool]:
+        """Committed events after the durable cursor into the outbox (one transaction):
+        (deliveries added, whether more events may wait past this batch)."""
+        ...
+
+    async def enqueue_webhook_events(self, items: Sequence[tuple[str, str, str, str]]) -> int:
+        """Outbox rows for non-conversation events: (workspace, type, event id, payload)."""
+        ...
+
+    async def due_webhook_deliveries(
+        self, *, now: float, limit: int
+    ) -> list[tuple[WebhookDelivery, WebhookSubscription]]: ...
+    async def claim_webhook_deliveries(
+        self, delivery_ids: Sequence[str], *, now: float, lease_until: float
+    ) -> dict[str, int]:
+        """Lease due deliveries for an attempt (``next_attempt_at = lease_until``); returns
+        the ids taken with their attempts so far."""
+        ...
+
+    async def record_webhook_attempt(
+        self,
+        attempt: WebhookAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: float | None,
+        disable_after_failures: int,
+    ) -> WebhookSubscription | None: ...
+    async def list_webhook_deliveries(
+        self, workspace_id: str, subscription_id: str, *, limit: int = 50
+    ) -> list[WebhookDelivery]: ...
+    async def get_webhook_delivery(
+        self, workspace_id: str, delivery_id: str
+    ) -> WebhookDelivery | None: ...
+    async def list_webhook_attempts(
+        self, workspace_id: str, delivery_id: str
+    ) -> list[WebhookAttempt]: ...
+    async def redeliver_webhook(self, workspace_id: str, delivery_id: str) -> WebhookDelivery: ...
 
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...

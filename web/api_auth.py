@@ -64,7 +64,8 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
     agent = await storage.find_agent_by_username(account)
     ok = await services.hasher.verify(agent.password_hash if agent else None, body.password)
     workspace = await storage.get_workspace(agent.workspace_id) if agent else None
-    if not ok or agent is None or not agent.enabled or workspace is None:
+    bot = agent is not None and agent.role is Role.BOT  # bots use API tokens, never sessions
+    if not ok or agent is None or bot or not agent.enabled or workspace is None:
         services.login_throttle.failed(account=account, ip=call.ip)
         services.metrics.logins["failed"] += 1
         await storage.audit(

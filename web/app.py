@@ -28,6 +28,7 @@ from web.api_chats import api as chats_api
 from web.api_mail import api as mail_api
 from web.api_public import api as public_api
 from web.api_security import api as security_api
+from web.api_webhooks import api as webhooks_api
 from web.auth import session_cookie_name
 from web.errors import ApiError, PayloadTooLarge
 from web.files import UPLOAD_PATHS
@@ -47,6 +48,7 @@ API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
     security_api,  # two-factor login and single sign-on
     mail_api,  # outgoing mail and the inbox
     files_api,  # files in chats
+    webhooks_api,  # webhooks
 )
 
 _ENGINE_STATUS = {

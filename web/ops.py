@@ -54,6 +54,8 @@ async def metrics() -> Response:
         return Response("", status=503, content_type="text/plain")
     text = services.engine_metrics.render_prometheus() + services.metrics.render()
     text += await _backup_metrics(services)
+    if services.webhooks is not None:
+        text += services.webhooks.render_prometheus()
     return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

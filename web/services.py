@@ -39,6 +39,7 @@ from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
 from web.twofactor import FlowSigner
+from web.webhooks import WebhookService, serve_webhooks
 
 if TYPE_CHECKING:
     from engine.api import ChatEngine
@@ -71,6 +72,7 @@ class Services:
     # two-factor login and single sign-on: login-step tokens, identity-provider calls
     flows: FlowSigner = attrs.field(default=None)
     oidc: OidcClient = attrs.field(default=None)
+    webhooks: WebhookService | None = None  # set by open_services
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -182,6 +184,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             )
             nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
             await nursery.start(services.mailer.serve)
+            services.webhooks = await nursery.start(serve_webhooks, storage, settings)
             try:
                 yield services
             finally:

@@ -134,6 +134,19 @@ class Settings:
     invitation_ttl_s: float = 7 * 24 * 3600.0  # a new agent's set-password link
     inbox_scan_lookback_s: float = 7 * 24 * 3600.0  # older closed chats never enter the inbox
     mail_log_keep_days: int = 30  # sent and failed mail (the delivery log) is deleted after this
+    # Webhooks (web/webhooks.py, docs/webhooks.md)
+    # deliver to loopback/private addresses and plain http:// (tests, closed networks only: SSRF)
+    webhooks_allow_private_targets: bool = False
+    webhooks_poll_interval_s: float = 1.0  # how often the outbox looks for new events
+    webhooks_timeout_s: float = 10.0  # one HTTP attempt, connect to status line
+    webhooks_retry_base_s: float = 10.0  # first retry after this, doubling each time ...
+    webhooks_retry_max_s: float = 3600.0  # ... up to this between attempts
+    webhooks_retry_window_s: float = 26 * 3600.0  # then a delivery is given up (failed)
+    webhooks_disable_after_failures: int = 50  # failed attempts in a row disable a subscription
+    webhooks_max_concurrent: int = 8  # deliveries in flight at once (server-wide)
+    webhooks_batch_size: int = 200  # events fed / deliveries sent per step
+    webhooks_settle_s: float = 5.0  # wait this long for a late commit before skipping a hole
+    webhooks_secret_overlap_s: float = 24 * 3600.0  # after a rotation the old secret still signs
 
     @property
     def tls_enabled(self) -> bool:

@@ -50,6 +50,7 @@ from engine.messages import (
     MessageAck,
     SendMessage,
     SessionClosed,
+    SetStatus,
     SetTyping,
     StartChat,
     UpdateProfile,
@@ -602,6 +603,21 @@ class SocketSession:
             error = codec.error_result(err)
             await self._error(rid, error.code, error.message, error.field, error.retry_after_s)
             return
+        if (
+            isinstance(command, SetStatus)
+            and self.caller is not None
+            and self.services.webhooks is not None
+        ):
+            agent = self.caller.agent
+            self.services.webhooks.signal(
+                agent.workspace_id,
+                "agent.status",
+                {
+                    "agent_id": agent.id,
+                    "display_name": agent.display_name,
+                    "status": command.status,
+                },
+            )
         if self.kind == "visitor":
             if isinstance(result, MessageAck) and isinstance(command, SendMessage):
                 self.open_conversation = result.conversation_id
@@ -644,6 +660,7 @@ class SocketSession:
         ws_id = self.workspace.id
         visitor: Visitor | None = None
         token: str | None = None
+        identified = first_time = False
         if hello.token:
             visitor = await storage.find_visitor_by_token_hash(ws_id, hash_secret(hello.token))
             if visitor is not None:
@@ -665,6 +682,9 @@ class SocketSession:
                 )
                 return
             known = await storage.find_visitor_by_external_id(ws_id, hello.identity.user_id)
+            # Identified on this device now (not a tab already holding the visitor's token).
+            identified = visitor is None or visitor.external_id != hello.identity.user_id
+            first_time = known is None
             if known is not None:
                 visitor = known
                 token = None  # mint one for this device
@@ -691,6 +711,16 @@ class SocketSession:
             raise _Closing(CloseCode.POLICY, "banned")
         self.visitor = visitor
         self.sock.visitor_id = visitor.id
+        if identified and self.services.webhooks is not None:
+            self.services.webhooks.signal(
+                ws_id,
+                "visitor.identified",
+                {
+                    "visitor_id": visitor.id,
+                    "external_id": visitor.external_id,
+                    "first_time": first_time,
+                },
+            )
         page = hello.page
         meta = ConnectionMeta(
             ip=self.ip,

@@ -251,6 +251,8 @@ class Server:
         # The SSO tests' OpenID provider is a plain-http server on loopback (tests/oidc_provider).
         env["LIVECHAT_SSO_ALLOW_HTTP_LOOPBACK"] = "1"
         env.update(self.extra_env)
+        # The webhook screen's test delivers to a receiver on 127.0.0.1.
+        env["LIVECHAT_WEBHOOKS_ALLOW_PRIVATE_TARGETS"] = "1"
         self.proc = subprocess.Popen(
             [
                 sys.executable,
