@@ -237,14 +237,14 @@ class AgentActor(Actor[AgentMsg]):
             self._back_from_auto_away()
             if self.reconnecting_since is not None:
                 self.reconnecting_since = None
-                self._tell_visitors(reconnecting=False)
+                await self._tell_visitors(reconnecting=False)
             await self._report()
             msg.reply.send(self.status)
         elif isinstance(msg, AgentLeft):
             self.connections.discard(msg.connection_id)
             if not self.connections and self.reconnecting_since is None and self.known:
                 self.reconnecting_since = now
-                self._tell_visitors(reconnecting=True)
+                await self._tell_visitors(reconnecting=True)
                 await self._report()
         elif isinstance(msg, ChooseStatus):
             self.chosen = msg.status
@@ -321,13 +321,24 @@ class AgentActor(Actor[AgentMsg]):
             await router.tell(presence)
         self.reported = presence
 
-    def _tell_visitors(self, *, reconnecting: bool) -> None:
-        hub = self.ctx.hub
+    async def _tell_visitors(self, *, reconnecting: bool) -> None:
+        """Push ``agent_reconnecting`` to the visitor of each of the agent's chats (looked up
+        in storage: rare, and a chat whose row cannot be read now is skipped)."""
+        from engine.errors import PersistenceUnavailable
+
+        ctx = self.ctx
+        hub = ctx.hub
         for conversation_id in self.chats:
+            try:
+                conv = await ctx.call(ctx.storage.get_conversation(self.ws, conversation_id))
+            except PersistenceUnavailable:
+                continue
+            if conv is None:
+                continue
             push = AgentReconnecting(
                 conversation_id=conversation_id,
                 agent_name=self.display_name,
                 reconnecting=reconnecting,
-                grace_s=self.ctx.config.disconnect_grace_s,
+                grace_s=ctx.config.disconnect_grace_s,
             )
-            hub.deliver_all([c for c in hub.watchers(conversation_id) if c.for_visitor], push)
+            hub.deliver_all(list(hub.visitor_connections(self.ws, conv.visitor_id)), push)

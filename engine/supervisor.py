@@ -278,7 +278,10 @@ class Supervisor:
                     mailbox_depth_max=child.mailbox.depth,
                 )
             node = attrs.evolve(
-                node, state=node.state if running else "stopped", restarted=child.restarts
+                node,
+                name=spec.name,
+                state=node.state if running else "stopped",
+                restarted=child.restarts,
             )
             children.append(node)
         depths = [c.mailbox_depth_max for c in children if c.mailbox_depth_max is not None]

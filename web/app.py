@@ -25,6 +25,7 @@ from engine.errors import DomainError, EngineError, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
+from web.api_ops import api as ops_api
 from web.api_public import api as public_api
 from web.auth import session_cookie_name
 from web.errors import ApiError
@@ -35,7 +36,7 @@ from web.settings import Settings
 
 log = logging.getLogger("livechat.web")
 
-API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (auth_api, admin_api, chats_api, public_api)
+API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (auth_api, admin_api, chats_api, public_api, ops_api)
 
 _ENGINE_STATUS = {
     "not_found": 404,
