@@ -6,6 +6,7 @@ import {
 } from "/widget/client.js";
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
+import { initStatus, showStatus } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -402,20 +403,13 @@ async function watch(convId) {
 }
 
 function setStatus(status) {
-  S.status = status === "accepting" ? "accepting" : "not_accepting";
-  const btn = $("status-toggle");
-  btn.setAttribute("aria-pressed", String(S.status === "accepting"));
-  btn.textContent = S.status === "accepting" ? "Accepting chats" : "Not accepting chats";
+  S.status = showStatus(status);
 }
 
-$("status-toggle").addEventListener("click", async () => {
-  const next = S.status === "accepting" ? "not_accepting" : "accepting";
-  try {
-    await S.conn.request("set_status", { status: next }, { queue: false });
-    setStatus(next);
-  } catch (err) {
-    toast("Could not change status: " + err.message, "error");
-  }
+initStatus({
+  request: (status) => S.conn.request("set_status", { status }, { queue: false }),
+  onError: (err) => toast("Could not change status: " + err.message, "error"),
+  onChange: (status) => { S.status = status; },
 });
 
 // ------------------------------------------------------------------ notifications
