@@ -442,7 +442,7 @@ class ChatEngine:
 
     async def _drops_forever(self) -> None:
         async for conn in self._drops_recv:
-            with contextlib.suppress(ShuttingDown, Overloaded):
+            with contextlib.suppress(ShuttingDown, Overloaded, ActorStopped):
                 await self._after_leave(conn)
 
     def _on_drop(self, conn: Connection) -> None:
@@ -558,7 +558,7 @@ class ChatEngine:
             return
         conn.closed = True
         if self._ctx.hub.remove(conn):
-            with contextlib.suppress(ShuttingDown, Overloaded):
+            with contextlib.suppress(ShuttingDown, Overloaded, ActorStopped):
                 await self._after_leave(conn)
 
     async def _after_leave(self, conn: Connection) -> None:
