@@ -14,7 +14,8 @@ eligibility rules below. The mirror also remembers the chosen status, so an agen
 crashed (or a reconnect much later) starts from it.
 
 Owners and admins start "not accepting" (they administer first), agents and supervisors
-"accepting"; either changes it with ``set_status``.
+"accepting"; either changes it with ``set_status``. An agent actor that is offline (no socket,
+grace period over) passivates itself on the next tick.
 """
 
 from __future__ import annotations
@@ -278,6 +279,11 @@ class AgentActor(Actor[AgentMsg]):
 
     async def _tick(self, now: float) -> None:
         cfg = self.ctx.config
+        if not self.connections and self.reconnecting_since is None:
+            # Offline: nothing to time. Passivate (what is queued is still handled; the next
+            # login starts a fresh actor from the router's mirror) so ticks stop coming.
+            self.ctx.agents.passivate((self.ws, self.agent_id))
+            return
         since = self.reconnecting_since
         if since is not None and not self.connections:
             if now - since >= cfg.disconnect_grace_s:

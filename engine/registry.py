@@ -145,6 +145,14 @@ class Registry(Generic[K, M]):
         activation = self._live.get(key)
         return activation is not None and activation.phase is _Phase.ACTIVE
 
+    def passivate(self, key: K) -> None:
+        """Passivate ``key`` now, as the idle sweep would: its actor handles what is queued,
+        runs ``on_stop`` and ends; the next message starts a fresh activation. For an actor
+        that knows it has nothing left to do (an agent gone offline)."""
+        activation = self._live.get(key)
+        if activation is not None and activation.phase is _Phase.ACTIVE:
+            activation.passivate()
+
     def inject_fault(self, key: K) -> bool:
         """Crash the running actor of ``key`` now, as an unexpected exception would (the
         registry then restarts it, or gives up past the intensity). False if ``key`` has no

@@ -83,7 +83,7 @@ class World:
         with trio.fail_after(30):
             # Agents first: a grace period that ends tells the router, which then re-routes.
             for key in agents.keys():  # noqa: SIM118 (a Registry)
-                if key[0] == self.workspace_id:
+                if key[0] == self.workspace_id and agents.is_active(key):
                     agent = await agents.get(key)
                     await agent.tell(AgentTick())
                     await agent.ask(lambda r: GetAgentView(reply=r))

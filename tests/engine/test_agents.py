@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.agent import GetAgentView
+from engine.agent import AgentTick, GetAgentView
 from engine.messages import (
     AgentReconnecting,
     AgentStatusPush,
@@ -210,3 +210,28 @@ async def test_a_crashed_agent_actor_restarts_with_its_status_and_sockets(world:
     view = await ref.ask(lambda r: GetAgentView(reply=r))
     assert (str(view.status), view.connections) == ("away", 2)
     assert world.engine.metrics.restarts("agent") == 1
+
+
+@pytest.mark.parametrize("engine_clock", ["manual"])
+@pytest.mark.parametrize("engine_config", [{"disconnect_grace_s": 5.0}])
+async def test_an_offline_agent_actor_goes_away_and_comes_back_with_the_chosen_status(
+    world: World,
+) -> None:
+    assert world.time is not None
+    agents = world.engine._ctx.agents
+    assert agents is not None
+    ann_p = await world.agent("ann")
+    ann = await world.connect(ann_p)
+    await world.engine.request(ann.conn, SetStatus(status=SettableStatus.NOT_ACCEPTING))
+    await world.engine.disconnect(ann.conn)
+    key = (world.workspace_id, ann_p.agent_id)
+    ref = await agents.get(key)
+    view = await ref.ask(lambda r: GetAgentView(reply=r))  # queued behind the disconnect
+    assert view.reconnecting
+    world.time.advance(5.1)
+    await world.tick()  # the grace ends: offline
+    assert await _status(world, ann_p.agent_id) == "offline"
+    await ref.tell(AgentTick())  # nothing left to time: it passivates itself
+    await wait_until(lambda: not agents.is_active(key), what="the agent actor passivated")
+    again = await world.connect(ann_p)
+    assert _welcome_status(again) == "not_accepting"
