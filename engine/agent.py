@@ -63,6 +63,7 @@ class AgentState:
     active: set[str] = attrs.field(factory=set)  # chats assigned to this agent
     pending: set[str] = attrs.field(factory=set)  # proposed, not yet confirmed
     idle_since: float = 0.0  # when the agent last got a chat or became free
+    reported: bool = True  # False: a fresh router waits for the agent actor's status
 
     @property
     def status(self) -> AgentStatus:
@@ -77,12 +78,13 @@ class AgentState:
     @property
     def online(self) -> bool:
         """Connected now (not in a grace period) and accepting chats, whatever the load."""
-        return self.connected and self.chosen == AgentStatus.ACCEPTING
+        return self.connected and self.reported and self.chosen == AgentStatus.ACCEPTING
 
     def can_take(self, group_id: str | None) -> bool:
         """Accepting, connected now (not in a grace period), below the chat limit, in group."""
         return (
             self.connected
+            and self.reported
             and self.chosen == AgentStatus.ACCEPTING
             and self.load < self.max_chats
             and (group_id is None or group_id in self.group_ids)
@@ -339,8 +341,8 @@ class AgentActor(Actor[AgentMsg]):
                 conv = await ctx.call(ctx.storage.get_conversation(self.ws, conversation_id))
             except PersistenceUnavailable:
                 continue
-            if conv is None:
-                continue
+            if conv is None or conv.state != "active" or self.agent_id not in conv.participant_ids:
+                continue  # closed or moved on since the router last told us
             push = AgentReconnecting(
                 conversation_id=conversation_id,
                 agent_name=self.display_name,

@@ -199,9 +199,14 @@ class RouterActor(Actor[RouterMsg]):
                 self._enqueue(conv, now)
             elif conv.state == ConversationState.ACTIVE and conv.assignee_id in self.agents:
                 self.agents[conv.assignee_id].active.add(conv.id)
+        agents = ctx.agents
+        for agent in self.agents.values():
+            if agents is not None and agents.is_active((ws, agent.agent_id)):
+                # An agent actor runs (it may have outlived a crashed router): it reports its
+                # status next; until then route nothing to that agent (they may be away).
+                agent.reported = False
+                self._sync_agent(agent, resync=True)
         self.announced_available = self._available()
-        for agent in self.agents.values():  # agent actors that outlived a crashed router
-            self._sync_agent(agent, resync=True)
         await self._dispatch()
 
     async def _load_workspace(self) -> list[AgentState]:
@@ -333,6 +338,7 @@ class RouterActor(Actor[RouterMsg]):
             return
         now = self.ctx.clock()
         before = agent.summary()
+        agent.reported = True
         agent.chosen = msg.chosen
         agent.connected = msg.connected
         if msg.reconnecting:

@@ -235,3 +235,28 @@ async def test_an_offline_agent_actor_goes_away_and_comes_back_with_the_chosen_s
     await wait_until(lambda: not agents.is_active(key), what="the agent actor passivated")
     again = await world.connect(ann_p)
     assert _welcome_status(again) == "not_accepting"
+
+
+async def test_a_crashed_router_learns_the_agents_status_again_and_routes_by_it(
+    world: World,
+) -> None:
+    from engine.routing import GetAgents
+
+    ann_p = await world.agent("ann")
+    ann = await world.connect(ann_p)
+    await world.engine.request(ann.conn, SetStatus(status=SettableStatus.AWAY))
+    assert world.engine.inject_fault("router", world.workspace_id, world.workspace_id)
+    router = await world.engine._router(world.workspace_id)
+
+    async def ann_away_again() -> bool:
+        view = await router.ask(lambda r: GetAgents(reply=r))
+        return any(a.agent_id == ann_p.agent_id and a.status == "away" for a in view.agents)
+
+    await wait_until(ann_away_again, what="the restarted router knows ann is away")
+    cid = await _chat(world, await world.connect(await world.visitor()))
+    await world.tick()
+    conv = await world.storage.get_conversation(world.workspace_id, cid)
+    assert conv is not None and conv.assignee_id is None
+    await world.engine.request(ann.conn, SetStatus(status=SettableStatus.ACCEPTING))
+    await _assigned(world, cid, ann_p.agent_id)
+    assert world.engine.metrics.restarts("router") == 1
