@@ -290,6 +290,11 @@ class ChatEngine:
         return self._ctx.metrics
 
     @property
+    def accepting(self) -> bool:
+        """Serving and taking work: False while starting, restarting after a crash, draining."""
+        return self._accepting
+
+    @property
     def hub(self) -> Any:
         """The connection directory (read-only use: counts for the admin API and tests)."""
         return self._ctx.hub
@@ -308,7 +313,10 @@ class ChatEngine:
         storage on their next use.
         """
         sup = self._build_supervisor()
-        await sup.serve(task_status=cast(Any, _Started(self, task_status)))
+        try:
+            await sup.serve(task_status=cast(Any, _Started(self, task_status)))
+        finally:
+            self._accepting = False  # a crash too: refused until a restart has started
 
     def _build_supervisor(self) -> Any:
         from engine.agent import AgentActor
