@@ -11,6 +11,8 @@ Hierarchy::
         ├── RestartIntensityExceeded  a supervisor saw more than ``max_restarts`` restarts in
         │                           ``period_s``; it stopped its children and escalates
         └── ShuttingDown            the engine no longer accepts intake (new actors, children)
+    └── InjectedFault               an operator's injected crash (``debug_fault_injection``):
+                                    not an EngineError, so it crashes the actor like a bug would
 
 An ``EngineError`` subclass raised by ``Actor.handle`` while an ask is pending is sent to the
 asker and the actor keeps running; any other exception crashes the actor. Domain errors
@@ -42,6 +44,10 @@ class RestartIntensityExceeded(EngineError):
 
 class ShuttingDown(EngineError):
     """The engine is draining and accepts no new intake."""
+
+
+class InjectedFault(LiveChatError):
+    """A crash injected on purpose (``ChatEngine.inject_fault``), to prove restarts work."""
 
 
 # --- domain errors ---

@@ -35,6 +35,7 @@ __all__ = [
     "VISITOR_COMMANDS",
     "Accept",
     "AddNote",
+    "AgentReconnecting",
     "AgentStatus",
     "AgentStatusPush",
     "AgentSummary",
@@ -223,12 +224,14 @@ def _attachment_ids(_inst: object, attribute: attrs.Attribute[Any], value: tuple
 
 class AgentStatus(enum.StrEnum):
     ACCEPTING = "accepting"
+    AWAY = "away"  # chosen, or set by auto-away after ``agent_auto_away_after_s`` idle
     NOT_ACCEPTING = "not_accepting"
     OFFLINE = "offline"  # never sent by a client: no connection (after the grace period)
 
 
 class SettableStatus(enum.StrEnum):
     ACCEPTING = "accepting"
+    AWAY = "away"
     NOT_ACCEPTING = "not_accepting"
 
 
@@ -870,6 +873,18 @@ class AgentStatusPush:
 
 
 @attrs.frozen(kw_only=True)
+class AgentReconnecting:
+    """To the visitor of a chat: its agent's connection dropped (``reconnecting`` true; the
+    chat goes back to the queue after ``grace_s`` unless they return) or is back (false)."""
+
+    TYPE: ClassVar[str] = "agent_reconnecting"
+    conversation_id: str
+    agent_name: str
+    reconnecting: bool
+    grace_s: float
+
+
+@attrs.frozen(kw_only=True)
 class Availability:
     """To visitors: whether any agent can take a chat right now."""
 
@@ -908,6 +923,7 @@ Push = (
     | QueueUpdate
     | VisitorUpdate
     | AgentStatusPush
+    | AgentReconnecting
     | Availability
     | ResyncRequired
     | SessionClosed

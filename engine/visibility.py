@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from engine.messages import (
+    AgentReconnecting,
     AgentStatusPush,
     AgentWelcome,
     Availability,
@@ -141,6 +142,9 @@ VISITOR_PUSHES: Mapping[type, Callable[[Any], Any]] = {
     ViewingPush: _same,
     QueuePosition: _same,
     Availability: _same,
+    # The visitor's own chat: its agent dropped (or is back); the agent's display name only,
+    # which the visitor already saw when the agent joined.
+    AgentReconnecting: _same,
     ResyncRequired: _same,
     SessionClosed: _same,
     AgentWelcome: _never,

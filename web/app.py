@@ -26,6 +26,7 @@ from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
 from web.api_mail import api as mail_api
+from web.api_ops import api as ops_api
 from web.api_public import api as public_api
 from web.api_security import api as security_api
 from web.api_webhooks import api as webhooks_api
@@ -49,6 +50,7 @@ API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
     mail_api,  # outgoing mail and the inbox
     files_api,  # files in chats
     webhooks_api,  # webhooks
+    ops_api,  # operators: the supervision tree, fault injection
 )
 
 _ENGINE_STATUS = {

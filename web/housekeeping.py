@@ -1,9 +1,9 @@
 """Periodic housekeeping: purge terminated workspaces after their grace period, apply
 retention (delete conversations older than a workspace's ``retention_days``).
 
-Runs in the services nursery; one pass every ``housekeeping_interval_s``. A failing pass is
-logged and retried at the next interval (the database may be briefly unavailable); it never
-takes the server down.
+Runs as the ``housekeeping`` child of the root supervisor; one pass every
+``housekeeping_interval_s``. A failing pass is logged and retried at the next interval (the
+database may be briefly unavailable); it never takes the server down.
 """
 
 from __future__ import annotations
@@ -49,14 +49,10 @@ async def housekeeping_pass(
     return done
 
 
-async def serve_housekeeping(
-    storage: Storage,
-    interval_s: float,
-    unsent_files_ttl_s: float = 86400.0,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+async def housekeeping_loop(
+    storage: Storage, interval_s: float, unsent_files_ttl_s: float = 86400.0
 ) -> None:
-    task_status.started()
+    """One pass every ``interval_s`` until cancelled (the root supervisor's child)."""
     while True:
         await trio.sleep(interval_s)
         try:

@@ -42,7 +42,7 @@ async def readyz() -> Response:
         checks["database"] = "ok"
     except Exception as err:  # readiness reports any failure, it never raises
         checks["database"] = type(err).__name__
-    checks["engine"] = "ok" if services.engine is not None else "stopped"
+    checks["engine"] = "ok" if services.engine.accepting else "stopped"
     ok = all(v == "ok" for v in checks.values())
     return _json(200 if ok else 503, status="ready" if ok else "not_ready", checks=checks)
 

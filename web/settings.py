@@ -147,6 +147,20 @@ class Settings:
     webhooks_batch_size: int = 200  # events fed / deliveries sent per step
     webhooks_settle_s: float = 5.0  # wait this long for a late commit before skipping a hole
     webhooks_secret_overlap_s: float = 24 * 3600.0  # after a rotation the old secret still signs
+    # Supervision and agent presence (issue 11, see docs/architecture.md "Actors and
+    # supervision"). Restart intensities, from the root down: nested intensities multiply, so
+    # the upper levels are kept low.
+    supervisor_max_restarts: int = 1  # root "livechat": restarts of its children in ...
+    supervisor_period_s: float = 60.0  # ... this window, else the server stops (exit 1)
+    engine_max_restarts: int = 3  # "engine": restarts of a registry or task in ...
+    engine_period_s: float = 60.0
+    actor_max_restarts: int = 5  # one conversation/visitor/agent/router key: restarts in ...
+    actor_period_s: float = 10.0  # ... this window, else that key alone is stopped
+    agent_reconnect_grace_s: float = 30.0  # a dropped agent keeps their chats this long
+    agent_auto_away_after_s: float = 900.0  # accepting and idle this long: away (0: never)
+    # Operators only, off in production: POST /api/v1/ops/faults crashes one actor on purpose
+    # (to check restarts and alerting on a staging server).
+    debug_fault_injection: bool = False
 
     @property
     def tls_enabled(self) -> bool:

@@ -218,6 +218,7 @@ function onPush(f) {
       break;
     }
     case "event":
+      if (f.event && f.event.kind !== "message") $("lc-agent-conn").hidden = true;
       onEvent(f.event);
       break;
     case "typing":
@@ -238,6 +239,15 @@ function onPush(f) {
       state.agentsAvailable = !!f.agents_available;
       renderAll();
       break;
+    case "agent_reconnecting": {
+      // The agent's connection dropped: say so until they are back, or the chat is re-routed
+      // (a status or assigned event follows, which hides this).
+      const el = $("lc-agent-conn");
+      const mine = state.conv && f.conversation_id === state.conv.conversation_id;
+      el.hidden = !(mine && f.reconnecting);
+      if (!el.hidden) el.textContent = (f.agent_name || "Your agent") + " is reconnecting…";
+      break;
+    }
     case "resync_required":
       state.historyLoaded = null;
       loadHistory();

@@ -11,6 +11,7 @@ import { renderSecurity, secondFactor, setupSsoLogin } from "./security.js";
 import {
   handlePasswordLink, refreshBadge, renderInbox, renderMailSettings, startInbox, wireForgotPassword,
 } from "./inbox.js";
+import { initStatus, showStatus } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -411,20 +412,13 @@ async function watch(convId) {
 }
 
 function setStatus(status) {
-  S.status = status === "accepting" ? "accepting" : "not_accepting";
-  const btn = $("status-toggle");
-  btn.setAttribute("aria-pressed", String(S.status === "accepting"));
-  btn.textContent = S.status === "accepting" ? "Accepting chats" : "Not accepting chats";
+  S.status = showStatus(status);
 }
 
-$("status-toggle").addEventListener("click", async () => {
-  const next = S.status === "accepting" ? "not_accepting" : "accepting";
-  try {
-    await S.conn.request("set_status", { status: next }, { queue: false });
-    setStatus(next);
-  } catch (err) {
-    toast("Could not change status: " + err.message, "error");
-  }
+initStatus({
+  request: (status) => S.conn.request("set_status", { status }, { queue: false }),
+  onError: (err) => toast("Could not change status: " + err.message, "error"),
+  onChange: (status) => { S.status = status; },
 });
 
 // ------------------------------------------------------------------ notifications
