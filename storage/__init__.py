@@ -18,6 +18,7 @@ from storage._appends import (
 )
 from storage._base import Clock, SqlStorage
 from storage._files import create_private_file, private_dir
+from storage._report import report_csv
 from storage.api import (
     MAX_PAGE,
     Agent,
@@ -118,6 +119,7 @@ __all__ = [
     "open_backend",
     "open_storage",
     "private_dir",
+    "report_csv",
 ]
 
 

@@ -354,8 +354,14 @@ class Report:
     first_response_p50_s: float | None
     first_response_p90_s: float | None
     average_rating: float | None
-    per_agent: tuple[Mapping[str, Any], ...]  # {"agent_id", "chats", "avg_rating", "frt_p50_s"}
-    per_group: tuple[Mapping[str, Any], ...]  # {"group_id", "chats", "missed"}
+    # per agent: {"agent_id", "chats", "missed", "frt_p50_s", "duration_p50_s", "avg_rating",
+    # "csat_pct", "rated"}; definitions in docs/reports.md
+    per_agent: tuple[Mapping[str, Any], ...]
+    per_group: tuple[Mapping[str, Any], ...]  # {"group_id", same figures as per_agent}
+    agent_started_chats: int = 0  # opened by an agent: never missed, not in first response
+    duration_p50_s: float | None = None  # created to closed, closed chats only
+    csat_pct: float | None = None  # share of rated chats rated 4 or 5, in percent
+    rated_chats: int = 0
 
 
 # ---------------------------------------------------------------- the interface
