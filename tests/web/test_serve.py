@@ -61,6 +61,14 @@ async def test_first_start_prints_random_credentials_and_sigterm_closes_sockets_
                 except OSError:
                     await trio.sleep(0.2)
         assert resp.status == 200
+        # The demo workspace has something on every screen: groups, canned responses, tags.
+        groups = (await http.get("/api/v1/groups")).json()["groups"]
+        assert sorted(g["name"] for g in groups) == ["Sales", "Support"]
+        canned = (await http.get("/api/v1/canned-responses")).json()["canned_responses"]
+        assert {"hello", "refund"} <= {c["shortcut"] for c in canned}
+        assert "billing" in (await http.get("/api/v1/tags")).json()["tags"]
+        me = (await http.get("/api/v1/me")).json()
+        assert len(me["agent"]["group_ids"]) == 2
         async with open_peer(f"ws://127.0.0.1:{port}/ws/v1/agent", cookie=http.cookie) as peer:
             assert (await peer.request("auth", token=None))["type"] == "result"
             proc.send_signal(signal.SIGTERM)
