@@ -90,9 +90,9 @@ def test_unread_badge_rating_and_transcript_after_agent_closes(
         assert "You: Can you close this for me?" in text
         assert "Closing Agent: Sure, all done. Anything else?" in text
 
-        # The agent closes with tags; the visitor rates.
+        # The agent closes with tags (from the demo's catalogue); the visitor rates.
         console.click("#act-close")
-        console.fill("#close-tags", "resolved, demo")
+        console.fill("#close-tags", "billing, feedback")
         console.click("#panel-close button[type=submit]")
         rating = widget.locator("#lc-rating")
         expect(rating).to_be_visible(timeout=TIMEOUT_MS)
@@ -105,7 +105,7 @@ def test_unread_badge_rating_and_transcript_after_agent_closes(
         conv = server.api().call("GET", f"/conversations/{conv_id}")
         assert conv["rating"] == 4
         assert conv["rating_comment"] == "Quick and friendly"
-        assert set(conv["tags"]) >= {"resolved", "demo"}
+        assert set(conv["tags"]) >= {"billing", "feedback"}
         visitor_ctx.close()
 
 
