@@ -21,6 +21,8 @@ from storage._files import create_private_file, private_dir
 from storage._report import report_csv
 from storage.api import (
     MAX_PAGE,
+    SNIPPET_MATCH_END,
+    SNIPPET_MATCH_START,
     Agent,
     ApiToken,
     AppendRequest,
@@ -71,6 +73,8 @@ __all__ = [
     "GROUP_COMMIT_MAX_BATCH",
     "GROUP_COMMIT_MAX_DELAY_S",
     "MAX_PAGE",
+    "SNIPPET_MATCH_END",
+    "SNIPPET_MATCH_START",
     "Agent",
     "ApiToken",
     "AppendRefused",

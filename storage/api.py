@@ -232,6 +232,11 @@ class ConversationFilter:
     created_before: float | None = None
 
 
+# Search snippets mark each match between these two private-use characters (never brackets,
+# which a message may contain); the web layer turns them into ``snippet_parts``.
+SNIPPET_MATCH_START = "\ue000"
+SNIPPET_MATCH_END = "\ue001"
+
 # The largest page any listing returns. Reads that return a plain list (``history``,
 # ``search``, ``list_routing_decisions``) give at most ``MAX_PAGE + 1`` rows, so a caller that
 # asks for one row more than its page can tell whether more exist (never a silent cut).

@@ -22,6 +22,8 @@ from engine.messages import Close, Tag, Transfer
 from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
 from storage import (
     MAX_PAGE,
+    SNIPPET_MATCH_END,
+    SNIPPET_MATCH_START,
     BanKind,
     ConversationFilter,
     ConversationState,
@@ -61,6 +63,7 @@ from web.schemas import (
     SearchHitOut,
     SearchQuery,
     SearchResults,
+    SnippetPart,
     TagIn,
     Transcript,
     TranscriptQuery,
@@ -165,6 +168,24 @@ async def list_conversations(call: Call, query: ConversationQuery) -> Conversati
     )
 
 
+def _plain(marked: str) -> str:
+    return marked.replace(SNIPPET_MATCH_START, "").replace(SNIPPET_MATCH_END, "")
+
+
+def snippet_parts(marked: str) -> tuple[SnippetPart, ...]:
+    """Split a storage snippet at its match marks; a stray mark never breaks the text."""
+    parts: list[SnippetPart] = []
+    for i, piece in enumerate(marked.split(SNIPPET_MATCH_START)):
+        inside, sep, after = piece.partition(SNIPPET_MATCH_END)
+        if i == 0 or not sep:
+            inside, after = "", _plain(piece)
+        if inside:
+            parts.append(SnippetPart(text=inside, match=True))
+        if after:
+            parts.append(SnippetPart(text=_plain(after), match=False))
+    return tuple(parts)
+
+
 @api.op(
     "GET",
     "/conversations/search",
@@ -180,7 +201,8 @@ async def search_conversations(call: Call, query: SearchQuery) -> SearchResults:
             SearchHitOut(
                 conversation_id=h.conversation_id,
                 seq=h.seq,
-                snippet=h.snippet,
+                snippet=_plain(h.snippet),
+                snippet_parts=snippet_parts(h.snippet),
                 created_at=h.created_at,
             )
             for h in hits[: query.limit]

@@ -448,11 +448,21 @@ class Transcript:
 
 
 @attrs.frozen(kw_only=True)
+class SnippetPart:
+    text: str
+    match: bool
+
+
+@attrs.frozen(kw_only=True)
 class SearchHitOut:
+    """``snippet``: the text around the matches, plain; ``snippet_parts``: the same text in
+    pieces, ``match`` true for the words that matched (render them highlighted)."""
+
     conversation_id: str
     seq: int
     snippet: str
     created_at: float
+    snippet_parts: tuple[SnippetPart, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

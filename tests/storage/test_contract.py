@@ -11,6 +11,8 @@ import pytest
 import trio
 
 from storage import (
+    SNIPPET_MATCH_END,
+    SNIPPET_MATCH_START,
     AppendRequest,
     AuthorType,
     BanKind,
@@ -370,7 +372,8 @@ async def test_search_finds_messages_and_notes_with_snippets(storage: SqlStorage
     await storage.append(message(conv, "מה שלום invoice 🙂"))
     hits = await storage.search(ws.id, "invoice")
     assert [h.seq for h in hits] == [4, 2, 1]
-    assert "[invoice]" in hits[-1].snippet.lower()
+    marked = SNIPPET_MATCH_START + "invoice" + SNIPPET_MATCH_END
+    assert marked in hits[-1].snippet.lower()
     assert [h.seq for h in await storage.search(ws.id, "refund invoice")] == [2]
     assert await storage.search(ws.id, 'NEAR( " OR *') == []
     assert await storage.search(ws.id, "") == []

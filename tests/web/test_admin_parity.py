@@ -116,3 +116,19 @@ async def test_report_csv_matches_the_json_report(srv: TestServer) -> None:
     assert agent_row[1] == agent_id and agent_row[3] == "1"
     plain = bearer(srv.base_url, srv.acme.agents[0].token)
     assert (await plain.get("/api/v1/reports/csv")).status == 403
+
+
+async def test_search_snippet_marks_matches_in_parts_not_brackets(srv: TestServer) -> None:
+    async with open_peer(
+        srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+    ) as peer:
+        await visitor(srv, peer)
+        await peer.request("send_message", client_msg_id="b1", text="my [order] parcel is late")
+    sup = bearer(srv.base_url, srv.acme.owner.token)
+    hits = (await sup.get("/api/v1/conversations/search?q=parcel")).json()["hits"]
+    assert hits[0]["snippet"] == "my [order] parcel is late"
+    assert hits[0]["snippet_parts"] == [
+        {"text": "my [order] ", "match": False},
+        {"text": "parcel", "match": True},
+        {"text": " is late", "match": False},
+    ]

@@ -1083,7 +1083,7 @@ $("history-form").addEventListener("submit", async (ev) => {
     for (const hit of res.hits || []) {
       ul.appendChild(h("li", null, h("button", { type: "button", onclick: () => (location.hash = "#/history/" + hit.conversation_id) },
         h("div", { class: "muted", text: new Date(hit.created_at * 1000).toLocaleString() }),
-        h("div", { text: hit.snippet }))));
+        h("div", { class: "snippet" }, (hit.snippet_parts || [{ text: hit.snippet, match: false }]).map((p) => (p.match ? h("mark", { text: p.text }) : p.text))))));
     }
     if (!ul.children.length) ul.appendChild(h("li", { class: "muted", text: "No matches." }));
   } catch (err) {
