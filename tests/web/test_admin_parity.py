@@ -132,3 +132,21 @@ async def test_search_snippet_marks_matches_in_parts_not_brackets(srv: TestServe
         {"text": "parcel", "match": True},
         {"text": " is late", "match": False},
     ]
+
+
+async def test_reload_and_reconnect_do_not_duplicate_the_page_view(srv: TestServer) -> None:
+    url = srv.visitor_ws_url(srv.acme.widget_key)
+    async with open_peer(url, origin=srv.acme.site_origin) as peer:
+        hello = await visitor(srv, peer)
+    token, visitor_id = hello["visitor_token"], hello["visitor_id"]
+    for _reload in range(2):  # the same page loaded again: a new socket, the same hello page
+        async with open_peer(url, origin=srv.acme.site_origin) as peer:
+            await visitor(srv, peer, token=token)
+    async with open_peer(url, origin=srv.acme.site_origin) as peer:
+        await visitor(srv, peer, token=token)
+        page = {"url": "http://site.test/docs", "title": "Docs", "referrer": None}
+        assert (await peer.request("page_view", **page))["type"] == "result"
+        assert (await peer.request("page_view", **page))["type"] == "result"
+    sup = bearer(srv.base_url, srv.acme.owner.token)
+    views = (await sup.get(f"/api/v1/visitors/{visitor_id}")).json()["page_views"]
+    assert sorted(v["url"] for v in views) == ["http://site.test/docs", "http://site.test/pricing"]
