@@ -58,6 +58,19 @@ def test_admin_edits_agent_groups_tags_and_tokens_in_the_console(
     )
     assert api.call("GET", f"/agents/{agent['id']}")["group_ids"] == [groups["Support"]]
 
+    # Canned responses: rename a shortcut; a duplicate (ignoring case) is refused with a toast.
+    api.call("POST", "/canned-responses", {"shortcut": "parity1", "text": "Parity text"})
+    page.goto(server.base_url + "/console#/admin/canned")
+    shortcut = page.get_by_label("Shortcut of /parity1")
+    shortcut.fill("parity2")
+    page.locator("tr", has=shortcut).get_by_role("button", name="Save").click()
+    expect(page.locator("#toasts")).to_contain_text("Saved", timeout=TIMEOUT_MS)
+    shortcuts = {c["shortcut"] for c in api.call("GET", "/canned-responses")["canned_responses"]}
+    assert "parity2" in shortcuts and "parity1" not in shortcuts
+    shortcut.fill("HELLO")  # the demo has /hello
+    page.locator("tr", has=shortcut).get_by_role("button", name="Save").click()
+    expect(page.locator("#toasts")).to_contain_text("this shortcut exists", timeout=TIMEOUT_MS)
+
     # Tag catalogue: add and remove a tag.
     page.goto(server.base_url + "/console#/admin/tags")
     expect(page.locator("#tag-list")).to_contain_text("billing", timeout=TIMEOUT_MS)

@@ -1,5 +1,6 @@
 // Admin screens, all on the HTTP admin API (/api/v1). Text from the API is always set with
-// textContent; charts are inline SVG drawn here from numbers.
+// textContent. Reports (charts) live in reports.js; agent editing, members, tags, tokens and the
+// audit log in admin_agents.js.
 import { h } from "/widget/client.js";
 import { get, post, put, patch, del, qs } from "./api.js";
 import { agentEditor, auditScreen, groupMembers, tagsScreen, tokensScreen } from "./admin_agents.js";
@@ -188,8 +189,9 @@ async function canned(box) {
   const tbody = h("tbody");
   for (const c of res.canned_responses) {
     const t = h("textarea", { value: c.text, rows: 2, maxLength: 5000, "aria-label": "Text of /" + c.shortcut });
+    const sc = h("input", { value: c.shortcut, maxLength: 64, pattern: "[A-Za-z0-9_\\-]+", "aria-label": "Shortcut of /" + c.shortcut });
     const save = h("button", { type: "button", text: "Save" });
-    save.addEventListener("click", () => patch("/canned-responses/" + c.id, { text: t.value }).then(() => {
+    save.addEventListener("click", () => patch("/canned-responses/" + c.id, { shortcut: sc.value.trim().replace(/^\//, ""), text: t.value }).then(() => {
       ctx.toast("Saved");
       ctx.reload();
     }).catch(fail));
@@ -203,7 +205,7 @@ async function canned(box) {
         fail(err);
       }
     });
-    tbody.appendChild(h("tr", null, h("td", { text: "/" + c.shortcut }), h("td", null, t), h("td", null, save, " ", remove)));
+    tbody.appendChild(h("tr", null, h("td", null, "/", sc), h("td", null, t), h("td", null, save, " ", remove)));
   }
   box.appendChild(h("table", { class: "table" }, h("thead", null, h("tr", null, ["Shortcut", "Text", ""].map((x) => h("th", { scope: "col", text: x })))), tbody));
 }

@@ -122,6 +122,11 @@ async function loadReference() {
   } catch (_) {
     S.groups = [];
   }
+  try {
+    S.tags = (await get("/tags")).tags || [];
+  } catch (_) {
+    S.tags = [];
+  }
 }
 
 // ------------------------------------------------------------------ connection
@@ -760,6 +765,8 @@ $("act-invite").addEventListener("click", async () => {
 $("act-close").addEventListener("click", () => {
   const c = currentChat();
   $("close-tags").value = c && c.tags ? c.tags.join(", ") : "";
+  // With a tag catalogue, only its tags are accepted: say which they are.
+  $("close-tags").placeholder = S.tags && S.tags.length ? "from: " + S.tags.join(", ") : "billing, resolved";
   togglePanel("panel-close");
 });
 $("panel-transfer").addEventListener("submit", async (ev) => {
