@@ -5,20 +5,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Quiet pip: no version nag; warnings from the machine's own pip configuration (for example an
+# index location in /etc/pip.conf that does not exist) still show, they are yours to fix there.
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 DATABASE_URL ?= sqlite:///data/livechat.db
 
 .PHONY: serve test lint pytest install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP) install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -222,7 +222,14 @@ class VisitorActor(Actor[VisitorMsg]):
             msg.reply.send(self.open_id)
 
     async def _page(self, url: str, title: str | None, referrer: str | None, at: float) -> None:
+        """Record a page view, unless it is the page the visitor is already on: a reload, or a
+        reconnect whose hello repeats the page, is not a new view (it only refreshes ``at``)."""
         ws, visitor_id = self.key
+        if self.page is not None and self.page.url == url:
+            self.page = PageViewInfo(
+                url=url, title=title or self.page.title, referrer=self.page.referrer, at=at
+            )
+            return
         await self.ctx.call(
             self.ctx.storage.add_page_view(
                 ws, PageView(visitor_id=visitor_id, url=url, title=title, referrer=referrer, at=at)

@@ -18,8 +18,11 @@ from storage._appends import (
 )
 from storage._base import Clock, SqlStorage
 from storage._files import create_private_file, private_dir
+from storage._report import report_csv
 from storage.api import (
     MAX_PAGE,
+    SNIPPET_MATCH_END,
+    SNIPPET_MATCH_START,
     Agent,
     AgentToken,
     ApiToken,
@@ -86,6 +89,8 @@ __all__ = [
     "GROUP_COMMIT_MAX_BATCH",
     "GROUP_COMMIT_MAX_DELAY_S",
     "MAX_PAGE",
+    "SNIPPET_MATCH_END",
+    "SNIPPET_MATCH_START",
     "Agent",
     "AgentToken",
     "ApiToken",
@@ -153,6 +158,7 @@ __all__ = [
     "open_backend",
     "open_storage",
     "private_dir",
+    "report_csv",
 ]
 
 

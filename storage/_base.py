@@ -44,7 +44,7 @@ from storage._records import (
     encode_cursor,
     new_id,
 )
-from storage._report import compute_report
+from storage._report import compute_report, fallback_groups
 from storage._sql import Dialect, Program, Q, Result, Row
 from storage._webhooks import WebhookStore
 from storage.blobs import BlobStore
@@ -945,13 +945,23 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
     async def report(self, workspace_id: str, *, since: float, until: float) -> api.Report:
         """Aggregates over conversations created in [since, until), days in UTC."""
         rows = await self._fetch(
-            "SELECT created_at, first_response_at, close_reason, rating, assignee_id, group_id"
+            "SELECT id, created_at, first_response_at, closed_at, close_reason, rating,"
+            " assignee_id, group_id, origin_key"
             " FROM conversations WHERE workspace_id=? AND created_at>=? AND created_at<?",
             workspace_id,
             float(since),
             float(until),
         )
-        return compute_report(rows)
+        decisions = await self._fetch(
+            "SELECT d.conversation_id, d.details FROM routing_decisions d"
+            " JOIN conversations c ON c.id=d.conversation_id AND c.workspace_id=d.workspace_id"
+            " WHERE d.workspace_id=? AND d.reason='group_fallback'"
+            " AND c.created_at>=? AND c.created_at<? ORDER BY d.at, d.id",
+            workspace_id,
+            float(since),
+            float(until),
+        )
+        return compute_report(rows, fallback_groups(decisions))
 
     # ------------------------------------------------------------ export, import, retention
 

@@ -157,7 +157,7 @@ class SQLiteDialect:
     def search(self, workspace_id: str, query: str, limit: int) -> Q:
         sql = (
             "SELECT e.conversation_id, e.seq, e.body, e.created_at,"
-            " snippet(events_fts, 0, '[', ']', '…', 12) AS snippet"
+            " snippet(events_fts, 0, char(57344), char(57345), '…', 12) AS snippet"
             " FROM events_fts JOIN events e ON e.rowid = events_fts.rowid"
             " WHERE events_fts MATCH ? AND e.workspace_id = ?"
             " ORDER BY events_fts.rowid DESC LIMIT ?"
@@ -239,7 +239,7 @@ class PostgresDialect:
             " UNION ALL (SELECT * FROM hits ORDER BY created_at DESC LIMIT ?))"
             " SELECT conversation_id, seq, body, created_at,"
             " ts_headline('simple', body, to_tsquery('simple', ?),"
-            " 'StartSel=[, StopSel=], MaxWords=24, MinWords=6') AS snippet"
+            " 'StartSel=\ue000, StopSel=\ue001, MaxWords=24, MinWords=6') AS snippet"
             " FROM top ORDER BY created_at DESC"
         )
         window = PG_SEARCH_RECENT_ROWS

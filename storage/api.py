@@ -235,6 +235,11 @@ class ConversationFilter:
     created_before: float | None = None
 
 
+# Search snippets mark each match between these two private-use characters (never brackets,
+# which a message may contain); the web layer turns them into ``snippet_parts``.
+SNIPPET_MATCH_START = "\ue000"
+SNIPPET_MATCH_END = "\ue001"
+
 # The largest page any listing returns. Reads that return a plain list (``history``,
 # ``search``, ``list_routing_decisions``) give at most ``MAX_PAGE + 1`` rows, so a caller that
 # asks for one row more than its page can tell whether more exist (never a silent cut).
@@ -478,8 +483,14 @@ class Report:
     first_response_p50_s: float | None
     first_response_p90_s: float | None
     average_rating: float | None
-    per_agent: tuple[Mapping[str, Any], ...]  # {"agent_id", "chats", "avg_rating", "frt_p50_s"}
-    per_group: tuple[Mapping[str, Any], ...]  # {"group_id", "chats", "missed"}
+    # per agent: {"agent_id", "chats", "missed", "frt_p50_s", "duration_p50_s", "avg_rating",
+    # "csat_pct", "rated"}; definitions in docs/reports.md
+    per_agent: tuple[Mapping[str, Any], ...]
+    per_group: tuple[Mapping[str, Any], ...]  # {"group_id", same figures as per_agent}
+    agent_started_chats: int = 0  # opened by an agent: never missed, not in first response
+    duration_p50_s: float | None = None  # created to closed, closed chats only
+    csat_pct: float | None = None  # share of rated chats rated 4 or 5, in percent
+    rated_chats: int = 0
 
 
 # ---------------------------------------------------------------- mail, agent links, inbox

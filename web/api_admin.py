@@ -476,6 +476,7 @@ async def list_canned(call: Call) -> CannedList:
     role=Role.SUPERVISOR,
 )
 async def create_canned(call: Call, body: CannedIn) -> CannedOut:
+    await _shortcut_free(call, body.shortcut, None)
     try:
         canned = await call.services.storage.create_canned_response(
             call.workspace_id, shortcut=body.shortcut, text=body.text
@@ -483,6 +484,14 @@ async def create_canned(call: Call, body: CannedIn) -> CannedOut:
     except StorageConflict:
         raise Conflict("this shortcut exists", code="conflict", field="$.shortcut") from None
     return _canned_out(canned)
+
+
+async def _shortcut_free(call: Call, shortcut: str, own_id: str | None) -> None:
+    """Shortcuts are unique per workspace, ignoring case (``/Refund`` and ``/refund`` would
+    both match what an agent types)."""
+    items = await call.services.storage.list_canned_responses(call.workspace_id)
+    if any(c.shortcut.lower() == shortcut.lower() and c.id != own_id for c in items):
+        raise Conflict("this shortcut exists", code="conflict", field="$.shortcut")
 
 
 async def _canned_exists(call: Call, canned_id: str) -> None:
@@ -501,6 +510,8 @@ async def _canned_exists(call: Call, canned_id: str) -> None:
 )
 async def update_canned(call: Call, canned_id: str, body: CannedPatchIn) -> CannedOut:
     await _canned_exists(call, canned_id)
+    if body.shortcut is not None:
+        await _shortcut_free(call, body.shortcut, canned_id)
     changes = {k: v for k, v in attrs_dict(body).items() if v is not None}
     try:
         canned = await call.services.storage.update_canned_response(

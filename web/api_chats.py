@@ -22,13 +22,17 @@ from engine.messages import Close, Tag, Transfer
 from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
 from storage import (
     MAX_PAGE,
+    SNIPPET_MATCH_END,
+    SNIPPET_MATCH_START,
     BanKind,
     ConversationFilter,
     ConversationState,
+    Report,
     Role,
     StorageError,
     create_private_file,
     private_dir,
+    report_csv,
 )
 from web.api_admin import audit
 from web.errors import BadRequest, Forbidden, NotFound
@@ -59,6 +63,7 @@ from web.schemas import (
     SearchHitOut,
     SearchQuery,
     SearchResults,
+    SnippetPart,
     TagIn,
     Transcript,
     TranscriptQuery,
@@ -66,6 +71,7 @@ from web.schemas import (
     VisitorOut,
     VisitorProfile,
 )
+from web.tag_catalogue import UNKNOWN_TAG, uncatalogued, unknown_tag_message
 
 api = ApiBlueprint("api_chats", "conversations")
 
@@ -162,6 +168,24 @@ async def list_conversations(call: Call, query: ConversationQuery) -> Conversati
     )
 
 
+def _plain(marked: str) -> str:
+    return marked.replace(SNIPPET_MATCH_START, "").replace(SNIPPET_MATCH_END, "")
+
+
+def snippet_parts(marked: str) -> tuple[SnippetPart, ...]:
+    """Split a storage snippet at its match marks; a stray mark never breaks the text."""
+    parts: list[SnippetPart] = []
+    for i, piece in enumerate(marked.split(SNIPPET_MATCH_START)):
+        inside, sep, after = piece.partition(SNIPPET_MATCH_END)
+        if i == 0 or not sep:
+            inside, after = "", _plain(piece)
+        if inside:
+            parts.append(SnippetPart(text=inside, match=True))
+        if after:
+            parts.append(SnippetPart(text=_plain(after), match=False))
+    return tuple(parts)
+
+
 @api.op(
     "GET",
     "/conversations/search",
@@ -177,7 +201,8 @@ async def search_conversations(call: Call, query: SearchQuery) -> SearchResults:
             SearchHitOut(
                 conversation_id=h.conversation_id,
                 seq=h.seq,
-                snippet=h.snippet,
+                snippet=_plain(h.snippet),
+                snippet_parts=snippet_parts(h.snippet),
                 created_at=h.created_at,
             )
             for h in hits[: query.limit]
@@ -240,6 +265,7 @@ async def get_transcript(call: Call, conversation_id: str, query: TranscriptQuer
 )
 async def close_conversation(call: Call, conversation_id: str, body: CloseIn) -> ConversationOut:
     await _conversation(call, conversation_id)
+    _check_tags(call, body.tags, "tags")
     await engine_command(call, Close(conversation_id=conversation_id, tags=body.tags))
     return conversation_out(await _conversation(call, conversation_id))
 
@@ -279,11 +305,19 @@ async def transfer_conversation(
     response=ConversationOut,
 )
 async def tag_conversation(call: Call, conversation_id: str, body: TagIn) -> ConversationOut:
+    """Added tags must be in the catalogue when it is not empty (400 ``unknown_tag``)."""
     await _conversation(call, conversation_id)
+    _check_tags(call, body.add, "add")
     await engine_command(
         call, Tag(conversation_id=conversation_id, add=body.add, remove=body.remove)
     )
     return conversation_out(await _conversation(call, conversation_id))
+
+
+def _check_tags(call: Call, tags: tuple[str, ...], field: str) -> None:
+    missing = uncatalogued(call.caller.workspace.settings, tags)
+    if missing:
+        raise BadRequest(unknown_tag_message(missing), code=UNKNOWN_TAG, field=f"$.{field}")
 
 
 # ---------------------------------------------------------------- visitors and bans
@@ -439,11 +473,8 @@ async def remove_ban(call: Call, ban_id: str) -> Done:
     role=Role.SUPERVISOR,
 )
 async def get_report(call: Call, query: ReportQuery) -> ReportOut:
-    until = query.until if query.until is not None else time.time()
-    since = query.since if query.since is not None else until - 30 * 86400.0
-    if since > until:
-        raise BadRequest("since is after until", code="invalid_value", field="since")
-    r = await call.services.storage.report(call.workspace_id, since=since, until=until)
+    """Definitions of every figure: docs/reports.md."""
+    since, until, r = await _report(call, query)
     return ReportOut(
         since=since,
         until=until,
@@ -455,7 +486,43 @@ async def get_report(call: Call, query: ReportQuery) -> ReportOut:
         average_rating=r.average_rating,
         per_agent=tuple(dict(x) for x in r.per_agent),
         per_group=tuple(dict(x) for x in r.per_group),
+        agent_started_chats=r.agent_started_chats,
+        duration_p50_s=r.duration_p50_s,
+        csat_pct=r.csat_pct,
+        rated_chats=r.rated_chats,
     )
+
+
+async def _report(call: Call, query: ReportQuery) -> tuple[float, float, Report]:
+    until = query.until if query.until is not None else time.time()
+    since = query.since if query.since is not None else until - 30 * 86400.0
+    if since > until:
+        raise BadRequest("since is after until", code="invalid_value", field="since")
+    r = await call.services.storage.report(call.workspace_id, since=since, until=until)
+    return since, until, r
+
+
+@api.op(
+    "GET",
+    "/reports/csv",
+    summary="The report as CSV: one total row, one per agent, one per group",
+    query=ReportQuery,
+    response=None,
+    role=Role.SUPERVISOR,
+    stream=("text/csv",),
+)
+async def get_report_csv(call: Call, query: ReportQuery) -> Response:
+    since, _until, r = await _report(call, query)
+    storage = call.services.storage
+    names = {a.id: a.display_name for a in await storage.list_agents(call.workspace_id)}
+    names.update({g.id: g.name for g in await storage.list_groups(call.workspace_id)})
+    text = report_csv(r, names)
+
+    async def chunks() -> AsyncIterator[str]:
+        yield text
+
+    day = time.strftime("%Y%m%d", time.gmtime(since))
+    return streaming_response(chunks(), "text/csv", f"livechat-report-{day}.csv")
 
 
 @api.op(

@@ -203,7 +203,7 @@ class CreateAgentIn:
     email: str | None = attrs.field(default=None, **text(max_len=320))
     role: Role = Role.AGENT
     password: str | None = attrs.field(default=None, **text(max_len=256, min_len=10))
-    max_chats: int = attrs.field(default=5, **number(minimum=0, maximum=100))
+    max_chats: int = attrs.field(default=5, **number(minimum=1, maximum=100))
     group_ids: tuple[str, ...] = attrs.field(default=(), **items(max_items=50, max_len=ID))
 
 
@@ -220,7 +220,7 @@ class UpdateAgentIn:
     email: str | None = attrs.field(default=None, **text(max_len=320))
     role: Role | None = None
     enabled: bool | None = None
-    max_chats: int | None = attrs.field(default=None, **number(minimum=0, maximum=100))
+    max_chats: int | None = attrs.field(default=None, **number(minimum=1, maximum=100))
     group_ids: tuple[str, ...] | None = attrs.field(default=None, **items(max_items=50, max_len=ID))
 
 
@@ -452,11 +452,21 @@ class Transcript:
 
 
 @attrs.frozen(kw_only=True)
+class SnippetPart:
+    text: str
+    match: bool
+
+
+@attrs.frozen(kw_only=True)
 class SearchHitOut:
+    """``snippet``: the text around the matches, plain; ``snippet_parts``: the same text in
+    pieces, ``match`` true for the words that matched (render them highlighted)."""
+
     conversation_id: str
     seq: int
     snippet: str
     created_at: float
+    snippet_parts: tuple[SnippetPart, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -574,6 +584,10 @@ class ReportOut:
     average_rating: float | None
     per_agent: tuple[Mapping[str, Any], ...]
     per_group: tuple[Mapping[str, Any], ...]
+    agent_started_chats: int = 0
+    duration_p50_s: float | None = None
+    csat_pct: float | None = None
+    rated_chats: int = 0
 
 
 @attrs.frozen(kw_only=True)

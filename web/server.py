@@ -96,6 +96,9 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.h2_max_inbound_frame_size = 64 * 1024
     config.graceful_timeout = settings.shutdown_grace_s
     config.accesslog = None
+    # Hypercorn's own logger through our root handler: given "-" (its default) it adds a
+    # stderr handler of its own, and every line ("Running on ...") printed twice.
+    config.errorlog = logging.getLogger("hypercorn.error")
     if settings.tls_enabled:
         config.certfile = settings.tls_cert
         config.keyfile = settings.tls_key

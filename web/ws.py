@@ -43,6 +43,7 @@ from engine.messages import (
     AGENT_COMMANDS,
     VISITOR_COMMANDS,
     AddNote,
+    Close,
     ConversationUpdate,
     EndChat,
     EventPush,
@@ -53,6 +54,7 @@ from engine.messages import (
     SetStatus,
     SetTyping,
     StartChat,
+    Tag,
     UpdateProfile,
     Whisper,
 )
@@ -91,6 +93,7 @@ from web.schemas import WidgetConfig
 from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
 from web.strictjson import JsonRejected
+from web.tag_catalogue import UNKNOWN_TAG, uncatalogued, unknown_tag_message
 from web.wire import api_converter, describe
 
 log = logging.getLogger("livechat.ws")
@@ -539,6 +542,8 @@ class SocketSession:
                 rid, WireError.FORBIDDEN, f"{self.kind}s cannot send {kind!r}", field="type"
             )
             return
+        if await self._uncatalogued_tags(rid, command):
+            return
         if await self._rate_limited(rid, command):
             return
         client_msg_id = getattr(command, "client_msg_id", None)
@@ -548,6 +553,22 @@ class SocketSession:
             while len(self.echo) > ECHO_MEMORY:
                 self.echo.popitem(last=False)
         await self._request(rid, command)
+
+    async def _uncatalogued_tags(self, rid: str | int, command: Any) -> bool:
+        """Refuse (``unknown_tag``) tags outside a non-empty catalogue; read fresh, so a
+        catalogue changed while the socket is open applies at once."""
+        added = command.add if isinstance(command, Tag) else None
+        if isinstance(command, Close):
+            added = command.tags
+        if not added or self.workspace is None:
+            return False
+        current = await self.services.storage.get_workspace(self.workspace.id)
+        missing = uncatalogued(current.settings if current else {}, added)
+        if not missing:
+            return False
+        field = "add" if isinstance(command, Tag) else "tags"
+        await self._error(rid, UNKNOWN_TAG, unknown_tag_message(missing), field=field)
+        return True
 
     async def _rate_limited(self, rid: str | int, command: Any) -> bool:
         metrics = self.services.metrics

@@ -645,12 +645,27 @@ function setOpen(open) {
   renderBadge();
 }
 
+/** "2026-11-30 18:05:02" in the visitor's own time zone, as the chat shows times. */
+function localStamp(seconds) {
+  const d = new Date(seconds * 1000);
+  const p = (n) => String(n).padStart(2, "0");
+  return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+}
+
+function utcOffset(seconds) {
+  const off = -new Date(seconds * 1000).getTimezoneOffset();
+  const a = Math.abs(off);
+  return "UTC" + (off < 0 ? "-" : "+") + String(Math.floor(a / 60)).padStart(2, "0") + ":" + String(a % 60).padStart(2, "0");
+}
+
 function download() {
   const lines = [];
   const seqs = [...state.events.keys()].sort((a, b) => a - b);
+  const first = seqs.length ? state.events.get(seqs[0]).created_at : Date.now() / 1000;
+  lines.push("Chat transcript. Times are your local time (" + utcOffset(first) + ").");
   for (const seq of seqs) {
     const e = state.events.get(seq);
-    const when = new Date(e.created_at * 1000).toISOString().replace("T", " ").slice(0, 19);
+    const when = localStamp(e.created_at);
     if (e.kind === "message") {
       const who = e.author_type === "visitor" ? "You" : e.author_name || "Agent";
       const files = ((e.data && e.data.attachments) || []).map((f) => " [file: " + f.name + "]");

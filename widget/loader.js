@@ -59,16 +59,33 @@
 
   var BASE =
     "position:fixed;z-index:2147483000;border:0;background:transparent;color-scheme:normal;" +
-    "margin:0;padding:0;max-width:100vw;max-height:100vh;";
+    "margin:0;padding:0;right:auto;bottom:auto;";
+  // Position against what the visitor sees (the visual viewport), not the layout viewport: on a
+  // phone, a host page wider than the screen widens the layout viewport, and "right:0;
+  // bottom:0; width:100vw" then puts the panel partly off screen to the right and below.
   function layout() {
     if (!frame) return;
-    var small = window.innerWidth < 480;
-    var style;
-    if (!isOpen) style = "width:92px;height:92px;";
-    else if (small) style = "width:100vw;height:100%;";
-    else style = "width:416px;height:min(680px,100vh);";
-    style += side + ":0;bottom:0;";
-    frame.style.cssText = BASE + style;
+    var vv = window.visualViewport;
+    var vw = vv ? vv.width : document.documentElement.clientWidth || window.innerWidth;
+    var vh = vv ? vv.height : window.innerHeight;
+    var ox = vv ? vv.offsetLeft : 0;
+    var oy = vv ? vv.offsetTop : 0;
+    var small = vw < 480;
+    var w, h;
+    if (!isOpen) {
+      w = 92;
+      h = 92;
+    } else if (small) {
+      w = vw;
+      h = vh;
+    } else {
+      w = Math.min(416, vw);
+      h = Math.min(680, vh);
+    }
+    var left = side === "left" ? ox : ox + vw - w;
+    var top = oy + vh - h;
+    frame.style.cssText =
+      BASE + "width:" + w + "px;height:" + h + "px;left:" + left + "px;top:" + top + "px;";
     // Media queries inside the frame see the frame, not the phone: say which layout it is.
     if (ready) post({ type: "layout", full: isOpen && small });
   }
@@ -125,6 +142,11 @@
     layout();
     window.addEventListener("message", onMessage);
     window.addEventListener("resize", layout);
+    if (window.visualViewport) {
+      // Pinch zoom, the on-screen keyboard and scrolling a wide page move the visual viewport.
+      window.visualViewport.addEventListener("resize", layout);
+      window.visualViewport.addEventListener("scroll", layout);
+    }
     (document.body || document.documentElement).appendChild(frame);
     reportPage();
     // Single-page apps change the URL without loading a page: watch history and hash changes.

@@ -3,13 +3,16 @@ form, sneak peek."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from playwright.sync_api import expect
 
@@ -23,6 +26,8 @@ from tests.browser.helpers import (
     visitor_send,
     wait_until,
 )
+
+VISITOR_ZONE = "Pacific/Chatham"  # UTC+13:45 in (southern) summer, +12:45 in winter
 
 
 def test_two_tabs_share_one_conversation(server: Server, browser: Any) -> None:
@@ -50,7 +55,8 @@ def test_unread_badge_rating_and_transcript_after_agent_closes(
 ) -> None:
     agent = make_agent(server, name="Closing Agent")
     with agent_console(browser, server, agent) as console:
-        visitor_ctx = browser.new_context()
+        # A zone far from UTC (+13:45): the transcript must use it, as the widget does.
+        visitor_ctx = browser.new_context(timezone_id=VISITOR_ZONE)
         page = visitor_ctx.new_page()
         widget = open_widget(page, server)
         visitor_send(widget, "Can you close this for me?")
@@ -88,11 +94,17 @@ def test_unread_badge_rating_and_transcript_after_agent_closes(
         download_info.value.save_as(saved)
         text = saved.read_text()
         assert "You: Can you close this for me?" in text
+        assert re.search(r"\(UTC\+1[23]:45\)", text.splitlines()[0])
+        stamp = re.search(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] You:", text)
+        assert stamp is not None
+        written = datetime.datetime.fromisoformat(stamp.group(1))
+        local_now = datetime.datetime.now(ZoneInfo(VISITOR_ZONE)).replace(tzinfo=None)
+        assert abs((local_now - written).total_seconds()) < 600, (written, local_now)
         assert "Closing Agent: Sure, all done. Anything else?" in text
 
-        # The agent closes with tags; the visitor rates.
+        # The agent closes with tags (from the demo's catalogue); the visitor rates.
         console.click("#act-close")
-        console.fill("#close-tags", "resolved, demo")
+        console.fill("#close-tags", "billing, feedback")
         console.click("#panel-close button[type=submit]")
         rating = widget.locator("#lc-rating")
         expect(rating).to_be_visible(timeout=TIMEOUT_MS)
@@ -105,7 +117,7 @@ def test_unread_badge_rating_and_transcript_after_agent_closes(
         conv = server.api().call("GET", f"/conversations/{conv_id}")
         assert conv["rating"] == 4
         assert conv["rating_comment"] == "Quick and friendly"
-        assert set(conv["tags"]) >= {"resolved", "demo"}
+        assert set(conv["tags"]) >= {"billing", "feedback"}
         visitor_ctx.close()
 
 

@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -85,3 +86,12 @@ def test_serve_answers_healthz(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def test_package_metadata_builds_without_deprecation_warnings() -> None:
+    """A TOML-table ``project.license`` made every install print about 45 lines of setuptools
+    deprecation warnings; an SPDX string (setuptools >= 77) prints none."""
+    root = Path(__file__).resolve().parents[2]
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    assert isinstance(meta["project"]["license"], str)
+    assert any(r.startswith("setuptools>=77") for r in meta["build-system"]["requires"])

@@ -3,16 +3,20 @@ shutdown on SIGTERM that closes sockets with 1001; and the ``livechat admin`` co
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
+from hypercorn.logging import Logger as HypercornLogger
 
 from tests.web.client import Http, open_peer
-from tests.web.server import free_port
+from tests.web.server import free_port, test_settings
+from web.server import configure_logging, hypercorn_config
 
 
 async def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
@@ -61,6 +65,14 @@ async def test_first_start_prints_random_credentials_and_sigterm_closes_sockets_
                 except OSError:
                     await trio.sleep(0.2)
         assert resp.status == 200
+        # The demo workspace has something on every screen: groups, canned responses, tags.
+        groups = (await http.get("/api/v1/groups")).json()["groups"]
+        assert sorted(g["name"] for g in groups) == ["Sales", "Support"]
+        canned = (await http.get("/api/v1/canned-responses")).json()["canned_responses"]
+        assert {"hello", "refund"} <= {c["shortcut"] for c in canned}
+        assert "billing" in (await http.get("/api/v1/tags")).json()["tags"]
+        me = (await http.get("/api/v1/me")).json()
+        assert len(me["agent"]["group_ids"]) == 2
         async with open_peer(f"ws://127.0.0.1:{port}/ws/v1/agent", cookie=http.cookie) as peer:
             assert (await peer.request("auth", token=None))["type"] == "result"
             proc.send_signal(signal.SIGTERM)
@@ -89,6 +101,47 @@ async def test_first_start_prints_random_credentials_and_sigterm_closes_sockets_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_start_up_prints_hypercorns_running_on_once(tmp_path: Path) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
+    cmd += ["--database-url", f"sqlite:///{tmp_path}/once.db"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = await _read_until(proc, r"Running on", timeout=60)
+        # Serving requests: every start-up line (both handlers of that log call) is written.
+        with trio.fail_after(30):
+            assert (await Http(f"http://127.0.0.1:{port}").get("/healthz")).status == 200
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = await trio.to_thread.run_sync(lambda: proc.communicate(timeout=30))
+        output = seen + rest
+        assert output.count("Running on") == 1, output
+        assert "Warning" not in output and "warning" not in output.lower(), output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_hypercorn_lines_go_through_our_handler_once(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    hyper = logging.getLogger("hypercorn.error")
+    saved_hyper = hyper.handlers[:], hyper.propagate
+    try:
+        configure_logging("info")
+        hypercorn_log = HypercornLogger(hypercorn_config(test_settings(tmp_path)))
+        await hypercorn_log.info("Running on http://127.0.0.1:1 (CTRL + C to quit)")
+        err = capfd.readouterr().err
+        assert err.count("Running on") == 1, err
+        assert "INFO hypercorn.error Running on" in err  # our format, with the logger's name
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+        hyper.handlers[:], hyper.propagate = saved_hyper
 
 
 def test_admin_commands_create_workspace_agent_token_and_reset(tmp_path: Path) -> None:

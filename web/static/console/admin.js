@@ -1,12 +1,14 @@
 // Admin screens, all on the HTTP admin API (/api/v1). Text from the API is always set with
-// textContent; charts are inline SVG drawn here from numbers.
+// textContent. Reports (charts) live in reports.js; agent editing, members, tags, tokens and the
+// audit log in admin_agents.js.
 import { h } from "/widget/client.js";
 import { get, post, put, patch, del, qs } from "./api.js";
 import { securityAdmin } from "./security.js";
 import { webhooks } from "./webhooks.js";
+import { agentEditor, auditScreen, groupMembers, tagsScreen, tokensScreen } from "./admin_agents.js";
+import { reportsScreen } from "./reports.js";
 
 const ROLES = ["agent", "supervisor", "admin", "owner", "bot"];
-const SVG = "http://www.w3.org/2000/svg";
 
 let ctx = null;
 let previewListener = null;
@@ -19,7 +21,9 @@ export function renderAdmin(section, box, context) {
     previewListener = null;
   }
   const screens = {
-    agents, groups, canned, widget, routing, reports, export: exportScreen, audit,
+    agents, groups, canned, widget, routing, export: exportScreen,
+    reports: (b) => reportsScreen(b, ctx), audit: (b) => auditScreen(b, ctx),
+    tags: (b) => tagsScreen(b, ctx), tokens: (b) => tokensScreen(b, ctx),
     security: (b) => securityAdmin(b, ctx),
     webhooks: (b) => webhooks(b, ctx),
   };
@@ -52,7 +56,7 @@ async function agents(box) {
   const email = h("input", { type: "email", maxLength: 320 });
   const role = h("select", null, ROLES.map((r) => h("option", { value: r, text: r })));
   const password = h("input", { type: "password", minLength: 10, maxLength: 256, autocomplete: "new-password", placeholder: "leave empty to generate one" });
-  const maxChats = h("input", { type: "number", min: 0, max: 100, value: 5 });
+  const maxChats = h("input", { type: "number", min: 1, max: 100, value: 5 });
   const groupSel = h("select", { multiple: true, size: Math.min(4, Math.max(2, groupsRes.groups.length)) },
     groupsRes.groups.map((g) => h("option", { value: g.id, text: g.name })));
   const form = h("form", { class: "card", id: "agent-create" },
@@ -99,10 +103,17 @@ async function agents(box) {
         fail(err);
       }
     });
+    const edit = h("button", { type: "button", text: "Edit", "aria-label": "Edit " + a.username });
+    edit.addEventListener("click", () => {
+      box.querySelectorAll(".agent-edit").forEach((f) => f.remove());
+      const editor = agentEditor(a, groupsRes.groups, ctx, () => agents(clear(box)));
+      box.insertBefore(editor, form.nextSibling);
+      editor.querySelector("input").focus();
+    });
     tbody.appendChild(h("tr", { "data-username": a.username },
       h("td", { text: a.display_name }), h("td", { text: a.username }), h("td", null, roleSel),
       h("td", null, enabled), h("td", { text: String(a.max_chats) }),
-      h("td", { text: a.group_ids.map((g) => groupNames.get(g) || g).join(", ") }), h("td", null, reset)));
+      h("td", { text: a.group_ids.map((g) => groupNames.get(g) || g).join(", ") }), h("td", null, edit, " ", reset)));
   }
   box.appendChild(h("table", { class: "table", id: "agents-table" },
     h("thead", null, h("tr", null, ["Name", "Username", "Role", "Enabled", "Max chats", "Groups", ""].map((t) => h("th", { scope: "col", text: t })))),
@@ -155,6 +166,7 @@ async function groups(box) {
     tbody.appendChild(h("tr", null, h("td", null, rename), h("td", null, fb), h("td", null, save, " ", remove)));
   }
   box.appendChild(h("table", { class: "table" }, h("thead", null, h("tr", null, ["Name", "Fallback", ""].map((t) => h("th", { scope: "col", text: t })))), tbody));
+  await groupMembers(box, res.groups, ctx, () => groups(clear(box)));
 }
 
 // ------------------------------------------------------------------ canned responses
@@ -181,8 +193,9 @@ async function canned(box) {
   const tbody = h("tbody");
   for (const c of res.canned_responses) {
     const t = h("textarea", { value: c.text, rows: 2, maxLength: 5000, "aria-label": "Text of /" + c.shortcut });
+    const sc = h("input", { value: c.shortcut, maxLength: 64, pattern: "[A-Za-z0-9_\\-]+", "aria-label": "Shortcut of /" + c.shortcut });
     const save = h("button", { type: "button", text: "Save" });
-    save.addEventListener("click", () => patch("/canned-responses/" + c.id, { text: t.value }).then(() => {
+    save.addEventListener("click", () => patch("/canned-responses/" + c.id, { shortcut: sc.value.trim().replace(/^\//, ""), text: t.value }).then(() => {
       ctx.toast("Saved");
       ctx.reload();
     }).catch(fail));
@@ -196,7 +209,7 @@ async function canned(box) {
         fail(err);
       }
     });
-    tbody.appendChild(h("tr", null, h("td", { text: "/" + c.shortcut }), h("td", null, t), h("td", null, save, " ", remove)));
+    tbody.appendChild(h("tr", null, h("td", null, "/", sc), h("td", null, t), h("td", null, save, " ", remove)));
   }
   box.appendChild(h("table", { class: "table" }, h("thead", null, h("tr", null, ["Shortcut", "Text", ""].map((x) => h("th", { scope: "col", text: x })))), tbody));
 }
@@ -363,92 +376,6 @@ async function routing(box) {
   box.appendChild(form);
 }
 
-// ------------------------------------------------------------------ reports
-
-function svg(tag, attrs, text) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
-  if (text != null) el.textContent = text;
-  return el;
-}
-
-/** Vertical bar chart of [label, value] pairs, drawn as inline SVG. */
-export function barChart(title, pairs, { cls = "bar" } = {}) {
-  const W = 720, H = 220, pad = { l: 36, r: 8, t: 12, b: 36 };
-  const max = Math.max(1, ...pairs.map((p) => p[1]));
-  const root = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": title });
-  root.appendChild(svg("title", {}, title));
-  const iw = W - pad.l - pad.r, ih = H - pad.t - pad.b;
-  const step = pairs.length ? iw / pairs.length : iw;
-  const ticks = 4;
-  for (let i = 0; i <= ticks; i++) {
-    const v = Math.round((max * i) / ticks);
-    const y = pad.t + ih - (ih * v) / max;
-    root.appendChild(svg("line", { x1: pad.l, x2: W - pad.r, y1: y, y2: y, class: "axis", "stroke-dasharray": i ? "2 3" : "" }));
-    root.appendChild(svg("text", { x: pad.l - 6, y: y + 3, "text-anchor": "end" }, String(v)));
-  }
-  const every = Math.ceil(pairs.length / 12);
-  pairs.forEach(([label, value], i) => {
-    const bh = (ih * value) / max;
-    const x = pad.l + i * step + step * 0.15;
-    const rect = svg("rect", { x, y: pad.t + ih - bh, width: Math.max(1, step * 0.7), height: bh, class: cls });
-    rect.appendChild(svg("title", {}, label + ": " + value));
-    root.appendChild(rect);
-    if (i % every === 0) root.appendChild(svg("text", { x: x + step * 0.35, y: H - pad.b + 14, "text-anchor": "middle" }, String(label).slice(-5)));
-  });
-  return h("figure", { class: "chart" }, h("figcaption", { text: title }), root);
-}
-
-function fmtSeconds(s) {
-  if (s == null) return "–";
-  return s < 90 ? Math.round(s) + " s" : (s / 60).toFixed(1) + " min";
-}
-
-async function reports(box) {
-  box.appendChild(h("h1", { text: "Reports" }));
-  const range = h("select", { "aria-label": "Period" }, [7, 30, 90].map((d) => h("option", { value: d, text: "Last " + d + " days", selected: d === 30 })));
-  const body = h("div");
-  box.appendChild(h("div", { class: "row" }, range));
-  box.appendChild(body);
-  const agentsRes = await get("/agents").catch(() => ({ agents: [] }));
-  const groupsRes = await get("/groups").catch(() => ({ groups: [] }));
-  const agentName = new Map(agentsRes.agents.map((a) => [a.id, a.display_name]));
-  const groupName = new Map(groupsRes.groups.map((g) => [g.id, g.name]));
-  async function load() {
-    body.textContent = "";
-    const until = Date.now() / 1000;
-    const since = until - Number(range.value) * 86400;
-    const r = await get("/reports" + qs({ since, until }));
-    body.appendChild(h("div", { class: "stats" },
-      stat("Chats", r.total_chats), stat("Missed", r.missed_chats),
-      stat("First response (median)", fmtSeconds(r.first_response_p50_s)),
-      stat("First response (90th pct)", fmtSeconds(r.first_response_p90_s)),
-      stat("Average rating", r.average_rating == null ? "–" : r.average_rating.toFixed(2) + " / 5")));
-    const perDay = r.chats_per_day.map((d) => (Array.isArray(d) ? d : [d.day, d.chats]));
-    body.appendChild(barChart("Chats per day", perDay));
-    const perAgent = r.per_agent.map((a) => [agentName.get(a.agent_id) || String(a.agent_id).slice(0, 6), a.chats || 0]);
-    if (perAgent.length) body.appendChild(barChart("Chats per agent", perAgent, { cls: "bar2" }));
-    const tbody = h("tbody");
-    for (const a of r.per_agent) {
-      tbody.appendChild(h("tr", null, h("td", { text: agentName.get(a.agent_id) || a.agent_id }), h("td", { text: String(a.chats) }),
-        h("td", { text: a.avg_rating == null ? "–" : Number(a.avg_rating).toFixed(2) }), h("td", { text: fmtSeconds(a.frt_p50_s) })));
-    }
-    body.appendChild(h("table", { class: "table" }, h("thead", null, h("tr", null, ["Agent", "Chats", "Avg rating", "First response (median)"].map((t) => h("th", { scope: "col", text: t })))), tbody));
-    if (r.per_group.length) {
-      const gb = h("tbody");
-      for (const g of r.per_group) gb.appendChild(h("tr", null, h("td", { text: g.group_id ? groupName.get(g.group_id) || g.group_id : "(none)" }), h("td", { text: String(g.chats) }), h("td", { text: String(g.missed) })));
-      body.appendChild(h("h2", { text: "Groups" }));
-      body.appendChild(h("table", { class: "table" }, h("thead", null, h("tr", null, ["Group", "Chats", "Missed"].map((t) => h("th", { scope: "col", text: t })))), gb));
-    }
-  }
-  range.addEventListener("change", () => load().catch(fail));
-  await load();
-}
-
-function stat(label, value) {
-  return h("div", { class: "stat" }, h("b", { text: String(value) }), h("span", { class: "muted", text: label }));
-}
-
 // ------------------------------------------------------------------ export
 
 async function exportScreen(box) {
@@ -464,27 +391,4 @@ async function exportScreen(box) {
     link.href = "/api/v1/export" + qs({ format: "jsonl", visitor_id: visitor.value.trim() });
   });
   box.appendChild(h("section", { class: "card" }, h("h2", { text: "One visitor (data subject request)" }), h("p", { class: "row" }, visitor, link)));
-}
-
-// ------------------------------------------------------------------ audit
-
-async function audit(box) {
-  box.appendChild(h("h1", { text: "Audit log" }));
-  const tbody = h("tbody");
-  const more = h("button", { type: "button", text: "Load more", hidden: true });
-  box.appendChild(h("table", { class: "table", id: "audit-table" },
-    h("thead", null, h("tr", null, ["When", "Actor", "Action", "Target", "Details", "IP"].map((t) => h("th", { scope: "col", text: t })))), tbody));
-  box.appendChild(more);
-  let cursor = null;
-  async function load() {
-    const page = await get("/audit" + qs({ limit: 100, cursor }));
-    for (const e of page.entries) {
-      tbody.appendChild(h("tr", null, h("td", { text: new Date(e.at * 1000).toLocaleString() }), h("td", { text: e.actor }), h("td", { text: e.action }),
-        h("td", { text: e.target || "" }), h("td", { text: Object.keys(e.details || {}).length ? JSON.stringify(e.details) : "" }), h("td", { text: e.ip || "" })));
-    }
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
-  }
-  more.addEventListener("click", () => load().catch(fail));
-  await load();
 }

@@ -133,6 +133,11 @@ async function loadReference() {
   } catch (_) {
     S.groups = [];
   }
+  try {
+    S.tags = (await get("/tags")).tags || [];
+  } catch (_) {
+    S.tags = [];
+  }
 }
 
 // ------------------------------------------------------------------ connection
@@ -764,6 +769,8 @@ $("act-invite").addEventListener("click", async () => {
 $("act-close").addEventListener("click", () => {
   const c = currentChat();
   $("close-tags").value = c && c.tags ? c.tags.join(", ") : "";
+  // With a tag catalogue, only its tags are accepted: say which they are.
+  $("close-tags").placeholder = S.tags && S.tags.length ? "from: " + S.tags.join(", ") : "billing, resolved";
   togglePanel("panel-close");
 });
 $("panel-transfer").addEventListener("submit", async (ev) => {
@@ -1096,7 +1103,7 @@ $("history-form").addEventListener("submit", async (ev) => {
     for (const hit of res.hits || []) {
       ul.appendChild(h("li", null, h("button", { type: "button", onclick: () => (location.hash = "#/history/" + hit.conversation_id) },
         h("div", { class: "muted", text: new Date(hit.created_at * 1000).toLocaleString() }),
-        h("div", { text: hit.snippet }))));
+        h("div", { class: "snippet" }, (hit.snippet_parts || [{ text: hit.snippet, match: false }]).map((p) => (p.match ? h("mark", { text: p.text }) : p.text))))));
     }
     if (!ul.children.length) ul.appendChild(h("li", { class: "muted", text: "No matches." }));
   } catch (err) {
