@@ -11,7 +11,13 @@ from typing import Any
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Server, make_agent
-from tests.browser.helpers import TIMEOUT_MS, WIDGET_FRAME, agent_console, open_widget
+from tests.browser.helpers import (
+    TIMEOUT_MS,
+    WIDGET_FRAME,
+    agent_console,
+    open_widget,
+    wait_until,
+)
 
 
 def _png(width: int, height: int) -> bytes:
@@ -44,17 +50,26 @@ _FETCH = """async ([url, token]) => {
 
 
 def _widget_token(page: Any, server: Server) -> str:
+    """The visitor token the widget stored; it arrives with the server's welcome, after the
+    frame is ready, so it is waited for (bounded)."""
     frame = page.frame_locator(WIDGET_FRAME)
     expect(frame.locator("html[data-ready='1']")).to_have_count(1, timeout=TIMEOUT_MS)
-    for f in page.frames:
-        if "/widget/frame.html" in f.url:
-            token = f.evaluate(
-                "(ns) => JSON.parse(localStorage.getItem(ns + 'token') || 'null')",
-                f"lc:{server.widget_key}:",
-            )
-            if token:
-                return str(token)
-    raise AssertionError("no visitor token in the widget's storage")
+    found: list[str] = []
+
+    def stored() -> bool:
+        for f in page.frames:
+            if "/widget/frame.html" in f.url:
+                token = f.evaluate(
+                    "(ns) => JSON.parse(localStorage.getItem(ns + 'token') || 'null')",
+                    f"lc:{server.widget_key}:",
+                )
+                if token:
+                    found.append(str(token))
+                    return True
+        return False
+
+    wait_until(page, stored, "the visitor token in the widget's storage")
+    return found[0]
 
 
 def test_file_sent_in_widget_opens_in_console_and_strangers_get_404(
