@@ -12,7 +12,9 @@ The database handle itself is opened before the tree and closed after it: its co
 and group committer must outlive every actor that writes through them.
 
 Mail (web/mail.py) and webhooks (web/webhooks.py) are services of their own, started after
-the tree in the same nursery; each handles its own failures and retries.
+the tree in the same nursery; each handles its own failures and retries. The webhook service
+mails the owners of a subscription it disables through the mailer (web/webhook_notice.py),
+handed to it here as a callback so neither imports the other.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
 from web.twofactor import FlowSigner
+from web.webhook_notice import notify_disabled
 from web.webhooks import WebhookService, serve_webhooks
 
 if TYPE_CHECKING:
@@ -276,7 +279,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             )
             nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
             await nursery.start(services.mailer.serve)
-            services.webhooks = await nursery.start(serve_webhooks, storage, settings)
+            # a disabled subscription is mailed to the owners through the mail outbox
+            services.webhooks = await nursery.start(
+                partial(serve_webhooks, on_disabled=partial(notify_disabled, services.mailer)),
+                storage,
+                settings,
+            )
             try:
                 yield services
             finally:

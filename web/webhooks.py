@@ -8,7 +8,8 @@ Two loops run in the services nursery, off the hot path:
 - the **sender** posts due deliveries, at most ``webhooks_max_concurrent`` at once, logs every
   attempt (status, latency), retries with exponential backoff until ``webhooks_retry_window_s``
   has passed, and disables a subscription after ``webhooks_disable_after_failures`` failed
-  attempts in a row (audited as ``webhook.disabled``, shown in the console).
+  attempts in a row (audited as ``webhook.disabled``, shown in the console, and, through the
+  ``on_disabled`` callback set in web/services.py, mailed to the owners: web/webhook_notice.py).
 
 Targets are checked against SSRF when a subscription is saved and again before every attempt
 (DNS can change): loopback, private, link-local, multicast and reserved addresses and plain
@@ -27,7 +28,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -69,6 +70,9 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 PER_SUBSCRIPTION_IN_FLIGHT = 2  # attempts to one subscription at once
 SIGNALS_QUEUE = 1000  # non-conversation events waiting for their outbox write
+
+# Called with a subscription just disabled and the time of the attempt that disabled it.
+OnDisabled = Callable[[WebhookSubscription, float], Awaitable[object]]
 
 
 class WebhookTargetRefused(BadRequest):
@@ -245,6 +249,8 @@ class WebhookService:
     attempts: collections.Counter[str] = attrs.field(factory=collections.Counter)
     disabled_total: int = 0
     _per_sub: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    # the owners' notice (web/webhook_notice.py), set by web/services.py; None: no notice
+    on_disabled: OnDisabled | None = attrs.field(default=None, kw_only=True)
 
     def poke(self) -> None:
         self._wake.set()
@@ -442,6 +448,24 @@ class WebhookService:
             if disabled is not None:
                 self.disabled_total += 1
                 log.warning("webhook %s disabled: %s", disabled.id, disabled.disabled_reason)
+        if disabled is not None:
+            await self._notify_disabled(disabled, attempt.at)
+
+    async def _notify_disabled(self, sub: WebhookSubscription, at: float) -> None:
+        """Queue the owners' notice right after the disabling commit. Shielded (a shutdown
+        just after the commit still queues it) and bounded; a failure is logged, never raised:
+        the subscription is disabled and audited whatever happens to its mail."""
+        if self.on_disabled is None:
+            return
+        with trio.CancelScope(
+            shield=True, deadline=trio.current_time() + self.settings.storage_timeout_s
+        ) as scope:
+            try:
+                await self.on_disabled(sub, at)
+            except Exception:  # the edge of the callback: a lost notice, not a lost attempt
+                log.warning("webhook %s: disabled notice not queued", sub.id, exc_info=True)
+        if scope.cancelled_caught:
+            log.warning("webhook %s: disabled notice not queued (timed out)", sub.id)
 
     async def _post(
         self, client: httpx.AsyncClient, delivery: WebhookDelivery, sub: WebhookSubscription
@@ -490,9 +514,10 @@ async def serve_webhooks(
     storage: Storage,
     settings: Settings,
     *,
+    on_disabled: OnDisabled | None = None,
     task_status: trio.TaskStatus[WebhookService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    service = WebhookService(storage, settings)
+    service = WebhookService(storage, settings, on_disabled=on_disabled)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.serve)
         task_status.started(service)
