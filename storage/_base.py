@@ -23,13 +23,17 @@ import trio
 from storage import _export as export
 from storage import api
 from storage._appends import Admit, GroupCommitConfig, GroupCommitter, append_batch_program
+from storage._audit import (
+    append_audit_program,
+    chains_program,
+    verify_chain_program,
+)
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
     purge_workspace_program,
 )
 from storage._records import (
-    audit_entry,
     codec,
     columns,
     decode,
@@ -172,9 +176,7 @@ class SqlStorage(abc.ABC):
     async def _commit_batch(
         self, batch: list[Sequence[api.AppendRequest]], admit: Admit
     ) -> list[list[api.AppendResult] | StorageError]:
-        program = append_batch_program(
-            batch, now=self._clock(), dialect=self._dialect, admit=admit
-        )
+        program = append_batch_program(batch, now=self._clock(), dialect=self._dialect, admit=admit)
         return await self._write(program)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
@@ -745,9 +747,7 @@ class SqlStorage(abc.ABC):
                 found.update((row["id"], row["workspace_id"]) for row in rows.rows)
             kept = [r for r in records if (r.conversation_id, r.workspace_id) in found]
             if kept:
-                yield Q(
-                    record_codec.insert_sql(), many=[record_codec.to_args(r) for r in kept]
-                )
+                yield Q(record_codec.insert_sql(), many=[record_codec.to_args(r) for r in kept])
             return len(kept)
 
         return await self._write(program())
@@ -823,7 +823,8 @@ class SqlStorage(abc.ABC):
         details: Mapping[str, Any] | None = None,
         ip: str | None = None,
     ) -> None:
-        sql, args = audit_entry(
+        program = append_audit_program(
+            self._dialect,
             workspace_id,
             actor=actor,
             action=action,
@@ -832,13 +833,17 @@ class SqlStorage(abc.ABC):
             ip=ip,
             at=self._clock(),
         )
-        await self._write(execute(Q(sql, args)))
+        await self._write(program)
 
     async def list_audit(
-        self, workspace_id: str, *, limit: int = 100, cursor: str | None = None
+        self, workspace_id: str | None, *, limit: int = 100, cursor: str | None = None
     ) -> api.Page:
-        """Newest first, keyset-paginated like ``list_conversations``."""
-        where, args = "workspace_id=?", list[Any]([workspace_id])
+        """Newest first, keyset-paginated like ``list_conversations``; None: the server-wide
+        entries (workspace purges, backups)."""
+        if workspace_id is None:
+            where, args = "workspace_id IS NULL", list[Any]()
+        else:
+            where, args = "workspace_id=?", list[Any]([workspace_id])
         if cursor is not None:
             at, last_id = decode_cursor(cursor)
             where += " AND (at<? OR (at=? AND id<?))"
@@ -949,18 +954,38 @@ class SqlStorage(abc.ABC):
         """Delete conversations whose last activity is older than ``days``; audited."""
         now = self._clock()
         program = purge_conversations_program(
-            workspace_id, cutoff=now - days * 86400.0, days=days, now=now, actor=actor
+            self._dialect,
+            workspace_id,
+            cutoff=now - days * 86400.0,
+            days=days,
+            now=now,
+            actor=actor,
         )
         return await self._write(program)
 
     async def erase_visitor(
-        self, workspace_id: str, visitor_id: str, *, actor: str = "system"
+        self, workspace_id: str, visitor_id: str, *, actor: str = "system", ip: str | None = None
     ) -> None:
-        """Delete the visitor and everything about them (data-subject erasure); audited."""
-        await self._write(
-            erase_visitor_program(workspace_id, visitor_id, now=self._clock(), actor=actor)
+        """Delete the visitor and everything about them (data-subject erasure); audited once,
+        in the same transaction (``visitor.erased``)."""
+        program = erase_visitor_program(
+            self._dialect, workspace_id, visitor_id, now=self._clock(), actor=actor, ip=ip
         )
+        await self._write(program)
 
     async def purge_workspace(self, workspace_id: str, *, actor: str = "system") -> None:
         """Delete every row of the workspace; audited server-wide (the workspace is gone)."""
-        await self._write(purge_workspace_program(workspace_id, now=self._clock(), actor=actor))
+        program = purge_workspace_program(
+            self._dialect, workspace_id, now=self._clock(), actor=actor
+        )
+        await self._write(program)
+
+    # ------------------------------------------------------------ audit chain
+
+    async def verify_audit(self, workspace_id: str | None) -> api.AuditChainReport:
+        """Walk one audit chain (None: the server-wide one) and report its first broken link."""
+        return await self._read(verify_chain_program(workspace_id))
+
+    async def audit_chains(self) -> list[str | None]:
+        """Every audit chain: workspace ids, None for the server-wide entries."""
+        return await self._read(chains_program())

@@ -22,13 +22,16 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 
+from storage._audit import repair_chains_program
 from storage._records import dump_json
-from storage._sql import Dialect, Q, Result
+from storage._sql import Dialect, Program, Q, Result
 from storage.errors import RestoreError
+
+T = TypeVar("T")
 
 FORMAT_NAME: Final = "livechat-export"
 FORMAT_VERSION: Final = 1
@@ -110,7 +113,11 @@ TABLES: Final = (
         json_cols="details",
     ),
     _t("bans", "id workspace_id kind value reason created_at expires_at"),
-    _t("audit_log", "id workspace_id actor action target details ip at", json_cols="details"),
+    _t(
+        "audit_log",
+        "id workspace_id actor action target details ip at seq prev_hash hash",
+        json_cols="details",
+    ),
     _t(
         "api_tokens",
         "id workspace_id agent_id name token_hash scopes created_at revoked_at last_used_at",
@@ -278,7 +285,20 @@ async def import_jsonl(store: _Store, lines: AsyncIterator[str]) -> int:
         expected = {k: v for k, v in dict(trailer.get("counts", {})).items() if v}
         if expected != {k: v for k, v in counts.items() if v}:
             raise RestoreError(f"row counts differ: file says {expected}, read {dict(counts)}")
+        # Chain heads are not exported: rebuilt from the restored log, which keeps its hashes.
+        await _drive(tx, repair_chains_program(store.dialect))
     return total
+
+
+async def _drive(tx: _Tx, program: Program[T]) -> T:
+    """Run a transaction program on an open transaction, statement by statement."""
+    try:
+        q = next(program)
+        while True:
+            q = program.send(await tx.run(q))
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 def _check_header(item: Any) -> None:
@@ -290,7 +310,8 @@ def _check_header(item: Any) -> None:
         raise RestoreError("a visitor export is a data-subject copy and cannot be restored")
 
 
-_ADDED_LATER: Final = frozenset({"origin_key"})  # schema 0002
+# schema 0002: origin_key; 0003: the audit hash chain (older entries are chained on restore)
+_ADDED_LATER: Final = frozenset({"origin_key", "seq", "prev_hash", "hash"})
 
 
 def _imported(table: _Table, row: Mapping[str, Any]) -> list[Any]:

@@ -6,8 +6,8 @@ committed with it. Audit details hold counts and ids, never message bodies.
 
 from __future__ import annotations
 
-from storage._records import audit_entry
-from storage._sql import Program, Q
+from storage._audit import append_audit_program
+from storage._sql import Dialect, Program, Q
 from storage.errors import NotFound
 
 # Children before parents: no foreign key ever points at a deleted row.
@@ -28,7 +28,7 @@ _WORKSPACE_TABLES = (
 
 
 def purge_conversations_program(
-    workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
+    dialect: Dialect, workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
 ) -> Program[int]:
     """Delete conversations (and their events) with no activity since ``cutoff``."""
     old = "SELECT id FROM conversations WHERE workspace_id=? AND last_activity_at<?"
@@ -46,16 +46,20 @@ def purge_conversations_program(
     )
     if deleted.rowcount:
         details = {"days": days, "conversations": deleted.rowcount, "events": events.rowcount}
-        yield Q(
-            *audit_entry(
-                workspace_id, actor=actor, action="retention.purge", at=now, details=details
-            )
+        yield from append_audit_program(
+            dialect, workspace_id, actor=actor, action="retention.purge", at=now, details=details
         )
     return deleted.rowcount
 
 
 def erase_visitor_program(
-    workspace_id: str, visitor_id: str, *, now: float, actor: str
+    dialect: Dialect,
+    workspace_id: str,
+    visitor_id: str,
+    *,
+    now: float,
+    actor: str,
+    ip: str | None = None,
 ) -> Program[None]:
     """Delete a visitor with their conversations, events, page views and visitor bans."""
     found = yield Q(
@@ -85,20 +89,23 @@ def erase_visitor_program(
     )
     yield Q("DELETE FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id))
     details = {"conversations": conversations.rowcount, "events": events.rowcount}
-    yield Q(
-        *audit_entry(
-            workspace_id,
-            actor=actor,
-            action="visitor.erased",
-            target=visitor_id,
-            at=now,
-            details=details,
-        )
+    yield from append_audit_program(
+        dialect,
+        workspace_id,
+        actor=actor,
+        action="visitor.erased",
+        target=f"visitor:{visitor_id}",
+        at=now,
+        details=details,
+        ip=ip,
     )
 
 
-def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Program[None]:
-    """Delete every row of a workspace; the audit entry is server-wide (workspace_id NULL)."""
+def purge_workspace_program(
+    dialect: Dialect, workspace_id: str, *, now: float, actor: str
+) -> Program[None]:
+    """Delete every row of a workspace; the audit entry is server-wide (workspace_id NULL),
+    so an operator can read it (``GET /audit/server``) after the workspace's own log is gone."""
     counts: dict[str, int] = {}
     found = yield Q("SELECT 1 AS ok FROM workspaces WHERE id=?", (workspace_id,))
     if found.one() is None:
@@ -106,14 +113,14 @@ def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Pro
     for table in _WORKSPACE_TABLES:
         result = yield Q(f"DELETE FROM {table} WHERE workspace_id=?", (workspace_id,))
         counts[table] = result.rowcount
+    yield Q("DELETE FROM audit_heads WHERE chain=?", (workspace_id,))
     yield Q("DELETE FROM workspaces WHERE id=?", (workspace_id,))
-    yield Q(
-        *audit_entry(
-            None,
-            actor=actor,
-            action="workspace.purged",
-            target=workspace_id,
-            at=now,
-            details=counts,
-        )
+    yield from append_audit_program(
+        dialect,
+        None,
+        actor=actor,
+        action="workspace.purged",
+        target=f"workspace:{workspace_id}",
+        at=now,
+        details=counts,
     )

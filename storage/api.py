@@ -312,6 +312,27 @@ class AuditEntry:
     details: Mapping[str, Any] = attrs.field(factory=dict)  # never secrets or message bodies
     ip: str | None = None
     at: float = 0.0
+    # Hash chain per workspace (storage._audit): position, previous entry's hash, own hash.
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuditChainReport:
+    """What verifying one audit hash chain found (``Storage.verify_audit``)."""
+
+    workspace_id: str | None
+    entries: int
+    head_seq: int
+    head_hash: str
+    broken_at: int | None = None  # seq of the first entry whose link fails; None: intact
+    broken_id: str | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
 
 
 @attrs.frozen(kw_only=True)
@@ -533,6 +554,7 @@ class Storage(Protocol):
         """Record many decisions (any workspaces) in one write transaction; a decision whose
         conversation no longer exists is skipped. Returns how many were written."""
         ...
+
     async def list_routing_decisions(
         self, workspace_id: str, *, conversation_id: str | None = None, limit: int = 100
     ) -> list[RoutingDecision]: ...
@@ -561,7 +583,7 @@ class Storage(Protocol):
         ip: str | None = None,
     ) -> None: ...
     async def list_audit(
-        self, workspace_id: str, *, limit: int = 100, cursor: str | None = None
+        self, workspace_id: str | None, *, limit: int = 100, cursor: str | None = None
     ) -> Page: ...
 
     # API tokens and sessions
@@ -593,5 +615,9 @@ class Storage(Protocol):
 
     async def import_jsonl(self, lines: AsyncIterator[str]) -> int: ...  # rows restored
     async def purge_conversations_older_than(self, workspace_id: str, *, days: int) -> int: ...
-    async def erase_visitor(self, workspace_id: str, visitor_id: str) -> None: ...
-    async def purge_workspace(self, workspace_id: str) -> None: ...
+    async def erase_visitor(
+        self, workspace_id: str, visitor_id: str, *, actor: str = ..., ip: str | None = None
+    ) -> None: ...
+    async def purge_workspace(self, workspace_id: str, *, actor: str = ...) -> None: ...
+    async def verify_audit(self, workspace_id: str | None) -> AuditChainReport: ...
+    async def audit_chains(self) -> list[str | None]: ...

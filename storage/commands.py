@@ -1,9 +1,11 @@
-"""Operator subcommands: ``livechat migrate``, ``backup``, ``restore`` and ``export``.
+"""Operator subcommands: ``livechat migrate``, ``backup``, ``restore``, ``export`` and
+``audit verify``.
 
 Each handler returns the process exit status, with a one-line message on stderr otherwise:
 
 - 0: success;
-- 1: the storage operation failed (database unreachable, target not empty, verification);
+- 1: the storage operation failed (database unreachable, target not empty, verification, an
+  audit chain that does not verify);
 - 2: bad configuration, or the file given to ``restore`` is not a usable backup (missing,
   empty, random bytes, truncated or damaged).
 
@@ -29,7 +31,13 @@ import trio
 
 from storage import BackupRecord, backend_of, create_private_file, open_backend, private_dir
 from storage._export import FORMAT_NAME, export_jsonl, table_counts
-from storage.errors import BackupError, NotABackupError, RestoreError, StorageError
+from storage.errors import (
+    AuditChainBroken,
+    BackupError,
+    NotABackupError,
+    RestoreError,
+    StorageError,
+)
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _WRITE_CHUNK_CHARS: Final = 1 << 20  # buffer this much text per file write
@@ -85,6 +93,25 @@ def register(subparsers: Any) -> None:
     export.add_argument("--out", required=True, help="file to write ('-' for stdout)")
     export.set_defaults(handler=_handler(_export))
 
+    audit = subparsers.add_parser(
+        "audit",
+        help="check the audit log's hash chains",
+        description="Audit log tools. `verify` walks each workspace's hash chain (and the "
+        "server-wide one) and names the first entry that was edited, deleted or reordered.",
+    )
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = audit_sub.add_parser(
+        "verify",
+        help="verify the audit hash chains; exit 1 naming the first broken link",
+        description="Verify every audit chain (or one with --workspace; 'server' names the "
+        "server-wide chain). Prints one line per chain with its entry count and head hash: "
+        "record the head elsewhere to detect a rewrite of the whole chain later. Exits 1 when "
+        "a chain is broken, naming its first broken entry.",
+    )
+    add_database_options(verify)
+    verify.add_argument("--workspace", help="only this workspace ('server': server-wide entries)")
+    verify.set_defaults(handler=_handler(_audit_verify))
+
 
 Command = Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]]
 
@@ -115,6 +142,35 @@ async def _migrate(args: argparse.Namespace, url: str) -> None:
     async with open_backend(url) as storage:
         version = await storage.schema_version()
     print(f"schema version {version} ({storage.backend_name})")
+
+
+async def _audit_verify(args: argparse.Namespace, url: str) -> None:
+    async with open_backend(url) as storage:
+        if args.workspace is None:
+            chains = await storage.audit_chains()
+        elif args.workspace == "server":
+            chains = [None]
+        else:
+            if await storage.get_workspace(args.workspace) is None:
+                raise StorageError(f"workspace {args.workspace!r} not found")
+            chains = [args.workspace]
+        broken = []
+        for chain in chains:
+            report = await storage.verify_audit(chain)
+            name = "server" if chain is None else f"workspace {chain}"
+            if report.ok:
+                print(
+                    f"{name}: ok, {report.entries} entries,"
+                    f" head {report.head_seq} {report.head_hash}"
+                )
+            else:
+                where = f"entry {report.broken_at}" if report.broken_at is not None else "entry"
+                ident = f" (id {report.broken_id})" if report.broken_id else ""
+                line = f"{name}: BROKEN at {where}{ident}: {report.problem}"
+                print(line)
+                broken.append(line)
+    if broken:
+        raise AuditChainBroken(f"{len(broken)} audit chain(s) broken; first: {broken[0]}")
 
 
 async def _write_lines(path: str, lines: AsyncIterator[str]) -> None:

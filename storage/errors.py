@@ -21,7 +21,8 @@ Hierarchy::
         │                       did not verify
         │   └── NotABackupError the file is not a usable backup: empty, random bytes,
         │                       truncated or damaged (``livechat restore`` exits 2)
-        └── InvalidDatabaseURL  the URL names no supported backend or is malformed
+        ├── InvalidDatabaseURL  the URL names no supported backend or is malformed
+        └── AuditChainBroken    ``livechat audit verify`` found a broken link in an audit chain
 """
 
 from __future__ import annotations
@@ -71,3 +72,7 @@ class NotABackupError(RestoreError):
 
 class InvalidDatabaseURL(StorageError):
     """The database URL is malformed or names an unsupported backend."""
+
+
+class AuditChainBroken(StorageError):
+    """An audit hash chain does not verify: an entry was edited, deleted or reordered."""

@@ -406,8 +406,8 @@ async def erase_visitor(call: Call, visitor_id: str) -> Done:
         raise NotFound()
     for sock in call.services.sockets.of_visitor(call.workspace_id, visitor_id):
         sock.close(CloseCode.POLICY, "erased")
-    await storage.erase_visitor(call.workspace_id, visitor_id)
-    await audit(call, "visitor.erased", f"visitor:{visitor_id}")
+    # Audited once, by the erasure's own transaction.
+    await storage.erase_visitor(call.workspace_id, visitor_id, actor=call.caller.actor, ip=call.ip)
     return Done()
 
 
