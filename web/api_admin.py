@@ -626,6 +626,7 @@ async def put_routing_settings(call: Call, body: RoutingSettings) -> RoutingSett
     summary="The HMAC key your site signs visitor identities with",
     response=IdentitySecret,
     role=Role.ADMIN,
+    scope="admin",  # a credential: a read-only token must not be able to forge identities
 )
 async def get_identity_secret(call: Call) -> IdentitySecret:
     await audit(call, "settings.identity_secret_read", f"workspace:{call.workspace_id}")

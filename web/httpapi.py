@@ -55,8 +55,16 @@ class Operation:
     operator: bool  # server operators only
     stream: tuple[str, ...] = ()
     description: str | None = None
-    # A token needs ``admin`` or this scope (``read`` is not enough even for a GET): exports.
+    # A token needs ``admin`` or this scope (``read`` is not enough even for a GET): exports,
+    # and ``admin`` itself for GETs that reveal a credential (the identity secret).
     scope: str | None = None
+
+    @property
+    def token_scopes(self) -> tuple[str, ...]:
+        """The API token scopes any one of which allows this operation (docs/admin-api.md)."""
+        if self.scope is not None:
+            return tuple(dict.fromkeys(("admin", self.scope)))
+        return ("admin", "read") if self.method == "GET" else ("admin",)
 
     @property
     def errors(self) -> tuple[int, ...]:
@@ -154,14 +162,8 @@ async def _dispatch(op: Operation, handler: Handler, path_params: dict[str, str]
             raise Forbidden(f"this needs the {op.role.value} role or higher")
         if op.operator and not caller.server_operator:
             raise Forbidden("this needs a server operator")
-        if caller.token is not None:
-            scopes = set(caller.token.scopes)
-            if op.scope is not None:
-                allowed = "admin" in scopes or op.scope in scopes
-            else:
-                allowed = "admin" in scopes or ("read" in scopes and op.method == "GET")
-            if not allowed:
-                raise Forbidden("the token's scopes do not allow this", code="scope_denied")
+        if caller.token is not None and not set(caller.token.scopes) & set(op.token_scopes):
+            raise Forbidden("the token's scopes do not allow this", code="scope_denied")
         if op.method in STATE_CHANGING:
             check_csrf(caller)
         call = Call(services=services, caller=caller, ip=ip)
