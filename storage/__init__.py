@@ -53,6 +53,7 @@ from storage.api import (
     Workspace,
     WorkspaceStatus,
 )
+from storage.crypto import EncryptionError, MasterKeyRing, resolve_master_keys
 from storage.errors import (
     AppendRefused,
     BackupError,
@@ -91,11 +92,13 @@ __all__ = [
     "ConversationFilter",
     "ConversationPatch",
     "ConversationState",
+    "EncryptionError",
     "Event",
     "EventKind",
     "Group",
     "GroupCommitConfig",
     "InvalidDatabaseURL",
+    "MasterKeyRing",
     "MigrationError",
     "NewRoutingDecision",
     "NotABackupError",
@@ -120,6 +123,7 @@ __all__ = [
     "open_backend",
     "open_storage",
     "private_dir",
+    "resolve_master_keys",
 ]
 
 
@@ -147,6 +151,7 @@ async def open_backend(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    keyring: MasterKeyRing | None = None,
     **options: Any,
 ) -> AsyncIterator[SqlStorage]:
     """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench)."""
@@ -155,11 +160,13 @@ async def open_backend(
         from storage.sqlite import open_sqlite
 
         async with open_sqlite(target, group_commit=group_commit, clock=clock, **options) as s:
+            await s.use_keys(keyring)
             yield s
     else:
         from storage.postgres import open_postgres
 
         async with open_postgres(target, group_commit=group_commit, clock=clock, **options) as p:
+            await p.use_keys(keyring)
             yield p
 
 
@@ -169,14 +176,20 @@ async def open_storage(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    keyring: MasterKeyRing | None = None,
     **options: Any,
 ) -> AsyncIterator[Storage]:
     """Open the database named by ``url``, applying pending migrations; close on exit.
+
+    ``keyring``: the master keys that wrap the data keys (``storage.crypto``); without it
+    values are stored in plaintext, and a database holding data keys is refused.
 
     The group committer runs in a nursery owned by this context: appends queued when the
     block exits are committed before the connections close. ``options`` go to the backend
     (``readers``, ``busy_timeout_s``, ``statement_timeout_s`` for SQLite; ``pool_size``,
     ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
     """
-    async with open_backend(url, group_commit=group_commit, clock=clock, **options) as storage:
+    async with open_backend(
+        url, group_commit=group_commit, clock=clock, keyring=keyring, **options
+    ) as storage:
         yield storage

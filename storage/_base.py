@@ -28,6 +28,7 @@ from storage._audit import (
     chains_program,
     verify_chain_program,
 )
+from storage._keys import data_key_program, rewrap_program, seal_plaintext_program
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
@@ -43,6 +44,7 @@ from storage._records import (
 )
 from storage._report import compute_report
 from storage._sql import Dialect, Program, Q, Result, Row
+from storage.crypto import DataKey, EncryptionError, MasterKeyRing
 from storage.errors import NotFound, StorageError, StorageUnavailable
 
 T = TypeVar("T")
@@ -130,6 +132,10 @@ class SqlStorage(abc.ABC):
         self._dialect = dialect
         self._clock = clock
         self._committer = GroupCommitter(self._commit_batch, group_commit)
+        # Encryption at rest (storage.crypto): None stores plaintext (tests, benches); the
+        # server always sets a ring (``use_keys``).
+        self._keyring: MasterKeyRing | None = None
+        self._data_keys: dict[str, DataKey] = {}
 
     # ------------------------------------------------------------ driver (backend-specific)
 
@@ -189,9 +195,20 @@ class SqlStorage(abc.ABC):
     async def _fetch_all(self, cls: type[R], sql: str, *args: Any) -> list[R]:
         return [decode(cls, row) for row in await self._read(fetch(Q(sql, args)))]
 
-    async def _insert(self, record: R, *, parent: tuple[str, str, str] | None = None) -> R:
-        """Insert a record; ``parent`` (table, id, workspace_id) must exist in that workspace."""
+    async def _insert(
+        self,
+        record: R,
+        *,
+        parent: tuple[str, str, str] | None = None,
+        key: DataKey | None = None,
+    ) -> R:
+        """Insert a record; ``parent`` (table, id, workspace_id) must exist in that workspace.
+        With ``key``, the table's sealed columns are encrypted."""
         record_codec = codec(type(record))
+        args = record_codec.to_args(record)
+        if key is not None:
+            plain = dict(zip(record_codec.columns, args, strict=True))
+            args = list(key.seal_row(record_codec.table, plain).values())
 
         def program() -> Program[R]:
             if parent is not None:
@@ -202,22 +219,129 @@ class SqlStorage(abc.ABC):
                     (parent_id, workspace_id),
                 )
                 _require(found.one(), table.rstrip("s"), parent_id)
-            yield Q(record_codec.insert_sql(), record_codec.to_args(record))
+            yield Q(record_codec.insert_sql(), args)
             return record
 
         return await self._write(program())
 
     async def _update(
-        self, cls: type[R], where: str, where_args: Sequence[Any], changes: Mapping[str, Any]
+        self,
+        cls: type[R],
+        where: str,
+        where_args: Sequence[Any],
+        changes: Mapping[str, Any],
+        *,
+        key: DataKey | None = None,
+        table: str = "",
     ) -> R:
         _check_changes(cls, changes)
         record_codec = codec(cls)
         sets = ",".join(f"{name}=?" for name in changes)
-        args = [record_codec.encode(name, value) for name, value in changes.items()]
+        encoded = {name: record_codec.encode(name, value) for name, value in changes.items()}
+        if key is not None:
+            encoded = key.seal_row(table, encoded)
+        args = list(encoded.values())
         sql = f"UPDATE {record_codec.table} SET {sets or 'id=id'} WHERE {where}"
         rows = await self._write(fetch(Q(f"{sql} RETURNING {columns(cls)}", [*args, *where_args])))
         row = _require(rows[0] if rows else None, cls.__name__.lower(), str(where_args[-1]))
+        if key is not None:
+            row = key.open_row(table, row)
         return decode(cls, row)
+
+    # ------------------------------------------------------------ encryption at rest
+
+    async def use_keys(self, ring: MasterKeyRing | None) -> None:
+        """Seal sensitive columns with data keys wrapped by ``ring`` from now on.
+
+        Without a ring, a database that already has data keys is refused (``EncryptionError``):
+        its sealed values could not be read, and new plaintext would mix with them.
+        """
+        if ring is None:
+            rows = await self._fetch("SELECT 1 AS found FROM data_keys LIMIT 1")
+            if rows:
+                raise EncryptionError(
+                    "this database holds encrypted data: give its master key (setting"
+                    " master_key / LIVECHAT_MASTER_KEY / master_key_file)"
+                )
+        self._keyring = ring
+        self._data_keys.clear()
+
+    @property
+    def keyring(self) -> MasterKeyRing | None:
+        return self._keyring
+
+    async def data_key(self, workspace_id: str) -> DataKey | None:
+        """The workspace's data key (created on first use; cached); None without a ring."""
+        ring = self._keyring
+        if ring is None:
+            return None
+        key = self._data_keys.get(workspace_id)
+        if key is None:
+            key = await self._read(data_key_program(ring, workspace_id, create=False))
+            if key is None:
+                key = await self._write(data_key_program(ring, workspace_id, create=True))
+            assert key is not None
+            self._data_keys[workspace_id] = key
+        return key
+
+    async def seal(self, workspace_id: str, value: str, *, purpose: str) -> str:
+        """Encrypt a secret for storage in this workspace (IdP client secrets, TOTP seeds).
+
+        ``purpose`` (e.g. ``"idp.client_secret"``) is bound into the ciphertext: open it with
+        the same one. Without a master key ring the value is returned as is. Purging the
+        workspace destroys the key, so the value is unrecoverable afterwards, in backups too.
+        """
+        key = await self.data_key(workspace_id)
+        return value if key is None else key.seal(value, purpose)
+
+    async def unseal(self, workspace_id: str, value: str, *, purpose: str) -> str:
+        """The plaintext of a value from ``seal`` (plaintext from before encryption as is)."""
+        key = await self.data_key(workspace_id)
+        return value if key is None else key.open(value, purpose)
+
+    async def rotate_master_key(self, new: MasterKeyRing) -> int:
+        """Re-wrap every data key under ``new``'s current master key, in one transaction, and
+        use ``new`` from now on; returns how many keys were re-wrapped. ``new`` should keep the
+        old master key as an older one until every server has restarted with ``new``."""
+        old = self._keyring
+        if old is None:
+            raise EncryptionError("this storage has no master key to rotate")
+        count = await self._write(rewrap_program(old, new))
+        self._keyring = new
+        return count
+
+    async def check_data_keys(self) -> int:
+        """Raise ``EncryptionError`` unless every data key opens with this storage's ring
+        (a database with data keys and no ring included); returns how many there are."""
+        rows = await self._fetch("SELECT workspace_id, wrapped, master_key_id FROM data_keys")
+        if rows and self._keyring is None:
+            raise EncryptionError(
+                "the data is encrypted: give the master key of the server it came from"
+                " (master_key_file / --master-key-file, or master_key)"
+            )
+        for row in rows:
+            assert self._keyring is not None
+            self._keyring.unwrap(
+                str(row["wrapped"]), str(row["master_key_id"]), f"workspace:{row['workspace_id']}"
+            )
+        return len(rows)
+
+    async def seal_plaintext(self) -> int:
+        """Seal every value still stored in plaintext (``livechat keys migrate``, and at
+        server start); returns how many rows were sealed."""
+        ring = self._keyring
+        if ring is None:
+            return 0
+        total = 0
+        while True:
+            sealed = await self._write(seal_plaintext_program(ring))
+            total += sealed
+            if not sealed:
+                return total
+
+    async def _open_row(self, table: str, workspace_id: str, row: Row) -> Row:
+        key = await self.data_key(workspace_id)
+        return row if key is None else key.open_row(table, row)
 
     # ------------------------------------------------------------ server-wide
 
@@ -446,11 +570,20 @@ class SqlStorage(abc.ABC):
             first_seen_at=now,
             last_seen_at=now,
         )
-        return await self._insert(visitor, parent=("workspaces", workspace_id, workspace_id))
+        key = await self.data_key(workspace_id)
+        return await self._insert(
+            visitor, parent=("workspaces", workspace_id, workspace_id), key=key
+        )
+
+    async def _visitor(self, workspace_id: str, sql: str, *args: Any) -> api.Visitor | None:
+        rows = await self._read(fetch(Q(sql, args)))
+        if not rows:
+            return None
+        return decode(api.Visitor, await self._open_row("visitors", workspace_id, rows[0]))
 
     async def get_visitor(self, workspace_id: str, visitor_id: str) -> api.Visitor | None:
         sql = f"SELECT {columns(api.Visitor)} FROM visitors WHERE id=? AND workspace_id=?"
-        return await self._fetch_one(api.Visitor, sql, visitor_id, workspace_id)
+        return await self._visitor(workspace_id, sql, visitor_id, workspace_id)
 
     async def find_visitor_by_token_hash(
         self, workspace_id: str, token_hash: str
@@ -459,7 +592,7 @@ class SqlStorage(abc.ABC):
             f"SELECT {columns(api.Visitor)} FROM visitors WHERE workspace_id=? AND token_hash=?"
             " ORDER BY last_seen_at DESC LIMIT 1"
         )
-        return await self._fetch_one(api.Visitor, sql, workspace_id, token_hash)
+        return await self._visitor(workspace_id, sql, workspace_id, token_hash)
 
     async def find_visitor_by_external_id(
         self, workspace_id: str, external_id: str
@@ -468,13 +601,16 @@ class SqlStorage(abc.ABC):
             f"SELECT {columns(api.Visitor)} FROM visitors WHERE workspace_id=? AND external_id=?"
             " ORDER BY last_seen_at DESC LIMIT 1"
         )
-        return await self._fetch_one(api.Visitor, sql, workspace_id, external_id)
+        return await self._visitor(workspace_id, sql, workspace_id, external_id)
 
     async def update_visitor(
         self, workspace_id: str, visitor_id: str, **changes: Any
     ) -> api.Visitor:
         where = "workspace_id=? AND id=?"
-        return await self._update(api.Visitor, where, [workspace_id, visitor_id], changes)
+        key = await self.data_key(workspace_id)
+        return await self._update(
+            api.Visitor, where, [workspace_id, visitor_id], changes, key=key, table="visitors"
+        )
 
     async def add_page_view(self, workspace_id: str, view: api.PageView) -> None:
         def program() -> Program[None]:
@@ -933,17 +1069,22 @@ class SqlStorage(abc.ABC):
 
     # ------------------------------------------------------------ export, import, retention
 
-    def export_jsonl(
+    async def export_jsonl(
         self, workspace_id: str, *, visitor_id: str | None = None
     ) -> AsyncIterator[str]:
-        return export.export_jsonl(self, workspace_id, visitor_id=visitor_id)
+        """Decrypted with the workspace's data key: this is the customer's copy of their data."""
+        key = await self.data_key(workspace_id)
+        async for line in export.export_jsonl(self, workspace_id, visitor_id=visitor_id, key=key):
+            yield line
 
     def export_database_jsonl(self) -> AsyncIterator[str]:
         """Every workspace and the server-wide rows (secrets, server audit): a full backup."""
         return export.export_jsonl(self, None, visitor_id=None)
 
-    def export_csv(self, workspace_id: str) -> AsyncIterator[str]:
-        return export.export_csv(self, workspace_id)
+    async def export_csv(self, workspace_id: str) -> AsyncIterator[str]:
+        key = await self.data_key(workspace_id)
+        async for line in export.export_csv(self, workspace_id, key=key):
+            yield line
 
     async def import_jsonl(self, lines: AsyncIterator[str]) -> int:
         return await export.import_jsonl(self, lines)
@@ -979,6 +1120,7 @@ class SqlStorage(abc.ABC):
             self._dialect, workspace_id, now=self._clock(), actor=actor
         )
         await self._write(program)
+        self._data_keys.pop(workspace_id, None)  # the key is destroyed: forget it here too
 
     # ------------------------------------------------------------ audit chain
 

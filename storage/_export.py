@@ -29,6 +29,7 @@ import attrs
 from storage._audit import repair_chains_program
 from storage._records import dump_json
 from storage._sql import Dialect, Program, Q, Result
+from storage.crypto import DataKey
 from storage.errors import RestoreError
 
 T = TypeVar("T")
@@ -129,6 +130,9 @@ TABLES: Final = (
         key="id_hash",
     ),
     _t("secrets", "name value", key="name"),
+    # Wrapped by the master key (never in the database). Only in whole-database backups; a
+    # workspace export is decrypted instead (see ``export_jsonl``).
+    _t("data_keys", "workspace_id wrapped master_key_id", key="workspace_id"),
 )
 _BY_NAME: Final = {t.name: t for t in TABLES}
 
@@ -140,7 +144,7 @@ def _scope(
     if workspace_id is None:  # the whole database
         return "1=1", []
     if visitor_id is None:
-        if table.name == "secrets":
+        if table.name in ("secrets", "data_keys"):
             return None
         if table.name == "workspaces":
             return "id=?", [workspace_id]
@@ -186,9 +190,17 @@ def _after_key(table: _Table, dialect: Dialect, last: Mapping[str, Any]) -> tupl
 
 
 async def export_jsonl(
-    store: _Store, workspace_id: str | None, *, visitor_id: str | None
+    store: _Store,
+    workspace_id: str | None,
+    *,
+    visitor_id: str | None,
+    key: DataKey | None = None,
 ) -> AsyncIterator[str]:
-    """Stream the export (each item one line with its newline) from one consistent snapshot."""
+    """Stream the export (each item one line with its newline) from one consistent snapshot.
+
+    ``key``: the workspace's data key; sealed columns are exported decrypted with it. A
+    whole-database export (a backup) is never decrypted: it holds the wrapped data keys.
+    """
     dialect = store.dialect
     scope = "database" if workspace_id is None else "visitor" if visitor_id else "workspace"
     header = {
@@ -223,6 +235,8 @@ async def export_jsonl(
                     )
                 )
                 for row in result.rows:
+                    if key is not None:
+                        row = key.open_row(table.name, row)
                     yield dump_json({"table": table.name, "row": _exported(table, row)}) + "\n"
                 counts[table.name] += len(result.rows)
                 if len(result.rows) < CHUNK_ROWS:
@@ -379,8 +393,11 @@ def _csv_line(values: Sequence[Any]) -> str:
     return buffer.getvalue()
 
 
-async def export_csv(store: _Store, workspace_id: str) -> AsyncIterator[str]:
-    """One row per conversation, oldest first, from one snapshot; each item is one CSV line."""
+async def export_csv(
+    store: _Store, workspace_id: str, *, key: DataKey | None = None
+) -> AsyncIterator[str]:
+    """One row per conversation, oldest first, from one snapshot; each item is one CSV line.
+    ``key``: the workspace's data key, to decrypt the visitors' names and emails."""
     dialect = store.dialect
     yield _csv_line(CSV_COLUMNS)
     last: tuple[float, str] | None = None
@@ -405,6 +422,10 @@ async def export_csv(store: _Store, workspace_id: str) -> AsyncIterator[str]:
                 )
             )
             for row in result.rows:
+                if key is not None:
+                    for column in ("name", "email"):
+                        if row[column] is not None:
+                            row[column] = key.open(row[column], f"visitors.{column}")
                 first = row["first_response_at"]
                 yield _csv_line(
                     [

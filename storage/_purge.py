@@ -24,6 +24,7 @@ _WORKSPACE_TABLES = (
     "agents",
     "agent_groups",
     "audit_log",
+    "data_keys",  # crypto-shredding: what a backup still holds of the workspace is sealed
 )
 
 

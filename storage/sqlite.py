@@ -80,6 +80,9 @@ class _Connection:
             "journal_mode=WAL",
             "synchronous=FULL",
             "foreign_keys=ON",
+            # Deleted and overwritten content is zeroed, not left in free space (erasure,
+            # and plaintext replaced by ciphertext: docs/security.md).
+            "secure_delete=ON",
             f"busy_timeout={int(busy_timeout_s * 1000)}",
         ):
             self.raw.execute(f"PRAGMA {pragma}")

@@ -21,6 +21,11 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url", help="sqlite:///path or postgresql://... (LIVECHAT_DATABASE_URL)"
     )
+    parser.add_argument(
+        "--master-key-file",
+        help="file holding the master key for encryption at rest (LIVECHAT_MASTER_KEY_FILE;"
+        " default on SQLite: <database>.master-key)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "host": args.host,
                 "port": args.port,
                 "database_url": args.database_url,
+                "master_key_file": args.master_key_file,
                 "tls_cert": args.tls_cert,
                 "tls_key": args.tls_key,
                 "allowed_origins": args.allowed_origins,

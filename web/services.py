@@ -9,6 +9,7 @@ housekeeping; shutdown in reverse.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -17,9 +18,17 @@ import attrs
 import trio
 from quart import current_app
 
-from storage import GroupCommitConfig, Storage, backend_of, open_storage
+from storage import (
+    EncryptionError,
+    GroupCommitConfig,
+    MasterKeyRing,
+    Storage,
+    backend_of,
+    open_storage,
+    resolve_master_keys,
+)
 from web.costly import CostlyReads
-from web.errors import Unavailable
+from web.errors import ConfigError, Unavailable
 from web.housekeeping import serve_housekeeping
 from web.metrics import WebMetrics
 from web.passwords import PasswordHasher
@@ -31,6 +40,7 @@ if TYPE_CHECKING:
     from engine.api import ChatEngine
     from engine.metrics import EngineMetrics
 
+log = logging.getLogger("livechat.services")
 SERVICES_KEY = "LIVECHAT_SERVICES"
 WATCHDOG_TICK_S = 1.0  # how often the shared timer checks every socket's deadlines
 
@@ -97,6 +107,33 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def master_keys(settings: Settings) -> MasterKeyRing:
+    """The master key ring from the settings; on SQLite without one, the key file next to the
+    database (generated at first start, 0600, and its place logged: back it up separately)."""
+    try:
+        ring, path = resolve_master_keys(
+            settings.database_url,
+            master_key=settings.master_key,
+            master_key_file=settings.master_key_file,
+            create=False,
+        )
+        if ring is None and backend_of(settings.database_url)[0] == "sqlite":
+            ring, path = resolve_master_keys(settings.database_url, create=True)
+            log.warning(
+                "generated the master key for encryption at rest in %s: back it up separately"
+                " from the database (without it the data cannot be read)",
+                path,
+            )
+    except EncryptionError as err:
+        raise ConfigError(f"master key: {err}") from err
+    if ring is None:
+        raise ConfigError(
+            "PostgreSQL needs a master key for encryption at rest: set master_key"
+            " (LIVECHAT_MASTER_KEY, base64 of 32 random bytes) or master_key_file"
+        )
+    return ring
+
+
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open storage and start the engine; on exit drain the engine, then close storage.
@@ -107,7 +144,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     from engine.api import ChatEngine, EngineConfig
     from engine.metrics import EngineMetrics
 
-    async with open_storage(settings.database_url, **storage_options(settings)) as storage:
+    ring = master_keys(settings)
+    async with open_storage(
+        settings.database_url, keyring=ring, **storage_options(settings)
+    ) as storage:
+        sealed = await storage.seal_plaintext()
+        if sealed:
+            log.warning("encrypted %d rows stored in plaintext before encryption", sealed)
         secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")
         hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
         config = EngineConfig(

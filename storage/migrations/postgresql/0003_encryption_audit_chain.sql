@@ -11,3 +11,12 @@ CREATE TABLE audit_heads (
     seq BIGINT NOT NULL,
     hash TEXT NOT NULL
 );
+
+-- Encryption at rest (storage/crypto.py): one data key per workspace, wrapped by the master
+-- key (which is never stored here). Deleting a row makes that workspace's sealed values
+-- unreadable (crypto-shredding).
+CREATE TABLE data_keys (
+    workspace_id TEXT PRIMARY KEY,
+    wrapped TEXT NOT NULL,
+    master_key_id TEXT NOT NULL
+);

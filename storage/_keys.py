@@ -1,0 +1,95 @@
+"""Transaction programs over the ``data_keys`` table (see ``storage.crypto`` for the design)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage._sql import Program, Q
+from storage.crypto import (
+    SEALED_COLUMNS,
+    DataKey,
+    MasterKeyRing,
+    is_sealed,
+    new_data_key,
+)
+
+
+def _context(workspace_id: str) -> str:
+    return f"workspace:{workspace_id}"
+
+
+def data_key_program(
+    ring: MasterKeyRing, workspace_id: str, *, create: bool
+) -> Program[DataKey | None]:
+    """The workspace's data key, created (wrapped by the current master key) when missing and
+    ``create``; None when missing and not ``create``."""
+    found = yield Q(
+        "SELECT wrapped, master_key_id FROM data_keys WHERE workspace_id=?", (workspace_id,)
+    )
+    row = found.one()
+    if row is None:
+        if not create:
+            return None
+        wrapped, master_id = ring.wrap(new_data_key(), _context(workspace_id))
+        yield Q(
+            "INSERT INTO data_keys (workspace_id, wrapped, master_key_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (workspace_id) DO NOTHING",
+            (workspace_id, wrapped, master_id),
+        )
+        found = yield Q(
+            "SELECT wrapped, master_key_id FROM data_keys WHERE workspace_id=?", (workspace_id,)
+        )
+        row = found.one()
+        assert row is not None  # inserted above, or by a concurrent winner
+    key = ring.unwrap(str(row["wrapped"]), str(row["master_key_id"]), _context(workspace_id))
+    return DataKey(workspace_id, key)
+
+
+def rewrap_program(old: MasterKeyRing, new: MasterKeyRing) -> Program[int]:
+    """Re-wrap every data key under ``new``'s current master key; returns how many.
+
+    ``old`` must open every key (a data key written meanwhile by a server that still has only
+    the old master key is wrapped by a key ``old`` holds). The data keys are unchanged, so
+    servers holding them in memory keep working throughout.
+    """
+    rows = yield Q("SELECT workspace_id, wrapped, master_key_id FROM data_keys")
+    count = 0
+    for row in rows.rows:
+        workspace_id = str(row["workspace_id"])
+        if row["master_key_id"] == new.current_id:
+            continue
+        key = old.unwrap(str(row["wrapped"]), str(row["master_key_id"]), _context(workspace_id))
+        wrapped, master_id = new.wrap(key, _context(workspace_id))
+        yield Q(
+            "UPDATE data_keys SET wrapped=?, master_key_id=? WHERE workspace_id=?",
+            (wrapped, master_id, workspace_id),
+        )
+        count += 1
+    return count
+
+
+def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[int]:
+    """Seal up to ``batch`` rows still holding plaintext in a sealed column (databases from
+    before encryption, restored workspace exports); returns how many rows were sealed."""
+    sealed = 0
+    for table, cols in SEALED_COLUMNS.items():
+        unsealed = " OR ".join(f"({c} IS NOT NULL AND {c} NOT LIKE 'lc1:%')" for c in cols)
+        found = yield Q(
+            f"SELECT id, workspace_id, {','.join(cols)} FROM {table} WHERE {unsealed} LIMIT ?",
+            (batch,),
+        )
+        keys: dict[str, DataKey] = {}
+        for row in found.rows:
+            workspace_id = str(row["workspace_id"])
+            if workspace_id not in keys:
+                key = yield from data_key_program(ring, workspace_id, create=True)
+                assert key is not None
+                keys[workspace_id] = key
+            values: dict[str, Any] = {c: row[c] for c in cols}
+            for c in cols:
+                if isinstance(values[c], str) and not is_sealed(values[c]):
+                    values[c] = keys[workspace_id].seal(values[c], f"{table}.{c}")
+            sets = ",".join(f"{c}=?" for c in cols)
+            yield Q(f"UPDATE {table} SET {sets} WHERE id=?", (*values.values(), row["id"]))
+            sealed += 1
+    return sealed

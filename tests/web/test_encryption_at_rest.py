@@ -1,0 +1,58 @@
+"""The server encrypts visitors' personal data at rest with a master key it generates on SQLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.web.client import bearer, open_peer, visitor
+from tests.web.server import TestServer, run_test_server, test_settings
+from web.errors import ConfigError
+from web.services import master_keys
+
+EMAIL = "quintessa.plaintext@example.org"
+NAME = "Quintessa Unmistakable"
+
+
+async def test_first_start_generates_a_private_master_key_and_personal_data_is_sealed(
+    tmp_path: Path,
+) -> None:
+    async with run_test_server(tmp_path) as srv:
+        key_file = tmp_path / "livechat.db.master-key"
+        assert key_file.is_file() and oct(key_file.stat().st_mode & 0o777) == "0o600"
+        async with open_peer(
+            srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+        ) as vis:
+            hello = await visitor(srv, vis)
+            reply = await vis.request("update_profile", email=EMAIL, name=NAME)
+            assert reply["type"] == "result", reply
+        visitor_id = hello["visitor_id"]
+        owner = bearer(srv.base_url, srv.acme.owner.token)
+        profile = (await owner.get(f"/api/v1/visitors/{visitor_id}")).json()
+        assert EMAIL in str(profile) and NAME in str(profile)  # agents read it as before
+        assert await _seen_in(tmp_path, srv) == []
+    assert await _seen_in(tmp_path, srv) == []  # and after shutdown (WAL checkpointed)
+
+
+async def _seen_in(directory: Path, srv: TestServer) -> list[str]:
+    found = []
+    for path in directory.iterdir():
+        if path.is_file() and path.name.startswith("livechat.db"):
+            data = path.read_bytes()
+            found += [f"{path.name}: {s}" for s in (EMAIL, NAME) if s.encode() in data]
+    return found
+
+
+def test_postgresql_without_a_master_key_refuses_to_start(tmp_path: Path) -> None:
+    settings = test_settings(
+        tmp_path, database_url="postgresql://nobody@127.0.0.1:1/none", master_key=""
+    )
+    with pytest.raises(ConfigError, match="PostgreSQL needs a master key"):
+        master_keys(settings)
+
+
+def test_a_malformed_master_key_is_refused_by_name(tmp_path: Path) -> None:
+    settings = test_settings(tmp_path, master_key="dG9vIHNob3J0")  # "too short"
+    with pytest.raises(ConfigError, match="master key: a master key must be 32 bytes"):
+        master_keys(settings)
