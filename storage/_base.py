@@ -13,6 +13,7 @@ the parent row's workspace first), so a foreign id behaves exactly like a missin
 from __future__ import annotations
 
 import abc
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -51,6 +52,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Clock = Callable[[], float]
+log = logging.getLogger("livechat.storage")
 
 # Fields an update_* call may not change: identity and tenancy are fixed at creation.
 _FIXED_FIELDS = frozenset({"id", "workspace_id", "created_at"})
@@ -169,6 +171,19 @@ class SqlStorage(abc.ABC):
         if reason is not None:
             raise StorageUnavailable(reason)
         await self._probe_write()
+
+    async def _scrub_after_erasure(self) -> None:
+        """The erasure is committed; a scrub that fails (timeout on a huge index) is logged,
+        not raised: the caller's erasure succeeded, and the next erasure scrubs again."""
+        try:
+            await self._scrub()
+        except StorageError as err:
+            log.warning("erasure committed, but scrubbing the database failed: %s", err)
+
+    async def _scrub(self) -> None:
+        """After an erasure, make the deleted bytes unrecoverable where the backend can (SQLite:
+        see its override). PostgreSQL: nothing here; docs/security.md says what VACUUM does."""
+        return None
 
     @property
     def dialect(self) -> Dialect:
@@ -1113,6 +1128,7 @@ class SqlStorage(abc.ABC):
             self._dialect, workspace_id, visitor_id, now=self._clock(), actor=actor, ip=ip
         )
         await self._write(program)
+        await self._scrub_after_erasure()
 
     async def purge_workspace(self, workspace_id: str, *, actor: str = "system") -> None:
         """Delete every row of the workspace; audited server-wide (the workspace is gone)."""
@@ -1121,6 +1137,7 @@ class SqlStorage(abc.ABC):
         )
         await self._write(program)
         self._data_keys.pop(workspace_id, None)  # the key is destroyed: forget it here too
+        await self._scrub_after_erasure()
 
     # ------------------------------------------------------------ audit chain
 
