@@ -45,7 +45,14 @@ from storage._records import (
 )
 from storage._report import compute_report
 from storage._sql import Dialect, Program, Q, Result, Row
-from storage.crypto import DataKey, EncryptionError, MasterKeyRing
+from storage.crypto import (
+    MAX_QUERY_WORDS,
+    DataKey,
+    EncryptionError,
+    MasterKeyRing,
+    make_snippet,
+    search_words,
+)
 from storage.errors import NotFound, StorageError, StorageUnavailable
 
 T = TypeVar("T")
@@ -197,7 +204,16 @@ class SqlStorage(abc.ABC):
     async def _commit_batch(
         self, batch: list[Sequence[api.AppendRequest]], admit: Admit
     ) -> list[list[api.AppendResult] | StorageError]:
-        program = append_batch_program(batch, now=self._clock(), dialect=self._dialect, admit=admit)
+        keys: dict[str, DataKey | None] = {}
+        if self._keyring is not None:
+            for requests in batch:
+                for request in requests:
+                    if request.workspace_id not in keys:
+                        # Cached after the workspace's first use: no database round trip.
+                        keys[request.workspace_id] = await self.data_key(request.workspace_id)
+        program = append_batch_program(
+            batch, now=self._clock(), dialect=self._dialect, admit=admit, data_keys=keys
+        )
         return await self._write(program)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Row]:
@@ -352,7 +368,11 @@ class SqlStorage(abc.ABC):
             sealed = await self._write(seal_plaintext_program(ring))
             total += sealed
             if not sealed:
-                return total
+                break
+        if total:
+            # The replaced plaintext (and its old index entries) must not linger in the files.
+            await self._scrub_after_erasure()
+        return total
 
     async def _open_row(self, table: str, workspace_id: str, row: Row) -> Row:
         key = await self.data_key(workspace_id)
@@ -819,7 +839,11 @@ class SqlStorage(abc.ABC):
             f"SELECT {columns(api.Event)} FROM events WHERE {' AND '.join(where)}"
             f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
-        events = await self._fetch_all(api.Event, sql, *args, max(1, min(limit, _MAX_FETCH)))
+        rows = await self._read(fetch(Q(sql, [*args, max(1, min(limit, _MAX_FETCH))])))
+        key = await self.data_key(workspace_id)
+        if key is not None:
+            rows = [key.open_row("events", row) for row in rows]
+        events = [decode(api.Event, row) for row in rows]
         if newest_first:
             events.reverse()
         return events
@@ -827,23 +851,38 @@ class SqlStorage(abc.ABC):
     async def search(
         self, workspace_id: str, query: str, *, limit: int = 20
     ) -> list[api.SearchHit]:
-        """Messages, offline messages and notes holding every word of ``query``, newest first."""
-        text = self._dialect.search_query(query)
+        """Messages, offline messages and notes holding every word of ``query``, newest first.
+
+        Whole words only: each word becomes its keyed token (the blind index, see
+        ``storage.crypto``) and the backend's full-text index finds the events holding every
+        token. The hits are decrypted here, and the snippet is made from the plaintext.
+        """
+        words = list(dict.fromkeys(search_words(query)))[:MAX_QUERY_WORDS]
+        if not words:
+            return []
+        key = await self.data_key(workspace_id)
+        tokens = [key.token(w) for w in words] if key is not None else words
+        text = self._dialect.search_query(tokens)
         if text is None:
             return []
         rows = await self._read(
             fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_FETCH))))
         )
-        return [
-            api.SearchHit(
-                conversation_id=row["conversation_id"],
-                seq=int(row["seq"]),
-                body=row["body"],
-                snippet=row["snippet"],
-                created_at=float(row["created_at"]),
+        hits = []
+        for row in rows:
+            body = str(row["body"])
+            if key is not None:
+                body = key.open(body, "events.body")
+            hits.append(
+                api.SearchHit(
+                    conversation_id=row["conversation_id"],
+                    seq=int(row["seq"]),
+                    body=body,
+                    snippet=make_snippet(body, set(words)),
+                    created_at=float(row["created_at"]),
+                )
             )
-            for row in rows
-        ]
+        return hits
 
     # ------------------------------------------------------------ routing, bans, audit
 

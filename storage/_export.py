@@ -29,7 +29,7 @@ import attrs
 from storage._audit import repair_chains_program
 from storage._records import dump_json
 from storage._sql import Dialect, Program, Q, Result
-from storage.crypto import DataKey
+from storage.crypto import SEARCHABLE_KINDS, DataKey, is_sealed, plain_terms
 from storage.errors import RestoreError
 
 T = TypeVar("T")
@@ -103,7 +103,7 @@ TABLES: Final = (
     _t(
         "events",
         "workspace_id conversation_id seq kind visibility author_type author_id body"
-        " data client_msg_id created_at",
+        " data client_msg_id created_at search_terms",
         key="conversation_id seq",
         json_cols="data",
     ),
@@ -237,6 +237,8 @@ async def export_jsonl(
                 for row in result.rows:
                     if key is not None:
                         row = key.open_row(table.name, row)
+                        if "search_terms" in row:
+                            row["search_terms"] = None  # keyed tokens: no use outside
                     yield dump_json({"table": table.name, "row": _exported(table, row)}) + "\n"
                 counts[table.name] += len(result.rows)
                 if len(result.rows) < CHUNK_ROWS:
@@ -283,6 +285,8 @@ async def import_jsonl(store: _Store, lines: AsyncIterator[str]) -> int:
             row = item.get("row")
             if table is None or not isinstance(row, dict):
                 raise RestoreError(f"line {line_no}: unknown table or malformed row")
+            if table.name == "events":
+                row = _with_plain_terms(row)
             try:
                 pending[table.name].append(_imported(table, row))
             except (KeyError, TypeError) as err:
@@ -325,7 +329,20 @@ def _check_header(item: Any) -> None:
 
 
 # schema 0002: origin_key; 0003: the audit hash chain (older entries are chained on restore)
-_ADDED_LATER: Final = frozenset({"origin_key", "seq", "prev_hash", "hash"})
+# search_terms: the blind index (older exports: computed at import, or sealed and indexed at
+# the next server start)
+_ADDED_LATER: Final = frozenset({"origin_key", "seq", "prev_hash", "hash", "search_terms"})
+
+
+def _with_plain_terms(row: dict[str, Any]) -> dict[str, Any]:
+    """A plaintext body (a decrypted workspace export, an old export) is indexed by its plain
+    words; a server with a master key seals and re-indexes it at start. A sealed body keeps
+    the keyed tokens it was exported with (a whole-database backup: same data keys)."""
+    body = row.get("body")
+    if isinstance(body, str) and not is_sealed(body):
+        terms = plain_terms(body) if row.get("kind") in SEARCHABLE_KINDS else None
+        return {**row, "search_terms": terms}
+    return row
 
 
 def _imported(table: _Table, row: Mapping[str, Any]) -> list[Any]:

@@ -7,6 +7,7 @@ from typing import Any
 from storage._sql import Program, Q
 from storage.crypto import (
     SEALED_COLUMNS,
+    SEARCHABLE_KINDS,
     DataKey,
     MasterKeyRing,
     is_sealed,
@@ -72,23 +73,44 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
     """Seal up to ``batch`` rows still holding plaintext in a sealed column (databases from
     before encryption, restored workspace exports); returns how many rows were sealed."""
     sealed = 0
+    keys: dict[str, DataKey] = {}
+
+    def key_of(workspace_id: str) -> Program[DataKey]:
+        if workspace_id not in keys:
+            key = yield from data_key_program(ring, workspace_id, create=True)
+            assert key is not None
+            keys[workspace_id] = key
+        return keys[workspace_id]
+
+    # Events: the body sealed and its blind-index tokens computed, in one update.
+    found = yield Q(
+        "SELECT workspace_id, conversation_id, seq, kind, body FROM events"
+        " WHERE body IS NOT NULL AND body NOT LIKE 'lc1:%' LIMIT ?",
+        (batch,),
+    )
+    for row in found.rows:
+        key = yield from key_of(str(row["workspace_id"]))
+        body = str(row["body"])
+        terms = key.terms(body) if row["kind"] in SEARCHABLE_KINDS else None
+        yield Q(
+            "UPDATE events SET body=?, search_terms=? WHERE conversation_id=? AND seq=?",
+            (key.seal(body, "events.body"), terms, row["conversation_id"], row["seq"]),
+        )
+        sealed += 1
     for table, cols in SEALED_COLUMNS.items():
+        if table == "events":
+            continue
         unsealed = " OR ".join(f"({c} IS NOT NULL AND {c} NOT LIKE 'lc1:%')" for c in cols)
         found = yield Q(
             f"SELECT id, workspace_id, {','.join(cols)} FROM {table} WHERE {unsealed} LIMIT ?",
             (batch,),
         )
-        keys: dict[str, DataKey] = {}
         for row in found.rows:
-            workspace_id = str(row["workspace_id"])
-            if workspace_id not in keys:
-                key = yield from data_key_program(ring, workspace_id, create=True)
-                assert key is not None
-                keys[workspace_id] = key
+            key = yield from key_of(str(row["workspace_id"]))
             values: dict[str, Any] = {c: row[c] for c in cols}
             for c in cols:
                 if isinstance(values[c], str) and not is_sealed(values[c]):
-                    values[c] = keys[workspace_id].seal(values[c], f"{table}.{c}")
+                    values[c] = key.seal(values[c], f"{table}.{c}")
             sets = ",".join(f"{c}=?" for c in cols)
             yield Q(f"UPDATE {table} SET {sets} WHERE id=?", (*values.values(), row["id"]))
             sealed += 1

@@ -29,7 +29,9 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -51,7 +53,45 @@ KEY_FILE_SUFFIX: Final = ".master-key"
 # ``attributes``).
 SEALED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "visitors": ("name", "email", "attributes", "ip"),
+    "events": ("body",),
 }
+SEARCHABLE_KINDS: Final = frozenset({"message", "offline_message", "note"})
+MAX_QUERY_WORDS: Final = 16
+_TOKEN_BYTES: Final = 12  # 96-bit keyed tokens: collisions between words are negligible
+_TOKEN_CACHE_WORDS: Final = 50_000  # per workspace key: a chat vocabulary fits
+_WORD: Final = re.compile(r"\w+")
+
+
+def search_words(text: str) -> list[str]:
+    """Whole words as search compares them: lower case, accents removed (``Café`` = ``cafe``),
+    split on anything that is not a letter, digit or underscore."""
+    lowered = text.lower()
+    if lowered.isascii():  # the common case: nothing to fold
+        return _WORD.findall(lowered)
+    folded = unicodedata.normalize("NFKD", lowered)
+    return _WORD.findall("".join(c for c in folded if not unicodedata.combining(c)))
+
+
+def make_snippet(body: str, words: set[str], *, around: int = 12) -> str:
+    """The hit's text around its first matching word, matching words in [brackets], at most
+    ``2 * around`` words, with ``…`` where text was left out (made from the decrypted body)."""
+    parts = re.split(r"(\w+)", body)  # words at the odd indexes
+    positions = list(range(1, len(parts), 2))
+    if not positions:
+        return body
+    matched = {i for i in positions if any(w in words for w in search_words(parts[i]))}
+    first = min(matched) if matched else positions[0]
+    at = positions.index(first)
+    lo, hi = max(0, at - around), min(len(positions), at + around)
+    start = 0 if lo == 0 else positions[lo]
+    end = len(parts) if hi == len(positions) else positions[hi - 1] + 1
+    text = "".join(f"[{parts[i]}]" if i in matched else parts[i] for i in range(start, end))
+    return ("…" if lo > 0 else "") + text.strip() + ("…" if hi < len(positions) else "")
+
+
+def plain_terms(text: str) -> str:
+    """The search column of an unencrypted event: its distinct words (no key, no secrecy)."""
+    return " ".join(sorted(set(search_words(text))))
 
 
 def _b64(data: bytes) -> str:
@@ -129,13 +169,37 @@ class MasterKeyRing:
 
 
 class DataKey:
-    """One workspace's data key: seals and opens column values."""
+    """One workspace's data key: seals and opens column values, and makes the keyed search
+    tokens of the workspace's blind index."""
 
-    __slots__ = ("_aead", "workspace_id")
+    __slots__ = ("_aead", "_search_mac", "_tokens", "workspace_id")
 
     def __init__(self, workspace_id: str, key: bytes) -> None:
         self.workspace_id = workspace_id
         self._aead = AESGCM(key)
+        # A separate key for the blind index, derived from the data key: destroying the data
+        # key destroys the ability to make (or test guesses against) the tokens too.
+        search_key = hmac.new(key, b"livechat blind index v1", hashlib.sha256).digest()
+        self._search_mac = hmac.new(search_key, digestmod=hashlib.sha256)
+        # Tokens of recent words: the hot path computes each word's HMAC once, not per message.
+        self._tokens: dict[str, str] = {}
+
+    def token(self, word: str) -> str:
+        """The blind-index token of one normalised word: HMAC-SHA-256, 96 bits, hex."""
+        token = self._tokens.get(word)
+        if token is None:
+            mac = self._search_mac.copy()
+            mac.update(word.encode())
+            token = mac.digest()[:_TOKEN_BYTES].hex()
+            if len(self._tokens) >= _TOKEN_CACHE_WORDS:
+                self._tokens.clear()
+            self._tokens[word] = token
+        return token
+
+    def terms(self, text: str) -> str:
+        """The search column of an encrypted event: the distinct tokens of its words, sorted
+        (so neither word order nor repetitions are kept)."""
+        return " ".join(sorted({self.token(w) for w in search_words(text)}))
 
     def seal(self, value: str, column: str) -> str:
         nonce = os.urandom(NONCE_BYTES)

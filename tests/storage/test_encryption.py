@@ -12,6 +12,7 @@ from storage import EncryptionError, MasterKeyRing, open_backend
 from storage._base import SqlStorage
 from storage.crypto import default_key_file, new_master_key_text, parse_master_keys
 from tests.storage.conftest import Opener
+from tests.storage.helpers import message
 from tests.storage.test_commands import cli
 
 NAME = "Zebulon Quixotic-Plaintext"
@@ -103,16 +104,23 @@ async def test_seal_and_unseal_bind_workspace_and_purpose_and_die_with_the_works
 
 async def test_plaintext_from_before_encryption_is_sealed_at_start(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/old.db"
+    body = "the parcel to Kalamazoo never arrived"
     async with open_backend(url) as plain:  # a database from before encryption
         ws = await plain.create_workspace(name="acme")
         visitor_id = await _visitor_with_personal_data(plain, ws.id)
-    assert _files_holding(tmp_path, [EMAIL])
+        conv = await plain.create_conversation(ws.id, visitor_id=visitor_id)
+        await plain.append(message(conv, body))
+    assert _files_holding(tmp_path, [EMAIL, "Kalamazoo"])
     async with open_backend(url, keyring=ring(new_master_key_text())) as store:
         assert (await store.get_visitor(ws.id, visitor_id)).email == EMAIL  # type: ignore[union-attr]
-        assert await store.seal_plaintext() == 1
+        assert [e.body for e in await store.history(ws.id, conv.id)] == [body]
+        assert await store.seal_plaintext() == 2  # the event and the visitor
         assert await store.seal_plaintext() == 0
         assert (await store.get_visitor(ws.id, visitor_id)).email == EMAIL  # type: ignore[union-attr]
-    assert _files_holding(tmp_path, [NAME, EMAIL, ATTRIBUTE, IP]) == []
+        assert [e.body for e in await store.history(ws.id, conv.id)] == [body]
+        hits = await store.search(ws.id, "kalamazoo")  # re-indexed with keyed tokens
+        assert [h.snippet for h in hits] == ["the parcel to [Kalamazoo] never arrived"]
+    assert _files_holding(tmp_path, [NAME, EMAIL, ATTRIBUTE, IP, "alamazoo", "parcel"]) == []
 
 
 async def test_master_key_rotation_under_traffic_loses_nothing(

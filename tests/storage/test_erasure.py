@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from storage import MasterKeyRing, open_backend
@@ -30,7 +31,8 @@ def _db_files(directory: Path) -> list[Path]:
 
 
 async def _chat(store: SqlStorage, workspace_id: str, name: str, words: list[str]) -> str:
-    visitor = await store.create_visitor(workspace_id, token_hash=f"t-{name}")
+    token_hash = hashlib.sha256(name.encode()).hexdigest()  # what the server stores
+    visitor = await store.create_visitor(workspace_id, token_hash=token_hash)
     await store.update_visitor(workspace_id, visitor.id, name=name, email=f"{name[:5]}@ex.org")
     conv = await store.create_conversation(workspace_id, visitor_id=visitor.id)
     for i, word in enumerate(words * 20):  # enough rows to span several pages and segments
@@ -41,11 +43,9 @@ async def _chat(store: SqlStorage, workspace_id: str, name: str, words: list[str
 async def test_erased_visitor_leaves_no_bytes_in_the_database_files_or_a_later_backup(
     tmp_path: Path,
 ) -> None:
+    """Without encryption (the worst case: plaintext bodies), so the grep sees real bytes."""
     url = f"sqlite:///{tmp_path}/live.db"
-    key_file = tmp_path / "master.key"
-    key_file.write_text(new_master_key_text())
-    ring = MasterKeyRing(parse_master_keys(key_file.read_text()))
-    async with open_backend(url, keyring=ring) as store:
+    async with open_backend(url) as store:
         ws = await store.create_workspace(name="acme")
         erased = await _chat(store, ws.id, ERASED_NAME, ERASED_WORDS)
         await _chat(store, ws.id, "Kept Visitor", [KEPT_WORD])
@@ -61,9 +61,35 @@ async def test_erased_visitor_leaves_no_bytes_in_the_database_files_or_a_later_b
         assert _grep(_db_files(tmp_path), [*ERASED_WORDS, ERASED_NAME]) == []
         assert _grep(_db_files(tmp_path), [KEPT_WORD])  # only the erased visitor is gone
     backup = tmp_path / "after.backup"
-    args = ("--database-url", url, "--master-key-file", str(key_file))
-    assert await cli("backup", *args, "--out", str(backup)) == 0
+    assert await cli("backup", "--database-url", url, "--out", str(backup)) == 0
     assert _grep([backup, *_db_files(tmp_path)], [*ERASED_WORDS, ERASED_NAME]) == []
+
+
+async def test_encrypted_bodies_and_names_never_reach_the_files_or_a_backup(
+    tmp_path: Path,
+) -> None:
+    """With a master key, message bodies and visitors' names are sealed: neither the database
+    files nor a backup hold them, before or after an erasure; search still finds whole words."""
+    url = f"sqlite:///{tmp_path}/live.db"
+    key_file = tmp_path / "master.key"
+    key_file.write_text(new_master_key_text())
+    ring = MasterKeyRing(parse_master_keys(key_file.read_text()))
+    secrets = [*ERASED_WORDS, ERASED_NAME, KEPT_WORD, "Kept Visitor"]
+    async with open_backend(url, keyring=ring) as store:
+        ws = await store.create_workspace(name="acme")
+        erased = await _chat(store, ws.id, ERASED_NAME, ERASED_WORDS)
+        await _chat(store, ws.id, "Kept Visitor", [KEPT_WORD])
+        hits = await store.search(ws.id, f"{KEPT_WORD.upper()} more")
+        assert len(hits) == 20 and f"[{KEPT_WORD}]" in hits[0].snippet
+        assert hits[0].body.startswith("message ")
+        assert _grep(_db_files(tmp_path), secrets) == []
+        before = tmp_path / "before.backup"
+        args = ("--database-url", url, "--master-key-file", str(key_file))
+        assert await cli("backup", *args, "--out", str(before)) == 0
+        assert _grep([before], secrets) == []
+        await store.erase_visitor(ws.id, erased)
+        assert await store.search(ws.id, ERASED_WORDS[1]) == []
+    assert _grep(_db_files(tmp_path), secrets) == []
 
 
 async def test_purged_workspace_leaves_no_bytes_in_the_database_files(tmp_path: Path) -> None:

@@ -20,3 +20,13 @@ CREATE TABLE data_keys (
     wrapped TEXT NOT NULL,
     master_key_id TEXT NOT NULL
 );
+
+-- Blind index: message bodies are sealed, so search indexes search_terms instead: the keyed
+-- tokens of the body's words (storage/crypto.py). Events stored before this migration are
+-- sealed and indexed at the next server start (or `livechat keys migrate`).
+ALTER TABLE events DROP COLUMN tsv;
+ALTER TABLE events ADD COLUMN search_terms TEXT;
+ALTER TABLE events ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
+    to_tsvector('simple', coalesce(search_terms, ''))
+) STORED;
+CREATE INDEX events_tsv ON events USING gin (tsv);

@@ -20,3 +20,32 @@ CREATE TABLE data_keys (
     wrapped TEXT NOT NULL,
     master_key_id TEXT NOT NULL
 );
+
+-- Blind index: message bodies are sealed, so search indexes search_terms instead: the keyed
+-- tokens of the body's words (storage/crypto.py). Events stored before this migration are
+-- sealed and indexed at the next server start (or `livechat keys migrate`).
+ALTER TABLE events ADD COLUMN search_terms TEXT;
+DROP TRIGGER events_fts_insert;
+DROP TRIGGER events_fts_delete;
+DROP TABLE events_fts;
+CREATE VIRTUAL TABLE events_fts USING fts5 (
+    search_terms, content = 'events', content_rowid = 'rowid', tokenize = 'unicode61'
+);
+CREATE TRIGGER events_fts_insert AFTER INSERT ON events
+WHEN new.search_terms IS NOT NULL
+BEGIN
+    INSERT INTO events_fts (rowid, search_terms) VALUES (new.rowid, new.search_terms);
+END;
+CREATE TRIGGER events_fts_delete AFTER DELETE ON events
+WHEN old.search_terms IS NOT NULL
+BEGIN
+    INSERT INTO events_fts (events_fts, rowid, search_terms)
+    VALUES ('delete', old.rowid, old.search_terms);
+END;
+CREATE TRIGGER events_fts_update AFTER UPDATE OF search_terms ON events
+BEGIN
+    INSERT INTO events_fts (events_fts, rowid, search_terms)
+    SELECT 'delete', old.rowid, old.search_terms WHERE old.search_terms IS NOT NULL;
+    INSERT INTO events_fts (rowid, search_terms)
+    SELECT new.rowid, new.search_terms WHERE new.search_terms IS NOT NULL;
+END;
