@@ -1124,11 +1124,16 @@ class SqlStorage(abc.ABC):
     # ------------------------------------------------------------ export, import, retention
 
     async def export_jsonl(
-        self, workspace_id: str, *, visitor_id: str | None = None
+        self, workspace_id: str, *, visitor_id: str | None = None, sealed: bool = False
     ) -> AsyncIterator[str]:
-        """Decrypted with the workspace's data key: this is the customer's copy of their data."""
-        key = await self.data_key(workspace_id)
-        async for line in export.export_jsonl(self, workspace_id, visitor_id=visitor_id, key=key):
+        """Decrypted with the workspace's data key: the customer's copy of their data. With
+        ``sealed`` (a workspace backup kept on the server): values as stored, plus the
+        workspace's wrapped data key; restoring it needs the master key."""
+        key = None if sealed else await self.data_key(workspace_id)
+        lines = export.export_jsonl(
+            self, workspace_id, visitor_id=visitor_id, key=key, sealed=sealed
+        )
+        async for line in lines:
             yield line
 
     def export_database_jsonl(self) -> AsyncIterator[str]:

@@ -138,13 +138,13 @@ _BY_NAME: Final = {t.name: t for t in TABLES}
 
 
 def _scope(
-    table: _Table, workspace_id: str | None, visitor_id: str | None
+    table: _Table, workspace_id: str | None, visitor_id: str | None, *, sealed: bool = False
 ) -> tuple[str, list[Any]] | None:
     """The WHERE clause selecting this table's rows of the export's scope; None: table skipped."""
     if workspace_id is None:  # the whole database
         return "1=1", []
     if visitor_id is None:
-        if table.name in ("secrets", "data_keys"):
+        if table.name == "secrets" or (table.name == "data_keys" and not sealed):
             return None
         if table.name == "workspaces":
             return "id=?", [workspace_id]
@@ -170,7 +170,7 @@ def _exported(table: _Table, row: Mapping[str, Any]) -> dict[str, Any]:
     for column in table.columns:
         value = row[column]
         if value is not None:
-            if column in table.json_columns:
+            if column in table.json_columns and not is_sealed(value):  # sealed: text as stored
                 value = json.loads(value)
             elif column in table.bool_columns:
                 value = bool(value)
@@ -195,11 +195,14 @@ async def export_jsonl(
     *,
     visitor_id: str | None,
     key: DataKey | None = None,
+    sealed: bool = False,
 ) -> AsyncIterator[str]:
     """Stream the export (each item one line with its newline) from one consistent snapshot.
 
     ``key``: the workspace's data key; sealed columns are exported decrypted with it. A
-    whole-database export (a backup) is never decrypted: it holds the wrapped data keys.
+    whole-database export (a backup) is never decrypted: it holds the wrapped data keys; so
+    does a ``sealed`` workspace export (``POST /backups``): values as stored, and the
+    workspace's data key wrapped by the master key.
     """
     dialect = store.dialect
     scope = "database" if workspace_id is None else "visitor" if visitor_id else "workspace"
@@ -214,7 +217,7 @@ async def export_jsonl(
     counts: dict[str, int] = {}
     async with store.transaction(write=False) as tx:
         for table in TABLES:
-            where = _scope(table, workspace_id, visitor_id)
+            where = _scope(table, workspace_id, visitor_id, sealed=sealed)
             if where is None:
                 continue
             base_sql, base_args = where
@@ -350,7 +353,7 @@ def _imported(table: _Table, row: Mapping[str, Any]) -> list[Any]:
     for column in table.columns:
         # Columns added after the first export format are absent from older files: NULL.
         value = row.get(column) if column in _ADDED_LATER else row[column]
-        if value is not None and column in table.json_columns:
+        if value is not None and column in table.json_columns and not is_sealed(value):
             value = dump_json(value)
         elif isinstance(value, int) and not isinstance(value, bool) and column.endswith("_at"):
             value = float(value)

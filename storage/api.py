@@ -604,9 +604,10 @@ class Storage(Protocol):
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...
     def export_jsonl(
-        self, workspace_id: str, *, visitor_id: str | None = None
+        self, workspace_id: str, *, visitor_id: str | None = None, sealed: bool = False
     ) -> AsyncIterator[str]:
-        """One JSON object per line (``{"table": ..., "row": {...}}``), workspace or visitor."""
+        """One JSON object per line (``{"table": ..., "row": {...}}``), workspace or visitor;
+        decrypted, or with ``sealed`` as stored (with the wrapped data key: a backup)."""
         ...
 
     def export_csv(self, workspace_id: str) -> AsyncIterator[str]:

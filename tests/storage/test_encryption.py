@@ -3,6 +3,7 @@ a master key; the master key rotates under traffic without losing anything."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,34 @@ async def test_keys_rotate_cli_rewraps_while_a_server_keeps_writing(
         assert await store.check_data_keys() == 2
     assert await cli("keys", "status", "--database-url", url) == 0
     assert f"data keys wrapped by {current.current_id}: 2" in capsys.readouterr().out
+
+
+async def test_a_whole_database_backup_is_ciphertext_and_restores_with_the_master_key(
+    storage: SqlStorage, tmp_path: Path
+) -> None:
+    """The PostgreSQL backup format (and the SQLite-to-PostgreSQL path): values as stored,
+    data keys wrapped; a restore reads them with the same master key and no other."""
+    key = new_master_key_text()
+    await storage.use_keys(ring(key))
+    ws = await storage.create_workspace(name="acme")
+    visitor_id = await _visitor_with_personal_data(storage, ws.id)
+    conv = await storage.create_conversation(ws.id, visitor_id=visitor_id)
+    await storage.append(message(conv, "the parcel to Kalamazoo never arrived"))
+    lines = [line async for line in storage.export_database_jsonl()]
+    text = "".join(lines)
+    assert not [s for s in (NAME, EMAIL, ATTRIBUTE, IP, "Kalamazoo") if s in text]
+
+    async def replay() -> AsyncIterator[str]:
+        for line in lines:
+            yield line
+
+    async with open_backend(f"sqlite:///{tmp_path}/restored.db", keyring=ring(key)) as target:
+        await target.import_jsonl(replay())
+        assert await target.check_data_keys() == 1
+        got = await target.get_visitor(ws.id, visitor_id)
+        assert got is not None and (got.email, got.attributes) == (EMAIL, {"tier": ATTRIBUTE})
+        assert [h.seq for h in await target.search(ws.id, "kalamazoo")] == [1]
+    async with open_backend(f"sqlite:///{tmp_path}/other.db") as keyless:
+        await keyless.import_jsonl(replay())
+        with pytest.raises(EncryptionError, match="give the master key"):
+            await keyless.check_data_keys()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from storage import MasterKeyRing, open_backend
+from storage.crypto import parse_master_keys
 from tests.web.client import bearer, open_peer, visitor
 from tests.web.server import TestServer, run_test_server, test_settings
 from web.errors import ConfigError
@@ -56,3 +59,40 @@ def test_a_malformed_master_key_is_refused_by_name(tmp_path: Path) -> None:
     settings = test_settings(tmp_path, master_key="dG9vIHNob3J0")  # "too short"
     with pytest.raises(ConfigError, match="master key: a master key must be 32 bytes"):
         master_keys(settings)
+
+
+async def test_a_workspace_backup_on_the_server_holds_only_ciphertext_and_restores_with_the_key(
+    tmp_path: Path,
+) -> None:
+    word = "Xanthoriaparietina"
+    async with run_test_server(tmp_path) as srv:
+        async with open_peer(
+            srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+        ) as vis:
+            await visitor(srv, vis)
+            assert (await vis.request("update_profile", email=EMAIL))["type"] == "result"
+            sent = await vis.request("send_message", client_msg_id="m-1", text=f"about {word}")
+            assert sent["type"] == "result", sent
+        owner = bearer(srv.base_url, srv.acme.owner.token)
+        download = await owner.get("/api/v1/export")
+        assert word in download.body.decode() and EMAIL in download.body.decode()  # readable
+        found = (await owner.get(f"/api/v1/conversations/search?q={word.lower()}")).json()
+        assert [h["snippet"] for h in found["hits"]] == [f"about [{word}]"]
+        made = await owner.post("/api/v1/backups")
+        assert made.status == 201, made.body
+        path = Path(made.json()["path"])
+    data = path.read_bytes()
+    assert word.encode() not in data and EMAIL.encode() not in data
+    assert b'"table":"data_keys"' in data  # wrapped by the master key, which is not in it
+
+    ring = MasterKeyRing(parse_master_keys((tmp_path / "livechat.db.master-key").read_text()))
+
+    async def lines() -> AsyncIterator[str]:
+        for line in data.decode().splitlines():
+            yield line
+
+    async with open_backend(f"sqlite:///{tmp_path}/restored.db", keyring=ring) as restored:
+        await restored.import_jsonl(lines())
+        assert await restored.check_data_keys() == 1
+        hits = await restored.search(srv.acme.id, word)
+        assert [h.body for h in hits] == [f"about {word}"]
