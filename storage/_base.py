@@ -330,14 +330,30 @@ class SqlStorage(abc.ABC):
         key = await self.data_key(workspace_id)
         return value if key is None else key.open(value, purpose)
 
-    async def rotate_master_key(self, new: MasterKeyRing) -> int:
+    async def rotate_master_key(self, new: MasterKeyRing, *, actor: str = "cli") -> int:
         """Re-wrap every data key under ``new``'s current master key, in one transaction, and
         use ``new`` from now on; returns how many keys were re-wrapped. ``new`` should keep the
         old master key as an older one until every server has restarted with ``new``."""
         old = self._keyring
         if old is None:
             raise EncryptionError("this storage has no master key to rotate")
-        count = await self._write(rewrap_program(old, new))
+        now = self._clock()
+
+        def program() -> Program[int]:
+            count = yield from rewrap_program(old, new)
+            # Server-wide, in the same transaction: who rotated, to which key, how many.
+            yield from append_audit_program(
+                self._dialect,
+                None,
+                actor=actor,
+                action="keys.rotated",
+                target=f"master_key:{new.current_id}",
+                details={"rewrapped": count, "master_keys": list(new.ids)},
+                at=now,
+            )
+            return count
+
+        count = await self._write(program())
         self._keyring = new
         return count
 

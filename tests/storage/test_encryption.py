@@ -201,6 +201,10 @@ async def test_keys_rotate_cli_rewraps_while_a_server_keeps_writing(
         for ws_id, v_id in written:
             assert await store.get_visitor(ws_id, v_id) is not None
         assert await store.check_data_keys() == 2
+    async with open_backend(url, keyring=current) as store:
+        rotations = [e for e in (await store.list_audit(None)).items if e.action == "keys.rotated"]
+        assert [e.target for e in rotations] == [f"master_key:{current.current_id}"] * 2
+        assert (await store.verify_audit(None)).ok
     assert await cli("keys", "status", "--database-url", url) == 0
     assert f"data keys wrapped by {current.current_id}: 2" in capsys.readouterr().out
 
