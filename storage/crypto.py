@@ -185,12 +185,13 @@ class DataKey:
         self._tokens: dict[str, str] = {}
 
     def token(self, word: str) -> str:
-        """The blind-index token of one normalised word: HMAC-SHA-256, 96 bits, hex."""
+        """The blind-index token of one normalised word: "t" + HMAC-SHA-256 (96 bits) in hex."""
         token = self._tokens.get(word)
         if token is None:
             mac = self._search_mac.copy()
             mac.update(word.encode())
-            token = mac.digest()[:_TOKEN_BYTES].hex()
+            # A letter first: PostgreSQL's parser would split "3e4a..." at a float ("3e4").
+            token = "t" + mac.digest()[:_TOKEN_BYTES].hex()
             if len(self._tokens) >= _TOKEN_CACHE_WORDS:
                 self._tokens.clear()
             self._tokens[word] = token

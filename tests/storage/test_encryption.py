@@ -238,3 +238,25 @@ async def test_a_whole_database_backup_is_ciphertext_and_restores_with_the_maste
         await keyless.import_jsonl(replay())
         with pytest.raises(EncryptionError, match="give the master key"):
             await keyless.check_data_keys()
+
+
+async def test_search_finds_each_whole_word_and_nothing_else_on_both_backends(
+    storage: SqlStorage,
+) -> None:
+    """Many words through the blind index, on both backends' full-text engines: every word
+    finds exactly its messages (PostgreSQL's parser once split tokens such as 3e4… at a
+    float); prefixes and other workspaces' words find nothing."""
+    await storage.use_keys(ring(new_master_key_text()))
+    ws = await storage.create_workspace(name="acme")
+    visitor = await storage.create_visitor(ws.id, token_hash="t")
+    conv = await storage.create_conversation(ws.id, visitor_id=visitor.id)
+    words = [f"w{n}x{n * 7919 % 1000}" for n in range(150)]
+    for i in range(0, len(words), 3):
+        await storage.append(message(conv, " ".join(words[i : i + 3])))
+    for n, word in enumerate(words):
+        hits = await storage.search(ws.id, word)
+        assert [h.seq for h in hits] == [n // 3 + 1], word
+        assert f"[{word}]" in hits[0].snippet
+    assert await storage.search(ws.id, words[0][:3]) == []  # no prefixes
+    other = await storage.create_workspace(name="globex")
+    assert await storage.search(other.id, words[0]) == []
