@@ -50,7 +50,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from web.server import run_server
 
-    trio.run(run_server, settings)
+    refused: list[str] = []
+    try:
+        trio.run(run_server, settings)
+    except* ConfigError as group:  # found at start (a wrong or missing master key)
+        refused.extend(str(err) for err in group.exceptions)
+    if refused:
+        print(f"livechat: error: {refused[0]}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -148,6 +148,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with open_storage(
         settings.database_url, keyring=ring, **storage_options(settings)
     ) as storage:
+        try:
+            # A wrong master key fails here, at start, not at the first message of a workspace.
+            await storage.check_data_keys()
+        except EncryptionError as err:
+            raise ConfigError(f"master key: {err}") from err
         sealed = await storage.seal_plaintext()
         if sealed:
             log.warning("encrypted %d rows stored in plaintext before encryption", sealed)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from storage import MasterKeyRing, open_backend
-from storage.crypto import parse_master_keys
+from storage.crypto import new_master_key_text, parse_master_keys
 from tests.web.client import bearer, open_peer, visitor
-from tests.web.server import TestServer, run_test_server, test_settings
+from tests.web.server import TestServer, free_port, run_test_server, test_settings
 from web.errors import ConfigError
 from web.services import master_keys
 
@@ -96,3 +99,52 @@ async def test_a_workspace_backup_on_the_server_holds_only_ciphertext_and_restor
         assert await restored.check_data_keys() == 1
         hits = await restored.search(srv.acme.id, word)
         assert [h.body for h in hits] == [f"about {word}"]
+
+
+async def test_a_wrong_master_key_stops_the_server_at_start(tmp_path: Path) -> None:
+    async with run_test_server(tmp_path) as first:
+        # The first start generates the key; a visitor makes the workspace's data key.
+        async with open_peer(
+            first.visitor_ws_url(first.acme.widget_key), origin=first.acme.site_origin
+        ) as vis:
+            await visitor(first, vis)
+        seeded = (first.acme, first.globex)
+    (tmp_path / "livechat.db.master-key").write_text(new_master_key_text() + "\n")
+    with pytest.raises(ConfigError, match="master key: data key of 'workspace:"):
+        async with run_test_server(tmp_path, seeded=seeded):
+            pass
+
+
+def test_serve_with_a_wrong_master_key_exits_2_naming_it(tmp_path: Path) -> None:
+    db = tmp_path / "live.db"
+
+    async def make() -> None:
+        ring = MasterKeyRing(parse_master_keys(new_master_key_text()))
+        async with open_backend(f"sqlite:///{db}", keyring=ring) as store:
+            ws = await store.create_workspace(name="acme")
+            await store.data_key(ws.id)
+
+    trio.run(make)
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(new_master_key_text())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "web.cli",
+            "serve",
+            "--database-url",
+            f"sqlite:///{db}",
+            "--master-key-file",
+            str(wrong),
+            "--port",
+            str(free_port()),
+            "--no-demo",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "livechat: error: master key: data key of 'workspace:" in done.stderr
+    assert "Traceback" not in done.stderr
