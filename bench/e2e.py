@@ -14,9 +14,12 @@ process(es) on the other cores. For each target, P visitor-agent pairs are opene
 - **closed loop**: every pair ping-pongs (``--window`` messages in flight per pair), so the server
   runs flat out: the saturation throughput.
 
-Reported per phase: delivered messages/s, p50/p99/p999 latency per direction, lost, duplicated,
-errors, server CPU and RSS, load-generator CPU (and whether it was saturated). The closing
-``ratio_to_ceiling`` is server closed-loop throughput / relay closed-loop throughput.
+Reported per phase: delivered messages/s, p50/p99/p999 latency per direction, what was not
+delivered by the end of the phase (acknowledged or not), duplicated, errors, 1013 cuts, resyncs,
+resends, server CPU and RSS, load-generator CPU (and whether it was saturated). The closing
+``ratio_to_ceiling`` is server closed-loop throughput / relay closed-loop throughput; ``lost``
+and ``acked_undelivered`` are what was never delivered by the end of the run (``late`` arrived
+after its phase had counted it missing), ``given_up`` what the client dropped after a refusal.
 """
 
 from __future__ import annotations
@@ -240,8 +243,11 @@ async def _measure_target(
                     )
                 if summary["errors"] or summary["lost"]:
                     result.notes.append(
-                        f"{label} {phase}: {summary['errors']} errors, {summary['lost']} lost "
-                        f"(rejected: {summary['rejected']}, closed: {summary['close_reasons']})"
+                        f"{label} {phase}: {summary['errors']} errors, {summary['lost']} not "
+                        f"delivered by the end of the phase ({summary['acked_undelivered']} "
+                        f"acknowledged; rejected: {summary['rejected']}, closed: "
+                        f"{summary['close_reasons']}, {summary['resent_after_resume']} resent "
+                        f"after resume, {summary['resyncs']} resyncs)"
                     )
                 if summary["paced_sends"]:
                     result.notes.append(
@@ -384,6 +390,17 @@ async def _run_phase(
         "delivered": delivered,
         "delivered_msgs_s": round(delivered / elapsed, 1),
         "lost": merged["lost"],
+        "acked_undelivered": merged["acked_undelivered"],
+        "unacked": merged["unacked"],
+        "outstanding_acked": merged["outstanding_acked"],
+        "outstanding_unacked": merged["outstanding_unacked"],
+        "given_up": merged["given_up"],
+        "given_up_total": merged["given_up_total"],
+        "resent_after_resume": merged["resent"],
+        "resent_after_timeout": merged["timed_out"],
+        "resyncs": merged["resyncs"],
+        "via_history": merged["via_history"],
+        "cuts_1013": sum(n for k, n in merged["close_reasons"].items() if k.startswith("1013")),
         "duplicates": merged["duplicates"],
         "errors": merged["send_errors"]
         + merged["closed_sockets"]
@@ -394,6 +411,7 @@ async def _run_phase(
         "close_reasons": merged["close_reasons"],
         "paced_sends": merged["paced"],
         "rate_limited_retries": merged["retried"],
+        "retried_by_code": merged["retried_codes"],
         "late_so_far": merged["late_total"],  # counted lost by a phase, delivered later
         "reconnects": merged["reconnects"],
         "reconnect_failures": merged["reconnect_failures"],
@@ -441,15 +459,20 @@ def _conclude(result: BenchResult, params: E2EParams) -> None:
     phases = [
         p for t in (server, relay) if t for k, p in t.items() if k.startswith(("open", "closed"))
     ]
-    # A message a phase gave up on but that arrived later (``late_so_far`` counts them, per
-    # target, since the start) is late, not lost.
+    # Per target, what was still undelivered after its last phase (every phase's leftovers that
+    # never turned up): acknowledged (a server bug) or not (lost after resend). A message a phase
+    # gave up on but that arrived later (``late_so_far``) is late, not lost.
     targets = [t for t in (server, relay) if t]
-    lost = sum(p["lost"] for p in phases) - sum(
-        max(p["late_so_far"] for k, p in t.items() if k.startswith(("open", "closed")))
+    lasts = [
+        [p for k, p in t.items() if k.startswith(("open", "closed"))][-1]
         for t in targets
-    )
+        if any(k.startswith(("open", "closed")) for k in t)
+    ]
+    acked_undelivered = sum(p["outstanding_acked"] for p in lasts)
+    lost = sum(p["outstanding_unacked"] for p in lasts)
+    late = sum(p["late_so_far"] for p in lasts)
     duplicates = sum(p["duplicates"] for p in phases)
-    losses = [lost, duplicates]
+    losses = [acked_undelivered, lost, duplicates]
     result.results["targets"] = {
         "ratio_to_ceiling": {
             "target": f">= {TARGET_RATIO}",
@@ -463,6 +486,11 @@ def _conclude(result: BenchResult, params: E2EParams) -> None:
             "of": "server" if server else "relay",
         },
         "lost_or_duplicated": {"target": "0", "measured": sum(losses), "met": sum(losses) == 0},
+        "acked_undelivered": {
+            "target": "0",
+            "measured": acked_undelivered,
+            "met": acked_undelivered == 0,
+        },
     }
     result.results["delivered_msgs_s"] = measured["closed_loop"]["delivered_msgs_s"]
     result.results["p99_v2a_ms"] = p99
@@ -470,5 +498,9 @@ def _conclude(result: BenchResult, params: E2EParams) -> None:
     if half:
         result.results["half_saturation_msgs_s"] = half["offered_msgs_s"]
         result.results["p99_v2a_ms_at_half_saturation"] = half["latency_v2a"]["p99_ms"]
+    result.results["acked_undelivered"] = acked_undelivered
     result.results["lost"] = lost
+    result.results["late"] = late
+    result.results["given_up"] = sum(p["given_up_total"] for p in lasts)
+    result.results["cuts_1013"] = sum(p["cuts_1013"] for p in phases)
     result.results["duplicates"] = duplicates

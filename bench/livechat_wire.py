@@ -41,13 +41,26 @@ from bench.target import (
     read_rss_kib,
     start_server,
 )
-from bench.wire import Delivery, PairLink, Parsed, Rejected, Reply, WireError, connect
+from bench.wire import (
+    Acked,
+    Delivery,
+    HistoryPage,
+    PairLink,
+    Parsed,
+    Rejected,
+    Reply,
+    Resync,
+    WireError,
+    connect,
+)
 
 API = "/api/v1"
 BENCH_PASSWORD = "bench-password-not-secret"  # throwaway accounts in a throwaway database
 HANDSHAKE_TIMEOUT_S = 30.0
 SETUP_CONCURRENCY = 8
 FRAMES_PER_10S = 200  # the server's fixed per-connection frame budget (docs/protocol.md)
+HISTORY_PAGE = 200  # get_history's largest page
+HISTORY_ID_PREFIX = "history:"  # request ids of history fetches (sends use their client_msg_id)
 _UNLIMITED = 1_000_000_000
 
 # Every bench client shares one IP: lift the per-IP limits that would otherwise refuse it.
@@ -242,8 +255,23 @@ class LiveChatWire:
     def max_frames_per_10s(self) -> int | None:
         return FRAMES_PER_10S
 
+    @property
+    def acknowledges(self) -> bool:
+        return True
+
     def heartbeat_frame(self) -> str | None:
         return '{"type":"ping","id":"hb"}'
+
+    def history_frame(self, conversation_id: str, after_seq: int) -> str | None:
+        return json.dumps(
+            {
+                "type": "get_history",
+                "id": f"{HISTORY_ID_PREFIX}{conversation_id}:{after_seq}",
+                "conversation_id": conversation_id,
+                "after_seq": after_seq,
+                "limit": HISTORY_PAGE,
+            }
+        )
 
     async def _visitor(
         self, nursery: trio.Nursery, token: str | None = None, resume: dict[str, int] | None = None
@@ -332,15 +360,26 @@ class LiveChatWire:
         frame = json.loads(text)
         kind = frame.get("type")
         if kind == "event":
-            event = frame.get("event") or {}
-            seq = event.get("seq")
-            return Delivery(
-                client_msg_id=str(event.get("client_msg_id") or ""),
-                seq=seq if isinstance(seq, int) else None,
-                conversation_id=event.get("conversation_id"),
-            )
+            return _delivery(frame.get("event") or {})
         if kind == "ping":
             return Reply(text='{"type":"pong"}')
+        if kind == "result":
+            rid = frame.get("id")
+            result = frame.get("result") or {}
+            if result.get("type") == "message_ack" and isinstance(rid, str):
+                return Acked(request_id=rid)
+            if result.get("type") == "history":
+                return HistoryPage(
+                    conversation_id=str(result.get("conversation_id")),
+                    events=tuple(_delivery(e) for e in result.get("events") or ()),
+                    has_more=bool(result.get("has_more")),
+                )
+            return None
+        if kind == "resync_required":
+            return Resync(
+                conversation_id=str(frame.get("conversation_id")),
+                from_seq=int(frame.get("from_seq") or 0),
+            )
         if kind == "error":
             rid = frame.get("id")
             return Rejected(
@@ -350,6 +389,15 @@ class LiveChatWire:
                 retry_after_s=_float_or_none(frame.get("retry_after_s")),
             )
         return None
+
+
+def _delivery(event: dict[str, Any]) -> Delivery:
+    seq = event.get("seq")
+    return Delivery(
+        client_msg_id=str(event.get("client_msg_id") or ""),
+        seq=seq if isinstance(seq, int) else None,
+        conversation_id=event.get("conversation_id"),
+    )
 
 
 def _float_or_none(value: Any) -> float | None:

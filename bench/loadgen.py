@@ -12,9 +12,17 @@ stdin/stdout:
 
 Every message a child sends is tracked by its ``client_msg_id`` from the moment it is sent to the
 moment the other side of its pair receives it; after each phase the child waits (bounded by
-``drain_s``) for the stragglers, then counts what never arrived as lost and what arrived twice as
-duplicated. A child reports its own CPU time so the parent can say when the load generator, not
-the server, was the bottleneck.
+``drain_s``) for the stragglers, then counts what never arrived, and what arrived twice as
+duplicated. It behaves as docs/protocol.md asks of a client: a socket the server closes with a
+resumable code is reopened with ``resume``; a ``resync_required`` is answered by fetching the gap
+with ``get_history`` (those deliveries count as ``via_history``); every send not yet acknowledged
+on the old socket is sent again, with the same ``client_msg_id``, on the new one; a refusal with
+``retry_after_s`` (or ``overloaded``) is sent again after the wait. What never arrived is then
+split by what the server said: acknowledged but never delivered (``acked_undelivered``: a server
+bug, always), not acknowledged (``unacked``: lost after resend), or refused without a retry hint
+(``given_up``: the client's choice). A message that arrives after its phase gave up on it is
+``late``, not lost. A child reports its own CPU time so the parent can say when the load
+generator, not the server, was the bottleneck.
 
 Cancellation: a child exits when its stdin closes (the parent died or gave up); the parent stops
 its children with ``close``, then SIGTERM, then SIGKILL, each step bounded in time.
@@ -30,14 +38,24 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from bench.wire import Delivery, PairLink, Rejected, Reply, Wire, make_wire
+from bench.wire import (
+    Acked,
+    Delivery,
+    HistoryPage,
+    PairLink,
+    Rejected,
+    Reply,
+    Resync,
+    Wire,
+    make_wire,
+)
 
 BIN_S = 0.25  # width of a throughput-over-time bin
 PROGRESS_INTERVAL_S = 0.5
@@ -50,6 +68,14 @@ RESUMABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1013, 4001})
 RECONNECT_TIMEOUT_S = 30.0
 DRAIN_CAP_FACTOR = 6  # a drain never lasts more than this many times its no-progress limit
 LINE_LIMIT_BYTES = 256 * 1024 * 1024
+# Refusals a client resends even without retry_after_s (docs/protocol.md: nothing was stored).
+RETRY_CODES = frozenset({"overloaded", "storage_unavailable", "rate_limited", "shutting_down"})
+DEFAULT_RETRY_S = 1.0
+# A send with no answer after this long is sent again (same client_msg_id), as the widget does
+# after its request timeout: a refusal the client cannot match to a request (a frame-rate limit
+# answers with "id": null) must not turn into a silent loss.
+REQUEST_TIMEOUT_S = 20.0
+SWEEP_INTERVAL_S = 2.0
 
 
 class LoadGenError(Exception):
@@ -79,6 +105,16 @@ def raise_nofile_limit(wanted: int) -> tuple[int, int, str | None]:
         note = f"open-file limit: could not raise soft limit {soft} to {target}: {err}"
         return soft, hard, note
     return target, hard, note
+
+
+def frame_id(frame: str) -> str:
+    """The ``client_msg_id`` of a message frame (the load generator's frames are compact JSON
+    with it as ``"id"``, see ``Wire.message_frame``); "" when there is none."""
+    try:
+        found = json.loads(frame).get("client_msg_id")
+    except ValueError:
+        return ""
+    return found if isinstance(found, str) else ""
 
 
 def cpu_seconds_self() -> float:
@@ -139,9 +175,15 @@ class _PhaseStats:
     paced: int = 0  # sends that waited for the server's per-connection frame budget
     retried: int = 0  # sends rejected with retry_after_s and sent again (same client_msg_id)
     rejected: dict[str, int] = attrs.field(factory=dict)  # server error code -> count
+    retried_codes: dict[str, int] = attrs.field(factory=dict)  # refusals resent later, by code
     close_reasons: dict[str, int] = attrs.field(factory=dict)
     reconnects: int = 0  # sockets reopened with resume after the server closed them
     reconnect_failures: int = 0
+    resent: int = 0  # unacknowledged sends sent again (same client_msg_id) after a reconnect
+    timed_out: int = 0  # sends with no answer after REQUEST_TIMEOUT_S, sent again
+    given_up: int = 0  # refused without a retry hint: the client dropped them
+    resyncs: int = 0  # resync_required received (then the gap is fetched with get_history)
+    via_history: int = 0  # first deliveries that came from such a history fetch
 
 
 class _Generator:
@@ -164,7 +206,11 @@ class _Generator:
         self._drained = trio.Event()  # set whenever nothing is in flight any more
         self.frame_budget = wire.max_frames_per_10s
         self.sent_at: dict[int, list[float]] = {}  # id(ws) -> recent send times, for pacing
-        self.frames: dict[str, tuple[WebSocketConnection, str]] = {}  # in flight, for retries
+        # Not yet delivered, for retries and resends: (pair, sending role, frame).
+        self.frames: dict[str, tuple[PairLink, str, str]] = {}
+        self.acked: set[str] = set()  # acknowledged by the server (durable)
+        self.last_sent: dict[str, float] = {}  # msg_id -> when it was last (re)sent
+        self.given_up_total = 0
         self.retry_nursery: trio.Nursery | None = None  # set while a phase runs
         self.late_ids: set[str] = set()  # counted lost by an earlier phase's drain
         self.closed_total = 0  # sockets the server closed since they were opened
@@ -252,19 +298,26 @@ class _Generator:
         msg_id = f"{direction[0]}{link.index}.{n}"
         role = "visitor" if direction == "v2a" else "agent"
         frame = self.wire.message_frame(role, link, msg_id, self.body)
-        ws = link.visitor if role == "visitor" else link.agent
-        await self._pace(ws)
+        await self._pace(link.visitor if role == "visitor" else link.agent)
         self.pending[msg_id] = trio.current_time()
-        self.frames[msg_id] = (ws, frame)
+        self.frames[msg_id] = (link, role, frame)
         self.stats.sent[direction] += 1
+        await self._send_on(link, role, frame)
+
+    async def _send_on(self, link: PairLink, role: str, frame: str) -> None:
+        """Send on the pair's current socket of ``role``. A send that meets a closed socket stays
+        in ``frames``: the reconnect sends it again (or here, if the socket was already
+        replaced)."""
+        ws = link.visitor if role == "visitor" else link.agent
+        self.last_sent[frame_id(frame)] = trio.current_time()
         try:
             await ws.send_message(frame)
         except ConnectionClosed:
-            self.pending.pop(msg_id, None)
-            self.frames.pop(msg_id, None)
             self.stats.send_errors += 1
-            if not self.pending:
-                self._drained.set()
+            current = link.visitor if role == "visitor" else link.agent
+            if current is not ws:
+                with suppress(ConnectionClosed):
+                    await current.send_message(frame)
 
     async def _pace(self, ws: WebSocketConnection) -> None:
         """Stay inside the server's per-connection frame budget (90 % of it, per 10 s)."""
@@ -303,30 +356,49 @@ class _Generator:
         stats = self.stats
         msg_id = rejected.request_id
         in_flight = self.frames.get(msg_id) if msg_id is not None else None
-        if (
-            in_flight is not None
-            and rejected.retry_after_s is not None
-            and self.retry_nursery is not None
-        ):
+        retry = rejected.retry_after_s is not None or rejected.code in RETRY_CODES
+        nursery = self.retry_nursery or self.socket_nursery
+        if in_flight is not None and retry and nursery is not None:
             stats.retried += 1
-            self.retry_nursery.start_soon(self._resend, in_flight, rejected.retry_after_s)
+            stats.retried_codes[rejected.code] = stats.retried_codes.get(rejected.code, 0) + 1
+            wait_s = rejected.retry_after_s or DEFAULT_RETRY_S
+            assert msg_id is not None
+            nursery.start_soon(self._resend, msg_id, wait_s)
             return
         key = f"{rejected.code}: {rejected.message}"[:120]
         stats.rejected[key] = stats.rejected.get(key, 0) + 1
-        if msg_id is not None:
+        if msg_id is not None and in_flight is not None:
+            stats.given_up += 1
+            self.given_up_total += 1
             self.pending.pop(msg_id, None)
             self.frames.pop(msg_id, None)
+            self.late_ids.discard(msg_id)
             if not self.pending:
                 self._drained.set()
 
-    async def _resend(self, in_flight: tuple[WebSocketConnection, str], wait_s: float) -> None:
+    async def _resend(self, msg_id: str, wait_s: float) -> None:
         await trio.sleep(wait_s)
-        await self._send_frame(*in_flight)
+        in_flight = self.frames.get(msg_id)
+        if in_flight is None:
+            return  # delivered meanwhile
+        link, role, frame = in_flight
+        await self._pace(link.visitor if role == "visitor" else link.agent)
+        await self._send_on(link, role, frame)
 
-    def _on_delivery(self, role: str, link: PairLink, msg_id: str, seq: int | None) -> bool:
-        """Record a delivery; True when it is a first delivery of a message to ``role``."""
+    def _on_delivery(
+        self, role: str, link: PairLink, msg_id: str, seq: int | None, *, history: bool = False
+    ) -> bool:
+        """Record a delivery; True when it is a first delivery of a message to ``role``.
+
+        ``history``: fetched after a ``resync_required``; pages overlap what arrived live, so a
+        repeat there is not a duplicate, and its seqs are not in live order.
+        """
         stats = self.stats
-        if seq is not None:
+        if history:
+            if seq is not None:
+                key = (role, link.index)
+                self.last_seq[key] = max(seq, self.last_seq.get(key, 0))
+        elif seq is not None:
             key = (role, link.index)
             last = self.last_seq.get(key)
             if last is not None and seq <= last:
@@ -341,20 +413,26 @@ class _Generator:
             return False
         now = trio.current_time()
         sent_at = self.pending.pop(msg_id, None)
-        self.frames.pop(msg_id, None)
         if not self.pending:
             self._drained.set()
         elif sent_at is not None and len(self.pending) % 64 == 0:
             self._drained.set()  # progress: lets _drain see that stragglers still arrive
         if sent_at is None:
-            if msg_id in self.delivered_ids:
-                stats.duplicates += 1
-            elif msg_id in self.late_ids:
+            if msg_id in self.late_ids:
                 self.late_ids.discard(msg_id)
+                self.frames.pop(msg_id, None)
+                self.delivered_ids.add(msg_id)
                 self.late_total += 1  # counted lost by its phase: the drain gave up too early
+                stats.via_history += history
+            elif history:
+                pass  # already delivered live: pages overlap
+            elif msg_id in self.delivered_ids:
+                stats.duplicates += 1
             else:
                 stats.unexpected += 1
             return False
+        self.frames.pop(msg_id, None)
+        stats.via_history += history
         self.delivered_ids.add(msg_id)
         direction = "v2a" if own == "a" else "a2v"
         stats.delivered[direction] += 1
@@ -401,6 +479,13 @@ class _Generator:
                 self.stats.other_frames += 1
                 continue
             delivery = parse(role, text)
+            if isinstance(delivery, Resync):
+                self.stats.resyncs += 1
+                await self._fetch_history(ws, delivery.conversation_id, delivery.from_seq)
+                continue
+            if isinstance(delivery, HistoryPage):
+                await self._on_history(ws, role, routes, only, delivery)
+                continue
             if not isinstance(delivery, Delivery):
                 await self._on_other(ws, delivery)
                 continue
@@ -411,6 +496,68 @@ class _Generator:
             first = self._on_delivery(role, link, delivery.client_msg_id, delivery.seq)
             if first and trio.current_time() < self.closed_loop_until:
                 await self.send(link, "a2v" if role == "agent" else "v2a")
+
+    async def _fetch_history(
+        self, ws: WebSocketConnection, conversation_id: str, after: int
+    ) -> None:
+        frame = self.wire.history_frame(conversation_id, after)
+        if frame is not None:
+            await self._send_frame(ws, frame)
+
+    async def _on_history(
+        self,
+        ws: WebSocketConnection,
+        role: str,
+        routes: dict[str | None, PairLink],
+        only: PairLink | None,
+        page: HistoryPage,
+    ) -> None:
+        """Deliveries fetched after a resync; the next page while there is more."""
+        link = only or routes.get(page.conversation_id)
+        if link is None:
+            self.stats.other_frames += 1
+            return
+        for event in page.events:
+            first = self._on_delivery(role, link, event.client_msg_id, event.seq, history=True)
+            if first and trio.current_time() < self.closed_loop_until:
+                await self.send(link, "a2v" if role == "agent" else "v2a")
+        seqs = [e.seq for e in page.events if e.seq is not None]
+        if page.has_more and seqs:
+            await self._fetch_history(ws, page.conversation_id, max(seqs))
+
+    async def _resend_unacked(
+        self, fresh: WebSocketConnection, role: str, links: list[PairLink]
+    ) -> None:
+        """After a reconnect: every send of ``role`` on ``links`` that was never acknowledged,
+        again, in order, with its ``client_msg_id`` (a duplicate gets the original ack)."""
+        ids = {id(link) for link in links}
+        again = [
+            frame
+            for msg_id, (link, r, frame) in list(self.frames.items())
+            if r == role and id(link) in ids and msg_id not in self.acked
+        ]
+        self.stats.resent += len(again)
+        for frame in again:
+            self.last_sent[frame_id(frame)] = trio.current_time()
+            await self._send_frame(fresh, frame)
+
+    async def _sweep(self, nursery: trio.Nursery) -> None:
+        """Resend what has had no answer for ``REQUEST_TIMEOUT_S`` (the client's request
+        timeout); runs while a phase runs. Each resend paces itself in its own task, so one
+        socket at its frame budget does not hold up the others."""
+        while True:
+            await trio.sleep(SWEEP_INTERVAL_S)
+            now = trio.current_time()
+            for msg_id in list(self.frames):
+                if msg_id in self.acked:
+                    continue
+                if now - self.last_sent.get(msg_id, now) < REQUEST_TIMEOUT_S:
+                    continue
+                if msg_id not in self.pending and msg_id not in self.late_ids:
+                    continue
+                self.stats.timed_out += 1
+                self.last_sent[msg_id] = now  # not again before its own timeout
+                nursery.start_soon(self._resend, msg_id, 0.0)
 
     async def _reopen(
         self,
@@ -443,10 +590,13 @@ class _Generator:
                 link.agent = fresh
         self.stats.reconnects += 1
         self.reconnects_total += 1
+        self.socket_nursery.start_soon(self._resend_unacked, fresh, role, links)
         return fresh
 
-    async def _on_other(self, ws: WebSocketConnection, parsed: Reply | Rejected | None) -> None:
-        if isinstance(parsed, Reply):
+    async def _on_other(self, ws: WebSocketConnection, parsed: Any) -> None:
+        if isinstance(parsed, Acked):
+            self.acked.add(parsed.request_id)
+        elif isinstance(parsed, Reply):
             self.stats.replies += 1
             await self._send_frame(ws, parsed.text)
         elif isinstance(parsed, Rejected):
@@ -466,8 +616,7 @@ class _Generator:
             await self._on_other(ws, None if isinstance(parsed, Delivery) else parsed)
 
     def _reset(self) -> None:
-        self.pending.clear()
-        self.frames.clear()
+        self.pending.clear()  # ``frames`` stays: an earlier phase's leftovers may still be resent
         self.stats = _PhaseStats(start=trio.current_time())
 
     async def _progress(self, stop: trio.Event) -> None:
@@ -493,12 +642,15 @@ class _Generator:
         """
         started = trio.current_time()
         with trio.move_on_after(drain_s * DRAIN_CAP_FACTOR):
-            while self.pending:
-                before = len(self.pending)
+            while self.pending or self.late_ids:
+                before = len(self.pending) + len(self.late_ids)
+                resent_before = self.stats.timed_out + self.stats.resent + self.stats.retried
                 self._drained = trio.Event()
                 with trio.move_on_after(drain_s):
                     await self._drained.wait()
-                if self.pending and len(self.pending) >= before:
+                resent = self.stats.timed_out + self.stats.resent + self.stats.retried
+                waiting = len(self.pending) + len(self.late_ids)
+                if waiting and waiting >= before and resent == resent_before:
                     break
         return trio.current_time() - started
 
@@ -557,6 +709,8 @@ class _Generator:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._progress, stop)
+            if self.wire.acknowledges:
+                nursery.start_soon(self._sweep, nursery)
             self.retry_nursery = nursery
             async with trio.open_nursery() as senders:
                 start_senders(senders)
@@ -570,15 +724,28 @@ class _Generator:
             nursery.cancel_scope.cancel()  # retries still sleeping: their messages count as lost
         s = self.stats
         lost = len(self.pending)
+        acked_undelivered = sum(1 for msg_id in self.pending if msg_id in self.acked)
         self.late_ids.update(self.pending)  # still watched for: a late arrival is not a loss
         self.pending.clear()
-        self.frames.clear()
+        outstanding_acked = sum(1 for msg_id in self.late_ids if msg_id in self.acked)
         lag = sorted(s.send_lag_s)
         return {
             "event": "result",
             "sent": s.sent,
             "delivered": s.delivered,
             "lost": lost,
+            # This phase's messages not delivered when it ended, by what the server had said.
+            "acked_undelivered": acked_undelivered,
+            "unacked": lost - acked_undelivered,
+            # Every phase so far: still not delivered now (the run's final figures).
+            "outstanding_acked": outstanding_acked,
+            "outstanding_unacked": len(self.late_ids) - outstanding_acked,
+            "given_up": s.given_up,
+            "given_up_total": self.given_up_total,
+            "resent": s.resent,
+            "timed_out": s.timed_out,
+            "resyncs": s.resyncs,
+            "via_history": s.via_history,
             "duplicates": s.duplicates,
             "unexpected": s.unexpected,
             "seq_violations": s.seq_violations,
@@ -598,6 +765,7 @@ class _Generator:
             "reconnects": s.reconnects,
             "reconnect_failures": s.reconnect_failures,
             "retried": s.retried,
+            "retried_codes": s.retried_codes,
             "replies": s.replies,
             "rejected": s.rejected,
             "close_reasons": s.close_reasons,
@@ -919,6 +1087,16 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for key in (
         "lost",
+        "acked_undelivered",
+        "unacked",
+        "outstanding_acked",
+        "outstanding_unacked",
+        "given_up",
+        "given_up_total",
+        "resent",
+        "timed_out",
+        "resyncs",
+        "via_history",
         "duplicates",
         "unexpected",
         "seq_violations",
@@ -944,6 +1122,7 @@ def merge_traffic(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged["reconnects"] = sum(int(r.get("reconnects", 0)) for r in results)
     merged["reconnect_failures"] = sum(int(r.get("reconnect_failures", 0)) for r in results)
     merged["rejected"] = _sum_counts(r.get("rejected", {}) for r in results)
+    merged["retried_codes"] = _sum_counts(r.get("retried_codes", {}) for r in results)
     merged["close_reasons"] = _sum_counts(r.get("close_reasons", {}) for r in results)
     merged["bin_s"] = results[0].get("bin_s", BIN_S) if results else BIN_S
     merged["elapsed_s"] = max((float(r["elapsed_s"]) for r in results), default=0.0)

@@ -357,6 +357,8 @@ def markdown_summary(payload: dict[str, Any]) -> str:
         "p99_ms",
         "p999_ms",
         "lost",
+        "acked_undelivered",
+        "cuts_1013",
         "duplicates",
         "errors",
         "server_cpu_percent",

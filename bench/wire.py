@@ -53,7 +53,31 @@ class Rejected:
     retry_after_s: float | None = None  # rate limits: resend the same message after this
 
 
-Parsed = Delivery | Reply | Rejected | None
+@attrs.frozen(kw_only=True)
+class Acked:
+    """The server acknowledged a send: the message is durable (``request_id`` is its id)."""
+
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Resync:
+    """The server could not replay a gap: fetch history after ``from_seq`` (docs/protocol.md)."""
+
+    conversation_id: str
+    from_seq: int
+
+
+@attrs.frozen(kw_only=True)
+class HistoryPage:
+    """One page of history fetched after a ``Resync``; ``events`` in ascending seq."""
+
+    conversation_id: str
+    events: tuple[Delivery, ...]
+    has_more: bool
+
+
+Parsed = Delivery | Reply | Rejected | Acked | Resync | HistoryPage | None
 
 
 @attrs.define(kw_only=True)
@@ -90,6 +114,10 @@ class Wire(Protocol):
         """An application-level heartbeat, or None to use WebSocket pings."""
         ...
 
+    def history_frame(self, conversation_id: str, after_seq: int) -> str | None:
+        """The request for a page of history after ``after_seq``; None without history."""
+        ...
+
     async def reopen(
         self, nursery: trio.Nursery, role: str, links: list[PairLink], last_seq: dict[str, int]
     ) -> WebSocketConnection | None:
@@ -100,6 +128,11 @@ class Wire(Protocol):
     @property
     def max_frames_per_10s(self) -> int | None:
         """The server's per-connection frame budget the client must pace itself to, if any."""
+        ...
+
+    @property
+    def acknowledges(self) -> bool:
+        """The server acknowledges each send (then an unanswered send is sent again)."""
         ...
 
 
@@ -140,6 +173,9 @@ class RelayWire:
     def heartbeat_frame(self) -> str | None:
         return None
 
+    def history_frame(self, conversation_id: str, after_seq: int) -> str | None:
+        return None
+
     async def reopen(
         self, nursery: trio.Nursery, role: str, links: list[PairLink], last_seq: dict[str, int]
     ) -> WebSocketConnection | None:
@@ -148,6 +184,10 @@ class RelayWire:
     @property
     def max_frames_per_10s(self) -> int | None:
         return None
+
+    @property
+    def acknowledges(self) -> bool:
+        return False
 
 
 def make_wire(protocol: str, base_url: str, setup: dict[str, Any]) -> Wire:

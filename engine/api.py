@@ -23,12 +23,13 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
 
 from engine.errors import (
+    ActorStopped,
     Forbidden,
     InvalidMessage,
     InvalidState,
@@ -156,6 +157,7 @@ class EngineConfig:
     storage_timeout_s: float = 4.0
     agent_response_timeout_s: float = 60.0  # re-route a chat the assignee has not answered
     disconnect_grace_s: float = 30.0  # an agent with no connection is offline after this
+    agent_auto_away_after_s: float = 0.0  # 0: never; else an accepting agent idle this long is away
     visitor_leave_grace_s: float = 15.0  # a visitor with no tab open "left" after this
     typing_ttl_s: float = 6.0  # a typing/viewing signal expires unless refreshed
     typing_min_interval_s: float = 0.3  # rate limit for ephemeral signals per sender
@@ -163,8 +165,13 @@ class EngineConfig:
     message_burst: int = 20
     max_resume_gap: int = 500  # more missed events than this: resync_required
     recent_events: int = 200  # events a conversation keeps in memory for fast replay
-    restart_max: int = 5  # restart intensity of a conversation/visitor/agent actor
+    restart_max: int = 5  # restart intensity of a conversation/visitor/agent/router actor
     restart_period_s: float = 10.0
+    # restart intensity of the engine supervisor (a crashed registry or task); kept low
+    # because nested intensities multiply
+    engine_restart_max: int = 3
+    engine_restart_period_s: float = 60.0
+    shutdown_deadline_s: float = 5.0  # drain() stops the engine within this
     default_routing_mode: str = "auto"  # "auto" | "manual"; workspace settings override
     default_max_chats: int = 5  # when an agent record has none
     avg_handle_time_s: float = 300.0  # seed for the estimated wait before data exists
@@ -276,10 +283,16 @@ class ChatEngine:
         self._stopped = trio.Event()
         self._drops_send, self._drops_recv = trio.open_memory_channel[Connection](math.inf)
         self._registries: list[Any] = []
+        self._supervisor: Any = None
 
     @property
     def metrics(self) -> EngineMetrics:
         return self._ctx.metrics
+
+    @property
+    def accepting(self) -> bool:
+        """Serving and taking work: False while starting, restarting after a crash, draining."""
+        return self._accepting
 
     @property
     def hub(self) -> Any:
@@ -289,13 +302,38 @@ class ChatEngine:
     # -- lifecycle
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the registries (routers, visitors, conversations), the ticker and the
-        disconnect bookkeeping until ``shutdown`` or cancellation."""
+        """Run the engine's supervisor until ``shutdown`` (a normal return) or a crash past its
+        restart intensity (``RestartIntensityExceeded``, for the parent supervisor).
+
+        Children, started in this order and stopped in reverse: ``decisions`` (the routing
+        decision writer), the registries ``routers``, ``agents``, ``visitors`` and
+        ``conversations`` (virtual actors, each key one_for_one), ``hub`` (the bookkeeping of
+        dropped connections) and ``ticker`` (time for routers and agents). Strategy
+        one_for_one: a crashed registry or task restarts alone, its actors rebuilt from
+        storage on their next use.
+        """
+        sup = self._build_supervisor()
+        try:
+            await sup.serve(task_status=cast(Any, _Started(self, task_status)))
+        finally:
+            self._accepting = False  # a crash too: refused until a restart has started
+
+    def _build_supervisor(self) -> Any:
+        from engine.agent import AgentActor
         from engine.conversation import ConversationActor
         from engine.registry import Registry
         from engine.routing import RouterActor
+        from engine.supervisor import (
+            RestartStrategy,
+            RestartType,
+            ServiceSpec,
+            Supervisor,
+            TaskService,
+        )
         from engine.visitor import VisitorActor
 
+        if self._supervisor is not None:
+            return self._supervisor
         ctx, cfg = self._ctx, self.config
         common: dict[str, Any] = {
             "mailbox_size": cfg.mailbox_size,
@@ -309,6 +347,12 @@ class ChatEngine:
             idle_timeout_s=cfg.router_idle_timeout_s,
             **common,
         )
+        ctx.agents = Registry(
+            "agent",
+            lambda key: AgentActor(ctx, key),
+            idle_timeout_s=cfg.router_idle_timeout_s,
+            **{**common, "mailbox_size": min(cfg.mailbox_size, 64)},
+        )
         ctx.visitors = Registry(
             "visitor",
             lambda key: VisitorActor(ctx, key),
@@ -321,28 +365,63 @@ class ChatEngine:
             idle_timeout_s=cfg.idle_timeout_s,
             **common,
         )
-        self._registries = [ctx.routers, ctx.visitors, ctx.conversations]
-        async with trio.open_nursery() as nursery:
-            await nursery.start(ctx.decisions.serve)
-            for registry in self._registries:
-                await nursery.start(registry.serve)
-            nursery.start_soon(self._tick_forever)
-            nursery.start_soon(self._drops_forever)
-            self._accepting = True
-            task_status.started()
-            await self._stopped.wait()
-            nursery.cancel_scope.cancel()
+        self._registries = [ctx.routers, ctx.agents, ctx.visitors, ctx.conversations]
+        permanent = RestartType.PERMANENT
+        self._supervisor = Supervisor(
+            RestartStrategy.ONE_FOR_ONE,
+            cfg.engine_restart_max,
+            cfg.engine_restart_period_s,
+            name="engine",
+            metrics=ctx.metrics,
+            children=[
+                ServiceSpec("decisions", _DecisionService(ctx.decisions), permanent),
+                ServiceSpec("routers", ctx.routers, permanent),
+                ServiceSpec("agents", ctx.agents, permanent),
+                ServiceSpec("visitors", ctx.visitors, permanent),
+                ServiceSpec("conversations", ctx.conversations, permanent),
+                ServiceSpec("hub", TaskService("hub", self._drops_forever), permanent),
+                ServiceSpec("ticker", TaskService("ticker", self._tick_forever), permanent),
+            ],
+        )
+        return self._supervisor
+
+    def snapshot(self, restart: str | None = None) -> Any:
+        """The engine's live supervision tree (``engine.supervisor.TreeNode``)."""
+        node = self._build_supervisor().snapshot(restart)
+        return attrs.evolve(node, state=node.state if self._accepting else "draining")
+
+    def inject_fault(self, kind: str, workspace_id: str, key: str) -> bool:
+        """Crash the running actor of ``kind`` ("conversation", "visitor", "agent", "router")
+        for ``key`` (its id; for a router the workspace id) as a bug would; its registry
+        restarts it from storage. False if no such actor runs now. For the operators' fault
+        injection (``debug_fault_injection``), to prove the restarts in production-like runs.
+        """
+        ctx = self._ctx
+        registries: dict[str, Any] = {
+            "conversation": ctx.conversations,
+            "visitor": ctx.visitors,
+            "agent": ctx.agents,
+            "router": ctx.routers,
+        }
+        registry = registries.get(kind)
+        if registry is None:
+            raise InvalidMessage(f"kind: unknown actor kind {kind!r}", code="invalid_field")
+        target: Any = workspace_id if kind == "router" else (workspace_id, key)
+        return bool(registry.inject_fault(target))
+
+    async def drain(self) -> None:
+        """`shutdown` within ``config.shutdown_deadline_s``: what a parent supervisor calls."""
+        await self.shutdown(deadline_s=self.config.shutdown_deadline_s)
 
     async def shutdown(self, *, deadline_s: float) -> None:
-        """Stop intake (``shutting_down``), drain conversations, then visitors, then routers;
+        """Stop intake (``shutting_down``), then stop the children in reverse start order: the
+        ticker, conversations (every accepted message is committed), visitors, agents, routers;
         whatever is still running at the deadline is cancelled. Then store the routing
         decisions still queued (bounded by ``storage_timeout_s``)."""
         self._accepting = False
-        with trio.move_on_after(deadline_s):
-            for registry in reversed(self._registries):
-                await registry.drain()
-        for registry in reversed(self._registries):
-            await registry.shutdown(0)
+        sup = self._supervisor
+        if sup is not None:
+            await sup.shutdown(deadline_s)
         try:
             await self._ctx.decisions.flush()
         except PersistenceUnavailable as exc:
@@ -355,21 +434,23 @@ class ChatEngine:
         await self._ctx.decisions.flush()
 
     async def _tick_forever(self) -> None:
+        from engine.agent import AgentTick
         from engine.routing import Tick
 
-        routers = self._ctx.routers
-        assert routers is not None
+        routers, agents = self._ctx.routers, self._ctx.agents
+        assert routers is not None and agents is not None
         while True:
             await trio.sleep(self.config.tick_interval_s)
-            live = routers.keys()  # Registry.keys(): workspaces with a live router
-            for ws in live:
-                ref = await routers.get(ws)
-                with contextlib.suppress(trio.WouldBlock):
-                    ref.tell_nowait(Tick())
+            for ws in routers.keys():  # noqa: SIM118 (a Registry, not a dict)
+                with contextlib.suppress(trio.WouldBlock, ShuttingDown):
+                    routers.get_nowait(ws).tell_nowait(Tick())
+            for key in agents.keys():  # noqa: SIM118
+                with contextlib.suppress(trio.WouldBlock, ShuttingDown):
+                    agents.get_nowait(key).tell_nowait(AgentTick())
 
     async def _drops_forever(self) -> None:
         async for conn in self._drops_recv:
-            with contextlib.suppress(ShuttingDown, Overloaded):
+            with contextlib.suppress(ShuttingDown, Overloaded, ActorStopped):
                 await self._after_leave(conn)
 
     def _on_drop(self, conn: Connection) -> None:
@@ -392,8 +473,9 @@ class ChatEngine:
         ones; a gap larger than ``max_resume_gap`` (or the outbox's room) gets
         ``resync_required`` instead. Unknown or foreign conversation ids are ignored.
         """
+        from engine.agent import AgentJoined
         from engine.conversation import Snapshot, Subscribe
-        from engine.routing import AgentConnected, GetAgents, GetQueue
+        from engine.routing import GetAgents, GetQueue
         from engine.visitor import VisitorArrived
 
         self._check_accepting()
@@ -434,7 +516,10 @@ class ChatEngine:
             else:
                 ctx.agent_names[(ws, principal.agent_id)] = principal.display_name
                 ctx.hub.add(conn)
-                status = await router.ask(lambda r: AgentConnected(principal=principal, reply=r))
+                agent = await self._agent(ws, principal.agent_id)
+                status = await agent.ask(
+                    lambda r: AgentJoined(principal=principal, connection_id=conn.id, reply=r)
+                )
                 view = await router.ask(lambda r: GetAgents(reply=r))
                 queue = await router.ask(lambda r: GetQueue(reply=r))
                 agents = await self._all_agents(ws, view.agents)
@@ -474,25 +559,25 @@ class ChatEngine:
         return conn
 
     async def disconnect(self, conn: Connection) -> None:
-        """Unregister; an agent goes offline after ``disconnect_grace_s`` without a connection
-        (their chats are re-routed), a visitor leaves the live list after a grace period."""
+        """Unregister; an agent without a connection is "reconnecting" for
+        ``disconnect_grace_s`` (their visitors are told), then offline (their chats are
+        re-routed); a visitor leaves the live list after a grace period."""
         if conn.closed:
             return
         conn.closed = True
         if self._ctx.hub.remove(conn):
-            with contextlib.suppress(ShuttingDown, Overloaded):
+            with contextlib.suppress(ShuttingDown, Overloaded, ActorStopped):
                 await self._after_leave(conn)
 
     async def _after_leave(self, conn: Connection) -> None:
-        from engine.routing import AgentDisconnected
+        from engine.agent import AgentLeft
         from engine.visitor import VisitorLeft
 
         p = conn.principal
         with trio.move_on_after(self.config.ask_timeout_s):
             if isinstance(p, AgentPrincipal):
-                if not self._ctx.hub.agent_online(p.workspace_id, p.agent_id):
-                    router = await self._router(p.workspace_id)
-                    await router.tell(AgentDisconnected(agent_id=p.agent_id))
+                agent = await self._agent(p.workspace_id, p.agent_id)
+                await agent.tell(AgentLeft(connection_id=conn.id))
             else:
                 visitor = await self._visitor(p)
                 await visitor.tell(VisitorLeft())
@@ -607,7 +692,8 @@ class ChatEngine:
         if isinstance(cmd, SendMessage | LeaveOfflineMessage):
             wait_s = self._messages.check(("msg", ws, p.visitor_id))
             if wait_s > 0:
-                raise RateLimited("too many messages", retry_after_s=round(wait_s, 3))
+                # Rounded up: a wait under a millisecond must not read as "retry now" (0.0).
+                raise RateLimited("too many messages", retry_after_s=math.ceil(wait_s * 1e3) / 1e3)
         if isinstance(cmd, LeaveOfflineMessage):
             # Keyed by the client id: a retry (new socket, restarted server) gets the same
             # conversation, and the message's client_msg_id makes the append a duplicate.
@@ -632,11 +718,17 @@ class ChatEngine:
     async def _agent_request(
         self, conn: Connection | None, p: AgentPrincipal, cmd: Command
     ) -> Result:
+        from engine.agent import AgentActive, ChooseStatus
         from engine.conversation import Snapshot, Subscribe
-        from engine.routing import GetQueue, GetVisitors, SetAgentStatus
+        from engine.routing import GetQueue, GetVisitors
 
         ctx = self._ctx
         ws = p.workspace_id
+        if conn is not None and not isinstance(cmd, SetStatus):
+            # Activity for auto-away; dropped when the agent's mailbox is full (it is busy).
+            assert ctx.agents is not None
+            with contextlib.suppress(trio.WouldBlock, ShuttingDown, ActorStopped):
+                ctx.agents.get_nowait((ws, p.agent_id)).tell_nowait(AgentActive())
         if isinstance(cmd, SendMessage) and cmd.conversation_id is None:
             raise InvalidMessage(
                 "conversation_id: required", code="missing_field", field="conversation_id"
@@ -655,9 +747,9 @@ class ChatEngine:
             await self._signal(conn, p, cmd)
             return Ok()
         if isinstance(cmd, SetStatus):
-            router = await self._router(ws)
+            agent = await self._agent(ws, p.agent_id)
             status = AgentStatus(str(cmd.status))
-            await router.ask(lambda r: SetAgentStatus(agent_id=p.agent_id, status=status, reply=r))
+            await agent.ask(lambda r: ChooseStatus(status=status, reply=r))
             return Ok()
         if isinstance(cmd, StartChat):
             from engine.visitor import OpenConversation
@@ -922,6 +1014,10 @@ class ChatEngine:
         assert self._ctx.visitors is not None
         return await self._ctx.visitors.get((p.workspace_id, p.visitor_id))
 
+    async def _agent(self, ws: str, agent_id: str) -> Any:
+        assert self._ctx.agents is not None
+        return await self._ctx.agents.get((ws, agent_id))
+
     async def _router(self, ws: str) -> Any:
         assert self._ctx.routers is not None
         return await self._ctx.routers.get(ws)
@@ -932,3 +1028,41 @@ class ChatEngine:
 
         ref = await self._conversation(workspace_id, conversation_id)
         await ref.tell(Crash())
+
+
+class _Started:
+    """Passes the supervisor's ``started`` on as the engine's, opening intake first."""
+
+    def __init__(self, engine: ChatEngine, status: trio.TaskStatus[None]) -> None:
+        self._engine = engine
+        self._status = status
+
+    def started(self, value: object = None) -> None:
+        self._engine._accepting = True
+        self._status.started()
+
+
+class _DecisionService:
+    """The routing decision writer as a supervised service: drained by a final flush."""
+
+    def __init__(self, decisions: Any) -> None:
+        self._decisions = decisions
+        self._scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+        self._done.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._done = trio.Event()
+        try:
+            with trio.CancelScope() as self._scope:
+                await self._decisions.serve(task_status=task_status)
+        finally:
+            self._scope = None
+            self._done.set()
+
+    async def drain(self) -> None:
+        with contextlib.suppress(PersistenceUnavailable):
+            await self._decisions.flush()
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._done.wait()

@@ -129,6 +129,7 @@ class EngineContext:
     decisions: DecisionLog
     conversations: Registry[tuple[str, str], Any] | None = None
     visitors: Registry[tuple[str, str], Any] | None = None
+    agents: Registry[tuple[str, str], Any] | None = None
     routers: Registry[str, Any] | None = None
     agent_names: dict[tuple[str, str], str] = attrs.field(factory=dict)
     visitor_names: dict[tuple[str, str], str | None] = attrs.field(factory=dict)

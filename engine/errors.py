@@ -11,6 +11,8 @@ Hierarchy::
         ├── RestartIntensityExceeded  a supervisor saw more than ``max_restarts`` restarts in
         │                           ``period_s``; it stopped its children and escalates
         └── ShuttingDown            the engine no longer accepts intake (new actors, children)
+    └── InjectedFault               an operator's injected crash (``debug_fault_injection``):
+                                    not an EngineError, so it crashes the actor like a bug would
 
 An ``EngineError`` subclass raised by ``Actor.handle`` while an ask is pending is sent to the
 asker and the actor keeps running; any other exception crashes the actor. Domain errors
@@ -44,6 +46,10 @@ class ShuttingDown(EngineError):
     """The engine is draining and accepts no new intake."""
 
 
+class InjectedFault(LiveChatError):
+    """A crash injected on purpose (``ChatEngine.inject_fault``), to prove restarts work."""
+
+
 # --- domain errors ---
 #
 # Domain errors: a rule of the chat domain said no. Each has a stable wire ``code`` (the web
@@ -57,6 +63,8 @@ class ShuttingDown(EngineError):
 #       ├── AlreadyAssigned         "already_assigned": another agent took the chat first
 #       ├── AlreadyOpen             "already_open": the visitor already has an open chat
 #       ├── InvalidState            "invalid_state": not possible in the chat's current state
+#       │   └── IllegalTransition   same code: a planned event would leave the transition
+#       │                           table or break an invariant (engine.conversation_state)
 #       ├── ConversationClosed      "conversation_closed": the chat is closed
 #       ├── RateLimited             "rate_limited" (+ retry_after_s)
 #       ├── Overloaded              "overloaded": an actor did not answer within its deadline
@@ -113,6 +121,11 @@ class AlreadyOpen(DomainError):
 
 class InvalidState(DomainError):
     code = "invalid_state"
+
+
+class IllegalTransition(InvalidState):
+    """A planned event would move a chat along an edge outside the transition table, or
+    leave it breaking an invariant: the command fails alone and nothing is stored."""
 
 
 class ConversationClosed(DomainError):

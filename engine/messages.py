@@ -35,6 +35,7 @@ __all__ = [
     "VISITOR_COMMANDS",
     "Accept",
     "AddNote",
+    "AgentReconnecting",
     "AgentStatus",
     "AgentStatusPush",
     "AgentSummary",
@@ -112,6 +113,7 @@ MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_CHARS = 1_000
 MAX_HISTORY_LIMIT = 200
 MAX_REASON_CHARS = 500
+MAX_ATTACHMENTS = 10
 
 
 # ---------------------------------------------------------------- validators
@@ -209,17 +211,27 @@ def _frozen_tags(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _attachment_ids(_inst: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    if len(value) > MAX_ATTACHMENTS:
+        raise _fail(attribute, f"more than {MAX_ATTACHMENTS} files")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > MAX_ID_CHARS:
+            raise _fail(attribute, "each must be a file id")
+
+
 # ---------------------------------------------------------------- shared enums and views
 
 
 class AgentStatus(enum.StrEnum):
     ACCEPTING = "accepting"
+    AWAY = "away"  # chosen, or set by auto-away after ``agent_auto_away_after_s`` idle
     NOT_ACCEPTING = "not_accepting"
     OFFLINE = "offline"  # never sent by a client: no connection (after the grace period)
 
 
 class SettableStatus(enum.StrEnum):
     ACCEPTING = "accepting"
+    AWAY = "away"
     NOT_ACCEPTING = "not_accepting"
 
 
@@ -340,7 +352,17 @@ class SendMessage:
     TYPE: ClassVar[str] = "send_message"
     conversation_id: str | None = attrs.field(default=None, validator=_id)
     client_msg_id: str = attrs.field(validator=_id)
-    text: str = attrs.field(validator=_text(MAX_TEXT_CHARS))
+    text: str = attrs.field(validator=_text(MAX_TEXT_CHARS, allow_empty=True))  # "" with files
+    # Ids of files uploaded over HTTP by the same sender (``POST .../files``).
+    attachments: tuple[str, ...] = attrs.field(
+        default=(), converter=_frozen_tags, validator=_attachment_ids
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not self.text.strip() and not self.attachments:
+            raise InvalidMessage(
+                "text: must not be empty (or send attachments)", code="invalid_field", field="text"
+            )
 
 
 @attrs.frozen(kw_only=True)
@@ -851,6 +873,18 @@ class AgentStatusPush:
 
 
 @attrs.frozen(kw_only=True)
+class AgentReconnecting:
+    """To the visitor of a chat: its agent's connection dropped (``reconnecting`` true; the
+    chat goes back to the queue after ``grace_s`` unless they return) or is back (false)."""
+
+    TYPE: ClassVar[str] = "agent_reconnecting"
+    conversation_id: str
+    agent_name: str
+    reconnecting: bool
+    grace_s: float
+
+
+@attrs.frozen(kw_only=True)
 class Availability:
     """To visitors: whether any agent can take a chat right now."""
 
@@ -889,6 +923,7 @@ Push = (
     | QueueUpdate
     | VisitorUpdate
     | AgentStatusPush
+    | AgentReconnecting
     | Availability
     | ResyncRequired
     | SessionClosed

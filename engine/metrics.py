@@ -74,6 +74,7 @@ class EngineMetrics:
     ) -> None:
         self._alive: dict[str, int] = {}
         self._restarts: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
         self._depth_sources: dict[str, list[DepthSource]] = {}
         self.routing_latency = Histogram(
             "livechat_routing_latency_seconds",
@@ -97,6 +98,14 @@ class EngineMetrics:
     def actor_restarted(self, kind: str) -> None:
         """A supervisor or registry restarted an actor of ``kind``."""
         self._restarts[kind] = self._restarts.get(kind, 0) + 1
+
+    def actor_failed(self, kind: str) -> None:
+        """A registry gave up on a key of ``kind``: it crashed past the restart intensity."""
+        self._failures[kind] = self._failures.get(kind, 0) + 1
+
+    def failures(self, kind: str) -> int:
+        """Keys of ``kind`` given up on so far."""
+        return self._failures.get(kind, 0)
 
     def track_mailboxes(self, kind: str, depths: DepthSource) -> None:
         """Register a callable yielding the depth of each live mailbox of ``kind``; it is
@@ -132,6 +141,13 @@ class EngineMetrics:
             "counter",
             "Actor restarts by a supervisor or registry.",
             self._restarts,
+        )
+        _render_family(
+            lines,
+            "livechat_actor_failures_total",
+            "counter",
+            "Actors stopped for good after crashing past their restart intensity.",
+            self._failures,
         )
         depths = {kind: self.mailbox_depth(kind) for kind in sorted(self._depth_sources)}
         _render_family(

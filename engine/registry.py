@@ -10,6 +10,9 @@ Each activation is supervised one_for_one on its own: a crash restarts a fresh i
 same mailbox (queued messages survive). More than ``max_restarts`` crashes in ``period_s`` and
 the activation is removed: unanswered asks and every later use of the refs bound to it raise
 `ActorStopped`; the registry and the other keys carry on, and a new ``get`` starts afresh.
+Each restart is logged and counted (``livechat_actor_restarts_total``), each key given up on
+too (``livechat_actor_failures_total``). `Registry.inject_fault` crashes one key's actor on
+purpose, for the operators' fault injection (off by default).
 
 Per idle actor the cost is one task, one memory channel pair and three small slotted objects:
 about 5.2 KB traced by ``tracemalloc`` for a slotted actor, 100,000 of them included (see
@@ -26,9 +29,9 @@ from typing import Generic, TypeVar
 import trio
 
 from engine.actor import Actor, Mailbox, Reply
-from engine.errors import ActorStopped, ShuttingDown
+from engine.errors import ActorStopped, InjectedFault, ShuttingDown
 from engine.metrics import EngineMetrics
-from engine.supervisor import RestartIntensity
+from engine.supervisor import RestartIntensity, TreeNode
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +56,15 @@ class _Phase(enum.Enum):
 class _Activation(Generic[K, M]):
     """One activation of a key: from spawn until its task ends."""
 
-    __slots__ = ("_done", "key", "mailbox", "phase")
+    __slots__ = ("_done", "fault", "key", "mailbox", "phase", "scope")
 
     def __init__(self, key: K, mailbox: Mailbox[M]) -> None:
         self.key = key
         self.mailbox = mailbox
         self.phase = _Phase.ACTIVE
         self._done: trio.Event | None = None  # created only when someone waits
+        self.scope: trio.CancelScope | None = None  # the running instance's
+        self.fault = False  # an injected crash is pending
 
     def passivate(self) -> None:
         self.phase = _Phase.PASSIVATING
@@ -116,6 +121,8 @@ class Registry(Generic[K, M]):
         self._period_s = period_s
         self._metrics = metrics
         self._live: dict[K, _Activation[K, M]] = {}
+        self.restarts = 0  # crashed instances restarted, since the registry was built
+        self.failures = 0  # keys given up on (crashed past the restart intensity)
         self._state = _State.IDLE
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
@@ -137,6 +144,58 @@ class Registry(Generic[K, M]):
         """Whether ``key`` has an activation taking messages now (no spawn, no checkpoint)."""
         activation = self._live.get(key)
         return activation is not None and activation.phase is _Phase.ACTIVE
+
+    def passivate(self, key: K) -> None:
+        """Passivate ``key`` now, as the idle sweep would: its actor handles what is queued,
+        runs ``on_stop`` and ends; the next message starts a fresh activation. For an actor
+        that knows it has nothing left to do (an agent gone offline)."""
+        activation = self._live.get(key)
+        if activation is not None and activation.phase is _Phase.ACTIVE:
+            activation.passivate()
+
+    def inject_fault(self, key: K) -> bool:
+        """Crash the running actor of ``key`` now, as an unexpected exception would (the
+        registry then restarts it, or gives up past the intensity). False if ``key`` has no
+        running actor. The messages it was handling fail their asks with `ActorStopped`."""
+        activation = self._live.get(key)
+        if activation is None or activation.phase is not _Phase.ACTIVE:
+            return False
+        activation.fault = True
+        if activation.scope is not None:
+            activation.scope.cancel()
+        return True
+
+    def snapshot(self, restart: str | None = None, *, busiest: int = 10) -> TreeNode:
+        """This registry as a tree node; its children are the ``busiest`` actors with queued
+        messages (one node per key would be far too many)."""
+        busy = sorted(
+            (a for a in self._live.values() if a.mailbox.depth > 0),
+            key=lambda a: -a.mailbox.depth,
+        )[:busiest]
+        deepest = max((a.mailbox.depth for a in self._live.values()), default=0)
+        return TreeNode(
+            name=self.kind,
+            kind="registry",
+            state=self._state.value,
+            strategy="one_for_one",
+            restart=restart,
+            max_restarts=self._max_restarts,
+            period_s=self._period_s,
+            restarts=self.restarts,
+            failures=self.failures,
+            live=len(self._live),
+            mailbox_depth_max=deepest,
+            children=tuple(
+                TreeNode(
+                    name=a.mailbox.name,
+                    kind="actor",
+                    restart="transient",
+                    mailbox_depth=a.mailbox.depth,
+                    mailbox_depth_max=a.mailbox.depth,
+                )
+                for a in busy
+            ),
+        )
 
     async def get(self, key: K) -> RegistryRef[K, M]:
         """The ref for ``key``, activating its actor if needed.
@@ -247,16 +306,38 @@ class Registry(Generic[K, M]):
                 if metrics is not None:
                     metrics.actor_started(self.kind)
                 try:
-                    await self._factory(activation.key).run(activation.mailbox)
+                    with trio.CancelScope() as activation.scope:
+                        await self._factory(activation.key).run(activation.mailbox)
+                    activation.scope = None
+                    if activation.fault:  # cancelled above by inject_fault
+                        activation.fault = False
+                        raise InjectedFault(f"fault injected into {activation.mailbox.name}")
                     break
                 except Exception as exc:  # supervision boundary
+                    activation.scope = None
                     logger.error("actor %s crashed", activation.mailbox.name, exc_info=exc)
                     if intensity is None:
                         intensity = RestartIntensity(self._max_restarts, self._period_s)
                     if not intensity.allow():
-                        logger.error("actor %s crashed too often, removed", activation.mailbox.name)
+                        logger.error(
+                            "actor %s crashed %d times in %gs, stopped (other keys unaffected)",
+                            activation.mailbox.name,
+                            intensity.count,
+                            self._period_s,
+                        )
+                        self.failures += 1
+                        if metrics is not None:
+                            metrics.actor_failed(self.kind)
                         final = _Phase.FAILED
                         break
+                    self.restarts += 1
+                    logger.warning(
+                        "actor %s restarted (%d of at most %d restarts in %gs)",
+                        activation.mailbox.name,
+                        intensity.count,
+                        self._max_restarts,
+                        self._period_s,
+                    )
                     if metrics is not None:
                         metrics.actor_restarted(self.kind)
                 finally:

@@ -34,10 +34,10 @@ import attrs
 import trio
 
 from engine.actor import Actor, Reply
-from engine.agent import AgentState
-from engine.api import AgentPrincipal
+from engine.agent import AgentChats, AgentPresence, AgentState, default_status
 from engine.context import EngineContext, WorkspaceSettings
 from engine.conversation import RouterAssign, RouterClose, RouterRequeue
+from engine.errors import ActorStopped, ShuttingDown
 from engine.messages import (
     AgentStatus,
     AgentStatusPush,
@@ -55,14 +55,12 @@ from engine.messages import (
 from storage.api import CloseReason, Conversation, ConversationState
 
 __all__ = [
-    "AgentConnected",
-    "AgentDisconnected",
     "ConversationChanged",
+    "GetAgentMirror",
     "GetAgents",
     "GetQueue",
     "GetVisitors",
     "RouterActor",
-    "SetAgentStatus",
     "Tick",
     "VisitorGone",
     "VisitorSeen",
@@ -70,6 +68,7 @@ __all__ = [
 ]
 
 AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback"})
+BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
 
 
@@ -86,21 +85,12 @@ class ConversationChanged:
 
 
 @attrs.frozen(kw_only=True, eq=False)
-class AgentConnected:
-    principal: AgentPrincipal
-    reply: Reply[AgentStatus]
+class GetAgentMirror:
+    """From an agent actor starting: the router's copy of its state (None: not an enabled
+    agent of the workspace)."""
 
-
-@attrs.frozen(kw_only=True, eq=False)
-class AgentDisconnected:
     agent_id: str
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class SetAgentStatus:
-    agent_id: str
-    status: AgentStatus
-    reply: Reply[None]
+    reply: Reply[AgentState | None]
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -150,9 +140,8 @@ class WorkspaceChanged:
 
 RouterMsg = (
     ConversationChanged
-    | AgentConnected
-    | AgentDisconnected
-    | SetAgentStatus
+    | AgentPresence
+    | GetAgentMirror
     | GetQueue
     | GetAgents
     | VisitorSeen
@@ -211,6 +200,13 @@ class RouterActor(Actor[RouterMsg]):
                 self._enqueue(conv, now)
             elif conv.state == ConversationState.ACTIVE and conv.assignee_id in self.agents:
                 self.agents[conv.assignee_id].active.add(conv.id)
+        agents = ctx.agents
+        for agent in self.agents.values():
+            if agents is not None and agents.is_active((ws, agent.agent_id)):
+                # An agent actor runs (it may have outlived a crashed router): it reports its
+                # status next; until then route nothing to that agent (they may be away).
+                agent.reported = False
+                self._sync_agent(agent, resync=True)
         self.announced_available = self._available()
         await self._dispatch()
 
@@ -240,6 +236,7 @@ class RouterActor(Actor[RouterMsg]):
                     role=str(record.role),
                     max_chats=max_chats,
                     group_ids=tuple(record.group_ids),
+                    chosen=default_status(str(record.role)),
                     connected=ctx.hub.agent_online(ws, record.id),
                     idle_since=now,
                 )
@@ -288,32 +285,15 @@ class RouterActor(Actor[RouterMsg]):
     async def _handle(self, msg: RouterMsg) -> None:
         if isinstance(msg, ConversationChanged):
             await self._changed(msg)
-        elif isinstance(msg, AgentConnected):
-            agent = await self._agent(msg.principal.agent_id)
-            if agent is None:
-                msg.reply.send(AgentStatus.OFFLINE)
-                return
-            was = agent.status
-            agent.connected = True
-            agent.disconnected_at = None
-            msg.reply.send(agent.status)
-            if was != agent.status:
-                self._status_changed(agent)
-            await self._dispatch()
-        elif isinstance(msg, AgentDisconnected):
-            agent = self.agents.get(msg.agent_id)
-            if agent is not None and not self.ctx.hub.agent_online(self.ws, msg.agent_id):
-                agent.connected = False
-                agent.disconnected_at = self.ctx.clock()
-        elif isinstance(msg, SetAgentStatus):
-            agent = self.agents.get(msg.agent_id)
-            if agent is not None:
-                agent.chosen = msg.status
-                if msg.status == AgentStatus.ACCEPTING:
-                    agent.idle_since = min(agent.idle_since, self.ctx.clock())
-                self._status_changed(agent)
-            msg.reply.send(None)
-            await self._dispatch()
+        elif isinstance(msg, AgentPresence):
+            await self._presence(msg)
+        elif isinstance(msg, GetAgentMirror):
+            agent = await self._agent(msg.agent_id)
+            msg.reply.send(
+                None
+                if agent is None
+                else attrs.evolve(agent, active=set(agent.active), pending=set(agent.pending))
+            )
         elif isinstance(msg, GetQueue):
             msg.reply.send(self._entries())
         elif isinstance(msg, GetAgents):
@@ -350,6 +330,31 @@ class RouterActor(Actor[RouterMsg]):
                 await self._workspace_changed()
             finally:
                 msg.reply.send(None)
+
+    async def _presence(self, msg: AgentPresence) -> None:
+        """The agent actor's word on the agent's status: mirror it; offline (no socket and
+        the grace period over) queues the agent's chats again."""
+        agent = await self._agent(msg.agent_id)
+        if agent is None:
+            return
+        now = self.ctx.clock()
+        before = agent.summary()
+        agent.reported = True
+        agent.chosen = msg.chosen
+        agent.connected = msg.connected
+        if msg.reconnecting:
+            if agent.disconnected_at is None:
+                agent.disconnected_at = now
+        else:
+            agent.disconnected_at = None
+        if msg.chosen == AgentStatus.ACCEPTING:
+            agent.idle_since = min(agent.idle_since, now)
+        if not msg.connected and not msg.reconnecting:
+            for conversation_id in list(agent.active):
+                await self._requeue(conversation_id, agent.agent_id, "agent_offline")
+        if agent.summary() != before:
+            self._status_changed(agent)
+        await self._dispatch()
 
     # -- conversation changes
 
@@ -487,16 +492,24 @@ class RouterActor(Actor[RouterMsg]):
         group = item.group_id
         if group is not None and group not in self.fallback:
             group = None  # the group was deleted: anyone may take the chat
+        # Bots (docs/bots.md) take new chats first; a chat that has been with anyone before
+        # (transferred, reopened, requeued) goes to humans only, so a bot's handover sticks.
+        bots_allowed = item.previous_assignee_id is None and not item.excluded
         seen: set[str | None] = set()
         while group not in seen:
             seen.add(group)
             candidates = [
                 a
                 for a in self.agents.values()
-                if a.agent_id not in item.excluded and a.can_take(group)
+                if a.agent_id not in item.excluded
+                and a.can_take(group)
+                and (bots_allowed or a.role != BOT_ROLE)
             ]
             if candidates:
-                best = min(candidates, key=lambda a: (a.load, a.idle_since, a.agent_id))
+                best = min(
+                    candidates,
+                    key=lambda a: (a.role != BOT_ROLE, a.load, a.idle_since, a.agent_id),
+                )
                 reason = "least_busy" if group == item.group_id else "group_fallback"
                 return (
                     best,
@@ -538,18 +551,6 @@ class RouterActor(Actor[RouterMsg]):
     async def _tick(self) -> None:
         ctx = self.ctx
         now = ctx.clock()
-        grace = ctx.config.disconnect_grace_s
-        for agent in self.agents.values():
-            if (
-                agent.disconnected_at is not None
-                and now - agent.disconnected_at >= grace
-                and not ctx.hub.agent_online(self.ws, agent.agent_id)
-            ):
-                agent.disconnected_at = None
-                agent.connected = False
-                self._status_changed(agent)
-                for conversation_id in list(agent.active):
-                    await self._requeue(conversation_id, agent.agent_id, "agent_offline")
         for conversation_id, (agent_id, deadline) in list(self.offers.items()):
             if now >= deadline:
                 del self.offers[conversation_id]
@@ -643,6 +644,21 @@ class RouterActor(Actor[RouterMsg]):
 
     def _status_changed(self, agent: AgentState) -> None:
         self.ctx.hub.broadcast_agents(self.ws, AgentStatusPush(agent=agent.summary()))
+        self._sync_agent(agent)
+
+    def _sync_agent(self, agent: AgentState, *, resync: bool = False) -> None:
+        """Tell the agent's actor (if it runs) its chats and capacity; never waits (a full
+        mailbox: the next change tells it again)."""
+        agents = self.ctx.agents
+        key = (self.ws, agent.agent_id)
+        if agents is None or not agents.is_active(key):
+            return
+        with contextlib.suppress(trio.WouldBlock, ShuttingDown, ActorStopped):
+            agents.get_nowait(key).tell_nowait(
+                AgentChats(
+                    active=tuple(sorted(agent.active)), max_chats=agent.max_chats, resync=resync
+                )
+            )
 
     def _visitor_update(self, change: VisitorChange, visitor: VisitorSummary) -> None:
         hub = self.ctx.hub
@@ -663,6 +679,7 @@ class RouterActor(Actor[RouterMsg]):
                 role=str(record.role),
                 max_chats=record.max_chats or self.ctx.config.default_max_chats,
                 group_ids=tuple(record.group_ids),
+                chosen=default_status(str(record.role)),
                 connected=self.ctx.hub.agent_online(self.ws, agent_id),
                 idle_since=self.ctx.clock(),
             )

@@ -16,7 +16,9 @@ was handling are lost and their asks fail with `ActorStopped`. A `Service` (a ne
 supervisor, a registry) can be a child too, through a `ServiceSpec`.
 
 A child's exception stops at the supervision boundary (``except Exception``) and is logged;
-cancellation is never swallowed.
+cancellation is never swallowed. Every restart is logged and counted (``EngineMetrics``), and
+`Supervisor.snapshot` describes the live tree (children, restarts, mailbox depths) as
+`TreeNode` values, which is what ``GET /api/v1/ops/supervision`` shows.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import enum
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar, overload
 
 import attrs
@@ -56,6 +58,32 @@ class RestartType(enum.Enum):
     PERMANENT = "permanent"  # always
     TRANSIENT = "transient"  # only after a crash, not after a normal exit
     TEMPORARY = "temporary"  # never
+
+
+@attrs.frozen(kw_only=True)
+class TreeNode:
+    """One node of the live supervision tree, as the operators' endpoint shows it.
+
+    ``kind`` is "supervisor", "registry" (virtual actors, one_for_one per key), "service" (a
+    task) or "actor". ``restarted`` counts how often its parent restarted this node;
+    ``restarts`` the restarts of its children (a registry's: of its keys) since the server
+    started; ``failures`` the keys a registry stopped after they crashed past the intensity.
+    """
+
+    name: str
+    kind: str
+    state: str = "running"
+    strategy: str | None = None
+    restart: str | None = None  # how this node is restarted by its parent
+    max_restarts: int | None = None
+    period_s: float | None = None
+    restarted: int = 0
+    restarts: int = 0
+    failures: int = 0
+    live: int | None = None  # a registry's live activations
+    mailbox_depth: int | None = None  # an actor's queued messages
+    mailbox_depth_max: int | None = None  # deepest mailbox below this node
+    children: tuple[TreeNode, ...] = ()
 
 
 class Service(Protocol):
@@ -112,6 +140,19 @@ class RestartIntensity:
         """Forget past restarts (a fresh start of the supervisor)."""
         self._times.clear()
 
+    @property
+    def count(self) -> int:
+        """Restarts within the current window (as of the last `allow`)."""
+        return len(self._times)
+
+    @property
+    def max_restarts(self) -> int:
+        return self._max_restarts
+
+    @property
+    def period_s(self) -> float:
+        return self._period_s
+
 
 class _State(enum.Enum):
     IDLE = "idle"  # never served
@@ -124,7 +165,7 @@ class _State(enum.Enum):
 class _Child:
     """Runtime state of one child; the mailbox outlives the instances it feeds."""
 
-    __slots__ = ("done", "mailbox", "run_id", "scope", "spec")
+    __slots__ = ("done", "mailbox", "restarts", "run_id", "scope", "spec")
 
     def __init__(self, spec: ChildSpec[Any] | ServiceSpec) -> None:
         self.spec = spec
@@ -132,6 +173,7 @@ class _Child:
             Mailbox(spec.name, spec.mailbox_size) if isinstance(spec, ChildSpec) else None
         )
         self.run_id = 0
+        self.restarts = 0
         self.scope = trio.CancelScope()
         self.done = trio.Event()
         self.done.set()  # not running
@@ -185,6 +227,7 @@ class Supervisor:
         for spec in children:
             self._register(spec)
         self._state = _State.IDLE
+        self._restarts = 0
         self._nursery: trio.Nursery | None = None
         self._exits: trio.MemorySendChannel[_Exit] | None = None
         self._stopped = trio.Event()
@@ -204,6 +247,56 @@ class Supervisor:
     def child_names(self) -> list[str]:
         """Children in start order."""
         return list(self._children)
+
+    def service(self, name: str) -> Service:
+        """The service of child ``name`` (KeyError if there is none, or it is an actor)."""
+        spec = self._children[name].spec
+        if not isinstance(spec, ServiceSpec):
+            raise KeyError(f"{name!r} is an actor, not a service")
+        return spec.service
+
+    def snapshot(self, restart: str | None = None) -> TreeNode:
+        """The live tree below this supervisor, now (no checkpoint, nothing awaited)."""
+        children = []
+        for child in self._children.values():
+            spec = child.spec
+            running = not child.done.is_set()
+            if isinstance(spec, ServiceSpec):
+                describe = getattr(spec.service, "snapshot", None)
+                node = (
+                    describe(spec.restart.value)
+                    if callable(describe)
+                    else TreeNode(name=spec.name, kind="service", restart=spec.restart.value)
+                )
+            else:
+                assert child.mailbox is not None
+                node = TreeNode(
+                    name=spec.name,
+                    kind="actor",
+                    restart=spec.restart.value,
+                    mailbox_depth=child.mailbox.depth,
+                    mailbox_depth_max=child.mailbox.depth,
+                )
+            node = attrs.evolve(
+                node,
+                name=spec.name,
+                state=node.state if running else "stopped",
+                restarted=child.restarts,
+            )
+            children.append(node)
+        depths = [c.mailbox_depth_max for c in children if c.mailbox_depth_max is not None]
+        return TreeNode(
+            name=self.name,
+            kind="supervisor",
+            state=self._state.value,
+            strategy=self._strategy.value,
+            restart=restart,
+            max_restarts=self._intensity.max_restarts,
+            period_s=self._intensity.period_s,
+            restarts=self._restarts,
+            mailbox_depth_max=max(depths, default=0),
+            children=tuple(children),
+        )
 
     @overload
     async def add_child(self, spec: ChildSpec[M]) -> ActorRef[M]: ...
@@ -407,6 +500,17 @@ class Supervisor:
                 return escalation
             if self._metrics is not None:
                 self._metrics.actor_restarted(self.name)
+            child.restarts += 1
+            self._restarts += 1
+            logger.warning(
+                "supervisor %r restarts %s after %s (restart %d of at most %d in %gs)",
+                self.name,
+                child.spec.name,
+                "a crash" if event.error is not None else "a normal exit",
+                self._intensity.count,
+                self._intensity.max_restarts,
+                self._intensity.period_s,
+            )
             affected = self._affected_by(child)
             await self._terminate(reversed(affected))
             for sibling in affected:
@@ -447,3 +551,33 @@ def _should_restart(restart: RestartType, error: Exception | None) -> bool:
     if restart is RestartType.TRANSIENT:
         return error is not None
     return False
+
+
+class TaskService:
+    """A plain long-running task as a supervised `Service` (a ticker, a housekeeping loop).
+
+    ``run`` is awaited until it returns (a normal exit) or raises (a crash); `drain` cancels
+    it and waits for `serve` to return. Serving again (a restart) calls ``run`` afresh.
+    """
+
+    def __init__(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self.name = name
+        self._run = run
+        self._scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+        self._done.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._done = trio.Event()
+        try:
+            with trio.CancelScope() as self._scope:
+                task_status.started()
+                await self._run()
+        finally:
+            self._scope = None
+            self._done.set()
+
+    async def drain(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._done.wait()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 import attrs
 
 from engine.messages import (
+    AgentReconnecting,
     AgentStatusPush,
     AgentWelcome,
     Availability,
@@ -58,7 +59,9 @@ __all__ = [
 # events of that kind. An event stored with ``visibility=agents`` (a silent supervisor's join)
 # is hidden whatever its kind.
 VISITOR_EVENT_DATA: Mapping[EventKind, frozenset[str] | None] = {
-    EventKind.MESSAGE: frozenset(),
+    # Files sent with the message: id, name, type and size (the bytes need the sender's or
+    # an agent's credential, see web/files.py).
+    EventKind.MESSAGE: frozenset({"attachments"}),
     EventKind.NOTE: None,  # internal note
     EventKind.WHISPER: None,  # supervisor to agent
     # Not the routing reason, load or candidate counts the router adds to ``data``.
@@ -139,6 +142,9 @@ VISITOR_PUSHES: Mapping[type, Callable[[Any], Any]] = {
     ViewingPush: _same,
     QueuePosition: _same,
     Availability: _same,
+    # The visitor's own chat: its agent dropped (or is back); the agent's display name only,
+    # which the visitor already saw when the agent joined.
+    AgentReconnecting: _same,
     ResyncRequired: _same,
     SessionClosed: _same,
     AgentWelcome: _never,

@@ -21,9 +21,11 @@ from storage._files import create_private_file, private_dir
 from storage.api import (
     MAX_PAGE,
     Agent,
+    AgentToken,
     ApiToken,
     AppendRequest,
     AppendResult,
+    Attachment,
     AuditChainReport,
     AuditEntry,
     AuthorType,
@@ -36,23 +38,36 @@ from storage.api import (
     ConversationFilter,
     ConversationPatch,
     ConversationState,
+    DeliveryState,
     Event,
     EventKind,
     Group,
+    InboxItem,
+    InboxStatus,
+    MailItem,
+    MailStatus,
     NewRoutingDecision,
     Page,
     PageView,
+    PositionedEvent,
     Report,
     Role,
     RoutingDecision,
     SearchHit,
     Session,
+    SsoConfig,
+    SsoIdentity,
     Storage,
+    TwoFactor,
     Visibility,
     Visitor,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
     Workspace,
     WorkspaceStatus,
 )
+from storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, default_files_dir
 from storage.crypto import EncryptionError, MasterKeyRing, resolve_master_keys
 from storage.errors import (
     AppendRefused,
@@ -63,6 +78,7 @@ from storage.errors import (
     MigrationError,
     NotABackupError,
     NotFound,
+    QuotaExceeded,
     RestoreError,
     StorageError,
     StorageUnavailable,
@@ -73,10 +89,12 @@ __all__ = [
     "GROUP_COMMIT_MAX_DELAY_S",
     "MAX_PAGE",
     "Agent",
+    "AgentToken",
     "ApiToken",
     "AppendRefused",
     "AppendRequest",
     "AppendResult",
+    "Attachment",
     "AuditChainReport",
     "AuditEntry",
     "AuthorType",
@@ -84,6 +102,7 @@ __all__ = [
     "BackupRecord",
     "Ban",
     "BanKind",
+    "BlobStore",
     "CannedResponse",
     "CloseReason",
     "CommitFailed",
@@ -92,12 +111,18 @@ __all__ = [
     "ConversationFilter",
     "ConversationPatch",
     "ConversationState",
+    "DeliveryState",
     "EncryptionError",
     "Event",
     "EventKind",
     "Group",
     "GroupCommitConfig",
+    "InboxItem",
+    "InboxStatus",
     "InvalidDatabaseURL",
+    "LocalBlobStore",
+    "MailItem",
+    "MailStatus",
     "MasterKeyRing",
     "MigrationError",
     "NewRoutingDecision",
@@ -105,21 +130,31 @@ __all__ = [
     "NotFound",
     "Page",
     "PageView",
+    "PositionedEvent",
+    "QuotaExceeded",
     "Report",
     "RestoreError",
     "Role",
     "RoutingDecision",
+    "S3BlobStore",
     "SearchHit",
     "Session",
+    "SsoConfig",
+    "SsoIdentity",
     "Storage",
     "StorageError",
     "StorageUnavailable",
+    "TwoFactor",
     "Visibility",
     "Visitor",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "Workspace",
     "WorkspaceStatus",
     "backend_of",
     "create_private_file",
+    "default_files_dir",
     "open_backend",
     "open_storage",
     "private_dir",
@@ -152,20 +187,30 @@ async def open_backend(
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
     keyring: MasterKeyRing | None = None,
+    files_dir: str | None = None,
+    blobs: BlobStore | None = None,
     **options: Any,
 ) -> AsyncIterator[SqlStorage]:
-    """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench)."""
+    """Like ``open_storage`` but typed as the concrete backend (backup, restore, bench).
+
+    The bytes of chat files go to ``blobs`` if given, else to the directory ``files_dir``
+    (default: ``default_files_dir``).
+    """
     backend, target = backend_of(url)
+    if blobs is None:
+        blobs = LocalBlobStore(files_dir or default_files_dir(backend, target))
     if backend == "sqlite":
         from storage.sqlite import open_sqlite
 
         async with open_sqlite(target, group_commit=group_commit, clock=clock, **options) as s:
+            s.use_blobs(blobs)
             await s.use_keys(keyring)
             yield s
     else:
         from storage.postgres import open_postgres
 
         async with open_postgres(target, group_commit=group_commit, clock=clock, **options) as p:
+            p.use_blobs(blobs)
             await p.use_keys(keyring)
             yield p
 
@@ -177,6 +222,8 @@ async def open_storage(
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
     keyring: MasterKeyRing | None = None,
+    files_dir: str | None = None,
+    blobs: BlobStore | None = None,
     **options: Any,
 ) -> AsyncIterator[Storage]:
     """Open the database named by ``url``, applying pending migrations; close on exit.
@@ -190,6 +237,12 @@ async def open_storage(
     ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
     """
     async with open_backend(
-        url, group_commit=group_commit, clock=clock, keyring=keyring, **options
+        url,
+        group_commit=group_commit,
+        clock=clock,
+        keyring=keyring,
+        files_dir=files_dir,
+        blobs=blobs,
+        **options,
     ) as storage:
         yield storage

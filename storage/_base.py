@@ -24,12 +24,19 @@ import trio
 from storage import _export as export
 from storage import api
 from storage._appends import Admit, GroupCommitConfig, GroupCommitter, append_batch_program
+from storage._attachments import (
+    add_attachment_program,
+    bind_attachments_program,
+    unsent_attachments_program,
+)
 from storage._audit import (
     append_audit_program,
     chains_program,
     verify_chain_program,
 )
+from storage._auth import AuthStore
 from storage._keys import data_key_program, rewrap_program, seal_plaintext_program
+from storage._mail import MailStorage
 from storage._purge import (
     erase_visitor_program,
     purge_conversations_program,
@@ -45,6 +52,8 @@ from storage._records import (
 )
 from storage._report import compute_report
 from storage._sql import Dialect, Program, Q, Result, Row
+from storage._webhooks import WebhookStore
+from storage.blobs import BlobStore
 from storage.crypto import (
     MAX_QUERY_WORDS,
     DataKey,
@@ -132,7 +141,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(abc.ABC):
+class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str
@@ -145,6 +154,24 @@ class SqlStorage(abc.ABC):
         # server always sets a ring (``use_keys``).
         self._keyring: MasterKeyRing | None = None
         self._data_keys: dict[str, DataKey] = {}
+        self._blobs: BlobStore | None = None
+
+    def use_blobs(self, blobs: BlobStore) -> None:
+        """Where file bytes go (set by ``open_storage`` from ``files_dir``)."""
+        self._blobs = blobs
+
+    @property
+    def blobs(self) -> BlobStore:
+        if self._blobs is None:
+            raise StorageUnavailable("no file store is configured")
+        return self._blobs
+
+    async def _drop_blobs(self, blob_ids: list[str]) -> None:
+        """Delete bytes whose rows are committed gone; shielded: rows without bytes are fine,
+        bytes without rows are an orphan the next sweep cannot find, so finish the job."""
+        if blob_ids and self._blobs is not None:
+            with trio.CancelScope(shield=True):
+                await self._blobs.delete(blob_ids)
 
     # ------------------------------------------------------------ driver (backend-specific)
 
@@ -1177,17 +1204,20 @@ class SqlStorage(abc.ABC):
             now=now,
             actor=actor,
         )
-        return await self._write(program)
+        deleted, files = await self._write(program)
+        await self._drop_blobs(files)
+        return deleted
 
     async def erase_visitor(
         self, workspace_id: str, visitor_id: str, *, actor: str = "system", ip: str | None = None
     ) -> None:
         """Delete the visitor and everything about them (data-subject erasure); audited once,
-        in the same transaction (``visitor.erased``)."""
+        in the same transaction (``visitor.erased``); their files' bytes after the commit."""
         program = erase_visitor_program(
             self._dialect, workspace_id, visitor_id, now=self._clock(), actor=actor, ip=ip
         )
-        await self._write(program)
+        files = await self._write(program)
+        await self._drop_blobs(files)
         await self._scrub_after_erasure()
 
     async def purge_workspace(self, workspace_id: str, *, actor: str = "system") -> None:
@@ -1195,8 +1225,9 @@ class SqlStorage(abc.ABC):
         program = purge_workspace_program(
             self._dialect, workspace_id, now=self._clock(), actor=actor
         )
-        await self._write(program)
+        files = await self._write(program)
         self._data_keys.pop(workspace_id, None)  # the key is destroyed: forget it here too
+        await self._drop_blobs(files)
         await self._scrub_after_erasure()
 
     # ------------------------------------------------------------ audit chain
@@ -1208,3 +1239,66 @@ class SqlStorage(abc.ABC):
     async def audit_chains(self) -> list[str | None]:
         """Every audit chain: workspace ids, None for the server-wide entries."""
         return await self._read(chains_program())
+
+    # ------------------------------------------------------------ files (attachments)
+
+    async def add_attachment(
+        self, attachment: api.Attachment, data: bytes, *, max_storage_bytes: int | None
+    ) -> api.Attachment:
+        """Bytes first, then the row (quota checked in its transaction); bytes removed if the
+        row is refused, so a refused upload leaves nothing behind."""
+        blobs = self.blobs
+        await blobs.put(attachment.id, data)
+        try:
+            return await self._write(
+                add_attachment_program(attachment, max_storage_bytes=max_storage_bytes)
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await blobs.delete([attachment.id])
+            raise
+
+    async def get_attachment(
+        self, workspace_id: str, attachment_id: str
+    ) -> api.Attachment | None:
+        sql = f"SELECT {columns(api.Attachment)} FROM attachments WHERE workspace_id=? AND id=?"
+        return await self._fetch_one(api.Attachment, sql, workspace_id, attachment_id)
+
+    async def read_attachment(self, attachment: api.Attachment) -> bytes | None:
+        return await self.blobs.get(attachment.id)
+
+    async def bind_attachments(
+        self,
+        workspace_id: str,
+        attachment_ids: Sequence[str],
+        *,
+        conversation_id: str,
+        visitor_id: str,
+        uploader_type: api.AuthorType,
+        uploader_id: str,
+    ) -> list[api.Attachment]:
+        return await self._write(
+            bind_attachments_program(
+                self._dialect,
+                workspace_id,
+                attachment_ids,
+                conversation_id=conversation_id,
+                visitor_id=visitor_id,
+                uploader_type=uploader_type,
+                uploader_id=uploader_id,
+                now=self._clock(),
+            )
+        )
+
+    async def attachment_usage(self, workspace_id: str) -> int:
+        rows = await self._fetch(
+            "SELECT COALESCE(SUM(size), 0) AS n FROM attachments WHERE workspace_id=?",
+            workspace_id,
+        )
+        return int(rows[0]["n"]) if rows else 0
+
+    async def purge_unsent_attachments(self, *, older_than_s: float) -> int:
+        """Delete uploads never attached to a message within ``older_than_s``."""
+        files = await self._write(unsent_attachments_program(self._clock() - older_than_s))
+        await self._drop_blobs(files)
+        return len(files)

@@ -5,16 +5,22 @@ JSONL layout, one compact JSON object per line, UTF-8, non-ASCII kept as is::
     {"format":"livechat-export","version":1,"scope":"workspace","workspace_id":"...",...}
     {"table":"workspaces","row":{...}}
     ...
-    {"end":true,"counts":{"workspaces":1,"events":12345,...}}
+    {"file":{"id":"...","data":"<base64>"}}
+    ...
+    {"end":true,"counts":{"workspaces":1,"events":12345,...},"files":3}
 
 Tables come parents first, rows in key order (byte order, on both backends), so exporting an
 imported file reproduces it byte for byte. JSON columns appear as JSON values, not strings. The
-trailer's counts let an import detect a truncated file. A whole-database export (scope
+trailer's counts let an import detect a truncated file. The bytes of the exported files
+(``attachments`` rows) follow the tables, one ``file`` line each, base64; the trailer's ``files``
+counts them and an import writes them to the target's file store. A whole-database export (scope
 "database") is the PostgreSQL backup format and the SQLite-to-PostgreSQL migration path.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import datetime
 import io
@@ -25,10 +31,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Protocol, TypeVar
 
 import attrs
+import trio
 
 from storage._audit import repair_chains_program
 from storage._records import dump_json
 from storage._sql import Dialect, Program, Q, Result
+from storage.blobs import BlobStore
 from storage.crypto import SEARCHABLE_KINDS, DataKey, is_sealed, plain_terms
 from storage.errors import RestoreError
 
@@ -49,6 +57,9 @@ class _Store(Protocol):
     def dialect(self) -> Dialect: ...
 
     def transaction(self, *, write: bool) -> AbstractAsyncContextManager[_Tx]: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
 
 
 @attrs.frozen
@@ -87,6 +98,21 @@ TABLES: Final = (
         bools="enabled",
     ),
     _t(
+        "agent_two_factor",
+        "agent_id workspace_id totp_secret confirmed_at recovery_hashes last_step created_at",
+        key="agent_id",
+        json_cols="recovery_hashes",
+    ),
+    _t(
+        "workspace_sso",
+        "workspace_id slug issuer client_id client_secret role_claim role_map default_role"
+        " sso_only enabled updated_at",
+        key="workspace_id",
+        json_cols="role_map",
+        bools="sso_only enabled",
+    ),
+    _t("sso_identities", "id workspace_id issuer subject agent_id created_at"),
+    _t(
         "visitors",
         "id workspace_id token_hash external_id name email attributes user_agent ip"
         " visits first_seen_at last_seen_at",
@@ -108,6 +134,11 @@ TABLES: Final = (
         json_cols="data",
     ),
     _t("canned_responses", "id workspace_id shortcut text"),
+    _t(
+        "attachments",
+        "id workspace_id uploader_type uploader_id visitor_id conversation_id name content_type"
+        " size created_at sent_at",
+    ),
     _t(
         "routing_decisions",
         "id workspace_id conversation_id agent_id reason details at",
@@ -162,6 +193,7 @@ def _scope(
             f"workspace_id=? AND conversation_id IN ({theirs})",
             [workspace_id, workspace_id, visitor_id],
         ),
+        "attachments": ("workspace_id=? AND visitor_id=?", [workspace_id, visitor_id]),
     }.get(table.name)
 
 
@@ -215,6 +247,7 @@ async def export_jsonl(
     }
     yield dump_json(header) + "\n"
     counts: dict[str, int] = {}
+    file_ids: list[str] = []
     async with store.transaction(write=False) as tx:
         for table in TABLES:
             where = _scope(table, workspace_id, visitor_id, sealed=sealed)
@@ -243,11 +276,21 @@ async def export_jsonl(
                         if "search_terms" in row:
                             row["search_terms"] = None  # keyed tokens: no use outside
                     yield dump_json({"table": table.name, "row": _exported(table, row)}) + "\n"
+                if table.name == "attachments":
+                    file_ids.extend(str(row["id"]) for row in result.rows)
                 counts[table.name] += len(result.rows)
                 if len(result.rows) < CHUNK_ROWS:
                     break
                 last = result.rows[-1]
-    yield dump_json({"end": True, "counts": counts}) + "\n"
+    files = 0
+    for file_id in file_ids:
+        data = await store.blobs.get(file_id)
+        if data is None:  # erased since the snapshot: its row restores without bytes
+            continue
+        encoded = base64.b64encode(data).decode("ascii")
+        yield dump_json({"file": {"id": file_id, "data": encoded}}) + "\n"
+        files += 1
+    yield dump_json({"end": True, "counts": counts, "files": files}) + "\n"
 
 
 async def import_jsonl(store: _Store, lines: AsyncIterator[str]) -> int:
@@ -255,60 +298,98 @@ async def import_jsonl(store: _Store, lines: AsyncIterator[str]) -> int:
 
     Raises ``RestoreError`` (nothing restored) when the database already holds workspaces, the
     header is not ours, a line is malformed, or the file is truncated (no trailer or counts
-    that differ from the rows read).
+    that differ from the rows read). File bytes are written to the target's file store as they
+    are read; when the restore fails they are deleted again, like the rows.
     """
+    written: list[str] = []
+    try:
+        async with store.transaction(write=True) as tx:
+            return await _import_lines(store, tx, lines, written)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await store.blobs.delete(written)
+        raise
+
+
+async def _import_lines(
+    store: _Store, tx: _Tx, lines: AsyncIterator[str], written: list[str]
+) -> int:
     counts: dict[str, int] = defaultdict(int)
     pending: dict[str, list[list[Any]]] = defaultdict(list)
+    file_rows: set[str] = set()  # ids of the attachments rows read: the only bytes accepted
     total = 0
     seen_header = False
     trailer: Mapping[str, Any] | None = None
-    async with store.transaction(write=True) as tx:
-        existing = await tx.run(Q("SELECT COUNT(*) AS n FROM workspaces"))
-        if existing.rows[0]["n"]:
-            raise RestoreError("the target database is not empty (it already has workspaces)")
-        line_no = 0
-        async for line in lines:
-            line_no += 1
-            if not line.strip():
-                continue
-            if trailer is not None:
-                raise RestoreError(f"line {line_no}: data after the end marker")
-            try:
-                item = json.loads(line)
-            except ValueError as err:
-                raise RestoreError(f"line {line_no}: not JSON ({err})") from err
-            if not seen_header:
-                _check_header(item)
-                seen_header = True
-                continue
-            if item.get("end") is True:
-                trailer = item
-                continue
-            table = _BY_NAME.get(item.get("table", ""))
-            row = item.get("row")
-            if table is None or not isinstance(row, dict):
-                raise RestoreError(f"line {line_no}: unknown table or malformed row")
-            if table.name == "events":
-                row = _with_plain_terms(row)
-            try:
-                pending[table.name].append(_imported(table, row))
-            except (KeyError, TypeError) as err:
-                raise RestoreError(f"line {line_no}: row of {table.name}: {err}") from err
-            counts[table.name] += 1
-            total += 1
-            if len(pending[table.name]) >= CHUNK_ROWS:
-                await _flush(tx, pending)
-        await _flush(tx, pending)
+    existing = await tx.run(Q("SELECT COUNT(*) AS n FROM workspaces"))
+    if existing.rows[0]["n"]:
+        raise RestoreError("the target database is not empty (it already has workspaces)")
+    line_no = 0
+    async for line in lines:
+        line_no += 1
+        if not line.strip():
+            continue
+        if trailer is not None:
+            raise RestoreError(f"line {line_no}: data after the end marker")
+        try:
+            item = json.loads(line)
+        except ValueError as err:
+            raise RestoreError(f"line {line_no}: not JSON ({err})") from err
         if not seen_header:
-            raise RestoreError("empty file: no export header")
-        if trailer is None:
-            raise RestoreError("truncated export: the end marker is missing")
-        expected = {k: v for k, v in dict(trailer.get("counts", {})).items() if v}
-        if expected != {k: v for k, v in counts.items() if v}:
-            raise RestoreError(f"row counts differ: file says {expected}, read {dict(counts)}")
-        # Chain heads are not exported: rebuilt from the restored log, which keeps its hashes.
-        await _drive(tx, repair_chains_program(store.dialect))
+            _check_header(item)
+            seen_header = True
+            continue
+        if item.get("end") is True:
+            trailer = item
+            continue
+        if "file" in item:
+            file_id, data = _file_line(item["file"], file_rows, line_no)
+            await store.blobs.put(file_id, data)
+            written.append(file_id)
+            continue
+        table = _BY_NAME.get(item.get("table", ""))
+        row = item.get("row")
+        if table is None or not isinstance(row, dict):
+            raise RestoreError(f"line {line_no}: unknown table or malformed row")
+        if table.name == "events":
+            row = _with_plain_terms(row)
+        try:
+            pending[table.name].append(_imported(table, row))
+        except (KeyError, TypeError) as err:
+            raise RestoreError(f"line {line_no}: row of {table.name}: {err}") from err
+        if table.name == "attachments":
+            file_rows.add(str(row["id"]))
+        counts[table.name] += 1
+        total += 1
+        if len(pending[table.name]) >= CHUNK_ROWS:
+            await _flush(tx, pending)
+    await _flush(tx, pending)
+    if not seen_header:
+        raise RestoreError("empty file: no export header")
+    if trailer is None:
+        raise RestoreError("truncated export: the end marker is missing")
+    expected = {k: v for k, v in dict(trailer.get("counts", {})).items() if v}
+    if expected != {k: v for k, v in counts.items() if v}:
+        raise RestoreError(f"row counts differ: file says {expected}, read {dict(counts)}")
+    if int(trailer.get("files", 0)) != len(written):
+        raise RestoreError(
+            f"file counts differ: file says {trailer.get('files')}, read {len(written)}"
+        )
+    # Chain heads are not exported: rebuilt from the restored log, which keeps its hashes.
+    await _drive(tx, repair_chains_program(store.dialect))
     return total
+
+
+def _file_line(value: Any, file_rows: set[str], line_no: int) -> tuple[str, bytes]:
+    """The id and bytes of a ``file`` line, for an attachments row already read."""
+    if not isinstance(value, dict) or not isinstance(value.get("data"), str):
+        raise RestoreError(f"line {line_no}: malformed file line")
+    file_id = str(value.get("id"))
+    if file_id not in file_rows:
+        raise RestoreError(f"line {line_no}: file {file_id!r} has no attachments row")
+    try:
+        return file_id, base64.b64decode(value["data"], validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise RestoreError(f"line {line_no}: file {file_id!r} is not base64") from err
 
 
 async def _drive(tx: _Tx, program: Program[T]) -> T:
@@ -331,7 +412,7 @@ def _check_header(item: Any) -> None:
         raise RestoreError("a visitor export is a data-subject copy and cannot be restored")
 
 
-# schema 0002: origin_key; 0003: the audit hash chain (older entries are chained on restore)
+# schema 0002: origin_key; 0007: the audit hash chain (older entries are chained on restore)
 # search_terms: the blind index (older exports: computed at import, or sealed and indexed at
 # the next server start)
 _ADDED_LATER: Final = frozenset({"origin_key", "seq", "prev_hash", "hash", "search_terms"})

@@ -1,7 +1,9 @@
 """Deletion programs (retention, erasure, workspace purge); each leaves one audit entry.
 
 Each runs as one write transaction, so a deletion is all or nothing and its audit entry is
-committed with it. Audit details hold counts and ids, never message bodies.
+committed with it. Audit details hold counts and ids, never message bodies. Each also deletes
+the rows of the files it removes and returns their ids: the caller deletes their bytes from the
+blob store once the transaction has committed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from storage.errors import NotFound
 
 # Children before parents: no foreign key ever points at a deleted row.
 _WORKSPACE_TABLES = (
+    "attachments",
+    "mail_outbox",
+    "agent_tokens",
+    "inbox_items",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_subscriptions",
     "events",
     "routing_decisions",
     "conversations",
@@ -21,6 +30,9 @@ _WORKSPACE_TABLES = (
     "bans",
     "canned_responses",
     "visitors",
+    "agent_two_factor",
+    "sso_identities",
+    "workspace_sso",
     "agents",
     "agent_groups",
     "audit_log",
@@ -28,11 +40,22 @@ _WORKSPACE_TABLES = (
 )
 
 
+def _take_attachments(where: str, args: tuple[str | float, ...]) -> Program[list[str]]:
+    found = yield Q(f"SELECT id FROM attachments WHERE {where}", args)
+    ids = [str(row["id"]) for row in found.rows]
+    if ids:
+        yield Q(f"DELETE FROM attachments WHERE {where}", args)
+    return ids
+
+
 def purge_conversations_program(
     dialect: Dialect, workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
-) -> Program[int]:
-    """Delete conversations (and their events) with no activity since ``cutoff``."""
+) -> Program[tuple[int, list[str]]]:
+    """Delete conversations (their events and files) with no activity since ``cutoff``."""
     old = "SELECT id FROM conversations WHERE workspace_id=? AND last_activity_at<?"
+    files = yield from _take_attachments(
+        f"workspace_id=? AND conversation_id IN ({old})", (workspace_id, workspace_id, cutoff)
+    )
     events = yield Q(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({old})",
         (workspace_id, workspace_id, cutoff),
@@ -41,16 +64,26 @@ def purge_conversations_program(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({old})",
         (workspace_id, workspace_id, cutoff),
     )
+    for table in ("inbox_items", "mail_outbox"):
+        yield Q(
+            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({old})",
+            (workspace_id, workspace_id, cutoff),
+        )
     deleted = yield Q(
         "DELETE FROM conversations WHERE workspace_id=? AND last_activity_at<?",
         (workspace_id, cutoff),
     )
     if deleted.rowcount:
-        details = {"days": days, "conversations": deleted.rowcount, "events": events.rowcount}
+        details = {
+            "days": days,
+            "conversations": deleted.rowcount,
+            "events": events.rowcount,
+            "files": len(files),
+        }
         yield from append_audit_program(
             dialect, workspace_id, actor=actor, action="retention.purge", at=now, details=details
         )
-    return deleted.rowcount
+    return deleted.rowcount, files
 
 
 def erase_visitor_program(
@@ -61,18 +94,26 @@ def erase_visitor_program(
     now: float,
     actor: str,
     ip: str | None = None,
-) -> Program[None]:
-    """Delete a visitor with their conversations, events, page views and visitor bans."""
+) -> Program[list[str]]:
+    """Delete a visitor with their conversations, events, files, page views and bans."""
     found = yield Q(
         "SELECT 1 AS ok FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id)
     )
     if found.one() is None:
         raise NotFound(f"visitor {visitor_id!r} not found")
     theirs = "SELECT id FROM conversations WHERE workspace_id=? AND visitor_id=?"
+    files = yield from _take_attachments(
+        "workspace_id=? AND visitor_id=?", (workspace_id, visitor_id)
+    )
     events = yield Q(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
     )
+    for table in ("inbox_items", "mail_outbox"):
+        yield Q(
+            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({theirs})",
+            (workspace_id, workspace_id, visitor_id),
+        )
     yield Q(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
@@ -89,7 +130,11 @@ def erase_visitor_program(
         (workspace_id, visitor_id),
     )
     yield Q("DELETE FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id))
-    details = {"conversations": conversations.rowcount, "events": events.rowcount}
+    details = {
+        "conversations": conversations.rowcount,
+        "events": events.rowcount,
+        "files": len(files),
+    }
     yield from append_audit_program(
         dialect,
         workspace_id,
@@ -100,17 +145,20 @@ def erase_visitor_program(
         details=details,
         ip=ip,
     )
+    return files
 
 
 def purge_workspace_program(
     dialect: Dialect, workspace_id: str, *, now: float, actor: str
-) -> Program[None]:
+) -> Program[list[str]]:
     """Delete every row of a workspace; the audit entry is server-wide (workspace_id NULL),
     so an operator can read it (``GET /audit/server``) after the workspace's own log is gone."""
     counts: dict[str, int] = {}
     found = yield Q("SELECT 1 AS ok FROM workspaces WHERE id=?", (workspace_id,))
     if found.one() is None:
         raise NotFound(f"workspace {workspace_id!r} not found")
+    listed = yield Q("SELECT id FROM attachments WHERE workspace_id=?", (workspace_id,))
+    files = [str(row["id"]) for row in listed.rows]
     for table in _WORKSPACE_TABLES:
         result = yield Q(f"DELETE FROM {table} WHERE workspace_id=?", (workspace_id,))
         counts[table] = result.rowcount
@@ -125,3 +173,4 @@ def purge_workspace_program(
         at=now,
         details=counts,
     )
+    return files

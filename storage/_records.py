@@ -37,6 +37,16 @@ TABLES: Final[Mapping[type[Any], str]] = {
     api.AuditEntry: "audit_log",
     api.ApiToken: "api_tokens",
     api.Session: "sessions",
+    api.Attachment: "attachments",
+    api.TwoFactor: "agent_two_factor",
+    api.SsoConfig: "workspace_sso",
+    api.SsoIdentity: "sso_identities",
+    api.MailItem: "mail_outbox",
+    api.AgentToken: "agent_tokens",
+    api.InboxItem: "inbox_items",
+    api.WebhookSubscription: "webhook_subscriptions",
+    api.WebhookDelivery: "webhook_deliveries",
+    api.WebhookAttempt: "webhook_attempts",
 }
 
 

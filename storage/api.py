@@ -12,7 +12,7 @@ JSON objects (settings, attributes, event data) are ``dict[str, Any]`` of JSON-c
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -29,6 +29,9 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
     SUPERVISOR = "supervisor"
     AGENT = "agent"
+    # A program (docs/bots.md): console socket with an API token only, no password, no HTTP
+    # API; the router offers it new chats before humans.
+    BOT = "bot"
 
 
 class ConversationState(enum.StrEnum):
@@ -367,6 +370,127 @@ class Session:
     last_seen_at: float
 
 
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # gave up: retry window over, or the subscription was disabled
+
+
+@attrs.frozen(kw_only=True)
+class WebhookSubscription:
+    """An HTTPS endpoint subscribed to event types of one workspace (docs/webhooks.md)."""
+
+    id: str
+    workspace_id: str
+    url: str
+    event_types: tuple[str, ...] = ()
+    description: str | None = None
+    secret: str  # HMAC-SHA256 signing key; shown to admins, never logged
+    previous_secret: str | None = None  # still signed with until ``previous_secret_expires_at``
+    previous_secret_expires_at: float | None = None
+    enabled: bool = True
+    disabled_reason: str | None = None
+    consecutive_failures: int = 0
+    from_pos: int = 0  # events at or before this global position are not delivered
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class WebhookDelivery:
+    """One event for one subscription: the outbox row, retried until delivered or given up."""
+
+    id: str
+    workspace_id: str
+    subscription_id: str
+    event_id: str  # stable id of the webhook event, the receiver's idempotency key
+    event_type: str
+    payload: str  # the exact JSON body that is signed and sent
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    created_at: float = 0.0
+    delivered_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WebhookAttempt:
+    id: str
+    workspace_id: str
+    delivery_id: str
+    attempt: int  # 1 for the first try
+    status_code: int | None  # None: no HTTP answer (refused, timeout, TLS...)
+    error: str | None  # a fixed short reason, never the receiver's body
+    latency_ms: float
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class PositionedEvent:
+    """An event with its global position (the webhook dispatcher's cursor)."""
+
+    pos: int
+    event: Event
+
+
+@attrs.frozen(kw_only=True)
+class Attachment:
+    """A file sent in a chat; its bytes are in the blob store under ``id`` (unguessable)."""
+
+    id: str
+    workspace_id: str
+    uploader_type: AuthorType  # visitor | agent
+    uploader_id: str
+    visitor_id: str  # whose chat: the uploader, or the visitor of the agent's chat
+    conversation_id: str | None  # None: a visitor's upload not sent yet
+    name: str  # the sender's file name, for display and download only
+    content_type: str  # sniffed from the bytes, never the sender's claim
+    size: int
+    created_at: float
+    sent_at: float | None = None  # when it was attached to a message
+
+
+@attrs.frozen(kw_only=True)
+class TwoFactor:
+    """An agent's TOTP enrollment (two-factor login); unconfirmed until the first good code."""
+
+    agent_id: str
+    workspace_id: str
+    totp_secret: str  # base32; the only place it lives (the column to encrypt at rest)
+    confirmed_at: float | None = None
+    recovery_hashes: tuple[str, ...] = ()  # SHA-256 hex of each unused recovery code
+    last_step: int = 0  # newest accepted TOTP time step: no code is accepted twice
+    created_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SsoConfig:
+    """A workspace's OpenID Connect provider and how its users become agents."""
+
+    workspace_id: str
+    slug: str  # what users type on the login page (unique across the server)
+    issuer: str
+    client_id: str
+    client_secret: str  # the column to encrypt at rest
+    role_claim: str = "roles"  # id_token claim (string or list of strings) read for the role
+    role_map: Mapping[str, str] = attrs.field(factory=dict)  # claim value -> role
+    default_role: Role | None = Role.AGENT  # no mapped value: this role, or None to refuse
+    sso_only: bool = False  # password logins refused (owners excepted)
+    enabled: bool = True
+    updated_at: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SsoIdentity:
+    id: str
+    workspace_id: str
+    issuer: str
+    subject: str  # the provider's ``sub``: stable, unlike names and e-mail addresses
+    agent_id: str
+    created_at: float = 0.0
+
+
 @attrs.frozen(kw_only=True)
 class Report:
     chats_per_day: tuple[tuple[str, int], ...]  # ("2026-11-26", 12)
@@ -377,6 +501,68 @@ class Report:
     average_rating: float | None
     per_agent: tuple[Mapping[str, Any], ...]  # {"agent_id", "chats", "avg_rating", "frt_p50_s"}
     per_group: tuple[Mapping[str, Any], ...]  # {"group_id", "chats", "missed"}
+
+
+# ---------------------------------------------------------------- mail, agent links, inbox
+
+
+class MailStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for its next attempt (next_attempt_at)
+    SENT = "sent"  # the SMTP server accepted it
+    FAILED = "failed"  # gave up after the last attempt, or refused for good (5xx)
+
+
+@attrs.frozen(kw_only=True)
+class MailItem:
+    """One outgoing mail in the durable outbox; the rows are also the delivery log."""
+
+    id: str
+    workspace_id: str | None
+    conversation_id: str | None  # the chat it is about (erased with it)
+    kind: str  # offline_message, missed_chat, transcript, password_reset, invitation, reply
+    dedupe_key: str | None  # a second enqueue with the same key is a no-op
+    recipient: str
+    subject: str
+    text_body: str
+    html_body: str
+    status: MailStatus = MailStatus.QUEUED
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None  # an error class and SMTP code, never credentials
+    created_at: float = 0.0
+    sent_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AgentToken:
+    """A single-use link mailed to an agent (password reset, invitation); hashed at rest."""
+
+    token_hash: str
+    workspace_id: str
+    agent_id: str
+    purpose: str  # "password_reset" or "invitation"
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
+
+
+class InboxStatus(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+@attrs.frozen(kw_only=True)
+class InboxItem:
+    """An offline message or an unanswered chat waiting for someone to follow up."""
+
+    conversation_id: str
+    workspace_id: str
+    kind: str  # "offline" or "missed" (the conversation's close reason)
+    status: InboxStatus = InboxStatus.OPEN
+    assignee_id: str | None = None
+    replies: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
 
 # ---------------------------------------------------------------- the interface
@@ -601,6 +787,91 @@ class Storage(Protocol):
         self, agent_id: str, *, except_id_hash: str | None = None
     ) -> None: ...
 
+    # two-factor login and single sign-on (storage/_auth.py)
+    async def get_two_factor(self, workspace_id: str, agent_id: str) -> TwoFactor | None: ...
+    async def list_two_factor(self, workspace_id: str) -> list[TwoFactor]: ...
+    async def put_two_factor(self, record: TwoFactor) -> TwoFactor: ...
+    async def confirm_two_factor(
+        self, workspace_id: str, agent_id: str, *, step: int, recovery_hashes: Sequence[str]
+    ) -> TwoFactor: ...
+    async def use_totp_step(self, workspace_id: str, agent_id: str, step: int) -> bool: ...
+    async def use_recovery_code(self, workspace_id: str, agent_id: str, code_hash: str) -> bool: ...
+    async def set_recovery_codes(
+        self, workspace_id: str, agent_id: str, recovery_hashes: Sequence[str]
+    ) -> None: ...
+    async def delete_two_factor(self, workspace_id: str, agent_id: str) -> bool: ...
+    async def get_sso_config(self, workspace_id: str) -> SsoConfig | None: ...
+    async def find_sso_config(self, slug: str) -> SsoConfig | None: ...
+    async def put_sso_config(self, config: SsoConfig) -> SsoConfig: ...
+    async def delete_sso_config(self, workspace_id: str) -> None: ...
+    async def find_sso_identity(
+        self, workspace_id: str, issuer: str, subject: str
+    ) -> SsoIdentity | None: ...
+    async def create_sso_identity(
+        self, workspace_id: str, *, issuer: str, subject: str, agent_id: str
+    ) -> SsoIdentity: ...
+    # webhooks (storage/_webhooks.py, docs/webhooks.md)
+    async def create_webhook(
+        self,
+        workspace_id: str,
+        *,
+        url: str,
+        event_types: Sequence[str],
+        secret: str,
+        description: str | None = None,
+    ) -> WebhookSubscription: ...
+    async def get_webhook(
+        self, workspace_id: str, subscription_id: str
+    ) -> WebhookSubscription | None: ...
+    async def list_webhooks(self, workspace_id: str) -> list[WebhookSubscription]: ...
+    async def update_webhook(
+        self, workspace_id: str, subscription_id: str, **changes: Any
+    ) -> WebhookSubscription: ...
+    async def delete_webhook(self, workspace_id: str, subscription_id: str) -> None: ...
+    async def feed_webhooks(
+        self,
+        *,
+        limit: int,
+        settle_s: float,
+        expand: Callable[[PositionedEvent], Sequence[tuple[str, str, str]]],
+    ) -> tuple[int, bool]:
+        """Committed events after the durable cursor into the outbox (one transaction):
+        (deliveries added, whether more events may wait past this batch)."""
+        ...
+
+    async def enqueue_webhook_events(self, items: Sequence[tuple[str, str, str, str]]) -> int:
+        """Outbox rows for non-conversation events: (workspace, type, event id, payload)."""
+        ...
+
+    async def due_webhook_deliveries(
+        self, *, now: float, limit: int
+    ) -> list[tuple[WebhookDelivery, WebhookSubscription]]: ...
+    async def claim_webhook_deliveries(
+        self, delivery_ids: Sequence[str], *, now: float, lease_until: float
+    ) -> dict[str, int]:
+        """Lease due deliveries for an attempt (``next_attempt_at = lease_until``); returns
+        the ids taken with their attempts so far."""
+        ...
+
+    async def record_webhook_attempt(
+        self,
+        attempt: WebhookAttempt,
+        *,
+        state: DeliveryState,
+        next_attempt_at: float | None,
+        disable_after_failures: int,
+    ) -> WebhookSubscription | None: ...
+    async def list_webhook_deliveries(
+        self, workspace_id: str, subscription_id: str, *, limit: int = 50
+    ) -> list[WebhookDelivery]: ...
+    async def get_webhook_delivery(
+        self, workspace_id: str, delivery_id: str
+    ) -> WebhookDelivery | None: ...
+    async def list_webhook_attempts(
+        self, workspace_id: str, delivery_id: str
+    ) -> list[WebhookAttempt]: ...
+    async def redeliver_webhook(self, workspace_id: str, delivery_id: str) -> WebhookDelivery: ...
+
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...
     def export_jsonl(
@@ -627,3 +898,66 @@ class Storage(Protocol):
     async def seal_plaintext(self) -> int: ...
     async def check_data_keys(self) -> int: ...
     async def audit_chains(self) -> list[str | None]: ...
+
+    # files (attachments): metadata here, bytes in the blob store
+    async def add_attachment(
+        self, attachment: Attachment, data: bytes, *, max_storage_bytes: int | None
+    ) -> Attachment:
+        """Store the bytes, then the row; ``QuotaExceeded`` when the workspace is full."""
+        ...
+
+    async def get_attachment(self, workspace_id: str, attachment_id: str) -> Attachment | None: ...
+    async def read_attachment(self, attachment: Attachment) -> bytes | None: ...
+    async def bind_attachments(
+        self,
+        workspace_id: str,
+        attachment_ids: Sequence[str],
+        *,
+        conversation_id: str,
+        visitor_id: str,
+        uploader_type: AuthorType,
+        uploader_id: str,
+    ) -> list[Attachment]:
+        """Attach uploads to a message of ``conversation_id``; only the uploader's own, not
+        yet in another conversation. Returns those bound, in the order asked (a retry of the
+        same message binds them again)."""
+        ...
+
+    async def attachment_usage(self, workspace_id: str) -> int: ...  # bytes stored
+    async def purge_unsent_attachments(self, *, older_than_s: float) -> int: ...
+    # outgoing mail, agent links, inbox (storage._mail)
+    async def enqueue_mail(self, item: MailItem) -> bool: ...  # False: dedupe_key exists
+    async def due_mail(self, now: float, *, limit: int = 20) -> list[MailItem]: ...
+    async def next_mail_due_at(self) -> float | None: ...
+    async def claim_mail(self, item: MailItem, *, lease_until: float) -> bool: ...
+    async def mail_sent(self, mail_id: str, *, at: float) -> None: ...
+    async def mail_attempt_failed(
+        self, mail_id: str, *, error: str, retry_at: float | None
+    ) -> None: ...
+    async def list_mail(
+        self, workspace_id: str, *, status: MailStatus | None = None, limit: int = 100
+    ) -> list[MailItem]: ...
+    async def prune_mail(self, *, before: float) -> int: ...  # sent/failed rows only
+    async def create_agent_token(self, token: AgentToken) -> None: ...
+    async def use_agent_token(
+        self, token_hash: str, *, purposes: Sequence[str], now: float
+    ) -> AgentToken | None: ...
+    async def find_agents_by_email(self, email: str) -> list[Agent]: ...
+    async def unscanned_inbox_conversations(
+        self, *, since: float, limit: int = 100
+    ) -> list[Conversation]: ...
+    async def add_inbox_item(self, item: InboxItem, *, mail: MailItem | None) -> bool: ...
+    async def list_inbox(
+        self, workspace_id: str, *, status: InboxStatus | None = None, limit: int = 100
+    ) -> list[InboxItem]: ...
+    async def count_inbox(self, workspace_id: str, *, status: InboxStatus) -> int: ...
+    async def get_inbox_item(self, workspace_id: str, conversation_id: str) -> InboxItem | None: ...
+    async def update_inbox_item(
+        self,
+        workspace_id: str,
+        conversation_id: str,
+        *,
+        now: float,
+        changes: dict[str, Any],
+        reply: MailItem | None = None,
+    ) -> InboxItem | None: ...

@@ -31,6 +31,8 @@ import trio
 
 from storage import (
     BackupRecord,
+    BlobStore,
+    LocalBlobStore,
     backend_of,
     create_private_file,
     open_backend,
@@ -171,6 +173,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
                 {
                     "database_url": args.database_url,
                     "master_key_file": getattr(args, "master_key_file", None),
+                    "files_dir": args.files_dir,
                 },
                 config_file=args.config,
             )
@@ -180,6 +183,9 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
                 master_key=settings.master_key,
                 master_key_file=settings.master_key_file,
             )
+            from web.services import blob_store
+
+            args.blobs = blob_store(settings)  # the server's file store, for every command
             trio.run(command, args, settings.database_url)
         except ConfigError as err:
             print(f"livechat: error: {err}", file=sys.stderr)
@@ -196,7 +202,7 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 async def _migrate(args: argparse.Namespace, url: str) -> None:
-    async with open_backend(url, keyring=args.keyring) as storage:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
         version = await storage.schema_version()
     print(f"schema version {version} ({storage.backend_name})")
 
@@ -230,7 +236,7 @@ async def _keys_rotate(args: argparse.Namespace, url: str) -> None:
             # The file first: should the re-wrap fail, every key is there to open the data keys.
             await trio.to_thread.run_sync(write_key_file, path, texts)
     new = MasterKeyRing(parse_master_keys(",".join(texts)), source=old.source)
-    async with open_backend(url, keyring=old) as storage:
+    async with open_backend(url, keyring=old, blobs=args.blobs) as storage:
         count = await storage.rotate_master_key(new)
     if args.retire_old and path is not None:
         await trio.to_thread.run_sync(write_key_file, path, texts)
@@ -252,14 +258,14 @@ async def _keys_rotate(args: argparse.Namespace, url: str) -> None:
 
 async def _keys_migrate(args: argparse.Namespace, url: str) -> None:
     ring = _require_ring(args)
-    async with open_backend(url, keyring=ring) as storage:
+    async with open_backend(url, keyring=ring, blobs=args.blobs) as storage:
         count = await storage.seal_plaintext()
     print(f"encrypted {count} rows that were stored in plaintext")
 
 
 async def _keys_status(args: argparse.Namespace, url: str) -> None:
     ring = args.keyring
-    async with open_backend(url, keyring=ring) as storage:
+    async with open_backend(url, keyring=ring, blobs=args.blobs) as storage:
         rows = await storage._fetch(
             "SELECT master_key_id, COUNT(*) AS n FROM data_keys GROUP BY master_key_id"
         )
@@ -273,7 +279,7 @@ async def _keys_status(args: argparse.Namespace, url: str) -> None:
 
 
 async def _audit_verify(args: argparse.Namespace, url: str) -> None:
-    async with open_backend(url, keyring=args.keyring) as storage:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
         if args.workspace is None:
             chains = await storage.audit_chains()
         elif args.workspace == "server":
@@ -341,12 +347,15 @@ async def _backup(args: argparse.Namespace, url: str) -> None:
     from storage.sqlite import SQLiteStorage
 
     out = _absolute(args.out)
-    async with open_backend(url, keyring=args.keyring) as storage:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
         if isinstance(storage, SQLiteStorage):
+            # The database file, then the bytes of its files beside it (<out>.files/): a file
+            # row without its bytes would restore as "file not found".
             tmp = f"{out}.partial"
             try:
                 await trio.to_thread.run_sync(_private_empty_file, tmp)
                 await storage.backup_to(tmp)  # SQLite keeps the mode of the file it opens
+                await copy_blobs(tmp, storage, f"{out}.files")
                 await trio.Path(tmp).replace(out)
             finally:
                 if await trio.Path(tmp).exists():
@@ -365,6 +374,27 @@ async def _backup(args: argparse.Namespace, url: str) -> None:
         f"backup written to {out}: {counts['workspaces']} workspaces,"
         f" {counts['conversations']} conversations, {counts['events']} events"
     )
+
+
+async def copy_blobs(db_path: str, storage: Any, directory: str) -> int:
+    """Copy the bytes of every file listed in the backup ``db_path`` into ``directory``."""
+
+    def listed() -> list[str]:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            return [str(row[0]) for row in con.execute("SELECT id FROM attachments")]
+        finally:
+            con.close()
+
+    ids = await trio.to_thread.run_sync(listed)
+    target = LocalBlobStore(directory)
+    copied = 0
+    for blob_id in ids:
+        data = await storage.blobs.get(blob_id)
+        if data is not None:  # bytes already gone (erased meanwhile): the row restores alone
+            await target.put(blob_id, data)
+            copied += 1
+    return copied
 
 
 def _absolute(path: str) -> str:
@@ -433,15 +463,19 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
 async def _restore(args: argparse.Namespace, url: str) -> None:
     expected = await trio.to_thread.run_sync(_check_backup_file, args.source)
     if expected is None:
-        await _restore_sqlite_file(args.source, url, args.keyring)
+        await _restore_sqlite_file(args.source, url, args.keyring, args.blobs)
     else:
-        await _restore_jsonl(args.source, url, expected, args.keyring)
+        await _restore_jsonl(args.source, url, expected, args.keyring, args.blobs)
 
 
 async def _restore_jsonl(
-    source: str, url: str, expected: dict[str, int], keyring: MasterKeyRing | None
+    source: str,
+    url: str,
+    expected: dict[str, int],
+    keyring: MasterKeyRing | None,
+    blobs: BlobStore,
 ) -> None:
-    async with open_backend(url, keyring=keyring) as storage:
+    async with open_backend(url, keyring=keyring, blobs=blobs) as storage:
         restored = await storage.import_jsonl(_read_lines(source))
         await _verify(storage, expected)
         await storage.check_data_keys()  # encrypted data: the right master key is configured
@@ -458,7 +492,9 @@ async def _verify(storage: Any, expected: dict[str, int]) -> None:
         raise RestoreError(f"integrity check failed: {result}")
 
 
-async def _restore_sqlite_file(source: str, url: str, keyring: MasterKeyRing | None) -> None:
+async def _restore_sqlite_file(
+    source: str, url: str, keyring: MasterKeyRing | None, blobs: BlobStore
+) -> None:
     """Copy the backup (backup API, integrity-checked), then move its rows into the target.
 
     The source file is never modified: it is copied to a temporary file first. A truncated or
@@ -488,11 +524,15 @@ async def _restore_sqlite_file(source: str, url: str, keyring: MasterKeyRing | N
 
         await trio.to_thread.run_sync(snapshot)
         backend, _ = backend_of(url)
-        async with open_backend(f"sqlite:///{copy}", keyring=keyring) as original:
+        # The backup's files are in its sidecar directory (``<backup>.files``).
+        sidecar = f"{source}.files"
+        async with open_backend(
+            f"sqlite:///{copy}", keyring=keyring, files_dir=sidecar
+        ) as original:
             expected = await table_counts(original)
             # Encrypted data needs the master key of the server the backup came from.
             await original.check_data_keys()
-            async with open_backend(url, keyring=keyring) as target:
+            async with open_backend(url, keyring=keyring, blobs=blobs) as target:
                 await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
                 await _verify(target, expected)
     print(f"restored {sum(expected.values())} rows from {source} into {backend}; verified")
@@ -505,7 +545,7 @@ def _one_line(text: str) -> str:
 async def _export(args: argparse.Namespace, url: str) -> None:
     if args.visitor and args.format == "csv":
         raise StorageError("--visitor exports are JSON Lines only (use --format jsonl)")
-    async with open_backend(url, keyring=args.keyring) as storage:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
         if await storage.get_workspace(args.workspace) is None:
             raise StorageError(f"workspace {args.workspace!r} not found")
         if args.format == "csv":

@@ -15,6 +15,7 @@ Hierarchy::
         │                       Its message is a fixed sentence (the driver's text is logged)
         │   └── AppendRefused   the database refused this submission's own data (not an
         │                       outage, e.g. text it cannot store); its batch-mates commit
+        ├── QuotaExceeded       the workspace's file storage is full (nothing stored)
         ├── MigrationError      the schema could not be brought to this program's version
         ├── BackupError         ``livechat backup`` could not produce a consistent copy
         ├── RestoreError        a restore/import was refused (target not empty, bad file) or
@@ -54,6 +55,10 @@ class CommitFailed(StorageError):
 
 class AppendRefused(CommitFailed):
     """The database refused this append's data; the rest of its batch was committed."""
+
+
+class QuotaExceeded(StorageError):
+    """The workspace's file storage is full (``max_storage_bytes``); nothing was stored."""
 
 
 class MigrationError(StorageError):

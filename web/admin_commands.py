@@ -54,6 +54,13 @@ def register(subparsers: Any) -> None:
     reset.add_argument("--username", required=True)
     reset.set_defaults(handler=_run(_reset_password))
 
+    reset_2fa = sub.add_parser(
+        "reset-2fa", help="remove an account's two-factor login (lost phone); ends sessions"
+    )
+    add_database_options(reset_2fa)
+    reset_2fa.add_argument("--username", required=True)
+    reset_2fa.set_defaults(handler=_run(_reset_two_factor))
+
     token = sub.add_parser("create-token", help="create an API token acting as an account")
     add_database_options(token)
     token.add_argument("--username", required=True)
@@ -151,6 +158,25 @@ async def _reset_password(url: str, args: argparse.Namespace) -> None:
         )
     print(f"new password for {agent.username!r} (shown once): {password}")
     print("Open sockets of this account close at their next heartbeat.")
+
+
+async def _reset_two_factor(url: str, args: argparse.Namespace) -> None:
+    """The way back for an owner who lost both the phone and the recovery codes."""
+    async with open_storage(url) as storage:
+        agent = await storage.find_agent_by_username(args.username.strip().lower())
+        if agent is None:
+            raise CommandError(f"no account {args.username!r}")
+        had = await storage.delete_two_factor(agent.workspace_id, agent.id)
+        await storage.delete_agent_sessions(agent.id)
+        await storage.audit(
+            agent.workspace_id,
+            actor="cli",
+            action="agent.2fa_reset",
+            target=f"agent:{agent.id}",
+            details={"was_enabled": had},
+        )
+    state = "removed" if had else "was not enabled"
+    print(f"two-factor login of {agent.username!r} {state}; its sessions ended.")
 
 
 async def _create_token(url: str, args: argparse.Namespace) -> None:

@@ -278,6 +278,9 @@ async def create_agent(call: Call, body: CreateAgentIn) -> AgentCreated:
         raise Conflict("all agent seats are taken", code="seats_exhausted")
     generated = body.password is None
     password = body.password or generate_password()
+    bot = body.role is Role.BOT  # a bot never logs in: it uses an API token (docs/bots.md)
+    if bot and body.password is not None:
+        raise BadRequest("a bot has no password", code="invalid_value", field="$.password")
     try:
         agent = await storage.create_agent(
             call.workspace_id,
@@ -285,7 +288,7 @@ async def create_agent(call: Call, body: CreateAgentIn) -> AgentCreated:
             display_name=body.display_name,
             email=body.email,
             role=body.role,
-            password_hash=await call.services.hasher.hash(password),
+            password_hash=None if bot else await call.services.hasher.hash(password),
             max_chats=body.max_chats,
             group_ids=body.group_ids,
         )
@@ -295,7 +298,16 @@ async def create_agent(call: Call, body: CreateAgentIn) -> AgentCreated:
         ) from None
     await workspace_changed(call)
     await audit(call, "agent.created", f"agent:{agent.id}", role=agent.role.value)
-    return AgentCreated(agent=AgentOut.of(agent), password=password if generated else None)
+    # Invitation mail (web/api_mail.py): a single-use link to choose a password; a bot has none.
+    from web.api_mail import mail_agent_link
+
+    invited = not bot and await mail_agent_link(
+        call.services, call.caller.workspace, agent, purpose="invitation"
+    )
+    if invited:
+        await audit(call, "agent.invited", f"agent:{agent.id}")
+    shown = password if generated and not bot else None
+    return AgentCreated(agent=AgentOut.of(agent), password=shown, invited=invited)
 
 
 @api.op("GET", "/agents/{agent_id}", summary="One agent", response=AgentOut)

@@ -9,10 +9,11 @@ sessions and close their live sockets.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from quart import Response
 
-from storage import WorkspaceStatus
+from storage import Agent, Role, Session, Workspace, WorkspaceStatus
 from web.auth import (
     cookie_is_secure,
     hash_secret,
@@ -23,8 +24,12 @@ from web.errors import Forbidden, Overloaded, TooManyRequests, Unauthorized
 from web.httpapi import ApiBlueprint, Call, PublicCall, json_response
 from web.protocol import CloseCode
 from web.schemas import AgentOut, ChangePasswordIn, Done, LoginIn, Me, WorkspaceOut
+from web.schemas_security import SecondFactorRequired
+from web.services import Services
+from web.twofactor import must_use_2fa
 
 api = ApiBlueprint("api_auth", "auth")
+PENDING_LOGIN = "login-2fa"  # purpose of the signed token between password and second factor
 
 
 @api.op(
@@ -32,13 +37,14 @@ api = ApiBlueprint("api_auth", "auth")
     "/auth/login",
     summary="Log in with username and password; sets the session cookie (__Host-lc_session "
     "over TLS, lc_session over plain HTTP)",
+    description="With two-factor login enabled for the account (or required by the workspace) "
+    "the answer is instead a SecondFactorRequired body, without a session: send its "
+    "pending_token with a code to /auth/login/2fa, or enroll first (/auth/2fa/enroll).",
     body=LoginIn,
     response=Me,
     auth=False,
 )
 async def login(call: PublicCall, body: LoginIn) -> Response:
-    from quart import request
-
     services = call.services
     storage = services.storage
     account = body.username.strip().lower()
@@ -58,7 +64,8 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
     agent = await storage.find_agent_by_username(account)
     ok = await services.hasher.verify(agent.password_hash if agent else None, body.password)
     workspace = await storage.get_workspace(agent.workspace_id) if agent else None
-    if not ok or agent is None or not agent.enabled or workspace is None:
+    bot = agent is not None and agent.role is Role.BOT  # bots use API tokens, never sessions
+    if not ok or agent is None or bot or not agent.enabled or workspace is None:
         services.login_throttle.failed(account=account, ip=call.ip)
         services.metrics.logins["failed"] += 1
         await storage.audit(
@@ -72,23 +79,82 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
         raise Unauthorized("wrong username or password", code="bad_credentials")
     if workspace.status is not WorkspaceStatus.ACTIVE:
         raise Forbidden("the workspace is suspended", code="workspace_suspended")
-    services.login_throttle.succeeded(account=account)
-    services.metrics.logins["ok"] += 1
-    # No fixation: a session cookie sent with the login is destroyed; a fresh id is minted.
-    old = request.cookies.get(session_cookie_name(services.settings))
-    if old:
-        await storage.delete_session(hash_secret(old))
-    cookie, session = await start_session(services, agent)
-    await storage.audit(workspace.id, actor=f"agent:{agent.id}", action="login.success", ip=call.ip)
-    me = Me(
+    await refuse_if_sso_only(services, agent, workspace)
+    challenge = await second_factor_challenge(services, agent, workspace)
+    if challenge is not None:
+        # No session yet, and the throttle is not reset: guessing the code costs like
+        # guessing a password, however often the password step is repeated.
+        await storage.audit(
+            workspace.id,
+            actor=f"agent:{agent.id}",
+            action="login.password_ok",
+            details={"second_factor": challenge.second_factor},
+            ip=call.ip,
+        )
+        return json_response(challenge)
+    return await finish_login(services, agent, workspace, ip=call.ip, method="password")
+
+
+async def refuse_if_sso_only(services: Services, agent: Agent, workspace: Workspace) -> None:
+    """A workspace that signs in with SSO only refuses passwords, except its owners' (so that
+    an identity-provider outage cannot lock the workspace out)."""
+    config = await services.storage.get_sso_config(workspace.id)
+    if config is not None and config.enabled and config.sso_only and agent.role is not Role.OWNER:
+        raise Forbidden("this workspace signs in with SSO only", code="sso_required")
+
+
+async def second_factor_challenge(
+    services: Services, agent: Agent, workspace: Workspace
+) -> SecondFactorRequired | None:
+    """What a password login must still do: a code, enrollment (policy), or nothing."""
+    enrolled = await services.storage.get_two_factor(workspace.id, agent.id)
+    if enrolled is not None and enrolled.confirmed_at is not None:
+        kind: Literal["totp", "enroll"] = "totp"
+    elif must_use_2fa(workspace, agent):
+        kind = "enroll"
+    else:
+        return None
+    ttl_s = services.settings.login_second_factor_ttl_s
+    token = services.flows.sign(
+        PENDING_LOGIN,
+        {"a": agent.id, "w": workspace.id, "pc": agent.password_changed_at, "k": kind},
+        ttl_s=ttl_s,
+    )
+    return SecondFactorRequired(second_factor=kind, pending_token=token, expires_in_s=ttl_s)
+
+
+def me_of(agent: Agent, workspace: Workspace, csrf_token: str | None, auth: str) -> Me:
+    return Me(
         agent=AgentOut.of(agent),
         workspace=WorkspaceOut.of(workspace),
-        csrf_token=session.csrf_token,
-        auth="session",
+        csrf_token=csrf_token,
+        auth="session" if auth == "session" else "token",
         server_operator=bool(workspace.settings.get("server_operator"))
         and agent.role.value == "owner",
     )
-    response = json_response(me)
+
+
+async def open_session(
+    services: Services, agent: Agent, workspace: Workspace, *, ip: str, method: str
+) -> tuple[str, Session]:
+    """A fresh session after a complete login (the throttle forgets the account's failures);
+    a session cookie sent with the login is destroyed first (no fixation)."""
+    from quart import request
+
+    services.login_throttle.succeeded(account=agent.username)
+    services.metrics.logins["ok"] += 1
+    old = request.cookies.get(session_cookie_name(services.settings))
+    if old:
+        await services.storage.delete_session(hash_secret(old))
+    cookie, session = await start_session(services, agent)
+    details = {} if method == "password" else {"method": method}
+    await services.storage.audit(
+        workspace.id, actor=f"agent:{agent.id}", action="login.success", details=details, ip=ip
+    )
+    return cookie, session
+
+
+def set_session_cookie(response: Response, services: Services, cookie: str) -> None:
     # Secure, Path=/ and no Domain: what the __Host- prefix requires over TLS.
     response.set_cookie(
         session_cookie_name(services.settings),
@@ -99,6 +165,15 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
         secure=cookie_is_secure(services.settings),
         samesite="Lax",
     )
+
+
+async def finish_login(
+    services: Services, agent: Agent, workspace: Workspace, *, ip: str, method: str
+) -> Response:
+    """Open the session, answer ``Me`` and set the session cookie."""
+    cookie, session = await open_session(services, agent, workspace, ip=ip, method=method)
+    response = json_response(me_of(agent, workspace, session.csrf_token, "session"))
+    set_session_cookie(response, services, cookie)
     return response
 
 

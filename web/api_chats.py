@@ -556,7 +556,11 @@ async def _export(call: Call, query: ExportQuery, slot: object) -> Response:
 # A download leaves the server: no credentials in it, not even hashed ones. (Backups written
 # by /backups stay on the server and keep everything, so they can be restored.)
 _SECRET_TABLES = frozenset({"sessions", "secrets"})
-_SECRET_COLUMNS = frozenset({"password_hash", "token_hash", "identity_secret", "csrf_token"})
+_SECRET_COLUMNS = frozenset(
+    {"password_hash", "token_hash", "identity_secret", "csrf_token"}
+    # two-factor and single sign-on secrets
+    | {"totp_secret", "recovery_hashes", "client_secret"}
+)
 
 
 async def redacted(lines: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -586,6 +590,8 @@ def _internal_parts(table: str, row: dict[str, Any]) -> tuple[bool, list[str]]:
         return False, [f"data.{k}" for k in sorted(data) if k not in keys]
     if table == "routing_decisions":
         return True, []
+    if table == "attachments":  # an agent's upload not sent: the visitor never had it
+        return row.get("uploader_type") == "agent" and row.get("sent_at") is None, []
     if table == "conversations":
         hidden = sorted(VISITOR_HIDDEN_SUMMARY_FIELDS)
         return False, [f for f in hidden if row.get(f) not in (None, [])]
@@ -596,14 +602,22 @@ async def data_subject(lines: AsyncIterator[str], *, exclude_internal: bool) -> 
     """One visitor's export, every row marked ``"internal": true|false`` (with the internal
     ``internal_fields`` of a row the visitor saw in part), or with all of that left out."""
     counts: dict[str, int] = {}
+    left_out: set[str] = set()  # files whose row was left out: their bytes too
+    files = 0
     async for line in lines:
         record = json.loads(line)
         row = record.get("row")
         table = str(record.get("table"))
-        if isinstance(row, dict):
+        if isinstance(record.get("file"), dict):
+            if record["file"].get("id") in left_out:
+                continue
+            files += 1
+        elif isinstance(row, dict):
             internal, fields = _internal_parts(table, row)
             if exclude_internal:
                 if internal:
+                    if table == "attachments":
+                        left_out.add(str(row.get("id")))
                     continue
                 for field in fields:
                     if field.startswith("data."):
@@ -619,6 +633,7 @@ async def data_subject(lines: AsyncIterator[str], *, exclude_internal: bool) -> 
             record["internal"] = "excluded" if exclude_internal else "marked"
         elif record.get("end") is True:
             record["counts"] = counts
+            record["files"] = files
         yield json.dumps(record, ensure_ascii=False) + "\n"
 
 

@@ -9,6 +9,7 @@ from storage import WorkspaceStatus
 from web.api_admin import read_widget_settings
 from web.errors import NotFound
 from web.httpapi import ApiBlueprint, PublicCall, json_response
+from web.mail import offline_text
 from web.origins import normalize_origin, origin_allowed
 from web.schemas import WidgetConfig, WidgetKeyQuery
 
@@ -42,9 +43,12 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
         pre_chat_enabled=widget.pre_chat_enabled,
         pre_chat_fields=widget.pre_chat_fields,
         offline_form_enabled=widget.offline_form_enabled,
-        offline_message=widget.offline_message,
+        offline_message=offline_text(
+            widget.offline_message, mail_enabled=services.mailer.enabled
+        ),
         sneak_peek=widget.sneak_peek,
         online=online,
+        mail_enabled=services.mailer.enabled,
     )
     response = json_response(config)
     origin = request.headers.get("Origin")

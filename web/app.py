@@ -25,9 +25,15 @@ from engine.errors import DomainError, EngineError, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
+from web.api_mail import api as mail_api
+from web.api_ops import api as ops_api
 from web.api_public import api as public_api
+from web.api_security import api as security_api
+from web.api_webhooks import api as webhooks_api
 from web.auth import session_cookie_name
-from web.errors import ApiError
+from web.errors import ApiError, PayloadTooLarge
+from web.files import UPLOAD_PATHS
+from web.files import api as files_api
 from web.httpapi import ApiBlueprint, Operation
 from web.openapi import build_openapi, render_docs_page
 from web.services import SERVICES_KEY, Services
@@ -35,7 +41,17 @@ from web.settings import Settings
 
 log = logging.getLogger("livechat.web")
 
-API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (auth_api, admin_api, chats_api, public_api)
+API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
+    auth_api,
+    admin_api,
+    chats_api,
+    public_api,
+    security_api,  # two-factor login and single sign-on
+    mail_api,  # outgoing mail and the inbox
+    files_api,  # files in chats
+    webhooks_api,  # webhooks
+    ops_api,  # operators: the supervision tree, fault injection
+)
 
 _ENGINE_STATUS = {
     "not_found": 404,
@@ -70,7 +86,9 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
     app = QuartTrio(__name__)
     app.config["LIVECHAT_SETTINGS"] = settings
     app.config[SERVICES_KEY] = services
-    app.config["MAX_CONTENT_LENGTH"] = settings.http_max_body_bytes
+    # File uploads stream up to files_max_bytes; every other body is held to http_max_body_bytes
+    # in start_request below.
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.http_max_body_bytes, settings.files_max_bytes)
     app.config["BODY_TIMEOUT"] = settings.read_timeout_s
     for bp in API_BLUEPRINTS:
         app.register_blueprint(bp.blueprint)
@@ -105,8 +123,15 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
         # Always consume the body (bounded by MAX_CONTENT_LENGTH), even when the answer is a
         # 404/405 that never looks at it: an unread body leaves the keep-alive connection
         # stuck and the client's next request on it would hang until the read timeout.
+        if UPLOAD_PATHS.match(request.path) and request.method == "POST":
+            return  # the upload handler streams the body, refusing it past the file limit
         if request.content_length or "Transfer-Encoding" in request.headers:
-            await request.get_data()
+            limit = settings.http_max_body_bytes
+            if request.content_length is not None and request.content_length > limit:
+                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+            data = await request.get_data()
+            if len(data) > limit:
+                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
 
     @app.after_request
     async def finish_request(response: Response) -> Response:
@@ -115,10 +140,16 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
         response.headers["X-Request-Id"] = getattr(g, "request_id", "")
         if request.path.startswith(("/api/", "/openapi.json")):
             response.headers["Cache-Control"] = "no-store"
-            # JSON and the docs page: nothing to load, nothing to run, never framed.
-            response.headers["Content-Security-Policy"] = (
-                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+            # JSON and the docs page: nothing to load, nothing to run, never framed. A file
+            # download (web/files.py) keeps its own, stricter policy (sandbox).
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
             )
+        if response.status_code >= 400 and UPLOAD_PATHS.match(request.path):
+            # A refused upload may leave its body unread: end the connection rather than let
+            # the client's next request on it wait behind the rest of the file.
+            response.headers["Connection"] = "close"
         if services is not None:
             services.metrics.http_requests[(request.method, str(response.status_code))] += 1
         log.info(

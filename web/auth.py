@@ -16,7 +16,7 @@ import time
 import attrs
 from quart import request
 
-from storage import Agent, ApiToken, Session, Workspace, WorkspaceStatus
+from storage import Agent, ApiToken, Role, Session, Workspace, WorkspaceStatus
 from web.errors import Forbidden, Unauthorized
 from web.services import Services
 from web.settings import Settings
@@ -95,6 +95,9 @@ async def session_caller(services: Services, cookie_value: str) -> Caller:
         await services.storage.delete_session(id_hash)
         raise Unauthorized("the session has expired", code="session_expired")
     agent, workspace = await _active_agent(services, session.workspace_id, session.agent_id)
+    if agent.role is Role.BOT:  # made a bot after logging in: a bot has no sessions
+        await services.storage.delete_session(id_hash)
+        raise Unauthorized("not logged in", code="unauthenticated")
     if now - session.last_seen_at > SESSION_TOUCH_EVERY_S:
         await services.storage.touch_session(id_hash, now)
     return Caller(agent=agent, workspace=workspace, session=session)

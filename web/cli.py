@@ -26,6 +26,10 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
         help="file holding the master key for encryption at rest (LIVECHAT_MASTER_KEY_FILE;"
         " default on SQLite: <database>.master-key)",
     )
+    parser.add_argument(
+        "--files-dir",
+        help="where chat files are stored (LIVECHAT_FILES_DIR; default: beside the SQLite db)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -36,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "port": args.port,
                 "database_url": args.database_url,
                 "master_key_file": args.master_key_file,
+                "files_dir": args.files_dir,
                 "tls_cert": args.tls_cert,
                 "tls_key": args.tls_key,
                 "allowed_origins": args.allowed_origins,

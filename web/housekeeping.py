@@ -1,9 +1,9 @@
 """Periodic housekeeping: purge terminated workspaces after their grace period, apply
 retention (delete conversations older than a workspace's ``retention_days``).
 
-Runs in the services nursery; one pass every ``housekeeping_interval_s``. A failing pass is
-logged and retried at the next interval (the database may be briefly unavailable); it never
-takes the server down.
+Runs as the ``housekeeping`` child of the root supervisor; one pass every
+``housekeeping_interval_s``. A failing pass is logged and retried at the next interval (the
+database may be briefly unavailable); it never takes the server down.
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ log = logging.getLogger("livechat.housekeeping")
 PASS_TIMEOUT_S = 300.0
 
 
-async def housekeeping_pass(storage: Storage, *, now: float | None = None) -> dict[str, int]:
-    """One pass; returns what it did (``purged_workspaces``, ``expired_conversations``)."""
+async def housekeeping_pass(
+    storage: Storage, *, now: float | None = None, unsent_files_ttl_s: float = 86400.0
+) -> dict[str, int]:
+    """One pass; returns what it did (``purged_workspaces``, ``expired_conversations``,
+    ``unsent_files``: uploads never attached to a message within ``unsent_files_ttl_s``)."""
     now = time.time() if now is None else now
-    done = {"purged_workspaces": 0, "expired_conversations": 0}
+    done = {"purged_workspaces": 0, "expired_conversations": 0, "unsent_files": 0}
+    done["unsent_files"] = await storage.purge_unsent_attachments(older_than_s=unsent_files_ttl_s)
     for ws in await storage.list_workspaces():
         if ws.status is WorkspaceStatus.TERMINATED:
             if ws.terminated_at is not None and ws.terminated_at <= now:
@@ -36,18 +40,15 @@ async def housekeeping_pass(storage: Storage, *, now: float | None = None) -> di
     return done
 
 
-async def serve_housekeeping(
-    storage: Storage,
-    interval_s: float,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+async def housekeeping_loop(
+    storage: Storage, interval_s: float, unsent_files_ttl_s: float = 86400.0
 ) -> None:
-    task_status.started()
+    """One pass every ``interval_s`` until cancelled (the root supervisor's child)."""
     while True:
         await trio.sleep(interval_s)
         try:
             with trio.fail_after(PASS_TIMEOUT_S):
-                done = await housekeeping_pass(storage)
+                done = await housekeeping_pass(storage, unsent_files_ttl_s=unsent_files_ttl_s)
             if any(done.values()):
                 log.info("housekeeping %s", done)
         except Exception:  # supervision boundary: log, retry next interval

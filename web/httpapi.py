@@ -31,7 +31,7 @@ from web.wire import FieldInvalid, structure_body, unstructure
 
 API_PREFIX = "/api/v1"
 JSON = "application/json"
-ROLE_RANK = {Role.AGENT: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3, Role.OWNER: 4}
+ROLE_RANK = {Role.BOT: 0, Role.AGENT: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3, Role.OWNER: 4}
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 NO_BODY: Any = object()  # what ``_json_body`` answers for a request without a body
 BODY_REQUIRED = frozenset({"PUT", "PATCH"})  # no body (PUT: or ``{}``): 400 ``body_required``

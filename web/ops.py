@@ -42,7 +42,7 @@ async def readyz() -> Response:
         checks["database"] = "ok"
     except Exception as err:  # readiness reports any failure, it never raises
         checks["database"] = type(err).__name__
-    checks["engine"] = "ok" if services.engine is not None else "stopped"
+    checks["engine"] = "ok" if services.engine.accepting else "stopped"
     ok = all(v == "ok" for v in checks.values())
     return _json(200 if ok else 503, status="ready" if ok else "not_ready", checks=checks)
 
@@ -54,6 +54,8 @@ async def metrics() -> Response:
         return Response("", status=503, content_type="text/plain")
     text = services.engine_metrics.render_prometheus() + services.metrics.render()
     text += await _backup_metrics(services)
+    if services.webhooks is not None:
+        text += services.webhooks.render_prometheus()
     return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -52,6 +52,7 @@ class WireError(enum.StrEnum):
     FORBIDDEN = "forbidden"  # a command this principal may not send
     RATE_LIMITED = "rate_limited"
     TOO_MANY_SOCKETS = "too_many_sockets"  # then close 4002
+    OVERLOADED = "overloaded"  # the server sheds load: resend after retry_after_s (same id)
     INTERNAL_ERROR = "internal_error"
 
 

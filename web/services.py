@@ -1,10 +1,18 @@
 """Everything the app needs at run time, opened in order and closed in reverse.
 
-``open_services(settings)`` opens storage, loads (or creates once) the secret key, starts the
-engine and the housekeeping task in a nursery it owns, and yields one ``Services`` object that
-``create_app`` shares with every request and WebSocket. Closing it shuts the engine down
-within its deadline, then closes storage. Start-up order: storage → secret → engine →
-housekeeping; shutdown in reverse.
+``open_services(settings)`` opens storage, loads (or creates once) the secret key and starts
+the root supervisor ``livechat`` (rest_for_one) with its children in order: ``storage`` (a
+watch over the database handle), ``engine`` (the engine's own supervisor: registries, hub,
+ticker) and ``housekeeping``. It yields one ``Services`` object that ``create_app`` shares
+with every request and WebSocket. Closing it stops the children in reverse (the engine drains
+within its deadline), then closes storage. A child crashing past the root's restart intensity
+stops the server (``livechat serve`` exits with an error, for the service manager to restart).
+
+The database handle itself is opened before the tree and closed after it: its connections
+and group committer must outlive every actor that writes through them.
+
+Mail (web/mail.py) and webhooks (web/webhooks.py) are services of their own, started after
+the tree in the same nursery; each handles its own failures and retries.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -19,28 +28,38 @@ import trio
 from quart import current_app
 
 from storage import (
+    BlobStore,
     EncryptionError,
     GroupCommitConfig,
+    LocalBlobStore,
     MasterKeyRing,
+    S3BlobStore,
     Storage,
     backend_of,
+    default_files_dir,
     open_storage,
     resolve_master_keys,
 )
 from web.costly import CostlyReads
 from web.errors import ConfigError, Unavailable
-from web.housekeeping import serve_housekeeping
+from web.housekeeping import housekeeping_loop
+from web.mail import Mailer
 from web.metrics import WebMetrics
+from web.oidc import OidcClient
+from web.overload import OverloadGate
 from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
+from web.twofactor import FlowSigner
+from web.webhooks import WebhookService, serve_webhooks
 
 if TYPE_CHECKING:
     from engine.api import ChatEngine
     from engine.metrics import EngineMetrics
+    from engine.supervisor import Supervisor, TreeNode
 
-log = logging.getLogger("livechat.services")
+log = logging.getLogger("livechat.supervision")
 SERVICES_KEY = "LIVECHAT_SERVICES"
 WATCHDOG_TICK_S = 1.0  # how often the shared timer checks every socket's deadlines
 
@@ -61,7 +80,15 @@ class Services:
     ip_new_conversations: SlidingWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
     profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
+    uploads: SlidingWindow = attrs.field(default=None)  # files, per uploader
+    overload: OverloadGate = attrs.field(default=None)
+    mailer: Mailer = attrs.field(default=None)  # outgoing mail and the inbox scan (web/mail.py)
     draining: bool = False
+    # two-factor login and single sign-on: login-step tokens, identity-provider calls
+    flows: FlowSigner = attrs.field(default=None)
+    oidc: OidcClient = attrs.field(default=None)
+    webhooks: WebhookService | None = None  # set by open_services
+    tree: Supervisor | None = None  # the root supervisor (None in tests that build their own)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -79,8 +106,18 @@ class Services:
             self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
         if self.profile_updates is None:
             self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
+        if self.uploads is None:
+            self.uploads = SlidingWindow(s.files_uploads_per_10min, 600.0)
         if self.connection_cap is None:
             self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+        if self.overload is None:
+            self.overload = OverloadGate.from_settings(s)
+        if self.flows is None:
+            self.flows = FlowSigner(self.secret_key)
+        if self.oidc is None:
+            self.oidc = OidcClient(timeout_s=s.sso_http_timeout_s, threads=s.sso_http_threads)
+        if self.mailer is None:
+            self.mailer = Mailer(settings=s, storage=self.storage)
 
 
 def current_services() -> Services:
@@ -88,6 +125,22 @@ def current_services() -> Services:
     if services is None:
         raise Unavailable("the server is starting", code="not_ready")
     return services
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """Where chat files' bytes go: the S3 bucket if one is set, else ``files_dir``."""
+    if settings.files_s3_bucket:
+        return S3BlobStore(
+            bucket=settings.files_s3_bucket,
+            endpoint_url=settings.files_s3_endpoint_url,
+            region=settings.files_s3_region,
+            access_key_id=settings.files_s3_access_key_id,
+            secret_access_key=settings.files_s3_secret_access_key,
+            prefix=settings.files_s3_prefix,
+            timeout_s=settings.storage_timeout_s,
+        )
+    backend, target = backend_of(settings.database_url)
+    return LocalBlobStore(settings.files_dir or default_files_dir(backend, target))
 
 
 def storage_options(settings: Settings) -> dict[str, Any]:
@@ -98,6 +151,7 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     timeout_s = settings.storage_timeout_s
     options: dict[str, Any] = {
         "group_commit": GroupCommitConfig(stalled_after_s=timeout_s / 2),
+        "blobs": blob_store(settings),
     }
     backend, _ = backend_of(settings.database_url)
     if backend == "sqlite":
@@ -132,17 +186,67 @@ def master_keys(settings: Settings) -> MasterKeyRing:
             " (LIVECHAT_MASTER_KEY, base64 of 32 random bytes) or master_key_file"
         )
     return ring
+STORAGE_WATCH_INTERVAL_S = 10.0  # how often the storage child checks the database can commit
+STORAGE_WATCH_TIMEOUT_S = 5.0
+
+
+class StorageWatch:
+    """The root's ``storage`` child: checks every ``STORAGE_WATCH_INTERVAL_S`` that the
+    database can commit (``Storage.check_ready``), logs each change, and shows the result in
+    the supervision tree. Never raises: a database outage is reported, not restarted."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self.status = "ready"
+        self._scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+        self._done.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._done = trio.Event()
+        try:
+            with trio.CancelScope() as self._scope:
+                task_status.started()
+                while True:
+                    await trio.sleep(STORAGE_WATCH_INTERVAL_S)
+                    await self.check()
+        finally:
+            self._scope = None
+            self._done.set()
+
+    async def check(self) -> None:
+        try:
+            with trio.fail_after(STORAGE_WATCH_TIMEOUT_S):
+                await self._storage.check_ready()
+            status = "ready"
+        except Exception as err:  # a probe reports any failure, it never raises
+            status = f"not_ready:{type(err).__name__}"
+        if status != self.status:
+            log.warning("storage: %s (was %s)", status, self.status)
+            self.status = status
+
+    async def drain(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._done.wait()
+
+    def snapshot(self, restart: str | None = None) -> TreeNode:
+        from engine.supervisor import TreeNode
+
+        return TreeNode(name="storage", kind="service", restart=restart, state=self.status)
 
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open storage and start the engine; on exit drain the engine, then close storage.
+    """Open storage and start the supervision tree; on exit stop the tree (the engine drains
+    within ``engine_shutdown_deadline_s``), then close storage.
 
-    On cancel the engine nursery is cancelled after ``engine_shutdown_deadline_s``; storage is
-    closed by its own context manager (bounded by its statement timeouts).
+    On cancel the tree is cancelled after its deadline; storage is closed by its own context
+    manager (bounded by its statement timeouts).
     """
     from engine.api import ChatEngine, EngineConfig
     from engine.metrics import EngineMetrics
+    from engine.supervisor import RestartStrategy, RestartType, ServiceSpec, Supervisor, TaskService
 
     ring = master_keys(settings)
     async with open_storage(
@@ -163,12 +267,42 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             message_rate_per_s=settings.rate_visitor_messages_per_s,
             message_burst=settings.rate_visitor_message_burst,
             storage_timeout_s=settings.storage_timeout_s,
+            restart_max=settings.actor_max_restarts,
+            restart_period_s=settings.actor_period_s,
+            engine_restart_max=settings.engine_max_restarts,
+            engine_restart_period_s=settings.engine_period_s,
+            shutdown_deadline_s=settings.engine_shutdown_deadline_s,
+            disconnect_grace_s=settings.agent_reconnect_grace_s,
+            agent_auto_away_after_s=settings.agent_auto_away_after_s,
+        )
+        engine_metrics = EngineMetrics()
+        engine = ChatEngine(storage, config, metrics=engine_metrics)
+        root = Supervisor(
+            RestartStrategy.REST_FOR_ONE,
+            settings.supervisor_max_restarts,
+            settings.supervisor_period_s,
+            name="livechat",
+            metrics=engine_metrics,
+            children=[
+                ServiceSpec("storage", StorageWatch(storage)),
+                # transient: a crash restarts it; its normal return is a deliberate shutdown
+                ServiceSpec("engine", engine, RestartType.TRANSIENT),
+                ServiceSpec(
+                    "housekeeping",
+                    TaskService(
+                        "housekeeping",
+                        partial(
+                            housekeeping_loop,
+                            storage,
+                            settings.housekeeping_interval_s,
+                            settings.files_unsent_ttl_s,
+                        ),
+                    ),
+                ),
+            ],
         )
         async with trio.open_nursery() as nursery:
-            engine_metrics = EngineMetrics()
-            engine = ChatEngine(storage, config, metrics=engine_metrics)
-            await nursery.start(engine.serve)
-            await nursery.start(serve_housekeeping, storage, settings.housekeeping_interval_s)
+            await nursery.start(root.serve)
             services = Services(
                 settings=settings,
                 storage=storage,
@@ -176,12 +310,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 hasher=hasher,
                 secret_key=secret,
                 engine_metrics=engine_metrics,
+                tree=root,
             )
-            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S)
+            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+            await nursery.start(services.mailer.serve)
+            services.webhooks = await nursery.start(serve_webhooks, storage, settings)
             try:
                 yield services
             finally:
+                deadline_s = settings.engine_shutdown_deadline_s + settings.storage_timeout_s + 1
                 with trio.CancelScope(shield=True):
-                    with trio.move_on_after(settings.engine_shutdown_deadline_s + 1):
-                        await engine.shutdown(deadline_s=settings.engine_shutdown_deadline_s)
+                    await root.shutdown(deadline_s)
                 nursery.cancel_scope.cancel()

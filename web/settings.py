@@ -45,7 +45,13 @@ class Settings:
     # no frame at all from the peer for this long: close with 4001. 0 (default): two missed
     # pings, 2 x ws_ping_interval_s plus a slack (``dead_peer_timeout_s``)
     ws_dead_peer_timeout_s: float = 0.0
-    ws_outbox_size: int = 256  # pushes queued per connection before "slow consumer"
+    # Overload policy (docs/protocol.md, "Overload"): push back on senders, keep receivers.
+    ws_outbox_size: int = 256  # pushes queued per connection before it counts as backed up
+    ws_outbox_max_size: int = 8192  # hard cap: a connection this far behind is dropped (1013)
+    ws_slow_consumer_grace_s: float = 10.0  # backed up with no socket write for this long: 1013
+    overload_loop_lag_s: float = 0.5  # event-loop lag that means the process is behind (0: off)
+    overload_backed_up_fraction: float = 0.01  # of sockets backed up but draining: behind too
+    overload_retry_after_s: float = 1.0  # told to senders while shedding (jittered +-50 %)
     ws_max_connections_per_ip: int = 50
     ws_max_sockets_per_agent: int = 8  # live console sockets per account; more: error + 4002
     # a client whose rate-limited requests keep coming before the retry_after_s it was given,
@@ -71,6 +77,12 @@ class Settings:
     # logins/password changes waiting for a hashing thread; more: 503 with Retry-After at once
     password_hash_queue: int = 8
     engine_shutdown_deadline_s: float = 5.0
+    # Two-factor login and single sign-on (docs/security.md)
+    login_second_factor_ttl_s: float = 300.0  # password accepted: the code must follow within
+    sso_http_timeout_s: float = 10.0  # each call to an identity provider (discovery, token, keys)
+    sso_http_threads: int = 4  # identity-provider calls at once (worker threads)
+    # OpenID Connect issuers over plain http, only on loopback (a provider the tests start)
+    sso_allow_http_loopback: bool = False
     # A sender hears storage_unavailable within this when the database cannot commit (locked
     # by another process, unreachable); a commit stuck for half of it refuses newcomers at once.
     storage_timeout_s: float = 4.0
@@ -80,6 +92,29 @@ class Settings:
     rate_searches_per_min: int = 60  # full-text searches of one workspace
     export_max_concurrent: int = 2  # exports streaming at once; more: 429 exports_busy
     housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
+    # Files in chats (web/files.py). Server-wide defaults; a workspace's ``files`` settings
+    # (PUT /api/v1/settings/files) may only lower them.
+    files_dir: str | None = None  # bytes on local disk; default: <sqlite db>.files
+    files_max_bytes: int = 10 * 1024 * 1024  # one file
+    files_max_storage_bytes: int = 1024 * 1024 * 1024  # all files of one workspace
+    files_allowed_types: tuple[str, ...] = (
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "application/pdf",
+        "text/plain",
+    )
+    files_uploads_per_10min: int = 30  # per uploader (visitor or agent)
+    files_unsent_ttl_s: float = 86400.0  # an upload never sent in a message is deleted then
+    # An S3-compatible bucket instead of files_dir (needs the ``s3`` extra: boto3). Without keys,
+    # boto3's own credential chain applies (its environment variables, ~/.aws, instance roles).
+    files_s3_bucket: str | None = None
+    files_s3_endpoint_url: str | None = None  # e.g. http://minio:9000; None: AWS
+    files_s3_region: str | None = None
+    files_s3_access_key_id: str | None = None
+    files_s3_secret_access_key: str | None = None
+    files_s3_prefix: str = ""  # object key prefix, e.g. "livechat/"
     # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
     # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.
     gc_gen0_threshold: int = 50_000
@@ -89,6 +124,49 @@ class Settings:
     # next to the database at first start. PostgreSQL needs one of them.
     master_key: str | None = attrs.field(default=None, repr=False)
     master_key_file: str | None = None
+    # Outgoing mail and the offline-message inbox (web/mail.py). Without smtp_url nothing is
+    # mailed and the widget promises no email; the inbox works either way.
+    # smtp://host:25 (plain), smtp+starttls://user:pass@host:587, smtps://user:pass@host:465
+    smtp_url: str | None = None
+    mail_from: str | None = None  # the From address; required with smtp_url
+    smtp_ca_file: str | None = None  # trust this CA (PEM) for the SMTP server's certificate
+    smtp_timeout_s: float = 30.0  # one delivery attempt: connect, TLS, dialogue
+    mail_threads: int = 2  # SMTP dialogues at once (worker threads)
+    mail_poll_interval_s: float = 5.0  # look for new offline messages and due mail this often
+    mail_max_attempts: int = 8  # then the mail is marked failed in the delivery log
+    mail_retry_base_s: float = 30.0  # first retry after this, doubling each time
+    mail_retry_max_s: float = 3600.0  # ... up to this
+    password_reset_ttl_s: float = 3600.0  # a reset link works once, within this
+    invitation_ttl_s: float = 7 * 24 * 3600.0  # a new agent's set-password link
+    inbox_scan_lookback_s: float = 7 * 24 * 3600.0  # older closed chats never enter the inbox
+    mail_log_keep_days: int = 30  # sent and failed mail (the delivery log) is deleted after this
+    # Webhooks (web/webhooks.py, docs/webhooks.md)
+    # deliver to loopback/private addresses and plain http:// (tests, closed networks only: SSRF)
+    webhooks_allow_private_targets: bool = False
+    webhooks_poll_interval_s: float = 1.0  # how often the outbox looks for new events
+    webhooks_timeout_s: float = 10.0  # one HTTP attempt, connect to status line
+    webhooks_retry_base_s: float = 10.0  # first retry after this, doubling each time ...
+    webhooks_retry_max_s: float = 3600.0  # ... up to this between attempts
+    webhooks_retry_window_s: float = 26 * 3600.0  # then a delivery is given up (failed)
+    webhooks_disable_after_failures: int = 50  # failed attempts in a row disable a subscription
+    webhooks_max_concurrent: int = 8  # deliveries in flight at once (server-wide)
+    webhooks_batch_size: int = 200  # events fed / deliveries sent per step
+    webhooks_settle_s: float = 5.0  # wait this long for a late commit before skipping a hole
+    webhooks_secret_overlap_s: float = 24 * 3600.0  # after a rotation the old secret still signs
+    # Supervision and agent presence (issue 11, see docs/architecture.md "Actors and
+    # supervision"). Restart intensities, from the root down: nested intensities multiply, so
+    # the upper levels are kept low.
+    supervisor_max_restarts: int = 1  # root "livechat": restarts of its children in ...
+    supervisor_period_s: float = 60.0  # ... this window, else the server stops (exit 1)
+    engine_max_restarts: int = 3  # "engine": restarts of a registry or task in ...
+    engine_period_s: float = 60.0
+    actor_max_restarts: int = 5  # one conversation/visitor/agent/router key: restarts in ...
+    actor_period_s: float = 10.0  # ... this window, else that key alone is stopped
+    agent_reconnect_grace_s: float = 30.0  # a dropped agent keeps their chats this long
+    agent_auto_away_after_s: float = 900.0  # accepting and idle this long: away (0: never)
+    # Operators only, off in production: POST /api/v1/ops/faults crashes one actor on purpose
+    # (to check restarts and alerting on a staging server).
+    debug_fault_injection: bool = False
 
     @property
     def tls_enabled(self) -> bool:
@@ -195,9 +273,45 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("setting 'storage_timeout_s' must be greater than 0")
     if not (0 < settings.port < 65536):
         raise ConfigError(f"port {settings.port} is out of range 1-65535")
+    if not (0 < settings.ws_outbox_size <= settings.ws_outbox_max_size):
+        raise ConfigError(
+            "setting 'ws_outbox_max_size': must be at least ws_outbox_size "
+            f"({settings.ws_outbox_size}), got {settings.ws_outbox_max_size}"
+        )
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"setting 'log_level': {settings.log_level!r} is not one of {LOG_LEVELS}")
+    _validate_mail(settings)
     try:
         backend_of(settings.database_url)
     except InvalidDatabaseURL as err:
         raise ConfigError(f"setting 'database_url': {err}") from err
+
+
+SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+
+
+def _validate_mail(settings: Settings) -> None:
+    """The mail settings (web/mail.py); the URL's password is never repeated in an error."""
+    if settings.smtp_url is None:
+        return
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(settings.smtp_url)
+        port = url.port
+    except ValueError:
+        raise ConfigError("setting 'smtp_url': not a valid URL") from None
+    if url.scheme not in SMTP_SCHEMES or not url.hostname:
+        raise ConfigError(
+            f"setting 'smtp_url': use a URL like smtp+starttls://host:587 ({SMTP_SCHEMES})"
+        )
+    if port == 0:
+        raise ConfigError("setting 'smtp_url': port 0")
+    if not settings.mail_from or "@" not in settings.mail_from:
+        raise ConfigError("setting 'mail_from': an email address is required with smtp_url")
+    if settings.smtp_ca_file is not None and not Path(settings.smtp_ca_file).is_file():
+        raise ConfigError(f"setting 'smtp_ca_file': no such file {settings.smtp_ca_file}")
+    if not settings.smtp_timeout_s > 0 or not settings.mail_poll_interval_s > 0:
+        raise ConfigError("settings 'smtp_timeout_s' and 'mail_poll_interval_s' must be > 0")
+    if settings.mail_threads < 1 or settings.mail_max_attempts < 1:
+        raise ConfigError("settings 'mail_threads' and 'mail_max_attempts' must be >= 1")

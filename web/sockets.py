@@ -6,7 +6,9 @@ own handler then sends the close frame and unregisters. Nothing here touches the
 
 ``SocketRegistry.watch`` is the one timer task for every connection's deadlines (auth deadline,
 dead peer, slow consumer): once a tick it asks each socket's ``check`` and closes those that
-answer with a close code, instead of a watchdog task (and a timer) per connection.
+answer with a close code, instead of a watchdog task (and a timer) per connection. The same tick
+feeds the overload gate (``web/overload.py``): its own lateness and how many sockets are backed
+up while still draining (``LiveSocket.behind``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from web.protocol import CloseCode
+
+if TYPE_CHECKING:
+    from web.overload import OverloadGate
 
 log = logging.getLogger("livechat.ws")
 
@@ -42,6 +48,9 @@ class LiveSocket:
     # the connection with, or None. Must not block or send (a send can hang on a peer that does
     # not read; the deadlines must keep running meanwhile).
     check: Callable[[float], tuple[int, str] | None] | None = None
+    # Set by ``check``: the outbox is backed up but writes still complete (the peer reads; the
+    # process is behind). Counted by ``watch`` for the overload gate.
+    behind: bool = False
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; the first request wins. Idempotent."""
@@ -81,15 +90,18 @@ class SocketRegistry:
     def of_workspace(self, workspace_id: str) -> list[LiveSocket]:
         return [s for s in self if s.workspace_id == workspace_id]
 
-    async def watch(self, tick_s: float) -> None:
+    async def watch(self, tick_s: float, gate: OverloadGate | None = None) -> None:
         """Run every socket's ``check`` once per ``tick_s``, closing those past a deadline.
 
         One task for all connections. A check that raises is logged and that socket closed
-        with 1011; the others are unaffected. Runs until cancelled.
+        with 1011; the others are unaffected. Then ``gate`` is updated with the tick's lateness
+        and the number of sockets ``behind``. Runs until cancelled.
         """
         while True:
-            await trio.sleep(tick_s)
+            due = trio.current_time() + tick_s
+            await trio.sleep_until(due)
             now = trio.current_time()
+            behind = 0
             for sock in list(self._live.values()):
                 if sock.check is None or sock.close_code is not None:
                     continue
@@ -100,6 +112,10 @@ class SocketRegistry:
                     verdict = (CloseCode.INTERNAL, "internal error")
                 if verdict is not None:
                     sock.close(*verdict)
+                else:
+                    behind += sock.behind
+            if gate is not None:
+                gate.update(lag_s=now - due, behind=behind, sockets=len(self._live))
 
     async def close_all(self, code: int, reason: str, *, timeout_s: float) -> None:
         """Close every socket and wait (bounded) until their handlers have finished."""

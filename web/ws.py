@@ -8,9 +8,12 @@ the one timer task shared by all connections (``SocketRegistry.watch``), through
 
 A peer that stops reading makes socket writes block, and Hypercorn shields its writes from
 cancellation: the pump (or a reply) then waits until the peer reads again or the TCP connection
-dies. It only ever blocks that one connection: the engine delivers with ``send_nowait`` and drops
-the subscriber when its outbox is full, the shared timer records close code 1013, and the peer gets
-that close right after the frames already in flight. Requests of one
+dies. It only ever blocks that one connection: the engine delivers with ``send_nowait``. Overload
+policy (``web/overload.py``): an outbox above ``ws_outbox_size`` is backed up; it is cut (1013)
+only when no socket write has completed for ``ws_slow_consumer_grace_s`` (the peer does not read),
+or when it reaches ``ws_outbox_max_size`` (the engine drops the subscriber). A backed-up outbox
+that still drains means the process is behind: senders get ``overloaded`` instead. Either way the
+peer gets the frames already in flight, then the close, and resumes. Requests of one
 connection are handled one after another, so a client's messages keep their order.
 
 Cancellation: the client disconnecting cancels the handler (Quart-Trio); ``LiveSocket.close``
@@ -47,6 +50,7 @@ from engine.messages import (
     MessageAck,
     SendMessage,
     SessionClosed,
+    SetStatus,
     SetTyping,
     StartChat,
     UpdateProfile,
@@ -65,6 +69,7 @@ from web.auth import (
     token_caller,
 )
 from web.errors import ApiError
+from web.mail import offline_text
 from web.origins import normalize_origin, origin_allowed
 from web.protocol import (
     MAX_REQUEST_ID_CHARS,
@@ -216,6 +221,9 @@ class SocketSession:
         self.open_conversation: str | None = None
         self.send_lock = trio.Lock()
         self.last_heard = self.opened_at = trio.current_time()
+        self.last_write = self.opened_at  # last socket write that completed (drain progress)
+        self.backed_up_since: float | None = None  # outbox above ws_outbox_size since then
+        self.last_check = self.opened_at  # previous ``_deadline_check``
         self.sock.check = self._deadline_check
         self.echo: OrderedDict[str, str | int] = OrderedDict()
         self.outbox: trio.MemoryReceiveChannel[Any] | None = None
@@ -288,6 +296,7 @@ class SocketSession:
     async def _send_text(self, text: str) -> None:
         async with self.send_lock:
             await websocket.send(text)
+        self.last_write = trio.current_time()
         self.services.metrics.ws_frames_out[self.kind] += 1
 
     async def _error(
@@ -325,7 +334,7 @@ class SocketSession:
     # ------------------------------------------------------------ tasks
 
     def _deadline_check(self, now: float) -> tuple[int, str] | None:
-        """Auth deadline, dead peer, engine-dropped outbox: the close code to end with, or None.
+        """Auth deadline, dead peer, slow consumer: the close code to end with, or None.
 
         Called about once a second by the shared timer (``SocketRegistry.watch``), which then
         records the code and cancels the connection (``LiveSocket.close``). It never sends: a
@@ -338,9 +347,26 @@ class SocketSession:
             return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
         if now - self.last_heard >= settings.dead_peer_timeout_s:
             return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
-        if self.outbox is not None and self.outbox.statistics().open_send_channels == 0:
-            # The engine dropped us (slow consumer) and the pump has not noticed yet.
+        outbox = self.outbox
+        if outbox is None:
+            return None
+        stats = outbox.statistics()
+        if stats.open_send_channels == 0:
+            # The engine dropped us (outbox at its hard cap) and the pump has not noticed yet.
             return CloseCode.TRY_AGAIN_LATER, "slow consumer, resume"
+        previous_check, self.last_check = self.last_check, now
+        self.sock.behind = False
+        if stats.current_buffer_used < settings.ws_outbox_size:
+            self.backed_up_since = None
+            return None
+        if self.backed_up_since is None:
+            self.backed_up_since = now
+            return None
+        if now - max(self.backed_up_since, self.last_write) >= settings.ws_slow_consumer_grace_s:
+            return CloseCode.TRY_AGAIN_LATER, "slow consumer, resume"
+        # Backed up since the last check and written to meanwhile: the peer reads, the process
+        # is behind (the overload gate counts these; web/overload.py).
+        self.sock.behind = self.last_write > previous_check
         return None
 
     async def _pinger(self) -> None:
@@ -525,6 +551,16 @@ class SocketSession:
 
     async def _rate_limited(self, rid: str | int, command: Any) -> bool:
         metrics = self.services.metrics
+        gate = self.services.overload
+        if gate.shedding and isinstance(command, MESSAGE_COMMANDS):
+            # Push back on senders before receivers fall behind (web/overload.py).
+            await self._error(
+                rid,
+                WireError.OVERLOADED,
+                "the server is busy; resend with the same client_msg_id after retry_after_s",
+                retry_after_s=gate.retry_after(),
+            )
+            return True
         wait = 0.0
         what = ""
         if isinstance(command, SetTyping):
@@ -567,6 +603,21 @@ class SocketSession:
             error = codec.error_result(err)
             await self._error(rid, error.code, error.message, error.field, error.retry_after_s)
             return
+        if (
+            isinstance(command, SetStatus)
+            and self.caller is not None
+            and self.services.webhooks is not None
+        ):
+            agent = self.caller.agent
+            self.services.webhooks.signal(
+                agent.workspace_id,
+                "agent.status",
+                {
+                    "agent_id": agent.id,
+                    "display_name": agent.display_name,
+                    "status": command.status,
+                },
+            )
         if self.kind == "visitor":
             if isinstance(result, MessageAck) and isinstance(command, SendMessage):
                 self.open_conversation = result.conversation_id
@@ -609,6 +660,7 @@ class SocketSession:
         ws_id = self.workspace.id
         visitor: Visitor | None = None
         token: str | None = None
+        identified = first_time = False
         if hello.token:
             visitor = await storage.find_visitor_by_token_hash(ws_id, hash_secret(hello.token))
             if visitor is not None:
@@ -630,6 +682,9 @@ class SocketSession:
                 )
                 return
             known = await storage.find_visitor_by_external_id(ws_id, hello.identity.user_id)
+            # Identified on this device now (not a tab already holding the visitor's token).
+            identified = visitor is None or visitor.external_id != hello.identity.user_id
+            first_time = known is None
             if known is not None:
                 visitor = known
                 token = None  # mint one for this device
@@ -656,6 +711,16 @@ class SocketSession:
             raise _Closing(CloseCode.POLICY, "banned")
         self.visitor = visitor
         self.sock.visitor_id = visitor.id
+        if identified and self.services.webhooks is not None:
+            self.services.webhooks.signal(
+                ws_id,
+                "visitor.identified",
+                {
+                    "visitor_id": visitor.id,
+                    "external_id": visitor.external_id,
+                    "first_time": first_time,
+                },
+            )
         page = hello.page
         meta = ConnectionMeta(
             ip=self.ip,
@@ -680,9 +745,12 @@ class SocketSession:
             pre_chat_enabled=widget.pre_chat_enabled,
             pre_chat_fields=widget.pre_chat_fields,
             offline_form_enabled=widget.offline_form_enabled,
-            offline_message=widget.offline_message,
+            offline_message=offline_text(
+                widget.offline_message, mail_enabled=self.services.mailer.enabled
+            ),
             sneak_peek=widget.sneak_peek,
             online=bool(welcome.get("agents_available", False)),
+            mail_enabled=self.services.mailer.enabled,
         )
         result = HelloResult(
             visitor_id=visitor.id,
@@ -753,7 +821,8 @@ class SocketSession:
         self._start_pump()
 
     async def _connect(self, principal: Any, resume: Any, meta: ConnectionMeta) -> Connection:
-        send, receive = trio.open_memory_channel[Any](self.settings.ws_outbox_size)
+        # Room up to the hard cap; above ``ws_outbox_size`` the outbox only counts as backed up.
+        send, receive = trio.open_memory_channel[Any](self.settings.ws_outbox_max_size)
         self.outbox = receive
         try:
             conn = await self.services.engine.connect(

@@ -5,6 +5,7 @@
 import {
   Connection, Outbox, ProtocolError, newId, wsUrl, appendLinkified, h, formatTime,
 } from "./client.js";
+import { initFiles, renderFiles } from "./files.js";
 
 const params = new URLSearchParams(location.search);
 const KEY = params.get("key") || "";
@@ -164,6 +165,7 @@ const outbox = new Outbox(NS + "outbox", {
       conversation_id: null,
       client_msg_id: item.client_msg_id,
       text: item.text,
+      attachments: (item.files || []).map((f) => f.id),
     }, { queue: false }),
   onChange: (item) => {
     if (item && item.state === "sent" && item.ack) {
@@ -216,6 +218,7 @@ function onPush(f) {
       break;
     }
     case "event":
+      if (f.event && f.event.kind !== "message") $("lc-agent-conn").hidden = true;
       onEvent(f.event);
       break;
     case "typing":
@@ -236,6 +239,15 @@ function onPush(f) {
       state.agentsAvailable = !!f.agents_available;
       renderAll();
       break;
+    case "agent_reconnecting": {
+      // The agent's connection dropped: say so until they are back, or the chat is re-routed
+      // (a status or assigned event follows, which hides this).
+      const el = $("lc-agent-conn");
+      const mine = state.conv && f.conversation_id === state.conv.conversation_id;
+      el.hidden = !(mine && f.reconnecting);
+      if (!el.hidden) el.textContent = (f.agent_name || "Your agent") + " is reconnecting…";
+      break;
+    }
     case "resync_required":
       state.historyLoaded = null;
       loadHistory();
@@ -359,6 +371,11 @@ function sendText(text) {
   scrollDown();
 }
 
+function sendFiles(files) {
+  outbox.add({ client_msg_id: newId(), text: "", files, conversation_id: state.conv && state.conv.conversation_id });
+  renderLog();
+}
+
 function sendTyping(isTyping, draft) {
   if (!state.conv || state.conv.state === "closed" || !conn.ready) return;
   const frame = { conversation_id: state.conv.conversation_id, is_typing: isTyping };
@@ -417,6 +434,7 @@ function messageNode(key, e, mine, stateName, item) {
     appendLinkified(body, e.body);
     li.appendChild(body);
     li.appendChild(h("span", { class: "lc-meta" }));
+    renderFiles(li, (e.data && e.data.attachments) || e.files, KEY, () => store.get("token"));
     nodes.set(key, li);
   }
   if (li.dataset.state !== stateName) {
@@ -476,7 +494,7 @@ function renderLog() {
   }
   for (const item of outbox.items()) {
     if (sentIds.has(item.client_msg_id)) continue;
-    const e = { body: item.text, created_at: item.created_at };
+    const e = { body: item.text, created_at: item.created_at, files: item.files };
     wanted.push(messageNode("m" + item.client_msg_id, e, true, item.state, item));
   }
   const keep = new Set(wanted);
@@ -569,6 +587,8 @@ function renderAll() {
   $("lc-prechat").hidden = !(needPrechat && !showOffline);
   $("lc-offline").hidden = !showOffline;
   $("lc-rating").hidden = !closed;
+  // Mail (web/mail.py): a transcript by email only when the server sends mail.
+  $("lc-transcript").hidden = !(closed && c.mail_enabled === true);
   $("lc-rate-done").hidden = !(closed && state.rated.has(conv.conversation_id));
   $("lc-composer").hidden = closed || showOffline || needPrechat;
   $("lc-end").hidden = !conv || closed;
@@ -633,7 +653,8 @@ function download() {
     const when = new Date(e.created_at * 1000).toISOString().replace("T", " ").slice(0, 19);
     if (e.kind === "message") {
       const who = e.author_type === "visitor" ? "You" : e.author_name || "Agent";
-      lines.push("[" + when + "] " + who + ": " + e.body);
+      const files = ((e.data && e.data.attachments) || []).map((f) => " [file: " + f.name + "]");
+      lines.push("[" + when + "] " + who + ": " + e.body + files.join(""));
     } else {
       const t = systemText(e);
       if (t) lines.push("[" + when + "] " + t);
@@ -672,6 +693,7 @@ function wire() {
       .catch(() => {});
   });
   const input = $("lc-input");
+  if (!PREVIEW) initFiles({ key: KEY, token: () => store.get("token"), send: sendFiles });
   input.addEventListener("input", onInput);
   input.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
@@ -732,6 +754,32 @@ function wire() {
       btn.disabled = false;
     }
   });
+  $("lc-transcript").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    formError(form, null);
+    $("lc-tr-done").hidden = true;
+    try {
+      const res = await fetch("/api/v1/widget/transcript", {
+        method: "POST",
+        credentials: "omit",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          key: KEY,
+          visitor_token: store.get("token") || "",
+          conversation_id: state.conv ? state.conv.conversation_id : "",
+          email: $("lc-tr-email").value.trim(),
+        }),
+      });
+      if (!res.ok) {
+        const body = await res.json().catch(() => null);
+        throw new Error((body && body.error && body.error.message) || "Could not send it.");
+      }
+      $("lc-tr-done").hidden = false;
+    } catch (err) {
+      formError(form, err.message || String(err));
+    }
+  });
   const stars = [...document.querySelectorAll(".lc-stars label")];
   const paint = () => {
     const checked = document.querySelector(".lc-stars input:checked");
@@ -781,6 +829,10 @@ function applyConfig(c) {
   state.sneakPeek = !!c.sneak_peek;
   if (c.online === false) state.agentsAvailable = false;
   if (c.offline_message) $("lc-offline-title").textContent = c.offline_message;
+  // Promise an email reply only when this server sends mail (docs/widget.md).
+  $("lc-off-done").textContent = c.mail_enabled
+    ? "Thanks! We'll get back to you by email."
+    : "Thanks! We got your message.";
   $("lc").classList.toggle("left", c.position === "left");
   toHost({ type: "config", position: c.position === "left" ? "left" : "right" });
   buildPrechat();

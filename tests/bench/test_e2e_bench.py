@@ -20,6 +20,7 @@ PHASE_KEYS = {
     "sent",
     "delivered",
     "lost",
+    "acked_undelivered",
     "duplicates",
     "errors",
     "latency_v2a",
@@ -38,6 +39,7 @@ def _assert_no_loss(measured: dict[str, object]) -> None:
         assert summary.keys() >= PHASE_KEYS
         assert summary["delivered"] == summary["sent"] > 0, summary
         assert summary["lost"] == summary["duplicates"] == summary["errors"] == 0, summary
+        assert summary["acked_undelivered"] == summary["outstanding_unacked"] == 0, summary
         assert summary["seq_violations"] == 0
         assert set(summary["latency_v2a"]) == {"p50_ms", "p99_ms", "p999_ms"}
 
@@ -59,6 +61,7 @@ async def test_run_measures_server_and_ceiling_without_loss_and_writes_outputs(
         data
     )
     assert data["results"]["targets"]["lost_or_duplicated"]["met"] is True
+    assert data["results"]["acked_undelivered"] == data["results"]["lost"] == 0
     page = (tmp_path / "r" / "index.html").read_text()
     assert page.count("<svg") >= 2  # throughput over time and the latency distribution
     assert "throughput over time" in page and "latency by percentile" in page

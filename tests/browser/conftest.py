@@ -59,6 +59,7 @@ WIDGET_FILES = (
     "/widget/frame.html",
     "/widget/frame.js",
     "/widget/client.js",
+    "/widget/files.js",
     "/widget/widget.css",
 )
 
@@ -230,7 +231,8 @@ class Api:
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, env: dict[str, str] | None = None) -> None:
+        self.extra_env = dict(env or {})  # LIVECHAT_* settings of this server (e.g. SMTP)
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "livechat.db"
@@ -246,6 +248,11 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
         # Every test visitor comes from 127.0.0.1: lift the per-IP new-chat limit (10/hour).
         env["LIVECHAT_RATE_NEW_CONVERSATIONS_PER_HOUR"] = "1000"
+        # The SSO tests' OpenID provider is a plain-http server on loopback (tests/oidc_provider).
+        env["LIVECHAT_SSO_ALLOW_HTTP_LOOPBACK"] = "1"
+        env.update(self.extra_env)
+        # The webhook screen's test delivers to a receiver on 127.0.0.1.
+        env["LIVECHAT_WEBHOOKS_ALLOW_PRIVATE_TARGETS"] = "1"
         self.proc = subprocess.Popen(
             [
                 sys.executable,

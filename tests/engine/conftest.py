@@ -73,12 +73,20 @@ class World:
     time: ManualTime | None = None  # set with @pytest.mark.parametrize("engine_clock", ["manual"])
 
     async def tick(self) -> None:
-        """Have the workspace's router check its deadlines now; returns once it has (the ask
-        is queued behind the tick)."""
+        """Have the workspace's agent actors, then its router, check their deadlines now;
+        returns once they have (each ask is queued behind the tick)."""
+        from engine.agent import AgentTick, GetAgentView
         from engine.routing import GetAgents, Tick
 
+        agents = self.engine._ctx.agents
         router = await self.engine._router(self.workspace_id)
         with trio.fail_after(30):
+            # Agents first: a grace period that ends tells the router, which then re-routes.
+            for key in agents.keys():  # noqa: SIM118 (a Registry)
+                if key[0] == self.workspace_id and agents.is_active(key):
+                    agent = await agents.get(key)
+                    await agent.tell(AgentTick())
+                    await agent.ask(lambda r: GetAgentView(reply=r))
             await router.tell(Tick())
             await router.ask(lambda r: GetAgents(reply=r))
 

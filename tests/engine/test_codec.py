@@ -36,7 +36,7 @@ from engine.messages import MessageAck, SendMessage, VisitorChange, VisitorSumma
             "is_typing",
         ),
         ({"type": "rate", "conversation_id": "c", "rating": 6}, "invalid_field", "rating"),
-        ({"type": "set_status", "status": "away"}, "invalid_field", "status"),
+        ({"type": "set_status", "status": "offline"}, "invalid_field", "status"),
         ({"type": "close", "conversation_id": "c", "tags": ["ok", 3]}, "invalid_field", "tags.1"),
         ({"type": "update_profile", "attributes": {"x": [1]}}, "invalid_field", "attributes.x"),
     ],

@@ -411,3 +411,59 @@ async def test_metrics_count_alive_children_and_restarts(nursery: trio.Nursery) 
     assert 'livechat_actors_alive{kind="agents"} 2' in text
     assert 'livechat_actor_restarts_total{kind="agents"} 1' in text
     assert 'livechat_mailbox_depth_max{kind="agents"} 0' in text
+
+
+async def test_snapshot_shows_children_restarts_and_depths_and_restarts_are_logged(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    from engine.supervisor import TaskService
+
+    log: list[tuple[str, str]] = []
+    runs: list[int] = []
+
+    async def flaky_task() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("the task crashed")
+        await trio.sleep_forever()
+
+    sup = await start_supervisor(
+        nursery,
+        Supervisor(
+            RestartStrategy.ONE_FOR_ONE,
+            max_restarts=5,
+            children=[
+                spec("a", log),
+                ServiceSpec("task", TaskService("task", flaky_task)),
+            ],
+            name="top",
+        ),
+    )
+    ref = sup.ref("a")
+    await ref.tell(Crash())
+    assert await total(ref) == 0  # restarted
+    await trio.testing.wait_all_tasks_blocked()
+    tree = sup.snapshot()
+    assert (tree.name, tree.kind, tree.strategy, tree.restarts) == (
+        "top",
+        "supervisor",
+        "one_for_one",
+        2,
+    )
+    a, task = tree.children
+    assert (a.name, a.kind, a.restarted, a.mailbox_depth, a.state) == (
+        "a",
+        "actor",
+        1,
+        0,
+        "running",
+    )
+    assert (task.name, task.kind, task.restarted, task.state) == ("task", "service", 1, "running")
+    assert len(runs) == 2
+    logged = [r.getMessage() for r in caplog.records if "restarts" in r.getMessage()]
+    assert sorted(m.split(" (")[0] for m in logged) == [
+        "supervisor 'top' restarts a after a crash",
+        "supervisor 'top' restarts task after a crash",
+    ]
+    assert all(m.endswith("of at most 5 in 5s)") for m in logged)
+    await sup.shutdown(5)

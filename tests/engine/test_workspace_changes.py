@@ -181,13 +181,15 @@ async def test_a_chat_queued_past_abandon_queued_after_is_closed_as_missed(world
     assert conv.closed_at is not None and conv.closed_at - conv.created_at >= 0.5
     pushes = Pushes(v)
 
-    def told_missed() -> bool:
+    def told_closed() -> bool:
+        # The visitor learns the chat closed; why (``missed``) is the workspace's to know
+        # (engine/visibility.py keeps a status event's ``reason`` from visitors).
         return any(
-            e.kind == "status" and e.data == {"state": "closed", "reason": "missed"}
+            e.kind == "status" and e.data == {"state": "closed"}
             for e in v.events(pushes.update())
         )
 
-    await wait_until(told_missed, what="the visitor is told the chat closed as missed")
+    await wait_until(told_closed, what="the visitor is told the chat closed")
 
 
 @pytest.mark.parametrize(("sticky", "reason"), [(True, "sticky"), (False, "least_busy")])

@@ -102,7 +102,7 @@ class Http:
 
     async def login(self, username: str, password: str) -> HttpResponse:
         resp = await self.post("/api/v1/auth/login", {"username": username, "password": password})
-        if resp.status == 200:
+        if resp.status == 200 and "csrf_token" in resp.json():  # not a two-factor pending step
             self.csrf = resp.json()["csrf_token"]
         return resp
 

@@ -2,8 +2,10 @@
 // textContent; charts are inline SVG drawn here from numbers.
 import { h } from "/widget/client.js";
 import { get, post, put, patch, del, qs } from "./api.js";
+import { securityAdmin } from "./security.js";
+import { webhooks } from "./webhooks.js";
 
-const ROLES = ["agent", "supervisor", "admin", "owner"];
+const ROLES = ["agent", "supervisor", "admin", "owner", "bot"];
 const SVG = "http://www.w3.org/2000/svg";
 
 let ctx = null;
@@ -16,7 +18,11 @@ export function renderAdmin(section, box, context) {
     removeEventListener("message", previewListener);
     previewListener = null;
   }
-  const screens = { agents, groups, canned, widget, routing, reports, export: exportScreen, audit };
+  const screens = {
+    agents, groups, canned, widget, routing, reports, export: exportScreen, audit,
+    security: (b) => securityAdmin(b, ctx),
+    webhooks: (b) => webhooks(b, ctx),
+  };
   (screens[section] || agents)(box).catch((err) => box.appendChild(h("p", { class: "error", text: err.message })));
 }
 

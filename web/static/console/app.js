@@ -6,6 +6,12 @@ import {
 } from "/widget/client.js";
 import { get, post, setCsrf, qs } from "./api.js";
 import { renderAdmin } from "./admin.js";
+import { initFiles, renderFiles } from "./files.js";
+import { renderSecurity, secondFactor, setupSsoLogin } from "./security.js";
+import {
+  handlePasswordLink, refreshBadge, renderInbox, renderMailSettings, startInbox, wireForgotPassword,
+} from "./inbox.js";
+import { initStatus, showStatus } from "./status.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -52,6 +58,8 @@ export function toast(text, kind) {
 // ------------------------------------------------------------------ login
 
 async function boot() {
+  wireForgotPassword();
+  if (handlePasswordLink()) return; // a mailed set-password link (inbox.js)
   try {
     const me = await get("/me");
     startApp(me);
@@ -63,6 +71,7 @@ async function boot() {
 function showLogin() {
   $("app-view").hidden = true;
   $("login-view").hidden = false;
+  setupSsoLogin();
   $("login-username").focus();
 }
 
@@ -75,7 +84,8 @@ $("login-form").addEventListener("submit", async (ev) => {
       password: $("login-password").value,
     });
     $("login-password").value = "";
-    startApp(me);
+    if (me.second_factor) secondFactor(me, startApp); // no session yet: a code must follow
+    else startApp(me);
   } catch (err) {
     $("login-error").textContent = err.message || "Login failed";
   }
@@ -108,6 +118,7 @@ function startApp(me) {
   renderNotifyButton();
   loadReference();
   connect();
+  startInbox({ toast, me, agents: () => [...S.agents.values()] });
   route();
 }
 
@@ -160,11 +171,9 @@ function connect() {
     lockName: outboxKey,
     send: (item) => {
       const type = item.kind === "note" ? "add_note" : item.kind === "whisper" ? "whisper" : "send_message";
-      return S.conn.request(type, {
-        conversation_id: item.conversation_id,
-        client_msg_id: item.client_msg_id,
-        text: item.text,
-      }, { queue: false });
+      const frame = { conversation_id: item.conversation_id, client_msg_id: item.client_msg_id, text: item.text };
+      if (item.files) frame.attachments = item.files.map((f) => f.id);
+      return S.conn.request(type, frame, { queue: false });
     },
     onChange: (item) => {
       if (item && item.state === "sent" && item.ack) {
@@ -178,6 +187,7 @@ function connect() {
           author_id: S.agentId,
           author_name: S.me.agent.display_name,
           body: item.text,
+          data: item.files ? { attachments: item.files } : {},
           client_msg_id: item.client_msg_id,
           created_at: item.ack.created_at,
         }, true);
@@ -402,20 +412,13 @@ async function watch(convId) {
 }
 
 function setStatus(status) {
-  S.status = status === "accepting" ? "accepting" : "not_accepting";
-  const btn = $("status-toggle");
-  btn.setAttribute("aria-pressed", String(S.status === "accepting"));
-  btn.textContent = S.status === "accepting" ? "Accepting chats" : "Not accepting chats";
+  S.status = showStatus(status);
 }
 
-$("status-toggle").addEventListener("click", async () => {
-  const next = S.status === "accepting" ? "not_accepting" : "accepting";
-  try {
-    await S.conn.request("set_status", { status: next }, { queue: false });
-    setStatus(next);
-  } catch (err) {
-    toast("Could not change status: " + err.message, "error");
-  }
+initStatus({
+  request: (status) => S.conn.request("set_status", { status }, { queue: false }),
+  onError: (err) => toast("Could not change status: " + err.message, "error"),
+  onChange: (status) => { S.status = status; },
 });
 
 // ------------------------------------------------------------------ notifications
@@ -608,6 +611,7 @@ function msgNode(key, e, stateName, item) {
     appendLinkified(body, e.body);
     li.appendChild(body);
     li.appendChild(h("span", { class: "meta" }));
+    renderFiles(li, (e.data && e.data.attachments) || e.files);
     li.dataset.kind = kind;
     li.dataset.author = e.author_type;
     logNodes.set(key, li);
@@ -668,7 +672,7 @@ function renderLog() {
   }
   for (const item of S.outbox.items()) {
     if (item.conversation_id !== convId || done.has(item.client_msg_id)) continue;
-    const e = { kind: item.kind === "note" ? "note" : item.kind === "whisper" ? "whisper" : "message", author_type: "agent", author_name: S.me.agent.display_name, body: item.text, created_at: item.created_at };
+    const e = { kind: item.kind === "note" ? "note" : item.kind === "whisper" ? "whisper" : "message", author_type: "agent", author_name: S.me.agent.display_name, body: item.text, created_at: item.created_at, files: item.files };
     wanted.push(msgNode("c" + item.client_msg_id, e, item.state, item));
   }
   const keep = new Set(wanted);
@@ -806,6 +810,15 @@ function sendComposer() {
   S.outbox.add({ client_msg_id: newId(), conversation_id: S.openId, text, kind: composerMode() });
   renderLog();
 }
+
+initFiles({
+  convId: () => S.openId,
+  send: (convId, files) => {
+    S.outbox.add({ client_msg_id: newId(), conversation_id: convId, text: "", kind: "reply", files });
+    renderLog();
+  },
+  onError: (text) => toast(text, "error"),
+});
 
 $("composer").addEventListener("submit", (ev) => {
   ev.preventDefault();
@@ -1131,6 +1144,7 @@ async function showTranscript(convId) {
         appendLinkified(body, e.body);
         li.appendChild(body);
         li.appendChild(h("span", { class: "meta", text: new Date(e.created_at * 1000).toLocaleString() }));
+        renderFiles(li, e.data && e.data.attachments);
         ol.appendChild(li);
       } else ol.appendChild(h("li", { class: "sys", text: sysText(e) }));
     }
@@ -1145,8 +1159,9 @@ async function showTranscript(convId) {
 function route() {
   if (!S.me) return;
   const parts = (location.hash.replace(/^#\/?/, "") || "chats").split("/");
-  const view = ["chats", "visitors", "history", "admin"].includes(parts[0]) ? parts[0] : "chats";
-  for (const v of ["chats", "visitors", "history", "admin"]) $("view-" + v).hidden = v !== view;
+  const views = ["chats", "visitors", "history", "inbox", "admin", "security"];
+  const view = views.includes(parts[0]) ? parts[0] : "chats";
+  for (const v of views) $("view-" + v).hidden = v !== view;
   document.querySelectorAll(".tabs a").forEach((a) => {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -1154,6 +1169,9 @@ function route() {
   if (view === "chats" && parts[1]) openChat(decodeURIComponent(parts[1]));
   if (view === "visitors") renderVisitors();
   if (view === "history" && parts[1]) showTranscript(decodeURIComponent(parts[1]));
+  if (view === "security") renderSecurity($("security-body"), { me: S.me, toast }).catch((err) => toast(err.message, "error"));
+  if (view === "inbox") renderInbox(parts[1] ? decodeURIComponent(parts[1]) : null);
+  else refreshBadge();
   if (view === "admin") {
     if (!isAdmin()) {
       location.hash = "#/chats";
@@ -1164,6 +1182,10 @@ function route() {
       if (a.getAttribute("href") === "#/admin/" + section) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     });
+    if (section === "mail") {
+      renderMailSettings($("admin-body")).catch((err) => toast(err.message, "error"));
+      return;
+    }
     renderAdmin(section, $("admin-body"), { me: S.me, toast, reload: loadReference });
   }
 }
