@@ -6,6 +6,7 @@ from typing import Any
 
 from storage._sql import Program, Q
 from storage.crypto import (
+    ROW_ID_COLUMNS,
     SEALED_COLUMNS,
     SEARCHABLE_KINDS,
     DataKey,
@@ -101,8 +102,10 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
         if table == "events":
             continue
         unsealed = " OR ".join(f"({c} IS NOT NULL AND {c} NOT LIKE 'lc1:%')" for c in cols)
+        id_column = ROW_ID_COLUMNS[table]
         found = yield Q(
-            f"SELECT id, workspace_id, {','.join(cols)} FROM {table} WHERE {unsealed} LIMIT ?",
+            f"SELECT {id_column} AS id, workspace_id, {','.join(cols)} FROM {table}"
+            f" WHERE {unsealed} LIMIT ?",
             (batch,),
         )
         for row in found.rows:
@@ -112,6 +115,8 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
                 if isinstance(values[c], str) and not is_sealed(values[c]):
                     values[c] = key.seal(values[c], f"{table}.{c}")
             sets = ",".join(f"{c}=?" for c in cols)
-            yield Q(f"UPDATE {table} SET {sets} WHERE id=?", (*values.values(), row["id"]))
+            yield Q(
+                f"UPDATE {table} SET {sets} WHERE {id_column}=?", (*values.values(), row["id"])
+            )
             sealed += 1
     return sealed

@@ -54,6 +54,14 @@ KEY_FILE_SUFFIX: Final = ".master-key"
 SEALED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "visitors": ("name", "email", "attributes", "ip"),
     "events": ("body",),
+    "agent_two_factor": ("totp_secret",),
+    "workspace_sso": ("client_secret",),
+}
+# The column naming one row of each sealed table (besides events), for ``keys migrate``.
+ROW_ID_COLUMNS: Final[Mapping[str, str]] = {
+    "visitors": "id",
+    "agent_two_factor": "agent_id",
+    "workspace_sso": "workspace_id",
 }
 SEARCHABLE_KINDS: Final = frozenset({"message", "offline_message", "note"})
 MAX_QUERY_WORDS: Final = 16
