@@ -78,6 +78,52 @@ GET    /export                                       admin       -   admin,expor
 POST   /backups                                      owner       -   admin
 GET    /backups/last                                 owner       yes admin,read
 GET    /widget/config                                public      -   -
+POST   /auth/login/2fa                               public      -   -
+POST   /auth/2fa/enroll                              public      -   -
+POST   /auth/2fa/enroll/confirm                      public      -   -
+GET    /me/2fa                                       agent       -   admin,read
+POST   /me/2fa/enroll                                agent       -   -
+POST   /me/2fa/confirm                               agent       -   -
+POST   /me/2fa/recovery-codes                        agent       -   -
+POST   /me/2fa/disable                               agent       -   -
+POST   /agents/{agent_id}/2fa/reset                  admin       -   admin
+GET    /settings/security                            admin       -   admin,read
+PUT    /settings/security                            admin       -   admin
+GET    /settings/sso                                 admin       -   admin,read
+PUT    /settings/sso                                 admin       -   admin
+DELETE /settings/sso                                 admin       -   admin
+GET    /auth/sso/{slug}/start                        public      -   -
+GET    /auth/sso/callback                            public      -   -
+GET    /settings/notifications                       admin       -   admin,read
+PUT    /settings/notifications                       admin       -   admin
+GET    /mail/log                                     admin       -   admin,read
+GET    /inbox                                        agent       -   admin,read
+GET    /inbox/count                                  agent       -   admin,read
+POST   /inbox/{conversation_id}/assign               agent       -   admin
+POST   /inbox/{conversation_id}/done                 agent       -   admin
+POST   /inbox/{conversation_id}/reopen               agent       -   admin
+POST   /inbox/{conversation_id}/reply                agent       -   admin
+POST   /auth/forgot-password                         public      -   -
+POST   /auth/reset-password                          public      -   -
+POST   /widget/transcript                            public      -   -
+POST   /conversations/{conversation_id}/files        agent       -   admin,agent
+GET    /files/{file_id}                              agent       -   admin,read
+GET    /settings/files                               agent       -   admin,read
+PUT    /settings/files                               admin       -   admin
+GET    /settings/files/usage                         agent       -   admin,read
+POST   /widget/files                                 public      -   -
+GET    /widget/files/{file_id}                       public      -   -
+GET    /webhooks                                     admin       -   admin,read
+POST   /webhooks                                     admin       -   admin
+GET    /webhooks/{webhook_id}                        admin       -   admin,read
+PATCH  /webhooks/{webhook_id}                        admin       -   admin
+DELETE /webhooks/{webhook_id}                        admin       -   admin
+POST   /webhooks/{webhook_id}/rotate-secret          admin       -   admin
+GET    /webhooks/{webhook_id}/deliveries             admin       -   admin,read
+GET    /webhooks/{webhook_id}/deliveries/{delivery_id} admin       -   admin,read
+POST   /webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver admin       -   admin
+GET    /ops/supervision                              owner       yes admin,read
+POST   /ops/faults                                   owner       yes admin
 """
 
 SCOPES = ("admin", "read", "export", "agent")
@@ -210,7 +256,7 @@ async def test_every_operation_answers_each_scope_and_role_as_the_table_says(
         assert declared == {
             "role": access.role,
             "operator": access.operator,
-            "token_scopes": sorted(access.scopes, key=("admin", "read", "export").index),
+            "token_scopes": sorted(access.scopes, key=("admin", "read", "export", "agent").index),
         }, key
 
     creds = await _credentials(srv)
