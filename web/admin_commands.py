@@ -162,7 +162,7 @@ async def _reset_password(url: str, args: argparse.Namespace) -> None:
 
 async def _reset_two_factor(url: str, args: argparse.Namespace) -> None:
     """The way back for an owner who lost both the phone and the recovery codes."""
-    async with open_storage(url) as storage:
+    async with open_storage(url, keyring=args.keyring) as storage:
         agent = await storage.find_agent_by_username(args.username.strip().lower())
         if agent is None:
             raise CommandError(f"no account {args.username!r}")
