@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PG_URL,
         help="PostgreSQL to bench in a throwaway schema; 'none' to skip",
     )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="without encryption at rest (the server always encrypts; this measures its cost)",
+    )
 
 
 def run(args: argparse.Namespace) -> BenchResult:
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> BenchResult:
             queries=args.queries,
             sqlite_path=args.sqlite,
             postgres_url=None if args.postgres_url == "none" else args.postgres_url,
+            plaintext=args.plaintext,
         )
     )
 
@@ -91,6 +97,7 @@ async def run_storage_bench(
     sqlite_path: str | None = None,
     postgres_url: str | None = DEFAULT_PG_URL,
     progress: bool = True,
+    plaintext: bool = False,
 ) -> BenchResult:
     """Bench ``backend_url`` alone, or (None) SQLite plus PostgreSQL when reachable."""
     appends = appends or (5_000 if quick else 50_000)
@@ -110,10 +117,14 @@ async def run_storage_bench(
         for backend, url in urls.items():
             if backend == "postgresql":
                 per = await _with_pg_schema(
-                    url, lambda u: _bench_backend(u, messages, appends, callers, queries, progress)
+                    url, lambda u: _bench_backend(
+                        u, messages, appends, callers, queries, progress, plaintext
+                    )
                 )
             else:
-                per = await _bench_backend(url, messages, appends, callers, queries, progress)
+                per = await _bench_backend(
+                    url, messages, appends, callers, queries, progress, plaintext
+                )
             results[backend] = per
             for key, value in per.items():
                 results[f"{backend}_{key}"] = value
@@ -178,11 +189,26 @@ async def _with_pg_schema(url: str, body: Any) -> dict[str, Any]:
 
 
 async def _bench_backend(
-    url: str, messages: int, appends: int, callers: int, queries: int, progress: bool
+    url: str,
+    messages: int,
+    appends: int,
+    callers: int,
+    queries: int,
+    progress: bool,
+    plaintext: bool = False,
 ) -> dict[str, Any]:
-    from storage import GroupCommitConfig, open_backend
+    from storage import GroupCommitConfig, MasterKeyRing
+    from storage import open_backend as open_plain
+    from storage.crypto import new_master_key_text, parse_master_keys
+
+    # As the server runs: encrypted at rest (a throwaway master key), unless --plaintext.
+    ring = None if plaintext else MasterKeyRing(parse_master_keys(new_master_key_text()))
+
+    def open_backend(url: str, **options: Any) -> Any:
+        return open_plain(url, keyring=ring, **options)
 
     out: dict[str, Any] = {"load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    out["encrypted"] = ring is not None
     async with open_backend(url) as storage:
         rate, lost = await _appends(storage, appends, callers, "group", progress)
         out["appends_per_s_group"] = round(rate, 1)
@@ -263,6 +289,7 @@ async def _bulk_load(storage: Any, messages: int, progress: bool) -> tuple[str, 
     from storage._base import fetch
     from storage._records import dump_json, new_id
     from storage._sql import Q
+    from storage.crypto import plain_terms
 
     workspace = await storage.create_workspace(name="bench-history")
     visitor = await storage.create_visitor(workspace.id, token_hash=None)
@@ -281,9 +308,11 @@ async def _bulk_load(storage: Any, messages: int, progress: bool) -> tuple[str, 
     )
     event_sql = (
         "INSERT INTO events (workspace_id, conversation_id, seq, kind, visibility, author_type,"
-        " author_id, body, data, client_msg_id, created_at)"
-        " VALUES (?, ?, ?, 'message', 'all', 'visitor', NULL, ?, ?, NULL, ?)"
+        " author_id, body, data, client_msg_id, created_at, search_terms)"
+        " VALUES (?, ?, ?, 'message', 'all', 'visitor', NULL, ?, ?, NULL, ?, ?)"
     )
+    # Stored as the server stores them: sealed, with the keyed blind index (storage.crypto).
+    key = await storage.data_key(workspace.id)
     done = 0
     empty = dump_json({})
     per_chunk = max(1, BULK_CHUNK // MESSAGES_PER_CONVERSATION)
@@ -299,7 +328,11 @@ async def _bulk_load(storage: Any, messages: int, progress: bool) -> tuple[str, 
             conv_rows.append([conversation_id, workspace.id, visitor.id, count, at, at + count])
             for seq in range(1, count + 1):
                 body = " ".join(rng.choices(words, cum_weights=cum_weights, k=WORDS_PER_MESSAGE))
-                event_rows.append([workspace.id, conversation_id, seq, body, empty, at + seq])
+                if key is not None:
+                    row = [key.seal(body, "events.body"), empty, at + seq, key.terms(body)]
+                else:
+                    row = [body, empty, at + seq, plain_terms(body)]
+                event_rows.append([workspace.id, conversation_id, seq, *row])
             at += count
             done += count
         async with storage.transaction(write=True) as tx:

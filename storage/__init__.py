@@ -29,6 +29,7 @@ from storage.api import (
     AppendRequest,
     AppendResult,
     Attachment,
+    AuditChainReport,
     AuditEntry,
     AuthorType,
     BackupRecord,
@@ -70,6 +71,7 @@ from storage.api import (
     WorkspaceStatus,
 )
 from storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, default_files_dir
+from storage.crypto import EncryptionError, MasterKeyRing, resolve_master_keys
 from storage.errors import (
     AppendRefused,
     BackupError,
@@ -98,6 +100,7 @@ __all__ = [
     "AppendRequest",
     "AppendResult",
     "Attachment",
+    "AuditChainReport",
     "AuditEntry",
     "AuthorType",
     "BackupError",
@@ -114,6 +117,7 @@ __all__ = [
     "ConversationPatch",
     "ConversationState",
     "DeliveryState",
+    "EncryptionError",
     "Event",
     "EventKind",
     "Group",
@@ -124,6 +128,7 @@ __all__ = [
     "LocalBlobStore",
     "MailItem",
     "MailStatus",
+    "MasterKeyRing",
     "MigrationError",
     "NewRoutingDecision",
     "NotABackupError",
@@ -159,6 +164,7 @@ __all__ = [
     "open_storage",
     "private_dir",
     "report_csv",
+    "resolve_master_keys",
 ]
 
 
@@ -186,6 +192,7 @@ async def open_backend(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    keyring: MasterKeyRing | None = None,
     files_dir: str | None = None,
     blobs: BlobStore | None = None,
     **options: Any,
@@ -203,12 +210,14 @@ async def open_backend(
 
         async with open_sqlite(target, group_commit=group_commit, clock=clock, **options) as s:
             s.use_blobs(blobs)
+            await s.use_keys(keyring)
             yield s
     else:
         from storage.postgres import open_postgres
 
         async with open_postgres(target, group_commit=group_commit, clock=clock, **options) as p:
             p.use_blobs(blobs)
+            await p.use_keys(keyring)
             yield p
 
 
@@ -218,11 +227,15 @@ async def open_storage(
     *,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    keyring: MasterKeyRing | None = None,
     files_dir: str | None = None,
     blobs: BlobStore | None = None,
     **options: Any,
 ) -> AsyncIterator[Storage]:
     """Open the database named by ``url``, applying pending migrations; close on exit.
+
+    ``keyring``: the master keys that wrap the data keys (``storage.crypto``); without it
+    values are stored in plaintext, and a database holding data keys is refused.
 
     The group committer runs in a nursery owned by this context: appends queued when the
     block exits are committed before the connections close. ``options`` go to the backend
@@ -230,6 +243,12 @@ async def open_storage(
     ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
     """
     async with open_backend(
-        url, group_commit=group_commit, clock=clock, files_dir=files_dir, blobs=blobs, **options
+        url,
+        group_commit=group_commit,
+        clock=clock,
+        keyring=keyring,
+        files_dir=files_dir,
+        blobs=blobs,
+        **options,
     ) as storage:
         yield storage

@@ -37,7 +37,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -46,6 +46,7 @@ import trio
 from storage import api
 from storage._records import codec, decode, dump_json
 from storage._sql import Dialect, Program, Q, Row
+from storage.crypto import SEARCHABLE_KINDS, DataKey, plain_terms
 from storage.errors import (
     AppendRefused,
     CommitFailed,
@@ -72,6 +73,8 @@ BatchCommit = Callable[[list[Sequence[api.AppendRequest]], Admit], Awaitable[lis
 
 _EVENT_CODEC = codec(api.Event)
 _EVENT_SELECT = ",".join(f"e.{c}" for c in _EVENT_CODEC.columns)
+# Inserted besides the record's columns: the blind index of the body (storage.crypto).
+_INSERT_COLUMNS: Final = (*_EVENT_CODEC.typed_columns, ("search_terms", "text"))
 _CONVERSATION_SELECT = ",".join(codec(api.Conversation).columns)
 _MUTABLE_CONVERSATION_COLUMNS: Final = tuple(
     (name, sql_type)
@@ -315,6 +318,7 @@ def append_batch_program(
     now: float,
     dialect: Dialect,
     admit: Admit | None = None,
+    data_keys: Mapping[str, DataKey | None] | None = None,
 ) -> Program[list[Outcome]]:
     """One transaction for a whole batch; outcomes in the batch's order.
 
@@ -325,12 +329,16 @@ def append_batch_program(
 
     ``admit``, called first (inside the transaction), drops submissions whose callers gave up;
     they get ``StorageUnavailable`` outcomes nobody reads.
+
+    ``data_keys``: by workspace; bodies are sealed with them and indexed by keyed tokens
+    (the events returned carry the plaintext). Without one, bodies are stored as they are.
     """
     if admit is not None:
         kept = admit()
         live = [requests for requests, keep in zip(batch, kept, strict=True) if keep]
         if len(live) < len(batch):
-            live_outcomes = iter((yield from append_batch_program(live, now=now, dialect=dialect)))
+            program = append_batch_program(live, now=now, dialect=dialect, data_keys=data_keys)
+            live_outcomes = iter((yield from program))
             return [
                 next(live_outcomes) if keep else StorageUnavailable(_WITHDRAWN) for keep in kept
             ]
@@ -383,6 +391,9 @@ def append_batch_program(
             if request.client_msg_id is not None:
                 original = originals.get(key)
                 if original is not None:
+                    data_key = data_keys.get(request.workspace_id) if data_keys else None
+                    if data_key is not None:
+                        original = data_key.open_row("events", original)
                     event = decode(api.Event, original)
                     results.append(api.AppendResult(event=event, duplicate=True))
                     continue
@@ -405,15 +416,16 @@ def append_batch_program(
                 client_msg_id=request.client_msg_id,
                 created_at=now,
             )
-            event_args = _event_args(event)
+            data_key = data_keys.get(request.workspace_id) if data_keys else None
+            event_args = _event_args(event, data_key)
             inserts.append(event_args)
             if request.client_msg_id is not None:
                 # A retry inside the same batch resolves to this event.
-                originals[key] = dict(zip(_EVENT_CODEC.columns, event_args, strict=True))
+                originals[key] = dict(zip(_EVENT_CODEC.columns, event_args[:-1], strict=True))
             results.append(api.AppendResult(event=event, duplicate=False))
         outcomes.append(results)
 
-    for q in dialect.insert_rows("events", _EVENT_CODEC.typed_columns, inserts):
+    for q in dialect.insert_rows("events", _INSERT_COLUMNS, inserts):
         yield q
     updates = [
         [conversations[cid][c] for c in _MUTABLE_COLUMN_NAMES] + [cid] for cid in sorted(dirty)
@@ -426,8 +438,15 @@ def append_batch_program(
 _EMPTY_JSON: Final = "{}"
 
 
-def _event_args(event: api.Event) -> list[Any]:
-    """``codec(api.Event).to_args`` for the hot path (no per-field dispatch; ``{}`` not dumped)."""
+def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
+    """``codec(api.Event).to_args`` for the hot path (no per-field dispatch; ``{}`` not dumped),
+    the body sealed with ``key``, then the ``search_terms`` column."""
+    body, terms = event.body, None
+    if body is not None:
+        if _text(event.kind) in SEARCHABLE_KINDS:
+            terms = key.terms(body) if key is not None else plain_terms(body)
+        if key is not None:
+            body = key.seal(body, "events.body")
     return [
         event.workspace_id,
         event.conversation_id,
@@ -436,10 +455,11 @@ def _event_args(event: api.Event) -> list[Any]:
         _text(event.visibility),
         _text(event.author_type),
         event.author_id,
-        event.body,
+        body,
         dump_json(dict(event.data)) if event.data else _EMPTY_JSON,
         event.client_msg_id,
         float(event.created_at),
+        terms,
     ]
 
 

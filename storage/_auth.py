@@ -2,7 +2,8 @@
 
 Kept apart from ``_base`` because these tables hold the server's most sensitive columns
 (``agent_two_factor.totp_secret``, ``workspace_sso.client_secret``): every read and write of
-them goes through this module, the one place to add encryption at rest.
+them goes through this module, which seals them with the workspace's data key
+(``storage.crypto``; plaintext only when the storage has no master key ring).
 
 The one-time rules are enforced in the database, not in the caller: a TOTP step is accepted only
 if it is newer than the last accepted one, and a recovery code is removed by a compare-and-set on
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from storage import api
 from storage._records import codec, columns, decode, dump_json, new_id
 from storage._sql import Program, Q
+from storage.crypto import DataKey
 from storage.errors import NotFound
 
 T = TypeVar("T")
@@ -44,6 +46,23 @@ class AuthStore:
     async def _read(self, program: Program[T]) -> T:
         raise NotImplementedError
 
+    async def data_key(self, workspace_id: str) -> DataKey | None:
+        raise NotImplementedError
+
+    async def _opened(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with its sealed secret opened (``storage.crypto.SEALED_COLUMNS``)."""
+        key = await self.data_key(str(row["workspace_id"]))
+        return row if key is None else key.open_row(table, row)
+
+    async def _sealed_args(self, table: str, record: Any) -> list[Any]:
+        record_codec = codec(type(record))
+        args = record_codec.to_args(record)
+        key = await self.data_key(record.workspace_id)
+        if key is None:
+            return list(args)
+        plain = dict(zip(record_codec.columns, args, strict=True))
+        return list(key.seal_row(table, plain).values())
+
     # ------------------------------------------------------------ two-factor
 
     async def get_two_factor(self, workspace_id: str, agent_id: str) -> api.TwoFactor | None:
@@ -52,15 +71,19 @@ class AuthStore:
             " WHERE workspace_id=? AND agent_id=?"
         )
         rows = await self._read(_rows(sql, workspace_id, agent_id))
-        return decode(api.TwoFactor, rows[0]) if rows else None
+        if not rows:
+            return None
+        return decode(api.TwoFactor, await self._opened("agent_two_factor", rows[0]))
 
     async def list_two_factor(self, workspace_id: str) -> list[api.TwoFactor]:
         sql = f"SELECT {columns(api.TwoFactor)} FROM agent_two_factor WHERE workspace_id=?"
-        return [decode(api.TwoFactor, r) for r in await self._read(_rows(sql, workspace_id))]
+        rows = await self._read(_rows(sql, workspace_id))
+        return [decode(api.TwoFactor, await self._opened("agent_two_factor", r)) for r in rows]
 
     async def put_two_factor(self, record: api.TwoFactor) -> api.TwoFactor:
         """Start (or restart) an enrollment: replaces an unconfirmed one; the agent must exist."""
         record_codec = codec(api.TwoFactor)
+        args = await self._sealed_args("agent_two_factor", record)
 
         def program() -> Program[api.TwoFactor]:
             found = yield Q(
@@ -70,7 +93,7 @@ class AuthStore:
             if found.one() is None:
                 raise NotFound(f"agent {record.agent_id!r} not found")
             yield Q("DELETE FROM agent_two_factor WHERE agent_id=?", (record.agent_id,))
-            yield Q(record_codec.insert_sql(), record_codec.to_args(record))
+            yield Q(record_codec.insert_sql(), args)
             return record
 
         return await self._write(program())
@@ -87,7 +110,7 @@ class AuthStore:
         rows = await self._write(_rows(sql, *args))
         if not rows:
             raise NotFound(f"two-factor enrollment of {agent_id!r} not found")
-        return decode(api.TwoFactor, rows[0])
+        return decode(api.TwoFactor, await self._opened("agent_two_factor", rows[0]))
 
     async def use_totp_step(self, workspace_id: str, agent_id: str, step: int) -> bool:
         """Record ``step`` as used; False if it (or a newer one) was already accepted."""
@@ -144,20 +167,21 @@ class AuthStore:
     async def get_sso_config(self, workspace_id: str) -> api.SsoConfig | None:
         sql = f"SELECT {columns(api.SsoConfig)} FROM workspace_sso WHERE workspace_id=?"
         rows = await self._read(_rows(sql, workspace_id))
-        return decode(api.SsoConfig, rows[0]) if rows else None
+        return decode(api.SsoConfig, await self._opened("workspace_sso", rows[0])) if rows else None
 
     async def find_sso_config(self, slug: str) -> api.SsoConfig | None:
         sql = f"SELECT {columns(api.SsoConfig)} FROM workspace_sso WHERE slug=?"
         rows = await self._read(_rows(sql, slug.lower()))
-        return decode(api.SsoConfig, rows[0]) if rows else None
+        return decode(api.SsoConfig, await self._opened("workspace_sso", rows[0])) if rows else None
 
     async def put_sso_config(self, config: api.SsoConfig) -> api.SsoConfig:
         """Create or replace the workspace's configuration; a slug taken elsewhere: Conflict."""
         record_codec = codec(api.SsoConfig)
+        args = await self._sealed_args("workspace_sso", config)
 
         def program() -> Program[api.SsoConfig]:
             yield Q("DELETE FROM workspace_sso WHERE workspace_id=?", (config.workspace_id,))
-            yield Q(record_codec.insert_sql(), record_codec.to_args(config))
+            yield Q(record_codec.insert_sql(), args)
             return config
 
         return await self._write(program())

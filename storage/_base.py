@@ -13,6 +13,7 @@ the parent row's workspace first), so a foreign id behaves exactly like a missin
 from __future__ import annotations
 
 import abc
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,7 +29,13 @@ from storage._attachments import (
     bind_attachments_program,
     unsent_attachments_program,
 )
+from storage._audit import (
+    append_audit_program,
+    chains_program,
+    verify_chain_program,
+)
 from storage._auth import AuthStore
+from storage._keys import data_key_program, rewrap_program, seal_plaintext_program
 from storage._mail import MailStorage
 from storage._purge import (
     erase_visitor_program,
@@ -36,7 +43,6 @@ from storage._purge import (
     purge_workspace_program,
 )
 from storage._records import (
-    audit_entry,
     codec,
     columns,
     decode,
@@ -48,12 +54,21 @@ from storage._report import compute_report, fallback_groups
 from storage._sql import Dialect, Program, Q, Result, Row
 from storage._webhooks import WebhookStore
 from storage.blobs import BlobStore
+from storage.crypto import (
+    MAX_QUERY_WORDS,
+    DataKey,
+    EncryptionError,
+    MasterKeyRing,
+    make_snippet,
+    search_words,
+)
 from storage.errors import NotFound, StorageError, StorageUnavailable
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 Clock = Callable[[], float]
+log = logging.getLogger("livechat.storage")
 
 # Fields an update_* call may not change: identity and tenancy are fixed at creation.
 _FIXED_FIELDS = frozenset({"id", "workspace_id", "created_at"})
@@ -135,6 +150,10 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
         self._dialect = dialect
         self._clock = clock
         self._committer = GroupCommitter(self._commit_batch, group_commit)
+        # Encryption at rest (storage.crypto): None stores plaintext (tests, benches); the
+        # server always sets a ring (``use_keys``).
+        self._keyring: MasterKeyRing | None = None
+        self._data_keys: dict[str, DataKey] = {}
         self._blobs: BlobStore | None = None
 
     def use_blobs(self, blobs: BlobStore) -> None:
@@ -187,6 +206,19 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
             raise StorageUnavailable(reason)
         await self._probe_write()
 
+    async def _scrub_after_erasure(self) -> None:
+        """The erasure is committed; a scrub that fails (timeout on a huge index) is logged,
+        not raised: the caller's erasure succeeded, and the next erasure scrubs again."""
+        try:
+            await self._scrub()
+        except StorageError as err:
+            log.warning("erasure committed, but scrubbing the database failed: %s", err)
+
+    async def _scrub(self) -> None:
+        """After an erasure, make the deleted bytes unrecoverable where the backend can (SQLite:
+        see its override). PostgreSQL: nothing here; docs/security.md says what VACUUM does."""
+        return None
+
     @property
     def dialect(self) -> Dialect:
         return self._dialect
@@ -199,8 +231,15 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
     async def _commit_batch(
         self, batch: list[Sequence[api.AppendRequest]], admit: Admit
     ) -> list[list[api.AppendResult] | StorageError]:
+        keys: dict[str, DataKey | None] = {}
+        if self._keyring is not None:
+            for requests in batch:
+                for request in requests:
+                    if request.workspace_id not in keys:
+                        # Cached after the workspace's first use: no database round trip.
+                        keys[request.workspace_id] = await self.data_key(request.workspace_id)
         program = append_batch_program(
-            batch, now=self._clock(), dialect=self._dialect, admit=admit
+            batch, now=self._clock(), dialect=self._dialect, admit=admit, data_keys=keys
         )
         return await self._write(program)
 
@@ -214,9 +253,20 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
     async def _fetch_all(self, cls: type[R], sql: str, *args: Any) -> list[R]:
         return [decode(cls, row) for row in await self._read(fetch(Q(sql, args)))]
 
-    async def _insert(self, record: R, *, parent: tuple[str, str, str] | None = None) -> R:
-        """Insert a record; ``parent`` (table, id, workspace_id) must exist in that workspace."""
+    async def _insert(
+        self,
+        record: R,
+        *,
+        parent: tuple[str, str, str] | None = None,
+        key: DataKey | None = None,
+    ) -> R:
+        """Insert a record; ``parent`` (table, id, workspace_id) must exist in that workspace.
+        With ``key``, the table's sealed columns are encrypted."""
         record_codec = codec(type(record))
+        args = record_codec.to_args(record)
+        if key is not None:
+            plain = dict(zip(record_codec.columns, args, strict=True))
+            args = list(key.seal_row(record_codec.table, plain).values())
 
         def program() -> Program[R]:
             if parent is not None:
@@ -227,22 +277,149 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
                     (parent_id, workspace_id),
                 )
                 _require(found.one(), table.rstrip("s"), parent_id)
-            yield Q(record_codec.insert_sql(), record_codec.to_args(record))
+            yield Q(record_codec.insert_sql(), args)
             return record
 
         return await self._write(program())
 
     async def _update(
-        self, cls: type[R], where: str, where_args: Sequence[Any], changes: Mapping[str, Any]
+        self,
+        cls: type[R],
+        where: str,
+        where_args: Sequence[Any],
+        changes: Mapping[str, Any],
+        *,
+        key: DataKey | None = None,
+        table: str = "",
     ) -> R:
         _check_changes(cls, changes)
         record_codec = codec(cls)
         sets = ",".join(f"{name}=?" for name in changes)
-        args = [record_codec.encode(name, value) for name, value in changes.items()]
+        encoded = {name: record_codec.encode(name, value) for name, value in changes.items()}
+        if key is not None:
+            encoded = key.seal_row(table, encoded)
+        args = list(encoded.values())
         sql = f"UPDATE {record_codec.table} SET {sets or 'id=id'} WHERE {where}"
         rows = await self._write(fetch(Q(f"{sql} RETURNING {columns(cls)}", [*args, *where_args])))
         row = _require(rows[0] if rows else None, cls.__name__.lower(), str(where_args[-1]))
+        if key is not None:
+            row = key.open_row(table, row)
         return decode(cls, row)
+
+    # ------------------------------------------------------------ encryption at rest
+
+    async def use_keys(self, ring: MasterKeyRing | None) -> None:
+        """Seal sensitive columns with data keys wrapped by ``ring`` from now on.
+
+        Without a ring, a database that already has data keys is refused (``EncryptionError``):
+        its sealed values could not be read, and new plaintext would mix with them.
+        """
+        if ring is None:
+            rows = await self._fetch("SELECT 1 AS found FROM data_keys LIMIT 1")
+            if rows:
+                raise EncryptionError(
+                    "this database holds encrypted data: give its master key (setting"
+                    " master_key / LIVECHAT_MASTER_KEY / master_key_file)"
+                )
+        self._keyring = ring
+        self._data_keys.clear()
+
+    @property
+    def keyring(self) -> MasterKeyRing | None:
+        return self._keyring
+
+    async def data_key(self, workspace_id: str) -> DataKey | None:
+        """The workspace's data key (created on first use; cached); None without a ring."""
+        ring = self._keyring
+        if ring is None:
+            return None
+        key = self._data_keys.get(workspace_id)
+        if key is None:
+            key = await self._read(data_key_program(ring, workspace_id, create=False))
+            if key is None:
+                key = await self._write(data_key_program(ring, workspace_id, create=True))
+            assert key is not None
+            self._data_keys[workspace_id] = key
+        return key
+
+    async def seal(self, workspace_id: str, value: str, *, purpose: str) -> str:
+        """Encrypt a secret for storage in this workspace (IdP client secrets, TOTP seeds).
+
+        ``purpose`` (e.g. ``"idp.client_secret"``) is bound into the ciphertext: open it with
+        the same one. Without a master key ring the value is returned as is. Purging the
+        workspace destroys the key, so the value is unrecoverable afterwards, in backups too.
+        """
+        key = await self.data_key(workspace_id)
+        return value if key is None else key.seal(value, purpose)
+
+    async def unseal(self, workspace_id: str, value: str, *, purpose: str) -> str:
+        """The plaintext of a value from ``seal`` (plaintext from before encryption as is)."""
+        key = await self.data_key(workspace_id)
+        return value if key is None else key.open(value, purpose)
+
+    async def rotate_master_key(self, new: MasterKeyRing, *, actor: str = "cli") -> int:
+        """Re-wrap every data key under ``new``'s current master key, in one transaction, and
+        use ``new`` from now on; returns how many keys were re-wrapped. ``new`` should keep the
+        old master key as an older one until every server has restarted with ``new``."""
+        old = self._keyring
+        if old is None:
+            raise EncryptionError("this storage has no master key to rotate")
+        now = self._clock()
+
+        def program() -> Program[int]:
+            count = yield from rewrap_program(old, new)
+            # Server-wide, in the same transaction: who rotated, to which key, how many.
+            yield from append_audit_program(
+                self._dialect,
+                None,
+                actor=actor,
+                action="keys.rotated",
+                target=f"master_key:{new.current_id}",
+                details={"rewrapped": count, "master_keys": list(new.ids)},
+                at=now,
+            )
+            return count
+
+        count = await self._write(program())
+        self._keyring = new
+        return count
+
+    async def check_data_keys(self) -> int:
+        """Raise ``EncryptionError`` unless every data key opens with this storage's ring
+        (a database with data keys and no ring included); returns how many there are."""
+        rows = await self._fetch("SELECT workspace_id, wrapped, master_key_id FROM data_keys")
+        if rows and self._keyring is None:
+            raise EncryptionError(
+                "the data is encrypted: give the master key of the server it came from"
+                " (master_key_file / --master-key-file, or master_key)"
+            )
+        for row in rows:
+            assert self._keyring is not None
+            self._keyring.unwrap(
+                str(row["wrapped"]), str(row["master_key_id"]), f"workspace:{row['workspace_id']}"
+            )
+        return len(rows)
+
+    async def seal_plaintext(self) -> int:
+        """Seal every value still stored in plaintext (``livechat keys migrate``, and at
+        server start); returns how many rows were sealed."""
+        ring = self._keyring
+        if ring is None:
+            return 0
+        total = 0
+        while True:
+            sealed = await self._write(seal_plaintext_program(ring))
+            total += sealed
+            if not sealed:
+                break
+        if total:
+            # The replaced plaintext (and its old index entries) must not linger in the files.
+            await self._scrub_after_erasure()
+        return total
+
+    async def _open_row(self, table: str, workspace_id: str, row: Row) -> Row:
+        key = await self.data_key(workspace_id)
+        return row if key is None else key.open_row(table, row)
 
     # ------------------------------------------------------------ server-wide
 
@@ -471,11 +648,20 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
             first_seen_at=now,
             last_seen_at=now,
         )
-        return await self._insert(visitor, parent=("workspaces", workspace_id, workspace_id))
+        key = await self.data_key(workspace_id)
+        return await self._insert(
+            visitor, parent=("workspaces", workspace_id, workspace_id), key=key
+        )
+
+    async def _visitor(self, workspace_id: str, sql: str, *args: Any) -> api.Visitor | None:
+        rows = await self._read(fetch(Q(sql, args)))
+        if not rows:
+            return None
+        return decode(api.Visitor, await self._open_row("visitors", workspace_id, rows[0]))
 
     async def get_visitor(self, workspace_id: str, visitor_id: str) -> api.Visitor | None:
         sql = f"SELECT {columns(api.Visitor)} FROM visitors WHERE id=? AND workspace_id=?"
-        return await self._fetch_one(api.Visitor, sql, visitor_id, workspace_id)
+        return await self._visitor(workspace_id, sql, visitor_id, workspace_id)
 
     async def find_visitor_by_token_hash(
         self, workspace_id: str, token_hash: str
@@ -484,7 +670,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
             f"SELECT {columns(api.Visitor)} FROM visitors WHERE workspace_id=? AND token_hash=?"
             " ORDER BY last_seen_at DESC LIMIT 1"
         )
-        return await self._fetch_one(api.Visitor, sql, workspace_id, token_hash)
+        return await self._visitor(workspace_id, sql, workspace_id, token_hash)
 
     async def find_visitor_by_external_id(
         self, workspace_id: str, external_id: str
@@ -493,13 +679,16 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
             f"SELECT {columns(api.Visitor)} FROM visitors WHERE workspace_id=? AND external_id=?"
             " ORDER BY last_seen_at DESC LIMIT 1"
         )
-        return await self._fetch_one(api.Visitor, sql, workspace_id, external_id)
+        return await self._visitor(workspace_id, sql, workspace_id, external_id)
 
     async def update_visitor(
         self, workspace_id: str, visitor_id: str, **changes: Any
     ) -> api.Visitor:
         where = "workspace_id=? AND id=?"
-        return await self._update(api.Visitor, where, [workspace_id, visitor_id], changes)
+        key = await self.data_key(workspace_id)
+        return await self._update(
+            api.Visitor, where, [workspace_id, visitor_id], changes, key=key, table="visitors"
+        )
 
     async def add_page_view(self, workspace_id: str, view: api.PageView) -> None:
         def program() -> Program[None]:
@@ -693,7 +882,11 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
             f"SELECT {columns(api.Event)} FROM events WHERE {' AND '.join(where)}"
             f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
-        events = await self._fetch_all(api.Event, sql, *args, max(1, min(limit, _MAX_FETCH)))
+        rows = await self._read(fetch(Q(sql, [*args, max(1, min(limit, _MAX_FETCH))])))
+        key = await self.data_key(workspace_id)
+        if key is not None:
+            rows = [key.open_row("events", row) for row in rows]
+        events = [decode(api.Event, row) for row in rows]
         if newest_first:
             events.reverse()
         return events
@@ -701,23 +894,38 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
     async def search(
         self, workspace_id: str, query: str, *, limit: int = 20
     ) -> list[api.SearchHit]:
-        """Messages, offline messages and notes holding every word of ``query``, newest first."""
-        text = self._dialect.search_query(query)
+        """Messages, offline messages and notes holding every word of ``query``, newest first.
+
+        Whole words only: each word becomes its keyed token (the blind index, see
+        ``storage.crypto``) and the backend's full-text index finds the events holding every
+        token. The hits are decrypted here, and the snippet is made from the plaintext.
+        """
+        words = list(dict.fromkeys(search_words(query)))[:MAX_QUERY_WORDS]
+        if not words:
+            return []
+        key = await self.data_key(workspace_id)
+        tokens = [key.token(w) for w in words] if key is not None else words
+        text = self._dialect.search_query(tokens)
         if text is None:
             return []
         rows = await self._read(
             fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_FETCH))))
         )
-        return [
-            api.SearchHit(
-                conversation_id=row["conversation_id"],
-                seq=int(row["seq"]),
-                body=row["body"],
-                snippet=row["snippet"],
-                created_at=float(row["created_at"]),
+        hits = []
+        for row in rows:
+            body = str(row["body"])
+            if key is not None:
+                body = key.open(body, "events.body")
+            hits.append(
+                api.SearchHit(
+                    conversation_id=row["conversation_id"],
+                    seq=int(row["seq"]),
+                    body=body,
+                    snippet=make_snippet(body, set(words)),
+                    created_at=float(row["created_at"]),
+                )
             )
-            for row in rows
-        ]
+        return hits
 
     # ------------------------------------------------------------ routing, bans, audit
 
@@ -772,9 +980,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
                 found.update((row["id"], row["workspace_id"]) for row in rows.rows)
             kept = [r for r in records if (r.conversation_id, r.workspace_id) in found]
             if kept:
-                yield Q(
-                    record_codec.insert_sql(), many=[record_codec.to_args(r) for r in kept]
-                )
+                yield Q(record_codec.insert_sql(), many=[record_codec.to_args(r) for r in kept])
             return len(kept)
 
         return await self._write(program())
@@ -850,7 +1056,8 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
         details: Mapping[str, Any] | None = None,
         ip: str | None = None,
     ) -> None:
-        sql, args = audit_entry(
+        program = append_audit_program(
+            self._dialect,
             workspace_id,
             actor=actor,
             action=action,
@@ -859,13 +1066,17 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
             ip=ip,
             at=self._clock(),
         )
-        await self._write(execute(Q(sql, args)))
+        await self._write(program)
 
     async def list_audit(
-        self, workspace_id: str, *, limit: int = 100, cursor: str | None = None
+        self, workspace_id: str | None, *, limit: int = 100, cursor: str | None = None
     ) -> api.Page:
-        """Newest first, keyset-paginated like ``list_conversations``."""
-        where, args = "workspace_id=?", list[Any]([workspace_id])
+        """Newest first, keyset-paginated like ``list_conversations``; None: the server-wide
+        entries (workspace purges, backups)."""
+        if workspace_id is None:
+            where, args = "workspace_id IS NULL", list[Any]()
+        else:
+            where, args = "workspace_id=?", list[Any]([workspace_id])
         if cursor is not None:
             at, last_id = decode_cursor(cursor)
             where += " AND (at<? OR (at=? AND id<?))"
@@ -965,17 +1176,27 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
 
     # ------------------------------------------------------------ export, import, retention
 
-    def export_jsonl(
-        self, workspace_id: str, *, visitor_id: str | None = None
+    async def export_jsonl(
+        self, workspace_id: str, *, visitor_id: str | None = None, sealed: bool = False
     ) -> AsyncIterator[str]:
-        return export.export_jsonl(self, workspace_id, visitor_id=visitor_id)
+        """Decrypted with the workspace's data key: the customer's copy of their data. With
+        ``sealed`` (a workspace backup kept on the server): values as stored, plus the
+        workspace's wrapped data key; restoring it needs the master key."""
+        key = None if sealed else await self.data_key(workspace_id)
+        lines = export.export_jsonl(
+            self, workspace_id, visitor_id=visitor_id, key=key, sealed=sealed
+        )
+        async for line in lines:
+            yield line
 
     def export_database_jsonl(self) -> AsyncIterator[str]:
         """Every workspace and the server-wide rows (secrets, server audit): a full backup."""
         return export.export_jsonl(self, None, visitor_id=None)
 
-    def export_csv(self, workspace_id: str) -> AsyncIterator[str]:
-        return export.export_csv(self, workspace_id)
+    async def export_csv(self, workspace_id: str) -> AsyncIterator[str]:
+        key = await self.data_key(workspace_id)
+        async for line in export.export_csv(self, workspace_id, key=key):
+            yield line
 
     async def import_jsonl(self, lines: AsyncIterator[str]) -> int:
         return await export.import_jsonl(self, lines)
@@ -986,27 +1207,48 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
         """Delete conversations whose last activity is older than ``days``; audited."""
         now = self._clock()
         program = purge_conversations_program(
-            workspace_id, cutoff=now - days * 86400.0, days=days, now=now, actor=actor
+            self._dialect,
+            workspace_id,
+            cutoff=now - days * 86400.0,
+            days=days,
+            now=now,
+            actor=actor,
         )
         deleted, files = await self._write(program)
         await self._drop_blobs(files)
         return deleted
 
     async def erase_visitor(
-        self, workspace_id: str, visitor_id: str, *, actor: str = "system"
+        self, workspace_id: str, visitor_id: str, *, actor: str = "system", ip: str | None = None
     ) -> None:
-        """Delete the visitor and everything about them (data-subject erasure); audited."""
-        files = await self._write(
-            erase_visitor_program(workspace_id, visitor_id, now=self._clock(), actor=actor)
+        """Delete the visitor and everything about them (data-subject erasure); audited once,
+        in the same transaction (``visitor.erased``); their files' bytes after the commit."""
+        program = erase_visitor_program(
+            self._dialect, workspace_id, visitor_id, now=self._clock(), actor=actor, ip=ip
         )
+        files = await self._write(program)
         await self._drop_blobs(files)
+        await self._scrub_after_erasure()
 
     async def purge_workspace(self, workspace_id: str, *, actor: str = "system") -> None:
         """Delete every row of the workspace; audited server-wide (the workspace is gone)."""
-        files = await self._write(
-            purge_workspace_program(workspace_id, now=self._clock(), actor=actor)
+        program = purge_workspace_program(
+            self._dialect, workspace_id, now=self._clock(), actor=actor
         )
+        files = await self._write(program)
+        self._data_keys.pop(workspace_id, None)  # the key is destroyed: forget it here too
         await self._drop_blobs(files)
+        await self._scrub_after_erasure()
+
+    # ------------------------------------------------------------ audit chain
+
+    async def verify_audit(self, workspace_id: str | None) -> api.AuditChainReport:
+        """Walk one audit chain (None: the server-wide one) and report its first broken link."""
+        return await self._read(verify_chain_program(workspace_id))
+
+    async def audit_chains(self) -> list[str | None]:
+        """Every audit chain: workspace ids, None for the server-wide entries."""
+        return await self._read(chains_program())
 
     # ------------------------------------------------------------ files (attachments)
 

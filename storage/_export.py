@@ -28,15 +28,19 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
 
+from storage._audit import repair_chains_program
 from storage._records import dump_json
-from storage._sql import Dialect, Q, Result
+from storage._sql import Dialect, Program, Q, Result
 from storage.blobs import BlobStore
+from storage.crypto import SEARCHABLE_KINDS, DataKey, is_sealed, plain_terms
 from storage.errors import RestoreError
+
+T = TypeVar("T")
 
 FORMAT_NAME: Final = "livechat-export"
 FORMAT_VERSION: Final = 1
@@ -125,7 +129,7 @@ TABLES: Final = (
     _t(
         "events",
         "workspace_id conversation_id seq kind visibility author_type author_id body"
-        " data client_msg_id created_at",
+        " data client_msg_id created_at search_terms",
         key="conversation_id seq",
         json_cols="data",
     ),
@@ -141,7 +145,11 @@ TABLES: Final = (
         json_cols="details",
     ),
     _t("bans", "id workspace_id kind value reason created_at expires_at"),
-    _t("audit_log", "id workspace_id actor action target details ip at", json_cols="details"),
+    _t(
+        "audit_log",
+        "id workspace_id actor action target details ip at seq prev_hash hash",
+        json_cols="details",
+    ),
     _t(
         "api_tokens",
         "id workspace_id agent_id name token_hash scopes created_at revoked_at last_used_at",
@@ -153,18 +161,21 @@ TABLES: Final = (
         key="id_hash",
     ),
     _t("secrets", "name value", key="name"),
+    # Wrapped by the master key (never in the database). Only in whole-database backups; a
+    # workspace export is decrypted instead (see ``export_jsonl``).
+    _t("data_keys", "workspace_id wrapped master_key_id", key="workspace_id"),
 )
 _BY_NAME: Final = {t.name: t for t in TABLES}
 
 
 def _scope(
-    table: _Table, workspace_id: str | None, visitor_id: str | None
+    table: _Table, workspace_id: str | None, visitor_id: str | None, *, sealed: bool = False
 ) -> tuple[str, list[Any]] | None:
     """The WHERE clause selecting this table's rows of the export's scope; None: table skipped."""
     if workspace_id is None:  # the whole database
         return "1=1", []
     if visitor_id is None:
-        if table.name == "secrets":
+        if table.name == "secrets" or (table.name == "data_keys" and not sealed):
             return None
         if table.name == "workspaces":
             return "id=?", [workspace_id]
@@ -191,7 +202,7 @@ def _exported(table: _Table, row: Mapping[str, Any]) -> dict[str, Any]:
     for column in table.columns:
         value = row[column]
         if value is not None:
-            if column in table.json_columns:
+            if column in table.json_columns and not is_sealed(value):  # sealed: text as stored
                 value = json.loads(value)
             elif column in table.bool_columns:
                 value = bool(value)
@@ -211,9 +222,20 @@ def _after_key(table: _Table, dialect: Dialect, last: Mapping[str, Any]) -> tupl
 
 
 async def export_jsonl(
-    store: _Store, workspace_id: str | None, *, visitor_id: str | None
+    store: _Store,
+    workspace_id: str | None,
+    *,
+    visitor_id: str | None,
+    key: DataKey | None = None,
+    sealed: bool = False,
 ) -> AsyncIterator[str]:
-    """Stream the export (each item one line with its newline) from one consistent snapshot."""
+    """Stream the export (each item one line with its newline) from one consistent snapshot.
+
+    ``key``: the workspace's data key; sealed columns are exported decrypted with it. A
+    whole-database export (a backup) is never decrypted: it holds the wrapped data keys; so
+    does a ``sealed`` workspace export (``POST /backups``): values as stored, and the
+    workspace's data key wrapped by the master key.
+    """
     dialect = store.dialect
     scope = "database" if workspace_id is None else "visitor" if visitor_id else "workspace"
     header = {
@@ -228,7 +250,7 @@ async def export_jsonl(
     file_ids: list[str] = []
     async with store.transaction(write=False) as tx:
         for table in TABLES:
-            where = _scope(table, workspace_id, visitor_id)
+            where = _scope(table, workspace_id, visitor_id, sealed=sealed)
             if where is None:
                 continue
             base_sql, base_args = where
@@ -249,6 +271,10 @@ async def export_jsonl(
                     )
                 )
                 for row in result.rows:
+                    if key is not None:
+                        row = key.open_row(table.name, row)
+                        if "search_terms" in row:
+                            row["search_terms"] = None  # keyed tokens: no use outside
                     yield dump_json({"table": table.name, "row": _exported(table, row)}) + "\n"
                 if table.name == "attachments":
                     file_ids.extend(str(row["id"]) for row in result.rows)
@@ -324,6 +350,8 @@ async def _import_lines(
         row = item.get("row")
         if table is None or not isinstance(row, dict):
             raise RestoreError(f"line {line_no}: unknown table or malformed row")
+        if table.name == "events":
+            row = _with_plain_terms(row)
         try:
             pending[table.name].append(_imported(table, row))
         except (KeyError, TypeError) as err:
@@ -346,6 +374,8 @@ async def _import_lines(
         raise RestoreError(
             f"file counts differ: file says {trailer.get('files')}, read {len(written)}"
         )
+    # Chain heads are not exported: rebuilt from the restored log, which keeps its hashes.
+    await _drive(tx, repair_chains_program(store.dialect))
     return total
 
 
@@ -362,6 +392,17 @@ def _file_line(value: Any, file_rows: set[str], line_no: int) -> tuple[str, byte
         raise RestoreError(f"line {line_no}: file {file_id!r} is not base64") from err
 
 
+async def _drive(tx: _Tx, program: Program[T]) -> T:
+    """Run a transaction program on an open transaction, statement by statement."""
+    try:
+        q = next(program)
+        while True:
+            q = program.send(await tx.run(q))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
 def _check_header(item: Any) -> None:
     if not isinstance(item, dict) or item.get("format") != FORMAT_NAME:
         raise RestoreError("not a livechat export (bad header line)")
@@ -371,7 +412,21 @@ def _check_header(item: Any) -> None:
         raise RestoreError("a visitor export is a data-subject copy and cannot be restored")
 
 
-_ADDED_LATER: Final = frozenset({"origin_key"})  # schema 0002
+# schema 0002: origin_key; 0007: the audit hash chain (older entries are chained on restore)
+# search_terms: the blind index (older exports: computed at import, or sealed and indexed at
+# the next server start)
+_ADDED_LATER: Final = frozenset({"origin_key", "seq", "prev_hash", "hash", "search_terms"})
+
+
+def _with_plain_terms(row: dict[str, Any]) -> dict[str, Any]:
+    """A plaintext body (a decrypted workspace export, an old export) is indexed by its plain
+    words; a server with a master key seals and re-indexes it at start. A sealed body keeps
+    the keyed tokens it was exported with (a whole-database backup: same data keys)."""
+    body = row.get("body")
+    if isinstance(body, str) and not is_sealed(body):
+        terms = plain_terms(body) if row.get("kind") in SEARCHABLE_KINDS else None
+        return {**row, "search_terms": terms}
+    return row
 
 
 def _imported(table: _Table, row: Mapping[str, Any]) -> list[Any]:
@@ -379,7 +434,7 @@ def _imported(table: _Table, row: Mapping[str, Any]) -> list[Any]:
     for column in table.columns:
         # Columns added after the first export format are absent from older files: NULL.
         value = row.get(column) if column in _ADDED_LATER else row[column]
-        if value is not None and column in table.json_columns:
+        if value is not None and column in table.json_columns and not is_sealed(value):
             value = dump_json(value)
         elif isinstance(value, int) and not isinstance(value, bool) and column.endswith("_at"):
             value = float(value)
@@ -439,8 +494,11 @@ def _csv_line(values: Sequence[Any]) -> str:
     return buffer.getvalue()
 
 
-async def export_csv(store: _Store, workspace_id: str) -> AsyncIterator[str]:
-    """One row per conversation, oldest first, from one snapshot; each item is one CSV line."""
+async def export_csv(
+    store: _Store, workspace_id: str, *, key: DataKey | None = None
+) -> AsyncIterator[str]:
+    """One row per conversation, oldest first, from one snapshot; each item is one CSV line.
+    ``key``: the workspace's data key, to decrypt the visitors' names and emails."""
     dialect = store.dialect
     yield _csv_line(CSV_COLUMNS)
     last: tuple[float, str] | None = None
@@ -465,6 +523,10 @@ async def export_csv(store: _Store, workspace_id: str) -> AsyncIterator[str]:
                 )
             )
             for row in result.rows:
+                if key is not None:
+                    for column in ("name", "email"):
+                        if row[column] is not None:
+                            row[column] = key.open(row[column], f"visitors.{column}")
                 first = row["first_response_at"]
                 yield _csv_line(
                     [

@@ -8,8 +8,8 @@ blob store once the transaction has committed.
 
 from __future__ import annotations
 
-from storage._records import audit_entry
-from storage._sql import Program, Q
+from storage._audit import append_audit_program
+from storage._sql import Dialect, Program, Q
 from storage.errors import NotFound
 
 # Children before parents: no foreign key ever points at a deleted row.
@@ -36,6 +36,7 @@ _WORKSPACE_TABLES = (
     "agents",
     "agent_groups",
     "audit_log",
+    "data_keys",  # crypto-shredding: what a backup still holds of the workspace is sealed
 )
 
 
@@ -48,7 +49,7 @@ def _take_attachments(where: str, args: tuple[str | float, ...]) -> Program[list
 
 
 def purge_conversations_program(
-    workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
+    dialect: Dialect, workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
 ) -> Program[tuple[int, list[str]]]:
     """Delete conversations (their events and files) with no activity since ``cutoff``."""
     old = "SELECT id FROM conversations WHERE workspace_id=? AND last_activity_at<?"
@@ -79,16 +80,20 @@ def purge_conversations_program(
             "events": events.rowcount,
             "files": len(files),
         }
-        yield Q(
-            *audit_entry(
-                workspace_id, actor=actor, action="retention.purge", at=now, details=details
-            )
+        yield from append_audit_program(
+            dialect, workspace_id, actor=actor, action="retention.purge", at=now, details=details
         )
     return deleted.rowcount, files
 
 
 def erase_visitor_program(
-    workspace_id: str, visitor_id: str, *, now: float, actor: str
+    dialect: Dialect,
+    workspace_id: str,
+    visitor_id: str,
+    *,
+    now: float,
+    actor: str,
+    ip: str | None = None,
 ) -> Program[list[str]]:
     """Delete a visitor with their conversations, events, files, page views and bans."""
     found = yield Q(
@@ -130,21 +135,24 @@ def erase_visitor_program(
         "events": events.rowcount,
         "files": len(files),
     }
-    yield Q(
-        *audit_entry(
-            workspace_id,
-            actor=actor,
-            action="visitor.erased",
-            target=visitor_id,
-            at=now,
-            details=details,
-        )
+    yield from append_audit_program(
+        dialect,
+        workspace_id,
+        actor=actor,
+        action="visitor.erased",
+        target=f"visitor:{visitor_id}",
+        at=now,
+        details=details,
+        ip=ip,
     )
     return files
 
 
-def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Program[list[str]]:
-    """Delete every row of a workspace; the audit entry is server-wide (workspace_id NULL)."""
+def purge_workspace_program(
+    dialect: Dialect, workspace_id: str, *, now: float, actor: str
+) -> Program[list[str]]:
+    """Delete every row of a workspace; the audit entry is server-wide (workspace_id NULL),
+    so an operator can read it (``GET /audit/server``) after the workspace's own log is gone."""
     counts: dict[str, int] = {}
     found = yield Q("SELECT 1 AS ok FROM workspaces WHERE id=?", (workspace_id,))
     if found.one() is None:
@@ -154,15 +162,15 @@ def purge_workspace_program(workspace_id: str, *, now: float, actor: str) -> Pro
     for table in _WORKSPACE_TABLES:
         result = yield Q(f"DELETE FROM {table} WHERE workspace_id=?", (workspace_id,))
         counts[table] = result.rowcount
+    yield Q("DELETE FROM audit_heads WHERE chain=?", (workspace_id,))
     yield Q("DELETE FROM workspaces WHERE id=?", (workspace_id,))
-    yield Q(
-        *audit_entry(
-            None,
-            actor=actor,
-            action="workspace.purged",
-            target=workspace_id,
-            at=now,
-            details=counts,
-        )
+    yield from append_audit_program(
+        dialect,
+        None,
+        actor=actor,
+        action="workspace.purged",
+        target=f"workspace:{workspace_id}",
+        at=now,
+        details=counts,
     )
     return files

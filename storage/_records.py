@@ -210,28 +210,3 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         return float(at), str(row_id)
     except (ValueError, TypeError, binascii.Error) as err:
         raise StorageError(f"invalid page cursor {cursor!r}") from err
-
-
-def audit_entry(
-    workspace_id: str | None,
-    *,
-    actor: str,
-    action: str,
-    at: float,
-    target: str | None = None,
-    details: Mapping[str, Any] | None = None,
-    ip: str | None = None,
-) -> tuple[str, list[Any]]:
-    """The INSERT (sql, args) of one audit entry, for use inside a larger transaction."""
-    entry = api.AuditEntry(
-        id=new_id(),
-        workspace_id=workspace_id,
-        actor=actor,
-        action=action,
-        target=target,
-        details=dict(details or {}),
-        ip=ip,
-        at=at,
-    )
-    entry_codec = CODECS[api.AuditEntry]
-    return entry_codec.insert_sql(), entry_codec.to_args(entry)

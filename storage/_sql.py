@@ -12,7 +12,6 @@ may appear in a SQL string except as a placeholder.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -103,12 +102,13 @@ class Dialect(Protocol):
         ...
 
     def search(self, workspace_id: str, query: str, limit: int) -> Q:
-        """Full-text search (``query`` from ``search_query``); columns conversation_id, seq,
-        body, created_at, snippet (matches in [brackets]); newest first."""
+        """Search of the blind index (``query`` from ``search_query``); columns
+        conversation_id, seq, body (as stored: sealed), created_at; newest first."""
         ...
 
-    def search_query(self, text: str) -> str | None:
-        """The user's words turned into the backend's query argument; None when nothing to find."""
+    def search_query(self, tokens: Sequence[str]) -> str | None:
+        """Index tokens (keyed, or plain words without encryption) as the backend's query
+        argument, all required; None when nothing to find."""
         ...
 
 
@@ -156,18 +156,16 @@ class SQLiteDialect:
 
     def search(self, workspace_id: str, query: str, limit: int) -> Q:
         sql = (
-            "SELECT e.conversation_id, e.seq, e.body, e.created_at,"
-            " snippet(events_fts, 0, char(57344), char(57345), '…', 12) AS snippet"
+            "SELECT e.conversation_id, e.seq, e.body, e.created_at"
             " FROM events_fts JOIN events e ON e.rowid = events_fts.rowid"
             " WHERE events_fts MATCH ? AND e.workspace_id = ?"
             " ORDER BY events_fts.rowid DESC LIMIT ?"
         )
         return Q(sql, (query, workspace_id, limit))
 
-    def search_query(self, text: str) -> str | None:
-        words = _words(text)
-        # Each word quoted: user input can never be FTS5 syntax; all words must match.
-        return " ".join('"' + w.replace('"', '""') + '"' for w in words) or None
+    def search_query(self, tokens: Sequence[str]) -> str | None:
+        # Each token quoted: user input can never be FTS5 syntax; all tokens must match.
+        return " ".join('"' + t.replace('"', '""') + '"' for t in tokens) or None
 
 
 class PostgresDialect:
@@ -237,18 +235,14 @@ class PostgresDialect:
             " AND (SELECT count(*) FROM recent) < ?),"
             " top AS (SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= ?"
             " UNION ALL (SELECT * FROM hits ORDER BY created_at DESC LIMIT ?))"
-            " SELECT conversation_id, seq, body, created_at,"
-            " ts_headline('simple', body, to_tsquery('simple', ?),"
-            " 'StartSel=\ue000, StopSel=\ue001, MaxWords=24, MinWords=6') AS snippet"
-            " FROM top ORDER BY created_at DESC"
+            " SELECT conversation_id, seq, body, created_at FROM top ORDER BY created_at DESC"
         )
         window = PG_SEARCH_RECENT_ROWS
-        args = (workspace_id, window, query, limit, query, workspace_id, limit, limit, limit, query)
+        args = (workspace_id, window, query, limit, query, workspace_id, limit, limit, limit)
         return Q(sql, args)
 
-    def search_query(self, text: str) -> str | None:
-        words = _words(text)
-        return " & ".join("'" + w.replace("'", "''") + "'" for w in words) or None
+    def search_query(self, tokens: Sequence[str]) -> str | None:
+        return " & ".join("'" + t.replace("'", "''") + "'" for t in tokens) or None
 
 
 def _values_chunks(width: int, rows: Sequence[Sequence[Any]]) -> list[tuple[str, list[Any]]]:
@@ -260,7 +254,3 @@ def _values_chunks(width: int, rows: Sequence[Sequence[Any]]) -> list[tuple[str,
         chunk = rows[start : start + per_chunk]
         chunks.append((",".join([row_marks] * len(chunk)), [v for row in chunk for v in row]))
     return chunks
-
-
-def _words(text: str) -> list[str]:
-    return [w for w in re.findall(r"\w+", text.lower()) if w][:16]

@@ -20,8 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from storage import api
-from storage._records import audit_entry, codec, columns, decode, new_id
+from storage._audit import append_audit_program
+from storage._records import codec, columns, decode, new_id
 from storage._sql import Dialect, Program, Q
+from storage.crypto import DataKey
 from storage.errors import NotFound
 
 T = TypeVar("T")
@@ -58,6 +60,13 @@ def pending_program() -> Program[bool]:
     return result.one() is not None
 
 
+def _subscribed_workspaces_program() -> Program[list[str]]:
+    result = yield Q(
+        "SELECT DISTINCT workspace_id FROM webhook_subscriptions WHERE enabled=?", (True,)
+    )
+    return [str(row["workspace_id"]) for row in result.rows]
+
+
 def feed_program(
     dialect: Dialect,
     *,
@@ -65,9 +74,11 @@ def feed_program(
     settle_before: float,
     now: float,
     expand: Expansion,
+    keys: Mapping[str, DataKey | None] | None = None,
 ) -> Program[tuple[int, bool]]:
     """Move committed events past the cursor into the outbox: (deliveries added, whether
-    more events may be waiting past this batch)."""
+    more events may be waiting past this batch). ``keys``: the data keys of the workspaces
+    with enabled subscriptions, to open sealed bodies (a payload carries the plaintext)."""
     result = yield Q("SELECT pos FROM webhook_cursor WHERE name=?", (CURSOR_NAME,))
     row = result.one()
     cursor = int(row["pos"]) if row else 0
@@ -81,19 +92,26 @@ def feed_program(
             (CURSOR_NAME,),
         )
         return 0, False
+    subscribed = set((yield from _subscribed_workspaces_program()))
     result = yield _events_after(dialect, cursor, limit)
     taken: list[api.PositionedEvent] = []
     expected = cursor + 1
+    keyless = False
     for r in result.rows:
         pos = int(r["pos"])
-        event = decode(api.Event, r)
+        workspace_id = str(r["workspace_id"])
+        if keys is not None and workspace_id in subscribed and workspace_id not in keys:
+            keyless = True  # subscribed since the caller fetched the keys: next feed
+            break
+        key = keys.get(workspace_id) if keys is not None else None
+        event = decode(api.Event, key.open_row("events", r) if key is not None else r)
         if pos != expected and event.created_at > settle_before:
             break  # a hole that a late commit may still fill: wait for it
         taken.append(api.PositionedEvent(pos=pos, event=event))
         expected = pos + 1
-    more = len(result.rows) == limit and len(taken) == len(result.rows)
+    more = keyless or (len(result.rows) == limit and len(taken) == len(result.rows))
     if not taken:
-        return 0, False
+        return 0, keyless
     workspaces = sorted({p.event.workspace_id for p in taken})
     where, args = dialect.in_list("workspace_id", workspaces)
     subs_result = yield Q(
@@ -150,6 +168,9 @@ class WebhookStore(abc.ABC):
 
     @abc.abstractmethod
     async def _read(self, program: Program[T]) -> T: ...
+
+    @abc.abstractmethod
+    async def data_key(self, workspace_id: str) -> DataKey | None: ...
 
     async def create_webhook(
         self,
@@ -256,10 +277,19 @@ class WebhookStore(abc.ABC):
         opened, so an idle server does not take the writer every poll."""
         if not await self._read(pending_program()):
             return 0, False
+        # Bodies are sealed at rest: the keys of the subscribed workspaces open them (a
+        # workspace subscribed after this read waits for the next feed).
+        subscribed = await self._read(_subscribed_workspaces_program())
+        keys = {ws: await self.data_key(ws) for ws in subscribed}
         now = self._clock()
         return await self._write(
             feed_program(
-                self.dialect, limit=limit, settle_before=now - settle_s, now=now, expand=expand
+                self.dialect,
+                limit=limit,
+                settle_before=now - settle_s,
+                now=now,
+                expand=expand,
+                keys=keys,
             )
         )
 
@@ -404,15 +434,14 @@ class WebhookStore(abc.ABC):
                 (False, reason, sub_id),
             )
             # The owner's notice, in the same commit: a disabled subscription always has it.
-            yield Q(
-                *audit_entry(
-                    sub.workspace_id,
-                    actor="system",
-                    action="webhook.disabled",
-                    at=attempt.at,
-                    target=f"webhook:{sub.id}",
-                    details={"reason": reason, "url": sub.url},
-                )
+            yield from append_audit_program(
+                self.dialect,
+                sub.workspace_id,
+                actor="system",
+                action="webhook.disabled",
+                at=attempt.at,
+                target=f"webhook:{sub.id}",
+                details={"reason": reason, "url": sub.url},
             )
             return _evolve(sub, enabled=False, disabled_reason=reason)
 

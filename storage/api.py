@@ -320,6 +320,27 @@ class AuditEntry:
     details: Mapping[str, Any] = attrs.field(factory=dict)  # never secrets or message bodies
     ip: str | None = None
     at: float = 0.0
+    # Hash chain per workspace (storage._audit): position, previous entry's hash, own hash.
+    seq: int | None = None
+    prev_hash: str | None = None
+    hash: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuditChainReport:
+    """What verifying one audit hash chain found (``Storage.verify_audit``)."""
+
+    workspace_id: str | None
+    entries: int
+    head_seq: int
+    head_hash: str
+    broken_at: int | None = None  # seq of the first entry whose link fails; None: intact
+    broken_id: str | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
 
 
 @attrs.frozen(kw_only=True)
@@ -730,6 +751,7 @@ class Storage(Protocol):
         """Record many decisions (any workspaces) in one write transaction; a decision whose
         conversation no longer exists is skipped. Returns how many were written."""
         ...
+
     async def list_routing_decisions(
         self, workspace_id: str, *, conversation_id: str | None = None, limit: int = 100
     ) -> list[RoutingDecision]: ...
@@ -758,7 +780,7 @@ class Storage(Protocol):
         ip: str | None = None,
     ) -> None: ...
     async def list_audit(
-        self, workspace_id: str, *, limit: int = 100, cursor: str | None = None
+        self, workspace_id: str | None, *, limit: int = 100, cursor: str | None = None
     ) -> Page: ...
 
     # API tokens and sessions
@@ -864,9 +886,10 @@ class Storage(Protocol):
     # reports, export, retention
     async def report(self, workspace_id: str, *, since: float, until: float) -> Report: ...
     def export_jsonl(
-        self, workspace_id: str, *, visitor_id: str | None = None
+        self, workspace_id: str, *, visitor_id: str | None = None, sealed: bool = False
     ) -> AsyncIterator[str]:
-        """One JSON object per line (``{"table": ..., "row": {...}}``), workspace or visitor."""
+        """One JSON object per line (``{"table": ..., "row": {...}}``), workspace or visitor;
+        decrypted, or with ``sealed`` as stored (with the wrapped data key: a backup)."""
         ...
 
     def export_csv(self, workspace_id: str) -> AsyncIterator[str]:
@@ -875,8 +898,17 @@ class Storage(Protocol):
 
     async def import_jsonl(self, lines: AsyncIterator[str]) -> int: ...  # rows restored
     async def purge_conversations_older_than(self, workspace_id: str, *, days: int) -> int: ...
-    async def erase_visitor(self, workspace_id: str, visitor_id: str) -> None: ...
-    async def purge_workspace(self, workspace_id: str) -> None: ...
+    async def erase_visitor(
+        self, workspace_id: str, visitor_id: str, *, actor: str = ..., ip: str | None = None
+    ) -> None: ...
+    async def purge_workspace(self, workspace_id: str, *, actor: str = ...) -> None: ...
+    async def verify_audit(self, workspace_id: str | None) -> AuditChainReport: ...
+    # encryption at rest (storage.crypto; docs/security.md)
+    async def seal(self, workspace_id: str, value: str, *, purpose: str) -> str: ...
+    async def unseal(self, workspace_id: str, value: str, *, purpose: str) -> str: ...
+    async def seal_plaintext(self) -> int: ...
+    async def check_data_keys(self) -> int: ...
+    async def audit_chains(self) -> list[str | None]: ...
 
     # files (attachments): metadata here, bytes in the blob store
     async def add_attachment(

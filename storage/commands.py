@@ -1,9 +1,11 @@
-"""Operator subcommands: ``livechat migrate``, ``backup``, ``restore`` and ``export``.
+"""Operator subcommands: ``livechat migrate``, ``backup``, ``restore``, ``export`` and
+``audit verify``.
 
 Each handler returns the process exit status, with a one-line message on stderr otherwise:
 
 - 0: success;
-- 1: the storage operation failed (database unreachable, target not empty, verification);
+- 1: the storage operation failed (database unreachable, target not empty, verification, an
+  audit chain that does not verify);
 - 2: bad configuration, or the file given to ``restore`` is not a usable backup (missing,
   empty, random bytes, truncated or damaged).
 
@@ -35,9 +37,18 @@ from storage import (
     create_private_file,
     open_backend,
     private_dir,
+    resolve_master_keys,
 )
 from storage._export import FORMAT_NAME, export_jsonl, table_counts
-from storage.errors import BackupError, NotABackupError, RestoreError, StorageError
+from storage.crypto import MasterKeyRing, new_master_key_text, parse_master_keys, write_key_file
+from storage.errors import (
+    AuditChainBroken,
+    BackupError,
+    EncryptionError,
+    NotABackupError,
+    RestoreError,
+    StorageError,
+)
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _WRITE_CHUNK_CHARS: Final = 1 << 20  # buffer this much text per file write
@@ -93,6 +104,61 @@ def register(subparsers: Any) -> None:
     export.add_argument("--out", required=True, help="file to write ('-' for stdout)")
     export.set_defaults(handler=_handler(_export))
 
+    audit = subparsers.add_parser(
+        "audit",
+        help="check the audit log's hash chains",
+        description="Audit log tools. `verify` walks each workspace's hash chain (and the "
+        "server-wide one) and names the first entry that was edited, deleted or reordered.",
+    )
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = audit_sub.add_parser(
+        "verify",
+        help="verify the audit hash chains; exit 1 naming the first broken link",
+        description="Verify every audit chain (or one with --workspace; 'server' names the "
+        "server-wide chain). Prints one line per chain with its entry count and head hash: "
+        "record the head elsewhere to detect a rewrite of the whole chain later. Exits 1 when "
+        "a chain is broken, naming its first broken entry.",
+    )
+    add_database_options(verify)
+    verify.add_argument("--workspace", help="only this workspace ('server': server-wide entries)")
+    verify.set_defaults(handler=_handler(_audit_verify))
+
+    keys = subparsers.add_parser(
+        "keys",
+        help="encryption at rest: rotate the master key, encrypt old plaintext, show status",
+        description="Manage the master key that wraps the per-workspace data keys "
+        "(docs/security.md). The key comes from master_key / LIVECHAT_MASTER_KEY, "
+        "master_key_file / --master-key-file, or (SQLite) the file next to the database.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="re-wrap every data key under a new master key, while servers keep running",
+        description="Generate a new master key and re-wrap every data key under it in one "
+        "transaction. A key file gets the new key first and keeps the old one after it, so "
+        "servers not yet restarted (and keys they create meanwhile) keep working; once every "
+        "server has restarted, run `keys rotate --retire-old`. A key given by setting: the new "
+        "value to set is printed once.",
+    )
+    add_database_options(rotate)
+    rotate.add_argument(
+        "--retire-old",
+        action="store_true",
+        help="no new key: re-wrap what older keys still wrap, then drop them from the key file",
+    )
+    rotate.set_defaults(handler=_handler(_keys_rotate))
+    migrate_keys = keys_sub.add_parser(
+        "migrate",
+        help="encrypt values stored in plaintext (databases from before encryption)",
+        description="Seal every sensitive value still stored in plaintext (also done at server "
+        "start). Safe to run repeatedly and while servers run.",
+    )
+    add_database_options(migrate_keys)
+    migrate_keys.set_defaults(handler=_handler(_keys_migrate))
+    status = keys_sub.add_parser("status", help="where the master key comes from; data keys")
+    add_database_options(status)
+    status.set_defaults(handler=_handler(_keys_status))
+
 
 Command = Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]]
 
@@ -104,8 +170,18 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
 
         try:
             settings = load_settings(
-                {"database_url": args.database_url, "files_dir": args.files_dir},
+                {
+                    "database_url": args.database_url,
+                    "master_key_file": getattr(args, "master_key_file", None),
+                    "files_dir": args.files_dir,
+                },
                 config_file=args.config,
+            )
+            args.settings_key = settings.master_key
+            args.keyring, args.key_file = resolve_master_keys(
+                settings.database_url,
+                master_key=settings.master_key,
+                master_key_file=settings.master_key_file,
             )
             from web.services import blob_store
 
@@ -126,9 +202,109 @@ def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
 
 
 async def _migrate(args: argparse.Namespace, url: str) -> None:
-    async with open_backend(url, blobs=args.blobs) as storage:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
         version = await storage.schema_version()
     print(f"schema version {version} ({storage.backend_name})")
+
+
+def _require_ring(args: argparse.Namespace) -> MasterKeyRing:
+    if args.keyring is None:
+        raise EncryptionError(
+            "no master key: set master_key / LIVECHAT_MASTER_KEY or master_key_file"
+            " (SQLite: the key file next to the database is created by the first server start)"
+        )
+    ring: MasterKeyRing = args.keyring
+    return ring
+
+
+def _key_texts(args: argparse.Namespace) -> list[str]:
+    """The configured master keys as text, current first."""
+    path: Path | None = args.key_file
+    text = path.read_text(encoding="ascii") if path is not None else args.settings_key or ""
+    return text.replace(",", " ").split()
+
+
+async def _keys_rotate(args: argparse.Namespace, url: str) -> None:
+    old = _require_ring(args)
+    path: Path | None = args.key_file
+    texts = _key_texts(args)
+    if args.retire_old:
+        texts = texts[:1]
+    else:
+        texts = [new_master_key_text(), *texts]
+        if path is not None:
+            # The file first: should the re-wrap fail, every key is there to open the data keys.
+            await trio.to_thread.run_sync(write_key_file, path, texts)
+    new = MasterKeyRing(parse_master_keys(",".join(texts)), source=old.source)
+    async with open_backend(url, keyring=old, blobs=args.blobs) as storage:
+        count = await storage.rotate_master_key(new)
+    if args.retire_old and path is not None:
+        await trio.to_thread.run_sync(write_key_file, path, texts)
+    print(f"re-wrapped {count} data keys under master key {new.current_id}")
+    if args.retire_old:
+        print("older master keys retired" + ("" if path else f": set the master key to {texts[0]}"))
+    elif path is not None:
+        print(
+            f"{path}: the new key first, the old one(s) kept for servers not yet restarted;"
+            " once every server has restarted, run `livechat keys rotate --retire-old`."
+            " Back up the key file separately from the database."
+        )
+    else:
+        print(
+            "set the master key to this (shown once; the old key follows it until every server"
+            f" has restarted, then run `livechat keys rotate --retire-old`):\n{','.join(texts)}"
+        )
+
+
+async def _keys_migrate(args: argparse.Namespace, url: str) -> None:
+    ring = _require_ring(args)
+    async with open_backend(url, keyring=ring, blobs=args.blobs) as storage:
+        count = await storage.seal_plaintext()
+    print(f"encrypted {count} rows that were stored in plaintext")
+
+
+async def _keys_status(args: argparse.Namespace, url: str) -> None:
+    ring = args.keyring
+    async with open_backend(url, keyring=ring, blobs=args.blobs) as storage:
+        rows = await storage._fetch(
+            "SELECT master_key_id, COUNT(*) AS n FROM data_keys GROUP BY master_key_id"
+        )
+    if ring is None:
+        print("no master key configured: values are stored in plaintext")
+    else:
+        ids = ", ".join(ring.ids)
+        print(f"master key from {ring.source}; current {ring.current_id}; all {ids}")
+    for row in rows:
+        print(f"data keys wrapped by {row['master_key_id']}: {row['n']}")
+
+
+async def _audit_verify(args: argparse.Namespace, url: str) -> None:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
+        if args.workspace is None:
+            chains = await storage.audit_chains()
+        elif args.workspace == "server":
+            chains = [None]
+        else:
+            if await storage.get_workspace(args.workspace) is None:
+                raise StorageError(f"workspace {args.workspace!r} not found")
+            chains = [args.workspace]
+        broken = []
+        for chain in chains:
+            report = await storage.verify_audit(chain)
+            name = "server" if chain is None else f"workspace {chain}"
+            if report.ok:
+                print(
+                    f"{name}: ok, {report.entries} entries,"
+                    f" head {report.head_seq} {report.head_hash}"
+                )
+            else:
+                where = f"entry {report.broken_at}" if report.broken_at is not None else "entry"
+                ident = f" (id {report.broken_id})" if report.broken_id else ""
+                line = f"{name}: BROKEN at {where}{ident}: {report.problem}"
+                print(line)
+                broken.append(line)
+    if broken:
+        raise AuditChainBroken(f"{len(broken)} audit chain(s) broken; first: {broken[0]}")
 
 
 async def _write_lines(path: str, lines: AsyncIterator[str]) -> None:
@@ -171,7 +347,7 @@ async def _backup(args: argparse.Namespace, url: str) -> None:
     from storage.sqlite import SQLiteStorage
 
     out = _absolute(args.out)
-    async with open_backend(url, blobs=args.blobs) as storage:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
         if isinstance(storage, SQLiteStorage):
             # The database file, then the bytes of its files beside it (<out>.files/): a file
             # row without its bytes would restore as "file not found".
@@ -287,17 +463,22 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
 async def _restore(args: argparse.Namespace, url: str) -> None:
     expected = await trio.to_thread.run_sync(_check_backup_file, args.source)
     if expected is None:
-        await _restore_sqlite_file(args.source, url, args.blobs)
+        await _restore_sqlite_file(args.source, url, args.keyring, args.blobs)
     else:
-        await _restore_jsonl(args.source, url, expected, args.blobs)
+        await _restore_jsonl(args.source, url, expected, args.keyring, args.blobs)
 
 
 async def _restore_jsonl(
-    source: str, url: str, expected: dict[str, int], blobs: BlobStore
+    source: str,
+    url: str,
+    expected: dict[str, int],
+    keyring: MasterKeyRing | None,
+    blobs: BlobStore,
 ) -> None:
-    async with open_backend(url, blobs=blobs) as storage:
+    async with open_backend(url, keyring=keyring, blobs=blobs) as storage:
         restored = await storage.import_jsonl(_read_lines(source))
         await _verify(storage, expected)
+        await storage.check_data_keys()  # encrypted data: the right master key is configured
     print(f"restored {restored} rows from {source}; counts verified")
 
 
@@ -311,7 +492,9 @@ async def _verify(storage: Any, expected: dict[str, int]) -> None:
         raise RestoreError(f"integrity check failed: {result}")
 
 
-async def _restore_sqlite_file(source: str, url: str, blobs: BlobStore) -> None:
+async def _restore_sqlite_file(
+    source: str, url: str, keyring: MasterKeyRing | None, blobs: BlobStore
+) -> None:
     """Copy the backup (backup API, integrity-checked), then move its rows into the target.
 
     The source file is never modified: it is copied to a temporary file first. A truncated or
@@ -343,9 +526,13 @@ async def _restore_sqlite_file(source: str, url: str, blobs: BlobStore) -> None:
         backend, _ = backend_of(url)
         # The backup's files are in its sidecar directory (``<backup>.files``).
         sidecar = f"{source}.files"
-        async with open_backend(f"sqlite:///{copy}", files_dir=sidecar) as original:
+        async with open_backend(
+            f"sqlite:///{copy}", keyring=keyring, files_dir=sidecar
+        ) as original:
             expected = await table_counts(original)
-            async with open_backend(url, blobs=blobs) as target:
+            # Encrypted data needs the master key of the server the backup came from.
+            await original.check_data_keys()
+            async with open_backend(url, keyring=keyring, blobs=blobs) as target:
                 await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
                 await _verify(target, expected)
     print(f"restored {sum(expected.values())} rows from {source} into {backend}; verified")
@@ -358,7 +545,7 @@ def _one_line(text: str) -> str:
 async def _export(args: argparse.Namespace, url: str) -> None:
     if args.visitor and args.format == "csv":
         raise StorageError("--visitor exports are JSON Lines only (use --format jsonl)")
-    async with open_backend(url, blobs=args.blobs) as storage:
+    async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
         if await storage.get_workspace(args.workspace) is None:
             raise StorageError(f"workspace {args.workspace!r} not found")
         if args.format == "csv":

@@ -22,7 +22,10 @@ Hierarchy::
         │                       did not verify
         │   └── NotABackupError the file is not a usable backup: empty, random bytes,
         │                       truncated or damaged (``livechat restore`` exits 2)
-        └── InvalidDatabaseURL  the URL names no supported backend or is malformed
+        ├── InvalidDatabaseURL  the URL names no supported backend or is malformed
+        ├── AuditChainBroken    ``livechat audit verify`` found a broken link in an audit chain
+        └── EncryptionError     a master key is missing or malformed, or a wrapped data key or
+                                sealed value does not open (wrong key, or tampered bytes)
 """
 
 from __future__ import annotations
@@ -76,3 +79,11 @@ class NotABackupError(RestoreError):
 
 class InvalidDatabaseURL(StorageError):
     """The database URL is malformed or names an unsupported backend."""
+
+
+class AuditChainBroken(StorageError):
+    """An audit hash chain does not verify: an entry was edited, deleted or reordered."""
+
+
+class EncryptionError(StorageError):
+    """A master key is missing or malformed, or a wrapped key or sealed value does not open."""

@@ -16,7 +16,8 @@ from typing import Final
 
 import attrs
 
-from storage._sql import Program, Q
+from storage._audit import repair_chains_program
+from storage._sql import PostgresDialect, Program, Q, SQLiteDialect
 from storage.errors import MigrationError
 
 PG_MIGRATION_LOCK_ID: Final = 0x4C43_5354  # "LCST": serialises migrations across processes
@@ -61,14 +62,17 @@ def migrate_program(backend: str) -> Program[int]:
             f"the database schema is version {max(applied)}, newer than this program's"
             f" {latest}: upgrade livechat"
         )
-    for migration in known:
-        if migration.version in applied:
-            continue
+    pending = [m for m in known if m.version not in applied]
+    for migration in pending:
         yield Q(migration.sql, script=True)
         yield Q(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             (migration.version, migration.name, time.time()),
         )
+    if pending:
+        # Audit entries written before the hash chain existed join it now (oldest first).
+        dialect = SQLiteDialect() if backend == "sqlite" else PostgresDialect()
+        yield from repair_chains_program(dialect)
     return latest
 
 

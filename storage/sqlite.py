@@ -16,6 +16,7 @@ Shape:
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import sqlite3
@@ -29,6 +30,7 @@ import trio
 
 from storage._appends import GroupCommitConfig
 from storage._base import Clock, SqlStorage, serving_committer
+from storage._base import execute as execute_program
 from storage._sql import Program, Q, Result, Row, SQLiteDialect
 from storage.errors import (
     BackupError,
@@ -40,6 +42,7 @@ from storage.errors import (
 from storage.schema import migrate_program, version_program
 
 T = TypeVar("T")
+log = logging.getLogger("livechat.storage")
 
 READER_POOL_SIZE: Final = 4
 BUSY_TIMEOUT_S: Final = 5.0  # how long a write waits for another process's lock
@@ -80,6 +83,9 @@ class _Connection:
             "journal_mode=WAL",
             "synchronous=FULL",
             "foreign_keys=ON",
+            # Deleted and overwritten content is zeroed, not left in free space (erasure,
+            # and plaintext replaced by ciphertext: docs/security.md).
+            "secure_delete=ON",
             f"busy_timeout={int(busy_timeout_s * 1000)}",
         ):
             self.raw.execute(f"PRAGMA {pragma}")
@@ -239,6 +245,34 @@ class SQLiteStorage(SqlStorage):
         async with self._write_lock:
             return await trio.to_thread.run_sync(
                 writer.run, program, True, limiter=self._write_limiter, abandon_on_cancel=False
+            )
+
+    async def _scrub(self) -> None:
+        """After an erasure: merge the search index into one segment (FTS5 keeps a deleted
+        row's terms until its segments merge), then checkpoint the WAL and truncate it, so the
+        erased text is neither in the index nor in old WAL frames. ``secure_delete`` zeroes
+        the freed pages. Costs one pass over the index: erasures are rare."""
+        await self._write(
+            execute_program(Q("INSERT INTO events_fts (events_fts) VALUES ('optimize')"))
+        )
+        writer = self._writer
+        if writer is None:
+            raise StorageUnavailable("storage is not open")
+
+        def checkpoint() -> None:
+            writer.deadline = time.monotonic() + writer.timeout_s
+            try:
+                busy, _, _ = writer.raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as err:
+                raise translate(err, timeout_s=writer.timeout_s) from err
+            finally:
+                writer.deadline = math.inf
+            if busy:
+                log.warning("after an erasure the WAL could not be truncated (readers busy)")
+
+        async with self._write_lock:
+            await trio.to_thread.run_sync(
+                checkpoint, limiter=self._write_limiter, abandon_on_cancel=False
             )
 
     async def _read(self, program: Program[T]) -> T:

@@ -18,6 +18,7 @@ from web.auth import SERVER_OPERATOR_KEY, hash_secret, new_secret
 from web.cli import add_database_options
 from web.errors import ConfigError
 from web.passwords import PasswordHasher, generate_password
+from web.services import master_keys
 from web.settings import load_settings
 
 
@@ -73,7 +74,13 @@ def register(subparsers: Any) -> None:
 def _run(command: Any) -> Any:
     def handler(args: argparse.Namespace) -> int:
         try:
-            settings = load_settings({"database_url": args.database_url}, config_file=args.config)
+            settings = load_settings(
+                {"database_url": args.database_url, "master_key_file": args.master_key_file},
+                config_file=args.config,
+            )
+            # The server's master key (generated next to a new SQLite database, as at the
+            # server's first start): workspaces and visitors are encrypted the same way.
+            args.keyring = master_keys(settings)
             trio.run(command, settings.database_url, args)
         except (ConfigError, CommandError) as err:
             print(f"livechat admin: error: {err}", file=sys.stderr)
@@ -85,7 +92,7 @@ def _run(command: Any) -> Any:
 
 async def _create_workspace(url: str, args: argparse.Namespace) -> None:
     hasher = PasswordHasher(1)
-    async with open_storage(url) as storage:
+    async with open_storage(url, keyring=args.keyring) as storage:
         username = args.owner_username.strip().lower()
         if await storage.find_agent_by_username(username):
             raise CommandError(f"username {username!r} is taken")
@@ -109,7 +116,7 @@ async def _create_workspace(url: str, args: argparse.Namespace) -> None:
 
 async def _create_agent(url: str, args: argparse.Namespace) -> None:
     hasher = PasswordHasher(1)
-    async with open_storage(url) as storage:
+    async with open_storage(url, keyring=args.keyring) as storage:
         if await storage.get_workspace(args.workspace) is None:
             raise CommandError(f"no workspace {args.workspace!r}")
         username = args.username.strip().lower()
@@ -131,7 +138,7 @@ async def _create_agent(url: str, args: argparse.Namespace) -> None:
 
 async def _reset_password(url: str, args: argparse.Namespace) -> None:
     hasher = PasswordHasher(1)
-    async with open_storage(url) as storage:
+    async with open_storage(url, keyring=args.keyring) as storage:
         agent = await storage.find_agent_by_username(args.username.strip().lower())
         if agent is None:
             raise CommandError(f"no account {args.username!r}")
@@ -155,7 +162,7 @@ async def _reset_password(url: str, args: argparse.Namespace) -> None:
 
 async def _reset_two_factor(url: str, args: argparse.Namespace) -> None:
     """The way back for an owner who lost both the phone and the recovery codes."""
-    async with open_storage(url) as storage:
+    async with open_storage(url, keyring=args.keyring) as storage:
         agent = await storage.find_agent_by_username(args.username.strip().lower())
         if agent is None:
             raise CommandError(f"no account {args.username!r}")
@@ -173,7 +180,7 @@ async def _reset_two_factor(url: str, args: argparse.Namespace) -> None:
 
 
 async def _create_token(url: str, args: argparse.Namespace) -> None:
-    async with open_storage(url) as storage:
+    async with open_storage(url, keyring=args.keyring) as storage:
         agent = await storage.find_agent_by_username(args.username.strip().lower())
         if agent is None:
             raise CommandError(f"no account {args.username!r}")

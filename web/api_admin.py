@@ -483,6 +483,7 @@ async def create_canned(call: Call, body: CannedIn) -> CannedOut:
         )
     except StorageConflict:
         raise Conflict("this shortcut exists", code="conflict", field="$.shortcut") from None
+    await audit(call, "canned.created", f"canned:{canned.id}", shortcut=canned.shortcut)
     return _canned_out(canned)
 
 
@@ -519,6 +520,7 @@ async def update_canned(call: Call, canned_id: str, body: CannedPatchIn) -> Cann
         )
     except StorageConflict:
         raise Conflict("this shortcut exists", code="conflict", field="$.shortcut") from None
+    await audit(call, "canned.updated", f"canned:{canned_id}", fields=sorted(changes))
     return _canned_out(canned)
 
 
@@ -532,6 +534,7 @@ async def update_canned(call: Call, canned_id: str, body: CannedPatchIn) -> Cann
 async def delete_canned(call: Call, canned_id: str) -> Done:
     await _canned_exists(call, canned_id)
     await call.services.storage.delete_canned_response(call.workspace_id, canned_id)
+    await audit(call, "canned.deleted", f"canned:{canned_id}")
     return Done()
 
 
@@ -646,6 +649,7 @@ async def put_routing_settings(call: Call, body: RoutingSettings) -> RoutingSett
     summary="The HMAC key your site signs visitor identities with",
     response=IdentitySecret,
     role=Role.ADMIN,
+    scope="admin",  # a credential: a read-only token must not be able to forge identities
 )
 async def get_identity_secret(call: Call) -> IdentitySecret:
     await audit(call, "settings.identity_secret_read", f"workspace:{call.workspace_id}")
@@ -668,8 +672,16 @@ async def get_tags(call: Call) -> TagsOut:
 )
 async def put_tags(call: Call, body: TagsIn) -> TagsOut:
     settings = _settings(call)
+    before = set(settings.get("tags") or [])
     settings["tags"] = sorted(set(body.tags))
     await call.services.storage.update_workspace(call.workspace_id, settings=settings)
+    await audit(
+        call,
+        "settings.tags_changed",
+        f"workspace:{call.workspace_id}",
+        added=sorted(set(settings["tags"]) - before),
+        removed=sorted(before - set(settings["tags"])),
+    )
     return TagsOut(tags=tuple(settings["tags"]))
 
 
@@ -737,9 +749,28 @@ async def revoke_token(call: Call, token_id: str) -> Done:
     role=Role.ADMIN,
 )
 async def list_audit(call: Call, query: PageQuery) -> AuditPage:
+    return await _audit_page(call, call.workspace_id, query)
+
+
+@api.op(
+    "GET",
+    "/audit/server",
+    summary="Server-wide audit log (workspace purges, backups), newest first",
+    query=PageQuery,
+    response=AuditPage,
+    role=Role.OWNER,
+    operator=True,
+)
+async def list_server_audit(call: Call, query: PageQuery) -> AuditPage:
+    """Entries that belong to no workspace: a purged workspace's own log is gone with it, so
+    its ``workspace.purged`` entry (with the row counts deleted) is kept here for operators."""
+    return await _audit_page(call, None, query)
+
+
+async def _audit_page(call: Call, workspace_id: str | None, query: PageQuery) -> AuditPage:
     try:
         page = await call.services.storage.list_audit(
-            call.workspace_id, limit=query.limit, cursor=query.cursor
+            workspace_id, limit=query.limit, cursor=query.cursor
         )
     except (StorageError, ValueError):
         if query.cursor is None:
@@ -754,6 +785,7 @@ async def list_audit(call: Call, query: PageQuery) -> AuditPage:
             details=dict(e.details),
             ip=e.ip,
             at=e.at,
+            seq=e.seq,
         )
         for e in page.items
     )

@@ -440,8 +440,8 @@ async def erase_visitor(call: Call, visitor_id: str) -> Done:
         raise NotFound()
     for sock in call.services.sockets.of_visitor(call.workspace_id, visitor_id):
         sock.close(CloseCode.POLICY, "erased")
-    await storage.erase_visitor(call.workspace_id, visitor_id)
-    await audit(call, "visitor.erased", f"visitor:{visitor_id}")
+    # Audited once, by the erasure's own transaction.
+    await storage.erase_visitor(call.workspace_id, visitor_id, actor=call.caller.actor, ip=call.ip)
     return Done()
 
 
@@ -732,7 +732,8 @@ async def _backup(call: Call) -> BackupOut:
     rows = 0
     fd = await trio.to_thread.run_sync(create_private_file, str(path))
     async with trio.wrap_file(os.fdopen(fd, "w", encoding="utf-8")) as out:
-        async for line in call.services.storage.export_jsonl(call.workspace_id):
+        # As stored: sealed values and the wrapped data key, never plaintext on the server's disk.
+        async for line in call.services.storage.export_jsonl(call.workspace_id, sealed=True):
             await out.write(line if line.endswith("\n") else line + "\n")
             rows += 1
     await audit(call, "backup.created", f"workspace:{call.workspace_id}", rows=rows)

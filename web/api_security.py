@@ -33,7 +33,15 @@ from web.api_auth import (
 )
 from web.auth import cookie_is_secure
 from web.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
-from web.httpapi import API_PREFIX, ROLE_RANK, ApiBlueprint, Call, PublicCall, json_response
+from web.httpapi import (
+    API_PREFIX,
+    ROLE_RANK,
+    SESSION_ONLY,
+    ApiBlueprint,
+    Call,
+    PublicCall,
+    json_response,
+)
 from web.oidc import OidcError, issuer_problem
 from web.schemas import Done, Me
 from web.schemas_security import (
@@ -255,6 +263,7 @@ def _session_only(call: Call) -> None:
 @api.op(
     "POST",
     "/me/2fa/enroll",
+    scope=SESSION_ONLY,  # not an API token: a stolen token must not change the factor
     summary="Start enrolling: a new TOTP secret and its QR code",
     response=EnrollmentOut,
 )
@@ -266,6 +275,7 @@ async def enroll(call: Call) -> EnrollmentOut:
 @api.op(
     "POST",
     "/me/2fa/confirm",
+    scope=SESSION_ONLY,  # not an API token: a stolen token must not change the factor
     summary="Finish enrolling with a code from the app: answers the recovery codes (once)",
     body=CodeIn,
     response=RecoveryCodesOut,
@@ -295,6 +305,7 @@ async def _enrolled_and_code(call: Call, code: str, action: str) -> TwoFactor:
 @api.op(
     "POST",
     "/me/2fa/recovery-codes",
+    scope=SESSION_ONLY,  # not an API token: a stolen token must not change the factor
     summary="Replace your recovery codes (needs a current code); the old ones stop working",
     body=CodeIn,
     response=RecoveryCodesOut,
@@ -316,6 +327,7 @@ async def new_codes(call: Call, body: CodeIn) -> RecoveryCodesOut:
 @api.op(
     "POST",
     "/me/2fa/disable",
+    scope=SESSION_ONLY,  # not an API token: a stolen token must not change the factor
     summary="Turn two-factor login off (needs a current code); refused if the workspace "
     "requires it",
     body=CodeIn,

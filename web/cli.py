@@ -22,6 +22,11 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
         "--database-url", help="sqlite:///path or postgresql://... (LIVECHAT_DATABASE_URL)"
     )
     parser.add_argument(
+        "--master-key-file",
+        help="file holding the master key for encryption at rest (LIVECHAT_MASTER_KEY_FILE;"
+        " default on SQLite: <database>.master-key)",
+    )
+    parser.add_argument(
         "--files-dir",
         help="where chat files are stored (LIVECHAT_FILES_DIR; default: beside the SQLite db)",
     )
@@ -34,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "host": args.host,
                 "port": args.port,
                 "database_url": args.database_url,
+                "master_key_file": args.master_key_file,
                 "files_dir": args.files_dir,
                 "tls_cert": args.tls_cert,
                 "tls_key": args.tls_key,
@@ -49,7 +55,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from web.server import run_server
 
-    trio.run(run_server, settings)
+    refused: list[str] = []
+    try:
+        trio.run(run_server, settings)
+    except* ConfigError as group:  # found at start (a wrong or missing master key)
+        refused.extend(str(err) for err in group.exceptions)
+    if refused:
+        print(f"livechat: error: {refused[0]}", file=sys.stderr)
+        return 2
     return 0
 
 

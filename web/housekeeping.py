@@ -30,21 +30,12 @@ async def housekeeping_pass(
     for ws in await storage.list_workspaces():
         if ws.status is WorkspaceStatus.TERMINATED:
             if ws.terminated_at is not None and ws.terminated_at <= now:
-                await storage.purge_workspace(ws.id)
-                await storage.audit(
-                    None, actor="system", action="workspace.purged", target=f"workspace:{ws.id}"
-                )
+                await storage.purge_workspace(ws.id)  # audited by the purge itself, server-wide
                 done["purged_workspaces"] += 1
             continue
         if ws.retention_days:
+            # Audited by the deletion itself (``retention.purge``), in its transaction.
             removed = await storage.purge_conversations_older_than(ws.id, days=ws.retention_days)
-            if removed:
-                await storage.audit(
-                    ws.id,
-                    actor="system",
-                    action="retention.purged",
-                    details={"conversations": removed, "days": ws.retention_days},
-                )
             done["expired_conversations"] += removed
     return done
 

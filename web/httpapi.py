@@ -33,6 +33,7 @@ API_PREFIX = "/api/v1"
 JSON = "application/json"
 ROLE_RANK = {Role.BOT: 0, Role.AGENT: 1, Role.SUPERVISOR: 2, Role.ADMIN: 3, Role.OWNER: 4}
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SESSION_ONLY = "session"  # ``Operation.scope``: console sessions only, no API token
 NO_BODY: Any = object()  # what ``_json_body`` answers for a request without a body
 BODY_REQUIRED = frozenset({"PUT", "PATCH"})  # no body (PUT: or ``{}``): 400 ``body_required``
 
@@ -55,8 +56,19 @@ class Operation:
     operator: bool  # server operators only
     stream: tuple[str, ...] = ()
     description: str | None = None
-    # A token needs ``admin`` or this scope (``read`` is not enough even for a GET): exports.
+    # A token needs ``admin`` or this scope (``read`` is not enough even for a GET): exports,
+    # and ``admin`` itself for GETs that reveal a credential (the identity secret).
+    # ``SESSION_ONLY``: no token at all (changes to one's own second factor).
     scope: str | None = None
+
+    @property
+    def token_scopes(self) -> tuple[str, ...]:
+        """The API token scopes any one of which allows this operation (docs/admin-api.md)."""
+        if self.scope == SESSION_ONLY:
+            return ()
+        if self.scope is not None:
+            return tuple(dict.fromkeys(("admin", self.scope)))
+        return ("admin", "read") if self.method == "GET" else ("admin",)
 
     @property
     def errors(self) -> tuple[int, ...]:
@@ -154,14 +166,8 @@ async def _dispatch(op: Operation, handler: Handler, path_params: dict[str, str]
             raise Forbidden(f"this needs the {op.role.value} role or higher")
         if op.operator and not caller.server_operator:
             raise Forbidden("this needs a server operator")
-        if caller.token is not None:
-            scopes = set(caller.token.scopes)
-            if op.scope is not None:
-                allowed = "admin" in scopes or op.scope in scopes
-            else:
-                allowed = "admin" in scopes or ("read" in scopes and op.method == "GET")
-            if not allowed:
-                raise Forbidden("the token's scopes do not allow this", code="scope_denied")
+        if caller.token is not None and not set(caller.token.scopes) & set(op.token_scopes):
+            raise Forbidden("the token's scopes do not allow this", code="scope_denied")
         if op.method in STATE_CHANGING:
             check_csrf(caller)
         call = Call(services=services, caller=caller, ip=ip)

@@ -97,6 +97,12 @@ def build_openapi(
         item["responses"] = responses
         if op.auth:
             item["security"] = [{"session": [], "csrf": []}, {"bearer": []}]
+            # Who may call it: the lowest role, server operators only, token scopes that allow it.
+            item["x-livechat-access"] = {
+                "role": op.role.value,
+                "operator": op.operator,
+                "token_scopes": list(op.token_scopes),
+            }
         else:
             item["security"] = []
         paths.setdefault(API_PREFIX + op.path, {})[op.method.lower()] = item

@@ -617,6 +617,7 @@ class AuditOut:
     details: Mapping[str, Any]
     ip: str | None
     at: float
+    seq: int | None = None  # position in the workspace's hash chain (``livechat audit verify``)
 
 
 @attrs.frozen(kw_only=True)

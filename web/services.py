@@ -31,16 +31,19 @@ from quart import current_app
 
 from storage import (
     BlobStore,
+    EncryptionError,
     GroupCommitConfig,
     LocalBlobStore,
+    MasterKeyRing,
     S3BlobStore,
     Storage,
     backend_of,
     default_files_dir,
     open_storage,
+    resolve_master_keys,
 )
 from web.costly import CostlyReads
-from web.errors import Unavailable
+from web.errors import ConfigError, Unavailable
 from web.housekeeping import housekeeping_loop
 from web.mail import Mailer
 from web.metrics import WebMetrics
@@ -60,7 +63,6 @@ if TYPE_CHECKING:
     from engine.supervisor import Supervisor, TreeNode
 
 log = logging.getLogger("livechat.supervision")
-
 SERVICES_KEY = "LIVECHAT_SERVICES"
 WATCHDOG_TICK_S = 1.0  # how often the shared timer checks every socket's deadlines
 
@@ -162,6 +164,31 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def master_keys(settings: Settings) -> MasterKeyRing:
+    """The master key ring from the settings; on SQLite without one, the key file next to the
+    database (generated at first start, 0600, and its place logged: back it up separately)."""
+    try:
+        ring, path = resolve_master_keys(
+            settings.database_url,
+            master_key=settings.master_key,
+            master_key_file=settings.master_key_file,
+            create=False,
+        )
+        if ring is None and backend_of(settings.database_url)[0] == "sqlite":
+            ring, path = resolve_master_keys(settings.database_url, create=True)
+            log.warning(
+                "generated the master key for encryption at rest in %s: back it up separately"
+                " from the database (without it the data cannot be read)",
+                path,
+            )
+    except EncryptionError as err:
+        raise ConfigError(f"master key: {err}") from err
+    if ring is None:
+        raise ConfigError(
+            "PostgreSQL needs a master key for encryption at rest: set master_key"
+            " (LIVECHAT_MASTER_KEY, base64 of 32 random bytes) or master_key_file"
+        )
+    return ring
 STORAGE_WATCH_INTERVAL_S = 10.0  # how often the storage child checks the database can commit
 STORAGE_WATCH_TIMEOUT_S = 5.0
 
@@ -224,7 +251,18 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     from engine.metrics import EngineMetrics
     from engine.supervisor import RestartStrategy, RestartType, ServiceSpec, Supervisor, TaskService
 
-    async with open_storage(settings.database_url, **storage_options(settings)) as storage:
+    ring = master_keys(settings)
+    async with open_storage(
+        settings.database_url, keyring=ring, **storage_options(settings)
+    ) as storage:
+        try:
+            # A wrong master key fails here, at start, not at the first message of a workspace.
+            await storage.check_data_keys()
+        except EncryptionError as err:
+            raise ConfigError(f"master key: {err}") from err
+        sealed = await storage.seal_plaintext()
+        if sealed:
+            log.warning("encrypted %d rows stored in plaintext before encryption", sealed)
         secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")
         hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
         config = EngineConfig(

@@ -118,6 +118,12 @@ class Settings:
     # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
     # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.
     gc_gen0_threshold: int = 50_000
+    # Encryption at rest (docs/security.md): the master key wrapping the per-workspace data
+    # keys, as base64 of 32 bytes (LIVECHAT_MASTER_KEY; several, comma-separated, during a
+    # rotation: current first) or a file holding it. Neither on SQLite: a key file is generated
+    # next to the database at first start. PostgreSQL needs one of them.
+    master_key: str | None = attrs.field(default=None, repr=False)
+    master_key_file: str | None = None
     # Outgoing mail and the offline-message inbox (web/mail.py). Without smtp_url nothing is
     # mailed and the widget promises no email; the inbox works either way.
     # smtp://host:25 (plain), smtp+starttls://user:pass@host:587, smtps://user:pass@host:465

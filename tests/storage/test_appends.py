@@ -27,9 +27,10 @@ def test_hot_path_event_args_match_the_record_codec() -> None:
         created_at=1,
     )
     event_codec = codec(Event)
-    assert _event_args(event) == event_codec.to_args(event)
+    # The record's columns, then the blind-index column (a note is searchable: its words).
+    assert _event_args(event) == [*event_codec.to_args(event), "hi"]
     empty = attrs.evolve(event, data={})
-    assert _event_args(empty) == event_codec.to_args(empty)
+    assert _event_args(empty) == [*event_codec.to_args(empty), "hi"]
 
 
 async def test_a_batch_larger_than_one_statement_is_gapless_and_idempotent(

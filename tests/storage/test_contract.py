@@ -601,12 +601,13 @@ async def test_retention_erasure_and_purge_leave_audit_entries(open_store: Opene
         assert await store.get_visitor(ws.id, old.visitor_id) is None
         assert await store.list_visitor_conversations(ws.id, old.visitor_id) == []
         audit = (await store.list_audit(ws.id)).items
-        assert audit[0].action == "visitor.erased" and audit[0].target == old.visitor_id
+        assert audit[0].action == "visitor.erased"
+        assert audit[0].target == f"visitor:{old.visitor_id}"
 
         await store.purge_workspace(ws.id)
         assert await store.get_workspace(ws.id) is None
         rows = await store._fetch("SELECT action, target FROM audit_log WHERE workspace_id IS NULL")
-        assert rows == [{"action": "workspace.purged", "target": ws.id}]
+        assert rows == [{"action": "workspace.purged", "target": f"workspace:{ws.id}"}]
 
 
 async def test_retries_are_idempotent_across_two_open_storages(

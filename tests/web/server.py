@@ -63,6 +63,7 @@ from web.settings import Settings, load_settings
 
 SITE_ORIGIN = "http://site.test"
 OTHER_SITE_ORIGIN = "http://globex.test"
+TEST_MASTER_KEY = "dGVzdC1vbmx5IG1hc3RlciBrZXksIDMyIGJ5dGVzISE"  # 32 bytes, base64
 STOP_TIMEOUT_S = 20.0  # server_process: SIGTERM, then SIGKILL after this
 
 
@@ -194,6 +195,8 @@ def test_settings(directory: Path | str, *, port: int | None = None, **overrides
         "overload_loop_lag_s": 0.0,
     }
     values.update(overrides)
+    if str(values["database_url"]).startswith("postgres") and "master_key" not in values:
+        values["master_key"] = TEST_MASTER_KEY  # PostgreSQL needs one (SQLite generates one)
     return load_settings(values, environ={})
 
 
