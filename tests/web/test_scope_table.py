@@ -73,6 +73,7 @@ DELETE /visitors/{visitor_id}                        admin       -   admin
 GET    /bans                                         supervisor  -   admin,read
 DELETE /bans/{ban_id}                                supervisor  -   admin
 GET    /reports                                      supervisor  -   admin,read
+GET    /reports/csv                                  supervisor  -   admin,read
 GET    /routing-decisions                            supervisor  -   admin,read
 GET    /export                                       admin       -   admin,export
 POST   /backups                                      owner       -   admin
