@@ -42,8 +42,17 @@ from engine.messages import *  # noqa: F403 - the message classes are the protoc
 from engine.messages import __all__ as _messages_all
 from engine.metrics import EngineMetrics
 from engine.registry import Registry, RegistryRef
-from engine.supervisor import ChildSpec, RestartStrategy, RestartType, ServiceSpec, Supervisor
+from engine.supervisor import (
+    ChildSpec,
+    RestartStrategy,
+    RestartType,
+    ServiceSpec,
+    Supervisor,
+    TaskService,
+    TreeNode,
+)
 from engine.useragent import DeviceInfo, parse_user_agent
+from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
 
 __all__ = [
     "COMMANDS_BY_TYPE",
@@ -85,6 +94,9 @@ __all__ = [
     "ServiceSpec",
     "ShuttingDown",
     "Supervisor",
+    "TaskService",
+    "TreeNode",
+    "VISITOR_HIDDEN_SUMMARY_FIELDS",
     "VisitorPrincipal",
     "error_code",
     "error_result",
@@ -92,5 +104,6 @@ __all__ = [
     "start_actor",
     "structure_command",
     "unstructure",
+    "visitor_data_keys",
     *_messages_all,
 ]

@@ -22,12 +22,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import attrs
 import trio
 
+from engine.agent import AgentActive, AgentActor, AgentJoined, AgentLeft, AgentTick, ChooseStatus
+from engine.config import EngineConfig
+from engine.context import EngineContext
+from engine.conversation import (
+    Apply,
+    ConversationActor,
+    Crash,
+    Signal,
+    Snapshot,
+    Subscribe,
+    summarize,
+    view,
+)
+from engine.decisions import DecisionLog
 from engine.errors import (
     ActorStopped,
     Forbidden,
@@ -84,8 +98,30 @@ from engine.messages import (
     Whisper,
 )
 from engine.metrics import EngineMetrics
+from engine.presence import Hub, RateLimiter
+from engine.principals import (
+    AgentPrincipal,
+    Connection,
+    ConnectionMeta,
+    Principal,
+    ResumePoints,
+    VisitorPrincipal,
+    offline_message_origin,
+    start_chat_origin,
+)
+from engine.registry import Registry
+from engine.routing import GetAgents, GetQueue, GetVisitors, RouterActor, Tick, WorkspaceChanged
+from engine.supervisor import RestartStrategy, RestartType, ServiceSpec, Supervisor, TaskService
 from engine.visibility import for_visitor_result
-from storage.api import ConversationState, Role, Storage
+from engine.visitor import (
+    OpenConversation,
+    VisitorActor,
+    VisitorArrived,
+    VisitorLeft,
+    VisitorNavigated,
+    VisitorProfile,
+)
+from storage import ConversationState, Storage
 
 log = logging.getLogger(__name__)
 
@@ -101,116 +137,6 @@ __all__ = [
     "start_chat_origin",
 ]
 
-
-@attrs.frozen(kw_only=True)
-class VisitorPrincipal:
-    workspace_id: str
-    visitor_id: str
-
-
-@attrs.frozen(kw_only=True)
-class AgentPrincipal:
-    workspace_id: str
-    agent_id: str
-    role: Role
-    display_name: str
-
-    @property
-    def is_supervisor(self) -> bool:
-        return self.role in (Role.SUPERVISOR, Role.ADMIN, Role.OWNER)
-
-
-Principal = VisitorPrincipal | AgentPrincipal
-
-
-def start_chat_origin(visitor_id: str, agent_id: str, client_msg_id: str) -> str:
-    """The storage ``origin_key`` of an agent's ``start_chat``: a retry finds its chat."""
-    return f"start_chat:{visitor_id}:{agent_id}:{client_msg_id}"
-
-
-def offline_message_origin(visitor_id: str, client_msg_id: str) -> str:
-    """The storage ``origin_key`` of a visitor's ``offline_message``."""
-    return f"offline_message:{visitor_id}:{client_msg_id}"
-
-
-@attrs.frozen(kw_only=True)
-class ConnectionMeta:
-    """What the transport knows of a connection; ``page`` is a visitor's first page view."""
-
-    ip: str | None = None
-    user_agent: str | None = None
-    page_url: str | None = None
-    page_title: str | None = None
-    page_referrer: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class EngineConfig:
-    """Every engine knob, read once at start-up; units in the names."""
-
-    mailbox_size: int = 1024  # per actor; ``tell`` waits when full
-    outbox_size: int = 256  # per connection, created by the web layer with this size
-    idle_timeout_s: float = 300.0  # passivate a virtual actor after this long without messages
-    ask_timeout_s: float = 10.0  # deadline for one command crossing into an actor
-    # deadline for one storage call made by an actor (below ask_timeout_s, so a sender hears
-    # storage_unavailable rather than overloaded when the database is stuck)
-    storage_timeout_s: float = 4.0
-    agent_response_timeout_s: float = 60.0  # re-route a chat the assignee has not answered
-    disconnect_grace_s: float = 30.0  # an agent with no connection is offline after this
-    agent_auto_away_after_s: float = 0.0  # 0: never; else an accepting agent idle this long is away
-    visitor_leave_grace_s: float = 15.0  # a visitor with no tab open "left" after this
-    typing_ttl_s: float = 6.0  # a typing/viewing signal expires unless refreshed
-    typing_min_interval_s: float = 0.3  # rate limit for ephemeral signals per sender
-    message_rate_per_s: float = 5.0  # token bucket per visitor for durable sends
-    message_burst: int = 20
-    max_resume_gap: int = 500  # more missed events than this: resync_required
-    recent_events: int = 200  # events a conversation keeps in memory for fast replay
-    restart_max: int = 5  # restart intensity of a conversation/visitor/agent/router actor
-    restart_period_s: float = 10.0
-    # restart intensity of the engine supervisor (a crashed registry or task); kept low
-    # because nested intensities multiply
-    engine_restart_max: int = 3
-    engine_restart_period_s: float = 60.0
-    shutdown_deadline_s: float = 5.0  # drain() stops the engine within this
-    default_routing_mode: str = "auto"  # "auto" | "manual"; workspace settings override
-    default_max_chats: int = 5  # when an agent record has none
-    avg_handle_time_s: float = 300.0  # seed for the estimated wait before data exists
-    abandon_queued_after_s: float = 0.0  # 0: never; else close a queued chat as missed
-    tick_interval_s: float = 1.0  # routers check response timeouts and grace periods this often
-    router_idle_timeout_s: float = 3600.0
-
-
-@attrs.define(eq=False)
-class Connection:
-    """A live client connection: the handle ``request`` and ``disconnect`` take.
-
-    ``welcome`` is the initial state (``VisitorWelcome`` / ``AgentWelcome``), set by ``connect``
-    and sent by the web layer inside its hello/auth result. It is not pushed into the outbox:
-    the outbox carries only what follows it (replayed events for ``resume``, then live pushes),
-    so the web layer must send the welcome before it starts forwarding the outbox.
-    """
-
-    id: str
-    principal: Principal
-    outbox: trio.MemorySendChannel[Push]
-    meta: ConnectionMeta
-    welcome: object = None
-    watching: set[str] = attrs.field(factory=set)  # conversations this connection follows
-    visitor_list: bool = False  # agent subscribed to visitor_update
-    resuming: set[str] = attrs.field(factory=set)  # live events held back until replayed
-    closed: bool = False
-
-    @property
-    def workspace_id(self) -> str:
-        return self.principal.workspace_id
-
-    @property
-    def for_visitor(self) -> bool:
-        """A visitor's connection: what it receives goes through ``engine.visibility``."""
-        return isinstance(self.principal, VisitorPrincipal)
-
-
-ResumePoints = Mapping[str, int]
 
 # A supervisor reading a live chat they are not in is audited at most this often per chat.
 SUPERVISION_AUDIT_EVERY_S = 300.0
@@ -257,10 +183,6 @@ class ChatEngine:
         metrics: EngineMetrics | None = None,
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        from engine.context import EngineContext
-        from engine.decisions import DecisionLog
-        from engine.presence import Hub, RateLimiter
-
         self.config = config
         self._ctx = EngineContext(
             storage=storage,
@@ -319,19 +241,6 @@ class ChatEngine:
             self._accepting = False  # a crash too: refused until a restart has started
 
     def _build_supervisor(self) -> Any:
-        from engine.agent import AgentActor
-        from engine.conversation import ConversationActor
-        from engine.registry import Registry
-        from engine.routing import RouterActor
-        from engine.supervisor import (
-            RestartStrategy,
-            RestartType,
-            ServiceSpec,
-            Supervisor,
-            TaskService,
-        )
-        from engine.visitor import VisitorActor
-
         if self._supervisor is not None:
             return self._supervisor
         ctx, cfg = self._ctx, self.config
@@ -434,9 +343,6 @@ class ChatEngine:
         await self._ctx.decisions.flush()
 
     async def _tick_forever(self) -> None:
-        from engine.agent import AgentTick
-        from engine.routing import Tick
-
         routers, agents = self._ctx.routers, self._ctx.agents
         assert routers is not None and agents is not None
         while True:
@@ -473,11 +379,6 @@ class ChatEngine:
         ones; a gap larger than ``max_resume_gap`` (or the outbox's room) gets
         ``resync_required`` instead. Unknown or foreign conversation ids are ignored.
         """
-        from engine.agent import AgentJoined
-        from engine.conversation import Snapshot, Subscribe
-        from engine.routing import GetAgents, GetQueue
-        from engine.visitor import VisitorArrived
-
         self._check_accepting()
         ctx = self._ctx
         resume = dict(resume or {})
@@ -570,9 +471,6 @@ class ChatEngine:
                 await self._after_leave(conn)
 
     async def _after_leave(self, conn: Connection) -> None:
-        from engine.agent import AgentLeft
-        from engine.visitor import VisitorLeft
-
         p = conn.principal
         with trio.move_on_after(self.config.ask_timeout_s):
             if isinstance(p, AgentPrincipal):
@@ -613,8 +511,6 @@ class ChatEngine:
         (the reload is then still queued). A workspace without a running router has nothing
         to refresh: its router loads everything when it starts.
         """
-        from engine.routing import WorkspaceChanged
-
         self._ctx.forget_workspace(workspace_id)
         routers = self._ctx.routers
         if routers is None or not self._accepting or not routers.is_active(workspace_id):
@@ -628,8 +524,6 @@ class ChatEngine:
         """Whether an agent of the workspace is connected and accepting chats, as the router
         sees it (what ``welcome_visitor.agents_available`` says). Agents at their chat limit
         count: a new chat then queues with its position instead of becoming offline."""
-        from engine.routing import GetAgents
-
         self._check_accepting()
         try:
             with trio.fail_after(self.config.ask_timeout_s):
@@ -674,8 +568,6 @@ class ChatEngine:
     async def _visitor_request(
         self, conn: Connection | None, p: VisitorPrincipal, cmd: Command
     ) -> Result:
-        from engine.visitor import OpenConversation, VisitorNavigated, VisitorProfile
-
         ws = p.workspace_id
         if isinstance(cmd, SetTyping):
             assert conn is not None  # request_as refuses it
@@ -718,10 +610,6 @@ class ChatEngine:
     async def _agent_request(
         self, conn: Connection | None, p: AgentPrincipal, cmd: Command
     ) -> Result:
-        from engine.agent import AgentActive, ChooseStatus
-        from engine.conversation import Snapshot, Subscribe
-        from engine.routing import GetQueue, GetVisitors
-
         ctx = self._ctx
         ws = p.workspace_id
         if conn is not None and not isinstance(cmd, SetStatus):
@@ -752,8 +640,6 @@ class ChatEngine:
             await agent.ask(lambda r: ChooseStatus(status=status, reply=r))
             return Ok()
         if isinstance(cmd, StartChat):
-            from engine.visitor import OpenConversation
-
             if await ctx.call(ctx.storage.get_visitor(ws, cmd.visitor_id)) is None:
                 raise NotFound("no such visitor")  # checked before an actor starts for it
             # The visitor actor serializes starts: one open chat per visitor (AlreadyOpen for
@@ -825,8 +711,6 @@ class ChatEngine:
         raise Forbidden(f"{type(cmd).__name__} is not allowed here")
 
     async def _apply(self, p: Principal, ref: Any, cmd: Any) -> Result:
-        from engine.conversation import Apply
-
         sent_at = self._ctx.clock()
         result: Result = await ref.ask(
             lambda r: Apply(principal=p, command=cmd, reply=r, sent_at_s=sent_at)
@@ -834,8 +718,6 @@ class ChatEngine:
         return result
 
     async def _signal(self, conn: Connection, p: Principal, cmd: SetTyping) -> None:
-        from engine.conversation import Signal
-
         if self._signals.check(("typing", conn.id)) > 0:
             return  # ephemeral: dropping an over-eager typing signal loses nothing
         try:
@@ -896,8 +778,6 @@ class ChatEngine:
     async def _history(
         self, p: Principal, cmd: GetHistory, conn: Connection | None = None
     ) -> History:
-        from engine.conversation import view
-
         ctx = self._ctx
         ws = p.workspace_id
         conv = await ctx.call(ctx.storage.get_conversation(ws, cmd.conversation_id))
@@ -953,8 +833,6 @@ class ChatEngine:
         )
 
     async def _my_chats(self, p: AgentPrincipal) -> tuple[Any, ...]:
-        from engine.conversation import summarize
-
         ctx = self._ctx
         ws = p.workspace_id
         convs = await ctx.call(ctx.storage.list_open_conversations(ws))
@@ -1024,8 +902,6 @@ class ChatEngine:
 
     async def crash_conversation_for_test(self, workspace_id: str, conversation_id: str) -> None:
         """Test hook: crash one conversation actor (its registry restarts it)."""
-        from engine.conversation import Crash
-
         ref = await self._conversation(workspace_id, conversation_id)
         await ref.tell(Crash())
 

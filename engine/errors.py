@@ -2,7 +2,8 @@
 
 Hierarchy::
 
-    LiveChatError                   root of ALL project errors; other packages subclass it too
+    LiveChatError                   root of ALL project errors (defined in ``storage.errors``,
+                                    the lowest layer, so no package imports upwards to reach it)
     └── EngineError                 raised by the actor runtime, or by a handler to its asker
         ├── ActorStopped            tell/ask to an actor that has stopped (its mailbox is closed),
         │                           or the actor stopped/crashed before replying to an ask
@@ -21,9 +22,7 @@ asker and the actor keeps running; any other exception crashes the actor. Domain
 
 from __future__ import annotations
 
-
-class LiveChatError(Exception):
-    """Root of every error raised by the project, so callers can catch "ours" in one place."""
+from storage.errors import LiveChatError as LiveChatError  # re-exported: the root
 
 
 class EngineError(LiveChatError):

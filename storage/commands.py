@@ -43,10 +43,17 @@ _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _WRITE_CHUNK_CHARS: Final = 1 << 20  # buffer this much text per file write
 
 
-def register(subparsers: Any) -> None:
-    """Add the storage subcommands to the ``livechat`` parser."""
-    from web.cli import add_database_options
+Configure = Callable[[argparse.Namespace], str | None]
+"""Reads the operator's configuration for a command: sets ``args.blobs`` (the server's file
+store) and returns the database URL, or None when the configuration is unusable (it said why
+on stderr; the command exits 2). Supplied by the web layer, which owns the settings."""
 
+
+def register(
+    subparsers: Any, *, add_database_options: Callable[[Any], None], configure: Configure
+) -> None:
+    """Add the storage subcommands to the ``livechat`` parser (``web.storage_commands``
+    calls this with the server's option set and configuration loader)."""
     migrate = subparsers.add_parser(
         "migrate",
         help="apply pending schema migrations and print the schema version",
@@ -54,7 +61,7 @@ def register(subparsers: Any) -> None:
         "to run repeatedly and while servers run). Prints the resulting schema version.",
     )
     add_database_options(migrate)
-    migrate.set_defaults(handler=_handler(_migrate))
+    migrate.set_defaults(handler=_handler(_migrate, configure))
 
     backup = subparsers.add_parser(
         "backup",
@@ -65,7 +72,7 @@ def register(subparsers: Any) -> None:
     )
     add_database_options(backup)
     backup.add_argument("--out", required=True, help="file to write (replaced atomically)")
-    backup.set_defaults(handler=_handler(_backup))
+    backup.set_defaults(handler=_handler(_backup, configure))
 
     restore = subparsers.add_parser(
         "restore",
@@ -77,7 +84,7 @@ def register(subparsers: Any) -> None:
     )
     add_database_options(restore)
     restore.add_argument("--from", dest="source", required=True, help="backup file to restore")
-    restore.set_defaults(handler=_handler(_restore))
+    restore.set_defaults(handler=_handler(_restore, configure))
 
     export = subparsers.add_parser(
         "export",
@@ -91,29 +98,19 @@ def register(subparsers: Any) -> None:
     export.add_argument("--visitor", help="only this visitor's data (JSON Lines only)")
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument("--out", required=True, help="file to write ('-' for stdout)")
-    export.set_defaults(handler=_handler(_export))
+    export.set_defaults(handler=_handler(_export, configure))
 
 
 Command = Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]]
 
 
-def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
+def _handler(command: Command, configure: Configure) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
-        from web.errors import ConfigError
-        from web.settings import load_settings
-
         try:
-            settings = load_settings(
-                {"database_url": args.database_url, "files_dir": args.files_dir},
-                config_file=args.config,
-            )
-            from web.services import blob_store
-
-            args.blobs = blob_store(settings)  # the server's file store, for every command
-            trio.run(command, args, settings.database_url)
-        except ConfigError as err:
-            print(f"livechat: error: {err}", file=sys.stderr)
-            return 2
+            url = configure(args)
+            if url is None:
+                return 2
+            trio.run(command, args, url)
         except NotABackupError as err:
             print(f"livechat {args.command}: error: {err}", file=sys.stderr)
             return 2

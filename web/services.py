@@ -52,9 +52,7 @@ from web.twofactor import FlowSigner
 from web.webhooks import WebhookService, serve_webhooks
 
 if TYPE_CHECKING:
-    from engine.api import ChatEngine
-    from engine.metrics import EngineMetrics
-    from engine.supervisor import Supervisor, TreeNode
+    from engine import ChatEngine, EngineMetrics, Supervisor, TreeNode
 
 log = logging.getLogger("livechat.supervision")
 
@@ -204,7 +202,7 @@ class StorageWatch:
         await self._done.wait()
 
     def snapshot(self, restart: str | None = None) -> TreeNode:
-        from engine.supervisor import TreeNode
+        from engine import TreeNode
 
         return TreeNode(name="storage", kind="service", restart=restart, state=self.status)
 
@@ -217,9 +215,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     On cancel the tree is cancelled after its deadline; storage is closed by its own context
     manager (bounded by its statement timeouts).
     """
-    from engine.api import ChatEngine, EngineConfig
-    from engine.metrics import EngineMetrics
-    from engine.supervisor import RestartStrategy, RestartType, ServiceSpec, Supervisor, TaskService
+    from engine import (
+        ChatEngine,
+        EngineConfig,
+        EngineMetrics,
+        RestartStrategy,
+        RestartType,
+        ServiceSpec,
+        Supervisor,
+        TaskService,
+    )
 
     async with open_storage(settings.database_url, **storage_options(settings)) as storage:
         secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")

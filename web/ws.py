@@ -36,17 +36,19 @@ import attrs
 import trio
 from quart import Blueprint, Response, websocket
 
-from engine import codec
-from engine.api import AgentPrincipal, Connection, ConnectionMeta, VisitorPrincipal
-from engine.errors import EngineError, InvalidMessage
-from engine.messages import (
+from engine import (
     AGENT_COMMANDS,
     VISITOR_COMMANDS,
     AddNote,
+    AgentPrincipal,
     Close,
+    Connection,
+    ConnectionMeta,
     ConversationUpdate,
     EndChat,
+    EngineError,
     EventPush,
+    InvalidMessage,
     LeaveOfflineMessage,
     MessageAck,
     SendMessage,
@@ -56,7 +58,9 @@ from engine.messages import (
     StartChat,
     Tag,
     UpdateProfile,
+    VisitorPrincipal,
     Whisper,
+    codec,
 )
 from storage import Visitor, Workspace, WorkspaceStatus
 from web import strictjson
