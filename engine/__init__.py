@@ -26,6 +26,7 @@ from engine.errors import (
     DomainError,
     EngineError,
     Forbidden,
+    InvalidIdentity,
     InvalidMessage,
     InvalidState,
     LiveChatError,
@@ -38,6 +39,7 @@ from engine.errors import (
     ShuttingDown,
     error_code,
 )
+from engine.identity import IdentifiedVisitor, VisitorIdentity
 from engine.messages import *  # noqa: F403 - the message classes are the protocol
 from engine.messages import __all__ as _messages_all
 from engine.metrics import EngineMetrics
@@ -73,6 +75,8 @@ __all__ = [
     "EngineError",
     "EngineMetrics",
     "Forbidden",
+    "IdentifiedVisitor",
+    "InvalidIdentity",
     "InvalidMessage",
     "InvalidState",
     "LiveChatError",
@@ -97,6 +101,7 @@ __all__ = [
     "TaskService",
     "TreeNode",
     "VISITOR_HIDDEN_SUMMARY_FIELDS",
+    "VisitorIdentity",
     "VisitorPrincipal",
     "error_code",
     "error_result",

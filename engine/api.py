@@ -53,6 +53,7 @@ from engine.errors import (
     RateLimited,
     ShuttingDown,
 )
+from engine.identity import IdentifiedVisitor, VisitorIdentity, identify_visitor
 from engine.messages import (
     AGENT_COMMANDS,
     VISITOR_COMMANDS,
@@ -121,7 +122,7 @@ from engine.visitor import (
     VisitorNavigated,
     VisitorProfile,
 )
-from storage import ConversationState, Storage
+from storage import ConversationState, Storage, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +364,26 @@ class ChatEngine:
         self._drops_send.send_nowait(conn)
 
     # -- connections
+
+    async def identify_visitor(
+        self,
+        workspace: Workspace,
+        *,
+        token: str | None,
+        identity: VisitorIdentity | None,
+        user_agent: str | None = None,
+        ip: str | None = None,
+    ) -> IdentifiedVisitor:
+        """The visitor a first frame names (its device token, a signed identity), created if
+        new; see ``engine.identity``. ``InvalidIdentity`` if the signature does not verify."""
+        return await identify_visitor(
+            self._ctx.storage,
+            workspace,
+            token=token,
+            identity=identity,
+            user_agent=user_agent,
+            ip=ip,
+        )
 
     async def connect(
         self,

@@ -61,6 +61,8 @@ class InjectedFault(LiveChatError):
 #       ├── Forbidden               "forbidden": your role may not do this
 #       ├── AlreadyAssigned         "already_assigned": another agent took the chat first
 #       ├── AlreadyOpen             "already_open": the visitor already has an open chat
+#       ├── InvalidIdentity         "invalid_identity" (field "identity.signature"): a
+#       │                           visitor's signed identity does not verify
 #       ├── InvalidState            "invalid_state": not possible in the chat's current state
 #       │   └── IllegalTransition   same code: a planned event would leave the transition
 #       │                           table or break an invariant (engine.conversation_state)
@@ -116,6 +118,12 @@ class AlreadyOpen(DomainError):
     """One visitor has at most one open chat: a proactive start while one is open."""
 
     code = "already_open"
+
+
+class InvalidIdentity(DomainError):
+    """A visitor's signed identity does not verify (engine.identity); nothing was created."""
+
+    code = "invalid_identity"
 
 
 class InvalidState(DomainError):

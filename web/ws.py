@@ -24,8 +24,6 @@ engine and sends the close frame, shielded and bounded by ``CLEANUP_TIMEOUT_S``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -48,6 +46,7 @@ from engine import (
     EndChat,
     EngineError,
     EventPush,
+    InvalidIdentity,
     InvalidMessage,
     LeaveOfflineMessage,
     MessageAck,
@@ -58,6 +57,7 @@ from engine import (
     StartChat,
     Tag,
     UpdateProfile,
+    VisitorIdentity,
     VisitorPrincipal,
     Whisper,
     codec,
@@ -68,8 +68,6 @@ from web.api_admin import read_widget_settings
 from web.auth import (
     Caller,
     client_ip,
-    hash_secret,
-    new_secret,
     session_caller,
     session_cookie_name,
     token_caller,
@@ -683,55 +681,23 @@ class SocketSession:
         assert self.workspace is not None
         storage = self.services.storage
         ws_id = self.workspace.id
-        visitor: Visitor | None = None
-        token: str | None = None
-        identified = first_time = False
-        if hello.token:
-            visitor = await storage.find_visitor_by_token_hash(ws_id, hash_secret(hello.token))
-            if visitor is not None:
-                token = hello.token
-        if hello.identity is not None:
-            expected = hmac.new(
-                self.workspace.identity_secret.encode(),
-                hello.identity.user_id.encode(),
-                hashlib.sha256,
-            ).hexdigest()
-            if len(hello.identity.user_id) > 256 or not hmac.compare_digest(
-                expected, hello.identity.signature.lower()
-            ):
-                await self._error(
-                    rid,
-                    WireError.INVALID_IDENTITY,
-                    "the identity signature does not verify",
-                    "identity.signature",
-                )
-                return
-            known = await storage.find_visitor_by_external_id(ws_id, hello.identity.user_id)
-            # Identified on this device now (not a tab already holding the visitor's token).
-            identified = visitor is None or visitor.external_id != hello.identity.user_id
-            first_time = known is None
-            if known is not None:
-                visitor = known
-                token = None  # mint one for this device
-            elif visitor is not None and visitor.external_id is None:
-                visitor = await storage.update_visitor(
-                    ws_id, visitor.id, external_id=hello.identity.user_id
-                )
-            else:
-                visitor = None
         user_agent = websocket.headers.get("User-Agent", "")[:512] or None
-        if visitor is None:
-            token = "lcv_" + new_secret()
-            visitor = await storage.create_visitor(
-                ws_id,
-                token_hash=hash_secret(token),
-                external_id=hello.identity.user_id if hello.identity else None,
+        identity = hello.identity
+        try:
+            found = await self.services.engine.identify_visitor(
+                self.workspace,
+                token=hello.token,
+                identity=VisitorIdentity(user_id=identity.user_id, signature=identity.signature)
+                if identity is not None
+                else None,
                 user_agent=user_agent,
                 ip=self.ip,
             )
-        elif token is None:
-            token = "lcv_" + new_secret()
-            visitor = await storage.update_visitor(ws_id, visitor.id, token_hash=hash_secret(token))
+        except InvalidIdentity as err:
+            await self._error(rid, err.code, str(err), err.field)
+            return
+        visitor, token = found.visitor, found.token
+        identified, first_time = found.identified, found.first_time
         if await storage.is_banned(ws_id, visitor_id=visitor.id, ip=self.ip):
             raise _Closing(CloseCode.POLICY, "banned")
         self.visitor = visitor
