@@ -45,15 +45,6 @@ REACHES_INSIDE = frozenset(
     }
 )
 
-# Cycles still allowed, each a frozenset of its modules; like REACHES_INSIDE it only shrinks.
-# Both are bench helpers that import each other lazily inside a function (report writing,
-# the wire to a live server): bench code, never imported by the server.
-KNOWN_CYCLES = frozenset(
-    {
-        frozenset({"bench.common", "bench.report"}),
-        frozenset({"bench.livechat_wire", "bench.wire"}),
-    }
-)
 
 
 def module_name(path: Path) -> str:
@@ -168,11 +159,8 @@ def test_the_graph_sees_imports_inside_functions_and_type_checking_blocks(tmp_pa
 
 
 def test_no_module_imports_in_a_circle() -> None:
-    found = {frozenset(c) for c in cycles(import_graph())}
-    new = sorted(sorted(c) for c in found - KNOWN_CYCLES)
-    assert not new, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
-    gone = sorted(sorted(c) for c in KNOWN_CYCLES - found)
-    assert not gone, "no longer a cycle, remove from KNOWN_CYCLES:\n" + str(gone)
+    found = cycles(import_graph())
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 def allowed(mod: str, dep: str) -> bool:
