@@ -17,7 +17,15 @@ from engine.api import (
     Principal,
     VisitorPrincipal,
 )
-from engine.codec import COMMANDS_BY_TYPE, error_result, structure_command, unstructure
+from engine.codec import (
+    COMMANDS_BY_TYPE,
+    check_frame,
+    client_message,
+    error_result,
+    structure_command,
+    unstorable,
+    unstructure,
+)
 from engine.errors import (
     ActorStopped,
     AlreadyAssigned,
@@ -103,11 +111,14 @@ __all__ = [
     "VISITOR_HIDDEN_SUMMARY_FIELDS",
     "VisitorIdentity",
     "VisitorPrincipal",
+    "check_frame",
+    "client_message",
     "error_code",
     "error_result",
     "parse_user_agent",
     "start_actor",
     "structure_command",
+    "unstorable",
     "unstructure",
     "visitor_data_keys",
     *_messages_all,

@@ -32,10 +32,6 @@ REACHES_INSIDE = frozenset(
         # Operator commands (migrate, backup, restore, export) are not part of the Storage
         # interface, and storage/__init__ cannot import them (they import storage itself).
         "web.storage_commands -> storage.commands",
-        # The client boundary's one converter, used as a module (``from engine import codec``).
-        "web.app -> engine.codec",
-        "web.httpapi -> engine.codec",
-        "web.ws -> engine.codec",
         # Benches measure internals on purpose: the storage bench times the SQL layer below the
         # interface, the routing bench drives a visitor actor without a web layer.
         "bench.routing_bench -> engine.visitor",

@@ -60,7 +60,11 @@ from engine import (
     VisitorIdentity,
     VisitorPrincipal,
     Whisper,
-    codec,
+    check_frame,
+    error_result,
+    structure_command,
+    unstorable,
+    unstructure,
 )
 from storage import Visitor, Workspace, WorkspaceStatus
 from web import strictjson
@@ -495,10 +499,10 @@ class SocketSession:
             await self._error(None, WireError.NOT_AN_OBJECT, "a frame is a JSON object")
             return
         try:  # the one edge check: nothing unstorable reaches the engine or a group commit
-            codec.check_frame(frame)
+            check_frame(frame)
         except InvalidMessage as err:
             rid = frame.get("id")
-            usable = _valid_id(rid) and codec.unstorable(rid) is None
+            usable = _valid_id(rid) and unstorable(rid) is None
             await self._error(rid if usable else None, err.code, str(err), err.field)
             return
         kind = frame.get("type")
@@ -534,7 +538,7 @@ class SocketSession:
             return
         body = {k: v for k, v in frame.items() if k != "id"}
         try:
-            command = codec.structure_command(body)
+            command = structure_command(body)
         except InvalidMessage as err:
             await self._error(rid, err.code, str(err), err.field)
             return
@@ -623,7 +627,7 @@ class SocketSession:
             await self._error(rid, "overloaded", "the server did not answer in time")
             return
         except EngineError as err:
-            error = codec.error_result(err)
+            error = error_result(err)
             await self._error(rid, error.code, error.message, error.field, error.retry_after_s)
             return
         if (
@@ -646,7 +650,7 @@ class SocketSession:
                 self.open_conversation = result.conversation_id
             elif isinstance(command, EndChat):
                 self.open_conversation = None
-        await self._send_text(encode(ResultFrame(id=rid, result=codec.unstructure(result))))
+        await self._send_text(encode(ResultFrame(id=rid, result=unstructure(result))))
 
     # ------------------------------------------------------------ first frame
 
@@ -820,7 +824,7 @@ class SocketSession:
                 principal, send, connection_id=self.sock.id, resume=dict(resume), meta=meta
             )
         except EngineError as err:
-            error = codec.error_result(err)
+            error = error_result(err)
             raise _Closing(CloseCode.TRY_AGAIN_LATER, error.code) from None
         self.conn = conn
         return conn
@@ -844,7 +848,7 @@ def _encode_push(push: Any) -> str:
     cached = _ENCODED_PUSHES.get(key)
     if cached is not None and cached[0] is push:
         return cached[1]
-    text = encode_dict(codec.unstructure(push))
+    text = encode_dict(unstructure(push))
     _ENCODED_PUSHES[key] = (push, text)
     if len(_ENCODED_PUSHES) > _ENCODED_PUSHES_MAX:
         del _ENCODED_PUSHES[next(iter(_ENCODED_PUSHES))]
@@ -854,7 +858,7 @@ def _encode_push(push: Any) -> str:
 def _welcome(conn: Connection) -> dict[str, Any]:
     if conn.welcome is None:
         return {}
-    return codec.unstructure(conn.welcome)  # type: ignore[arg-type]
+    return unstructure(conn.welcome)  # type: ignore[arg-type]
 
 
 class _AuthFailed(Exception):
