@@ -1,7 +1,8 @@
 """The package boundaries, checked from the source: no import cycles, no upward imports.
 
 Layers, lowest first: ``storage`` < ``engine`` < ``web``; a package imports only from its own
-layer or below. ``bench`` may import all three; nothing imports ``bench`` or ``widget``.
+layer or below. ``bench`` may import all three and nothing imports it; ``widget`` imports
+nothing of ours and only ``web`` imports it (for its asset directory).
 The graph is built with ``ast`` from every ``.py`` file, so imports inside functions and inside
 ``if TYPE_CHECKING:`` blocks count like any other: a cycle hidden in a function body or a type
 hint is still two modules that cannot be understood (or split) one without the other.
@@ -40,7 +41,6 @@ REACHES_INSIDE = frozenset(
         "bench.storage_bench -> storage._sql",
     }
 )
-
 
 
 def module_name(path: Path) -> str:
