@@ -23,7 +23,8 @@ from typing import Any
 
 import trio
 
-from bench.common import BenchResult, write_outputs
+from bench.common import BenchResult
+from bench.report import write_outputs
 
 # name -> (module, one-line help)
 BENCHES: dict[str, tuple[str, str]] = {

@@ -1,18 +1,18 @@
 """What every bench shares: the machine description, percentiles, a progress bar, JSON output.
 
-Each bench returns a ``BenchResult``; ``write_outputs`` writes ``--json PATH`` and ``--report DIR``.
+Each bench returns a ``BenchResult``; ``bench.report.write_outputs`` writes ``--json PATH`` and
+``--report DIR``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -135,23 +135,6 @@ class Progress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
-
-
-def write_outputs(
-    results: Sequence[BenchResult], *, json_path: str | None, report_dir: str | None
-) -> None:
-    payload: Mapping[str, Any]
-    if len(results) == 1:
-        payload = results[0].to_json()
-    else:
-        payload = {"benches": [r.to_json() for r in results]}
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    if report_dir:
-        from bench.report import write_report
-
-        write_report(results, Path(report_dir))
 
 
 def cdf_points(samples: Sequence[float], *, max_points: int = 400) -> list[list[float]]:

@@ -48,8 +48,10 @@ from bench.wire import (
     PairLink,
     Parsed,
     Rejected,
+    RelayWire,
     Reply,
     Resync,
+    Wire,
     WireError,
     connect,
 )
@@ -437,3 +439,12 @@ async def _await_event(ws: WebSocketConnection, client_msg_id: str) -> None:
                     return
             elif frame.get("type") == "error":
                 raise WireError(f"waiting for {client_msg_id}: {frame.get('code')}")
+
+
+def make_wire(protocol: str, base_url: str, setup: dict[str, Any]) -> Wire:
+    if protocol == "relay":
+        return RelayWire(base_url)
+    if protocol == "livechat":
+        wire: Wire = LiveChatWire(base_url, setup)
+        return wire
+    raise ValueError(f"unknown protocol {protocol!r}")

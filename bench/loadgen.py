@@ -45,6 +45,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
+from bench.livechat_wire import make_wire
 from bench.wire import (
     Acked,
     Delivery,
@@ -54,7 +55,6 @@ from bench.wire import (
     Reply,
     Resync,
     Wire,
-    make_wire,
 )
 
 BIN_S = 0.25  # width of a throughput-over-time bin

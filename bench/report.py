@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -405,3 +405,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def write_outputs(
+    results: Sequence[BenchResult], *, json_path: str | None, report_dir: str | None
+) -> None:
+    payload: Mapping[str, Any]
+    if len(results) == 1:
+        payload = results[0].to_json()
+    else:
+        payload = {"benches": [r.to_json() for r in results]}
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    if report_dir:
+        write_report(results, Path(report_dir))

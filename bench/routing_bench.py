@@ -64,9 +64,18 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 async def _routing(args: argparse.Namespace) -> BenchResult:
-    from engine import AgentPrincipal, ChatEngine, EngineConfig, VisitorPrincipal
-    from engine.api import Connection, ConnectionMeta
-    from engine.messages import ChatAssigned, EventPush, MessageAck, SendMessage
+    from engine import (
+        AgentPrincipal,
+        ChatAssigned,
+        ChatEngine,
+        Connection,
+        ConnectionMeta,
+        EngineConfig,
+        EventPush,
+        MessageAck,
+        SendMessage,
+        VisitorPrincipal,
+    )
     from storage import open_storage
 
     conversations, agents_n, total = args.conversations, args.agents, args.messages

@@ -188,14 +188,3 @@ class RelayWire:
     @property
     def acknowledges(self) -> bool:
         return False
-
-
-def make_wire(protocol: str, base_url: str, setup: dict[str, Any]) -> Wire:
-    if protocol == "relay":
-        return RelayWire(base_url)
-    if protocol == "livechat":
-        from bench.livechat_wire import LiveChatWire
-
-        wire: Wire = LiveChatWire(base_url, setup)
-        return wire
-    raise ValueError(f"unknown protocol {protocol!r}")

@@ -17,7 +17,15 @@ from engine.api import (
     Principal,
     VisitorPrincipal,
 )
-from engine.codec import COMMANDS_BY_TYPE, error_result, structure_command, unstructure
+from engine.codec import (
+    COMMANDS_BY_TYPE,
+    check_frame,
+    client_message,
+    error_result,
+    structure_command,
+    unstorable,
+    unstructure,
+)
 from engine.errors import (
     ActorStopped,
     AlreadyAssigned,
@@ -26,6 +34,7 @@ from engine.errors import (
     DomainError,
     EngineError,
     Forbidden,
+    InvalidIdentity,
     InvalidMessage,
     InvalidState,
     LiveChatError,
@@ -38,12 +47,22 @@ from engine.errors import (
     ShuttingDown,
     error_code,
 )
+from engine.identity import IdentifiedVisitor, VisitorIdentity
 from engine.messages import *  # noqa: F403 - the message classes are the protocol
 from engine.messages import __all__ as _messages_all
 from engine.metrics import EngineMetrics
 from engine.registry import Registry, RegistryRef
-from engine.supervisor import ChildSpec, RestartStrategy, RestartType, ServiceSpec, Supervisor
+from engine.supervisor import (
+    ChildSpec,
+    RestartStrategy,
+    RestartType,
+    ServiceSpec,
+    Supervisor,
+    TaskService,
+    TreeNode,
+)
 from engine.useragent import DeviceInfo, parse_user_agent
+from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
 
 __all__ = [
     "COMMANDS_BY_TYPE",
@@ -64,6 +83,8 @@ __all__ = [
     "EngineError",
     "EngineMetrics",
     "Forbidden",
+    "IdentifiedVisitor",
+    "InvalidIdentity",
     "InvalidMessage",
     "InvalidState",
     "LiveChatError",
@@ -85,12 +106,20 @@ __all__ = [
     "ServiceSpec",
     "ShuttingDown",
     "Supervisor",
+    "TaskService",
+    "TreeNode",
+    "VISITOR_HIDDEN_SUMMARY_FIELDS",
+    "VisitorIdentity",
     "VisitorPrincipal",
+    "check_frame",
+    "client_message",
     "error_code",
     "error_result",
     "parse_user_agent",
     "start_actor",
     "structure_command",
+    "unstorable",
     "unstructure",
+    "visitor_data_keys",
     *_messages_all,
 ]

@@ -26,6 +26,7 @@ import attrs
 import trio
 
 from engine.actor import Actor, Reply
+from engine.errors import PersistenceUnavailable
 from engine.messages import AgentReconnecting, AgentStatus, AgentSummary
 
 __all__ = [
@@ -171,6 +172,15 @@ class GetAgentView:
     reply: Reply[AgentView]
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class GetAgentMirror:
+    """From an agent actor starting: the router's copy of its state (None: not an enabled
+    agent of the workspace)."""
+
+    agent_id: str
+    reply: Reply[AgentState | None]
+
+
 AgentMsg = (
     AgentJoined | AgentLeft | ChooseStatus | AgentActive | AgentTick | AgentChats | GetAgentView
 )
@@ -199,8 +209,6 @@ class AgentActor(Actor[AgentMsg]):
         self.reported: AgentPresence | None = None
 
     async def on_start(self) -> None:
-        from engine.routing import GetAgentMirror
-
         ctx = self.ctx
         self.connections = {c.id for c in ctx.hub.agent_connections(self.ws, self.agent_id)}
         with trio.fail_after(ctx.config.ask_timeout_s):
@@ -332,8 +340,6 @@ class AgentActor(Actor[AgentMsg]):
     async def _tell_visitors(self, *, reconnecting: bool) -> None:
         """Push ``agent_reconnecting`` to the visitor of each of the agent's chats (looked up
         in storage: rare, and a chat whose row cannot be read now is skipped)."""
-        from engine.errors import PersistenceUnavailable
-
         ctx = self.ctx
         hub = ctx.hub
         for conversation_id in self.chats:

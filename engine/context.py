@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
 
+from engine.config import EngineConfig
+from engine.decisions import DecisionLog
 from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceRefused, PersistenceUnavailable
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
-from storage.api import Storage, Workspace
-
-if TYPE_CHECKING:
-    from engine.api import EngineConfig
-    from engine.decisions import DecisionLog
-    from engine.registry import Registry
+from engine.registry import Registry
+from storage import Storage, Workspace
 
 __all__ = ["EngineContext", "PreChatRule", "WorkspaceSettings"]
 
@@ -166,7 +164,7 @@ class EngineContext:
     async def call(self, awaitable: Any) -> Any:
         """Await a storage call under the storage deadline; failures become
         ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes."""
-        from storage.errors import AppendRefused, CommitFailed, StorageUnavailable
+        from storage import AppendRefused, CommitFailed, StorageUnavailable
 
         try:
             with trio.fail_after(self.config.storage_timeout_s):

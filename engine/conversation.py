@@ -30,7 +30,6 @@ import attrs
 import trio
 
 from engine.actor import Actor, Reply
-from engine.api import AgentPrincipal, Connection, Principal, VisitorPrincipal
 from engine.context import EngineContext
 from engine.conversation_rules import (
     ACK,
@@ -64,7 +63,9 @@ from engine.messages import (
     MessageAck,
     SetTyping,
 )
-from storage.api import (
+from engine.principals import AgentPrincipal, Connection, Principal, VisitorPrincipal
+from engine.visitor import ConversationStateChanged, OpenConversation
+from storage import (
     AppendResult,
     AuthorType,
     CloseReason,
@@ -91,6 +92,18 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- messages to the actor
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ConversationChanged:
+    conversation: Conversation
+    ref: Any
+    summary: ConversationSummary
+    assigned: list[tuple[str, str]]
+    unassigned: list[tuple[str, str]]
+    responded: list[str]
+    stale: list[str]
+    first_message: str | None
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -397,8 +410,6 @@ class ConversationActor(Actor[ConversationMsg]):
         """The visitor's open chat, asked of the visitor actor when a visitor's message would
         reopen a closed chat (one open chat per visitor); the visitor actor never asks a
         conversation, so this cannot deadlock."""
-        from engine.visitor import OpenConversation
-
         visitors = self.ctx.visitors
         if visitors is None or conv.close_reason == CloseReason.OFFLINE:
             return None
@@ -493,8 +504,6 @@ class ConversationActor(Actor[ConversationMsg]):
         self.waiting_for = settle_waiting(self.waiting_for, decisions)
         if not (changed or any(d.responded or d.kind == "stale" for d in decisions)):
             return
-        from engine.routing import ConversationChanged
-
         router = await _router(ctx, ws)
         ref = await _self_ref(ctx, self.key)
         for msg, d in items:
@@ -517,8 +526,6 @@ class ConversationActor(Actor[ConversationMsg]):
             )
         )
         if before.state != conv.state and ctx.visitors is not None:
-            from engine.visitor import ConversationStateChanged
-
             visitor = await ctx.visitors.get((ws, conv.visitor_id))
             await visitor.tell(ConversationStateChanged(conversation_id=conv.id, state=conv.state))
 

@@ -23,7 +23,6 @@ from typing import Any, Final, NamedTuple
 
 import attrs
 
-from engine.api import AgentPrincipal, Principal, VisitorPrincipal, start_chat_origin
 from engine.conversation_state import ChatState, apply
 from engine.errors import (
     AlreadyAssigned,
@@ -49,7 +48,8 @@ from engine.messages import (
     Transfer,
     Whisper,
 )
-from storage.api import (
+from engine.principals import AgentPrincipal, Principal, VisitorPrincipal, start_chat_origin
+from storage import (
     AppendRequest,
     AuthorType,
     CloseReason,

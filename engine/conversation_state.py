@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from engine.errors import IllegalTransition
-from storage.api import AppendRequest, Conversation, ConversationPatch, ConversationState
+from storage import AppendRequest, Conversation, ConversationPatch, ConversationState
 
 __all__ = [
     "TRANSITIONS",

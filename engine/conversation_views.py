@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.api import AgentPrincipal, Connection, Principal, VisitorPrincipal
 from engine.context import EngineContext
 from engine.messages import (
     ConversationSummary,
@@ -21,7 +20,8 @@ from engine.messages import (
     TypingPush,
     ViewingPush,
 )
-from storage.api import AuthorType, Conversation, Event, Visibility
+from engine.principals import AgentPrincipal, Connection, Principal, VisitorPrincipal
+from storage import AuthorType, Conversation, Event, Visibility
 
 __all__ = ["author_name", "replay", "summarize", "typing", "view", "viewing"]
 

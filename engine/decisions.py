@@ -25,8 +25,7 @@ from typing import Any
 import trio
 
 from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceUnavailable
-from storage.api import NewRoutingDecision, Storage
-from storage.errors import CommitFailed, StorageUnavailable
+from storage import CommitFailed, NewRoutingDecision, Storage, StorageUnavailable
 
 __all__ = ["DecisionLog"]
 

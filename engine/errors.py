@@ -2,7 +2,8 @@
 
 Hierarchy::
 
-    LiveChatError                   root of ALL project errors; other packages subclass it too
+    LiveChatError                   root of ALL project errors (defined in ``storage.errors``,
+                                    the lowest layer, so no package imports upwards to reach it)
     └── EngineError                 raised by the actor runtime, or by a handler to its asker
         ├── ActorStopped            tell/ask to an actor that has stopped (its mailbox is closed),
         │                           or the actor stopped/crashed before replying to an ask
@@ -21,9 +22,7 @@ asker and the actor keeps running; any other exception crashes the actor. Domain
 
 from __future__ import annotations
 
-
-class LiveChatError(Exception):
-    """Root of every error raised by the project, so callers can catch "ours" in one place."""
+from storage.errors import LiveChatError as LiveChatError  # re-exported: the root
 
 
 class EngineError(LiveChatError):
@@ -62,6 +61,8 @@ class InjectedFault(LiveChatError):
 #       ├── Forbidden               "forbidden": your role may not do this
 #       ├── AlreadyAssigned         "already_assigned": another agent took the chat first
 #       ├── AlreadyOpen             "already_open": the visitor already has an open chat
+#       ├── InvalidIdentity         "invalid_identity" (field "identity.signature"): a
+#       │                           visitor's signed identity does not verify
 #       ├── InvalidState            "invalid_state": not possible in the chat's current state
 #       │   └── IllegalTransition   same code: a planned event would leave the transition
 #       │                           table or break an invariant (engine.conversation_state)
@@ -117,6 +118,12 @@ class AlreadyOpen(DomainError):
     """One visitor has at most one open chat: a proactive start while one is open."""
 
     code = "already_open"
+
+
+class InvalidIdentity(DomainError):
+    """A visitor's signed identity does not verify (engine.identity); nothing was created."""
+
+    code = "invalid_identity"
 
 
 class InvalidState(DomainError):

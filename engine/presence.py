@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 
 from engine.messages import AgentStatusPush, Push, SessionClosed
+from engine.principals import AgentPrincipal, Connection
 from engine.visibility import for_visitor_push
-
-if TYPE_CHECKING:  # engine.api imports this module
-    from engine.api import Connection
 
 __all__ = ["Hub", "RateLimiter", "TokenBucket"]
 
@@ -96,8 +94,6 @@ class Hub:
     # -- registration
 
     def add(self, conn: Connection) -> None:
-        from engine.api import AgentPrincipal
-
         self.connections[conn.id] = conn
         p = conn.principal
         if isinstance(p, AgentPrincipal):
@@ -111,8 +107,6 @@ class Hub:
         """Forget ``conn``; False if it was not registered (already dropped)."""
         if self.connections.pop(conn.id, None) is None:
             return False
-        from engine.api import AgentPrincipal
-
         p = conn.principal
         if isinstance(p, AgentPrincipal):
             _discard(self._agents, (p.workspace_id, p.agent_id), conn)

@@ -34,9 +34,9 @@ import attrs
 import trio
 
 from engine.actor import Actor, Reply
-from engine.agent import AgentChats, AgentPresence, AgentState, default_status
+from engine.agent import AgentChats, AgentPresence, AgentState, GetAgentMirror, default_status
 from engine.context import EngineContext, WorkspaceSettings
-from engine.conversation import RouterAssign, RouterClose, RouterRequeue
+from engine.conversation import ConversationChanged, RouterAssign, RouterClose, RouterRequeue
 from engine.errors import ActorStopped, ShuttingDown
 from engine.messages import (
     AgentStatus,
@@ -44,7 +44,6 @@ from engine.messages import (
     Availability,
     ChatAssigned,
     ChatUnassigned,
-    ConversationSummary,
     QueueEntry,
     QueuePosition,
     QueueUpdate,
@@ -52,7 +51,8 @@ from engine.messages import (
     VisitorSummary,
     VisitorUpdate,
 )
-from storage.api import CloseReason, Conversation, ConversationState
+from engine.visitor import VisitorGone, VisitorSeen
+from storage import CloseReason, Conversation, ConversationState
 
 __all__ = [
     "ConversationChanged",
@@ -73,27 +73,6 @@ EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assi
 
 
 @attrs.frozen(kw_only=True, eq=False)
-class ConversationChanged:
-    conversation: Conversation
-    ref: Any
-    summary: ConversationSummary
-    assigned: list[tuple[str, str]]
-    unassigned: list[tuple[str, str]]
-    responded: list[str]
-    stale: list[str]
-    first_message: str | None
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class GetAgentMirror:
-    """From an agent actor starting: the router's copy of its state (None: not an enabled
-    agent of the workspace)."""
-
-    agent_id: str
-    reply: Reply[AgentState | None]
-
-
-@attrs.frozen(kw_only=True, eq=False)
 class GetQueue:
     reply: Reply[tuple[QueueEntry, ...]]
 
@@ -108,17 +87,6 @@ class AgentsView:
 @attrs.frozen(kw_only=True, eq=False)
 class GetAgents:
     reply: Reply[AgentsView]
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class VisitorSeen:
-    change: VisitorChange
-    visitor: VisitorSummary
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class VisitorGone:
-    visitor_id: str
 
 
 @attrs.frozen(kw_only=True, eq=False)

@@ -42,7 +42,7 @@ from engine.messages import (
     VisitorUpdate,
     VisitorWelcome,
 )
-from storage.api import EventKind, Visibility
+from storage import EventKind, Visibility
 
 __all__ = [
     "VISITOR_EVENT_DATA",

@@ -15,7 +15,6 @@ from typing import Any
 import attrs
 
 from engine.actor import Actor, Reply
-from engine.api import ConnectionMeta
 from engine.context import EngineContext, PreChatRule
 from engine.errors import AlreadyOpen, InvalidMessage
 from engine.messages import (
@@ -26,8 +25,9 @@ from engine.messages import (
     VisitorSummary,
     is_email,
 )
+from engine.principals import ConnectionMeta
 from engine.useragent import DeviceInfo, parse_user_agent
-from storage.api import ConversationState, PageView, Visitor
+from storage import ConversationState, PageView, Visitor
 
 __all__ = [
     "ConversationStateChanged",
@@ -82,6 +82,17 @@ class OpenConversation:
 class ConversationStateChanged:
     conversation_id: str
     state: ConversationState
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorSeen:
+    change: VisitorChange
+    visitor: VisitorSummary
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class VisitorGone:
+    visitor_id: str
 
 
 VisitorMsg = (
@@ -188,8 +199,6 @@ class VisitorActor(Actor[VisitorMsg]):
             await self._tell_router(VisitorChange.UPDATED)
         elif isinstance(msg, VisitorLeft):
             if not ctx.hub.visitor_online(ws, visitor_id):
-                from engine.routing import VisitorGone
-
                 assert ctx.routers is not None
                 router = await ctx.routers.get(ws)
                 await router.tell(VisitorGone(visitor_id=visitor_id))
@@ -264,8 +273,6 @@ class VisitorActor(Actor[VisitorMsg]):
     async def _tell_router(self, change: VisitorChange, *, online: bool | None = None) -> None:
         if self.record is None:
             return
-        from engine.routing import VisitorSeen
-
         assert self.ctx.routers is not None
         router = await self.ctx.routers.get(self.key[0])
         await router.tell(VisitorSeen(change=change, visitor=self.summary(online=online)))

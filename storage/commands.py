@@ -37,7 +37,6 @@ from storage import (
     create_private_file,
     open_backend,
     private_dir,
-    resolve_master_keys,
 )
 from storage._export import FORMAT_NAME, export_jsonl, table_counts
 from storage.crypto import MasterKeyRing, new_master_key_text, parse_master_keys, write_key_file
@@ -54,10 +53,17 @@ _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _WRITE_CHUNK_CHARS: Final = 1 << 20  # buffer this much text per file write
 
 
-def register(subparsers: Any) -> None:
-    """Add the storage subcommands to the ``livechat`` parser."""
-    from web.cli import add_database_options
+Configure = Callable[[argparse.Namespace], str | None]
+"""Reads the operator's configuration for a command: sets ``args.blobs`` (the server's file
+store) and returns the database URL, or None when the configuration is unusable (it said why
+on stderr; the command exits 2). Supplied by the web layer, which owns the settings."""
 
+
+def register(
+    subparsers: Any, *, add_database_options: Callable[[Any], None], configure: Configure
+) -> None:
+    """Add the storage subcommands to the ``livechat`` parser (``web.storage_commands``
+    calls this with the server's option set and configuration loader)."""
     migrate = subparsers.add_parser(
         "migrate",
         help="apply pending schema migrations and print the schema version",
@@ -65,7 +71,7 @@ def register(subparsers: Any) -> None:
         "to run repeatedly and while servers run). Prints the resulting schema version.",
     )
     add_database_options(migrate)
-    migrate.set_defaults(handler=_handler(_migrate))
+    migrate.set_defaults(handler=_handler(_migrate, configure))
 
     backup = subparsers.add_parser(
         "backup",
@@ -76,7 +82,7 @@ def register(subparsers: Any) -> None:
     )
     add_database_options(backup)
     backup.add_argument("--out", required=True, help="file to write (replaced atomically)")
-    backup.set_defaults(handler=_handler(_backup))
+    backup.set_defaults(handler=_handler(_backup, configure))
 
     restore = subparsers.add_parser(
         "restore",
@@ -88,7 +94,7 @@ def register(subparsers: Any) -> None:
     )
     add_database_options(restore)
     restore.add_argument("--from", dest="source", required=True, help="backup file to restore")
-    restore.set_defaults(handler=_handler(_restore))
+    restore.set_defaults(handler=_handler(_restore, configure))
 
     export = subparsers.add_parser(
         "export",
@@ -102,7 +108,7 @@ def register(subparsers: Any) -> None:
     export.add_argument("--visitor", help="only this visitor's data (JSON Lines only)")
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument("--out", required=True, help="file to write ('-' for stdout)")
-    export.set_defaults(handler=_handler(_export))
+    export.set_defaults(handler=_handler(_export, configure))
 
     audit = subparsers.add_parser(
         "audit",
@@ -121,7 +127,7 @@ def register(subparsers: Any) -> None:
     )
     add_database_options(verify)
     verify.add_argument("--workspace", help="only this workspace ('server': server-wide entries)")
-    verify.set_defaults(handler=_handler(_audit_verify))
+    verify.set_defaults(handler=_handler(_audit_verify, configure))
 
     keys = subparsers.add_parser(
         "keys",
@@ -146,7 +152,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="no new key: re-wrap what older keys still wrap, then drop them from the key file",
     )
-    rotate.set_defaults(handler=_handler(_keys_rotate))
+    rotate.set_defaults(handler=_handler(_keys_rotate, configure))
     migrate_keys = keys_sub.add_parser(
         "migrate",
         help="encrypt values stored in plaintext (databases from before encryption)",
@@ -154,42 +160,22 @@ def register(subparsers: Any) -> None:
         "start). Safe to run repeatedly and while servers run.",
     )
     add_database_options(migrate_keys)
-    migrate_keys.set_defaults(handler=_handler(_keys_migrate))
+    migrate_keys.set_defaults(handler=_handler(_keys_migrate, configure))
     status = keys_sub.add_parser("status", help="where the master key comes from; data keys")
     add_database_options(status)
-    status.set_defaults(handler=_handler(_keys_status))
+    status.set_defaults(handler=_handler(_keys_status, configure))
 
 
 Command = Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]]
 
 
-def _handler(command: Command) -> Callable[[argparse.Namespace], int]:
+def _handler(command: Command, configure: Configure) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
-        from web.errors import ConfigError
-        from web.settings import load_settings
-
         try:
-            settings = load_settings(
-                {
-                    "database_url": args.database_url,
-                    "master_key_file": getattr(args, "master_key_file", None),
-                    "files_dir": args.files_dir,
-                },
-                config_file=args.config,
-            )
-            args.settings_key = settings.master_key
-            args.keyring, args.key_file = resolve_master_keys(
-                settings.database_url,
-                master_key=settings.master_key,
-                master_key_file=settings.master_key_file,
-            )
-            from web.services import blob_store
-
-            args.blobs = blob_store(settings)  # the server's file store, for every command
-            trio.run(command, args, settings.database_url)
-        except ConfigError as err:
-            print(f"livechat: error: {err}", file=sys.stderr)
-            return 2
+            url = configure(args)
+            if url is None:
+                return 2
+            trio.run(command, args, url)
         except NotABackupError as err:
             print(f"livechat {args.command}: error: {err}", file=sys.stderr)
             return 2

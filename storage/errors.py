@@ -2,7 +2,8 @@
 
 Hierarchy::
 
-    LiveChatError (engine.errors)
+    LiveChatError               root of ALL project errors (here, in the lowest layer, so every
+    │                           package can subclass it; ``engine`` re-exports it)
     └── StorageError            root of every storage failure
         ├── NotFound            no such row in this workspace (a foreign id looks exactly missing)
         ├── Conflict            a unique rule was violated (username taken, duplicate key)
@@ -30,7 +31,9 @@ Hierarchy::
 
 from __future__ import annotations
 
-from engine.errors import LiveChatError
+
+class LiveChatError(Exception):
+    """Root of every error raised by the project, so callers can catch "ours" in one place."""
 
 
 class StorageError(LiveChatError):

@@ -16,10 +16,15 @@ from typing import Any
 import trio
 from quart import Response
 
-from engine.api import AgentPrincipal
-from engine.errors import EngineError
-from engine.messages import Close, Tag, Transfer
-from engine.visibility import VISITOR_HIDDEN_SUMMARY_FIELDS, visitor_data_keys
+from engine import (
+    VISITOR_HIDDEN_SUMMARY_FIELDS,
+    AgentPrincipal,
+    Close,
+    EngineError,
+    Tag,
+    Transfer,
+    visitor_data_keys,
+)
 from storage import (
     MAX_PAGE,
     SNIPPET_MATCH_END,

@@ -43,7 +43,7 @@ RESET_MAIL_WINDOW_S = 300
 
 
 def _is_email(value: str) -> bool:
-    from engine.messages import is_email
+    from engine import is_email
 
     return is_email(value)
 

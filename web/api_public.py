@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Response, request
 
-from engine.errors import EngineError
+from engine import EngineError
 from storage import WorkspaceStatus
 from web.api_admin import read_widget_settings
 from web.errors import NotFound

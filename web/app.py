@@ -20,8 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import storage
-from engine.codec import client_message
-from engine.errors import DomainError, EngineError, error_code
+from engine import DomainError, EngineError, client_message, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api

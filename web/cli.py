@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    for module_name in ("storage.commands", "bench.commands", "web.admin_commands"):
+    for module_name in ("web.storage_commands", "bench.commands", "web.admin_commands"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 from quart import Blueprint, Response, request
 
-from engine.codec import unstorable
+from engine import unstorable
 from storage import Role
 from web import strictjson
 from web.auth import Caller, authenticate, check_csrf, client_ip

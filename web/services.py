@@ -58,9 +58,7 @@ from web.webhook_notice import notify_disabled
 from web.webhooks import WebhookService, serve_webhooks
 
 if TYPE_CHECKING:
-    from engine.api import ChatEngine
-    from engine.metrics import EngineMetrics
-    from engine.supervisor import Supervisor, TreeNode
+    from engine import ChatEngine, EngineMetrics, Supervisor, TreeNode
 
 log = logging.getLogger("livechat.supervision")
 SERVICES_KEY = "LIVECHAT_SERVICES"
@@ -234,7 +232,7 @@ class StorageWatch:
         await self._done.wait()
 
     def snapshot(self, restart: str | None = None) -> TreeNode:
-        from engine.supervisor import TreeNode
+        from engine import TreeNode
 
         return TreeNode(name="storage", kind="service", restart=restart, state=self.status)
 
@@ -247,9 +245,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     On cancel the tree is cancelled after its deadline; storage is closed by its own context
     manager (bounded by its statement timeouts).
     """
-    from engine.api import ChatEngine, EngineConfig
-    from engine.metrics import EngineMetrics
-    from engine.supervisor import RestartStrategy, RestartType, ServiceSpec, Supervisor, TaskService
+    from engine import (
+        ChatEngine,
+        EngineConfig,
+        EngineMetrics,
+        RestartStrategy,
+        RestartType,
+        ServiceSpec,
+        Supervisor,
+        TaskService,
+    )
 
     ring = master_keys(settings)
     async with open_storage(

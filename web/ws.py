@@ -24,8 +24,6 @@ engine and sends the close frame, shielded and bounded by ``CLEANUP_TIMEOUT_S``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -36,17 +34,20 @@ import attrs
 import trio
 from quart import Blueprint, Response, websocket
 
-from engine import codec
-from engine.api import AgentPrincipal, Connection, ConnectionMeta, VisitorPrincipal
-from engine.errors import EngineError, InvalidMessage
-from engine.messages import (
+from engine import (
     AGENT_COMMANDS,
     VISITOR_COMMANDS,
     AddNote,
+    AgentPrincipal,
     Close,
+    Connection,
+    ConnectionMeta,
     ConversationUpdate,
     EndChat,
+    EngineError,
     EventPush,
+    InvalidIdentity,
+    InvalidMessage,
     LeaveOfflineMessage,
     MessageAck,
     SendMessage,
@@ -56,7 +57,14 @@ from engine.messages import (
     StartChat,
     Tag,
     UpdateProfile,
+    VisitorIdentity,
+    VisitorPrincipal,
     Whisper,
+    check_frame,
+    error_result,
+    structure_command,
+    unstorable,
+    unstructure,
 )
 from storage import Visitor, Workspace, WorkspaceStatus
 from web import strictjson
@@ -64,8 +72,6 @@ from web.api_admin import read_widget_settings
 from web.auth import (
     Caller,
     client_ip,
-    hash_secret,
-    new_secret,
     session_caller,
     session_cookie_name,
     token_caller,
@@ -493,10 +499,10 @@ class SocketSession:
             await self._error(None, WireError.NOT_AN_OBJECT, "a frame is a JSON object")
             return
         try:  # the one edge check: nothing unstorable reaches the engine or a group commit
-            codec.check_frame(frame)
+            check_frame(frame)
         except InvalidMessage as err:
             rid = frame.get("id")
-            usable = _valid_id(rid) and codec.unstorable(rid) is None
+            usable = _valid_id(rid) and unstorable(rid) is None
             await self._error(rid if usable else None, err.code, str(err), err.field)
             return
         kind = frame.get("type")
@@ -532,7 +538,7 @@ class SocketSession:
             return
         body = {k: v for k, v in frame.items() if k != "id"}
         try:
-            command = codec.structure_command(body)
+            command = structure_command(body)
         except InvalidMessage as err:
             await self._error(rid, err.code, str(err), err.field)
             return
@@ -621,7 +627,7 @@ class SocketSession:
             await self._error(rid, "overloaded", "the server did not answer in time")
             return
         except EngineError as err:
-            error = codec.error_result(err)
+            error = error_result(err)
             await self._error(rid, error.code, error.message, error.field, error.retry_after_s)
             return
         if (
@@ -644,7 +650,7 @@ class SocketSession:
                 self.open_conversation = result.conversation_id
             elif isinstance(command, EndChat):
                 self.open_conversation = None
-        await self._send_text(encode(ResultFrame(id=rid, result=codec.unstructure(result))))
+        await self._send_text(encode(ResultFrame(id=rid, result=unstructure(result))))
 
     # ------------------------------------------------------------ first frame
 
@@ -679,55 +685,23 @@ class SocketSession:
         assert self.workspace is not None
         storage = self.services.storage
         ws_id = self.workspace.id
-        visitor: Visitor | None = None
-        token: str | None = None
-        identified = first_time = False
-        if hello.token:
-            visitor = await storage.find_visitor_by_token_hash(ws_id, hash_secret(hello.token))
-            if visitor is not None:
-                token = hello.token
-        if hello.identity is not None:
-            expected = hmac.new(
-                self.workspace.identity_secret.encode(),
-                hello.identity.user_id.encode(),
-                hashlib.sha256,
-            ).hexdigest()
-            if len(hello.identity.user_id) > 256 or not hmac.compare_digest(
-                expected, hello.identity.signature.lower()
-            ):
-                await self._error(
-                    rid,
-                    WireError.INVALID_IDENTITY,
-                    "the identity signature does not verify",
-                    "identity.signature",
-                )
-                return
-            known = await storage.find_visitor_by_external_id(ws_id, hello.identity.user_id)
-            # Identified on this device now (not a tab already holding the visitor's token).
-            identified = visitor is None or visitor.external_id != hello.identity.user_id
-            first_time = known is None
-            if known is not None:
-                visitor = known
-                token = None  # mint one for this device
-            elif visitor is not None and visitor.external_id is None:
-                visitor = await storage.update_visitor(
-                    ws_id, visitor.id, external_id=hello.identity.user_id
-                )
-            else:
-                visitor = None
         user_agent = websocket.headers.get("User-Agent", "")[:512] or None
-        if visitor is None:
-            token = "lcv_" + new_secret()
-            visitor = await storage.create_visitor(
-                ws_id,
-                token_hash=hash_secret(token),
-                external_id=hello.identity.user_id if hello.identity else None,
+        identity = hello.identity
+        try:
+            found = await self.services.engine.identify_visitor(
+                self.workspace,
+                token=hello.token,
+                identity=VisitorIdentity(user_id=identity.user_id, signature=identity.signature)
+                if identity is not None
+                else None,
                 user_agent=user_agent,
                 ip=self.ip,
             )
-        elif token is None:
-            token = "lcv_" + new_secret()
-            visitor = await storage.update_visitor(ws_id, visitor.id, token_hash=hash_secret(token))
+        except InvalidIdentity as err:
+            await self._error(rid, err.code, str(err), err.field)
+            return
+        visitor, token = found.visitor, found.token
+        identified, first_time = found.identified, found.first_time
         if await storage.is_banned(ws_id, visitor_id=visitor.id, ip=self.ip):
             raise _Closing(CloseCode.POLICY, "banned")
         self.visitor = visitor
@@ -850,7 +824,7 @@ class SocketSession:
                 principal, send, connection_id=self.sock.id, resume=dict(resume), meta=meta
             )
         except EngineError as err:
-            error = codec.error_result(err)
+            error = error_result(err)
             raise _Closing(CloseCode.TRY_AGAIN_LATER, error.code) from None
         self.conn = conn
         return conn
@@ -874,7 +848,7 @@ def _encode_push(push: Any) -> str:
     cached = _ENCODED_PUSHES.get(key)
     if cached is not None and cached[0] is push:
         return cached[1]
-    text = encode_dict(codec.unstructure(push))
+    text = encode_dict(unstructure(push))
     _ENCODED_PUSHES[key] = (push, text)
     if len(_ENCODED_PUSHES) > _ENCODED_PUSHES_MAX:
         del _ENCODED_PUSHES[next(iter(_ENCODED_PUSHES))]
@@ -884,7 +858,7 @@ def _encode_push(push: Any) -> str:
 def _welcome(conn: Connection) -> dict[str, Any]:
     if conn.welcome is None:
         return {}
-    return codec.unstructure(conn.welcome)  # type: ignore[arg-type]
+    return unstructure(conn.welcome)  # type: ignore[arg-type]
 
 
 class _AuthFailed(Exception):

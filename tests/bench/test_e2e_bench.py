@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.common import write_outputs
 from bench.e2e import E2EParams, run_e2e
+from bench.report import write_outputs
 
 # drain_s bounds a drain without progress (it ends as soon as nothing is in flight): generous,
 # so a loaded machine's stragglers are waited for instead of counted lost.

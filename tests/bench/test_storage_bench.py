@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.common import write_outputs
+from bench.report import write_outputs
 from bench.storage_bench import add_arguments, run_storage_bench
 from tests.pg import pg_url_or_skip
 

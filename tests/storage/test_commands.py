@@ -13,10 +13,10 @@ import pytest
 import trio
 
 from storage import Attachment, AuthorType, backend_of, open_backend
-from storage.commands import register
 from storage.schema import migrations
 from tests.pg import pg_schema_url
 from tests.storage.helpers import message, new_conversation
+from web.storage_commands import register
 
 
 def run_cli(*argv: str) -> int:

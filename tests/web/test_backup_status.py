@@ -8,9 +8,9 @@ from pathlib import Path
 
 import trio
 
-from storage.commands import register
 from tests.web.client import Http, bearer
 from tests.web.server import TestServer
+from web.storage_commands import register
 
 
 def run_cli(*argv: str) -> int:
