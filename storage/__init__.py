@@ -86,6 +86,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
+from storage.urls import backend_of
 
 __all__ = [
     "GROUP_COMMIT_MAX_BATCH",
@@ -166,24 +167,6 @@ __all__ = [
     "report_csv",
     "resolve_master_keys",
 ]
-
-
-def backend_of(url: str) -> tuple[str, str]:
-    """("sqlite", path) or ("postgresql", dsn) for a database URL; ``InvalidDatabaseURL``.
-
-    ``sqlite:///rel/path`` is relative to the working directory, ``sqlite:////abs/path``
-    absolute.
-    """
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
-        if not path or path == ":memory:":
-            raise InvalidDatabaseURL(f"{url!r}: give a file path, e.g. sqlite:///data/livechat.db")
-        return "sqlite", path
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql", url
-    raise InvalidDatabaseURL(
-        f"unsupported database URL {url!r}: use sqlite:///path or postgresql://user@host/db"
-    )
 
 
 @asynccontextmanager

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from storage._files import create_private_file
 from storage.api import SNIPPET_MATCH_END, SNIPPET_MATCH_START
 from storage.errors import EncryptionError
+from storage.urls import backend_of
 
 __all__ = ["EncryptionError"]  # re-exported: callers of this module catch it
 
@@ -297,8 +298,6 @@ def resolve_master_keys(
     (SQLite only) the file next to the database, generated there (0600) when missing and
     ``create``. PostgreSQL without a key: (None, None); the server refuses to start then.
     """
-    from storage import backend_of
-
     if master_key:
         return MasterKeyRing(parse_master_keys(master_key), source="setting master_key"), None
     if master_key_file:

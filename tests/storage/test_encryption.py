@@ -120,7 +120,7 @@ async def test_plaintext_from_before_encryption_is_sealed_at_start(tmp_path: Pat
         assert (await store.get_visitor(ws.id, visitor_id)).email == EMAIL  # type: ignore[union-attr]
         assert [e.body for e in await store.history(ws.id, conv.id)] == [body]
         hits = await store.search(ws.id, "kalamazoo")  # re-indexed with keyed tokens
-        assert [h.snippet for h in hits] == ["the parcel to [Kalamazoo] never arrived"]
+        assert [h.snippet for h in hits] == ["the parcel to \ue000Kalamazoo\ue001 never arrived"]
     assert _files_holding(tmp_path, [NAME, EMAIL, ATTRIBUTE, IP, "alamazoo", "parcel"]) == []
 
 
@@ -256,7 +256,7 @@ async def test_search_finds_each_whole_word_and_nothing_else_on_both_backends(
     for n, word in enumerate(words):
         hits = await storage.search(ws.id, word)
         assert [h.seq for h in hits] == [n // 3 + 1], word
-        assert f"[{word}]" in hits[0].snippet
+        assert f"\ue000{word}\ue001" in hits[0].snippet
     assert await storage.search(ws.id, words[0][:3]) == []  # no prefixes
     other = await storage.create_workspace(name="globex")
     assert await storage.search(other.id, words[0]) == []
