@@ -80,7 +80,7 @@ async def test_encrypted_bodies_and_names_never_reach_the_files_or_a_backup(
         erased = await _chat(store, ws.id, ERASED_NAME, ERASED_WORDS)
         await _chat(store, ws.id, "Kept Visitor", [KEPT_WORD])
         hits = await store.search(ws.id, f"{KEPT_WORD.upper()} more")
-        assert len(hits) == 20 and f"[{KEPT_WORD}]" in hits[0].snippet
+        assert len(hits) == 20 and f"\ue000{KEPT_WORD}\ue001" in hits[0].snippet
         assert hits[0].body.startswith("message ")
         assert _grep(_db_files(tmp_path), secrets) == []
         before = tmp_path / "before.backup"

@@ -80,7 +80,8 @@ async def test_a_workspace_backup_on_the_server_holds_only_ciphertext_and_restor
         download = await owner.get("/api/v1/export")
         assert word in download.body.decode() and EMAIL in download.body.decode()  # readable
         found = (await owner.get(f"/api/v1/conversations/search?q={word.lower()}")).json()
-        assert [h["snippet"] for h in found["hits"]] == [f"about [{word}]"]
+        assert [h["snippet"] for h in found["hits"]] == [f"about {word}"]
+        assert found["hits"][0]["snippet_parts"][-1] == {"text": word, "match": True}
         made = await owner.post("/api/v1/backups")
         assert made.status == 201, made.body
         path = Path(made.json()["path"])

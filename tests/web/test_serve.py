@@ -4,6 +4,7 @@ shutdown on SIGTERM that closes sockets with 1001; and the ``livechat admin`` co
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import trio
 from hypercorn.logging import Logger as HypercornLogger
 
+from storage.crypto import new_master_key_text
 from tests.web.client import Http, open_peer
 from tests.web.server import free_port, test_settings
 from web.server import configure_logging, hypercorn_config
@@ -107,7 +109,12 @@ async def test_start_up_prints_hypercorns_running_on_once(tmp_path: Path) -> Non
     port = free_port()
     cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
     cmd += ["--database-url", f"sqlite:///{tmp_path}/once.db"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A master key given by setting: a generated one is announced with a (deliberate) warning
+    # to back it up, which is not start-up noise.
+    env = {**os.environ, "LIVECHAT_MASTER_KEY": new_master_key_text()}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     try:
         seen = await _read_until(proc, r"Running on", timeout=60)
         # Serving requests: every start-up line (both handlers of that log call) is written.
