@@ -82,6 +82,7 @@ class WorkspaceSettings:
     sticky_agent: bool  # a returning visitor goes back to their previous agent if free
     default_group_id: str | None  # group of new chats
     pre_chat: tuple[PreChatRule, ...] = ()  # enforced when a visitor starts a chat
+    max_concurrent_chats: int = 0  # the workspace's cap on active chats (0: none)
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -105,6 +106,7 @@ class WorkspaceSettings:
             sticky_agent=sticky if isinstance(sticky, bool) else True,
             default_group_id=group if isinstance(group, str) and group else None,
             pre_chat=_pre_chat_rules(widget),
+            max_concurrent_chats=workspace.max_concurrent_chats if workspace is not None else 0,
         )
 
 

@@ -354,6 +354,24 @@ class ConversationActor(Actor[ConversationMsg]):
         elif need.what == "group":
             group = await ctx.call(ctx.storage.get_group(ws, need.key))
             facts.groups[need.key] = None if group is None else group.name
+        elif need.what == "room":
+            from engine.routing import GetRoom
+
+            # The router never waits on a conversation, so asking it cannot deadlock.
+            agent_id, adds_active = need.key
+            try:
+                with trio.fail_after(ctx.config.ask_timeout_s):
+                    router = await _router(ctx, ws)
+                    facts.rooms[need.key] = await router.ask(
+                        lambda r: GetRoom(
+                            agent_id=agent_id,
+                            conversation_id=conv.id,
+                            adds_active=adds_active,
+                            reply=r,
+                        )
+                    )
+            except trio.TooSlowError as exc:
+                raise Overloaded("the engine did not answer in time") from exc
         else:
             facts.open_chat = await self._visitor_open_chat(conv)
 

@@ -26,12 +26,14 @@ import attrs
 from engine.api import AgentPrincipal, Principal, VisitorPrincipal, start_chat_origin
 from engine.conversation_state import ChatState, apply
 from engine.errors import (
+    AgentAtCapacity,
     AlreadyAssigned,
     AlreadyOpen,
     ConversationClosed,
     Forbidden,
     InvalidState,
     NotFound,
+    WorkspaceAtCapacity,
 )
 from engine.messages import (
     Accept,
@@ -122,7 +124,8 @@ class MissingFact(Exception):
     """``decide`` needs a fact ``Facts`` does not hold yet; never leaves the actor.
 
     ``what`` is ``"agent"`` (``key``: agent id), ``"group"`` (group id), ``"open_chat"`` or
-    ``"attachments"`` (``key``: the upload ids a message carries, bound by the actor).
+    ``"attachments"`` (``key``: the upload ids a message carries, bound by the actor), or
+    ``"room"`` (``key``: ``(agent id, adds an active chat)``, asked of the router).
     """
 
     def __init__(self, what: str, key: Any = "") -> None:
@@ -144,7 +147,7 @@ class Facts:
     batch.)
     """
 
-    __slots__ = ("agent_names", "agents", "files", "groups", "open_chat")
+    __slots__ = ("agent_names", "agents", "files", "groups", "open_chat", "rooms")
 
     def __init__(
         self, agent_names: Mapping[tuple[str, str], str], *, open_chat: str | None = _UNKNOWN
@@ -155,6 +158,8 @@ class Facts:
         # upload ids of a message -> the files' metadata, once the actor bound them to the chat
         self.files: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self.open_chat = open_chat
+        # (agent id, adds an active chat) -> None: room; "agent" / "workspace": which is full
+        self.rooms: dict[tuple[str, bool], str | None] = {}
 
     def agent_name(self, workspace_id: str, agent_id: str) -> str:
         name = self.agent_names.get((workspace_id, agent_id))
@@ -184,6 +189,18 @@ class Facts:
         if ids not in self.files:
             raise MissingFact("attachments", ids)
         return {"attachments": self.files[ids]}
+
+    def need_room(self, agent_id: str, *, adds_active: bool) -> None:
+        """Refuse a pick or transfer past the agent's ``max_chats`` or, when the chat becomes
+        active, the workspace's ``max_concurrent_chats`` (the router counts the loads)."""
+        key = (agent_id, adds_active)
+        if key not in self.rooms:
+            raise MissingFact("room", key)
+        full = self.rooms[key]
+        if full == "workspace":
+            raise WorkspaceAtCapacity("the workspace has its maximum of active chats")
+        if full is not None:
+            raise AgentAtCapacity("the agent has their maximum of chats")
 
     def visitor_open_chat(self) -> str | None:
         if self.open_chat == _UNKNOWN:
@@ -377,6 +394,7 @@ def _decide_agent(
             return Decision(events=(), conv=conv, reply=CONVERSATION, responded=responded)
         if conv.assignee_id is not None:
             raise AlreadyAssigned("another agent has this chat")
+        facts.need_room(me, adds_active=True)
         return _assign(conv, facts, me, "manual_pick", {}, now)._replace(reply=CONVERSATION)
     if isinstance(cmd, Transfer):
         need_participant()
@@ -594,6 +612,8 @@ def _transfer(
     assigned = None
     if cmd.to_agent_id is not None:
         name = facts.agent_name(conv.workspace_id, cmd.to_agent_id)
+        if cmd.to_agent_id != conv.assignee_id:
+            facts.need_room(cmd.to_agent_id, adds_active=conv.state != _ACTIVE)
         rest = tuple(
             a for a in conv.participant_ids if a not in (cmd.to_agent_id, conv.assignee_id)
         )

@@ -62,6 +62,8 @@ class InjectedFault(LiveChatError):
 #       ├── Forbidden               "forbidden": your role may not do this
 #       ├── AlreadyAssigned         "already_assigned": another agent took the chat first
 #       ├── AlreadyOpen             "already_open": the visitor already has an open chat
+#       ├── AgentAtCapacity         "agent_at_capacity": the agent has max_chats chats already
+#       │   └── WorkspaceAtCapacity "workspace_at_capacity": max_concurrent_chats are active
 #       ├── InvalidState            "invalid_state": not possible in the chat's current state
 #       │   └── IllegalTransition   same code: a planned event would leave the transition
 #       │                           table or break an invariant (engine.conversation_state)
@@ -117,6 +119,18 @@ class AlreadyOpen(DomainError):
     """One visitor has at most one open chat: a proactive start while one is open."""
 
     code = "already_open"
+
+
+class AgentAtCapacity(DomainError):
+    """A pick or transfer would take the agent past their ``max_chats``."""
+
+    code = "agent_at_capacity"
+
+
+class WorkspaceAtCapacity(AgentAtCapacity):
+    """A pick would take the workspace past ``max_concurrent_chats`` active chats."""
+
+    code = "workspace_at_capacity"
 
 
 class InvalidState(DomainError):

@@ -59,6 +59,7 @@ __all__ = [
     "GetAgentMirror",
     "GetAgents",
     "GetQueue",
+    "GetRoom",
     "GetVisitors",
     "RouterActor",
     "Tick",
@@ -91,6 +92,21 @@ class GetAgentMirror:
 
     agent_id: str
     reply: Reply[AgentState | None]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class GetRoom:
+    """From a conversation deciding a pick or transfer: is there room for one more chat?
+
+    Answered ``None`` (room), ``"agent"`` (the agent has ``max_chats``) or ``"workspace"``
+    (``adds_active`` and the workspace has ``max_concurrent_chats`` active or offered chats).
+    The asking chat itself is not counted.
+    """
+
+    agent_id: str
+    conversation_id: str
+    adds_active: bool
+    reply: Reply[str | None]
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -143,6 +159,7 @@ RouterMsg = (
     | AgentPresence
     | GetAgentMirror
     | GetQueue
+    | GetRoom
     | GetAgents
     | VisitorSeen
     | VisitorGone
@@ -227,7 +244,7 @@ class RouterActor(Actor[RouterMsg]):
             del self.agents[gone.agent_id]
         for record in records:
             ctx.agent_names[(ws, record.id)] = record.display_name
-            max_chats = record.max_chats or ctx.config.default_max_chats
+            max_chats = record.max_chats  # exactly: 0 takes no chats
             agent = self.agents.get(record.id)
             if agent is None:
                 self.agents[record.id] = AgentState(
@@ -296,6 +313,8 @@ class RouterActor(Actor[RouterMsg]):
             )
         elif isinstance(msg, GetQueue):
             msg.reply.send(self._entries())
+        elif isinstance(msg, GetRoom):
+            msg.reply.send(await self._room(msg))
         elif isinstance(msg, GetAgents):
             assert self.settings is not None
             msg.reply.send(
@@ -330,6 +349,25 @@ class RouterActor(Actor[RouterMsg]):
                 await self._workspace_changed()
             finally:
                 msg.reply.send(None)
+
+    async def _room(self, msg: GetRoom) -> str | None:
+        cid = msg.conversation_id
+        agent = await self._agent(msg.agent_id)
+        if agent is not None and len((agent.active | agent.pending) - {cid}) >= agent.max_chats:
+            return "agent"
+        if msg.adds_active and not self._workspace_has_room(cid):
+            return "workspace"
+        return None
+
+    def _workspace_has_room(self, but: str = "") -> bool:
+        """Fewer than ``max_concurrent_chats`` chats active or offered (0: no cap)."""
+        assert self.settings is not None
+        cap = self.settings.max_concurrent_chats
+        if cap <= 0:
+            return True
+        busy = {c for a in self.agents.values() for c in (*a.active, *a.pending)}
+        busy.discard(but)
+        return len(busy) < cap
 
     async def _presence(self, msg: AgentPresence) -> None:
         """The agent actor's word on the agent's status: mirror it; offline (no socket and
@@ -454,6 +492,11 @@ class RouterActor(Actor[RouterMsg]):
         if self.settings.routing_mode == "auto" and free:
             for item in list(self.queue):
                 if item.proposed_to is not None:
+                    continue
+                if not self._workspace_has_room():
+                    if not item.logged:
+                        item.logged = True
+                        self._log(item.conversation_id, None, "workspace_at_capacity", {})
                     continue
                 agent, reason, details = self._choose(item)
                 if agent is None:
@@ -677,7 +720,7 @@ class RouterActor(Actor[RouterMsg]):
                 agent_id=record.id,
                 display_name=record.display_name,
                 role=str(record.role),
-                max_chats=record.max_chats or self.ctx.config.default_max_chats,
+                max_chats=record.max_chats,
                 group_ids=tuple(record.group_ids),
                 chosen=default_status(str(record.role)),
                 connected=self.ctx.hub.agent_online(self.ws, agent_id),

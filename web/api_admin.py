@@ -177,6 +177,7 @@ async def set_limits(call: Call, workspace_id: str, body: WorkspaceLimitsIn) -> 
     changes = {k: v for k, v in attrs_dict(body).items() if v is not None}
     ws = await call.services.storage.update_workspace(workspace_id, **changes)
     await audit(call, "workspace.limits_changed", f"workspace:{workspace_id}", **changes)
+    await call.services.engine.workspace_changed(workspace_id)  # routing honours the new cap
     return WorkspaceOut.of(ws)
 
 

@@ -60,6 +60,8 @@ _ENGINE_STATUS = {
     "missing_field": 400,
     "unknown_type": 400,
     "already_assigned": 409,
+    "agent_at_capacity": 409,
+    "workspace_at_capacity": 409,
     "invalid_state": 409,
     "conversation_closed": 409,
     "rate_limited": 429,
