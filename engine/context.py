@@ -83,6 +83,7 @@ class WorkspaceSettings:
     default_group_id: str | None  # group of new chats
     pre_chat: tuple[PreChatRule, ...] = ()  # enforced when a visitor starts a chat
     max_concurrent_chats: int = 0  # the workspace's cap on active chats (0: none)
+    sticky_new_chats: bool = False  # a returning visitor's new chat prefers their last agent
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -107,6 +108,7 @@ class WorkspaceSettings:
             default_group_id=group if isinstance(group, str) and group else None,
             pre_chat=_pre_chat_rules(widget),
             max_concurrent_chats=workspace.max_concurrent_chats if workspace is not None else 0,
+            sticky_new_chats=routing.get("sticky_new_chats") is True,
         )
 
 

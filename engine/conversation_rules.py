@@ -77,7 +77,9 @@ __all__ = [
     "settle_waiting",
 ]
 
-AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback", "longest_idle"})
+AUTO_REASONS = frozenset(
+    {"least_busy", "sticky", "returning_visitor", "group_fallback", "longest_idle"}
+)
 
 # What a command is answered with once its events are durable.
 ACK: Final = "ack"  # MessageAck of the command's last event

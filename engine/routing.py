@@ -8,13 +8,16 @@ actor applies a proposal only if the chat is still queued: the router's view may
 conversation's state never does.
 
 Rules (auto mode): sticky return to the previous agent if they can take it (unless the
-workspace turned ``sticky_agent`` off); otherwise the least-busy eligible agent of the chat's
-group (ties: longest idle), then the group's fallback chain; oldest queued chat first whenever
-capacity frees. Manual mode: no proposals; agents pick from the queue with ``accept``. A chat
-whose auto-assigned agent does not answer within the response timeout, or whose agent stays
-disconnected past the grace period, is queued again without that agent; a chat queued longer
-than ``abandon_queued_after_s`` (when > 0) is closed as missed. Every decision is recorded with
-its reason in the ``DecisionLog`` (stored in batches, off this actor's loop).
+workspace turned ``sticky_agent`` off); a returning visitor's new chat to the agent of their
+last chat if that agent can take it in the chat's group (``sticky_new_chats``); otherwise the
+least-busy eligible agent of the chat's group (ties: longest idle), then the group's fallback
+chain; oldest queued chat first whenever capacity frees (agents' ``max_chats``, exactly, and the
+workspace's ``max_concurrent_chats``). Manual mode: no proposals; agents pick from the queue
+with ``accept``. A chat whose auto-assigned agent does not answer within the response
+timeout, or whose agent stays disconnected past the grace period, is queued again without that
+agent; a chat queued longer than ``abandon_queued_after_s`` (when > 0) is closed as missed.
+Every decision is recorded with its reason in the ``DecisionLog`` (stored in batches, off this
+actor's loop).
 
 The workspace's settings, agents and groups are loaded on start and again on
 ``WorkspaceChanged`` (sent by ``ChatEngine.workspace_changed`` after an admin change), keeping
@@ -68,7 +71,7 @@ __all__ = [
     "WorkspaceChanged",
 ]
 
-AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback"})
+AUTO_REASONS = frozenset({"least_busy", "sticky", "returning_visitor", "group_fallback"})
 BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
 
@@ -182,6 +185,7 @@ class _Queued:
     logged: bool = False
     position_sent: int = 0
     abandoning: bool = False  # told the conversation to close as missed
+    returning_to: str | None = None  # agent of the visitor's last chat (``sticky_new_chats``)
 
     def sort_key(self) -> tuple[float, str]:
         return (self.queued_at, self.conversation_id)
@@ -214,7 +218,7 @@ class RouterActor(Actor[RouterMsg]):
         await self._load_workspace()
         for conv in await ctx.call(storage.list_open_conversations(ws)):
             if conv.state == ConversationState.QUEUED and conv.last_seq > 0:
-                self._enqueue(conv, now)
+                self._enqueue(conv, now).returning_to = await self._returning_to(conv)
             elif conv.state == ConversationState.ACTIVE and conv.assignee_id in self.agents:
                 self.agents[conv.assignee_id].active.add(conv.id)
         agents = ctx.agents
@@ -427,6 +431,7 @@ class RouterActor(Actor[RouterMsg]):
             if item is None:
                 item = self._enqueue(conv, now)
                 item.preview = msg.first_message
+                item.returning_to = await self._returning_to(conv)
                 queue_changed = True
             else:
                 item.group_id = conv.group_id
@@ -467,6 +472,24 @@ class RouterActor(Actor[RouterMsg]):
             if agent_id in self.agents:
                 self._status_changed(self.agents[agent_id])
         await self._dispatch(queue_changed=queue_changed)
+
+    async def _returning_to(self, conv: Conversation) -> str | None:
+        """The human agent of the visitor's last earlier chat, for a new chat of a returning
+        visitor when the workspace prefers it (``sticky_new_chats``); one storage read."""
+        assert self.settings is not None
+        if not self.settings.sticky_new_chats or conv.previous_assignee_id is not None:
+            return None
+        earlier: list[Conversation] = await self.ctx.call(
+            self.ctx.storage.list_visitor_conversations(self.ws, conv.visitor_id)
+        )
+        for other in earlier:  # newest first
+            agent_id = other.assignee_id or other.previous_assignee_id
+            if other.id == conv.id or agent_id is None:
+                continue
+            agent = self.agents.get(agent_id)
+            if agent is not None and agent.role != BOT_ROLE:
+                return agent_id
+        return None
 
     def _enqueue(self, conv: Conversation, now: float) -> _Queued:
         item = _Queued(
@@ -535,6 +558,14 @@ class RouterActor(Actor[RouterMsg]):
         group = item.group_id
         if group is not None and group not in self.fallback:
             group = None  # the group was deleted: anyone may take the chat
+        back = self.agents.get(item.returning_to or "")
+        if (
+            self.settings.sticky_new_chats
+            and back is not None
+            and back.agent_id not in item.excluded
+            and back.can_take(group)  # within the department the visitor chose
+        ):
+            return back, "returning_visitor", {"load": back.load}
         # Bots (docs/bots.md) take new chats first; a chat that has been with anyone before
         # (transferred, reopened, requeued) goes to humans only, so a bot's handover sticks.
         bots_allowed = item.previous_assignee_id is None and not item.excluded

@@ -387,7 +387,9 @@ async def reset_password(call: Call, agent_id: str) -> PasswordOut:
 
 
 def _group_out(g: Any) -> GroupOut:
-    return GroupOut(id=g.id, name=g.name, fallback_group_id=g.fallback_group_id)
+    return GroupOut(
+        id=g.id, name=g.name, fallback_group_id=g.fallback_group_id, public=g.public
+    )
 
 
 @api.op("GET", "/groups", summary="Agent groups (departments)", response=GroupList)
@@ -418,7 +420,10 @@ async def _check_fallback(call: Call, fallback: str | None, own_id: str | None =
 async def create_group(call: Call, body: GroupIn) -> GroupOut:
     await _check_fallback(call, body.fallback_group_id)
     group = await call.services.storage.create_group(
-        call.workspace_id, name=body.name, fallback_group_id=body.fallback_group_id
+        call.workspace_id,
+        name=body.name,
+        fallback_group_id=body.fallback_group_id,
+        public=body.public,
     )
     await workspace_changed(call)
     await audit(call, "group.created", f"group:{group.id}")

@@ -239,6 +239,7 @@ class GroupOut:
     id: str
     name: str
     fallback_group_id: str | None
+    public: bool = False  # visitors may choose it in the pre-chat form
 
 
 @attrs.frozen(kw_only=True)
@@ -250,12 +251,14 @@ class GroupList:
 class GroupIn:
     name: str = attrs.field(**text(max_len=NAME, min_len=1))
     fallback_group_id: str | None = attrs.field(default=None, **text(max_len=ID, min_len=1))
+    public: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class GroupPatchIn:
     name: str | None = attrs.field(default=None, **text(max_len=NAME, min_len=1))
     fallback_group_id: str | None = attrs.field(default=None, **text(max_len=ID, min_len=1))
+    public: bool | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -362,6 +365,14 @@ class WidgetSettingsPatch:
 
 
 @attrs.frozen(kw_only=True)
+class Department:
+    """A public group, as the widget offers it."""
+
+    id: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
 class WidgetConfig:
     """Public widget configuration (``/api/v1/widget/config``): no secrets, no agent data."""
 
@@ -379,6 +390,8 @@ class WidgetConfig:
     # this server sends mail (smtp_url): the offline form may promise an email reply, and the
     # widget offers the transcript by email
     mail_enabled: bool = False
+    # groups marked public: the pre-chat form offers them as a department choice
+    departments: tuple[Department, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -390,6 +403,8 @@ class RoutingSettings:
     abandon_queued_after_s: float = attrs.field(default=0.0, **number(minimum=0, maximum=86400))
     sticky_agent: bool = True
     default_group_id: str | None = attrs.field(default=None, **text(max_len=ID, min_len=1))
+    # issue 16: a returning visitor's new chat goes first to the agent of their last chat
+    sticky_new_chats: bool = False
 
 
 @attrs.frozen(kw_only=True)

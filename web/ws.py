@@ -61,6 +61,7 @@ from engine.messages import (
 from storage import Visitor, Workspace, WorkspaceStatus
 from web import strictjson
 from web.api_admin import read_widget_settings
+from web.api_public import public_departments
 from web.auth import (
     Caller,
     client_ip,
@@ -772,6 +773,7 @@ class SocketSession:
             sneak_peek=widget.sneak_peek,
             online=bool(welcome.get("agents_available", False)),
             mail_enabled=self.services.mailer.enabled,
+            departments=await public_departments(self.services.storage, self.workspace.id),
         )
         result = HelloResult(
             visitor_id=visitor.id,

@@ -6,6 +6,7 @@ import {
   Connection, Outbox, ProtocolError, newId, wsUrl, appendLinkified, h, formatTime,
 } from "./client.js";
 import { initFiles, renderFiles } from "./files.js";
+import { buildDepartmentSelect, chosenDepartment, departmentsOf } from "./departments.js";
 
 const params = new URLSearchParams(location.search);
 const KEY = params.get("key") || "";
@@ -166,6 +167,7 @@ const outbox = new Outbox(NS + "outbox", {
       client_msg_id: item.client_msg_id,
       text: item.text,
       attachments: (item.files || []).map((f) => f.id),
+      group_id: item.group_id || null,
     }, { queue: false }),
   onChange: (item) => {
     if (item && item.state === "sent" && item.ack) {
@@ -362,11 +364,14 @@ function identify(userId, signature) {
   if (conn.ws) conn._drop("connecting");
 }
 
-function sendText(text) {
+function sendText(text, groupId = null) {
   text = text.trim();
   if (!text) return;
   stopTyping();
-  outbox.add({ client_msg_id: newId(), text, conversation_id: state.conv && state.conv.conversation_id });
+  outbox.add({
+    client_msg_id: newId(), text, conversation_id: state.conv && state.conv.conversation_id,
+    group_id: groupId,
+  });
   renderLog();
   scrollDown();
 }
@@ -581,7 +586,8 @@ function renderAll() {
   const conv = state.conv;
   const closed = !!conv && conv.state === "closed";
   const hasChat = !!conv || outbox.items().length > 0;
-  const needPrechat = !hasChat && prechatFields().length > 0 && !store.get("prechat_done");
+  const needPrechat = !hasChat && !store.get("prechat_done")
+    && (prechatFields().length > 0 || departmentsOf(c).length > 0);
   const showOffline = !hasChat && !state.agentsAvailable && c.offline_form_enabled !== false;
   $("lc-greeting").textContent = hasChat ? "" : c.greeting || "Hi! How can we help you today?";
   $("lc-prechat").hidden = !(needPrechat && !showOffline);
@@ -619,6 +625,7 @@ function buildPrechat() {
       autocomplete: name === "email" ? "email" : name === "name" ? "name" : "off",
     }));
   });
+  buildDepartmentSelect(box, departmentsOf(state.config));
 }
 
 function setOpen(open) {
@@ -743,7 +750,7 @@ function wire() {
     const text = $("lc-prechat-msg").value;
     store.set("prechat_done", true);
     $("lc-prechat-msg").value = "";
-    sendText(text);
+    sendText(text, chosenDepartment());
     renderAll();
     input.focus();
   });
