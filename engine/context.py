@@ -14,6 +14,7 @@ import attrs
 import trio
 
 from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceRefused, PersistenceUnavailable
+from engine.hours import Hours, read_hours
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from storage.api import Storage, Workspace
@@ -84,6 +85,7 @@ class WorkspaceSettings:
     pre_chat: tuple[PreChatRule, ...] = ()  # enforced when a visitor starts a chat
     max_concurrent_chats: int = 0  # the workspace's cap on active chats (0: none)
     sticky_new_chats: bool = False  # a returning visitor's new chat prefers their last agent
+    hours: Hours = attrs.field(factory=Hours)  # business hours (engine.hours); default: open
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -109,6 +111,7 @@ class WorkspaceSettings:
             pre_chat=_pre_chat_rules(widget),
             max_concurrent_chats=workspace.max_concurrent_chats if workspace is not None else 0,
             sticky_new_chats=routing.get("sticky_new_chats") is True,
+            hours=read_hours(raw),
         )
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import time
 from typing import Any
 
 import attrs
@@ -291,8 +292,12 @@ class RouterActor(Actor[RouterMsg]):
         await self._dispatch()
 
     def _available(self) -> bool:
-        """An agent is connected and accepting. Agents at their chat limit still count: the
-        visitor's chat queues (with position and wait) rather than becoming an offline message."""
+        """Within the workspace's business hours, an agent is connected and accepting. Agents
+        at their chat limit still count: the visitor's chat queues (with position and wait)
+        rather than becoming an offline message."""
+        assert self.settings is not None
+        if not self.settings.hours.open_for(None, time.time()):
+            return False
         return any(a.online for a in self.agents.values())
 
     # -- the loop
@@ -513,8 +518,14 @@ class RouterActor(Actor[RouterMsg]):
             for a in self.agents.values()
         )
         if self.settings.routing_mode == "auto" and free:
+            wall = time.time()
             for item in list(self.queue):
                 if item.proposed_to is not None:
+                    continue
+                if not self.settings.hours.open_for(item.group_id, wall):
+                    if not item.logged:  # waits for the opening (checked every tick)
+                        item.logged = True
+                        self._log(item.conversation_id, None, "outside_hours", {})
                     continue
                 if not self._workspace_has_room():
                     if not item.logged:

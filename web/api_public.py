@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from quart import Response, request
 
 from engine.errors import EngineError
+from engine.hours import read_hours
 from storage import Storage, WorkspaceStatus
 from web.api_admin import read_widget_settings
 from web.errors import NotFound
@@ -59,6 +62,7 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
         online=online,
         mail_enabled=services.mailer.enabled,
         departments=await public_departments(services.storage, ws.id),
+        open=read_hours(ws.settings).open_for(None, time.time()),
     )
     response = json_response(config)
     origin = request.headers.get("Origin")

@@ -25,6 +25,7 @@ from engine.errors import DomainError, EngineError, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
+from web.api_hours import api as hours_api
 from web.api_mail import api as mail_api
 from web.api_ops import api as ops_api
 from web.api_public import api as public_api
@@ -50,6 +51,7 @@ API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
     mail_api,  # outgoing mail and the inbox
     files_api,  # files in chats
     webhooks_api,  # webhooks
+    hours_api,  # business hours
     ops_api,  # operators: the supervision tree, fault injection
 )
 

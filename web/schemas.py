@@ -392,6 +392,62 @@ class WidgetConfig:
     mail_enabled: bool = False
     # groups marked public: the pre-chat form offers them as a department choice
     departments: tuple[Department, ...] = ()
+    # within the workspace's business hours (false: the widget offers the offline form)
+    open: bool = True
+
+
+# --- business hours (issue 16; engine/hours.py reads the stored layout) ---
+
+_HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]|24:00"
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+@attrs.frozen(kw_only=True)
+class OpeningPeriod:
+    """Open from ``open`` to ``close`` (local time, ``close`` after ``open``; 24:00 = midnight)."""
+
+    day: _Day
+    open: str = attrs.field(**text(max_len=5, min_len=5, pattern=_HHMM))
+    close: str = attrs.field(**text(max_len=5, min_len=5, pattern=_HHMM))
+
+
+@attrs.frozen(kw_only=True)
+class GroupHours:
+    """A group's own schedule: its chats are routed only while both it and the workspace are
+    open."""
+
+    group_id: str = attrs.field(**text(max_len=ID, min_len=1))
+    time_zone: str = attrs.field(**text(max_len=64, min_len=1))
+    weekly: tuple[OpeningPeriod, ...] = attrs.field(
+        default=(), validator=attrs.validators.max_len(28)
+    )
+    holidays: tuple[str, ...] = attrs.field(
+        default=(), **items(max_items=100, max_len=10)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class BusinessHours:
+    """When chats are taken. ``enabled: false``: always open."""
+
+    enabled: bool = False
+    time_zone: str = attrs.field(default="UTC", **text(max_len=64, min_len=1))
+    weekly: tuple[OpeningPeriod, ...] = attrs.field(
+        default=(), validator=attrs.validators.max_len(28)
+    )
+    holidays: tuple[str, ...] = attrs.field(default=(), **items(max_items=100, max_len=10))
+    groups: tuple[GroupHours, ...] = attrs.field(
+        default=(), validator=attrs.validators.max_len(100)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class BusinessHoursOut:
+    """The stored schedule and whether the workspace is open now."""
+
+    hours: BusinessHours
+    open_now: bool
 
 
 @attrs.frozen(kw_only=True)

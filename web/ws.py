@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -39,6 +40,7 @@ from quart import Blueprint, Response, websocket
 from engine import codec
 from engine.api import AgentPrincipal, Connection, ConnectionMeta, VisitorPrincipal
 from engine.errors import EngineError, InvalidMessage
+from engine.hours import read_hours
 from engine.messages import (
     AGENT_COMMANDS,
     VISITOR_COMMANDS,
@@ -774,6 +776,7 @@ class SocketSession:
             online=bool(welcome.get("agents_available", False)),
             mail_enabled=self.services.mailer.enabled,
             departments=await public_departments(self.services.storage, self.workspace.id),
+            open=read_hours(self.workspace.settings).open_for(None, time.time()),
         )
         result = HelloResult(
             visitor_id=visitor.id,

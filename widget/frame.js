@@ -849,7 +849,7 @@ function applyConfig(c) {
     document.documentElement.style.setProperty("--lc-accent-text", contrastText(colour));
   }
   state.sneakPeek = !!c.sneak_peek;
-  if (c.online === false) state.agentsAvailable = false;
+  if (c.online === false || c.open === false) state.agentsAvailable = false;
   if (c.offline_message) $("lc-offline-title").textContent = c.offline_message;
   // Promise an email reply only when this server sends mail (docs/widget.md).
   $("lc-off-done").textContent = c.mail_enabled

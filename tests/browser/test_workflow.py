@@ -9,7 +9,7 @@ from typing import Any
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Server, make_agent
-from tests.browser.helpers import TIMEOUT_MS, agent_console, open_widget
+from tests.browser.helpers import TIMEOUT_MS, agent_console, console_login, open_widget
 
 
 def test_visitor_picks_a_department_and_the_chat_goes_to_that_group(
@@ -52,3 +52,34 @@ def test_visitor_picks_a_department_and_the_chat_goes_to_that_group(
     finally:
         api.call("DELETE", f"/groups/{sales['id']}")
         api.call("DELETE", f"/groups/{internal['id']}")
+
+
+def test_admin_closes_the_hours_and_the_widget_offers_the_offline_form(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    agent = make_agent(server, name="Hours Agent")
+    try:
+        with agent_console(browser, server, agent):
+            admin_ctx = browser.new_context(viewport={"width": 1400, "height": 950})
+            page = admin_ctx.new_page()
+            console_login(page, server, server.owner_username, server.owner_password)
+            page.goto(server.base_url + "/console#/admin/hours")
+            expect(page.locator("#hours-now")).to_have_text(
+                "No business hours: always open.", timeout=TIMEOUT_MS
+            )
+            page.check("#hours-enabled")
+            page.fill("#hours-tz", "Europe/Paris")  # every day left empty: closed
+            page.click("#hours-form button[type=submit]")
+            expect(page.locator("#hours-now")).to_have_text(
+                "Closed now: visitors see the offline form.", timeout=TIMEOUT_MS
+            )
+            admin_ctx.close()
+            visitor_ctx = browser.new_context()
+            widget = open_widget(visitor_ctx.new_page(), server)
+            # An agent is online and accepting, but the workspace is closed.
+            expect(widget.locator("#lc-offline")).to_be_visible(timeout=TIMEOUT_MS)
+            expect(widget.locator("#lc-composer")).to_be_hidden()
+            visitor_ctx.close()
+    finally:
+        api.call("PUT", "/settings/hours", {"enabled": False})

@@ -7,6 +7,7 @@ import { securityAdmin } from "./security.js";
 import { webhooks } from "./webhooks.js";
 import { agentEditor, auditScreen, groupMembers, tagsScreen, tokensScreen } from "./admin_agents.js";
 import { reportsScreen } from "./reports.js";
+import { hoursScreen } from "./hours.js";
 
 const ROLES = ["agent", "supervisor", "admin", "owner", "bot"];
 
@@ -26,6 +27,7 @@ export function renderAdmin(section, box, context) {
     tags: (b) => tagsScreen(b, ctx), tokens: (b) => tokensScreen(b, ctx),
     security: (b) => securityAdmin(b, ctx),
     webhooks: (b) => webhooks(b, ctx),
+    hours: (b) => hoursScreen(b, ctx),
   };
   (screens[section] || agents)(box).catch((err) => box.appendChild(h("p", { class: "error", text: err.message })));
 }
