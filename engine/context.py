@@ -86,6 +86,8 @@ class WorkspaceSettings:
     max_concurrent_chats: int = 0  # the workspace's cap on active chats (0: none)
     sticky_new_chats: bool = False  # a returning visitor's new chat prefers their last agent
     hours: Hours = attrs.field(factory=Hours)  # business hours (engine.hours); default: open
+    # a proactive invitation the visitor has not answered by then is closed as missed (0: never)
+    invitation_expires_after_s: float = 600.0
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -97,6 +99,7 @@ class WorkspaceSettings:
         abandon = _number(routing.get("abandon_queued_after_s"))
         group = routing.get("default_group_id")
         sticky = routing.get("sticky_agent", True)
+        invite_s = _number(routing.get("invitation_expires_after_s"))
         return cls(
             routing_mode=mode if mode in ("auto", "manual") else "auto",
             sneak_peek_enabled=widget.get("sneak_peek") is True,
@@ -112,6 +115,7 @@ class WorkspaceSettings:
             max_concurrent_chats=workspace.max_concurrent_chats if workspace is not None else 0,
             sticky_new_chats=routing.get("sticky_new_chats") is True,
             hours=read_hours(raw),
+            invitation_expires_after_s=600.0 if invite_s is None or invite_s < 0 else invite_s,
         )
 
 

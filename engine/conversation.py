@@ -40,6 +40,7 @@ from engine.conversation_rules import (
     MissingFact,
     RouterAssign,
     RouterClose,
+    RouterExpireInvitation,
     RouterRequeue,
     decide,
     may_see,
@@ -81,6 +82,7 @@ __all__ = [
     "Crash",
     "RouterAssign",
     "RouterClose",
+    "RouterExpireInvitation",
     "RouterRequeue",
     "Signal",
     "Snapshot",
@@ -133,10 +135,18 @@ class Crash:
 
 
 # What the rules decide: a client command, or one of the router's proposals.
-Proposal = Apply | RouterAssign | RouterRequeue | RouterClose
+Proposal = Apply | RouterAssign | RouterRequeue | RouterClose | RouterExpireInvitation
 
 ConversationMsg = (
-    Apply | Subscribe | Signal | Snapshot | RouterAssign | RouterRequeue | RouterClose | Crash
+    Apply
+    | Subscribe
+    | Signal
+    | Snapshot
+    | RouterAssign
+    | RouterRequeue
+    | RouterClose
+    | RouterExpireInvitation
+    | Crash
 )
 
 # A fact lookup per command at most (an agent, a group or the visitor's open chat); more means
@@ -205,7 +215,9 @@ class ConversationActor(Actor[ConversationMsg]):
     async def handle_batch(self, msgs: Sequence[ConversationMsg]) -> None:
         pending: list[Proposal] = []
         for msg in msgs:
-            if isinstance(msg, Apply | RouterAssign | RouterRequeue | RouterClose):
+            if isinstance(
+                msg, Apply | RouterAssign | RouterRequeue | RouterClose | RouterExpireInvitation
+            ):
                 pending.append(msg)
                 continue
             if pending:  # keep order: commit what came before this message first
@@ -354,6 +366,8 @@ class ConversationActor(Actor[ConversationMsg]):
         elif need.what == "group":
             group = await ctx.call(ctx.storage.get_group(ws, need.key))
             facts.groups[need.key] = None if group is None else group.name
+        elif need.what == "visitor_wrote":
+            facts.visitor_wrote = await self._visitor_wrote(conv)
         elif need.what == "room":
             from engine.routing import GetRoom
 
@@ -410,6 +424,17 @@ class ConversationActor(Actor[ConversationMsg]):
         return [
             {"id": a.id, "name": a.name, "type": a.content_type, "size": a.size} for a in bound
         ]
+
+    async def _visitor_wrote(self, conv: Conversation) -> bool:
+        """Whether the visitor has written in the chat (its first events: an invitation that
+        expires is a short chat)."""
+        ctx = self.ctx
+        events = await ctx.call(
+            ctx.storage.history(conv.workspace_id, conv.id, after_seq=0, limit=200)
+        )
+        return any(
+            e.kind == EventKind.MESSAGE and e.author_type == AuthorType.VISITOR for e in events
+        )
 
     async def _visitor_open_chat(self, conv: Conversation) -> str | None:
         """The visitor's open chat, asked of the visitor actor when a visitor's message would

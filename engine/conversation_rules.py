@@ -71,6 +71,7 @@ __all__ = [
     "MissingFact",
     "RouterAssign",
     "RouterClose",
+    "RouterExpireInvitation",
     "RouterRequeue",
     "decide",
     "may_see",
@@ -119,6 +120,11 @@ class RouterClose:
     reason: CloseReason
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class RouterExpireInvitation:
+    """A proactive invitation's time is up: close the chat as missed unless the visitor wrote."""
+
+
 # ---------------------------------------------------------------- inputs and outputs
 
 
@@ -127,7 +133,8 @@ class MissingFact(Exception):
 
     ``what`` is ``"agent"`` (``key``: agent id), ``"group"`` (group id), ``"open_chat"`` or
     ``"attachments"`` (``key``: the upload ids a message carries, bound by the actor), or
-    ``"room"`` (``key``: ``(agent id, adds an active chat)``, asked of the router).
+    ``"room"`` (``key``: ``(agent id, adds an active chat)``, asked of the router), or
+    ``"visitor_wrote"`` (whether the visitor has sent a message in the chat).
     """
 
     def __init__(self, what: str, key: Any = "") -> None:
@@ -149,7 +156,15 @@ class Facts:
     batch.)
     """
 
-    __slots__ = ("agent_names", "agents", "files", "groups", "open_chat", "rooms")
+    __slots__ = (
+        "agent_names",
+        "agents",
+        "files",
+        "groups",
+        "open_chat",
+        "rooms",
+        "visitor_wrote",
+    )
 
     def __init__(
         self, agent_names: Mapping[tuple[str, str], str], *, open_chat: str | None = _UNKNOWN
@@ -162,6 +177,7 @@ class Facts:
         self.open_chat = open_chat
         # (agent id, adds an active chat) -> None: room; "agent" / "workspace": which is full
         self.rooms: dict[tuple[str, bool], str | None] = {}
+        self.visitor_wrote: bool | None = None  # None: not looked up yet
 
     def agent_name(self, workspace_id: str, agent_id: str) -> str:
         name = self.agent_names.get((workspace_id, agent_id))
@@ -203,6 +219,11 @@ class Facts:
             raise WorkspaceAtCapacity("the workspace has its maximum of active chats")
         if full is not None:
             raise AgentAtCapacity("the agent has their maximum of chats")
+
+    def visitor_has_written(self) -> bool:
+        if self.visitor_wrote is None:
+            raise MissingFact("visitor_wrote")
+        return self.visitor_wrote
 
     def visitor_open_chat(self) -> str | None:
         if self.open_chat == _UNKNOWN:
@@ -272,6 +293,10 @@ def decide(
         if conv.state != _QUEUED:
             return Decision(events=(), conv=conv, kind="stale")
         return _close(conv, command.reason, None, AuthorType.SYSTEM, None, now)
+    if isinstance(command, RouterExpireInvitation):
+        if conv.state == _CLOSED or facts.visitor_has_written():
+            return Decision(events=(), conv=conv, kind="stale")
+        return _close(conv, CloseReason.MISSED, None, AuthorType.SYSTEM, None, now)
     assert principal is not None, "client commands come with their principal"
     if not may_see(principal, conv):
         raise NotFound("conversation not found")
@@ -511,7 +536,8 @@ def _agent_message(
             # A retry of the start that opened this chat: storage answers the original
             # message (a duplicate), whatever happened to the chat since.
             return Decision(events=(message,), conv=conv, reply=ACK)
-        start = _assign(conv, facts, me, "proactive", {}, now)
+        # ``invitation``: the visitor's widget shows the agent's name and message as one.
+        start = _assign(conv, facts, me, "proactive", {"invitation": True}, now)
         conv = start.conv
     elif not (me in conv.participant_ids or who.is_supervisor):
         raise Forbidden("you are not in this chat")

@@ -40,7 +40,7 @@ import trio
 from engine.actor import Actor, Reply
 from engine.agent import AgentChats, AgentPresence, AgentState, default_status
 from engine.context import EngineContext, WorkspaceSettings
-from engine.conversation import RouterAssign, RouterClose, RouterRequeue
+from engine.conversation import RouterAssign, RouterClose, RouterExpireInvitation, RouterRequeue
 from engine.errors import ActorStopped, ShuttingDown
 from engine.messages import (
     AgentStatus,
@@ -203,6 +203,7 @@ class RouterActor(Actor[RouterMsg]):
         self.queue: list[_Queued] = []  # sorted by queued_at
         self.by_id: dict[str, _Queued] = {}
         self.offers: dict[str, tuple[str, float]] = {}  # conversation -> (agent, deadline)
+        self.invites: dict[str, float] = {}  # proactive chat -> when its invitation expires
         self.visitors: dict[str, VisitorSummary] = {}
         self.gone: dict[str, float] = {}  # visitor -> offline since
         self.settings: WorkspaceSettings | None = None
@@ -453,9 +454,13 @@ class RouterActor(Actor[RouterMsg]):
                 self.avg_wait_s = 0.8 * self.avg_wait_s + 0.2 * waited
         if conv.state != ConversationState.ACTIVE:
             self.offers.pop(conv.id, None)
+            self.invites.pop(conv.id, None)
         assert self.settings is not None
         timeout = self.settings.agent_response_timeout_s
+        expire_s = self.settings.invitation_expires_after_s
         for agent_id, reason in msg.assigned:
+            if reason == "proactive" and expire_s > 0:
+                self.invites[conv.id] = now + expire_s
             if reason in AUTO_REASONS and conv.assignee_id == agent_id:
                 self.offers[conv.id] = (agent_id, now + timeout)
             if conv.state == ConversationState.ACTIVE and agent_id in conv.participant_ids:
@@ -640,6 +645,13 @@ class RouterActor(Actor[RouterMsg]):
             if now >= deadline:
                 del self.offers[conversation_id]
                 await self._requeue(conversation_id, agent_id, "no_response")
+        for conversation_id, expires in list(self.invites.items()):
+            if now >= expires:
+                assert ctx.conversations is not None
+                ref = await ctx.conversations.get((self.ws, conversation_id))
+                with contextlib.suppress(trio.WouldBlock):  # else retried on the next tick
+                    ref.tell_nowait(RouterExpireInvitation())
+                    del self.invites[conversation_id]
         for visitor_id, since in list(self.gone.items()):
             if now - since >= ctx.config.visitor_leave_grace_s:
                 del self.gone[visitor_id]

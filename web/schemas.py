@@ -461,6 +461,10 @@ class RoutingSettings:
     default_group_id: str | None = attrs.field(default=None, **text(max_len=ID, min_len=1))
     # issue 16: a returning visitor's new chat goes first to the agent of their last chat
     sticky_new_chats: bool = False
+    # issue 16: an unanswered proactive invitation is closed as missed after this (0: never)
+    invitation_expires_after_s: float = attrs.field(
+        default=600.0, **number(minimum=0, maximum=86400)
+    )
 
 
 @attrs.frozen(kw_only=True)

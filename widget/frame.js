@@ -7,6 +7,7 @@ import {
 } from "./client.js";
 import { initFiles, renderFiles } from "./files.js";
 import { buildDepartmentSelect, chosenDepartment, departmentsOf } from "./departments.js";
+import { hideInvitation, invitationShown, showInvitation } from "./invite.js";
 
 const params = new URLSearchParams(location.search);
 const KEY = params.get("key") || "";
@@ -316,6 +317,16 @@ function onEvent(e, quiet) {
     state.conv.assignee_name = e.data.agent_name;
     state.queue = null;
   }
+  // A proactive invitation: open on a card with the agent's name and message (invite.js).
+  if (!quiet && e.kind === "assigned" && e.data && e.data.invitation === true) {
+    showInvitation({ name: e.data.agent_name }, () => { hideInvitation(); setOpen(false); });
+    setOpen(true);
+  }
+  if (invitationShown()) {
+    if (e.kind === "message" && e.author_type === "agent") showInvitation({ text: e.body });
+    if (e.kind === "message" && e.author_type === "visitor") hideInvitation();
+    if (e.kind === "status" && e.data && e.data.state === "closed") hideInvitation();
+  }
   if (e.kind === "message" && e.author_type === "agent") {
     state.agentTypingUntil = 0;
     state.queue = null;
@@ -368,6 +379,7 @@ function sendText(text, groupId = null) {
   text = text.trim();
   if (!text) return;
   stopTyping();
+  hideInvitation();
   outbox.add({
     client_msg_id: newId(), text, conversation_id: state.conv && state.conv.conversation_id,
     group_id: groupId,

@@ -359,6 +359,7 @@ async function routing(box) {
   const abandon = h("input", { type: "number", min: 0, max: 86400, step: 1, value: s.abandon_queued_after_s });
   const sticky = h("input", { type: "checkbox", checked: s.sticky_agent });
   const stickyNew = h("input", { type: "checkbox", checked: !!s.sticky_new_chats });
+  const inviteTtl = h("input", { type: "number", min: 0, max: 86400, step: 1, value: s.invitation_expires_after_s ?? 600 });
   const group = h("select", null, h("option", { value: "", text: "(whole workspace)" }), gr.groups.map((g) => h("option", { value: g.id, text: g.name, selected: g.id === s.default_group_id })));
   const form = h("form", { class: "card" }, h("h2", { text: "How chats reach agents" }),
     field("Mode", mode, "routing-mode"),
@@ -367,6 +368,7 @@ async function routing(box) {
     field("Prefer the visitor's previous agent", sticky, "routing-sticky"),
     field("A returning visitor's new chat goes to their last agent", stickyNew, "routing-sticky-new"),
     field("Default group", group, "routing-group"),
+    field("Unanswered invitations expire after (s, 0 = never)", inviteTtl, "routing-invite-ttl"),
     h("button", { type: "submit", class: "primary full", text: "Save routing" }));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -374,6 +376,7 @@ async function routing(box) {
       await put("/settings/routing", {
         mode: mode.value, agent_response_timeout_s: Number(timeout.value), abandon_queued_after_s: Number(abandon.value),
         sticky_agent: sticky.checked, sticky_new_chats: stickyNew.checked, default_group_id: group.value || null,
+        invitation_expires_after_s: Number(inviteTtl.value),
       });
       ctx.toast("Routing saved");
     } catch (err) {
