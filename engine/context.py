@@ -17,6 +17,7 @@ from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceRefused, Persistenc
 from engine.hours import Hours, read_hours
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
+from engine.triggers import Trigger, read_triggers
 from storage.api import Storage, Workspace
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class WorkspaceSettings:
     hours: Hours = attrs.field(factory=Hours)  # business hours (engine.hours); default: open
     # a proactive invitation the visitor has not answered by then is closed as missed (0: never)
     invitation_expires_after_s: float = 600.0
+    triggers: tuple[Trigger, ...] = ()  # for queued chats (engine.triggers)
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -115,6 +117,7 @@ class WorkspaceSettings:
             max_concurrent_chats=workspace.max_concurrent_chats if workspace is not None else 0,
             sticky_new_chats=routing.get("sticky_new_chats") is True,
             hours=read_hours(raw),
+            triggers=read_triggers(raw),
             invitation_expires_after_s=600.0 if invite_s is None or invite_s < 0 else invite_s,
         )
 

@@ -42,6 +42,7 @@ from engine.conversation_rules import (
     RouterClose,
     RouterExpireInvitation,
     RouterRequeue,
+    RouterTrigger,
     decide,
     may_see,
     settle_waiting,
@@ -84,6 +85,7 @@ __all__ = [
     "RouterClose",
     "RouterExpireInvitation",
     "RouterRequeue",
+    "RouterTrigger",
     "Signal",
     "Snapshot",
     "Subscribe",
@@ -135,7 +137,9 @@ class Crash:
 
 
 # What the rules decide: a client command, or one of the router's proposals.
-Proposal = Apply | RouterAssign | RouterRequeue | RouterClose | RouterExpireInvitation
+Proposal = (
+    Apply | RouterAssign | RouterRequeue | RouterClose | RouterExpireInvitation | RouterTrigger
+)
 
 ConversationMsg = (
     Apply
@@ -146,6 +150,7 @@ ConversationMsg = (
     | RouterRequeue
     | RouterClose
     | RouterExpireInvitation
+    | RouterTrigger
     | Crash
 )
 
@@ -216,7 +221,13 @@ class ConversationActor(Actor[ConversationMsg]):
         pending: list[Proposal] = []
         for msg in msgs:
             if isinstance(
-                msg, Apply | RouterAssign | RouterRequeue | RouterClose | RouterExpireInvitation
+                msg,
+                Apply
+                | RouterAssign
+                | RouterRequeue
+                | RouterClose
+                | RouterExpireInvitation
+                | RouterTrigger,
             ):
                 pending.append(msg)
                 continue

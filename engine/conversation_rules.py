@@ -73,6 +73,7 @@ __all__ = [
     "RouterClose",
     "RouterExpireInvitation",
     "RouterRequeue",
+    "RouterTrigger",
     "decide",
     "may_see",
     "settle_waiting",
@@ -123,6 +124,19 @@ class RouterClose:
 @attrs.frozen(kw_only=True, eq=False)
 class RouterExpireInvitation:
     """A proactive invitation's time is up: close the chat as missed unless the visitor wrote."""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class RouterTrigger:
+    """A trigger (``engine.triggers``) fired for this queued chat: apply its action and record
+    the firing as a note for agents; stale unless the chat is still queued."""
+
+    trigger_id: str
+    name: str
+    action: str  # "auto_reply" | "add_tag" | "assign_group"
+    text: str | None = None
+    tag: str | None = None
+    to_group_id: str | None = None
 
 
 # ---------------------------------------------------------------- inputs and outputs
@@ -293,6 +307,10 @@ def decide(
         if conv.state != _QUEUED:
             return Decision(events=(), conv=conv, kind="stale")
         return _close(conv, command.reason, None, AuthorType.SYSTEM, None, now)
+    if isinstance(command, RouterTrigger):
+        if conv.state != _QUEUED:
+            return Decision(events=(), conv=conv, kind="stale")
+        return _trigger(conv, command, facts, now)
     if isinstance(command, RouterExpireInvitation):
         if conv.state == _CLOSED or facts.visitor_has_written():
             return Decision(events=(), conv=conv, kind="stale")
@@ -630,6 +648,47 @@ def _close(
         kind="closed",
         unassigned=conv.assignee_id,
     )
+
+
+def _trigger(conv: Conversation, cmd: RouterTrigger, facts: Facts, now: float) -> Decision:
+    """The trigger's action, then a note telling agents which trigger did it."""
+    about = {"trigger_id": cmd.trigger_id, "trigger": cmd.name, "action": cmd.action}
+
+    def system(kind: EventKind, **fields: Any) -> AppendRequest:
+        return AppendRequest(
+            workspace_id=conv.workspace_id,
+            conversation_id=conv.id,
+            kind=kind,
+            author_type=AuthorType.SYSTEM,
+            **fields,
+        )
+
+    if cmd.action == "auto_reply":
+        action = system(EventKind.MESSAGE, body=cmd.text or "", data=dict(about))
+    elif cmd.action == "add_tag":
+        tags = tuple(dict.fromkeys((*conv.tags, cmd.tag or "")))
+        action = system(
+            EventKind.TAGGED,
+            visibility=Visibility.AGENTS,
+            data={"add": [cmd.tag], "remove": [], "tags": list(tags), **about},
+            patch=ConversationPatch(tags=tags),
+        )
+    else:
+        assert cmd.to_group_id is not None
+        group_name = facts.group_name(cmd.to_group_id)
+        action = system(
+            EventKind.TRANSFERRED,
+            data={"to_group_id": cmd.to_group_id, "group_name": group_name, **about},
+            patch=ConversationPatch(group_id=cmd.to_group_id),
+        )
+    note = system(
+        EventKind.NOTE,
+        visibility=Visibility.AGENTS,
+        body=f"Trigger \u201c{cmd.name}\u201d: {cmd.action.replace('_', ' ')}",
+        data=about,
+    )
+    after = apply(conv, action, now)
+    return Decision(events=(action, note), conv=after, kind="trigger")
 
 
 def _transfer(

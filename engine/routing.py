@@ -40,7 +40,13 @@ import trio
 from engine.actor import Actor, Reply
 from engine.agent import AgentChats, AgentPresence, AgentState, default_status
 from engine.context import EngineContext, WorkspaceSettings
-from engine.conversation import RouterAssign, RouterClose, RouterExpireInvitation, RouterRequeue
+from engine.conversation import (
+    RouterAssign,
+    RouterClose,
+    RouterExpireInvitation,
+    RouterRequeue,
+    RouterTrigger,
+)
 from engine.errors import ActorStopped, ShuttingDown
 from engine.messages import (
     AgentStatus,
@@ -56,6 +62,7 @@ from engine.messages import (
     VisitorSummary,
     VisitorUpdate,
 )
+from engine.triggers import matches
 from storage.api import CloseReason, Conversation, ConversationState
 
 __all__ = [
@@ -187,6 +194,7 @@ class _Queued:
     position_sent: int = 0
     abandoning: bool = False  # told the conversation to close as missed
     returning_to: str | None = None  # agent of the visitor's last chat (``sticky_new_chats``)
+    fired: set[str] = attrs.field(factory=set)  # triggers fired for this chat
 
     def sort_key(self) -> tuple[float, str]:
         return (self.queued_at, self.conversation_id)
@@ -204,6 +212,7 @@ class RouterActor(Actor[RouterMsg]):
         self.by_id: dict[str, _Queued] = {}
         self.offers: dict[str, tuple[str, float]] = {}  # conversation -> (agent, deadline)
         self.invites: dict[str, float] = {}  # proactive chat -> when its invitation expires
+        self.trigger_fired: dict[tuple[str, str], float] = {}  # (visitor, trigger) -> when
         self.visitors: dict[str, VisitorSummary] = {}
         self.gone: dict[str, float] = {}  # visitor -> offline since
         self.settings: WorkspaceSettings | None = None
@@ -673,6 +682,7 @@ class RouterActor(Actor[RouterMsg]):
                         self._log(
                             item.conversation_id, None, "abandoned", {"queued_for_s": abandon_s}
                         )
+        await self._fire_triggers(now)
         if self.queue_dirty:
             self.queue_dirty = False
             self._push_positions()
@@ -681,6 +691,48 @@ class RouterActor(Actor[RouterMsg]):
             if item.proposed_to is not None and item.proposed_to not in self.agents:
                 item.proposed_to = None
         await self._dispatch()
+
+    async def _fire_triggers(self, now: float) -> None:
+        """Fire the workspace's triggers for queued chats (once per chat; per visitor at most
+        once per trigger's ``cooldown_s``); a full mailbox retries on the next tick."""
+        assert self.settings is not None and self.ctx.conversations is not None
+        triggers = self.settings.triggers
+        if not triggers:
+            return
+        for item in list(self.queue):
+            if item.abandoning:
+                continue
+            visitor = self.visitors.get(item.visitor_id)
+            for trigger in triggers:
+                key = (item.visitor_id, trigger.id)
+                last = self.trigger_fired.get(key)
+                if (
+                    trigger.id in item.fired
+                    or (last is not None and now - last < trigger.cooldown_s)
+                    or not matches(trigger, visitor, item.group_id, now - item.queued_at)
+                ):
+                    continue
+                ref = await self.ctx.conversations.get((self.ws, item.conversation_id))
+                try:
+                    ref.tell_nowait(
+                        RouterTrigger(
+                            trigger_id=trigger.id,
+                            name=trigger.name,
+                            action=trigger.action,
+                            text=trigger.text,
+                            tag=trigger.tag,
+                            to_group_id=trigger.to_group_id,
+                        )
+                    )
+                except trio.WouldBlock:
+                    return
+                item.fired.add(trigger.id)
+                self.trigger_fired[key] = now
+        if len(self.trigger_fired) > 10_000:  # forget firings older than any cooldown
+            horizon = max(t.cooldown_s for t in triggers)
+            self.trigger_fired = {
+                k: at for k, at in self.trigger_fired.items() if now - at < horizon
+            }
 
     async def _requeue(self, conversation_id: str, agent_id: str, reason: str) -> None:
         assert self.ctx.conversations is not None

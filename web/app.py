@@ -30,6 +30,7 @@ from web.api_mail import api as mail_api
 from web.api_ops import api as ops_api
 from web.api_public import api as public_api
 from web.api_security import api as security_api
+from web.api_triggers import api as triggers_api
 from web.api_webhooks import api as webhooks_api
 from web.auth import session_cookie_name
 from web.errors import ApiError, PayloadTooLarge
@@ -52,6 +53,7 @@ API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
     files_api,  # files in chats
     webhooks_api,  # webhooks
     hours_api,  # business hours
+    triggers_api,  # triggers and auto-replies
     ops_api,  # operators: the supervision tree, fault injection
 )
 

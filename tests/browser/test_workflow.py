@@ -83,3 +83,40 @@ def test_admin_closes_the_hours_and_the_widget_offers_the_offline_form(
             visitor_ctx.close()
     finally:
         api.call("PUT", "/settings/hours", {"enabled": False})
+
+
+def test_admin_adds_an_auto_reply_and_a_queued_visitor_sees_it(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    routing = api.call("GET", "/settings/routing")
+    api.call("PUT", "/settings/routing", {**routing, "mode": "manual"})  # the chat stays queued
+    agent = make_agent(server, name="Trigger Agent")
+    try:
+        with agent_console(browser, server, agent):
+            admin_ctx = browser.new_context(viewport={"width": 1400, "height": 950})
+            page = admin_ctx.new_page()
+            console_login(page, server, server.owner_username, server.owner_password)
+            page.goto(server.base_url + "/console#/admin/triggers")
+            page.click("#triggers-add")
+            card = page.locator("#triggers-list fieldset").last
+            card.get_by_label("Trigger name").fill("Queued reply")
+            card.get_by_label("Auto-reply text").fill("You are in the queue, hang on!")
+            page.click("#triggers-form button[type=submit]")
+            expect(page.locator("#triggers-list fieldset")).to_have_count(1, timeout=TIMEOUT_MS)
+            expect(
+                page.locator("#triggers-list fieldset").first.get_by_label("Trigger name")
+            ).to_have_value("Queued reply")
+            admin_ctx.close()
+            visitor_ctx = browser.new_context()
+            widget = open_widget(visitor_ctx.new_page(), server)
+            box = widget.locator("#lc-input")
+            box.fill("Is anyone there?")
+            box.press("Enter")
+            expect(widget.locator("#lc-log")).to_contain_text(
+                "You are in the queue, hang on!", timeout=TIMEOUT_MS
+            )
+            visitor_ctx.close()
+    finally:
+        api.call("PUT", "/triggers", {"triggers": []})
+        api.call("PUT", "/settings/routing", routing)

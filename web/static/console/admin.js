@@ -8,6 +8,7 @@ import { webhooks } from "./webhooks.js";
 import { agentEditor, auditScreen, groupMembers, tagsScreen, tokensScreen } from "./admin_agents.js";
 import { reportsScreen } from "./reports.js";
 import { hoursScreen } from "./hours.js";
+import { triggersScreen } from "./triggers.js";
 
 const ROLES = ["agent", "supervisor", "admin", "owner", "bot"];
 
@@ -28,6 +29,7 @@ export function renderAdmin(section, box, context) {
     security: (b) => securityAdmin(b, ctx),
     webhooks: (b) => webhooks(b, ctx),
     hours: (b) => hoursScreen(b, ctx),
+    triggers: (b) => triggersScreen(b, ctx),
   };
   (screens[section] || agents)(box).catch((err) => box.appendChild(h("p", { class: "error", text: err.message })));
 }
