@@ -47,6 +47,7 @@ from engine.errors import (
     ShuttingDown,
     error_code,
 )
+from engine.hours import read_hours
 from engine.identity import IdentifiedVisitor, VisitorIdentity
 from engine.messages import *  # noqa: F403 - the message classes are the protocol
 from engine.messages import __all__ as _messages_all
@@ -116,6 +117,7 @@ __all__ = [
     "error_code",
     "error_result",
     "parse_user_agent",
+    "read_hours",
     "start_actor",
     "structure_command",
     "unstorable",

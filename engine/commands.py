@@ -47,6 +47,9 @@ class SendMessage:
     attachments: tuple[str, ...] = attrs.field(
         default=(), converter=frozen_tags, validator=valid_attachment_ids
     )
+    # A visitor's department (a public group) for the new chat this message starts; ignored
+    # when the message goes to a chat that is open already.
+    group_id: str | None = attrs.field(default=None, validator=valid_id)
 
     def __attrs_post_init__(self) -> None:
         if not self.text.strip() and not self.attachments:

@@ -16,9 +16,11 @@ import trio
 from engine.config import EngineConfig
 from engine.decisions import DecisionLog
 from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceRefused, PersistenceUnavailable
+from engine.hours import Hours, read_hours
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from engine.registry import Registry
+from engine.triggers import Trigger, read_triggers
 from storage import Storage, Workspace
 
 __all__ = ["EngineContext", "PreChatRule", "WorkspaceSettings"]
@@ -80,6 +82,12 @@ class WorkspaceSettings:
     sticky_agent: bool  # a returning visitor goes back to their previous agent if free
     default_group_id: str | None  # group of new chats
     pre_chat: tuple[PreChatRule, ...] = ()  # enforced when a visitor starts a chat
+    max_concurrent_chats: int = 0  # the workspace's cap on active chats (0: none)
+    sticky_new_chats: bool = False  # a returning visitor's new chat prefers their last agent
+    hours: Hours = attrs.field(factory=Hours)  # business hours (engine.hours); default: open
+    # a proactive invitation the visitor has not answered by then is closed as missed (0: never)
+    invitation_expires_after_s: float = 600.0
+    triggers: tuple[Trigger, ...] = ()  # for queued chats (engine.triggers)
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -91,6 +99,7 @@ class WorkspaceSettings:
         abandon = _number(routing.get("abandon_queued_after_s"))
         group = routing.get("default_group_id")
         sticky = routing.get("sticky_agent", True)
+        invite_s = _number(routing.get("invitation_expires_after_s"))
         return cls(
             routing_mode=mode if mode in ("auto", "manual") else "auto",
             sneak_peek_enabled=widget.get("sneak_peek") is True,
@@ -103,6 +112,11 @@ class WorkspaceSettings:
             sticky_agent=sticky if isinstance(sticky, bool) else True,
             default_group_id=group if isinstance(group, str) and group else None,
             pre_chat=_pre_chat_rules(widget),
+            max_concurrent_chats=workspace.max_concurrent_chats if workspace is not None else 0,
+            sticky_new_chats=routing.get("sticky_new_chats") is True,
+            hours=read_hours(raw),
+            triggers=read_triggers(raw),
+            invitation_expires_after_s=600.0 if invite_s is None or invite_s < 0 else invite_s,
         )
 
 

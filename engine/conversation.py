@@ -39,7 +39,9 @@ from engine.conversation_rules import (
     MissingFact,
     RouterAssign,
     RouterClose,
+    RouterExpireInvitation,
     RouterRequeue,
+    RouterTrigger,
     decide,
     may_see,
     settle_waiting,
@@ -82,7 +84,9 @@ __all__ = [
     "Crash",
     "RouterAssign",
     "RouterClose",
+    "RouterExpireInvitation",
     "RouterRequeue",
+    "RouterTrigger",
     "Signal",
     "Snapshot",
     "Subscribe",
@@ -146,10 +150,21 @@ class Crash:
 
 
 # What the rules decide: a client command, or one of the router's proposals.
-Proposal = Apply | RouterAssign | RouterRequeue | RouterClose
+Proposal = (
+    Apply | RouterAssign | RouterRequeue | RouterClose | RouterExpireInvitation | RouterTrigger
+)
 
 ConversationMsg = (
-    Apply | Subscribe | Signal | Snapshot | RouterAssign | RouterRequeue | RouterClose | Crash
+    Apply
+    | Subscribe
+    | Signal
+    | Snapshot
+    | RouterAssign
+    | RouterRequeue
+    | RouterClose
+    | RouterExpireInvitation
+    | RouterTrigger
+    | Crash
 )
 
 # A fact lookup per command at most (an agent, a group or the visitor's open chat); more means
@@ -218,7 +233,15 @@ class ConversationActor(Actor[ConversationMsg]):
     async def handle_batch(self, msgs: Sequence[ConversationMsg]) -> None:
         pending: list[Proposal] = []
         for msg in msgs:
-            if isinstance(msg, Apply | RouterAssign | RouterRequeue | RouterClose):
+            if isinstance(
+                msg,
+                Apply
+                | RouterAssign
+                | RouterRequeue
+                | RouterClose
+                | RouterExpireInvitation
+                | RouterTrigger,
+            ):
                 pending.append(msg)
                 continue
             if pending:  # keep order: commit what came before this message first
@@ -367,6 +390,26 @@ class ConversationActor(Actor[ConversationMsg]):
         elif need.what == "group":
             group = await ctx.call(ctx.storage.get_group(ws, need.key))
             facts.groups[need.key] = None if group is None else group.name
+        elif need.what == "visitor_wrote":
+            facts.visitor_wrote = await self._visitor_wrote(conv)
+        elif need.what == "room":
+            from engine.routing import GetRoom
+
+            # The router never waits on a conversation, so asking it cannot deadlock.
+            agent_id, adds_active = need.key
+            try:
+                with trio.fail_after(ctx.config.ask_timeout_s):
+                    router = await _router(ctx, ws)
+                    facts.rooms[need.key] = await router.ask(
+                        lambda r: GetRoom(
+                            agent_id=agent_id,
+                            conversation_id=conv.id,
+                            adds_active=adds_active,
+                            reply=r,
+                        )
+                    )
+            except trio.TooSlowError as exc:
+                raise Overloaded("the engine did not answer in time") from exc
         else:
             facts.open_chat = await self._visitor_open_chat(conv)
 
@@ -405,6 +448,17 @@ class ConversationActor(Actor[ConversationMsg]):
         return [
             {"id": a.id, "name": a.name, "type": a.content_type, "size": a.size} for a in bound
         ]
+
+    async def _visitor_wrote(self, conv: Conversation) -> bool:
+        """Whether the visitor has written in the chat (its first events: an invitation that
+        expires is a short chat)."""
+        ctx = self.ctx
+        events = await ctx.call(
+            ctx.storage.history(conv.workspace_id, conv.id, after_seq=0, limit=200)
+        )
+        return any(
+            e.kind == EventKind.MESSAGE and e.author_type == AuthorType.VISITOR for e in events
+        )
 
     async def _visitor_open_chat(self, conv: Conversation) -> str | None:
         """The visitor's open chat, asked of the visitor actor when a visitor's message would

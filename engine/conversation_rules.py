@@ -25,12 +25,14 @@ import attrs
 
 from engine.conversation_state import ChatState, apply
 from engine.errors import (
+    AgentAtCapacity,
     AlreadyAssigned,
     AlreadyOpen,
     ConversationClosed,
     Forbidden,
     InvalidState,
     NotFound,
+    WorkspaceAtCapacity,
 )
 from engine.messages import (
     Accept,
@@ -69,13 +71,17 @@ __all__ = [
     "MissingFact",
     "RouterAssign",
     "RouterClose",
+    "RouterExpireInvitation",
     "RouterRequeue",
+    "RouterTrigger",
     "decide",
     "may_see",
     "settle_waiting",
 ]
 
-AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback", "longest_idle"})
+AUTO_REASONS = frozenset(
+    {"least_busy", "sticky", "returning_visitor", "group_fallback", "longest_idle"}
+)
 
 # What a command is answered with once its events are durable.
 ACK: Final = "ack"  # MessageAck of the command's last event
@@ -115,6 +121,24 @@ class RouterClose:
     reason: CloseReason
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class RouterExpireInvitation:
+    """A proactive invitation's time is up: close the chat as missed unless the visitor wrote."""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class RouterTrigger:
+    """A trigger (``engine.triggers``) fired for this queued chat: apply its action and record
+    the firing as a note for agents; stale unless the chat is still queued."""
+
+    trigger_id: str
+    name: str
+    action: str  # "auto_reply" | "add_tag" | "assign_group"
+    text: str | None = None
+    tag: str | None = None
+    to_group_id: str | None = None
+
+
 # ---------------------------------------------------------------- inputs and outputs
 
 
@@ -122,7 +146,9 @@ class MissingFact(Exception):
     """``decide`` needs a fact ``Facts`` does not hold yet; never leaves the actor.
 
     ``what`` is ``"agent"`` (``key``: agent id), ``"group"`` (group id), ``"open_chat"`` or
-    ``"attachments"`` (``key``: the upload ids a message carries, bound by the actor).
+    ``"attachments"`` (``key``: the upload ids a message carries, bound by the actor), or
+    ``"room"`` (``key``: ``(agent id, adds an active chat)``, asked of the router), or
+    ``"visitor_wrote"`` (whether the visitor has sent a message in the chat).
     """
 
     def __init__(self, what: str, key: Any = "") -> None:
@@ -144,7 +170,15 @@ class Facts:
     batch.)
     """
 
-    __slots__ = ("agent_names", "agents", "files", "groups", "open_chat")
+    __slots__ = (
+        "agent_names",
+        "agents",
+        "files",
+        "groups",
+        "open_chat",
+        "rooms",
+        "visitor_wrote",
+    )
 
     def __init__(
         self, agent_names: Mapping[tuple[str, str], str], *, open_chat: str | None = _UNKNOWN
@@ -155,6 +189,9 @@ class Facts:
         # upload ids of a message -> the files' metadata, once the actor bound them to the chat
         self.files: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self.open_chat = open_chat
+        # (agent id, adds an active chat) -> None: room; "agent" / "workspace": which is full
+        self.rooms: dict[tuple[str, bool], str | None] = {}
+        self.visitor_wrote: bool | None = None  # None: not looked up yet
 
     def agent_name(self, workspace_id: str, agent_id: str) -> str:
         name = self.agent_names.get((workspace_id, agent_id))
@@ -184,6 +221,23 @@ class Facts:
         if ids not in self.files:
             raise MissingFact("attachments", ids)
         return {"attachments": self.files[ids]}
+
+    def need_room(self, agent_id: str, *, adds_active: bool) -> None:
+        """Refuse a pick or transfer past the agent's ``max_chats`` or, when the chat becomes
+        active, the workspace's ``max_concurrent_chats`` (the router counts the loads)."""
+        key = (agent_id, adds_active)
+        if key not in self.rooms:
+            raise MissingFact("room", key)
+        full = self.rooms[key]
+        if full == "workspace":
+            raise WorkspaceAtCapacity("the workspace has its maximum of active chats")
+        if full is not None:
+            raise AgentAtCapacity("the agent has their maximum of chats")
+
+    def visitor_has_written(self) -> bool:
+        if self.visitor_wrote is None:
+            raise MissingFact("visitor_wrote")
+        return self.visitor_wrote
 
     def visitor_open_chat(self) -> str | None:
         if self.open_chat == _UNKNOWN:
@@ -253,6 +307,14 @@ def decide(
         if conv.state != _QUEUED:
             return Decision(events=(), conv=conv, kind="stale")
         return _close(conv, command.reason, None, AuthorType.SYSTEM, None, now)
+    if isinstance(command, RouterTrigger):
+        if conv.state != _QUEUED:
+            return Decision(events=(), conv=conv, kind="stale")
+        return _trigger(conv, command, facts, now)
+    if isinstance(command, RouterExpireInvitation):
+        if conv.state == _CLOSED or facts.visitor_has_written():
+            return Decision(events=(), conv=conv, kind="stale")
+        return _close(conv, CloseReason.MISSED, None, AuthorType.SYSTEM, None, now)
     assert principal is not None, "client commands come with their principal"
     if not may_see(principal, conv):
         raise NotFound("conversation not found")
@@ -377,6 +439,7 @@ def _decide_agent(
             return Decision(events=(), conv=conv, reply=CONVERSATION, responded=responded)
         if conv.assignee_id is not None:
             raise AlreadyAssigned("another agent has this chat")
+        facts.need_room(me, adds_active=True)
         return _assign(conv, facts, me, "manual_pick", {}, now)._replace(reply=CONVERSATION)
     if isinstance(cmd, Transfer):
         need_participant()
@@ -491,7 +554,8 @@ def _agent_message(
             # A retry of the start that opened this chat: storage answers the original
             # message (a duplicate), whatever happened to the chat since.
             return Decision(events=(message,), conv=conv, reply=ACK)
-        start = _assign(conv, facts, me, "proactive", {}, now)
+        # ``invitation``: the visitor's widget shows the agent's name and message as one.
+        start = _assign(conv, facts, me, "proactive", {"invitation": True}, now)
         conv = start.conv
     elif not (me in conv.participant_ids or who.is_supervisor):
         raise Forbidden("you are not in this chat")
@@ -586,6 +650,47 @@ def _close(
     )
 
 
+def _trigger(conv: Conversation, cmd: RouterTrigger, facts: Facts, now: float) -> Decision:
+    """The trigger's action, then a note telling agents which trigger did it."""
+    about = {"trigger_id": cmd.trigger_id, "trigger": cmd.name, "action": cmd.action}
+
+    def system(kind: EventKind, **fields: Any) -> AppendRequest:
+        return AppendRequest(
+            workspace_id=conv.workspace_id,
+            conversation_id=conv.id,
+            kind=kind,
+            author_type=AuthorType.SYSTEM,
+            **fields,
+        )
+
+    if cmd.action == "auto_reply":
+        action = system(EventKind.MESSAGE, body=cmd.text or "", data=dict(about))
+    elif cmd.action == "add_tag":
+        tags = tuple(dict.fromkeys((*conv.tags, cmd.tag or "")))
+        action = system(
+            EventKind.TAGGED,
+            visibility=Visibility.AGENTS,
+            data={"add": [cmd.tag], "remove": [], "tags": list(tags), **about},
+            patch=ConversationPatch(tags=tags),
+        )
+    else:
+        assert cmd.to_group_id is not None
+        group_name = facts.group_name(cmd.to_group_id)
+        action = system(
+            EventKind.TRANSFERRED,
+            data={"to_group_id": cmd.to_group_id, "group_name": group_name, **about},
+            patch=ConversationPatch(group_id=cmd.to_group_id),
+        )
+    note = system(
+        EventKind.NOTE,
+        visibility=Visibility.AGENTS,
+        body=f"Trigger \u201c{cmd.name}\u201d: {cmd.action.replace('_', ' ')}",
+        data=about,
+    )
+    after = apply(conv, action, now)
+    return Decision(events=(action, note), conv=after, kind="trigger")
+
+
 def _transfer(
     conv: Conversation, who: AgentPrincipal, cmd: Transfer, facts: Facts, now: float
 ) -> Decision:
@@ -594,6 +699,8 @@ def _transfer(
     assigned = None
     if cmd.to_agent_id is not None:
         name = facts.agent_name(conv.workspace_id, cmd.to_agent_id)
+        if cmd.to_agent_id != conv.assignee_id:
+            facts.need_room(cmd.to_agent_id, adds_active=conv.state != _ACTIVE)
         rest = tuple(
             a for a in conv.participant_ids if a not in (cmd.to_agent_id, conv.assignee_id)
         )

@@ -63,6 +63,8 @@ class InjectedFault(LiveChatError):
 #       ├── AlreadyOpen             "already_open": the visitor already has an open chat
 #       ├── InvalidIdentity         "invalid_identity" (field "identity.signature"): a
 #       │                           visitor's signed identity does not verify
+#       ├── AgentAtCapacity         "agent_at_capacity": the agent has max_chats chats already
+#       │   └── WorkspaceAtCapacity "workspace_at_capacity": max_concurrent_chats are active
 #       ├── InvalidState            "invalid_state": not possible in the chat's current state
 #       │   └── IllegalTransition   same code: a planned event would leave the transition
 #       │                           table or break an invariant (engine.conversation_state)
@@ -124,6 +126,16 @@ class InvalidIdentity(DomainError):
     """A visitor's signed identity does not verify (engine.identity); nothing was created."""
 
     code = "invalid_identity"
+class AgentAtCapacity(DomainError):
+    """A pick or transfer would take the agent past their ``max_chats``."""
+
+    code = "agent_at_capacity"
+
+
+class WorkspaceAtCapacity(AgentAtCapacity):
+    """A pick would take the workspace past ``max_concurrent_chats`` active chats."""
+
+    code = "workspace_at_capacity"
 
 
 class InvalidState(DomainError):

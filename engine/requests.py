@@ -203,7 +203,10 @@ class Requests:
         if conversation_id is None:
             create = isinstance(cmd, SendMessage)
             visitor = await self._visitor(p)
-            conversation_id = await visitor.ask(lambda r: OpenConversation(create=create, reply=r))
+            group_id = cmd.group_id if isinstance(cmd, SendMessage) else None
+            conversation_id = await visitor.ask(
+                lambda r: OpenConversation(create=create, group_id=group_id, reply=r)
+            )
             if conversation_id is None:
                 raise InvalidState("no open conversation")
             return await self._apply(p, await self._conversation(ws, conversation_id), cmd)

@@ -8,13 +8,16 @@ actor applies a proposal only if the chat is still queued: the router's view may
 conversation's state never does.
 
 Rules (auto mode): sticky return to the previous agent if they can take it (unless the
-workspace turned ``sticky_agent`` off); otherwise the least-busy eligible agent of the chat's
-group (ties: longest idle), then the group's fallback chain; oldest queued chat first whenever
-capacity frees. Manual mode: no proposals; agents pick from the queue with ``accept``. A chat
-whose auto-assigned agent does not answer within the response timeout, or whose agent stays
-disconnected past the grace period, is queued again without that agent; a chat queued longer
-than ``abandon_queued_after_s`` (when > 0) is closed as missed. Every decision is recorded with
-its reason in the ``DecisionLog`` (stored in batches, off this actor's loop).
+workspace turned ``sticky_agent`` off); a returning visitor's new chat to the agent of their
+last chat if that agent can take it in the chat's group (``sticky_new_chats``); otherwise the
+least-busy eligible agent of the chat's group (ties: longest idle), then the group's fallback
+chain; oldest queued chat first whenever capacity frees (agents' ``max_chats``, exactly, and the
+workspace's ``max_concurrent_chats``). Manual mode: no proposals; agents pick from the queue
+with ``accept``. A chat whose auto-assigned agent does not answer within the response
+timeout, or whose agent stays disconnected past the grace period, is queued again without that
+agent; a chat queued longer than ``abandon_queued_after_s`` (when > 0) is closed as missed.
+Every decision is recorded with its reason in the ``DecisionLog`` (stored in batches, off this
+actor's loop).
 
 The workspace's settings, agents and groups are loaded on start and again on
 ``WorkspaceChanged`` (sent by ``ChatEngine.workspace_changed`` after an admin change), keeping
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import time
 from typing import Any
 
 import attrs
@@ -36,7 +40,14 @@ import trio
 from engine.actor import Actor, Reply
 from engine.agent import AgentChats, AgentPresence, AgentState, GetAgentMirror, default_status
 from engine.context import EngineContext, WorkspaceSettings
-from engine.conversation import ConversationChanged, RouterAssign, RouterClose, RouterRequeue
+from engine.conversation import (
+    ConversationChanged,
+    RouterAssign,
+    RouterClose,
+    RouterExpireInvitation,
+    RouterRequeue,
+    RouterTrigger,
+)
 from engine.errors import ActorStopped, ShuttingDown
 from engine.messages import (
     AgentStatus,
@@ -51,6 +62,7 @@ from engine.messages import (
     VisitorSummary,
     VisitorUpdate,
 )
+from engine.triggers import matches
 from engine.visitor import VisitorGone, VisitorSeen
 from storage import CloseReason, Conversation, ConversationState
 
@@ -59,6 +71,7 @@ __all__ = [
     "GetAgentMirror",
     "GetAgents",
     "GetQueue",
+    "GetRoom",
     "GetVisitors",
     "RouterActor",
     "Tick",
@@ -67,9 +80,24 @@ __all__ = [
     "WorkspaceChanged",
 ]
 
-AUTO_REASONS = frozenset({"least_busy", "sticky", "group_fallback"})
+AUTO_REASONS = frozenset({"least_busy", "sticky", "returning_visitor", "group_fallback"})
 BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class GetRoom:
+    """From a conversation deciding a pick or transfer: is there room for one more chat?
+
+    Answered ``None`` (room), ``"agent"`` (the agent has ``max_chats``) or ``"workspace"``
+    (``adds_active`` and the workspace has ``max_concurrent_chats`` active or offered chats).
+    The asking chat itself is not counted.
+    """
+
+    agent_id: str
+    conversation_id: str
+    adds_active: bool
+    reply: Reply[str | None]
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -111,6 +139,7 @@ RouterMsg = (
     | AgentPresence
     | GetAgentMirror
     | GetQueue
+    | GetRoom
     | GetAgents
     | VisitorSeen
     | VisitorGone
@@ -133,6 +162,8 @@ class _Queued:
     logged: bool = False
     position_sent: int = 0
     abandoning: bool = False  # told the conversation to close as missed
+    returning_to: str | None = None  # agent of the visitor's last chat (``sticky_new_chats``)
+    fired: set[str] = attrs.field(factory=set)  # triggers fired for this chat
 
     def sort_key(self) -> tuple[float, str]:
         return (self.queued_at, self.conversation_id)
@@ -149,6 +180,8 @@ class RouterActor(Actor[RouterMsg]):
         self.queue: list[_Queued] = []  # sorted by queued_at
         self.by_id: dict[str, _Queued] = {}
         self.offers: dict[str, tuple[str, float]] = {}  # conversation -> (agent, deadline)
+        self.invites: dict[str, float] = {}  # proactive chat -> when its invitation expires
+        self.trigger_fired: dict[tuple[str, str], float] = {}  # (visitor, trigger) -> when
         self.visitors: dict[str, VisitorSummary] = {}
         self.gone: dict[str, float] = {}  # visitor -> offline since
         self.settings: WorkspaceSettings | None = None
@@ -165,7 +198,7 @@ class RouterActor(Actor[RouterMsg]):
         await self._load_workspace()
         for conv in await ctx.call(storage.list_open_conversations(ws)):
             if conv.state == ConversationState.QUEUED and conv.last_seq > 0:
-                self._enqueue(conv, now)
+                self._enqueue(conv, now).returning_to = await self._returning_to(conv)
             elif conv.state == ConversationState.ACTIVE and conv.assignee_id in self.agents:
                 self.agents[conv.assignee_id].active.add(conv.id)
         agents = ctx.agents
@@ -195,7 +228,7 @@ class RouterActor(Actor[RouterMsg]):
             del self.agents[gone.agent_id]
         for record in records:
             ctx.agent_names[(ws, record.id)] = record.display_name
-            max_chats = record.max_chats or ctx.config.default_max_chats
+            max_chats = record.max_chats  # exactly: 0 takes no chats
             agent = self.agents.get(record.id)
             if agent is None:
                 self.agents[record.id] = AgentState(
@@ -238,8 +271,12 @@ class RouterActor(Actor[RouterMsg]):
         await self._dispatch()
 
     def _available(self) -> bool:
-        """An agent is connected and accepting. Agents at their chat limit still count: the
-        visitor's chat queues (with position and wait) rather than becoming an offline message."""
+        """Within the workspace's business hours, an agent is connected and accepting. Agents
+        at their chat limit still count: the visitor's chat queues (with position and wait)
+        rather than becoming an offline message."""
+        assert self.settings is not None
+        if not self.settings.hours.open_for(None, time.time()):
+            return False
         return any(a.online for a in self.agents.values())
 
     # -- the loop
@@ -264,6 +301,8 @@ class RouterActor(Actor[RouterMsg]):
             )
         elif isinstance(msg, GetQueue):
             msg.reply.send(self._entries())
+        elif isinstance(msg, GetRoom):
+            msg.reply.send(await self._room(msg))
         elif isinstance(msg, GetAgents):
             assert self.settings is not None
             msg.reply.send(
@@ -298,6 +337,25 @@ class RouterActor(Actor[RouterMsg]):
                 await self._workspace_changed()
             finally:
                 msg.reply.send(None)
+
+    async def _room(self, msg: GetRoom) -> str | None:
+        cid = msg.conversation_id
+        agent = await self._agent(msg.agent_id)
+        if agent is not None and len((agent.active | agent.pending) - {cid}) >= agent.max_chats:
+            return "agent"
+        if msg.adds_active and not self._workspace_has_room(cid):
+            return "workspace"
+        return None
+
+    def _workspace_has_room(self, but: str = "") -> bool:
+        """Fewer than ``max_concurrent_chats`` chats active or offered (0: no cap)."""
+        assert self.settings is not None
+        cap = self.settings.max_concurrent_chats
+        if cap <= 0:
+            return True
+        busy = {c for a in self.agents.values() for c in (*a.active, *a.pending)}
+        busy.discard(but)
+        return len(busy) < cap
 
     async def _presence(self, msg: AgentPresence) -> None:
         """The agent actor's word on the agent's status: mirror it; offline (no socket and
@@ -357,6 +415,7 @@ class RouterActor(Actor[RouterMsg]):
             if item is None:
                 item = self._enqueue(conv, now)
                 item.preview = msg.first_message
+                item.returning_to = await self._returning_to(conv)
                 queue_changed = True
             else:
                 item.group_id = conv.group_id
@@ -373,9 +432,13 @@ class RouterActor(Actor[RouterMsg]):
                 self.avg_wait_s = 0.8 * self.avg_wait_s + 0.2 * waited
         if conv.state != ConversationState.ACTIVE:
             self.offers.pop(conv.id, None)
+            self.invites.pop(conv.id, None)
         assert self.settings is not None
         timeout = self.settings.agent_response_timeout_s
+        expire_s = self.settings.invitation_expires_after_s
         for agent_id, reason in msg.assigned:
+            if reason == "proactive" and expire_s > 0:
+                self.invites[conv.id] = now + expire_s
             if reason in AUTO_REASONS and conv.assignee_id == agent_id:
                 self.offers[conv.id] = (agent_id, now + timeout)
             if conv.state == ConversationState.ACTIVE and agent_id in conv.participant_ids:
@@ -397,6 +460,24 @@ class RouterActor(Actor[RouterMsg]):
             if agent_id in self.agents:
                 self._status_changed(self.agents[agent_id])
         await self._dispatch(queue_changed=queue_changed)
+
+    async def _returning_to(self, conv: Conversation) -> str | None:
+        """The human agent of the visitor's last earlier chat, for a new chat of a returning
+        visitor when the workspace prefers it (``sticky_new_chats``); one storage read."""
+        assert self.settings is not None
+        if not self.settings.sticky_new_chats or conv.previous_assignee_id is not None:
+            return None
+        earlier: list[Conversation] = await self.ctx.call(
+            self.ctx.storage.list_visitor_conversations(self.ws, conv.visitor_id)
+        )
+        for other in earlier:  # newest first
+            agent_id = other.assignee_id or other.previous_assignee_id
+            if other.id == conv.id or agent_id is None:
+                continue
+            agent = self.agents.get(agent_id)
+            if agent is not None and agent.role != BOT_ROLE:
+                return agent_id
+        return None
 
     def _enqueue(self, conv: Conversation, now: float) -> _Queued:
         item = _Queued(
@@ -420,8 +501,19 @@ class RouterActor(Actor[RouterMsg]):
             for a in self.agents.values()
         )
         if self.settings.routing_mode == "auto" and free:
+            wall = time.time()
             for item in list(self.queue):
                 if item.proposed_to is not None:
+                    continue
+                if not self.settings.hours.open_for(item.group_id, wall):
+                    if not item.logged:  # waits for the opening (checked every tick)
+                        item.logged = True
+                        self._log(item.conversation_id, None, "outside_hours", {})
+                    continue
+                if not self._workspace_has_room():
+                    if not item.logged:
+                        item.logged = True
+                        self._log(item.conversation_id, None, "workspace_at_capacity", {})
                     continue
                 agent, reason, details = self._choose(item)
                 if agent is None:
@@ -460,6 +552,14 @@ class RouterActor(Actor[RouterMsg]):
         group = item.group_id
         if group is not None and group not in self.fallback:
             group = None  # the group was deleted: anyone may take the chat
+        back = self.agents.get(item.returning_to or "")
+        if (
+            self.settings.sticky_new_chats
+            and back is not None
+            and back.agent_id not in item.excluded
+            and back.can_take(group)  # within the department the visitor chose
+        ):
+            return back, "returning_visitor", {"load": back.load}
         # Bots (docs/bots.md) take new chats first; a chat that has been with anyone before
         # (transferred, reopened, requeued) goes to humans only, so a bot's handover sticks.
         bots_allowed = item.previous_assignee_id is None and not item.excluded
@@ -523,6 +623,13 @@ class RouterActor(Actor[RouterMsg]):
             if now >= deadline:
                 del self.offers[conversation_id]
                 await self._requeue(conversation_id, agent_id, "no_response")
+        for conversation_id, expires in list(self.invites.items()):
+            if now >= expires:
+                assert ctx.conversations is not None
+                ref = await ctx.conversations.get((self.ws, conversation_id))
+                with contextlib.suppress(trio.WouldBlock):  # else retried on the next tick
+                    ref.tell_nowait(RouterExpireInvitation())
+                    del self.invites[conversation_id]
         for visitor_id, since in list(self.gone.items()):
             if now - since >= ctx.config.visitor_leave_grace_s:
                 del self.gone[visitor_id]
@@ -544,6 +651,7 @@ class RouterActor(Actor[RouterMsg]):
                         self._log(
                             item.conversation_id, None, "abandoned", {"queued_for_s": abandon_s}
                         )
+        await self._fire_triggers(now)
         if self.queue_dirty:
             self.queue_dirty = False
             self._push_positions()
@@ -552,6 +660,48 @@ class RouterActor(Actor[RouterMsg]):
             if item.proposed_to is not None and item.proposed_to not in self.agents:
                 item.proposed_to = None
         await self._dispatch()
+
+    async def _fire_triggers(self, now: float) -> None:
+        """Fire the workspace's triggers for queued chats (once per chat; per visitor at most
+        once per trigger's ``cooldown_s``); a full mailbox retries on the next tick."""
+        assert self.settings is not None and self.ctx.conversations is not None
+        triggers = self.settings.triggers
+        if not triggers:
+            return
+        for item in list(self.queue):
+            if item.abandoning:
+                continue
+            visitor = self.visitors.get(item.visitor_id)
+            for trigger in triggers:
+                key = (item.visitor_id, trigger.id)
+                last = self.trigger_fired.get(key)
+                if (
+                    trigger.id in item.fired
+                    or (last is not None and now - last < trigger.cooldown_s)
+                    or not matches(trigger, visitor, item.group_id, now - item.queued_at)
+                ):
+                    continue
+                ref = await self.ctx.conversations.get((self.ws, item.conversation_id))
+                try:
+                    ref.tell_nowait(
+                        RouterTrigger(
+                            trigger_id=trigger.id,
+                            name=trigger.name,
+                            action=trigger.action,
+                            text=trigger.text,
+                            tag=trigger.tag,
+                            to_group_id=trigger.to_group_id,
+                        )
+                    )
+                except trio.WouldBlock:
+                    return
+                item.fired.add(trigger.id)
+                self.trigger_fired[key] = now
+        if len(self.trigger_fired) > 10_000:  # forget firings older than any cooldown
+            horizon = max(t.cooldown_s for t in triggers)
+            self.trigger_fired = {
+                k: at for k, at in self.trigger_fired.items() if now - at < horizon
+            }
 
     async def _requeue(self, conversation_id: str, agent_id: str, reason: str) -> None:
         assert self.ctx.conversations is not None
@@ -645,7 +795,7 @@ class RouterActor(Actor[RouterMsg]):
                 agent_id=record.id,
                 display_name=record.display_name,
                 role=str(record.role),
-                max_chats=record.max_chats or self.ctx.config.default_max_chats,
+                max_chats=record.max_chats,
                 group_ids=tuple(record.group_ids),
                 chosen=default_status(str(record.role)),
                 connected=self.ctx.hub.agent_online(self.ws, agent_id),

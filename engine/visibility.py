@@ -65,7 +65,7 @@ VISITOR_EVENT_DATA: Mapping[EventKind, frozenset[str] | None] = {
     EventKind.NOTE: None,  # internal note
     EventKind.WHISPER: None,  # supervisor to agent
     # Not the routing reason, load or candidate counts the router adds to ``data``.
-    EventKind.ASSIGNED: frozenset({"agent_id", "agent_name"}),
+    EventKind.ASSIGNED: frozenset({"agent_id", "agent_name", "invitation"}),
     # Not the agent's reason, who did it, or from whom.
     EventKind.TRANSFERRED: frozenset({"to_agent_id", "agent_name", "to_group_id", "group_name"}),
     EventKind.JOINED: frozenset({"agent_name"}),  # not who invited whom

@@ -76,6 +76,7 @@ class OpenConversation:
     create: bool
     reply: Reply[str | None]
     origin_key: str | None = None
+    group_id: str | None = None  # the visitor's department choice (a public group)
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -217,13 +218,26 @@ class VisitorActor(Actor[VisitorMsg]):
                     return
             if self.open_id is None and msg.create:
                 settings = await ctx.workspace_settings(ws)
+                group_id = settings.default_group_id
                 if msg.origin_key is None:  # the visitor starts it: their pre-chat form
                     _check_pre_chat(settings.pre_chat, self.record)
+                if msg.group_id is not None:
+                    group = await ctx.call(ctx.storage.get_group(ws, msg.group_id))
+                    if group is None or not group.public:
+                        msg.reply.fail(
+                            InvalidMessage(
+                                "group_id: not a department of this site",
+                                code="invalid_field",
+                                field="group_id",
+                            )
+                        )
+                        return
+                    group_id = group.id
                 conv = await ctx.call(
                     ctx.storage.create_conversation(
                         ws,
                         visitor_id=visitor_id,
-                        group_id=settings.default_group_id,
+                        group_id=group_id,
                         origin_key=msg.origin_key,
                     )
                 )

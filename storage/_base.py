@@ -548,10 +548,19 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
     # ------------------------------------------------------------ groups
 
     async def create_group(
-        self, workspace_id: str, *, name: str, fallback_group_id: str | None = None
+        self,
+        workspace_id: str,
+        *,
+        name: str,
+        fallback_group_id: str | None = None,
+        public: bool = False,
     ) -> api.Group:
         group = api.Group(
-            id=new_id(), workspace_id=workspace_id, name=name, fallback_group_id=fallback_group_id
+            id=new_id(),
+            workspace_id=workspace_id,
+            name=name,
+            fallback_group_id=fallback_group_id,
+            public=public,
         )
         return await self._insert(group, parent=("workspaces", workspace_id, workspace_id))
 

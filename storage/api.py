@@ -116,6 +116,7 @@ class Group:
     workspace_id: str
     name: str
     fallback_group_id: str | None = None
+    public: bool = False  # a department visitors may choose (pre-chat form)
 
 
 @attrs.frozen(kw_only=True)
@@ -634,7 +635,12 @@ class Storage(Protocol):
 
     # groups
     async def create_group(
-        self, workspace_id: str, *, name: str, fallback_group_id: str | None = None
+        self,
+        workspace_id: str,
+        *,
+        name: str,
+        fallback_group_id: str | None = None,
+        public: bool = False,
     ) -> Group: ...
     async def get_group(self, workspace_id: str, group_id: str) -> Group | None: ...
     async def list_groups(self, workspace_id: str) -> list[Group]: ...

@@ -177,6 +177,7 @@ async def set_limits(call: Call, workspace_id: str, body: WorkspaceLimitsIn) -> 
     changes = {k: v for k, v in attrs_dict(body).items() if v is not None}
     ws = await call.services.storage.update_workspace(workspace_id, **changes)
     await audit(call, "workspace.limits_changed", f"workspace:{workspace_id}", **changes)
+    await call.services.engine.workspace_changed(workspace_id)  # routing honours the new cap
     return WorkspaceOut.of(ws)
 
 
@@ -386,7 +387,9 @@ async def reset_password(call: Call, agent_id: str) -> PasswordOut:
 
 
 def _group_out(g: Any) -> GroupOut:
-    return GroupOut(id=g.id, name=g.name, fallback_group_id=g.fallback_group_id)
+    return GroupOut(
+        id=g.id, name=g.name, fallback_group_id=g.fallback_group_id, public=g.public
+    )
 
 
 @api.op("GET", "/groups", summary="Agent groups (departments)", response=GroupList)
@@ -417,7 +420,10 @@ async def _check_fallback(call: Call, fallback: str | None, own_id: str | None =
 async def create_group(call: Call, body: GroupIn) -> GroupOut:
     await _check_fallback(call, body.fallback_group_id)
     group = await call.services.storage.create_group(
-        call.workspace_id, name=body.name, fallback_group_id=body.fallback_group_id
+        call.workspace_id,
+        name=body.name,
+        fallback_group_id=body.fallback_group_id,
+        public=body.public,
     )
     await workspace_changed(call)
     await audit(call, "group.created", f"group:{group.id}")

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import time
+
 from quart import Response, request
 
-from engine import EngineError
-from storage import WorkspaceStatus
+from engine import EngineError, read_hours
+from storage import Storage, WorkspaceStatus
 from web.api_admin import read_widget_settings
 from web.errors import NotFound
 from web.httpapi import ApiBlueprint, PublicCall, json_response
 from web.mail import offline_text
 from web.origins import normalize_origin, origin_allowed
-from web.schemas import WidgetConfig, WidgetKeyQuery
+from web.schemas import Department, WidgetConfig, WidgetKeyQuery
 
 api = ApiBlueprint("api_public", "widget")
+
+
+async def public_departments(storage: Storage, workspace_id: str) -> tuple[Department, ...]:
+    """The groups marked public: the departments the pre-chat form offers (issue 16)."""
+    return tuple(
+        Department(id=g.id, name=g.name)
+        for g in await storage.list_groups(workspace_id)
+        if g.public
+    )
 
 
 @api.op(
@@ -49,6 +60,8 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
         sneak_peek=widget.sneak_peek,
         online=online,
         mail_enabled=services.mailer.enabled,
+        departments=await public_departments(services.storage, ws.id),
+        open=read_hours(ws.settings).open_for(None, time.time()),
     )
     response = json_response(config)
     origin = request.headers.get("Origin")

@@ -24,10 +24,12 @@ from engine import DomainError, EngineError, client_message, error_code
 from web.api_admin import api as admin_api
 from web.api_auth import api as auth_api
 from web.api_chats import api as chats_api
+from web.api_hours import api as hours_api
 from web.api_mail import api as mail_api
 from web.api_ops import api as ops_api
 from web.api_public import api as public_api
 from web.api_security import api as security_api
+from web.api_triggers import api as triggers_api
 from web.api_webhooks import api as webhooks_api
 from web.auth import session_cookie_name
 from web.errors import ApiError, PayloadTooLarge
@@ -49,6 +51,8 @@ API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
     mail_api,  # outgoing mail and the inbox
     files_api,  # files in chats
     webhooks_api,  # webhooks
+    hours_api,  # business hours
+    triggers_api,  # triggers and auto-replies
     ops_api,  # operators: the supervision tree, fault injection
 )
 
@@ -59,6 +63,8 @@ _ENGINE_STATUS = {
     "missing_field": 400,
     "unknown_type": 400,
     "already_assigned": 409,
+    "agent_at_capacity": 409,
+    "workspace_at_capacity": 409,
     "invalid_state": 409,
     "conversation_closed": 409,
     "rate_limited": 429,

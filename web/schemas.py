@@ -239,6 +239,7 @@ class GroupOut:
     id: str
     name: str
     fallback_group_id: str | None
+    public: bool = False  # visitors may choose it in the pre-chat form
 
 
 @attrs.frozen(kw_only=True)
@@ -250,12 +251,14 @@ class GroupList:
 class GroupIn:
     name: str = attrs.field(**text(max_len=NAME, min_len=1))
     fallback_group_id: str | None = attrs.field(default=None, **text(max_len=ID, min_len=1))
+    public: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class GroupPatchIn:
     name: str | None = attrs.field(default=None, **text(max_len=NAME, min_len=1))
     fallback_group_id: str | None = attrs.field(default=None, **text(max_len=ID, min_len=1))
+    public: bool | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -362,6 +365,14 @@ class WidgetSettingsPatch:
 
 
 @attrs.frozen(kw_only=True)
+class Department:
+    """A public group, as the widget offers it."""
+
+    id: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
 class WidgetConfig:
     """Public widget configuration (``/api/v1/widget/config``): no secrets, no agent data."""
 
@@ -379,6 +390,64 @@ class WidgetConfig:
     # this server sends mail (smtp_url): the offline form may promise an email reply, and the
     # widget offers the transcript by email
     mail_enabled: bool = False
+    # groups marked public: the pre-chat form offers them as a department choice
+    departments: tuple[Department, ...] = ()
+    # within the workspace's business hours (false: the widget offers the offline form)
+    open: bool = True
+
+
+# --- business hours (issue 16; engine/hours.py reads the stored layout) ---
+
+_HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]|24:00"
+_DATE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+@attrs.frozen(kw_only=True)
+class OpeningPeriod:
+    """Open from ``open`` to ``close`` (local time, ``close`` after ``open``; 24:00 = midnight)."""
+
+    day: _Day
+    open: str = attrs.field(**text(max_len=5, min_len=5, pattern=_HHMM))
+    close: str = attrs.field(**text(max_len=5, min_len=5, pattern=_HHMM))
+
+
+@attrs.frozen(kw_only=True)
+class GroupHours:
+    """A group's own schedule: its chats are routed only while both it and the workspace are
+    open."""
+
+    group_id: str = attrs.field(**text(max_len=ID, min_len=1))
+    time_zone: str = attrs.field(**text(max_len=64, min_len=1))
+    weekly: tuple[OpeningPeriod, ...] = attrs.field(
+        default=(), validator=attrs.validators.max_len(28)
+    )
+    holidays: tuple[str, ...] = attrs.field(
+        default=(), **items(max_items=100, max_len=10)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class BusinessHours:
+    """When chats are taken. ``enabled: false``: always open."""
+
+    enabled: bool = False
+    time_zone: str = attrs.field(default="UTC", **text(max_len=64, min_len=1))
+    weekly: tuple[OpeningPeriod, ...] = attrs.field(
+        default=(), validator=attrs.validators.max_len(28)
+    )
+    holidays: tuple[str, ...] = attrs.field(default=(), **items(max_items=100, max_len=10))
+    groups: tuple[GroupHours, ...] = attrs.field(
+        default=(), validator=attrs.validators.max_len(100)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class BusinessHoursOut:
+    """The stored schedule and whether the workspace is open now."""
+
+    hours: BusinessHours
+    open_now: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -390,6 +459,12 @@ class RoutingSettings:
     abandon_queued_after_s: float = attrs.field(default=0.0, **number(minimum=0, maximum=86400))
     sticky_agent: bool = True
     default_group_id: str | None = attrs.field(default=None, **text(max_len=ID, min_len=1))
+    # issue 16: a returning visitor's new chat goes first to the agent of their last chat
+    sticky_new_chats: bool = False
+    # issue 16: an unanswered proactive invitation is closed as missed after this (0: never)
+    invitation_expires_after_s: float = attrs.field(
+        default=600.0, **number(minimum=0, maximum=86400)
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -62,6 +63,7 @@ from engine import (
     Whisper,
     check_frame,
     error_result,
+    read_hours,
     structure_command,
     unstorable,
     unstructure,
@@ -69,6 +71,7 @@ from engine import (
 from storage import Visitor, Workspace, WorkspaceStatus
 from web import strictjson
 from web.api_admin import read_widget_settings
+from web.api_public import public_departments
 from web.auth import (
     Caller,
     client_ip,
@@ -746,6 +749,8 @@ class SocketSession:
             sneak_peek=widget.sneak_peek,
             online=bool(welcome.get("agents_available", False)),
             mail_enabled=self.services.mailer.enabled,
+            departments=await public_departments(self.services.storage, self.workspace.id),
+            open=read_hours(self.workspace.settings).open_for(None, time.time()),
         )
         result = HelloResult(
             visitor_id=visitor.id,

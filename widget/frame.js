@@ -6,6 +6,8 @@ import {
   Connection, Outbox, ProtocolError, newId, wsUrl, appendLinkified, h, formatTime,
 } from "./client.js";
 import { initFiles, renderFiles } from "./files.js";
+import { buildDepartmentSelect, chosenDepartment, departmentsOf } from "./departments.js";
+import { hideInvitation, invitationShown, showInvitation } from "./invite.js";
 
 const params = new URLSearchParams(location.search);
 const KEY = params.get("key") || "";
@@ -166,6 +168,7 @@ const outbox = new Outbox(NS + "outbox", {
       client_msg_id: item.client_msg_id,
       text: item.text,
       attachments: (item.files || []).map((f) => f.id),
+      group_id: item.group_id || null,
     }, { queue: false }),
   onChange: (item) => {
     if (item && item.state === "sent" && item.ack) {
@@ -314,6 +317,16 @@ function onEvent(e, quiet) {
     state.conv.assignee_name = e.data.agent_name;
     state.queue = null;
   }
+  // A proactive invitation: open on a card with the agent's name and message (invite.js).
+  if (!quiet && e.kind === "assigned" && e.data && e.data.invitation === true) {
+    showInvitation({ name: e.data.agent_name }, () => { hideInvitation(); setOpen(false); });
+    setOpen(true);
+  }
+  if (invitationShown()) {
+    if (e.kind === "message" && e.author_type === "agent") showInvitation({ text: e.body });
+    if (e.kind === "message" && e.author_type === "visitor") hideInvitation();
+    if (e.kind === "status" && e.data && e.data.state === "closed") hideInvitation();
+  }
   if (e.kind === "message" && e.author_type === "agent") {
     state.agentTypingUntil = 0;
     state.queue = null;
@@ -362,11 +375,15 @@ function identify(userId, signature) {
   if (conn.ws) conn._drop("connecting");
 }
 
-function sendText(text) {
+function sendText(text, groupId = null) {
   text = text.trim();
   if (!text) return;
   stopTyping();
-  outbox.add({ client_msg_id: newId(), text, conversation_id: state.conv && state.conv.conversation_id });
+  hideInvitation();
+  outbox.add({
+    client_msg_id: newId(), text, conversation_id: state.conv && state.conv.conversation_id,
+    group_id: groupId,
+  });
   renderLog();
   scrollDown();
 }
@@ -581,7 +598,8 @@ function renderAll() {
   const conv = state.conv;
   const closed = !!conv && conv.state === "closed";
   const hasChat = !!conv || outbox.items().length > 0;
-  const needPrechat = !hasChat && prechatFields().length > 0 && !store.get("prechat_done");
+  const needPrechat = !hasChat && !store.get("prechat_done")
+    && (prechatFields().length > 0 || departmentsOf(c).length > 0);
   const showOffline = !hasChat && !state.agentsAvailable && c.offline_form_enabled !== false;
   $("lc-greeting").textContent = hasChat ? "" : c.greeting || "Hi! How can we help you today?";
   $("lc-prechat").hidden = !(needPrechat && !showOffline);
@@ -619,6 +637,7 @@ function buildPrechat() {
       autocomplete: name === "email" ? "email" : name === "name" ? "name" : "off",
     }));
   });
+  buildDepartmentSelect(box, departmentsOf(state.config));
 }
 
 function setOpen(open) {
@@ -743,7 +762,7 @@ function wire() {
     const text = $("lc-prechat-msg").value;
     store.set("prechat_done", true);
     $("lc-prechat-msg").value = "";
-    sendText(text);
+    sendText(text, chosenDepartment());
     renderAll();
     input.focus();
   });
@@ -842,7 +861,7 @@ function applyConfig(c) {
     document.documentElement.style.setProperty("--lc-accent-text", contrastText(colour));
   }
   state.sneakPeek = !!c.sneak_peek;
-  if (c.online === false) state.agentsAvailable = false;
+  if (c.online === false || c.open === false) state.agentsAvailable = false;
   if (c.offline_message) $("lc-offline-title").textContent = c.offline_message;
   // Promise an email reply only when this server sends mail (docs/widget.md).
   $("lc-off-done").textContent = c.mail_enabled

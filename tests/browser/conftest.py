@@ -60,6 +60,8 @@ WIDGET_FILES = (
     "/widget/frame.js",
     "/widget/client.js",
     "/widget/files.js",
+    "/widget/departments.js",
+    "/widget/invite.js",
     "/widget/widget.css",
 )
 

@@ -81,9 +81,20 @@ def test_agent_starts_a_chat_from_the_live_visitor_list(server: Server, browser:
         expect(console.locator("#chat-log")).to_contain_text(
             "Questions about our plans?", timeout=TIMEOUT_MS
         )
-        expect(frame.locator("#lc-badge")).to_have_text("1", timeout=TIMEOUT_MS)
-        frame.locator("#lc-launcher").click()
+        # The widget opens on the invitation: who invites, and what they wrote (issue 16).
+        invite = frame.locator("#lc-invite")
+        expect(invite).to_be_visible(timeout=TIMEOUT_MS)
+        expect(invite).to_contain_text("Proactive Agent invites you to chat")
+        expect(invite).to_contain_text("Hi! Questions about our plans?")
         expect(frame.locator("#lc-log")).to_contain_text("Questions about our plans?")
+        # Answering it makes it a chat like any other: the card goes.
+        box = frame.locator("#lc-input")
+        box.fill("Yes, about the team plan")
+        box.press("Enter")
+        expect(invite).to_be_hidden(timeout=TIMEOUT_MS)
+        expect(console.locator("#chat-log")).to_contain_text(
+            "about the team plan", timeout=TIMEOUT_MS
+        )
         visitor_ctx.close()
 
 

@@ -221,6 +221,8 @@ def _decide(model: Model, principal: Principal | None, cmd: Any, facts: Facts, n
                 facts.agents[need.key] = NAMES.get(need.key)
             elif need.what == "group":
                 facts.groups[need.key] = GROUPS.get(need.key)
+            elif need.what == "room":
+                facts.rooms[need.key] = None  # capacity: tests/engine/test_capacity.py
             else:
                 pytest.fail("open_chat is always known in these tests")
         except IllegalTransition:

@@ -633,3 +633,18 @@ def test_ids_never_start_with_a_dash_so_cli_flags_accept_them() -> None:
     from storage._records import new_id
 
     assert not any(new_id().startswith("-") for _ in range(20_000))
+
+
+async def test_a_group_may_be_public_a_department_visitors_choose(storage: SqlStorage) -> None:
+    ws = await storage.create_workspace(name="Acme")
+    sales = await storage.create_group(ws.id, name="Sales", public=True)
+    back = await storage.create_group(ws.id, name="Back office")
+    assert (sales.public, back.public) == (True, False)
+    assert [(g.name, g.public) for g in await storage.list_groups(ws.id)] == [
+        ("Back office", False),
+        ("Sales", True),
+    ]
+    hidden = await storage.update_group(ws.id, sales.id, public=False)
+    assert hidden.public is False
+    again = await storage.get_group(ws.id, sales.id)
+    assert again is not None and again.public is False

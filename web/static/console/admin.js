@@ -7,6 +7,8 @@ import { securityAdmin } from "./security.js";
 import { webhooks } from "./webhooks.js";
 import { agentEditor, auditScreen, groupMembers, tagsScreen, tokensScreen } from "./admin_agents.js";
 import { reportsScreen } from "./reports.js";
+import { hoursScreen } from "./hours.js";
+import { triggersScreen } from "./triggers.js";
 
 const ROLES = ["agent", "supervisor", "admin", "owner", "bot"];
 
@@ -26,6 +28,8 @@ export function renderAdmin(section, box, context) {
     tags: (b) => tagsScreen(b, ctx), tokens: (b) => tokensScreen(b, ctx),
     security: (b) => securityAdmin(b, ctx),
     webhooks: (b) => webhooks(b, ctx),
+    hours: (b) => hoursScreen(b, ctx),
+    triggers: (b) => triggersScreen(b, ctx),
   };
   (screens[section] || agents)(box).catch((err) => box.appendChild(h("p", { class: "error", text: err.message })));
 }
@@ -132,12 +136,14 @@ async function groups(box) {
   box.appendChild(h("h1", { text: "Groups" }));
   const name = h("input", { required: true, maxLength: 200 });
   const fallback = h("select", null, h("option", { value: "", text: "(none)" }), res.groups.map((g) => h("option", { value: g.id, text: g.name })));
+  const pub = h("input", { type: "checkbox" });
   const form = h("form", { class: "card" }, h("h2", { text: "New group" }), field("Name", name, "group-name"),
-    field("Fallback group", fallback, "group-fallback"), h("button", { type: "submit", class: "primary full", text: "Create group" }));
+    field("Fallback group", fallback, "group-fallback"),
+    field("Department visitors may choose", pub, "group-public"), h("button", { type: "submit", class: "primary full", text: "Create group" }));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      await post("/groups", { name: name.value.trim(), fallback_group_id: fallback.value || null });
+      await post("/groups", { name: name.value.trim(), fallback_group_id: fallback.value || null, public: pub.checked });
       ctx.reload();
       await groups(clear(box));
     } catch (err) {
@@ -150,8 +156,9 @@ async function groups(box) {
     const rename = h("input", { value: g.name, maxLength: 200, "aria-label": "Name of group " + g.name });
     const fb = h("select", { "aria-label": "Fallback of " + g.name }, h("option", { value: "", text: "(none)" }),
       res.groups.filter((x) => x.id !== g.id).map((x) => h("option", { value: x.id, text: x.name, selected: x.id === g.fallback_group_id })));
+    const isPublic = h("input", { type: "checkbox", checked: !!g.public, "aria-label": "Visitors may choose " + g.name });
     const save = h("button", { type: "button", text: "Save" });
-    save.addEventListener("click", () => patch("/groups/" + g.id, { name: rename.value.trim(), fallback_group_id: fb.value || null }).then(() => ctx.toast("Saved")).catch(fail));
+    save.addEventListener("click", () => patch("/groups/" + g.id, { name: rename.value.trim(), fallback_group_id: fb.value || null, public: isPublic.checked }).then(() => ctx.toast("Saved")).catch(fail));
     const remove = h("button", { type: "button", class: "danger", text: "Delete" });
     remove.addEventListener("click", async () => {
       if (!confirm("Delete group " + g.name + "?")) return;
@@ -163,9 +170,9 @@ async function groups(box) {
         fail(err);
       }
     });
-    tbody.appendChild(h("tr", null, h("td", null, rename), h("td", null, fb), h("td", null, save, " ", remove)));
+    tbody.appendChild(h("tr", null, h("td", null, rename), h("td", null, fb), h("td", null, h("label", null, isPublic, " Department")), h("td", null, save, " ", remove)));
   }
-  box.appendChild(h("table", { class: "table" }, h("thead", null, h("tr", null, ["Name", "Fallback", ""].map((t) => h("th", { scope: "col", text: t })))), tbody));
+  box.appendChild(h("table", { class: "table" }, h("thead", null, h("tr", null, ["Name", "Fallback", "Visitors may choose", ""].map((t) => h("th", { scope: "col", text: t })))), tbody));
   await groupMembers(box, res.groups, ctx, () => groups(clear(box)));
 }
 
@@ -353,20 +360,25 @@ async function routing(box) {
   const timeout = h("input", { type: "number", min: 0, step: 1, value: s.agent_response_timeout_s });
   const abandon = h("input", { type: "number", min: 0, max: 86400, step: 1, value: s.abandon_queued_after_s });
   const sticky = h("input", { type: "checkbox", checked: s.sticky_agent });
+  const stickyNew = h("input", { type: "checkbox", checked: !!s.sticky_new_chats });
+  const inviteTtl = h("input", { type: "number", min: 0, max: 86400, step: 1, value: s.invitation_expires_after_s ?? 600 });
   const group = h("select", null, h("option", { value: "", text: "(whole workspace)" }), gr.groups.map((g) => h("option", { value: g.id, text: g.name, selected: g.id === s.default_group_id })));
   const form = h("form", { class: "card" }, h("h2", { text: "How chats reach agents" }),
     field("Mode", mode, "routing-mode"),
     field("Re-route if the agent does not answer within (s)", timeout, "routing-timeout"),
     field("Close queued chats after (s, 0 = never)", abandon, "routing-abandon"),
     field("Prefer the visitor's previous agent", sticky, "routing-sticky"),
+    field("A returning visitor's new chat goes to their last agent", stickyNew, "routing-sticky-new"),
     field("Default group", group, "routing-group"),
+    field("Unanswered invitations expire after (s, 0 = never)", inviteTtl, "routing-invite-ttl"),
     h("button", { type: "submit", class: "primary full", text: "Save routing" }));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
       await put("/settings/routing", {
         mode: mode.value, agent_response_timeout_s: Number(timeout.value), abandon_queued_after_s: Number(abandon.value),
-        sticky_agent: sticky.checked, default_group_id: group.value || null,
+        sticky_agent: sticky.checked, sticky_new_chats: stickyNew.checked, default_group_id: group.value || null,
+        invitation_expires_after_s: Number(inviteTtl.value),
       });
       ctx.toast("Routing saved");
     } catch (err) {

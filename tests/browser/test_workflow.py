@@ -1,0 +1,122 @@
+"""Support-team workflow in the widget (issue 16): a visitor picks a department in the
+pre-chat form and their chat goes to that group."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Server, make_agent
+from tests.browser.helpers import TIMEOUT_MS, agent_console, console_login, open_widget
+
+
+def test_visitor_picks_a_department_and_the_chat_goes_to_that_group(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    sales = api.call("POST", "/groups", {"name": "Sales", "public": True})
+    internal = api.call("POST", "/groups", {"name": "Back office"})
+    agent = make_agent(server, name="Sales Agent")
+    api.call("PATCH", f"/agents/{agent['id']}", {"group_ids": [sales["id"]]})
+    try:
+        with agent_console(browser, server, agent):
+            visitor_ctx = browser.new_context()
+            visitor_page = visitor_ctx.new_page()
+            widget = open_widget(visitor_page, server)
+            form = widget.locator("#lc-prechat")
+            expect(form).to_be_visible(timeout=TIMEOUT_MS)
+            select = widget.locator("#lc-dept")
+            # Only public groups are offered.
+            expect(select.locator("option")).to_have_text(["Choose…", "Sales"])
+            select.select_option(label="Sales")
+            widget.locator("#lc-prechat-msg").fill("A quote for 40 seats, please")
+            form.locator("button[type=submit]").click()
+            expect(widget.locator("#lc-log .lc-msg.mine").first).to_have_attribute(
+                "data-state", "sent", timeout=TIMEOUT_MS
+            )
+            deadline = time.monotonic() + TIMEOUT_MS / 1000
+            found: list[Any] = []
+            while not found and time.monotonic() < deadline:
+                page = api.call("GET", f"/conversations?group_id={sales['id']}")
+                found = [
+                    c
+                    for c in page["conversations"]
+                    if c["state"] != "closed" and c["group_id"] == sales["id"]
+                ]
+                if not found:
+                    visitor_page.wait_for_timeout(100)  # poll interval; bounded by deadline
+            assert found, "no open chat in the Sales group"
+            visitor_ctx.close()
+    finally:
+        api.call("DELETE", f"/groups/{sales['id']}")
+        api.call("DELETE", f"/groups/{internal['id']}")
+
+
+def test_admin_closes_the_hours_and_the_widget_offers_the_offline_form(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    agent = make_agent(server, name="Hours Agent")
+    try:
+        with agent_console(browser, server, agent):
+            admin_ctx = browser.new_context(viewport={"width": 1400, "height": 950})
+            page = admin_ctx.new_page()
+            console_login(page, server, server.owner_username, server.owner_password)
+            page.goto(server.base_url + "/console#/admin/hours")
+            expect(page.locator("#hours-now")).to_have_text(
+                "No business hours: always open.", timeout=TIMEOUT_MS
+            )
+            page.check("#hours-enabled")
+            page.fill("#hours-tz", "Europe/Paris")  # every day left empty: closed
+            page.click("#hours-form button[type=submit]")
+            expect(page.locator("#hours-now")).to_have_text(
+                "Closed now: visitors see the offline form.", timeout=TIMEOUT_MS
+            )
+            admin_ctx.close()
+            visitor_ctx = browser.new_context()
+            widget = open_widget(visitor_ctx.new_page(), server)
+            # An agent is online and accepting, but the workspace is closed.
+            expect(widget.locator("#lc-offline")).to_be_visible(timeout=TIMEOUT_MS)
+            expect(widget.locator("#lc-composer")).to_be_hidden()
+            visitor_ctx.close()
+    finally:
+        api.call("PUT", "/settings/hours", {"enabled": False})
+
+
+def test_admin_adds_an_auto_reply_and_a_queued_visitor_sees_it(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    routing = api.call("GET", "/settings/routing")
+    api.call("PUT", "/settings/routing", {**routing, "mode": "manual"})  # the chat stays queued
+    agent = make_agent(server, name="Trigger Agent")
+    try:
+        with agent_console(browser, server, agent):
+            admin_ctx = browser.new_context(viewport={"width": 1400, "height": 950})
+            page = admin_ctx.new_page()
+            console_login(page, server, server.owner_username, server.owner_password)
+            page.goto(server.base_url + "/console#/admin/triggers")
+            page.click("#triggers-add")
+            card = page.locator("#triggers-list fieldset").last
+            card.get_by_label("Trigger name").fill("Queued reply")
+            card.get_by_label("Auto-reply text").fill("You are in the queue, hang on!")
+            page.click("#triggers-form button[type=submit]")
+            expect(page.locator("#triggers-list fieldset")).to_have_count(1, timeout=TIMEOUT_MS)
+            expect(
+                page.locator("#triggers-list fieldset").first.get_by_label("Trigger name")
+            ).to_have_value("Queued reply")
+            admin_ctx.close()
+            visitor_ctx = browser.new_context()
+            widget = open_widget(visitor_ctx.new_page(), server)
+            box = widget.locator("#lc-input")
+            box.fill("Is anyone there?")
+            box.press("Enter")
+            expect(widget.locator("#lc-log")).to_contain_text(
+                "You are in the queue, hang on!", timeout=TIMEOUT_MS
+            )
+            visitor_ctx.close()
+    finally:
+        api.call("PUT", "/triggers", {"triggers": []})
+        api.call("PUT", "/settings/routing", routing)

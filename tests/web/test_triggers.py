@@ -1,0 +1,62 @@
+"""Triggers over real HTTP and a real socket: the admin API validates and stores them, and a
+visitor waiting in the queue gets the auto-reply (the engine's router fires it)."""
+
+from __future__ import annotations
+
+import trio
+
+from tests.web.client import bearer, open_peer, visitor
+from tests.web.server import TestServer
+
+URL = "/api/v1/triggers"
+
+
+async def test_triggers_are_validated_and_stored_with_ids(srv: TestServer) -> None:
+    admin = bearer(srv.base_url, srv.acme.owner.token)
+    assert (await admin.get(URL)).json() == {"triggers": []}
+    missing = await admin.request(
+        "PUT", URL, {"triggers": [{"name": "Wait", "action": "auto_reply"}]}
+    )
+    assert (missing.status, missing.error_code) == (400, "missing_field")
+    assert missing.json()["error"]["field"] == "$.triggers[0].text"
+    bad_group = await admin.request(
+        "PUT", URL, {"triggers": [{"name": "M", "action": "assign_group", "to_group_id": "x"}]}
+    )
+    assert (bad_group.status, bad_group.json()["error"]["field"]) == (
+        400,
+        "$.triggers[0].to_group_id",
+    )
+    ok = await admin.request(
+        "PUT",
+        URL,
+        {"triggers": [{"name": "Wait", "action": "auto_reply", "text": "Hang on!"}]},
+    )
+    assert ok.status == 200, ok.body
+    stored = (await admin.get(URL)).json()["triggers"]
+    assert [(t["name"], t["text"], t["queue_wait_s"]) for t in stored] == [
+        ("Wait", "Hang on!", 0.0)
+    ]
+    assert stored[0]["id"]
+
+
+async def test_a_queued_visitor_gets_the_auto_reply_over_the_socket(srv: TestServer) -> None:
+    admin = bearer(srv.base_url, srv.acme.owner.token)
+    put = await admin.request(
+        "PUT",
+        URL,
+        {"triggers": [{"name": "Queued", "action": "auto_reply", "text": "We see you!"}]},
+    )
+    assert put.status == 200, put.body
+    async with open_peer(
+        srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+    ) as peer:
+        await visitor(srv, peer)
+        sent = await peer.request("send_message", client_msg_id="q1", text="anyone?")
+        assert sent["type"] == "result", sent
+        with trio.fail_after(20):
+            while True:
+                push = await peer.push("event")
+                event = push["event"]
+                if event["kind"] == "message" and event["author_type"] == "system":
+                    break
+        assert event["body"] == "We see you!"
