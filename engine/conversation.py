@@ -99,6 +99,21 @@ __all__ = [
 
 
 @attrs.frozen(kw_only=True, eq=False)
+class GetRoom:
+    """From a conversation deciding a pick or transfer: is there room for one more chat?
+
+    Answered ``None`` (room), ``"agent"`` (the agent has ``max_chats``) or ``"workspace"``
+    (``adds_active`` and the workspace has ``max_concurrent_chats`` active or offered chats).
+    The asking chat itself is not counted.
+    """
+
+    agent_id: str
+    conversation_id: str
+    adds_active: bool
+    reply: Reply[str | None]
+
+
+@attrs.frozen(kw_only=True, eq=False)
 class ConversationChanged:
     conversation: Conversation
     ref: Any
@@ -393,8 +408,6 @@ class ConversationActor(Actor[ConversationMsg]):
         elif need.what == "visitor_wrote":
             facts.visitor_wrote = await self._visitor_wrote(conv)
         elif need.what == "room":
-            from engine.routing import GetRoom
-
             # The router never waits on a conversation, so asking it cannot deadlock.
             agent_id, adds_active = need.key
             try:

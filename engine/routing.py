@@ -42,6 +42,7 @@ from engine.agent import AgentChats, AgentPresence, AgentState, GetAgentMirror, 
 from engine.context import EngineContext, WorkspaceSettings
 from engine.conversation import (
     ConversationChanged,
+    GetRoom,
     RouterAssign,
     RouterClose,
     RouterExpireInvitation,
@@ -83,21 +84,6 @@ __all__ = [
 AUTO_REASONS = frozenset({"least_busy", "sticky", "returning_visitor", "group_fallback"})
 BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class GetRoom:
-    """From a conversation deciding a pick or transfer: is there room for one more chat?
-
-    Answered ``None`` (room), ``"agent"`` (the agent has ``max_chats``) or ``"workspace"``
-    (``adds_active`` and the workspace has ``max_concurrent_chats`` active or offered chats).
-    The asking chat itself is not counted.
-    """
-
-    agent_id: str
-    conversation_id: str
-    adds_active: bool
-    reply: Reply[str | None]
 
 
 @attrs.frozen(kw_only=True, eq=False)
