@@ -47,7 +47,7 @@ from engine.errors import (
     ShuttingDown,
     error_code,
 )
-from engine.hours import read_hours
+from engine.hours import minutes_of_day, read_hours, valid_time_zone
 from engine.identity import IdentifiedVisitor, VisitorIdentity
 from engine.messages import *  # noqa: F403 - the message classes are the protocol
 from engine.messages import __all__ as _messages_all
@@ -116,12 +116,14 @@ __all__ = [
     "client_message",
     "error_code",
     "error_result",
+    "minutes_of_day",
     "parse_user_agent",
     "read_hours",
     "start_actor",
     "structure_command",
     "unstorable",
     "unstructure",
+    "valid_time_zone",
     "visitor_data_keys",
     *_messages_all,
 ]

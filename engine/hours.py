@@ -22,13 +22,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-__all__ = ["DAYS", "Hours", "Schedule", "is_open", "minutes", "read_hours", "valid_time_zone"]
+__all__ = [
+    "DAYS",
+    "Hours",
+    "Schedule",
+    "is_open",
+    "minutes_of_day",
+    "read_hours",
+    "valid_time_zone",
+]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() order
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 
 
-def minutes(hhmm: str) -> int | None:
+def minutes_of_day(hhmm: str) -> int | None:
     """``"09:30"`` → 570; ``"24:00"`` → 1440; anything else → None."""
     match = _HHMM.match(hhmm)
     if match is None:
@@ -90,8 +98,8 @@ def _schedule(raw: Any) -> Schedule | None:
     for period in raw.get("weekly") or ():
         if not isinstance(period, Mapping) or period.get("day") not in DAYS:
             return None
-        start = minutes(str(period.get("open", "")))
-        end = minutes(str(period.get("close", "")))
+        start = minutes_of_day(str(period.get("open", "")))
+        end = minutes_of_day(str(period.get("close", "")))
         if start is None or end is None or start >= end:
             return None
         days[DAYS.index(period["day"])].append((start, end))

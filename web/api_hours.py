@@ -13,7 +13,7 @@ import time
 
 import cattrs
 
-from engine.hours import minutes, read_hours, valid_time_zone
+from engine import minutes_of_day, read_hours, valid_time_zone
 from storage import Role
 from web.api_admin import audit, workspace_changed
 from web.errors import BadRequest
@@ -49,7 +49,7 @@ def _check_schedule(
             field=f"{where}.time_zone",
         )
     for i, period in enumerate(weekly):
-        start, end = minutes(period.open), minutes(period.close)
+        start, end = minutes_of_day(period.open), minutes_of_day(period.close)
         if start is None or end is None or start >= end:
             raise BadRequest(
                 "close must be after open (24:00 for midnight)",

@@ -51,6 +51,10 @@ PUT    /settings/widget                              admin       -   admin
 PATCH  /settings/widget                              admin       -   admin
 GET    /settings/routing                             agent       -   admin,read
 PUT    /settings/routing                             admin       -   admin
+GET    /settings/hours                               agent       -   admin,read
+PUT    /settings/hours                               admin       -   admin
+GET    /triggers                                     agent       -   admin,read
+PUT    /triggers                                     admin       -   admin
 GET    /settings/identity-secret                     admin       -   admin
 GET    /tags                                         agent       -   admin,read
 PUT    /tags                                         supervisor  -   admin
