@@ -250,6 +250,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECHAT_")}
         # Every test visitor comes from 127.0.0.1: lift the per-IP new-chat limit (10/hour).
         env["LIVECHAT_RATE_NEW_CONVERSATIONS_PER_HOUR"] = "1000"
+        # As in tests/web/server.py: a loaded CI machine must not make the server shed chat
+        # messages at random (the overload policy has its own tests).
+        env["LIVECHAT_OVERLOAD_LOOP_LAG_S"] = "0"
         # The SSO tests' OpenID provider is a plain-http server on loopback (tests/oidc_provider).
         env["LIVECHAT_SSO_ALLOW_HTTP_LOOPBACK"] = "1"
         env.update(self.extra_env)
