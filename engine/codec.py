@@ -52,7 +52,6 @@ __all__ = [
     "check_frame",
     "client_message",
     "error_result",
-    "reject_constant",
     "structure_command",
     "unstorable",
     "unstructure",
@@ -216,11 +215,6 @@ def check_frame(frame: Any) -> None:
         raise InvalidMessage(
             f"{field or 'frame'}: {reason}", code="invalid_field", field=field or None
         )
-
-
-def reject_constant(name: str) -> Any:
-    """``json.loads(parse_constant=...)``: NaN and Infinity are not JSON; refuse them."""
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def unstructure(obj: Result | Push) -> dict[str, Any]:

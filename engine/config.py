@@ -36,7 +36,6 @@ class EngineConfig:
     engine_restart_period_s: float = 60.0
     shutdown_deadline_s: float = 5.0  # drain() stops the engine within this
     default_routing_mode: str = "auto"  # "auto" | "manual"; workspace settings override
-    default_max_chats: int = 5  # when an agent record has none
     avg_handle_time_s: float = 300.0  # seed for the estimated wait before data exists
     abandon_queued_after_s: float = 0.0  # 0: never; else close a queued chat as missed
     tick_interval_s: float = 1.0  # routers check response timeouts and grace periods this often

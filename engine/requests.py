@@ -430,7 +430,7 @@ class Requests:
                 role=str(r.role),
                 status=str(AgentStatus.OFFLINE),
                 active_chats=0,
-                max_chats=r.max_chats or self.config.default_max_chats,
+                max_chats=r.max_chats,  # exactly: routing honours 0 as no chats
                 group_ids=tuple(r.group_ids),
             )
             for r in records
