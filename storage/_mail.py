@@ -17,7 +17,7 @@ from storage._sql import Program, Q, Result
 
 T = TypeVar("T")
 
-# Literal, as in the partial index ``conversations_inbox`` (migration 0003), so that it is used.
+# Literal, as in the partial index ``conversations_inbox`` (migration 0004), so that it is used.
 INBOX_REASONS_SQL = "'offline', 'missed'"
 
 
