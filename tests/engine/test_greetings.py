@@ -220,3 +220,38 @@ async def test_the_per_visitor_cooldown_survives_an_engine_restart(tmp_path: Pat
                 nursery.cancel_scope.cancel()
         fired = await storage.visitor_trigger_firings(ws.id, visitor.id)
         assert list(fired) == ["g-pricing"]
+
+
+async def test_a_queued_chat_triggers_cooldown_survives_an_engine_restart(tmp_path: Path) -> None:
+    from engine.conversation import Snapshot
+    from engine.messages import EndChat, Push
+    from engine.principals import VisitorPrincipal
+    from engine.routing import GetAgents, Tick
+
+    reply = {"id": "t-q", "name": "Queued", "action": "auto_reply", "text": "Hang on!"}
+    async with open_storage(f"sqlite:///{tmp_path / 'e.db'}") as storage:
+        ws = await storage.create_workspace(name="Acme", settings={"triggers": [reply]})
+        visitor = await storage.create_visitor(ws.id, token_hash=None)
+        time = ManualTime()
+        for run in range(2):  # the second engine is the server after a restart
+            engine = ChatEngine(storage, EngineConfig(tick_interval_s=3600), clock=time)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(engine.serve)
+                send, _inbox = trio.open_memory_channel[Push](100)
+                principal = VisitorPrincipal(workspace_id=ws.id, visitor_id=visitor.id)
+                conn = await engine.connect(principal, send, connection_id=f"q{run}")
+                ack = await engine.request(conn, SendMessage(client_msg_id=f"m{run}", text="hi"))
+                assert isinstance(ack, MessageAck)
+                router = await engine._router(ws.id)
+                for _ in range(3):
+                    time.advance(1)
+                    await router.tell(Tick())
+                    await router.ask(lambda r: GetAgents(reply=r))
+                chat = await engine._ctx.conversations.get((ws.id, ack.conversation_id))
+                await chat.ask(lambda r: Snapshot(reply=r))  # what the ticks sent it is applied
+                history = await storage.history(ws.id, ack.conversation_id, after_seq=0, limit=50)
+                replies = [e for e in history if e.author_type == "system" and e.kind == "message"]
+                assert len(replies) == (1 if run == 0 else 0), run
+                await engine.request(conn, EndChat(conversation_id=ack.conversation_id))
+                await engine.shutdown(deadline_s=5)
+                nursery.cancel_scope.cancel()
