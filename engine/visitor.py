@@ -16,7 +16,7 @@ import attrs
 
 from engine.actor import Actor, Reply
 from engine.context import EngineContext, PreChatRule
-from engine.errors import AlreadyOpen, InvalidMessage
+from engine.errors import AlreadyOpen, InvalidMessage, PersistenceUnavailable
 from engine.greetings import VisitorTick, VisitTriggers
 from engine.messages import (
     PageViewInfo,
@@ -334,7 +334,11 @@ class VisitorActor(Actor[VisitorMsg]):
             self.ctx.visitor_alarms.pop(self.key, None)
             return
         can_greet = self.open_id is None and self.ctx.hub.visitor_online(ws, visitor_id)
-        if await self.triggers.check(settings, self.summary(), can_greet=can_greet):
+        try:
+            shown = await self.triggers.check(settings, self.summary(), can_greet=can_greet)
+        except PersistenceUnavailable:  # the firings could not be read: greet on a later change
+            return
+        if shown is not None:
             await self._tell_router(VisitorChange.UPDATED)
 
     async def _tell_router(self, change: VisitorChange, *, online: bool | None = None) -> None:
