@@ -71,6 +71,7 @@ from engine.visitor import (
     VisitorActor,
     VisitorArrived,
     VisitorLeft,
+    VisitorTick,
 )
 from storage import ConversationState, Storage, Workspace
 
@@ -280,6 +281,26 @@ class ChatEngine(Requests):
             for key in agents.keys():  # noqa: SIM118
                 with contextlib.suppress(trio.WouldBlock, ShuttingDown):
                     agents.get_nowait(key).tell_nowait(AgentTick())
+            self._wake_visitors()
+
+    def _wake_visitors(self) -> None:
+        """Send ``VisitorTick`` to each visitor actor whose alarm is due (a page_view
+        trigger's time condition, engine.greetings); a full mailbox is retried next tick, a
+        passivated actor's alarm dropped (its next arrival or page sets it again)."""
+        ctx = self._ctx
+        visitors, alarms = ctx.visitors, ctx.visitor_alarms
+        if not alarms or visitors is None:
+            return
+        now = ctx.clock()
+        for key, due in list(alarms.items()):
+            if due > now:
+                continue
+            if not visitors.is_active(key):
+                del alarms[key]
+                continue
+            with contextlib.suppress(trio.WouldBlock, ShuttingDown):
+                visitors.get_nowait(key).tell_nowait(VisitorTick())
+                alarms.pop(key, None)
 
     async def _drops_forever(self) -> None:
         async for conn in self._drops_recv:

@@ -50,6 +50,9 @@ class SendMessage:
     # A visitor's department (a public group) for the new chat this message starts; ignored
     # when the message goes to a chat that is open already.
     group_id: str | None = attrs.field(default=None, validator=valid_id)
+    # The trigger whose greeting this message answers (the ``greeting`` push): the new chat
+    # opens with that greeting. Ignored when the message goes to a chat that is open already.
+    greeting_id: str | None = attrs.field(default=None, validator=valid_id)
 
     def __attrs_post_init__(self) -> None:
         if not self.text.strip() and not self.attachments:

@@ -88,6 +88,8 @@ class WorkspaceSettings:
     # a proactive invitation the visitor has not answered by then is closed as missed (0: never)
     invitation_expires_after_s: float = 600.0
     triggers: tuple[Trigger, ...] = ()  # for queued chats (engine.triggers)
+    visit_triggers: tuple[Trigger, ...] = ()  # page_view: before a chat (engine.greetings)
+    workspace_name: str = ""  # the default author of a trigger's greeting
 
     @classmethod
     def from_workspace(cls, workspace: Workspace | None, config: EngineConfig) -> WorkspaceSettings:
@@ -100,6 +102,7 @@ class WorkspaceSettings:
         group = routing.get("default_group_id")
         sticky = routing.get("sticky_agent", True)
         invite_s = _number(routing.get("invitation_expires_after_s"))
+        every_trigger = read_triggers(raw)
         return cls(
             routing_mode=mode if mode in ("auto", "manual") else "auto",
             sneak_peek_enabled=widget.get("sneak_peek") is True,
@@ -115,7 +118,9 @@ class WorkspaceSettings:
             max_concurrent_chats=workspace.max_concurrent_chats if workspace is not None else 0,
             sticky_new_chats=routing.get("sticky_new_chats") is True,
             hours=read_hours(raw),
-            triggers=read_triggers(raw),
+            triggers=tuple(t for t in every_trigger if t.event == "queued"),
+            visit_triggers=tuple(t for t in every_trigger if t.event == "page_view"),
+            workspace_name=workspace.name if workspace is not None else "",
             invitation_expires_after_s=600.0 if invite_s is None or invite_s < 0 else invite_s,
         )
 
@@ -147,6 +152,9 @@ class EngineContext:
     visitor_names: dict[tuple[str, str], str | None] = attrs.field(factory=dict)
     settings: dict[str, WorkspaceSettings] = attrs.field(factory=dict)
     settings_version: dict[str, int] = attrs.field(factory=dict)
+    # visitor -> engine-clock time their actor wants a ``VisitorTick`` (a page_view trigger's
+    # time condition comes due); the ticker sends it (engine.greetings)
+    visitor_alarms: dict[tuple[str, str], float] = attrs.field(factory=dict)
 
     async def workspace_settings(self, workspace_id: str) -> WorkspaceSettings:
         """The workspace's settings, from the cache or storage (then cached until

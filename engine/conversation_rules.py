@@ -129,14 +129,17 @@ class RouterExpireInvitation:
 @attrs.frozen(kw_only=True, eq=False)
 class RouterTrigger:
     """A trigger (``engine.triggers``) fired for this queued chat: apply its action and record
-    the firing as a note for agents; stale unless the chat is still queued."""
+    the firing as a note for agents; stale unless the chat is still queued. Sent by the router
+    (queued-chat triggers) and by the visitor's actor for the chat it just created (page_view
+    triggers: the greeting the visitor answered comes first, so it opens the chat)."""
 
     trigger_id: str
     name: str
-    action: str  # "auto_reply" | "add_tag" | "assign_group"
+    action: str  # "auto_reply" | "add_tag" | "assign_group" | "greeting" | "invitation"
     text: str | None = None
     tag: str | None = None
     to_group_id: str | None = None
+    sender_name: str | None = None  # greeting, invitation: the author shown to the visitor
 
 
 # ---------------------------------------------------------------- inputs and outputs
@@ -663,8 +666,14 @@ def _trigger(conv: Conversation, cmd: RouterTrigger, facts: Facts, now: float) -
             **fields,
         )
 
+    action: AppendRequest | None
     if cmd.action == "auto_reply":
         action = system(EventKind.MESSAGE, body=cmd.text or "", data=dict(about))
+    elif cmd.action in ("greeting", "invitation"):
+        data = {**about, "greeting": True, "sender_name": cmd.sender_name}
+        action = system(EventKind.MESSAGE, body=cmd.text or "", data=data)
+    elif cmd.action == "assign_group" and cmd.to_group_id == conv.group_id:
+        action = None  # the chat was opened in that group (a page_view trigger): the note only
     elif cmd.action == "add_tag":
         tags = tuple(dict.fromkeys((*conv.tags, cmd.tag or "")))
         action = system(
@@ -684,9 +693,11 @@ def _trigger(conv: Conversation, cmd: RouterTrigger, facts: Facts, now: float) -
     note = system(
         EventKind.NOTE,
         visibility=Visibility.AGENTS,
-        body=f"Trigger \u201c{cmd.name}\u201d: {cmd.action.replace('_', ' ')}",
+        body=f"Trigger \u201c{cmd.name}\u201d fired: {cmd.action.replace('_', ' ')}",
         data=about,
     )
+    if action is None:
+        return Decision(events=(note,), conv=apply(conv, note, now), kind="trigger")
     after = apply(conv, action, now)
     return Decision(events=(action, note), conv=after, kind="trigger")
 

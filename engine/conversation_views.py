@@ -76,7 +76,8 @@ async def author_name(ctx: EngineContext, event: Event) -> str | None:
         return await ctx.agent_name(ws, event.author_id)
     if event.author_type == AuthorType.VISITOR and event.author_id:
         return ctx.visitor_names.get((ws, event.author_id))
-    return None
+    sender = event.data.get("sender_name")  # a trigger's greeting (engine.greetings)
+    return sender if isinstance(sender, str) else None
 
 
 async def replay(

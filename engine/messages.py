@@ -67,6 +67,7 @@ from engine.replies import (
     ConversationUpdate,
     ErrorResult,
     EventPush,
+    GreetingPush,
     History,
     MessageAck,
     Ok,
@@ -95,6 +96,7 @@ from engine.summaries import (
     RoutingDecisionView,
     SettableStatus,
     VisitorChange,
+    VisitorGreeting,
     VisitorSummary,
 )
 
@@ -126,6 +128,7 @@ __all__ = [
     "EventView",
     "GetHistory",
     "GetRoutingLog",
+    "GreetingPush",
     "History",
     "Invite",
     "Join",
@@ -161,6 +164,7 @@ __all__ = [
     "UpdateProfile",
     "ViewingPush",
     "VisitorChange",
+    "VisitorGreeting",
     "VisitorList",
     "VisitorSummary",
     "VisitorUpdate",

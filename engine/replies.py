@@ -254,6 +254,19 @@ class Availability:
 
 
 @attrs.frozen(kw_only=True)
+class GreetingPush:
+    """To a visitor without a chat: a page_view trigger's greeting (a message card from
+    ``sender_name``) or invitation (the invitation card). Answering it with ``send_message``
+    and ``greeting_id`` starts a chat that opens with the greeting."""
+
+    TYPE: ClassVar[str] = "greeting"
+    greeting_id: str  # the trigger's id
+    style: str  # "greeting" | "invitation"
+    sender_name: str
+    text: str
+
+
+@attrs.frozen(kw_only=True)
 class ResyncRequired:
     """The gap since ``from_seq`` is too large to replay: fetch history, then watch again."""
 
@@ -288,4 +301,5 @@ Push = (
     | Availability
     | ResyncRequired
     | SessionClosed
+    | GreetingPush
 )

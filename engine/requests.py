@@ -204,8 +204,11 @@ class Requests:
             create = isinstance(cmd, SendMessage)
             visitor = await self._visitor(p)
             group_id = cmd.group_id if isinstance(cmd, SendMessage) else None
+            greeting_id = cmd.greeting_id if isinstance(cmd, SendMessage) else None
             conversation_id = await visitor.ask(
-                lambda r: OpenConversation(create=create, group_id=group_id, reply=r)
+                lambda r: OpenConversation(
+                    create=create, group_id=group_id, greeting_id=greeting_id, reply=r
+                )
             )
             if conversation_id is None:
                 raise InvalidState("no open conversation")

@@ -50,6 +50,7 @@ from engine.conversation import (
     RouterTrigger,
 )
 from engine.errors import ActorStopped, ShuttingDown
+from engine.firings import recent_firings, record_firing
 from engine.messages import (
     AgentStatus,
     AgentStatusPush,
@@ -182,6 +183,7 @@ class RouterActor(Actor[RouterMsg]):
         storage = ctx.storage
         now = ctx.clock()
         await self._load_workspace()
+        self.trigger_fired = await recent_firings(ctx, ws)  # cooldowns survive a restart
         for conv in await ctx.call(storage.list_open_conversations(ws)):
             if conv.state == ConversationState.QUEUED and conv.last_seq > 0:
                 self._enqueue(conv, now).returning_to = await self._returning_to(conv)
@@ -683,6 +685,7 @@ class RouterActor(Actor[RouterMsg]):
                     return
                 item.fired.add(trigger.id)
                 self.trigger_fired[key] = now
+                await record_firing(self.ctx, self.ws, item.visitor_id, trigger.id)
         if len(self.trigger_fired) > 10_000:  # forget firings older than any cooldown
             horizon = max(t.cooldown_s for t in triggers)
             self.trigger_fired = {

@@ -93,6 +93,17 @@ class PageViewInfo:
 
 
 @attrs.frozen(kw_only=True)
+class VisitorGreeting:
+    """A page_view trigger's greeting or invitation shown to a visitor who has no chat yet."""
+
+    trigger_id: str
+    trigger_name: str
+    action: str  # "greeting" | "invitation"
+    text: str
+    at: float
+
+
+@attrs.frozen(kw_only=True)
 class VisitorSummary:
     """What the live visitor list shows of one visitor."""
 
@@ -111,6 +122,7 @@ class VisitorSummary:
     attributes: Mapping[str, Any]
     conversation_id: str | None  # open conversation, if any
     arrived_at: float
+    greeting: VisitorGreeting | None = None  # the last greeting a trigger showed this visit
 
 
 @attrs.frozen(kw_only=True)

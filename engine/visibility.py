@@ -32,6 +32,7 @@ from engine.messages import (
     ConversationUpdate,
     EventPush,
     EventView,
+    GreetingPush,
     History,
     QueuePosition,
     QueueUpdate,
@@ -61,7 +62,8 @@ __all__ = [
 VISITOR_EVENT_DATA: Mapping[EventKind, frozenset[str] | None] = {
     # Files sent with the message: id, name, type and size (the bytes need the sender's or
     # an agent's credential, see web/files.py).
-    EventKind.MESSAGE: frozenset({"attachments"}),
+    # A trigger's greeting that opened the chat: ``greeting`` (true) and its ``sender_name``.
+    EventKind.MESSAGE: frozenset({"attachments", "greeting", "sender_name"}),
     EventKind.NOTE: None,  # internal note
     EventKind.WHISPER: None,  # supervisor to agent
     # Not the routing reason, load or candidate counts the router adds to ``data``.
@@ -147,6 +149,7 @@ VISITOR_PUSHES: Mapping[type, Callable[[Any], Any]] = {
     AgentReconnecting: _same,
     ResyncRequired: _same,
     SessionClosed: _same,
+    GreetingPush: _same,  # a trigger's greeting to this visitor (engine.greetings)
     AgentWelcome: _never,
     ConversationUpdate: _never,
     ChatAssigned: _never,

@@ -16,7 +16,8 @@ import attrs
 
 from engine.actor import Actor, Reply
 from engine.context import EngineContext, PreChatRule
-from engine.errors import AlreadyOpen, InvalidMessage
+from engine.errors import AlreadyOpen, InvalidMessage, PersistenceUnavailable
+from engine.greetings import VisitorTick, VisitTriggers
 from engine.messages import (
     PageViewInfo,
     ReportPageView,
@@ -26,6 +27,7 @@ from engine.messages import (
     is_email,
 )
 from engine.principals import ConnectionMeta
+from engine.triggers import Trigger
 from engine.useragent import DeviceInfo, parse_user_agent
 from storage import ConversationState, PageView, Visitor
 
@@ -37,6 +39,7 @@ __all__ = [
     "VisitorLeft",
     "VisitorNavigated",
     "VisitorProfile",
+    "VisitorTick",
 ]
 
 NEW_VISIT_AFTER_S = 30 * 60  # a visitor seen again after this long is on a new visit
@@ -77,6 +80,7 @@ class OpenConversation:
     reply: Reply[str | None]
     origin_key: str | None = None
     group_id: str | None = None  # the visitor's department choice (a public group)
+    greeting_id: str | None = None  # the trigger greeting the visitor answers (engine.greetings)
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -103,11 +107,22 @@ VisitorMsg = (
     | VisitorLeft
     | OpenConversation
     | ConversationStateChanged
+    | VisitorTick
 )
 
 
 class VisitorActor(Actor[VisitorMsg]):
-    __slots__ = ("arrived_at", "ctx", "device", "key", "open_id", "page", "pages", "record")
+    __slots__ = (
+        "arrived_at",
+        "ctx",
+        "device",
+        "key",
+        "open_id",
+        "page",
+        "pages",
+        "record",
+        "triggers",
+    )
 
     def __init__(self, ctx: EngineContext, key: tuple[str, str]) -> None:
         self.ctx = ctx
@@ -118,6 +133,7 @@ class VisitorActor(Actor[VisitorMsg]):
         self.pages = 0
         self.arrived_at = 0.0
         self.open_id: str | None = None
+        self.triggers = VisitTriggers(ctx, key)
 
     async def on_start(self) -> None:
         ctx = self.ctx
@@ -140,6 +156,7 @@ class VisitorActor(Actor[VisitorMsg]):
             elif msg.state != ConversationState.CLOSED:
                 self.open_id = msg.conversation_id
             await self._tell_router(VisitorChange.UPDATED)
+            await self._greet()
             return
         if self.record is None:
             if isinstance(msg, VisitorArrived | OpenConversation | VisitorProfile):
@@ -164,6 +181,7 @@ class VisitorActor(Actor[VisitorMsg]):
             if first:
                 self.arrived_at = now
                 self.pages = 0
+                self.triggers.arrived()
             self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
             if meta.page_url:
                 await self._page(meta.page_url, meta.page_title, meta.page_referrer, now)
@@ -172,9 +190,15 @@ class VisitorActor(Actor[VisitorMsg]):
             await self._tell_router(
                 VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED, online=True
             )
+            # Greet on the next tick: the arriving connection is not in the hub yet.
+            if (await ctx.workspace_settings(ws)).visit_triggers:
+                ctx.visitor_alarms[self.key] = ctx.clock()
         elif isinstance(msg, VisitorNavigated):
             await self._page(msg.page.url, msg.page.title, msg.page.referrer, _wall())
             await self._tell_router(VisitorChange.NAVIGATED)
+            await self._greet()
+        elif isinstance(msg, VisitorTick):
+            await self._greet()
         elif isinstance(msg, VisitorProfile):
             update = msg.update
             changes = {}
@@ -198,8 +222,10 @@ class VisitorActor(Actor[VisitorMsg]):
                 ctx.visitor_names[self.key] = self.record.name
             msg.reply.send(None)
             await self._tell_router(VisitorChange.UPDATED)
+            await self._greet()
         elif isinstance(msg, VisitorLeft):
             if not ctx.hub.visitor_online(ws, visitor_id):
+                ctx.visitor_alarms.pop(self.key, None)
                 assert ctx.routers is not None
                 router = await ctx.routers.get(ws)
                 await router.tell(VisitorGone(visitor_id=visitor_id))
@@ -233,6 +259,19 @@ class VisitorActor(Actor[VisitorMsg]):
                         )
                         return
                     group_id = group.id
+                fired: tuple[Trigger, ...] = ()
+                if msg.origin_key is None:  # page_view triggers apply to a visitor's own chat
+                    fired = await self.triggers.at_chat_start(
+                        settings, self.summary(), msg.greeting_id
+                    )
+                    if msg.group_id is not None:  # the visitor's department choice stands
+                        fired = tuple(t for t in fired if t.action != "assign_group")
+                    moves = [t for t in fired if t.action == "assign_group"]
+                    if moves:  # the first that matches: the chat opens in its group
+                        group_id = moves[0].to_group_id
+                        fired = tuple(
+                            t for t in fired if t.action != "assign_group" or t is moves[0]
+                        )
                 conv = await ctx.call(
                     ctx.storage.create_conversation(
                         ws,
@@ -242,6 +281,7 @@ class VisitorActor(Actor[VisitorMsg]):
                     )
                 )
                 self.open_id = conv.id
+                await self.triggers.announce(settings, conv.id, fired)
             msg.reply.send(self.open_id)
 
     async def _page(self, url: str, title: str | None, referrer: str | None, at: float) -> None:
@@ -260,6 +300,7 @@ class VisitorActor(Actor[VisitorMsg]):
         )
         self.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
         self.pages += 1
+        self.triggers.new_page()
 
     def summary(self, *, online: bool | None = None) -> VisitorSummary:
         """``online``: known better than the hub (a connection that is arriving)."""
@@ -282,7 +323,23 @@ class VisitorActor(Actor[VisitorMsg]):
             attributes=dict(attributes),
             conversation_id=self.open_id,
             arrived_at=self.arrived_at,
+            greeting=self.triggers.shown,
         )
+
+    async def _greet(self) -> None:
+        """Fire a due page_view greeting (engine.greetings); the visitor list shows it."""
+        ws, visitor_id = self.key
+        settings = await self.ctx.workspace_settings(ws)
+        if self.record is None or not settings.visit_triggers:
+            self.ctx.visitor_alarms.pop(self.key, None)
+            return
+        can_greet = self.open_id is None and self.ctx.hub.visitor_online(ws, visitor_id)
+        try:
+            shown = await self.triggers.check(settings, self.summary(), can_greet=can_greet)
+        except PersistenceUnavailable:  # the firings could not be read: greet on a later change
+            return
+        if shown is not None:
+            await self._tell_router(VisitorChange.UPDATED)
 
     async def _tell_router(self, change: VisitorChange, *, online: bool | None = None) -> None:
         if self.record is None:

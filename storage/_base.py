@@ -52,6 +52,7 @@ from storage._records import (
 )
 from storage._report import compute_report, fallback_groups
 from storage._sql import Dialect, Program, Q, Result, Row
+from storage._triggers import TriggerStore
 from storage._webhooks import WebhookStore
 from storage.blobs import BlobStore
 from storage.crypto import (
@@ -141,7 +142,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
+class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str

@@ -120,6 +120,11 @@ TABLES: Final = (
     ),
     _t("page_views", "id workspace_id visitor_id url title referrer at"),
     _t(
+        "trigger_firings",
+        "workspace_id visitor_id trigger_id fired_at",
+        key="visitor_id trigger_id",  # visitor ids are unique across workspaces
+    ),
+    _t(
         "conversations",
         "id workspace_id visitor_id state close_reason group_id assignee_id"
         " previous_assignee_id participant_ids tags rating rating_comment last_seq created_at"
@@ -184,6 +189,7 @@ def _scope(
     return {
         "visitors": ("workspace_id=? AND id=?", [workspace_id, visitor_id]),
         "page_views": ("workspace_id=? AND visitor_id=?", [workspace_id, visitor_id]),
+        "trigger_firings": ("workspace_id=? AND visitor_id=?", [workspace_id, visitor_id]),
         "conversations": ("workspace_id=? AND visitor_id=?", [workspace_id, visitor_id]),
         "events": (
             f"workspace_id=? AND conversation_id IN ({theirs})",

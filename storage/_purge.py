@@ -25,6 +25,7 @@ _WORKSPACE_TABLES = (
     "routing_decisions",
     "conversations",
     "page_views",
+    "trigger_firings",
     "sessions",
     "api_tokens",
     "bans",
@@ -124,6 +125,10 @@ def erase_visitor_program(
     )
     yield Q(
         "DELETE FROM page_views WHERE workspace_id=? AND visitor_id=?", (workspace_id, visitor_id)
+    )
+    yield Q(
+        "DELETE FROM trigger_firings WHERE workspace_id=? AND visitor_id=?",
+        (workspace_id, visitor_id),
     )
     yield Q(
         "DELETE FROM bans WHERE workspace_id=? AND kind='visitor' AND value=?",

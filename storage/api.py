@@ -681,6 +681,16 @@ class Storage(Protocol):
     async def list_page_views(
         self, workspace_id: str, visitor_id: str, limit: int = 50
     ) -> list[PageView]: ...  # newest first
+    # trigger firings (per-visitor rate limits that survive a restart; storage/_triggers.py)
+    async def record_trigger_firing(
+        self, workspace_id: str, visitor_id: str, trigger_id: str, at: float
+    ) -> None: ...
+    async def visitor_trigger_firings(
+        self, workspace_id: str, visitor_id: str
+    ) -> dict[str, float]: ...
+    async def recent_trigger_firings(
+        self, workspace_id: str, since: float
+    ) -> dict[tuple[str, str], float]: ...
 
     # conversations and events
     async def create_conversation(

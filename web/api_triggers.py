@@ -1,13 +1,13 @@
-"""Admin API of triggers (issue 16): conditions on a queued chat's visitor and wait, and an
-action (an auto-reply while queued, a tag, a move to another group). Stored in
-``Workspace.settings["triggers"]`` and evaluated by the router (``engine.triggers``); a change
-applies at once and is audited. See docs/admin-api.md.
+"""Admin API of triggers (issue 16): queued-chat triggers (an auto-reply while queued, a tag,
+a move to another group) and page_view triggers before a chat (a greeting, an invitation, and a
+tag or group for the chat the visitor then starts). Stored in ``Workspace.settings["triggers"]``
+and evaluated by the engine (``engine.triggers``); a change applies at once and is audited. The
+schema is in ``web.schemas_triggers``. See docs/admin-api.md.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Literal
 
 import attrs
 import cattrs
@@ -16,41 +16,18 @@ from storage import Role
 from web.api_admin import audit, workspace_changed
 from web.errors import BadRequest
 from web.httpapi import ApiBlueprint, Call
-from web.schemas import ID
-from web.wire import api_converter, number
-from web.wire import text as bounded
+from web.schemas_triggers import EVENT_ACTIONS, EVENT_ONLY, TriggerItem, TriggerList
+from web.wire import api_converter
 
 api = ApiBlueprint("api_triggers", "triggers")
 
-MAX_TRIGGERS = 50
-_NEEDS = {"auto_reply": "text", "add_tag": "tag", "assign_group": "to_group_id"}
-
-
-@attrs.frozen(kw_only=True)
-class TriggerItem:
-    """One trigger; ``id`` is given by the server when left out."""
-
-    id: str | None = attrs.field(default=None, **bounded(max_len=ID, min_len=1))
-    name: str = attrs.field(**bounded(max_len=100, min_len=1))
-    enabled: bool = True
-    action: Literal["auto_reply", "add_tag", "assign_group"]
-    queue_wait_s: float = attrs.field(default=0.0, **number(minimum=0, maximum=86400))
-    url_contains: str | None = attrs.field(default=None, **bounded(max_len=300, min_len=1))
-    returning_visitor: bool | None = None
-    attribute: str | None = attrs.field(default=None, **bounded(max_len=64, min_len=1))
-    attribute_value: str | None = attrs.field(default=None, **bounded(max_len=300))
-    group_id: str | None = attrs.field(default=None, **bounded(max_len=ID, min_len=1))
-    text: str | None = attrs.field(default=None, **bounded(max_len=2000, min_len=1))
-    tag: str | None = attrs.field(default=None, **bounded(max_len=64, min_len=1))
-    to_group_id: str | None = attrs.field(default=None, **bounded(max_len=ID, min_len=1))
-    cooldown_s: float = attrs.field(default=3600.0, **number(minimum=0, maximum=604800))
-
-
-@attrs.frozen(kw_only=True)
-class TriggerList:
-    triggers: tuple[TriggerItem, ...] = attrs.field(
-        validator=attrs.validators.max_len(MAX_TRIGGERS)
-    )
+_NEEDS = {
+    "auto_reply": "text",
+    "greeting": "text",
+    "invitation": "text",
+    "add_tag": "tag",
+    "assign_group": "to_group_id",
+}
 
 
 def _read(settings: object) -> TriggerList:
@@ -80,6 +57,20 @@ async def put_triggers(call: Call, body: TriggerList) -> TriggerList:
     out = []
     for i, trigger in enumerate(body.triggers):
         where = f"$.triggers[{i}]"
+        if trigger.action not in EVENT_ACTIONS[trigger.event]:
+            raise BadRequest(
+                f"a {trigger.event} trigger cannot {trigger.action}",
+                code="invalid_value",
+                field=f"{where}.action",
+            )
+        for name, event in EVENT_ONLY.items():
+            default = attrs.fields_dict(TriggerItem)[name].default
+            if event != trigger.event and getattr(trigger, name) != default:
+                raise BadRequest(
+                    f"{name}: only for {event} triggers",
+                    code="invalid_value",
+                    field=f"{where}.{name}",
+                )
         needed = _NEEDS[trigger.action]
         if getattr(trigger, needed) is None:
             raise BadRequest(

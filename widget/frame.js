@@ -8,6 +8,7 @@ import {
 import { initFiles, renderFiles } from "./files.js";
 import { buildDepartmentSelect, chosenDepartment, departmentsOf } from "./departments.js";
 import { hideInvitation, invitationShown, showInvitation } from "./invite.js";
+import { clearGreeting, greetingId, initGreeting, showGreeting } from "./greeting.js";
 
 const params = new URLSearchParams(location.search);
 const KEY = params.get("key") || "";
@@ -169,6 +170,7 @@ const outbox = new Outbox(NS + "outbox", {
       text: item.text,
       attachments: (item.files || []).map((f) => f.id),
       group_id: item.group_id || null,
+      greeting_id: item.greeting_id || null,
     }, { queue: false }),
   onChange: (item) => {
     if (item && item.state === "sent" && item.ack) {
@@ -255,6 +257,11 @@ function onPush(f) {
       state.historyLoaded = null;
       loadHistory();
       break;
+    case "greeting": // a trigger's greeting or invitation, before any chat (greeting.js)
+      if (state.conv && state.conv.state !== "closed") break;
+      showGreeting(f, () => setOpen(false));
+      setOpen(true);
+      break;
     case "session_closed":
       $("lc-conn").textContent = "This chat is no longer available.";
       $("lc-conn").hidden = false;
@@ -285,6 +292,7 @@ function setConversation(conv, fromTab) {
     state.conv = Object.assign({}, prevId === conv.conversation_id ? state.conv : {}, conv);
     store.set("conv", conv.conversation_id);
     if (prevId !== conv.conversation_id) {
+      if (conv.state !== "closed") clearGreeting();
       state.events.clear();
       state.historyLoaded = null;
       state.queue = null;
@@ -380,9 +388,12 @@ function sendText(text, groupId = null) {
   if (!text) return;
   stopTyping();
   hideInvitation();
+  const open = state.conv && state.conv.state !== "closed";
+  const answering = open ? null : greetingId();
+  clearGreeting();
   outbox.add({
     client_msg_id: newId(), text, conversation_id: state.conv && state.conv.conversation_id,
-    group_id: groupId,
+    group_id: groupId, greeting_id: answering,
   });
   renderLog();
   scrollDown();
@@ -902,6 +913,7 @@ async function start() {
     /* defaults until the next load */
   }
   if (store.get("conv")) state.conv = { conversation_id: store.get("conv"), state: "active" };
+  else initGreeting(NS, () => setOpen(false));
   renderAll();
   document.documentElement.dataset.ready = "1";
   toHost({ type: "ready" });

@@ -62,6 +62,7 @@ WIDGET_FILES = (
     "/widget/files.js",
     "/widget/departments.js",
     "/widget/invite.js",
+    "/widget/greeting.js",
     "/widget/widget.css",
 )
 

@@ -101,7 +101,7 @@ def test_admin_adds_an_auto_reply_and_a_queued_visitor_sees_it(
             page.click("#triggers-add")
             card = page.locator("#triggers-list fieldset").last
             card.get_by_label("Trigger name").fill("Queued reply")
-            card.get_by_label("Auto-reply text").fill("You are in the queue, hang on!")
+            card.get_by_label("Message text").fill("You are in the queue, hang on!")
             page.click("#triggers-form button[type=submit]")
             expect(page.locator("#triggers-list fieldset")).to_have_count(1, timeout=TIMEOUT_MS)
             expect(
@@ -120,3 +120,78 @@ def test_admin_adds_an_auto_reply_and_a_queued_visitor_sees_it(
     finally:
         api.call("PUT", "/triggers", {"triggers": []})
         api.call("PUT", "/settings/routing", routing)
+
+
+def test_a_greeting_after_time_on_the_page_becomes_the_chat_the_agent_sees(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    agent = make_agent(server, name="Greeted Agent")
+    try:
+        with agent_console(browser, server, agent) as console:
+            # The admin adds the greeting on the triggers screen.
+            admin_ctx = browser.new_context(viewport={"width": 1400, "height": 950})
+            page = admin_ctx.new_page()
+            console_login(page, server, server.owner_username, server.owner_password)
+            page.goto(server.base_url + "/console#/admin/triggers")
+            page.click("#triggers-add-greeting")
+            card = page.locator("#triggers-list fieldset").last
+            card.get_by_label("Trigger name").fill("Demo greeting")
+            expect(card.get_by_label("After waiting (s)")).to_be_hidden()
+            card.get_by_label("Time on page (s)").fill("2")
+            card.get_by_label("Page URL contains").fill("/demo")
+            card.get_by_label("Greeting from").fill("Acme Bot")
+            card.get_by_label("Message text").fill("Hi! Anything we can help with?")
+            page.click("#triggers-form button[type=submit]")
+            expect(
+                page.locator("#triggers-list fieldset").first.get_by_label("Time on page (s)")
+            ).to_have_value("2", timeout=TIMEOUT_MS)
+            admin_ctx.close()
+            [stored] = api.call("GET", "/triggers")["triggers"]
+            assert (stored["event"], stored["action"], stored["time_on_page_s"]) == (
+                "page_view",
+                "greeting",
+                2,
+            )
+
+            # The visitor stays on the page past 2 s: the greeting card, from the bot's name.
+            visitor_ctx = browser.new_context()
+            widget = open_widget(visitor_ctx.new_page(), server)
+            greeting = widget.locator("#lc-trigger-greeting")
+            expect(greeting).to_be_visible(timeout=TIMEOUT_MS)
+            expect(greeting).to_contain_text("Acme Bot")
+            expect(greeting).to_contain_text("Hi! Anything we can help with?")
+            expect(widget.locator("#lc-log .lc-msg")).to_have_count(0)  # not a chat yet
+
+            # Agents see the firing on the live visitor list before any chat exists.
+            console.goto(server.base_url + "/console#/visitors")
+            expect(console.locator("#visitors-body")).to_contain_text(
+                "Trigger \u201cDemo greeting\u201d fired: greeting", timeout=TIMEOUT_MS
+            )
+
+            # The visitor answers: the chat opens with the greeting, then their message.
+            box = widget.locator("#lc-input")
+            box.fill("Yes, do you ship abroad?")
+            box.press("Enter")
+            expect(greeting).to_be_hidden(timeout=TIMEOUT_MS)
+            messages = widget.locator("#lc-log .lc-msg")
+            expect(messages).to_have_count(2, timeout=TIMEOUT_MS)
+            expect(messages.first).to_contain_text("Hi! Anything we can help with?")
+            expect(messages.first).to_contain_text("Acme Bot")
+            expect(messages.last).to_contain_text("Yes, do you ship abroad?")
+
+            # The agent's console shows the chat with the greeting and the firing.
+            console.goto(server.base_url + "/console#/")
+            expect(console.locator("#mine-list li")).to_have_count(1, timeout=TIMEOUT_MS)
+            console.locator("#mine-list li button").first.click()
+            log = console.locator("#chat-log")
+            expect(log.locator(".msg[data-author=system]").first).to_contain_text(
+                "Hi! Anything we can help with?", timeout=TIMEOUT_MS
+            )
+            expect(log).to_contain_text("Trigger \u201cDemo greeting\u201d fired: greeting")
+            expect(log.locator(".msg[data-author=visitor]")).to_contain_text(
+                "Yes, do you ship abroad?"
+            )
+            visitor_ctx.close()
+    finally:
+        api.call("PUT", "/triggers", {"triggers": []})

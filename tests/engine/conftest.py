@@ -89,6 +89,22 @@ class World:
                     await agent.ask(lambda r: GetAgentView(reply=r))
             await router.tell(Tick())
             await router.ask(lambda r: GetAgents(reply=r))
+            await self.wake_visitors()
+
+    async def wake_visitors(self) -> None:
+        """Have the visitor actors whose alarm is due (page_view triggers' time conditions)
+        check them now, as the engine's ticker does; returns once they have."""
+        from engine.visitor import OpenConversation
+
+        ctx = self.engine._ctx
+        visitors = ctx.visitors
+        due = [k for k, at in ctx.visitor_alarms.items() if at <= ctx.clock()]
+        self.engine._wake_visitors()
+        with trio.fail_after(30):
+            for key in due:
+                if key[0] == self.workspace_id and visitors.is_active(key):
+                    ref = await visitors.get(key)
+                    await ref.ask(lambda r: OpenConversation(create=False, reply=r))
 
     async def agent(
         self,

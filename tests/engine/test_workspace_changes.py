@@ -111,6 +111,7 @@ def test_settings_are_read_from_the_admin_api_layout() -> None:
         sticky_agent=False,
         default_group_id="g1",
         max_concurrent_chats=1000,  # the Workspace default
+        workspace_name="Acme",  # a trigger greeting's default sender
     )
     defaults = WorkspaceSettings.from_workspace(None, EngineConfig(abandon_queued_after_s=5))
     assert (defaults.routing_mode, defaults.sneak_peek_enabled, defaults.sticky_agent) == (

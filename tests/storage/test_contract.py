@@ -648,3 +648,25 @@ async def test_a_group_may_be_public_a_department_visitors_choose(storage: SqlSt
     assert hidden.public is False
     again = await storage.get_group(ws.id, sales.id)
     assert again is not None and again.public is False
+
+
+async def test_trigger_firings_keep_the_latest_per_visitor_and_go_with_the_visitor(
+    storage: SqlStorage,
+) -> None:
+    ws = await storage.create_workspace(name="Acme")
+    other = await storage.create_workspace(name="Other")
+    v = await storage.create_visitor(ws.id, token_hash=None)
+    w = await storage.create_visitor(ws.id, token_hash=None)
+    await storage.record_trigger_firing(ws.id, v.id, "greet", 100.0)
+    await storage.record_trigger_firing(ws.id, v.id, "greet", 250.0)  # fired again: latest wins
+    await storage.record_trigger_firing(ws.id, v.id, "tag", 120.0)
+    await storage.record_trigger_firing(ws.id, w.id, "greet", 90.0)
+    assert await storage.visitor_trigger_firings(ws.id, v.id) == {"greet": 250.0, "tag": 120.0}
+    assert await storage.visitor_trigger_firings(other.id, v.id) == {}
+    assert await storage.recent_trigger_firings(ws.id, since=100.0) == {
+        (v.id, "greet"): 250.0,
+        (v.id, "tag"): 120.0,
+    }
+    await storage.erase_visitor(ws.id, v.id)
+    assert await storage.visitor_trigger_firings(ws.id, v.id) == {}
+    assert await storage.recent_trigger_firings(ws.id, since=0.0) == {(w.id, "greet"): 90.0}

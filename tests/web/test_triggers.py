@@ -60,3 +60,56 @@ async def test_a_queued_visitor_gets_the_auto_reply_over_the_socket(srv: TestSer
                 if event["kind"] == "message" and event["author_type"] == "system":
                     break
         assert event["body"] == "We see you!"
+
+
+async def test_a_page_view_greeting_reaches_the_widget_and_answering_it_opens_the_chat(
+    srv: TestServer,
+) -> None:
+    admin = bearer(srv.base_url, srv.acme.owner.token)
+    wrong_action = await admin.request(
+        "PUT",
+        URL,
+        {"triggers": [{"name": "G", "event": "page_view", "action": "auto_reply", "text": "x"}]},
+    )
+    assert (wrong_action.status, wrong_action.json()["error"]["field"]) == (
+        400,
+        "$.triggers[0].action",
+    )
+    wrong_field = await admin.request(
+        "PUT",
+        URL,
+        {"triggers": [{"name": "W", "action": "auto_reply", "text": "x", "time_on_page_s": 5}]},
+    )
+    assert (wrong_field.status, wrong_field.json()["error"]["field"]) == (
+        400,
+        "$.triggers[0].time_on_page_s",
+    )
+    greeting = {
+        "name": "Pricing",
+        "event": "page_view",
+        "action": "greeting",
+        "text": "Questions about pricing?",
+        "url_contains": "/pricing",
+    }
+    put = await admin.request("PUT", URL, {"triggers": [greeting]})
+    assert put.status == 200, put.body
+    trigger_id = put.json()["triggers"][0]["id"]
+    async with open_peer(
+        srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
+    ) as peer:
+        await visitor(srv, peer)  # on http://site.test/pricing
+        shown = await peer.push("greeting", timeout=20)
+        assert (shown["greeting_id"], shown["style"], shown["text"]) == (
+            trigger_id,
+            "greeting",
+            "Questions about pricing?",
+        )
+        assert shown["sender_name"] == "Acme"
+        sent = await peer.request(
+            "send_message", client_msg_id="a1", text="Yes, a question", greeting_id=trigger_id
+        )
+        assert sent["type"] == "result", sent
+        first = await peer.push("event")
+        assert first["event"]["seq"] == 1 and first["event"]["body"] == "Questions about pricing?"
+        assert first["event"]["data"] == {"greeting": True, "sender_name": "Acme"}
+        assert first["event"]["author_name"] == "Acme"

@@ -609,7 +609,7 @@ function msgNode(key, e, stateName, item) {
   if (!li) {
     const out = e.author_type === "agent";
     li = h("li", { class: "msg" + (out ? " out" : "") + (kind === "note" ? " note" : kind === "whisper" ? " whisper" : "") });
-    const who = e.author_type === "visitor" ? chatName(currentChat()) : e.author_name || "Agent";
+    const who = e.author_type === "visitor" ? chatName(currentChat()) : e.author_name || (e.author_type === "system" ? "System" : "Agent");
     const label = kind === "note" ? who + " · internal note" : kind === "whisper" ? who + " · whisper (agents only)" : who;
     li.appendChild(h("span", { class: "who", text: label }));
     const body = h("div", { class: "text" });
@@ -1052,6 +1052,7 @@ function renderVisitors() {
     who.textContent = "";
     who.append(h("b", { text: v.name || "Visitor " + v.visitor_id.slice(0, 6) }));
     if (v.email) who.append(h("div", { class: "muted", text: v.email }));
+    if (v.greeting) who.append(h("div", { class: "muted trigger-fired", text: "Trigger \u201c" + v.greeting.trigger_name + "\u201d fired: " + v.greeting.action }));
     page.textContent = "";
     if (v.current_page) page.append(safeLink(v.current_page.url, v.current_page.title || v.current_page.url));
     pages.textContent = String(v.pages_viewed || 0);
