@@ -287,6 +287,8 @@ async def export_jsonl(
         data = await store.blobs.get(file_id)
         if data is None:  # erased since the snapshot: its row restores without bytes
             continue
+        if key is not None:  # the customer's readable copy (a backup keeps the sealed bytes)
+            data = key.open_bytes(data, file_id)
         encoded = base64.b64encode(data).decode("ascii")
         yield dump_json({"file": {"id": file_id, "data": encoded}}) + "\n"
         files += 1
