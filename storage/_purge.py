@@ -95,7 +95,8 @@ def erase_visitor_program(
     actor: str,
     ip: str | None = None,
 ) -> Program[list[str]]:
-    """Delete a visitor with their conversations, events, files, page views and bans."""
+    """Delete a visitor with their conversations, events, files, page views and bans, and the
+    mail and webhook deliveries (queued or logged) about their conversations."""
     found = yield Q(
         "SELECT 1 AS ok FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id)
     )
@@ -109,11 +110,27 @@ def erase_visitor_program(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
     )
-    for table in ("inbox_items", "mail_outbox"):
-        yield Q(
-            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({theirs})",
-            (workspace_id, workspace_id, visitor_id),
-        )
+    # Webhook deliveries about their chats, queued or logged, with their attempts: a payload
+    # holds the messages and the visitor's name and email.
+    deliveries = (
+        f"SELECT id FROM webhook_deliveries WHERE workspace_id=? AND conversation_id IN ({theirs})"
+    )
+    yield Q(
+        f"DELETE FROM webhook_attempts WHERE workspace_id=? AND delivery_id IN ({deliveries})",
+        (workspace_id, workspace_id, workspace_id, visitor_id),
+    )
+    webhooks = yield Q(
+        f"DELETE FROM webhook_deliveries WHERE workspace_id=? AND conversation_id IN ({theirs})",
+        (workspace_id, workspace_id, visitor_id),
+    )
+    mail = yield Q(
+        f"DELETE FROM mail_outbox WHERE workspace_id=? AND conversation_id IN ({theirs})",
+        (workspace_id, workspace_id, visitor_id),
+    )
+    yield Q(
+        f"DELETE FROM inbox_items WHERE workspace_id=? AND conversation_id IN ({theirs})",
+        (workspace_id, workspace_id, visitor_id),
+    )
     yield Q(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
@@ -134,6 +151,8 @@ def erase_visitor_program(
         "conversations": conversations.rowcount,
         "events": events.rowcount,
         "files": len(files),
+        "webhook_deliveries": webhooks.rowcount,
+        "mail": mail.rowcount,
     }
     yield from append_audit_program(
         dialect,
