@@ -131,3 +131,29 @@ async def test_deliveries_queued_before_the_migration_get_their_conversation(
 
 def _run(q: Q) -> Program[None]:
     yield q
+
+
+async def test_retention_deletes_the_deliveries_and_mail_of_the_conversations_it_deletes(
+    database_url: str, tmp_path: Path
+) -> None:
+    now = [1_000_000.0]
+    files = str(tmp_path / "files")
+    async with open_backend(database_url, files_dir=files, clock=lambda: now[0]) as store:
+        ws = (await store.create_workspace(name="acme")).id
+        sub = await store.create_webhook(
+            ws, url="https://hooks.example/in", event_types=["message.created"], secret="k"
+        )
+        await _visitor_chat(store, ws, ERASED)
+        await store.feed_webhooks(limit=100, settle_s=5.0, expand=expand_event)
+        now[0] += 10 * 86400.0
+        _, kept_conv = await _visitor_chat(store, ws, KEPT)
+        await store.feed_webhooks(limit=100, settle_s=5.0, expand=expand_event)
+
+        assert await store.purge_conversations_older_than(ws, days=5) == 1
+
+        assert [d.conversation_id for d in await store.list_webhook_deliveries(ws, sub.id)] == [
+            kept_conv
+        ]
+        assert [m.conversation_id for m in await store.list_mail(ws)] == [kept_conv]
+        [entry] = [e for e in (await store.list_audit(ws)).items if e.action == "retention.purge"]
+        assert entry.details["webhook_deliveries"] == 1 and entry.details["mail"] == 1
