@@ -5,6 +5,7 @@ a ``pg_dump`` of the PostgreSQL schema — for the plaintext. Both backends."""
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,3 +180,30 @@ async def test_keys_migrate_seals_rows_and_files_stored_before_encryption(
     assert plaintext_in(raw_database(database_url, tmp_path)) == []
     await _reads_back_plaintext(store, ids)
     assert await store.seal_plaintext() == 0  # nothing left; a second run changes nothing
+
+
+async def test_a_large_file_is_sealed_and_served_whole(
+    store: SqlStorage, database_url: str, tmp_path: Path
+) -> None:
+    """Files past ``CRYPT_IN_THREAD_BYTES`` are sealed in a worker thread: same result."""
+    await store.use_keys(ring(new_master_key_text()))
+    ws = await store.create_workspace(name="acme")
+    visitor = await store.create_visitor(ws.id, token_hash="t")
+    data = b"%PDF-1.7 " + b"kumquat-large-file " * 20_000  # ~380 KB
+    file = Attachment(
+        id="file-kumquat-large",
+        workspace_id=ws.id,
+        uploader_type=AuthorType.VISITOR,
+        uploader_id=visitor.id,
+        visitor_id=visitor.id,
+        conversation_id=None,
+        name="big.pdf",
+        content_type="application/pdf",
+        size=len(data),
+        created_at=1000.0,
+    )
+    await store.add_attachment(file, data, max_storage_bytes=None)
+    assert b"kumquat-large-file" not in raw_database(database_url, tmp_path)
+    assert await store.read_attachment(file) == data
+    lines = [line async for line in store.export_jsonl(ws.id)]
+    assert any(base64.b64encode(data).decode() in line for line in lines)  # the customer's copy
