@@ -18,11 +18,13 @@ from storage import (
     AuthorType,
     EventKind,
     MailItem,
+    MasterKeyRing,
     open_backend,
 )
 from storage._base import SqlStorage
-from storage.crypto import new_master_key_text
+from storage.crypto import new_master_key_text, parse_master_keys
 from tests.storage.rawdb import raw_database
+from tests.storage.test_commands import cli
 from tests.storage.test_encryption import ring
 from web.webhooks import expand_event
 
@@ -207,3 +209,22 @@ async def test_a_large_file_is_sealed_and_served_whole(
     assert await store.read_attachment(file) == data
     lines = [line async for line in store.export_jsonl(ws.id)]
     assert any(base64.b64encode(data).decode() in line for line in lines)  # the customer's copy
+
+
+async def test_livechat_keys_migrate_seals_old_rows_and_files_on_disk(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The command an operator runs: old plaintext rows and files are sealed; the server reads
+    them afterwards with the same master key."""
+    files = str(tmp_path / "files")
+    async with open_backend(database_url, files_dir=files) as old:
+        ids = await _fill(old)  # a database from before encryption
+    assert plaintext_in(raw_database(database_url, tmp_path)) == sorted(MARKS)
+    key_file = tmp_path / "master.key"
+    key_file.write_text(new_master_key_text() + "\n")
+    args = ("--database-url", database_url, "--master-key-file", str(key_file))
+    assert await cli("keys", "migrate", *args, "--files-dir", files) == 0
+    assert plaintext_in(raw_database(database_url, tmp_path)) == []
+    keyring = MasterKeyRing(parse_master_keys(key_file.read_text()))
+    async with open_backend(database_url, files_dir=files, keyring=keyring) as new:
+        await _reads_back_plaintext(new, ids)
