@@ -126,7 +126,7 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
         id_column = ROW_ID_COLUMNS[table]
         found = yield Q(
             f"SELECT {id_column} AS id, workspace_id, {','.join(cols)} FROM {table}"
-            # Server-wide rows (mail to an agent before a workspace exists) have no data key.
+            # A row without a workspace (``mail_outbox`` allows them) has no data key to seal with.
             f" WHERE workspace_id IS NOT NULL AND ({unsealed}) LIMIT ?",
             (batch,),
         )
