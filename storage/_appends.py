@@ -440,8 +440,10 @@ _EMPTY_JSON: Final = "{}"
 
 def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
     """``codec(api.Event).to_args`` for the hot path (no per-field dispatch; ``{}`` not dumped),
-    the body sealed with ``key``, then the ``search_terms`` column."""
-    body, terms = event.body, None
+    the body and the personal fields of ``data`` sealed with ``key``, then ``search_terms``."""
+    body, terms, data = event.body, None, event.data
+    if key is not None and data:
+        data = key.seal_data(_text(event.kind), data)  # an offline message's name and email
     if body is not None:
         if _text(event.kind) in SEARCHABLE_KINDS:
             terms = key.terms(body) if key is not None else plain_terms(body)
@@ -456,7 +458,7 @@ def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
         _text(event.author_type),
         event.author_id,
         body,
-        dump_json(dict(event.data)) if event.data else _EMPTY_JSON,
+        dump_json(dict(data)) if data else _EMPTY_JSON,
         event.client_msg_id,
         float(event.created_at),
         terms,

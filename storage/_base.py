@@ -24,11 +24,7 @@ import trio
 from storage import _export as export
 from storage import api
 from storage._appends import Admit, GroupCommitConfig, GroupCommitter, append_batch_program
-from storage._attachments import (
-    add_attachment_program,
-    bind_attachments_program,
-    unsent_attachments_program,
-)
+from storage._attachments import AttachmentStore
 from storage._audit import (
     append_audit_program,
     chains_program,
@@ -142,7 +138,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, abc.ABC):
+class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentStore, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str
@@ -413,6 +409,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, abc.ABC):
             total += sealed
             if not sealed:
                 break
+        total += await self.seal_plaintext_files()
         if total:
             # The replaced plaintext (and its old index entries) must not linger in the files.
             await self._scrub_after_erasure()
@@ -1259,66 +1256,3 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, abc.ABC):
     async def audit_chains(self) -> list[str | None]:
         """Every audit chain: workspace ids, None for the server-wide entries."""
         return await self._read(chains_program())
-
-    # ------------------------------------------------------------ files (attachments)
-
-    async def add_attachment(
-        self, attachment: api.Attachment, data: bytes, *, max_storage_bytes: int | None
-    ) -> api.Attachment:
-        """Bytes first, then the row (quota checked in its transaction); bytes removed if the
-        row is refused, so a refused upload leaves nothing behind."""
-        blobs = self.blobs
-        await blobs.put(attachment.id, data)
-        try:
-            return await self._write(
-                add_attachment_program(attachment, max_storage_bytes=max_storage_bytes)
-            )
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await blobs.delete([attachment.id])
-            raise
-
-    async def get_attachment(
-        self, workspace_id: str, attachment_id: str
-    ) -> api.Attachment | None:
-        sql = f"SELECT {columns(api.Attachment)} FROM attachments WHERE workspace_id=? AND id=?"
-        return await self._fetch_one(api.Attachment, sql, workspace_id, attachment_id)
-
-    async def read_attachment(self, attachment: api.Attachment) -> bytes | None:
-        return await self.blobs.get(attachment.id)
-
-    async def bind_attachments(
-        self,
-        workspace_id: str,
-        attachment_ids: Sequence[str],
-        *,
-        conversation_id: str,
-        visitor_id: str,
-        uploader_type: api.AuthorType,
-        uploader_id: str,
-    ) -> list[api.Attachment]:
-        return await self._write(
-            bind_attachments_program(
-                self._dialect,
-                workspace_id,
-                attachment_ids,
-                conversation_id=conversation_id,
-                visitor_id=visitor_id,
-                uploader_type=uploader_type,
-                uploader_id=uploader_id,
-                now=self._clock(),
-            )
-        )
-
-    async def attachment_usage(self, workspace_id: str) -> int:
-        rows = await self._fetch(
-            "SELECT COALESCE(SUM(size), 0) AS n FROM attachments WHERE workspace_id=?",
-            workspace_id,
-        )
-        return int(rows[0]["n"]) if rows else 0
-
-    async def purge_unsent_attachments(self, *, older_than_s: float) -> int:
-        """Delete uploads never attached to a message within ``older_than_s``."""
-        files = await self._write(unsent_attachments_program(self._clock() - older_than_s))
-        await self._drop_blobs(files)
-        return len(files)

@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol, TypeVar
 import attrs
 import trio
 
+from storage._attachments import open_file_bytes
 from storage._audit import repair_chains_program
 from storage._records import dump_json
 from storage._sql import Dialect, Program, Q, Result
@@ -293,6 +294,8 @@ async def export_jsonl(
         data = await store.blobs.get(file_id)
         if data is None:  # erased since the snapshot: its row restores without bytes
             continue
+        if key is not None:  # the customer's readable copy (a backup keeps the sealed bytes)
+            data = await open_file_bytes(key, data, file_id)
         encoded = base64.b64encode(data).decode("ascii")
         yield dump_json({"file": {"id": file_id, "data": encoded}}) + "\n"
         files += 1

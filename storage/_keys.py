@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from typing import Any, Final
 
+from storage._records import dump_json
 from storage._sql import Program, Q
 from storage.crypto import (
     ROW_ID_COLUMNS,
     SEALED_COLUMNS,
+    SEALED_DATA_FIELDS,
     SEARCHABLE_KINDS,
     DataKey,
     MasterKeyRing,
     is_sealed,
     new_data_key,
 )
+
+# Sealed by their own code: events above (body and tokens in one update), attachments by
+# ``AttachmentStore.seal_plaintext_files`` (their bytes are in the blob store, not here).
+SEALED_ELSEWHERE: Final = frozenset({"events", "attachments"})
 
 
 def _context(workspace_id: str) -> str:
@@ -98,14 +106,28 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
             (key.seal(body, "events.body"), terms, row["conversation_id"], row["seq"]),
         )
         sealed += 1
+    # Offline messages: the name and email in ``data`` (the body is sealed above).
+    for kind, fields in SEALED_DATA_FIELDS.items():
+        # ``data`` is compact JSON: a field still in plaintext reads ``"name":"`` not followed
+        # by the sealed prefix.
+        plain = " OR ".join(
+            f'(data LIKE \'%"{f}":"%\' AND data NOT LIKE \'%"{f}":"lc1:%\')' for f in fields
+        )
+        found = yield Q(
+            "SELECT workspace_id, conversation_id, seq, kind, data FROM events"
+            f" WHERE kind=? AND ({plain}) LIMIT ?",
+            (kind, batch),
+        )
+        sealed += yield from _seal_data_rows(found.rows, key_of)
     for table, cols in SEALED_COLUMNS.items():
-        if table == "events":
+        if table in SEALED_ELSEWHERE:
             continue
         unsealed = " OR ".join(f"({c} IS NOT NULL AND {c} NOT LIKE 'lc1:%')" for c in cols)
         id_column = ROW_ID_COLUMNS[table]
         found = yield Q(
             f"SELECT {id_column} AS id, workspace_id, {','.join(cols)} FROM {table}"
-            f" WHERE {unsealed} LIMIT ?",
+            # A row without a workspace (``mail_outbox`` allows them) has no data key to seal with.
+            f" WHERE workspace_id IS NOT NULL AND ({unsealed}) LIMIT ?",
             (batch,),
         )
         for row in found.rows:
@@ -115,8 +137,25 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
                 if isinstance(values[c], str) and not is_sealed(values[c]):
                     values[c] = key.seal(values[c], f"{table}.{c}")
             sets = ",".join(f"{c}=?" for c in cols)
-            yield Q(
-                f"UPDATE {table} SET {sets} WHERE {id_column}=?", (*values.values(), row["id"])
-            )
+            yield Q(f"UPDATE {table} SET {sets} WHERE {id_column}=?", (*values.values(), row["id"]))
             sealed += 1
     return sealed
+
+
+def _seal_data_rows(
+    rows: list[dict[str, Any]], key_of: Callable[[str], Program[DataKey]]
+) -> Program[int]:
+    """Seal the personal fields of these events' ``data``; returns how many rows changed."""
+    changed = 0
+    for row in rows:
+        data = json.loads(str(row["data"]))
+        fields = SEALED_DATA_FIELDS[str(row["kind"])]
+        if not any(isinstance(data.get(f), str) and not is_sealed(data[f]) for f in fields):
+            continue
+        key = yield from key_of(str(row["workspace_id"]))
+        yield Q(
+            "UPDATE events SET data=? WHERE conversation_id=? AND seq=?",
+            (dump_json(key.seal_data(str(row["kind"]), data)), row["conversation_id"], row["seq"]),
+        )
+        changed += 1
+    return changed

@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 from storage import api
 from storage._records import codec, columns, decode
 from storage._sql import Program, Q, Result
+from storage.crypto import DataKey
 
 T = TypeVar("T")
 
+_MAIL = codec(api.MailItem)
 # Literal, as in the partial index ``conversations_inbox`` (migration 0004), so that it is used.
 INBOX_REASONS_SQL = "'offline', 'missed'"
 
@@ -35,15 +37,37 @@ class MailStorage:
     async def _read(self, program: Program[T]) -> T:  # pragma: no cover - SqlStorage's
         raise NotImplementedError
 
+    async def data_key(self, workspace_id: str) -> DataKey | None:  # pragma: no cover
+        raise NotImplementedError
+
+    async def _mail_args(self, item: api.MailItem) -> list[Any]:
+        """Insert arguments of a mail: recipient, subject and text sealed with the workspace's
+        data key (server-wide mail, with no workspace, has none and is stored as it is)."""
+        args = _MAIL.to_args(item)
+        key = None if item.workspace_id is None else await self.data_key(item.workspace_id)
+        if key is None:
+            return list(args)
+        return list(
+            key.seal_row("mail_outbox", dict(zip(_MAIL.columns, args, strict=True))).values()
+        )
+
+    async def _opened_mail(self, rows: Sequence[dict[str, Any]]) -> list[api.MailItem]:
+        out = []
+        for row in rows:
+            ws = row["workspace_id"]
+            key = None if ws is None else await self.data_key(str(ws))
+            out.append(decode(api.MailItem, key.open_row("mail_outbox", row) if key else row))
+        return out
+
     # ------------------------------------------------------------ outbox
 
     async def enqueue_mail(self, item: api.MailItem) -> bool:
         """Queue a mail; False when one with the same ``dedupe_key`` exists (idempotent)."""
-        mail_codec = codec(api.MailItem)
-        sql = mail_codec.insert_sql() + " ON CONFLICT DO NOTHING"
+        sql = _MAIL.insert_sql() + " ON CONFLICT DO NOTHING"
+        args = await self._mail_args(item)
 
         def program() -> Program[bool]:
-            result: Result = yield Q(sql, mail_codec.to_args(item))
+            result: Result = yield Q(sql, args)
             return result.rowcount == 1
 
         return await self._write(program())
@@ -54,7 +78,7 @@ class MailStorage:
             " AND next_attempt_at<=? ORDER BY next_attempt_at, id LIMIT ?"
         )
         rows = await self._read(_fetch_rows(Q(sql, (api.MailStatus.QUEUED.value, now, limit))))
-        return [decode(api.MailItem, r) for r in rows]
+        return await self._opened_mail(rows)
 
     async def next_mail_due_at(self) -> float | None:
         """When the earliest queued mail is due (None: nothing queued)."""
@@ -104,7 +128,7 @@ class MailStorage:
             " ORDER BY created_at DESC, id DESC LIMIT ?"
         )
         rows = await self._read(_fetch_rows(Q(sql, [*args, limit])))
-        return [decode(api.MailItem, r) for r in rows]
+        return await self._opened_mail(rows)
 
     async def prune_mail(self, *, before: float) -> int:
         """Forget sent and failed mail created before ``before``; returns how many rows."""
@@ -175,7 +199,7 @@ class MailStorage:
         """Add an inbox item and, in the same commit, its notification mail; False (and no
         mail) when the item exists already."""
         inbox_codec = codec(api.InboxItem)
-        mail_codec = codec(api.MailItem)
+        mail_args = None if mail is None else await self._mail_args(mail)
 
         def program() -> Program[bool]:
             result: Result = yield Q(
@@ -183,9 +207,8 @@ class MailStorage:
             )
             if result.rowcount != 1:
                 return False
-            if mail is not None:
-                sql = mail_codec.insert_sql() + " ON CONFLICT DO NOTHING"
-                yield Q(sql, mail_codec.to_args(mail))
+            if mail_args is not None:
+                yield Q(_MAIL.insert_sql() + " ON CONFLICT DO NOTHING", mail_args)
             return True
 
         return await self._write(program())
@@ -227,7 +250,7 @@ class MailStorage:
         """Change an item (status, assignee); with ``reply``, queue that mail and count it, in
         the same commit. None when the item does not exist in this workspace."""
         inbox_codec = codec(api.InboxItem)
-        mail_codec = codec(api.MailItem)
+        reply_args = None if reply is None else await self._mail_args(reply)
         sets = [f"{name}=?" for name in changes] + ["updated_at=?"]
         args = [inbox_codec.encode(name, value) for name, value in changes.items()] + [now]
         if reply is not None:
@@ -242,8 +265,8 @@ class MailStorage:
             row = result.one()
             if row is None:
                 return None
-            if reply is not None:
-                yield Q(mail_codec.insert_sql(), mail_codec.to_args(reply))
+            if reply_args is not None:
+                yield Q(_MAIL.insert_sql(), reply_args)
             return decode(api.InboxItem, row)
 
         return await self._write(program())

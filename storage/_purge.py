@@ -49,10 +49,30 @@ def _take_attachments(where: str, args: tuple[str | float, ...]) -> Program[list
     return ids
 
 
+def _take_outboxes(
+    workspace_id: str, conversations: str, args: tuple[str | float, ...]
+) -> Program[tuple[int, int]]:
+    """Delete what is about to leave the server about ``conversations`` (a subquery taking
+    ``args``): webhook deliveries, queued or logged, with their attempts (a payload holds the
+    messages and the visitor's name and email), mail (queued or logged) and inbox items.
+    Returns (deliveries, mails) deleted."""
+    about = f"workspace_id=? AND conversation_id IN ({conversations})"
+    yield Q(
+        "DELETE FROM webhook_attempts WHERE workspace_id=? AND delivery_id IN"
+        f" (SELECT id FROM webhook_deliveries WHERE {about})",
+        (workspace_id, workspace_id, *args),
+    )
+    webhooks = yield Q(f"DELETE FROM webhook_deliveries WHERE {about}", (workspace_id, *args))
+    mail = yield Q(f"DELETE FROM mail_outbox WHERE {about}", (workspace_id, *args))
+    yield Q(f"DELETE FROM inbox_items WHERE {about}", (workspace_id, *args))
+    return webhooks.rowcount, mail.rowcount
+
+
 def purge_conversations_program(
     dialect: Dialect, workspace_id: str, *, cutoff: float, days: int, now: float, actor: str
 ) -> Program[tuple[int, list[str]]]:
-    """Delete conversations (their events and files) with no activity since ``cutoff``."""
+    """Delete conversations (their events, files, outgoing mail and webhook deliveries) with no
+    activity since ``cutoff``."""
     old = "SELECT id FROM conversations WHERE workspace_id=? AND last_activity_at<?"
     files = yield from _take_attachments(
         f"workspace_id=? AND conversation_id IN ({old})", (workspace_id, workspace_id, cutoff)
@@ -65,11 +85,7 @@ def purge_conversations_program(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({old})",
         (workspace_id, workspace_id, cutoff),
     )
-    for table in ("inbox_items", "mail_outbox"):
-        yield Q(
-            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({old})",
-            (workspace_id, workspace_id, cutoff),
-        )
+    webhooks, mail = yield from _take_outboxes(workspace_id, old, (workspace_id, cutoff))
     deleted = yield Q(
         "DELETE FROM conversations WHERE workspace_id=? AND last_activity_at<?",
         (workspace_id, cutoff),
@@ -80,6 +96,8 @@ def purge_conversations_program(
             "conversations": deleted.rowcount,
             "events": events.rowcount,
             "files": len(files),
+            "webhook_deliveries": webhooks,
+            "mail": mail,
         }
         yield from append_audit_program(
             dialect, workspace_id, actor=actor, action="retention.purge", at=now, details=details
@@ -96,7 +114,8 @@ def erase_visitor_program(
     actor: str,
     ip: str | None = None,
 ) -> Program[list[str]]:
-    """Delete a visitor with their conversations, events, files, page views and bans."""
+    """Delete a visitor with their conversations, events, files, page views and bans, and the
+    mail and webhook deliveries (queued or logged) about their conversations."""
     found = yield Q(
         "SELECT 1 AS ok FROM visitors WHERE workspace_id=? AND id=?", (workspace_id, visitor_id)
     )
@@ -110,11 +129,7 @@ def erase_visitor_program(
         f"DELETE FROM events WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
     )
-    for table in ("inbox_items", "mail_outbox"):
-        yield Q(
-            f"DELETE FROM {table} WHERE workspace_id=? AND conversation_id IN ({theirs})",
-            (workspace_id, workspace_id, visitor_id),
-        )
+    webhooks, mail = yield from _take_outboxes(workspace_id, theirs, (workspace_id, visitor_id))
     yield Q(
         f"DELETE FROM routing_decisions WHERE workspace_id=? AND conversation_id IN ({theirs})",
         (workspace_id, workspace_id, visitor_id),
@@ -139,6 +154,8 @@ def erase_visitor_program(
         "conversations": conversations.rowcount,
         "events": events.rowcount,
         "files": len(files),
+        "webhook_deliveries": webhooks,
+        "mail": mail,
     }
     yield from append_audit_program(
         dialect,

@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 
 from storage import api
 from storage._audit import append_audit_program
-from storage._records import codec, columns, decode, new_id
+from storage._records import RecordCodec, codec, columns, decode, new_id
 from storage._sql import Dialect, Program, Q
 from storage.crypto import DataKey
 from storage.errors import NotFound
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # (webhook event type, webhook event id, JSON payload) for one stored event
 Expansion = Callable[[api.PositionedEvent], Sequence[tuple[str, str, str]]]
@@ -129,6 +130,7 @@ def feed_program(
         if not candidates:
             continue
         expanded = expand(positioned)
+        key = keys.get(positioned.event.workspace_id) if keys is not None else None
         for sub in candidates:
             if positioned.pos <= sub.from_pos:
                 continue
@@ -142,12 +144,13 @@ def feed_program(
                     event_id=event_id,
                     event_type=event_type,
                     payload=payload,
+                    conversation_id=positioned.event.conversation_id,
                     next_attempt_at=now,
                     created_at=now,
                 )
                 inserted = yield Q(
                     _DELIVERY.insert_sql() + " ON CONFLICT (subscription_id, event_id) DO NOTHING",
-                    _DELIVERY.to_args(delivery),
+                    _sealed_args(_DELIVERY, delivery, key),
                 )
                 added += inserted.rowcount
     yield Q("UPDATE webhook_cursor SET pos=? WHERE name=?", (taken[-1].pos, CURSOR_NAME))
@@ -172,6 +175,16 @@ class WebhookStore(abc.ABC):
     @abc.abstractmethod
     async def data_key(self, workspace_id: str) -> DataKey | None: ...
 
+    async def _opened_rows(
+        self, cls: type[R], table: str, rows: Sequence[Mapping[str, Any]]
+    ) -> list[R]:
+        """Decode rows, their sealed columns opened with their workspace's (cached) key."""
+        out = []
+        for row in rows:
+            key = await self.data_key(str(row["workspace_id"]))
+            out.append(decode(cls, key.open_row(table, row) if key is not None else row))
+        return out
+
     async def create_webhook(
         self,
         workspace_id: str,
@@ -184,6 +197,7 @@ class WebhookStore(abc.ABC):
         """A new enabled subscription; it receives events committed after its creation."""
         now = self._clock()
         pos = _pos_column(self.dialect)
+        key = await self.data_key(workspace_id)
 
         def program() -> Program[api.WebhookSubscription]:
             found = yield Q("SELECT 1 AS ok FROM workspaces WHERE id=?", (workspace_id,))
@@ -201,7 +215,7 @@ class WebhookStore(abc.ABC):
                 from_pos=int(row["p"]) if row else 0,
                 created_at=now,
             )
-            yield Q(_SUB.insert_sql(), _SUB.to_args(sub))
+            yield Q(_SUB.insert_sql(), _sealed_args(_SUB, sub, key))
             return sub
 
         return await self._write(program())
@@ -214,7 +228,8 @@ class WebhookStore(abc.ABC):
             " WHERE workspace_id=? AND id=?"
         )
         rows = await self._read(_fetch(Q(sql, (workspace_id, subscription_id))))
-        return decode(api.WebhookSubscription, rows[0]) if rows else None
+        found = await self._opened_rows(api.WebhookSubscription, "webhook_subscriptions", rows)
+        return found[0] if found else None
 
     async def list_webhooks(self, workspace_id: str) -> list[api.WebhookSubscription]:
         sql = (
@@ -222,7 +237,7 @@ class WebhookStore(abc.ABC):
             " WHERE workspace_id=? ORDER BY created_at, id"
         )
         rows = await self._read(_fetch(Q(sql, (workspace_id,))))
-        return [decode(api.WebhookSubscription, r) for r in rows]
+        return await self._opened_rows(api.WebhookSubscription, "webhook_subscriptions", rows)
 
     async def update_webhook(
         self, workspace_id: str, subscription_id: str, **changes: Any
@@ -232,7 +247,11 @@ class WebhookStore(abc.ABC):
         if unknown:
             raise TypeError(f"cannot change webhook field(s): {', '.join(unknown)}")
         sets = ",".join(f"{name}=?" for name in changes) or "id=id"
-        args = [_SUB.encode(name, value) for name, value in changes.items()]
+        encoded = {name: _SUB.encode(name, value) for name, value in changes.items()}
+        key = await self.data_key(workspace_id)
+        if key is not None:
+            encoded = key.seal_row("webhook_subscriptions", encoded)
+        args = list(encoded.values())
         sql = (
             f"UPDATE webhook_subscriptions SET {sets} WHERE workspace_id=? AND id=?"
             f" RETURNING {columns(api.WebhookSubscription)}"
@@ -240,7 +259,8 @@ class WebhookStore(abc.ABC):
         rows = await self._write(_fetch(Q(sql, [*args, workspace_id, subscription_id])))
         if not rows:
             raise NotFound(f"webhook {subscription_id!r} not found")
-        return decode(api.WebhookSubscription, rows[0])
+        [sub] = await self._opened_rows(api.WebhookSubscription, "webhook_subscriptions", rows)
+        return sub
 
     async def delete_webhook(self, workspace_id: str, subscription_id: str) -> None:
         """Delete a subscription with its deliveries and their attempts."""
@@ -298,9 +318,10 @@ class WebhookStore(abc.ABC):
         agent status): (workspace_id, event type, event id, payload) each, for every enabled
         subscription of that workspace asking for the type. Returns deliveries added."""
         now = self._clock()
+        workspaces = sorted({item[0] for item in items})
+        keys = {ws: await self.data_key(ws) for ws in workspaces}
 
         def program() -> Program[int]:
-            workspaces = sorted({item[0] for item in items})
             if not workspaces:
                 return 0
             where, args = self.dialect.in_list("workspace_id", workspaces)
@@ -328,7 +349,7 @@ class WebhookStore(abc.ABC):
                     inserted = yield Q(
                         _DELIVERY.insert_sql()
                         + " ON CONFLICT (subscription_id, event_id) DO NOTHING",
-                        _DELIVERY.to_args(delivery),
+                        _sealed_args(_DELIVERY, delivery, keys[workspace_id]),
                     )
                     added += inserted.rowcount
             return added
@@ -348,13 +369,15 @@ class WebhookStore(abc.ABC):
             " ORDER BY d.next_attempt_at, d.created_at, d.id LIMIT ?"
         )
         rows = await self._read(_fetch(Q(sql, (api.DeliveryState.PENDING.value, now, True, limit))))
-        return [
-            (
-                decode(api.WebhookDelivery, _prefixed(r, "d_")),
-                decode(api.WebhookSubscription, _prefixed(r, "s_")),
+        deliveries = [_prefixed(r, "d_") for r in rows]
+        subs = [_prefixed(r, "s_") for r in rows]
+        return list(
+            zip(
+                await self._opened_rows(api.WebhookDelivery, "webhook_deliveries", deliveries),
+                await self._opened_rows(api.WebhookSubscription, "webhook_subscriptions", subs),
+                strict=True,
             )
-            for r in rows
-        ]
+        )
 
     async def claim_webhook_deliveries(
         self, delivery_ids: Sequence[str], *, now: float, lease_until: float
@@ -387,6 +410,7 @@ class WebhookStore(abc.ABC):
         row (reset by a success). Returns the subscription if this attempt disabled it (then
         audited as ``webhook.disabled`` in the same transaction)."""
         ok = attempt.status_code is not None and 200 <= attempt.status_code < 300
+        key = await self.data_key(attempt.workspace_id)
 
         def program() -> Program[api.WebhookSubscription | None]:
             found = yield Q(
@@ -425,6 +449,8 @@ class WebhookStore(abc.ABC):
             sub_row = updated.one()
             if sub_row is None:
                 return None
+            if key is not None:
+                sub_row = key.open_row("webhook_subscriptions", sub_row)
             sub = decode(api.WebhookSubscription, sub_row)
             if not sub.enabled or sub.consecutive_failures < disable_after_failures:
                 return None
@@ -458,7 +484,7 @@ class WebhookStore(abc.ABC):
         rows = await self._read(
             _fetch(Q(sql, (workspace_id, subscription_id, min(limit, api.MAX_PAGE))))
         )
-        return [decode(api.WebhookDelivery, r) for r in rows]
+        return await self._opened_rows(api.WebhookDelivery, "webhook_deliveries", rows)
 
     async def get_webhook_delivery(
         self, workspace_id: str, delivery_id: str
@@ -468,7 +494,8 @@ class WebhookStore(abc.ABC):
             " WHERE workspace_id=? AND id=?"
         )
         rows = await self._read(_fetch(Q(sql, (workspace_id, delivery_id))))
-        return decode(api.WebhookDelivery, rows[0]) if rows else None
+        found = await self._opened_rows(api.WebhookDelivery, "webhook_deliveries", rows)
+        return found[0] if found else None
 
     async def list_webhook_attempts(
         self, workspace_id: str, delivery_id: str
@@ -490,7 +517,17 @@ class WebhookStore(abc.ABC):
         rows = await self._write(_fetch(Q(sql, args)))
         if not rows:
             raise NotFound(f"delivery {delivery_id!r} not found")
-        return decode(api.WebhookDelivery, rows[0])
+        [delivery] = await self._opened_rows(api.WebhookDelivery, "webhook_deliveries", rows)
+        return delivery
+
+
+def _sealed_args(record_codec: RecordCodec, record: Any, key: DataKey | None) -> list[Any]:
+    """Insert arguments of ``record``, its table's sealed columns encrypted with ``key``."""
+    args = record_codec.to_args(record)
+    if key is None:
+        return list(args)
+    row = dict(zip(record_codec.columns, args, strict=True))
+    return list(key.seal_row(record_codec.table, row).values())
 
 
 def _fetch(q: Q) -> Program[list[dict[str, Any]]]:

@@ -411,6 +411,7 @@ class WebhookDelivery:
     event_id: str  # stable id of the webhook event, the receiver's idempotency key
     event_type: str
     payload: str  # the exact JSON body that is signed and sent
+    conversation_id: str | None = None  # the chat it is about: erased with its visitor
     state: DeliveryState = DeliveryState.PENDING
     attempts: int = 0
     next_attempt_at: float | None = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
@@ -58,13 +59,31 @@ SEALED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "events": ("body",),
     "agent_two_factor": ("totp_secret",),
     "workspace_sso": ("client_secret",),
+    "webhook_subscriptions": ("secret", "previous_secret"),
+    "webhook_deliveries": ("payload",),
+    # Mail of a workspace; server-wide mail (no workspace) has no data key and stays as is.
+    "mail_outbox": ("recipient", "subject", "text_body", "html_body"),
+    # The file's name; its bytes are sealed in the blob store (``seal_bytes``).
+    "attachments": ("name",),
 }
 # The column naming one row of each sealed table (besides events), for ``keys migrate``.
 ROW_ID_COLUMNS: Final[Mapping[str, str]] = {
     "visitors": "id",
     "agent_two_factor": "agent_id",
     "workspace_sso": "workspace_id",
+    "webhook_subscriptions": "id",
+    "webhook_deliveries": "id",
+    "mail_outbox": "id",
+    "attachments": "id",
 }
+# Fields of an event's ``data`` that hold personal data, by event kind: sealed one by one
+# inside the JSON (the rest of ``data`` stays readable to the queries that use it).
+SEALED_DATA_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
+    "offline_message": ("name", "email"),
+}
+# Sealed file bytes start with this (a NUL first: no sniffed file type does); bytes without it
+# were stored before encryption and are served as they are.
+BLOB_PREFIX: Final = b"\x00lcb1\x00"
 SEARCHABLE_KINDS: Final = frozenset({"message", "offline_message", "note"})
 MAX_QUERY_WORDS: Final = 16
 _TOKEN_BYTES: Final = 12  # 96-bit keyed tokens: collisions between words are negligible
@@ -232,6 +251,47 @@ class DataKey:
         except InvalidTag as err:
             raise EncryptionError(f"a sealed value of {column} does not open") from err
 
+    def seal_bytes(self, data: bytes, context: str) -> bytes:
+        """File bytes for the blob store: ``BLOB_PREFIX`` + nonce + ciphertext + tag, bound to
+        the workspace and ``context`` (the file's id), so a blob moved under another id does
+        not open."""
+        nonce = os.urandom(NONCE_BYTES)
+        aad = f"{self.workspace_id}|blob|{context}".encode()
+        return BLOB_PREFIX + nonce + self._aead.encrypt(nonce, data, aad)
+
+    def open_bytes(self, data: bytes, context: str) -> bytes:
+        if not data.startswith(BLOB_PREFIX):
+            return data  # stored before encryption (``livechat keys migrate`` seals it)
+        raw = memoryview(data)[len(BLOB_PREFIX) :]
+        aad = f"{self.workspace_id}|blob|{context}".encode()
+        try:
+            return self._aead.decrypt(bytes(raw[:NONCE_BYTES]), bytes(raw[NONCE_BYTES:]), aad)
+        except InvalidTag as err:
+            raise EncryptionError(f"the bytes of file {context!r} do not open") from err
+
+    def seal_data(self, kind: str, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An event's ``data`` with its personal fields (``SEALED_DATA_FIELDS``) sealed."""
+        fields = SEALED_DATA_FIELDS.get(kind)
+        if not fields or not any(isinstance(data.get(f), str) for f in fields):
+            return data
+        out = dict(data)
+        for field in fields:
+            value = out.get(field)
+            if isinstance(value, str) and not is_sealed(value):
+                out[field] = self.seal(value, f"events.data.{field}")
+        return out
+
+    def _open_data(self, kind: object, data: object) -> object:
+        fields = SEALED_DATA_FIELDS.get(str(kind))
+        if not fields or not isinstance(data, str) or PREFIX not in data:
+            return data
+        parsed = json.loads(data)
+        for field in fields:
+            value = parsed.get(field)
+            if isinstance(value, str):
+                parsed[field] = self.open(value, f"events.data.{field}")
+        return json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+
     def seal_row(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
         for column in SEALED_COLUMNS.get(table, ()):
             value = row.get(column)
@@ -245,6 +305,8 @@ class DataKey:
             value = out.get(column)
             if isinstance(value, str):
                 out[column] = self.open(value, f"{table}.{column}")
+        if table == "events" and "data" in out:
+            out["data"] = self._open_data(out.get("kind"), out["data"])
         return out
 
 

@@ -73,6 +73,11 @@ def new_bucket(s3_url: str, name: str) -> Any:
     return client
 
 
+def object_bytes(client: Any, bucket: str, key: str) -> bytes:
+    body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body
+
+
 def keys_in(client: Any, bucket: str) -> list[str]:
     listed = client.list_objects_v2(Bucket=bucket)
     return sorted(item["Key"] for item in listed.get("Contents", []))
@@ -126,6 +131,9 @@ async def test_server_with_s3_serves_and_erases_files(s3_url: str, tmp_path: Pat
             )
             assert sent["type"] == "result", sent
         assert await trio.to_thread.run_sync(keys_in, client, "files-server") == [file_id]
+        # Sealed before it reached the bucket: the object does not hold the picture.
+        stored = await trio.to_thread.run_sync(object_bytes, client, "files-server", file_id)
+        assert PNG not in stored and len(stored) > len(PNG)
         agent = Http(srv.base_url)
         agent.bearer = srv.acme.owner.token
         got = await agent.get(f"/api/v1/files/{file_id}")

@@ -62,7 +62,13 @@ async def test_erasing_a_visitor_is_audited_once_with_who_did_it(srv: TestServer
     assert erased[0]["target"] == f"visitor:{visitor_id}"
     assert erased[0]["actor"].startswith("token:") and erased[0]["ip"] == "127.0.0.1"
     details = erased[0]["details"]
-    assert details == {"conversations": 1, "events": details["events"], "files": 0}
+    assert details == {
+        "conversations": 1,
+        "events": details["events"],
+        "files": 0,
+        "webhook_deliveries": 0,
+        "mail": 0,
+    }
 
 
 async def test_a_purged_workspace_leaves_one_server_entry_an_operator_can_read(
