@@ -328,6 +328,7 @@ class Actor(Generic[M]):
         receive = mailbox.receive_channel
         batch_limit = max(1, mailbox.size)
         batch: list[M] = []
+        clock = trio.lowlevel.current_clock()  # trio.current_time() without two call layers
         try:
             await self.on_start()
             task_status.started()
@@ -343,7 +344,7 @@ class Actor(Generic[M]):
                             batch.append(receive.receive_nowait())
                         except (trio.WouldBlock, trio.EndOfChannel):
                             break
-                mailbox.last_receive_s = trio.current_time()
+                mailbox.last_receive_s = clock.current_time()
                 mailbox.mark_taken(batch)
                 self._reached = None
                 await self.handle_batch(batch)
