@@ -184,7 +184,7 @@ async def _routing(args: argparse.Namespace) -> BenchResult:
                 await trio.sleep(0.5)
                 setup_s = time.perf_counter() - setup_started
 
-                async def send(index: int, sent_at: float) -> None:
+                async def send_one(index: int, sent_at: float) -> None:
                     n = index % conversations
                     await engine.request(
                         conns[n],
@@ -201,18 +201,18 @@ async def _routing(args: argparse.Namespace) -> BenchResult:
                     gc.set_threshold(args.gc_gen0, 20, 100)
                 batches = engine.metrics.commit_batch_size
                 batches_before = (batches.count, batches.sum)
-                closed = await _phase(tally, send, args.senders, total, rate=0.0, first=0)
+                closed = await _phase(tally, send_one, args.senders, total, rate=0.0, first=0)
                 batch_count = batches.count - batches_before[0]
                 batch_sum = batches.sum - batches_before[1]
                 half_rate = args.rate or closed["throughput_msgs_s"] / 2
                 opened = await _phase(
-                    tally, send, args.senders, total, half_rate, first=total + args.senders
+                    tally, send_one, args.senders, total, half_rate, first=total + args.senders
                 )
                 profile: dict[str, Any] | None = None
                 if args.profile:
                     profile = await _profiled_phase(
                         tally,
-                        send,
+                        send_one,
                         args.senders,
                         args.profile_s,
                         2 * (total + args.senders),
@@ -332,7 +332,12 @@ async def _phase(
     async def worker(w: int) -> None:
         nonlocal sent
         index = w
-        due = time.perf_counter()
+        # Paced, the workers take turns (worker w's messages are due at start + (w + k *
+        # senders) / rate): one message every 1/rate seconds, not a burst of ``senders`` each
+        # interval, which would measure the closed loop's queueing again.
+        due = start + w / rate if interval else 0.0
+        if interval:
+            await trio.sleep(max(0.0, due - time.perf_counter()))
         while sent < total:
             sent += 1
             await send(first + index, due if interval else time.perf_counter())
@@ -342,13 +347,13 @@ async def _phase(
                 await trio.sleep(max(0.0, due - time.perf_counter()))
 
     cpu_started = time.process_time()
-    started = time.perf_counter()
+    start = time.perf_counter()
     async with trio.open_nursery() as workers:
         for w in range(senders):
             workers.start_soon(worker, w)
     with trio.move_on_after(max(60.0, 2 * total / rate if rate else 0.0)):
         await tally.done.wait()
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - start
     cpu_s = time.process_time() - cpu_started
     delivered = tally.count
     return {
