@@ -46,7 +46,7 @@ from engine.conversation_rules import (
     may_see,
     settle_waiting,
 )
-from engine.conversation_state import ChatState
+from engine.conversation_state import ChatState, evolved
 from engine.conversation_views import author_name, replay, summarize, typing, view, viewing
 from engine.errors import (
     DomainError,
@@ -357,7 +357,7 @@ class ConversationActor(Actor[ConversationMsg]):
         if fresh:
             # One commit numbers this chat's events in request order: the last is the highest.
             last_seq = max(fresh[-1].seq, before.last_seq)
-            self.conv = attrs.evolve(state.conv, last_seq=last_seq, last_activity_at=now)
+            self.conv = evolved(state.conv, last_seq=last_seq, last_activity_at=now)
         else:
             self.conv = state.conv
         if duplicate_with_patch:  # a retried command: storage kept the original effect
