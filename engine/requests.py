@@ -477,13 +477,13 @@ class Requests:
         registry = self._ctx.conversations
         assert registry is not None
         ws = p.workspace_id
-        if not registry.is_active((ws, conversation_id)):
-            ctx = self._ctx
-            conv = await ctx.call(ctx.storage.get_conversation(ws, conversation_id))
-            if conv is None or (
-                isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id
-            ):
-                raise NotFound("conversation not found")
+        key = (ws, conversation_id)
+        if registry.is_active(key):  # the message path: no await before the ask
+            return registry.get_nowait(key)
+        ctx = self._ctx
+        conv = await ctx.call(ctx.storage.get_conversation(ws, conversation_id))
+        if conv is None or (isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id):
+            raise NotFound("conversation not found")
         return await self._conversation(ws, conversation_id)
 
     async def _conversation(self, ws: str, conversation_id: str) -> Any:
