@@ -346,13 +346,18 @@ async def _phase(
                 due += interval
                 await trio.sleep(max(0.0, due - time.perf_counter()))
 
+    pauses = _GcPauses()
+    gc.callbacks.append(pauses.callback)
     cpu_started = time.process_time()
     start = time.perf_counter()
-    async with trio.open_nursery() as workers:
-        for w in range(senders):
-            workers.start_soon(worker, w)
-    with trio.move_on_after(max(60.0, 2 * total / rate if rate else 0.0)):
-        await tally.done.wait()
+    try:
+        async with trio.open_nursery() as workers:
+            for w in range(senders):
+                workers.start_soon(worker, w)
+        with trio.move_on_after(max(60.0, 2 * total / rate if rate else 0.0)):
+            await tally.done.wait()
+    finally:
+        gc.callbacks.remove(pauses.callback)
     elapsed = time.perf_counter() - start
     cpu_s = time.process_time() - cpu_started
     delivered = tally.count
@@ -365,8 +370,31 @@ async def _phase(
         "sent": total,
         "delivered": delivered,
         "lost": total - delivered,
+        # the cyclic GC's stop-the-world pauses: what a latency tail may be made of
+        "gc_collections": pauses.count,
+        "gc_pause_total_ms": round(pauses.total_s * 1e3, 1),
+        "gc_pause_max_ms": round(pauses.max_s * 1e3, 1),
         "latency_s": tally.latencies[:: max(1, len(tally.latencies) // 2000)],
     }
+
+
+class _GcPauses:
+    """Collections and their pauses, from ``gc.callbacks`` (all generations)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+        self._started = 0.0
+
+    def callback(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.count += 1
+        self.total_s += pause
+        self.max_s = max(self.max_s, pause)
 
 
 async def _profiled_phase(
