@@ -185,8 +185,8 @@ class EngineContext:
         """Await a storage call under the storage deadline; failures become
         ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes.
 
-        A bare cancel scope rather than ``trio.fail_after``: this runs once per routed
-        message, and the generator context manager around the scope cost more than the scope.
+        A bare cancel scope rather than ``trio.fail_after``, which wraps one in a generator
+        context manager: this runs once per routed message.
         """
         scope = trio.CancelScope(deadline=trio.current_time() + self.config.storage_timeout_s)
         try:

@@ -159,8 +159,8 @@ class Requests:
         allowed = VISITOR_COMMANDS if isinstance(p, VisitorPrincipal) else AGENT_COMMANDS
         if type(command) not in allowed:
             raise Forbidden(f"{type(command).__name__} is not allowed here")
-        # A bare cancel scope, not ``trio.fail_after`` (a generator context manager around
-        # one): this is the per-message path, where the wrapper cost more than the scope.
+        # A bare cancel scope, not ``trio.fail_after`` (which wraps one in a generator context
+        # manager): this runs once per routed message.
         with trio.CancelScope(deadline=trio.current_time() + self.config.ask_timeout_s):
             if isinstance(p, VisitorPrincipal):
                 return for_visitor_result(await self._visitor_request(conn, p, command))
