@@ -39,7 +39,7 @@ BENCHES: dict[str, tuple[str, str]] = {
 QUICK_ARGS: dict[str, list[str]] = {
     "e2e": ["--pairs", "100", "--rate", "500", "--duration", "5", "--closed-duration", "5"],
     "connections": ["--connections", "500", "--hold", "5"],
-    "routing": ["--conversations", "500", "--agents", "50", "--messages", "2000"],
+    "routing": ["--conversations", "500", "--agents", "50", "--messages", "4000"],
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 3, 130

@@ -1,7 +1,7 @@
 """Where the server spends its time: a py-spy sample of the hot path, summarised for the report.
 
-py-spy is not a dependency: install it into the environment for a measurement
-(``pip install py-spy``) and pass ``--profile``. ``record`` samples a running process from the
+py-spy is the ``bench`` extra, not a dependency of the server: install it for a measurement
+(``pip install -e .[bench]``) and pass ``--profile``. ``record`` samples a running process from the
 outside (no code change, no restart) into py-spy's "raw" collapsed-stack format; ``summarize``
 turns that into the functions with the most samples, on the CPU itself ("self") and below them
 ("inclusive"), which is what the report and ``docs/benchmarks.md`` show.
@@ -33,7 +33,7 @@ async def record(pid: int, duration_s: float, out_path: Path) -> str | None:
     """Sample ``pid`` for ``duration_s``; returns a note when it could not (None on success)."""
     exe = find_py_spy()
     if exe is None:
-        return "py-spy is not installed: `pip install py-spy` to profile the server"
+        return "py-spy is not installed: `pip install -e .[bench]` to profile"
     argv = [
         exe,
         "record",

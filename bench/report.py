@@ -106,7 +106,11 @@ def _render_result(result: BenchResult) -> str:
         parts.append(f"<div class='note'>{html.escape(note)}</div>")
     for title, chart in _charts(result.series):
         parts.append(f"<h3>{html.escape(title)}</h3>{chart}")
-    for where, measured in (("server", result.results.get("server")), ("ceiling", result.ceiling)):
+    for where, measured in (
+        ("server", result.results.get("server")),
+        ("ceiling", result.ceiling),
+        ("in-process", {"closed loop": {"profile": result.results.get("profile")}}),
+    ):
         parts.extend(_profiles(where, measured))
     parts.append("<h3>Results</h3>")
     parts.append(_table({k: v for k, v in result.results.items() if k != "targets"}))
@@ -145,13 +149,13 @@ def _profiles(where: str, measured: Any) -> list[str]:
 
 
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(data, dict) and "samples" in data and "self" in data:
+        return [(f"{prefix}.samples", data["samples"])]  # a profile: shown in its own section
     if isinstance(data, dict):
         rows: list[tuple[str, Any]] = []
         for key, value in data.items():
             rows.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return rows
-    if isinstance(data, dict) and "samples" in data and "self" in data:
-        return [(f"{prefix}.samples", data["samples"])]  # a profile: shown in its own section
     if isinstance(data, list) and len(data) > 8:
         return [(prefix, f"[{len(data)} values]")]
     return [(prefix, data)]
@@ -348,11 +352,18 @@ def markdown_summary(payload: dict[str, Any]) -> str:
         "| metric | value |",
         "|---|---|",
     ]
-    rows = _flatten({"server": payload.get("results", {}).get("server")})
+    results = payload.get("results", {})
+    rows = _flatten({"server": results.get("server")})
+    rows += [
+        (k, v) for k, v in results.items() if isinstance(v, int | float) and k != "ratio_to_ceiling"
+    ]
     rows += _flatten({"ceiling": payload.get("ceiling")})
     rows += [("ratio_to_ceiling", payload.get("ratio_to_ceiling"))]
     keep = (
         "delivered_msgs_s",
+        "cpu_us_per_msg",
+        "p99_ms_at_half_saturation",
+        "throughput_msgs_s",
         "p50_ms",
         "p99_ms",
         "p999_ms",
@@ -377,7 +388,11 @@ def markdown_summary(payload: dict[str, Any]) -> str:
         if value is None or not key.endswith(keep):
             continue
         lines.append(f"| {key} | {_fmt(value)} |")
-    targets = payload.get("results", {}).get("targets") or {}
+    profile = results.get("profile")
+    if isinstance(profile, dict) and profile.get("self"):
+        lines += ["", f"Top frames (py-spy, {profile['samples']} samples, self):", ""]
+        lines += [f"- {pct} % {name}" for pct, name in profile["self"][:10]]
+    targets = results.get("targets") or {}
     if targets:
         lines += ["", "| target | goal | measured | met |", "|---|---|---|---|"]
         for name, target in targets.items():

@@ -21,7 +21,13 @@ from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from engine.registry import Registry
 from engine.triggers import Trigger, read_triggers
-from storage import Storage, Workspace
+from storage import (
+    AppendRefused,
+    CommitFailed,
+    Storage,
+    StorageUnavailable,
+    Workspace,
+)
 
 __all__ = ["EngineContext", "PreChatRule", "WorkspaceSettings"]
 
@@ -185,16 +191,19 @@ class EngineContext:
 
     async def call(self, awaitable: Any) -> Any:
         """Await a storage call under the storage deadline; failures become
-        ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes."""
-        from storage import AppendRefused, CommitFailed, StorageUnavailable
+        ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes.
 
+        A bare cancel scope rather than ``trio.fail_after``, which wraps one in a generator
+        context manager: this runs once per routed message.
+        """
+        scope = trio.CancelScope(deadline=trio.current_time() + self.config.storage_timeout_s)
         try:
-            with trio.fail_after(self.config.storage_timeout_s):
+            with scope:
                 return await awaitable
-        except trio.TooSlowError as exc:
-            raise PersistenceUnavailable("storage did not answer in time") from exc
         except AppendRefused as exc:
             raise PersistenceRefused(STORAGE_FAILED_MESSAGE) from exc
         except (StorageUnavailable, CommitFailed) as exc:
             log.warning("storage call failed: %s: %s", type(exc).__name__, exc)
             raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc
+        # Only the scope's own deadline ends the block without a value or an exception.
+        raise PersistenceUnavailable("storage did not answer in time")

@@ -46,7 +46,7 @@ from engine.conversation_rules import (
     may_see,
     settle_waiting,
 )
-from engine.conversation_state import ChatState
+from engine.conversation_state import ChatState, evolved
 from engine.conversation_views import author_name, replay, summarize, typing, view, viewing
 from engine.errors import (
     DomainError,
@@ -347,14 +347,17 @@ class ConversationActor(Actor[ConversationMsg]):
                 _fail(msg, exc)
             return
         ctx.metrics.commit_batch_size.observe(len(requests))
-        duplicate_with_patch = any(
-            res.duplicate and req.patch is not None
-            for req, res in zip(requests, results, strict=True)
-        )
-        fresh = [res.event for res in results if not res.duplicate]
+        fresh: list[Event] = []
+        duplicate_with_patch = False
+        for req, res in zip(requests, results, strict=True):
+            if not res.duplicate:
+                fresh.append(res.event)
+            elif req.patch is not None:
+                duplicate_with_patch = True
         if fresh:
-            last_seq = max(max(e.seq for e in fresh), before.last_seq)
-            self.conv = attrs.evolve(state.conv, last_seq=last_seq, last_activity_at=now)
+            # One commit numbers this chat's events in request order: the last is the highest.
+            last_seq = max(fresh[-1].seq, before.last_seq)
+            self.conv = evolved(state.conv, last_seq=last_seq, last_activity_at=now)
         else:
             self.conv = state.conv
         if duplicate_with_patch:  # a retried command: storage kept the original effect
@@ -366,12 +369,14 @@ class ConversationActor(Actor[ConversationMsg]):
             if event.kind == EventKind.MESSAGE:
                 self.last_message = event
         offset = 0
+        answered_at = ctx.clock()
+        latency = ctx.metrics.routing_latency
         for msg, decision in accepted:
             count = len(decision.events)
             self._answer(msg, decision, results[offset : offset + count], self.conv)
             offset += count
             if isinstance(msg, Apply) and msg.sent_at_s:
-                ctx.metrics.routing_latency.observe(max(0.0, ctx.clock() - msg.sent_at_s))
+                latency.observe(max(0.0, answered_at - msg.sent_at_s))
         await self._after_commit(before, accepted, fresh)
 
     async def _decide_after_lookups(
@@ -532,7 +537,9 @@ class ConversationActor(Actor[ConversationMsg]):
         assert conv is not None
         hub = ctx.hub
         ws = conv.workspace_id
-        agent_ids = set(before.participant_ids) | set(conv.participant_ids)
+        agent_ids: Sequence[str] = conv.participant_ids
+        if before.participant_ids != agent_ids:
+            agent_ids = list({*before.participant_ids, *agent_ids})
         agent_conns: dict[str, Connection] = {}
         for agent_id in agent_ids:
             for c in hub.agent_connections(ws, agent_id):
@@ -540,14 +547,16 @@ class ConversationActor(Actor[ConversationMsg]):
         for c in hub.watchers(conv.id):
             if isinstance(c.principal, AgentPrincipal):
                 agent_conns[c.id] = c
-        visitor_conns = hub.visitor_connections(ws, conv.visitor_id)
+        # Delivering may drop a slow connection from the hub's sets: iterate over copies.
+        agents = list(agent_conns.values())
+        visitors = list(hub.visitor_connections(ws, conv.visitor_id))
         for event in fresh:
             push = EventPush(event=view(event, await author_name(ctx, event)))
-            for c in list(agent_conns.values()):
+            for c in agents:
                 if conv.id not in c.resuming:
                     hub.deliver(c, push)
             if event.visibility == Visibility.ALL:
-                for c in list(visitor_conns):
+                for c in visitors:
                     if conv.id not in c.resuming:
                         hub.deliver(c, push)
         changed = (

@@ -27,6 +27,7 @@ the property tests use it directly.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -41,6 +42,7 @@ __all__ = [
     "apply",
     "apply_patch",
     "check_transition",
+    "evolved",
     "violations",
 ]
 
@@ -134,4 +136,17 @@ def apply_patch(conv: Conversation, patch: ConversationPatch | None, now: float)
         changes["assignee_id"] = None
     if patch.clear_closed_at:
         changes["closed_at"] = None
-    return attrs.evolve(conv, **changes)
+    return evolved(conv, **changes)
+
+
+_ROW_FIELDS = tuple(a.name for a in attrs.fields(Conversation))
+_row_values = operator.attrgetter(*_ROW_FIELDS)
+
+
+def evolved(conv: Conversation, **changes: Any) -> Conversation:
+    """``attrs.evolve(conv, **changes)`` for the row, at about a third of its cost: the field
+    names are read once here rather than on every call. Every routed message makes one (the
+    commit's ``last_seq``), through the class's own ``__init__`` all the same."""
+    values = dict(zip(_ROW_FIELDS, _row_values(conv), strict=True))
+    values.update(changes)
+    return Conversation(**values)

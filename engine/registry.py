@@ -420,7 +420,9 @@ class RegistryRef(Generic[K, M]):
         """Like `ActorRef.ask`; if the key was passivated before the message was queued, the
         message is rebuilt with a fresh reply and sent to the new activation."""
         while True:
-            activation = await self._current()
+            activation = self._activation
+            if activation.phase is not _Phase.ACTIVE:  # the hot path skips the coroutine
+                activation = await self._current()
             mailbox = activation.mailbox
             reply: Reply[R] = Reply()
             msg = make_msg(reply)

@@ -159,13 +159,14 @@ class Requests:
         allowed = VISITOR_COMMANDS if isinstance(p, VisitorPrincipal) else AGENT_COMMANDS
         if type(command) not in allowed:
             raise Forbidden(f"{type(command).__name__} is not allowed here")
-        try:
-            with trio.fail_after(self.config.ask_timeout_s):
-                if isinstance(p, VisitorPrincipal):
-                    return for_visitor_result(await self._visitor_request(conn, p, command))
-                return await self._agent_request(conn, p, command)
-        except trio.TooSlowError as exc:
-            raise Overloaded("the engine did not answer in time") from exc
+        # A bare cancel scope, not ``trio.fail_after`` (which wraps one in a generator context
+        # manager): this runs once per routed message.
+        with trio.CancelScope(deadline=trio.current_time() + self.config.ask_timeout_s):
+            if isinstance(p, VisitorPrincipal):
+                return for_visitor_result(await self._visitor_request(conn, p, command))
+            return await self._agent_request(conn, p, command)
+        # Only the deadline ends the block without a value or an exception.
+        raise Overloaded("the engine did not answer in time")
 
     async def _visitor_request(
         self, conn: Connection | None, p: VisitorPrincipal, cmd: Command
@@ -479,13 +480,13 @@ class Requests:
         registry = self._ctx.conversations
         assert registry is not None
         ws = p.workspace_id
-        if not registry.is_active((ws, conversation_id)):
-            ctx = self._ctx
-            conv = await ctx.call(ctx.storage.get_conversation(ws, conversation_id))
-            if conv is None or (
-                isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id
-            ):
-                raise NotFound("conversation not found")
+        key = (ws, conversation_id)
+        if registry.is_active(key):  # the message path: no await before the ask
+            return registry.get_nowait(key)
+        ctx = self._ctx
+        conv = await ctx.call(ctx.storage.get_conversation(ws, conversation_id))
+        if conv is None or (isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id):
+            raise NotFound("conversation not found")
         return await self._conversation(ws, conversation_id)
 
     async def _conversation(self, ws: str, conversation_id: str) -> Any:

@@ -3,13 +3,15 @@ database's own text (which may quote other senders' messages) goes to the log on
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
 from engine.codec import error_result
-from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceUnavailable
+from engine.errors import STORAGE_FAILED_MESSAGE, Overloaded, PersistenceUnavailable
 from engine.messages import MessageAck, SendMessage
 from tests.engine.conftest import World
 
@@ -79,3 +81,61 @@ def test_runtime_errors_answer_fixed_sentences_without_internal_names() -> None:
         frame = error_result(exc)
         assert "secret" not in frame.message and "registry" not in frame.message
         assert "restarts" not in frame.message, frame
+
+
+async def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection (as another process would) takes the write lock and keeps it."""
+
+    def take() -> sqlite3.Connection:
+        other = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN EXCLUSIVE")
+        return other
+
+    return await trio.to_thread.run_sync(take)
+
+
+async def _release(other: sqlite3.Connection) -> None:
+    def release() -> None:
+        other.execute("ROLLBACK")
+        other.close()
+
+    await trio.to_thread.run_sync(release)
+
+
+@pytest.mark.parametrize(
+    ("engine_config", "error", "text"),
+    [
+        # the conversation's storage deadline fires first: storage_unavailable
+        (
+            {"storage_timeout_s": 2.0, "ask_timeout_s": 60.0},
+            PersistenceUnavailable,
+            "storage did not answer in time",
+        ),
+        # the request's own deadline fires first: overloaded
+        (
+            {"storage_timeout_s": 60.0, "ask_timeout_s": 2.0},
+            Overloaded,
+            "the engine did not answer in time",
+        ),
+    ],
+)
+async def test_a_stuck_commit_answers_at_the_first_deadline_and_acknowledges_nothing(
+    world: World,
+    tmp_path: Path,
+    fast_clock: trio.testing.MockClock,
+    error: type[Exception],
+    text: str,
+) -> None:
+    v = await world.connect(await world.visitor())
+    first = await world.engine.request(v.conn, SendMessage(client_msg_id="m1", text="hello"))
+    assert isinstance(first, MessageAck)
+    other = await _hold_write_lock(tmp_path / "engine.db")
+    try:
+        with pytest.raises(error, match=text):
+            await world.engine.request(v.conn, SendMessage(client_msg_id="m2", text="stuck"))
+    finally:
+        await _release(other)
+    # Once the lock is gone, the chat goes on; the answered message, if it was committed
+    # after all, is found by its client_msg_id, never stored twice.
+    again = await world.engine.request(v.conn, SendMessage(client_msg_id="m2", text="stuck"))
+    assert isinstance(again, MessageAck) and again.seq == first.seq + 1
