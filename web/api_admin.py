@@ -21,10 +21,9 @@ from web.errors import BadRequest, Conflict, Forbidden, NotFound
 from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor
 from web.passwords import generate_password
 from web.protocol import CloseCode
-from web.schemas import (
+from web.schemas import AgentList, AgentOut, Done, WorkspaceList, WorkspaceOut
+from web.schemas_admin import (
     AgentCreated,
-    AgentList,
-    AgentOut,
     AuditOut,
     AuditPage,
     CannedIn,
@@ -34,15 +33,12 @@ from web.schemas import (
     CreateAgentIn,
     CreateTokenIn,
     CreateWorkspaceIn,
-    Done,
     GroupIn,
     GroupList,
     GroupOut,
     GroupPatchIn,
-    IdentitySecret,
     PageQuery,
     PasswordOut,
-    RoutingSettings,
     TagsIn,
     TagsOut,
     TerminateIn,
@@ -51,13 +47,15 @@ from web.schemas import (
     TokenOut,
     UpdateAgentIn,
     UpdateWorkspaceIn,
+    WorkspaceCreated,
+    WorkspaceLimitsIn,
+)
+from web.schemas_settings import (
+    IdentitySecret,
+    RoutingSettings,
     WidgetSettings,
     WidgetSettingsIn,
     WidgetSettingsPatch,
-    WorkspaceCreated,
-    WorkspaceLimitsIn,
-    WorkspaceList,
-    WorkspaceOut,
 )
 from web.wire import api_converter
 
@@ -387,9 +385,7 @@ async def reset_password(call: Call, agent_id: str) -> PasswordOut:
 
 
 def _group_out(g: Any) -> GroupOut:
-    return GroupOut(
-        id=g.id, name=g.name, fallback_group_id=g.fallback_group_id, public=g.public
-    )
+    return GroupOut(id=g.id, name=g.name, fallback_group_id=g.fallback_group_id, public=g.public)
 
 
 @api.op("GET", "/groups", summary="Agent groups (departments)", response=GroupList)

@@ -15,7 +15,7 @@ from typing import Any
 from storage import Role
 from web.errors import Forbidden, NotFound
 from web.httpapi import ApiBlueprint, Call
-from web.schemas import FaultIn, FaultOut, SupervisionNode, SupervisionTree
+from web.schemas_ops import FaultIn, FaultOut, SupervisionNode, SupervisionTree
 
 api = ApiBlueprint("api_ops", "ops")
 

@@ -98,7 +98,7 @@ from web.protocol import (
 )
 from web.protocol import Auth as AuthFrame
 from web.ratelimit import SlidingWindow
-from web.schemas import WidgetConfig
+from web.schemas_settings import WidgetConfig
 from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
 from web.strictjson import JsonRejected
