@@ -8,7 +8,7 @@ from quart import Response, request
 
 from engine import EngineError, read_hours
 from storage import Storage, WorkspaceStatus
-from web.api_admin import read_widget_settings
+from web.api_settings import read_widget_settings
 from web.errors import NotFound
 from web.httpapi import ApiBlueprint, PublicCall, json_response
 from web.mail import offline_text

@@ -70,8 +70,8 @@ from engine import (
 )
 from storage import Visitor, Workspace, WorkspaceStatus
 from web import strictjson
-from web.api_admin import read_widget_settings
 from web.api_public import public_departments
+from web.api_settings import read_widget_settings
 from web.auth import (
     Caller,
     client_ip,
