@@ -28,6 +28,7 @@ class LastBackupOut:
 # ---------------------------------------------------------------- supervision (operators)
 
 ActorKind = Literal["conversation", "visitor", "agent", "router"]
+ServiceKind = Literal["storage", "mail", "webhooks"]
 
 
 @attrs.frozen(kw_only=True)
@@ -60,16 +61,20 @@ class SupervisionTree:
 @attrs.frozen(kw_only=True)
 class FaultIn:
     """Crash one running actor: a conversation, visitor or agent by its id (in ``workspace_id``,
-    default yours), or a workspace's router (``id`` is then the workspace id, or omitted)."""
+    default yours), or a workspace's router (``id`` is then the workspace id, or omitted); or
+    a service of the tree: ``storage`` (reopened), ``mail`` or ``webhooks`` (no ``id``)."""
 
-    kind: ActorKind
+    kind: ActorKind | ServiceKind
     id: str | None = attrs.field(default=None, **text(max_len=128))
     workspace_id: str | None = attrs.field(default=None, **text(max_len=128))
 
 
 @attrs.frozen(kw_only=True)
 class FaultOut:
+    """For a service, ``id`` is its path in the tree (``livechat/storage``) and
+    ``workspace_id`` is null."""
+
     crashed: bool
     kind: str
-    workspace_id: str
+    workspace_id: str | None
     id: str
