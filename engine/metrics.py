@@ -75,6 +75,7 @@ class EngineMetrics:
         self._alive: dict[str, int] = {}
         self._restarts: dict[str, int] = {}
         self._failures: dict[str, int] = {}
+        self._service_restarts: dict[str, int] = {}  # by "<supervisor>/<child>"
         self._depth_sources: dict[str, list[DepthSource]] = {}
         self.routing_latency = Histogram(
             "livechat_routing_latency_seconds",
@@ -98,6 +99,15 @@ class EngineMetrics:
     def actor_restarted(self, kind: str) -> None:
         """A supervisor or registry restarted an actor of ``kind``."""
         self._restarts[kind] = self._restarts.get(kind, 0) + 1
+
+    def service_restarted(self, path: str) -> None:
+        """A supervisor restarted its service child ``path`` ("livechat/storage",
+        "delivery/mail", "engine/hub"): which part of the tree crashed, not only which level."""
+        self._service_restarts[path] = self._service_restarts.get(path, 0) + 1
+
+    def service_restarts(self, path: str) -> int:
+        """Restarts of the service child ``path`` so far."""
+        return self._service_restarts.get(path, 0)
 
     def actor_failed(self, kind: str) -> None:
         """A registry gave up on a key of ``kind``: it crashed past the restart intensity."""
@@ -141,6 +151,13 @@ class EngineMetrics:
             "counter",
             "Actor restarts by a supervisor or registry.",
             self._restarts,
+        )
+        _render_family(
+            lines,
+            "livechat_service_restarts_total",
+            "counter",
+            "Restarts of a supervisor's service child, by <supervisor>/<child>.",
+            self._service_restarts,
         )
         _render_family(
             lines,

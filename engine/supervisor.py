@@ -34,7 +34,7 @@ import attrs
 import trio
 
 from engine.actor import Actor, ActorRef, Mailbox
-from engine.errors import RestartIntensityExceeded, ShuttingDown
+from engine.errors import InjectedFault, RestartIntensityExceeded, ShuttingDown
 from engine.metrics import EngineMetrics
 
 logger = logging.getLogger(__name__)
@@ -228,6 +228,8 @@ class Supervisor:
             self._register(spec)
         self._state = _State.IDLE
         self._restarts = 0
+        self._restarts_done = 0  # restarts whose children have all started again
+        self._restart_done = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._exits: trio.MemorySendChannel[_Exit] | None = None
         self._stopped = trio.Event()
@@ -297,6 +299,12 @@ class Supervisor:
             mailbox_depth_max=max(depths, default=0),
             children=tuple(children),
         )
+
+    async def wait_restarts(self, count: int) -> None:
+        """Return once ``count`` restarts since the supervisor was built have finished: the
+        children they stopped have all started again (an operator's check, a test's cue)."""
+        while self._restarts_done < count:
+            await self._restart_done.wait()
 
     @overload
     async def add_child(self, spec: ChildSpec[M]) -> ActorRef[M]: ...
@@ -500,6 +508,8 @@ class Supervisor:
                 return escalation
             if self._metrics is not None:
                 self._metrics.actor_restarted(self.name)
+                if isinstance(child.spec, ServiceSpec):
+                    self._metrics.service_restarted(f"{self.name}/{child.spec.name}")
             child.restarts += 1
             self._restarts += 1
             logger.warning(
@@ -518,7 +528,12 @@ class Supervisor:
                     self._remove(sibling)  # terminated by the restart: never restarted
             for sibling in affected:
                 if self._children.get(sibling.spec.name) is sibling:
+                    if sibling is not child:
+                        sibling.restarts += 1  # restarted with it (one_for_all, rest_for_one)
                     await self._start(sibling)
+            self._restarts_done += 1
+            done, self._restart_done = self._restart_done, trio.Event()
+            done.set()
         return None
 
     def _affected_by(self, child: _Child) -> list[_Child]:
@@ -558,24 +573,38 @@ class TaskService:
 
     ``run`` is awaited until it returns (a normal exit) or raises (a crash); `drain` cancels
     it and waits for `serve` to return. Serving again (a restart) calls ``run`` afresh.
+    `inject_fault` crashes it as a bug would (the operators' fault injection).
     """
 
     def __init__(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         self.name = name
         self._run = run
         self._scope: trio.CancelScope | None = None
+        self._fault = False
         self._done = trio.Event()
         self._done.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._done = trio.Event()
+        self._fault = False
         try:
             with trio.CancelScope() as self._scope:
                 task_status.started()
                 await self._run()
+            if self._fault:
+                raise InjectedFault(f"fault injected into {self.name}")
         finally:
             self._scope = None
             self._done.set()
+
+    def inject_fault(self) -> bool:
+        """Crash the running task now: it is cancelled and `serve` raises `InjectedFault` at
+        the supervision boundary, where a bug's exception lands. False if it is not running."""
+        if self._scope is None or self._fault:
+            return False
+        self._fault = True
+        self._scope.cancel()
+        return True
 
     async def drain(self) -> None:
         if self._scope is not None:

@@ -86,6 +86,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
+from storage.handle import StorageHandle
 from storage.urls import backend_of
 
 __all__ = [
@@ -149,6 +150,7 @@ __all__ = [
     "SsoIdentity",
     "Storage",
     "StorageError",
+    "StorageHandle",
     "StorageUnavailable",
     "TwoFactor",
     "Visibility",

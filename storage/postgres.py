@@ -108,11 +108,14 @@ class PostgresStorage(SqlStorage):
         self._connect_timeout_s = connect_timeout_s
         self._pool: Any = None
         self._sql_cache: dict[str, str] = {}
+        # The trio-asyncio loop the pool lives in, named on every call: the backend may be
+        # opened in one task (the supervision tree's storage child) and used from any other.
+        self._loop: trio_asyncio.TrioEventLoop | None = None
 
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run an asyncio coroutine function in the loop; driver errors become ours."""
         try:
-            result: T = await trio_asyncio.aio_as_trio(fn)(*args)
+            result: T = await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args)
         except StorageError:
             raise
         except Exception as err:
@@ -280,7 +283,8 @@ async def open_postgres(
         clock=clock,
     )
     try:
-        async with trio_asyncio.open_loop():
+        async with trio_asyncio.open_loop() as loop:
+            storage._loop = loop
             try:
                 await storage.open()
                 async with serving_committer(storage):

@@ -43,8 +43,8 @@ from web.api_admin import audit
 from web.errors import BadRequest, Forbidden, NotFound
 from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor, streaming_response
 from web.protocol import CloseCode
-from web.schemas import (
-    BackupOut,
+from web.schemas import Done
+from web.schemas_chats import (
     BanIn,
     BanList,
     BanOut,
@@ -53,10 +53,8 @@ from web.schemas import (
     ConversationPage,
     ConversationQuery,
     DayCount,
-    Done,
     EventOut,
     ExportQuery,
-    LastBackupOut,
     LiveVisitor,
     LiveVisitors,
     PageViewOut,
@@ -76,6 +74,7 @@ from web.schemas import (
     VisitorOut,
     VisitorProfile,
 )
+from web.schemas_ops import BackupOut, LastBackupOut
 from web.tag_catalogue import UNKNOWN_TAG, uncatalogued, unknown_tag_message
 
 api = ApiBlueprint("api_chats", "conversations")

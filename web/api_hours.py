@@ -18,7 +18,7 @@ from storage import Role
 from web.api_admin import audit, workspace_changed
 from web.errors import BadRequest
 from web.httpapi import ApiBlueprint, Call
-from web.schemas import BusinessHours, BusinessHoursOut, OpeningPeriod
+from web.schemas_settings import BusinessHours, BusinessHoursOut, OpeningPeriod
 from web.wire import api_converter
 
 api = ApiBlueprint("api_hours", "hours")

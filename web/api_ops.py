@@ -1,9 +1,10 @@
 """Operators' view of the running server: the live supervision tree, and fault injection.
 
 Both are for the server operator's owner (the role ``owner`` in the operator's workspace).
-Fault injection crashes one running actor as a bug would, to check on a staging server that
-it restarts from storage, that clients carry on, and that restarts reach ``/metrics`` and
-the alerts; it is refused (403 ``fault_injection_disabled``) unless the setting
+Fault injection crashes one running actor, or a service of the tree (storage, mail,
+webhooks), as a bug would, to check on a staging server that it restarts (an actor from
+storage, storage by reopening the database), that clients carry on, and that restarts reach
+``/metrics`` and the alerts; it is refused (403 ``fault_injection_disabled``) unless the setting
 ``debug_fault_injection`` is on, which it is not by default. Every injection is audited.
 """
 
@@ -15,7 +16,8 @@ from typing import Any
 from storage import Role
 from web.errors import Forbidden, NotFound
 from web.httpapi import ApiBlueprint, Call
-from web.schemas import FaultIn, FaultOut, SupervisionNode, SupervisionTree
+from web.schemas_ops import FaultIn, FaultOut, SupervisionNode, SupervisionTree
+from web.supervision import SERVICE_FAULTS, inject_service_fault
 
 api = ApiBlueprint("api_ops", "ops")
 
@@ -62,7 +64,8 @@ async def supervision_tree(call: Call) -> SupervisionTree:
 @api.op(
     "POST",
     "/ops/faults",
-    summary="Crash one running actor on purpose (server operators; debug_fault_injection)",
+    summary="Crash one running actor or service on purpose (server operators; "
+    "debug_fault_injection)",
     body=FaultIn,
     response=FaultOut,
     role=Role.OWNER,
@@ -77,6 +80,8 @@ async def inject_fault(call: Call, body: FaultIn) -> FaultOut:
             "fault injection is off (setting debug_fault_injection)",
             code="fault_injection_disabled",
         )
+    if body.kind in SERVICE_FAULTS:
+        return await _crash_service(call, body.kind)
     workspace_id = body.workspace_id or call.workspace_id
     if body.kind == "router":
         key = body.id or workspace_id
@@ -97,3 +102,20 @@ async def inject_fault(call: Call, body: FaultIn) -> FaultOut:
     if not crashed:
         raise NotFound(f"no {body.kind} actor runs for this id now", code="not_running")
     return FaultOut(crashed=True, kind=body.kind, workspace_id=workspace_id, id=key)
+
+
+async def _crash_service(call: Call, kind: str) -> FaultOut:
+    services = call.services
+    path = "/".join(("livechat", *SERVICE_FAULTS[kind]))
+    # Audited before the crash: a crash of storage takes the backend away from this request.
+    await services.storage.audit(
+        call.workspace_id,
+        actor=call.caller.actor,
+        action="ops.fault_injected",
+        target=f"service:{path}",
+        details={},
+        ip=call.ip,
+    )
+    if services.tree is None or not inject_service_fault(services.tree, kind):
+        raise NotFound(f"the {kind} service does not run now", code="not_running")
+    return FaultOut(crashed=True, kind=kind, workspace_id=None, id=path)

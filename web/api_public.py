@@ -8,12 +8,12 @@ from quart import Response, request
 
 from engine import EngineError, read_hours
 from storage import Storage, WorkspaceStatus
-from web.api_admin import read_widget_settings
+from web.api_settings import read_widget_settings
 from web.errors import NotFound
 from web.httpapi import ApiBlueprint, PublicCall, json_response
 from web.mail import offline_text
 from web.origins import normalize_origin, origin_allowed
-from web.schemas import Department, WidgetConfig, WidgetKeyQuery
+from web.schemas_settings import Department, WidgetConfig, WidgetKeyQuery
 
 api = ApiBlueprint("api_public", "widget")
 
@@ -54,9 +54,7 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
         pre_chat_enabled=widget.pre_chat_enabled,
         pre_chat_fields=widget.pre_chat_fields,
         offline_form_enabled=widget.offline_form_enabled,
-        offline_message=offline_text(
-            widget.offline_message, mail_enabled=services.mailer.enabled
-        ),
+        offline_message=offline_text(widget.offline_message, mail_enabled=services.mailer.enabled),
         sneak_peek=widget.sneak_peek,
         online=online,
         mail_enabled=services.mailer.enabled,

@@ -22,13 +22,16 @@ from werkzeug.exceptions import HTTPException
 import storage
 from engine import DomainError, EngineError, client_message, error_code
 from web.api_admin import api as admin_api
+from web.api_agents import api as agents_api
 from web.api_auth import api as auth_api
+from web.api_catalogue import api as catalogue_api
 from web.api_chats import api as chats_api
 from web.api_hours import api as hours_api
 from web.api_mail import api as mail_api
 from web.api_ops import api as ops_api
 from web.api_public import api as public_api
 from web.api_security import api as security_api
+from web.api_settings import api as settings_api
 from web.api_triggers import api as triggers_api
 from web.api_webhooks import api as webhooks_api
 from web.auth import session_cookie_name
@@ -44,7 +47,10 @@ log = logging.getLogger("livechat.web")
 
 API_BLUEPRINTS: tuple[ApiBlueprint, ...] = (
     auth_api,
-    admin_api,
+    admin_api,  # workspaces and the audit log
+    agents_api,  # agents and their API tokens
+    catalogue_api,  # groups and canned responses
+    settings_api,  # widget, routing, identity secret, tags
     chats_api,
     public_api,
     security_api,  # two-factor login and single sign-on

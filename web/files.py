@@ -47,7 +47,7 @@ from web.errors import (
     Unauthorized,
 )
 from web.httpapi import ApiBlueprint, Call, PublicCall, json_response
-from web.schemas import (
+from web.schemas_files import (
     FileOut,
     FileSettings,
     FileUploadQuery,

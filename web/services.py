@@ -1,20 +1,17 @@
 """Everything the app needs at run time, opened in order and closed in reverse.
 
-``open_services(settings)`` opens storage, loads (or creates once) the secret key and starts
-the root supervisor ``livechat`` (rest_for_one) with its children in order: ``storage`` (a
-watch over the database handle), ``engine`` (the engine's own supervisor: registries, hub,
-ticker) and ``housekeeping``. It yields one ``Services`` object that ``create_app`` shares
-with every request and WebSocket. Closing it stops the children in reverse (the engine drains
-within its deadline), then closes storage. A child crashing past the root's restart intensity
-stops the server (``livechat serve`` exits with an error, for the service manager to restart).
+``open_services(settings)`` checks the database once (migrations, master key, the secret key),
+then starts the root supervisor ``livechat`` (web/supervision.py) with its children in order:
+``storage`` (opens the database behind the ``StorageHandle`` everyone holds, and watches it),
+``engine`` (the engine's own supervisor: registries, hub, ticker), ``housekeeping`` and
+``delivery`` (mail and webhooks). It yields one ``Services`` object that ``create_app``
+shares with every request and WebSocket. Closing it stops the children in reverse (delivery,
+housekeeping, the engine within its deadline, and last storage, which commits what is queued
+and closes). A child crashing past the root's restart intensity stops the server
+(``livechat serve`` exits with an error, for the service manager to restart).
 
-The database handle itself is opened before the tree and closed after it: its connections
-and group committer must outlive every actor that writes through them.
-
-Mail (web/mail.py) and webhooks (web/webhooks.py) are services of their own, started after
-the tree in the same nursery; each handles its own failures and retries. The webhook service
-mails the owners of a subscription it disables through the mailer (web/webhook_notice.py),
-handed to it here as a callback so neither imports the other.
+The webhook service mails the owners of a subscription it disables through the mailer
+(web/webhook_notice.py), handed to it here as a callback so neither imports the other.
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ from storage import (
     MasterKeyRing,
     S3BlobStore,
     Storage,
+    StorageHandle,
     backend_of,
     default_files_dir,
     open_storage,
@@ -53,12 +51,13 @@ from web.passwords import PasswordHasher
 from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
+from web.supervision import StorageChild, build_tree
 from web.twofactor import FlowSigner
 from web.webhook_notice import notify_disabled
-from web.webhooks import WebhookService, serve_webhooks
+from web.webhooks import WebhookService
 
 if TYPE_CHECKING:
-    from engine import ChatEngine, EngineMetrics, Supervisor, TreeNode
+    from engine import ChatEngine, EngineMetrics, Supervisor
 
 log = logging.getLogger("livechat.supervision")
 SERVICES_KEY = "LIVECHAT_SERVICES"
@@ -187,151 +186,90 @@ def master_keys(settings: Settings) -> MasterKeyRing:
             " (LIVECHAT_MASTER_KEY, base64 of 32 random bytes) or master_key_file"
         )
     return ring
-STORAGE_WATCH_INTERVAL_S = 10.0  # how often the storage child checks the database can commit
-STORAGE_WATCH_TIMEOUT_S = 5.0
-
-
-class StorageWatch:
-    """The root's ``storage`` child: checks every ``STORAGE_WATCH_INTERVAL_S`` that the
-    database can commit (``Storage.check_ready``), logs each change, and shows the result in
-    the supervision tree. Never raises: a database outage is reported, not restarted."""
-
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-        self.status = "ready"
-        self._scope: trio.CancelScope | None = None
-        self._done = trio.Event()
-        self._done.set()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._done = trio.Event()
-        try:
-            with trio.CancelScope() as self._scope:
-                task_status.started()
-                while True:
-                    await trio.sleep(STORAGE_WATCH_INTERVAL_S)
-                    await self.check()
-        finally:
-            self._scope = None
-            self._done.set()
-
-    async def check(self) -> None:
-        try:
-            with trio.fail_after(STORAGE_WATCH_TIMEOUT_S):
-                await self._storage.check_ready()
-            status = "ready"
-        except Exception as err:  # a probe reports any failure, it never raises
-            status = f"not_ready:{type(err).__name__}"
-        if status != self.status:
-            log.warning("storage: %s (was %s)", status, self.status)
-            self.status = status
-
-    async def drain(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-        await self._done.wait()
-
-    def snapshot(self, restart: str | None = None) -> TreeNode:
-        from engine import TreeNode
-
-        return TreeNode(name="storage", kind="service", restart=restart, state=self.status)
 
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open storage and start the supervision tree; on exit stop the tree (the engine drains
-    within ``engine_shutdown_deadline_s``), then close storage.
+    """Check storage and start the supervision tree; on exit stop the tree in reverse (the
+    engine drains within ``engine_shutdown_deadline_s``; storage, the first child, closes last).
 
     On cancel the tree is cancelled after its deadline; storage is closed by its own context
     manager (bounded by its statement timeouts).
     """
-    from engine import (
-        ChatEngine,
-        EngineConfig,
-        EngineMetrics,
-        RestartStrategy,
-        RestartType,
-        ServiceSpec,
-        Supervisor,
-        TaskService,
-    )
+    from engine import ChatEngine, EngineConfig, EngineMetrics, TaskService
 
     ring = master_keys(settings)
-    async with open_storage(
-        settings.database_url, keyring=ring, **storage_options(settings)
-    ) as storage:
+    open_backend = partial(
+        open_storage, settings.database_url, keyring=ring, **storage_options(settings)
+    )
+    # A first, short open: migrations, the key checks and the secret, before anything serves.
+    async with open_backend() as backend:
         try:
             # A wrong master key fails here, at start, not at the first message of a workspace.
-            await storage.check_data_keys()
+            await backend.check_data_keys()
         except EncryptionError as err:
             raise ConfigError(f"master key: {err}") from err
-        sealed = await storage.seal_plaintext()
+        sealed = await backend.seal_plaintext()
         if sealed:
             log.warning("encrypted %d rows stored in plaintext before encryption", sealed)
-        secret = settings.secret_key or await storage.get_or_create_secret("web.secret_key")
-        hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
-        config = EngineConfig(
-            outbox_size=settings.ws_outbox_size,
-            message_rate_per_s=settings.rate_visitor_messages_per_s,
-            message_burst=settings.rate_visitor_message_burst,
-            storage_timeout_s=settings.storage_timeout_s,
-            restart_max=settings.actor_max_restarts,
-            restart_period_s=settings.actor_period_s,
-            engine_restart_max=settings.engine_max_restarts,
-            engine_restart_period_s=settings.engine_period_s,
-            shutdown_deadline_s=settings.engine_shutdown_deadline_s,
-            disconnect_grace_s=settings.agent_reconnect_grace_s,
-            agent_auto_away_after_s=settings.agent_auto_away_after_s,
-        )
-        engine_metrics = EngineMetrics()
-        engine = ChatEngine(storage, config, metrics=engine_metrics)
-        root = Supervisor(
-            RestartStrategy.REST_FOR_ONE,
-            settings.supervisor_max_restarts,
-            settings.supervisor_period_s,
-            name="livechat",
-            metrics=engine_metrics,
-            children=[
-                ServiceSpec("storage", StorageWatch(storage)),
-                # transient: a crash restarts it; its normal return is a deliberate shutdown
-                ServiceSpec("engine", engine, RestartType.TRANSIENT),
-                ServiceSpec(
-                    "housekeeping",
-                    TaskService(
-                        "housekeeping",
-                        partial(
-                            housekeeping_loop,
-                            storage,
-                            settings.housekeeping_interval_s,
-                            settings.files_unsent_ttl_s,
-                        ),
-                    ),
-                ),
-            ],
-        )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(root.serve)
-            services = Services(
-                settings=settings,
-                storage=storage,
-                engine=engine,
-                hasher=hasher,
-                secret_key=secret,
-                engine_metrics=engine_metrics,
-                tree=root,
-            )
-            nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
-            await nursery.start(services.mailer.serve)
-            # a disabled subscription is mailed to the owners through the mail outbox
-            services.webhooks = await nursery.start(
-                partial(serve_webhooks, on_disabled=partial(notify_disabled, services.mailer)),
+        secret = settings.secret_key or await backend.get_or_create_secret("web.secret_key")
+    handle = StorageHandle(backend_of(settings.database_url)[0])
+    storage = handle.storage  # what everyone holds; the tree's storage child fills it
+    hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
+    config = EngineConfig(
+        outbox_size=settings.ws_outbox_size,
+        message_rate_per_s=settings.rate_visitor_messages_per_s,
+        message_burst=settings.rate_visitor_message_burst,
+        storage_timeout_s=settings.storage_timeout_s,
+        restart_max=settings.actor_max_restarts,
+        restart_period_s=settings.actor_period_s,
+        engine_restart_max=settings.engine_max_restarts,
+        engine_restart_period_s=settings.engine_period_s,
+        shutdown_deadline_s=settings.engine_shutdown_deadline_s,
+        disconnect_grace_s=settings.agent_reconnect_grace_s,
+        agent_auto_away_after_s=settings.agent_auto_away_after_s,
+    )
+    engine_metrics = EngineMetrics()
+    engine = ChatEngine(storage, config, metrics=engine_metrics)
+    mailer = Mailer(settings=settings, storage=storage)
+    # a disabled subscription is mailed to the owners through the mail outbox
+    webhooks = WebhookService(storage, settings, on_disabled=partial(notify_disabled, mailer))
+    root = build_tree(
+        storage=StorageChild(handle, open_backend),
+        engine=engine,
+        housekeeping=TaskService(
+            "housekeeping",
+            partial(
+                housekeeping_loop,
                 storage,
-                settings,
-            )
-            try:
-                yield services
-            finally:
-                deadline_s = settings.engine_shutdown_deadline_s + settings.storage_timeout_s + 1
-                with trio.CancelScope(shield=True):
-                    await root.shutdown(deadline_s)
-                nursery.cancel_scope.cancel()
+                settings.housekeeping_interval_s,
+                settings.files_unsent_ttl_s,
+            ),
+        ),
+        mail=TaskService("mail", mailer.serve),
+        webhooks=TaskService("webhooks", webhooks.serve),
+        max_restarts=settings.supervisor_max_restarts,
+        period_s=settings.supervisor_period_s,
+        metrics=engine_metrics,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(root.serve)
+        services = Services(
+            settings=settings,
+            storage=storage,
+            engine=engine,
+            hasher=hasher,
+            secret_key=secret,
+            engine_metrics=engine_metrics,
+            mailer=mailer,
+            webhooks=webhooks,
+            tree=root,
+        )
+        nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+        try:
+            yield services
+        finally:
+            deadline_s = settings.engine_shutdown_deadline_s + settings.storage_timeout_s + 1
+            with trio.CancelScope(shield=True):
+                await root.shutdown(deadline_s)
+            nursery.cancel_scope.cancel()

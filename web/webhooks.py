@@ -508,16 +508,3 @@ class WebhookService:
             return None, "request_failed", (time.monotonic() - started) * 1000
         error = None if 200 <= status < 300 else f"http_{status}"
         return status, error, (time.monotonic() - started) * 1000
-
-
-async def serve_webhooks(
-    storage: Storage,
-    settings: Settings,
-    *,
-    on_disabled: OnDisabled | None = None,
-    task_status: trio.TaskStatus[WebhookService] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    service = WebhookService(storage, settings, on_disabled=on_disabled)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.serve)
-        task_status.started(service)

@@ -70,8 +70,8 @@ from engine import (
 )
 from storage import Visitor, Workspace, WorkspaceStatus
 from web import strictjson
-from web.api_admin import read_widget_settings
 from web.api_public import public_departments
+from web.api_settings import read_widget_settings
 from web.auth import (
     Caller,
     client_ip,
@@ -98,7 +98,7 @@ from web.protocol import (
 )
 from web.protocol import Auth as AuthFrame
 from web.ratelimit import SlidingWindow
-from web.schemas import WidgetConfig
+from web.schemas_settings import WidgetConfig
 from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
 from web.strictjson import JsonRejected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import pytest
@@ -18,6 +19,7 @@ from engine.supervisor import (
     RestartType,
     ServiceSpec,
     Supervisor,
+    TaskService,
 )
 
 
@@ -467,3 +469,48 @@ async def test_snapshot_shows_children_restarts_and_depths_and_restarts_are_logg
     ]
     assert all(m.endswith("of at most 5 in 5s)") for m in logged)
     await sup.shutdown(5)
+
+
+async def test_a_crashed_service_restarts_its_rest_for_one_siblings_and_each_counts_it(
+    nursery: trio.Nursery,
+) -> None:
+    """What the root does when storage crashes: the crashed service and every child after it
+    are restarted; the tree shows ``restarted`` on each, ``/metrics`` names the service, and
+    ``wait_restarts`` returns once they all run again."""
+    log: list[tuple[str, str]] = []
+    metrics = EngineMetrics()
+    ticks = {"store": 0, "tail": 0}
+
+    def forever(name: str) -> Callable[[], Any]:
+        async def run() -> None:
+            ticks[name] += 1
+            await trio.sleep_forever()
+
+        return run
+
+    store = TaskService("store", forever("store"))
+    sup = await start_supervisor(
+        nursery,
+        Supervisor(
+            RestartStrategy.REST_FOR_ONE,
+            max_restarts=1,
+            children=[
+                spec("head", log),
+                ServiceSpec("store", store),
+                ServiceSpec("tail", TaskService("tail", forever("tail"))),
+            ],
+            name="root",
+            metrics=metrics,
+        ),
+    )
+    assert store.inject_fault() is True
+    assert store.inject_fault() is False  # already crashing
+    with trio.fail_after(30):
+        await sup.wait_restarts(1)
+    assert ticks == {"store": 2, "tail": 2}
+    assert starts(log) == ["head"]  # started before the crashed child: left alone
+    restarted = {c.name: c.restarted for c in sup.snapshot().children}
+    assert restarted == {"head": 0, "store": 1, "tail": 1}
+    assert metrics.service_restarts("root/store") == 1
+    assert metrics.service_restarts("root/tail") == 0  # restarted with it, not crashed
+    assert 'livechat_service_restarts_total{kind="root/store"} 1' in metrics.render_prometheus()
