@@ -197,6 +197,7 @@ class RouterActor(Actor[RouterMsg]):
                 agent.reported = False
                 self._sync_agent(agent, resync=True)
         self.announced_available = self._available()
+        self._publish_availability(self.announced_available)
         await self._dispatch()
 
     async def _load_workspace(self) -> list[AgentState]:
@@ -745,9 +746,16 @@ class RouterActor(Actor[RouterMsg]):
         agent connected, disconnected, changed status or was disabled), so an open widget
         switches between the composer and the offline form without reconnecting."""
         available = self._available()
+        self._publish_availability(available)
         if available != self.announced_available:
             self.announced_available = available
             self.ctx.hub.broadcast_visitors(self.ws, Availability(agents_available=available))
+
+    def _publish_availability(self, available: bool) -> None:
+        """What page_view greetings ask before firing (engine.greetings): open, available."""
+        assert self.settings is not None
+        open_now = available or self.settings.hours.open_for(None, time.time())
+        self.ctx.set_availability(self.ws, open_now=open_now, available=available)
 
     def _status_changed(self, agent: AgentState) -> None:
         self.ctx.hub.broadcast_agents(self.ws, AgentStatusPush(agent=agent.summary()))
