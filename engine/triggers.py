@@ -74,8 +74,8 @@ class Trigger:
     tag: str | None = None  # add_tag
     to_group_id: str | None = None  # assign_group
     cooldown_s: float = 3600.0
-    # greeting, invitation: only while an agent accepts chats (else: any time within business
-    # hours, the chat then queues); never outside the workspace's business hours
+    # greeting, invitation: only while an agent accepts chats (false: also when none does, e.g.
+    # "leave us a message" beside the widget's offline form); never outside business hours
     only_when_available: bool = True
 
 

@@ -56,7 +56,7 @@ class TriggerItem:
     to_group_id: str | None = attrs.field(default=None, **bounded(max_len=ID, min_len=1))
     cooldown_s: float = attrs.field(default=3600.0, **number(minimum=0, maximum=604800))
     # page_view greeting/invitation: only while an agent accepts chats (false: also when none
-    # does, the chat then queues); never outside business hours either way
+    # does, beside the widget's offline form); never outside business hours either way
     only_when_available: bool = True
 
 

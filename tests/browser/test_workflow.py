@@ -253,3 +253,35 @@ def test_a_page_view_invitation_shows_the_invitation_card_and_answering_starts_t
             visitor_ctx.close()
     finally:
         api.call("PUT", "/triggers", {"triggers": []})
+
+
+def test_with_no_agent_available_only_a_greeting_meant_for_that_shows_above_the_offline_form(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    page_view = {"event": "page_view", "action": "greeting", "url_contains": "/demo"}
+    chat_now = {
+        **page_view,
+        "name": "Chat now",
+        "text": "An agent is here for you.",
+        "time_on_page_s": 1,
+    }
+    away = {
+        **page_view,
+        "name": "Leave a message",
+        "text": "We are all busy: leave us a message below.",
+        "time_on_page_s": 2,
+        "only_when_available": False,
+    }
+    api.call("PUT", "/triggers", {"triggers": [chat_now, away]})
+    visitor_ctx = browser.new_context()
+    try:
+        # Nobody accepts chats: the first greeting (due first) waits, the second shows.
+        widget = open_widget(visitor_ctx.new_page(), server)
+        greeting = widget.locator("#lc-trigger-greeting")
+        expect(greeting).to_contain_text("leave us a message below", timeout=TIMEOUT_MS)
+        expect(greeting).not_to_contain_text("An agent is here for you.")
+        expect(widget.locator("#lc-offline")).to_be_visible()
+    finally:
+        visitor_ctx.close()
+        api.call("PUT", "/triggers", {"triggers": []})
