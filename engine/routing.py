@@ -197,7 +197,6 @@ class RouterActor(Actor[RouterMsg]):
                 agent.reported = False
                 self._sync_agent(agent, resync=True)
         self.announced_available = self._available()
-        self._publish_availability(self.announced_available)
         await self._dispatch()
 
     async def _load_workspace(self) -> list[AgentState]:
@@ -262,11 +261,12 @@ class RouterActor(Actor[RouterMsg]):
     def _available(self) -> bool:
         """Within the workspace's business hours, an agent is connected and accepting. Agents
         at their chat limit still count: the visitor's chat queues (with position and wait)
-        rather than becoming an offline message."""
+        rather than becoming an offline message. Published for page_view greetings too."""
         assert self.settings is not None
-        if not self.settings.hours.open_for(None, time.time()):
-            return False
-        return any(a.online for a in self.agents.values())
+        open_now = self.settings.hours.open_for(None, time.time())
+        available = open_now and any(a.online for a in self.agents.values())
+        self.ctx.set_availability(self.ws, open_now=open_now, available=available)
+        return available
 
     # -- the loop
 
@@ -746,16 +746,9 @@ class RouterActor(Actor[RouterMsg]):
         agent connected, disconnected, changed status or was disabled), so an open widget
         switches between the composer and the offline form without reconnecting."""
         available = self._available()
-        self._publish_availability(available)
         if available != self.announced_available:
             self.announced_available = available
             self.ctx.hub.broadcast_visitors(self.ws, Availability(agents_available=available))
-
-    def _publish_availability(self, available: bool) -> None:
-        """What page_view greetings ask before firing (engine.greetings): open, available."""
-        assert self.settings is not None
-        open_now = available or self.settings.hours.open_for(None, time.time())
-        self.ctx.set_availability(self.ws, open_now=open_now, available=available)
 
     def _status_changed(self, agent: AgentState) -> None:
         self.ctx.hub.broadcast_agents(self.ws, AgentStatusPush(agent=agent.summary()))
