@@ -285,8 +285,9 @@ class ChatEngine(Requests):
 
     def _wake_visitors(self) -> None:
         """Send ``VisitorTick`` to each visitor actor whose alarm is due (a page_view
-        trigger's time condition, engine.greetings); a full mailbox is retried next tick, a
-        passivated actor's alarm dropped (its next arrival or page sets it again)."""
+        trigger's time condition, engine.greetings), re-activating a passivated one while the
+        visitor is connected (it takes back its kept ``Visit``); a full mailbox or an actor
+        still passivating is retried next tick; a gone visitor's alarm is dropped."""
         ctx = self._ctx
         visitors, alarms = ctx.visitors, ctx.visitor_alarms
         if not alarms or visitors is None:
@@ -295,8 +296,9 @@ class ChatEngine(Requests):
         for key, due in list(alarms.items()):
             if due > now:
                 continue
-            if not visitors.is_active(key):
+            if not visitors.is_active(key) and not ctx.hub.visitor_online(*key):
                 del alarms[key]
+                ctx.kept_visits.pop(key, None)
                 continue
             with contextlib.suppress(trio.WouldBlock, ShuttingDown):
                 visitors.get_nowait(key).tell_nowait(VisitorTick())

@@ -7,6 +7,7 @@ actor state (that lives in the actors) and outlives every actor instance.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from engine.registry import Registry
 from engine.triggers import Trigger, read_triggers
+from engine.visit import Visit
 from storage import (
     AppendRefused,
     CommitFailed,
@@ -29,7 +31,11 @@ from storage import (
     Workspace,
 )
 
-__all__ = ["EngineContext", "PreChatRule", "WorkspaceSettings"]
+__all__ = ["WAIT_FOR_AGENTS", "EngineContext", "PreChatRule", "WorkspaceSettings"]
+
+# A visitor alarm at this time waits for ``EngineContext.set_availability`` rather than a time:
+# a greeting whose conditions hold while no agent is available (or the workspace is closed).
+WAIT_FOR_AGENTS = math.inf
 
 
 @attrs.frozen(kw_only=True)
@@ -161,6 +167,25 @@ class EngineContext:
     # visitor -> engine-clock time their actor wants a ``VisitorTick`` (a page_view trigger's
     # time condition comes due); the ticker sends it (engine.greetings)
     visitor_alarms: dict[tuple[str, str], float] = attrs.field(factory=dict)
+    # visitor -> the visit their passivated actor left while they were connected (engine.visit)
+    kept_visits: dict[tuple[str, str], Visit] = attrs.field(factory=dict)
+    # workspace -> (within business hours, an agent accepting chats), as its router last saw it
+    availability: dict[str, tuple[bool, bool]] = attrs.field(factory=dict)
+
+    def set_availability(self, workspace_id: str, *, open_now: bool, available: bool) -> None:
+        """The router's view of the workspace. When it opens, or an agent becomes available,
+        the visitors whose greeting waited for that (alarm ``WAIT_FOR_AGENTS``) are woken."""
+        now = (open_now, available)
+        before = self.availability.get(workspace_id)
+        if before == now:
+            return
+        self.availability[workspace_id] = now
+        if before is not None and not (open_now > before[0] or available > before[1]):
+            return
+        due = self.clock()
+        for key, at in self.visitor_alarms.items():
+            if at == WAIT_FOR_AGENTS and key[0] == workspace_id:
+                self.visitor_alarms[key] = due
 
     async def workspace_settings(self, workspace_id: str) -> WorkspaceSettings:
         """The workspace's settings, from the cache or storage (then cached until

@@ -8,7 +8,15 @@ invitation whose conditions hold (``engine.triggers.visit_matches``), while the 
 online and has no open chat, at most one per page view: a ``GreetingPush`` to the visitor's
 sockets and a ``VisitorGreeting`` on the live visitor list. For a time condition not yet met it
 sets an alarm (``EngineContext.visitor_alarms``) at which the engine's ticker sends a
-``VisitorTick``; no timer runs inside the actor.
+``VisitorTick``; no timer runs inside the actor. The clocks live in the actor's ``Visit``
+(engine.visit), which outlives the actor's passivation while the visitor is connected, and the
+ticker re-activates a passivated visitor's actor whose alarm comes due: a ten-minute condition
+fires at ten minutes even when the visitor did nothing for longer than ``idle_timeout_s``.
+
+A greeting fires only within business hours and (``only_when_available``, the default) while
+an agent accepts chats, as the router last published (``EngineContext.set_availability``).
+One that is due meanwhile sets the alarm ``WAIT_FOR_AGENTS``, which the router's next change
+to open or available brings due.
 
 When the visitor starts a chat, ``at_chat_start`` picks what applies to it: the greeting the
 visitor answered (``send_message.greeting_id``; it fired for this visitor within its cooldown)
@@ -22,11 +30,12 @@ from __future__ import annotations
 
 import attrs
 
-from engine.context import EngineContext, WorkspaceSettings
+from engine.context import WAIT_FOR_AGENTS, EngineContext, WorkspaceSettings
 from engine.conversation_rules import RouterTrigger
 from engine.firings import record_firing, visitor_firings
 from engine.messages import GreetingPush, VisitorGreeting, VisitorSummary
 from engine.triggers import GREETING_ACTIONS, Trigger, visit_due_in, visit_matches
+from engine.visit import Visit
 
 __all__ = ["ANSWERABLE_S", "VisitTriggers", "VisitorTick"]
 
@@ -42,24 +51,21 @@ class VisitorTick:
 class VisitTriggers:
     """One visitor's page_view triggers: their clocks, firings and the greeting shown."""
 
-    __slots__ = ("ctx", "firings", "greeted_page", "key", "page_since", "shown", "site_since")
+    __slots__ = ("ctx", "firings", "key", "visit")
 
-    def __init__(self, ctx: EngineContext, key: tuple[str, str]) -> None:
+    def __init__(self, ctx: EngineContext, key: tuple[str, str], visit: Visit) -> None:
         self.ctx = ctx
         self.key = key
+        self.visit = visit  # its clocks and the greeting shown (kept across passivation)
         self.firings: dict[str, float] | None = None  # trigger id -> engine clock; lazily read
-        now = ctx.clock()
-        self.site_since = now  # arrival of this visit
-        self.page_since = now  # the current page opened
-        self.greeted_page = -1.0  # page_since of the page a greeting was shown on
-        self.shown: VisitorGreeting | None = None
 
     def arrived(self) -> None:
-        self.site_since = self.page_since = self.ctx.clock()
-        self.shown = None
+        visit = self.visit
+        visit.site_since = visit.page_since = self.ctx.clock()
+        visit.shown = None
 
     def new_page(self) -> None:
-        self.page_since = self.ctx.clock()
+        self.visit.page_since = self.ctx.clock()
 
     def _ready(self, trigger: Trigger, now: float) -> bool:
         assert self.firings is not None
@@ -87,12 +93,14 @@ class VisitTriggers:
         """Fire the first due greeting or invitation (``can_greet``: the visitor is online
         without a chat) and set the alarm for the next; returns the greeting shown, if any."""
         greetings = [t for t in settings.visit_triggers if t.action in GREETING_ACTIONS]
-        if not can_greet or not greetings or self.greeted_page == self.page_since:
+        visit = self.visit
+        if not can_greet or not greetings or visit.greeted_page == visit.page_since:
             self._alarm(None)
             return None
         await self._load()
         now = self.ctx.clock()
-        on_page, on_site = now - self.page_since, now - self.site_since
+        on_page, on_site = now - visit.page_since, now - visit.site_since
+        open_now, available = self.ctx.availability.get(self.key[0], (False, False))
         next_due: float | None = None
         for trigger in greetings:
             if not self._ready(trigger, now):
@@ -103,8 +111,11 @@ class VisitTriggers:
                 continue
             if not visit_matches(trigger, visitor, on_page, on_site):
                 continue
+            if not (available if trigger.only_when_available else open_now):
+                next_due = WAIT_FOR_AGENTS if next_due is None else next_due  # or sooner
+                continue
             await self._fired(trigger, now)
-            self.greeted_page = self.page_since
+            visit.greeted_page = visit.page_since
             self._alarm(None)
             sender = trigger.sender_name or settings.workspace_name or "Support"
             hub = self.ctx.hub
@@ -117,14 +128,14 @@ class VisitTriggers:
                     text=trigger.text or "",
                 ),
             )
-            self.shown = VisitorGreeting(
+            visit.shown = VisitorGreeting(
                 trigger_id=trigger.id,
                 trigger_name=trigger.name,
                 action=trigger.action,
                 text=trigger.text or "",
                 at=visitor.current_page.at if visitor.current_page else visitor.arrived_at,
             )
-            return self.shown
+            return visit.shown
         self._alarm(next_due)
         return None
 
@@ -138,7 +149,7 @@ class VisitTriggers:
             return ()
         firings = await self._load()
         now = self.ctx.clock()
-        on_page, on_site = now - self.page_since, now - self.site_since
+        on_page, on_site = now - self.visit.page_since, now - self.visit.site_since
         chosen: list[Trigger] = []
         for trigger in settings.visit_triggers:
             if trigger.action in GREETING_ACTIONS:
@@ -173,4 +184,4 @@ class VisitTriggers:
                     sender_name=trigger.sender_name or settings.workspace_name or "Support",
                 )
             )
-        self.shown = None
+        self.visit.shown = None

@@ -261,11 +261,12 @@ class RouterActor(Actor[RouterMsg]):
     def _available(self) -> bool:
         """Within the workspace's business hours, an agent is connected and accepting. Agents
         at their chat limit still count: the visitor's chat queues (with position and wait)
-        rather than becoming an offline message."""
+        rather than becoming an offline message. Published for page_view greetings too."""
         assert self.settings is not None
-        if not self.settings.hours.open_for(None, time.time()):
-            return False
-        return any(a.online for a in self.agents.values())
+        open_now = self.settings.hours.open_for(None, time.time())
+        available = open_now and any(a.online for a in self.agents.values())
+        self.ctx.set_availability(self.ws, open_now=open_now, available=available)
+        return available
 
     # -- the loop
 

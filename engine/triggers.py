@@ -14,6 +14,11 @@ Two kinds, by ``event``:
   the visitor's actor; ``add_tag`` and ``assign_group`` apply to the chat the visitor starts if
   the visitor matches at that moment.
 
+A greeting or invitation fires only within the workspace's business hours and, unless its
+``only_when_available`` is false, while an agent accepts chats: otherwise the visitor would be
+invited into a chat the widget then offers only as an offline message. One whose conditions
+hold meanwhile waits and fires when that changes (engine.greetings).
+
 Every firing is recorded for agents (a note in the chat naming the trigger; a pre-chat greeting
 also on the live visitor list), and a trigger fires at most once per visitor per ``cooldown_s``
 (the per-visitor rate limit, stored: ``storage.record_trigger_firing``).
@@ -69,6 +74,9 @@ class Trigger:
     tag: str | None = None  # add_tag
     to_group_id: str | None = None  # assign_group
     cooldown_s: float = 3600.0
+    # greeting, invitation: only while an agent accepts chats (false: also when none does, e.g.
+    # "leave us a message" beside the widget's offline form); never outside business hours
+    only_when_available: bool = True
 
 
 def _visitor_matches(trigger: Trigger, visitor: VisitorSummary | None) -> bool:

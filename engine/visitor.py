@@ -29,6 +29,7 @@ from engine.messages import (
 from engine.principals import ConnectionMeta
 from engine.triggers import Trigger
 from engine.useragent import DeviceInfo, parse_user_agent
+from engine.visit import Visit
 from storage import ConversationState, PageView, Visitor
 
 __all__ = [
@@ -112,28 +113,19 @@ VisitorMsg = (
 
 
 class VisitorActor(Actor[VisitorMsg]):
-    __slots__ = (
-        "arrived_at",
-        "ctx",
-        "device",
-        "key",
-        "open_id",
-        "page",
-        "pages",
-        "record",
-        "triggers",
-    )
+    __slots__ = ("ctx", "device", "key", "open_id", "record", "triggers", "visit")
 
     def __init__(self, ctx: EngineContext, key: tuple[str, str]) -> None:
         self.ctx = ctx
         self.key = key
         self.record: Visitor | None = None
         self.device = DeviceInfo()
-        self.page: PageViewInfo | None = None
-        self.pages = 0
-        self.arrived_at = 0.0
         self.open_id: str | None = None
-        self.triggers = VisitTriggers(ctx, key)
+        # The visit the previous activation left when passivated with the visitor connected.
+        now = ctx.clock()
+        kept = ctx.kept_visits.pop(key, None)
+        self.visit = kept if kept is not None else Visit(site_since=now, page_since=now)
+        self.triggers = VisitTriggers(ctx, key, self.visit)
 
     async def on_start(self) -> None:
         ctx = self.ctx
@@ -146,6 +138,12 @@ class VisitorActor(Actor[VisitorMsg]):
             open_ = [c for c in conversations if c.state != ConversationState.CLOSED]
             if open_:
                 self.open_id = max(open_, key=lambda c: c.created_at).id
+
+    async def on_stop(self) -> None:
+        """Passivated while the visitor is still connected: keep the visit for the next
+        activation (time on the page runs on; a due trigger's alarm re-activates it)."""
+        if self.record is not None and self.ctx.hub.visitor_online(*self.key):
+            self.ctx.kept_visits[self.key] = self.visit
 
     async def handle(self, msg: VisitorMsg) -> None:
         ctx = self.ctx
@@ -164,7 +162,8 @@ class VisitorActor(Actor[VisitorMsg]):
             return
         if isinstance(msg, VisitorArrived):
             now = _wall()
-            first = not ctx.hub.visitor_online(ws, visitor_id) or self.arrived_at == 0.0
+            visit = self.visit
+            first = not ctx.hub.visitor_online(ws, visitor_id) or visit.arrived_at == 0.0
             changes: dict[str, Any] = {"last_seen_at": now}
             meta = msg.meta
             if meta.user_agent:
@@ -179,8 +178,8 @@ class VisitorActor(Actor[VisitorMsg]):
             ):
                 changes["visits"] = self.record.visits + 1
             if first:
-                self.arrived_at = now
-                self.pages = 0
+                visit.arrived_at = now
+                visit.pages = 0
                 self.triggers.arrived()
             self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
             if meta.page_url:
@@ -288,9 +287,10 @@ class VisitorActor(Actor[VisitorMsg]):
         """Record a page view, unless it is the page the visitor is already on: a reload, or a
         reconnect whose hello repeats the page, is not a new view (it only refreshes ``at``)."""
         ws, visitor_id = self.key
-        if self.page is not None and self.page.url == url:
-            self.page = PageViewInfo(
-                url=url, title=title or self.page.title, referrer=self.page.referrer, at=at
+        visit = self.visit
+        if visit.page is not None and visit.page.url == url:
+            visit.page = PageViewInfo(
+                url=url, title=title or visit.page.title, referrer=visit.page.referrer, at=at
             )
             return
         await self.ctx.call(
@@ -298,8 +298,8 @@ class VisitorActor(Actor[VisitorMsg]):
                 ws, PageView(visitor_id=visitor_id, url=url, title=title, referrer=referrer, at=at)
             )
         )
-        self.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
-        self.pages += 1
+        visit.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
+        visit.pages += 1
         self.triggers.new_page()
 
     def summary(self, *, online: bool | None = None) -> VisitorSummary:
@@ -312,8 +312,8 @@ class VisitorActor(Actor[VisitorMsg]):
             name=record.name,
             email=record.email,
             online=self.ctx.hub.visitor_online(*self.key) if online is None else online,
-            current_page=self.page,
-            pages_viewed=self.pages,
+            current_page=self.visit.page,
+            pages_viewed=self.visit.pages,
             visits=record.visits,
             browser=self.device.browser,
             browser_version=self.device.browser_version,
@@ -322,8 +322,8 @@ class VisitorActor(Actor[VisitorMsg]):
             ip=record.ip,
             attributes=dict(attributes),
             conversation_id=self.open_id,
-            arrived_at=self.arrived_at,
-            greeting=self.triggers.shown,
+            arrived_at=self.visit.arrived_at,
+            greeting=self.visit.shown,
         )
 
     async def _greet(self) -> None:

@@ -28,6 +28,7 @@ EVENT_ONLY = {
     "time_on_page_s": "page_view",
     "time_on_site_s": "page_view",
     "sender_name": "page_view",
+    "only_when_available": "page_view",
 }
 
 
@@ -54,6 +55,9 @@ class TriggerItem:
     tag: str | None = attrs.field(default=None, **bounded(max_len=64, min_len=1))
     to_group_id: str | None = attrs.field(default=None, **bounded(max_len=ID, min_len=1))
     cooldown_s: float = attrs.field(default=3600.0, **number(minimum=0, maximum=604800))
+    # page_view greeting/invitation: only while an agent accepts chats (false: also when none
+    # does, beside the widget's offline form); never outside business hours either way
+    only_when_available: bool = True
 
 
 @attrs.frozen(kw_only=True)

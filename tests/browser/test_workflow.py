@@ -1,5 +1,7 @@
 """Support-team workflow in the widget (issue 16): a visitor picks a department in the
-pre-chat form and their chat goes to that group."""
+pre-chat form and their chat goes to that group; business hours; queued-chat triggers; a
+page-view greeting and a page-view invitation that the visitor answers into a chat the agent
+sees with the trigger's firing."""
 
 from __future__ import annotations
 
@@ -141,6 +143,7 @@ def test_a_greeting_after_time_on_the_page_becomes_the_chat_the_agent_sees(
             card.get_by_label("Time on page (s)").fill("2")
             card.get_by_label("Page URL contains").fill("/demo")
             card.get_by_label("Greeting from").fill("Acme Bot")
+            expect(card.get_by_label("Only when an agent is available")).to_be_checked()
             card.get_by_label("Message text").fill("Hi! Anything we can help with?")
             page.click("#triggers-form button[type=submit]")
             expect(
@@ -153,6 +156,7 @@ def test_a_greeting_after_time_on_the_page_becomes_the_chat_the_agent_sees(
                 "greeting",
                 2,
             )
+            assert stored["only_when_available"] is True
 
             # The visitor stays on the page past 2 s: the greeting card, from the bot's name.
             visitor_ctx = browser.new_context()
@@ -194,4 +198,90 @@ def test_a_greeting_after_time_on_the_page_becomes_the_chat_the_agent_sees(
             )
             visitor_ctx.close()
     finally:
+        api.call("PUT", "/triggers", {"triggers": []})
+
+
+def test_a_page_view_invitation_shows_the_invitation_card_and_answering_starts_the_chat(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    agent = make_agent(server, name="Invited Agent")
+    invitation = {
+        "name": "Demo invitation",
+        "event": "page_view",
+        "action": "invitation",
+        "text": "Looking around? We are happy to help.",
+        "sender_name": "Acme Bot",
+        "url_contains": "/demo",
+        "time_on_page_s": 1,
+    }
+    api.call("PUT", "/triggers", {"triggers": [invitation]})
+    try:
+        with agent_console(browser, server, agent) as console:
+            # A second on the page: the widget's invitation card, not the greeting card.
+            visitor_ctx = browser.new_context()
+            widget = open_widget(visitor_ctx.new_page(), server)
+            card = widget.locator("#lc-invite")
+            expect(card).to_be_visible(timeout=TIMEOUT_MS)
+            expect(card).to_contain_text("Acme Bot invites you to chat")
+            expect(card).to_contain_text("Looking around? We are happy to help.")
+            expect(widget.locator("#lc-trigger-greeting")).to_have_count(0)
+            expect(widget.locator("#lc-log .lc-msg")).to_have_count(0)  # not a chat yet
+
+            # The visitor accepts by answering: the chat opens with the invitation's text.
+            box = widget.locator("#lc-input")
+            box.fill("Yes please, which plan fits a team of five?")
+            box.press("Enter")
+            expect(card).to_be_hidden(timeout=TIMEOUT_MS)
+            messages = widget.locator("#lc-log .lc-msg")
+            expect(messages).to_have_count(2, timeout=TIMEOUT_MS)
+            expect(messages.first).to_contain_text("Looking around? We are happy to help.")
+            expect(messages.first).to_contain_text("Acme Bot")
+            expect(messages.last).to_contain_text("which plan fits a team of five?")
+
+            # The agent gets the chat, with the invitation and a note naming the trigger.
+            expect(console.locator("#mine-list li")).to_have_count(1, timeout=TIMEOUT_MS)
+            console.locator("#mine-list li button").first.click()
+            log = console.locator("#chat-log")
+            expect(log.locator(".msg[data-author=system]").first).to_contain_text(
+                "Looking around? We are happy to help.", timeout=TIMEOUT_MS
+            )
+            expect(log).to_contain_text("Trigger \u201cDemo invitation\u201d fired: invitation")
+            expect(log.locator(".msg[data-author=visitor]")).to_contain_text(
+                "which plan fits a team of five?"
+            )
+            visitor_ctx.close()
+    finally:
+        api.call("PUT", "/triggers", {"triggers": []})
+
+
+def test_with_no_agent_available_only_a_greeting_meant_for_that_shows_above_the_offline_form(
+    server: Server, browser: Any
+) -> None:
+    api = server.api()
+    page_view = {"event": "page_view", "action": "greeting", "url_contains": "/demo"}
+    chat_now = {
+        **page_view,
+        "name": "Chat now",
+        "text": "An agent is here for you.",
+        "time_on_page_s": 1,
+    }
+    away = {
+        **page_view,
+        "name": "Leave a message",
+        "text": "We are all busy: leave us a message below.",
+        "time_on_page_s": 2,
+        "only_when_available": False,
+    }
+    api.call("PUT", "/triggers", {"triggers": [chat_now, away]})
+    visitor_ctx = browser.new_context()
+    try:
+        # Nobody accepts chats: the first greeting (due first) waits, the second shows.
+        widget = open_widget(visitor_ctx.new_page(), server)
+        greeting = widget.locator("#lc-trigger-greeting")
+        expect(greeting).to_contain_text("leave us a message below", timeout=TIMEOUT_MS)
+        expect(greeting).not_to_contain_text("An agent is here for you.")
+        expect(widget.locator("#lc-offline")).to_be_visible()
+    finally:
+        visitor_ctx.close()
         api.call("PUT", "/triggers", {"triggers": []})

@@ -1,8 +1,10 @@
 """Page-view triggers (issue 16): a greeting after time on a page or on the site, shown before
 any chat exists; answering it opens a chat whose first event is the greeting, with the firing
 noted for agents and shown on the live visitor list; tags and groups for the chat a matching
-visitor starts; the per-visitor cooldown holds across an engine restart. The engine's manual
-clock drives every time condition."""
+visitor starts; the per-visitor cooldown holds across an engine restart; a long time condition
+fires on time although the visitor's actor was passivated meanwhile; greetings wait for an
+available agent (by default) and never show outside business hours. The engine's manual clock
+drives every time condition."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from engine.api import ChatEngine, ConnectionMeta, EngineConfig
 from engine.messages import (
@@ -124,6 +127,7 @@ async def test_time_on_site_adds_up_across_pages_and_no_greeting_once_a_chat_is_
     world: World,
 ) -> None:
     assert world.time is not None
+    await world.connect(await world.agent("ann"))
     v = await world.connect(await world.visitor(), meta=_meta("https://shop.test/a"))
     await world.tick()
     world.time.advance(40)
@@ -206,8 +210,9 @@ async def _greeted_after(
 
 
 async def test_the_per_visitor_cooldown_survives_an_engine_restart(tmp_path: Path) -> None:
+    anytime = {**PRICING, "only_when_available": False}  # no agent connects in this test
     async with open_storage(f"sqlite:///{tmp_path / 'e.db'}") as storage:
-        ws = await storage.create_workspace(name="Acme", settings={"triggers": [PRICING]})
+        ws = await storage.create_workspace(name="Acme", settings={"triggers": [anytime]})
         visitor = await storage.create_visitor(ws.id, token_hash=None)
         time = ManualTime()
         for run in range(2):  # the second engine is the server after a restart
@@ -255,3 +260,102 @@ async def test_a_queued_chat_triggers_cooldown_survives_an_engine_restart(tmp_pa
                 await engine.request(conn, EndChat(conversation_id=ack.conversation_id))
                 await engine.shutdown(deadline_s=5)
                 nursery.cancel_scope.cancel()
+
+
+TEN_MINUTES = {**PRICING, "id": "g-long", "name": "Ten minutes on pricing", "time_on_page_s": 600}
+
+
+@pytest.mark.parametrize("engine_clock", ["manual"])
+@pytest.mark.parametrize("workspace_settings", [{"triggers": [TEN_MINUTES]}])
+async def test_a_ten_minute_greeting_fires_on_time_after_the_idle_visitors_actor_was_passivated(
+    world: World,
+) -> None:
+    assert world.time is not None
+    await world.connect(await world.agent("ann"))
+    v = await world.connect(await world.visitor(), meta=_meta("https://shop.test/pricing"))
+    key = (world.workspace_id, v.conn.principal.visitor_id)
+    visitors = world.engine._ctx.visitors
+    assert visitors is not None
+    await world.tick()
+    # No activity past the idle timeout: the registry's sweep passivates the visitor's actor.
+    world.time.advance(world.engine.config.idle_timeout_s + 1)
+    await world.tick()
+    visitors.passivate(key)
+    await trio.testing.wait_all_tasks_blocked()
+    assert key not in visitors.keys()  # noqa: SIM118 (a Registry: its live activations)
+    world.time.advance(599 - world.engine.config.idle_timeout_s - 1)  # 599 s on the page
+    await world.tick()
+    assert _greetings(v.drain()) == []
+    assert not visitors.is_active(key)  # nothing woke it early
+    world.time.advance(1)  # 600 s
+    await world.tick()
+    [greeting] = _greetings(v.drain())
+    assert greeting.greeting_id == "g-long"
+    agent = await world.connect(await world.agent("bob"))
+    listed = await world.engine.request(agent.conn, ListVisitors(subscribe=False))
+    assert isinstance(listed, VisitorList)
+    [seen] = listed.visitors
+    assert seen.greeting is not None and seen.greeting.trigger_id == "g-long"
+    assert seen.pages_viewed == 1  # the same visit, not a new one
+
+
+@pytest.mark.parametrize("engine_clock", ["manual"])
+@pytest.mark.parametrize("workspace_settings", [{"triggers": [PRICING]}])
+async def test_a_greeting_waits_until_an_agent_is_available(world: World) -> None:
+    assert world.time is not None
+    v = await world.connect(await world.visitor(), meta=_meta("https://shop.test/pricing"))
+    await world.tick()
+    world.time.advance(31)
+    await world.tick()
+    world.time.advance(600)
+    await world.tick()
+    assert _greetings(v.drain()) == []  # nobody could answer it
+    await world.connect(await world.agent("ann"))
+    await world.tick()  # the router sees the agent; the waiting visitor is due at once
+    await world.tick()
+    [greeting] = _greetings(v.drain())
+    assert greeting.greeting_id == "g-pricing"
+
+
+CLOSED = {"enabled": True, "time_zone": "UTC", "weekly": []}  # no opening period at all
+
+
+@pytest.mark.parametrize("engine_clock", ["manual"])
+@pytest.mark.parametrize(
+    "workspace_settings",
+    [{"triggers": [{**PRICING, "only_when_available": False}], "hours": CLOSED}],
+)
+async def test_no_greeting_outside_business_hours_even_one_that_need_not_wait_for_agents(
+    world: World,
+) -> None:
+    assert world.time is not None
+    await world.connect(await world.agent("ann"))
+    v = await world.connect(await world.visitor(), meta=_meta("https://shop.test/pricing"))
+    await world.tick()
+    world.time.advance(31)
+    await world.tick()
+    assert _greetings(v.drain()) == []  # closed: the widget offers the offline form
+    await world.storage.update_workspace(
+        world.workspace_id, settings={"triggers": [{**PRICING, "only_when_available": False}]}
+    )
+    await world.engine.workspace_changed(world.workspace_id)  # now always open
+    await world.tick()
+    await world.tick()
+    [greeting] = _greetings(v.drain())
+    assert greeting.greeting_id == "g-pricing"
+
+
+@pytest.mark.parametrize("engine_clock", ["manual"])
+@pytest.mark.parametrize(
+    "workspace_settings", [{"triggers": [{**PRICING, "only_when_available": False}]}]
+)
+async def test_a_greeting_that_need_not_wait_for_agents_fires_with_none_online(
+    world: World,
+) -> None:
+    assert world.time is not None
+    v = await world.connect(await world.visitor(), meta=_meta("https://shop.test/pricing"))
+    await world.tick()
+    world.time.advance(31)
+    await world.tick()
+    [greeting] = _greetings(v.drain())
+    assert greeting.greeting_id == "g-pricing"

@@ -84,16 +84,28 @@ async def test_a_page_view_greeting_reaches_the_widget_and_answering_it_opens_th
         400,
         "$.triggers[0].time_on_page_s",
     )
+    queued_only_when = await admin.request(
+        "PUT",
+        URL,
+        {
+            "triggers": [
+                {"name": "Q", "action": "auto_reply", "text": "x", "only_when_available": False}
+            ]
+        },
+    )
+    assert queued_only_when.json()["error"]["field"] == "$.triggers[0].only_when_available"
     greeting = {
         "name": "Pricing",
         "event": "page_view",
         "action": "greeting",
         "text": "Questions about pricing?",
         "url_contains": "/pricing",
+        "only_when_available": False,  # no agent connects in this test
     }
     put = await admin.request("PUT", URL, {"triggers": [greeting]})
     assert put.status == 200, put.body
     trigger_id = put.json()["triggers"][0]["id"]
+    assert put.json()["triggers"][0]["only_when_available"] is False
     async with open_peer(
         srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin
     ) as peer:
