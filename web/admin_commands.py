@@ -81,7 +81,7 @@ def _run(command: Any) -> Any:
             # The server's master key (generated next to a new SQLite database, as at the
             # server's first start): workspaces and visitors are encrypted the same way.
             args.keyring = master_keys(settings)
-            trio.run(command, settings.database_url, args)
+            trio.run(command, settings.storage.database_url, args)
         except (ConfigError, CommandError) as err:
             print(f"livechat admin: error: {err}", file=sys.stderr)
             return 1

@@ -728,7 +728,7 @@ async def create_backup(call: Call) -> BackupOut:
 
 
 async def _backup(call: Call) -> BackupOut:
-    directory = trio.Path(call.services.settings.backup_dir)
+    directory = trio.Path(call.services.settings.storage.backup_dir)
     # Backups hold every conversation: the directory is the server's own, closed to 0700, and
     # the file is 0600 whatever the umask.
     await trio.to_thread.run_sync(lambda: private_dir(str(directory), tighten=True))

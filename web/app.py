@@ -93,8 +93,10 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
     app.config[SERVICES_KEY] = services
     # File uploads stream up to files_max_bytes; every other body is held to http_max_body_bytes
     # in start_request below.
-    app.config["MAX_CONTENT_LENGTH"] = max(settings.http_max_body_bytes, settings.files_max_bytes)
-    app.config["BODY_TIMEOUT"] = settings.read_timeout_s
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        settings.server.http_max_body_bytes, settings.files.max_bytes
+    )
+    app.config["BODY_TIMEOUT"] = settings.server.read_timeout_s
     for bp in API_BLUEPRINTS:
         app.register_blueprint(bp.blueprint)
 
@@ -107,7 +109,7 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
 
     openapi = build_openapi(
         api_operations(),
-        server_url=settings.base_url,
+        server_url=settings.server.base_url,
         session_cookie=session_cookie_name(settings),
     )
     app.config["LIVECHAT_OPENAPI"] = openapi
@@ -131,7 +133,7 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
         if UPLOAD_PATHS.match(request.path) and request.method == "POST":
             return  # the upload handler streams the body, refusing it past the file limit
         if request.content_length or "Transfer-Encoding" in request.headers:
-            limit = settings.http_max_body_bytes
+            limit = settings.server.http_max_body_bytes
             if request.content_length is not None and request.content_length > limit:
                 raise PayloadTooLarge(f"the body is larger than {limit} bytes")
             data = await request.get_data()

@@ -200,7 +200,7 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 async def _json_body(services: Services) -> Any:
     """The decoded JSON body; ``NO_BODY`` when the request has no body at all."""
-    limit = services.settings.http_max_body_bytes
+    limit = services.settings.server.http_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     raw = await request.get_data(as_text=False)

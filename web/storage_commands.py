@@ -40,11 +40,11 @@ def _configure(args: argparse.Namespace) -> str | None:
         print(f"livechat: error: {err}", file=sys.stderr)
         return None
     # Encryption at rest: every command opens the database with the server's master key.
-    args.settings_key = settings.master_key
+    args.settings_key = settings.security.master_key
     args.keyring, args.key_file = resolve_master_keys(
-        settings.database_url,
-        master_key=settings.master_key,
-        master_key_file=settings.master_key_file,
+        settings.storage.database_url,
+        master_key=settings.security.master_key,
+        master_key_file=settings.security.master_key_file,
     )
     args.blobs = blob_store(settings)  # the server's file store, for every command
-    return settings.database_url
+    return settings.storage.database_url

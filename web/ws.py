@@ -186,8 +186,8 @@ def _same_site_origin(services: Services, origin: str) -> bool:
     norm = normalize_origin(origin)
     if norm is None:
         return False
-    own = {normalize_origin(services.settings.base_url)}
-    own |= {normalize_origin(o) for o in services.settings.allowed_origins}
+    own = {normalize_origin(services.settings.server.base_url)}
+    own |= {normalize_origin(o) for o in services.settings.server.allowed_origins}
     host = websocket.headers.get("Host")
     if host:
         scheme = "https" if websocket.scheme in ("wss", "https") else "http"
@@ -243,9 +243,15 @@ class SocketSession:
         self.retry_at = 0.0  # when the last rate_limited error said to retry
         self.nursery: trio.Nursery | None = None
         self.limits = _Limits(
-            frames=SlidingWindow(settings.rate_frames_per_10s, 10.0, clock=trio.current_time),
-            messages=SlidingWindow(settings.rate_messages_per_10s, 10.0, clock=trio.current_time),
-            typing=SlidingWindow(settings.rate_typing_per_10s, 10.0, clock=trio.current_time),
+            frames=SlidingWindow(
+                settings.rate_limits.frames_per_10s, 10.0, clock=trio.current_time
+            ),
+            messages=SlidingWindow(
+                settings.rate_limits.messages_per_10s, 10.0, clock=trio.current_time
+            ),
+            typing=SlidingWindow(
+                settings.rate_limits.typing_per_10s, 10.0, clock=trio.current_time
+            ),
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -338,7 +344,7 @@ class SocketSession:
         if self.limited_since is None or now >= self.retry_at:
             self.limited_since = now
         self.retry_at = max(self.retry_at, now + retry_after_s)
-        limit_s = self.settings.ws_rate_limited_close_after_s
+        limit_s = self.settings.websocket.rate_limited_close_after_s
         if limit_s > 0 and now - self.limited_since >= limit_s:
             self.services.metrics.rate_limited["closed_for_abuse"] += 1
             raise _Closing(CloseCode.POLICY, "rate limits ignored")
@@ -355,9 +361,9 @@ class SocketSession:
         unwinding, not the recorded code.
         """
         settings = self.settings
-        if self.conn is None and now - self.opened_at >= settings.ws_auth_timeout_s:
+        if self.conn is None and now - self.opened_at >= settings.websocket.auth_timeout_s:
             return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
-        if now - self.last_heard >= settings.dead_peer_timeout_s:
+        if now - self.last_heard >= settings.websocket.effective_dead_peer_timeout_s:
             return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
         outbox = self.outbox
         if outbox is None:
@@ -368,13 +374,16 @@ class SocketSession:
             return CloseCode.TRY_AGAIN_LATER, "slow consumer, resume"
         previous_check, self.last_check = self.last_check, now
         self.sock.behind = False
-        if stats.current_buffer_used < settings.ws_outbox_size:
+        if stats.current_buffer_used < settings.engine.outbox_size:
             self.backed_up_since = None
             return None
         if self.backed_up_since is None:
             self.backed_up_since = now
             return None
-        if now - max(self.backed_up_since, self.last_write) >= settings.ws_slow_consumer_grace_s:
+        if (
+            now - max(self.backed_up_since, self.last_write)
+            >= settings.websocket.slow_consumer_grace_s
+        ):
             return CloseCode.TRY_AGAIN_LATER, "slow consumer, resume"
         # Backed up since the last check and written to meanwhile: the peer reads, the process
         # is behind (the overload gate counts these; web/overload.py).
@@ -388,7 +397,7 @@ class SocketSession:
         this runs apart from the deadline checks (``_deadline_check``).
         """
         while True:
-            await trio.sleep(self.settings.ws_ping_interval_s)
+            await trio.sleep(self.settings.websocket.ping_interval_s)
             await self._send_text(encode(PingFrame()))
             await self._revalidate()
 
@@ -469,7 +478,7 @@ class SocketSession:
     # ------------------------------------------------------------ reading
 
     async def _read_loop(self) -> None:
-        max_bytes = self.settings.ws_max_message_bytes
+        max_bytes = self.settings.websocket.max_message_bytes
         while True:
             data = await websocket.receive()
             self.last_heard = trio.current_time()
@@ -758,7 +767,7 @@ class SocketSession:
             connection_id=self.sock.id,
             welcome=welcome,
             widget=api_converter.unstructure(widget_config),
-            heartbeat_interval_s=self.settings.ws_ping_interval_s,
+            heartbeat_interval_s=self.settings.websocket.ping_interval_s,
         )
         await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
         self._start_pump()
@@ -780,7 +789,7 @@ class SocketSession:
             message = err.message if isinstance(err, ApiError) else str(err)
             await self._error(rid, WireError.AUTH_FAILED, message)
             raise _Closing(CloseCode.POLICY, "authentication failed") from None
-        limit = self.settings.ws_max_sockets_per_agent
+        limit = self.settings.websocket.max_sockets_per_agent
         live = self.services.sockets.of_agent(caller.workspace.id, caller.agent.id)
         if limit and len(live) >= limit:
             # Counted and claimed (``sock.agent_id`` below) with no await in between, so
@@ -815,14 +824,14 @@ class SocketSession:
             display_name=caller.agent.display_name,
             connection_id=self.sock.id,
             welcome=_welcome(conn),
-            heartbeat_interval_s=self.settings.ws_ping_interval_s,
+            heartbeat_interval_s=self.settings.websocket.ping_interval_s,
         )
         await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
         self._start_pump()
 
     async def _connect(self, principal: Any, resume: Any, meta: ConnectionMeta) -> Connection:
         # Room up to the hard cap; above ``ws_outbox_size`` the outbox only counts as backed up.
-        send, receive = trio.open_memory_channel[Any](self.settings.ws_outbox_max_size)
+        send, receive = trio.open_memory_channel[Any](self.settings.websocket.outbox_max_size)
         self.outbox = receive
         try:
             conn = await self.services.engine.connect(

@@ -229,13 +229,13 @@ async def run_test_server(
             await nursery.start(
                 partial(serve, app, hypercorn_config(settings), shutdown_trigger=trigger)
             )
-            base = settings.base_url
+            base = settings.server.base_url
             try:
                 yield TestServer(
                     base_url=base,
                     ws_base="ws" + base[len("http") :],
                     agent_ws_url="ws" + base[len("http") :] + "/ws/v1/agent",
-                    database_url=settings.database_url,
+                    database_url=settings.storage.database_url,
                     acme=acme,
                     globex=globex,
                     services=services,
