@@ -11,6 +11,7 @@ Nothing else in the code base reads ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import types
@@ -171,18 +172,40 @@ def _find(name: str, source: str) -> Knob:
     dotted = name.replace("-", "_").replace("__", ".").lower()
     knob = _KNOBS.get(dotted) or _LEGACY.get(dotted)
     if knob is None:
-        raise ConfigError(f"{source}: unknown setting {name!r} (see docs/configuration.md)")
+        raise ConfigError(f"{source}: unknown setting {dotted} (see docs/configuration.md)")
     return knob
 
 
-def _coerce(knob: Knob, raw: Any, source: str) -> Any:
-    """A raw value (a string from env or flags, or a TOML value) as the knob's type, in range."""
+def _coerce(knob: Knob, raw: Any, source: str, *, typed: bool) -> Any:
+    """A raw value as the knob's type, in range. ``typed``: a TOML value, which must already
+    have the right type (``port = "80"`` is refused); otherwise text is parsed (env, flags)."""
     try:
+        if typed:
+            _check_type(knob.type, raw)
         value = _convert(knob.type, raw)
         _check_range(knob, value)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"setting {knob.name} ({source}): {err}") from err
     return value
+
+
+_TOML_TYPES: dict[Any, tuple[type, ...]] = {
+    bool: (bool,),
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    tuple[str, ...]: (list,),
+}
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_type(kind: Any, raw: Any) -> None:
+    if isinstance(kind, types.UnionType):
+        (kind,) = (arg for arg in typing.get_args(kind) if arg is not type(None))
+    allowed = _TOML_TYPES[kind]
+    if not isinstance(raw, allowed) or (isinstance(raw, bool) and bool not in allowed):
+        expected = _TYPE_NAMES.get(kind, "a list of strings")
+        raise TypeError(f"expected {expected}, got {type(raw).__name__} {raw!r}")
 
 
 def _convert(kind: Any, raw: Any) -> Any:
@@ -210,9 +233,12 @@ def _convert(kind: Any, raw: Any) -> Any:
         if isinstance(raw, bool):
             raise TypeError(f"expected a number, got {raw!r}")
         try:
-            return float(raw)
+            number = float(raw)
         except ValueError:
             raise ValueError(f"expected a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        return number
     if kind == tuple[str, ...]:
         if isinstance(raw, str):
             return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -278,19 +304,24 @@ def load_settings(
     env = os.environ if environ is None else environ
     chosen: dict[str, Any] = {}
     path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
-    layers: list[Iterator[tuple[str, Any, str]]] = []
+    layers: list[tuple[bool, Iterator[tuple[str, Any, str]]]] = []
     if path:
-        layers.append(_file_values(path))
-    layers.append(_env_values(env))
+        layers.append((True, _file_values(path)))
+    layers.append((False, _env_values(env)))
     layers.append(
-        (name, value, f"flag {name}")
-        for name, value in (overrides or {}).items()
-        if value is not None
+        (
+            False,
+            (
+                (name, value, f"flag {name}")
+                for name, value in (overrides or {}).items()
+                if value is not None
+            ),
+        )
     )
-    for layer in layers:
+    for typed, layer in layers:
         for name, value, source in layer:
             knob = _find(name, source)
-            chosen[knob.name] = _coerce(knob, value, source)
+            chosen[knob.name] = _coerce(knob, value, source, typed=typed)
     settings = _build(chosen)
     _validate(settings)
     return settings

@@ -13,10 +13,9 @@ import sys
 from typing import Any
 
 from storage import commands, resolve_master_keys
-from web.cli import add_database_options
+from web.cli import add_database_options, settings_from_args
 from web.errors import ConfigError
 from web.services import blob_store
-from web.settings import load_settings
 
 __all__ = ["register"]
 
@@ -28,13 +27,11 @@ def register(subparsers: Any) -> None:
 
 def _configure(args: argparse.Namespace) -> str | None:
     try:
-        settings = load_settings(
-            {
-                "database_url": args.database_url,
-                "master_key_file": getattr(args, "master_key_file", None),
-                "files_dir": args.files_dir,
-            },
-            config_file=args.config,
+        settings = settings_from_args(
+            args,
+            database_url=args.database_url,
+            master_key_file=getattr(args, "master_key_file", None),
+            files_dir=args.files_dir,
         )
     except ConfigError as err:
         print(f"livechat: error: {err}", file=sys.stderr)
