@@ -39,6 +39,7 @@ from storage import (
     private_dir,
     report_csv,
 )
+from web import strictjson
 from web.api_admin import audit
 from web.errors import BadRequest, Forbidden, NotFound
 from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor, streaming_response
@@ -647,7 +648,7 @@ async def redacted(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             row = record["row"]
             for column in _SECRET_COLUMNS & row.keys():
                 row[column] = None
-            line = json.dumps(record, ensure_ascii=False) + "\n"
+            line = strictjson.dumps(record) + "\n"
         yield line if line.endswith("\n") else line + "\n"
 
 
@@ -706,7 +707,7 @@ async def data_subject(lines: AsyncIterator[str], *, exclude_internal: bool) -> 
         elif record.get("end") is True:
             record["counts"] = counts
             record["files"] = files
-        yield json.dumps(record, ensure_ascii=False) + "\n"
+        yield strictjson.dumps(record) + "\n"
 
 
 @api.op(

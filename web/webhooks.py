@@ -23,7 +23,6 @@ import collections
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import random
 import secrets
@@ -47,6 +46,7 @@ from storage import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from web import strictjson
 from web.errors import BadRequest
 from web.settings import Settings
 
@@ -130,7 +130,7 @@ def expand_event(positioned: PositionedEvent) -> list[tuple[str, str, str]]:
                 "details": dict(event.data),
             },
         }
-        out.append((event_type, event_id, json.dumps(body, ensure_ascii=False)))
+        out.append((event_type, event_id, strictjson.dumps(body)))
     return out
 
 
@@ -229,7 +229,7 @@ def signal_payload(workspace_id: str, event_type: str, data: dict[str, object]) 
         "workspace_id": workspace_id,
         "data": data,
     }
-    return event_id, json.dumps(body, ensure_ascii=False)
+    return event_id, strictjson.dumps(body)
 
 
 @attrs.define(eq=False)

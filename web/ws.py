@@ -24,7 +24,6 @@ engine and sends the close frame, shielded and bounded by ``CLEANUP_TIMEOUT_S``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -62,9 +61,11 @@ from engine import (
     VisitorPrincipal,
     Whisper,
     check_frame,
+    client_converter,
     error_result,
     read_hours,
     structure_command,
+    structure_frame,
     unstorable,
     unstructure,
 )
@@ -80,6 +81,7 @@ from web.auth import (
     token_caller,
 )
 from web.errors import ApiError
+from web.httpapi import error_response
 from web.mail import offline_text
 from web.origins import normalize_origin, origin_allowed
 from web.protocol import (
@@ -95,6 +97,7 @@ from web.protocol import (
     WireError,
     encode,
     encode_dict,
+    with_request_id,
 )
 from web.protocol import Auth as AuthFrame
 from web.ratelimit import SlidingWindow
@@ -103,7 +106,6 @@ from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
 from web.strictjson import JsonRejected
 from web.tag_catalogue import UNKNOWN_TAG, uncatalogued, unknown_tag_message
-from web.wire import api_converter, describe
 
 log = logging.getLogger("livechat.ws")
 ws = Blueprint("ws", __name__)
@@ -124,8 +126,7 @@ def _services() -> Services | None:
 def _refuse(services: Services | None, status: int, reason: str) -> Response:
     if services is not None:
         services.metrics.ws_refused[reason] += 1
-    body = json.dumps({"error": {"code": reason, "message": reason.replace("_", " ")}})
-    return Response(body, status=status, content_type="application/json")
+    return error_response(status, reason, reason.replace("_", " "))
 
 
 @ws.websocket("/ws/v1/visitor")
@@ -455,7 +456,7 @@ class SocketSession:
                 request_id = self.echo.get(event.client_msg_id)
                 if request_id is not None:
                     # The echo to the sender carries its request id as the last key.
-                    text = f'{text[:-1]},"id":{json.dumps(request_id, ensure_ascii=False)}}}'
+                    text = with_request_id(text, request_id)
         elif isinstance(push, ConversationUpdate) and self.kind == "visitor":
             conv = push.conversation
             if conv.state == "closed" and conv.conversation_id == self.open_conversation:
@@ -670,11 +671,9 @@ class SocketSession:
         body = {k: v for k, v in frame.items() if k not in ("id", "type")}
         cls: type[Any] = Hello if self.kind == "visitor" else AuthFrame
         try:
-            parsed = api_converter.structure(body, cls)
-        except Exception as err:
-            code, field, message = describe(err, "")
-            code = "invalid_field" if code in ("wrong_type", "invalid_value") else code
-            await self._error(rid, code, message, field.lstrip(".") or None)
+            parsed = structure_frame(body, cls)
+        except InvalidMessage as err:
+            await self._error(rid, err.code, str(err), err.field or None)
             return
         resume = parsed.resume
         if len(resume) > MAX_RESUME_ENTRIES or not all(
@@ -766,10 +765,12 @@ class SocketSession:
             visitor_token=token,
             connection_id=self.sock.id,
             welcome=welcome,
-            widget=api_converter.unstructure(widget_config),
+            widget=client_converter.unstructure(widget_config),
             heartbeat_interval_s=self.settings.websocket.ping_interval_s,
         )
-        await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
+        await self._send_text(
+            encode(ResultFrame(id=rid, result=client_converter.unstructure(result)))
+        )
         self._start_pump()
 
     async def _auth(self, rid: str | int, frame: AuthFrame) -> None:
@@ -826,7 +827,9 @@ class SocketSession:
             welcome=_welcome(conn),
             heartbeat_interval_s=self.settings.websocket.ping_interval_s,
         )
-        await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
+        await self._send_text(
+            encode(ResultFrame(id=rid, result=client_converter.unstructure(result)))
+        )
         self._start_pump()
 
     async def _connect(self, principal: Any, resume: Any, meta: ConnectionMeta) -> Connection:
