@@ -4,7 +4,7 @@ Start-up: storage → secret → engine (``open_services``) → first-start seed
 On SIGTERM/SIGINT: (1) stop accepting (``draining``: /readyz answers 503, new upgrades are
 refused), close every socket with 1001 so clients reconnect elsewhere, then return from the
 shutdown trigger so Hypercorn stops listening and finishes requests within
-``shutdown_grace_s``; (2) the engine drains within ``engine_shutdown_deadline_s``; storage
+``server.shutdown_grace_s``; (2) the engine drains within ``engine.shutdown_deadline_s``; storage
 closes last.
 """
 

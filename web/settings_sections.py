@@ -80,7 +80,11 @@ class ServerSettings:
     shutdown_grace_s: float = knob(
         10.0, "On shutdown, connections get this long to close before they are cut."
     )
-    read_timeout_s: float = knob(30.0, "An HTTP request body must arrive within this.")
+    read_timeout_s: float = knob(
+        30.0,
+        "A stalled HTTP read is cut after this (raised above the WebSocket dead-peer timeout, "
+        "so live sockets are ours to close). 0: off.",
+    )
     http_header_timeout_s: float = knob(
         5.0,
         "A connection must complete its request headers within this (also the keep-alive idle "

@@ -28,7 +28,7 @@ As a subprocess, from synchronous code (Playwright, bench)::
 
 or by hand: ``python -m tests.web.server --dir /tmp/x [--port 8123] [--set key=value ...]``
 prints one JSON line with everything above, then serves until SIGTERM/SIGINT (1001 to sockets).
-Keyword overrides (``--set``) are ``web.settings.Settings`` fields (rate limits, timeouts...).
+Keyword overrides (``--set``) are settings, ``section.key`` or a flat name (docs/configuration.md).
 """
 
 from __future__ import annotations
