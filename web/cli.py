@@ -42,8 +42,8 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
 
 
 def flag_overrides(args: argparse.Namespace, named: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings given on the command line: ``--set`` items, then the named flags (later
-    wins). Raises ``ConfigError`` for an item without ``=``."""
+    """The settings given on the command line: the named flags and ``--set`` items (a
+    ``--set`` of the same key wins). Raises ``ConfigError`` for an item without ``=``."""
     overrides: dict[str, Any] = {}
     for item in args.settings:
         name, sep, value = item.partition("=")

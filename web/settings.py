@@ -167,9 +167,13 @@ def knobs() -> Iterator[Knob]:
     return iter(_KNOBS.values())
 
 
+def _dotted(name: str) -> str:
+    return name.replace("-", "_").replace("__", ".").lower()
+
+
 def _find(name: str, source: str) -> Knob:
     """The knob a name means: ``section.key``, or a flat name from before the sections."""
-    dotted = name.replace("-", "_").replace("__", ".").lower()
+    dotted = _dotted(name)
     knob = _KNOBS.get(dotted) or _LEGACY.get(dotted)
     if knob is None:
         raise ConfigError(f"{source}: unknown setting {dotted} (see docs/configuration.md)")
@@ -319,8 +323,10 @@ def load_settings(
         )
     )
     for typed, layer in layers:
-        for name, value, source in layer:
-            knob = _find(name, source)
+        found = [(_find(name, source), name, value, source) for name, value, source in layer]
+        # within one place, a sectioned key wins over its flat name (whatever the order)
+        found.sort(key=lambda item: item[0].name == _dotted(item[1]))
+        for knob, _name, value, source in found:
             chosen[knob.name] = _coerce(knob, value, source, typed=typed)
     settings = _build(chosen)
     _validate(settings)
@@ -353,6 +359,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(
             "setting websocket.outbox_max_size: must be at least engine.outbox_size "
             f"({settings.engine.outbox_size}), got {settings.websocket.outbox_max_size}"
+        )
+    engine = settings.engine
+    if not engine.storage_timeout_s < engine.ask_timeout_s:
+        raise ConfigError(
+            "setting engine.storage_timeout_s: must be below engine.ask_timeout_s "
+            f"({engine.ask_timeout_s:g}), got {engine.storage_timeout_s:g}"
         )
     _validate_mail(settings.mail)
     try:

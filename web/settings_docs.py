@@ -100,8 +100,9 @@ concern. Every key can be set in four places; the first one that sets it wins:
 
 The flat names used before the sections (the "Flat name" column: `ws_outbox_size`,
 `{ENV_PREFIX}DATABASE_URL`, a top-level `database_url = ...` in the file) still work everywhere
-and mean their sectioned key. Other `{ENV_PREFIX}*` variables are ignored, except that every
-`{ENV_PREFIX}<SECTION>__<KEY>` must name a key.
+and mean their sectioned key; where one place gives both, the sectioned key wins. Other
+`{ENV_PREFIX}*` variables are ignored, except that every `{ENV_PREFIX}<SECTION>__<KEY>` must name
+a key.
 
 An unknown key, a value of the wrong type (`port = "80"` in the file, `abc` for a number) or a
 value out of range stops the server at start-up with exit status 2 and a one-line message naming

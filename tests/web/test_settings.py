@@ -76,9 +76,14 @@ def test_flat_names_from_before_the_sections_still_work(tmp_path: Path) -> None:
     assert settings.rate_limits.messages_per_10s == 7
     assert settings.storage.database_url == "sqlite:///x.db"
     assert settings.mail.from_address == "a@b.c"
-    # a sectioned key and its flat name are one setting: the later layer wins
+    # a sectioned key and its flat name are one setting: the later layer wins ...
     both = load_settings({"engine.outbox_size": "9"}, environ={"LIVECHAT_WS_OUTBOX_SIZE": "5"})
     assert both.engine.outbox_size == 9
+    # ... and within one layer the sectioned name, whatever the order
+    env = {"LIVECHAT_ENGINE__OUTBOX_SIZE": "6", "LIVECHAT_WS_OUTBOX_SIZE": "5"}
+    assert load_settings(environ=env).engine.outbox_size == 6
+    flags = {"engine.outbox_size": "6", "ws_outbox_size": "5"}
+    assert load_settings(flags, environ={}).engine.outbox_size == 6
 
 
 def test_every_engine_knob_is_a_setting() -> None:
@@ -174,6 +179,14 @@ def test_the_docs_list_every_setting_as_the_code_defines_it() -> None:
     assert (REPO / "docs" / "configuration.md").read_text(encoding="utf-8") == render_docs()
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "(docs/configuration.md)" in readme
+
+
+def test_keys_that_depend_on_each_other_are_checked_together() -> None:
+    with pytest.raises(ConfigError, match=r"engine\.storage_timeout_s: must be below"):
+        load_settings({"engine.storage_timeout_s": "12"}, environ={})
+    with pytest.raises(ConfigError, match=r"websocket\.outbox_max_size: must be at least"):
+        load_settings({"engine.outbox_size": "100", "ws_outbox_max_size": "99"}, environ={})
+    assert load_settings({"engine.ask_timeout_s": "20", "storage_timeout_s": "12"}, environ={})
 
 
 def test_overrides_name_the_unknown_key() -> None:
