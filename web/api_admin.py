@@ -387,7 +387,9 @@ async def reset_password(call: Call, agent_id: str) -> PasswordOut:
 
 
 def _group_out(g: Any) -> GroupOut:
-    return GroupOut(id=g.id, name=g.name, fallback_group_id=g.fallback_group_id, public=g.public)
+    return GroupOut(
+        id=g.id, name=g.name, fallback_group_id=g.fallback_group_id, public=g.public
+    )
 
 
 @api.op("GET", "/groups", summary="Agent groups (departments)", response=GroupList)

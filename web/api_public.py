@@ -54,7 +54,9 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
         pre_chat_enabled=widget.pre_chat_enabled,
         pre_chat_fields=widget.pre_chat_fields,
         offline_form_enabled=widget.offline_form_enabled,
-        offline_message=offline_text(widget.offline_message, mail_enabled=services.mailer.enabled),
+        offline_message=offline_text(
+            widget.offline_message, mail_enabled=services.mailer.enabled
+        ),
         sneak_peek=widget.sneak_peek,
         online=online,
         mail_enabled=services.mailer.enabled,

@@ -59,7 +59,9 @@ async def bootstrap(services: Services) -> FirstStart | None:
     agent_username = agent_password = None
     if settings.server.demo:
         support = await storage.create_group(workspace.id, name="Support")
-        sales = await storage.create_group(workspace.id, name="Sales", fallback_group_id=support.id)
+        sales = await storage.create_group(
+            workspace.id, name="Sales", fallback_group_id=support.id
+        )
         agent_username, agent_password = "agent", generate_password()
         await storage.create_agent(
             workspace.id,

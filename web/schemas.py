@@ -422,7 +422,9 @@ class GroupHours:
     weekly: tuple[OpeningPeriod, ...] = attrs.field(
         default=(), validator=attrs.validators.max_len(28)
     )
-    holidays: tuple[str, ...] = attrs.field(default=(), **items(max_items=100, max_len=10))
+    holidays: tuple[str, ...] = attrs.field(
+        default=(), **items(max_items=100, max_len=10)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -870,8 +872,6 @@ class WidgetFileUploadQuery:
 @attrs.frozen(kw_only=True)
 class WidgetFileQuery:
     key: str = attrs.field(**text(max_len=200, min_len=1))
-
-
 # ---------------------------------------------------------------- supervision (operators)
 
 ActorKind = Literal["conversation", "visitor", "agent", "router"]

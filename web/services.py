@@ -189,8 +189,6 @@ def master_keys(settings: Settings) -> MasterKeyRing:
             " (LIVECHAT_MASTER_KEY, base64 of 32 random bytes) or master_key_file"
         )
     return ring
-
-
 STORAGE_WATCH_INTERVAL_S = 10.0  # how often the storage child checks the database can commit
 STORAGE_WATCH_TIMEOUT_S = 5.0
 
