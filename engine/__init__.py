@@ -20,9 +20,11 @@ from engine.api import (
 from engine.codec import (
     COMMANDS_BY_TYPE,
     check_frame,
+    client_converter,
     client_message,
     error_result,
     structure_command,
+    structure_frame,
     unstorable,
     unstructure,
 )
@@ -115,6 +117,7 @@ __all__ = [
     "VisitorIdentity",
     "VisitorPrincipal",
     "check_frame",
+    "client_converter",
     "client_message",
     "error_code",
     "error_result",
@@ -123,6 +126,7 @@ __all__ = [
     "read_hours",
     "start_actor",
     "structure_command",
+    "structure_frame",
     "unstorable",
     "unstructure",
     "valid_time_zone",

@@ -1,8 +1,10 @@
-"""The one wire codec of the client boundary: dictionaries in, dictionaries out.
+"""The one wire converter of the client (WebSocket) boundary: dictionaries in, dictionaries out.
 
-``structure_command`` turns a decoded frame (a ``dict`` from JSON) into a ``Command``;
-``unstructure`` turns a ``Result`` or ``Push`` into a ``dict`` with its ``"type"``. The web layer
-does ``json.loads``/``json.dumps`` and request ids around these; nothing else builds wire dicts.
+``client_converter`` is the boundary's only cattrs converter, for the engine's messages and the
+web layer's transport frames alike (``web.protocol``). ``structure_command`` turns a decoded
+frame (a ``dict`` from JSON) into a ``Command``; ``structure_frame`` does the same for any frame
+class; ``unstructure`` turns a ``Result`` or ``Push`` into a ``dict`` with its ``"type"``. The
+web layer does the JSON text around these (``web.protocol``); nothing else builds wire dicts.
 
 Every malformed frame raises ``InvalidMessage`` with a stable ``code`` and a ``field`` path:
 
@@ -24,8 +26,9 @@ from __future__ import annotations
 import enum
 import math
 import re
+import typing
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import cattrs
 from cattrs.errors import AttributeValidationNote, IterableValidationNote
@@ -50,9 +53,11 @@ __all__ = [
     "COMMANDS_BY_TYPE",
     "MAX_JSON_DEPTH",
     "check_frame",
+    "client_converter",
     "client_message",
     "error_result",
     "structure_command",
+    "structure_frame",
     "unstorable",
     "unstructure",
 ]
@@ -88,8 +93,10 @@ def _strict(expected: type | tuple[type, ...], name: str) -> Any:
     return hook
 
 
-def _make_inbound() -> cattrs.Converter:
-    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+def _make_converter() -> cattrs.Converter:
+    """The client boundary's one converter: strict structuring of client frames (no silent
+    coercion; extra keys ignored), tagged-union unstructuring of results and pushes."""
+    conv = make_converter(detailed_validation=True, forbid_extra_keys=False)
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(bool, _strict(bool, "a boolean"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
@@ -99,13 +106,38 @@ def _make_inbound() -> cattrs.Converter:
     conv.register_structure_hook_func(
         lambda t: t == Mapping[str, Any], lambda v, _t: dict(_strict(dict, "an object")(v, _t))
     )
+    conv.register_structure_hook_factory(_is_typed_mapping, lambda t: _mapping_hook(conv, t))
     conv.register_structure_hook_func(
         lambda t: t == tuple[str, ...],
         _structure_str_tuple,
     )
-    for cls in (SettableStatus,):
-        conv.register_structure_hook(cls, _structure_enum)
+    conv.register_structure_hook(SettableStatus, _structure_enum)
+    for enum_cls in (AgentStatus, SettableStatus, VisitorChange):
+        conv.register_unstructure_hook(enum_cls, _enum_value)
+    configure_tagged_union(Result, conv, tag_generator=_tag, tag_name="type")
+    configure_tagged_union(Push, conv, tag_generator=_tag, tag_name="type")
     return conv
+
+
+def _is_typed_mapping(t: Any) -> bool:
+    origin: Any = typing.get_origin(t)
+    return origin in (dict, Mapping) and t != Mapping[str, Any]
+
+
+def _mapping_hook(conv: cattrs.Converter, mapping: Any) -> Any:
+    """``Mapping[str, V]``: an object whose values structure as ``V`` (never a list)."""
+    _key, value_type = typing.get_args(mapping)
+
+    def hook(value: Any, _t: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in _strict(dict, "an object")(value, _t).items():
+            try:
+                out[key] = conv.structure(item, value_type)
+            except (TypeError, ValueError, cattrs.BaseValidationError) as err:
+                raise InvalidMessage(f"{key}: {err}", code="invalid_field", field=key) from err
+        return out
+
+    return hook
 
 
 def _enum_value(member: enum.Enum) -> Any:
@@ -132,17 +164,21 @@ def _structure_str_tuple(value: Any, _t: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _make_outbound() -> cattrs.Converter:
-    conv = make_converter()
-    for cls in (AgentStatus, SettableStatus, VisitorChange):
-        conv.register_unstructure_hook(cls, _enum_value)
-    configure_tagged_union(Result, conv, tag_generator=_tag, tag_name="type")
-    configure_tagged_union(Push, conv, tag_generator=_tag, tag_name="type")
-    return conv
+client_converter: Final = _make_converter()
+T = TypeVar("T")
 
 
-_inbound = _make_inbound()
-_outbound = _make_outbound()
+def structure_frame(frame: Mapping[str, Any], cls: type[T]) -> T:
+    """A client frame (or its body) as ``cls`` through the boundary's converter; raises
+    ``InvalidMessage`` with the code and field path of the first problem."""
+    try:
+        return client_converter.structure(frame, cls)
+    except InvalidMessage:
+        raise
+    except cattrs.BaseValidationError as exc:
+        raise _translate(exc) from exc
+    except (TypeError, ValueError, KeyError) as exc:  # a constructor rejected the whole frame
+        raise InvalidMessage(str(exc), code="invalid_field", field="") from exc
 
 
 def structure_command(frame: Any) -> Command:
@@ -155,14 +191,7 @@ def structure_command(frame: Any) -> Command:
     cls = COMMANDS_BY_TYPE.get(tag) if isinstance(tag, str) else None
     if cls is None:
         raise InvalidMessage(f"unknown type {tag!r}", code="unknown_type", field="type")
-    try:
-        command: Command = _inbound.structure(frame, cls)
-    except InvalidMessage:
-        raise
-    except cattrs.BaseValidationError as exc:
-        raise _translate(exc) from exc
-    except (TypeError, ValueError, KeyError) as exc:  # a constructor rejected the whole frame
-        raise InvalidMessage(str(exc), code="invalid_field", field="") from exc
+    command: Command = structure_frame(frame, cls)
     return command
 
 
@@ -221,9 +250,9 @@ def unstructure(obj: Result | Push) -> dict[str, Any]:
     """A result or push as a wire dictionary (``"type"`` first-class, JSON-compatible values)."""
     cls = type(obj)
     if cls in _RESULT_SET:
-        out: dict[str, Any] = _outbound.unstructure(obj, unstructure_as=Result)
+        out: dict[str, Any] = client_converter.unstructure(obj, unstructure_as=Result)
     elif cls in _PUSH_SET:
-        out = _outbound.unstructure(obj, unstructure_as=Push)
+        out = client_converter.unstructure(obj, unstructure_as=Push)
     else:
         raise TypeError(f"{cls.__name__} is neither a Result nor a Push")
     return out

@@ -15,11 +15,10 @@ import trio
 
 from storage import Role, open_storage
 from web.auth import SERVER_OPERATOR_KEY, hash_secret, new_secret
-from web.cli import add_database_options
+from web.cli import add_database_options, settings_from_args
 from web.errors import ConfigError
 from web.passwords import PasswordHasher, generate_password
 from web.services import master_keys
-from web.settings import load_settings
 
 
 class CommandError(Exception):
@@ -74,15 +73,17 @@ def register(subparsers: Any) -> None:
 def _run(command: Any) -> Any:
     def handler(args: argparse.Namespace) -> int:
         try:
-            settings = load_settings(
-                {"database_url": args.database_url, "master_key_file": args.master_key_file},
-                config_file=args.config,
+            settings = settings_from_args(
+                args, database_url=args.database_url, master_key_file=args.master_key_file
             )
             # The server's master key (generated next to a new SQLite database, as at the
             # server's first start): workspaces and visitors are encrypted the same way.
             args.keyring = master_keys(settings)
-            trio.run(command, settings.database_url, args)
-        except (ConfigError, CommandError) as err:
+            trio.run(command, settings.storage.database_url, args)
+        except ConfigError as err:  # a bad setting, as ``serve`` says it
+            print(f"livechat admin: error: {err}", file=sys.stderr)
+            return 2
+        except CommandError as err:
             print(f"livechat admin: error: {err}", file=sys.stderr)
             return 1
         return 0

@@ -114,7 +114,7 @@ async def second_factor_challenge(
         kind = "enroll"
     else:
         return None
-    ttl_s = services.settings.login_second_factor_ttl_s
+    ttl_s = services.settings.accounts.login_second_factor_ttl_s
     token = services.flows.sign(
         PENDING_LOGIN,
         {"a": agent.id, "w": workspace.id, "pc": agent.password_changed_at, "k": kind},
@@ -159,7 +159,7 @@ def set_session_cookie(response: Response, services: Services, cookie: str) -> N
     response.set_cookie(
         session_cookie_name(services.settings),
         cookie,
-        max_age=math.ceil(services.settings.session_absolute_timeout_s),
+        max_age=math.ceil(services.settings.accounts.session_absolute_timeout_s),
         path="/",
         httponly=True,
         secure=cookie_is_secure(services.settings),

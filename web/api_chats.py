@@ -39,6 +39,7 @@ from storage import (
     private_dir,
     report_csv,
 )
+from web import strictjson
 from web.api_admin import audit
 from web.errors import BadRequest, Forbidden, NotFound
 from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor, streaming_response
@@ -646,7 +647,7 @@ async def redacted(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             row = record["row"]
             for column in _SECRET_COLUMNS & row.keys():
                 row[column] = None
-            line = json.dumps(record, ensure_ascii=False) + "\n"
+            line = strictjson.dumps(record) + "\n"
         yield line if line.endswith("\n") else line + "\n"
 
 
@@ -705,7 +706,7 @@ async def data_subject(lines: AsyncIterator[str], *, exclude_internal: bool) -> 
         elif record.get("end") is True:
             record["counts"] = counts
             record["files"] = files
-        yield json.dumps(record, ensure_ascii=False) + "\n"
+        yield strictjson.dumps(record) + "\n"
 
 
 @api.op(
@@ -727,7 +728,7 @@ async def create_backup(call: Call) -> BackupOut:
 
 
 async def _backup(call: Call) -> BackupOut:
-    directory = trio.Path(call.services.settings.backup_dir)
+    directory = trio.Path(call.services.settings.storage.backup_dir)
     # Backups hold every conversation: the directory is the server's own, closed to 0700, and
     # the file is 0600 whatever the umask.
     await trio.to_thread.run_sync(lambda: private_dir(str(directory), tighten=True))

@@ -404,8 +404,10 @@ async def mail_agent_link(
     s = services.settings
     token = secrets.token_urlsafe(32)
     now = time.time()
-    ttl = s.invitation_ttl_s if purpose == "invitation" else s.password_reset_ttl_s
-    link = f"{s.base_url}/console/#{purpose.replace('_', '-')}={token}"
+    ttl = (
+        s.accounts.invitation_ttl_s if purpose == "invitation" else s.accounts.password_reset_ttl_s
+    )
+    link = f"{s.server.base_url}/console/#{purpose.replace('_', '-')}={token}"
     hours = max(1, round(ttl / 3600))
     if purpose == "invitation":
         rendered = render(

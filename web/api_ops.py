@@ -75,7 +75,7 @@ async def supervision_tree(call: Call) -> SupervisionTree:
 )
 async def inject_fault(call: Call, body: FaultIn) -> FaultOut:
     services = call.services
-    if not services.settings.debug_fault_injection:
+    if not services.settings.server.debug_fault_injection:
         raise Forbidden(
             "fault injection is off (setting debug_fault_injection)",
             code="fault_injection_disabled",

@@ -421,7 +421,7 @@ async def put_security(call: Call, body: SecuritySettings) -> SecurityOverview:
 
 
 def _sso_out(services: Services, config: SsoConfig) -> SsoConfigOut:
-    base = services.settings.base_url
+    base = services.settings.server.base_url
     return SsoConfigOut(
         slug=config.slug,
         issuer=config.issuer,
@@ -462,7 +462,7 @@ async def get_sso(call: Call) -> SsoConfigOut:
 async def put_sso(call: Call, body: SsoConfigIn) -> SsoConfigOut:
     services = call.services
     problem = issuer_problem(
-        body.issuer, allow_http_loopback=services.settings.sso_allow_http_loopback
+        body.issuer, allow_http_loopback=services.settings.sso.allow_http_loopback
     )
     if problem is not None:
         raise BadRequest(f"issuer: {problem}", code="invalid_value", field="$.issuer")
@@ -560,7 +560,7 @@ async def sso_start(call: PublicCall, slug: str) -> Response:
     config = await services.storage.find_sso_config(slug.lower()[:40])
     if config is None or not config.enabled:
         return _back_to_console("sso_unknown")
-    redirect_uri = services.settings.base_url + API_PREFIX + CALLBACK_PATH
+    redirect_uri = services.settings.server.base_url + API_PREFIX + CALLBACK_PATH
     try:
         auth = await services.oidc.begin(config, redirect_uri)
     except OidcError as err:
@@ -747,7 +747,7 @@ async def sso_callback(call: PublicCall) -> Response:
     try:
         claims = await services.oidc.complete(
             config,
-            redirect_uri=services.settings.base_url + API_PREFIX + CALLBACK_PATH,
+            redirect_uri=services.settings.server.base_url + API_PREFIX + CALLBACK_PATH,
             code=code,
             nonce=str(flow.get("n", "")),
             code_verifier=str(flow.get("v", "")),

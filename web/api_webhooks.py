@@ -178,7 +178,7 @@ class DeliveryQuery:
 
 
 async def _check_url(call: Call, url: str) -> None:
-    allow = call.services.settings.webhooks_allow_private_targets
+    allow = call.services.settings.webhooks.allow_private_targets
     try:
         with trio.fail_after(DNS_CHECK_TIMEOUT_S):
             await check_target(url, allow_private=allow)
@@ -301,7 +301,7 @@ async def delete_webhook(call: Call, webhook_id: str) -> Done:
 async def rotate_webhook_secret(call: Call, webhook_id: str) -> WebhookCreated:
     sub = await _subscription(call, webhook_id)
     secret = "whsec_" + new_secret()
-    overlap = call.services.settings.webhooks_secret_overlap_s
+    overlap = call.services.settings.webhooks.secret_overlap_s
     sub = await call.services.storage.update_webhook(
         call.workspace_id,
         webhook_id,

@@ -8,11 +8,9 @@ document) everything but ``/healthz`` and ``/openapi.json`` answers 503 ``not_re
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
-from typing import Any
 
 import trio
 from quart import Response, g, request
@@ -21,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 import storage
 from engine import DomainError, EngineError, client_message, error_code
+from web import strictjson
 from web.api_admin import api as admin_api
 from web.api_agents import api as agents_api
 from web.api_auth import api as auth_api
@@ -38,7 +37,7 @@ from web.auth import session_cookie_name
 from web.errors import ApiError, PayloadTooLarge
 from web.files import UPLOAD_PATHS
 from web.files import api as files_api
-from web.httpapi import ApiBlueprint, Operation
+from web.httpapi import ApiBlueprint, Operation, error_response
 from web.openapi import build_openapi, render_docs_page
 from web.services import SERVICES_KEY, Services
 from web.settings import Settings
@@ -81,17 +80,6 @@ def api_operations() -> list[Operation]:
     return [op for bp in API_BLUEPRINTS for op in bp.operations]
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> Response:
-    detail: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        detail["field"] = field
-    return Response(
-        json.dumps({"error": detail}, ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-    )
-
-
 def create_app(settings: Settings, services: Services | None = None) -> QuartTrio:
     """Build the app for one settings object (and the running services)."""
     app = QuartTrio(__name__)
@@ -99,8 +87,10 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
     app.config[SERVICES_KEY] = services
     # File uploads stream up to files_max_bytes; every other body is held to http_max_body_bytes
     # in start_request below.
-    app.config["MAX_CONTENT_LENGTH"] = max(settings.http_max_body_bytes, settings.files_max_bytes)
-    app.config["BODY_TIMEOUT"] = settings.read_timeout_s
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        settings.server.http_max_body_bytes, settings.files.max_bytes
+    )
+    app.config["BODY_TIMEOUT"] = settings.server.read_timeout_s
     for bp in API_BLUEPRINTS:
         app.register_blueprint(bp.blueprint)
 
@@ -113,7 +103,7 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
 
     openapi = build_openapi(
         api_operations(),
-        server_url=settings.base_url,
+        server_url=settings.server.base_url,
         session_cookie=session_cookie_name(settings),
     )
     app.config["LIVECHAT_OPENAPI"] = openapi
@@ -121,7 +111,7 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
 
     @app.get("/openapi.json")
     async def openapi_json() -> Response:
-        return Response(json.dumps(openapi), content_type="application/json")
+        return Response(strictjson.dumps(openapi), content_type="application/json")
 
     @app.get("/api/docs")
     async def api_docs() -> Response:
@@ -137,7 +127,7 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
         if UPLOAD_PATHS.match(request.path) and request.method == "POST":
             return  # the upload handler streams the body, refusing it past the file limit
         if request.content_length or "Transfer-Encoding" in request.headers:
-            limit = settings.http_max_body_bytes
+            limit = settings.server.http_max_body_bytes
             if request.content_length is not None and request.content_length > limit:
                 raise PayloadTooLarge(f"the body is larger than {limit} bytes")
             data = await request.get_data()
@@ -175,46 +165,50 @@ def create_app(settings: Settings, services: Services | None = None) -> QuartTri
 
     @app.errorhandler(ApiError)
     async def api_error(err: ApiError) -> Response:
-        response = _error(err.status, err.code, err.message, err.field)
+        response = error_response(err.status, err.code, err.message, err.field)
         if err.retry_after_s is not None:
             response.headers["Retry-After"] = str(max(1, int(err.retry_after_s + 0.999)))
         return response
 
     @app.errorhandler(storage.NotFound)
     async def storage_not_found(_err: storage.NotFound) -> Response:
-        return _error(404, "not_found", "not found")
+        return error_response(404, "not_found", "not found")
 
     @app.errorhandler(storage.Conflict)
     async def storage_conflict(_err: storage.Conflict) -> Response:
-        return _error(409, "conflict", "conflicts with existing data")
+        return error_response(409, "conflict", "conflicts with existing data")
 
     @app.errorhandler(storage.StorageUnavailable)
     async def storage_down(_err: storage.StorageUnavailable) -> Response:
-        return _error(503, "storage_unavailable", "the database is unavailable; retry later")
+        return error_response(
+            503, "storage_unavailable", "the database is unavailable; retry later"
+        )
 
     @app.errorhandler(EngineError)
     async def engine_error(err: EngineError) -> Response:
         code = error_code(err) or "engine_error"
         status = _ENGINE_STATUS.get(code, 503)
         field = err.field if isinstance(err, DomainError) else None
-        return _error(status, code, client_message(err), field)
+        return error_response(status, code, client_message(err), field)
 
     @app.errorhandler(trio.TooSlowError)
     async def too_slow(_err: trio.TooSlowError) -> Response:
-        return _error(503, "overloaded", "the server is busy; retry later")
+        return error_response(503, "overloaded", "the server is busy; retry later")
 
     @app.errorhandler(HTTPException)
     async def http_error(err: HTTPException) -> Response:
         status = err.code or 500
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         if request.path.startswith("/api/") or status != 404:
-            return _error(status, codes.get(status, "http_error"), err.description or "error")
+            return error_response(
+                status, codes.get(status, "http_error"), err.description or "error"
+            )
         return err.get_response()  # type: ignore[return-value]
 
     @app.errorhandler(Exception)
     async def internal(err: Exception) -> Response:
         log.exception("unhandled error", extra={"request_id": getattr(g, "request_id", "")})
-        return _error(500, "internal", "internal error")
+        return error_response(500, "internal", "internal error")
 
     return app
 

@@ -63,7 +63,7 @@ def client_ip(
     if remote_addr is None and forwarded is None:
         remote_addr = request.remote_addr
         forwarded = request.headers.get("X-Forwarded-For")
-    if settings.trust_proxy_headers and forwarded:
+    if settings.server.trust_proxy_headers and forwarded:
         return forwarded.split(",")[0].strip()[:64]
     return (remote_addr or "unknown")[:64]
 
@@ -89,8 +89,8 @@ async def session_caller(services: Services, cookie_value: str) -> Caller:
     now = time.time()
     settings = services.settings
     if (
-        now - session.last_seen_at > settings.session_idle_timeout_s
-        or now - session.created_at > settings.session_absolute_timeout_s
+        now - session.last_seen_at > settings.accounts.session_idle_timeout_s
+        or now - session.created_at > settings.accounts.session_absolute_timeout_s
     ):
         await services.storage.delete_session(id_hash)
         raise Unauthorized("the session has expired", code="session_expired")
@@ -151,7 +151,7 @@ async def start_session(services: Services, agent: Agent) -> tuple[str, Session]
 
 
 def cookie_is_secure(settings: Settings) -> bool:
-    return settings.tls_enabled or settings.base_url.startswith("https://")
+    return settings.server.tls_enabled or settings.server.base_url.startswith("https://")
 
 
 def session_cookie_name(settings: Settings) -> str:

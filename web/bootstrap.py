@@ -42,10 +42,10 @@ async def bootstrap(services: Services) -> FirstStart | None:
     if await storage.list_workspaces():
         return None
     settings = services.settings
-    name = "Demo" if settings.demo else "Main"
+    name = "Demo" if settings.server.demo else "Main"
     workspace = await storage.create_workspace(
         name=name,
-        allowed_origins=(settings.base_url,),
+        allowed_origins=(settings.server.base_url,),
         settings={SERVER_OPERATOR_KEY: True},
     )
     owner_password = generate_password()
@@ -57,7 +57,7 @@ async def bootstrap(services: Services) -> FirstStart | None:
         role=Role.OWNER,
     )
     agent_username = agent_password = None
-    if settings.demo:
+    if settings.server.demo:
         support = await storage.create_group(workspace.id, name="Support")
         sales = await storage.create_group(
             workspace.id, name="Sales", fallback_group_id=support.id

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import trio
 
 from web.errors import ConfigError
-from web.settings import load_settings
+from web.settings import Settings, load_settings
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (also LIVECHAT_CONFIG)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        dest="settings",
+        help="any setting (docs/configuration.md), e.g. engine.idle_timeout_s=600; repeatable",
+    )
     parser.add_argument(
         "--database-url", help="sqlite:///path or postgresql://... (LIVECHAT_DATABASE_URL)"
     )
@@ -32,23 +41,39 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def flag_overrides(args: argparse.Namespace, named: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings given on the command line: the named flags and ``--set`` items (a
+    ``--set`` of the same key wins). Raises ``ConfigError`` for an item without ``=``."""
+    overrides: dict[str, Any] = {}
+    for item in args.settings:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides[name.strip()] = value
+    overrides.update({name: value for name, value in named.items() if value is not None})
+    return overrides
+
+
+def settings_from_args(args: argparse.Namespace, **named: Any) -> Settings:
+    """Load the settings with this command's flags on top (see ``web.settings``)."""
+    return load_settings(flag_overrides(args, named), config_file=args.config)
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(
-            {
-                "host": args.host,
-                "port": args.port,
-                "database_url": args.database_url,
-                "master_key_file": args.master_key_file,
-                "files_dir": args.files_dir,
-                "tls_cert": args.tls_cert,
-                "tls_key": args.tls_key,
-                "allowed_origins": args.allowed_origins,
-                "secret_key": args.secret_key,
-                "public_url": args.public_url,
-                "demo": args.demo,
-            },
-            config_file=args.config,
+        settings = settings_from_args(
+            args,
+            host=args.host,
+            port=args.port,
+            database_url=args.database_url,
+            master_key_file=args.master_key_file,
+            files_dir=args.files_dir,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            allowed_origins=args.allowed_origins,
+            secret_key=args.secret_key,
+            public_url=args.public_url,
+            demo=args.demo,
         )
     except ConfigError as err:
         print(f"livechat: error: {err}", file=sys.stderr)
@@ -63,6 +88,30 @@ def _serve(args: argparse.Namespace) -> int:
     if refused:
         print(f"livechat: error: {refused[0]}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from web.settings_docs import render_toml
+
+    try:
+        settings = settings_from_args(
+            args,
+            database_url=args.database_url,
+            master_key_file=args.master_key_file,
+            files_dir=args.files_dir,
+        )
+    except ConfigError as err:
+        print(f"livechat: error: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render_toml(settings))
+    return 0
+
+
+def _config_docs(_args: argparse.Namespace) -> int:
+    from web.settings_docs import render_docs
+
+    sys.stdout.write(render_docs())
     return 0
 
 
@@ -89,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="on first start, seed a demo workspace and agent (default on; LIVECHAT_DEMO)",
     )
     serve.set_defaults(handler=_serve)
+
+    config = sub.add_parser("config", help="the settings: effective values, documentation")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_sub.add_parser(
+        "show", help="print the effective settings as TOML (secrets redacted)"
+    )
+    add_database_options(show)
+    show.set_defaults(handler=_config_show)
+    docs = config_sub.add_parser("docs", help="print docs/configuration.md (every key)")
+    docs.set_defaults(handler=_config_docs)
 
     for module_name in ("web.storage_commands", "bench.commands", "web.admin_commands"):
         try:

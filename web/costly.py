@@ -43,9 +43,9 @@ class CostlyReads:
     @classmethod
     def from_settings(cls, settings: Settings) -> CostlyReads:
         return cls(
-            exports_per_hour=settings.rate_exports_per_hour,
-            searches_per_min=settings.rate_searches_per_min,
-            max_concurrent_exports=settings.export_max_concurrent,
+            exports_per_hour=settings.rate_limits.exports_per_hour,
+            searches_per_min=settings.rate_limits.searches_per_min,
+            max_concurrent_exports=settings.rate_limits.export_max_concurrent,
         )
 
     @property

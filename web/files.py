@@ -79,9 +79,9 @@ def new_file_id() -> str:
 def file_limits(settings: Settings, ws: Workspace) -> FileSettings:
     """The workspace's limits (``settings.files``), capped by the server's."""
     raw: dict[str, Any] = dict(ws.settings.get("files") or {})
-    max_file = settings.files_max_bytes
-    max_storage = settings.files_max_storage_bytes
-    types = tuple(settings.files_allowed_types)
+    max_file = settings.files.max_bytes
+    max_storage = settings.files.max_storage_bytes
+    types = tuple(settings.files.allowed_types)
     if isinstance(raw.get("max_file_bytes"), int):
         max_file = min(max_file, int(raw["max_file_bytes"]))
     if isinstance(raw.get("max_storage_bytes"), int):

@@ -12,7 +12,6 @@ workspace's id is simply not found (404) — never a 403 that would confirm it e
 
 from __future__ import annotations
 
-import json
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -25,6 +24,7 @@ from storage import Role
 from web import strictjson
 from web.auth import Caller, authenticate, check_csrf, client_ip
 from web.errors import BadRequest, Forbidden, PayloadTooLarge
+from web.schemas import ErrorBody, ErrorDetail
 from web.services import Services, current_services
 from web.strictjson import JsonRejected
 from web.wire import FieldInvalid, structure_body, unstructure
@@ -194,13 +194,20 @@ async def _dispatch(op: Operation, handler: Handler, path_params: dict[str, str]
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
-    payload = json.dumps(unstructure(obj), separators=(",", ":"), ensure_ascii=False)
-    return Response(payload, status=status, content_type=JSON)
+    """``obj`` (a response class) through the API's one converter, as JSON."""
+    return Response(strictjson.dumps(unstructure(obj)), status=status, content_type=JSON)
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+    """Every non-2xx JSON answer: ``{"error": {"code", "message", "field"}}`` (``ErrorBody``)."""
+    return json_response(
+        ErrorBody(error=ErrorDetail(code=code, message=message, field=field)), status
+    )
 
 
 async def _json_body(services: Services) -> Any:
     """The decoded JSON body; ``NO_BODY`` when the request has no body at all."""
-    limit = services.settings.http_max_body_bytes
+    limit = services.settings.server.http_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     raw = await request.get_data(as_text=False)

@@ -203,11 +203,11 @@ class Mailer:
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
-        if s.smtp_url is not None:
+        if s.mail.smtp_url is not None:
             self._target = SmtpTarget.from_url(
-                s.smtp_url, ca_file=s.smtp_ca_file, timeout_s=s.smtp_timeout_s
+                s.mail.smtp_url, ca_file=s.mail.smtp_ca_file, timeout_s=s.mail.smtp_timeout_s
             )
-        self._limiter = trio.CapacityLimiter(max(1, s.mail_threads))
+        self._limiter = trio.CapacityLimiter(max(1, s.mail.threads))
 
     @property
     def enabled(self) -> bool:
@@ -268,7 +268,7 @@ class Mailer:
         task_status.started()
         while True:
             self._wake = trio.Event()
-            delay = self.settings.mail_poll_interval_s
+            delay = self.settings.mail.poll_interval_s
             try:
                 with trio.fail_after(ROUND_TIMEOUT_S):
                     await self.scan_once()
@@ -291,7 +291,7 @@ class Mailer:
         if now - self._pruned_at < PRUNE_INTERVAL_S:
             return
         self._pruned_at = now
-        before = now - self.settings.mail_log_keep_days * 86400.0
+        before = now - self.settings.mail.log_keep_days * 86400.0
         removed = await self.storage.prune_mail(before=before)
         if removed:
             log.info("pruned %d old mail log entries", removed)
@@ -299,7 +299,7 @@ class Mailer:
     async def scan_once(self) -> int:
         """Add inbox items (and their notices) for newly closed offline/missed chats."""
         now = self.clock()
-        since = now - self.settings.inbox_scan_lookback_s
+        since = now - self.settings.mail.inbox_scan_lookback_s
         if self._scanned_until is not None:
             since = max(since, self._scanned_until - SCAN_OVERLAP_S)
         added = 0
@@ -335,7 +335,7 @@ class Mailer:
         summary = await self.conversation_summary(ws, conv)
         who, lines = summary.who, summary.lines
         brand = Brand.of(ws)
-        inbox = f"{self.settings.base_url}/console/#inbox/{conv.id}"
+        inbox = f"{self.settings.server.base_url}/console/#inbox/{conv.id}"
         if offline:
             rendered = render(
                 brand,
@@ -392,7 +392,7 @@ class Mailer:
 
     async def send_due(self) -> int:
         """Attempt every due mail (in parallel, bounded by the thread limiter)."""
-        due = await self.storage.due_mail(self.clock(), limit=4 * self.settings.mail_threads)
+        due = await self.storage.due_mail(self.clock(), limit=4 * self.settings.mail.threads)
         async with trio.open_nursery() as nursery:
             for item in due:
                 nursery.start_soon(self._attempt, item)
@@ -401,7 +401,7 @@ class Mailer:
     async def _attempt(self, item: MailItem) -> None:
         assert self._target is not None
         s = self.settings
-        if item.attempts >= s.mail_max_attempts:
+        if item.attempts >= s.mail.max_attempts:
             # its earlier attempts never recorded an outcome (the server died mid-attempt)
             await self.storage.mail_attempt_failed(item.id, error="gave up", retry_at=None)
             return
@@ -411,15 +411,15 @@ class Mailer:
             error = f"invalid message ({type(err).__name__})"
             await self.storage.mail_attempt_failed(item.id, error=error, retry_at=None)
             return
-        lease_until = self.clock() + 2 * s.smtp_timeout_s + 5.0
+        lease_until = self.clock() + 2 * s.mail.smtp_timeout_s + 5.0
         if not await self.storage.claim_mail(item, lease_until=lease_until):
             return  # another server (or an earlier round) took it
         attempts = item.attempts + 1
         try:
             await deliver(self._target, message, self._limiter)
         except SmtpFailed as err:
-            give_up = err.permanent or attempts >= s.mail_max_attempts
-            backoff = min(s.mail_retry_max_s, s.mail_retry_base_s * 2 ** (attempts - 1))
+            give_up = err.permanent or attempts >= s.mail.max_attempts
+            backoff = min(s.mail.retry_max_s, s.mail.retry_base_s * 2 ** (attempts - 1))
             retry_at = None if give_up else self.clock() + backoff
             log.warning("mail %s attempt %d failed: %s", item.id, attempts, err.summary)
             with _recording(s):
@@ -433,7 +433,7 @@ class Mailer:
             await self.storage.mail_sent(item.id, at=self.clock())
 
     async def _message(self, item: MailItem) -> EmailMessage:
-        sender = self.settings.mail_from or ""
+        sender = self.settings.mail.from_address or ""
         name = "Live chat"
         reply_to = None
         if item.workspace_id is not None:
@@ -458,7 +458,9 @@ class Mailer:
 
 def _recording(settings: Settings) -> trio.CancelScope:
     """A shielded, bounded scope for writing down the outcome of an attempt."""
-    return trio.CancelScope(shield=True, deadline=trio.current_time() + settings.storage_timeout_s)
+    return trio.CancelScope(
+        shield=True, deadline=trio.current_time() + settings.engine.storage_timeout_s
+    )
 
 
 def _utc(at: float) -> Any:

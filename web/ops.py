@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import trio
 from quart import Blueprint, Response, current_app
 
+from web import strictjson
 from web.services import SERVICES_KEY, Services
 
 ops = Blueprint("ops", __name__)
@@ -14,7 +13,7 @@ READY_TIMEOUT_S = 2.0
 
 
 def _json(http_status: int, **body: object) -> Response:
-    return Response(json.dumps(body), status=http_status, content_type="application/json")
+    return Response(strictjson.dumps(body), status=http_status, content_type="application/json")
 
 
 @ops.get("/healthz")

@@ -31,7 +31,11 @@ def normalize_origin(origin: str) -> str | None:
 
 def allowed_origins(workspace: Workspace, settings: Settings) -> set[str]:
     out: set[str] = set()
-    for origin in (*workspace.allowed_origins, *settings.allowed_origins, settings.base_url):
+    for origin in (
+        *workspace.allowed_origins,
+        *settings.server.allowed_origins,
+        settings.server.base_url,
+    ):
         norm = normalize_origin(origin)
         if norm:
             out.add(norm)

@@ -44,9 +44,9 @@ class OverloadGate:
     @classmethod
     def from_settings(cls, settings: Settings) -> OverloadGate:
         return cls(
-            loop_lag_s=settings.overload_loop_lag_s,
-            backed_up_fraction=settings.overload_backed_up_fraction,
-            retry_after_s=settings.overload_retry_after_s,
+            loop_lag_s=settings.overload.loop_lag_s,
+            backed_up_fraction=settings.overload.backed_up_fraction,
+            retry_after_s=settings.overload.retry_after_s,
         )
 
     def update(self, *, lag_s: float, behind: int, sockets: int) -> None:

@@ -21,6 +21,7 @@ from quart import Blueprint, Response, current_app, render_template, request
 
 import widget
 from web.services import SERVICES_KEY
+from web.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONSOLE_DIR = STATIC_DIR / "console"
@@ -201,10 +202,10 @@ async def _demo_workspace() -> Any | None:
 
 
 def _public_base() -> str:
-    settings = current_app.config.get("LIVECHAT_SETTINGS")
-    public_url = getattr(settings, "public_url", None)
+    settings: Settings | None = current_app.config.get("LIVECHAT_SETTINGS")
+    public_url = settings.server.public_url if settings is not None else None
     if public_url:
-        return str(public_url).rstrip("/")
+        return public_url.rstrip("/")
     return request.host_url.rstrip("/")
 
 

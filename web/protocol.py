@@ -4,17 +4,22 @@ Chat commands, results and pushes are the engine's (``engine.messages`` via ``en
 this module adds what only the transport knows: the request ``id`` envelope, the first frame
 (``hello`` for visitors, ``auth`` for agents), ``ping``/``pong`` and the error codes of frames
 that never reached the engine. Everything here is documented in ``docs/protocol.md``.
+
+The boundary has one converter, ``engine.client_converter``, for the engine's messages and the
+frames here alike (structured with ``engine.structure_frame``); ``encode``, ``encode_dict`` and
+``with_request_id`` make the only JSON text a socket is sent (through ``strictjson.dumps``).
 """
 
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
-from cattrs.preconf.json import make_converter
+
+from engine import client_converter
+from web.strictjson import dumps
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_ID_CHARS = 64
@@ -150,14 +155,20 @@ class PongFrame:
     id: RequestId | None = None
 
 
-_out = make_converter()
-
-
 def encode(frame: object) -> str:
-    """One outbound frame (a class above) as compact JSON text."""
-    return json.dumps(_out.unstructure(frame), separators=(",", ":"), ensure_ascii=False)
+    """One outbound frame (a class above) as compact JSON text, through the boundary's one
+    converter (``engine.client_converter``)."""
+    return dumps(client_converter.unstructure(frame))
 
 
 def encode_dict(data: Mapping[str, Any]) -> str:
     """An engine-unstructured result or push (already a JSON-ready dict) as JSON text."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return dumps(data)
+
+
+def with_request_id(text: str, request_id: RequestId) -> str:
+    """``text`` (an encoded frame, a non-empty JSON object) with ``"id"`` added as its last
+    key: exactly ``encode_dict({**frame, "id": request_id})``, without encoding the frame
+    again. A push fanned out to many sockets is encoded once; only its sender's echo carries
+    the request id (tests/web/test_wire.py checks the equality)."""
+    return f'{text[:-1]},"id":{dumps(request_id)}}}'

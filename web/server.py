@@ -4,7 +4,7 @@ Start-up: storage → secret → engine (``open_services``) → first-start seed
 On SIGTERM/SIGINT: (1) stop accepting (``draining``: /readyz answers 503, new upgrades are
 refused), close every socket with 1001 so clients reconnect elsewhere, then return from the
 shutdown trigger so Hypercorn stops listening and finishes requests within
-``shutdown_grace_s``; (2) the engine drains within ``engine_shutdown_deadline_s``; storage
+``server.shutdown_grace_s``; (2) the engine drains within ``engine.shutdown_deadline_s``; storage
 closes last.
 """
 
@@ -82,26 +82,26 @@ def install_failing_ws_stream() -> None:
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     install_failing_ws_stream()
     config = HypercornConfig()
-    config.bind = [f"{settings.host}:{settings.port}"]
-    config.websocket_max_message_size = settings.ws_hard_max_message_bytes
+    config.bind = [f"{settings.server.host}:{settings.server.port}"]
+    config.websocket_max_message_size = settings.websocket.hard_max_message_bytes
     config.websocket_ping_interval = None  # the protocol has its own ping/pong frames
     config.read_timeout = effective_read_timeout(settings)
     # Hypercorn's idle timer runs from the accept until a request's headers are complete (and
     # again between keep-alive requests); data arriving does not restart it. So this also
     # closes slow-header ("slowloris") connections, without cutting live WebSockets (the
     # timer is stopped once their upgrade request has been read).
-    config.keep_alive_timeout = settings.http_header_timeout_s
-    config.ssl_handshake_timeout = settings.http_header_timeout_s
+    config.keep_alive_timeout = settings.server.http_header_timeout_s
+    config.ssl_handshake_timeout = settings.server.http_header_timeout_s
     config.h11_max_incomplete_size = 16 * 1024
     config.h2_max_inbound_frame_size = 64 * 1024
-    config.graceful_timeout = settings.shutdown_grace_s
+    config.graceful_timeout = settings.server.shutdown_grace_s
     config.accesslog = None
     # Hypercorn's own logger through our root handler: given "-" (its default) it adds a
     # stderr handler of its own, and every line ("Running on ...") printed twice.
     config.errorlog = logging.getLogger("hypercorn.error")
-    if settings.tls_enabled:
-        config.certfile = settings.tls_cert
-        config.keyfile = settings.tls_key
+    if settings.server.tls_enabled:
+        config.certfile = settings.server.tls_cert
+        config.keyfile = settings.server.tls_key
     return config
 
 
@@ -111,14 +111,16 @@ def effective_read_timeout(settings: Settings) -> int | None:
     Hypercorn applies ``read_timeout`` to every read on the TCP connection, WebSockets included:
     a socket on which the peer sent nothing for that long is dropped without a close frame
     (1006). Idle WebSockets are ours to close, with 4001, once nothing was heard for
-    ``Settings.dead_peer_timeout_s`` (checked about every second, and the peer's answer to a
+    ``websocket.effective_dead_peer_timeout_s`` (checked about every second; the answer to a
     ping can lag by a ping interval under load), so the timeout is raised above that; it still
     bounds stalled HTTP reads. 0 disables it, as before.
     """
-    if settings.read_timeout_s <= 0:
+    if settings.server.read_timeout_s <= 0:
         return None
-    floor = settings.dead_peer_timeout_s + settings.ws_ping_interval_s + 2.0
-    return math.ceil(max(settings.read_timeout_s, floor))
+    floor = (
+        settings.websocket.effective_dead_peer_timeout_s + settings.websocket.ping_interval_s + 2.0
+    )
+    return math.ceil(max(settings.server.read_timeout_s, floor))
 
 
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -138,7 +140,7 @@ async def drain(services: Services) -> None:
     """Phase one of shutdown: refuse new work and close live sockets with 1001."""
     services.draining = True
     await services.sockets.close_all(
-        CloseCode.GOING_AWAY, "server shutdown", timeout_s=services.settings.shutdown_grace_s
+        CloseCode.GOING_AWAY, "server shutdown", timeout_s=services.settings.server.shutdown_grace_s
     )
 
 
@@ -173,7 +175,7 @@ def configure_logging(level: str) -> None:
 
 
 def print_banner(settings: Settings, first: FirstStart | None) -> None:
-    base = settings.base_url
+    base = settings.server.base_url
     lines = [
         f"livechat: serving on {base}",
         f"  health:        {base}/healthz",
@@ -206,15 +208,15 @@ def tune_gc(settings: Settings) -> None:
     and a higher generation-0 threshold makes collections rarer; reference counting still frees
     everything without cycles at once. ``gc_gen0_threshold`` 0 leaves the GC as Python sets it.
     """
-    if settings.gc_gen0_threshold <= 0:
+    if settings.server.gc_gen0_threshold <= 0:
         return
     gc.collect()
     gc.freeze()
-    gc.set_threshold(settings.gc_gen0_threshold, 20, 100)
+    gc.set_threshold(settings.server.gc_gen0_threshold, 20, 100)
 
 
 async def run_server(settings: Settings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.server.log_level)
     async with open_services(settings) as services:
         first = await bootstrap(services)
         app = create_app(settings, services)

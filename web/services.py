@@ -96,26 +96,28 @@ class Services:
             self.costly = CostlyReads.from_settings(s)
         if self.login_throttle is None:
             self.login_throttle = LoginThrottle(
-                free_failures=s.login_failures_per_account_backoff_after,
-                max_backoff_s=s.login_backoff_max_s,
-                ip_failures=s.login_failures_per_ip_per_15min,
+                free_failures=s.accounts.login_failures_per_account_backoff_after,
+                max_backoff_s=s.accounts.login_backoff_max_s,
+                ip_failures=s.accounts.login_failures_per_ip_per_15min,
             )
         if self.ip_messages is None:
-            self.ip_messages = SlidingWindow(s.rate_ip_messages_per_10s, 10.0)
+            self.ip_messages = SlidingWindow(s.rate_limits.ip_messages_per_10s, 10.0)
         if self.ip_new_conversations is None:
-            self.ip_new_conversations = SlidingWindow(s.rate_new_conversations_per_hour, 3600.0)
+            self.ip_new_conversations = SlidingWindow(
+                s.rate_limits.new_conversations_per_hour, 3600.0
+            )
         if self.profile_updates is None:
-            self.profile_updates = SlidingWindow(s.rate_profile_updates_per_min, 60.0)
+            self.profile_updates = SlidingWindow(s.rate_limits.profile_updates_per_min, 60.0)
         if self.uploads is None:
-            self.uploads = SlidingWindow(s.files_uploads_per_10min, 600.0)
+            self.uploads = SlidingWindow(s.files.uploads_per_10min, 600.0)
         if self.connection_cap is None:
-            self.connection_cap = ConnectionCap(s.ws_max_connections_per_ip)
+            self.connection_cap = ConnectionCap(s.websocket.max_connections_per_ip)
         if self.overload is None:
             self.overload = OverloadGate.from_settings(s)
         if self.flows is None:
             self.flows = FlowSigner(self.secret_key)
         if self.oidc is None:
-            self.oidc = OidcClient(timeout_s=s.sso_http_timeout_s, threads=s.sso_http_threads)
+            self.oidc = OidcClient(timeout_s=s.sso.http_timeout_s, threads=s.sso.http_threads)
         if self.mailer is None:
             self.mailer = Mailer(settings=s, storage=self.storage)
 
@@ -129,18 +131,18 @@ def current_services() -> Services:
 
 def blob_store(settings: Settings) -> BlobStore:
     """Where chat files' bytes go: the S3 bucket if one is set, else ``files_dir``."""
-    if settings.files_s3_bucket:
+    if settings.files.s3_bucket:
         return S3BlobStore(
-            bucket=settings.files_s3_bucket,
-            endpoint_url=settings.files_s3_endpoint_url,
-            region=settings.files_s3_region,
-            access_key_id=settings.files_s3_access_key_id,
-            secret_access_key=settings.files_s3_secret_access_key,
-            prefix=settings.files_s3_prefix,
-            timeout_s=settings.storage_timeout_s,
+            bucket=settings.files.s3_bucket,
+            endpoint_url=settings.files.s3_endpoint_url,
+            region=settings.files.s3_region,
+            access_key_id=settings.files.s3_access_key_id,
+            secret_access_key=settings.files.s3_secret_access_key,
+            prefix=settings.files.s3_prefix,
+            timeout_s=settings.engine.storage_timeout_s,
         )
-    backend, target = backend_of(settings.database_url)
-    return LocalBlobStore(settings.files_dir or default_files_dir(backend, target))
+    backend, target = backend_of(settings.storage.database_url)
+    return LocalBlobStore(settings.files.dir or default_files_dir(backend, target))
 
 
 def storage_options(settings: Settings) -> dict[str, Any]:
@@ -148,12 +150,12 @@ def storage_options(settings: Settings) -> dict[str, Any]:
     SQLite, connection wait on PostgreSQL) before the engine's deadline, so a sender's error is
     the database's answer and an abandoned attempt does not commit later; a commit stuck for
     half of it makes newcomers fail at once."""
-    timeout_s = settings.storage_timeout_s
+    timeout_s = settings.engine.storage_timeout_s
     options: dict[str, Any] = {
         "group_commit": GroupCommitConfig(stalled_after_s=timeout_s / 2),
         "blobs": blob_store(settings),
     }
-    backend, _ = backend_of(settings.database_url)
+    backend, _ = backend_of(settings.storage.database_url)
     if backend == "sqlite":
         options["busy_timeout_s"] = timeout_s * 0.75
     else:
@@ -166,13 +168,13 @@ def master_keys(settings: Settings) -> MasterKeyRing:
     database (generated at first start, 0600, and its place logged: back it up separately)."""
     try:
         ring, path = resolve_master_keys(
-            settings.database_url,
-            master_key=settings.master_key,
-            master_key_file=settings.master_key_file,
+            settings.storage.database_url,
+            master_key=settings.security.master_key,
+            master_key_file=settings.security.master_key_file,
             create=False,
         )
-        if ring is None and backend_of(settings.database_url)[0] == "sqlite":
-            ring, path = resolve_master_keys(settings.database_url, create=True)
+        if ring is None and backend_of(settings.storage.database_url)[0] == "sqlite":
+            ring, path = resolve_master_keys(settings.storage.database_url, create=True)
             log.warning(
                 "generated the master key for encryption at rest in %s: back it up separately"
                 " from the database (without it the data cannot be read)",
@@ -196,11 +198,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     On cancel the tree is cancelled after its deadline; storage is closed by its own context
     manager (bounded by its statement timeouts).
     """
-    from engine import ChatEngine, EngineConfig, EngineMetrics, TaskService
+    from engine import ChatEngine, EngineMetrics, TaskService
 
     ring = master_keys(settings)
     open_backend = partial(
-        open_storage, settings.database_url, keyring=ring, **storage_options(settings)
+        open_storage, settings.storage.database_url, keyring=ring, **storage_options(settings)
     )
     # A first, short open: migrations, the key checks and the secret, before anything serves.
     async with open_backend() as backend:
@@ -212,25 +214,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         sealed = await backend.seal_plaintext()
         if sealed:
             log.warning("encrypted %d rows stored in plaintext before encryption", sealed)
-        secret = settings.secret_key or await backend.get_or_create_secret("web.secret_key")
-    handle = StorageHandle(backend_of(settings.database_url)[0])
+        secret = settings.security.secret_key or await backend.get_or_create_secret(
+            "web.secret_key"
+        )
+    handle = StorageHandle(backend_of(settings.storage.database_url)[0])
     storage = handle.storage  # what everyone holds; the tree's storage child fills it
-    hasher = PasswordHasher(settings.password_hash_threads, queue=settings.password_hash_queue)
-    config = EngineConfig(
-        outbox_size=settings.ws_outbox_size,
-        message_rate_per_s=settings.rate_visitor_messages_per_s,
-        message_burst=settings.rate_visitor_message_burst,
-        storage_timeout_s=settings.storage_timeout_s,
-        restart_max=settings.actor_max_restarts,
-        restart_period_s=settings.actor_period_s,
-        engine_restart_max=settings.engine_max_restarts,
-        engine_restart_period_s=settings.engine_period_s,
-        shutdown_deadline_s=settings.engine_shutdown_deadline_s,
-        disconnect_grace_s=settings.agent_reconnect_grace_s,
-        agent_auto_away_after_s=settings.agent_auto_away_after_s,
+    hasher = PasswordHasher(
+        settings.accounts.password_hash_threads, queue=settings.accounts.password_hash_queue
     )
     engine_metrics = EngineMetrics()
-    engine = ChatEngine(storage, config, metrics=engine_metrics)
+    engine = ChatEngine(storage, settings.engine, metrics=engine_metrics)
     mailer = Mailer(settings=settings, storage=storage)
     # a disabled subscription is mailed to the owners through the mail outbox
     webhooks = WebhookService(storage, settings, on_disabled=partial(notify_disabled, mailer))
@@ -242,14 +235,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             partial(
                 housekeeping_loop,
                 storage,
-                settings.housekeeping_interval_s,
-                settings.files_unsent_ttl_s,
+                settings.server.housekeeping_interval_s,
+                settings.files.unsent_ttl_s,
             ),
         ),
         mail=TaskService("mail", mailer.serve),
         webhooks=TaskService("webhooks", webhooks.serve),
-        max_restarts=settings.supervisor_max_restarts,
-        period_s=settings.supervisor_period_s,
+        max_restarts=settings.server.supervisor_max_restarts,
+        period_s=settings.server.supervisor_period_s,
         metrics=engine_metrics,
     )
     async with trio.open_nursery() as nursery:
@@ -269,7 +262,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         try:
             yield services
         finally:
-            deadline_s = settings.engine_shutdown_deadline_s + settings.storage_timeout_s + 1
+            deadline_s = (
+                settings.engine.shutdown_deadline_s + settings.engine.storage_timeout_s + 1
+            )
             with trio.CancelScope(shield=True):
                 await root.shutdown(deadline_s)
             nursery.cancel_scope.cancel()

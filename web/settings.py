@@ -1,226 +1,300 @@
-"""One frozen settings object, loaded once at start-up from flags, environment and a file.
+"""One frozen, sectioned settings object, loaded once at start-up from flags, environment and a
+file (docs/configuration.md lists every key).
 
-Precedence: command-line flag > environment variable (``LIVECHAT_*``) > config file > default.
+Precedence, per key: flag (``--set section.key=value`` and the named flags) > environment
+(``LIVECHAT_<SECTION>__<KEY>``) > config file (TOML, ``[section]`` tables) > default. The flat
+names of the settings before the sections (``ws_outbox_size``, ``LIVECHAT_DATABASE_URL``...) are
+still accepted everywhere as aliases of their sectioned key. An unknown key, a wrong type or an
+out-of-range value raises ``ConfigError`` naming the key (``livechat`` exits with status 2).
 Nothing else in the code base reads ``os.environ``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
+from engine import EngineConfig
 from storage import InvalidDatabaseURL, backend_of
 from web.errors import ConfigError
+from web.settings_sections import (
+    AccountSettings,
+    FileSettings,
+    MailSettings,
+    OverloadSettings,
+    RateLimitSettings,
+    SecuritySettings,
+    ServerSettings,
+    SsoSettings,
+    StorageSettings,
+    WebhookSettings,
+    WebSocketSettings,
+)
+
+__all__ = ["ENV_PREFIX", "Knob", "Settings", "knobs", "load_settings"]
+
+ENV_PREFIX = "LIVECHAT_"
+# The web server's engine defaults differ from the engine's own (its tests) here only.
+ENGINE_DEFAULTS = EngineConfig(agent_auto_away_after_s=900.0)
 
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    database_url: str = "sqlite:///data/livechat.db"
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    allowed_origins: tuple[str, ...] = ()
-    secret_key: str | None = None
-    public_url: str | None = None
-    demo: bool = True
-    log_level: str = "info"
-    shutdown_grace_s: float = 10.0
-    read_timeout_s: float = 30.0
-    # a connection must complete its request headers within this (also the keep-alive idle
-    # timeout between requests, and the TLS handshake deadline)
-    http_header_timeout_s: float = 5.0
-    http_max_body_bytes: int = 1024 * 1024
-    trust_proxy_headers: bool = False  # take the client IP from X-Forwarded-For
-    # WebSocket protocol (docs/protocol.md)
-    ws_max_message_bytes: int = 64 * 1024  # larger frames get a frame_too_large error
-    ws_hard_max_message_bytes: int = 1024 * 1024  # larger frames close the socket with 1009
-    ws_auth_timeout_s: float = 10.0  # first frame (hello/auth) must arrive within this
-    ws_ping_interval_s: float = 20.0  # server sends {"type":"ping"} this often
-    # no frame at all from the peer for this long: close with 4001. 0 (default): two missed
-    # pings, 2 x ws_ping_interval_s plus a slack (``dead_peer_timeout_s``)
-    ws_dead_peer_timeout_s: float = 0.0
-    # Overload policy (docs/protocol.md, "Overload"): push back on senders, keep receivers.
-    ws_outbox_size: int = 256  # pushes queued per connection before it counts as backed up
-    ws_outbox_max_size: int = 8192  # hard cap: a connection this far behind is dropped (1013)
-    ws_slow_consumer_grace_s: float = 10.0  # backed up with no socket write for this long: 1013
-    overload_loop_lag_s: float = 0.5  # event-loop lag that means the process is behind (0: off)
-    overload_backed_up_fraction: float = 0.01  # of sockets backed up but draining: behind too
-    overload_retry_after_s: float = 1.0  # told to senders while shedding (jittered +-50 %)
-    ws_max_connections_per_ip: int = 50
-    ws_max_sockets_per_agent: int = 8  # live console sockets per account; more: error + 4002
-    # a client whose rate-limited requests keep coming before the retry_after_s it was given,
-    # for this long: close with 1008
-    ws_rate_limited_close_after_s: float = 10.0
-    # rate limits (sliding windows)
-    rate_frames_per_10s: int = 200  # per connection, every frame
-    rate_messages_per_10s: int = 20  # per connection
-    rate_typing_per_10s: int = 20  # per connection
-    rate_ip_messages_per_10s: int = 200  # per client IP, all its connections
-    rate_new_conversations_per_hour: int = 10  # per client IP
-    rate_profile_updates_per_min: int = 10  # per visitor (update_profile), all its connections
-    # per visitor, all its connections: the engine's token bucket for durable sends
-    rate_visitor_messages_per_s: float = 5.0
-    rate_visitor_message_burst: int = 20
-    # accounts
-    session_idle_timeout_s: float = 8 * 3600.0
-    session_absolute_timeout_s: float = 7 * 24 * 3600.0
-    login_failures_per_ip_per_15min: int = 30
-    login_failures_per_account_backoff_after: int = 3  # then 1 s, 2 s, 4 s ... capped
-    login_backoff_max_s: float = 300.0
-    password_hash_threads: int = 2
-    # logins/password changes waiting for a hashing thread; more: 503 with Retry-After at once
-    password_hash_queue: int = 8
-    engine_shutdown_deadline_s: float = 5.0
-    # Two-factor login and single sign-on (docs/security.md)
-    login_second_factor_ttl_s: float = 300.0  # password accepted: the code must follow within
-    sso_http_timeout_s: float = 10.0  # each call to an identity provider (discovery, token, keys)
-    sso_http_threads: int = 4  # identity-provider calls at once (worker threads)
-    # OpenID Connect issuers over plain http, only on loopback (a provider the tests start)
-    sso_allow_http_loopback: bool = False
-    # A sender hears storage_unavailable within this when the database cannot commit (locked
-    # by another process, unreachable); a commit stuck for half of it refuses newcomers at once.
-    storage_timeout_s: float = 4.0
-    backup_dir: str = "data/backups"
-    # Costly reads (web/costly.py): per workspace, sliding windows; server-wide export slots.
-    rate_exports_per_hour: int = 10  # exports and backups of one workspace
-    rate_searches_per_min: int = 60  # full-text searches of one workspace
-    export_max_concurrent: int = 2  # exports streaming at once; more: 429 exports_busy
-    housekeeping_interval_s: float = 3600.0  # purge terminated workspaces, apply retention
-    # Files in chats (web/files.py). Server-wide defaults; a workspace's ``files`` settings
-    # (PUT /api/v1/settings/files) may only lower them.
-    files_dir: str | None = None  # bytes on local disk; default: <sqlite db>.files
-    files_max_bytes: int = 10 * 1024 * 1024  # one file
-    files_max_storage_bytes: int = 1024 * 1024 * 1024  # all files of one workspace
-    files_allowed_types: tuple[str, ...] = (
-        "image/png",
-        "image/jpeg",
-        "image/gif",
-        "image/webp",
-        "application/pdf",
-        "text/plain",
-    )
-    files_uploads_per_10min: int = 30  # per uploader (visitor or agent)
-    files_unsent_ttl_s: float = 86400.0  # an upload never sent in a message is deleted then
-    # An S3-compatible bucket instead of files_dir (needs the ``s3`` extra: boto3). Without keys,
-    # boto3's own credential chain applies (its environment variables, ~/.aws, instance roles).
-    files_s3_bucket: str | None = None
-    files_s3_endpoint_url: str | None = None  # e.g. http://minio:9000; None: AWS
-    files_s3_region: str | None = None
-    files_s3_access_key_id: str | None = None
-    files_s3_secret_access_key: str | None = None
-    files_s3_prefix: str = ""  # object key prefix, e.g. "livechat/"
-    # Python's cyclic GC: a young-generation collection after this many net allocations (Python's
-    # default is 700); start-up objects are frozen out of collections. 0: leave the GC alone.
-    gc_gen0_threshold: int = 50_000
-    # Encryption at rest (docs/security.md): the master key wrapping the per-workspace data
-    # keys, as base64 of 32 bytes (LIVECHAT_MASTER_KEY; several, comma-separated, during a
-    # rotation: current first) or a file holding it. Neither on SQLite: a key file is generated
-    # next to the database at first start. PostgreSQL needs one of them.
-    master_key: str | None = attrs.field(default=None, repr=False)
-    master_key_file: str | None = None
-    # Outgoing mail and the offline-message inbox (web/mail.py). Without smtp_url nothing is
-    # mailed and the widget promises no email; the inbox works either way.
-    # smtp://host:25 (plain), smtp+starttls://user:pass@host:587, smtps://user:pass@host:465
-    smtp_url: str | None = None
-    mail_from: str | None = None  # the From address; required with smtp_url
-    smtp_ca_file: str | None = None  # trust this CA (PEM) for the SMTP server's certificate
-    smtp_timeout_s: float = 30.0  # one delivery attempt: connect, TLS, dialogue
-    mail_threads: int = 2  # SMTP dialogues at once (worker threads)
-    mail_poll_interval_s: float = 5.0  # look for new offline messages and due mail this often
-    mail_max_attempts: int = 8  # then the mail is marked failed in the delivery log
-    mail_retry_base_s: float = 30.0  # first retry after this, doubling each time
-    mail_retry_max_s: float = 3600.0  # ... up to this
-    password_reset_ttl_s: float = 3600.0  # a reset link works once, within this
-    invitation_ttl_s: float = 7 * 24 * 3600.0  # a new agent's set-password link
-    inbox_scan_lookback_s: float = 7 * 24 * 3600.0  # older closed chats never enter the inbox
-    mail_log_keep_days: int = 30  # sent and failed mail (the delivery log) is deleted after this
-    # Webhooks (web/webhooks.py, docs/webhooks.md)
-    # deliver to loopback/private addresses and plain http:// (tests, closed networks only: SSRF)
-    webhooks_allow_private_targets: bool = False
-    webhooks_poll_interval_s: float = 1.0  # how often the outbox looks for new events
-    webhooks_timeout_s: float = 10.0  # one HTTP attempt, connect to status line
-    webhooks_retry_base_s: float = 10.0  # first retry after this, doubling each time ...
-    webhooks_retry_max_s: float = 3600.0  # ... up to this between attempts
-    webhooks_retry_window_s: float = 26 * 3600.0  # then a delivery is given up (failed)
-    webhooks_disable_after_failures: int = 50  # failed attempts in a row disable a subscription
-    webhooks_max_concurrent: int = 8  # deliveries in flight at once (server-wide)
-    webhooks_batch_size: int = 200  # events fed / deliveries sent per step
-    webhooks_settle_s: float = 5.0  # wait this long for a late commit before skipping a hole
-    webhooks_secret_overlap_s: float = 24 * 3600.0  # after a rotation the old secret still signs
-    # Supervision and agent presence (issue 11, see docs/architecture.md "Actors and
-    # supervision"). Restart intensities, from the root down: nested intensities multiply, so
-    # the upper levels are kept low.
-    supervisor_max_restarts: int = 1  # root "livechat": restarts of its children in ...
-    supervisor_period_s: float = 60.0  # ... this window, else the server stops (exit 1)
-    engine_max_restarts: int = 3  # "engine": restarts of a registry or task in ...
-    engine_period_s: float = 60.0
-    actor_max_restarts: int = 5  # one conversation/visitor/agent/router key: restarts in ...
-    actor_period_s: float = 10.0  # ... this window, else that key alone is stopped
-    agent_reconnect_grace_s: float = 30.0  # a dropped agent keeps their chats this long
-    agent_auto_away_after_s: float = 900.0  # accepting and idle this long: away (0: never)
-    # Operators only, off in production: POST /api/v1/ops/faults crashes one actor on purpose
-    # (to check restarts and alerting on a staging server).
-    debug_fault_injection: bool = False
+    """The whole process's settings, one section per concern."""
+
+    server: ServerSettings = attrs.field(factory=ServerSettings)
+    websocket: WebSocketSettings = attrs.field(factory=WebSocketSettings)
+    overload: OverloadSettings = attrs.field(factory=OverloadSettings)
+    rate_limits: RateLimitSettings = attrs.field(factory=RateLimitSettings)
+    accounts: AccountSettings = attrs.field(factory=AccountSettings)
+    sso: SsoSettings = attrs.field(factory=SsoSettings)
+    security: SecuritySettings = attrs.field(factory=SecuritySettings)
+    storage: StorageSettings = attrs.field(factory=StorageSettings)
+    files: FileSettings = attrs.field(factory=FileSettings)
+    mail: MailSettings = attrs.field(factory=MailSettings)
+    webhooks: WebhookSettings = attrs.field(factory=WebhookSettings)
+    # The engine's own settings class: every knob of it is settable in [engine].
+    engine: EngineConfig = attrs.field(default=ENGINE_DEFAULTS)
+
+
+# Flat names of engine knobs from before the sections (the engine's own names differ).
+_ENGINE_LEGACY = {
+    "ws_outbox_size": "outbox_size",
+    "rate_visitor_messages_per_s": "message_rate_per_s",
+    "rate_visitor_message_burst": "message_burst",
+    "storage_timeout_s": "storage_timeout_s",
+    "actor_max_restarts": "restart_max",
+    "actor_period_s": "restart_period_s",
+    "engine_max_restarts": "engine_restart_max",
+    "engine_period_s": "engine_restart_period_s",
+    "engine_shutdown_deadline_s": "shutdown_deadline_s",
+    "agent_reconnect_grace_s": "disconnect_grace_s",
+    "agent_auto_away_after_s": "agent_auto_away_after_s",
+}
+# The engine stays free of web concerns: its ranges are stated here (default: not negative).
+_ENGINE_BOUNDS: dict[str, dict[str, Any]] = {
+    "mailbox_size": {"min": 1},
+    "outbox_size": {"min": 1},
+    "ask_timeout_s": {"min_exclusive": True},
+    "storage_timeout_s": {"min_exclusive": True},
+    "typing_ttl_s": {"min_exclusive": True},
+    "message_rate_per_s": {"min_exclusive": True},
+    "message_burst": {"min": 1},
+    "recent_events": {"min": 1},
+    "restart_period_s": {"min_exclusive": True},
+    "engine_restart_period_s": {"min_exclusive": True},
+    "tick_interval_s": {"min_exclusive": True},
+    "idle_timeout_s": {"min_exclusive": True},
+    "router_idle_timeout_s": {"min_exclusive": True},
+    "default_routing_mode": {"choices": ("auto", "manual")},
+}
+
+
+@attrs.frozen(kw_only=True)
+class Knob:
+    """One settable key: where it lives, its type, default, range and documentation."""
+
+    section: str
+    key: str
+    type: Any
+    default: Any
+    doc: str
+    legacy: str | None
+    secret: bool = False
+    min: float | None = 0
+    max: float | None = None
+    min_exclusive: bool = False
+    choices: tuple[str, ...] | None = None
 
     @property
-    def tls_enabled(self) -> bool:
-        return self.tls_cert is not None and self.tls_key is not None
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
 
     @property
-    def dead_peer_timeout_s(self) -> float:
-        """Silence after which a socket is dead: ``ws_dead_peer_timeout_s``, or by default two
-        missed pings plus a slack for a pong delayed by a busy client or network."""
-        if self.ws_dead_peer_timeout_s > 0:
-            return self.ws_dead_peer_timeout_s
-        return 2 * self.ws_ping_interval_s + min(5.0, self.ws_ping_interval_s / 2)
-
-    @property
-    def base_url(self) -> str:
-        if self.public_url:
-            return self.public_url.rstrip("/")
-        scheme = "https" if self.tls_enabled else "http"
-        return f"{scheme}://{self.host}:{self.port}"
+    def env(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}__{self.key.upper()}"
 
 
-_FIELDS = {f.name: f for f in attrs.fields(Settings)}
+def _knobs() -> dict[str, Knob]:
+    defaults = Settings()
+    found: dict[str, Knob] = {}
+    for section in attrs.fields(Settings):
+        section_cls = type(getattr(defaults, section.name))
+        hints = typing.get_type_hints(section_cls)
+        prefix = getattr(section_cls, "LEGACY_PREFIX", None)
+        for field in attrs.fields(section_cls):
+            meta = dict(field.metadata)
+            if section_cls is EngineConfig:
+                meta.update(_ENGINE_BOUNDS.get(field.name, {}))
+            legacy = meta.get("legacy")
+            if legacy is None and prefix is not None:
+                legacy = prefix + field.name
+            knob = Knob(
+                section=section.name,
+                key=field.name,
+                type=hints[field.name],
+                default=getattr(getattr(defaults, section.name), field.name),
+                doc=meta["doc"],
+                legacy=legacy,
+                secret=meta.get("secret", False),
+                min=meta.get("min", 0),
+                max=meta.get("max"),
+                min_exclusive=meta.get("min_exclusive", False),
+                choices=meta.get("choices"),
+            )
+            found[knob.name] = knob
+    for old, new in _ENGINE_LEGACY.items():
+        found[f"engine.{new}"] = attrs.evolve(found[f"engine.{new}"], legacy=old)
+    return found
 
 
-def _coerce(name: str, raw: Any) -> Any:
-    """Turn a raw value (string from env/flags, or TOML value) into the field's type."""
-    default = _FIELDS[name].default
+_KNOBS = _knobs()
+_LEGACY = {k.legacy: k for k in _KNOBS.values() if k.legacy is not None}
+_SECTIONS = {f.name for f in attrs.fields(Settings)}
+
+
+def knobs() -> Iterator[Knob]:
+    """Every setting, section by section in declaration order."""
+    return iter(_KNOBS.values())
+
+
+def _dotted(name: str) -> str:
+    return name.replace("-", "_").replace("__", ".").lower()
+
+
+def _find(name: str, source: str) -> Knob:
+    """The knob a name means: ``section.key``, or a flat name from before the sections."""
+    dotted = _dotted(name)
+    knob = _KNOBS.get(dotted) or _LEGACY.get(dotted)
+    if knob is None:
+        raise ConfigError(f"{source}: unknown setting {dotted} (see docs/configuration.md)")
+    return knob
+
+
+def _coerce(knob: Knob, raw: Any, source: str, *, typed: bool) -> Any:
+    """A raw value as the knob's type, in range. ``typed``: a TOML value, which must already
+    have the right type (``port = "80"`` is refused); otherwise text is parsed (env, flags)."""
     try:
-        if isinstance(default, bool):
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in {"1", "true", "yes", "on"}:
-                return True
-            if text in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(f"expected a boolean, got {raw!r}")
-        if isinstance(default, int):
-            value = int(raw)
-            if value < 0:
-                raise ValueError("must not be negative")
-            return value
-        if isinstance(default, float):
-            value_f = float(raw)
-            if value_f < 0:
-                raise ValueError("must not be negative")
-            return value_f
-        if isinstance(default, tuple):
-            if isinstance(raw, str):
-                return tuple(item.strip() for item in raw.split(",") if item.strip())
-            return tuple(str(item) for item in raw)
-        return None if raw is None else str(raw)
+        if typed:
+            _check_type(knob.type, raw)
+        value = _convert(knob.type, raw)
+        _check_range(knob, value)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"setting {name!r}: {err}") from err
+        raise ConfigError(f"setting {knob.name} ({source}): {err}") from err
+    return value
+
+
+_TOML_TYPES: dict[Any, tuple[type, ...]] = {
+    bool: (bool,),
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    tuple[str, ...]: (list,),
+}
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_type(kind: Any, raw: Any) -> None:
+    if isinstance(kind, types.UnionType):
+        (kind,) = (arg for arg in typing.get_args(kind) if arg is not type(None))
+    allowed = _TOML_TYPES[kind]
+    if not isinstance(raw, allowed) or (isinstance(raw, bool) and bool not in allowed):
+        expected = _TYPE_NAMES.get(kind, "a list of strings")
+        raise TypeError(f"expected {expected}, got {type(raw).__name__} {raw!r}")
+
+
+def _convert(kind: Any, raw: Any) -> Any:
+    if isinstance(kind, types.UnionType):  # ``X | None``: an empty string means None
+        if raw is None or raw == "":
+            return None
+        (kind,) = (arg for arg in typing.get_args(kind) if arg is not type(None))
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"expected a boolean, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, (bool, float)):
+            raise TypeError(f"expected an integer, got {raw!r}")
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if kind is float:
+        if isinstance(raw, bool):
+            raise TypeError(f"expected a number, got {raw!r}")
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        return number
+    if kind == tuple[str, ...]:
+        if isinstance(raw, str):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            return tuple(raw)
+        raise TypeError(f"expected a list of strings, got {raw!r}")
+    if kind is str:
+        if not isinstance(raw, str):
+            raise TypeError(f"expected a string, got {raw!r}")
+        return raw
+    raise TypeError(f"unsupported setting type {kind!r}")  # a new knob of a new type
+
+
+def _check_range(knob: Knob, value: Any) -> None:
+    if knob.choices is not None and value not in knob.choices:
+        raise ValueError(f"{value!r} is not one of {', '.join(knob.choices)}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if knob.min is not None:
+        if knob.min_exclusive and not value > knob.min:
+            raise ValueError(f"must be greater than {knob.min:g}, got {value}")
+        if value < knob.min:
+            raise ValueError(f"must be at least {knob.min:g}, got {value}")
+    if knob.max is not None and value > knob.max:
+        raise ValueError(f"must be at most {knob.max:g}, got {value}")
+
+
+def _file_values(path: str | Path) -> Iterator[tuple[str, Any, str]]:
+    """``(name, value, source)`` of a TOML file: ``[section]`` tables or flat legacy keys."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from err
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: [{key}] must be a table")
+            for sub, item in value.items():
+                yield f"{key}.{sub}", item, f"config file {path}, [{key}] {sub}"
+        else:
+            yield key, value, f"config file {path}"
+
+
+def _env_values(env: Mapping[str, str]) -> Iterator[tuple[str, Any, str]]:
+    """``LIVECHAT_SECTION__KEY`` (every one must exist) and the flat names that still work;
+    other ``LIVECHAT_*`` variables (``LIVECHAT_CONFIG``, tools' own) are not settings."""
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if "__" in name or name in _LEGACY:
+            yield name, value, var
 
 
 def load_settings(
@@ -229,89 +303,97 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
 ) -> Settings:
-    """Build the settings from a TOML file, then ``LIVECHAT_*`` variables, then overrides."""
+    """Build the settings from a TOML file, then ``LIVECHAT_*`` variables, then overrides
+    (flags: ``section.key`` or a flat legacy name; ``None`` means not given)."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    path = config_file or env.get("LIVECHAT_CONFIG")
+    chosen: dict[str, Any] = {}
+    path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    layers: list[tuple[bool, Iterator[tuple[str, Any, str]]]] = []
     if path:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"cannot read config file {path}: {err}") from err
-        for key, value in data.items():
-            name = key.replace("-", "_")
-            if name not in _FIELDS:
-                raise ConfigError(f"config file {path}: unknown setting {key!r}")
-            values[name] = _coerce(name, value)
-    for name in _FIELDS:
-        env_value = env.get(f"LIVECHAT_{name.upper()}")
-        if env_value is not None:
-            values[name] = _coerce(name, env_value)
-    for name, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if name not in _FIELDS:
-            raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _coerce(name, value)
-    settings = Settings(**values)
+        layers.append((True, _file_values(path)))
+    layers.append((False, _env_values(env)))
+    layers.append(
+        (
+            False,
+            (
+                (name, value, f"flag {name}")
+                for name, value in (overrides or {}).items()
+                if value is not None
+            ),
+        )
+    )
+    for typed, layer in layers:
+        found = [(_find(name, source), name, value, source) for name, value, source in layer]
+        # within one place, a sectioned key wins over its flat name (whatever the order)
+        found.sort(key=lambda item: item[0].name == _dotted(item[1]))
+        for knob, _name, value, source in found:
+            chosen[knob.name] = _coerce(knob, value, source, typed=typed)
+    settings = _build(chosen)
     _validate(settings)
     return settings
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+def _build(chosen: Mapping[str, Any]) -> Settings:
+    defaults = Settings()
+    sections: dict[str, Any] = {}
+    for section in _SECTIONS:
+        values = {
+            knob.key: chosen[name]
+            for name, knob in _KNOBS.items()
+            if knob.section == section and name in chosen
+        }
+        sections[section] = attrs.evolve(getattr(defaults, section), **values)
+    return Settings(**sections)
 
 
 def _validate(settings: Settings) -> None:
-    """Refuse, at start-up and with the setting's name, what would otherwise fail later."""
-    if (settings.tls_cert is None) != (settings.tls_key is None):
-        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    """What no single key's range says: pairs of keys, files that must exist, URLs."""
+    server = settings.server
+    if (server.tls_cert is None) != (server.tls_key is None):
+        raise ConfigError("setting server.tls_cert: TLS needs both --tls-cert and --tls-key")
     for name in ("tls_cert", "tls_key"):
-        path = getattr(settings, name)
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"setting {name!r}: no such file {path}")
-    if not settings.storage_timeout_s > 0:
-        raise ConfigError("setting 'storage_timeout_s' must be greater than 0")
-    if not (0 < settings.port < 65536):
-        raise ConfigError(f"port {settings.port} is out of range 1-65535")
-    if not (0 < settings.ws_outbox_size <= settings.ws_outbox_max_size):
+        file = getattr(server, name)
+        if file is not None and not Path(file).is_file():
+            raise ConfigError(f"setting server.{name}: no such file {file}")
+    if settings.engine.outbox_size > settings.websocket.outbox_max_size:
         raise ConfigError(
-            "setting 'ws_outbox_max_size': must be at least ws_outbox_size "
-            f"({settings.ws_outbox_size}), got {settings.ws_outbox_max_size}"
+            "setting websocket.outbox_max_size: must be at least engine.outbox_size "
+            f"({settings.engine.outbox_size}), got {settings.websocket.outbox_max_size}"
         )
-    if settings.log_level.lower() not in LOG_LEVELS:
-        raise ConfigError(f"setting 'log_level': {settings.log_level!r} is not one of {LOG_LEVELS}")
-    _validate_mail(settings)
+    engine = settings.engine
+    if not engine.storage_timeout_s < engine.ask_timeout_s:
+        raise ConfigError(
+            "setting engine.storage_timeout_s: must be below engine.ask_timeout_s "
+            f"({engine.ask_timeout_s:g}), got {engine.storage_timeout_s:g}"
+        )
+    _validate_mail(settings.mail)
     try:
-        backend_of(settings.database_url)
+        backend_of(settings.storage.database_url)
     except InvalidDatabaseURL as err:
-        raise ConfigError(f"setting 'database_url': {err}") from err
+        raise ConfigError(f"setting storage.database_url: {err}") from err
 
 
 SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
 
 
-def _validate_mail(settings: Settings) -> None:
+def _validate_mail(mail: MailSettings) -> None:
     """The mail settings (web/mail.py); the URL's password is never repeated in an error."""
-    if settings.smtp_url is None:
+    if mail.smtp_url is None:
         return
-    from urllib.parse import urlsplit
-
     try:
-        url = urlsplit(settings.smtp_url)
+        url = urlsplit(mail.smtp_url)
         port = url.port
     except ValueError:
-        raise ConfigError("setting 'smtp_url': not a valid URL") from None
+        raise ConfigError("setting mail.smtp_url: not a valid URL") from None
     if url.scheme not in SMTP_SCHEMES or not url.hostname:
         raise ConfigError(
-            f"setting 'smtp_url': use a URL like smtp+starttls://host:587 ({SMTP_SCHEMES})"
+            f"setting mail.smtp_url: use a URL like smtp+starttls://host:587 ({SMTP_SCHEMES})"
         )
     if port == 0:
-        raise ConfigError("setting 'smtp_url': port 0")
-    if not settings.mail_from or "@" not in settings.mail_from:
-        raise ConfigError("setting 'mail_from': an email address is required with smtp_url")
-    if settings.smtp_ca_file is not None and not Path(settings.smtp_ca_file).is_file():
-        raise ConfigError(f"setting 'smtp_ca_file': no such file {settings.smtp_ca_file}")
-    if not settings.smtp_timeout_s > 0 or not settings.mail_poll_interval_s > 0:
-        raise ConfigError("settings 'smtp_timeout_s' and 'mail_poll_interval_s' must be > 0")
-    if settings.mail_threads < 1 or settings.mail_max_attempts < 1:
-        raise ConfigError("settings 'mail_threads' and 'mail_max_attempts' must be >= 1")
+        raise ConfigError("setting mail.smtp_url: port 0")
+    if not mail.from_address or "@" not in mail.from_address:
+        raise ConfigError(
+            "setting mail.from_address: an email address is required with mail.smtp_url"
+        )
+    if mail.smtp_ca_file is not None and not Path(mail.smtp_ca_file).is_file():
+        raise ConfigError(f"setting mail.smtp_ca_file: no such file {mail.smtp_ca_file}")

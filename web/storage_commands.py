@@ -13,10 +13,9 @@ import sys
 from typing import Any
 
 from storage import commands, resolve_master_keys
-from web.cli import add_database_options
+from web.cli import add_database_options, settings_from_args
 from web.errors import ConfigError
 from web.services import blob_store
-from web.settings import load_settings
 
 __all__ = ["register"]
 
@@ -28,23 +27,21 @@ def register(subparsers: Any) -> None:
 
 def _configure(args: argparse.Namespace) -> str | None:
     try:
-        settings = load_settings(
-            {
-                "database_url": args.database_url,
-                "master_key_file": getattr(args, "master_key_file", None),
-                "files_dir": args.files_dir,
-            },
-            config_file=args.config,
+        settings = settings_from_args(
+            args,
+            database_url=args.database_url,
+            master_key_file=getattr(args, "master_key_file", None),
+            files_dir=args.files_dir,
         )
     except ConfigError as err:
         print(f"livechat: error: {err}", file=sys.stderr)
         return None
     # Encryption at rest: every command opens the database with the server's master key.
-    args.settings_key = settings.master_key
+    args.settings_key = settings.security.master_key
     args.keyring, args.key_file = resolve_master_keys(
-        settings.database_url,
-        master_key=settings.master_key,
-        master_key_file=settings.master_key_file,
+        settings.storage.database_url,
+        master_key=settings.security.master_key,
+        master_key_file=settings.security.master_key_file,
     )
     args.blobs = blob_store(settings)  # the server's file store, for every command
-    return settings.database_url
+    return settings.storage.database_url

@@ -1,4 +1,5 @@
-"""Strict JSON text in: what a browser's ``JSON.parse``, our storage and our encoder agree on.
+"""Strict JSON text in, and the one JSON text encoder out (``dumps``): what a browser's
+``JSON.parse``, our storage and our encoder agree on.
 
 ``json.loads`` alone accepts things that later fail far from the input, as an internal error:
 ``NaN``/``Infinity`` and ``1e400`` (not JSON; PostgreSQL's JSON refuses them), integers no
@@ -23,6 +24,16 @@ from typing import Any
 
 MAX_DEPTH = 32  # objects/arrays nested deeper than this are refused
 MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER
+
+
+# Compact and UTF-8 as is; one encoder object (``json.dumps`` with options builds one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(value: Any) -> str:
+    """JSON text of an unstructured value (dicts, lists, str, numbers, bool, None): every
+    response body, frame and payload the server writes goes through here."""
+    return _ENCODER.encode(value)
 
 
 class JsonRejected(ValueError):

@@ -50,7 +50,10 @@ async def notify_disabled(mailer: Mailer, sub: WebhookSubscription, at: float) -
             "sent once it is enabled again."
         ),
         lines=lines,
-        link=("Open the webhooks screen", f"{mailer.settings.base_url}/console/#/admin/webhooks"),
+        link=(
+            "Open the webhooks screen",
+            f"{mailer.settings.server.base_url}/console/#/admin/webhooks",
+        ),
     )
     queued = 0
     for key, address in sorted(recipients.items()):

@@ -23,7 +23,6 @@ import collections
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import random
 import secrets
@@ -47,6 +46,7 @@ from storage import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from web import strictjson
 from web.errors import BadRequest
 from web.settings import Settings
 
@@ -130,7 +130,7 @@ def expand_event(positioned: PositionedEvent) -> list[tuple[str, str, str]]:
                 "details": dict(event.data),
             },
         }
-        out.append((event_type, event_id, json.dumps(body, ensure_ascii=False)))
+        out.append((event_type, event_id, strictjson.dumps(body)))
     return out
 
 
@@ -206,8 +206,8 @@ async def check_target(url: str, *, allow_private: bool) -> None:
 
 def next_delay_s(settings: Settings, attempt: int) -> float:
     """Exponential backoff after attempt ``attempt`` (1-based), capped, with 10 % jitter."""
-    base = settings.webhooks_retry_base_s * (2 ** min(attempt - 1, 30))
-    delay = min(base, settings.webhooks_retry_max_s)
+    base = settings.webhooks.retry_base_s * (2 ** min(attempt - 1, 30))
+    delay = min(base, settings.webhooks.retry_max_s)
     return float(delay * (1 + random.random() / 10))
 
 
@@ -229,7 +229,7 @@ def signal_payload(workspace_id: str, event_type: str, data: dict[str, object]) 
         "workspace_id": workspace_id,
         "data": data,
     }
-    return event_id, json.dumps(body, ensure_ascii=False)
+    return event_id, strictjson.dumps(body)
 
 
 @attrs.define(eq=False)
@@ -273,7 +273,7 @@ class WebhookService:
         receive = self._signals[1]
         async for first in receive:
             batch = [first]
-            while len(batch) < self.settings.webhooks_batch_size:
+            while len(batch) < self.settings.webhooks.batch_size:
                 try:
                     batch.append(receive.receive_nowait())
                 except trio.WouldBlock:
@@ -291,8 +291,8 @@ class WebhookService:
         a redelivery, new outbox rows) or at that interval. Deliveries run in this nursery,
         so a slow receiver holds only its own slots, never the loop."""
         settings = self.settings
-        limits = httpx.Limits(max_connections=settings.webhooks_max_concurrent)
-        timeout = httpx.Timeout(settings.webhooks_timeout_s)
+        limits = httpx.Limits(max_connections=settings.webhooks.max_concurrent)
+        timeout = httpx.Timeout(settings.webhooks.timeout_s)
         async with (
             httpx.AsyncClient(
                 timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
@@ -306,7 +306,7 @@ class WebhookService:
                 self._wake = trio.Event()
                 try:
                     if trio.current_time() >= next_feed:
-                        next_feed = trio.current_time() + settings.webhooks_poll_interval_s
+                        next_feed = trio.current_time() + settings.webhooks.poll_interval_s
                         await self._feed()
                     await self._send_due(client, nursery)
                 except StorageError as err:  # the database is down: try again next round
@@ -349,8 +349,8 @@ class WebhookService:
         while True:
             with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
                 _added, more = await self.storage.feed_webhooks(
-                    limit=settings.webhooks_batch_size,
-                    settle_s=settings.webhooks_settle_s,
+                    limit=settings.webhooks.batch_size,
+                    settle_s=settings.webhooks.settle_s,
                     expand=expand_event,
                 )
             if not more:
@@ -360,7 +360,7 @@ class WebhookService:
         """Start the due deliveries that fit: ``webhooks_max_concurrent`` in all, and at most
         ``PER_SUBSCRIPTION_IN_FLIGHT`` per subscription (one slow receiver cannot take every
         slot from the other workspaces)."""
-        room = self.settings.webhooks_max_concurrent - len(self._inflight)
+        room = self.settings.webhooks.max_concurrent - len(self._inflight)
         if room <= 0:
             return
         with trio.fail_after(STORAGE_STEP_TIMEOUT_S):
@@ -385,7 +385,7 @@ class WebhookService:
             taken = await self.storage.claim_webhook_deliveries(
                 [d.id for d, _ in chosen],
                 now=now,
-                lease_until=now + 2 * self.settings.webhooks_timeout_s + STORAGE_STEP_TIMEOUT_S,
+                lease_until=now + 2 * self.settings.webhooks.timeout_s + STORAGE_STEP_TIMEOUT_S,
             )
         for delivery, sub in chosen:
             if delivery.id not in taken or delivery.id in self._inflight:
@@ -420,7 +420,7 @@ class WebhookService:
         ok = status is not None and 200 <= status < 300
         if ok:
             state, next_at = DeliveryState.DELIVERED, None
-        elif now - delivery.created_at >= self.settings.webhooks_retry_window_s:
+        elif now - delivery.created_at >= self.settings.webhooks.retry_window_s:
             state, next_at = DeliveryState.FAILED, None
         else:
             state = DeliveryState.PENDING
@@ -443,7 +443,7 @@ class WebhookService:
                 attempt,
                 state=state,
                 next_attempt_at=next_at,
-                disable_after_failures=self.settings.webhooks_disable_after_failures,
+                disable_after_failures=self.settings.webhooks.disable_after_failures,
             )
             if disabled is not None:
                 self.disabled_total += 1
@@ -458,7 +458,7 @@ class WebhookService:
         if self.on_disabled is None:
             return
         with trio.CancelScope(
-            shield=True, deadline=trio.current_time() + self.settings.storage_timeout_s
+            shield=True, deadline=trio.current_time() + self.settings.engine.storage_timeout_s
         ) as scope:
             try:
                 await self.on_disabled(sub, at)
@@ -472,9 +472,9 @@ class WebhookService:
     ) -> tuple[int | None, str | None, float]:
         """One HTTP attempt: (status or None, fixed error reason or None, latency in ms)."""
         started = time.monotonic()
-        allow = self.settings.webhooks_allow_private_targets
+        allow = self.settings.webhooks.allow_private_targets
         try:
-            with trio.fail_after(self.settings.webhooks_timeout_s):
+            with trio.fail_after(self.settings.webhooks.timeout_s):
                 await check_target(sub.url, allow_private=allow)
         except WebhookTargetRefused:
             return None, "target_refused", (time.monotonic() - started) * 1000
@@ -492,7 +492,7 @@ class WebhookService:
             ),
         }
         try:
-            with trio.fail_after(self.settings.webhooks_timeout_s + 1):
+            with trio.fail_after(self.settings.webhooks.timeout_s + 1):
                 async with client.stream("POST", sub.url, content=body, headers=headers) as resp:
                     status = resp.status_code  # the body is not read: only the status counts
         except (httpx.TimeoutException, trio.TooSlowError):

@@ -1,5 +1,9 @@
 """The HTTP API's one cattrs converter: strict JSON in, plain JSON out, precise 400s.
 
+``api_converter`` is the only converter of the admin API boundary (the client WebSocket
+boundary has its own, ``engine.client_converter``); its output becomes JSON text through
+``strictjson.dumps`` (``web.httpapi.json_response``).
+
 Strict means no silent coercion: ``"5"`` is not an ``int``, ``1`` is not a ``str``, a string is
 not an array. A structuring failure becomes a ``BadRequest`` whose ``code`` says what is wrong
 (``missing_field``, ``unknown_field``, ``wrong_type``, ``invalid_value``) and whose ``field`` is a
@@ -109,7 +113,7 @@ def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
     return hook
 
 
-def make_api_converter() -> cattrs.Converter:
+def _make_api_converter() -> cattrs.Converter:
     conv = make_converter(forbid_extra_keys=True)
     conv.register_structure_hook(str, _strict(str, "a string"))
     conv.register_structure_hook(int, _strict(int, "an integer"))
@@ -175,7 +179,7 @@ def make_api_converter() -> cattrs.Converter:
     return conv
 
 
-api_converter = make_api_converter()
+api_converter = _make_api_converter()
 
 
 def structure_body(data: Any, cls: type[T]) -> T:

@@ -24,7 +24,6 @@ engine and sends the close frame, shielded and bounded by ``CLEANUP_TIMEOUT_S``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import time
@@ -62,9 +61,11 @@ from engine import (
     VisitorPrincipal,
     Whisper,
     check_frame,
+    client_converter,
     error_result,
     read_hours,
     structure_command,
+    structure_frame,
     unstorable,
     unstructure,
 )
@@ -80,6 +81,7 @@ from web.auth import (
     token_caller,
 )
 from web.errors import ApiError
+from web.httpapi import error_response
 from web.mail import offline_text
 from web.origins import normalize_origin, origin_allowed
 from web.protocol import (
@@ -95,6 +97,7 @@ from web.protocol import (
     WireError,
     encode,
     encode_dict,
+    with_request_id,
 )
 from web.protocol import Auth as AuthFrame
 from web.ratelimit import SlidingWindow
@@ -103,7 +106,6 @@ from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
 from web.strictjson import JsonRejected
 from web.tag_catalogue import UNKNOWN_TAG, uncatalogued, unknown_tag_message
-from web.wire import api_converter, describe
 
 log = logging.getLogger("livechat.ws")
 ws = Blueprint("ws", __name__)
@@ -124,8 +126,7 @@ def _services() -> Services | None:
 def _refuse(services: Services | None, status: int, reason: str) -> Response:
     if services is not None:
         services.metrics.ws_refused[reason] += 1
-    body = json.dumps({"error": {"code": reason, "message": reason.replace("_", " ")}})
-    return Response(body, status=status, content_type="application/json")
+    return error_response(status, reason, reason.replace("_", " "))
 
 
 @ws.websocket("/ws/v1/visitor")
@@ -186,8 +187,8 @@ def _same_site_origin(services: Services, origin: str) -> bool:
     norm = normalize_origin(origin)
     if norm is None:
         return False
-    own = {normalize_origin(services.settings.base_url)}
-    own |= {normalize_origin(o) for o in services.settings.allowed_origins}
+    own = {normalize_origin(services.settings.server.base_url)}
+    own |= {normalize_origin(o) for o in services.settings.server.allowed_origins}
     host = websocket.headers.get("Host")
     if host:
         scheme = "https" if websocket.scheme in ("wss", "https") else "http"
@@ -243,9 +244,15 @@ class SocketSession:
         self.retry_at = 0.0  # when the last rate_limited error said to retry
         self.nursery: trio.Nursery | None = None
         self.limits = _Limits(
-            frames=SlidingWindow(settings.rate_frames_per_10s, 10.0, clock=trio.current_time),
-            messages=SlidingWindow(settings.rate_messages_per_10s, 10.0, clock=trio.current_time),
-            typing=SlidingWindow(settings.rate_typing_per_10s, 10.0, clock=trio.current_time),
+            frames=SlidingWindow(
+                settings.rate_limits.frames_per_10s, 10.0, clock=trio.current_time
+            ),
+            messages=SlidingWindow(
+                settings.rate_limits.messages_per_10s, 10.0, clock=trio.current_time
+            ),
+            typing=SlidingWindow(
+                settings.rate_limits.typing_per_10s, 10.0, clock=trio.current_time
+            ),
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -338,7 +345,7 @@ class SocketSession:
         if self.limited_since is None or now >= self.retry_at:
             self.limited_since = now
         self.retry_at = max(self.retry_at, now + retry_after_s)
-        limit_s = self.settings.ws_rate_limited_close_after_s
+        limit_s = self.settings.websocket.rate_limited_close_after_s
         if limit_s > 0 and now - self.limited_since >= limit_s:
             self.services.metrics.rate_limited["closed_for_abuse"] += 1
             raise _Closing(CloseCode.POLICY, "rate limits ignored")
@@ -355,9 +362,9 @@ class SocketSession:
         unwinding, not the recorded code.
         """
         settings = self.settings
-        if self.conn is None and now - self.opened_at >= settings.ws_auth_timeout_s:
+        if self.conn is None and now - self.opened_at >= settings.websocket.auth_timeout_s:
             return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
-        if now - self.last_heard >= settings.dead_peer_timeout_s:
+        if now - self.last_heard >= settings.websocket.effective_dead_peer_timeout_s:
             return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
         outbox = self.outbox
         if outbox is None:
@@ -368,13 +375,16 @@ class SocketSession:
             return CloseCode.TRY_AGAIN_LATER, "slow consumer, resume"
         previous_check, self.last_check = self.last_check, now
         self.sock.behind = False
-        if stats.current_buffer_used < settings.ws_outbox_size:
+        if stats.current_buffer_used < settings.engine.outbox_size:
             self.backed_up_since = None
             return None
         if self.backed_up_since is None:
             self.backed_up_since = now
             return None
-        if now - max(self.backed_up_since, self.last_write) >= settings.ws_slow_consumer_grace_s:
+        if (
+            now - max(self.backed_up_since, self.last_write)
+            >= settings.websocket.slow_consumer_grace_s
+        ):
             return CloseCode.TRY_AGAIN_LATER, "slow consumer, resume"
         # Backed up since the last check and written to meanwhile: the peer reads, the process
         # is behind (the overload gate counts these; web/overload.py).
@@ -388,7 +398,7 @@ class SocketSession:
         this runs apart from the deadline checks (``_deadline_check``).
         """
         while True:
-            await trio.sleep(self.settings.ws_ping_interval_s)
+            await trio.sleep(self.settings.websocket.ping_interval_s)
             await self._send_text(encode(PingFrame()))
             await self._revalidate()
 
@@ -446,7 +456,7 @@ class SocketSession:
                 request_id = self.echo.get(event.client_msg_id)
                 if request_id is not None:
                     # The echo to the sender carries its request id as the last key.
-                    text = f'{text[:-1]},"id":{json.dumps(request_id, ensure_ascii=False)}}}'
+                    text = with_request_id(text, request_id)
         elif isinstance(push, ConversationUpdate) and self.kind == "visitor":
             conv = push.conversation
             if conv.state == "closed" and conv.conversation_id == self.open_conversation:
@@ -469,7 +479,7 @@ class SocketSession:
     # ------------------------------------------------------------ reading
 
     async def _read_loop(self) -> None:
-        max_bytes = self.settings.ws_max_message_bytes
+        max_bytes = self.settings.websocket.max_message_bytes
         while True:
             data = await websocket.receive()
             self.last_heard = trio.current_time()
@@ -661,11 +671,9 @@ class SocketSession:
         body = {k: v for k, v in frame.items() if k not in ("id", "type")}
         cls: type[Any] = Hello if self.kind == "visitor" else AuthFrame
         try:
-            parsed = api_converter.structure(body, cls)
-        except Exception as err:
-            code, field, message = describe(err, "")
-            code = "invalid_field" if code in ("wrong_type", "invalid_value") else code
-            await self._error(rid, code, message, field.lstrip(".") or None)
+            parsed = structure_frame(body, cls)
+        except InvalidMessage as err:
+            await self._error(rid, err.code, str(err), err.field or None)
             return
         resume = parsed.resume
         if len(resume) > MAX_RESUME_ENTRIES or not all(
@@ -757,10 +765,12 @@ class SocketSession:
             visitor_token=token,
             connection_id=self.sock.id,
             welcome=welcome,
-            widget=api_converter.unstructure(widget_config),
-            heartbeat_interval_s=self.settings.ws_ping_interval_s,
+            widget=client_converter.unstructure(widget_config),
+            heartbeat_interval_s=self.settings.websocket.ping_interval_s,
         )
-        await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
+        await self._send_text(
+            encode(ResultFrame(id=rid, result=client_converter.unstructure(result)))
+        )
         self._start_pump()
 
     async def _auth(self, rid: str | int, frame: AuthFrame) -> None:
@@ -780,7 +790,7 @@ class SocketSession:
             message = err.message if isinstance(err, ApiError) else str(err)
             await self._error(rid, WireError.AUTH_FAILED, message)
             raise _Closing(CloseCode.POLICY, "authentication failed") from None
-        limit = self.settings.ws_max_sockets_per_agent
+        limit = self.settings.websocket.max_sockets_per_agent
         live = self.services.sockets.of_agent(caller.workspace.id, caller.agent.id)
         if limit and len(live) >= limit:
             # Counted and claimed (``sock.agent_id`` below) with no await in between, so
@@ -815,14 +825,16 @@ class SocketSession:
             display_name=caller.agent.display_name,
             connection_id=self.sock.id,
             welcome=_welcome(conn),
-            heartbeat_interval_s=self.settings.ws_ping_interval_s,
+            heartbeat_interval_s=self.settings.websocket.ping_interval_s,
         )
-        await self._send_text(encode(ResultFrame(id=rid, result=api_converter.unstructure(result))))
+        await self._send_text(
+            encode(ResultFrame(id=rid, result=client_converter.unstructure(result)))
+        )
         self._start_pump()
 
     async def _connect(self, principal: Any, resume: Any, meta: ConnectionMeta) -> Connection:
         # Room up to the hard cap; above ``ws_outbox_size`` the outbox only counts as backed up.
-        send, receive = trio.open_memory_channel[Any](self.settings.ws_outbox_max_size)
+        send, receive = trio.open_memory_channel[Any](self.settings.websocket.outbox_max_size)
         self.outbox = receive
         try:
             conn = await self.services.engine.connect(

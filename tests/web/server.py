@@ -28,7 +28,7 @@ As a subprocess, from synchronous code (Playwright, bench)::
 
 or by hand: ``python -m tests.web.server --dir /tmp/x [--port 8123] [--set key=value ...]``
 prints one JSON line with everything above, then serves until SIGTERM/SIGINT (1001 to sockets).
-Keyword overrides (``--set``) are ``web.settings.Settings`` fields (rate limits, timeouts...).
+Keyword overrides (``--set``) are settings, ``section.key`` or a flat name (docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -229,13 +229,13 @@ async def run_test_server(
             await nursery.start(
                 partial(serve, app, hypercorn_config(settings), shutdown_trigger=trigger)
             )
-            base = settings.base_url
+            base = settings.server.base_url
             try:
                 yield TestServer(
                     base_url=base,
                     ws_base="ws" + base[len("http") :],
                     agent_ws_url="ws" + base[len("http") :] + "/ws/v1/agent",
-                    database_url=settings.database_url,
+                    database_url=settings.storage.database_url,
                     acme=acme,
                     globex=globex,
                     services=services,

@@ -26,8 +26,8 @@ def test_flags_override_environment_and_file(tmp_path: Path) -> None:
     settings = load_settings(
         {"port": 9002}, environ={"LIVECHAT_HOST": "127.0.0.2"}, config_file=config
     )
-    assert settings.port == 9002
-    assert settings.host == "127.0.0.2"
+    assert settings.server.port == 9002
+    assert settings.server.host == "127.0.0.2"
 
 
 def test_bad_config_values_raise_a_clear_error(tmp_path: Path) -> None:

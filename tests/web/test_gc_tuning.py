@@ -35,4 +35,4 @@ def test_zero_leaves_the_gc_as_python_sets_it(restore_gc: None) -> None:
 
 
 def test_the_default_threshold_is_raised() -> None:
-    assert load_settings({}, environ={}).gc_gen0_threshold == 50_000
+    assert load_settings({}, environ={}).server.gc_gen0_threshold == 50_000

@@ -322,7 +322,9 @@ async def test_sessions_expire_when_idle(srv: TestServer) -> None:
     assert (await http.get("/api/v1/me")).status == 200
     # Idle for longer than the timeout without sleeping: the next request comes more than a
     # microsecond after the last one.
-    srv.services.settings = attrs.evolve(srv.services.settings, session_idle_timeout_s=1e-6)
+    settings = srv.services.settings
+    accounts = attrs.evolve(settings.accounts, session_idle_timeout_s=1e-6)
+    srv.services.settings = attrs.evolve(settings, accounts=accounts)
     resp = await http.get("/api/v1/me")
     assert (resp.status, resp.error_code) == (401, "session_expired")
 

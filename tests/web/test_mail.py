@@ -348,7 +348,7 @@ async def test_with_smtp_the_widget_promises_email(tmp_path: Path) -> None:
     ("values", "message"),
     [
         ({"smtp_url": "http://mail.test"}, "smtp_url"),
-        ({"smtp_url": "smtp://u:hunter2hunter2@mail.test:25"}, "mail_from"),
+        ({"smtp_url": "smtp://u:hunter2hunter2@mail.test:25"}, "mail.from_address"),
         ({"smtp_url": "smtps://mail.test", "mail_from": "x@y.z", "smtp_ca_file": "/nope"}, "ca"),
     ],
 )

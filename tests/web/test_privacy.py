@@ -220,7 +220,7 @@ async def test_session_cookie_has_the_host_prefix_when_served_over_tls(tmp_path:
     async with run_test_server(tmp_path, public_url="https://chat.example") as srv:
         assert srv.services is not None
         settings = srv.services.settings
-        http = Http(f"http://{settings.host}:{settings.port}")
+        http = Http(f"http://{settings.server.host}:{settings.server.port}")
         account = srv.acme.agents[0]
         login = await http.login(account.username, account.password)
         assert login.status == 200, login.body
@@ -234,7 +234,7 @@ async def test_session_cookie_has_the_host_prefix_when_served_over_tls(tmp_path:
         assert me.status == 200, me.body
         plain = await http.get("/api/v1/me", headers={"Cookie": f"lc_session={value}"})
         assert (plain.status, plain.error_code) == (401, "unauthenticated")
-        ws_url = f"ws://{settings.host}:{settings.port}/ws/v1/agent"
+        ws_url = f"ws://{settings.server.host}:{settings.server.port}/ws/v1/agent"
         async with open_websocket_url(
             ws_url, extra_headers=[(b"Cookie", f"__Host-lc_session={value}".encode())]
         ) as ws:

@@ -271,9 +271,9 @@ async def test_login_is_throttled_per_account_with_retry_after(srv: TestServer) 
     settings = srv.services.settings
     now = [1000.0]
     srv.services.login_throttle = LoginThrottle(
-        free_failures=settings.login_failures_per_account_backoff_after,
-        max_backoff_s=settings.login_backoff_max_s,
-        ip_failures=settings.login_failures_per_ip_per_15min,
+        free_failures=settings.accounts.login_failures_per_account_backoff_after,
+        max_backoff_s=settings.accounts.login_backoff_max_s,
+        ip_failures=settings.accounts.login_failures_per_ip_per_15min,
         clock=lambda: now[0],
     )
     http = Http(srv.base_url)

@@ -142,4 +142,4 @@ def test_storage_timeout_must_be_positive() -> None:
 
     with pytest.raises(ConfigError, match="storage_timeout_s"):
         load_settings({"storage_timeout_s": 0}, environ={})
-    assert load_settings({"storage_timeout_s": "2.5"}, environ={}).storage_timeout_s == 2.5
+    assert load_settings({"storage_timeout_s": "2.5"}, environ={}).engine.storage_timeout_s == 2.5

@@ -127,9 +127,9 @@ async def test_second_factor_guesses_count_against_the_login_throttle(srv: TestS
     settings = srv.services.settings
     now = [1000.0]
     srv.services.login_throttle = LoginThrottle(
-        free_failures=settings.login_failures_per_account_backoff_after,
-        max_backoff_s=settings.login_backoff_max_s,
-        ip_failures=settings.login_failures_per_ip_per_15min,
+        free_failures=settings.accounts.login_failures_per_account_backoff_after,
+        max_backoff_s=settings.accounts.login_backoff_max_s,
+        ip_failures=settings.accounts.login_failures_per_ip_per_15min,
         clock=lambda: now[0],
     )
     alice = srv.acme.agents[0]
