@@ -708,7 +708,7 @@ class SocketSession:
         if await storage.is_banned(ws_id, visitor_id=visitor.id, ip=self.ip):
             raise _Closing(CloseCode.POLICY, "banned")
         self.visitor = visitor
-        self.sock.visitor_id = visitor.id
+        self.services.sockets.bind(self.sock, workspace_id=ws_id, visitor_id=visitor.id)
         if identified and self.services.webhooks is not None:
             self.services.webhooks.signal(
                 ws_id,
@@ -794,10 +794,13 @@ class SocketSession:
             raise _Closing(CloseCode.TOO_MANY_SOCKETS, "too many sockets for this account")
         self.caller = caller
         self.workspace = caller.workspace
-        self.sock.workspace_id = caller.workspace.id
-        self.sock.agent_id = caller.agent.id
-        self.sock.session_hash = caller.session.id_hash if caller.session else None
-        self.sock.token_id = caller.token.id if caller.token else None
+        self.services.sockets.bind(
+            self.sock,
+            workspace_id=caller.workspace.id,
+            agent_id=caller.agent.id,
+            session_hash=caller.session.id_hash if caller.session else None,
+            token_id=caller.token.id if caller.token else None,
+        )
         principal = AgentPrincipal(
             workspace_id=caller.workspace.id,
             agent_id=caller.agent.id,
