@@ -106,6 +106,32 @@ class LoginThrottle:
         self._accounts.pop(account, None)
 
 
+class HitWindow:
+    """``SlidingWindow`` for a single key (one connection's own budget), without the table.
+
+    Per connection and created on first use, so an idle socket holds none.
+    """
+
+    __slots__ = ("_clock", "_hits", "limit", "window_s")
+
+    def __init__(self, limit: int, window_s: float, *, clock: Clock = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._hits: deque[float] = deque()
+
+    def hit(self) -> float:
+        """Record one event; returns 0 if allowed, else seconds until the next is allowed."""
+        now = self._clock()
+        hits = self._hits
+        while hits and hits[0] <= now - self.window_s:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return max(0.001, hits[0] + self.window_s - now)
+        hits.append(now)
+        return 0.0
+
+
 class ConnectionCap:
     """At most ``limit`` live WebSocket connections per client IP."""
 

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("livechat.supervision")
 SERVICES_KEY = "LIVECHAT_SERVICES"
 WATCHDOG_TICK_S = 1.0  # how often the shared timer checks every socket's deadlines
+CREDENTIAL_RECHECK_TIMEOUT_S = 5.0  # one agent credential's storage re-check (sockets.py)
 
 
 @attrs.define(eq=False)
@@ -187,6 +188,8 @@ def master_keys(settings: Settings) -> MasterKeyRing:
             " (LIVECHAT_MASTER_KEY, base64 of 32 random bytes) or master_key_file"
         )
     return ring
+
+
 STORAGE_WATCH_INTERVAL_S = 10.0  # how often the storage child checks the database can commit
 STORAGE_WATCH_TIMEOUT_S = 5.0
 
@@ -321,6 +324,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 tree=root,
             )
             nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+            nursery.start_soon(
+                partial(
+                    services.sockets.recheck_credentials,
+                    services.settings.ws_ping_interval_s,
+                    timeout_s=CREDENTIAL_RECHECK_TIMEOUT_S,
+                )
+            )
             await nursery.start(services.mailer.serve)
             # a disabled subscription is mailed to the owners through the mail outbox
             services.webhooks = await nursery.start(

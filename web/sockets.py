@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -56,6 +56,10 @@ class LiveSocket:
     # Set by ``check``: the outbox is backed up but writes still complete (the peer reads; the
     # process is behind). Counted by ``watch`` for the overload gate.
     behind: bool = False
+    # Agent sockets only: re-read the credential (session or API token) from storage; a
+    # (code, reason) when it no longer holds. Called by ``SocketRegistry.recheck_credentials``
+    # once per credential and period, never per heartbeat.
+    recheck: Callable[[], Awaitable[tuple[int, str] | None]] | None = None
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; the first request wins. Idempotent."""
@@ -71,6 +75,7 @@ _Index = dict[Hashable, set[LiveSocket]]
 
 def _keys(sock: LiveSocket) -> Iterator[tuple[str, Hashable]]:
     """The index entries of ``sock``: (index name, key) for each identity it has."""
+    yield "kind", sock.kind
     yield "workspace", sock.workspace_id
     if sock.agent_id is not None:
         yield "agent", (sock.workspace_id, sock.agent_id)
@@ -88,7 +93,7 @@ class SocketRegistry:
     def __init__(self) -> None:
         self._live: dict[str, LiveSocket] = {}
         self._index: dict[str, _Index] = {
-            name: {} for name in ("workspace", "agent", "visitor", "session", "token")
+            name: {} for name in ("kind", "workspace", "agent", "visitor", "session", "token")
         }
 
     def add(self, sock: LiveSocket) -> None:
@@ -186,6 +191,38 @@ class SocketRegistry:
                     behind += sock.behind
             if gate is not None:
                 gate.update(lag_s=now - due, behind=behind, sockets=len(self._live))
+
+    async def recheck_credentials(self, period_s: float, *, timeout_s: float) -> None:
+        """Once per ``period_s``, re-read each distinct agent credential and close the sockets
+        of those that ended. Runs until cancelled.
+
+        Logout, revocation, password changes, role changes, bans and suspensions made through
+        this server close the sockets at once (they push ``LiveSocket.close``); this pass
+        catches what happens elsewhere (``livechat admin reset-password``, another process on
+        the same database) and sessions that expire. One storage read per live session or
+        token, whatever its number of sockets; none for visitors. A check that fails (storage
+        down, past ``timeout_s``) is logged and closes nothing: the next pass tries again.
+        """
+        while True:
+            await trio.sleep(period_s)
+            groups: dict[Hashable, list[LiveSocket]] = {}
+            for sock in self._find("kind", "agent"):
+                if sock.recheck is None or sock.close_code is not None:
+                    continue
+                key = sock.session_hash or ("token", sock.token_id)
+                groups.setdefault(key, []).append(sock)
+            for socks in groups.values():
+                recheck = socks[0].recheck
+                assert recheck is not None
+                try:
+                    with trio.fail_after(timeout_s):
+                        verdict = await recheck()
+                except (Exception, trio.TooSlowError):
+                    log.warning("credential re-check failed", exc_info=True)
+                    continue
+                if verdict is not None:
+                    for sock in socks:
+                        sock.close(*verdict)
 
     async def close_all(self, code: int, reason: str, *, timeout_s: float) -> None:
         """Close every socket and wait (bounded) until their handlers have finished."""

@@ -1,10 +1,14 @@
 """The WebSocket bridge: ``/ws/v1/visitor`` and ``/ws/v1/agent`` (docs/protocol.md).
 
-One ``SocketSession`` per connection, owning a nursery with three tasks: the reader (decode a
-frame, ask the engine, answer), the pump (engine outbox → socket) and the pinger (heartbeats,
-revalidation of the credential). Its deadlines (auth, dead peer, slow consumer) are checked by
-the one timer task shared by all connections (``SocketRegistry.watch``), through
-``SocketSession._deadline_check``.
+One ``SocketSession`` per connection, owning a nursery with two tasks: the reader (decode a
+frame, ask the engine, answer) and the pump (engine outbox → socket, and the heartbeat pings
+when the outbox is quiet). Its deadlines (auth, dead peer, slow consumer) are checked by the one
+timer task shared by all connections (``SocketRegistry.watch``), through
+``SocketSession._deadline_check``. A heartbeat is a frame only: the credential is not re-read
+per heartbeat. Logout, revocation, password and role changes, bans and suspensions close the
+sockets concerned at once (``LiveSocket.close`` through the registry's indexes); one shared pass
+(``SocketRegistry.recheck_credentials``) re-reads each live agent credential once per interval
+for changes made outside this process and for expiry.
 
 A peer that stops reading makes socket writes block, and Hypercorn shields its writes from
 cancellation: the pump (or a reply) then waits until the peer reads again or the TCP connection
@@ -97,7 +101,7 @@ from web.protocol import (
     encode_dict,
 )
 from web.protocol import Auth as AuthFrame
-from web.ratelimit import SlidingWindow
+from web.ratelimit import HitWindow
 from web.schemas import WidgetConfig
 from web.services import SERVICES_KEY, Services
 from web.sockets import LiveSocket
@@ -204,13 +208,6 @@ class _Closing(Exception):
         self.reason = reason
 
 
-@attrs.define(eq=False)
-class _Limits:
-    frames: SlidingWindow
-    messages: SlidingWindow
-    typing: SlidingWindow
-
-
 class SocketSession:
     """One client connection, from accept to close."""
 
@@ -237,16 +234,14 @@ class SocketSession:
         self.backed_up_since: float | None = None  # outbox above ws_outbox_size since then
         self.last_check = self.opened_at  # previous ``_deadline_check``
         self.sock.check = self._deadline_check
-        self.echo: OrderedDict[str, str | int] = OrderedDict()
+        self.echo: OrderedDict[str, str | int] | None = None  # on the first message
         self.outbox: trio.MemoryReceiveChannel[Any] | None = None
         self.limited_since: float | None = None  # start of a streak of ignored rate limits
         self.retry_at = 0.0  # when the last rate_limited error said to retry
         self.nursery: trio.Nursery | None = None
-        self.limits = _Limits(
-            frames=SlidingWindow(settings.rate_frames_per_10s, 10.0, clock=trio.current_time),
-            messages=SlidingWindow(settings.rate_messages_per_10s, 10.0, clock=trio.current_time),
-            typing=SlidingWindow(settings.rate_typing_per_10s, 10.0, clock=trio.current_time),
-        )
+        # The connection's own rate windows, each created on first use (``_window``).
+        self.windows: dict[str, HitWindow] = {}
+        self._session_cookie: str | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -266,7 +261,6 @@ class SocketSession:
                 try:
                     async with trio.open_nursery() as nursery:
                         self.nursery = nursery
-                        nursery.start_soon(self._pinger)
                         await self._read_loop()
                 except* _Closing as group:
                     first = group.exceptions[0]
@@ -350,8 +344,8 @@ class SocketSession:
 
         Called about once a second by the shared timer (``SocketRegistry.watch``), which then
         records the code and cancels the connection (``LiveSocket.close``). It never sends: a
-        send can block (see ``_pinger``), and these checks must keep running while one does;
-        a send stuck in Hypercorn's shielded write to a peer that does not read only delays the
+        send can block (module docstring), and these checks must keep running while one does; a
+        send stuck in Hypercorn's shielded write to a peer that does not read only delays the
         unwinding, not the recorded code.
         """
         settings = self.settings
@@ -381,51 +375,47 @@ class SocketSession:
         self.sock.behind = self.last_write > previous_check
         return None
 
-    async def _pinger(self) -> None:
-        """Heartbeat pings and periodic re-validation of the credential.
+    async def _recheck(self) -> tuple[int, str] | None:
+        """The agent's credential, re-read from storage: a close code if it ended.
 
-        A send to a peer that stops reading blocks (Hypercorn shields its socket writes), so
-        this runs apart from the deadline checks (``_deadline_check``).
+        Called by the shared ``SocketRegistry.recheck_credentials`` pass (not per heartbeat);
+        changes made through this server close the socket at once by themselves.
         """
-        while True:
-            await trio.sleep(self.settings.ws_ping_interval_s)
-            await self._send_text(encode(PingFrame()))
-            await self._revalidate()
-
-    async def _revalidate(self) -> None:
-        """The credential may have ended since the upgrade (logout elsewhere, ban, revoke)."""
-        storage = self.services.storage
-        if self.caller is not None:
-            try:
-                if self.caller.session is not None:
-                    fresh = await session_caller(self.services, self._session_cookie or "")
-                    self.caller = attrs.evolve(self.caller, agent=fresh.agent)
-                elif self.caller.token is not None:
-                    await self._token_check()
-            except ApiError as err:
-                raise _Closing(CloseCode.POLICY, err.message) from None
-        elif (
-            self.visitor is not None
-            and self.workspace is not None
-            and await storage.is_banned(self.workspace.id, visitor_id=self.visitor.id, ip=self.ip)
-        ):
-            raise _Closing(CloseCode.POLICY, "banned")
-
-    _session_cookie: str | None = None
-
-    async def _token_check(self) -> None:
-        assert self.caller is not None and self.caller.token is not None
-        record = await self.services.storage.find_api_token(self.caller.token.token_hash)
-        if record is None or record.revoked_at is not None:
-            raise _Closing(CloseCode.POLICY, "token revoked")
+        assert self.caller is not None
+        try:
+            if self.caller.session is not None:
+                fresh = await session_caller(self.services, self._session_cookie or "")
+                self.caller = attrs.evolve(self.caller, agent=fresh.agent)
+            elif self.caller.token is not None:
+                record = await self.services.storage.find_api_token(self.caller.token.token_hash)
+                if record is None or record.revoked_at is not None:
+                    return CloseCode.POLICY, "token revoked"
+        except ApiError as err:
+            return CloseCode.POLICY, err.message
+        return None
 
     async def _pump(self, outbox: trio.MemoryReceiveChannel[Any]) -> None:
-        """Engine pushes to the socket, in order; the end of the outbox ends the connection.
+        """Engine pushes to the socket, in order, and the heartbeat pings between them; the
+        end of the outbox ends the connection.
 
         Started after the hello/auth result (which carries the welcome) was sent, so replayed
-        and live pushes always follow it.
+        and live pushes always follow it. The pings need no task of their own: a ping is due
+        when the outbox stayed empty for ``ws_ping_interval_s`` (a cancel-scope deadline, one
+        heap entry), and the ping is a frame only (credentials reach sockets by push).
         """
-        async for push in outbox:
+        interval = self.settings.ws_ping_interval_s
+        next_ping = trio.current_time() + interval
+        while True:
+            push: Any = None
+            with trio.move_on_at(next_ping):
+                try:
+                    push = await outbox.receive()
+                except trio.EndOfChannel:
+                    break
+            if push is None:
+                await self._send_text(_PING)
+                next_ping = trio.current_time() + interval
+                continue
             batch = [push]
             while True:
                 try:
@@ -434,6 +424,9 @@ class SocketSession:
                     break
             for item in batch:
                 await self._forward(item)
+            if trio.current_time() >= next_ping:
+                await self._send_text(_PING)
+                next_ping = trio.current_time() + interval
         raise _Closing(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
 
     async def _forward(self, push: Any) -> None:
@@ -443,7 +436,7 @@ class SocketSession:
         if isinstance(push, EventPush):
             event = push.event
             if event.client_msg_id is not None and self._is_me(event.author_type, event.author_id):
-                request_id = self.echo.get(event.client_msg_id)
+                request_id = self.echo.get(event.client_msg_id) if self.echo else None
                 if request_id is not None:
                     # The echo to the sender carries its request id as the last key.
                     text = f'{text[:-1]},"id":{json.dumps(request_id, ensure_ascii=False)}}}'
@@ -482,7 +475,7 @@ class SocketSession:
                     None, WireError.FRAME_TOO_LARGE, f"frames are limited to {max_bytes} bytes"
                 )
                 continue
-            wait = self.limits.frames.hit("all")
+            wait = self._window("frames", self.settings.rate_frames_per_10s).hit()
             if wait:
                 self.services.metrics.rate_limited["frames"] += 1
                 await self._error(
@@ -557,6 +550,8 @@ class SocketSession:
             return
         client_msg_id = getattr(command, "client_msg_id", None)
         if isinstance(client_msg_id, str):
+            if self.echo is None:
+                self.echo = OrderedDict()
             self.echo[client_msg_id] = rid
             self.echo.move_to_end(client_msg_id)
             while len(self.echo) > ECHO_MEMORY:
@@ -579,6 +574,13 @@ class SocketSession:
         await self._error(rid, UNKNOWN_TAG, unknown_tag_message(missing), field=field)
         return True
 
+    def _window(self, name: str, limit: int) -> HitWindow:
+        """This connection's ``name`` window (10 s), created on first use."""
+        window = self.windows.get(name)
+        if window is None:
+            window = self.windows[name] = HitWindow(limit, 10.0, clock=trio.current_time)
+        return window
+
     async def _rate_limited(self, rid: str | int, command: Any) -> bool:
         metrics = self.services.metrics
         gate = self.services.overload
@@ -594,13 +596,15 @@ class SocketSession:
         wait = 0.0
         what = ""
         if isinstance(command, SetTyping):
-            wait, what = self.limits.typing.hit("all"), "typing"
+            wait = self._window("typing", self.settings.rate_typing_per_10s).hit()
+            what = "typing"
         elif isinstance(command, UpdateProfile) and self.visitor is not None:
             # Each update writes the visitor row and is pushed to the workspace's agents.
             wait = self.services.profile_updates.hit(self.visitor.id)
             what = "profile_updates"
         elif isinstance(command, MESSAGE_COMMANDS):
-            wait, what = self.limits.messages.hit("all"), "messages"
+            wait = self._window("messages", self.settings.rate_messages_per_10s).hit()
+            what = "messages"
             if not wait:
                 wait, what = self.services.ip_messages.hit(self.ip), "ip_messages"
             new_conversation = isinstance(command, LeaveOfflineMessage) or (
@@ -801,6 +805,7 @@ class SocketSession:
             session_hash=caller.session.id_hash if caller.session else None,
             token_id=caller.token.id if caller.token else None,
         )
+        self.sock.recheck = self._recheck
         principal = AgentPrincipal(
             workspace_id=caller.workspace.id,
             agent_id=caller.agent.id,
@@ -842,6 +847,7 @@ class SocketSession:
         self.nursery.start_soon(self._pump, self.outbox)
 
 
+_PING = encode(PingFrame())
 _ENCODED_PUSHES: dict[int, tuple[Any, str]] = {}
 _ENCODED_PUSHES_MAX = 512
 
