@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 NEW_VISIT_AFTER_S = 30 * 60  # a visitor seen again after this long is on a new visit
+# ``last_seen_at`` is written on arrival only when older than this (or with another change): a
+# new visitor's row was just written, and each page of a visit opens a new connection.
+LAST_SEEN_RESOLUTION_S = 60.0
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -148,13 +151,15 @@ class VisitorActor(Actor[VisitorMsg]):
         if isinstance(msg, VisitorArrived):
             now = _wall()
             first = not ctx.hub.visitor_online(ws, visitor_id) or self.arrived_at == 0.0
-            changes: dict[str, Any] = {"last_seen_at": now}
+            changes: dict[str, Any] = {}
             meta = msg.meta
-            if meta.user_agent:
+            if meta.user_agent and meta.user_agent != self.record.user_agent:
                 changes["user_agent"] = meta.user_agent
                 self.device = parse_user_agent(meta.user_agent)
-            if meta.ip:
+            if meta.ip and meta.ip != self.record.ip:
                 changes["ip"] = meta.ip
+            if changes or now - self.record.last_seen_at >= LAST_SEEN_RESOLUTION_S:
+                changes["last_seen_at"] = now
             if (
                 first
                 and now - self.record.last_seen_at > NEW_VISIT_AFTER_S
@@ -164,10 +169,13 @@ class VisitorActor(Actor[VisitorMsg]):
             if first:
                 self.arrived_at = now
                 self.pages = 0
-            self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
+            if changes:  # none for a visitor just created, or back within a minute unchanged
+                self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
+            msg.reply.send(self.open_id)
+            # The page view need not be durable before the visitor's first frame: recorded
+            # after the answer (the actor's next step, in order with later page views).
             if meta.page_url:
                 await self._page(meta.page_url, meta.page_title, meta.page_referrer, now)
-            msg.reply.send(self.open_id)
             # The arriving connection joins the hub only after this answer: it is online.
             await self._tell_router(
                 VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED, online=True

@@ -709,7 +709,8 @@ class SocketSession:
             return
         visitor, token = found.visitor, found.token
         identified, first_time = found.identified, found.first_time
-        if await storage.is_banned(ws_id, visitor_id=visitor.id, ip=self.ip):
+        # The IP was checked at the upgrade; a visitor created just now cannot be banned yet.
+        if not found.created and await storage.is_banned(ws_id, visitor_id=visitor.id, ip=self.ip):
             raise _Closing(CloseCode.POLICY, "banned")
         self.visitor = visitor
         self.services.sockets.bind(self.sock, workspace_id=ws_id, visitor_id=visitor.id)
