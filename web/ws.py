@@ -99,6 +99,7 @@ from web.protocol import (
     WireError,
     encode,
     encode_dict,
+    negotiate,
 )
 from web.protocol import Auth as AuthFrame
 from web.ratelimit import HitWindow
@@ -116,6 +117,11 @@ CLEANUP_TIMEOUT_S = 3.0
 ECHO_MEMORY = 256  # client_msg_id -> request id, for pushes caused by a request
 MAX_RESUME_ENTRIES = 100
 MESSAGE_COMMANDS = (SendMessage, AddNote, Whisper, StartChat, LeaveOfflineMessage)
+# Protocol 2: how long a message's result waits for the event it caused, to carry it (the
+# engine fans out as it acknowledges: normally no wait at all); and the bound on how long the
+# pump keeps that event back for the result (the request's own deadline comes first).
+ECHO_WAIT_S = 0.25
+ECHO_HOLD_S = 30.0
 
 
 def _services() -> Services | None:
@@ -199,6 +205,18 @@ def _same_site_origin(services: Services, origin: str) -> bool:
     return norm in own
 
 
+@attrs.define(eq=False)
+class _HeldEcho:
+    """Protocol 2: the event of the message request in flight, handed from the pump to the
+    reader so that the result carries it (one frame instead of result + echo)."""
+
+    client_msg_id: str
+    push: EventPush | None = None  # set by the pump, which then waits for ``done``
+    ready: trio.Event = attrs.field(factory=trio.Event)
+    done: trio.Event = attrs.field(factory=trio.Event)
+    sent: bool = False  # the result carried it: the pump drops its copy
+
+
 class _Closing(Exception):
     """Raised inside the session to end it with a close code."""
 
@@ -228,6 +246,8 @@ class SocketSession:
         self.caller: Caller | None = None
         self.visitor: Visitor | None = None
         self.open_conversation: str | None = None
+        self.protocol = 1  # negotiated in hello/auth (docs/protocol.md, "Versions")
+        self.held: _HeldEcho | None = None  # protocol 2: the message request in flight
         self.send_lock = trio.Lock()
         self.last_heard = self.opened_at = trio.current_time()
         self.last_write = self.opened_at  # last socket write that completed (drain progress)
@@ -432,6 +452,23 @@ class SocketSession:
     async def _forward(self, push: Any) -> None:
         if isinstance(push, SessionClosed):
             raise _Closing(CloseCode.POLICY, push.reason)
+        if isinstance(push, EventPush):
+            event = push.event
+            held = self.held
+            if (
+                held is not None
+                and held.push is None
+                and event.client_msg_id == held.client_msg_id
+                and self._is_me(event.author_type, event.author_id)
+            ):
+                # Protocol 2: the result of the request in flight carries this event. Wait
+                # until it is sent, so that events keep their order on the socket.
+                held.push = push
+                held.ready.set()
+                with trio.move_on_after(ECHO_HOLD_S):
+                    await held.done.wait()
+                if held.sent:
+                    return
         text = _encode_push(push)
         if isinstance(push, EventPush):
             event = push.event
@@ -603,8 +640,11 @@ class SocketSession:
             wait = self.services.profile_updates.hit(self.visitor.id)
             what = "profile_updates"
         elif isinstance(command, MESSAGE_COMMANDS):
-            wait = self._window("messages", self.settings.rate_messages_per_10s).hit()
-            what = "messages"
+            # One window per key: an agent's connection here; a visitor's messages are
+            # limited per visitor (all its tabs) by the engine's token bucket, and per IP here.
+            if self.kind == "agent":
+                wait = self._window("messages", self.settings.rate_messages_per_10s).hit()
+                what = "messages"
             if not wait:
                 wait, what = self.services.ip_messages.hit(self.ip), "ip_messages"
             new_conversation = isinstance(command, LeaveOfflineMessage) or (
@@ -625,6 +665,18 @@ class SocketSession:
         return True
 
     async def _request(self, rid: str | int, command: Any) -> None:
+        client_msg_id = getattr(command, "client_msg_id", None)
+        if self.protocol < 2 or not isinstance(client_msg_id, str):
+            await self._ask(rid, command, None)
+            return
+        held = self.held = _HeldEcho(client_msg_id=client_msg_id)
+        try:
+            await self._ask(rid, command, held)
+        finally:
+            self.held = None
+            held.done.set()
+
+    async def _ask(self, rid: str | int, command: Any, held: _HeldEcho | None) -> None:
         assert self.conn is not None
         try:
             # One deadline per request, set where the request enters the engine
@@ -657,7 +709,18 @@ class SocketSession:
                 self.open_conversation = result.conversation_id
             elif isinstance(command, EndChat):
                 self.open_conversation = None
-        await self._send_text(encode(ResultFrame(id=rid, result=unstructure(result))))
+        data = unstructure(result)
+        if held is not None and isinstance(result, MessageAck) and not result.duplicate:
+            # Protocol 2: the result carries the event (no echo frame to this socket). The
+            # engine fans out as it answers, so the pump normally has it already.
+            if held.push is None:
+                with trio.move_on_after(ECHO_WAIT_S):
+                    await held.ready.wait()
+            self.held = None  # from here the pump sends a late event itself
+            if held.push is not None:
+                data["event"] = _push_data(held.push)["event"]
+                held.sent = True
+        await self._send_text(encode(ResultFrame(id=rid, result=data)))
 
     # ------------------------------------------------------------ first frame
 
@@ -683,6 +746,11 @@ class SocketSession:
                 "resume",
             )
             return
+        version = negotiate(parsed.protocol)
+        if version is None:
+            await self._error(rid, WireError.INVALID_FIELD, "protocol is 1 or more", "protocol")
+            return
+        self.protocol = version
         if self.kind == "visitor":
             await self._hello(rid, parsed)
         else:
@@ -758,6 +826,7 @@ class SocketSession:
             open=read_hours(self.workspace.settings).open_for(None, time.time()),
         )
         result = HelloResult(
+            protocol=self.protocol,
             visitor_id=visitor.id,
             visitor_token=token,
             connection_id=self.sock.id,
@@ -818,6 +887,7 @@ class SocketSession:
         )
         conn = await self._connect(principal, frame.resume, meta)
         result = AuthResult(
+            protocol=self.protocol,
             agent_id=caller.agent.id,
             workspace_id=caller.workspace.id,
             role=caller.agent.role.value,
@@ -849,12 +919,12 @@ class SocketSession:
 
 
 _PING = encode(PingFrame())
-_ENCODED_PUSHES: dict[int, tuple[Any, str]] = {}
+_ENCODED_PUSHES: dict[int, tuple[Any, dict[str, Any], str]] = {}
 _ENCODED_PUSHES_MAX = 512
 
 
-def _encode_push(push: Any) -> str:
-    """A push as JSON text, encoded once for all the connections it is fanned out to.
+def _cached_push(push: Any) -> tuple[Any, dict[str, Any], str]:
+    """A push unstructured and as JSON text, once for all the connections it is fanned out to.
 
     The engine hands the same (immutable) push object to every recipient. Entries hold the
     push itself, so its ``id`` cannot be reused while cached; the oldest go first.
@@ -862,12 +932,21 @@ def _encode_push(push: Any) -> str:
     key = id(push)
     cached = _ENCODED_PUSHES.get(key)
     if cached is not None and cached[0] is push:
-        return cached[1]
-    text = encode_dict(unstructure(push))
-    _ENCODED_PUSHES[key] = (push, text)
+        return cached
+    data = unstructure(push)
+    entry = _ENCODED_PUSHES[key] = (push, data, encode_dict(data))
     if len(_ENCODED_PUSHES) > _ENCODED_PUSHES_MAX:
         del _ENCODED_PUSHES[next(iter(_ENCODED_PUSHES))]
-    return text
+    return entry
+
+
+def _encode_push(push: Any) -> str:
+    return _cached_push(push)[2]
+
+
+def _push_data(push: Any) -> dict[str, Any]:
+    """The push as a JSON-ready dict (shared: do not modify)."""
+    return _cached_push(push)[1]
 
 
 def _welcome(conn: Connection) -> dict[str, Any]:
