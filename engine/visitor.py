@@ -171,15 +171,20 @@ class VisitorActor(Actor[VisitorMsg]):
                 self.pages = 0
             if changes:  # none for a visitor just created, or back within a minute unchanged
                 self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
+            view = (
+                self._visit(meta.page_url, meta.page_title, meta.page_referrer, now)
+                if meta.page_url
+                else None
+            )
             msg.reply.send(self.open_id)
-            # The page view need not be durable before the visitor's first frame: recorded
-            # after the answer (the actor's next step, in order with later page views).
-            if meta.page_url:
-                await self._page(meta.page_url, meta.page_title, meta.page_referrer, now)
             # The arriving connection joins the hub only after this answer: it is online.
             await self._tell_router(
                 VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED, online=True
             )
+            # The page view need not be durable before the visitor's first frame: stored
+            # after the answer, in order with later page views (this actor's next steps).
+            if view is not None:
+                await ctx.call(ctx.storage.add_page_view(ws, view))
         elif isinstance(msg, VisitorNavigated):
             await self._page(msg.page.url, msg.page.title, msg.page.referrer, _wall())
             await self._tell_router(VisitorChange.NAVIGATED)
@@ -253,21 +258,25 @@ class VisitorActor(Actor[VisitorMsg]):
             msg.reply.send(self.open_id)
 
     async def _page(self, url: str, title: str | None, referrer: str | None, at: float) -> None:
-        """Record a page view, unless it is the page the visitor is already on: a reload, or a
-        reconnect whose hello repeats the page, is not a new view (it only refreshes ``at``)."""
-        ws, visitor_id = self.key
+        """Record a page view (``_visit``), durably."""
+        view = self._visit(url, title, referrer, at)
+        if view is not None:
+            await self.ctx.call(self.ctx.storage.add_page_view(self.key[0], view))
+
+    def _visit(
+        self, url: str, title: str | None, referrer: str | None, at: float
+    ) -> PageView | None:
+        """The visitor is on ``url``: the page view to store, or None when it is the page the
+        visitor is already on (a reload, or a reconnect whose hello repeats the page, is not a
+        new view; it only refreshes ``at``)."""
         if self.page is not None and self.page.url == url:
             self.page = PageViewInfo(
                 url=url, title=title or self.page.title, referrer=self.page.referrer, at=at
             )
-            return
-        await self.ctx.call(
-            self.ctx.storage.add_page_view(
-                ws, PageView(visitor_id=visitor_id, url=url, title=title, referrer=referrer, at=at)
-            )
-        )
+            return None
         self.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
         self.pages += 1
+        return PageView(visitor_id=self.key[1], url=url, title=title, referrer=referrer, at=at)
 
     def summary(self, *, online: bool | None = None) -> VisitorSummary:
         """``online``: known better than the hub (a connection that is arriving)."""
