@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("livechat.ws")
 
 
+class CloseSocket(Exception):
+    """Raised inside a connection's handler to end it with a close ``code`` (and ``reason``)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 @attrs.define(eq=False)
 class LiveSocket:
     id: str
