@@ -107,7 +107,6 @@ class SocketSession:
         self.visitor: Visitor | None = None
         self.open_conversation: str | None = None
         self.protocol = 1  # negotiated in hello/auth (docs/protocol.md, "Versions")
-        self.send_lock = trio.Lock()
         self.last_heard = self.opened_at = trio.current_time()
         self.last_write = self.opened_at  # last socket write that completed (drain progress)
         self.backed_up_since: float | None = None  # outbox above ws_outbox_size since then
@@ -178,8 +177,9 @@ class SocketSession:
     # ------------------------------------------------------------ sending
 
     async def send_text(self, text: str) -> None:
-        async with self.send_lock:
-            await websocket.send(text)
+        """One frame. The reader and the pump both send, with no lock of ours: Hypercorn
+        encodes each message whole (wsproto, no await) and serialises the socket writes."""
+        await websocket.send(text)
         self.last_write = trio.current_time()
         self.services.metrics.ws_frames_out[self.kind] += 1
 
