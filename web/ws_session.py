@@ -117,7 +117,9 @@ class SocketSession:
         self.retry_at = 0.0  # when the last rate_limited error said to retry
         self.nursery: trio.Nursery | None = None
         # The connection's own rate windows, each created on first use (``_window``).
-        self.windows: dict[str, HitWindow] = {}
+        self.frames_window: HitWindow | None = None
+        self.messages_window: HitWindow | None = None  # agents only
+        self.typing_window: HitWindow | None = None
         self.session_cookie: str | None = None  # the cookie an agent authenticated with
 
     # ------------------------------------------------------------ lifecycle
@@ -291,7 +293,9 @@ class SocketSession:
                     None, WireError.FRAME_TOO_LARGE, f"frames are limited to {max_bytes} bytes"
                 )
                 continue
-            wait = self._window("frames", self.settings.rate_frames_per_10s).hit()
+            if self.frames_window is None:
+                self.frames_window = _window(self.settings.rate_frames_per_10s)
+            wait = self.frames_window.hit()
             if wait:
                 self.services.metrics.rate_limited["frames"] += 1
                 await self.error(
@@ -385,13 +389,6 @@ class SocketSession:
         await self.error(rid, UNKNOWN_TAG, unknown_tag_message(missing), field=field)
         return True
 
-    def _window(self, name: str, limit: int) -> HitWindow:
-        """This connection's ``name`` window (10 s), created on first use."""
-        window = self.windows.get(name)
-        if window is None:
-            window = self.windows[name] = HitWindow(limit, 10.0, clock=trio.current_time)
-        return window
-
     async def _rate_limited(self, rid: str | int, command: Any) -> bool:
         metrics = self.services.metrics
         gate = self.services.overload
@@ -407,7 +404,9 @@ class SocketSession:
         wait = 0.0
         what = ""
         if isinstance(command, SetTyping):
-            wait = self._window("typing", self.settings.rate_typing_per_10s).hit()
+            if self.typing_window is None:
+                self.typing_window = _window(self.settings.rate_typing_per_10s)
+            wait = self.typing_window.hit()
             what = "typing"
         elif isinstance(command, UpdateProfile) and self.visitor is not None:
             # Each update writes the visitor row and is pushed to the workspace's agents.
@@ -417,7 +416,9 @@ class SocketSession:
             # One window per key: an agent's connection here; a visitor's messages are
             # limited per visitor (all its tabs) by the engine's token bucket, and per IP here.
             if self.kind == "agent":
-                wait = self._window("messages", self.settings.rate_messages_per_10s).hit()
+                if self.messages_window is None:
+                    self.messages_window = _window(self.settings.rate_messages_per_10s)
+                wait = self.messages_window.hit()
                 what = "messages"
             if not wait:
                 wait, what = self.services.ip_messages.hit(self.ip), "ip_messages"
@@ -521,3 +522,8 @@ def _valid_id(value: Any) -> bool:
     if isinstance(value, int):
         return -(2**53) < value < 2**53
     return isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID_CHARS
+
+
+def _window(limit: int) -> HitWindow:
+    """A connection's own window: ``limit`` events per 10 s."""
+    return HitWindow(limit, 10.0, clock=trio.current_time)

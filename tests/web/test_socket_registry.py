@@ -1,9 +1,11 @@
 """The live-socket registry finds sockets by workspace, visitor, agent, session and token
-through its indexes, and keeps them exact as sockets authenticate and close."""
+through its indexes, and keeps them exact as sockets authenticate and close; and a connection's own
+rate window."""
 
 from __future__ import annotations
 
 from web.protocol import CloseCode
+from web.ratelimit import HitWindow
 from web.sockets import LiveSocket, SocketRegistry
 
 
@@ -65,3 +67,18 @@ def test_binding_again_moves_the_socket() -> None:
     reg.bind(sock, workspace_id="W", visitor_id="V2")
     assert reg.of_visitor("W", "V1") == [] and reg.of_visitor("W", "V2") == [sock]
     assert reg.of_workspace("") == [] and reg.of_workspace("W") == [sock]
+
+
+def test_a_connections_window_allows_limit_events_per_window_and_says_when_to_retry() -> None:
+    now = [100.0]
+    window = HitWindow(3, 10.0, clock=lambda: now[0])
+    for t in (100.0, 101.0, 102.0):
+        now[0] = t
+        assert window.hit() == 0.0
+    now[0] = 103.0
+    assert window.hit() == 7.0  # the oldest (100.0) leaves the window at 110.0
+    now[0] = 110.0
+    assert window.hit() == 0.0  # 100.0 is out; 101, 102 and 110 are in
+    assert window.hit() == 1.0  # until 101.0 leaves
+    now[0] = 200.0
+    assert [window.hit() for _ in range(4)] == [0.0, 0.0, 0.0, 10.0]
