@@ -242,7 +242,8 @@ async def prepare(
 
 
 class LiveChatWire:
-    """``docs/protocol.md`` v1, as a visitor and as an agent."""
+    """``docs/protocol.md`` version 2, as a visitor and as an agent (the result of one's own
+    message carries its event: no echo frame)."""
 
     def __init__(self, base_url: str, setup: dict[str, Any]) -> None:
         self.base_url = base_url.rstrip("/")
@@ -283,7 +284,13 @@ class LiveChatWire:
             f"{self.base_url}/ws/v1/visitor?key={self.widget_key}",
             [("Origin", self.origin)],
         )
-        hello = {"type": "hello", "id": "hello", "token": token, "resume": resume or {}}
+        hello = {
+            "type": "hello",
+            "id": "hello",
+            "protocol": 2,
+            "token": token,
+            "resume": resume or {},
+        }
         await ws.send_message(json.dumps(hello))
         result = await _await_result(ws, "hello")
         return ws, result
@@ -293,7 +300,7 @@ class LiveChatWire:
     ) -> WebSocketConnection:
         agent = await connect(nursery, f"{self.base_url}/ws/v1/agent")
         token = self.agent_tokens[agent_index]
-        auth = {"type": "auth", "id": "auth", "token": token, "resume": resume or {}}
+        auth = {"type": "auth", "id": "auth", "protocol": 2, "token": token, "resume": resume or {}}
         await agent.send_message(json.dumps(auth))
         await _await_result(agent, "auth")
         return agent

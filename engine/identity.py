@@ -40,6 +40,7 @@ class IdentifiedVisitor:
     token: str  # the visitor's token on this device: the one presented, or a new one
     identified: bool  # identified on this device now (not a tab already holding its token)
     first_time: bool  # no visitor had this identity before
+    created: bool  # a new visitor row, written now (nothing can refer to it yet: no ban)
 
 
 def _hash(token: str) -> str:
@@ -89,6 +90,7 @@ async def identify_visitor(
             visitor = await storage.update_visitor(ws_id, visitor.id, external_id=identity.user_id)
         else:
             visitor = None
+    created = visitor is None
     if visitor is None:
         kept = TOKEN_PREFIX + secrets.token_urlsafe(32)
         visitor = await storage.create_visitor(
@@ -102,5 +104,5 @@ async def identify_visitor(
         kept = TOKEN_PREFIX + secrets.token_urlsafe(32)
         visitor = await storage.update_visitor(ws_id, visitor.id, token_hash=_hash(kept))
     return IdentifiedVisitor(
-        visitor=visitor, token=kept, identified=identified, first_time=first_time
+        visitor=visitor, token=kept, identified=identified, first_time=first_time, created=created
     )

@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 NEW_VISIT_AFTER_S = 30 * 60  # a visitor seen again after this long is on a new visit
+# ``last_seen_at`` is written on arrival only when older than this (or with another change): a
+# new visitor's row was just written, and each page of a visit opens a new connection.
+LAST_SEEN_RESOLUTION_S = 60.0
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -164,13 +167,15 @@ class VisitorActor(Actor[VisitorMsg]):
             now = _wall()
             visit = self.visit
             first = not ctx.hub.visitor_online(ws, visitor_id) or visit.arrived_at == 0.0
-            changes: dict[str, Any] = {"last_seen_at": now}
+            changes: dict[str, Any] = {}
             meta = msg.meta
-            if meta.user_agent:
+            if meta.user_agent and meta.user_agent != self.record.user_agent:
                 changes["user_agent"] = meta.user_agent
                 self.device = parse_user_agent(meta.user_agent)
-            if meta.ip:
+            if meta.ip and meta.ip != self.record.ip:
                 changes["ip"] = meta.ip
+            if changes or now - self.record.last_seen_at >= LAST_SEEN_RESOLUTION_S:
+                changes["last_seen_at"] = now
             if (
                 first
                 and now - self.record.last_seen_at > NEW_VISIT_AFTER_S
@@ -181,14 +186,22 @@ class VisitorActor(Actor[VisitorMsg]):
                 visit.arrived_at = now
                 visit.pages = 0
                 self.triggers.arrived()
-            self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
-            if meta.page_url:
-                await self._page(meta.page_url, meta.page_title, meta.page_referrer, now)
+            if changes:  # none for a visitor just created, or back within a minute unchanged
+                self.record = await ctx.call(ctx.storage.update_visitor(ws, visitor_id, **changes))
+            view = (
+                self._visit(meta.page_url, meta.page_title, meta.page_referrer, now)
+                if meta.page_url
+                else None
+            )
             msg.reply.send(self.open_id)
             # The arriving connection joins the hub only after this answer: it is online.
             await self._tell_router(
                 VisitorChange.ARRIVED if first else VisitorChange.NAVIGATED, online=True
             )
+            # The page view need not be durable before the visitor's first frame: stored
+            # after the answer, in order with later page views (this actor's next steps).
+            if view is not None:
+                await ctx.call(ctx.storage.add_page_view(ws, view))
             # Greet on the next tick: the arriving connection is not in the hub yet.
             if (await ctx.workspace_settings(ws)).visit_triggers:
                 ctx.visitor_alarms[self.key] = ctx.clock()
@@ -284,23 +297,27 @@ class VisitorActor(Actor[VisitorMsg]):
             msg.reply.send(self.open_id)
 
     async def _page(self, url: str, title: str | None, referrer: str | None, at: float) -> None:
-        """Record a page view, unless it is the page the visitor is already on: a reload, or a
-        reconnect whose hello repeats the page, is not a new view (it only refreshes ``at``)."""
-        ws, visitor_id = self.key
+        """Record a page view (``_visit``), durably."""
+        view = self._visit(url, title, referrer, at)
+        if view is not None:
+            await self.ctx.call(self.ctx.storage.add_page_view(self.key[0], view))
+
+    def _visit(
+        self, url: str, title: str | None, referrer: str | None, at: float
+    ) -> PageView | None:
+        """The visitor is on ``url``: the page view to store, or None when it is the page the
+        visitor is already on (a reload, or a reconnect whose hello repeats the page, is not a
+        new view; it only refreshes ``at``)."""
         visit = self.visit
         if visit.page is not None and visit.page.url == url:
             visit.page = PageViewInfo(
                 url=url, title=title or visit.page.title, referrer=visit.page.referrer, at=at
             )
-            return
-        await self.ctx.call(
-            self.ctx.storage.add_page_view(
-                ws, PageView(visitor_id=visitor_id, url=url, title=title, referrer=referrer, at=at)
-            )
-        )
+            return None
         visit.page = PageViewInfo(url=url, title=title, referrer=referrer, at=at)
         visit.pages += 1
         self.triggers.new_page()
+        return PageView(visitor_id=self.key[1], url=url, title=title, referrer=referrer, at=at)
 
     def summary(self, *, online: bool | None = None) -> VisitorSummary:
         """``online``: known better than the hub (a connection that is arriving)."""

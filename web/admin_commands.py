@@ -158,7 +158,7 @@ async def _reset_password(url: str, args: argparse.Namespace) -> None:
             target=f"agent:{agent.id}",
         )
     print(f"new password for {agent.username!r} (shown once): {password}")
-    print("Open sockets of this account close at their next heartbeat.")
+    print("Open sockets of this account close within one heartbeat interval.")
 
 
 async def _reset_two_factor(url: str, args: argparse.Namespace) -> None:

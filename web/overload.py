@@ -6,7 +6,7 @@ server sheds load where it enters instead: while ``OverloadGate.shedding`` is se
 are answered ``overloaded`` with ``retry_after_s`` before they reach the engine, and the clients
 resend them later with the same ``client_msg_id``. A receiver is cut only when it is truly slow:
 its outbox backed up and no socket write completed for ``ws_slow_consumer_grace_s`` (see
-``SocketSession._deadline_check``), or its outbox reached the hard cap ``ws_outbox_max_size``.
+``SocketSession.deadline_check``), or its outbox reached the hard cap ``ws_outbox_max_size``.
 
 The gate is re-evaluated once per tick of the shared socket timer (``SocketRegistry.watch``),
 from two signals that say "the process is behind", not "one peer is slow":

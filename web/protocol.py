@@ -21,7 +21,7 @@ import attrs
 from engine import client_converter
 from web.strictjson import dumps
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the newest this server speaks; a client asks for one in hello/auth
 MAX_REQUEST_ID_CHARS = 64
 
 
@@ -84,6 +84,7 @@ class Hello:
     """A visitor's first frame (without the envelope's ``type`` and ``id``)."""
 
     TYPE: ClassVar[str] = "hello"
+    protocol: int = 1  # the newest version the client speaks (absent: 1)
     token: str | None = None
     identity: Identity | None = None
     resume: Mapping[str, int] = attrs.field(factory=dict)
@@ -95,6 +96,7 @@ class Auth:
     """An agent's first frame: an API token, or ``null`` to use the session cookie."""
 
     TYPE: ClassVar[str] = "auth"
+    protocol: int = 1  # the newest version the client speaks (absent: 1)
     token: str | None = None
     resume: Mapping[str, int] = attrs.field(factory=dict)
 
@@ -105,7 +107,7 @@ class Auth:
 @attrs.frozen(kw_only=True)
 class HelloResult:
     type: str = "hello"
-    protocol: int = PROTOCOL_VERSION
+    protocol: int  # the version spoken on this connection
     visitor_id: str
     visitor_token: str  # keep it (localStorage) and send it in the next hello
     connection_id: str
@@ -117,7 +119,7 @@ class HelloResult:
 @attrs.frozen(kw_only=True)
 class AuthResult:
     type: str = "auth"
-    protocol: int = PROTOCOL_VERSION
+    protocol: int  # the version spoken on this connection
     agent_id: str
     workspace_id: str
     role: str
@@ -153,6 +155,11 @@ class PingFrame:
 class PongFrame:
     type: str = "pong"
     id: RequestId | None = None
+
+
+def negotiate(requested: int) -> int | None:
+    """The version spoken: the client's newest, capped at ours; None if below 1."""
+    return min(requested, PROTOCOL_VERSION) if requested >= 1 else None
 
 
 def encode(frame: object) -> str:

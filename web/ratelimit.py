@@ -6,6 +6,7 @@ entries are pruned as new keys arrive, so a flood of distinct IPs cannot grow me
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable
@@ -104,6 +105,34 @@ class LoginThrottle:
 
     def succeeded(self, *, account: str) -> None:
         self._accounts.pop(account, None)
+
+
+class HitWindow:
+    """``SlidingWindow`` for a single key (one connection's own budget), without the table.
+
+    Per connection and created on first use. The times are a sorted list, not a deque: an idle
+    connection keeps a couple of them, and a list of two is a tenth of a deque's first block.
+    """
+
+    __slots__ = ("_clock", "_hits", "limit", "window_s")
+
+    def __init__(self, limit: int, window_s: float, *, clock: Clock = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._hits: list[float] = []
+
+    def hit(self) -> float:
+        """Record one event; returns 0 if allowed, else seconds until the next is allowed."""
+        now = self._clock()
+        hits = self._hits
+        cutoff = now - self.window_s
+        if hits and hits[0] <= cutoff:
+            del hits[: bisect.bisect_right(hits, cutoff)]
+        if len(hits) >= self.limit:
+            return max(0.001, hits[0] + self.window_s - now)
+        hits.append(now)
+        return 0.0
 
 
 class ConnectionCap:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("livechat.supervision")
 SERVICES_KEY = "LIVECHAT_SERVICES"
 WATCHDOG_TICK_S = 1.0  # how often the shared timer checks every socket's deadlines
+CREDENTIAL_RECHECK_TIMEOUT_S = 5.0  # one agent credential's storage re-check (sockets.py)
 
 
 @attrs.define(eq=False)
@@ -259,6 +260,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             tree=root,
         )
         nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+        nursery.start_soon(
+            partial(
+                services.sockets.recheck_credentials,
+                settings.websocket.ping_interval_s,
+                timeout_s=CREDENTIAL_RECHECK_TIMEOUT_S,
+            )
+        )
         try:
             yield services
         finally:

@@ -9,13 +9,18 @@ dead peer, slow consumer): once a tick it asks each socket's ``check`` and close
 answer with a close code, instead of a watchdog task (and a timer) per connection. The same tick
 feeds the overload gate (``web/overload.py``): its own lateness and how many sockets are backed
 up while still draining (``LiveSocket.behind``).
+
+Lookups by workspace, visitor, agent, session and API token go through indexes (a set of sockets
+per key) kept by ``add``, ``bind`` and ``remove``, so closing one account's sockets costs the
+same with ten or ten thousand other connections. A socket's identity fields are therefore set
+only through ``SocketRegistry.bind``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import TYPE_CHECKING
 
 import attrs
@@ -27,6 +32,15 @@ if TYPE_CHECKING:
     from web.overload import OverloadGate
 
 log = logging.getLogger("livechat.ws")
+
+
+class CloseSocket(Exception):
+    """Raised inside a connection's handler to end it with a close ``code`` (and ``reason``)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 @attrs.define(eq=False)
@@ -51,6 +65,10 @@ class LiveSocket:
     # Set by ``check``: the outbox is backed up but writes still complete (the peer reads; the
     # process is behind). Counted by ``watch`` for the overload gate.
     behind: bool = False
+    # Agent sockets only: re-read the credential (session or API token) from storage; a
+    # (code, reason) when it no longer holds. Called by ``SocketRegistry.recheck_credentials``
+    # once per credential and period, never per heartbeat.
+    recheck: Callable[[], Awaitable[tuple[int, str] | None]] | None = None
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; the first request wins. Idempotent."""
@@ -61,16 +79,79 @@ class LiveSocket:
             self.cancel_scope.cancel()
 
 
+_Index = dict[Hashable, set[LiveSocket]]
+
+
+def _keys(sock: LiveSocket) -> Iterator[tuple[str, Hashable]]:
+    """The index entries of ``sock``: (index name, key) for each identity it has."""
+    yield "kind", sock.kind
+    yield "workspace", sock.workspace_id
+    if sock.agent_id is not None:
+        yield "agent", (sock.workspace_id, sock.agent_id)
+    if sock.visitor_id is not None:
+        yield "visitor", (sock.workspace_id, sock.visitor_id)
+    if sock.session_hash is not None:
+        yield "session", sock.session_hash
+    if sock.token_id is not None:
+        yield "token", sock.token_id
+
+
 class SocketRegistry:
+    """The live sockets, by id and indexed by workspace, visitor, agent, session and token."""
+
     def __init__(self) -> None:
         self._live: dict[str, LiveSocket] = {}
+        self._index: dict[str, _Index] = {
+            name: {} for name in ("kind", "workspace", "agent", "visitor", "session", "token")
+        }
 
     def add(self, sock: LiveSocket) -> None:
         self._live[sock.id] = sock
+        self._link(sock)
+
+    def bind(
+        self,
+        sock: LiveSocket,
+        *,
+        workspace_id: str,
+        agent_id: str | None = None,
+        visitor_id: str | None = None,
+        session_hash: str | None = None,
+        token_id: str | None = None,
+    ) -> None:
+        """Record who ``sock`` is (after hello/auth), moving it in the indexes."""
+        live = self._live.get(sock.id) is sock
+        if live:
+            self._unlink(sock)
+        sock.workspace_id = workspace_id
+        sock.agent_id = agent_id
+        sock.visitor_id = visitor_id
+        sock.session_hash = session_hash
+        sock.token_id = token_id
+        if live:
+            self._link(sock)
 
     def remove(self, sock: LiveSocket) -> None:
-        self._live.pop(sock.id, None)
+        if self._live.get(sock.id) is sock:
+            del self._live[sock.id]
+            self._unlink(sock)
         sock.done.set()
+
+    def _link(self, sock: LiveSocket) -> None:
+        for name, key in _keys(sock):
+            self._index[name].setdefault(key, set()).add(sock)
+
+    def _unlink(self, sock: LiveSocket) -> None:
+        for name, key in _keys(sock):
+            index = self._index[name]
+            members = index.get(key)
+            if members is not None:
+                members.discard(sock)
+                if not members:
+                    del index[key]
+
+    def _find(self, name: str, key: Hashable) -> list[LiveSocket]:
+        return list(self._index[name].get(key, ()))
 
     def __iter__(self) -> Iterator[LiveSocket]:
         return iter(list(self._live.values()))
@@ -79,16 +160,19 @@ class SocketRegistry:
         return len(self._live)
 
     def of_agent(self, workspace_id: str, agent_id: str) -> list[LiveSocket]:
-        return [s for s in self if s.workspace_id == workspace_id and s.agent_id == agent_id]
+        return self._find("agent", (workspace_id, agent_id))
 
     def of_visitor(self, workspace_id: str, visitor_id: str) -> list[LiveSocket]:
-        return [s for s in self if s.workspace_id == workspace_id and s.visitor_id == visitor_id]
+        return self._find("visitor", (workspace_id, visitor_id))
 
     def of_session(self, session_hash: str) -> list[LiveSocket]:
-        return [s for s in self if s.session_hash == session_hash]
+        return self._find("session", session_hash)
+
+    def of_token(self, token_id: str) -> list[LiveSocket]:
+        return self._find("token", token_id)
 
     def of_workspace(self, workspace_id: str) -> list[LiveSocket]:
-        return [s for s in self if s.workspace_id == workspace_id]
+        return self._find("workspace", workspace_id)
 
     async def watch(self, tick_s: float, gate: OverloadGate | None = None) -> None:
         """Run every socket's ``check`` once per ``tick_s``, closing those past a deadline.
@@ -116,6 +200,38 @@ class SocketRegistry:
                     behind += sock.behind
             if gate is not None:
                 gate.update(lag_s=now - due, behind=behind, sockets=len(self._live))
+
+    async def recheck_credentials(self, period_s: float, *, timeout_s: float) -> None:
+        """Once per ``period_s``, re-read each distinct agent credential and close the sockets
+        of those that ended. Runs until cancelled.
+
+        Logout, revocation, password changes, role changes, bans and suspensions made through
+        this server close the sockets at once (they push ``LiveSocket.close``); this pass
+        catches what happens elsewhere (``livechat admin reset-password``, another process on
+        the same database) and sessions that expire. One storage read per live session or
+        token, whatever its number of sockets; none for visitors. A check that fails (storage
+        down, past ``timeout_s``) is logged and closes nothing: the next pass tries again.
+        """
+        while True:
+            await trio.sleep(period_s)
+            groups: dict[Hashable, list[LiveSocket]] = {}
+            for sock in self._find("kind", "agent"):
+                if sock.recheck is None or sock.close_code is not None:
+                    continue
+                key = sock.session_hash or ("token", sock.token_id)
+                groups.setdefault(key, []).append(sock)
+            for socks in groups.values():
+                recheck = socks[0].recheck
+                assert recheck is not None
+                try:
+                    with trio.fail_after(timeout_s):
+                        verdict = await recheck()
+                except (Exception, trio.TooSlowError):
+                    log.warning("credential re-check failed", exc_info=True)
+                    continue
+                if verdict is not None:
+                    for sock in socks:
+                        sock.close(*verdict)
 
     async def close_all(self, code: int, reason: str, *, timeout_s: float) -> None:
         """Close every socket and wait (bounded) until their handlers have finished."""

@@ -10,6 +10,8 @@
 // a time in order with their `client_msg_id`, so a retry after a lost acknowledgement is
 // recognised by the server as a duplicate and stored once.
 
+// docs/protocol.md "Versions": in 2 the result of one's own message carries its event (no echo).
+const PROTOCOL = 2;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const REQUEST_TIMEOUT_MS = 15000;
@@ -131,11 +133,7 @@ export class Connection {
     ws.onopen = () => {
       this.lastFrameAt = Date.now();
       const hello = this.opts.hello ? this.opts.hello() : null;
-      if (hello) {
-        hello.id = "hello" + ++this.seq;
-        this.helloId = hello.id;
-        ws.send(JSON.stringify(hello));
-      }
+      if (hello) this._sendHello(ws, hello);
       else this._becomeReady();
     };
     ws.onmessage = (ev) => {
@@ -231,11 +229,7 @@ export class Connection {
         // The owner may drop what was refused (a stale token, a bad identity) and say hello again.
         const retry = this.opts.onHelloError ? this.opts.onHelloError(frame) : false;
         const hello = retry && this.opts.hello ? this.opts.hello() : null;
-        if (hello && this.ws && this.ws.readyState === 1) {
-          hello.id = "hello" + ++this.seq;
-          this.helloId = hello.id;
-          this.ws.send(JSON.stringify(hello));
-        }
+        if (hello && this.ws && this.ws.readyState === 1) this._sendHello(this.ws, hello);
       } else {
         this.opts.onPush(frame.type === "result" && frame.result ? frame.result : frame);
         this._becomeReady();
@@ -246,6 +240,10 @@ export class Connection {
       const p = this.pending.get(id);
       this.pending.delete(id);
       clearTimeout(p.timer);
+      if (frame.type === "result" && frame.result && frame.result.event) {
+        // Protocol 2: one's own message comes back inside its result, not as an echo push.
+        this.opts.onPush({ type: "event", id: frame.id, event: frame.result.event });
+      }
       if (frame.type === "error") {
         p.reject(new ProtocolError(frame.code || "error", frame.message, frame));
       } else {
@@ -254,6 +252,13 @@ export class Connection {
       return;
     }
     this.opts.onPush(frame);
+  }
+
+  _sendHello(ws, hello) {
+    hello.id = "hello" + ++this.seq;
+    hello.protocol = PROTOCOL;
+    this.helloId = hello.id;
+    ws.send(JSON.stringify(hello));
   }
 
   _failAll(code) {

@@ -11,21 +11,35 @@ from tests.web.client import open_peer, visitor
 from tests.web.server import run_test_server
 
 
-async def test_messages_per_connection_are_limited_with_retry_after(tmp_path: Path) -> None:
+async def test_agent_messages_per_connection_are_limited_with_retry_after(
+    tmp_path: Path,
+) -> None:
     async with (
         run_test_server(tmp_path, rate_messages_per_10s=3) as srv,
         open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+        open_peer(srv.agent_ws_url) as agent,
     ):
-        await visitor(srv, peer)
+        hello = await visitor(srv, peer)
+        # A visitor's messages are limited per visitor and per IP only (one window per key).
         replies = [
             await peer.request("send_message", client_msg_id=f"m{i}", text="hi") for i in range(4)
         ]
-        assert [r["type"] for r in replies] == ["result", "result", "result", "error"]
-        assert replies[3]["code"] == "rate_limited"
-        assert 0 < replies[3]["retry_after_s"] <= 10
-        # Other requests still work.
+        assert [r["type"] for r in replies] == ["result"] * 4
         conv = replies[0]["result"]["conversation_id"]
-        assert (await peer.request("get_history", conversation_id=conv))["type"] == "result"
+        owner = srv.acme.owner
+        assert (await agent.request("auth", token=owner.token))["type"] == "result"
+        joined = await agent.request("accept", conversation_id=conv)
+        assert joined["type"] == "result", joined
+        notes = [
+            await agent.request("add_note", conversation_id=conv, client_msg_id=f"n{i}", text="x")
+            for i in range(4)
+        ]
+        assert [r["type"] for r in notes] == ["result", "result", "result", "error"]
+        assert notes[3]["code"] == "rate_limited"
+        assert 0 < notes[3]["retry_after_s"] <= 10
+        # Other requests still work.
+        assert (await agent.request("get_history", conversation_id=conv))["type"] == "result"
+        assert hello["visitor_id"]
 
 
 async def test_frames_per_connection_follow_the_setting(tmp_path: Path) -> None:

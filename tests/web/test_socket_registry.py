@@ -1,0 +1,84 @@
+"""The live-socket registry finds sockets by workspace, visitor, agent, session and token
+through its indexes, and keeps them exact as sockets authenticate and close; and a connection's own
+rate window."""
+
+from __future__ import annotations
+
+from web.protocol import CloseCode
+from web.ratelimit import HitWindow
+from web.sockets import LiveSocket, SocketRegistry
+
+
+def _sock(sid: str, kind: str = "visitor", workspace_id: str = "") -> LiveSocket:
+    return LiveSocket(id=sid, kind=kind, workspace_id=workspace_id, ip="10.0.0.1")
+
+
+def test_lookups_find_exactly_the_sockets_bound_to_each_identity() -> None:
+    reg = SocketRegistry()
+    v1a, v1b, v2 = _sock("v1a", workspace_id="W1"), _sock("v1b", workspace_id="W1"), _sock("v2")
+    agent_cookie, agent_token, other_ws = _sock("a1", "agent"), _sock("a2", "agent"), _sock("a3")
+    for sock in (v1a, v1b, v2, agent_cookie, agent_token, other_ws):
+        reg.add(sock)
+    assert {s.id for s in reg.of_workspace("W1")} == {"v1a", "v1b"}  # before hello: workspace
+    reg.bind(v1a, workspace_id="W1", visitor_id="V1")
+    reg.bind(v1b, workspace_id="W1", visitor_id="V1")
+    reg.bind(v2, workspace_id="W1", visitor_id="V2")
+    reg.bind(agent_cookie, workspace_id="W1", agent_id="A", session_hash="S1")
+    reg.bind(agent_token, workspace_id="W1", agent_id="A", token_id="T1")
+    reg.bind(other_ws, workspace_id="W2", visitor_id="V1")  # same visitor id, other workspace
+
+    assert {s.id for s in reg.of_visitor("W1", "V1")} == {"v1a", "v1b"}
+    assert {s.id for s in reg.of_visitor("W2", "V1")} == {"a3"}
+    assert {s.id for s in reg.of_agent("W1", "A")} == {"a1", "a2"}
+    assert [s.id for s in reg.of_session("S1")] == ["a1"]
+    assert [s.id for s in reg.of_token("T1")] == ["a2"]
+    assert {s.id for s in reg.of_workspace("W1")} == {"v1a", "v1b", "v2", "a1", "a2"}
+    assert reg.of_agent("W2", "A") == [] and reg.of_session("nope") == []
+    assert len(reg) == 6
+
+
+def test_closed_sockets_leave_every_index() -> None:
+    reg = SocketRegistry()
+    a, b = _sock("a", "agent"), _sock("b", "agent")
+    for sock in (a, b):
+        reg.add(sock)
+        reg.bind(sock, workspace_id="W", agent_id="A", session_hash="S", token_id=None)
+    reg.remove(a)
+    assert a.done.is_set()
+    assert [s.id for s in reg.of_agent("W", "A")] == ["b"]
+    assert [s.id for s in reg.of_session("S")] == ["b"]
+    reg.remove(b)
+    reg.remove(b)  # idempotent
+    assert reg.of_agent("W", "A") == [] and reg.of_workspace("W") == [] and len(reg) == 0
+    # A lookup's result is a copy: closing while iterating is safe.
+    c = _sock("c", workspace_id="W")
+    reg.add(c)
+    for sock in reg.of_workspace("W"):
+        sock.close(CloseCode.POLICY, "gone")
+        reg.remove(sock)
+    assert c.close_code == CloseCode.POLICY and reg.of_workspace("W") == []
+
+
+def test_binding_again_moves_the_socket() -> None:
+    reg = SocketRegistry()
+    sock = _sock("s")
+    reg.add(sock)
+    reg.bind(sock, workspace_id="W", visitor_id="V1")
+    reg.bind(sock, workspace_id="W", visitor_id="V2")
+    assert reg.of_visitor("W", "V1") == [] and reg.of_visitor("W", "V2") == [sock]
+    assert reg.of_workspace("") == [] and reg.of_workspace("W") == [sock]
+
+
+def test_a_connections_window_allows_limit_events_per_window_and_says_when_to_retry() -> None:
+    now = [100.0]
+    window = HitWindow(3, 10.0, clock=lambda: now[0])
+    for t in (100.0, 101.0, 102.0):
+        now[0] = t
+        assert window.hit() == 0.0
+    now[0] = 103.0
+    assert window.hit() == 7.0  # the oldest (100.0) leaves the window at 110.0
+    now[0] = 110.0
+    assert window.hit() == 0.0  # 100.0 is out; 101, 102 and 110 are in
+    assert window.hit() == 1.0  # until 101.0 leaves
+    now[0] = 200.0
+    assert [window.hit() for _ in range(4)] == [0.0, 0.0, 0.0, 10.0]
