@@ -98,6 +98,13 @@ class World:
 
         ctx = self.engine._ctx
         visitors = ctx.visitors
+        with trio.fail_after(30):
+            # Each visitor first finishes what it is doing (an arrival stores its page view
+            # after answering the connection, then sets its alarm): queued behind that.
+            for key in list(visitors.keys()):
+                if key[0] == self.workspace_id and visitors.is_active(key):
+                    ref = await visitors.get(key)
+                    await ref.ask(lambda r: OpenConversation(create=False, reply=r))
         due = [k for k, at in ctx.visitor_alarms.items() if at <= ctx.clock()]
         self.engine._wake_visitors()
         with trio.fail_after(30):
