@@ -2,9 +2,10 @@
 backups, the audit log and its chains, reports, export and import, retention and erasure."""
 
 from __future__ import annotations
+
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from storage import _export as export
 from storage import api
@@ -40,8 +41,9 @@ BACKUP_ACTION = "backup.completed"  # server-wide audit action of a finished bac
 class OperationsStore(SqlDriver):
     """Storage methods of ``storage.api.Storage`` for operators and compliance."""
 
-    # ``storage._attachments.AttachmentStore`` (a sibling mixin of ``SqlStorage``)
-    seal_plaintext_files: Callable[[], Awaitable[int]]
+    if TYPE_CHECKING:  # ``storage._attachments.AttachmentStore``, a sibling mixin of SqlStorage
+
+        async def seal_plaintext_files(self) -> int: ...
 
     async def rotate_master_key(self, new: MasterKeyRing, *, actor: str = "cli") -> int:
         """Re-wrap every data key under ``new``'s current master key, in one transaction, and
