@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -47,17 +48,24 @@ def _serve(args: argparse.Namespace) -> int:
                 "secret_key": args.secret_key,
                 "public_url": args.public_url,
                 "demo": args.demo,
+                "workers": args.workers,
+                "bus_url": args.bus_url,
+                "node_id": args.node_id,
             },
             config_file=args.config,
         )
     except ConfigError as err:
         print(f"livechat: error: {err}", file=sys.stderr)
         return 2
+    if settings.workers > 1 and args.worker_fd is None:
+        from web.workers import run_workers
+
+        return run_workers(settings, args.argv)
     from web.server import run_server
 
     refused: list[str] = []
     try:
-        trio.run(run_server, settings)
+        trio.run(partial(run_server, settings, listen_fd=args.worker_fd, ready_fd=args.ready_fd))
     except* ConfigError as group:  # found at start (a wrong or missing master key)
         refused.extend(str(err) for err in group.exceptions)
     if refused:
@@ -88,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="on first start, seed a demo workspace and agent (default on; LIVECHAT_DEMO)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on this host under one parent that restarts a dead one"
+        " (default 1; above 1 needs PostgreSQL and --bus-url; LIVECHAT_WORKERS)",
+    )
+    serve.add_argument(
+        "--bus-url",
+        help="Redis between the processes and hosts of a cluster, redis://host:6379/0"
+        " (LIVECHAT_BUS_URL)",
+    )
+    serve.add_argument(
+        "--node-id", help="this node's name in leases and logs (default: generated, logged)"
+    )
+    # set by the --workers parent on the processes it starts (web/workers.py)
+    serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     for module_name in ("web.storage_commands", "bench.commands", "web.admin_commands"):
@@ -103,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the --workers parent repeats it
     status: int = args.handler(args)
     return status
 

@@ -30,6 +30,14 @@ class Settings:
     public_url: str | None = None
     demo: bool = True
     log_level: str = "info"
+    # Cluster (docs/deployment.md, "Cluster"): N server processes on this host under one parent
+    # that restarts a dead one; a Redis bus between processes and hosts; this node's name in
+    # leases and logs (generated and logged when absent). Both need PostgreSQL.
+    workers: int = 1
+    bus_url: str | None = attrs.field(default=None, repr=False)  # redis://[:password@]host:port/db
+    node_id: str | None = None
+    # a node that stops renewing loses its conversations' leases after this; others take over
+    cluster_lease_ttl_s: float = 3.0
     shutdown_grace_s: float = 10.0
     read_timeout_s: float = 30.0
     # a connection must complete its request headers within this (also the keep-alive idle
@@ -282,9 +290,46 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"setting 'log_level': {settings.log_level!r} is not one of {LOG_LEVELS}")
     _validate_mail(settings)
     try:
-        backend_of(settings.database_url)
+        backend, _ = backend_of(settings.database_url)
     except InvalidDatabaseURL as err:
         raise ConfigError(f"setting 'database_url': {err}") from err
+    _validate_cluster(settings, backend)
+
+
+BUS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def generate_node_id() -> str:
+    """A node id unique enough to tell nodes apart in leases and logs: host name and 6 hex."""
+    import socket
+
+    return f"{socket.gethostname()}-{os.urandom(3).hex()}"
+
+
+def _validate_cluster(settings: Settings, backend: str) -> None:
+    """Several processes need PostgreSQL (shared leases and sequences) and a bus between them."""
+    if settings.workers < 1:
+        raise ConfigError("setting 'workers' must be at least 1")
+    clustered = settings.workers > 1 or settings.bus_url is not None
+    if clustered and backend == "sqlite":
+        raise ConfigError(
+            "--workers above 1 and --bus-url need PostgreSQL (--database-url postgresql://...):"
+            " SQLite is the one-process embedded database, and a second process on it would"
+            " split delivery"
+        )
+    if settings.workers > 1 and settings.bus_url is None:
+        raise ConfigError(
+            "--workers above 1 needs --bus-url redis://...: without a bus, events committed by"
+            " one worker never reach the sockets of another"
+        )
+    if settings.bus_url is not None:
+        from urllib.parse import urlsplit
+
+        scheme = urlsplit(settings.bus_url).scheme
+        if scheme not in BUS_SCHEMES:
+            raise ConfigError(f"setting 'bus_url': use redis://host:6379/0 (one of {BUS_SCHEMES})")
+    if not settings.cluster_lease_ttl_s >= 1.0:
+        raise ConfigError("setting 'cluster_lease_ttl_s' must be at least 1 second")
 
 
 SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
