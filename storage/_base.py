@@ -36,6 +36,7 @@ from storage._audit import (
 )
 from storage._auth import AuthStore
 from storage._keys import data_key_program, rewrap_program, seal_plaintext_program
+from storage._leases import LeaseStore
 from storage._mail import MailStorage
 from storage._purge import (
     erase_visitor_program,
@@ -141,7 +142,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(AuthStore, MailStorage, WebhookStore, abc.ABC):
+class SqlStorage(AuthStore, MailStorage, WebhookStore, LeaseStore, abc.ABC):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str

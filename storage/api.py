@@ -204,6 +204,25 @@ class Event:
 
 
 @attrs.frozen(kw_only=True)
+class Lease:
+    """Ownership of ``name`` (``conversation:<id>``, ``router:<workspace>``) by one node until
+    ``expires_at`` (the database's clock); ``epoch`` grows at every acquisition."""
+
+    name: str
+    holder: str
+    epoch: int
+    expires_at: float
+
+
+@attrs.frozen
+class Fence:
+    """Carried by an append: commit only while lease ``name`` is still at ``epoch``."""
+
+    name: str
+    epoch: int
+
+
+@attrs.frozen(kw_only=True)
 class AppendRequest:
     """One durable event to append. ``seq`` is assigned by storage inside the commit."""
 
@@ -217,6 +236,7 @@ class AppendRequest:
     data: Mapping[str, Any] = attrs.field(factory=dict)
     client_msg_id: str | None = None  # unique per conversation+author; retries are idempotent
     patch: ConversationPatch | None = None
+    fence: Fence | None = None  # cluster mode: refused (LeaseLost) once the lease moved on
 
 
 @attrs.frozen(kw_only=True)
@@ -724,6 +744,28 @@ class Storage(Protocol):
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Append several events in one commit, in order (an actor's batch)."""
+        ...
+
+    # -- cluster leases (storage/_leases.py): owner of a conversation or router, fenced appends
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease | None:
+        """Take ``name`` with a new epoch if free, expired or already ``holder``'s; else None."""
+        ...
+
+    async def renew_leases(self, holder: str, ttl_s: float) -> list[Lease]:
+        """Extend every lease ``holder`` still has; a missing one was taken over."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> bool:
+        """Expire ``lease`` now if still at its epoch (planned hand-over)."""
+        ...
+
+    async def lease(self, name: str) -> Lease | None:
+        """The live lease on ``name``, None when free or expired."""
+        ...
+
+    async def leases(self) -> list[Lease]:
+        """Every live lease."""
         ...
 
     async def history(
