@@ -23,8 +23,11 @@ from engine.codec import (
     client_message,
     error_result,
     structure_command,
+    structure_push,
+    structure_result,
     unstorable,
     unstructure,
+    unstructure_command,
 )
 from engine.errors import (
     ActorStopped,
@@ -121,8 +124,11 @@ __all__ = [
     "read_hours",
     "start_actor",
     "structure_command",
+    "structure_push",
+    "structure_result",
     "unstorable",
     "unstructure",
+    "unstructure_command",
     "valid_time_zone",
     "visitor_data_keys",
     *_messages_all,

@@ -72,7 +72,7 @@ from engine.visitor import (
     VisitorArrived,
     VisitorLeft,
 )
-from storage import ConversationState, Storage, Workspace
+from storage import ConversationState, Fence, Storage, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,11 @@ class ChatEngine(Requests):
         *,
         metrics: EngineMetrics | None = None,
         clock: Callable[[], float] = trio.current_time,
+        fence: Callable[[str], Fence] | None = None,
     ) -> None:
         self.config = config
         self._ctx = EngineContext(
+            fence=fence,
             storage=storage,
             config=config,
             hub=Hub(),

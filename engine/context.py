@@ -21,7 +21,7 @@ from engine.metrics import EngineMetrics
 from engine.presence import Hub
 from engine.registry import Registry
 from engine.triggers import Trigger, read_triggers
-from storage import Storage, Workspace
+from storage import Fence, Storage, Workspace
 
 __all__ = ["EngineContext", "PreChatRule", "WorkspaceSettings"]
 
@@ -147,6 +147,9 @@ class EngineContext:
     visitor_names: dict[tuple[str, str], str | None] = attrs.field(factory=dict)
     settings: dict[str, WorkspaceSettings] = attrs.field(factory=dict)
     settings_version: dict[str, int] = attrs.field(factory=dict)
+    # Cluster (issue 13): the fence a workspace's appends carry (its lease and epoch on this
+    # node); None: one process, nothing to fence.
+    fence: Callable[[str], Fence] | None = None
 
     async def workspace_settings(self, workspace_id: str) -> WorkspaceSettings:
         """The workspace's settings, from the cache or storage (then cached until
@@ -178,7 +181,7 @@ class EngineContext:
     async def call(self, awaitable: Any) -> Any:
         """Await a storage call under the storage deadline; failures become
         ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes."""
-        from storage import AppendRefused, CommitFailed, StorageUnavailable
+        from storage import AppendRefused, CommitFailed, LeaseLost, StorageUnavailable
 
         try:
             with trio.fail_after(self.config.storage_timeout_s):
@@ -187,6 +190,6 @@ class EngineContext:
             raise PersistenceUnavailable("storage did not answer in time") from exc
         except AppendRefused as exc:
             raise PersistenceRefused(STORAGE_FAILED_MESSAGE) from exc
-        except (StorageUnavailable, CommitFailed) as exc:
+        except (StorageUnavailable, CommitFailed, LeaseLost) as exc:
             log.warning("storage call failed: %s: %s", type(exc).__name__, exc)
             raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc

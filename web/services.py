@@ -42,6 +42,7 @@ from storage import (
     open_storage,
     resolve_master_keys,
 )
+from web.cluster import ClusterGateway, cluster_ownership, serve_gateway
 from web.costly import CostlyReads
 from web.errors import ConfigError, Unavailable
 from web.housekeeping import housekeeping_loop
@@ -90,6 +91,9 @@ class Services:
     oidc: OidcClient = attrs.field(default=None)
     webhooks: WebhookService | None = None  # set by open_services
     tree: Supervisor | None = None  # the root supervisor (None in tests that build their own)
+    # connect/request/disconnect of sockets: the engine, or in a cluster the gateway that
+    # forwards a socket to the node owning its workspace (web/cluster.py)
+    gateway: ChatEngine | ClusterGateway = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -119,6 +123,8 @@ class Services:
             self.oidc = OidcClient(timeout_s=s.sso_http_timeout_s, threads=s.sso_http_threads)
         if self.mailer is None:
             self.mailer = Mailer(settings=s, storage=self.storage)
+        if self.gateway is None:
+            self.gateway = self.engine
 
 
 def current_services() -> Services:
@@ -284,7 +290,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             agent_auto_away_after_s=settings.agent_auto_away_after_s,
         )
         engine_metrics = EngineMetrics()
-        engine = ChatEngine(storage, config, metrics=engine_metrics)
+        ownership = cluster_ownership(settings, storage)  # None: one process
+        fence = ownership.fence if ownership is not None else None
+        engine = ChatEngine(storage, config, metrics=engine_metrics, fence=fence)
         root = Supervisor(
             RestartStrategy.REST_FOR_ONE,
             settings.supervisor_max_restarts,
@@ -320,6 +328,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 engine_metrics=engine_metrics,
                 tree=root,
             )
+            if ownership is not None:
+                services.gateway = await nursery.start(
+                    serve_gateway, engine, ownership, settings
+                )
             nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
             await nursery.start(services.mailer.serve)
             # a disabled subscription is mailed to the owners through the mail outbox
@@ -335,3 +347,5 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 with trio.CancelScope(shield=True):
                     await root.shutdown(deadline_s)
                 nursery.cancel_scope.cancel()
+        if ownership is not None:  # the engine committed what it accepted: hand over now
+            await ownership.release_all()

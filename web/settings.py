@@ -36,6 +36,7 @@ class Settings:
     workers: int = 1
     bus_url: str | None = attrs.field(default=None, repr=False)  # redis://[:password@]host:port/db
     node_id: str | None = None
+    bus_prefix: str = "livechat"  # Redis channel names start with it (one bus, several clusters)
     # a node that stops renewing loses its conversations' leases after this; others take over
     cluster_lease_ttl_s: float = 3.0
     shutdown_grace_s: float = 10.0

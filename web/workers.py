@@ -196,4 +196,3 @@ async def _supervise(settings: Settings, argv: Sequence[str]) -> int:
 def run_workers(settings: Settings, argv: Sequence[str]) -> int:
     """The ``--workers N`` parent's entry point; returns the exit status."""
     return trio.run(_supervise, settings, argv)
-

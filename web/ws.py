@@ -285,7 +285,7 @@ class SocketSession:
             with trio.move_on_after(CLEANUP_TIMEOUT_S):
                 if self.conn is not None:
                     try:
-                        await services.engine.disconnect(self.conn)
+                        await services.gateway.disconnect(self.conn)
                     except Exception:
                         log.exception("engine disconnect failed")
             if self.outbox is not None:
@@ -625,7 +625,7 @@ class SocketSession:
         try:
             # One deadline per request, set where the request enters the engine
             # (``EngineConfig.ask_timeout_s``; past it: ``Overloaded``, code "overloaded").
-            result = await self.services.engine.request(self.conn, command)
+            result = await self.services.gateway.request(self.conn, command)
         except trio.TooSlowError:  # not expected: the engine turns its deadline into Overloaded
             await self._error(rid, "overloaded", "the server did not answer in time")
             return
@@ -825,7 +825,7 @@ class SocketSession:
         send, receive = trio.open_memory_channel[Any](self.settings.ws_outbox_max_size)
         self.outbox = receive
         try:
-            conn = await self.services.engine.connect(
+            conn = await self.services.gateway.connect(
                 principal, send, connection_id=self.sock.id, resume=dict(resume), meta=meta
             )
         except EngineError as err:

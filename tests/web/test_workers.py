@@ -16,6 +16,7 @@ import trio
 
 from storage.crypto import new_master_key_text
 from tests.pg import pg_schema_url
+from tests.redis_server import bus_prefix, redis_url_or_skip
 from tests.web.client import Http
 from tests.web.server import free_port
 
@@ -69,8 +70,13 @@ async def _lines_until(stream: trio.abc.ReceiveStream, seen: list[str], pattern:
 
 async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving() -> None:
     port = free_port()
+    redis_url = redis_url_or_skip()
     with pg_schema_url() as url:
-        env = {**os.environ, "LIVECHAT_MASTER_KEY": new_master_key_text()}
+        env = {
+            **os.environ,
+            "LIVECHAT_MASTER_KEY": new_master_key_text(),
+            "LIVECHAT_BUS_PREFIX": bus_prefix(),
+        }
         cmd = [
             *SERVE,
             "--port",
@@ -80,7 +86,7 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving() -> None
             "--workers",
             "2",
             "--bus-url",
-            "redis://127.0.0.1:6379/0",
+            redis_url,
             "--node-id",
             "t-workers",
             "--no-demo",

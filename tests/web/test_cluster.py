@@ -1,0 +1,179 @@
+"""Two real node processes on one PostgreSQL and one Redis (issue 13): a visitor on one node
+and an agent on the other chat both ways; the workspace is owned by exactly one node, and the
+socket on the other node is served through the bus."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import attrs
+import pytest
+import trio
+
+from storage.crypto import new_master_key_text
+from tests.pg import pg_schema_url, psql
+from tests.redis_server import bus_prefix, redis_url_or_skip
+from tests.web.client import Http, Peer, open_peer
+from tests.web.server import free_port
+
+SITE = "http://site.test"
+
+
+@attrs.frozen
+class Node:
+    node_id: str
+    port: int
+    banner: str
+    database_url: str
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class Output:
+    """A server's stdout and stderr, read while waiting for a line (the logs of a short test
+    stay far below a pipe's capacity, so the server never blocks on them)."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        assert proc.stdout is not None
+        self._stream = proc.stdout
+        self.text = ""
+
+    async def wait_for(self, pattern: str) -> str:
+        while not re.search(pattern, self.text):
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                raise AssertionError(f"the server exited: {self.text}")
+            self.text += chunk.decode(errors="replace")
+        return self.text
+
+
+@asynccontextmanager
+async def cluster(names: tuple[str, ...]) -> AsyncIterator[list[Node]]:
+    """Start the nodes one after the other (the first seeds the demo workspace); stop them
+    with SIGTERM (killed if they do not exit) and drop the schema afterwards. Their output is
+    drained by tasks of a nursery opened in a caller-owned scope, never across the yield."""
+    redis_url = redis_url_or_skip()
+    with pg_schema_url() as url:
+        env = {
+            **os.environ,
+            "LIVECHAT_MASTER_KEY": new_master_key_text(),
+            "LIVECHAT_BUS_PREFIX": bus_prefix(),
+        }
+        processes: list[trio.Process] = []
+        outputs: list[Output] = []
+        nodes: list[Node] = []
+        try:
+            for name in names:
+                port = free_port()
+                cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
+                cmd += ["--database-url", url, "--bus-url", redis_url, "--node-id", name]
+                cmd += ["--allowed-origins", SITE]
+                proc = await trio.lowlevel.open_process(
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+                )
+                processes.append(proc)
+                output = Output(proc)
+                outputs.append(output)
+                banner = await output.wait_for(r"Running on")  # then the next one starts
+                nodes.append(Node(name, port, banner, url))
+            yield nodes
+        finally:
+            for proc in processes:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            with trio.move_on_after(30):
+                for proc in processes:
+                    await proc.wait()
+            for proc in processes:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+def _credentials(banner: str) -> tuple[str, str]:
+    password = re.search(r"agent: username 'agent' password '([^']+)'", banner)
+    key = re.search(r"widget key ([^)]+)\)", banner)
+    assert password and key, banner
+    return password[1], key[1]
+
+
+async def _message(peer: Peer, conversation_id: str, body: str) -> dict[str, object]:
+    """The pushed event of the message ``body`` (the sender's own echo included)."""
+    while True:
+        pushed = await peer.push("event")
+        event = pushed["event"]
+        if event["conversation_id"] == conversation_id and event.get("body") == body:
+            return dict(event)
+
+
+@pytest.mark.parametrize("first", ["visitor", "agent"])
+async def test_visitor_on_one_node_and_agent_on_another_chat_both_ways(first: str) -> None:
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b")) as (node_a, node_b):
+            password, widget_key = _credentials(node_a.banner)
+            http = Http(node_b.base)
+            assert (await http.login("agent", password)).status == 200
+            visitor_url = f"ws://127.0.0.1:{node_a.port}/ws/v1/visitor?key={widget_key}"
+            agent_url = f"ws://127.0.0.1:{node_b.port}/ws/v1/agent"
+            async with (
+                open_peer(visitor_url, origin=SITE) as vis,
+                open_peer(agent_url, cookie=http.cookie) as agent,
+            ):
+                # Whoever comes first makes its node the workspace's owner; the other socket
+                # is served by the owner through the bus.
+                hello = {"token": None, "identity": None, "resume": {}, "page": None}
+                if first == "visitor":
+                    assert (await vis.request("hello", **hello))["type"] == "result"
+                auth = await agent.request("auth", token=None)
+                assert auth["type"] == "result", auth
+                assert (await agent.request("set_status", status="accepting"))["type"] == "result"
+                if first == "agent":
+                    assert (await vis.request("hello", **hello))["type"] == "result"
+                assert _lease_holders(node_a.database_url) == [
+                    "node-a" if first == "visitor" else "node-b"
+                ]
+
+                sent = await vis.request("send_message", client_msg_id="v-1", text="Hello there")
+                assert sent["result"]["type"] == "message_ack", sent
+                conv_id = sent["result"]["conversation_id"]
+                assigned = await agent.push("chat_assigned")
+                assert assigned["conversation"]["conversation_id"] == conv_id
+                watching = await agent.request("watch", conversation_id=conv_id, after_seq=0)
+                assert watching["result"]["type"] == "watching"
+                seen = await _message(agent, conv_id, "Hello there")
+                assert seen["author_type"] == "visitor" and seen["seq"] == sent["result"]["seq"]
+
+                reply = await agent.request(
+                    "send_message", conversation_id=conv_id, client_msg_id="a-1", text="Hi!"
+                )
+                assert reply["result"]["type"] == "message_ack", reply
+                got = await _message(vis, conv_id, "Hi!")
+                assert got["author_type"] == "agent" and got["seq"] == reply["result"]["seq"]
+
+                again = await vis.request("send_message", client_msg_id="v-2", text="Thanks")
+                thanks = await _message(agent, conv_id, "Thanks")
+                assert thanks["seq"] == again["result"]["seq"]
+                # one gapless sequence, whichever node the command came in on
+                assert [seen["seq"], got["seq"], thanks["seq"]] == sorted(
+                    {seen["seq"], got["seq"], thanks["seq"]}  # type: ignore[type-var]
+                )
+
+
+def _lease_holders(url: str) -> list[str]:
+    """Who holds workspace leases now (one owner per workspace, whatever the nodes)."""
+    found = re.search(r"search_path=(\w+)", url)
+    assert found
+    rows = psql(
+        url,
+        f"SELECT holder FROM {found[1]}.cluster_leases WHERE name LIKE 'workspace:%'"
+        " AND expires_at > extract(epoch from clock_timestamp())",
+    )
+    return rows.split()
