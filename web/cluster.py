@@ -25,6 +25,7 @@ SIGTERM, the HTTP API's chat commands on a non-owner node (refused by the fence,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -54,6 +55,7 @@ from web.settings import Settings, generate_node_id
 log = logging.getLogger("livechat.cluster")
 
 LIVENESS_INTERVAL_S = 1.0  # how often nodes holding proxies check their peers still listen
+END_RETRY_DELAY_S = 1.0  # after a push could not be sent: tell the socket's node to end it
 
 
 def lease_name(workspace_id: str) -> str:
@@ -306,7 +308,13 @@ class ClusterGateway:
                     await self.bus.send(hosted.node, body)
                 await self.bus.send(hosted.node, {"k": "end", "c": hosted.conn.id})
             except BusError as err:
+                # A push lost: the socket's node must not wait for it. Once its subscription
+                # is back (Redis restarted, connection dropped) it hears the end and its
+                # client resumes by sequence; a node that is gone hears nothing, as it should.
                 log.warning("socket %s on %s: %s", hosted.conn.id, hosted.node, err)
+                await trio.sleep(END_RETRY_DELAY_S)
+                with contextlib.suppress(BusError):
+                    await self.bus.send(hosted.node, {"k": "end", "c": hosted.conn.id})
         if self._hosted.get(hosted.conn.id) is hosted:
             await self._unhost(hosted.conn.id)
 
