@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import attrs
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from storage.crypto import new_master_key_text
 from tests.pg import pg_schema_url, psql
@@ -31,6 +32,7 @@ class Node:
     port: int
     banner: str
     database_url: str
+    pid: int
 
     @property
     def base(self) -> str:
@@ -83,11 +85,12 @@ async def cluster(names: tuple[str, ...]) -> AsyncIterator[list[Node]]:
                 output = Output(proc)
                 outputs.append(output)
                 banner = await output.wait_for(r"Running on")  # then the next one starts
-                nodes.append(Node(name, port, banner, url))
+                nodes.append(Node(name, port, banner, url, proc.pid))
             yield nodes
         finally:
             for proc in processes:
                 if proc.returncode is None:
+                    proc.send_signal(signal.SIGCONT)  # a test may have paused it
                     proc.send_signal(signal.SIGTERM)
             with trio.move_on_after(30):
                 for proc in processes:
@@ -167,13 +170,65 @@ async def test_visitor_on_one_node_and_agent_on_another_chat_both_ways(first: st
                 )
 
 
-def _lease_holders(url: str) -> list[str]:
-    """Who holds workspace leases now (one owner per workspace, whatever the nodes)."""
+def _schema(url: str) -> str:
     found = re.search(r"search_path=(\w+)", url)
     assert found
+    return found[1]
+
+
+def _lease_holders(url: str) -> list[str]:
+    """Who holds workspace leases now (one owner per workspace, whatever the nodes)."""
     rows = psql(
         url,
-        f"SELECT holder FROM {found[1]}.cluster_leases WHERE name LIKE 'workspace:%'"
-        " AND expires_at > extract(epoch from clock_timestamp())",
+        f"SELECT holder || ':' || epoch FROM {_schema(url)}.cluster_leases"
+        " WHERE name LIKE 'workspace:%' AND expires_at > extract(epoch from clock_timestamp())",
     )
-    return rows.split()
+    return [row.split(":")[0] for row in rows.split()]
+
+
+async def test_a_paused_owner_never_commits_after_its_lease_was_taken_over() -> None:
+    """SIGSTOP of the owner past its lease, another node takes over and commits, SIGCONT:
+    the former owner's commit is refused (fencing), the sequence stays gapless."""
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b")) as (node_a, node_b):
+            _, widget_key = _credentials(node_a.banner)
+            hello = {"identity": None, "resume": {}, "page": None}
+            on_a = f"ws://127.0.0.1:{node_a.port}/ws/v1/visitor?key={widget_key}"
+            on_b = f"ws://127.0.0.1:{node_b.port}/ws/v1/visitor?key={widget_key}"
+            async with open_peer(on_a, origin=SITE) as paused:
+                welcome = await paused.request("hello", token=None, **hello)
+                token = welcome["result"]["visitor_token"]
+                before = await paused.request("send_message", client_msg_id="m1", text="before")
+                conv_id = before["result"]["conversation_id"]
+                assert _lease_holders(node_a.database_url) == ["node-a"]
+
+                os.kill(node_a.pid, signal.SIGSTOP)
+                # Its lease runs out while it is stopped (expiring it stands for the time).
+                psql(
+                    node_a.database_url,
+                    f"UPDATE {_schema(node_a.database_url)}.cluster_leases SET expires_at = 0",
+                )
+                async with open_peer(on_b, origin=SITE) as moved:
+                    assert (await moved.request("hello", token=token, **hello))["type"] == "result"
+                    assert _lease_holders(node_b.database_url) == ["node-b"]
+                    after = await moved.request("send_message", client_msg_id="m2", text="after")
+                    assert after["result"]["seq"] == before["result"]["seq"] + 1
+
+                    os.kill(node_a.pid, signal.SIGCONT)
+                    try:
+                        late = await paused.request("send_message", client_msg_id="m3", text="late")
+                    except ConnectionClosed:
+                        late = {"type": "closed"}  # it noticed the loss first: sockets ended
+                    assert late["type"] in ("error", "closed"), late
+                    if late["type"] == "error":
+                        assert late["code"] == "storage_unavailable"
+
+                    history = await moved.request("get_history", conversation_id=conv_id)
+                    messages = [
+                        (e["seq"], e["body"])
+                        for e in history["result"]["events"]
+                        if e["kind"] == "message"
+                    ]
+                    seqs = [e["seq"] for e in history["result"]["events"]]
+                    assert seqs == list(range(1, len(seqs) + 1))  # gapless
+                    assert [body for _, body in messages] == ["before", "after"]
