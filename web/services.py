@@ -346,6 +346,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 deadline_s = settings.engine_shutdown_deadline_s + settings.storage_timeout_s + 1
                 with trio.CancelScope(shield=True):
                     await root.shutdown(deadline_s)
+                if ownership is not None:  # the engine committed what it accepted: hand over
+                    await ownership.release_all()  # (before the bus stops: no gap for clients)
                 nursery.cancel_scope.cancel()
-        if ownership is not None:  # the engine committed what it accepted: hand over now
-            await ownership.release_all()

@@ -291,3 +291,46 @@ async def test_a_killed_owner_is_taken_over_and_no_acknowledged_message_is_lost(
             assert seqs == list(range(1, len(seqs) + 1))
             assert after["result"]["seq"] == acked[-1] + 1
             assert set(acked[2:]) <= set(replayed)  # the resume replayed what followed seq 2
+
+
+async def test_sigterm_on_the_owner_hands_its_workspace_over_at_once() -> None:
+    """A node drained with SIGTERM releases its leases after its engine committed what it
+    accepted: the client served through it reconnects to the other node, which takes the
+    workspace over without waiting for the lease to expire."""
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b"), lease_ttl_s=30.0) as (node_a, node_b):
+            password, widget_key = _credentials(node_a.banner)
+            http = Http(node_a.base)
+            assert (await http.login("agent", password)).status == 200
+            agent_url = f"ws://127.0.0.1:{node_a.port}/ws/v1/agent"
+            on_b = f"ws://127.0.0.1:{node_b.port}/ws/v1/visitor?key={widget_key}"
+            hello = {"identity": None, "page": None}
+            async with open_peer(agent_url, cookie=http.cookie) as agent:
+                assert (await agent.request("auth", token=None))["type"] == "result"
+                async with open_peer(on_b, origin=SITE) as vis:  # served by node-a
+                    welcome = await vis.request("hello", token=None, resume={}, **hello)
+                    token = welcome["result"]["visitor_token"]
+                    sent = await vis.request("send_message", client_msg_id="m0", text="0")
+                    conv_id, seq = sent["result"]["conversation_id"], sent["result"]["seq"]
+                    os.kill(node_a.pid, signal.SIGTERM)
+                    stopped_at = trio.current_time()
+                    assert await agent.closed(timeout=20) == 1001  # its own sockets: 1001
+                    assert await vis.closed(timeout=20) == 1013  # served through it: resume
+            while True:
+                try:
+                    async with open_peer(on_b, origin=SITE) as vis:
+                        await vis.request("hello", token=token, resume={conv_id: seq}, **hello)
+                        after = await vis.request("send_message", client_msg_id="m1", text="1")
+                        assert after["type"] == "result", after
+                        history = await vis.request("get_history", conversation_id=conv_id)
+                        break
+                except ConnectionClosed as closed:  # 1013 "unavailable": not handed over yet
+                    assert closed.reason.code == 1013, closed
+                await trio.sleep(0.2)  # as the widget backs off before reconnecting
+            handover_s = trio.current_time() - stopped_at
+            print(f"handover_s={handover_s:.2f}")
+            assert handover_s < 10.0  # far below the 30 s lease: it was released, not expired
+            assert _lease_holders(node_b.database_url) == ["node-b"]
+            events = history["result"]["events"]
+            assert [e["body"] for e in events if e["kind"] == "message"] == ["0", "1"]
+            assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
