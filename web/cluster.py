@@ -56,6 +56,7 @@ log = logging.getLogger("livechat.cluster")
 
 LIVENESS_INTERVAL_S = 1.0  # how often nodes holding proxies check their peers still listen
 END_RETRY_DELAY_S = 1.0  # after a push could not be sent: tell the socket's node to end it
+END_RETRY_WINDOW_S = 60.0  # ... trying this long (a node gone longer ended its sockets itself)
 
 
 def lease_name(workspace_id: str) -> str:
@@ -215,11 +216,16 @@ class ClusterGateway:
         proxy = self._proxies.get(conn.id)
         if proxy is None:
             return await self.engine.request(conn, command)
-        answer = await self._ask(
-            proxy.owner,
-            "request",
-            {"connection": conn.id, "command": unstructure_command(command)},
-        )
+        try:
+            answer = await self._ask(
+                proxy.owner,
+                "request",
+                {"connection": conn.id, "command": unstructure_command(command)},
+            )
+        except DomainError as err:
+            if err.code == "unavailable":  # the owner no longer serves it: reconnect, resume
+                self._end_proxy(proxy)
+            raise
         return structure_result(answer)
 
     async def disconnect(self, conn: Connection) -> None:
@@ -312,11 +318,19 @@ class ClusterGateway:
                 # is back (Redis restarted, connection dropped) it hears the end and its
                 # client resumes by sequence; a node that is gone hears nothing, as it should.
                 log.warning("socket %s on %s: %s", hosted.conn.id, hosted.node, err)
+                await self._send_end(hosted)
+        if self._hosted.get(hosted.conn.id) is hosted:
+            await self._unhost(hosted.conn.id)
+
+    async def _send_end(self, hosted: _Hosted) -> None:
+        """Tell the socket's node to end a socket whose pushes could not all be sent, retrying
+        while Redis (or that node's subscription) comes back, within ``END_RETRY_WINDOW_S``."""
+        with trio.move_on_after(END_RETRY_WINDOW_S):
+            while True:
                 await trio.sleep(END_RETRY_DELAY_S)
                 with contextlib.suppress(BusError):
                     await self.bus.send(hosted.node, {"k": "end", "c": hosted.conn.id})
-        if self._hosted.get(hosted.conn.id) is hosted:
-            await self._unhost(hosted.conn.id)
+                    return
 
     async def _unhost(self, connection_id: str) -> None:
         hosted = self._hosted.pop(connection_id, None)
@@ -346,6 +360,15 @@ class ClusterGateway:
         """End the socket (its pump sees the outbox closed: 1013, the client resumes)."""
         self._proxies.pop(proxy.conn.id, None)
         proxy.conn.outbox.close()
+
+    async def bus_status(self) -> str:
+        """``ok`` when Redis answers and this node is subscribed, else the error's name."""
+        try:
+            with trio.fail_after(2.0):
+                listening = await self.bus.listening([self.node_id])
+        except (BusError, trio.TooSlowError) as err:
+            return type(err).__name__
+        return "ok" if listening else "not_subscribed"
 
     # -- running
 

@@ -58,10 +58,12 @@ class Output:
 
 
 @asynccontextmanager
-async def cluster(names: tuple[str, ...], *, lease_ttl_s: float = 3.0) -> AsyncIterator[list[Node]]:
+async def cluster(
+    names: tuple[str, ...], *, lease_ttl_s: float = 3.0, redis_url: str | None = None
+) -> AsyncIterator[list[Node]]:
     """Start the nodes one after the other (the first seeds the demo workspace); stop them
     with SIGTERM (killed if they do not exit) and drop the schema afterwards."""
-    redis_url = redis_url_or_skip()
+    redis_url = redis_url or redis_url_or_skip()
     with pg_schema_url() as url:
         env = {
             **os.environ,
