@@ -115,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
-    for module_name in ("web.storage_commands", "bench.commands", "web.admin_commands"):
+    for module_name in (
+        "web.storage_commands",
+        "bench.commands",
+        "web.admin_commands",
+        "web.cluster_commands",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:

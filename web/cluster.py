@@ -262,6 +262,12 @@ class ClusterGateway:
 
     async def _on_request(self, message: Message) -> Message | None:
         op = message.get("op")
+        if op == "status":  # livechat cluster status
+            return {
+                "owned": len(self.ownership.owned),
+                "hosted": len(self._hosted),
+                "proxies": len(self._proxies),
+            }
         if op == "connect":
             return await self._host(message)
         hosted = self._hosted.get(str(message.get("connection")))

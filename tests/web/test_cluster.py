@@ -4,6 +4,7 @@ socket on the other node is served through the bus."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -33,6 +34,7 @@ class Node:
     banner: str
     database_url: str
     pid: int
+    env: dict[str, str]
 
     @property
     def base(self) -> str:
@@ -87,7 +89,7 @@ async def cluster(
                 output = Output(proc)
                 outputs.append(output)
                 banner = await output.wait_for(r"Running on")  # then the next one starts
-                nodes.append(Node(name, port, banner, url, proc.pid))
+                nodes.append(Node(name, port, banner, url, proc.pid, env))
             yield nodes
         finally:
             for proc in processes:
@@ -336,3 +338,21 @@ async def test_sigterm_on_the_owner_hands_its_workspace_over_at_once() -> None:
             events = history["result"]["events"]
             assert [e["body"] for e in events if e["kind"] == "message"] == ["0", "1"]
             assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_cluster_status_lists_each_node_its_leases_and_its_bus_round_trip() -> None:
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b")) as (node_a, node_b):
+            _, widget_key = _credentials(node_a.banner)
+            on_b = f"ws://127.0.0.1:{node_b.port}/ws/v1/visitor?key={widget_key}"
+            async with open_peer(on_b, origin=SITE) as vis:  # node-b takes the workspace
+                hello = {"token": None, "identity": None, "resume": {}, "page": None}
+                assert (await vis.request("hello", **hello))["type"] == "result"
+                cmd = [sys.executable, "-m", "web.cli", "cluster", "status", "--json"]
+                cmd += ["--database-url", node_a.database_url, "--bus-url", redis_url_or_skip()]
+                done = await trio.run_process(cmd, capture_stdout=True, env=node_a.env)
+            nodes = json.loads(done.stdout)["nodes"]
+            assert [(n["node"], n["leases"], n["listening"]) for n in nodes] == [
+                ("node-b", 1, True)
+            ]
+            assert nodes[0]["owned"] == 1 and nodes[0]["round_trip_ms"] < 2000
