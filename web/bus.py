@@ -55,7 +55,7 @@ _REDIS_ERRORS = (
 )
 
 Message = dict[str, Any]
-Handler = Callable[[Message], Awaitable[Message | None]]
+Handler = Callable[[Message], Awaitable[Any]]
 
 
 class BusError(LiveChatError):

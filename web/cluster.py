@@ -19,8 +19,12 @@ proxy that sees a number skipped, or whose owner no longer listens, ends its soc
 the client resumes by sequence from storage through the owner, so nothing is silently missing.
 Sockets of workspaces this node owns are served locally, exactly as with one process.
 
-Not yet: placement by load (a node takes what it is asked first), planned hand-over on
-SIGTERM, the HTTP API's chat commands on a non-owner node (refused by the fence, never split).
+The HTTP API's chat commands (``request_as``), the widget's "online" (``agents_available``)
+and workspace changes (``workspace_changed``) are forwarded to the owner the same way. On
+SIGTERM the node releases its leases once its engine drained (``open_services``).
+
+Not yet: placement by load (a node takes what it is asked first); bans, logout and rate
+limits across nodes.
 """
 
 from __future__ import annotations
@@ -97,6 +101,13 @@ class Ownership:
             log.info("took workspace %s (epoch %d)", workspace_id, taken.epoch)
             self.owned[workspace_id] = taken
             return self.node_id
+
+    async def holder(self, workspace_id: str) -> str | None:
+        """The node owning ``workspace_id`` now, without taking it; None when nobody does."""
+        if workspace_id in self.owned:
+            return self.node_id
+        lease = await self.storage.lease(lease_name(workspace_id))
+        return lease.holder if lease is not None else None
 
     async def renew(self) -> list[str]:
         """Renew every lease of this node; returns the workspaces lost since the last time."""
@@ -240,6 +251,32 @@ class ClusterGateway:
         except (BusError, DomainError):
             pass  # the owner's liveness check ends it when it notices the socket's node gone
 
+    async def request_as(self, principal: Principal, command: Any) -> Any:
+        """The HTTP API's chat commands, run by the workspace's owner wherever they arrive."""
+        owner = await self.ownership.owner_of(principal.workspace_id)
+        if owner == self.node_id:
+            return await self.engine.request_as(principal, command)
+        body = {
+            "principal": _principal_document(principal),
+            "command": unstructure_command(command),
+        }
+        return structure_result(await self._ask(owner, "request_as", body))
+
+    async def agents_available(self, workspace_id: str) -> bool:
+        """What the owner's router says (the widget's "online")."""
+        owner = await self.ownership.owner_of(workspace_id)
+        if owner == self.node_id:
+            return await self.engine.agents_available(workspace_id)
+        return bool(await self._ask(owner, "agents_available", {"workspace": workspace_id}))
+
+    async def workspace_changed(self, workspace_id: str) -> None:
+        """Settings, agents or groups changed: this node drops what it cached, and the owner
+        applies the change to the workspace's actors (at once, wherever the change came in)."""
+        await self.engine.workspace_changed(workspace_id)
+        owner = await self.ownership.holder(workspace_id)
+        if owner is not None and owner != self.node_id:
+            await self._ask(owner, "workspace_changed", {"workspace": workspace_id})
+
     async def _ask(self, owner: str, op: str, body: Message) -> Any:
         """A request to the owner; its errors become the engine errors a local call raises."""
         try:
@@ -260,7 +297,7 @@ class ClusterGateway:
 
     # -- what the owner does for sockets on other nodes
 
-    async def _on_request(self, message: Message) -> Message | None:
+    async def _on_request(self, message: Message) -> Any:
         op = message.get("op")
         if op == "status":  # livechat cluster status
             return {
@@ -270,6 +307,8 @@ class ClusterGateway:
             }
         if op == "connect":
             return await self._host(message)
+        if op in ("request_as", "agents_available", "workspace_changed"):
+            return await self._for_workspace(op, message)
         hosted = self._hosted.get(str(message.get("connection")))
         if op == "disconnect":
             if hosted is not None:
@@ -279,6 +318,22 @@ class ClusterGateway:
             raise RemoteError("unavailable", "this connection is not served here; reconnect")
         try:
             result = await self.engine.request(hosted.conn, structure_command(message["command"]))
+        except EngineError as err:
+            error = error_result(err)
+            extra = {"field": error.field, "retry_after_s": error.retry_after_s}
+            raise RemoteError(error.code, error.message, extra) from None
+        return unstructure(result)
+
+    async def _for_workspace(self, op: str, message: Message) -> Any:
+        """The owner's side of ``request_as``, ``agents_available`` and ``workspace_changed``."""
+        try:
+            if op == "workspace_changed":
+                await self.engine.workspace_changed(str(message["workspace"]))
+                return {}
+            if op == "agents_available":
+                return await self.engine.agents_available(str(message["workspace"]))
+            principal = _principal(message["principal"])
+            result = await self.engine.request_as(principal, structure_command(message["command"]))
         except EngineError as err:
             error = error_result(err)
             extra = {"field": error.field, "retry_after_s": error.retry_after_s}

@@ -356,3 +356,30 @@ async def test_cluster_status_lists_each_node_its_leases_and_its_bus_round_trip(
                 ("node-b", 1, True)
             ]
             assert nodes[0]["owned"] == 1 and nodes[0]["round_trip_ms"] < 2000
+
+
+async def test_the_http_api_acts_on_a_chat_through_any_node() -> None:
+    """An agent's HTTP call on the node that does not own the workspace is run by the owner:
+    the chat closes and the visitor on the owner hears it."""
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b")) as (node_a, node_b):
+            _, widget_key = _credentials(node_a.banner)
+            on_a = f"ws://127.0.0.1:{node_a.port}/ws/v1/visitor?key={widget_key}"
+            async with open_peer(on_a, origin=SITE) as vis:  # node-a takes the workspace
+                hello = {"token": None, "identity": None, "resume": {}, "page": None}
+                assert (await vis.request("hello", **hello))["type"] == "result"
+                sent = await vis.request("send_message", client_msg_id="m0", text="Hello")
+                conv_id = sent["result"]["conversation_id"]
+                http = Http(node_b.base)  # the owner account: a supervisor may close any chat
+                owner = re.search(r"owner: username 'owner' password '([^']+)'", node_a.banner)
+                assert owner is not None
+                assert (await http.login("owner", owner[1])).status == 200
+                closed = await http.post(f"/api/v1/conversations/{conv_id}/close", {"tags": []})
+                assert closed.status == 200, closed.body
+                assert closed.json()["state"] == "closed"
+                while True:  # the close reaches the visitor's socket on the owner
+                    event = (await vis.push("event"))["event"]
+                    if event["conversation_id"] == conv_id and event["kind"] == "status":
+                        assert event["data"]["state"] == "closed", event
+                        break
+            assert _lease_holders(node_a.database_url) == ["node-a"]
