@@ -409,10 +409,15 @@ class ClusterGateway:
         if message.get("k") == "push" and message.get("n") == proxy.received + 1:
             proxy.received += 1
             try:
-                proxy.conn.outbox.send_nowait(structure_push(message["p"]))
-                return
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+                push = structure_push(message["p"])
+            except Exception:  # from another version of the program: a lost push, resume
+                log.exception("socket %s: a push that does not parse", proxy.conn.id)
+            else:
+                try:
+                    proxy.conn.outbox.send_nowait(push)
+                    return
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
         elif message.get("k") == "push":
             log.warning("socket %s: push %s lost on the bus, resuming", proxy.conn.id, message["n"])
         self._end_proxy(proxy)
