@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import attrs
@@ -52,7 +53,7 @@ from engine import (
     unstructure,
     unstructure_command,
 )
-from storage import Fence, Lease, Role, Storage
+from storage import Fence, Lease, Role, Storage, StorageError
 from web.bus import Bus, BusError, Message, NodeUnreachable, RemoteError
 from web.settings import Settings, generate_node_id
 
@@ -197,7 +198,7 @@ class ClusterGateway:
         resume: dict[str, int] | None = None,
         meta: ConnectionMeta | None = None,
     ) -> Connection:
-        owner = await self.ownership.owner_of(principal.workspace_id)
+        owner = await self._owner(principal.workspace_id)
         if owner == self.node_id:
             return await self.engine.connect(
                 principal, outbox, connection_id=connection_id, resume=resume, meta=meta
@@ -253,7 +254,7 @@ class ClusterGateway:
 
     async def request_as(self, principal: Principal, command: Any) -> Any:
         """The HTTP API's chat commands, run by the workspace's owner wherever they arrive."""
-        owner = await self.ownership.owner_of(principal.workspace_id)
+        owner = await self._owner(principal.workspace_id)
         if owner == self.node_id:
             return await self.engine.request_as(principal, command)
         body = {
@@ -264,7 +265,7 @@ class ClusterGateway:
 
     async def agents_available(self, workspace_id: str) -> bool:
         """What the owner's router says (the widget's "online")."""
-        owner = await self.ownership.owner_of(workspace_id)
+        owner = await self._owner(workspace_id)
         if owner == self.node_id:
             return await self.engine.agents_available(workspace_id)
         return bool(await self._ask(owner, "agents_available", {"workspace": workspace_id}))
@@ -273,9 +274,25 @@ class ClusterGateway:
         """Settings, agents or groups changed: this node drops what it cached, and the owner
         applies the change to the workspace's actors (at once, wherever the change came in)."""
         await self.engine.workspace_changed(workspace_id)
-        owner = await self.ownership.holder(workspace_id)
+        owner = await self._storage(self.ownership.holder(workspace_id))
         if owner is not None and owner != self.node_id:
             await self._ask(owner, "workspace_changed", {"workspace": workspace_id})
+
+    async def _owner(self, workspace_id: str) -> str:
+        """The workspace's owner, taken for this node when free."""
+        owner: str = await self._storage(self.ownership.owner_of(workspace_id))
+        return owner
+
+    async def _storage(self, call: Awaitable[Any]) -> Any:
+        """A lease read or write: the database failing or slow is the engine's
+        ``storage_unavailable``, as for a local command."""
+        try:
+            with trio.fail_after(self.engine.config.storage_timeout_s):
+                return await call
+        except (StorageError, trio.TooSlowError):
+            raise DomainError(
+                "storage is unavailable; retry shortly", code="storage_unavailable"
+            ) from None
 
     async def _ask(self, owner: str, op: str, body: Message) -> Any:
         """A request to the owner; its errors become the engine errors a local call raises."""
@@ -342,7 +359,11 @@ class ClusterGateway:
 
     async def _host(self, message: Message) -> Message:
         principal = _principal(message["principal"])
-        if await self.ownership.owner_of(principal.workspace_id) != self.node_id:
+        try:
+            owner = await self._owner(principal.workspace_id)
+        except DomainError as err:
+            raise RemoteError(err.code, str(err)) from None
+        if owner != self.node_id:
             raise RemoteError("unavailable", "the workspace moved to another node; reconnect")
         node, connection_id = str(message["from"]), str(message["connection"])
         send, receive = trio.open_memory_channel[Any](self._outbox_size)
