@@ -383,3 +383,36 @@ async def test_the_http_api_acts_on_a_chat_through_any_node() -> None:
                         assert event["data"]["state"] == "closed", event
                         break
             assert _lease_holders(node_a.database_url) == ["node-a"]
+
+
+async def test_three_nodes_agent_and_visitor_both_served_through_the_owner() -> None:
+    """The owner is a third node: both sockets are proxied, chat still goes both ways."""
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b", "node-c")) as (node_a, node_b, node_c):
+            password, widget_key = _credentials(node_a.banner)
+            hello = {"token": None, "identity": None, "resume": {}, "page": None}
+            on_a = f"ws://127.0.0.1:{node_a.port}/ws/v1/visitor?key={widget_key}"
+            async with open_peer(on_a, origin=SITE) as first:  # node-a takes the workspace
+                assert (await first.request("hello", **hello))["type"] == "result"
+            http = Http(node_b.base)
+            assert (await http.login("agent", password)).status == 200
+            agent_url = f"ws://127.0.0.1:{node_b.port}/ws/v1/agent"
+            on_c = f"ws://127.0.0.1:{node_c.port}/ws/v1/visitor?key={widget_key}"
+            async with (
+                open_peer(agent_url, cookie=http.cookie) as agent,
+                open_peer(on_c, origin=SITE) as vis,
+            ):
+                assert (await agent.request("auth", token=None))["type"] == "result"
+                assert (await agent.request("set_status", status="accepting"))["type"] == "result"
+                assert (await vis.request("hello", **hello))["type"] == "result"
+                sent = await vis.request("send_message", client_msg_id="v-1", text="From C")
+                conv_id = sent["result"]["conversation_id"]
+                assigned = await agent.push("chat_assigned")
+                assert assigned["conversation"]["conversation_id"] == conv_id
+                await agent.request("watch", conversation_id=conv_id, after_seq=0)
+                assert (await _message(agent, conv_id, "From C"))["seq"] == sent["result"]["seq"]
+                reply = await agent.request(
+                    "send_message", conversation_id=conv_id, client_msg_id="a-1", text="From B"
+                )
+                assert (await _message(vis, conv_id, "From B"))["seq"] == reply["result"]["seq"]
+            assert _lease_holders(node_a.database_url) == ["node-a"]
