@@ -469,6 +469,21 @@ class ChatEngine(Requests):
             router = await routers.get(workspace_id)
             await router.ask(lambda r: WorkspaceChanged(reply=r))
 
+    def passivate_workspace(self, workspace_id: str) -> int:
+        """Passivate the workspace's conversation actors now (each handles what is queued and
+        stops); returns how many. For a cluster node that lost the workspace to another node:
+        their state is the past (the other node appends meanwhile), their commits are refused
+        by the fence, and the next use starts fresh actors that read storage."""
+        self._ctx.forget_workspace(workspace_id)
+        registry = self._ctx.conversations
+        if registry is None:
+            return 0
+        live = registry.keys()  # a copy: passivating changes the registry
+        stale = [key for key in live if key[0] == workspace_id]
+        for key in stale:
+            registry.passivate(key)
+        return len(stale)
+
     async def agents_available(self, workspace_id: str) -> bool:
         """Whether an agent of the workspace is connected and accepting chats, as the router
         sees it (what ``welcome_visitor.agents_available`` says). Agents at their chat limit

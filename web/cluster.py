@@ -480,12 +480,14 @@ class ClusterGateway:
                 self._end_workspace(workspace_id)
 
     def _end_workspace(self, workspace_id: str) -> None:
-        """A lost workspace: end its sockets here, hosted or local; they reconnect elsewhere."""
+        """A lost workspace: end its sockets here, hosted or local (they reconnect and reach
+        the new owner), and passivate its conversations (their state is the past)."""
         hub = self.engine.hub
         for conn in list(hub.workspace_agent_connections(workspace_id)) + list(
             hub.workspace_visitor_connections(workspace_id)
         ):
             conn.outbox.close()
+        self.engine.passivate_workspace(workspace_id)
 
     async def _liveness_forever(self) -> None:
         """Sockets whose owner stopped listening end (they reconnect to the new owner); hosted
