@@ -65,7 +65,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     refused: list[str] = []
     try:
-        trio.run(partial(run_server, settings, listen_fd=args.worker_fd, ready_fd=args.ready_fd))
+        trio.run(
+            partial(
+                run_server,
+                settings,
+                listen_fd=args.worker_fd,
+                ready_fd=args.ready_fd,
+                parent_fd=args.parent_fd,
+            )
+        )
     except* ConfigError as group:  # found at start (a wrong or missing master key)
         refused.extend(str(err) for err in group.exceptions)
     if refused:
@@ -113,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     # set by the --workers parent on the processes it starts (web/workers.py)
     serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     for module_name in (

@@ -229,11 +229,27 @@ class _Ready:
             self._fd = None
 
 
+async def _exit_with_parent(parent_fd: int) -> None:
+    """A worker of ``--workers N`` ends with its parent, even a killed one: the parent holds
+    the write end of this pipe and never writes, so end of file means it is gone. The worker
+    then shuts down as on SIGTERM (sockets closed with 1001, the engine drained)."""
+    async with trio.lowlevel.FdStream(parent_fd) as lifeline:
+        while await lifeline.receive_some(1):
+            pass
+    log.warning("the --workers parent is gone: shutting down")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def run_server(
-    settings: Settings, *, listen_fd: int | None = None, ready_fd: int | None = None
+    settings: Settings,
+    *,
+    listen_fd: int | None = None,
+    ready_fd: int | None = None,
+    parent_fd: int | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT. ``listen_fd``: accept on this inherited socket (a worker of
-    ``--workers N``), telling the parent on ``ready_fd`` once listening."""
+    ``--workers N``), telling the parent on ``ready_fd`` once listening, and ending when the
+    parent's ``parent_fd`` pipe closes."""
     configure_logging(settings.log_level)
     if settings.node_id is None:
         settings = attrs.evolve(settings, node_id=generate_node_id())
@@ -253,9 +269,13 @@ async def run_server(
             config = hypercorn_config(settings)
             if listen_fd is not None:
                 config.bind = [f"fd://{listen_fd}"]
-            await serve(
-                app,
-                config,
-                shutdown_trigger=partial(_shutdown_trigger, services, signals),
-                task_status=_Ready(ready_fd),
-            )
+            async with trio.open_nursery() as nursery:
+                if parent_fd is not None:
+                    nursery.start_soon(_exit_with_parent, parent_fd)
+                await serve(
+                    app,
+                    config,
+                    shutdown_trigger=partial(_shutdown_trigger, services, signals),
+                    task_status=_Ready(ready_fd),
+                )
+                nursery.cancel_scope.cancel()

@@ -12,11 +12,14 @@ A worker that exits while the parent is not stopping is started again after
 the parent with status 1 (for the service manager), as a supervisor past its intensity does.
 SIGTERM/SIGINT to the parent is passed on to every worker, which drains as a single server does
 (sockets closed with 1001); the parent waits ``shutdown_grace_s + engine_shutdown_deadline_s +
-STOP_SLACK_S`` for them, then kills what is left.
+STOP_SLACK_S`` for them, then kills what is left. A parent that is killed takes its workers
+with it: they watch a pipe only the parent can hold open (``--parent-fd``) and shut down as on
+SIGTERM when it closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -68,6 +71,7 @@ class WorkerParent:
     argv: Sequence[str]  # the parent's own ``serve ...`` arguments, repeated for each worker
     node_id: str
     listen_fd: int
+    lifeline_fd: int  # read end of a pipe whose write end only the parent holds
     processes: dict[int, trio.Process] = attrs.field(factory=dict)
     stopping: bool = False
     gave_up: bool = False
@@ -82,6 +86,8 @@ class WorkerParent:
             str(self.listen_fd),
             "--ready-fd",
             str(ready_fd),
+            "--parent-fd",
+            str(self.lifeline_fd),
             "--node-id",
             f"{self.node_id}-w{index}",
         ]
@@ -91,7 +97,8 @@ class WorkerParent:
         read_fd, write_fd = os.pipe()
         try:
             process = await trio.lowlevel.open_process(
-                self.command(index, write_fd), pass_fds=(self.listen_fd, write_fd)
+                self.command(index, write_fd),
+                pass_fds=(self.listen_fd, write_fd, self.lifeline_fd),
             )
         finally:
             os.close(write_fd)
@@ -164,8 +171,17 @@ async def _supervise(settings: Settings, argv: Sequence[str]) -> int:
     if node_id is None:
         node_id = generate_node_id()
         log.warning("generated node id %s (give --node-id to keep it across restarts)", node_id)
-    with listen_socket(settings) as sock, trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
-        parent = WorkerParent(settings, argv, node_id, sock.fileno())
+    # The workers' lifeline: they read its read end; its write end, never written and not
+    # inherited, closes only when this process ends (killed included), and they end with it.
+    lifeline_read, lifeline_write = os.pipe()
+    with (
+        contextlib.ExitStack() as pipe,
+        listen_socket(settings) as sock,
+        trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals,
+    ):
+        pipe.callback(os.close, lifeline_read)
+        pipe.callback(os.close, lifeline_write)
+        parent = WorkerParent(settings, argv, node_id, sock.fileno(), lifeline_read)
         failed: list[WorkerStartFailed] = []
         try:
             async with trio.open_nursery() as nursery:

@@ -123,3 +123,48 @@ async def test_a_killed_worker_is_restarted_and_the_port_keeps_serving() -> None
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_killed_parent_takes_its_workers_with_it() -> None:
+    """SIGKILL of the parent: its workers shut down by themselves, never left serving alone."""
+    port = free_port()
+    redis_url = redis_url_or_skip()
+    with pg_schema_url() as url:
+        env = {
+            **os.environ,
+            "LIVECHAT_MASTER_KEY": new_master_key_text(),
+            "LIVECHAT_BUS_PREFIX": bus_prefix(),
+        }
+        cmd = [*SERVE, "--port", str(port), "--database-url", url, "--workers", "2"]
+        cmd += ["--bus-url", redis_url, "--node-id", "t-orphans", "--no-demo"]
+        with trio.fail_after(90):
+            proc = await trio.lowlevel.open_process(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+            )
+            assert proc.stderr is not None
+            seen: list[str] = []
+            pids: list[int] = []
+            try:
+                for index in range(2):
+                    line = await _lines_until(proc.stderr, seen, rf"worker {index} serving")
+                    pids.append(int(re.findall(r"pid (\d+)", line)[0]))
+                proc.kill()
+                await proc.wait()
+                while any(_running(pid) for pid in pids):  # they drain, then exit
+                    await trio.sleep(0.1)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                for pid in pids:
+                    if _running(pid):
+                        os.kill(pid, signal.SIGKILL)
