@@ -40,6 +40,7 @@ from storage import (
     open_storage,
     resolve_master_keys,
 )
+from web.cluster import ClusterGateway, cluster_ownership, serve_gateway
 from web.costly import CostlyReads
 from web.errors import ConfigError, Unavailable
 from web.housekeeping import housekeeping_loop
@@ -90,6 +91,9 @@ class Services:
     oidc: OidcClient = attrs.field(default=None)
     webhooks: WebhookService | None = None  # set by open_services
     tree: Supervisor | None = None  # the root supervisor (None in tests that build their own)
+    # connect/request/disconnect of sockets: the engine, or in a cluster the gateway that
+    # forwards a socket to the node owning its workspace (web/cluster.py)
+    gateway: ChatEngine | ClusterGateway = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -121,6 +125,8 @@ class Services:
             self.oidc = OidcClient(timeout_s=s.sso.http_timeout_s, threads=s.sso.http_threads)
         if self.mailer is None:
             self.mailer = Mailer(settings=s, storage=self.storage)
+        if self.gateway is None:
+            self.gateway = self.engine
 
 
 def current_services() -> Services:
@@ -224,7 +230,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         settings.accounts.password_hash_threads, queue=settings.accounts.password_hash_queue
     )
     engine_metrics = EngineMetrics()
-    engine = ChatEngine(storage, settings.engine, metrics=engine_metrics)
+    ownership = cluster_ownership(settings, storage)  # None: one process
+    fence = ownership.fence if ownership is not None else None
+    engine = ChatEngine(storage, settings.engine, metrics=engine_metrics, fence=fence)
     mailer = Mailer(settings=settings, storage=storage)
     # a disabled subscription is mailed to the owners through the mail outbox
     webhooks = WebhookService(storage, settings, on_disabled=partial(notify_disabled, mailer))
@@ -259,6 +267,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             webhooks=webhooks,
             tree=root,
         )
+        if ownership is not None:  # a cluster: the bus, the gateway and the lease renewal
+            services.gateway = await nursery.start(serve_gateway, engine, ownership, settings)
         nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
         nursery.start_soon(
             partial(
@@ -275,4 +285,6 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             )
             with trio.CancelScope(shield=True):
                 await root.shutdown(deadline_s)
+            if ownership is not None:  # the engine committed what it accepted: hand over
+                await ownership.release_all()  # (before the bus stops: no gap for clients)
             nursery.cancel_scope.cancel()
