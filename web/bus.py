@@ -39,6 +39,7 @@ import coredis
 import trio
 
 from engine import LiveChatError
+from web import strictjson
 
 log = logging.getLogger("livechat.bus")
 
@@ -180,7 +181,7 @@ class Bus:
 
     async def send(self, node_id: str, message: Message) -> None:
         """Publish one message to ``node_id``; ``NodeUnreachable`` if nobody listens there."""
-        payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        payload = strictjson.dumps(message)
         try:
             with trio.fail_after(COMMAND_TIMEOUT_S):
                 receivers = await self._client.publish(self.channel(node_id), payload)

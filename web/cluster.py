@@ -20,8 +20,9 @@ the client resumes by sequence from storage through the owner, so nothing is sil
 Sockets of workspaces this node owns are served locally, exactly as with one process.
 
 The HTTP API's chat commands (``request_as``), the widget's "online" (``agents_available``)
-and workspace changes (``workspace_changed``) are forwarded to the owner the same way. On
-SIGTERM the node releases its leases once its engine drained (``open_services``).
+and workspace changes (``workspace_changed``) are forwarded to the owner the same way. The
+gateway runs as the supervision tree's ``cluster`` child (``ClusterService``); on SIGTERM the
+node releases its leases once its engine drained, before its bus stops.
 
 Not yet: placement by load (a node takes what it is asked first); bans, logout and rate
 limits across nodes.
@@ -45,6 +46,7 @@ from engine import (
     DomainError,
     EngineError,
     Principal,
+    TreeNode,
     VisitorPrincipal,
     error_result,
     structure_command,
@@ -443,6 +445,11 @@ class ClusterGateway:
             log.warning("socket %s: push %s lost on the bus, resuming", proxy.conn.id, message["n"])
         self._end_proxy(proxy)
 
+    def end_proxies(self) -> None:
+        """End every socket proxied from here (the gateway stopped: pushes may be lost)."""
+        for proxy in list(self._proxies.values()):
+            self._end_proxy(proxy)
+
     def _end_proxy(self, proxy: _Proxy) -> None:
         """End the socket (its pump sees the outbox closed: 1013, the client resumes)."""
         self._proxies.pop(proxy.conn.id, None)
@@ -515,18 +522,49 @@ def cluster_ownership(settings: Settings, storage: Storage) -> Ownership | None:
     return Ownership(storage, cluster.node_id or generate_node_id(), cluster.lease_ttl_s)
 
 
-async def serve_gateway(
-    engine: ChatEngine,
-    ownership: Ownership,
-    settings: Settings,
-    *,
-    task_status: trio.TaskStatus[ClusterGateway] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the bus and the gateway of this node until cancelled."""
+def cluster_gateway(engine: ChatEngine, ownership: Ownership, settings: Settings) -> ClusterGateway:
+    """This node's gateway and bus (nothing connects before ``ClusterService.serve``)."""
     cluster = settings.cluster
     assert cluster.bus_url is not None
     bus = Bus(cluster.bus_url, ownership.node_id, prefix=cluster.bus_prefix)
-    gateway = ClusterGateway(engine, ownership, bus, settings.websocket.outbox_max_size)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(gateway.serve)
-        task_status.started(gateway)
+    return ClusterGateway(engine, ownership, bus, settings.websocket.outbox_max_size)
+
+
+class ClusterService:
+    """The root supervisor's ``cluster`` child (web/supervision.py): the gateway's bus, lease
+    renewal and liveness checks. It comes after storage and before the engine, so on shutdown
+    it drains after the engine: the leases are released once the engine committed what it
+    accepted, while storage is still open, and only then does the bus stop, so clients served
+    through this node reach the next owner at once. A crash restarts it (and, rest_for_one,
+    the engine after it); the sockets proxied from here end, since pushes may have been lost."""
+
+    def __init__(self, gateway: ClusterGateway) -> None:
+        self.gateway = gateway
+        self.status = "stopped"
+        self._scope: trio.CancelScope | None = None
+        self._done = trio.Event()
+        self._done.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._done = trio.Event()
+        try:
+            with trio.CancelScope() as self._scope:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.gateway.serve)
+                    self.status = "serving"
+                    task_status.started()
+        finally:
+            self._scope = None
+            self.status = "stopped"
+            self.gateway.end_proxies()
+            self._done.set()
+
+    async def drain(self) -> None:
+        """Hand the leases back (the engine has drained), then stop the bus."""
+        await self.gateway.ownership.release_all()
+        if self._scope is not None:
+            self._scope.cancel()
+        await self._done.wait()
+
+    def snapshot(self, restart: str | None = None) -> TreeNode:
+        return TreeNode(name="cluster", kind="service", restart=restart, state=self.status)

@@ -9,7 +9,6 @@ killed, and its workspaces move once its leases expire.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 import trio
 
 from storage import MasterKeyRing, open_storage
+from web import strictjson
 from web.bus import Bus, BusError
 from web.cli import add_database_options, settings_from_args
 from web.errors import ConfigError
@@ -52,7 +52,7 @@ def _status(args: argparse.Namespace) -> int:
         return 2
     nodes = trio.run(_collect, settings, keyring)
     if args.json:
-        print(json.dumps({"nodes": nodes}, indent=2))
+        print(strictjson.dumps({"nodes": nodes}))
         return 0
     if not nodes:
         print("no node holds a lease (no cluster running, or nothing used yet)")

@@ -40,7 +40,7 @@ from storage import (
     open_storage,
     resolve_master_keys,
 )
-from web.cluster import ClusterGateway, cluster_ownership, serve_gateway
+from web.cluster import ClusterGateway, ClusterService, cluster_gateway, cluster_ownership
 from web.costly import CostlyReads
 from web.errors import ConfigError, Unavailable
 from web.housekeeping import housekeeping_loop
@@ -233,11 +233,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     ownership = cluster_ownership(settings, storage)  # None: one process
     fence = ownership.fence if ownership is not None else None
     engine = ChatEngine(storage, settings.engine, metrics=engine_metrics, fence=fence)
+    # a cluster: the bus, lease renewal and forwarding to the owner of each workspace
+    gateway = cluster_gateway(engine, ownership, settings) if ownership is not None else None
     mailer = Mailer(settings=settings, storage=storage)
     # a disabled subscription is mailed to the owners through the mail outbox
     webhooks = WebhookService(storage, settings, on_disabled=partial(notify_disabled, mailer))
     root = build_tree(
         storage=StorageChild(handle, open_backend),
+        cluster=ClusterService(gateway) if gateway is not None else None,
         engine=engine,
         housekeeping=TaskService(
             "housekeeping",
@@ -266,9 +269,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             mailer=mailer,
             webhooks=webhooks,
             tree=root,
+            gateway=gateway or engine,
         )
-        if ownership is not None:  # a cluster: the bus, the gateway and the lease renewal
-            services.gateway = await nursery.start(serve_gateway, engine, ownership, settings)
         nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
         nursery.start_soon(
             partial(
@@ -285,6 +287,4 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             )
             with trio.CancelScope(shield=True):
                 await root.shutdown(deadline_s)
-            if ownership is not None:  # the engine committed what it accepted: hand over
-                await ownership.release_all()  # (before the bus stops: no gap for clients)
             nursery.cancel_scope.cancel()
