@@ -48,7 +48,7 @@ class PrivateRedis:
     async def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            reason = "redis-server is not installed"
+            reason = "Redis server binary (redis-server) is not installed"
             if os.environ.get("LIVECHAT_REQUIRE_REDIS") == "1":
                 pytest.fail(reason + " and LIVECHAT_REQUIRE_REDIS=1")
             pytest.skip(reason)
