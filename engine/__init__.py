@@ -25,8 +25,11 @@ from engine.codec import (
     error_result,
     structure_command,
     structure_frame,
+    structure_push,
+    structure_result,
     unstorable,
     unstructure,
+    unstructure_command,
 )
 from engine.errors import (
     ActorStopped,
@@ -127,8 +130,11 @@ __all__ = [
     "start_actor",
     "structure_command",
     "structure_frame",
+    "structure_push",
+    "structure_result",
     "unstorable",
     "unstructure",
+    "unstructure_command",
     "valid_time_zone",
     "visitor_data_keys",
     *_messages_all,

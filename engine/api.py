@@ -73,7 +73,7 @@ from engine.visitor import (
     VisitorLeft,
     VisitorTick,
 )
-from storage import ConversationState, Storage, Workspace
+from storage import ConversationState, Fence, Storage, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,11 @@ class ChatEngine(Requests):
         *,
         metrics: EngineMetrics | None = None,
         clock: Callable[[], float] = trio.current_time,
+        fence: Callable[[str], Fence] | None = None,
     ) -> None:
         self.config = config
         self._ctx = EngineContext(
+            fence=fence,
             storage=storage,
             config=config,
             hub=Hub(),
@@ -489,6 +491,21 @@ class ChatEngine(Requests):
         with trio.move_on_after(self.config.ask_timeout_s), contextlib.suppress(ShuttingDown):
             router = await routers.get(workspace_id)
             await router.ask(lambda r: WorkspaceChanged(reply=r))
+
+    def passivate_workspace(self, workspace_id: str) -> int:
+        """Passivate the workspace's conversation actors now (each handles what is queued and
+        stops); returns how many. For a cluster node that lost the workspace to another node:
+        their state is the past (the other node appends meanwhile), their commits are refused
+        by the fence, and the next use starts fresh actors that read storage."""
+        self._ctx.forget_workspace(workspace_id)
+        registry = self._ctx.conversations
+        if registry is None:
+            return 0
+        live = registry.keys()  # a copy: passivating changes the registry
+        stale = [key for key in live if key[0] == workspace_id]
+        for key in stale:
+            registry.passivate(key)
+        return len(stale)
 
     async def agents_available(self, workspace_id: str) -> bool:
         """Whether an agent of the workspace is connected and accepting chats, as the router

@@ -58,8 +58,11 @@ __all__ = [
     "error_result",
     "structure_command",
     "structure_frame",
+    "structure_push",
+    "structure_result",
     "unstorable",
     "unstructure",
+    "unstructure_command",
 ]
 
 MAX_JSON_DEPTH: Final = 32  # nesting of objects/arrays in one client document
@@ -255,6 +258,26 @@ def unstructure(obj: Result | Push) -> dict[str, Any]:
         out = client_converter.unstructure(obj, unstructure_as=Push)
     else:
         raise TypeError(f"{cls.__name__} is neither a Result nor a Push")
+    return out
+
+
+def structure_push(document: Mapping[str, Any]) -> Push:
+    """A push back from its wire dictionary: a cluster node forwards the pushes of a socket
+    connected elsewhere (web/cluster.py); the document was made by ``unstructure``."""
+    push: Push = client_converter.structure(document, Push)  # type: ignore[arg-type]
+    return push
+
+
+def structure_result(document: Mapping[str, Any]) -> Result:
+    """A result back from its wire dictionary (see ``structure_push``)."""
+    result: Result = client_converter.structure(document, Result)  # type: ignore[arg-type]
+    return result
+
+
+def unstructure_command(command: Command) -> dict[str, Any]:
+    """A command as the client frame ``structure_command`` reads (forwarded to its owner)."""
+    out: dict[str, Any] = client_converter.unstructure(command)
+    out["type"] = _tag(type(command))
     return out
 
 

@@ -26,6 +26,8 @@ from engine.visit import Visit
 from storage import (
     AppendRefused,
     CommitFailed,
+    Fence,
+    LeaseLost,
     Storage,
     StorageUnavailable,
     Workspace,
@@ -171,6 +173,9 @@ class EngineContext:
     kept_visits: dict[tuple[str, str], Visit] = attrs.field(factory=dict)
     # workspace -> (within business hours, an agent accepting chats), as its router last saw it
     availability: dict[str, tuple[bool, bool]] = attrs.field(factory=dict)
+    # Cluster (issue 13): the fence a workspace's appends carry (its lease and epoch on this
+    # node); None: one process, nothing to fence.
+    fence: Callable[[str], Fence] | None = None
 
     def set_availability(self, workspace_id: str, *, open_now: bool, available: bool) -> None:
         """The router's view of the workspace. When it opens, or an agent becomes available,
@@ -227,7 +232,7 @@ class EngineContext:
                 return await awaitable
         except AppendRefused as exc:
             raise PersistenceRefused(STORAGE_FAILED_MESSAGE) from exc
-        except (StorageUnavailable, CommitFailed) as exc:
+        except (StorageUnavailable, CommitFailed, LeaseLost) as exc:
             log.warning("storage call failed: %s: %s", type(exc).__name__, exc)
             raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc
         # Only the scope's own deadline ends the block without a value or an exception.

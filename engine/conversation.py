@@ -329,6 +329,9 @@ class ConversationActor(Actor[ConversationMsg]):
             self.conv = state.conv
             return
         requests = [r for _, d in accepted for r in d.events]
+        if ctx.fence is not None:  # cluster: commit only while this node owns the workspace
+            fence = ctx.fence(before.workspace_id)
+            requests = [attrs.evolve(r, fence=fence) for r in requests]
         try:
             results: list[AppendResult] = await ctx.call(ctx.storage.append_many(requests))
         except PersistenceRefused as exc:

@@ -56,7 +56,7 @@ class _Phase(enum.Enum):
 class _Activation(Generic[K, M]):
     """One activation of a key: from spawn until its task ends."""
 
-    __slots__ = ("_done", "fault", "key", "mailbox", "phase", "scope")
+    __slots__ = ("_done", "fault", "key", "mailbox", "phase", "scope", "task")
 
     def __init__(self, key: K, mailbox: Mailbox[M]) -> None:
         self.key = key
@@ -65,6 +65,7 @@ class _Activation(Generic[K, M]):
         self._done: trio.Event | None = None  # created only when someone waits
         self.scope: trio.CancelScope | None = None  # the running instance's
         self.fault = False  # an injected crash is pending
+        self.task: trio.lowlevel.Task | None = None  # the task running its actor
 
     def passivate(self) -> None:
         self.phase = _Phase.PASSIVATING
@@ -274,6 +275,10 @@ class Registry(Generic[K, M]):
         if activation is None:
             return self._spawn(key)
         if activation.phase is not _Phase.ACTIVE:
+            if activation.task is trio.lowlevel.current_task():
+                # The actor itself, draining after ``passivate``, asks for its own ref (to
+                # hand it on): waiting for its own end would never return.
+                return activation
             raise trio.WouldBlock
         return activation
 
@@ -299,6 +304,7 @@ class Registry(Generic[K, M]):
     async def _run_activation(self, activation: _Activation[K, M]) -> None:
         """Run the key's actor, restarting it after crashes within the restart intensity."""
         intensity: RestartIntensity | None = None  # allocated on the first crash only
+        activation.task = trio.lowlevel.current_task()
         final = _Phase.GONE
         metrics = self._metrics
         try:

@@ -44,6 +44,7 @@ import attrs
 import trio
 
 from storage import api
+from storage._leases import fence_epochs, lease_lost
 from storage._records import codec, decode, dump_json
 from storage._sql import Dialect, Program, Q, Row
 from storage.crypto import SEARCHABLE_KINDS, DataKey, plain_terms
@@ -353,6 +354,8 @@ def append_batch_program(
         args,
     )
     conversations: dict[str, Row] = {row["id"]: row for row in result.rows}
+    # Cluster fencing (storage/_leases.py): a stale owner's submission is refused whole.
+    epochs = yield from fence_epochs(batch, dialect)
 
     keys = sorted(
         {
@@ -376,6 +379,9 @@ def append_batch_program(
     dirty: set[str] = set()
     outcomes: list[Outcome] = []
     for requests in batch:
+        if epochs and (lost := lease_lost(requests, epochs)) is not None:
+            outcomes.append(lost)
+            continue
         missing = [
             r.conversation_id
             for r in requests

@@ -2,9 +2,10 @@
 
 A backend (``storage.sqlite``, ``storage.postgres``) supplies the driver (``storage._driver``);
 the interface is put together here from one mixin per part (``_directory``, ``_visitors``,
-``_conversations``, ``_operations``, ``_auth``, ``_mail``, ``_webhooks``), and appends go through
-the group committer (``storage._appends``). Everything lives above the driver, so the two
-backends cannot drift apart.
+``_conversations``, ``_operations``, ``_auth``, ``_mail``, ``_webhooks``, ``_triggers``,
+``_leases``, ``_attachments``), and appends go through the group committer
+(``storage._appends``). Everything lives above the driver, so the two backends cannot drift
+apart.
 
 Tenancy: every statement on a tenant table has ``workspace_id = ?`` in its WHERE clause (or checks
 the parent row's workspace first), so a foreign id behaves exactly like a missing one.
@@ -25,6 +26,7 @@ from storage._auth import AuthStore
 from storage._conversations import ConversationStore
 from storage._directory import DirectoryStore
 from storage._driver import Clock, TxSession, execute, fetch
+from storage._leases import LeaseStore
 from storage._mail import MailStorage
 from storage._operations import OperationsStore
 from storage._sql import Dialect
@@ -87,6 +89,7 @@ class SqlStorage(
     MailStorage,
     WebhookStore,
     TriggerStore,
+    LeaseStore,
     AttachmentStore,
 ):
     """Implements ``storage.api.Storage``; see the module docstring."""

@@ -19,6 +19,7 @@ from storage.api_records import (
     Conversation,
     ConversationFilter,
     Event,
+    Lease,
     NewRoutingDecision,
     Page,
     PageView,
@@ -108,6 +109,28 @@ class StorageChats(Protocol):
 
     async def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Append several events in one commit, in order (an actor's batch)."""
+        ...
+
+    # -- cluster leases (storage/_leases.py): owner of a conversation or router, fenced appends
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> Lease | None:
+        """Take ``name`` with a new epoch if free, expired or already ``holder``'s; else None."""
+        ...
+
+    async def renew_leases(self, holder: str, ttl_s: float) -> list[Lease]:
+        """Extend every lease ``holder`` still has; a missing one was taken over."""
+        ...
+
+    async def release_lease(self, lease: Lease) -> bool:
+        """Expire ``lease`` now if still at its epoch (planned hand-over)."""
+        ...
+
+    async def lease(self, name: str) -> Lease | None:
+        """The live lease on ``name``, None when free or expired."""
+        ...
+
+    async def leases(self) -> list[Lease]:
+        """Every live lease."""
         ...
 
     async def history(

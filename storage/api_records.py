@@ -201,6 +201,25 @@ class Event:
 
 
 @attrs.frozen(kw_only=True)
+class Lease:
+    """Ownership of ``name`` (``conversation:<id>``, ``router:<workspace>``) by one node until
+    ``expires_at`` (the database's clock); ``epoch`` grows at every acquisition."""
+
+    name: str
+    holder: str
+    epoch: int
+    expires_at: float
+
+
+@attrs.frozen
+class Fence:
+    """Carried by an append: commit only while lease ``name`` is still at ``epoch``."""
+
+    name: str
+    epoch: int
+
+
+@attrs.frozen(kw_only=True)
 class AppendRequest:
     """One durable event to append. ``seq`` is assigned by storage inside the commit."""
 
@@ -214,6 +233,7 @@ class AppendRequest:
     data: Mapping[str, Any] = attrs.field(factory=dict)
     client_msg_id: str | None = None  # unique per conversation+author; retries are idempotent
     patch: ConversationPatch | None = None
+    fence: Fence | None = None  # cluster mode: refused (LeaseLost) once the lease moved on
 
 
 @attrs.frozen(kw_only=True)

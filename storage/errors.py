@@ -16,6 +16,8 @@ Hierarchy::
         │                       Its message is a fixed sentence (the driver's text is logged)
         │   └── AppendRefused   the database refused this submission's own data (not an
         │                       outage, e.g. text it cannot store); its batch-mates commit
+        ├── LeaseLost           an append's fence is stale: its lease was taken over by another
+        │                       node (a higher epoch); nothing of that submission was stored
         ├── QuotaExceeded       the workspace's file storage is full (nothing stored)
         ├── MigrationError      the schema could not be brought to this program's version
         ├── BackupError         ``livechat backup`` could not produce a consistent copy
@@ -58,6 +60,10 @@ class CommitFailed(StorageError):
 
 class AppendRefused(CommitFailed):
     """The database refused this append's data; the rest of its batch was committed."""
+
+
+class LeaseLost(StorageError):
+    """This node no longer owns the lease the append was fenced with; nothing was stored."""
 
 
 class QuotaExceeded(StorageError):

@@ -1,8 +1,9 @@
 """Suite-wide rules.
 
-PostgreSQL tests skip with a reason on a machine without a reachable server (the summary ends
-with a NOT RUN line saying how many and why), and fail instead when LIVECHAT_REQUIRE_POSTGRES=1
-(CI; see tests/pg.py). Browser tests fail when Chromium is missing unless skipped on purpose
+PostgreSQL and Redis tests skip with a reason on a machine without a reachable server (the
+summary ends with a NOT RUN line saying how many and why), and fail instead when
+LIVECHAT_REQUIRE_POSTGRES=1 / LIVECHAT_REQUIRE_REDIS=1 (CI; see tests/pg.py,
+tests/redis_server.py). Browser tests fail when Chromium is missing unless skipped on purpose
 with LIVECHAT_SKIP_BROWSER=1 (see tests/browser/conftest.py). Every test has a timeout
 (pytest-timeout, set in pyproject.toml).
 
@@ -66,12 +67,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for report in terminalreporter.stats.get("skipped", []):
         reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
         reason = reason.removeprefix("Skipped: ")
-        if reason.startswith("PostgreSQL"):
+        if reason.startswith(("PostgreSQL", "Redis")):
             reasons[reason] = reasons.get(reason, 0) + 1
     for reason, count in reasons.items():
+        service = reason.split(" ", 1)[0]
         terminalreporter.write_line(
-            f"NOT RUN: {count} PostgreSQL tests skipped: {reason}"
-            " (LIVECHAT_REQUIRE_POSTGRES=1 makes this a failure)",
+            f"NOT RUN: {count} {service} tests skipped: {reason}"
+            f" (LIVECHAT_REQUIRE_{service.upper()}=1 makes this a failure)",
             yellow=True,
             bold=True,
         )

@@ -50,7 +50,7 @@ async def audit(call: Call, action: str, target: str | None = None, **details: A
 async def workspace_changed(call: Call) -> None:
     """Tell the engine that the caller's workspace settings, agents or groups changed, so
     routing and conversations apply the change now (the engine caches what it reads)."""
-    await call.services.engine.workspace_changed(call.workspace_id)
+    await call.services.gateway.workspace_changed(call.workspace_id)
 
 
 # ---------------------------------------------------------------- workspaces
@@ -148,7 +148,7 @@ async def set_limits(call: Call, workspace_id: str, body: WorkspaceLimitsIn) -> 
     changes = {k: v for k, v in attrs_dict(body).items() if v is not None}
     ws = await call.services.storage.update_workspace(workspace_id, **changes)
     await audit(call, "workspace.limits_changed", f"workspace:{workspace_id}", **changes)
-    await call.services.engine.workspace_changed(workspace_id)  # routing honours the new cap
+    await call.services.gateway.workspace_changed(workspace_id)  # routing honours the new cap
     return WorkspaceOut.of(ws)
 
 

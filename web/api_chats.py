@@ -136,7 +136,7 @@ async def engine_command(call: Call, command: Any) -> Any:
         role=agent.role,
         display_name=agent.display_name,
     )
-    return await call.services.engine.request_as(principal, command)
+    return await call.services.gateway.request_as(principal, command)
 
 
 # ---------------------------------------------------------------- conversations

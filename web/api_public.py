@@ -42,7 +42,7 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
         raise NotFound("unknown widget key")
     widget = read_widget_settings(ws)
     try:  # an agent accepting chats with room for one more, as the router sees it
-        online = await services.engine.agents_available(ws.id)
+        online = await services.gateway.agents_available(ws.id)
     except EngineError:  # starting, stopping or overloaded: offer the offline form
         online = False
     config = WidgetConfig(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -74,15 +75,30 @@ def _serve(args: argparse.Namespace) -> int:
             secret_key=args.secret_key,
             public_url=args.public_url,
             demo=args.demo,
+            workers=args.workers,
+            bus_url=args.bus_url,
+            node_id=args.node_id,
         )
     except ConfigError as err:
         print(f"livechat: error: {err}", file=sys.stderr)
         return 2
+    if settings.cluster.workers > 1 and args.worker_fd is None:
+        from web.workers import run_workers
+
+        return run_workers(settings, args.argv)
     from web.server import run_server
 
     refused: list[str] = []
     try:
-        trio.run(run_server, settings)
+        trio.run(
+            partial(
+                run_server,
+                settings,
+                listen_fd=args.worker_fd,
+                ready_fd=args.ready_fd,
+                parent_fd=args.parent_fd,
+            )
+        )
     except* ConfigError as group:  # found at start (a wrong or missing master key)
         refused.extend(str(err) for err in group.exceptions)
     if refused:
@@ -137,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="on first start, seed a demo workspace and agent (default on; LIVECHAT_DEMO)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on this host under one parent that restarts a dead one"
+        " (default 1; above 1 needs PostgreSQL and --bus-url; LIVECHAT_WORKERS)",
+    )
+    serve.add_argument(
+        "--bus-url",
+        help="Redis between the processes and hosts of a cluster, redis://host:6379/0"
+        " (LIVECHAT_BUS_URL)",
+    )
+    serve.add_argument(
+        "--node-id", help="this node's name in leases and logs (default: generated, logged)"
+    )
+    # set by the --workers parent on the processes it starts (web/workers.py)
+    serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     config = sub.add_parser("config", help="the settings: effective values, documentation")
@@ -149,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     docs = config_sub.add_parser("docs", help="print docs/configuration.md (every key)")
     docs.set_defaults(handler=_config_docs)
 
-    for module_name in ("web.storage_commands", "bench.commands", "web.admin_commands"):
+    for module_name in (
+        "web.storage_commands",
+        "bench.commands",
+        "web.admin_commands",
+        "web.cluster_commands",
+    ):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as err:
@@ -162,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the --workers parent repeats it
     status: int = args.handler(args)
     return status
 

@@ -6,6 +6,7 @@ import trio
 from quart import Blueprint, Response, current_app
 
 from web import strictjson
+from web.cluster import ClusterGateway
 from web.services import SERVICES_KEY, Services
 
 ops = Blueprint("ops", __name__)
@@ -24,7 +25,8 @@ async def healthz() -> Response:
 
 @ops.get("/readyz")
 async def readyz() -> Response:
-    """Ready for traffic: the database can commit and the engine runs; 503 while draining.
+    """Ready for traffic: the database can commit, the engine runs and, in a cluster, this
+    node listens on the bus; 503 while draining.
 
     "Can commit", not "answers a read": on SQLite reads go on while another process holds the
     write lock, and on both backends the group committer knows when commits are stuck or
@@ -42,6 +44,8 @@ async def readyz() -> Response:
     except Exception as err:  # readiness reports any failure, it never raises
         checks["database"] = type(err).__name__
     checks["engine"] = "ok" if services.engine.accepting else "stopped"
+    if isinstance(services.gateway, ClusterGateway):  # a cluster: this node hears the bus
+        checks["bus"] = await services.gateway.bus_status()
     ok = all(v == "ok" for v in checks.values())
     return _json(200 if ok else 503, status="ready" if ok else "not_ready", checks=checks)
 

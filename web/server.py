@@ -13,11 +13,13 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
 
+import attrs
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import trio
@@ -33,7 +35,7 @@ from web.app import create_app
 from web.bootstrap import FirstStart, bootstrap
 from web.protocol import CloseCode
 from web.services import Services, open_services
-from web.settings import Settings
+from web.settings import Settings, generate_node_id
 
 log = logging.getLogger("livechat.server")
 
@@ -215,8 +217,50 @@ def tune_gc(settings: Settings) -> None:
     gc.set_threshold(settings.server.gc_gen0_threshold, 20, 100)
 
 
-async def run_server(settings: Settings) -> None:
+class _Ready:
+    """Hypercorn's ``task_status``: once it listens, one byte on the ``--workers`` parent's
+    pipe (web/workers.py) says this worker serves."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def started(self, value: object = None) -> None:
+        if self._fd is not None:
+            os.write(self._fd, b"1")
+            os.close(self._fd)
+            self._fd = None
+
+
+async def _exit_with_parent(parent_fd: int) -> None:
+    """A worker of ``--workers N`` ends with its parent, even a killed one: the parent holds
+    the write end of this pipe and never writes, so end of file means it is gone. The worker
+    then shuts down as on SIGTERM (sockets closed with 1001, the engine drained)."""
+    async with trio.lowlevel.FdStream(parent_fd) as lifeline:
+        while await lifeline.receive_some(1):
+            pass
+    log.warning("the --workers parent is gone: shutting down")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def run_server(
+    settings: Settings,
+    *,
+    listen_fd: int | None = None,
+    ready_fd: int | None = None,
+    parent_fd: int | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT. ``listen_fd``: accept on this inherited socket (a worker of
+    ``--workers N``), telling the parent on ``ready_fd`` once listening, and ending when the
+    parent's ``parent_fd`` pipe closes."""
     configure_logging(settings.server.log_level)
+    if settings.cluster.node_id is None:
+        cluster = attrs.evolve(settings.cluster, node_id=generate_node_id())
+        settings = attrs.evolve(settings, cluster=cluster)
+        if cluster.bus_url is not None:
+            log.warning(
+                "generated node id %s (give --node-id to keep it across restarts)",
+                cluster.node_id,
+            )
     async with open_services(settings) as services:
         first = await bootstrap(services)
         app = create_app(settings, services)
@@ -225,8 +269,16 @@ async def run_server(settings: Settings) -> None:
         # waits here for the trigger instead of interrupting the process un-gracefully.
         with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
             print_banner(settings, first)
-            await serve(
-                app,
-                hypercorn_config(settings),
-                shutdown_trigger=partial(_shutdown_trigger, services, signals),
-            )
+            config = hypercorn_config(settings)
+            if listen_fd is not None:
+                config.bind = [f"fd://{listen_fd}"]
+            async with trio.open_nursery() as nursery:
+                if parent_fd is not None:
+                    nursery.start_soon(_exit_with_parent, parent_fd)
+                await serve(
+                    app,
+                    config,
+                    shutdown_trigger=partial(_shutdown_trigger, services, signals),
+                    task_status=_Ready(ready_fd),
+                )
+                nursery.cancel_scope.cancel()

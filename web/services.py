@@ -40,6 +40,7 @@ from storage import (
     open_storage,
     resolve_master_keys,
 )
+from web.cluster import ClusterGateway, ClusterService, cluster_gateway, cluster_ownership
 from web.costly import CostlyReads
 from web.errors import ConfigError, Unavailable
 from web.housekeeping import housekeeping_loop
@@ -90,6 +91,9 @@ class Services:
     oidc: OidcClient = attrs.field(default=None)
     webhooks: WebhookService | None = None  # set by open_services
     tree: Supervisor | None = None  # the root supervisor (None in tests that build their own)
+    # connect/request/disconnect of sockets: the engine, or in a cluster the gateway that
+    # forwards a socket to the node owning its workspace (web/cluster.py)
+    gateway: ChatEngine | ClusterGateway = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
@@ -121,6 +125,8 @@ class Services:
             self.oidc = OidcClient(timeout_s=s.sso.http_timeout_s, threads=s.sso.http_threads)
         if self.mailer is None:
             self.mailer = Mailer(settings=s, storage=self.storage)
+        if self.gateway is None:
+            self.gateway = self.engine
 
 
 def current_services() -> Services:
@@ -224,12 +230,17 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         settings.accounts.password_hash_threads, queue=settings.accounts.password_hash_queue
     )
     engine_metrics = EngineMetrics()
-    engine = ChatEngine(storage, settings.engine, metrics=engine_metrics)
+    ownership = cluster_ownership(settings, storage)  # None: one process
+    fence = ownership.fence if ownership is not None else None
+    engine = ChatEngine(storage, settings.engine, metrics=engine_metrics, fence=fence)
+    # a cluster: the bus, lease renewal and forwarding to the owner of each workspace
+    gateway = cluster_gateway(engine, ownership, settings) if ownership is not None else None
     mailer = Mailer(settings=settings, storage=storage)
     # a disabled subscription is mailed to the owners through the mail outbox
     webhooks = WebhookService(storage, settings, on_disabled=partial(notify_disabled, mailer))
     root = build_tree(
         storage=StorageChild(handle, open_backend),
+        cluster=ClusterService(gateway) if gateway is not None else None,
         engine=engine,
         housekeeping=TaskService(
             "housekeeping",
@@ -258,6 +269,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             mailer=mailer,
             webhooks=webhooks,
             tree=root,
+            gateway=gateway or engine,
         )
         nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
         nursery.start_soon(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import tomllib
 import types
 import typing
@@ -28,6 +29,7 @@ from storage import InvalidDatabaseURL, backend_of
 from web.errors import ConfigError
 from web.settings_sections import (
     AccountSettings,
+    ClusterSettings,
     FileSettings,
     MailSettings,
     OverloadSettings,
@@ -40,7 +42,7 @@ from web.settings_sections import (
     WebSocketSettings,
 )
 
-__all__ = ["ENV_PREFIX", "Knob", "Settings", "knobs", "load_settings"]
+__all__ = ["ENV_PREFIX", "Knob", "Settings", "generate_node_id", "knobs", "load_settings"]
 
 ENV_PREFIX = "LIVECHAT_"
 # The web server's engine defaults differ from the engine's own (its tests) here only.
@@ -59,6 +61,7 @@ class Settings:
     sso: SsoSettings = attrs.field(factory=SsoSettings)
     security: SecuritySettings = attrs.field(factory=SecuritySettings)
     storage: StorageSettings = attrs.field(factory=StorageSettings)
+    cluster: ClusterSettings = attrs.field(factory=ClusterSettings)
     files: FileSettings = attrs.field(factory=FileSettings)
     mail: MailSettings = attrs.field(factory=MailSettings)
     webhooks: WebhookSettings = attrs.field(factory=WebhookSettings)
@@ -368,9 +371,38 @@ def _validate(settings: Settings) -> None:
         )
     _validate_mail(settings.mail)
     try:
-        backend_of(settings.storage.database_url)
+        backend, _ = backend_of(settings.storage.database_url)
     except InvalidDatabaseURL as err:
         raise ConfigError(f"setting storage.database_url: {err}") from err
+    _validate_cluster(settings.cluster, backend)
+
+
+BUS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def generate_node_id() -> str:
+    """A node id unique enough to tell nodes apart in leases and logs: host name and 6 hex."""
+    return f"{socket.gethostname()}-{os.urandom(3).hex()}"
+
+
+def _validate_cluster(cluster: ClusterSettings, backend: str) -> None:
+    """Several processes need PostgreSQL (shared leases and sequences) and a bus between them."""
+    clustered = cluster.workers > 1 or cluster.bus_url is not None
+    if clustered and backend == "sqlite":
+        raise ConfigError(
+            "--workers above 1 and --bus-url need PostgreSQL (--database-url postgresql://...):"
+            " SQLite is the one-process embedded database, and a second process on it would"
+            " split delivery"
+        )
+    if cluster.workers > 1 and cluster.bus_url is None:
+        raise ConfigError(
+            "--workers above 1 needs --bus-url redis://...: without a bus, events committed by"
+            " one worker never reach the sockets of another"
+        )
+    if cluster.bus_url is not None and urlsplit(cluster.bus_url).scheme not in BUS_SCHEMES:
+        raise ConfigError(
+            f"setting cluster.bus_url: use redis://host:6379/0 (one of {BUS_SCHEMES})"
+        )
 
 
 SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")

@@ -16,6 +16,7 @@ import attrs
 
 __all__ = [
     "AccountSettings",
+    "ClusterSettings",
     "FileSettings",
     "MailSettings",
     "OverloadSettings",
@@ -288,6 +289,36 @@ class StorageSettings:
         "sqlite:///data/livechat.db", "sqlite:///path or postgresql://user@host/db."
     )
     backup_dir: str = knob("data/backups", "Where backups are written.")
+
+
+@attrs.frozen(kw_only=True)
+class ClusterSettings:
+    """Several processes and hosts serving one installation (docs/deployment.md, "Cluster"):
+    N server processes on this host under one parent that restarts a dead one, a Redis bus
+    between processes and hosts. Both need PostgreSQL."""
+
+    LEGACY_PREFIX: ClassVar[str] = ""
+
+    workers: int = knob(
+        1, "Server processes on this host, sharing one port (above 1 needs bus_url).", min=1
+    )
+    bus_url: str | None = knob(
+        None,
+        "The Redis bus between nodes: redis://[:password@]host:6379/0 (PostgreSQL only).",
+        secret=True,
+    )
+    node_id: str | None = knob(
+        None, "This node's name in leases and logs (default: host name and 6 hex, logged)."
+    )
+    bus_prefix: str = knob(
+        "livechat", "Redis channel names start with it (one Redis, several clusters)."
+    )
+    lease_ttl_s: float = knob(
+        3.0,
+        "A node that stops renewing loses its workspaces' leases after this; others take over.",
+        legacy="cluster_lease_ttl_s",
+        min=1.0,
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -4,6 +4,7 @@
 
     livechat       supervisor, rest_for_one (supervisor_max_restarts in supervisor_period_s)
     ├─ storage     StorageChild: opens the database, attaches it to the StorageHandle, watches it
+    ├─ cluster     only with a bus (web/cluster.py, ClusterService): the bus, lease renewal
     ├─ engine      ChatEngine: the engine's own supervisor (registries, hub, ticker)
     ├─ housekeeping
     └─ delivery    supervisor, one_for_one (DELIVERY_MAX_RESTARTS in DELIVERY_PERIOD_S)
@@ -49,6 +50,7 @@ from engine import (
     TreeNode,
 )
 from storage import Storage, StorageHandle
+from web.cluster import ClusterService
 
 log = logging.getLogger("livechat.supervision")
 
@@ -140,6 +142,7 @@ class StorageChild:
 def build_tree(
     *,
     storage: StorageChild,
+    cluster: ClusterService | None = None,
     engine: ChatEngine,
     housekeeping: TaskService,
     mail: TaskService,
@@ -165,6 +168,8 @@ def build_tree(
         metrics=metrics,
         children=[
             ServiceSpec("storage", storage),
+            # before the engine: it drains after it (leases released once the engine committed)
+            *([ServiceSpec("cluster", cluster)] if cluster is not None else []),
             # transient: a crash restarts it; its normal return is a deliberate shutdown
             ServiceSpec("engine", engine, RestartType.TRANSIENT),
             ServiceSpec("housekeeping", housekeeping),

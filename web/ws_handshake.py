@@ -307,7 +307,7 @@ async def _connect(
 ) -> Connection:
     outbox = host.open_outbox()
     try:
-        conn = await host.services.engine.connect(
+        conn = await host.services.gateway.connect(
             principal, outbox, connection_id=host.sock.id, resume=dict(resume), meta=meta
         )
     except EngineError as err:

@@ -158,7 +158,7 @@ class SocketSession:
             with trio.move_on_after(CLEANUP_TIMEOUT_S):
                 if self.conn is not None:
                     try:
-                        await services.engine.disconnect(self.conn)
+                        await services.gateway.disconnect(self.conn)
                     except Exception:
                         log.exception("engine disconnect failed")
             if self.pump is not None:
@@ -459,7 +459,7 @@ class SocketSession:
         try:
             # One deadline per request, set where the request enters the engine
             # (``EngineConfig.ask_timeout_s``; past it: ``Overloaded``, code "overloaded").
-            result = await self.services.engine.request(self.conn, command)
+            result = await self.services.gateway.request(self.conn, command)
         except trio.TooSlowError:  # not expected: the engine turns its deadline into Overloaded
             await self.error(rid, "overloaded", "the server did not answer in time")
             return

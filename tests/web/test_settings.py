@@ -33,6 +33,7 @@ SAMPLES: dict[str, tuple[str, tuple[Any, Any, Any]]] = {
     "sso": ("http_threads", (101, 102, 103)),
     "security": ("master_key_file", ("/k/a", "/k/b", "/k/c")),
     "storage": ("backup_dir", ("/b/a", "/b/b", "/b/c")),
+    "cluster": ("lease_ttl_s", (1.5, 2.5, 3.5)),
     "files": ("max_bytes", (101, 102, 103)),
     "mail": ("log_keep_days", (101, 102, 103)),
     "webhooks": ("batch_size", (101, 102, 103)),
@@ -70,13 +71,17 @@ def test_flat_names_from_before_the_sections_still_work(tmp_path: Path) -> None:
     config = tmp_path / "livechat.toml"
     config.write_text('port = 8123\nws_outbox_size = 17\nfiles_allowed_types = ["text/plain"]\n')
     env = {"LIVECHAT_RATE_MESSAGES_PER_10S": "7", "LIVECHAT_DATABASE_URL": "sqlite:///x.db"}
-    settings = load_settings({"mail_from": "a@b.c"}, environ=env, config_file=config)
+    env["LIVECHAT_BUS_PREFIX"] = "lc2"
+    flat = {"mail_from": "a@b.c", "cluster_lease_ttl_s": "4.5"}
+    settings = load_settings(flat, environ=env, config_file=config)
     assert settings.server.port == 8123
     assert settings.engine.outbox_size == 17
     assert settings.files.allowed_types == ("text/plain",)
     assert settings.rate_limits.messages_per_10s == 7
     assert settings.storage.database_url == "sqlite:///x.db"
     assert settings.mail.from_address == "a@b.c"
+    assert settings.cluster.bus_prefix == "lc2"
+    assert settings.cluster.lease_ttl_s == 4.5
     # a sectioned key and its flat name are one setting: the later layer wins ...
     both = load_settings({"engine.outbox_size": "9"}, environ={"LIVECHAT_WS_OUTBOX_SIZE": "5"})
     assert both.engine.outbox_size == 9

@@ -1,0 +1,64 @@
+"""The Redis bus between nodes (web/bus.py) on the real Redis: requests answered under the
+caller's deadline, messages in order, a node that is gone named at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from tests.redis_server import bus_prefix, redis_url_or_skip
+from web.bus import Bus, Message, NodeUnreachable, RemoteError
+
+
+async def _start(nursery: trio.Nursery, bus: Bus, seen: list[Message]) -> None:
+    async def on_request(message: Message) -> Any:
+        if message["op"] == "slow":
+            await trio.sleep_forever()
+        if message["op"] == "fail":
+            raise RemoteError("not_found", "no such thing", {"field": "id"})
+        return {"echo": message["x"], "by": bus.node_id}
+
+    await nursery.start(bus.serve, on_request, seen.append)
+
+
+async def test_a_request_is_answered_by_the_other_node_and_messages_arrive_in_order() -> None:
+    url, prefix = redis_url_or_skip(), bus_prefix()
+    a, b = Bus(url, "a", prefix=prefix), Bus(url, "b", prefix=prefix)
+    seen_a: list[Message] = []
+    seen_b: list[Message] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await _start(nursery, a, seen_a)
+            await _start(nursery, b, seen_b)
+            assert await a.request("b", "echo", {"x": 41}) == {"echo": 41, "by": "b"}
+            with pytest.raises(RemoteError) as refused:
+                await b.request("a", "fail", {})
+            assert refused.value.code == "not_found" and refused.value.extra == {"field": "id"}
+            for n in range(200):
+                await a.send("b", {"k": "push", "n": n})
+            await a.request("b", "echo", {"x": 0})  # answered after every push before it
+            assert [m["n"] for m in seen_b] == list(range(200))
+            assert await a.listening(["a", "b", "gone"]) == {"a", "b"}
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_callers_deadline_bounds_the_remote_work_and_a_gone_node_fails_at_once() -> None:
+    url, prefix = redis_url_or_skip(), bus_prefix()
+    a, b = Bus(url, "a", prefix=prefix), Bus(url, "b", prefix=prefix)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await _start(nursery, a, [])
+            await _start(nursery, b, [])
+            started = trio.current_time()
+            with pytest.raises(RemoteError) as late:
+                with trio.fail_after(5):  # the caller's deadline travels with the request
+                    with trio.move_on_after(0.5) as scope:
+                        scope.deadline = trio.current_time() + 0.5
+                        await a.request("b", "slow", {})
+            assert late.value.code == "overloaded"
+            assert trio.current_time() - started < 2
+            with pytest.raises(NodeUnreachable):
+                await a.request("nobody", "echo", {"x": 1})
+            nursery.cancel_scope.cancel()

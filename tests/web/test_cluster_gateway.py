@@ -1,0 +1,95 @@
+"""The gateway between two nodes in one process (two engines on one database, the real Redis
+bus): a socket on the node that does not own its workspace is served by the owner, and a push
+lost on the bus ends that socket, whose client then resumes by sequence and misses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine import ChatEngine, ConnectionMeta, EngineConfig, SendMessage, VisitorPrincipal
+from engine.messages import EventPush
+from storage import open_storage
+from tests.redis_server import bus_prefix, redis_url_or_skip
+from web.bus import Bus
+from web.cluster import ClusterGateway, Ownership
+
+
+async def _node(
+    nursery: trio.Nursery, storage: Any, name: str, url: str, prefix: str
+) -> ClusterGateway:
+    ownership = Ownership(storage, name, 30.0)
+    engine = ChatEngine(storage, EngineConfig(), fence=ownership.fence)
+    await nursery.start(engine.serve)
+    gateway = ClusterGateway(engine, ownership, Bus(url, name, prefix=prefix), 64)
+    await nursery.start(gateway.serve)
+    return gateway
+
+
+async def _events_until_end(inbox: trio.MemoryReceiveChannel[Any]) -> list[int]:
+    """Sequence numbers of the message events a socket received until its outbox ended."""
+    seqs = []
+    async for push in inbox:
+        if isinstance(push, EventPush) and push.event.kind == "message":
+            seqs.append(push.event.seq)
+    return seqs
+
+
+async def test_a_push_lost_on_the_bus_ends_the_proxied_socket_and_the_resume_misses_nothing(
+    tmp_path: Path,
+) -> None:
+    url, prefix = redis_url_or_skip(), bus_prefix()
+    database = f"sqlite:///{tmp_path}/cluster.db"
+    with trio.fail_after(30):
+        async with (
+            open_storage(database) as storage_a,
+            open_storage(database) as storage_b,
+            trio.open_nursery() as nursery,
+        ):
+            workspace = await storage_a.create_workspace(name="w")
+            visitor = await storage_a.create_visitor(workspace.id, token_hash="h")
+            node_a = await _node(nursery, storage_a, "node-a", url, prefix)
+            node_b = await _node(nursery, storage_b, "node-b", url, prefix)
+            assert await node_a.ownership.owner_of(workspace.id) == "node-a"
+            me = VisitorPrincipal(workspace_id=workspace.id, visitor_id=visitor.id)
+
+            send, inbox = trio.open_memory_channel[Any](64)
+            conn = await node_b.connect(me, send, connection_id="s1", meta=ConnectionMeta())
+            acks = []
+            for n in range(3):
+                ack = await node_b.request(conn, SendMessage(client_msg_id=f"m{n}", text=f"{n}"))
+                acks.append(ack)
+            conversation_id = acks[0].conversation_id
+            seen: list[int] = []
+            while len(seen) < 3:  # the owner's pushes, through the bus, in order
+                push = await inbox.receive()
+                if isinstance(push, EventPush) and push.event.kind == "message":
+                    seen.append(push.event.seq)
+            assert seen == [a.seq for a in acks]
+
+            # A push is lost on the bus (at-most-once): the next one arrives with a number
+            # further on. The socket's node must not carry on as if nothing happened.
+            await node_a.bus.send("node-b", {"k": "push", "c": "s1", "n": 10**6, "p": {}})
+            more = await node_b.request(conn, SendMessage(client_msg_id="m3", text="3"))
+            after_gap = await _events_until_end(inbox)  # the outbox ends: the socket closes
+            assert more.seq not in after_gap
+
+            # The client resumes from the last sequence it saw, on the same node.
+            send2, inbox2 = trio.open_memory_channel[Any](64)
+            again = await node_b.connect(
+                me,
+                send2,
+                connection_id="s2",
+                resume={conversation_id: seen[-1]},
+                meta=ConnectionMeta(),
+            )
+            replayed: list[int] = []
+            while more.seq not in replayed:
+                push = await inbox2.receive()
+                if isinstance(push, EventPush) and push.event.kind == "message":
+                    replayed.append(push.event.seq)
+            assert replayed == [more.seq]
+            await node_b.disconnect(again)
+            nursery.cancel_scope.cancel()
