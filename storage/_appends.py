@@ -330,7 +330,8 @@ def append_batch_program(
     ``admit``, called first (inside the transaction), drops submissions whose callers gave up;
     they get ``StorageUnavailable`` outcomes nobody reads.
 
-    ``data_keys``: by workspace; bodies are sealed with them and indexed by keyed tokens
+    ``data_keys``: by conversation (with its visitor's key, ``storage._vault``); bodies are
+    sealed with them and indexed by keyed tokens
     (the events returned carry the plaintext). Without one, bodies are stored as they are.
     """
     if admit is not None:
@@ -391,7 +392,7 @@ def append_batch_program(
             if request.client_msg_id is not None:
                 original = originals.get(key)
                 if original is not None:
-                    data_key = data_keys.get(request.workspace_id) if data_keys else None
+                    data_key = data_keys.get(request.conversation_id) if data_keys else None
                     if data_key is not None:
                         original = data_key.open_row("events", original)
                     event = decode(api.Event, original)
@@ -416,7 +417,7 @@ def append_batch_program(
                 client_msg_id=request.client_msg_id,
                 created_at=now,
             )
-            data_key = data_keys.get(request.workspace_id) if data_keys else None
+            data_key = data_keys.get(request.conversation_id) if data_keys else None
             event_args = _event_args(event, data_key)
             inserts.append(event_args)
             if request.client_msg_id is not None:

@@ -49,6 +49,7 @@ from storage._records import (
 from storage._report import compute_report, fallback_groups
 from storage._sql import Dialect, Program, Q, Result, Row
 from storage._triggers import TriggerStore
+from storage._vault import VaultStore
 from storage._webhooks import WebhookStore
 from storage.blobs import BlobStore
 from storage.crypto import (
@@ -138,7 +139,9 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     raise error from None
 
 
-class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentStore, abc.ABC):
+class SqlStorage(
+    AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentStore, VaultStore, abc.ABC
+):
     """Implements ``storage.api.Storage``; see the module docstring."""
 
     backend_name: str
@@ -151,6 +154,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
         # server always sets a ring (``use_keys``).
         self._keyring: MasterKeyRing | None = None
         self._data_keys: dict[str, DataKey] = {}
+        self._conversation_sealers: dict[str, DataKey] = {}  # storage._vault
         self._blobs: BlobStore | None = None
 
     def use_blobs(self, blobs: BlobStore) -> None:
@@ -228,13 +232,8 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
     async def _commit_batch(
         self, batch: list[Sequence[api.AppendRequest]], admit: Admit
     ) -> list[list[api.AppendResult] | StorageError]:
-        keys: dict[str, DataKey | None] = {}
-        if self._keyring is not None:
-            for requests in batch:
-                for request in requests:
-                    if request.workspace_id not in keys:
-                        # Cached after the workspace's first use: no database round trip.
-                        keys[request.workspace_id] = await self.data_key(request.workspace_id)
+        # By conversation, sealing with its visitor's key; cached: no database round trip.
+        keys = await self._batch_sealers(batch)
         program = append_batch_program(
             batch, now=self._clock(), dialect=self._dialect, admit=admit, data_keys=keys
         )
@@ -320,6 +319,9 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
                 )
         self._keyring = ring
         self._data_keys.clear()
+        self._conversation_sealers.clear()
+        if ring is not None:
+            await self._ensure_vault()
 
     @property
     def keyring(self) -> MasterKeyRing | None:
@@ -336,6 +338,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
             if key is None:
                 key = await self._write(data_key_program(ring, workspace_id, create=True))
             assert key is not None
+            key.vault = self.vault_table()
             self._data_keys[workspace_id] = key
         return key
 
@@ -416,7 +419,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
         return total
 
     async def _open_row(self, table: str, workspace_id: str, row: Row) -> Row:
-        key = await self.data_key(workspace_id)
+        key = await self._ready_key(workspace_id, [row])
         return row if key is None else key.open_row(table, row)
 
     # ------------------------------------------------------------ server-wide
@@ -655,7 +658,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
             first_seen_at=now,
             last_seen_at=now,
         )
-        key = await self.data_key(workspace_id)
+        key = await self._visitor_sealer(workspace_id, visitor.id, new_visitor=True)
         return await self._insert(
             visitor, parent=("workspaces", workspace_id, workspace_id), key=key
         )
@@ -692,7 +695,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
         self, workspace_id: str, visitor_id: str, **changes: Any
     ) -> api.Visitor:
         where = "workspace_id=? AND id=?"
-        key = await self.data_key(workspace_id)
+        key = await self._visitor_sealer(workspace_id, visitor_id)
         return await self._update(
             api.Visitor, where, [workspace_id, visitor_id], changes, key=key, table="visitors"
         )
@@ -890,7 +893,7 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
             f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
         rows = await self._read(fetch(Q(sql, [*args, max(1, min(limit, _MAX_FETCH))])))
-        key = await self.data_key(workspace_id)
+        key = await self._ready_key(workspace_id, rows)
         if key is not None:
             rows = [key.open_row("events", row) for row in rows]
         events = [decode(api.Event, row) for row in rows]
@@ -918,6 +921,8 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
         rows = await self._read(
             fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_FETCH))))
         )
+        if key is not None:
+            await self._load_visitor_keys(key, rows)
         hits = []
         for row in rows:
             body = str(row["body"])
@@ -1230,15 +1235,20 @@ class SqlStorage(AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentS
     ) -> None:
         """Delete the visitor and everything about them (data-subject erasure); audited once,
         in the same transaction (``visitor.erased``); their files' bytes after the commit."""
+        # The key first, in its own commit: every copy of their data, backups included,
+        # is unreadable from here on (docs/security.md); again after: no orphan key.
+        await self._destroy_visitor_key(workspace_id, visitor_id)
         program = erase_visitor_program(
             self._dialect, workspace_id, visitor_id, now=self._clock(), actor=actor, ip=ip
         )
         files = await self._write(program)
+        await self._destroy_visitor_key(workspace_id, visitor_id)
         await self._drop_blobs(files)
         await self._scrub_after_erasure()
 
     async def purge_workspace(self, workspace_id: str, *, actor: str = "system") -> None:
         """Delete every row of the workspace; audited server-wide (the workspace is gone)."""
+        await self._destroy_workspace_keys(workspace_id)  # its visitor keys (the vault)
         program = purge_workspace_program(
             self._dialect, workspace_id, now=self._clock(), actor=actor
         )

@@ -37,6 +37,7 @@ from storage._attachments import open_file_bytes
 from storage._audit import repair_chains_program
 from storage._records import dump_json
 from storage._sql import Dialect, Program, Q, Result
+from storage._vault import drive, load_for_rows_program
 from storage.blobs import BlobStore
 from storage.crypto import SEARCHABLE_KINDS, DataKey, is_sealed, plain_terms
 from storage.errors import RestoreError
@@ -277,6 +278,8 @@ async def export_jsonl(
                         args,
                     )
                 )
+                if key is not None:  # the visitor keys these rows need (storage._vault)
+                    await drive(tx, load_for_rows_program(key, result.rows))
                 for row in result.rows:
                     if key is not None:
                         row = key.open_row(table.name, row)

@@ -23,6 +23,7 @@ from storage import api
 from storage._audit import append_audit_program
 from storage._records import RecordCodec, codec, columns, decode, new_id
 from storage._sql import Dialect, Program, Q
+from storage._vault import load_for_rows_program
 from storage.crypto import DataKey
 from storage.errors import NotFound
 
@@ -95,6 +96,11 @@ def feed_program(
         return 0, False
     subscribed = set((yield from _subscribed_workspaces_program()))
     result = yield _events_after(dialect, cursor, limit)
+    for workspace_id, key in (keys or {}).items():  # the visitor keys of the bodies
+        if key is not None:
+            yield from load_for_rows_program(
+                key, [r for r in result.rows if r["workspace_id"] == workspace_id]
+            )
     taken: list[api.PositionedEvent] = []
     expected = cursor + 1
     keyless = False

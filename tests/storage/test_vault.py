@@ -1,0 +1,144 @@
+"""The key vault (storage._vault): an erasure reaches backups taken before it, on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from storage import EncryptionError, MasterKeyRing, open_backend
+from storage._base import SqlStorage
+from storage._sql import Program, Q
+from storage._vault import sqlite_vault_path
+from storage.crypto import ERASED_TEXT, new_master_key_text, parse_master_keys, write_key_file
+from tests.pg import pg_schema_url
+from tests.storage.helpers import message
+from tests.storage.test_commands import cli
+
+ERASED_NAME = "Aurelio Quibblesworth"
+ERASED_BODY = "the zucchini smuggler waits in aisle nine"
+KEPT_NAME = "Bettina Oddfellow"
+KEPT_BODY = "my parcel arrived, thank you"
+
+
+def ring(text: str) -> MasterKeyRing:
+    return MasterKeyRing(parse_master_keys(text))
+
+
+async def _two_visitors(storage: SqlStorage) -> tuple[str, dict[str, tuple[str, str]]]:
+    """A workspace with two visitors who each wrote one message: (workspace, {name: (visitor,
+    conversation)})."""
+    ws = await storage.create_workspace(name="acme")
+    out = {}
+    for name, body in ((ERASED_NAME, ERASED_BODY), (KEPT_NAME, KEPT_BODY)):
+        visitor = await storage.create_visitor(ws.id, token_hash=f"t-{name}", ip="203.0.113.9")
+        await storage.update_visitor(ws.id, visitor.id, name=name, attributes={"plan": name})
+        conv = await storage.create_conversation(ws.id, visitor_id=visitor.id)
+        await storage.append(message(conv, body))
+        out[name] = (visitor.id, conv.id)
+    return ws.id, out
+
+
+async def test_values_whose_visitor_key_is_gone_read_as_erased(storage: SqlStorage) -> None:
+    """A crash after the key's commit and before the rows' (or an old backup restored without
+    the key): the rows read as erased, no crash; everyone else reads as before."""
+    await storage.use_keys(ring(new_master_key_text()))
+    ws, people = await _two_visitors(storage)
+    gone, gone_conv = people[ERASED_NAME]
+    kept, kept_conv = people[KEPT_NAME]
+    await storage._destroy_visitor_key(ws, gone)  # the erasure's first commit, alone
+
+    visitor = await storage.get_visitor(ws, gone)
+    assert visitor is not None
+    assert (visitor.name, visitor.attributes, visitor.ip) == (ERASED_TEXT, {}, ERASED_TEXT)
+    assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_TEXT]
+    assert [h.body for h in await storage.search(ws, "zucchini")] == [ERASED_TEXT]
+    lines = "".join([line async for line in storage.export_jsonl(ws)])
+    assert ERASED_BODY not in lines and KEPT_BODY in lines
+    kept_visitor = await storage.get_visitor(ws, kept)
+    assert kept_visitor is not None and kept_visitor.name == KEPT_NAME
+    assert [e.body for e in await storage.history(ws, kept_conv)] == [KEPT_BODY]
+
+    # A key that is there but does not open is tampering or a wrong key: never "erased".
+    table = storage.vault_table()
+    rows = await storage._fetch(f"SELECT wrapped FROM {table} WHERE visitor_id=?", kept)
+    other = await storage._fetch(f"SELECT wrapped FROM {table} WHERE visitor_id<>?", kept)
+    assert not other  # the erased visitor's key is gone from the vault
+    tampered = ("B" if rows[0]["wrapped"][0] == "A" else "A") + rows[0]["wrapped"][1:]
+    await storage._write(
+        _statement(f"UPDATE {table} SET wrapped=? WHERE visitor_id=?", tampered, kept)
+    )
+    await storage.use_keys(storage.keyring)  # a fresh server: nothing cached
+    with pytest.raises(EncryptionError, match="does not open"):
+        await storage.get_visitor(ws, kept)
+
+
+def _statement(sql: str, *args: object) -> Program[None]:
+    yield Q(sql, args)
+
+
+@contextmanager
+def _fresh_target(database_url: str, tmp_path: Path) -> Iterator[str]:
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path}/restored.db"
+    else:
+        with pg_schema_url() as url:
+            yield url
+
+
+async def test_an_erasure_reaches_a_backup_taken_before_it(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "master.key"
+    master = new_master_key_text()
+    write_key_file(key_file, [master])
+    keys = ("--master-key-file", str(key_file))
+    async with open_backend(database_url, keyring=ring(master)) as live:
+        ws, people = await _two_visitors(live)
+    gone, gone_conv = people[ERASED_NAME]
+    kept, kept_conv = people[KEPT_NAME]
+    backup = tmp_path / "old.backup"
+    assert await cli("backup", "--database-url", database_url, *keys, "--out", str(backup)) == 0
+    assert f"lc2:{gone}:".encode() in backup.read_bytes()  # the backup holds their sealed data
+
+    async with open_backend(database_url, keyring=ring(master)) as live:
+        await live.erase_visitor(ws, gone, actor="agent:1")
+    if database_url.startswith("sqlite"):
+        vault = sqlite_vault_path(database_url.removeprefix("sqlite:///"))  # the live vault
+    else:
+        vault = str(tmp_path / "vault.jsonl")
+        assert (
+            await cli("vault", "backup", "--database-url", database_url, *keys, "--out", vault) == 0
+        )
+        assert "vault backup written" in capsys.readouterr().out
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with _fresh_target(database_url, first) as target:
+        # Without a vault the restore refuses: it would not know who was erased.
+        args = ("restore", "--database-url", target, *keys, "--from", str(backup))
+        assert await cli(*args) == 1
+        assert "give the key vault" in capsys.readouterr().err
+    with _fresh_target(database_url, second) as target:
+        args = ("restore", "--database-url", target, *keys, "--from", str(backup))
+        assert await cli(*args, "--vault", vault) == 0
+        assert "1 visitors erased after the backup was taken" in capsys.readouterr().out
+        async with open_backend(target, keyring=ring(master)) as restored:
+            assert await restored.get_visitor(ws, gone) is None
+            assert await restored.get_conversation(ws, gone_conv) is None
+            kept_visitor = await restored.get_visitor(ws, kept)
+            assert kept_visitor is not None and kept_visitor.name == KEPT_NAME
+            assert [e.body for e in await restored.history(ws, kept_conv)] == [KEPT_BODY]
+            erased = [e for e in (await restored.list_audit(ws)).items if e.actor == "restore"]
+            assert [(e.action, e.target) for e in erased] == [("visitor.erased", f"visitor:{gone}")]
+            dump = "".join([line async for line in restored.export_database_jsonl()])
+            assert gone not in dump.replace(
+                f"visitor:{gone}", ""
+            )  # only the audit entry names them
+        if target.startswith("sqlite"):
+            texts = [ERASED_NAME, ERASED_BODY, f"lc2:{gone}"]
+            files = [p for p in second.iterdir() if p.name.startswith("restored.db")]
+            assert files and not [p for p in files for t in texts if t.encode() in p.read_bytes()]
