@@ -384,9 +384,10 @@ class SqlStorage(
         self._keyring = new
         return count
 
-    async def check_data_keys(self) -> int:
+    async def check_data_keys(self, *, vault: bool = True) -> int:
         """Raise ``EncryptionError`` unless every data key opens with this storage's ring
-        (a database with data keys and no ring included); returns how many there are."""
+        (a database with data keys and no ring included), and (``vault``) unless the key vault
+        is there when the data needs one; returns how many data keys there are."""
         rows = await self._fetch("SELECT workspace_id, wrapped, master_key_id FROM data_keys")
         if rows and self._keyring is None:
             raise EncryptionError(
@@ -398,6 +399,8 @@ class SqlStorage(
             self._keyring.unwrap(
                 str(row["wrapped"]), str(row["master_key_id"]), f"workspace:{row['workspace_id']}"
             )
+        if vault:
+            await self._check_vault()
         return len(rows)
 
     async def seal_plaintext(self) -> int:

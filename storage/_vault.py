@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from storage import api
 from storage._sql import Program, Q, Result, Row
 from storage.crypto import KEY_BYTES, DataKey, new_data_key
-from storage.errors import StorageError
+from storage.errors import EncryptionError, StorageError
 
 T = TypeVar("T")
 
@@ -214,6 +214,34 @@ class VaultStore(abc.ABC):
     async def _ensure_vault(self) -> None:
         postgres = self.backend_name == "postgresql"
         await self._write(ensure_program(self.vault_table(), postgres=postgres))
+
+    async def _check_vault(self) -> None:
+        """Refuse a database whose visitors are sealed with visitor keys while its vault is
+        empty (a moved database without its ``.vault`` file, a wrong ``search_path``): every
+        visitor would read as erased, and new keys would replace the lost ones."""
+        if self._keyring is None:
+            return
+        table = self.vault_table()
+
+        def program() -> Program[bool]:
+            keys = yield Q(f"SELECT 1 AS ok FROM {table} LIMIT 1")
+            if keys.one() is not None:
+                return True
+            sealed = yield Q("SELECT 1 AS ok FROM visitors WHERE attributes LIKE 'lc2:%' LIMIT 1")
+            return sealed.one() is None
+
+        if not await self._read(program()):
+            raise EncryptionError(
+                f"the key vault ({self.vault_where()}) is empty but visitors are sealed with"
+                " keys it should hold: put the vault back, or `livechat vault restore --from"
+                " <vault backup>` (docs/security.md)"
+            )
+
+    def vault_where(self) -> str:
+        """Where the vault is, for messages: a file (SQLite) or a schema (PostgreSQL)."""
+        if self.backend_name == "postgresql":
+            return f"schema {self.vault_table().split('.')[0]}"
+        return sqlite_vault_path(str(getattr(self, "path", "")))
 
     async def _ready_key(
         self, workspace_id: str, rows: Iterable[Mapping[str, Any]]

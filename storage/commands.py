@@ -190,6 +190,16 @@ def register(
     add_database_options(vault_backup)
     vault_backup.add_argument("--out", required=True, help="file to write (replaced atomically)")
     vault_backup.set_defaults(handler=_handler(_vault_backup, configure))
+    vault_restore = vault_sub.add_parser(
+        "restore",
+        help="put visitor keys back from a vault backup (a lost or damaged vault)",
+        description="Copy the keys of this database's visitors from a vault backup (or a "
+        "SQLite vault file) into its vault; keys already there are kept. Keys of visitors "
+        "erased since the vault backup are not restored: their rows are gone.",
+    )
+    add_database_options(vault_restore)
+    vault_restore.add_argument("--from", dest="source", required=True, help="vault backup")
+    vault_restore.set_defaults(handler=_handler(_vault_restore, configure))
 
 
 Command = Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]]
@@ -517,6 +527,14 @@ async def _vault_backup(args: argparse.Namespace, url: str) -> None:
     print(f"vault backup written to {args.out}: {len(rows)} visitor keys")
 
 
+async def _vault_restore(args: argparse.Namespace, url: str) -> None:
+    rows = await trio.to_thread.run_sync(read_vault_file, args.source)
+    async with open_backend(url, keyring=_require_ring(args), blobs=args.blobs) as storage:
+        restored = await storage.import_vault_rows(rows)
+        await storage.check_data_keys()  # the vault is usable again
+    print(f"{restored} visitor keys restored from {args.source}")
+
+
 async def _restore_jsonl(
     source: str,
     url: str,
@@ -527,7 +545,8 @@ async def _restore_jsonl(
     async with open_backend(url, keyring=keyring, blobs=blobs) as storage:
         restored = await storage.import_jsonl(_read_lines(source))
         await _verify(storage, expected)
-        await storage.check_data_keys()  # encrypted data: the right master key is configured
+        # Encrypted data: the right master key is configured (the vault comes after).
+        await storage.check_data_keys(vault=False)
     print(f"restored {restored} rows from {source}; counts verified")
 
 
@@ -580,7 +599,7 @@ async def _restore_sqlite_file(
         ) as original:
             expected = await table_counts(original)
             # Encrypted data needs the master key of the server the backup came from.
-            await original.check_data_keys()
+            await original.check_data_keys(vault=False)  # the backup has no vault: --vault
             async with open_backend(url, keyring=keyring, blobs=blobs) as target:
                 await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
                 await _verify(target, expected)

@@ -231,9 +231,9 @@ async def test_a_whole_database_backup_is_ciphertext_and_restores_with_the_maste
 
     async with open_backend(f"sqlite:///{tmp_path}/restored.db", keyring=ring(key)) as target:
         await target.import_jsonl(replay())
-        assert await target.check_data_keys() == 1
         # The visitor keys are not in the backup: they come from the key vault.
         assert await target.import_vault_rows(await storage.vault_rows()) == 1
+        assert await target.check_data_keys() == 1
         got = await target.get_visitor(ws.id, visitor_id)
         assert got is not None and (got.email, got.attributes) == (EMAIL, {"tier": ATTRIBUTE})
         assert [h.seq for h in await target.search(ws.id, "kalamazoo")] == [1]

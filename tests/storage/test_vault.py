@@ -142,3 +142,37 @@ async def test_an_erasure_reaches_a_backup_taken_before_it(
             texts = [ERASED_NAME, ERASED_BODY, f"lc2:{gone}"]
             files = [p for p in second.iterdir() if p.name.startswith("restored.db")]
             assert files and not [p for p in files for t in texts if t.encode() in p.read_bytes()]
+
+
+async def test_a_lost_vault_is_refused_and_restored_from_a_vault_backup(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without its vault every visitor would read as erased: the start refuses instead, and
+    ``vault restore`` puts the keys back."""
+    key_file = tmp_path / "master.key"
+    master = new_master_key_text()
+    write_key_file(key_file, [master])
+    keys = ("--database-url", database_url, "--master-key-file", str(key_file))
+    async with open_backend(database_url, keyring=ring(master)) as live:
+        ws, people = await _two_visitors(live)
+    backup = str(tmp_path / "vault.jsonl")
+    assert await cli("vault", "backup", *keys, "--out", backup) == 0
+    async with open_backend(database_url, keyring=ring(master)) as live:
+        await live._write(_statement(f"DELETE FROM {live.vault_table()}"))  # the vault is lost
+        with pytest.raises(EncryptionError, match=r"key vault .* is empty"):
+            await live.check_data_keys()
+    assert await cli("vault", "restore", *keys, "--from", backup) == 0
+    assert "2 visitor keys restored" in capsys.readouterr().out
+    async with open_backend(database_url, keyring=ring(master)) as live:
+        assert await live.check_data_keys() == 1
+        visitor = await live.get_visitor(ws, people[KEPT_NAME][0])
+        assert visitor is not None and visitor.name == KEPT_NAME
+
+
+async def test_a_workspace_purge_deletes_its_visitor_keys(storage: SqlStorage) -> None:
+    await storage.use_keys(ring(new_master_key_text()))
+    ws, _ = await _two_visitors(storage)
+    other, _ = await _two_visitors(storage)
+    await storage.purge_workspace(ws)
+    left = await storage.vault_rows()
+    assert len(left) == 2 and {r["workspace_id"] for r in left} == {other}
