@@ -26,13 +26,15 @@ import abc
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from storage import api
+from storage._keys import data_key_program
+from storage._records import dump_json
 from storage._sql import Program, Q, Result, Row
-from storage.crypto import KEY_BYTES, DataKey, new_data_key
+from storage.crypto import KEY_BYTES, PREFIX, SEALED_DATA_FIELDS, DataKey, new_data_key
 from storage.errors import EncryptionError, StorageError
 
 T = TypeVar("T")
@@ -185,6 +187,71 @@ def vault_backup_lines(rows: Iterable[Row]) -> Iterable[str]:
     yield json.dumps(VAULT_BACKUP_HEADER) + "\n"
     for row in rows:
         yield json.dumps({c: row[c] for c in _COLUMNS}, sort_keys=True) + "\n"
+
+
+_VISITOR_COLUMNS: Final = ("name", "email", "attributes", "ip")
+
+
+def reseal_program(
+    key_of: Callable[[str], Program[DataKey]], *, now: float, batch: int = 500
+) -> Program[int]:
+    """Re-seal up to ``batch`` rows of values about a visitor still sealed with the workspace
+    key (``lc1:``, written before the vault) under the visitor's key, giving the visitor one
+    when needed; returns how many rows changed (``livechat keys migrate --per-visitor``), 0
+    when done."""
+    changed = 0
+
+    def sealer(workspace_id: str, visitor_id: str) -> Program[DataKey]:
+        key = yield from key_of(workspace_id)
+        yield from create_key_program(key, visitor_id, now=now, new_visitor=False)
+        return key.for_visitor(visitor_id)
+
+    lc1 = " OR ".join(f"{c} LIKE 'lc1:%'" for c in _VISITOR_COLUMNS)
+    found = yield Q(
+        f"SELECT id, workspace_id, {','.join(_VISITOR_COLUMNS)} FROM visitors WHERE {lc1} LIMIT ?",
+        (batch,),
+    )
+    for row in found.rows:
+        seal = yield from sealer(str(row["workspace_id"]), str(row["id"]))
+        values = [_reseal(seal, row[c], f"visitors.{c}") for c in _VISITOR_COLUMNS]
+        if values == [row[c] for c in _VISITOR_COLUMNS]:
+            continue
+        sets = ",".join(f"{c}=?" for c in _VISITOR_COLUMNS)
+        yield Q(f"UPDATE visitors SET {sets} WHERE id=?", (*values, row["id"]))
+        changed += 1
+    kinds = ",".join(f"'{k}'" for k in SEALED_DATA_FIELDS)
+    found = yield Q(
+        "SELECT e.workspace_id, e.conversation_id, e.seq, e.kind, e.body, e.data, c.visitor_id"
+        " FROM events e JOIN conversations c ON c.id = e.conversation_id"
+        f" WHERE e.body LIKE 'lc1:%' OR (e.kind IN ({kinds}) AND e.data LIKE '%\"lc1:%')"
+        " LIMIT ?",
+        (batch,),
+    )
+    for row in found.rows:
+        seal = yield from sealer(str(row["workspace_id"]), str(row["visitor_id"]))
+        body = _reseal(seal, row["body"], "events.body")
+        data = row["data"]
+        fields = SEALED_DATA_FIELDS.get(str(row["kind"]), ())
+        if fields and isinstance(data, str):
+            parsed = json.loads(data)
+            for field in fields:
+                parsed[field] = _reseal(seal, parsed.get(field), f"events.data.{field}")
+            data = dump_json(parsed)
+        if (body, data) == (row["body"], row["data"]):
+            continue  # "lc1: in a field that is not sealed: nothing to do (and not counted)
+        yield Q(
+            "UPDATE events SET body=?, data=? WHERE conversation_id=? AND seq=?",
+            (body, data, row["conversation_id"], row["seq"]),
+        )
+        changed += 1
+    return changed
+
+
+def _reseal(seal: DataKey, value: object, column: str) -> object:
+    """An ``lc1:`` value opened with the workspace key and sealed with the visitor's."""
+    if isinstance(value, str) and value.startswith(PREFIX):
+        return seal.seal(seal.open(value, column), column)
+    return value
 
 
 class VaultStore(abc.ABC):
@@ -360,6 +427,30 @@ class VaultStore(abc.ABC):
             return found.rows
 
         return await self._read(program())
+
+    async def reseal_per_visitor(self) -> int:
+        """Re-seal every value about a visitor still under the workspace key with the
+        visitor's key, in batches; returns how many rows changed."""
+        ring = self._keyring
+        if ring is None:
+            return 0
+        keys: dict[str, DataKey] = {}
+        table = self.vault_table()
+
+        def key_of(workspace_id: str) -> Program[DataKey]:
+            if workspace_id not in keys:
+                key = yield from data_key_program(ring, workspace_id, create=False)
+                if key is None:
+                    raise EncryptionError(f"workspace {workspace_id!r} has sealed data, no key")
+                key.vault = table
+                keys[workspace_id] = key
+            return keys[workspace_id]
+
+        total = 0
+        while changed := await self._write(reseal_program(key_of, now=self._clock())):
+            total += changed
+        self._conversation_sealers.clear()
+        return total
 
     async def import_vault_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Copy the keys of this database's visitors from another vault (a restore)."""

@@ -167,6 +167,12 @@ def register(
         "start). Safe to run repeatedly and while servers run.",
     )
     add_database_options(migrate_keys)
+    migrate_keys.add_argument(
+        "--per-visitor",
+        action="store_true",
+        help="also re-seal values about a visitor, sealed before the key vault, under the "
+        "visitor's own key, so that erasing them reaches backups taken from now on",
+    )
     migrate_keys.set_defaults(handler=_handler(_keys_migrate, configure))
     status = keys_sub.add_parser("status", help="where the master key comes from; data keys")
     add_database_options(status)
@@ -282,7 +288,10 @@ async def _keys_migrate(args: argparse.Namespace, url: str) -> None:
     ring = _require_ring(args)
     async with open_backend(url, keyring=ring, blobs=args.blobs) as storage:
         count = await storage.seal_plaintext()
+        resealed = await storage.reseal_per_visitor() if args.per_visitor else 0
     print(f"encrypted {count} rows that were stored in plaintext")
+    if args.per_visitor:
+        print(f"re-sealed {resealed} rows under their visitor's key")
 
 
 async def _keys_status(args: argparse.Namespace, url: str) -> None:

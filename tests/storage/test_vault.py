@@ -176,3 +176,57 @@ async def test_a_workspace_purge_deletes_its_visitor_keys(storage: SqlStorage) -
     await storage.purge_workspace(ws)
     left = await storage.vault_rows()
     assert len(left) == 2 and {r["workspace_id"] for r in left} == {other}
+
+
+async def test_data_sealed_before_the_vault_moves_under_visitor_keys(storage: SqlStorage) -> None:
+    """``keys migrate --per-visitor``: values a server sealed with the workspace key before
+    the vault existed are re-sealed under the visitor's key; erasing then reaches them too."""
+    await storage.use_keys(ring(new_master_key_text()))
+    ws, people = await _two_visitors(storage)
+    gone, gone_conv = people[ERASED_NAME]
+    key = await storage.data_key(ws)
+    assert key is not None
+    # As an older version stored them: lc1 values, no vault rows.
+    for visitor_id, _ in people.values():
+        visitor = await storage.get_visitor(ws, visitor_id)
+        assert visitor is not None
+        await storage._write(
+            _statement(
+                "UPDATE visitors SET name=?, attributes=?, ip=? WHERE id=?",
+                key.seal(str(visitor.name), "visitors.name"),
+                key.seal('{"plan":"old"}', "visitors.attributes"),
+                key.seal(str(visitor.ip), "visitors.ip"),
+                visitor_id,
+            )
+        )
+    for _, conv in people.values():
+        for event in await storage.history(ws, conv):
+            await storage._write(
+                _statement(
+                    "UPDATE events SET body=? WHERE conversation_id=? AND seq=?",
+                    key.seal(str(event.body), "events.body"),
+                    conv,
+                    event.seq,
+                )
+            )
+    await storage._write(_statement(f"DELETE FROM {storage.vault_table()}"))
+    await storage.use_keys(storage.keyring)  # a server restarted on the old data
+    assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_BODY]
+
+    assert await storage.reseal_per_visitor() == 4  # two visitors, their two messages
+    assert await storage.reseal_per_visitor() == 0
+    rows = await storage._fetch("SELECT name, attributes, ip FROM visitors WHERE id=?", gone)
+    assert all(str(v).startswith(f"lc2:{gone}:") for v in rows[0].values())
+    stored = await storage._fetch("SELECT body FROM events WHERE conversation_id=?", gone_conv)
+    assert str(stored[0]["body"]).startswith(f"lc2:{gone}:")
+    visitor = await storage.get_visitor(ws, gone)
+    assert visitor is not None and (visitor.name, visitor.attributes) == (
+        ERASED_NAME,
+        {"plan": "old"},
+    )
+
+    await storage._destroy_visitor_key(ws, gone)
+    assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_TEXT]
+    kept = await storage.get_visitor(ws, people[KEPT_NAME][0])
+    assert kept is not None and kept.name == KEPT_NAME
+    assert [e.body for e in await storage.history(ws, people[KEPT_NAME][1])] == [KEPT_BODY]
