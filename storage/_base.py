@@ -140,7 +140,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
 
 
 class SqlStorage(
-    AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentStore, VaultStore, abc.ABC
+    AuthStore, MailStorage, WebhookStore, TriggerStore, VaultStore, AttachmentStore, abc.ABC
 ):
     """Implements ``storage.api.Storage``; see the module docstring."""
 

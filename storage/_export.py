@@ -39,7 +39,7 @@ from storage._records import dump_json
 from storage._sql import Dialect, Program, Q, Result
 from storage._vault import drive, load_for_rows_program
 from storage.blobs import BlobStore
-from storage.crypto import SEARCHABLE_KINDS, DataKey, is_sealed, plain_terms
+from storage.crypto import SEARCHABLE_KINDS, DataKey, ErasedFile, is_sealed, plain_terms
 from storage.errors import RestoreError
 
 T = TypeVar("T")
@@ -298,7 +298,10 @@ async def export_jsonl(
         if data is None:  # erased since the snapshot: its row restores without bytes
             continue
         if key is not None:  # the customer's readable copy (a backup keeps the sealed bytes)
-            data = await open_file_bytes(key, data, file_id)
+            try:
+                data = await open_file_bytes(key, data, file_id)
+            except ErasedFile:  # its visitor's key is destroyed: as good as gone
+                continue
         encoded = base64.b64encode(data).decode("ascii")
         yield dump_json({"file": {"id": file_id, "data": encoded}}) + "\n"
         files += 1

@@ -319,6 +319,12 @@ class VaultStore(abc.ABC):
             await self._load_visitor_keys(key, rows)
         return key
 
+    async def _key_with_visitors(
+        self, workspace_id: str, visitor_ids: Sequence[str]
+    ) -> DataKey | None:
+        """The workspace's data key with these visitors' keys loaded."""
+        return await self._ready_key(workspace_id, [{"v": f"lc2:{v}:"} for v in visitor_ids])
+
     async def _load_visitor_keys(self, key: DataKey, rows: Iterable[Mapping[str, Any]]) -> None:
         missing = key.missing_visitors(rows)
         if missing:

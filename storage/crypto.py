@@ -93,6 +93,8 @@ SEALED_DATA_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 # Sealed file bytes start with this (a NUL first: no sniffed file type does); bytes without it
 # were stored before encryption and are served as they are.
 BLOB_PREFIX: Final = b"\x00lcb1\x00"
+# File bytes sealed with a visitor's key: this, the visitor id, a NUL, then nonce + ct + tag.
+VISITOR_BLOB_PREFIX: Final = b"\x00lcb2\x00"
 SEARCHABLE_KINDS: Final = frozenset({"message", "offline_message", "note"})
 MAX_QUERY_WORDS: Final = 16
 _TOKEN_BYTES: Final = 12  # 96-bit keyed tokens: collisions between words are negligible
@@ -216,6 +218,11 @@ class VisitorKeyNotLoaded(LookupError):
     a bug in the read path, never a state of the data."""
 
 
+class ErasedFile(LookupError):
+    """A file's bytes are sealed with a visitor key the vault no longer holds (erased): the
+    caller treats the bytes as gone."""
+
+
 class DataKey:
     """One workspace's data key: seals and opens column values, and makes the keyed search
     tokens of the workspace's blind index.
@@ -282,6 +289,8 @@ class DataKey:
         return BLOB_PREFIX + nonce + self._aead.encrypt(nonce, data, aad)
 
     def open_bytes(self, data: bytes, context: str) -> bytes:
+        if data.startswith(VISITOR_BLOB_PREFIX):
+            return self._open_visitor_bytes(data, context)
         if not data.startswith(BLOB_PREFIX):
             return data  # stored before encryption (``livechat keys migrate`` seals it)
         raw = memoryview(data)[len(BLOB_PREFIX) :]
@@ -381,6 +390,22 @@ class DataKey:
             raise EncryptionError(f"no key for visitor {visitor_id!r} (erased?)")
         return VisitorSealer(self, visitor_id, aead)
 
+    def _open_visitor_bytes(self, data: bytes, context: str) -> bytes:
+        end = data.index(b"\x00", len(VISITOR_BLOB_PREFIX))
+        visitor_id = data[len(VISITOR_BLOB_PREFIX) : end].decode()
+        try:
+            aead = self._visitors[visitor_id]
+        except KeyError:
+            raise VisitorKeyNotLoaded(visitor_id) from None
+        if aead is None:
+            raise ErasedFile(context)
+        raw = memoryview(data)[end + 1 :]
+        aad = f"{self.workspace_id}|{visitor_id}|blob|{context}".encode()
+        try:
+            return aead.decrypt(bytes(raw[:NONCE_BYTES]), bytes(raw[NONCE_BYTES:]), aad)
+        except InvalidTag as err:
+            raise EncryptionError(f"the bytes of file {context!r} do not open") from err
+
     def _open_visitor_value(self, value: str, column: str) -> str:
         visitor_id, _, body = value[len(VISITOR_PREFIX) :].partition(":")
         try:
@@ -419,6 +444,16 @@ class VisitorSealer(DataKey):
         aad = f"{self.workspace_id}|{self._visitor_id}|{column}".encode()
         sealed = self._visitor_aead.encrypt(nonce, value.encode(), aad)
         return f"{VISITOR_PREFIX}{self._visitor_id}:{_b64(nonce + sealed)}"
+
+    def seal_bytes(self, data: bytes, context: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        aad = f"{self.workspace_id}|{self._visitor_id}|blob|{context}".encode()
+        head = VISITOR_BLOB_PREFIX + self._visitor_id.encode() + b"\x00"
+        return head + nonce + self._visitor_aead.encrypt(nonce, data, aad)
+
+
+def is_sealed_blob(data: bytes) -> bool:
+    return data.startswith((BLOB_PREFIX, VISITOR_BLOB_PREFIX))
 
 
 def is_sealed(value: object) -> bool:

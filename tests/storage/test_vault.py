@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import EncryptionError, MasterKeyRing, open_backend
+from storage import Attachment, AuthorType, EncryptionError, MasterKeyRing, open_backend
 from storage._base import SqlStorage
 from storage._sql import Program, Q
 from storage._vault import sqlite_vault_path
@@ -21,6 +21,7 @@ ERASED_NAME = "Aurelio Quibblesworth"
 ERASED_BODY = "the zucchini smuggler waits in aisle nine"
 KEPT_NAME = "Bettina Oddfellow"
 KEPT_BODY = "my parcel arrived, thank you"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
 
 
 def ring(text: str) -> MasterKeyRing:
@@ -230,3 +231,44 @@ async def test_data_sealed_before_the_vault_moves_under_visitor_keys(storage: Sq
     kept = await storage.get_visitor(ws, people[KEPT_NAME][0])
     assert kept is not None and kept.name == KEPT_NAME
     assert [e.body for e in await storage.history(ws, people[KEPT_NAME][1])] == [KEPT_BODY]
+
+
+async def test_a_visitors_files_are_sealed_with_their_key(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Name and bytes under the visitor's key: a backup's ``.files/`` copy of them is as
+    unreadable after the erasure as their messages."""
+    files = tmp_path / "files"
+    async with open_backend(
+        database_url, keyring=ring(new_master_key_text()), files_dir=str(files)
+    ) as storage:
+        ws, people = await _two_visitors(storage)
+        gone = people[ERASED_NAME][0]
+        upload = Attachment(
+            id="file-0001-abcdefgh",
+            workspace_id=ws,
+            uploader_type=AuthorType.VISITOR,
+            uploader_id=gone,
+            visitor_id=gone,
+            conversation_id=None,
+            name="zucchini-receipt.png",
+            content_type="image/png",
+            size=len(PNG),
+            created_at=1000.0,
+        )
+        stored = await storage.add_attachment(upload, PNG, max_storage_bytes=None)
+        on_disk = b"".join(p.read_bytes() for p in files.rglob("*") if p.is_file())
+        assert f"\x00lcb2\x00{gone}\x00".encode() in on_disk and PNG not in on_disk
+        assert await storage.read_attachment(stored) == PNG
+        got = await storage.get_attachment(ws, upload.id)
+        assert got is not None and got.name == "zucchini-receipt.png"
+
+        before = "".join([line async for line in storage.export_jsonl(ws)])
+        assert '"file":' in before and "zucchini-receipt" in before
+
+        await storage._destroy_visitor_key(ws, gone)
+        assert await storage.read_attachment(stored) is None  # as good as gone: a 404
+        got = await storage.get_attachment(ws, upload.id)
+        assert got is not None and got.name == ERASED_TEXT
+        lines = "".join([line async for line in storage.export_jsonl(ws)])
+        assert '"file":' not in lines and "zucchini-receipt" not in lines
