@@ -140,7 +140,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
 
 
 class SqlStorage(
-    AuthStore, MailStorage, WebhookStore, TriggerStore, VaultStore, AttachmentStore, abc.ABC
+    VaultStore, AuthStore, MailStorage, WebhookStore, TriggerStore, AttachmentStore, abc.ABC
 ):
     """Implements ``storage.api.Storage``; see the module docstring."""
 

@@ -131,6 +131,32 @@ def create_key_program(
     yield from load_program(key, [visitor_id])
 
 
+def conversation_sealers_program(
+    keys: Mapping[str, DataKey | None], conversations: Iterable[tuple[str, str]], *, now: float
+) -> Program[dict[str, DataKey]]:
+    """The sealer of each (workspace, conversation) with a workspace key: its visitor's key,
+    loaded or given to a visitor from before the vault (rows written in a program)."""
+    ids = sorted({cid for ws, cid in conversations if keys.get(ws) is not None})
+    out: dict[str, DataKey] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        found = yield Q(
+            f"SELECT id, workspace_id, visitor_id FROM conversations WHERE id IN ({_in(chunk)})",
+            chunk,
+        )
+        for row in found.rows:
+            key = keys.get(str(row["workspace_id"]))
+            if key is None:
+                continue
+            visitor_id = str(row["visitor_id"])
+            if key.missing_visitors([{"v": f"lc2:{visitor_id}:"}]):
+                yield from load_program(key, [visitor_id])
+            if key.sealer_for(visitor_id) is key:
+                yield from create_key_program(key, visitor_id, now=now, new_visitor=False)
+            out[str(row["id"])] = key.sealer_for(visitor_id)
+    return out
+
+
 def keyless_visitors_program(table: str) -> Program[list[tuple[str, str]]]:
     """(workspace, visitor) of visitors with values sealed by a visitor key that the vault
     does not hold: erased after the backup they were restored from."""
@@ -371,6 +397,18 @@ class VaultStore(abc.ABC):
                     sealer = await self._conversation_sealer(request.workspace_id, cid)
                 out[cid] = sealer
         return out
+
+    async def _sealer_for_conversation(
+        self, workspace_id: str, conversation_id: str
+    ) -> DataKey | None:
+        """What seals rows about a conversation (mail, files): its visitor's key; None
+        without a key ring."""
+        if self._keyring is None:
+            return None
+        sealer = self._conversation_sealers.get(conversation_id)
+        if sealer is not None and sealer.workspace_id == workspace_id:
+            return sealer
+        return await self._conversation_sealer(workspace_id, conversation_id)
 
     async def _conversation_sealer(self, workspace_id: str, conversation_id: str) -> DataKey:
         def visitor_of() -> Program[str | None]:

@@ -390,6 +390,12 @@ class DataKey:
             raise EncryptionError(f"no key for visitor {visitor_id!r} (erased?)")
         return VisitorSealer(self, visitor_id, aead)
 
+    def sealer_for(self, visitor_id: str) -> DataKey:
+        """What seals values about the visitor: their key when loaded, else this key (a visitor
+        erased meanwhile, whose rows are being deleted)."""
+        aead = self._visitors.get(visitor_id)
+        return self if aead is None else VisitorSealer(self, visitor_id, aead)
+
     def _open_visitor_bytes(self, data: bytes, context: str) -> bytes:
         end = data.index(b"\x00", len(VISITOR_BLOB_PREFIX))
         visitor_id = data[len(VISITOR_BLOB_PREFIX) : end].decode()

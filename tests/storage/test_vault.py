@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from storage import Attachment, AuthorType, EncryptionError, MasterKeyRing, open_backend
+from storage import (
+    Attachment,
+    AuthorType,
+    EncryptionError,
+    MailItem,
+    MasterKeyRing,
+    open_backend,
+)
 from storage._base import SqlStorage
 from storage._sql import Program, Q
 from storage._vault import sqlite_vault_path
@@ -16,6 +23,7 @@ from storage.crypto import ERASED_TEXT, new_master_key_text, parse_master_keys, 
 from tests.pg import pg_schema_url
 from tests.storage.helpers import message
 from tests.storage.test_commands import cli
+from tests.storage.test_webhooks import expand
 
 ERASED_NAME = "Aurelio Quibblesworth"
 ERASED_BODY = "the zucchini smuggler waits in aisle nine"
@@ -272,3 +280,46 @@ async def test_a_visitors_files_are_sealed_with_their_key(
         assert got is not None and got.name == ERASED_TEXT
         lines = "".join([line async for line in storage.export_jsonl(ws)])
         assert '"file":' not in lines and "zucchini-receipt" not in lines
+
+
+async def test_mail_and_webhook_deliveries_about_a_chat_use_its_visitors_key(
+    storage: SqlStorage,
+) -> None:
+    """Their payloads carry the chat's text, names and emails: under the visitor's key."""
+    await storage.use_keys(ring(new_master_key_text()))
+    ws, people = await _two_visitors(storage)
+    gone, gone_conv = people[ERASED_NAME]
+    sub = await storage.create_webhook(
+        ws, url="https://x.test/h", event_types=["message.created"], secret="k"
+    )
+    conv = await storage.get_conversation(ws, gone_conv)
+    assert conv is not None
+    await storage.append(message(conv, "a second zucchini question"))
+    assert await storage.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == (1, False)
+    mail = MailItem(
+        id="m-1",
+        workspace_id=ws,
+        conversation_id=gone_conv,
+        kind="transcript",
+        dedupe_key=None,
+        recipient="aurelio@example.com",
+        subject="Your chat",
+        text_body=ERASED_BODY,
+        html_body=f"<p>{ERASED_BODY}</p>",
+        created_at=1.0,
+    )
+    assert await storage.enqueue_mail(mail)
+    stored = await storage._fetch("SELECT payload FROM webhook_deliveries")
+    assert len(stored) == 1 and str(stored[0]["payload"]).startswith(f"lc2:{gone}:")
+    stored = await storage._fetch("SELECT recipient, text_body FROM mail_outbox")
+    assert all(str(v).startswith(f"lc2:{gone}:") for v in stored[0].values())
+    [delivery] = await storage.list_webhook_deliveries(ws, sub.id)
+    assert "a second zucchini question" in delivery.payload
+    [queued] = await storage.list_mail(ws)
+    assert queued.text_body == ERASED_BODY
+
+    await storage._destroy_visitor_key(ws, gone)  # the erasure's first commit
+    await storage.use_keys(storage.keyring)  # and another server, nothing cached
+    [delivery] = await storage.list_webhook_deliveries(ws, sub.id)
+    [queued] = await storage.list_mail(ws)
+    assert (delivery.payload, queued.recipient, queued.text_body) == (ERASED_TEXT,) * 3
