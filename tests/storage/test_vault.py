@@ -113,9 +113,15 @@ async def test_an_erasure_reaches_a_backup_taken_before_it(
     assert f"lc2:{gone}:".encode() in backup.read_bytes()  # the backup holds their sealed data
 
     async with open_backend(database_url, keyring=ring(master)) as live:
+        [wrapped] = [r["wrapped"] for r in await live.vault_rows() if r["visitor_id"] == gone]
         await live.erase_visitor(ws, gone, actor="agent:1")
+        left = await live.vault_rows()
+        assert [r["visitor_id"] for r in left] == [kept]
     if database_url.startswith("sqlite"):
         vault = sqlite_vault_path(database_url.removeprefix("sqlite:///"))  # the live vault
+        # Nor in the vault's file or its WAL: the erasure's checkpoint covers attached files.
+        vault_files = list(Path(vault).parent.glob(Path(vault).name + "*"))
+        assert vault_files and not [p for p in vault_files if wrapped.encode() in p.read_bytes()]
     else:
         vault = str(tmp_path / "vault.jsonl")
         assert (
