@@ -537,6 +537,8 @@ async def export_csv(
                     args,
                 )
             )
+            if key is not None:  # the visitors' keys (storage._vault)
+                await drive(tx, load_for_rows_program(key, result.rows))
             for row in result.rows:
                 if key is not None:
                     for column in ("name", "email"):

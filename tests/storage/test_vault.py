@@ -70,6 +70,10 @@ async def test_values_whose_visitor_key_is_gone_read_as_erased(storage: SqlStora
     assert kept_visitor is not None and kept_visitor.name == KEPT_NAME
     assert [e.body for e in await storage.history(ws, kept_conv)] == [KEPT_BODY]
 
+    await storage.use_keys(storage.keyring)  # a fresh server: no visitor key cached
+    csv = "".join([line async for line in storage.export_csv(ws)])
+    assert KEPT_NAME in csv and ERASED_TEXT in csv and ERASED_NAME not in csv
+
     # A key that is there but does not open is tampering or a wrong key: never "erased".
     table = storage.vault_table()
     rows = await storage._fetch(f"SELECT wrapped FROM {table} WHERE visitor_id=?", kept)
