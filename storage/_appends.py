@@ -403,6 +403,8 @@ def append_batch_program(
             conversation["last_activity_at"] = now
             if request.patch is not None:
                 apply_patch(conversation, request.patch)
+                if request.patch.rating_comment is not None and data_keys:
+                    seal_rating_comment(conversation, data_keys.get(request.conversation_id))
             dirty.add(request.conversation_id)
             event = api.Event(
                 workspace_id=request.workspace_id,
@@ -468,6 +470,12 @@ def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
 
 def _text(value: Any) -> str:
     return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+def seal_rating_comment(row: Row, key: DataKey | None) -> None:
+    """The patched rating comment sealed with the conversation's (visitor's) key."""
+    if key is not None and row["rating_comment"] is not None:
+        row["rating_comment"] = key.seal(row["rating_comment"], "conversations.rating_comment")
 
 
 def apply_patch(row: Row, patch: api.ConversationPatch) -> None:

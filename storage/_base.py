@@ -768,7 +768,7 @@ class SqlStorage(
             " WHERE workspace_id=? AND origin_key=?"
         )
 
-        def program() -> Program[api.Conversation]:
+        def program() -> Program[Row]:
             found = yield Q(
                 "SELECT 1 AS ok FROM visitors WHERE id=? AND workspace_id=?",
                 (visitor_id, workspace_id),
@@ -779,9 +779,10 @@ class SqlStorage(
                 record_codec.to_args(conversation),
             )
             result = yield Q(select, (workspace_id, origin_key))
-            return decode(api.Conversation, _require(result.one(), "conversation", origin_key))
+            return _require(result.one(), "conversation", origin_key)
 
-        return await self._write(program())
+        [found] = await self._opened_conversations([await self._write(program())])
+        return found
 
     async def find_conversation_by_origin(
         self, workspace_id: str, origin_key: str
@@ -790,13 +791,15 @@ class SqlStorage(
             f"SELECT {columns(api.Conversation)} FROM conversations"
             " WHERE workspace_id=? AND origin_key=?"
         )
-        return await self._fetch_one(api.Conversation, sql, workspace_id, origin_key)
+        found = await self._read_conversations(sql, workspace_id, origin_key)
+        return found[0] if found else None
 
     async def get_conversation(
         self, workspace_id: str, conversation_id: str
     ) -> api.Conversation | None:
         sql = f"SELECT {columns(api.Conversation)} FROM conversations WHERE id=? AND workspace_id=?"
-        return await self._fetch_one(api.Conversation, sql, conversation_id, workspace_id)
+        found = await self._read_conversations(sql, conversation_id, workspace_id)
+        return found[0] if found else None
 
     async def list_conversations(
         self,
@@ -836,7 +839,7 @@ class SqlStorage(
             f"SELECT {columns(api.Conversation)} FROM conversations WHERE {' AND '.join(where)}"
             " ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        items = await self._fetch_all(api.Conversation, sql, *args, limit + 1)
+        items = await self._read_conversations(sql, *args, limit + 1)
         next_cursor = None
         if len(items) > limit:
             items = items[:limit]
@@ -848,7 +851,7 @@ class SqlStorage(
             f"SELECT {columns(api.Conversation)} FROM conversations"
             " WHERE workspace_id=? AND state IN (?, ?) ORDER BY created_at, id"
         )
-        return await self._fetch_all(api.Conversation, sql, workspace_id, *_OPEN_STATES)
+        return await self._read_conversations(sql, workspace_id, *_OPEN_STATES)
 
     async def list_visitor_conversations(
         self, workspace_id: str, visitor_id: str
@@ -857,7 +860,7 @@ class SqlStorage(
             f"SELECT {columns(api.Conversation)} FROM conversations"
             " WHERE workspace_id=? AND visitor_id=? ORDER BY created_at DESC, id DESC"
         )
-        return await self._fetch_all(api.Conversation, sql, workspace_id, visitor_id)
+        return await self._read_conversations(sql, workspace_id, visitor_id)
 
     async def append(self, request: api.AppendRequest) -> api.AppendResult:
         """See ``storage.api.Storage.append``; queued to the group committer."""

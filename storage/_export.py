@@ -544,6 +544,10 @@ async def export_csv(
                     for column in ("name", "email"):
                         if row[column] is not None:
                             row[column] = key.open(row[column], f"visitors.{column}")
+                    if row["rating_comment"] is not None:
+                        row["rating_comment"] = key.open(
+                            row["rating_comment"], "conversations.rating_comment"
+                        )
                 first = row["first_response_at"]
                 yield _csv_line(
                     [

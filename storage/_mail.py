@@ -45,6 +45,11 @@ class MailStorage:
     ) -> DataKey | None:
         raise NotImplementedError
 
+    async def _read_conversations(  # pragma: no cover - storage._vault's
+        self, sql: str, *args: Any
+    ) -> list[api.Conversation]:
+        raise NotImplementedError
+
     async def _ready_key(  # pragma: no cover - storage._vault's
         self, workspace_id: str, rows: Iterable[Mapping[str, Any]]
     ) -> DataKey | None:
@@ -209,8 +214,7 @@ class MailStorage:
             " ORDER BY c.closed_at, c.id LIMIT ?"
         )
         args = (api.ConversationState.CLOSED.value, since, limit)
-        rows = await self._read(_fetch_rows(Q(sql, args)))
-        return [decode(api.Conversation, r) for r in rows]
+        return await self._read_conversations(sql, *args)
 
     async def add_inbox_item(self, item: api.InboxItem, *, mail: api.MailItem | None) -> bool:
         """Add an inbox item and, in the same commit, its notification mail; False (and no

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from storage import api
 from storage._keys import data_key_program
-from storage._records import dump_json
+from storage._records import decode, dump_json
 from storage._sql import Program, Q, Result, Row
 from storage.crypto import KEY_BYTES, PREFIX, SEALED_DATA_FIELDS, DataKey, new_data_key
 from storage.errors import EncryptionError, StorageError
@@ -239,11 +239,28 @@ def reseal_program(
     )
     for row in found.rows:
         seal = yield from sealer(str(row["workspace_id"]), str(row["id"]))
-        values = [_reseal(seal, row[c], f"visitors.{c}") for c in _VISITOR_COLUMNS]
-        if values == [row[c] for c in _VISITOR_COLUMNS]:
-            continue
-        sets = ",".join(f"{c}=?" for c in _VISITOR_COLUMNS)
-        yield Q(f"UPDATE visitors SET {sets} WHERE id=?", (*values, row["id"]))
+        touched = False
+        for c in _VISITOR_COLUMNS:
+            value = _reseal(seal, row[c], f"visitors.{c}")
+            if value != row[c]:
+                # Compare-and-set: a change written meanwhile (PostgreSQL) is kept.
+                yield Q(
+                    f"UPDATE visitors SET {c}=? WHERE id=? AND {c}=?", (value, row["id"], row[c])
+                )
+                touched = True
+        changed += touched
+    found = yield Q(
+        "SELECT id, workspace_id, visitor_id, rating_comment FROM conversations"
+        " WHERE rating_comment LIKE 'lc1:%' LIMIT ?",
+        (batch,),
+    )
+    for row in found.rows:
+        seal = yield from sealer(str(row["workspace_id"]), str(row["visitor_id"]))
+        value = _reseal(seal, row["rating_comment"], "conversations.rating_comment")
+        yield Q(
+            "UPDATE conversations SET rating_comment=? WHERE id=? AND rating_comment=?",
+            (value, row["id"], row["rating_comment"]),
+        )
         changed += 1
     kinds = ",".join(f"'{k}'" for k in SEALED_DATA_FIELDS)
     found = yield Q(
@@ -350,6 +367,26 @@ class VaultStore(abc.ABC):
     ) -> DataKey | None:
         """The workspace's data key with these visitors' keys loaded."""
         return await self._ready_key(workspace_id, [{"v": f"lc2:{v}:"} for v in visitor_ids])
+
+    async def _read_conversations(self, sql: str, *args: Any) -> list[api.Conversation]:
+        """Conversations from ``sql``, their rating comments opened (any workspaces)."""
+
+        def program() -> Program[list[Row]]:
+            found = yield Q(sql, args)
+            return found.rows
+
+        return await self._opened_conversations(await self._read(program()))
+
+    async def _opened_conversations(self, rows: Sequence[Row]) -> list[api.Conversation]:
+        keys: dict[str, DataKey | None] = {}
+        for workspace_id in {str(row["workspace_id"]) for row in rows}:
+            of_workspace = [row for row in rows if row["workspace_id"] == workspace_id]
+            keys[workspace_id] = await self._ready_key(workspace_id, of_workspace)
+        out = []
+        for row in rows:
+            key = keys[str(row["workspace_id"])]
+            out.append(decode(api.Conversation, key.open_row("conversations", row) if key else row))
+        return out
 
     async def _load_visitor_keys(self, key: DataKey, rows: Iterable[Mapping[str, Any]]) -> None:
         missing = key.missing_visitors(rows)

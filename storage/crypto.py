@@ -66,6 +66,8 @@ KEY_FILE_SUFFIX: Final = ".master-key"
 SEALED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "visitors": ("name", "email", "attributes", "ip"),
     "events": ("body",),
+    # The visitor's comment with their rating (sealed with their key, storage._vault).
+    "conversations": ("rating_comment",),
     "agent_two_factor": ("totp_secret",),
     "workspace_sso": ("client_secret",),
     "webhook_subscriptions": ("secret", "previous_secret"),
@@ -78,6 +80,7 @@ SEALED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
 # The column naming one row of each sealed table (besides events), for ``keys migrate``.
 ROW_ID_COLUMNS: Final[Mapping[str, str]] = {
     "visitors": "id",
+    "conversations": "id",
     "agent_two_factor": "agent_id",
     "workspace_sso": "workspace_id",
     "webhook_subscriptions": "id",

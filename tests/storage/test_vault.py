@@ -11,6 +11,8 @@ import pytest
 from storage import (
     Attachment,
     AuthorType,
+    ConversationFilter,
+    ConversationPatch,
     EncryptionError,
     MailItem,
     MasterKeyRing,
@@ -228,11 +230,19 @@ async def test_data_sealed_before_the_vault_moves_under_visitor_keys(storage: Sq
                     event.seq,
                 )
             )
+    await storage._write(
+        _statement(
+            "UPDATE conversations SET rating_comment=? WHERE id=?",
+            key.seal("an old comment", "conversations.rating_comment"),
+            gone_conv,
+        )
+    )
     await storage._write(_statement(f"DELETE FROM {storage.vault_table()}"))
     await storage.use_keys(storage.keyring)  # a server restarted on the old data
     assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_BODY]
 
-    assert await storage.reseal_per_visitor() == 4  # two visitors, their two messages
+    # Two visitors, their two messages, one rating comment.
+    assert await storage.reseal_per_visitor() == 5
     assert await storage.reseal_per_visitor() == 0
     rows = await storage._fetch("SELECT name, attributes, ip FROM visitors WHERE id=?", gone)
     assert all(str(v).startswith(f"lc2:{gone}:") for v in rows[0].values())
@@ -243,6 +253,9 @@ async def test_data_sealed_before_the_vault_moves_under_visitor_keys(storage: Sq
         ERASED_NAME,
         {"plan": "old"},
     )
+
+    conv = await storage.get_conversation(ws, gone_conv)
+    assert conv is not None and conv.rating_comment == "an old comment"
 
     await storage._destroy_visitor_key(ws, gone)
     assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_TEXT]
@@ -333,3 +346,27 @@ async def test_mail_and_webhook_deliveries_about_a_chat_use_its_visitors_key(
     [delivery] = await storage.list_webhook_deliveries(ws, sub.id)
     [queued] = await storage.list_mail(ws)
     assert (delivery.payload, queued.recipient, queued.text_body) == (ERASED_TEXT,) * 3
+
+
+async def test_a_rating_comment_is_sealed_with_the_visitors_key(storage: SqlStorage) -> None:
+    await storage.use_keys(ring(new_master_key_text()))
+    ws, people = await _two_visitors(storage)
+    gone, gone_conv = people[ERASED_NAME]
+    comment = "the zucchini advice was perfect"
+    conv = await storage.get_conversation(ws, gone_conv)
+    assert conv is not None
+    patch = ConversationPatch(rating=5, rating_comment=comment)
+    await storage.append(message(conv, "thanks!", patch=patch))
+    stored = await storage._fetch("SELECT rating_comment FROM conversations WHERE id=?", gone_conv)
+    assert str(stored[0]["rating_comment"]).startswith(f"lc2:{gone}:")
+
+    await storage.use_keys(storage.keyring)  # a fresh server: nothing cached
+    got = await storage.get_conversation(ws, gone_conv)
+    assert got is not None and got.rating_comment == comment
+    page = await storage.list_conversations(ws, ConversationFilter())
+    assert comment in [c.rating_comment for c in page.items]
+    assert comment in "".join([line async for line in storage.export_csv(ws)])
+
+    await storage._destroy_visitor_key(ws, gone)
+    got = await storage.get_conversation(ws, gone_conv)
+    assert got is not None and got.rating_comment == ERASED_TEXT
