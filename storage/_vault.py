@@ -132,28 +132,40 @@ def create_key_program(
 
 
 def conversation_sealers_program(
-    keys: Mapping[str, DataKey | None], conversations: Iterable[tuple[str, str]], *, now: float
+    keys: Mapping[str, DataKey | None],
+    conversations: Iterable[tuple[str, str]],
+    *,
+    now: float,
+    create: bool,
 ) -> Program[dict[str, DataKey]]:
-    """The sealer of each (workspace, conversation) with a workspace key: its visitor's key,
-    loaded or given to a visitor from before the vault (rows written in a program)."""
+    """The sealer of each (workspace, conversation) with a workspace key: its visitor's key.
+    One ``SELECT … IN`` for the conversations' visitors, one for the keys not cached. A visitor
+    from before the vault gets a key here when ``create`` (a write program), else its
+    conversation is left out for the caller to handle."""
     ids = sorted({cid for ws, cid in conversations if keys.get(ws) is not None})
-    out: dict[str, DataKey] = {}
+    rows: list[Row] = []
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
         found = yield Q(
             f"SELECT id, workspace_id, visitor_id FROM conversations WHERE id IN ({_in(chunk)})",
             chunk,
         )
-        for row in found.rows:
-            key = keys.get(str(row["workspace_id"]))
-            if key is None:
+        rows += [r for r in found.rows if keys.get(str(r["workspace_id"])) is not None]
+    for workspace_id in {str(r["workspace_id"]) for r in rows}:
+        key = keys[workspace_id]
+        assert key is not None
+        refs = [{"v": f"lc2:{r['visitor_id']}:"} for r in rows if r["workspace_id"] == workspace_id]
+        yield from load_for_rows_program(key, refs)
+    out: dict[str, DataKey] = {}
+    for row in rows:
+        key = keys[str(row["workspace_id"])]
+        assert key is not None
+        visitor_id = str(row["visitor_id"])
+        if key.sealer_for(visitor_id) is key:
+            if not create:
                 continue
-            visitor_id = str(row["visitor_id"])
-            if key.missing_visitors([{"v": f"lc2:{visitor_id}:"}]):
-                yield from load_program(key, [visitor_id])
-            if key.sealer_for(visitor_id) is key:
-                yield from create_key_program(key, visitor_id, now=now, new_visitor=False)
-            out[str(row["id"])] = key.sealer_for(visitor_id)
+            yield from create_key_program(key, visitor_id, now=now, new_visitor=False)
+        out[str(row["id"])] = key.sealer_for(visitor_id)
     return out
 
 
@@ -419,21 +431,43 @@ class VaultStore(abc.ABC):
         self, batch: Sequence[Sequence[api.AppendRequest]]
     ) -> dict[str, DataKey | None]:
         """The sealer of each conversation of an append batch (cached: a dictionary lookup a
-        message; a conversation's first batch reads its visitor once)."""
+        message; the conversations a batch meets first are read together, in one read)."""
         out: dict[str, DataKey | None] = {}
         if self._keyring is None:
             return out
         cache = self._conversation_sealers
+        missing: dict[str, str] = {}  # conversation -> workspace
         for requests in batch:
             for request in requests:
                 cid = request.conversation_id
-                if cid in out:
-                    continue
                 sealer = cache.get(cid)
-                if sealer is None or sealer.workspace_id != request.workspace_id:
-                    sealer = await self._conversation_sealer(request.workspace_id, cid)
+                if sealer is not None and sealer.workspace_id == request.workspace_id:
+                    out[cid] = sealer
+                else:
+                    missing[cid] = request.workspace_id
+        if missing:
+            keys = {ws: await self.data_key(ws) for ws in set(missing.values())}
+            found = await self._read(
+                conversation_sealers_program(
+                    keys,
+                    [(ws, cid) for cid, ws in missing.items()],
+                    now=self._clock(),
+                    create=False,
+                )
+            )
+            for cid, workspace_id in missing.items():
+                sealer = found.get(cid)
+                if sealer is None:  # a visitor from before the vault, or no such conversation
+                    sealer = await self._conversation_sealer(workspace_id, cid)
+                else:
+                    self._cache_sealer(cid, sealer)
                 out[cid] = sealer
         return out
+
+    def _cache_sealer(self, conversation_id: str, sealer: DataKey) -> None:
+        if len(self._conversation_sealers) >= _CONVERSATION_CACHE:
+            del self._conversation_sealers[next(iter(self._conversation_sealers))]
+        self._conversation_sealers[conversation_id] = sealer
 
     async def _sealer_for_conversation(
         self, workspace_id: str, conversation_id: str
@@ -463,9 +497,7 @@ class VaultStore(abc.ABC):
             return key  # no such conversation: the batch program answers NotFound
         sealer = await self._visitor_sealer(workspace_id, visitor_id)
         assert sealer is not None
-        if len(self._conversation_sealers) >= _CONVERSATION_CACHE:
-            del self._conversation_sealers[next(iter(self._conversation_sealers))]
-        self._conversation_sealers[conversation_id] = sealer
+        self._cache_sealer(conversation_id, sealer)
         return sealer
 
     async def _destroy_visitor_key(self, workspace_id: str, visitor_id: str) -> None:

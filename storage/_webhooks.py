@@ -139,6 +139,7 @@ def feed_program(
             if p.event.workspace_id in subs
         ],
         now=now,
+        create=True,
     )
     added = 0
     for positioned in taken:

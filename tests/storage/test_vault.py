@@ -240,6 +240,12 @@ async def test_data_sealed_before_the_vault_moves_under_visitor_keys(storage: Sq
     await storage._write(_statement(f"DELETE FROM {storage.vault_table()}"))
     await storage.use_keys(storage.keyring)  # a server restarted on the old data
     assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_BODY]
+    # A new message about a visitor from before the vault gives them a key.
+    conv = await storage.get_conversation(ws, gone_conv)
+    assert conv is not None
+    await storage.append(message(conv, "one more question"))
+    stored = await storage._fetch("SELECT body FROM events WHERE conversation_id=?", gone_conv)
+    assert [str(r["body"])[:4] for r in stored] == ["lc1:", "lc2:"]
 
     # Two visitors, their two messages, one rating comment.
     assert await storage.reseal_per_visitor() == 5
@@ -247,7 +253,7 @@ async def test_data_sealed_before_the_vault_moves_under_visitor_keys(storage: Sq
     rows = await storage._fetch("SELECT name, attributes, ip FROM visitors WHERE id=?", gone)
     assert all(str(v).startswith(f"lc2:{gone}:") for v in rows[0].values())
     stored = await storage._fetch("SELECT body FROM events WHERE conversation_id=?", gone_conv)
-    assert str(stored[0]["body"]).startswith(f"lc2:{gone}:")
+    assert all(str(r["body"]).startswith(f"lc2:{gone}:") for r in stored)
     visitor = await storage.get_visitor(ws, gone)
     assert visitor is not None and (visitor.name, visitor.attributes) == (
         ERASED_NAME,
@@ -257,8 +263,13 @@ async def test_data_sealed_before_the_vault_moves_under_visitor_keys(storage: Sq
     conv = await storage.get_conversation(ws, gone_conv)
     assert conv is not None and conv.rating_comment == "an old comment"
 
+    assert [e.body for e in await storage.history(ws, gone_conv)] == [
+        ERASED_BODY,
+        "one more question",
+    ]
+
     await storage._destroy_visitor_key(ws, gone)
-    assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_TEXT]
+    assert [e.body for e in await storage.history(ws, gone_conv)] == [ERASED_TEXT] * 2
     kept = await storage.get_visitor(ws, people[KEPT_NAME][0])
     assert kept is not None and kept.name == KEPT_NAME
     assert [e.body for e in await storage.history(ws, people[KEPT_NAME][1])] == [KEPT_BODY]
