@@ -1,10 +1,10 @@
 """``SqlStorage``: the whole ``Storage`` interface written once, over an abstract SQL driver.
 
 A backend (``storage.sqlite``, ``storage.postgres``) supplies the driver (``storage._driver``);
-the interface is put together here from one mixin per part (``_directory``, ``_visitors``,
-``_conversations``, ``_operations``, ``_auth``, ``_mail``, ``_webhooks``), and appends go through
-the group committer (``storage._appends``). Everything lives above the driver, so the two
-backends cannot drift apart.
+the interface is put together here from one mixin per part (``_vault`` first, ``_directory``,
+``_visitors``, ``_conversations``, ``_operations``, ``_auth``, ``_mail``, ``_webhooks``), and
+appends go through the group committer (``storage._appends``). Everything lives above the
+driver, so the two backends cannot drift apart.
 
 Tenancy: every statement on a tenant table has ``workspace_id = ?`` in its WHERE clause (or checks
 the parent row's workspace first), so a foreign id behaves exactly like a missing one.
