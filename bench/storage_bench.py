@@ -186,6 +186,10 @@ async def _with_pg_schema(url: str, body: Any) -> dict[str, Any]:
         with trio.CancelScope(shield=True):
             async with trio_asyncio.open_loop():
                 await trio_asyncio.aio_as_trio(admin)(f"DROP SCHEMA {schema} CASCADE")
+                # and its key vault (storage._vault)
+                await trio_asyncio.aio_as_trio(admin)(
+                    f"DROP SCHEMA IF EXISTS {schema}_vault CASCADE"
+                )
 
 
 async def _bench_backend(

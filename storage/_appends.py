@@ -331,7 +331,8 @@ def append_batch_program(
     ``admit``, called first (inside the transaction), drops submissions whose callers gave up;
     they get ``StorageUnavailable`` outcomes nobody reads.
 
-    ``data_keys``: by workspace; bodies are sealed with them and indexed by keyed tokens
+    ``data_keys``: by conversation (with its visitor's key, ``storage._vault``); bodies are
+    sealed with them and indexed by keyed tokens
     (the events returned carry the plaintext). Without one, bodies are stored as they are.
     """
     if admit is not None:
@@ -397,7 +398,7 @@ def append_batch_program(
             if request.client_msg_id is not None:
                 original = originals.get(key)
                 if original is not None:
-                    data_key = data_keys.get(request.workspace_id) if data_keys else None
+                    data_key = data_keys.get(request.conversation_id) if data_keys else None
                     if data_key is not None:
                         original = data_key.open_row("events", original)
                     event = decode(api.Event, original)
@@ -408,6 +409,8 @@ def append_batch_program(
             conversation["last_activity_at"] = now
             if request.patch is not None:
                 apply_patch(conversation, request.patch)
+                if request.patch.rating_comment is not None and data_keys:
+                    seal_rating_comment(conversation, data_keys.get(request.conversation_id))
             dirty.add(request.conversation_id)
             event = api.Event(
                 workspace_id=request.workspace_id,
@@ -422,7 +425,7 @@ def append_batch_program(
                 client_msg_id=request.client_msg_id,
                 created_at=now,
             )
-            data_key = data_keys.get(request.workspace_id) if data_keys else None
+            data_key = data_keys.get(request.conversation_id) if data_keys else None
             event_args = _event_args(event, data_key)
             inserts.append(event_args)
             if request.client_msg_id is not None:
@@ -473,6 +476,12 @@ def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
 
 def _text(value: Any) -> str:
     return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+def seal_rating_comment(row: Row, key: DataKey | None) -> None:
+    """The patched rating comment sealed with the conversation's (visitor's) key."""
+    if key is not None and row["rating_comment"] is not None:
+        row["rating_comment"] = key.seal(row["rating_comment"], "conversations.rating_comment")
 
 
 def apply_patch(row: Row, patch: api.ConversationPatch) -> None:

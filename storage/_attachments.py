@@ -21,7 +21,7 @@ from storage import api
 from storage._records import codec, columns, decode
 from storage._sql import Dialect, Program, Q
 from storage.blobs import BlobStore
-from storage.crypto import BLOB_PREFIX, DataKey, is_sealed
+from storage.crypto import DataKey, ErasedFile, is_sealed, is_sealed_blob
 from storage.errors import NotFound, QuotaExceeded
 
 T = TypeVar("T")
@@ -145,13 +145,24 @@ class AttachmentStore(abc.ABC):
     @abc.abstractmethod
     async def _drop_blobs(self, blob_ids: list[str]) -> None: ...
 
+    # storage._vault: a file is about its visitor, sealed with their key
+    @abc.abstractmethod
+    async def _visitor_sealer(
+        self, workspace_id: str, visitor_id: str, *, new_visitor: bool = False
+    ) -> DataKey | None: ...
+
+    @abc.abstractmethod
+    async def _key_with_visitors(
+        self, workspace_id: str, visitor_ids: Sequence[str]
+    ) -> DataKey | None: ...
+
     async def add_attachment(
         self, attachment: api.Attachment, data: bytes, *, max_storage_bytes: int | None
     ) -> api.Attachment:
         """Bytes first (sealed), then the row (quota checked in its transaction); bytes
         removed if the row is refused, so a refused upload leaves nothing behind."""
         blobs = self.blobs
-        key = await self.data_key(attachment.workspace_id)
+        key = await self._visitor_sealer(attachment.workspace_id, attachment.visitor_id)
         stored = data if key is None else await _crypt(key.seal_bytes, data, attachment.id)
         await blobs.put(attachment.id, stored)
         try:
@@ -168,15 +179,22 @@ class AttachmentStore(abc.ABC):
         rows = await self._read(_fetch(Q(sql, (workspace_id, attachment_id))))
         if not rows:
             return None
-        return _decode(rows[0], await self.data_key(workspace_id))
+        key = await self._key_with_visitors(workspace_id, [str(rows[0]["visitor_id"])])
+        return _decode(rows[0], key)
 
     async def read_attachment(self, attachment: api.Attachment) -> bytes | None:
-        """The file's bytes as uploaded (opened when sealed); None when they are gone."""
+        """The file's bytes as uploaded (opened when sealed); None when they are gone (or
+        their visitor's key is: erased)."""
         data = await self.blobs.get(attachment.id)
         if data is None:
             return None
-        key = await self.data_key(attachment.workspace_id)
-        return data if key is None else await _crypt(key.open_bytes, data, attachment.id)
+        key = await self._key_with_visitors(attachment.workspace_id, [attachment.visitor_id])
+        if key is None:
+            return data
+        try:
+            return await _crypt(key.open_bytes, data, attachment.id)
+        except ErasedFile:
+            return None
 
     async def bind_attachments(
         self,
@@ -188,7 +206,7 @@ class AttachmentStore(abc.ABC):
         uploader_type: api.AuthorType,
         uploader_id: str,
     ) -> list[api.Attachment]:
-        key = await self.data_key(workspace_id) if attachment_ids else None
+        key = await self._key_with_visitors(workspace_id, [visitor_id]) if attachment_ids else None
         return await self._write(
             bind_attachments_program(
                 self.dialect,
@@ -225,7 +243,8 @@ class AttachmentStore(abc.ABC):
                 _fetch(
                     Q(
                         "SELECT id, workspace_id, name FROM attachments"
-                        " WHERE name NOT LIKE 'lc1:%' ORDER BY id LIMIT ?",
+                        " WHERE name NOT LIKE 'lc1:%' AND name NOT LIKE 'lc2:%'"
+                        " ORDER BY id LIMIT ?",
                         (MIGRATE_BATCH,),
                     )
                 )
@@ -237,7 +256,7 @@ class AttachmentStore(abc.ABC):
                     return total
                 file_id = str(row["id"])
                 data = await self.blobs.get(file_id)
-                if data is not None and not data.startswith(BLOB_PREFIX):
+                if data is not None and not is_sealed_blob(data):
                     await self.blobs.put(file_id, await _crypt(key.seal_bytes, data, file_id))
                 name = str(row["name"])
                 if not is_sealed(name):

@@ -1,9 +1,9 @@
 """``SqlStorage``: the whole ``Storage`` interface written once, over an abstract SQL driver.
 
 A backend (``storage.sqlite``, ``storage.postgres``) supplies the driver (``storage._driver``);
-the interface is put together here from one mixin per part (``_directory``, ``_visitors``,
-``_conversations``, ``_operations``, ``_auth``, ``_mail``, ``_webhooks``, ``_triggers``,
-``_leases``, ``_attachments``), and appends go through the group committer
+the interface is put together here from one mixin per part (``_vault`` first, ``_directory``,
+``_visitors``, ``_conversations``, ``_operations``, ``_auth``, ``_mail``, ``_webhooks``,
+``_triggers``, ``_leases``, ``_attachments``), and appends go through the group committer
 (``storage._appends``). Everything lives above the driver, so the two backends cannot drift
 apart.
 
@@ -31,9 +31,9 @@ from storage._mail import MailStorage
 from storage._operations import OperationsStore
 from storage._sql import Dialect
 from storage._triggers import TriggerStore
+from storage._vault import VaultStore
 from storage._visitors import VisitorStore
 from storage._webhooks import WebhookStore
-from storage.crypto import DataKey
 from storage.errors import StorageError, StorageUnavailable
 
 # Re-exported: the backends and the storage bench reach these through this module.
@@ -81,6 +81,7 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
 
 
 class SqlStorage(
+    VaultStore,  # first: its overrides of the driver's key handling win (storage._vault)
     ConversationStore,
     VisitorStore,
     DirectoryStore,
@@ -115,13 +116,8 @@ class SqlStorage(
     async def _commit_batch(
         self, batch: list[Sequence[api.AppendRequest]], admit: Admit
     ) -> list[list[api.AppendResult] | StorageError]:
-        keys: dict[str, DataKey | None] = {}
-        if self._keyring is not None:
-            for requests in batch:
-                for request in requests:
-                    if request.workspace_id not in keys:
-                        # Cached after the workspace's first use: no database round trip.
-                        keys[request.workspace_id] = await self.data_key(request.workspace_id)
+        # By conversation, sealing with its visitor's key; cached: no database round trip.
+        keys = await self._batch_sealers(batch)
         program = append_batch_program(
             batch, now=self._clock(), dialect=self._dialect, admit=admit, data_keys=keys
         )

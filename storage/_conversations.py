@@ -3,8 +3,8 @@ mixin). Appends are not here: they go through the group committer (``storage._ba
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from storage import api
 from storage._driver import SqlDriver, fetch, require_row
@@ -16,9 +16,10 @@ from storage._records import (
     encode_cursor,
     new_id,
 )
-from storage._sql import Program, Q
+from storage._sql import Program, Q, Row
 from storage.crypto import (
     MAX_QUERY_WORDS,
+    DataKey,
     make_snippet,
     search_words,
 )
@@ -30,6 +31,20 @@ _MAX_FETCH = api.MAX_PAGE + 1  # plain-list reads: one extra row tells the calle
 
 class ConversationStore(SqlDriver):
     """Storage methods of ``storage.api.Storage`` for conversations and what hangs off them."""
+
+    if TYPE_CHECKING:  # ``storage._vault.VaultStore``, a sibling mixin of SqlStorage
+
+        async def _read_conversations(self, sql: str, *args: Any) -> list[api.Conversation]: ...
+
+        async def _opened_conversations(self, rows: Sequence[Row]) -> list[api.Conversation]: ...
+
+        async def _ready_key(
+            self, workspace_id: str, rows: Iterable[Mapping[str, Any]]
+        ) -> DataKey | None: ...
+
+        async def _load_visitor_keys(
+            self, key: DataKey, rows: Iterable[Mapping[str, Any]]
+        ) -> None: ...
 
     # ------------------------------------------------------------ conversations
 
@@ -61,7 +76,7 @@ class ConversationStore(SqlDriver):
             " WHERE workspace_id=? AND origin_key=?"
         )
 
-        def program() -> Program[api.Conversation]:
+        def program() -> Program[Row]:
             found = yield Q(
                 "SELECT 1 AS ok FROM visitors WHERE id=? AND workspace_id=?",
                 (visitor_id, workspace_id),
@@ -72,9 +87,10 @@ class ConversationStore(SqlDriver):
                 record_codec.to_args(conversation),
             )
             result = yield Q(select, (workspace_id, origin_key))
-            return decode(api.Conversation, require_row(result.one(), "conversation", origin_key))
+            return require_row(result.one(), "conversation", origin_key)
 
-        return await self._write(program())
+        [found] = await self._opened_conversations([await self._write(program())])
+        return found
 
     async def find_conversation_by_origin(
         self, workspace_id: str, origin_key: str
@@ -83,13 +99,15 @@ class ConversationStore(SqlDriver):
             f"SELECT {columns(api.Conversation)} FROM conversations"
             " WHERE workspace_id=? AND origin_key=?"
         )
-        return await self._fetch_one(api.Conversation, sql, workspace_id, origin_key)
+        found = await self._read_conversations(sql, workspace_id, origin_key)
+        return found[0] if found else None
 
     async def get_conversation(
         self, workspace_id: str, conversation_id: str
     ) -> api.Conversation | None:
         sql = f"SELECT {columns(api.Conversation)} FROM conversations WHERE id=? AND workspace_id=?"
-        return await self._fetch_one(api.Conversation, sql, conversation_id, workspace_id)
+        found = await self._read_conversations(sql, conversation_id, workspace_id)
+        return found[0] if found else None
 
     async def list_conversations(
         self,
@@ -129,7 +147,7 @@ class ConversationStore(SqlDriver):
             f"SELECT {columns(api.Conversation)} FROM conversations WHERE {' AND '.join(where)}"
             " ORDER BY created_at DESC, id DESC LIMIT ?"
         )
-        items = await self._fetch_all(api.Conversation, sql, *args, limit + 1)
+        items = await self._read_conversations(sql, *args, limit + 1)
         next_cursor = None
         if len(items) > limit:
             items = items[:limit]
@@ -141,7 +159,7 @@ class ConversationStore(SqlDriver):
             f"SELECT {columns(api.Conversation)} FROM conversations"
             " WHERE workspace_id=? AND state IN (?, ?) ORDER BY created_at, id"
         )
-        return await self._fetch_all(api.Conversation, sql, workspace_id, *_OPEN_STATES)
+        return await self._read_conversations(sql, workspace_id, *_OPEN_STATES)
 
     async def list_visitor_conversations(
         self, workspace_id: str, visitor_id: str
@@ -150,7 +168,7 @@ class ConversationStore(SqlDriver):
             f"SELECT {columns(api.Conversation)} FROM conversations"
             " WHERE workspace_id=? AND visitor_id=? ORDER BY created_at DESC, id DESC"
         )
-        return await self._fetch_all(api.Conversation, sql, workspace_id, visitor_id)
+        return await self._read_conversations(sql, workspace_id, visitor_id)
 
     async def history(
         self,
@@ -180,7 +198,7 @@ class ConversationStore(SqlDriver):
             f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         )
         rows = await self._read(fetch(Q(sql, [*args, max(1, min(limit, _MAX_FETCH))])))
-        key = await self.data_key(workspace_id)
+        key = await self._ready_key(workspace_id, rows)
         if key is not None:
             rows = [key.open_row("events", row) for row in rows]
         events = [decode(api.Event, row) for row in rows]
@@ -208,6 +226,8 @@ class ConversationStore(SqlDriver):
         rows = await self._read(
             fetch(self._dialect.search(workspace_id, text, max(1, min(limit, _MAX_FETCH))))
         )
+        if key is not None:
+            await self._load_visitor_keys(key, rows)
         hits = []
         for row in rows:
             body = str(row["body"])

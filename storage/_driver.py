@@ -5,7 +5,8 @@ A backend (``storage.sqlite``, ``storage.postgres``) supplies three things: ``_w
 ``_read`` drive a transaction program (``storage._sql``) on the single writer or on a reader,
 and ``transaction`` opens one transaction that several awaits share (streaming export, bulk
 import). The parts of the interface (``_directory``, ``_visitors``, ``_conversations``,
-``_operations``) are mixins of ``SqlDriver``, put together in ``storage._base.SqlStorage``.
+``_operations``) are mixins of ``SqlDriver``, put together in ``storage._base.SqlStorage``;
+``_vault`` is one too, first in that order: it extends the data keys here with visitor keys.
 """
 
 from __future__ import annotations

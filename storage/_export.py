@@ -37,8 +37,9 @@ from storage._attachments import open_file_bytes
 from storage._audit import repair_chains_program
 from storage._records import dump_json
 from storage._sql import Dialect, Program, Q, Result
+from storage._vault import drive, load_for_rows_program
 from storage.blobs import BlobStore
-from storage.crypto import SEARCHABLE_KINDS, DataKey, is_sealed, plain_terms
+from storage.crypto import SEARCHABLE_KINDS, DataKey, ErasedFile, is_sealed, plain_terms
 from storage.errors import RestoreError
 
 T = TypeVar("T")
@@ -277,6 +278,8 @@ async def export_jsonl(
                         args,
                     )
                 )
+                if key is not None:  # the visitor keys these rows need (storage._vault)
+                    await drive(tx, load_for_rows_program(key, result.rows))
                 for row in result.rows:
                     if key is not None:
                         row = key.open_row(table.name, row)
@@ -295,7 +298,10 @@ async def export_jsonl(
         if data is None:  # erased since the snapshot: its row restores without bytes
             continue
         if key is not None:  # the customer's readable copy (a backup keeps the sealed bytes)
-            data = await open_file_bytes(key, data, file_id)
+            try:
+                data = await open_file_bytes(key, data, file_id)
+            except ErasedFile:  # its visitor's key is destroyed: as good as gone
+                continue
         encoded = base64.b64encode(data).decode("ascii")
         yield dump_json({"file": {"id": file_id, "data": encoded}}) + "\n"
         files += 1
@@ -531,11 +537,17 @@ async def export_csv(
                     args,
                 )
             )
+            if key is not None:  # the visitors' keys (storage._vault)
+                await drive(tx, load_for_rows_program(key, result.rows))
             for row in result.rows:
                 if key is not None:
                     for column in ("name", "email"):
                         if row[column] is not None:
                             row[column] = key.open(row[column], f"visitors.{column}")
+                    if row["rating_comment"] is not None:
+                        row["rating_comment"] = key.open(
+                            row["rating_comment"], "conversations.rating_comment"
+                        )
                 first = row["first_response_at"]
                 yield _csv_line(
                     [

@@ -94,7 +94,7 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
     # Events: the body sealed and its blind-index tokens computed, in one update.
     found = yield Q(
         "SELECT workspace_id, conversation_id, seq, kind, body FROM events"
-        " WHERE body IS NOT NULL AND body NOT LIKE 'lc1:%' LIMIT ?",
+        " WHERE body IS NOT NULL AND body NOT LIKE 'lc1:%' AND body NOT LIKE 'lc2:%' LIMIT ?",
         (batch,),
     )
     for row in found.rows:
@@ -111,7 +111,9 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
         # ``data`` is compact JSON: a field still in plaintext reads ``"name":"`` not followed
         # by the sealed prefix.
         plain = " OR ".join(
-            f'(data LIKE \'%"{f}":"%\' AND data NOT LIKE \'%"{f}":"lc1:%\')' for f in fields
+            f'(data LIKE \'%"{f}":"%\' AND data NOT LIKE \'%"{f}":"lc1:%\''
+            f' AND data NOT LIKE \'%"{f}":"lc2:%\')'
+            for f in fields
         )
         found = yield Q(
             "SELECT workspace_id, conversation_id, seq, kind, data FROM events"
@@ -122,7 +124,9 @@ def seal_plaintext_program(ring: MasterKeyRing, *, batch: int = 500) -> Program[
     for table, cols in SEALED_COLUMNS.items():
         if table in SEALED_ELSEWHERE:
             continue
-        unsealed = " OR ".join(f"({c} IS NOT NULL AND {c} NOT LIKE 'lc1:%')" for c in cols)
+        unsealed = " OR ".join(
+            f"({c} IS NOT NULL AND {c} NOT LIKE 'lc1:%' AND {c} NOT LIKE 'lc2:%')" for c in cols
+        )
         id_column = ROW_ID_COLUMNS[table]
         found = yield Q(
             f"SELECT {id_column} AS id, workspace_id, {','.join(cols)} FROM {table}"

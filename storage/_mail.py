@@ -8,7 +8,7 @@ sender died mid-attempt is retried after the lease instead of being lost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from storage import api
@@ -40,11 +40,33 @@ class MailStorage:
     async def data_key(self, workspace_id: str) -> DataKey | None:  # pragma: no cover
         raise NotImplementedError
 
+    async def _sealer_for_conversation(  # pragma: no cover - storage._vault's
+        self, workspace_id: str, conversation_id: str
+    ) -> DataKey | None:
+        raise NotImplementedError
+
+    async def _read_conversations(  # pragma: no cover - storage._vault's
+        self, sql: str, *args: Any
+    ) -> list[api.Conversation]:
+        raise NotImplementedError
+
+    async def _ready_key(  # pragma: no cover - storage._vault's
+        self, workspace_id: str, rows: Iterable[Mapping[str, Any]]
+    ) -> DataKey | None:
+        raise NotImplementedError
+
     async def _mail_args(self, item: api.MailItem) -> list[Any]:
         """Insert arguments of a mail: recipient, subject and text sealed with the workspace's
-        data key (server-wide mail, with no workspace, has none and is stored as it is)."""
+        data key, or the visitor's key when it is about a conversation (server-wide mail, with
+        no workspace, has none and is stored as it is)."""
         args = _MAIL.to_args(item)
-        key = None if item.workspace_id is None else await self.data_key(item.workspace_id)
+        ws, conversation = item.workspace_id, item.conversation_id
+        if ws is None:
+            key = None
+        elif conversation is not None:
+            key = await self._sealer_for_conversation(ws, conversation)
+        else:
+            key = await self.data_key(ws)
         if key is None:
             return list(args)
         return list(
@@ -55,7 +77,7 @@ class MailStorage:
         out = []
         for row in rows:
             ws = row["workspace_id"]
-            key = None if ws is None else await self.data_key(str(ws))
+            key = None if ws is None else await self._ready_key(str(ws), [row])
             out.append(decode(api.MailItem, key.open_row("mail_outbox", row) if key else row))
         return out
 
@@ -192,8 +214,7 @@ class MailStorage:
             " ORDER BY c.closed_at, c.id LIMIT ?"
         )
         args = (api.ConversationState.CLOSED.value, since, limit)
-        rows = await self._read(_fetch_rows(Q(sql, args)))
-        return [decode(api.Conversation, r) for r in rows]
+        return await self._read_conversations(sql, *args)
 
     async def add_inbox_item(self, item: api.InboxItem, *, mail: api.MailItem | None) -> bool:
         """Add an inbox item and, in the same commit, its notification mail; False (and no

@@ -41,9 +41,15 @@ BACKUP_ACTION = "backup.completed"  # server-wide audit action of a finished bac
 class OperationsStore(SqlDriver):
     """Storage methods of ``storage.api.Storage`` for operators and compliance."""
 
-    if TYPE_CHECKING:  # ``storage._attachments.AttachmentStore``, a sibling mixin of SqlStorage
+    if TYPE_CHECKING:  # from sibling mixins of SqlStorage: ``storage._attachments``, ``_vault``
 
         async def seal_plaintext_files(self) -> int: ...
+
+        async def _check_vault(self) -> None: ...
+
+        async def _destroy_visitor_key(self, workspace_id: str, visitor_id: str) -> None: ...
+
+        async def _destroy_workspace_keys(self, workspace_id: str) -> None: ...
 
     async def rotate_master_key(self, new: MasterKeyRing, *, actor: str = "cli") -> int:
         """Re-wrap every data key under ``new``'s current master key, in one transaction, and
@@ -72,9 +78,10 @@ class OperationsStore(SqlDriver):
         self._keyring = new
         return count
 
-    async def check_data_keys(self) -> int:
+    async def check_data_keys(self, *, vault: bool = True) -> int:
         """Raise ``EncryptionError`` unless every data key opens with this storage's ring
-        (a database with data keys and no ring included); returns how many there are."""
+        (a database with data keys and no ring included), and (``vault``) unless the key vault
+        is there when the data needs one; returns how many data keys there are."""
         rows = await self._fetch("SELECT workspace_id, wrapped, master_key_id FROM data_keys")
         if rows and self._keyring is None:
             raise EncryptionError(
@@ -86,6 +93,8 @@ class OperationsStore(SqlDriver):
             self._keyring.unwrap(
                 str(row["wrapped"]), str(row["master_key_id"]), f"workspace:{row['workspace_id']}"
             )
+        if vault:
+            await self._check_vault()
         return len(rows)
 
     async def seal_plaintext(self) -> int:
@@ -263,15 +272,20 @@ class OperationsStore(SqlDriver):
     ) -> None:
         """Delete the visitor and everything about them (data-subject erasure); audited once,
         in the same transaction (``visitor.erased``); their files' bytes after the commit."""
+        # The key first, in its own commit: every copy of their data, backups included,
+        # is unreadable from here on (docs/security.md); again after: no orphan key.
+        await self._destroy_visitor_key(workspace_id, visitor_id)
         program = erase_visitor_program(
             self._dialect, workspace_id, visitor_id, now=self._clock(), actor=actor, ip=ip
         )
         files = await self._write(program)
+        await self._destroy_visitor_key(workspace_id, visitor_id)
         await self._drop_blobs(files)
         await self._scrub_after_erasure()
 
     async def purge_workspace(self, workspace_id: str, *, actor: str = "system") -> None:
         """Delete every row of the workspace; audited server-wide (the workspace is gone)."""
+        await self._destroy_workspace_keys(workspace_id)  # its visitor keys (the vault)
         program = purge_workspace_program(
             self._dialect, workspace_id, now=self._clock(), actor=actor
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storage import api
 from storage._driver import SqlDriver, execute, fetch, require_row
@@ -12,6 +12,7 @@ from storage._records import (
     new_id,
 )
 from storage._sql import Program, Q
+from storage.crypto import DataKey
 from storage.errors import NotFound
 
 _MAX_PAGE = api.MAX_PAGE
@@ -19,6 +20,12 @@ _MAX_PAGE = api.MAX_PAGE
 
 class VisitorStore(SqlDriver):
     """Storage methods of ``storage.api.Storage`` for visitors and bans."""
+
+    if TYPE_CHECKING:  # ``storage._vault.VaultStore``, a sibling mixin of SqlStorage
+
+        async def _visitor_sealer(
+            self, workspace_id: str, visitor_id: str, *, new_visitor: bool = False
+        ) -> DataKey | None: ...
 
     # ------------------------------------------------------------ visitors
 
@@ -42,7 +49,7 @@ class VisitorStore(SqlDriver):
             first_seen_at=now,
             last_seen_at=now,
         )
-        key = await self.data_key(workspace_id)
+        key = await self._visitor_sealer(workspace_id, visitor.id, new_visitor=True)
         return await self._insert(
             visitor, parent=("workspaces", workspace_id, workspace_id), key=key
         )
@@ -79,7 +86,7 @@ class VisitorStore(SqlDriver):
         self, workspace_id: str, visitor_id: str, **changes: Any
     ) -> api.Visitor:
         where = "workspace_id=? AND id=?"
-        key = await self.data_key(workspace_id)
+        key = await self._visitor_sealer(workspace_id, visitor_id)
         return await self._update(
             api.Visitor, where, [workspace_id, visitor_id], changes, key=key, table="visitors"
         )

@@ -16,13 +16,14 @@ hole only for events older than ``settle_before``, so an event that commits late
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from storage import api
 from storage._audit import append_audit_program
 from storage._records import RecordCodec, codec, columns, decode, new_id
 from storage._sql import Dialect, Program, Q
+from storage._vault import conversation_sealers_program, load_for_rows_program
 from storage.crypto import DataKey
 from storage.errors import NotFound
 
@@ -95,6 +96,11 @@ def feed_program(
         return 0, False
     subscribed = set((yield from _subscribed_workspaces_program()))
     result = yield _events_after(dialect, cursor, limit)
+    for workspace_id, key in (keys or {}).items():  # the visitor keys of the bodies
+        if key is not None:
+            yield from load_for_rows_program(
+                key, [r for r in result.rows if r["workspace_id"] == workspace_id]
+            )
     taken: list[api.PositionedEvent] = []
     expected = cursor + 1
     keyless = False
@@ -124,13 +130,26 @@ def feed_program(
     for s in subs_result.rows:
         sub = decode(api.WebhookSubscription, s)
         subs.setdefault(sub.workspace_id, []).append(sub)
+    # A payload about a conversation is sealed with its visitor's key (storage._vault).
+    sealers = yield from conversation_sealers_program(
+        keys or {},
+        [
+            (p.event.workspace_id, p.event.conversation_id)
+            for p in taken
+            if p.event.workspace_id in subs
+        ],
+        now=now,
+        create=True,
+    )
     added = 0
     for positioned in taken:
         candidates = subs.get(positioned.event.workspace_id)
         if not candidates:
             continue
         expanded = expand(positioned)
-        key = keys.get(positioned.event.workspace_id) if keys is not None else None
+        key = sealers.get(positioned.event.conversation_id)
+        if key is None and keys is not None:
+            key = keys.get(positioned.event.workspace_id)
         for sub in candidates:
             if positioned.pos <= sub.from_pos:
                 continue
@@ -175,13 +194,18 @@ class WebhookStore(abc.ABC):
     @abc.abstractmethod
     async def data_key(self, workspace_id: str) -> DataKey | None: ...
 
+    @abc.abstractmethod
+    async def _ready_key(
+        self, workspace_id: str, rows: Iterable[Mapping[str, Any]]
+    ) -> DataKey | None: ...
+
     async def _opened_rows(
         self, cls: type[R], table: str, rows: Sequence[Mapping[str, Any]]
     ) -> list[R]:
         """Decode rows, their sealed columns opened with their workspace's (cached) key."""
         out = []
         for row in rows:
-            key = await self.data_key(str(row["workspace_id"]))
+            key = await self._ready_key(str(row["workspace_id"]), [row])
             out.append(decode(cls, key.open_row(table, row) if key is not None else row))
         return out
 

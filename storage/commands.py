@@ -39,6 +39,7 @@ from storage import (
     private_dir,
 )
 from storage._export import FORMAT_NAME, export_jsonl, table_counts
+from storage._vault import read_vault_file, vault_backup_lines
 from storage.crypto import MasterKeyRing, new_master_key_text, parse_master_keys, write_key_file
 from storage.errors import (
     AuditChainBroken,
@@ -94,6 +95,12 @@ def register(
     )
     add_database_options(restore)
     restore.add_argument("--from", dest="source", required=True, help="backup file to restore")
+    restore.add_argument(
+        "--vault",
+        help="the key vault to take visitor keys from: the live <database>.vault, or a "
+        "`livechat vault backup` file; visitors without a key in it restore as erased "
+        "(their rows are deleted, audited)",
+    )
     restore.set_defaults(handler=_handler(_restore, configure))
 
     export = subparsers.add_parser(
@@ -160,10 +167,45 @@ def register(
         "start). Safe to run repeatedly and while servers run.",
     )
     add_database_options(migrate_keys)
+    migrate_keys.add_argument(
+        "--per-visitor",
+        action="store_true",
+        help="also re-seal values about a visitor, sealed before the key vault, under the "
+        "visitor's own key, so that erasing them reaches backups taken from now on",
+    )
     migrate_keys.set_defaults(handler=_handler(_keys_migrate, configure))
     status = keys_sub.add_parser("status", help="where the master key comes from; data keys")
     add_database_options(status)
     status.set_defaults(handler=_handler(_keys_status, configure))
+
+    vault = subparsers.add_parser(
+        "vault",
+        help="the key vault of visitor keys (kept out of data backups)",
+        description="The visitor keys live in a key vault outside the data backups "
+        "(docs/security.md): erasing a visitor destroys their key, so backups taken before "
+        "cannot be read for them once the vault backups older than the erasure have expired.",
+    )
+    vault_sub = vault.add_subparsers(dest="vault_command", metavar="ACTION", required=True)
+    vault_backup = vault_sub.add_parser(
+        "backup",
+        help="write the vault to a file (keep these briefly, e.g. 7 days)",
+        description="Write every visitor key (wrapped by its workspace's data key) as JSON "
+        "Lines. Keep vault backups for a short time only: an erasure reaches old data backups "
+        "when the vault backups taken before it have expired.",
+    )
+    add_database_options(vault_backup)
+    vault_backup.add_argument("--out", required=True, help="file to write (replaced atomically)")
+    vault_backup.set_defaults(handler=_handler(_vault_backup, configure))
+    vault_restore = vault_sub.add_parser(
+        "restore",
+        help="put visitor keys back from a vault backup (a lost or damaged vault)",
+        description="Copy the keys of this database's visitors from a vault backup (or a "
+        "SQLite vault file) into its vault; keys already there are kept. Keys of visitors "
+        "erased since the vault backup are not restored: their rows are gone.",
+    )
+    add_database_options(vault_restore)
+    vault_restore.add_argument("--from", dest="source", required=True, help="vault backup")
+    vault_restore.set_defaults(handler=_handler(_vault_restore, configure))
 
 
 Command = Callable[[argparse.Namespace, str], Coroutine[Any, Any, None]]
@@ -246,7 +288,10 @@ async def _keys_migrate(args: argparse.Namespace, url: str) -> None:
     ring = _require_ring(args)
     async with open_backend(url, keyring=ring, blobs=args.blobs) as storage:
         count = await storage.seal_plaintext()
+        resealed = await storage.reseal_per_visitor() if args.per_visitor else 0
     print(f"encrypted {count} rows that were stored in plaintext")
+    if args.per_visitor:
+        print(f"re-sealed {resealed} rows under their visitor's key")
 
 
 async def _keys_status(args: argparse.Namespace, url: str) -> None:
@@ -448,10 +493,55 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
 
 async def _restore(args: argparse.Namespace, url: str) -> None:
     expected = await trio.to_thread.run_sync(_check_backup_file, args.source)
+    vault_rows = None
+    if args.vault is not None:
+        vault_rows = await trio.to_thread.run_sync(read_vault_file, args.vault)
     if expected is None:
         await _restore_sqlite_file(args.source, url, args.keyring, args.blobs)
     else:
         await _restore_jsonl(args.source, url, expected, args.keyring, args.blobs)
+    if args.keyring is not None:
+        async with open_backend(url, keyring=args.keyring, blobs=args.blobs) as storage:
+            erased = await apply_vault(storage, vault_rows)
+        if erased:
+            print(f"{erased} visitors erased after the backup was taken: restored as erased")
+
+
+async def apply_vault(storage: Any, rows: list[dict[str, Any]] | None) -> int:
+    """Give the restored visitors their keys from ``rows`` (a vault); the visitors whose key
+    is not there were erased after the backup: delete their rows (audited, actor
+    ``restore``) so the restored database holds nothing unreadable. Returns how many."""
+    if rows is not None:
+        await storage.import_vault_rows(rows)
+    erased = await storage.keyless_visitors()
+    if erased and rows is None:
+        raise RestoreError(
+            f"{len(erased)} visitors' data is sealed with visitor keys: give the key vault"
+            " (--vault <database>.vault, or a `livechat vault backup` file)"
+        )
+    for workspace_id, visitor_id in erased:
+        await storage.erase_visitor(workspace_id, visitor_id, actor="restore")
+    return len(erased)
+
+
+async def _vault_backup(args: argparse.Namespace, url: str) -> None:
+    async with open_backend(url, keyring=_require_ring(args), blobs=args.blobs) as storage:
+        rows = await storage.vault_rows()
+
+    async def lines() -> AsyncIterator[str]:
+        for line in vault_backup_lines(rows):
+            yield line
+
+    await _write_lines(args.out, lines())
+    print(f"vault backup written to {args.out}: {len(rows)} visitor keys")
+
+
+async def _vault_restore(args: argparse.Namespace, url: str) -> None:
+    rows = await trio.to_thread.run_sync(read_vault_file, args.source)
+    async with open_backend(url, keyring=_require_ring(args), blobs=args.blobs) as storage:
+        restored = await storage.import_vault_rows(rows)
+        await storage.check_data_keys()  # the vault is usable again
+    print(f"{restored} visitor keys restored from {args.source}")
 
 
 async def _restore_jsonl(
@@ -464,7 +554,8 @@ async def _restore_jsonl(
     async with open_backend(url, keyring=keyring, blobs=blobs) as storage:
         restored = await storage.import_jsonl(_read_lines(source))
         await _verify(storage, expected)
-        await storage.check_data_keys()  # encrypted data: the right master key is configured
+        # Encrypted data: the right master key is configured (the vault comes after).
+        await storage.check_data_keys(vault=False)
     print(f"restored {restored} rows from {source}; counts verified")
 
 
@@ -517,7 +608,7 @@ async def _restore_sqlite_file(
         ) as original:
             expected = await table_counts(original)
             # Encrypted data needs the master key of the server the backup came from.
-            await original.check_data_keys()
+            await original.check_data_keys(vault=False)  # the backup has no vault: --vault
             async with open_backend(url, keyring=keyring, blobs=blobs) as target:
                 await target.import_jsonl(export_jsonl(original, None, visitor_id=None))
                 await _verify(target, expected)

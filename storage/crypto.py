@@ -33,7 +33,7 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +48,15 @@ from storage.urls import backend_of
 __all__ = ["EncryptionError"]  # re-exported: callers of this module catch it
 
 PREFIX: Final = "lc1:"
+# A value sealed with a visitor's own key (``storage._vault``): ``lc2:<visitor id>:`` + the
+# same base64url; the reader learns from the value which key opens it.
+VISITOR_PREFIX: Final = "lc2:"
+# What a value reads as once its visitor key is destroyed (erasure): text, then attributes.
+ERASED_TEXT: Final = "[erased]"
+ERASED_JSON: Final = "{}"
+_ERASED_AS_JSON: Final = frozenset({"visitors.attributes"})
+VISITOR_KEY_CACHE: Final = 10_000  # visitor keys kept per workspace key (one AESGCM each)
+_VISITOR_REF: Final = re.compile(r'lc2:([^:"]+):')
 NONCE_BYTES: Final = 12
 KEY_BYTES: Final = 32
 KEY_FILE_SUFFIX: Final = ".master-key"
@@ -57,6 +66,8 @@ KEY_FILE_SUFFIX: Final = ".master-key"
 SEALED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
     "visitors": ("name", "email", "attributes", "ip"),
     "events": ("body",),
+    # The visitor's comment with their rating (sealed with their key, storage._vault).
+    "conversations": ("rating_comment",),
     "agent_two_factor": ("totp_secret",),
     "workspace_sso": ("client_secret",),
     "webhook_subscriptions": ("secret", "previous_secret"),
@@ -69,6 +80,7 @@ SEALED_COLUMNS: Final[Mapping[str, tuple[str, ...]]] = {
 # The column naming one row of each sealed table (besides events), for ``keys migrate``.
 ROW_ID_COLUMNS: Final[Mapping[str, str]] = {
     "visitors": "id",
+    "conversations": "id",
     "agent_two_factor": "agent_id",
     "workspace_sso": "workspace_id",
     "webhook_subscriptions": "id",
@@ -84,6 +96,8 @@ SEALED_DATA_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 # Sealed file bytes start with this (a NUL first: no sniffed file type does); bytes without it
 # were stored before encryption and are served as they are.
 BLOB_PREFIX: Final = b"\x00lcb1\x00"
+# File bytes sealed with a visitor's key: this, the visitor id, a NUL, then nonce + ct + tag.
+VISITOR_BLOB_PREFIX: Final = b"\x00lcb2\x00"
 SEARCHABLE_KINDS: Final = frozenset({"message", "offline_message", "note"})
 MAX_QUERY_WORDS: Final = 16
 _TOKEN_BYTES: Final = 12  # 96-bit keyed tokens: collisions between words are negligible
@@ -202,15 +216,31 @@ class MasterKeyRing:
             raise EncryptionError(f"data key of {context!r} does not open") from err
 
 
+class VisitorKeyNotLoaded(LookupError):
+    """A read opened an ``lc2:`` value before loading its visitor key (``storage._vault``):
+    a bug in the read path, never a state of the data."""
+
+
+class ErasedFile(LookupError):
+    """A file's bytes are sealed with a visitor key the vault no longer holds (erased): the
+    caller treats the bytes as gone."""
+
+
 class DataKey:
     """One workspace's data key: seals and opens column values, and makes the keyed search
-    tokens of the workspace's blind index."""
+    tokens of the workspace's blind index.
 
-    __slots__ = ("_aead", "_search_mac", "_tokens", "workspace_id")
+    It also resolves visitor keys: ``_visitors`` holds the keys loaded from the vault (None:
+    the vault has none, the visitor was erased), so ``open`` reads ``lc2:`` values without I/O.
+    """
 
-    def __init__(self, workspace_id: str, key: bytes) -> None:
+    __slots__ = ("_aead", "_search_mac", "_tokens", "_visitors", "vault", "workspace_id")
+
+    def __init__(self, workspace_id: str, key: bytes, *, vault: str | None = None) -> None:
         self.workspace_id = workspace_id
+        self.vault = vault  # the table holding this workspace's visitor keys
         self._aead = AESGCM(key)
+        self._visitors: dict[str, AESGCM | None] = {}
         # A separate key for the blind index, derived from the data key: destroying the data
         # key destroys the ability to make (or test guesses against) the tokens too.
         search_key = hmac.new(key, b"livechat blind index v1", hashlib.sha256).digest()
@@ -242,6 +272,8 @@ class DataKey:
         return PREFIX + _b64(nonce + self._aead.encrypt(nonce, value.encode(), aad))
 
     def open(self, value: str, column: str) -> str:
+        if value.startswith(VISITOR_PREFIX):
+            return self._open_visitor_value(value, column)
         if not value.startswith(PREFIX):
             return value  # plaintext from before encryption (``livechat keys migrate``)
         raw = _unb64(value[len(PREFIX) :])
@@ -260,6 +292,8 @@ class DataKey:
         return BLOB_PREFIX + nonce + self._aead.encrypt(nonce, data, aad)
 
     def open_bytes(self, data: bytes, context: str) -> bytes:
+        if data.startswith(VISITOR_BLOB_PREFIX):
+            return self._open_visitor_bytes(data, context)
         if not data.startswith(BLOB_PREFIX):
             return data  # stored before encryption (``livechat keys migrate`` seals it)
         raw = memoryview(data)[len(BLOB_PREFIX) :]
@@ -283,7 +317,11 @@ class DataKey:
 
     def _open_data(self, kind: object, data: object) -> object:
         fields = SEALED_DATA_FIELDS.get(str(kind))
-        if not fields or not isinstance(data, str) or PREFIX not in data:
+        if (
+            not fields
+            or not isinstance(data, str)
+            or (PREFIX not in data and VISITOR_PREFIX not in data)
+        ):
             return data
         parsed = json.loads(data)
         for field in fields:
@@ -309,9 +347,126 @@ class DataKey:
             out["data"] = self._open_data(out.get("kind"), out["data"])
         return out
 
+    # ------------------------------------------------------------ visitor keys
+
+    def _visitor_context(self, visitor_id: str) -> bytes:
+        return f"vk|{self.workspace_id}|{visitor_id}".encode()
+
+    def wrap_visitor_key(self, visitor_id: str, raw: bytes) -> str:
+        """A visitor key as the vault stores it: sealed by this data key, bound to the visitor."""
+        nonce = os.urandom(NONCE_BYTES)
+        return _b64(nonce + self._aead.encrypt(nonce, raw, self._visitor_context(visitor_id)))
+
+    def load_visitor_key(self, visitor_id: str, wrapped: str | None) -> None:
+        """Remember a visitor's key from the vault (None: it has none, the visitor is erased).
+        A wrapped key that does not open is an ``EncryptionError``, never an erasure."""
+        aead: AESGCM | None = None
+        if wrapped is not None:
+            raw = _unb64(wrapped)
+            try:
+                key = self._aead.decrypt(
+                    raw[:NONCE_BYTES], raw[NONCE_BYTES:], self._visitor_context(visitor_id)
+                )
+            except InvalidTag as err:
+                raise EncryptionError(f"the key of visitor {visitor_id!r} does not open") from err
+            aead = AESGCM(key)
+        if len(self._visitors) >= VISITOR_KEY_CACHE and visitor_id not in self._visitors:
+            del self._visitors[next(iter(self._visitors))]  # the oldest loaded
+        self._visitors[visitor_id] = aead
+
+    def forget_visitor(self, visitor_id: str) -> None:
+        self._visitors.pop(visitor_id, None)
+
+    def missing_visitors(self, rows: Iterable[Mapping[str, Any]]) -> set[str]:
+        """Visitors whose keys these rows' ``lc2:`` values need and this key has not loaded."""
+        needed: set[str] = set()
+        for row in rows:
+            for value in row.values():
+                if isinstance(value, str) and VISITOR_PREFIX in value:
+                    needed.update(_VISITOR_REF.findall(value))
+        return needed.difference(self._visitors)
+
+    def for_visitor(self, visitor_id: str) -> VisitorSealer:
+        """This key, sealing with the visitor's key (loaded, not erased) from now on."""
+        aead = self._visitors.get(visitor_id)
+        if aead is None:
+            raise EncryptionError(f"no key for visitor {visitor_id!r} (erased?)")
+        return VisitorSealer(self, visitor_id, aead)
+
+    def sealer_for(self, visitor_id: str) -> DataKey:
+        """What seals values about the visitor: their key when loaded, else this key (a visitor
+        erased meanwhile, whose rows are being deleted)."""
+        aead = self._visitors.get(visitor_id)
+        return self if aead is None else VisitorSealer(self, visitor_id, aead)
+
+    def _open_visitor_bytes(self, data: bytes, context: str) -> bytes:
+        end = data.index(b"\x00", len(VISITOR_BLOB_PREFIX))
+        visitor_id = data[len(VISITOR_BLOB_PREFIX) : end].decode()
+        try:
+            aead = self._visitors[visitor_id]
+        except KeyError:
+            raise VisitorKeyNotLoaded(visitor_id) from None
+        if aead is None:
+            raise ErasedFile(context)
+        raw = memoryview(data)[end + 1 :]
+        aad = f"{self.workspace_id}|{visitor_id}|blob|{context}".encode()
+        try:
+            return aead.decrypt(bytes(raw[:NONCE_BYTES]), bytes(raw[NONCE_BYTES:]), aad)
+        except InvalidTag as err:
+            raise EncryptionError(f"the bytes of file {context!r} do not open") from err
+
+    def _open_visitor_value(self, value: str, column: str) -> str:
+        visitor_id, _, body = value[len(VISITOR_PREFIX) :].partition(":")
+        try:
+            aead = self._visitors[visitor_id]
+        except KeyError:
+            raise VisitorKeyNotLoaded(visitor_id) from None
+        if aead is None:  # the key is destroyed: what erasure asked for, not an error
+            return ERASED_JSON if column in _ERASED_AS_JSON else ERASED_TEXT
+        raw = _unb64(body)
+        aad = f"{self.workspace_id}|{visitor_id}|{column}".encode()
+        try:
+            return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad).decode()
+        except InvalidTag as err:
+            raise EncryptionError(f"a sealed value of {column} does not open") from err
+
+
+class VisitorSealer(DataKey):
+    """A workspace's data key that seals with one visitor's key: ``lc2:`` values. Everything
+    else (search tokens, opening, the visitor-key cache) is the workspace key's, shared."""
+
+    __slots__ = ("_visitor_aead", "_visitor_id")
+
+    def __init__(self, key: DataKey, visitor_id: str, aead: AESGCM) -> None:
+        # Shares the workspace key's state (no copy): the caches stay one per workspace.
+        self.workspace_id = key.workspace_id
+        self.vault = key.vault
+        self._aead = key._aead
+        self._search_mac = key._search_mac
+        self._tokens = key._tokens
+        self._visitors = key._visitors
+        self._visitor_id = visitor_id
+        self._visitor_aead = aead
+
+    def seal(self, value: str, column: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        aad = f"{self.workspace_id}|{self._visitor_id}|{column}".encode()
+        sealed = self._visitor_aead.encrypt(nonce, value.encode(), aad)
+        return f"{VISITOR_PREFIX}{self._visitor_id}:{_b64(nonce + sealed)}"
+
+    def seal_bytes(self, data: bytes, context: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        aad = f"{self.workspace_id}|{self._visitor_id}|blob|{context}".encode()
+        head = VISITOR_BLOB_PREFIX + self._visitor_id.encode() + b"\x00"
+        return head + nonce + self._visitor_aead.encrypt(nonce, data, aad)
+
+
+def is_sealed_blob(data: bytes) -> bool:
+    return data.startswith((BLOB_PREFIX, VISITOR_BLOB_PREFIX))
+
 
 def is_sealed(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
+    return isinstance(value, str) and value.startswith((PREFIX, VISITOR_PREFIX))
 
 
 def new_data_key() -> bytes:

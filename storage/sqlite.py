@@ -32,6 +32,7 @@ from storage._appends import GroupCommitConfig
 from storage._base import Clock, SqlStorage, serving_committer
 from storage._base import execute as execute_program
 from storage._sql import Program, Q, Result, Row, SQLiteDialect
+from storage._vault import sqlite_vault_path
 from storage.errors import (
     BackupError,
     Conflict,
@@ -79,6 +80,8 @@ class _Connection:
             path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         self.raw.row_factory = _dict_row
+        # The key vault (storage._vault): its own file, never in a data backup.
+        self.raw.execute("ATTACH DATABASE ? AS vault", (sqlite_vault_path(path),))
         for pragma in (
             "journal_mode=WAL",
             "synchronous=FULL",

@@ -55,7 +55,11 @@ def pg_schema_url() -> Iterator[str]:
     try:
         yield f"{url}{sep}search_path={schema}"
     finally:
-        psql(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        # and its key vault (storage._vault: ``<search_path schema>_vault``)
+        psql(
+            url,
+            f"DROP SCHEMA IF EXISTS {schema} CASCADE; DROP SCHEMA IF EXISTS {schema}_vault CASCADE",
+        )
 
 
 class OutageProxy:

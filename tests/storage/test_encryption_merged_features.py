@@ -25,7 +25,7 @@ async def test_webhook_payloads_carry_the_plaintext_of_sealed_bodies(storage: Sq
     )
     await storage.append(message(conv, SECRET_BODY))
     stored = await storage._fetch("SELECT body FROM events WHERE conversation_id=?", conv.id)
-    assert all(str(r["body"]).startswith("lc1:") for r in stored if r["body"])
+    assert all(str(r["body"]).startswith("lc2:") for r in stored if r["body"])
     assert await storage.feed_webhooks(limit=100, settle_s=5.0, expand=expand) == (1, False)
     [delivery] = await storage.list_webhook_deliveries(ws.id, sub.id)
     assert json.loads(delivery.payload)["body"] == SECRET_BODY

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from storage import MasterKeyRing, open_backend
+from storage._vault import read_vault_file
 from storage.crypto import new_master_key_text, parse_master_keys
 from tests.web.client import bearer, open_peer, visitor
 from tests.web.server import TestServer, free_port, run_test_server, test_settings
@@ -97,6 +98,9 @@ async def test_a_workspace_backup_on_the_server_holds_only_ciphertext_and_restor
 
     async with open_backend(f"sqlite:///{tmp_path}/restored.db", keyring=ring) as restored:
         await restored.import_jsonl(lines())
+        # The visitor keys are not in the backup: they come from the server's key vault.
+        vault = read_vault_file(str(tmp_path / "livechat.db.vault"))
+        assert await restored.import_vault_rows(vault) >= 1
         assert await restored.check_data_keys() == 1
         hits = await restored.search(srv.acme.id, word)
         assert [h.body for h in hits] == [f"about {word}"]
