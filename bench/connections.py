@@ -31,7 +31,8 @@ import attrs
 import trio
 
 from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms
-from bench.loadgen import open_loadgens, raise_nofile_limit
+from bench.loadgen import open_loadgens
+from bench.loadgen_io import raise_nofile_limit
 from bench.target import (
     TARGETS,
     CpuPlan,

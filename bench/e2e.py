@@ -36,12 +36,12 @@ import trio
 from bench import profile as profiling
 from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms, rate_points
 from bench.loadgen import (
-    DRAIN_CAP_FACTOR,
     LoadGenerators,
     loadgen_saturated,
     merge_traffic,
     open_loadgens,
 )
+from bench.loadgen_generator import DRAIN_CAP_FACTOR
 from bench.target import (
     TARGETS,
     CpuPlan,

@@ -3,60 +3,15 @@
 // the visitor token, the last sequence number seen per conversation, and the outbox of messages
 // not yet acknowledged. Tabs of the same site share them and talk over a BroadcastChannel.
 import {
-  Connection, Outbox, ProtocolError, newId, wsUrl, appendLinkified, h, formatTime,
+  Connection, Outbox, newId, wsUrl, h,
 } from "./client.js";
-import { initFiles, renderFiles } from "./files.js";
-import { buildDepartmentSelect, chosenDepartment, departmentsOf } from "./departments.js";
+import { initFiles } from "./files.js";
+import { departmentsOf } from "./departments.js";
 import { hideInvitation, invitationShown, showInvitation } from "./invite.js";
 import { clearGreeting, greetingId, initGreeting, showGreeting } from "./greeting.js";
-
-const params = new URLSearchParams(location.search);
-const KEY = params.get("key") || "";
-const HOST = params.get("host") || "";
-const PREVIEW = params.get("preview") === "1"; // the console's live preview: no connection
-const NS = "lc:" + KEY + (PREVIEW ? ":preview:" : ":");
-const $ = (id) => document.getElementById(id);
-
-const store = {
-  get(k, dflt = null) {
-    try {
-      const v = localStorage.getItem(NS + k);
-      return v == null ? dflt : JSON.parse(v);
-    } catch (_) {
-      return dflt;
-    }
-  },
-  set(k, v) {
-    try {
-      if (v == null) localStorage.removeItem(NS + k);
-      else localStorage.setItem(NS + k, JSON.stringify(v));
-    } catch (_) {
-      /* private mode: we still work, we just forget on reload */
-    }
-  },
-};
-
-const state = {
-  config: {},
-  visitorId: null,
-  conv: null, // ConversationSummary (or a stub {conversation_id, state})
-  events: new Map(), // seq -> EventView (visible to the visitor)
-  open: sessionStorage.getItem(NS + "open") === "1",
-  unread: store.get("unread", 0),
-  agentsAvailable: true,
-  sneakPeek: false,
-  queue: null,
-  typingTimer: null,
-  draftTimer: null,
-  lastTypingSent: 0,
-  typingActive: false,
-  agentTypingUntil: 0,
-  page: null,
-  historyLoaded: null,
-  rated: new Set(store.get("rated", [])),
-  offlineSent: false,
-  status: "connecting",
-};
+import { $, HOST, KEY, NS, PREVIEW, state, store } from "./state.js";
+import { download, initLog, renderLog, scrollDown } from "./log.js";
+import { buildPrechat, prechatFields, wireForms } from "./forms.js";
 
 // ------------------------------------------------------------------ host page
 
@@ -195,6 +150,8 @@ const outbox = new Outbox(NS + "outbox", {
     renderLog();
   },
 });
+
+initLog(outbox);
 
 async function afterConnect() {
   if (state.conv && state.historyLoaded !== state.conv.conversation_id) await loadHistory();
@@ -451,95 +408,6 @@ function stopTyping() {
 
 // ------------------------------------------------------------------ rendering
 
-const nodes = new Map(); // key -> <li>
-
-function messageNode(key, e, mine, stateName, item) {
-  let li = nodes.get(key);
-  if (!li) {
-    li = h("li", { class: "lc-msg" + (mine ? " mine" : "") });
-    if (!mine && e.author_name) li.appendChild(h("span", { class: "lc-who", text: e.author_name }));
-    const body = h("div", { class: "lc-text" });
-    appendLinkified(body, e.body);
-    li.appendChild(body);
-    li.appendChild(h("span", { class: "lc-meta" }));
-    renderFiles(li, (e.data && e.data.attachments) || e.files, KEY, () => store.get("token"));
-    nodes.set(key, li);
-  }
-  if (li.dataset.state !== stateName) {
-    li.dataset.state = stateName;
-    const meta = li.querySelector(".lc-meta");
-    meta.textContent = "";
-    if (stateName === "sending") meta.textContent = "Sending…";
-    else if (stateName === "failed") {
-      meta.append("Not sent. ");
-      meta.appendChild(h("button", {
-        class: "lc-retry", type: "button", text: "Retry",
-        onclick: () => outbox.retry(item.client_msg_id),
-      }));
-    } else meta.textContent = (mine ? "Sent · " : "") + formatTime(e.created_at);
-  }
-  return li;
-}
-
-function systemText(e) {
-  const who = (e.data && e.data.agent_name) || e.author_name || "An agent";
-  switch (e.kind) {
-    case "assigned":
-    case "joined":
-      return who + " joined the chat";
-    case "left":
-      return who + " left the chat";
-    case "transferred":
-      return "You were transferred to " + ((e.data && (e.data.agent_name || e.data.group_name)) || "another agent");
-    case "status":
-      return e.data && e.data.state === "closed" ? "The chat has ended" : null;
-    case "offline_message":
-      return "Message left: " + (e.body || "");
-    default:
-      return null;
-  }
-}
-
-function renderLog() {
-  const log = $("lc-log");
-  const wanted = [];
-  const seqs = [...state.events.keys()].sort((a, b) => a - b);
-  const sentIds = new Set();
-  for (const seq of seqs) {
-    const e = state.events.get(seq);
-    if (e.client_msg_id) sentIds.add(e.client_msg_id);
-    if (e.kind === "message") {
-      const mine = e.author_type === "visitor";
-      const key = mine && e.client_msg_id ? "m" + e.client_msg_id : "e" + seq;
-      wanted.push(messageNode(key, e, mine, "sent"));
-    } else {
-      const text = systemText(e);
-      if (!text) continue;
-      const key = "e" + seq;
-      if (!nodes.has(key)) nodes.set(key, h("li", { class: "lc-system", text }));
-      wanted.push(nodes.get(key));
-    }
-  }
-  for (const item of outbox.items()) {
-    if (sentIds.has(item.client_msg_id)) continue;
-    const e = { body: item.text, created_at: item.created_at, files: item.files };
-    wanted.push(messageNode("m" + item.client_msg_id, e, true, item.state, item));
-  }
-  const keep = new Set(wanted);
-  for (const child of [...log.children]) if (!keep.has(child)) child.remove();
-  wanted.forEach((li, i) => {
-    if (log.children[i] !== li) log.insertBefore(li, log.children[i] || null);
-  });
-  for (const [k, li] of nodes) if (!keep.has(li)) nodes.delete(k);
-  $("lc-download").hidden = state.events.size === 0;
-  scrollDown();
-}
-
-function scrollDown() {
-  const body = $("lc-body");
-  body.scrollTop = body.scrollHeight;
-}
-
 function renderTyping() {
   const on = state.agentTypingUntil > Date.now();
   $("lc-typing").textContent = on ? (state.agentTypingName || "Agent") + " is typing…" : "";
@@ -628,28 +496,7 @@ function renderAll() {
   renderBadge();
 }
 
-// ------------------------------------------------------------------ forms
-
-function prechatFields() {
-  const c = state.config;
-  return c.pre_chat_enabled && Array.isArray(c.pre_chat_fields) ? c.pre_chat_fields : [];
-}
-
-function buildPrechat() {
-  const box = $("lc-prechat-fields");
-  box.textContent = "";
-  prechatFields().forEach((f, i) => {
-    const id = "lc-pc-" + i;
-    const name = String(f.name || "field" + i);
-    box.appendChild(h("label", { for: id, text: f.label || name }));
-    box.appendChild(h(f.kind === "textarea" ? "textarea" : "input", {
-      id, name, required: !!f.required, maxLength: 1000,
-      type: f.kind === "textarea" ? null : name === "email" || f.kind === "email" ? "email" : "text",
-      autocomplete: name === "email" ? "email" : name === "name" ? "name" : "off",
-    }));
-  });
-  buildDepartmentSelect(box, departmentsOf(state.config));
-}
+// ------------------------------------------------------------------ panel
 
 function setOpen(open) {
   if (state.open === open) return;
@@ -673,53 +520,6 @@ function setOpen(open) {
     $("lc-launcher").focus();
   }
   renderBadge();
-}
-
-/** "2026-11-30 18:05:02" in the visitor's own time zone, as the chat shows times. */
-function localStamp(seconds) {
-  const d = new Date(seconds * 1000);
-  const p = (n) => String(n).padStart(2, "0");
-  return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
-}
-
-function utcOffset(seconds) {
-  const off = -new Date(seconds * 1000).getTimezoneOffset();
-  const a = Math.abs(off);
-  return "UTC" + (off < 0 ? "-" : "+") + String(Math.floor(a / 60)).padStart(2, "0") + ":" + String(a % 60).padStart(2, "0");
-}
-
-function download() {
-  const lines = [];
-  const seqs = [...state.events.keys()].sort((a, b) => a - b);
-  const first = seqs.length ? state.events.get(seqs[0]).created_at : Date.now() / 1000;
-  lines.push("Chat transcript. Times are your local time (" + utcOffset(first) + ").");
-  for (const seq of seqs) {
-    const e = state.events.get(seq);
-    const when = localStamp(e.created_at);
-    if (e.kind === "message") {
-      const who = e.author_type === "visitor" ? "You" : e.author_name || "Agent";
-      const files = ((e.data && e.data.attachments) || []).map((f) => " [file: " + f.name + "]");
-      lines.push("[" + when + "] " + who + ": " + e.body + files.join(""));
-    } else {
-      const t = systemText(e);
-      if (t) lines.push("[" + when + "] " + t);
-    }
-  }
-  const blob = new Blob([lines.join("\n") + "\n"], { type: "text/plain;charset=utf-8" });
-  const a = h("a", { href: URL.createObjectURL(blob), download: "chat-transcript.txt" });
-  document.body.appendChild(a);
-  a.click();
-  setTimeout(() => {
-    URL.revokeObjectURL(a.href);
-    a.remove();
-  }, 1000);
-}
-
-function formError(form, err) {
-  let p = form.querySelector(".lc-error");
-  if (!p) form.appendChild((p = h("p", { class: "lc-error", role: "alert" })));
-  p.textContent = err ? (err instanceof ProtocolError ? err.message : String(err)) : "";
-  p.hidden = !err;
 }
 
 function wire() {
@@ -753,113 +553,7 @@ function wire() {
     input.style.height = "auto";
     sendText(text);
   });
-  $("lc-prechat").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const profile = { attributes: {} };
-    for (const el of $("lc-prechat-fields").querySelectorAll("input, textarea")) {
-      const v = el.value.trim();
-      if (!v) continue;
-      if (el.name === "name" || el.name === "email") profile[el.name] = v;
-      else profile.attributes[el.name] = v;
-    }
-    const form = ev.currentTarget;
-    formError(form, null);
-    try {
-      await setProfile(profile, { strict: true });
-    } catch (err) {
-      formError(form, err);
-      return;
-    }
-    const text = $("lc-prechat-msg").value;
-    store.set("prechat_done", true);
-    $("lc-prechat-msg").value = "";
-    sendText(text, chosenDepartment());
-    renderAll();
-    input.focus();
-  });
-  $("lc-offline").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const form = ev.currentTarget;
-    const btn = form.querySelector("button[type=submit]");
-    btn.disabled = true;
-    formError(form, null);
-    try {
-      await conn.request("offline_message", {
-        name: $("lc-off-name").value.trim() || null,
-        email: $("lc-off-email").value.trim(),
-        text: $("lc-off-msg").value.trim(),
-        client_msg_id: form.dataset.cmid || (form.dataset.cmid = newId()),
-      });
-      $("lc-off-done").hidden = false;
-      $("lc-off-msg").value = "";
-      delete form.dataset.cmid;
-    } catch (err) {
-      formError(form, err);
-    } finally {
-      btn.disabled = false;
-    }
-  });
-  $("lc-transcript").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const form = ev.currentTarget;
-    formError(form, null);
-    $("lc-tr-done").hidden = true;
-    try {
-      const res = await fetch("/api/v1/widget/transcript", {
-        method: "POST",
-        credentials: "omit",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({
-          key: KEY,
-          visitor_token: store.get("token") || "",
-          conversation_id: state.conv ? state.conv.conversation_id : "",
-          email: $("lc-tr-email").value.trim(),
-        }),
-      });
-      if (!res.ok) {
-        const body = await res.json().catch(() => null);
-        throw new Error((body && body.error && body.error.message) || "Could not send it.");
-      }
-      $("lc-tr-done").hidden = false;
-    } catch (err) {
-      formError(form, err.message || String(err));
-    }
-  });
-  const stars = [...document.querySelectorAll(".lc-stars label")];
-  const paint = () => {
-    const checked = document.querySelector(".lc-stars input:checked");
-    const n = checked ? Number(checked.value) : 0;
-    stars.forEach((l, i) => l.classList.toggle("on", i < n));
-  };
-  document.querySelectorAll(".lc-stars input").forEach((r) => r.addEventListener("change", paint));
-  $("lc-rating").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const form = ev.currentTarget;
-    const checked = form.querySelector("input[name=rating]:checked");
-    if (!checked || !state.conv) {
-      formError(form, "Choose a rating from 1 to 5 stars.");
-      return;
-    }
-    formError(form, null);
-    try {
-      await conn.request("rate", {
-        conversation_id: state.conv.conversation_id,
-        rating: Number(checked.value),
-        comment: $("lc-rate-comment").value.trim() || null,
-      });
-      state.rated.add(state.conv.conversation_id);
-      store.set("rated", [...state.rated].slice(-20));
-      renderAll();
-    } catch (err) {
-      formError(form, err);
-    }
-  });
-  $("lc-new").addEventListener("click", () => {
-    setConversation(null);
-    state.events.clear();
-    renderAll();
-    input.focus();
-  });
+  wireForms({ conn, setProfile, sendText, setConversation, renderAll });
 }
 
 // ------------------------------------------------------------------ start

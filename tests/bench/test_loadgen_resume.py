@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from bench.livechat_wire import LiveChatWire
-from bench.loadgen import _Generator
+from bench.loadgen_generator import Generator
 from tests.web.server import run_test_server
 
 PAIRS = 2
@@ -39,7 +39,7 @@ async def test_cut_receivers_resync_from_history_and_nothing_acknowledged_is_los
             "agent_tokens": [srv.acme.agents[0].token],  # both chats on one agent socket
         }
         config: dict[str, Any] = {"indices": list(range(PAIRS)), "mode": "pairs"}
-        gen = _Generator(LiveChatWire(srv.ws_base, setup), config)
+        gen = Generator(LiveChatWire(srv.ws_base, setup), config)
         with trio.fail_after(120):
             async with trio.open_nursery() as sockets:
                 async with trio.open_nursery() as readers:
