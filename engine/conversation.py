@@ -212,7 +212,12 @@ class ConversationActor(Actor[ConversationMsg]):
     async def on_start(self) -> None:
         workspace_id, conversation_id = self.key
         ctx = self.ctx
-        conv = await ctx.call(ctx.storage.get_conversation(workspace_id, conversation_id))
+        # The row read by the request that activated this chat, if it was (one read, not two).
+        seed = ctx.conversations.take_seed(self.key) if ctx.conversations is not None else None
+        if isinstance(seed, Conversation):
+            conv: Conversation | None = seed
+        else:
+            conv = await ctx.call(ctx.storage.get_conversation(workspace_id, conversation_id))
         self.conv = conv
         if conv is None or conv.last_seq == 0:
             return
