@@ -66,6 +66,7 @@ from engine.messages import (
     SetTyping,
 )
 from engine.principals import AgentPrincipal, Connection, Principal, VisitorPrincipal
+from engine.visibility import for_visitor_push
 from engine.visitor import ConversationStateChanged, OpenConversation
 from storage import (
     AppendResult,
@@ -75,7 +76,6 @@ from storage import (
     ConversationState,
     Event,
     EventKind,
-    Visibility,
 )
 
 __all__ = [
@@ -212,7 +212,12 @@ class ConversationActor(Actor[ConversationMsg]):
     async def on_start(self) -> None:
         workspace_id, conversation_id = self.key
         ctx = self.ctx
-        conv = await ctx.call(ctx.storage.get_conversation(workspace_id, conversation_id))
+        # The row read by the request that activated this chat, if it was (one read, not two).
+        seed = ctx.conversations.take_seed(self.key) if ctx.conversations is not None else None
+        if isinstance(seed, Conversation):
+            conv: Conversation | None = seed
+        else:
+            conv = await ctx.call(ctx.storage.get_conversation(workspace_id, conversation_id))
         self.conv = conv
         if conv is None or conv.last_seq == 0:
             return
@@ -558,10 +563,14 @@ class ConversationActor(Actor[ConversationMsg]):
             for c in agents:
                 if conv.id not in c.resuming:
                     hub.deliver(c, push)
-            if event.visibility == Visibility.ALL:
+            if not visitors:
+                continue
+            # The one visibility check of this event, for all the visitor's tabs.
+            seen = for_visitor_push(push)
+            if seen is not None:
                 for c in visitors:
                     if conv.id not in c.resuming:
-                        hub.deliver(c, push)
+                        hub.deliver_visible(c, seen)
         changed = (
             (before.last_seq == 0 and bool(fresh))  # a new chat: the router queues it
             or before.state != conv.state

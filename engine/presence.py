@@ -174,6 +174,15 @@ class Hub:
             if visible is None:
                 return True
             push = visible
+        return self.deliver_visible(conn, push)
+
+    def deliver_visible(self, conn: Connection, push: Push) -> bool:
+        """``deliver`` for a push that is already what its recipient may see: the caller
+        applied ``engine.visibility`` once for all its recipients (the conversation actor's
+        fan-out), so it is not filtered again per connection and every tab gets the same
+        object (encoded once). Drops a slow or closed connection like ``deliver``."""
+        if conn.closed:
+            return False
         try:
             conn.outbox.send_nowait(push)
         except trio.WouldBlock:

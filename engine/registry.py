@@ -56,7 +56,7 @@ class _Phase(enum.Enum):
 class _Activation(Generic[K, M]):
     """One activation of a key: from spawn until its task ends."""
 
-    __slots__ = ("_done", "fault", "key", "mailbox", "phase", "scope", "task")
+    __slots__ = ("_done", "fault", "key", "mailbox", "phase", "scope", "seed", "task")
 
     def __init__(self, key: K, mailbox: Mailbox[M]) -> None:
         self.key = key
@@ -66,6 +66,7 @@ class _Activation(Generic[K, M]):
         self.scope: trio.CancelScope | None = None  # the running instance's
         self.fault = False  # an injected crash is pending
         self.task: trio.lowlevel.Task | None = None  # the task running its actor
+        self.seed: object = None  # state read by whoever activated it (``activate_seeded``)
 
     def passivate(self) -> None:
         self.phase = _Phase.PASSIVATING
@@ -122,6 +123,7 @@ class Registry(Generic[K, M]):
         self._period_s = period_s
         self._metrics = metrics
         self._live: dict[K, _Activation[K, M]] = {}
+        self._generation = 0  # +1 whenever an activation starts or ends
         self.restarts = 0  # crashed instances restarted, since the registry was built
         self.failures = 0  # keys given up on (crashed past the restart intensity)
         self._state = _State.IDLE
@@ -140,6 +142,33 @@ class Registry(Generic[K, M]):
     def keys(self) -> list[K]:
         """Keys with a live activation."""
         return list(self._live)
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever an activation of any key starts or ends (see `activate_seeded`)."""
+        return self._generation
+
+    def activate_seeded(self, key: K, seed: object, *, generation: int) -> RegistryRef[K, M] | None:
+        """Activate ``key`` with ``seed``, state its actor takes (`take_seed`) instead of
+        reading it again, if ``key`` has no activation and none started or ended since
+        ``generation`` was read: whatever the caller read meanwhile is then as fresh as the
+        actor's own read would be. None otherwise (then use `get`); `ShuttingDown` like `get`.
+        """
+        if self._state is not _State.RUNNING:
+            raise ShuttingDown(f"registry {self.kind!r} is not accepting work")
+        if generation != self._generation or key in self._live:
+            return None
+        activation = self._spawn(key)
+        activation.seed = seed
+        return RegistryRef(self, key, activation)
+
+    def take_seed(self, key: K) -> object:
+        """The seed the live activation of ``key`` was started with, once; else None."""
+        activation = self._live.get(key)
+        if activation is None:
+            return None
+        seed, activation.seed = activation.seed, None
+        return seed
 
     def is_active(self, key: K) -> bool:
         """Whether ``key`` has an activation taking messages now (no spawn, no checkpoint)."""
@@ -298,6 +327,7 @@ class Registry(Generic[K, M]):
         mailbox.last_receive_s = trio.current_time()
         activation = _Activation(key, mailbox)
         self._live[key] = activation
+        self._generation += 1
         self._nursery.start_soon(self._run_activation, activation, name=self.kind)
         return activation
 
@@ -352,6 +382,7 @@ class Registry(Generic[K, M]):
         finally:
             if self._live.get(activation.key) is activation:
                 del self._live[activation.key]
+            self._generation += 1
             activation.retire(final)
 
     async def _passivate_idle_forever(self) -> None:

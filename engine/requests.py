@@ -31,6 +31,7 @@ from engine.conversation import (
     summarize,
     view,
 )
+from engine.conversation_rules import may_see
 from engine.errors import (
     ActorStopped,
     Forbidden,
@@ -473,9 +474,11 @@ class Requests:
     async def _existing_conversation(self, p: Principal, conversation_id: str) -> Any:
         """The ref of a conversation ``p`` may address; ``NotFound`` before any actor starts.
 
-        A running actor is used as is (it checks the principal itself, for free); otherwise
-        one storage read checks that the id exists in the workspace and, for a visitor, is
-        theirs, so guessed or foreign ids cannot make the registry spawn actors.
+        A running actor is used as is: it holds the row and checks the principal itself (the
+        one check, ``conversation_rules.may_see`` in ``decide``), with no storage read.
+        Otherwise one storage read checks that the id exists in the workspace and, for a
+        visitor, is theirs, so guessed or foreign ids cannot make the registry spawn actors;
+        the actor then starts from that row instead of reading it again.
         """
         registry = self._ctx.conversations
         assert registry is not None
@@ -483,11 +486,13 @@ class Requests:
         key = (ws, conversation_id)
         if registry.is_active(key):  # the message path: no await before the ask
             return registry.get_nowait(key)
+        generation = registry.generation
         ctx = self._ctx
         conv = await ctx.call(ctx.storage.get_conversation(ws, conversation_id))
-        if conv is None or (isinstance(p, VisitorPrincipal) and conv.visitor_id != p.visitor_id):
+        if conv is None or not may_see(p, conv):
             raise NotFound("conversation not found")
-        return await self._conversation(ws, conversation_id)
+        seeded = registry.activate_seeded(key, conv, generation=generation)
+        return seeded or await self._conversation(ws, conversation_id)
 
     async def _conversation(self, ws: str, conversation_id: str) -> Any:
         registry = self._ctx.conversations

@@ -1,8 +1,10 @@
 """What a visitor may see: the one rule for every visitor-facing path, default deny.
 
 Agents see every event with all its ``data``; a visitor sees only what the tables below allow.
-The rules live here once and every path to a visitor goes through them: the live fan-out and
-resume replay (``Hub.deliver`` filters each push for a visitor connection), ``get_history``,
+The rules live here once and every path to a visitor goes through them: the live fan-out (the
+conversation actor filters each event once for all the visitor's tabs, then
+``Hub.deliver_visible``), resume replay and every other push (``Hub.deliver`` filters each push
+for a visitor connection), ``get_history``,
 command results and the welcome (``for_visitor_result``). A new ``EventKind`` or push type
 without a rule here is hidden from visitors (and a test parametrised over every member fails
 until it gets one).

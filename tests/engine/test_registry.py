@@ -366,3 +366,27 @@ async def idle_actor_bytes(count: int) -> float:
 async def test_idle_registry_actor_costs_under_6_kb() -> None:
     """A memory budget check, not a benchmark: 100,000 idle actors must fit in ~600 MB."""
     assert await idle_actor_bytes(2_000) < 6 * 1024
+
+
+async def test_a_seed_is_taken_once_and_refused_when_an_activation_ran_meanwhile(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    world = World(flush_s=0.0)
+    registry = await start_registry(nursery, world)
+    read_at = registry.generation  # a caller starts reading "c1"'s state here
+    ref = await registry.get("c1")  # meanwhile the key is activated, written and passivated
+    await ref.tell(Add(n=5))
+    registry.passivate("c1")
+    while "c1" in registry.keys():  # noqa: SIM118 (a Registry); virtual time (autojump)
+        await trio.sleep(0.01)
+    # What the caller read may predate that write: the actor must read for itself.
+    assert registry.activate_seeded("c1", 0, generation=read_at) is None
+    assert registry.count == 0
+
+    fresh_at = registry.generation
+    seeded = registry.activate_seeded("c1", 5, generation=fresh_at)
+    assert seeded is not None
+    assert registry.activate_seeded("c1", 5, generation=registry.generation) is None  # live
+    assert registry.take_seed("c1") == 5
+    assert registry.take_seed("c1") is None  # once: a restart reads for itself
+    assert await total(seeded) == 5
