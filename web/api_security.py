@@ -672,7 +672,7 @@ async def _jit_agent(
         target=f"agent:{agent.id}",
         details={"role": role.value, "via": "sso"},
     )
-    await services.gateway.workspace_changed(workspace.id)
+    await services.access.workspace_changed(workspace.id)
     return agent
 
 
@@ -706,7 +706,7 @@ async def _sso_agent(
                 target=f"agent:{agent.id}",
                 details={"old": found.role.value, "new": role.value},
             )
-            await services.gateway.workspace_changed(config.workspace_id)
+            await services.access.workspace_changed(config.workspace_id)
     workspace = await storage.get_workspace(config.workspace_id)
     if workspace is None or workspace.status is not WorkspaceStatus.ACTIVE:
         raise OidcError("the workspace is suspended", code="workspace_suspended")

@@ -1,15 +1,26 @@
 """Rate limits: sliding windows per key, login throttling with backoff, connection caps per IP.
 
-All in memory, per process (one server process owns its clients). Every table is bounded: old
-entries are pruned as new keys arrive, so a flood of distinct IPs cannot grow memory forever.
+In memory, per process. Every table is bounded: old entries are pruned as new keys arrive, so a
+flood of distinct IPs cannot grow memory forever. In a cluster, the limits per IP and per
+visitor (``SharedWindow``) are counted in Redis, so they hold across every node; when Redis
+does not answer, each node falls back to its own window until Redis is back.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from web.bus import BusUnavailable
+
+if TYPE_CHECKING:
+    from web.bus import Bus
+
+log = logging.getLogger("livechat.ratelimit")
 
 Clock = Callable[[], float]
 _MAX_KEYS = 100_000
@@ -59,6 +70,45 @@ class SlidingWindow:
             self._trim(hits, now)
             if not hits:
                 del self._hits[key]
+
+
+class SharedWindow:
+    """A ``SlidingWindow`` counted in Redis (``Bus.hit``) when the node has a bus, so one IP or
+    visitor has one budget across the cluster; without a bus, or while Redis does not answer
+    (then retried every ``retry_s``), the local window counts alone."""
+
+    def __init__(
+        self,
+        name: str,
+        local: SlidingWindow,
+        bus: Bus | None = None,
+        *,
+        timeout_s: float = 0.25,
+        retry_s: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.local = local
+        self.bus = bus
+        self._timeout_s = timeout_s
+        self._retry_s = retry_s
+        self._clock = clock
+        self._redis_down_until = 0.0
+
+    async def hit(self, key: str) -> float:
+        """Record one event; returns 0 if allowed, else seconds until the next is allowed."""
+        if self.bus is not None and self._clock() >= self._redis_down_until:
+            try:
+                return await self.bus.hit(
+                    f"{self.name}:{key}",
+                    self.local.limit,
+                    self.local.window_s,
+                    timeout_s=self._timeout_s,
+                )
+            except BusUnavailable as err:
+                log.warning("rate limit %s: %s; counting on this node alone", self.name, err)
+                self._redis_down_until = self._clock() + self._retry_s
+        return self.local.hit(key)
 
 
 class LoginThrottle:
