@@ -5,9 +5,11 @@ re-check, which runs every 20 s here), and one IP has one message budget across 
 from __future__ import annotations
 
 import re
+import sys
 
 import trio
 
+from tests.redis_server import redis_url_or_skip
 from tests.web.client import Http, Peer, open_peer
 from tests.web.test_cluster import SITE, _credentials, cluster
 
@@ -122,3 +124,37 @@ async def test_one_ip_has_one_message_budget_across_two_nodes() -> None:
                 refused = await on_b.request("send_message", client_msg_id="b1", text="hi")
                 assert refused["type"] == "error", refused
                 assert refused["code"] == "rate_limited", refused
+
+
+async def test_livechat_admin_reset_password_closes_the_socket_on_a_running_node() -> None:
+    """The CLI writes the database directly; with the bus set it tells every node too."""
+    redis_url = redis_url_or_skip()
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b"), redis_url=redis_url) as (node_a, node_b):
+            password, _ = _credentials(node_a.banner)
+            on_b = Http(node_b.base)
+            assert (await on_b.login("agent", password)).status == 200
+            async with open_peer(
+                f"ws://127.0.0.1:{node_b.port}/ws/v1/agent", cookie=on_b.cookie
+            ) as agent:
+                assert (await agent.request("auth", token=None))["type"] == "result"
+                change = trio.Event()
+                output: list[str] = []
+
+                async def reset() -> None:
+                    cmd = [sys.executable, "-m", "web.cli", "admin", "reset-password"]
+                    cmd += ["--username", "agent", "--database-url", node_a.database_url]
+                    done = await trio.run_process(
+                        cmd,
+                        capture_stdout=True,
+                        env={**node_a.env, "LIVECHAT_BUS_URL": redis_url},
+                    )
+                    output.append(done.stdout.decode())
+                    change.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(reset)
+                    code, delay_s = await _close_within_bound(agent, change)
+                assert code == 1008
+                assert delay_s <= PROPAGATION_S, delay_s
+                assert "Told 2 running node(s)" in output[0], output
