@@ -75,6 +75,9 @@ _REDIS_ERRORS = (
     anyio.BrokenResourceError,
     OSError,
 )
+# a publish or a rate-limit hit may come while the client is closed (the bus not started yet
+# or stopped): coredis then raises RuntimeError, which is the bus being unavailable too
+_UNAVAILABLE = (trio.TooSlowError, RuntimeError, *_REDIS_ERRORS)
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[Any]]
@@ -230,7 +233,7 @@ class Bus:
         try:
             with trio.fail_after(timeout_s):
                 wait_us: Any = await self._window(keys=[f"{self._prefix}:rate:{key}"], args=args)
-        except (trio.TooSlowError, *_REDIS_ERRORS) as err:
+        except _UNAVAILABLE as err:
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
         return int(wait_us) / 1_000_000
 
@@ -290,7 +293,7 @@ async def _publish(client: coredis.Redis[bytes], channel: str, message: Message)
     try:
         with trio.fail_after(COMMAND_TIMEOUT_S):
             return await client.publish(channel, strictjson.dumps(message))
-    except (trio.TooSlowError, coredis.exceptions.RedisError, OSError) as err:
+    except _UNAVAILABLE as err:
         raise BusUnavailable(f"Redis: {type(err).__name__}") from err
 
 
