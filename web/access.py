@@ -10,10 +10,11 @@ and group changes (``workspace_changed``) go the same way, so every node drops w
 cached for that workspace, and the workspace's owner reloads its router.
 
 Redis pub/sub is at-most-once: an event published while a node's subscription is reconnecting
-is lost for that node. The safety net stays: every node re-reads each live agent credential
-once per ``websocket.ping_interval_s`` (``SocketRegistry.recheck_credentials``) and closes what
-ended, and bans are checked on every visitor connect, so a lost event delays a close by at most
-that interval instead of the second it normally takes.
+is lost for that node. The safety net stays: every node re-reads each live agent session and
+API token once per ``websocket.ping_interval_s`` (``SocketRegistry.recheck_credentials``) and
+closes what ended, so a lost logout, reset or revocation delays a close by at most that
+interval instead of the second it normally takes; a lost role change, ban or erasure applies
+when the socket next connects (the handshake checks them).
 """
 
 from __future__ import annotations
