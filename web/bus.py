@@ -32,6 +32,7 @@ one at a time and receives them in order on the same loop.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -124,6 +125,9 @@ class Bus:
         )
         self._waiting: dict[str, _Waiter] = {}
         self._window = self._client.register_script(_SLIDING_WINDOW_LUA)
+        # each hit's member in a window: unique across nodes and restarts of one node
+        self._member = f"{node_id}:{secrets.token_hex(4)}:"
+        self._hits = itertools.count()
 
     def channel(self, node_id: str) -> str:
         return f"{self._prefix}:node:{node_id}"
@@ -228,8 +232,7 @@ class Bus:
         """One event in the cluster-wide sliding window ``key``: 0 when it counts, else the
         seconds until the next is allowed. ``BusUnavailable`` when Redis does not answer
         within ``timeout_s`` (the caller falls back to its own window)."""
-        member = secrets.token_hex(6)
-        args = (int(window_s * 1_000_000), limit, member)
+        args = (int(window_s * 1_000_000), limit, f"{self._member}{next(self._hits)}")
         try:
             with trio.fail_after(timeout_s):
                 wait_us: Any = await self._window(keys=[f"{self._prefix}:rate:{key}"], args=args)
