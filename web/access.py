@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from engine import DomainError
 from web.bus import BusError, Message, publish_once
 from web.protocol import CloseCode
 from web.sockets import LiveSocket, SocketRegistry
@@ -123,7 +124,12 @@ class AccessEvents:
         if self.gateway is None:
             await self.engine.workspace_changed(workspace_id)
             return
-        await self.gateway.workspace_changed(workspace_id)
+        try:
+            await self.gateway.workspace_changed(workspace_id)
+        except DomainError:  # the owner unreachable: the others still drop their caches,
+            # and the owner (if it hears the broadcast) reloads its router
+            await self._broadcast({"t": "changed", "ws": workspace_id, "owner_told": False})
+            raise
         await self._broadcast({"t": "changed", "ws": workspace_id, "owner_told": True})
 
     # -- applying
