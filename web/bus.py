@@ -70,6 +70,14 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
 return 0
 """
 
+# KEYS[1]: a window's sorted set; ARGV[1]: the window (microseconds). Its count now.
+_WINDOW_COUNT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZCARD', KEYS[1])
+"""
+
 _REDIS_ERRORS = (
     coredis.exceptions.RedisError,
     anyio.ClosedResourceError,
@@ -125,6 +133,7 @@ class Bus:
         )
         self._waiting: dict[str, _Waiter] = {}
         self._window = self._client.register_script(_SLIDING_WINDOW_LUA)
+        self._window_count = self._client.register_script(_WINDOW_COUNT_LUA)
         # each hit's member in a window: unique across nodes and restarts of one node
         self._member = f"{node_id}:{secrets.token_hex(4)}:"
         self._hits = itertools.count()
@@ -239,6 +248,18 @@ class Bus:
         except _UNAVAILABLE as err:
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
         return int(wait_us) / 1_000_000
+
+    async def count(self, key: str, window_s: float, *, timeout_s: float) -> int:
+        """How many events the window ``key`` (of ``hit``) holds now; ``BusUnavailable`` as
+        for ``hit``."""
+        try:
+            with trio.fail_after(timeout_s):
+                count: Any = await self._window_count(
+                    keys=[f"{self._prefix}:rate:{key}"], args=(int(window_s * 1_000_000),)
+                )
+        except _UNAVAILABLE as err:
+            raise BusUnavailable(f"Redis: {type(err).__name__}") from err
+        return int(count)
 
     async def request(self, node_id: str, op: str, body: Message) -> Any:
         """Ask ``node_id`` to run ``op`` within the caller's deadline (the current effective

@@ -110,13 +110,26 @@ class SharedWindow:
                 self._redis_down_until = self._clock() + self._retry_s
         return self.local.hit(key)
 
+    async def count(self, key: str) -> int:
+        """The events in ``key``'s window now (Redis's count, or this node's own)."""
+        if self.bus is not None and self._clock() >= self._redis_down_until:
+            try:
+                return await self.bus.count(
+                    f"{self.name}:{key}", self.local.window_s, timeout_s=self._timeout_s
+                )
+            except BusUnavailable as err:
+                log.warning("rate limit %s: %s; counting on this node alone", self.name, err)
+                self._redis_down_until = self._clock() + self._retry_s
+        return self.local.count(key)
+
 
 class LoginThrottle:
     """Throttle password guessing without ever locking an account for good.
 
     Per account: after ``free_failures`` consecutive failures each further attempt must wait
     1 s, 2 s, 4 s ... (capped at ``max_backoff_s``); a success resets it. Per IP: at most
-    ``ip_failures`` failures in 15 minutes. ``check`` returns the seconds to wait (0: go ahead).
+    ``ip_failures`` failures in 15 minutes, across the cluster when ``bus`` is given (the
+    per-account backoff stays per node). ``check`` returns the seconds to wait (0: go ahead).
     """
 
     def __init__(
@@ -125,33 +138,35 @@ class LoginThrottle:
         free_failures: int,
         max_backoff_s: float,
         ip_failures: int,
+        bus: Bus | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._free = free_failures
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._accounts: dict[str, tuple[int, float]] = {}  # failures, time of last failure
-        self._ips = SlidingWindow(ip_failures, 15 * 60.0, clock=clock)
+        ips = SlidingWindow(ip_failures, 15 * 60.0, clock=clock)
+        self._ips = SharedWindow("login_failures", ips, bus, clock=clock)
 
-    def check(self, *, account: str, ip: str) -> float:
-        now = self._clock()
+    async def check(self, *, account: str, ip: str) -> float:
         wait = 0.0
-        if self._ips.count(ip) >= self._ips.limit:
-            wait = self._ips.window_s
+        if await self._ips.count(ip) >= self._ips.local.limit:
+            wait = self._ips.local.window_s
+        now = self._clock()
         failures, last = self._accounts.get(account, (0, 0.0))
         if failures >= self._free:
             backoff = min(self._max_backoff_s, 2.0 ** (failures - self._free))
             wait = max(wait, last + backoff - now)
         return max(0.0, wait)
 
-    def failed(self, *, account: str, ip: str) -> None:
+    async def failed(self, *, account: str, ip: str) -> None:
         if len(self._accounts) >= _MAX_KEYS:
             cutoff = self._clock() - self._max_backoff_s
             for key in [k for k, (_, at) in self._accounts.items() if at < cutoff]:
                 del self._accounts[key]
         failures, _ = self._accounts.get(account, (0, 0.0))
         self._accounts[account] = (failures + 1, self._clock())
-        self._ips.hit(ip)
+        await self._ips.hit(ip)
 
     def succeeded(self, *, account: str) -> None:
         self._accounts.pop(account, None)

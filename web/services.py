@@ -101,6 +101,9 @@ class Services:
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
+        if self.gateway is None:
+            self.gateway = self.engine
+        bus = self.gateway.bus if isinstance(self.gateway, ClusterGateway) else None
         if self.costly is None:
             self.costly = CostlyReads.from_settings(s)
         if self.login_throttle is None:
@@ -108,10 +111,8 @@ class Services:
                 free_failures=s.accounts.login_failures_per_account_backoff_after,
                 max_backoff_s=s.accounts.login_backoff_max_s,
                 ip_failures=s.accounts.login_failures_per_ip_per_15min,
+                bus=bus,
             )
-        if self.gateway is None:
-            self.gateway = self.engine
-        bus = self.gateway.bus if isinstance(self.gateway, ClusterGateway) else None
         if self.ip_messages is None:
             self.ip_messages = SharedWindow(
                 "ip_messages", SlidingWindow(s.rate_limits.ip_messages_per_10s, 10.0), bus

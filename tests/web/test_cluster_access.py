@@ -99,9 +99,12 @@ async def test_a_ban_on_one_node_closes_the_visitor_socket_on_another_within_a_s
                 assert delay_s <= PROPAGATION_S, delay_s
 
 
-async def test_one_ip_has_one_message_budget_across_two_nodes() -> None:
+async def test_one_ip_has_one_budget_of_messages_and_failed_logins_across_two_nodes() -> None:
     limit = 4
-    env = {"LIVECHAT_RATE_LIMITS__IP_MESSAGES_PER_10S": str(limit)}
+    env = {
+        "LIVECHAT_RATE_LIMITS__IP_MESSAGES_PER_10S": str(limit),
+        "LIVECHAT_ACCOUNTS__LOGIN_FAILURES_PER_IP_PER_15MIN": "3",
+    }
     with trio.fail_after(100):
         async with cluster(("node-a", "node-b"), extra_env=env) as (node_a, node_b):
             _, widget_key = _credentials(node_a.banner)
@@ -124,6 +127,14 @@ async def test_one_ip_has_one_message_budget_across_two_nodes() -> None:
                 refused = await on_b.request("send_message", client_msg_id="b1", text="hi")
                 assert refused["type"] == "error", refused
                 assert refused["code"] == "rate_limited", refused
+
+            # failed logins of three accounts (none backs off alone): two on A, one on B
+            for node, username in ((node_a, "x1"), (node_a, "x2"), (node_b, "x3")):
+                failed = await Http(node.base).login(username, "wrong password")
+                assert failed.status == 401, failed.json()
+            password, _ = _credentials(node_a.banner)
+            throttled = await Http(node_b.base).login("agent", password)
+            assert (throttled.status, throttled.error_code) == (429, "login_throttled")
 
 
 async def test_livechat_admin_reset_password_closes_the_socket_on_a_running_node() -> None:
