@@ -13,7 +13,8 @@ from typing import Any
 
 import trio
 
-from storage import Role, open_storage
+from storage import Agent, Role, open_storage
+from web.access import publish_from_cli
 from web.auth import SERVER_OPERATOR_KEY, hash_secret, new_secret
 from web.cli import add_database_options, settings_from_args
 from web.errors import ConfigError
@@ -79,6 +80,9 @@ def _run(command: Any) -> Any:
             # The server's master key (generated next to a new SQLite database, as at the
             # server's first start): workspaces and visitors are encrypted the same way.
             args.keyring = master_keys(settings)
+            # a cluster's nodes hear what changed through the bus (web/access.py)
+            bus_url = settings.cluster.bus_url
+            args.bus = (bus_url, settings.cluster.bus_prefix) if bus_url else None
             trio.run(command, settings.storage.database_url, args)
         except ConfigError as err:  # a bad setting, as ``serve`` says it
             print(f"livechat admin: error: {err}", file=sys.stderr)
@@ -135,6 +139,8 @@ async def _create_agent(url: str, args: argparse.Namespace) -> None:
             args.workspace, actor="cli", action="agent.created", target=f"agent:{agent.id}"
         )
     print(f"agent {agent.id} {username!r} ({args.role}) password (shown once): {password}")
+    if args.bus is not None:  # the workspace's router takes the new agent at once
+        await publish_from_cli(args.bus, {"t": "changed", "ws": agent.workspace_id})
 
 
 async def _reset_password(url: str, args: argparse.Namespace) -> None:
@@ -158,7 +164,7 @@ async def _reset_password(url: str, args: argparse.Namespace) -> None:
             target=f"agent:{agent.id}",
         )
     print(f"new password for {agent.username!r} (shown once): {password}")
-    print("Open sockets of this account close within one heartbeat interval.")
+    print(await _tell_nodes(args, agent, "password reset"))
 
 
 async def _reset_two_factor(url: str, args: argparse.Namespace) -> None:
@@ -178,6 +184,13 @@ async def _reset_two_factor(url: str, args: argparse.Namespace) -> None:
         )
     state = "removed" if had else "was not enabled"
     print(f"two-factor login of {agent.username!r} {state}; its sessions ended.")
+    print(await _tell_nodes(args, agent, "two-factor reset"))
+
+
+async def _tell_nodes(args: argparse.Namespace, agent: Agent, reason: str) -> str:
+    """Close the account's open sockets on every running node, through the bus if any."""
+    event = {"t": "agent", "ws": agent.workspace_id, "agent": agent.id, "reason": reason}
+    return await publish_from_cli(args.bus, event)
 
 
 async def _create_token(url: str, args: argparse.Namespace) -> None:

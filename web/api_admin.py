@@ -19,7 +19,6 @@ from web.auth import SERVER_OPERATOR_KEY
 from web.errors import Conflict, NotFound
 from web.httpapi import ApiBlueprint, Call, bad_cursor
 from web.passwords import generate_password
-from web.protocol import CloseCode
 from web.schemas import AgentOut, WorkspaceList, WorkspaceOut
 from web.schemas_admin import (
     AuditOut,
@@ -50,7 +49,7 @@ async def audit(call: Call, action: str, target: str | None = None, **details: A
 async def workspace_changed(call: Call) -> None:
     """Tell the engine that the caller's workspace settings, agents or groups changed, so
     routing and conversations apply the change now (the engine caches what it reads)."""
-    await call.services.gateway.workspace_changed(call.workspace_id)
+    await call.services.access.workspace_changed(call.workspace_id)
 
 
 # ---------------------------------------------------------------- workspaces
@@ -148,7 +147,7 @@ async def set_limits(call: Call, workspace_id: str, body: WorkspaceLimitsIn) -> 
     changes = {k: v for k, v in attrs_dict(body).items() if v is not None}
     ws = await call.services.storage.update_workspace(workspace_id, **changes)
     await audit(call, "workspace.limits_changed", f"workspace:{workspace_id}", **changes)
-    await call.services.gateway.workspace_changed(workspace_id)  # routing honours the new cap
+    await call.services.access.workspace_changed(workspace_id)  # routing honours the new cap
     return WorkspaceOut.of(ws)
 
 
@@ -160,8 +159,7 @@ async def _set_status(
         raise Conflict("you cannot suspend your own workspace", code="own_workspace")
     ws = await call.services.storage.update_workspace(workspace_id, status=status, **extra)
     if status is not WorkspaceStatus.ACTIVE:
-        for sock in call.services.sockets.of_workspace(workspace_id):
-            sock.close(CloseCode.POLICY, "workspace suspended")
+        await call.services.access.close_workspace(workspace_id, "workspace suspended")
     await audit(call, f"workspace.{status.value}", f"workspace:{workspace_id}")
     return WorkspaceOut.of(ws)
 

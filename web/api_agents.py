@@ -143,8 +143,9 @@ async def update_agent(call: Call, agent_id: str, body: UpdateAgentIn) -> AgentO
     if body.role is not None and body.role is not agent.role:
         # An open socket carries the role it authenticated with: end it now, so a demoted
         # supervisor cannot whisper (or watch silently) until it reconnects with the new role.
-        for sock in call.services.sockets.of_agent(call.workspace_id, agent_id):
-            sock.close(CloseCode.PRIVILEGES_CHANGED, "role changed")
+        await call.services.access.close_agent(
+            call.workspace_id, agent_id, "role changed", code=CloseCode.PRIVILEGES_CHANGED
+        )
         await audit(
             call,
             "agent.role_changed",
@@ -230,8 +231,6 @@ async def revoke_token(call: Call, token_id: str) -> Done:
     if token is None:
         raise NotFound()
     await call.services.storage.revoke_api_token(call.workspace_id, token_id)
-    for sock in call.services.sockets.of_workspace(call.workspace_id):
-        if sock.token_id == token_id:
-            sock.close(CloseCode.POLICY, "token revoked")
+    await call.services.access.close_token(token_id, "token revoked")
     await audit(call, "token.revoked", f"token:{token_id}")
     return Done()

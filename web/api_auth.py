@@ -22,7 +22,6 @@ from web.auth import (
 )
 from web.errors import Forbidden, Overloaded, TooManyRequests, Unauthorized
 from web.httpapi import ApiBlueprint, Call, PublicCall, json_response
-from web.protocol import CloseCode
 from web.schemas import AgentOut, ChangePasswordIn, Done, LoginIn, Me, WorkspaceOut
 from web.schemas_security import SecondFactorRequired
 from web.services import Services
@@ -48,7 +47,7 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
     services = call.services
     storage = services.storage
     account = body.username.strip().lower()
-    wait = services.login_throttle.check(account=account, ip=call.ip)
+    wait = await services.login_throttle.check(account=account, ip=call.ip)
     if wait > 0:
         services.metrics.logins["throttled"] += 1
         raise TooManyRequests(
@@ -66,7 +65,7 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
     workspace = await storage.get_workspace(agent.workspace_id) if agent else None
     bot = agent is not None and agent.role is Role.BOT  # bots use API tokens, never sessions
     if not ok or agent is None or bot or not agent.enabled or workspace is None:
-        services.login_throttle.failed(account=account, ip=call.ip)
+        await services.login_throttle.failed(account=account, ip=call.ip)
         services.metrics.logins["failed"] += 1
         await storage.audit(
             agent.workspace_id if agent else None,
@@ -188,8 +187,7 @@ async def logout(call: Call) -> Response:
     session = call.caller.session
     if session is not None:
         await services.storage.delete_session(session.id_hash)
-        for sock in services.sockets.of_session(session.id_hash):
-            sock.close(CloseCode.POLICY, "logged out")
+        await services.access.close_session(session.id_hash, "logged out")
     await services.storage.audit(
         call.workspace_id, actor=call.caller.actor, action="logout", ip=call.ip
     )
@@ -242,9 +240,9 @@ async def end_other_sessions(
     """Delete the agent's sessions (but ``keep_session``) and close their sockets now."""
     services = call.services
     await services.storage.delete_agent_sessions(agent_id, except_id_hash=keep_session)
-    for sock in services.sockets.of_agent(call.workspace_id, agent_id):
-        if keep_session is None or sock.session_hash != keep_session:
-            sock.close(CloseCode.POLICY, reason)
+    await services.access.close_agent(
+        call.workspace_id, agent_id, reason, keep_session=keep_session
+    )
 
 
 @api.op("GET", "/me", summary="The caller's account and workspace", response=Me)

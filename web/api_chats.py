@@ -43,7 +43,6 @@ from web import strictjson
 from web.api_admin import audit
 from web.errors import BadRequest, Forbidden, NotFound
 from web.httpapi import ROLE_RANK, ApiBlueprint, Call, bad_cursor, streaming_response
-from web.protocol import CloseCode
 from web.schemas import Done
 from web.schemas_chats import (
     BanIn,
@@ -423,11 +422,8 @@ async def ban_visitor(call: Call, visitor_id: str, body: BanIn) -> BanList:
                 expires_at=expires,
             )
         )
-    for sock in call.services.sockets.of_workspace(call.workspace_id):
-        if sock.visitor_id == visitor_id or (
-            body.include_ip and v.ip and sock.ip == v.ip and sock.kind == "visitor"
-        ):
-            sock.close(CloseCode.POLICY, "banned")
+    banned_ip = v.ip if body.include_ip and v.ip else None
+    await call.services.access.close_visitor(call.workspace_id, visitor_id, "banned", ip=banned_ip)
     await audit(call, "visitor.banned", f"visitor:{visitor_id}", include_ip=body.include_ip)
     return BanList(bans=tuple(_ban_out(b) for b in bans))
 
@@ -443,8 +439,7 @@ async def erase_visitor(call: Call, visitor_id: str) -> Done:
     storage = call.services.storage
     if await storage.get_visitor(call.workspace_id, visitor_id) is None:
         raise NotFound()
-    for sock in call.services.sockets.of_visitor(call.workspace_id, visitor_id):
-        sock.close(CloseCode.POLICY, "erased")
+    await call.services.access.close_visitor(call.workspace_id, visitor_id, "erased")
     # Audited once, by the erasure's own transaction.
     await storage.erase_visitor(call.workspace_id, visitor_id, actor=call.caller.actor, ip=call.ip)
     return Done()

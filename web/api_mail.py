@@ -30,7 +30,6 @@ from web.auth import hash_secret
 from web.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from web.httpapi import ApiBlueprint, Call, PublicCall
 from web.mail import Brand, Notifications, read_notifications, render
-from web.protocol import CloseCode
 from web.schemas import Done
 from web.services import Services
 from web.wire import number, text
@@ -464,7 +463,7 @@ async def forgot_password(call: PublicCall, body: ForgotPasswordIn) -> Done:
     services = call.services
     storage = services.storage
     wanted = body.username.strip()
-    wait = services.login_throttle.check(account=f"reset:{wanted.lower()}", ip=call.ip)
+    wait = await services.login_throttle.check(account=f"reset:{wanted.lower()}", ip=call.ip)
     if wait > 0:
         return Done()  # throttled like a failed login, and answered the same
     candidates: list[Agent] = []
@@ -528,8 +527,7 @@ async def reset_password(call: PublicCall, body: ResetPasswordIn) -> Done:
         agent.workspace_id, agent.id, password_hash=new_hash, password_changed_at=now
     )
     await storage.delete_agent_sessions(agent.id)
-    for sock in services.sockets.of_agent(agent.workspace_id, agent.id):
-        sock.close(CloseCode.POLICY, "password reset")
+    await services.access.close_agent(agent.workspace_id, agent.id, "password reset")
     await storage.audit(
         agent.workspace_id,
         actor=f"agent:{agent.id}",
@@ -568,7 +566,7 @@ async def mail_transcript(call: PublicCall, body: TranscriptIn) -> Done:
     conv = await storage.get_conversation(ws.id, body.conversation_id)
     if visitor is None or conv is None or conv.visitor_id != visitor.id:
         raise NotFound("no such conversation", code="not_found")
-    wait = services.profile_updates.hit(f"transcript:{visitor.id}")
+    wait = await services.profile_updates.hit(f"transcript:{visitor.id}")
     if wait > 0:
         raise TooManyRequests("too many transcript requests", retry_after_s=wait)
     summary = await mailer.conversation_summary(ws, conv)

@@ -1,7 +1,9 @@
 """Messages between the nodes of a cluster over Redis pub/sub (``coredis``, on Trio via anyio).
 
-Each node subscribes to one channel, ``<prefix>:node:<node id>``, and publishes to the others'.
-A message is one JSON object with a kind ``k``:
+Each node subscribes to its own channel, ``<prefix>:node:<node id>``, and publishes to the
+others'; every node also listens on ``<prefix>:all`` for what concerns all of them
+(``broadcast``: credential and access changes, ``web/access.py``). A message is one JSON object
+with a kind ``k``:
 
 - ``req``: a request (``op``, ``id``, ``from``, ``deadline_s``: what is left of the caller's
   deadline); handled in a task of its own under that deadline, answered with ``rep``;
@@ -20,6 +22,9 @@ Errors::
     ├── NodeUnreachable       no node listens on the target's channel
     └── RemoteError           the other node answered a request with an error (``code``)
 
+The same Redis keeps the cluster-wide rate limits (``hit``: a sliding window per key in a sorted
+set, one Lua script, the window measured on Redis's clock so the nodes' clocks do not matter).
+
 Why coredis: a maintained, fully typed Redis client (Cluster and Sentinel too) whose I/O is
 anyio, so it runs natively on Trio; on this machine one node publishes about 5,000 messages/s
 one at a time and receives them in order on the same loop.
@@ -27,6 +32,7 @@ one at a time and receives them in order on the same loop.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import secrets
@@ -48,12 +54,39 @@ CONNECT_TIMEOUT_S = 2.0
 RESUBSCRIBE_DELAY_S = 0.5
 COMMAND_TIMEOUT_S = 2.0
 
+# KEYS[1]: the window's sorted set; ARGV: window (microseconds), limit, a unique member.
+# Returns 0 (the hit counts) or the microseconds until the oldest hit leaves the window.
+_SLIDING_WINDOW_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + window - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+return 0
+"""
+
+# KEYS[1]: a window's sorted set; ARGV[1]: the window (microseconds). Its count now.
+_WINDOW_COUNT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZCARD', KEYS[1])
+"""
+
 _REDIS_ERRORS = (
     coredis.exceptions.RedisError,
     anyio.ClosedResourceError,
     anyio.BrokenResourceError,
     OSError,
 )
+# a publish or a rate-limit hit may come while the client is closed (the bus not started yet
+# or stopped): coredis then raises RuntimeError, which is the bus being unavailable too
+_UNAVAILABLE = (trio.TooSlowError, RuntimeError, *_REDIS_ERRORS)
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[Any]]
@@ -99,9 +132,18 @@ class Bus:
             stream_timeout=COMMAND_TIMEOUT_S,
         )
         self._waiting: dict[str, _Waiter] = {}
+        self._window = self._client.register_script(_SLIDING_WINDOW_LUA)
+        self._window_count = self._client.register_script(_WINDOW_COUNT_LUA)
+        # each hit's member in a window: unique across nodes and restarts of one node
+        self._member = f"{node_id}:{secrets.token_hex(4)}:"
+        self._hits = itertools.count()
 
     def channel(self, node_id: str) -> str:
         return f"{self._prefix}:node:{node_id}"
+
+    @property
+    def all_channel(self) -> str:
+        return broadcast_channel(self._prefix)
 
     async def serve(
         self,
@@ -120,7 +162,8 @@ class Bus:
             while True:
                 try:
                     pubsub = self._client.pubsub(
-                        channels=[self.channel(self.node_id)], ignore_subscribe_messages=True
+                        channels=[self.channel(self.node_id), self.all_channel],
+                        ignore_subscribe_messages=True,
                     )
                     async with pubsub:
                         if not started:
@@ -190,6 +233,34 @@ class Bus:
         if receivers == 0:
             raise NodeUnreachable(f"node {node_id} does not listen on the bus")
 
+    async def broadcast(self, message: Message) -> None:
+        """Publish one message to every node (this one too: receivers skip their own)."""
+        await _publish(self._client, self.all_channel, {**message, "from": self.node_id})
+
+    async def hit(self, key: str, limit: int, window_s: float, *, timeout_s: float) -> float:
+        """One event in the cluster-wide sliding window ``key``: 0 when it counts, else the
+        seconds until the next is allowed. ``BusUnavailable`` when Redis does not answer
+        within ``timeout_s`` (the caller falls back to its own window)."""
+        args = (int(window_s * 1_000_000), limit, f"{self._member}{next(self._hits)}")
+        try:
+            with trio.fail_after(timeout_s):
+                wait_us: Any = await self._window(keys=[f"{self._prefix}:rate:{key}"], args=args)
+        except _UNAVAILABLE as err:
+            raise BusUnavailable(f"Redis: {type(err).__name__}") from err
+        return int(wait_us) / 1_000_000
+
+    async def count(self, key: str, window_s: float, *, timeout_s: float) -> int:
+        """How many events the window ``key`` (of ``hit``) holds now; ``BusUnavailable`` as
+        for ``hit``."""
+        try:
+            with trio.fail_after(timeout_s):
+                count: Any = await self._window_count(
+                    keys=[f"{self._prefix}:rate:{key}"], args=(int(window_s * 1_000_000),)
+                )
+        except _UNAVAILABLE as err:
+            raise BusUnavailable(f"Redis: {type(err).__name__}") from err
+        return int(count)
+
     async def request(self, node_id: str, op: str, body: Message) -> Any:
         """Ask ``node_id`` to run ``op`` within the caller's deadline (the current effective
         deadline, else ``COMMAND_TIMEOUT_S``); returns its ``ok`` or raises ``RemoteError``."""
@@ -236,3 +307,28 @@ class Bus:
             for name, count in counts.items()
             if count > 0
         }
+
+
+def broadcast_channel(prefix: str) -> str:
+    return f"{prefix}:all"
+
+
+async def _publish(client: coredis.Redis[bytes], channel: str, message: Message) -> int:
+    try:
+        with trio.fail_after(COMMAND_TIMEOUT_S):
+            return await client.publish(channel, strictjson.dumps(message))
+    except _UNAVAILABLE as err:
+        raise BusUnavailable(f"Redis: {type(err).__name__}") from err
+
+
+async def publish_once(url: str, prefix: str, message: Message, *, sender: str) -> int:
+    """Broadcast ``message`` from a process that is not a node (``livechat admin``): connect,
+    publish, disconnect. Returns how many nodes heard it."""
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(
+        url, decode_responses=False, connect_timeout=CONNECT_TIMEOUT_S
+    )
+    try:
+        async with client:
+            return await _publish(client, broadcast_channel(prefix), {**message, "from": sender})
+    except _REDIS_ERRORS as err:
+        raise BusUnavailable(f"Redis: {type(err).__name__}") from err

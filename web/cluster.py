@@ -24,15 +24,16 @@ and workspace changes (``workspace_changed``) are forwarded to the owner the sam
 gateway runs as the supervision tree's ``cluster`` child (``ClusterService``); on SIGTERM the
 node releases its leases once its engine drained, before its bus stops.
 
-Not yet: placement by load (a node takes what it is asked first); bans, logout and rate
-limits across nodes.
+Broadcasts (``k: ev``: credential and access changes, ``web/access.py``) go to ``on_event``.
+
+Not yet: placement by load (a node takes what it is asked first).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -188,6 +189,8 @@ class ClusterGateway:
         self._hosted: dict[str, _Hosted] = {}  # connection id -> socket elsewhere, served here
         self._proxies: dict[str, _Proxy] = {}  # connection id -> socket here, served elsewhere
         self._nursery: trio.Nursery | None = None
+        # set by ``web.access.AccessEvents``: broadcasts, synchronously, in arrival order
+        self.on_event: Callable[[Message, trio.Nursery], None] | None = None
 
     # -- what the WebSocket layer calls
 
@@ -426,6 +429,10 @@ class ClusterGateway:
     # -- what the socket's node does with the owner's pushes
 
     def _on_message(self, message: Message) -> None:
+        if message.get("k") == "ev":
+            if self.on_event is not None and self._nursery is not None:
+                self.on_event(message, self._nursery)
+            return
         proxy = self._proxies.get(str(message.get("c")))
         if proxy is None:
             return

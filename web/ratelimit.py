@@ -1,15 +1,26 @@
 """Rate limits: sliding windows per key, login throttling with backoff, connection caps per IP.
 
-All in memory, per process (one server process owns its clients). Every table is bounded: old
-entries are pruned as new keys arrive, so a flood of distinct IPs cannot grow memory forever.
+In memory, per process. Every table is bounded: old entries are pruned as new keys arrive, so a
+flood of distinct IPs cannot grow memory forever. In a cluster, the limits per IP and per
+visitor (``SharedWindow``) are counted in Redis, so they hold across every node; when Redis
+does not answer, each node falls back to its own window until Redis is back.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from web.bus import BusUnavailable
+
+if TYPE_CHECKING:
+    from web.bus import Bus
+
+log = logging.getLogger("livechat.ratelimit")
 
 Clock = Callable[[], float]
 _MAX_KEYS = 100_000
@@ -61,12 +72,64 @@ class SlidingWindow:
                 del self._hits[key]
 
 
+class SharedWindow:
+    """A ``SlidingWindow`` counted in Redis (``Bus.hit``) when the node has a bus, so one IP or
+    visitor has one budget across the cluster; without a bus, or while Redis does not answer
+    (then retried every ``retry_s``), the local window counts alone."""
+
+    def __init__(
+        self,
+        name: str,
+        local: SlidingWindow,
+        bus: Bus | None = None,
+        *,
+        timeout_s: float = 0.25,
+        retry_s: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.local = local
+        self.bus = bus
+        self._timeout_s = timeout_s
+        self._retry_s = retry_s
+        self._clock = clock
+        self._redis_down_until = 0.0
+
+    async def hit(self, key: str) -> float:
+        """Record one event; returns 0 if allowed, else seconds until the next is allowed."""
+        if self.bus is not None and self._clock() >= self._redis_down_until:
+            try:
+                return await self.bus.hit(
+                    f"{self.name}:{key}",
+                    self.local.limit,
+                    self.local.window_s,
+                    timeout_s=self._timeout_s,
+                )
+            except BusUnavailable as err:
+                log.warning("rate limit %s: %s; counting on this node alone", self.name, err)
+                self._redis_down_until = self._clock() + self._retry_s
+        return self.local.hit(key)
+
+    async def count(self, key: str) -> int:
+        """The events in ``key``'s window now (Redis's count, or this node's own)."""
+        if self.bus is not None and self._clock() >= self._redis_down_until:
+            try:
+                return await self.bus.count(
+                    f"{self.name}:{key}", self.local.window_s, timeout_s=self._timeout_s
+                )
+            except BusUnavailable as err:
+                log.warning("rate limit %s: %s; counting on this node alone", self.name, err)
+                self._redis_down_until = self._clock() + self._retry_s
+        return self.local.count(key)
+
+
 class LoginThrottle:
     """Throttle password guessing without ever locking an account for good.
 
     Per account: after ``free_failures`` consecutive failures each further attempt must wait
     1 s, 2 s, 4 s ... (capped at ``max_backoff_s``); a success resets it. Per IP: at most
-    ``ip_failures`` failures in 15 minutes. ``check`` returns the seconds to wait (0: go ahead).
+    ``ip_failures`` failures in 15 minutes, across the cluster when ``bus`` is given (the
+    per-account backoff stays per node). ``check`` returns the seconds to wait (0: go ahead).
     """
 
     def __init__(
@@ -75,33 +138,35 @@ class LoginThrottle:
         free_failures: int,
         max_backoff_s: float,
         ip_failures: int,
+        bus: Bus | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._free = free_failures
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._accounts: dict[str, tuple[int, float]] = {}  # failures, time of last failure
-        self._ips = SlidingWindow(ip_failures, 15 * 60.0, clock=clock)
+        ips = SlidingWindow(ip_failures, 15 * 60.0, clock=clock)
+        self._ips = SharedWindow("login_failures", ips, bus, clock=clock)
 
-    def check(self, *, account: str, ip: str) -> float:
-        now = self._clock()
+    async def check(self, *, account: str, ip: str) -> float:
         wait = 0.0
-        if self._ips.count(ip) >= self._ips.limit:
-            wait = self._ips.window_s
+        if await self._ips.count(ip) >= self._ips.local.limit:
+            wait = self._ips.local.window_s
+        now = self._clock()
         failures, last = self._accounts.get(account, (0, 0.0))
         if failures >= self._free:
             backoff = min(self._max_backoff_s, 2.0 ** (failures - self._free))
             wait = max(wait, last + backoff - now)
         return max(0.0, wait)
 
-    def failed(self, *, account: str, ip: str) -> None:
+    async def failed(self, *, account: str, ip: str) -> None:
         if len(self._accounts) >= _MAX_KEYS:
             cutoff = self._clock() - self._max_backoff_s
             for key in [k for k, (_, at) in self._accounts.items() if at < cutoff]:
                 del self._accounts[key]
         failures, _ = self._accounts.get(account, (0, 0.0))
         self._accounts[account] = (failures + 1, self._clock())
-        self._ips.hit(ip)
+        await self._ips.hit(ip)
 
     def succeeded(self, *, account: str) -> None:
         self._accounts.pop(account, None)

@@ -40,6 +40,7 @@ from storage import (
     open_storage,
     resolve_master_keys,
 )
+from web.access import AccessEvents
 from web.cluster import ClusterGateway, ClusterService, cluster_gateway, cluster_ownership
 from web.costly import CostlyReads
 from web.errors import ConfigError, Unavailable
@@ -49,7 +50,7 @@ from web.metrics import WebMetrics
 from web.oidc import OidcClient
 from web.overload import OverloadGate
 from web.passwords import PasswordHasher
-from web.ratelimit import ConnectionCap, LoginThrottle, SlidingWindow
+from web.ratelimit import ConnectionCap, LoginThrottle, SharedWindow, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
 from web.supervision import StorageChild, build_tree
@@ -78,10 +79,11 @@ class Services:
     sockets: SocketRegistry = attrs.field(factory=SocketRegistry)
     costly: CostlyReads = attrs.field(default=None)  # exports and searches
     login_throttle: LoginThrottle = attrs.field(default=None)
-    ip_messages: SlidingWindow = attrs.field(default=None)
-    ip_new_conversations: SlidingWindow = attrs.field(default=None)
+    # per IP and per visitor: cluster-wide when a bus is set (web/ratelimit.py)
+    ip_messages: SharedWindow = attrs.field(default=None)
+    ip_new_conversations: SharedWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
-    profile_updates: SlidingWindow = attrs.field(default=None)  # per visitor id
+    profile_updates: SharedWindow = attrs.field(default=None)  # per visitor id
     uploads: SlidingWindow = attrs.field(default=None)  # files, per uploader
     overload: OverloadGate = attrs.field(default=None)
     mailer: Mailer = attrs.field(default=None)  # outgoing mail and the inbox scan (web/mail.py)
@@ -94,9 +96,14 @@ class Services:
     # connect/request/disconnect of sockets: the engine, or in a cluster the gateway that
     # forwards a socket to the node owning its workspace (web/cluster.py)
     gateway: ChatEngine | ClusterGateway = attrs.field(default=None)
+    # credential and access changes: closes and cache drops, on every node (web/access.py)
+    access: AccessEvents = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
+        if self.gateway is None:
+            self.gateway = self.engine
+        bus = self.gateway.bus if isinstance(self.gateway, ClusterGateway) else None
         if self.costly is None:
             self.costly = CostlyReads.from_settings(s)
         if self.login_throttle is None:
@@ -104,15 +111,22 @@ class Services:
                 free_failures=s.accounts.login_failures_per_account_backoff_after,
                 max_backoff_s=s.accounts.login_backoff_max_s,
                 ip_failures=s.accounts.login_failures_per_ip_per_15min,
+                bus=bus,
             )
         if self.ip_messages is None:
-            self.ip_messages = SlidingWindow(s.rate_limits.ip_messages_per_10s, 10.0)
+            self.ip_messages = SharedWindow(
+                "ip_messages", SlidingWindow(s.rate_limits.ip_messages_per_10s, 10.0), bus
+            )
         if self.ip_new_conversations is None:
-            self.ip_new_conversations = SlidingWindow(
-                s.rate_limits.new_conversations_per_hour, 3600.0
+            self.ip_new_conversations = SharedWindow(
+                "ip_new_conversations",
+                SlidingWindow(s.rate_limits.new_conversations_per_hour, 3600.0),
+                bus,
             )
         if self.profile_updates is None:
-            self.profile_updates = SlidingWindow(s.rate_limits.profile_updates_per_min, 60.0)
+            self.profile_updates = SharedWindow(
+                "profile_updates", SlidingWindow(s.rate_limits.profile_updates_per_min, 60.0), bus
+            )
         if self.uploads is None:
             self.uploads = SlidingWindow(s.files.uploads_per_10min, 600.0)
         if self.connection_cap is None:
@@ -125,8 +139,9 @@ class Services:
             self.oidc = OidcClient(timeout_s=s.sso.http_timeout_s, threads=s.sso.http_threads)
         if self.mailer is None:
             self.mailer = Mailer(settings=s, storage=self.storage)
-        if self.gateway is None:
-            self.gateway = self.engine
+        if self.access is None:
+            cluster = self.gateway if isinstance(self.gateway, ClusterGateway) else None
+            self.access = AccessEvents(self.sockets, self.engine, cluster)
 
 
 def current_services() -> Services:
@@ -282,9 +297,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         try:
             yield services
         finally:
-            deadline_s = (
-                settings.engine.shutdown_deadline_s + settings.engine.storage_timeout_s + 1
-            )
+            deadline_s = settings.engine.shutdown_deadline_s + settings.engine.storage_timeout_s + 1
             with trio.CancelScope(shield=True):
                 await root.shutdown(deadline_s)
             nursery.cancel_scope.cancel()

@@ -205,10 +205,11 @@ class SocketRegistry:
         """Once per ``period_s``, re-read each distinct agent credential and close the sockets
         of those that ended. Runs until cancelled.
 
-        Logout, revocation, password changes, role changes, bans and suspensions made through
-        this server close the sockets at once (they push ``LiveSocket.close``); this pass
-        catches what happens elsewhere (``livechat admin reset-password``, another process on
-        the same database) and sessions that expire. One storage read per live session or
+        Logout, revocation, password changes, role changes, bans and suspensions close the
+        sockets at once, on every node of a cluster (``web/access.py``: pushed here, broadcast
+        on the bus); this pass catches what was missed (an event lost on the bus, a
+        ``livechat admin`` without a bus configured, another process on the same database)
+        and sessions that expire. One storage read per live session or
         token, whatever its number of sockets; none for visitors. A check that fails (storage
         down, past ``timeout_s``) is logged and closes nothing: the next pass tries again.
         """

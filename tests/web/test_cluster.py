@@ -61,7 +61,11 @@ class Output:
 
 @asynccontextmanager
 async def cluster(
-    names: tuple[str, ...], *, lease_ttl_s: float = 3.0, redis_url: str | None = None
+    names: tuple[str, ...],
+    *,
+    lease_ttl_s: float = 3.0,
+    redis_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[Node]]:
     """Start the nodes one after the other (the first seeds the demo workspace); stop them
     with SIGTERM (killed if they do not exit) and drop the schema afterwards."""
@@ -72,6 +76,7 @@ async def cluster(
             "LIVECHAT_MASTER_KEY": new_master_key_text(),
             "LIVECHAT_BUS_PREFIX": bus_prefix(),
             "LIVECHAT_CLUSTER_LEASE_TTL_S": str(lease_ttl_s),
+            **(extra_env or {}),
         }
         processes: list[trio.Process] = []
         outputs: list[Output] = []
