@@ -178,7 +178,7 @@ class Requests:
             await self._signal(conn, p, cmd)
             return Ok()
         if isinstance(cmd, ReportPageView):
-            await (await self._visitor(p)).tell(VisitorNavigated(page=cmd))
+            await (await self._visitor(p)).ask(lambda r: VisitorNavigated(page=cmd, reply=r))
             return Ok()
         if isinstance(cmd, UpdateProfile):
             await (await self._visitor(p)).ask(lambda r: VisitorProfile(update=cmd, reply=r))

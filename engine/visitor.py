@@ -58,6 +58,7 @@ class VisitorArrived:
 @attrs.frozen(kw_only=True, eq=False)
 class VisitorNavigated:
     page: ReportPageView
+    reply: Reply[None]  # answered once the page view is stored: the request's result means it is
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -207,6 +208,7 @@ class VisitorActor(Actor[VisitorMsg]):
                 ctx.visitor_alarms[self.key] = ctx.clock()
         elif isinstance(msg, VisitorNavigated):
             await self._page(msg.page.url, msg.page.title, msg.page.referrer, _wall())
+            msg.reply.send(None)
             await self._tell_router(VisitorChange.NAVIGATED)
             await self._greet()
         elif isinstance(msg, VisitorTick):
