@@ -32,6 +32,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "connections": ("bench.connections", "idle visitor connections: RSS each, connect rate"),
     "routing": ("bench.routing_bench", "routing core: assignments/s and latency"),
     "storage": ("bench.storage_bench", "storage layer: appends/s, reads, search"),
+    "cluster": ("bench.cluster_bench", "one process vs --workers 2 on PostgreSQL, node SIGKILL"),
 }
 
 # ``all --quick``: each bench's small configuration (flags as on the command line). A bench
@@ -113,7 +114,11 @@ def _handler(name: str) -> Callable[[argparse.Namespace], int]:
         except KeyboardInterrupt:
             print("\nlivechat bench: interrupted; server and files cleaned up", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BenchUnavailable as err:  # e.g. a service it needs is not running
+            print(f"livechat bench: {err}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         except Exception as err:  # the edge of the command: say what failed, exit non-zero
+            err = _innermost(err)
             print(f"livechat bench {name}: failed: {type(err).__name__}: {err}", file=sys.stderr)
             return EXIT_FAILED
         write_outputs([result], json_path=args.json, report_dir=args.report)
@@ -121,6 +126,13 @@ def _handler(name: str) -> Callable[[argparse.Namespace], int]:
         return EXIT_OK
 
     return handler
+
+
+def _innermost(err: Exception) -> Exception:
+    """The one error inside nested one-error groups (a bench's nurseries), else ``err``."""
+    while isinstance(err, ExceptionGroup) and len(err.exceptions) == 1:
+        err = err.exceptions[0]
+    return err
 
 
 def _run_one(name: str, args: argparse.Namespace) -> BenchResult:

@@ -73,7 +73,12 @@ from storage.api import (
     WorkspaceStatus,
 )
 from storage.blobs import BlobStore, LocalBlobStore, S3BlobStore, default_files_dir
-from storage.crypto import EncryptionError, MasterKeyRing, resolve_master_keys
+from storage.crypto import (
+    EncryptionError,
+    MasterKeyRing,
+    new_master_key_text,
+    resolve_master_keys,
+)
 from storage.errors import (
     AppendRefused,
     BackupError,
@@ -169,6 +174,7 @@ __all__ = [
     "backend_of",
     "create_private_file",
     "default_files_dir",
+    "new_master_key_text",
     "open_backend",
     "open_storage",
     "private_dir",
