@@ -77,7 +77,7 @@ def register(subparsers: Any) -> None:
     """Add ``bench`` and its subcommands to the ``livechat`` command."""
     bench = subparsers.add_parser(
         "bench",
-        help="load tests: e2e, connections, routing, storage, all",
+        help="load tests: e2e, connections, routing, storage, cluster, all",
         description="Load tests of the whole server and its parts. Every bench shows a progress "
         "bar, and writes --json PATH and --report DIR when asked.",
     )
