@@ -12,6 +12,12 @@ export function prechatFields() {
 
 export function buildPrechat() {
   const box = $("lc-prechat-fields");
+  // Built again when the configuration arrives again (the hello after the page's first fetch):
+  // what the visitor has already typed or chosen must survive it.
+  const kept = new Map();
+  for (const el of box.querySelectorAll("input, textarea, select")) {
+    if (el.value) kept.set(el.name, el.value);
+  }
   box.textContent = "";
   prechatFields().forEach((f, i) => {
     const id = "lc-pc-" + i;
@@ -24,6 +30,11 @@ export function buildPrechat() {
     }));
   });
   buildDepartmentSelect(box, departmentsOf(state.config));
+  for (const el of box.querySelectorAll("input, textarea, select")) {
+    const value = kept.get(el.name);
+    if (value === undefined) continue;
+    if (el.tagName !== "SELECT" || [...el.options].some((o) => o.value === value)) el.value = value;
+  }
 }
 
 function formError(form, err) {

@@ -46,3 +46,31 @@ def test_pre_chat_form_shows_the_servers_refusal_of_an_email(server: Server, bro
             "data-state", "sent", timeout=TIMEOUT_MS
         )
         visitor_ctx.close()
+
+
+def test_what_the_visitor_typed_in_the_pre_chat_form_survives_a_reconnect(
+    server: Server, browser: Any
+) -> None:
+    """Each hello carries the widget's configuration and the form is built again from it: on a
+    slow connection the first hello can land after the visitor started typing."""
+    agent = make_agent(server, name="Reconnect Form Agent")
+    with _pre_chat_on(server), agent_console(browser, server, agent):
+        visitor_ctx = browser.new_context()
+        page = visitor_ctx.new_page()
+        widget = open_widget(page, server)
+        form = widget.locator("#lc-prechat")
+        expect(form).to_be_visible(timeout=TIMEOUT_MS)
+        widget.locator("#lc-pc-0").fill("erin@example.com")
+        widget.locator("#lc-prechat-msg").fill("Do you ship to Norway?")
+        visitor_ctx.set_offline(True)
+        with page.expect_websocket(timeout=TIMEOUT_MS) as opened:
+            visitor_ctx.set_offline(False)
+        opened.value.expect_event(
+            "framereceived", lambda frame: '"type":"hello"' in str(frame), timeout=TIMEOUT_MS
+        )
+        expect(widget.locator("#lc-pc-0")).to_have_value("erin@example.com")
+        form.locator("button[type=submit]").click()
+        expect(widget.locator("#lc-log .lc-msg.mine").first).to_have_attribute(
+            "data-state", "sent", timeout=TIMEOUT_MS
+        )
+        visitor_ctx.close()
