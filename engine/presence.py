@@ -14,13 +14,13 @@ a visitor may send durable messages).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import attrs
 import trio
 
-from engine.messages import AgentStatusPush, Push, SessionClosed
+from engine.messages import Push, SessionClosed
 from engine.principals import AgentPrincipal, Connection
 from engine.visibility import for_visitor_push
 
@@ -151,14 +151,6 @@ class Hub:
     def visitor_online(self, workspace_id: str, visitor_id: str) -> bool:
         return bool(self._visitors.get((workspace_id, visitor_id)))
 
-    def online_agent_ids(self, workspace_id: str) -> Iterator[str]:
-        seen: set[str] = set()
-        for conn in self.workspace_agent_connections(workspace_id):
-            agent_id = getattr(conn.principal, "agent_id", "")
-            if agent_id not in seen:
-                seen.add(agent_id)
-                yield agent_id
-
     # -- delivery
 
     def deliver(self, conn: Connection, push: Push) -> bool:
@@ -219,9 +211,6 @@ class Hub:
 
     def broadcast_visitors(self, workspace_id: str, push: Push) -> None:
         self.deliver_all(self.workspace_visitor_connections(workspace_id), push)
-
-    def broadcast_status(self, workspace_id: str, push: AgentStatusPush) -> None:
-        self.broadcast_agents(workspace_id, push)
 
 
 _EMPTY: set[Connection] = set()
