@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import attrs
@@ -64,7 +64,7 @@ from engine.principals import (
 )
 from engine.registry import Registry
 from engine.requests import Requests
-from engine.routing import GetAgents, GetQueue, RouterActor, Tick, WorkspaceChanged
+from engine.routing import GetAgents, GetAtRest, GetQueue, RouterActor, Tick, WorkspaceChanged
 from engine.supervisor import RestartStrategy, RestartType, ServiceSpec, Supervisor, TaskService
 from engine.visibility import for_visitor_result
 from engine.visitor import (
@@ -493,11 +493,14 @@ class ChatEngine(Requests):
             await router.ask(lambda r: WorkspaceChanged(reply=r))
 
     def passivate_workspace(self, workspace_id: str) -> int:
-        """Passivate the workspace's conversation actors now (each handles what is queued and
-        stops); returns how many. For a cluster node that lost the workspace to another node:
-        their state is the past (the other node appends meanwhile), their commits are refused
-        by the fence, and the next use starts fresh actors that read storage."""
+        """Passivate the workspace's conversation actors and its router now (each handles
+        what is queued and stops); returns how many conversations. For a cluster node that
+        lost the workspace to another node, or handed it back: their state is the past (the
+        other node appends meanwhile), their commits are refused by the fence, and the next
+        use starts fresh actors that read storage."""
         self._ctx.forget_workspace(workspace_id)
+        if self._ctx.routers is not None:
+            self._ctx.routers.passivate(workspace_id)
         registry = self._ctx.conversations
         if registry is None:
             return 0
@@ -506,6 +509,41 @@ class ChatEngine(Requests):
         for key in stale:
             registry.passivate(key)
         return len(stale)
+
+    async def workspaces_at_rest(self, workspace_ids: Iterable[str]) -> list[str]:
+        """Those of ``workspace_ids`` for which the engine holds nothing storage would not give
+        back: no socket, no live conversation, visitor or agent actor, no visitor alarm or
+        kept visit, and a router (if one runs) with no timer pending (``GetAtRest``). A
+        cluster node hands such a workspace back (web/placement.py); a router that does not
+        answer within ``ask_timeout_s`` counts as busy."""
+        ctx = self._ctx
+        if not self._accepting or ctx.routers is None:
+            await trio.lowlevel.checkpoint()
+            return []
+        busy = {ws for ws, _ in ctx.visitor_alarms} | {ws for ws, _ in ctx.kept_visits}
+        for registry in (ctx.conversations, ctx.visitors, ctx.agents):
+            if registry is not None:
+                busy.update(ws for ws, _ in registry.keys())  # noqa: SIM118 (a Registry)
+        hub, routers = ctx.hub, ctx.routers
+        rest = []
+        for ws in workspace_ids:
+            if (
+                ws in busy
+                or hub.workspace_agent_connections(ws)
+                or hub.workspace_visitor_connections(ws)
+            ):
+                continue
+            if routers.is_active(ws):
+                try:
+                    with trio.fail_after(self.config.ask_timeout_s):
+                        router = await routers.get(ws)
+                        if not await router.ask(lambda r: GetAtRest(reply=r)):
+                            continue
+                except (trio.TooSlowError, ShuttingDown, ActorStopped):
+                    continue
+            rest.append(ws)
+        await trio.lowlevel.checkpoint()
+        return rest
 
     async def agents_available(self, workspace_id: str) -> bool:
         """Whether an agent of the workspace is connected and accepting chats, as the router

@@ -72,6 +72,7 @@ __all__ = [
     "ConversationChanged",
     "GetAgentMirror",
     "GetAgents",
+    "GetAtRest",
     "GetQueue",
     "GetRoom",
     "GetVisitors",
@@ -110,6 +111,14 @@ class GetVisitors:
 
 
 @attrs.frozen(kw_only=True, eq=False)
+class GetAtRest:
+    """Whether the router holds nothing a fresh router would not rebuild from storage (a
+    cluster node hands an idle workspace back only then, web/placement.py)."""
+
+    reply: Reply[bool]
+
+
+@attrs.frozen(kw_only=True, eq=False)
 class Tick:
     pass
 
@@ -128,6 +137,7 @@ RouterMsg = (
     | GetQueue
     | GetRoom
     | GetAgents
+    | GetAtRest
     | VisitorSeen
     | VisitorGone
     | GetVisitors
@@ -268,6 +278,24 @@ class RouterActor(Actor[RouterMsg]):
         self.ctx.set_availability(self.ws, open_now=open_now, available=available)
         return available
 
+    def _at_rest(self) -> bool:
+        """No chat queued or offered, no invitation, no visitor online or in its leave grace,
+        no agent connected or in a grace period: every timer of ``_tick`` is idle, and what is
+        left (settings, agents, assignments of open chats) is what ``on_start`` reads back.
+        An agent's chosen status is the one thing not stored: a fresh router starts it at the
+        role's default, as after a restart."""
+        return not (
+            self.queue
+            or self.offers
+            or self.invites
+            or self.visitors
+            or self.gone
+            or any(
+                a.connected or a.pending or a.disconnected_at is not None
+                for a in self.agents.values()
+            )
+        )
+
     # -- the loop
 
     async def handle(self, msg: RouterMsg) -> None:
@@ -319,6 +347,8 @@ class RouterActor(Actor[RouterMsg]):
                     for v in self.visitors.values()
                 )
             )
+        elif isinstance(msg, GetAtRest):
+            msg.reply.send(self._at_rest())
         elif isinstance(msg, Tick):
             await self._tick()
         elif isinstance(msg, WorkspaceChanged):

@@ -103,6 +103,17 @@ def leases_program(dialect: Dialect) -> Program[list[api.Lease]]:
     return [_lease(row) for row in result.rows]
 
 
+def lease_counts_program(dialect: Dialect, prefix: str) -> Program[dict[str, int]]:
+    """How many live leases whose name starts with ``prefix`` each holder has (placement by
+    load, ``livechat cluster status``): one grouped row per holder, whatever the lease count."""
+    result: Result = yield Q(
+        "SELECT holder, COUNT(*) AS n FROM cluster_leases"
+        f" WHERE substr(name, 1, ?) = ? AND expires_at > {_now(dialect)} GROUP BY holder",
+        (len(prefix), prefix),
+    )
+    return {str(row["holder"]): int(row["n"]) for row in result.rows}
+
+
 # -- fencing inside the append transaction (storage/_appends.py)
 
 
@@ -161,3 +172,6 @@ class LeaseStore:
 
     async def leases(self) -> list[api.Lease]:
         return await self._read(leases_program(self._dialect))
+
+    async def lease_counts(self, prefix: str) -> dict[str, int]:
+        return await self._read(lease_counts_program(self._dialect, prefix))

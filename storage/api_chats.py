@@ -133,6 +133,10 @@ class StorageChats(Protocol):
         """Every live lease."""
         ...
 
+    async def lease_counts(self, prefix: str) -> dict[str, int]:
+        """Live leases whose name starts with ``prefix``, counted per holder."""
+        ...
+
     async def history(
         self,
         workspace_id: str,

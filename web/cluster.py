@@ -58,6 +58,12 @@ from engine import (
 )
 from storage import Fence, Lease, Role, Storage, StorageError
 from web.bus import Bus, BusError, Message, NodeUnreachable, RemoteError
+from web.placement import (
+    WORKSPACE_LEASE_PREFIX,
+    IdleRelease,
+    Placement,
+    node_lease_name,
+)
 from web.settings import Settings, generate_node_id
 
 log = logging.getLogger("livechat.cluster")
@@ -68,17 +74,20 @@ END_RETRY_WINDOW_S = 60.0  # ... trying this long (a node gone longer ended its 
 
 
 def lease_name(workspace_id: str) -> str:
-    return f"workspace:{workspace_id}"
+    return f"{WORKSPACE_LEASE_PREFIX}{workspace_id}"
 
 
 class Ownership:
-    """The workspace leases this node holds; ``fence`` is what the engine's appends carry."""
+    """The workspace leases this node holds; ``fence`` is what the engine's appends carry.
+    Its membership lease (``node:<id>``) tells the other nodes' placement it is live."""
 
     def __init__(self, storage: Storage, node_id: str, ttl_s: float) -> None:
         self.storage = storage
         self.node_id = node_id
         self.ttl_s = ttl_s
         self.owned: dict[str, Lease] = {}  # workspace id -> lease
+        self.membership: Lease | None = None
+        self._leaving = False
         self._lock = trio.Lock()
 
     def fence(self, workspace_id: str) -> Fence:
@@ -113,24 +122,54 @@ class Ownership:
         lease = await self.storage.lease(lease_name(workspace_id))
         return lease.holder if lease is not None else None
 
+    async def join(self) -> None:
+        """Take this node's membership lease: from now on placement may choose this node."""
+        name = node_lease_name(self.node_id)
+        self.membership = await self.storage.acquire_lease(name, self.node_id, self.ttl_s)
+        if self.membership is None:
+            log.error("lease %s is held by another process: is --node-id unique?", name)
+
     async def renew(self) -> list[str]:
-        """Renew every lease of this node; returns the workspaces lost since the last time."""
+        """Renew every lease of this node; returns the workspaces lost since the last time.
+        A membership lease found gone (expired through a long database outage) is taken
+        again."""
         kept = {lease.name for lease in await self.storage.renew_leases(self.node_id, self.ttl_s)}
         lost = [ws for ws in self.owned if lease_name(ws) not in kept]
         for workspace_id in lost:
             log.error("lost workspace %s: another node took its lease over", workspace_id)
             del self.owned[workspace_id]
+        if node_lease_name(self.node_id) not in kept and not self._leaving:
+            await self.join()
         return lost
 
+    async def release(self, workspace_id: str) -> bool:
+        """Hand ``workspace_id`` back (idle): it is no longer this node's to commit for at
+        once; True when its lease was released at this node's epoch. A release that fails
+        keeps the lease, as it may not have happened (the next renewal tells)."""
+        async with self._lock:
+            lease = self.owned.pop(workspace_id, None)
+            if lease is None:
+                return False
+            try:
+                return await self.storage.release_lease(lease)
+            except BaseException:
+                self.owned[workspace_id] = lease
+                raise
+
     async def release_all(self) -> None:
-        """Hand every lease back (after the engine drained): other nodes may take them at once;
-        bounded and shielded, a lease not released expires after its TTL anyway."""
+        """Hand every lease back (after the engine drained), membership first so nobody
+        places a workspace here any more: other nodes may take them at once; bounded and
+        shielded, a lease not released expires after its TTL anyway."""
+        self._leaving = True
         with trio.CancelScope(shield=True), trio.move_on_after(5.0):
             try:
+                if self.membership is not None:
+                    await self.storage.release_lease(self.membership)
                 for lease in list(self.owned.values()):
                     await self.storage.release_lease(lease)
             except Exception as err:  # the database down: the leases expire by themselves
                 log.warning("could not release leases: %s", type(err).__name__)
+        self.membership = None
         self.owned.clear()
 
 
@@ -180,11 +219,21 @@ class ClusterGateway:
     """``connect``/``request``/``disconnect`` for the WebSocket layer, on any node; see the
     module docstring."""
 
-    def __init__(self, engine: ChatEngine, ownership: Ownership, bus: Bus, outbox_size: int):
+    def __init__(
+        self,
+        engine: ChatEngine,
+        ownership: Ownership,
+        bus: Bus,
+        outbox_size: int,
+        *,
+        idle_release_s: float = 0.0,
+    ):
         self.engine = engine
         self.ownership = ownership
         self.bus = bus
         self.node_id = ownership.node_id
+        self.placement = Placement(ownership, bus)
+        self.idle_release = IdleRelease(engine, ownership, idle_release_s, self._end_workspace)
         self._outbox_size = outbox_size
         self._hosted: dict[str, _Hosted] = {}  # connection id -> socket elsewhere, served here
         self._proxies: dict[str, _Proxy] = {}  # connection id -> socket here, served elsewhere
@@ -205,9 +254,11 @@ class ClusterGateway:
     ) -> Connection:
         owner = await self._owner(principal.workspace_id)
         if owner == self.node_id:
-            return await self.engine.connect(
+            conn = await self.engine.connect(
                 principal, outbox, connection_id=connection_id, resume=resume, meta=meta
             )
+            self._end_if_gone(conn)
+            return conn
         meta = meta or ConnectionMeta()
         conn = Connection(id=connection_id, principal=principal, outbox=outbox, meta=meta)
         proxy = self._proxies[connection_id] = _Proxy(owner=owner, conn=conn)
@@ -284,9 +335,15 @@ class ClusterGateway:
             await self._ask(owner, "workspace_changed", {"workspace": workspace_id})
 
     async def _owner(self, workspace_id: str) -> str:
-        """The workspace's owner, taken for this node when free."""
-        owner: str = await self._storage(self.ownership.owner_of(workspace_id))
+        """The workspace's owner, placed by load when free (web/placement.py)."""
+        owner: str = await self._storage(self.placement.owner_of(workspace_id))
         return owner
+
+    def _end_if_gone(self, conn: Connection) -> None:
+        """End a socket that reached a workspace this node handed back or lost while it was
+        connecting (``_end_workspace`` ran before it was there to be ended): it reconnects."""
+        if conn.principal.workspace_id not in self.ownership.owned:
+            conn.outbox.close()
 
     async def _storage(self, call: Awaitable[Any]) -> Any:
         """A lease read or write: the database failing or slow is the engine's
@@ -329,6 +386,8 @@ class ClusterGateway:
             }
         if op == "connect":
             return await self._host(message)
+        if op == "take":  # placement chose this node for a workspace nobody owns
+            return await self._take(str(message["workspace"]))
         if op in ("request_as", "agents_available", "workspace_changed"):
             return await self._for_workspace(op, message)
         hosted = self._hosted.get(str(message.get("connection")))
@@ -362,6 +421,17 @@ class ClusterGateway:
             raise RemoteError(error.code, error.message, extra) from None
         return unstructure(result)
 
+    async def _take(self, workspace_id: str) -> Message:
+        """Take ``workspace_id`` if it is still free; the owner either way (a draining node
+        takes nothing: the asking node then takes it itself)."""
+        if not self.engine.accepting:
+            raise RemoteError("unavailable", "this node is shutting down")
+        try:
+            owner = await self._storage(self.ownership.owner_of(workspace_id))
+        except DomainError as err:
+            raise RemoteError(err.code, str(err)) from None
+        return {"owner": owner}
+
     async def _host(self, message: Message) -> Message:
         principal = _principal(message["principal"])
         try:
@@ -384,6 +454,7 @@ class ClusterGateway:
             error = error_result(err)
             raise RemoteError(error.code, error.message) from None
         hosted = self._hosted[connection_id] = _Hosted(node=node, conn=conn)
+        self._end_if_gone(conn)
         assert self._nursery is not None
         self._nursery.start_soon(self._pump, hosted, receive)
         welcome = conn.welcome
@@ -477,8 +548,14 @@ class ClusterGateway:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.bus.serve, self._on_request, self._on_message)
+            try:
+                with trio.fail_after(self.ownership.ttl_s / 3):
+                    await self.ownership.join()
+            except (StorageError, trio.TooSlowError) as err:  # the renewal joins once it is back
+                log.warning("could not take the membership lease: %s", type(err).__name__)
             nursery.start_soon(self._renew_forever)
             nursery.start_soon(self._liveness_forever)
+            nursery.start_soon(self.idle_release.serve)
             task_status.started()
 
     async def _renew_forever(self) -> None:
@@ -534,7 +611,13 @@ def cluster_gateway(engine: ChatEngine, ownership: Ownership, settings: Settings
     cluster = settings.cluster
     assert cluster.bus_url is not None
     bus = Bus(cluster.bus_url, ownership.node_id, prefix=cluster.bus_prefix)
-    return ClusterGateway(engine, ownership, bus, settings.websocket.outbox_max_size)
+    return ClusterGateway(
+        engine,
+        ownership,
+        bus,
+        settings.websocket.outbox_max_size,
+        idle_release_s=cluster.idle_release_s,
+    )
 
 
 class ClusterService:

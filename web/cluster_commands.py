@@ -1,9 +1,11 @@
 """``livechat cluster status``: the nodes of a cluster, what each owns and how the bus answers.
 
-The nodes are read from the database (every holder of a live lease); with ``--bus-url`` each is
-asked over the bus for its counts, and the round trip is the bus lag that node shows now. A
-node that holds leases but does not answer is listed as such: it is stopped, partitioned or
-killed, and its workspaces move once its leases expire.
+The nodes are read from the database: every node holding its membership lease (``node:<id>``,
+web/placement.py), even with no workspace yet, and every holder of a live workspace lease, with
+how many workspaces each owns (what placement balances). With ``--bus-url`` each is asked over
+the bus for its counts, and the round trip is the bus lag that node shows now. A node that
+holds leases but does not answer is listed as such: it is stopped, partitioned or killed, and
+its workspaces move once its leases expire.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
-from collections import Counter
 from typing import Any
 
 import trio
@@ -21,6 +22,7 @@ from web import strictjson
 from web.bus import Bus, BusError
 from web.cli import add_database_options, settings_from_args
 from web.errors import ConfigError
+from web.placement import NODE_LEASE_PREFIX, WORKSPACE_LEASE_PREFIX
 from web.services import master_keys
 from web.settings import Settings
 
@@ -55,7 +57,7 @@ def _status(args: argparse.Namespace) -> int:
         print(strictjson.dumps({"nodes": nodes}))
         return 0
     if not nodes:
-        print("no node holds a lease (no cluster running, or nothing used yet)")
+        print("no node holds a lease (no cluster running)")
     for node in nodes:
         line = f"{node['node']}: {node['leases']} workspace lease(s)"
         if node.get("listening") is False:
@@ -71,9 +73,11 @@ def _status(args: argparse.Namespace) -> int:
 
 async def _collect(settings: Settings, keyring: MasterKeyRing) -> list[dict[str, Any]]:
     async with open_storage(settings.storage.database_url, keyring=keyring) as storage:
-        leases = await storage.leases()
-    counts = Counter(lease.holder for lease in leases)
-    nodes: list[dict[str, Any]] = [{"node": n, "leases": c} for n, c in sorted(counts.items())]
+        members = await storage.lease_counts(NODE_LEASE_PREFIX)
+        counts = await storage.lease_counts(WORKSPACE_LEASE_PREFIX)
+    nodes: list[dict[str, Any]] = [
+        {"node": n, "leases": counts.get(n, 0)} for n in sorted(set(members) | set(counts))
+    ]
     cluster = settings.cluster
     if cluster.bus_url is None or not nodes:
         return nodes

@@ -319,6 +319,11 @@ class ClusterSettings:
         legacy="cluster_lease_ttl_s",
         min=1.0,
     )
+    idle_release_s: float = knob(
+        300.0,
+        "A workspace with no socket and nothing pending this long is handed back by its node "
+        "and placed again by load at its next use (0: never).",
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -132,3 +132,20 @@ async def test_acquire_renew_release_keep_epochs_growing(storage: SqlStorage) ->
     taken = await storage.acquire_lease(name, "node-b", 30.0)  # free at once after release
     assert taken is not None and taken.epoch == 3 and taken.holder == "node-b"
     assert [lease.name for lease in await storage.leases()] == [name]
+
+
+async def test_lease_counts_count_live_leases_of_a_prefix_per_holder(storage: SqlStorage) -> None:
+    for name, holder in [
+        ("workspace:w1", "node-a"),
+        ("workspace:w2", "node-a"),
+        ("workspace:w3", "node-b"),
+        ("workspace_w4", "node-c"),  # not the prefix ("_" is no wildcard here)
+        ("node:node-a", "node-a"),
+        ("node:node-c", "node-c"),
+    ]:
+        assert await storage.acquire_lease(name, holder, 30.0) is not None
+    released = await storage.acquire_lease("workspace:w5", "node-c", 30.0)
+    assert released is not None and await storage.release_lease(released)
+    assert await storage.lease_counts("workspace:") == {"node-a": 2, "node-b": 1}
+    assert await storage.lease_counts("node:") == {"node-a": 1, "node-c": 1}
+    assert await storage.lease_counts("router:") == {}

@@ -357,10 +357,12 @@ async def test_cluster_status_lists_each_node_its_leases_and_its_bus_round_trip(
                 cmd += ["--database-url", node_a.database_url, "--bus-url", redis_url_or_skip()]
                 done = await trio.run_process(cmd, capture_stdout=True, env=node_a.env)
             nodes = json.loads(done.stdout)["nodes"]
+            # every live node, the one owning nothing yet too (placement's candidates)
             assert [(n["node"], n["leases"], n["listening"]) for n in nodes] == [
-                ("node-b", 1, True)
+                ("node-a", 0, True),
+                ("node-b", 1, True),
             ]
-            assert nodes[0]["owned"] == 1 and nodes[0]["round_trip_ms"] < 2000
+            assert [n["owned"] for n in nodes] == [0, 1] and nodes[1]["round_trip_ms"] < 2000
 
 
 async def test_the_http_api_acts_on_a_chat_through_any_node() -> None:
