@@ -279,16 +279,16 @@ class RouterActor(Actor[RouterMsg]):
         return available
 
     def _at_rest(self) -> bool:
-        """No chat queued or offered, no invitation, no visitor online or in its leave grace,
-        no agent connected or in a grace period: every timer of ``_tick`` is idle, and what is
-        left (settings, agents, assignments of open chats) is what ``on_start`` reads back.
-        An agent's chosen status is the one thing not stored: a fresh router starts it at the
+        """No chat queued or offered, no invitation, no visitor in its leave grace, no agent
+        connected or in a grace period: every timer of ``_tick`` is idle, and what is left
+        (settings, agents, assignments of open chats) is what ``on_start`` reads back. Offline
+        visitors still listed are not live (the caller checks nobody is connected). An
+        agent's chosen status is the one thing not stored: a fresh router starts it at the
         role's default, as after a restart."""
         return not (
             self.queue
             or self.offers
             or self.invites
-            or self.visitors
             or self.gone
             or any(
                 a.connected or a.pending or a.disconnected_at is not None
