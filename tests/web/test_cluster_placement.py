@@ -6,9 +6,14 @@ and placed again by load; one that has a chat waiting is not."""
 
 from __future__ import annotations
 
+import json
+import re
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,16 @@ from storage import Fence, LeaseLost, Role, open_storage
 from tests.engine.conftest import wait_until
 from tests.redis_server import bus_prefix, redis_url_or_skip
 from tests.storage.helpers import message
+from tests.web.client import open_peer
+from tests.web.server import free_port
+from tests.web.test_cluster import (
+    SITE,
+    Node,
+    Output,
+    _credentials,
+    _lease_holders,
+    cluster,
+)
 from web.bus import Bus, Message
 from web.cluster import ClusterGateway, Ownership, lease_name
 from web.placement import choose, node_lease_name
@@ -228,3 +243,95 @@ async def test_an_idle_workspace_is_handed_back_and_placed_again_one_with_a_chat
             await node_b.request_as(principal, Close(conversation_id=conversation_id))
             await wait_until(lambda: busy not in node_b.ownership.owned, what="busy released")
             assert await storage.lease(lease_name(busy)) is None
+
+
+# -- real node processes on PostgreSQL and Redis
+
+QUICK_NODES = {
+    "LIVECHAT_CLUSTER__IDLE_RELEASE_S": "1.0",
+    "LIVECHAT_ENGINE__IDLE_TIMEOUT_S": "0.5",
+    "LIVECHAT_ENGINE__VISITOR_LEAVE_GRACE_S": "0.5",
+}
+HELLO: dict[str, Any] = {"token": None, "identity": None, "resume": {}, "page": None}
+
+
+async def _create_workspace(node: Node, name: str) -> str:
+    """A workspace created with ``livechat admin`` (as an operator would); its widget key."""
+    cmd = [sys.executable, "-m", "web.cli", "admin", "create-workspace", "--name", name]
+    cmd += ["--owner-username", f"owner-{name}", "--allowed-origin", SITE]
+    cmd += ["--database-url", node.database_url]
+    done = await trio.run_process(cmd, capture_stdout=True, env=node.env)
+    found = re.search(r"widget key (\S+)", done.stdout.decode())
+    assert found, done.stdout
+    return found[1]
+
+
+async def _status(node: Node) -> list[tuple[str, int]]:
+    """``livechat cluster status --json``: (node, workspace leases) of every live node."""
+    cmd = [sys.executable, "-m", "web.cli", "cluster", "status", "--json"]
+    cmd += ["--database-url", node.database_url, "--bus-url", redis_url_or_skip()]
+    done = await trio.run_process(cmd, capture_stdout=True, env=node.env)
+    return [(n["node"], n["leases"]) for n in json.loads(done.stdout)["nodes"]]
+
+
+@asynccontextmanager
+async def _joined(first: Node, name: str) -> AsyncIterator[Node]:
+    """One more node joining the running cluster of ``first``; stopped with SIGTERM."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--node-id", name]
+    cmd += ["--database-url", first.database_url, "--bus-url", redis_url_or_skip()]
+    cmd += ["--allowed-origins", SITE]
+    proc = await trio.lowlevel.open_process(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=first.env
+    )
+    try:
+        banner = await Output(proc).wait_for(r"Running on")
+        yield Node(name, port, banner, first.database_url, proc.pid, first.env)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(30):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_node_processes_spread_workspaces_a_joining_one_takes_new_ones_idle_ones_move() -> (
+    None
+):
+    with trio.fail_after(150):
+        async with cluster(("node-a", "node-b"), extra_env=QUICK_NODES) as (node_a, _node_b):
+            url = node_a.database_url
+            _, demo_key = _credentials(node_a.banner)
+            keys = [demo_key] + [await _create_workspace(node_a, f"w{n}") for n in range(3)]
+
+            async def visit(stack: AsyncExitStack, key: str) -> None:
+                """A visitor of the workspace of ``key``, through node-a, until ``stack`` ends."""
+                socket = f"ws://127.0.0.1:{node_a.port}/ws/v1/visitor?key={key}"
+                peer = await stack.enter_async_context(open_peer(socket, origin=SITE))
+                assert (await peer.request("hello", **HELLO))["type"] == "result"
+
+            async with AsyncExitStack() as staying, AsyncExitStack() as leaving:
+                await visit(staying, keys[0])
+                for key in keys[1:]:
+                    await visit(leaving, key)
+                # Every client came in through node-a: the workspaces spread all the same.
+                assert sorted(_lease_holders(url)) == ["node-a", "node-a", "node-b", "node-b"]
+                assert await _status(node_a) == [("node-a", 2), ("node-b", 2)]
+
+                async with _joined(node_a, "node-c"):
+                    # The new node owns nothing: the next new workspace goes to it.
+                    assert await _status(node_a) == [("node-a", 2), ("node-b", 2), ("node-c", 0)]
+                    await visit(leaving, await _create_workspace(node_a, "late"))
+                    assert await _status(node_a) == [("node-a", 2), ("node-b", 2), ("node-c", 1)]
+
+                    # All but the first client leave: their workspaces, idle, are handed back.
+                    await leaving.aclose()
+                    await wait_until(
+                        lambda: _lease_holders(url) == ["node-a"], what="idle workspaces back"
+                    )
+                    # and placed again by load: not on node-a, which still owns one
+                    await visit(leaving, keys[1])
+                    holders = sorted(_lease_holders(url))
+                    assert len(holders) == 2 and holders[0] == "node-a", holders
+                    assert holders[1] in ("node-b", "node-c"), holders
