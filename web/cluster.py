@@ -1,11 +1,14 @@
 """Several nodes, one installation: each workspace is owned by one node at a time, and a socket
 on any node reaches it through the bus (``web/bus.py``).
 
-Ownership: the lease ``workspace:<id>`` in PostgreSQL (``storage._leases``). The first node a
-workspace's client connects to takes it when nobody holds it (so new workspaces spread over the
-nodes that receive their clients), renews every lease it has every ``ttl/3`` in one statement,
-and fences every conversation append with the lease's epoch (``Ownership.fence``, given to the
-engine): once another node took the lease over, a paused former owner's commit is refused.
+Ownership: the lease ``workspace:<id>`` in PostgreSQL (``storage._leases``). A workspace nobody
+holds is placed by load (``web/placement.py``): the node its client reached asks the live node
+owning fewest workspaces to take it (the bus op ``take``), or takes it itself; an owner hands
+back a workspace its engine has held nothing for during ``cluster.idle_release_s``. Each node
+renews every lease it has (its membership lease ``node:<id>`` too) every ``ttl/3`` in one
+statement, and fences every conversation append with the lease's epoch (``Ownership.fence``,
+given to the engine): once another node took the lease over, a paused former owner's commit is
+refused.
 A lease it finds lost (not renewed) ends the sockets of that workspace, which reconnect and
 reach the new owner.
 
@@ -26,7 +29,8 @@ node releases its leases once its engine drained, before its bus stops.
 
 Broadcasts (``k: ev``: credential and access changes, ``web/access.py``) go to ``on_event``.
 
-Not yet: placement by load (a node takes what it is asked first).
+Not yet: placement weighs the number of workspaces, not their traffic, and a workspace in use
+never moves to a node that joined (only new or handed-back ones go there).
 """
 
 from __future__ import annotations
