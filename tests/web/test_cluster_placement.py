@@ -207,8 +207,11 @@ async def test_an_idle_workspace_is_handed_back_and_placed_again_one_with_a_chat
             assert (await storage.lease(lease_name(busy))).holder == "node-b"
 
             # The visitor left and nothing is pending: node-a hands the workspace back.
-            await wait_until(lambda: idle not in node_a.ownership.owned, what="idle released")
-            assert await storage.lease(lease_name(idle)) is None
+            async def released(ws: str) -> bool:
+                return await storage.lease(lease_name(ws)) is None
+
+            await wait_until(lambda: released(idle), what="the idle workspace handed back")
+            assert idle not in node_a.ownership.owned
             routers = node_a.engine._ctx.routers
             assert routers is not None and not routers.is_active(idle)  # its router stopped
 
@@ -241,8 +244,8 @@ async def test_an_idle_workspace_is_handed_back_and_placed_again_one_with_a_chat
                 workspace_id=busy, agent_id=owner.id, role=Role.OWNER, display_name="O"
             )
             await node_b.request_as(principal, Close(conversation_id=conversation_id))
-            await wait_until(lambda: busy not in node_b.ownership.owned, what="busy released")
-            assert await storage.lease(lease_name(busy)) is None
+            await wait_until(lambda: released(busy), what="the busy workspace handed back")
+            assert busy not in node_b.ownership.owned
 
 
 # -- real node processes on PostgreSQL and Redis
