@@ -174,6 +174,28 @@ async def test_a_chosen_node_that_does_not_answer_is_passed_over_and_a_silent_on
             assert await storage.lease_counts("workspace:") == {"node-a": 2}
 
 
+async def test_a_draining_node_takes_nothing_and_a_node_that_left_is_never_chosen(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(60):
+        async with nodes(tmp_path) as (cluster, storage):
+            node_a = await cluster.start("node-a")
+            node_b = await cluster.start("node-b")
+            first, second, third = [
+                (await storage.create_workspace(name=f"w{n}")).id for n in range(3)
+            ]
+            assert await node_a.placement.owner_of(first) == "node-a"
+            # node-b, the least loaded, drains (SIGTERM): asked, it refuses; node-a takes it.
+            await node_b.engine.drain()
+            assert await node_a.placement.owner_of(second) == "node-a"
+            assert not node_b.ownership.owned
+            # Then it hands its leases back, its membership first: no longer a candidate.
+            await node_b.ownership.release_all()
+            assert await node_a.placement.loads() == {"node-a": 2}
+            assert await node_a.placement.owner_of(third) == "node-a"
+            assert await storage.lease_counts("node:") == {"node-a": 1}
+
+
 async def test_an_idle_workspace_is_handed_back_and_placed_again_one_with_a_chat_waiting_is_not(
     tmp_path: Path,
 ) -> None:
