@@ -108,9 +108,9 @@ async def test_workspaces_activated_through_one_node_spread_and_a_joining_node_t
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(60):
-        async with nodes(tmp_path) as (cluster, storage):
-            node_a = await cluster.start("node-a")
-            node_b = await cluster.start("node-b")
+        async with nodes(tmp_path) as (started, storage):
+            node_a = await started.start("node-a")
+            node_b = await started.start("node-b")
             spaces = [(await storage.create_workspace(name=f"w{n}")).id for n in range(6)]
             owners = [await node_a.placement.owner_of(ws) for ws in spaces]
             assert Counter(owners) == {"node-a": 3, "node-b": 3}
@@ -131,7 +131,7 @@ async def test_workspaces_activated_through_one_node_spread_and_a_joining_node_t
             await node_a.disconnect(conn)
 
             # A third node joins: it owns nothing, so the new workspaces go to it first.
-            node_c = await cluster.start("node-c")
+            node_c = await started.start("node-c")
             fresh = [(await storage.create_workspace(name=f"x{n}")).id for n in range(6)]
             placed = [await node_a.placement.owner_of(ws) for ws in fresh]
             assert placed[:3] == ["node-c"] * 3
@@ -150,11 +150,11 @@ async def test_a_chosen_node_that_does_not_answer_is_passed_over_and_a_silent_on
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(60):
-        async with nodes(tmp_path) as (cluster, storage):
-            node_a = await cluster.start("node-a")
+        async with nodes(tmp_path) as (started, storage):
+            node_a = await started.start("node-a")
             # A member that listens on the bus but never answers (a stuck node), and one that
             # holds its membership lease but no longer listens (killed, lease not yet expired).
-            stuck = Bus(cluster.url, "node-stuck", prefix=cluster.prefix)
+            stuck = Bus(started.url, "node-stuck", prefix=started.prefix)
 
             asked: list[tuple[str, str]] = []
 
@@ -162,7 +162,7 @@ async def test_a_chosen_node_that_does_not_answer_is_passed_over_and_a_silent_on
                 asked.append((message["op"], message["workspace"]))
                 await trio.sleep_forever()
 
-            await cluster.nursery.start(stuck.serve, never_answer, lambda message: None)
+            await started.nursery.start(stuck.serve, never_answer, lambda message: None)
             for name in ("node-stuck", "node-gone"):
                 assert await storage.acquire_lease(node_lease_name(name), name, 30.0)
             assert await node_a.placement.loads() == {"node-a": 0, "node-stuck": 0}
@@ -178,9 +178,9 @@ async def test_a_draining_node_takes_nothing_and_a_node_that_left_is_never_chose
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(60):
-        async with nodes(tmp_path) as (cluster, storage):
-            node_a = await cluster.start("node-a")
-            node_b = await cluster.start("node-b")
+        async with nodes(tmp_path) as (started, storage):
+            node_a = await started.start("node-a")
+            node_b = await started.start("node-b")
             first, second, third = [
                 (await storage.create_workspace(name=f"w{n}")).id for n in range(3)
             ]
@@ -200,9 +200,9 @@ async def test_an_idle_workspace_is_handed_back_and_placed_again_one_with_a_chat
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(60):
-        async with nodes(tmp_path) as (cluster, storage):
-            node_a = await cluster.start("node-a", idle_release_s=0.3)
-            node_b = await cluster.start("node-b", idle_release_s=0.3)
+        async with nodes(tmp_path) as (started, storage):
+            node_a = await started.start("node-a", idle_release_s=0.3)
+            node_b = await started.start("node-b", idle_release_s=0.3)
             idle = (await storage.create_workspace(name="idle")).id
             busy = (await storage.create_workspace(name="busy")).id
             owner = await storage.create_agent(
