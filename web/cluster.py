@@ -458,9 +458,10 @@ class ClusterGateway:
             error = error_result(err)
             raise RemoteError(error.code, error.message) from None
         hosted = self._hosted[connection_id] = _Hosted(node=node, conn=conn)
-        self._end_if_gone(conn)
         assert self._nursery is not None
         self._nursery.start_soon(self._pump, hosted, receive)
+
+        self._end_if_gone(conn)  # its pump then sends the end: the socket reconnects
         welcome = conn.welcome
         return {"welcome": unstructure(welcome) if welcome is not None else None}  # type: ignore[arg-type]
 
