@@ -349,6 +349,17 @@ class ClusterGateway:
         if conn.principal.workspace_id not in self.ownership.owned:
             conn.outbox.close()
 
+    async def _take(self, workspace_id: str) -> Message:
+        """Take ``workspace_id`` if it is still free; the owner either way (a draining node
+        takes nothing: the asking node then takes it itself)."""
+        if not self.engine.accepting:
+            raise RemoteError("unavailable", "this node is shutting down")
+        try:
+            owner = await self._storage(self.ownership.owner_of(workspace_id))
+        except DomainError as err:
+            raise RemoteError(err.code, str(err)) from None
+        return {"owner": owner}
+
     async def _storage(self, call: Awaitable[Any]) -> Any:
         """A lease read or write: the database failing or slow is the engine's
         ``storage_unavailable``, as for a local command."""
@@ -424,17 +435,6 @@ class ClusterGateway:
             extra = {"field": error.field, "retry_after_s": error.retry_after_s}
             raise RemoteError(error.code, error.message, extra) from None
         return unstructure(result)
-
-    async def _take(self, workspace_id: str) -> Message:
-        """Take ``workspace_id`` if it is still free; the owner either way (a draining node
-        takes nothing: the asking node then takes it itself)."""
-        if not self.engine.accepting:
-            raise RemoteError("unavailable", "this node is shutting down")
-        try:
-            owner = await self._storage(self.ownership.owner_of(workspace_id))
-        except DomainError as err:
-            raise RemoteError(err.code, str(err)) from None
-        return {"owner": owner}
 
     async def _host(self, message: Message) -> Message:
         principal = _principal(message["principal"])
