@@ -45,7 +45,7 @@ from bench import cluster_proc as procs
 from bench.commands import BenchUnavailable
 from bench.common import BenchResult, Progress, latency_summary_ms
 from bench.e2e import E2EParams, _run_phase
-from bench.livechat_wire import SERVER_CONFIG, _owner_token, _toml, prepare
+from bench.livechat_wire import SERVER_CONFIG, _owner_token, _toml, frames_of, prepare
 from bench.loadgen import open_loadgens
 from bench.target import ServerProcess, TargetError, free_port, start_server, until_signalled
 from storage import new_master_key_text
@@ -411,16 +411,16 @@ async def _request(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
     await ws.send_message(json.dumps(frame))
     with trio.fail_after(REQUEST_TIMEOUT_S):
         while True:
-            reply = json.loads(await ws.get_message())
-            if reply.get("type") == "ping":
-                await ws.send_message('{"type":"pong"}')
-            elif reply.get("id") == frame["id"] and reply.get("type") in ("result", "error"):
-                return dict(reply)
+            for reply in frames_of(json.loads(await ws.get_message())):
+                if reply.get("type") == "ping":
+                    await ws.send_message('{"type":"pong"}')
+                elif reply.get("id") == frame["id"] and reply.get("type") in ("result", "error"):
+                    return dict(reply)
 
 
 async def _hello(ws: Any, v: _Visitor) -> None:
     resume = {v.conversation_id: v.last_seq} if v.conversation_id else {}
-    frame = {"type": "hello", "id": "hello", "protocol": 2, "token": v.token, "resume": resume}
+    frame = {"type": "hello", "id": "hello", "protocol": 3, "token": v.token, "resume": resume}
     reply = await _request(ws, frame)
     if reply["type"] != "result":
         raise ConnectionError(f"hello refused: {reply}")

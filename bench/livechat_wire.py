@@ -242,8 +242,8 @@ async def prepare(
 
 
 class LiveChatWire:
-    """``docs/protocol.md`` version 2, as a visitor and as an agent (the result of one's own
-    message carries its event: no echo frame)."""
+    """``docs/protocol.md`` version 3, as a visitor and as an agent (the result of one's own
+    message carries its event: no echo frame; a burst of pushes comes as one array)."""
 
     def __init__(self, base_url: str, setup: dict[str, Any]) -> None:
         self.base_url = base_url.rstrip("/")
@@ -287,7 +287,7 @@ class LiveChatWire:
         hello = {
             "type": "hello",
             "id": "hello",
-            "protocol": 2,
+            "protocol": 3,
             "token": token,
             "resume": resume or {},
         }
@@ -300,7 +300,7 @@ class LiveChatWire:
     ) -> WebSocketConnection:
         agent = await connect(nursery, f"{self.base_url}/ws/v1/agent")
         token = self.agent_tokens[agent_index]
-        auth = {"type": "auth", "id": "auth", "protocol": 2, "token": token, "resume": resume or {}}
+        auth = {"type": "auth", "id": "auth", "protocol": 3, "token": token, "resume": resume or {}}
         await agent.send_message(json.dumps(auth))
         await _await_result(agent, "auth")
         return agent
@@ -365,39 +365,47 @@ class LiveChatWire:
             separators=(",", ":"),
         )
 
-    def parse(self, role: str, text: str) -> Parsed:
-        frame = json.loads(text)
-        kind = frame.get("type")
-        if kind == "event":
-            return _delivery(frame.get("event") or {})
-        if kind == "ping":
-            return Reply(text='{"type":"pong"}')
-        if kind == "result":
-            rid = frame.get("id")
-            result = frame.get("result") or {}
-            if result.get("type") == "message_ack" and isinstance(rid, str):
-                return Acked(request_id=rid)
-            if result.get("type") == "history":
-                return HistoryPage(
-                    conversation_id=str(result.get("conversation_id")),
-                    events=tuple(_delivery(e) for e in result.get("events") or ()),
-                    has_more=bool(result.get("has_more")),
-                )
-            return None
-        if kind == "resync_required":
-            return Resync(
-                conversation_id=str(frame.get("conversation_id")),
-                from_seq=int(frame.get("from_seq") or 0),
-            )
-        if kind == "error":
-            rid = frame.get("id")
-            return Rejected(
-                request_id=rid if isinstance(rid, str) else None,
-                code=str(frame.get("code")),
-                message=str(frame.get("message") or ""),
-                retry_after_s=_float_or_none(frame.get("retry_after_s")),
+    def parse(self, role: str, text: str) -> list[Parsed]:
+        return [_parse_frame(frame) for frame in frames_of(json.loads(text))]
+
+
+def frames_of(data: Any) -> list[dict[str, Any]]:
+    """The frames of one WebSocket message: protocol 3 sends a burst as a JSON array."""
+    return data if isinstance(data, list) else [data]
+
+
+def _parse_frame(frame: dict[str, Any]) -> Parsed:
+    kind = frame.get("type")
+    if kind == "event":
+        return _delivery(frame.get("event") or {})
+    if kind == "ping":
+        return Reply(text='{"type":"pong"}')
+    if kind == "result":
+        rid = frame.get("id")
+        result = frame.get("result") or {}
+        if result.get("type") == "message_ack" and isinstance(rid, str):
+            return Acked(request_id=rid)
+        if result.get("type") == "history":
+            return HistoryPage(
+                conversation_id=str(result.get("conversation_id")),
+                events=tuple(_delivery(e) for e in result.get("events") or ()),
+                has_more=bool(result.get("has_more")),
             )
         return None
+    if kind == "resync_required":
+        return Resync(
+            conversation_id=str(frame.get("conversation_id")),
+            from_seq=int(frame.get("from_seq") or 0),
+        )
+    if kind == "error":
+        rid = frame.get("id")
+        return Rejected(
+            request_id=rid if isinstance(rid, str) else None,
+            code=str(frame.get("code")),
+            message=str(frame.get("message") or ""),
+            retry_after_s=_float_or_none(frame.get("retry_after_s")),
+        )
+    return None
 
 
 def _delivery(event: dict[str, Any]) -> Delivery:
@@ -413,39 +421,39 @@ def _float_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-async def _next_frame(ws: WebSocketConnection) -> dict[str, Any]:
-    """The next frame that is not a server heartbeat (those are answered on the way)."""
+async def _next_frames(ws: WebSocketConnection) -> list[dict[str, Any]]:
+    """The frames of the next message that is not a server heartbeat (answered on the way)."""
     while True:
-        frame: dict[str, Any] = json.loads(await ws.get_message())
-        if frame.get("type") == "ping":
+        frames = frames_of(json.loads(await ws.get_message()))
+        if frames and frames[0].get("type") == "ping":
             await ws.send_message('{"type":"pong"}')
             continue
-        return frame
+        return frames
 
 
 async def _await_result(ws: WebSocketConnection, request_id: str) -> dict[str, Any]:
     """Read until the answer to ``request_id``; other frames (pushes) are skipped."""
     with trio.fail_after(HANDSHAKE_TIMEOUT_S):
         while True:
-            frame = await _next_frame(ws)
-            if frame.get("id") != request_id:
-                continue
-            if frame.get("type") == "error":
-                raise WireError(f"{request_id}: {frame.get('code')}: {frame.get('message')}")
-            if frame.get("type") == "result":
-                result: dict[str, Any] = frame["result"]
-                return result
+            for frame in await _next_frames(ws):
+                if frame.get("id") != request_id:
+                    continue
+                if frame.get("type") == "error":
+                    raise WireError(f"{request_id}: {frame.get('code')}: {frame.get('message')}")
+                if frame.get("type") == "result":
+                    result: dict[str, Any] = frame["result"]
+                    return result
 
 
 async def _await_event(ws: WebSocketConnection, client_msg_id: str) -> None:
     with trio.fail_after(HANDSHAKE_TIMEOUT_S):
         while True:
-            frame = await _next_frame(ws)
-            if frame.get("type") == "event":
-                if (frame.get("event") or {}).get("client_msg_id") == client_msg_id:
-                    return
-            elif frame.get("type") == "error":
-                raise WireError(f"waiting for {client_msg_id}: {frame.get('code')}")
+            for frame in await _next_frames(ws):
+                if frame.get("type") == "event":
+                    if (frame.get("event") or {}).get("client_msg_id") == client_msg_id:
+                        return
+                elif frame.get("type") == "error":
+                    raise WireError(f"waiting for {client_msg_id}: {frame.get('code')}")
 
 
 def make_wire(protocol: str, base_url: str, setup: dict[str, Any]) -> Wire:

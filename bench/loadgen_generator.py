@@ -33,6 +33,7 @@ from bench.wire import (
     Delivery,
     HistoryPage,
     PairLink,
+    Parsed,
     Rejected,
     Reply,
     Resync,
@@ -390,22 +391,30 @@ class Generator:
             if not isinstance(text, str):
                 self.stats.other_frames += 1
                 continue
-            delivery = parse(role, text)
-            if isinstance(delivery, Resync):
-                self.stats.resyncs += 1
-                await self._fetch_history(ws, delivery.conversation_id, delivery.from_seq)
-                continue
-            if isinstance(delivery, HistoryPage):
-                await self._on_history(ws, role, routes, only, delivery)
-                continue
-            if not isinstance(delivery, Delivery):
-                await self._on_other(ws, delivery)
-                continue
-            link = only or routes.get(delivery.conversation_id)
+            for parsed in parse(role, text):
+                await self._on_frame(ws, role, routes, only, parsed)
+
+    async def _on_frame(
+        self,
+        ws: WebSocketConnection,
+        role: str,
+        routes: dict[str | None, PairLink],
+        only: PairLink | None,
+        parsed: Parsed,
+    ) -> None:
+        if isinstance(parsed, Resync):
+            self.stats.resyncs += 1
+            await self._fetch_history(ws, parsed.conversation_id, parsed.from_seq)
+        elif isinstance(parsed, HistoryPage):
+            await self._on_history(ws, role, routes, only, parsed)
+        elif not isinstance(parsed, Delivery):
+            await self._on_other(ws, parsed)
+        else:
+            link = only or routes.get(parsed.conversation_id)
             if link is None:
                 self.stats.other_frames += 1  # a conversation this process does not drive
-                continue
-            first = self._on_delivery(role, link, delivery.client_msg_id, delivery.seq)
+                return
+            first = self._on_delivery(role, link, parsed.client_msg_id, parsed.seq)
             if first and trio.current_time() < self.closed_loop_until:
                 await self.send(link, "a2v" if role == "agent" else "v2a")
 
@@ -524,8 +533,8 @@ class Generator:
             except ConnectionClosed as err:
                 self._on_closed(err)
                 return
-            parsed = parse("visitor", text) if isinstance(text, str) else None
-            await self._on_other(ws, None if isinstance(parsed, Delivery) else parsed)
+            for parsed in parse("visitor", text) if isinstance(text, str) else [None]:
+                await self._on_other(ws, None if isinstance(parsed, Delivery) else parsed)
 
     def _reset(self) -> None:
         self.pending.clear()  # ``frames`` stays: an earlier phase's leftovers may still be resent

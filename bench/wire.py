@@ -106,8 +106,9 @@ class Wire(Protocol):
         """The frame that sends a chat message from ``role`` on ``link``."""
         ...
 
-    def parse(self, role: str, text: str) -> Parsed:
-        """What a received frame means to the load generator; None for frames it ignores."""
+    def parse(self, role: str, text: str) -> list[Parsed]:
+        """What a received message means to the load generator, one entry per frame it
+        carries (None for frames it ignores)."""
         ...
 
     def heartbeat_frame(self) -> str | None:
@@ -165,10 +166,10 @@ class RelayWire:
     def message_frame(self, role: str, link: PairLink, client_msg_id: str, body: str) -> str:
         return json.dumps({"type": "message", "client_msg_id": client_msg_id, "body": body})
 
-    def parse(self, role: str, text: str) -> Parsed:
+    def parse(self, role: str, text: str) -> list[Parsed]:
         frame = json.loads(text)
         msg_id = frame.get("client_msg_id")
-        return Delivery(client_msg_id=msg_id) if isinstance(msg_id, str) else None
+        return [Delivery(client_msg_id=msg_id) if isinstance(msg_id, str) else None]
 
     def heartbeat_frame(self) -> str | None:
         return None

@@ -21,7 +21,7 @@ import attrs
 from engine import client_converter
 from web.strictjson import dumps
 
-PROTOCOL_VERSION = 2  # the newest this server speaks; a client asks for one in hello/auth
+PROTOCOL_VERSION = 3  # the newest this server speaks; a client asks for one in hello/auth
 MAX_REQUEST_ID_CHARS = 64
 
 

@@ -14,6 +14,10 @@ Protocol 2 (docs/protocol.md, "Versions"): while a message request is in flight 
 sending it, then waits until the result (carrying the event) is sent, so events keep their
 order on the socket. If the result goes without it (the event came late, the request failed),
 the pump sends the event itself, as in protocol 1: the echo with the request's ``id``.
+
+Protocol 3: the pushes drained together go out as one WebSocket message, a JSON array of
+frames in order (up to ``BATCH_MAX_CHARS``), so a busy socket (an agent with many chats) pays
+one write for a burst instead of one per frame. A single push is still sent bare.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ ECHO_MEMORY = 256  # client_msg_id -> request id, for pushes caused by a request
 ECHO_WAIT_S = 0.25
 ECHO_HOLD_S = 30.0
 PING_TEXT = encode(PingFrame())
+BATCH_MAX_CHARS = 64 * 1024  # protocol 3: a larger burst goes out in several arrays
 
 
 @attrs.define(eq=False)
@@ -61,8 +66,10 @@ class Pump:
         is_me: Callable[[str, str | None], bool],
         on_update: Callable[[ConversationUpdate], None],
         ping_interval_s: float,
+        batch: bool = False,
     ) -> None:
         self.outbox = outbox
+        self.batch = batch  # protocol 3: a burst of pushes in one message
         self._send = send
         self._is_me = is_me
         self._on_update = on_update
@@ -126,14 +133,53 @@ class Pump:
                         batch.append(outbox.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                for item in batch:
-                    await self._forward(item)
+                if self.batch and len(batch) > 1:
+                    await self._forward_batch(batch)
+                else:
+                    for item in batch:
+                        await self._forward(item)
             if trio.current_time() >= next_ping:
                 await self._send(PING_TEXT)
                 next_ping = trio.current_time() + interval
         raise CloseSocket(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
 
     async def _forward(self, push: Any) -> None:
+        text = await self._render(push)
+        if text is not None:
+            await self._send(text)
+
+    async def _forward_batch(self, pushes: list[Any]) -> None:
+        """Protocol 3: ``pushes`` as arrays of frames, in order. What waits for a result (the
+        held echo) or ends the socket first sends what came before it."""
+        texts: list[str] = []
+        size = 0
+        for push in pushes:
+            if texts and (
+                size >= BATCH_MAX_CHARS or isinstance(push, SessionClosed) or self._would_hold(push)
+            ):
+                await self._send_texts(texts)
+                texts, size = [], 0
+            text = await self._render(push)
+            if text is not None:
+                texts.append(text)
+                size += len(text)
+        if texts:
+            await self._send_texts(texts)
+
+    async def _send_texts(self, texts: list[str]) -> None:
+        await self._send(texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]")
+
+    def _would_hold(self, push: Any) -> bool:
+        held = self.held
+        return (
+            held is not None
+            and held.push is None
+            and isinstance(push, EventPush)
+            and push.event.client_msg_id == held.client_msg_id
+        )
+
+    async def _render(self, push: Any) -> str | None:
+        """``push`` as the text of its frame; None when its request's result carried it."""
         if isinstance(push, SessionClosed):
             raise CloseSocket(CloseCode.POLICY, push.reason)
         request_id: str | int | None = None
@@ -155,7 +201,7 @@ class Pump:
                 with trio.move_on_after(ECHO_HOLD_S):
                     await held.done.wait()
                 if held.sent:
-                    return
+                    return None
             if mine and self._echo and event.client_msg_id is not None:
                 request_id = self._echo.get(event.client_msg_id)
         elif isinstance(push, ConversationUpdate):
@@ -164,7 +210,7 @@ class Pump:
         if request_id is not None:
             # The echo to the sender carries its request id as the last key.
             text = with_request_id(text, request_id)
-        await self._send(text)
+        return text
 
 
 _ENCODED_PUSHES: dict[int, tuple[Any, dict[str, Any], str]] = {}

@@ -513,6 +513,7 @@ class SocketSession:
 
     def start_pump(self) -> None:
         assert self.nursery is not None and self.pump is not None
+        self.pump.batch = self.protocol >= 3
         self.nursery.start_soon(self.pump.run)
 
     async def recheck(self) -> tuple[int, str] | None:

@@ -10,8 +10,9 @@
 // a time in order with their `client_msg_id`, so a retry after a lost acknowledgement is
 // recognised by the server as a duplicate and stored once.
 
-// docs/protocol.md "Versions": in 2 the result of one's own message carries its event (no echo).
-const PROTOCOL = 2;
+// docs/protocol.md "Versions": in 2 the result of one's own message carries its event (no echo);
+// in 3 a burst of pushes comes as one message, a JSON array of frames.
+const PROTOCOL = 3;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const REQUEST_TIMEOUT_MS = 15000;
@@ -145,7 +146,11 @@ export class Connection {
       } catch (_) {
         return;
       }
-      this._dispatch(frame);
+      if (Array.isArray(frame)) {
+        for (const f of frame) this._dispatch(f);
+      } else {
+        this._dispatch(frame);
+      }
     };
     ws.onclose = (ev) => {
       if (ws !== this.ws) return;

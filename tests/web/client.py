@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -121,19 +122,27 @@ class Peer:
         self._ids = itertools.count(1)
         self.pushes: list[dict[str, Any]] = []
         self.frames: list[dict[str, Any]] = []
+        self.batches: list[int] = []  # protocol 3: the size of each array received
+        self._unread: deque[dict[str, Any]] = deque()
 
     async def send_raw(self, text: str | bytes) -> None:
         await self.ws.send_message(text)
 
     async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        """The next frame; those of a protocol 3 array one by one (``batches`` counts them)."""
         with trio.fail_after(timeout):
-            while True:
-                frame: dict[str, Any] = json.loads(await self.ws.get_message())
-                if frame.get("type") == "ping":
+            while not self._unread:
+                data = json.loads(await self.ws.get_message())
+                if isinstance(data, list):
+                    self.batches.append(len(data))
+                    self._unread.extend(data)
+                elif data.get("type") == "ping":
                     await self.ws.send_message(json.dumps({"type": "pong"}))
-                    continue
-                self.frames.append(frame)
-                return frame
+                else:
+                    self._unread.append(data)
+            frame: dict[str, Any] = self._unread.popleft()
+            self.frames.append(frame)
+            return frame
 
     async def request(self, kind: str, timeout: float = 10, **fields: Any) -> dict[str, Any]:
         """Send a request; return its result/error frame, keeping pushes seen meanwhile."""

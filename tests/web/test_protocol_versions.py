@@ -97,4 +97,36 @@ async def test_protocol_1_clients_keep_the_echo_and_a_version_below_1_is_refused
         echo = await old.push("event", id=sent["id"])
         assert echo["event"]["seq"] == sent["result"]["seq"]
     async with open_peer(url, origin=srv.acme.site_origin) as future:
-        assert (await _hello(future, protocol=9))["protocol"] == 2  # the newest both speak
+        assert (await _hello(future, protocol=9))["protocol"] == 3  # the newest both speak
+
+
+async def test_in_protocol_3_a_burst_of_pushes_comes_as_one_array_in_order(
+    srv: TestServer,
+) -> None:
+    """The replay of a resume is queued before the socket's pump starts: one burst. In 3 it is
+    one message (an array of the same frames); in 2, one message per frame."""
+    url = srv.visitor_ws_url(srv.acme.widget_key)
+    async with open_peer(url, origin=srv.acme.site_origin) as first:
+        hello = await _hello(first, protocol=3)
+        seqs = []
+        for n in range(4):
+            sent = await first.request("send_message", client_msg_id=f"m{n}", text=f"{n}")
+            seqs.append(sent["result"]["seq"])
+        conv_id = sent["result"]["conversation_id"]
+    replayed: dict[int, list[dict[str, Any]]] = {}  # the events, up to the last message
+    batches: dict[int, list[int]] = {}
+    for version in (2, 3):
+        async with open_peer(url, origin=srv.acme.site_origin) as again:
+            await _hello(again, protocol=version, token=hello["visitor_token"], resume={conv_id: 0})
+            events = replayed[version] = []
+            while not events or events[-1]["event"]["seq"] != seqs[-1]:
+                frame = await again.recv()
+                if frame.get("type") == "event":
+                    events.append(frame)
+            batches[version] = again.batches
+    assert replayed[3] == replayed[2]  # the same frames, in the same order
+    bodies = [f["event"]["body"] for f in replayed[3] if f["event"]["kind"] == "message"]
+    assert bodies == ["0", "1", "2", "3"]
+    assert [f["event"]["seq"] for f in replayed[3]][-4:] == seqs
+    assert batches[2] == []  # never an array below 3
+    assert sum(batches[3]) >= len(replayed[3]) and len(batches[3]) == 1, batches
