@@ -142,6 +142,18 @@ class Ownership:
                 log.warning("could not release leases: %s", type(err).__name__)
         self.owned.clear()
 
+    def give_up(self) -> list[str]:
+        """Forget every lease without the database (it cannot be reached to renew them);
+        returns the workspaces given up. A lease not taken over meanwhile is renewed again by
+        ``renew`` once the database is back, and taken back (new epoch) on first use."""
+        given_up = list(self.owned)
+        if given_up:
+            log.error(
+                "gave up %d workspaces: leases not renewed for %.1f s", len(given_up), self.ttl_s
+            )
+        self.owned.clear()
+        return given_up
+
 
 @attrs.define(eq=False)
 class _Hosted:
@@ -531,14 +543,23 @@ class ClusterGateway:
             task_status.started()
 
     async def _renew_forever(self) -> None:
+        ttl_s = self.ownership.ttl_s
+        renewed_at = trio.current_time()
         while True:
-            await trio.sleep(self.ownership.ttl_s / 3)
+            await trio.sleep(ttl_s / 3)
+            started = trio.current_time()
             try:
-                with trio.fail_after(self.ownership.ttl_s / 3):
+                with trio.fail_after(ttl_s / 3):
                     lost = await self.ownership.renew()
+                renewed_at = started
             except Exception as err:  # the database down: the leases run out, fencing holds
                 log.warning("could not renew leases: %s", type(err).__name__)
-                continue
+                if started - renewed_at < ttl_s:
+                    continue
+                # Not renewed for a whole lease: another node may take them over now. Stop
+                # serving them (fencing already keeps this node from committing), so their
+                # clients reconnect to a node that reaches the database and can take them.
+                lost = self.ownership.give_up()
             for workspace_id in lost:
                 self._end_workspace(workspace_id)
 

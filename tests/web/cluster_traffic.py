@@ -157,11 +157,13 @@ class Client:
         numbers = itertools.count()
         pending: str | None = None
         while True:
+            opened = False
             try:
                 async with open_peer(
                     self.urls[self.at], origin=None if self.agent else SITE, cookie=self.cookie
                 ) as peer:
                     await self._open(peer)
+                    opened = True
                     while True:
                         if pending is None:
                             if stop.is_set():
@@ -175,10 +177,11 @@ class Client:
                 self.closes[closed.reason.code if closed.reason else None] += 1
             except Refused as refused:
                 self.errors[refused.code] += 1
-            except (HandshakeError, OSError):  # its node is gone: the next one
+            except (HandshakeError, OSError):  # its node is gone
                 self.closes[None] += 1
+            if not opened:  # refused or gone: a load balancer would send it elsewhere
                 self.at = (self.at + 1) % len(self.urls)
-            await trio.sleep(BACKOFF_S)
+            await trio.sleep(BACKOFF_S)  # deliberate: the widget's backoff
 
     async def catch_up(self, upto: int) -> None:
         """Connect once more and read until every seq up to ``upto`` was pushed to it."""

@@ -72,12 +72,12 @@ async def cluster(
     lease_ttl_s: float = 3.0,
     redis_url: str | None = None,
     extra_env: dict[str, str] | None = None,
-    database_via: OutageProxy | None = None,
+    database_via: dict[str, OutageProxy] | None = None,
 ) -> AsyncIterator[list[Node]]:
     """Start the nodes one after the other (the first seeds the demo workspace); stop them
-    with SIGTERM (killed if they do not exit) and drop the schema afterwards. With
-    ``database_via`` the nodes reach PostgreSQL through that proxy (``Node.database_url``
-    stays the direct one, for the test's own queries)."""
+    with SIGTERM (killed if they do not exit) and drop the schema afterwards. The nodes named
+    in ``database_via`` reach PostgreSQL through their proxy (``Node.database_url`` stays the
+    direct one, for the test's own queries)."""
     redis_url = redis_url or redis_url_or_skip()
     with pg_schema_url() as url:
         env = {
@@ -95,7 +95,8 @@ async def cluster(
                 for name in names:
                     port = free_port()
                     cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port)]
-                    node_url = database_via.route(url) if database_via is not None else url
+                    proxy = (database_via or {}).get(name)
+                    node_url = proxy.route(url) if proxy is not None else url
                     cmd += ["--database-url", node_url, "--bus-url", redis_url, "--node-id", name]
                     cmd += ["--allowed-origins", SITE]
                     proc = await trio.lowlevel.open_process(

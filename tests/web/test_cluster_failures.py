@@ -165,7 +165,7 @@ async def test_a_postgres_outage_under_traffic_acknowledges_nothing_and_recovers
                     ("node-a", "node-b"),
                     lease_ttl_s=3.0,
                     extra_env=UNLIMITED_ENV,
-                    database_via=proxy,
+                    database_via={"node-a": proxy, "node-b": proxy},
                 ) as nodes:
                     node_a, node_b = nodes
                     bases = [node_a.base, node_b.base]
@@ -194,6 +194,50 @@ async def test_a_postgres_outage_under_traffic_acknowledges_nothing_and_recovers
                     await check_nothing_lost(node_a.database_url, pairs)
                     assert unclear(pairs) == {"errors": {}, "closes": {}}
                     assert any(c.errors["storage_unavailable"] for c in clients(pairs))
+                services.cancel_scope.cancel()
+    finally:
+        report(pairs, _logs(nodes))
+
+
+async def test_a_node_cut_off_from_postgres_hands_its_workspace_to_the_other() -> None:
+    """Only the owner loses PostgreSQL, for 30 s: it can neither renew its lease nor commit.
+    Once its lease ran out it stops serving the workspace (its sockets end, 1013), the other
+    node takes the workspace over (new epoch) and serves every client, the cut-off node's
+    clients too once they reach it (a load balancer sends them where ``/readyz`` is 200).
+    When the database is back, the former owner serves nothing of it and commits nothing."""
+    proxy = OutageProxy(pg_url_or_skip())
+    progress, pairs, nodes = Progress(), list[Pair](), list[Node]()
+    try:
+        with trio.fail_after(90):
+            async with trio.open_nursery() as services:
+                await services.start(proxy.serve)
+                async with cluster(
+                    ("node-a", "node-b"),
+                    lease_ttl_s=3.0,
+                    extra_env=UNLIMITED_ENV,
+                    database_via={"node-a": proxy},
+                ) as nodes:
+                    node_a, node_b = nodes
+                    pairs = await open_pairs(
+                        [node_a.base, node_b.base], node_a.banner, PAIRS, progress
+                    )
+                    assert _lease_holders(node_a.database_url) == ["node-a"]
+                    stop = trio.Event()
+                    async with trio.open_nursery() as nursery:
+                        start_traffic(pairs, stop, nursery)
+                        await progress.more(WARM_UP)
+                        proxy.cut(refuse=True)
+                        await _until_ready(node_a.base, "database", ok=False)
+                        with trio.fail_after(OUTAGE_S - 10):  # well within the outage
+                            await _every_client_sends_again(pairs, progress)
+                        assert _lease_holders(node_b.database_url) == ["node-b"]
+                        proxy.restore()
+                        await _until_ready(node_a.base, "database", ok=True)
+                        await _every_client_sends_again(pairs, progress)
+                        stop.set()
+                    assert _lease_holders(node_b.database_url) == ["node-b"]
+                    await check_nothing_lost(node_b.database_url, pairs)
+                    assert unclear(pairs) == {"errors": {}, "closes": {}}
                 services.cancel_scope.cancel()
     finally:
         report(pairs, _logs(nodes))
