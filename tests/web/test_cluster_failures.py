@@ -227,10 +227,14 @@ async def test_a_node_cut_off_from_postgres_hands_its_workspace_to_the_other() -
                         start_traffic(pairs, stop, nursery)
                         await progress.more(WARM_UP)
                         proxy.cut(refuse=True)
+                        cut_at = trio.current_time()
                         await _until_ready(node_a.base, "database", ok=False)
                         with trio.fail_after(OUTAGE_S - 10):  # well within the outage
                             await _every_client_sends_again(pairs, progress)
                         assert _lease_holders(node_b.database_url) == ["node-b"]
+                        await trio.sleep_until(cut_at + OUTAGE_S)  # the outage's length
+                        assert _lease_holders(node_b.database_url) == ["node-b"]
+                        await _every_client_sends_again(pairs, progress)  # still served
                         proxy.restore()
                         await _until_ready(node_a.base, "database", ok=True)
                         await _every_client_sends_again(pairs, progress)
