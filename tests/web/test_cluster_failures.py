@@ -43,7 +43,7 @@ async def _until_ready(base: str, check: str, *, ok: bool) -> None:
         checks = response.json().get("checks", {})
         if (checks.get(check) == "ok") == ok and (response.status == 200) == ok:
             return
-        await trio.sleep(0.2)
+        await trio.sleep(0.2)  # deliberate: a health check's interval (no event to wait on)
 
 
 async def _every_client_sends_again(pairs: list[Pair], progress: Progress) -> None:
