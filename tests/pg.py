@@ -67,6 +67,8 @@ class OutageProxy:
 
     ``cut()``: bytes stop flowing both ways on open connections and new ones are accepted but
     never answered (a network that drops packets, the hardest outage: no error, only silence).
+    ``cut(refuse=True)``: a server that is down: open connections are closed at once and new
+    ones closed as soon as they are accepted (the driver sees errors, not silence).
     ``restore()``: the connections open during the cut are closed (as a real network outage
     ends them) and traffic flows again. Run it with ``nursery.start(proxy.serve)``.
     """
@@ -79,21 +81,34 @@ class OutageProxy:
         self._flowing = trio.Event()
         self._flowing.set()
         self._scopes: set[trio.CancelScope] = set()
+        self._refusing = False
 
     @property
     def url(self) -> str:
         """The target URL with the proxy's address in place of the server's."""
-        parts = urlsplit(self._url)
+        return self.route(self._url)
+
+    def route(self, url: str) -> str:
+        """``url`` (same server, any database or options) through the proxy."""
+        parts = urlsplit(url)
         user = f"{parts.username}@" if parts.username else ""
         return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{self.port}"))
 
-    def cut(self) -> None:
-        self._flowing = trio.Event()
+    def cut(self, *, refuse: bool = False) -> None:
+        if refuse:
+            self._refusing = True
+            self._close_all()
+        else:
+            self._flowing = trio.Event()
 
     def restore(self) -> None:
+        self._refusing = False
+        self._close_all()
+        self._flowing.set()
+
+    def _close_all(self) -> None:
         for scope in list(self._scopes):
             scope.cancel()
-        self._flowing.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -108,6 +123,8 @@ class OutageProxy:
             self._scopes.add(scope)
             try:
                 async with client:
+                    if self._refusing:
+                        return  # closed as soon as accepted
                     await self._flowing.wait()  # accepted during a cut: silence until restored
                     with trio.fail_after(5):
                         upstream = await trio.open_tcp_stream(*self._target)

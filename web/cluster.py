@@ -22,10 +22,18 @@ proxy that sees a number skipped, or whose owner no longer listens, ends its soc
 the client resumes by sequence from storage through the owner, so nothing is silently missing.
 Sockets of workspaces this node owns are served locally, exactly as with one process.
 
+A push that could not be published (Redis down) ends the hosted connection at once: a request
+on it then hears ``unavailable`` (no acknowledgement can overtake the lost push), and the
+socket's node is told to end the socket as soon as the bus carries messages again.
+
 The HTTP API's chat commands (``request_as``), the widget's "online" (``agents_available``)
 and workspace changes (``workspace_changed``) are forwarded to the owner the same way. The
-gateway runs as the supervision tree's ``cluster`` child (``ClusterService``); on SIGTERM the
-node releases its leases once its engine drained, before its bus stops.
+gateway runs as the supervision tree's ``cluster`` child (``ClusterService``). On SIGTERM
+(``going_away``, from ``web.server.drain``) the owner puts ``GOING_AWAY`` after the last push of
+every socket it serves for other nodes: those sockets close with 1001, as its own do, and
+their clients reconnect at once; new sockets are refused (``shutting_down``) until the node
+releases its leases, once its engine drained and before its bus stops, and the next node takes
+them over.
 
 Broadcasts (``k: ev``: credential and access changes, ``web/access.py``) go to ``on_event``.
 
@@ -69,6 +77,7 @@ from web.placement import (
     node_lease_name,
 )
 from web.settings import Settings, generate_node_id
+from web.sockets import GOING_AWAY, GoingAway
 
 log = logging.getLogger("livechat.cluster")
 
@@ -176,6 +185,18 @@ class Ownership:
         self.membership = None
         self.owned.clear()
 
+    def give_up(self) -> list[str]:
+        """Forget every lease without the database (it cannot be reached to renew them);
+        returns the workspaces given up. A lease not taken over meanwhile is renewed again by
+        ``renew`` once the database is back, and taken back (new epoch) on first use."""
+        given_up = list(self.owned)
+        if given_up:
+            log.error(
+                "gave up %d workspaces: leases not renewed for %.1f s", len(given_up), self.ttl_s
+            )
+        self.owned.clear()
+        return given_up
+
 
 @attrs.define(eq=False)
 class _Hosted:
@@ -183,6 +204,7 @@ class _Hosted:
 
     node: str
     conn: Connection
+    outbox: trio.MemorySendChannel[Any]  # ``conn.outbox``, which ``GOING_AWAY`` goes in too
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
 
@@ -192,6 +214,7 @@ class _Proxy:
 
     owner: str
     conn: Connection
+    outbox: trio.MemorySendChannel[Any]  # ``conn.outbox``, which ``GOING_AWAY`` goes in too
     received: int = 0  # pushes received so far: the next must be number received + 1
 
 
@@ -242,6 +265,7 @@ class ClusterGateway:
         self._hosted: dict[str, _Hosted] = {}  # connection id -> socket elsewhere, served here
         self._proxies: dict[str, _Proxy] = {}  # connection id -> socket here, served elsewhere
         self._nursery: trio.Nursery | None = None
+        self.draining = False  # SIGTERM: sockets elsewhere are told to go, none is hosted more
         # set by ``web.access.AccessEvents``: broadcasts, synchronously, in arrival order
         self.on_event: Callable[[Message, trio.Nursery], None] | None = None
 
@@ -265,7 +289,7 @@ class ClusterGateway:
             return conn
         meta = meta or ConnectionMeta()
         conn = Connection(id=connection_id, principal=principal, outbox=outbox, meta=meta)
-        proxy = self._proxies[connection_id] = _Proxy(owner=owner, conn=conn)
+        proxy = self._proxies[connection_id] = _Proxy(owner=owner, conn=conn, outbox=outbox)
         try:
             answer = await self._ask(
                 owner,
@@ -418,6 +442,10 @@ class ClusterGateway:
             error = error_result(err)
             extra = {"field": error.field, "retry_after_s": error.retry_after_s}
             raise RemoteError(error.code, error.message, extra) from None
+        if self._hosted.get(hosted.conn.id) is not hosted:
+            # its pushes broke off meanwhile: an acknowledgement now could overtake a lost
+            # push; the client resumes and its retry hears the same result (idempotent)
+            raise RemoteError("unavailable", "this connection is not served here; reconnect")
         return unstructure(result)
 
     async def _for_workspace(self, op: str, message: Message) -> Any:
@@ -436,7 +464,21 @@ class ClusterGateway:
             raise RemoteError(error.code, error.message, extra) from None
         return unstructure(result)
 
+    def going_away(self) -> None:
+        """This node drains (SIGTERM, before its engine stops): every socket served from here
+        for another node is told so after the pushes already queued for it, and closes there
+        with 1001, as this node's own sockets do; its client reconnects at once and resumes
+        with the next owner. A socket whose outbox is full ends as a slow one would (1013)."""
+        self.draining = True
+        for hosted in list(self._hosted.values()):
+            with contextlib.suppress(
+                trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+            ):
+                hosted.outbox.send_nowait(GOING_AWAY)
+
     async def _host(self, message: Message) -> Message:
+        if self.draining:
+            raise RemoteError("shutting_down", "the server owning this workspace is stopping")
         principal = _principal(message["principal"])
         try:
             owner = await self._owner(principal.workspace_id)
@@ -457,7 +499,7 @@ class ClusterGateway:
         except EngineError as err:
             error = error_result(err)
             raise RemoteError(error.code, error.message) from None
-        hosted = self._hosted[connection_id] = _Hosted(node=node, conn=conn)
+        hosted = self._hosted[connection_id] = _Hosted(node=node, conn=conn, outbox=send)
         assert self._nursery is not None
         self._nursery.start_soon(self._pump, hosted, receive)
 
@@ -469,21 +511,31 @@ class ClusterGateway:
         """The hosted connection's pushes to its socket's node, numbered, in order; the end of
         the outbox (the engine dropped a slow subscriber) ends the socket there."""
         number = 0
+        lost = False
         with hosted.scope, outbox:
             try:
+                end: Message = {"k": "end", "c": hosted.conn.id}
                 async for push in outbox:
+                    if isinstance(push, GoingAway):  # after every push queued before it
+                        end["away"] = True
+                        break
                     number += 1
                     body = {"k": "push", "c": hosted.conn.id, "n": number, "p": unstructure(push)}
                     await self.bus.send(hosted.node, body)
-                await self.bus.send(hosted.node, {"k": "end", "c": hosted.conn.id})
+                await self.bus.send(hosted.node, end)
             except BusError as err:
-                # A push lost: the socket's node must not wait for it. Once its subscription
-                # is back (Redis restarted, connection dropped) it hears the end and its
-                # client resumes by sequence; a node that is gone hears nothing, as it should.
                 log.warning("socket %s on %s: %s", hosted.conn.id, hosted.node, err)
-                await self._send_end(hosted)
+                lost = True
         if self._hosted.get(hosted.conn.id) is hosted:
+            # A push lost: the connection is served no more, at once, so no acknowledgement
+            # can reach the socket after it (its client would resume past the lost push);
+            # a request on it now hears "unavailable" and the socket ends there.
             await self._unhost(hosted.conn.id)
+        if lost:
+            # The socket's node must not wait for the lost push either: once its subscription
+            # is back (Redis restarted, connection dropped) it hears the end and its client
+            # resumes by sequence; a node that is gone hears nothing, as it should.
+            await self._send_end(hosted)
 
     async def _send_end(self, hosted: _Hosted) -> None:
         """Tell the socket's node to end a socket whose pushes could not all be sent, retrying
@@ -526,6 +578,9 @@ class ClusterGateway:
                     pass
         elif message.get("k") == "push":
             log.warning("socket %s: push %s lost on the bus, resuming", proxy.conn.id, message["n"])
+        elif message.get("k") == "end" and message.get("away"):
+            self._end_proxy(proxy, going_away=True)
+            return
         self._end_proxy(proxy)
 
     def end_proxies(self) -> None:
@@ -533,9 +588,15 @@ class ClusterGateway:
         for proxy in list(self._proxies.values()):
             self._end_proxy(proxy)
 
-    def _end_proxy(self, proxy: _Proxy) -> None:
-        """End the socket (its pump sees the outbox closed: 1013, the client resumes)."""
+    def _end_proxy(self, proxy: _Proxy, *, going_away: bool = False) -> None:
+        """End the socket: its pump sees the outbox closed (1013, the client resumes), or, when
+        the owner is ``going_away``, ``GOING_AWAY`` first (1001, the client reconnects)."""
         self._proxies.pop(proxy.conn.id, None)
+        if going_away:
+            with contextlib.suppress(
+                trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+            ):
+                proxy.outbox.send_nowait(GOING_AWAY)
         proxy.conn.outbox.close()
 
     async def bus_status(self) -> str:
@@ -564,14 +625,23 @@ class ClusterGateway:
             task_status.started()
 
     async def _renew_forever(self) -> None:
+        ttl_s = self.ownership.ttl_s
+        renewed_at = trio.current_time()
         while True:
-            await trio.sleep(self.ownership.ttl_s / 3)
+            await trio.sleep(ttl_s / 3)
+            started = trio.current_time()
             try:
-                with trio.fail_after(self.ownership.ttl_s / 3):
+                with trio.fail_after(ttl_s / 3):
                     lost = await self.ownership.renew()
+                renewed_at = started
             except Exception as err:  # the database down: the leases run out, fencing holds
                 log.warning("could not renew leases: %s", type(err).__name__)
-                continue
+                if started - renewed_at < ttl_s:
+                    continue
+                # Not renewed for a whole lease: another node may take them over now. Stop
+                # serving them (fencing already keeps this node from committing), so their
+                # clients reconnect to a node that reaches the database and can take them.
+                lost = self.ownership.give_up()
             for workspace_id in lost:
                 self._end_workspace(workspace_id)
 

@@ -33,6 +33,7 @@ from wsproto.frame_protocol import CloseReason
 
 from web.app import create_app
 from web.bootstrap import FirstStart, bootstrap
+from web.cluster import ClusterGateway
 from web.protocol import CloseCode
 from web.services import Services, open_services
 from web.settings import Settings, generate_node_id
@@ -139,8 +140,11 @@ async def wait_for_signal(signals: AsyncIterator[int]) -> None:
 
 
 async def drain(services: Services) -> None:
-    """Phase one of shutdown: refuse new work and close live sockets with 1001."""
+    """Phase one of shutdown: refuse new work and close live sockets with 1001 (in a cluster,
+    the sockets other nodes serve through this one too)."""
     services.draining = True
+    if isinstance(services.gateway, ClusterGateway):
+        services.gateway.going_away()
     await services.sockets.close_all(
         CloseCode.GOING_AWAY, "server shutdown", timeout_s=services.settings.server.shutdown_grace_s
     )

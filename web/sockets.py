@@ -43,6 +43,16 @@ class CloseSocket(Exception):
         self.reason = reason
 
 
+@attrs.frozen
+class GoingAway:
+    """Put in a socket's outbox after its last push: the server serving it is shutting down,
+    so the socket closes with 1001 and its client reconnects at once and resumes (in a cluster,
+    the owner of the socket's workspace drains: ``web/cluster.py``)."""
+
+
+GOING_AWAY = GoingAway()
+
+
 @attrs.define(eq=False)
 class LiveSocket:
     id: str

@@ -32,7 +32,7 @@ from engine import (
     structure_frame,
     unstructure,
 )
-from storage import Visitor, Workspace
+from storage import StorageUnavailable, Visitor, Workspace
 from web.api_public import public_departments
 from web.api_settings import read_widget_settings
 from web.auth import Caller, session_caller, session_cookie_name, token_caller
@@ -123,10 +123,16 @@ async def first_frame(host: HandshakeHost, rid: str | int, frame: dict[str, Any]
         await host.error(rid, WireError.INVALID_FIELD, "protocol is 1 or more", "protocol")
         return
     host.protocol = version
-    if host.kind == "visitor":
-        await _hello(host, rid, parsed)
-    else:
-        await _auth(host, rid, parsed)
+    try:
+        if host.kind == "visitor":
+            await _hello(host, rid, parsed)
+        else:
+            await _auth(host, rid, parsed)
+    except StorageUnavailable:
+        # The database cannot be read (down, or this node cut off from it): say "retry", and
+        # close 1013 so the client reconnects, maybe to a node that reaches it.
+        await host.error(rid, "storage_unavailable", "the database is unavailable; retry shortly")
+        raise CloseSocket(CloseCode.TRY_AGAIN_LATER, "storage_unavailable") from None
 
 
 async def _hello(host: HandshakeHost, rid: str | int, hello: Hello) -> None:

@@ -31,7 +31,7 @@ import trio
 
 from engine import ConversationUpdate, EventPush, SessionClosed, unstructure
 from web.protocol import CloseCode, PingFrame, encode, encode_dict, with_request_id
-from web.sockets import CloseSocket
+from web.sockets import CloseSocket, GoingAway
 
 ECHO_MEMORY = 256  # client_msg_id -> request id, for pushes caused by a request
 # How long a message's result waits for the event it caused, to carry it (the engine fans out
@@ -111,7 +111,8 @@ class Pump:
         held.done.set()
 
     async def run(self) -> None:
-        """Until the outbox ends (the engine dropped this subscriber): then close 1013.
+        """Until the outbox ends (the engine dropped this subscriber): then close 1013; or
+        until ``GOING_AWAY`` comes out of it (the server serving the socket drains): 1001.
 
         Started after the hello/auth result (which carries the welcome) was sent, so replayed
         and live pushes always follow it.
@@ -182,6 +183,8 @@ class Pump:
         """``push`` as the text of its frame; None when its request's result carried it."""
         if isinstance(push, SessionClosed):
             raise CloseSocket(CloseCode.POLICY, push.reason)
+        if isinstance(push, GoingAway):
+            raise CloseSocket(CloseCode.GOING_AWAY, "server shutdown")
         request_id: str | int | None = None
         if isinstance(push, EventPush):
             event = push.event
