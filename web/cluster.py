@@ -376,7 +376,7 @@ class ClusterGateway:
     async def _take(self, workspace_id: str) -> Message:
         """Take ``workspace_id`` if it is still free; the owner either way (a draining node
         takes nothing: the asking node then takes it itself)."""
-        if not self.engine.accepting:
+        if self.draining or not self.engine.accepting:
             raise RemoteError("unavailable", "this node is shutting down")
         try:
             owner = await self._storage(self.ownership.owner_of(workspace_id))
