@@ -326,6 +326,7 @@ class ClusterGateway:
                 "owned": len(self.ownership.owned),
                 "hosted": len(self._hosted),
                 "proxies": len(self._proxies),
+                "bus_round_trip_s": self.bus.metrics.recent_round_trip_s,
             }
         if op == "connect":
             return await self._host(message)
@@ -449,6 +450,7 @@ class ClusterGateway:
                 except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         elif message.get("k") == "push":
+            self.bus.metrics.push_gaps += 1
             log.warning("socket %s: push %s lost on the bus, resuming", proxy.conn.id, message["n"])
         self._end_proxy(proxy)
 
@@ -459,7 +461,8 @@ class ClusterGateway:
 
     def _end_proxy(self, proxy: _Proxy) -> None:
         """End the socket (its pump sees the outbox closed: 1013, the client resumes)."""
-        self._proxies.pop(proxy.conn.id, None)
+        if self._proxies.pop(proxy.conn.id, None) is not None:
+            self.bus.metrics.proxies_ended += 1
         proxy.conn.outbox.close()
 
     async def bus_status(self) -> str:
