@@ -157,7 +157,7 @@ class BusMetrics:
     push_gaps: int = 0  # a push number skipped: the proxied socket ended (1013), it resumes
     proxies_ended: int = 0  # proxied sockets ended for any reason (1013, the client resumes)
     subscribed: int = 0  # 1 while this node listens on its channel
-    reconnects: int = 0  # subscriptions lost and made again
+    reconnects: int = 0  # subscriptions lost (or not made), then tried again
     unavailable: Counter[str] = attrs.field(factory=Counter)  # what: Redis did not answer
     limit_syncs: Counter[str] = attrs.field(factory=Counter)  # outcome (ok, failed)
     limit_fallbacks: int = 0  # times the node began counting on its own windows alone
@@ -231,7 +231,7 @@ class BusMetrics:
         family(
             "livechat_bus_reconnects_total",
             "counter",
-            "Bus subscriptions lost and made again.",
+            "Bus subscriptions lost (or not made), then tried again.",
             [("", self.reconnects)],
         )
         family(
