@@ -218,13 +218,13 @@ class SharedLimits:
         try:
             answers = await self.bus.sync_windows(batch, timeout_s=SYNC_TIMEOUT_S)
         except BusUnavailable as err:
-            self.metrics.limit_unsynced -= added
             self.metrics.limit_syncs["failed"] += 1
             self.metrics.limit_fallbacks += 1
             self._alone_until = self.clock() + RETRY_S
             log.warning("rate limits: %s; counting on this node alone for %g s", err, RETRY_S)
             return False
-        self.metrics.limit_unsynced -= added
+        finally:  # added in Redis, or dropped from the cluster's count (cancelled too)
+            self.metrics.limit_unsynced -= added
         self.metrics.limit_syncs["ok"] += 1
         for (window, key), (count, free_in_s) in zip(targets, answers, strict=True):
             window.set_total(key, count, sent_at + free_in_s)
