@@ -41,6 +41,7 @@ _MAX_KEYS = 100_000
 SYNC_INTERVAL_S = 0.1
 SYNC_TIMEOUT_S = 0.25  # a sync taking longer: Redis is silent, count alone for RETRY_S
 RETRY_S = 5.0
+SYNC_BATCH_KEYS = 1_000  # keys per round trip: a flood of IPs does not stall Redis in one script
 # Redis keeps a window's hits per bucket of window / BUCKETS_PER_WINDOW: a hit counts until its
 # bucket's end leaves the window (at most one bucket, 1/60 of the window, longer than exact).
 BUCKETS_PER_WINDOW = 60
@@ -173,7 +174,8 @@ class SharedWindow:
 class SharedLimits:
     """One node's ``SharedWindow``s and their sync with Redis: every ``SYNC_INTERVAL_S``,
     ``serve`` adds the hits counted here since the last sync, for every window and key, and
-    reads the cluster-wide totals back, in one round trip (``Bus.sync_windows``).
+    reads the cluster-wide totals back, in one round trip (``Bus.sync_windows``; one per
+    ``SYNC_BATCH_KEYS`` keys).
 
     A sync that fails or takes over ``SYNC_TIMEOUT_S``: its hits stay in the nodes' own windows
     only, and for ``RETRY_S`` every window counts on this node alone; then syncs resume.
@@ -214,20 +216,26 @@ class SharedLimits:
                 added += add
         if not batch or self.bus is None:
             return True
-        sent_at = self.clock()
         try:
-            answers = await self.bus.sync_windows(batch, timeout_s=SYNC_TIMEOUT_S)
-        except BusUnavailable as err:
-            self.metrics.limit_syncs["failed"] += 1
-            self.metrics.limit_fallbacks += 1
-            self._alone_until = self.clock() + RETRY_S
-            log.warning("rate limits: %s; counting on this node alone for %g s", err, RETRY_S)
-            return False
+            for start in range(0, len(batch), SYNC_BATCH_KEYS):
+                chunk = batch[start : start + SYNC_BATCH_KEYS]
+                sent_at = self.clock()
+                try:
+                    answers = await self.bus.sync_windows(chunk, timeout_s=SYNC_TIMEOUT_S)
+                except BusUnavailable as err:
+                    self.metrics.limit_syncs["failed"] += 1
+                    self.metrics.limit_fallbacks += 1
+                    self._alone_until = self.clock() + RETRY_S
+                    log.warning(
+                        "rate limits: %s; counting on this node alone for %g s", err, RETRY_S
+                    )
+                    return False
+                self.metrics.limit_syncs["ok"] += 1
+                chunk_targets = targets[start : start + SYNC_BATCH_KEYS]
+                for (window, key), (count, free_in_s) in zip(chunk_targets, answers, strict=True):
+                    window.set_total(key, count, sent_at + free_in_s)
         finally:  # added in Redis, or dropped from the cluster's count (cancelled too)
             self.metrics.limit_unsynced -= added
-        self.metrics.limit_syncs["ok"] += 1
-        for (window, key), (count, free_in_s) in zip(targets, answers, strict=True):
-            window.set_total(key, count, sent_at + free_in_s)
         return True
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

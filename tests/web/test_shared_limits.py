@@ -13,7 +13,7 @@ import trio
 from tests.redis_server import PrivateRedis, bus_prefix
 from tests.web.server import free_port
 from web.bus import Bus, Message
-from web.ratelimit import RETRY_S, SharedLimits
+from web.ratelimit import RETRY_S, SYNC_BATCH_KEYS, SharedLimits
 
 
 async def _no_requests(message: Message) -> None:
@@ -129,3 +129,25 @@ async def test_a_node_counts_alone_while_redis_is_down_and_syncs_again_after() -
                 assert await limits.sync()
                 assert on_b.count("5.6.7.8") == 1
                 assert bus_b.metrics.limit_syncs == {"ok": 2, "failed": 1}
+
+
+async def test_a_flood_of_keys_is_synced_in_round_trips_of_a_bounded_size() -> None:
+    async with _private_redis() as redis:
+        prefix = bus_prefix()
+        with trio.fail_after(30):
+            async with (
+                _node(redis.url, prefix, "a") as bus_a,
+                _node(redis.url, prefix, "b") as bus_b,
+            ):
+                limits_a, limits_b = SharedLimits(bus_a), SharedLimits(bus_b)
+                on_a = limits_a.window("ip", 5, 10.0)
+                on_b = limits_b.window("ip", 5, 10.0)
+                keys = [f"10.0.{n // 256}.{n % 256}" for n in range(SYNC_BATCH_KEYS + 500)]
+                assert {on_a.hit(key) for key in keys} == {0.0}
+                assert await limits_a.sync()
+                assert bus_a.metrics.limit_syncs == {"ok": 2}  # not one script for them all
+                assert bus_a.metrics.limit_unsynced == 0
+                for key in (keys[0], keys[-1]):
+                    on_b.count(key)
+                assert await limits_b.sync()
+                assert [on_b.count(keys[0]), on_b.count(keys[-1])] == [1, 1]
