@@ -566,7 +566,7 @@ async def mail_transcript(call: PublicCall, body: TranscriptIn) -> Done:
     conv = await storage.get_conversation(ws.id, body.conversation_id)
     if visitor is None or conv is None or conv.visitor_id != visitor.id:
         raise NotFound("no such conversation", code="not_found")
-    wait = await services.profile_updates.hit(f"transcript:{visitor.id}")
+    wait = services.profile_updates.hit(f"transcript:{visitor.id}")
     if wait > 0:
         raise TooManyRequests("too many transcript requests", retry_after_s=wait)
     summary = await mailer.conversation_summary(ws, conv)

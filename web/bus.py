@@ -22,8 +22,10 @@ Errors::
     ├── NodeUnreachable       no node listens on the target's channel
     └── RemoteError           the other node answered a request with an error (``code``)
 
-The same Redis keeps the cluster-wide rate limits (``hit``: a sliding window per key in a sorted
-set, one Lua script, the window measured on Redis's clock so the nodes' clocks do not matter).
+The same Redis keeps the cluster-wide rate limits (``sync_windows``: every node adds the hits it
+counted since its last sync, for all its keys in one Lua script, and reads the totals back; a
+window per key is a hash of time buckets on Redis's clock, so the nodes' clocks do not matter;
+web/ratelimit.py). ``metrics`` counts what the bus does (web/metrics.py, ``BusMetrics``).
 
 Why coredis: a maintained, fully typed Redis client (Cluster and Sentinel too) whose I/O is
 anyio, so it runs natively on Trio; on this machine one node publishes about 5,000 messages/s
@@ -32,7 +34,6 @@ one at a time and receives them in order on the same loop.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import secrets
@@ -46,6 +47,7 @@ import trio
 
 from engine import LiveChatError
 from web import strictjson
+from web.metrics import BusMetrics
 
 log = logging.getLogger("livechat.bus")
 
@@ -54,28 +56,41 @@ CONNECT_TIMEOUT_S = 2.0
 RESUBSCRIBE_DELAY_S = 0.5
 COMMAND_TIMEOUT_S = 2.0
 
-# KEYS[1]: the window's sorted set; ARGV: window (microseconds), limit, a unique member.
-# Returns 0 (the hit counts) or the microseconds until the oldest hit leaves the window.
-_SLIDING_WINDOW_LUA = """
+# The cluster-wide rate limits (web/ratelimit.py), one round trip for a whole batch.
+# KEYS: one hash per window and key, a field per time bucket (its number on Redis's clock) with
+# the hits counted in it; ARGV: for each key its window and bucket (microseconds) and the hits to
+# add now. A bucket counts until its end leaves the window (a hit may count one bucket longer
+# than its window, never shorter). Returns for each key the hits in its window and the
+# microseconds until its oldest counted bucket leaves it.
+_SYNC_WINDOWS_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local window = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return math.max(1, tonumber(oldest[2]) + window - now)
+local out = {}
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[3 * i - 2])
+  local bucket = tonumber(ARGV[3 * i - 1])
+  local add = tonumber(ARGV[3 * i])
+  local current = math.floor(now / bucket)
+  local first = math.floor((now - window) / bucket)
+  if add > 0 then
+    redis.call('HINCRBY', key, string.format('%d', current), add)
+    redis.call('PEXPIRE', key, math.ceil((window + bucket) / 1000))
+  end
+  local total, oldest = 0, current
+  local fields = redis.call('HGETALL', key)
+  for j = 1, #fields, 2 do
+    local b = tonumber(fields[j])
+    if b < first then
+      redis.call('HDEL', key, fields[j])
+    else
+      total = total + tonumber(fields[j + 1])
+      if b < oldest then oldest = b end
+    end
+  end
+  out[2 * i - 1] = total
+  out[2 * i] = (oldest + 1) * bucket + window - now
 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
-return 0
-"""
-
-# KEYS[1]: a window's sorted set; ARGV[1]: the window (microseconds). Its count now.
-_WINDOW_COUNT_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-return redis.call('ZCARD', KEYS[1])
+return out
 """
 
 _REDIS_ERRORS = (
@@ -90,6 +105,18 @@ _UNAVAILABLE = (trio.TooSlowError, RuntimeError, *_REDIS_ERRORS)
 
 Message = dict[str, Any]
 Handler = Callable[[Message], Awaitable[Any]]
+# the kinds counted in the metrics by name (anything else is "other": no unbounded labels)
+_KINDS = frozenset({"req", "rep", "push", "end", "ev"})
+
+
+@attrs.frozen
+class WindowSync:
+    """One rate-limit window's entry in ``Bus.sync_windows``: ``add`` hits to count now."""
+
+    key: str  # the window's name and the counted key (an IP, a visitor id)
+    window_s: float
+    bucket_s: float
+    add: int
 
 
 class BusError(LiveChatError):
@@ -132,11 +159,8 @@ class Bus:
             stream_timeout=COMMAND_TIMEOUT_S,
         )
         self._waiting: dict[str, _Waiter] = {}
-        self._window = self._client.register_script(_SLIDING_WINDOW_LUA)
-        self._window_count = self._client.register_script(_WINDOW_COUNT_LUA)
-        # each hit's member in a window: unique across nodes and restarts of one node
-        self._member = f"{node_id}:{secrets.token_hex(4)}:"
-        self._hits = itertools.count()
+        self._sync_windows = self._client.register_script(_SYNC_WINDOWS_LUA)
+        self.metrics = BusMetrics()
 
     def channel(self, node_id: str) -> str:
         return f"{self._prefix}:node:{node_id}"
@@ -166,15 +190,18 @@ class Bus:
                         ignore_subscribe_messages=True,
                     )
                     async with pubsub:
+                        self.metrics.subscribed = 1
                         if not started:
                             started = True
                             task_status.started()
                         async for item in pubsub:
                             self._dispatch(nursery, item, on_request, on_message)
                 except* _REDIS_ERRORS as group:
+                    self.metrics.subscribed = 0
                     # also coredis unsubscribing on a connection our cancellation closed:
                     # then this raises Cancelled, and nothing is logged
                     await trio.lowlevel.checkpoint_if_cancelled()
+                    self.metrics.reconnects += 1
                     log.warning("bus: Redis connection lost (%r), subscribing again", group)
                 await trio.sleep(RESUBSCRIBE_DELAY_S)  # a cancelled serve stops here
 
@@ -194,6 +221,7 @@ class Bus:
         except (ValueError, KeyError, TypeError):
             log.warning("bus: dropped a malformed message")
             return
+        self.metrics.received[kind if kind in _KINDS else "other"] += 1
         if kind == "rep":
             waiter = self._waiting.get(str(message.get("id")))
             if waiter is not None:
@@ -229,37 +257,43 @@ class Bus:
             with trio.fail_after(COMMAND_TIMEOUT_S):
                 receivers = await self._client.publish(self.channel(node_id), payload)
         except (trio.TooSlowError, coredis.exceptions.RedisError, OSError) as err:
+            self.metrics.unavailable["send"] += 1
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
         if receivers == 0:
             raise NodeUnreachable(f"node {node_id} does not listen on the bus")
+        kind = message.get("k")
+        self.metrics.sent[kind if kind in _KINDS else "other"] += 1
 
     async def broadcast(self, message: Message) -> None:
         """Publish one message to every node (this one too: receivers skip their own)."""
-        await _publish(self._client, self.all_channel, {**message, "from": self.node_id})
+        try:
+            await _publish(self._client, self.all_channel, {**message, "from": self.node_id})
+        except BusUnavailable:
+            self.metrics.unavailable["broadcast"] += 1
+            raise
+        kind = message.get("k")
+        self.metrics.sent[kind if kind in _KINDS else "other"] += 1
 
-    async def hit(self, key: str, limit: int, window_s: float, *, timeout_s: float) -> float:
-        """One event in the cluster-wide sliding window ``key``: 0 when it counts, else the
-        seconds until the next is allowed. ``BusUnavailable`` when Redis does not answer
-        within ``timeout_s`` (the caller falls back to its own window)."""
-        args = (int(window_s * 1_000_000), limit, f"{self._member}{next(self._hits)}")
+    async def sync_windows(
+        self, batch: list[WindowSync], *, timeout_s: float
+    ) -> list[tuple[int, float]]:
+        """Add each window's hits in Redis and read its total back, in one round trip: for
+        each entry the hits in its window now, across the cluster, and the seconds until its
+        oldest counted hits leave it. ``BusUnavailable`` when Redis does not answer within
+        ``timeout_s`` (the caller counts on its own windows meanwhile)."""
+        keys = [f"{self._prefix}:limit:{entry.key}" for entry in batch]
+        args: list[int] = []
+        for entry in batch:
+            args += [int(entry.window_s * 1e6), int(entry.bucket_s * 1e6), entry.add]
+        started = trio.current_time()
         try:
             with trio.fail_after(timeout_s):
-                wait_us: Any = await self._window(keys=[f"{self._prefix}:rate:{key}"], args=args)
+                answer: Any = await self._sync_windows(keys=keys, args=args)
         except _UNAVAILABLE as err:
+            self.metrics.unavailable["rate_limits"] += 1
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
-        return int(wait_us) / 1_000_000
-
-    async def count(self, key: str, window_s: float, *, timeout_s: float) -> int:
-        """How many events the window ``key`` (of ``hit``) holds now; ``BusUnavailable`` as
-        for ``hit``."""
-        try:
-            with trio.fail_after(timeout_s):
-                count: Any = await self._window_count(
-                    keys=[f"{self._prefix}:rate:{key}"], args=(int(window_s * 1_000_000),)
-                )
-        except _UNAVAILABLE as err:
-            raise BusUnavailable(f"Redis: {type(err).__name__}") from err
-        return int(count)
+        self.metrics.observe_round_trip(trio.current_time() - started, request=False)
+        return [(int(answer[i]), int(answer[i + 1]) / 1_000_000) for i in range(0, len(answer), 2)]
 
     async def request(self, node_id: str, op: str, body: Message) -> Any:
         """Ask ``node_id`` to run ``op`` within the caller's deadline (the current effective
@@ -268,6 +302,8 @@ class Bus:
         left_s = COMMAND_TIMEOUT_S if deadline == float("inf") else deadline - trio.current_time()
         request_id = secrets.token_hex(8)
         waiter = self._waiting[request_id] = _Waiter()
+        started = trio.current_time()
+        outcome = "cancelled"
         try:
             await self.send(
                 node_id,
@@ -282,8 +318,20 @@ class Bus:
             )
             with trio.fail_after(max(left_s, 0.0)):
                 await waiter.done.wait()
+            outcome = "error" if waiter.answer and "error" in waiter.answer else "ok"
+            self.metrics.observe_round_trip(trio.current_time() - started, request=True)
+        except NodeUnreachable:
+            outcome = "unreachable"
+            raise
+        except BusUnavailable:
+            outcome = "unavailable"
+            raise
+        except trio.TooSlowError:
+            outcome = "timeout"
+            raise
         finally:
             del self._waiting[request_id]
+            self.metrics.requests[(op, outcome)] += 1
         answer = waiter.answer
         assert answer is not None
         if "error" in answer:
@@ -301,6 +349,7 @@ class Bus:
             with trio.fail_after(COMMAND_TIMEOUT_S):
                 counts = await self._client.pubsub_numsub(*channels)
         except (trio.TooSlowError, coredis.exceptions.RedisError, OSError) as err:
+            self.metrics.unavailable["listening"] += 1
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
         return {
             channels[name.decode() if isinstance(name, bytes) else str(name)]

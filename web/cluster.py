@@ -422,6 +422,7 @@ class ClusterGateway:
                 "owned": len(self.ownership.owned),
                 "hosted": len(self._hosted),
                 "proxies": len(self._proxies),
+                "bus_round_trip_s": self.bus.metrics.recent_round_trip_s,
             }
         if op == "connect":
             return await self._host(message)
@@ -577,6 +578,7 @@ class ClusterGateway:
                 except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         elif message.get("k") == "push":
+            self.bus.metrics.push_gaps += 1
             log.warning("socket %s: push %s lost on the bus, resuming", proxy.conn.id, message["n"])
         elif message.get("k") == "end" and message.get("away"):
             self._end_proxy(proxy, going_away=True)
@@ -591,7 +593,8 @@ class ClusterGateway:
     def _end_proxy(self, proxy: _Proxy, *, going_away: bool = False) -> None:
         """End the socket: its pump sees the outbox closed (1013, the client resumes), or, when
         the owner is ``going_away``, ``GOING_AWAY`` first (1001, the client reconnects)."""
-        self._proxies.pop(proxy.conn.id, None)
+        if self._proxies.pop(proxy.conn.id, None) is not None:
+            self.bus.metrics.proxies_ended += 1
         if going_away:
             with contextlib.suppress(
                 trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError

@@ -3,9 +3,11 @@
 The nodes are read from the database: every node holding its membership lease (``node:<id>``,
 web/placement.py), even with no workspace yet, and every holder of a live workspace lease, with
 how many workspaces each owns (what placement balances). With ``--bus-url`` each is asked over
-the bus for its counts, and the round trip is the bus lag that node shows now. A node that
-holds leases but does not answer is listed as such: it is stopped, partitioned or killed, and
-its workspaces move once its leases expire.
+the bus for its counts, and the round trip is the bus lag that node shows now; each node also
+tells its own recent round trip (an average of its forwarded requests and rate-limit syncs: what
+its sockets wait for the bus; ``livechat_bus_request_seconds`` in its ``/metrics`` has the
+distribution). A node that holds leases but does not answer is listed as such: it is stopped,
+partitioned or killed, and its workspaces move once its leases expire.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def _status(args: argparse.Namespace) -> int:
                 f", bus round trip {node['round_trip_ms']:.1f} ms, serving"
                 f" {node['hosted']} socket(s) of other nodes, {node['proxies']} proxied away"
             )
+            if node.get("own_round_trip_ms") is not None:
+                line += f", its own bus round trip {node['own_round_trip_ms']:.1f} ms"
         print(line)
     return 0
 
@@ -99,5 +103,7 @@ async def _collect(settings: Settings, keyring: MasterKeyRing) -> list[dict[str,
             node["listening"] = True
             node["round_trip_ms"] = round((trio.current_time() - started) * 1000, 2)
             node.update({k: answer[k] for k in ("hosted", "proxies", "owned")})
+            own_s = answer.get("bus_round_trip_s")  # None: it has not waited for the bus yet
+            node["own_round_trip_ms"] = None if own_s is None else round(own_s * 1000, 2)
         nursery.cancel_scope.cancel()
     return nodes

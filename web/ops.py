@@ -59,6 +59,8 @@ async def metrics() -> Response:
     text += await _backup_metrics(services)
     if services.webhooks is not None:
         text += services.webhooks.render_prometheus()
+    if isinstance(services.gateway, ClusterGateway):  # a cluster: the bus and shared limits
+        text += services.gateway.bus.metrics.render()
     return Response(text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -1,9 +1,17 @@
 """Rate limits: sliding windows per key, login throttling with backoff, connection caps per IP.
 
 In memory, per process. Every table is bounded: old entries are pruned as new keys arrive, so a
-flood of distinct IPs cannot grow memory forever. In a cluster, the limits per IP and per
-visitor (``SharedWindow``) are counted in Redis, so they hold across every node; when Redis
-does not answer, each node falls back to its own window until Redis is back.
+flood of distinct IPs cannot grow memory forever.
+
+In a cluster, the limits per IP and per visitor (``SharedWindow``) hold one budget across every
+node, counted locally and synced with Redis in batches (``SharedLimits``): counting each event
+in Redis cost about 0.2 ms of the node's CPU per message. A node decides at once from the
+key's cluster-wide count at its last sync plus its own hits since; every ``SYNC_INTERVAL_S``
+one round trip adds its hits of every key in Redis and reads the totals back. Overshoot: a
+node hears of the others' hits at its next sync, so a budget can be exceeded by what each
+other node admits within one interval (a key a node has not seen lately counts from its own
+window until then). When Redis does not answer a sync, each node falls back to its own
+window for ``RETRY_S`` (N nodes: up to N times the limit), then syncs again.
 """
 
 from __future__ import annotations
@@ -15,7 +23,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from web.bus import BusUnavailable
+import attrs
+import trio
+
+from web.bus import BusUnavailable, WindowSync
+from web.metrics import BusMetrics
 
 if TYPE_CHECKING:
     from web.bus import Bus
@@ -24,6 +36,15 @@ log = logging.getLogger("livechat.ratelimit")
 
 Clock = Callable[[], float]
 _MAX_KEYS = 100_000
+# The cluster-wide windows (``SharedLimits``). A node learns of the other nodes' hits at its
+# next sync: a budget is overshot by at most what each node admits in one interval.
+SYNC_INTERVAL_S = 0.1
+SYNC_TIMEOUT_S = 0.25  # a sync taking longer: Redis is silent, count alone for RETRY_S
+RETRY_S = 5.0
+SYNC_BATCH_KEYS = 1_000  # keys per round trip: a flood of IPs does not stall Redis in one script
+# Redis keeps a window's hits per bucket of window / BUCKETS_PER_WINDOW: a hit counts until its
+# bucket's end leaves the window (at most one bucket, 1/60 of the window, longer than exact).
+BUCKETS_PER_WINDOW = 60
 
 
 class SlidingWindow:
@@ -72,55 +93,159 @@ class SlidingWindow:
                 del self._hits[key]
 
 
-class SharedWindow:
-    """A ``SlidingWindow`` counted in Redis (``Bus.hit``) when the node has a bus, so one IP or
-    visitor has one budget across the cluster; without a bus, or while Redis does not answer
-    (then retried every ``retry_s``), the local window counts alone."""
+@attrs.define(slots=True)
+class _Total:
+    """A key's cluster-wide count at the last sync, good until its oldest hits leave."""
 
-    def __init__(
-        self,
-        name: str,
-        local: SlidingWindow,
-        bus: Bus | None = None,
-        *,
-        timeout_s: float = 0.25,
-        retry_s: float = 5.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
+    count: int
+    free_at: float  # this node's clock: when the oldest counted hits leave the window
+
+
+class SharedWindow:
+    """A ``SlidingWindow`` whose budget is shared by every node of a cluster (``SharedLimits``).
+
+    A hit is decided here, without waiting for Redis: refused when the key's cluster-wide count
+    at the last sync plus the hits counted here since reaches the limit, or when this node's
+    own window is full. Without a bus, or while Redis is silent, the own window decides alone.
+    """
+
+    def __init__(self, name: str, local: SlidingWindow, limits: SharedLimits) -> None:
         self.name = name
         self.local = local
-        self.bus = bus
-        self._timeout_s = timeout_s
-        self._retry_s = retry_s
-        self._clock = clock
-        self._redis_down_until = 0.0
+        self.bucket_s = local.window_s / BUCKETS_PER_WINDOW
+        self._limits = limits
+        self._unsynced: dict[str, int] = {}  # key -> hits not yet added in Redis (0: re-read)
+        self._totals: dict[str, _Total] = {}
 
-    async def hit(self, key: str) -> float:
+    def hit(self, key: str) -> float:
         """Record one event; returns 0 if allowed, else seconds until the next is allowed."""
-        if self.bus is not None and self._clock() >= self._redis_down_until:
-            try:
-                return await self.bus.hit(
-                    f"{self.name}:{key}",
-                    self.local.limit,
-                    self.local.window_s,
-                    timeout_s=self._timeout_s,
-                )
-            except BusUnavailable as err:
-                log.warning("rate limit %s: %s; counting on this node alone", self.name, err)
-                self._redis_down_until = self._clock() + self._retry_s
-        return self.local.hit(key)
+        limits = self._limits
+        if not limits.shared():
+            return self.local.hit(key)
+        unsynced = self._unsynced.get(key, 0)
+        total = self._total(key)
+        if total is not None and total.count + unsynced >= self.local.limit:
+            self._unsynced[key] = unsynced  # read the total again at the next sync
+            return max(0.001, total.free_at - limits.clock())
+        wait = self.local.hit(key)
+        if wait:
+            return wait
+        self._unsynced[key] = unsynced + 1
+        limits.metrics.limit_unsynced += 1
+        return 0.0
 
-    async def count(self, key: str) -> int:
-        """The events in ``key``'s window now (Redis's count, or this node's own)."""
-        if self.bus is not None and self._clock() >= self._redis_down_until:
-            try:
-                return await self.bus.count(
-                    f"{self.name}:{key}", self.local.window_s, timeout_s=self._timeout_s
+    def count(self, key: str) -> int:
+        """The events in ``key``'s window now: the cluster's as this node knows it (and the
+        total is read again at the next sync), or this node's own."""
+        if not self._limits.shared():
+            return self.local.count(key)
+        unsynced = self._unsynced.setdefault(key, 0)
+        total = self._total(key)
+        return max(self.local.count(key), unsynced + (total.count if total else 0))
+
+    def _total(self, key: str) -> _Total | None:
+        """The key's cluster-wide count, unless some of it left the window since (then the
+        count is unknown until the next sync, and this node's own window decides)."""
+        total = self._totals.get(key)
+        if total is not None and self._limits.clock() >= total.free_at:
+            del self._totals[key]
+            return None
+        return total
+
+    def take_unsynced(self) -> dict[str, int]:
+        """The hits (and keys to re-read) since the last call, for a sync."""
+        unsynced, self._unsynced = self._unsynced, {}
+        return unsynced
+
+    def set_total(self, key: str, count: int, free_at: float) -> None:
+        """What a sync read back: ``count`` hits in the window, across the cluster."""
+        if count <= 0:
+            self._totals.pop(key, None)
+            return
+        if len(self._totals) >= _MAX_KEYS and key not in self._totals:
+            now = self._limits.clock()
+            for stale in [k for k, t in self._totals.items() if now >= t.free_at]:
+                del self._totals[stale]
+            if len(self._totals) >= _MAX_KEYS:
+                self._totals.clear()  # unknown totals: each node's own window decides
+        self._totals[key] = _Total(count, free_at)
+
+
+class SharedLimits:
+    """One node's ``SharedWindow``s and their sync with Redis: every ``SYNC_INTERVAL_S``,
+    ``serve`` adds the hits counted here since the last sync, for every window and key, and
+    reads the cluster-wide totals back, in one round trip (``Bus.sync_windows``; one per
+    ``SYNC_BATCH_KEYS`` keys).
+
+    A sync that fails or takes over ``SYNC_TIMEOUT_S``: its hits stay in the nodes' own windows
+    only, and for ``RETRY_S`` every window counts on this node alone; then syncs resume.
+    Without a bus (one process) the windows are their own windows and nothing syncs.
+    """
+
+    def __init__(self, bus: Bus | None, *, clock: Clock = time.monotonic) -> None:
+        self.bus = bus
+        self.clock = clock
+        self.metrics = bus.metrics if bus is not None else BusMetrics()
+        self._windows: list[SharedWindow] = []
+        self._alone_until = 0.0
+
+    def window(
+        self, name: str, limit: int, window_s: float, *, clock: Clock = time.monotonic
+    ) -> SharedWindow:
+        """A new window shared by every node (``name`` must be the same on each)."""
+        window = SharedWindow(name, SlidingWindow(limit, window_s, clock=clock), self)
+        self._windows.append(window)
+        return window
+
+    def shared(self) -> bool:
+        """Whether the cluster's counts decide (a bus, and Redis answered the last sync)."""
+        return self.bus is not None and self.clock() >= self._alone_until
+
+    async def sync(self) -> bool:
+        """One round trip: add what was counted here, read the totals back. False (and this
+        node counts alone for ``RETRY_S``) when Redis did not answer in time."""
+        batch: list[WindowSync] = []
+        targets: list[tuple[SharedWindow, str]] = []
+        added = 0
+        for window in self._windows:
+            for key, add in window.take_unsynced().items():
+                batch.append(
+                    WindowSync(f"{window.name}:{key}", window.local.window_s, window.bucket_s, add)
                 )
-            except BusUnavailable as err:
-                log.warning("rate limit %s: %s; counting on this node alone", self.name, err)
-                self._redis_down_until = self._clock() + self._retry_s
-        return self.local.count(key)
+                targets.append((window, key))
+                added += add
+        if not batch or self.bus is None:
+            return True
+        try:
+            for start in range(0, len(batch), SYNC_BATCH_KEYS):
+                chunk = batch[start : start + SYNC_BATCH_KEYS]
+                sent_at = self.clock()
+                try:
+                    answers = await self.bus.sync_windows(chunk, timeout_s=SYNC_TIMEOUT_S)
+                except BusUnavailable as err:
+                    self.metrics.limit_syncs["failed"] += 1
+                    self.metrics.limit_fallbacks += 1
+                    self._alone_until = self.clock() + RETRY_S
+                    log.warning(
+                        "rate limits: %s; counting on this node alone for %g s", err, RETRY_S
+                    )
+                    return False
+                self.metrics.limit_syncs["ok"] += 1
+                chunk_targets = targets[start : start + SYNC_BATCH_KEYS]
+                for (window, key), (count, free_in_s) in zip(chunk_targets, answers, strict=True):
+                    window.set_total(key, count, sent_at + free_in_s)
+        finally:  # added in Redis, or dropped from the cluster's count (cancelled too)
+            self.metrics.limit_unsynced -= added
+        return True
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sync every ``SYNC_INTERVAL_S`` (while Redis answers) until cancelled. A sync cut
+        short by cancellation loses its batch from the cluster's count only."""
+        task_status.started()
+        while True:
+            await trio.sleep(SYNC_INTERVAL_S)
+            if self.shared():
+                await self.sync()
 
 
 class LoginThrottle:
@@ -128,7 +253,7 @@ class LoginThrottle:
 
     Per account: after ``free_failures`` consecutive failures each further attempt must wait
     1 s, 2 s, 4 s ... (capped at ``max_backoff_s``); a success resets it. Per IP: at most
-    ``ip_failures`` failures in 15 minutes, across the cluster when ``bus`` is given (the
+    ``ip_failures`` failures in 15 minutes, across the cluster when ``limits`` has a bus (the
     per-account backoff stays per node). ``check`` returns the seconds to wait (0: go ahead).
     """
 
@@ -138,19 +263,19 @@ class LoginThrottle:
         free_failures: int,
         max_backoff_s: float,
         ip_failures: int,
-        bus: Bus | None = None,
+        limits: SharedLimits | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._free = free_failures
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._accounts: dict[str, tuple[int, float]] = {}  # failures, time of last failure
-        ips = SlidingWindow(ip_failures, 15 * 60.0, clock=clock)
-        self._ips = SharedWindow("login_failures", ips, bus, clock=clock)
+        limits = limits or SharedLimits(None, clock=clock)
+        self._ips = limits.window("login_failures", ip_failures, 15 * 60.0, clock=clock)
 
     async def check(self, *, account: str, ip: str) -> float:
         wait = 0.0
-        if await self._ips.count(ip) >= self._ips.local.limit:
+        if self._ips.count(ip) >= self._ips.local.limit:
             wait = self._ips.local.window_s
         now = self._clock()
         failures, last = self._accounts.get(account, (0, 0.0))
@@ -166,7 +291,7 @@ class LoginThrottle:
                 del self._accounts[key]
         failures, _ = self._accounts.get(account, (0, 0.0))
         self._accounts[account] = (failures + 1, self._clock())
-        await self._ips.hit(ip)
+        self._ips.hit(ip)
 
     def succeeded(self, *, account: str) -> None:
         self._accounts.pop(account, None)

@@ -50,7 +50,7 @@ from web.metrics import WebMetrics
 from web.oidc import OidcClient
 from web.overload import OverloadGate
 from web.passwords import PasswordHasher
-from web.ratelimit import ConnectionCap, LoginThrottle, SharedWindow, SlidingWindow
+from web.ratelimit import ConnectionCap, LoginThrottle, SharedLimits, SharedWindow, SlidingWindow
 from web.settings import Settings
 from web.sockets import SocketRegistry
 from web.supervision import StorageChild, build_tree
@@ -79,7 +79,9 @@ class Services:
     sockets: SocketRegistry = attrs.field(factory=SocketRegistry)
     costly: CostlyReads = attrs.field(default=None)  # exports and searches
     login_throttle: LoginThrottle = attrs.field(default=None)
-    # per IP and per visitor: cluster-wide when a bus is set (web/ratelimit.py)
+    # the windows per IP and per visitor, one budget across a cluster: synced with Redis in
+    # batches when a bus is set (web/ratelimit.py; open_services runs the sync)
+    shared_limits: SharedLimits = attrs.field(default=None)
     ip_messages: SharedWindow = attrs.field(default=None)
     ip_new_conversations: SharedWindow = attrs.field(default=None)
     connection_cap: ConnectionCap = attrs.field(default=None)
@@ -106,26 +108,25 @@ class Services:
         bus = self.gateway.bus if isinstance(self.gateway, ClusterGateway) else None
         if self.costly is None:
             self.costly = CostlyReads.from_settings(s)
+        if self.shared_limits is None:
+            self.shared_limits = SharedLimits(bus)
+        limits = self.shared_limits
         if self.login_throttle is None:
             self.login_throttle = LoginThrottle(
                 free_failures=s.accounts.login_failures_per_account_backoff_after,
                 max_backoff_s=s.accounts.login_backoff_max_s,
                 ip_failures=s.accounts.login_failures_per_ip_per_15min,
-                bus=bus,
+                limits=limits,
             )
         if self.ip_messages is None:
-            self.ip_messages = SharedWindow(
-                "ip_messages", SlidingWindow(s.rate_limits.ip_messages_per_10s, 10.0), bus
-            )
+            self.ip_messages = limits.window("ip_messages", s.rate_limits.ip_messages_per_10s, 10.0)
         if self.ip_new_conversations is None:
-            self.ip_new_conversations = SharedWindow(
-                "ip_new_conversations",
-                SlidingWindow(s.rate_limits.new_conversations_per_hour, 3600.0),
-                bus,
+            self.ip_new_conversations = limits.window(
+                "ip_new_conversations", s.rate_limits.new_conversations_per_hour, 3600.0
             )
         if self.profile_updates is None:
-            self.profile_updates = SharedWindow(
-                "profile_updates", SlidingWindow(s.rate_limits.profile_updates_per_min, 60.0), bus
+            self.profile_updates = limits.window(
+                "profile_updates", s.rate_limits.profile_updates_per_min, 60.0
             )
         if self.uploads is None:
             self.uploads = SlidingWindow(s.files.uploads_per_10min, 600.0)
@@ -287,6 +288,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             gateway=gateway or engine,
         )
         nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+        if gateway is not None:  # the shared rate limits' sync with Redis
+            nursery.start_soon(services.shared_limits.serve)
         nursery.start_soon(
             partial(
                 services.sockets.recheck_credentials,

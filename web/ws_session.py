@@ -413,7 +413,7 @@ class SocketSession:
             what = "typing"
         elif isinstance(command, UpdateProfile) and self.visitor is not None:
             # Each update writes the visitor row and is pushed to the workspace's agents.
-            wait = await self.services.profile_updates.hit(self.visitor.id)
+            wait = self.services.profile_updates.hit(self.visitor.id)
             what = "profile_updates"
         elif isinstance(command, MESSAGE_COMMANDS):
             # One window per key: an agent's connection here; a visitor's messages are
@@ -424,7 +424,7 @@ class SocketSession:
                 wait = self.messages_window.hit()
                 what = "messages"
             if not wait:
-                wait, what = await self.services.ip_messages.hit(self.ip), "ip_messages"
+                wait, what = self.services.ip_messages.hit(self.ip), "ip_messages"
             new_conversation = isinstance(command, LeaveOfflineMessage) or (
                 isinstance(command, SendMessage)
                 and self.kind == "visitor"
@@ -432,7 +432,7 @@ class SocketSession:
                 and self.open_conversation is None
             )
             if not wait and new_conversation:
-                wait = await self.services.ip_new_conversations.hit(self.ip)
+                wait = self.services.ip_new_conversations.hit(self.ip)
                 what = "new_conversations"
         if not wait:
             return False

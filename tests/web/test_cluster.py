@@ -377,6 +377,7 @@ async def test_cluster_status_lists_each_node_its_leases_and_its_bus_round_trip(
                 ("node-b", 1, True),
             ]
             assert [n["owned"] for n in nodes] == [0, 1] and nodes[1]["round_trip_ms"] < 2000
+            assert "own_round_trip_ms" in nodes[1]  # None until it waited for the bus once
 
 
 async def test_the_http_api_acts_on_a_chat_through_any_node() -> None:

@@ -1,6 +1,8 @@
 """Access changes and rate limits across two real node processes (issue 13): a change made
 through one node reaches a socket on the other within a second (the bus, not the periodic
-re-check, which runs every 20 s here), and one IP has one message budget across the nodes."""
+re-check, which runs every 20 s here), and one IP has one message budget across the nodes
+(each node syncs its counts with Redis every 100 ms: the test waits for those syncs, which a
+node's ``/metrics`` shows)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import trio
 
 from tests.redis_server import redis_url_or_skip
 from tests.web.client import Http, Peer, open_peer
-from tests.web.test_cluster import SITE, _credentials, cluster
+from tests.web.test_cluster import SITE, Node, _credentials, cluster
 
 HELLO = {"token": None, "identity": None, "resume": {}, "page": None}
 PROPAGATION_S = 1.0  # the promise: every node within one second
@@ -22,6 +24,21 @@ def _owner_password(banner: str) -> str:
     found = re.search(r"owner: username 'owner' password '([^']+)'", banner)
     assert found, banner
     return found[1]
+
+
+async def metric(node: Node, name: str) -> float:
+    """One sample of ``node``'s ``/metrics`` (``name`` with its labels, as rendered)."""
+    text = (await Http(node.base).get("/metrics")).body.decode()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert found, f"{name} not in /metrics"
+    return float(found[1])
+
+
+async def _synced(node: Node) -> None:
+    """Until ``node`` has added every rate-limit hit it counted in Redis (and read the totals
+    back in the same round trip)."""
+    while await metric(node, "livechat_rate_limit_unsynced_hits") > 0:
+        await trio.sleep(0.02)  # another process: polled, as the widget polls
 
 
 async def _close_within_bound(peer: Peer, change: trio.Event) -> tuple[int | None, float]:
@@ -122,8 +139,10 @@ async def test_one_ip_has_one_budget_of_messages_and_failed_logins_across_two_no
                 for n in range(limit - 1):
                     sent = await on_a.request("send_message", client_msg_id=f"a{n}", text="hi")
                     assert sent["type"] == "result", sent
+                await _synced(node_a)
                 sent = await on_b.request("send_message", client_msg_id="b0", text="hi")
                 assert sent["type"] == "result", sent
+                await _synced(node_b)  # B has read the total: 4
                 refused = await on_b.request("send_message", client_msg_id="b1", text="hi")
                 assert refused["type"] == "error", refused
                 assert refused["code"] == "rate_limited", refused
@@ -132,6 +151,7 @@ async def test_one_ip_has_one_budget_of_messages_and_failed_logins_across_two_no
             for node, username in ((node_a, "x1"), (node_a, "x2"), (node_b, "x3")):
                 failed = await Http(node.base).login(username, "wrong password")
                 assert failed.status == 401, failed.json()
+                await _synced(node)
             password, _ = _credentials(node_a.banner)
             throttled = await Http(node_b.base).login("agent", password)
             assert (throttled.status, throttled.error_code) == (429, "login_throttled")

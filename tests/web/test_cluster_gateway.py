@@ -75,6 +75,9 @@ async def test_a_push_lost_on_the_bus_ends_the_proxied_socket_and_the_resume_mis
             more = await node_b.request(conn, SendMessage(client_msg_id="m3", text="3"))
             after_gap = await _events_until_end(inbox)  # the outbox ends: the socket closes
             assert more.seq not in after_gap
+            metrics = node_b.bus.metrics  # /metrics counts the gap and the socket it ended
+            assert (metrics.push_gaps, metrics.proxies_ended) == (1, 1)
+            assert metrics.received["push"] >= 4  # three events, the one after the gap
 
             # The client resumes from the last sequence it saw, on the same node.
             send2, inbox2 = trio.open_memory_channel[Any](64)
