@@ -309,15 +309,18 @@ async def _joined(first: Node, name: str) -> AsyncIterator[Node]:
     proc = await trio.lowlevel.open_process(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=first.env
     )
-    try:
-        banner = await Output(proc).wait_for(r"Running on")
-        yield Node(name, port, banner, first.database_url, proc.pid, first.env)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        with trio.move_on_after(30):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
+    output = Output(proc)
+    async with trio.open_nursery() as reader:
+        try:
+            banner = await output.wait_for(r"Running on")
+            reader.start_soon(output.drain)  # a node whose output is not read blocks on it
+            yield Node(name, port, banner, first.database_url, proc.pid, first.env, output)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            with trio.move_on_after(30):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
             await proc.wait()
 
 
