@@ -46,7 +46,7 @@ import trio
 from storage import api
 from storage._leases import fence_epochs, lease_lost
 from storage._records import codec, decode, dump_json
-from storage._sql import Dialect, Program, Q, Row
+from storage._sql import Dialect, Program, Q, Row, RowsInsert, RowsUpdate
 from storage.crypto import SEARCHABLE_KINDS, DataKey, plain_terms
 from storage.errors import (
     AppendRefused,
@@ -326,7 +326,8 @@ def append_batch_program(
     A constant number of statements per batch, whatever its size: one SELECT locking the
     conversations (their ``last_seq`` is the base of the new seqs), one SELECT finding earlier
     events with the batch's ``client_msg_id`` keys (an exact-pair join on the unique index), one
-    INSERT of every new event, one UPDATE of the touched conversations.
+    INSERT of every new event, one UPDATE of the touched conversations (on PostgreSQL these two
+    are one statement: ``Dialect.insert_then_update``).
 
     ``admit``, called first (inside the transaction), drops submissions whose callers gave up;
     they get ``StorageUnavailable`` outcomes nobody reads.
@@ -434,12 +435,14 @@ def append_batch_program(
             results.append(api.AppendResult(event=event, duplicate=False))
         outcomes.append(results)
 
-    for q in dialect.insert_rows("events", _INSERT_COLUMNS, inserts):
-        yield q
     updates = [
         [conversations[cid][c] for c in _MUTABLE_COLUMN_NAMES] + [cid] for cid in sorted(dirty)
     ]
-    for q in dialect.update_rows("conversations", "id", _MUTABLE_CONVERSATION_COLUMNS, updates):
+    writes = dialect.insert_then_update(
+        RowsInsert("events", _INSERT_COLUMNS, inserts),
+        RowsUpdate("conversations", "id", _MUTABLE_CONVERSATION_COLUMNS, updates),
+    )
+    for q in writes:  # noqa: UP028 (``yield from`` a list cannot take the results sent back)
         yield q
     return outcomes
 

@@ -5,6 +5,12 @@ trio-asyncio loop for the storage's lifetime, creates an asyncpg pool in it, and
 call crosses with ``trio_asyncio.aio_as_trio``. A whole transaction program (``storage._sql``)
 runs inside ONE asyncio task on one pooled connection, so one crossing serves a transaction.
 
+The group committer (``storage._appends``) keeps one pooled connection of its own between
+batches: no acquire, and no release with its reset query (a round trip), per batch; asyncpg's
+statement cache stays warm on it. So the pool needs at least two connections. A committer
+connection that failed other than by a refusal of the data (dead, cancelled, timed out) is
+terminated and the next batch takes a new one from the pool: that is its reconnect.
+
 Bounded waits: each connection sets ``statement_timeout`` server-side; asyncpg's
 ``command_timeout`` and the pool's connect/acquire timeout bound the client side. When the server
 restarts or kills our backends, the pool drops the dead connections and reconnects on the next
@@ -39,6 +45,7 @@ from storage.schema import migrate_program, version_program
 T = TypeVar("T")
 
 POOL_SIZE: Final = 10
+MIN_POOL_SIZE: Final = 2  # the group committer's own connection, and one for everything else
 STATEMENT_TIMEOUT_S: Final = 30.0  # server-side statement_timeout of every connection
 CONNECT_TIMEOUT_S: Final = 5.0  # connecting, and waiting for a pooled connection
 APPLICATION_NAME: Final = "livechat"  # shown in pg_stat_activity
@@ -100,6 +107,11 @@ class PostgresStorage(SqlStorage):
         group_commit: GroupCommitConfig,
         clock: Clock,
     ) -> None:
+        if pool_size < MIN_POOL_SIZE:
+            raise ValueError(
+                f"pool_size must be at least {MIN_POOL_SIZE}: the group committer keeps one"
+                " connection of its own"
+            )
         super().__init__(PostgresDialect(), clock=clock, group_commit=group_commit)
         self._application_name = application_name
         self.dsn = dsn
@@ -107,6 +119,7 @@ class PostgresStorage(SqlStorage):
         self._statement_timeout_s = statement_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._pool: Any = None
+        self._committer_conn: Any = None  # the group committer's own pooled connection
         self._sql_cache: dict[str, str] = {}
         # The trio-asyncio loop the pool lives in, named on every call: the backend may be
         # opened in one task (the supervision tree's storage child) and used from any other.
@@ -154,11 +167,15 @@ class PostgresStorage(SqlStorage):
         return await pool.acquire(timeout=self._connect_timeout_s)
 
     async def aclose(self) -> None:
+        """Close the pool; the committer has stopped (``open_postgres`` closes it first)."""
         if self._pool is None:
             return
         pool, self._pool = self._pool, None
+        conn, self._committer_conn = self._committer_conn, None
         with trio.CancelScope(shield=True), trio.move_on_after(self._connect_timeout_s):
             try:
+                if conn is not None:
+                    await self._call(pool.release, conn)
                 await self._call(pool.close)
             except StorageError:
                 pool.terminate()
@@ -211,6 +228,38 @@ class PostgresStorage(SqlStorage):
 
     async def _write(self, program: Program[T]) -> T:
         return await self._call(self._run_program, program, True)
+
+    async def _write_appends(self, program: Program[T]) -> T:
+        return await self._call(self._run_appends, program)
+
+    async def _run_appends(self, program: Program[T]) -> T:
+        """The committer's transaction on its own connection (asyncio side; module docstring).
+
+        Kept after success, and after the database refused the data (the transaction was rolled
+        back, the connection is sound). Any other failure, cancellation included, terminates it
+        (the pool's slot is freed at once), so no batch inherits a connection in doubt.
+        """
+        try:
+            if self._pool is None:
+                raise StorageUnavailable("storage is not open")
+            conn = self._committer_conn
+            if conn is None or conn.is_closed():  # e.g. its backend was killed while idle
+                self._committer_conn = None
+                conn = self._committer_conn = await self._acquire(self._pool)
+            try:
+                async with conn.transaction(isolation="read_committed"):
+                    return await self._drive(conn, program)
+            except BaseException as err:
+                refused = isinstance(err, StorageError) or (
+                    isinstance(err, asyncpg.PostgresError)
+                    and not isinstance(err, (*_CONNECTION_ERRORS, asyncpg.QueryCanceledError))
+                )
+                if not refused or conn.is_closed() or conn.is_in_transaction():
+                    self._committer_conn = None
+                    conn.terminate()
+                raise
+        finally:
+            program.close()
 
     async def _read(self, program: Program[T]) -> T:
         return await self._call(self._run_program, program, False)
