@@ -80,6 +80,16 @@ def translate(err: BaseException) -> StorageError:
     return StorageError(f"PostgreSQL: {type(err).__name__}: {err}")
 
 
+def _idle(conn: Any) -> bool:
+    """A pooled connection fit for the next transaction: open and outside one. False too once
+    asyncpg gave it back to the pool itself (its connection was lost: the proxy is detached and
+    its slot may already serve another caller)."""
+    try:
+        return not conn.is_closed() and not conn.is_in_transaction()
+    except asyncpg.InterfaceError:
+        return False
+
+
 class _Session:
     """A multi-await transaction on one pooled connection; see ``PostgresStorage.transaction``."""
 
@@ -174,7 +184,7 @@ class PostgresStorage(SqlStorage):
         conn, self._committer_conn = self._committer_conn, None
         with trio.CancelScope(shield=True), trio.move_on_after(self._connect_timeout_s):
             try:
-                if conn is not None:
+                if conn is not None and _idle(conn):
                     await self._call(pool.release, conn)
                 await self._call(pool.close)
             except StorageError:
@@ -243,8 +253,8 @@ class PostgresStorage(SqlStorage):
             if self._pool is None:
                 raise StorageUnavailable("storage is not open")
             conn = self._committer_conn
-            if conn is None or conn.is_closed():  # e.g. its backend was killed while idle
-                self._committer_conn = None
+            if conn is None or not _idle(conn):  # e.g. its backend was killed while idle
+                self._drop_committer_conn()
                 conn = self._committer_conn = await self._acquire(self._pool)
             try:
                 async with conn.transaction(isolation="read_committed"):
@@ -254,12 +264,17 @@ class PostgresStorage(SqlStorage):
                     isinstance(err, asyncpg.PostgresError)
                     and not isinstance(err, (*_CONNECTION_ERRORS, asyncpg.QueryCanceledError))
                 )
-                if not refused or conn.is_closed() or conn.is_in_transaction():
-                    self._committer_conn = None
-                    conn.terminate()
+                if not (refused and _idle(conn)):
+                    self._drop_committer_conn()
                 raise
         finally:
             program.close()
+
+    def _drop_committer_conn(self) -> None:
+        conn, self._committer_conn = self._committer_conn, None
+        if conn is not None:
+            with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg already released it
+                conn.terminate()
 
     async def _read(self, program: Program[T]) -> T:
         return await self._call(self._run_program, program, False)

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from storage import CommitFailed, GroupCommitConfig, StorageUnavailable, open_backend
+from storage._sql import Q
 from tests.pg import OutageProxy, pg_schema_url, psql
 from tests.storage.helpers import message, new_conversation
 
@@ -120,3 +121,77 @@ async def test_unreachable_postgres_refuses_newcomers_at_once_and_readiness_says
                 assert [e.client_msg_id for e in events] == ["m0", "m1"]
                 assert result.event.seq == 2
             nursery.cancel_scope.cancel()
+
+
+LOCK_TIMEOUT_S = 1.0  # the statement timeout the blocked commit runs into
+
+
+async def test_a_commit_that_timed_out_fails_and_the_retry_commits_on_a_new_connection() -> None:
+    """The committer keeps its connection between batches; one whose statement timed out is
+    in doubt, so it is dropped and the retry takes another from the pool (gapless, once)."""
+    app = "livechat-timeout-" + secrets.token_hex(4)
+    with pg_schema_url() as url:
+        async with open_backend(
+            url,
+            application_name=app,
+            pool_size=2,
+            statement_timeout_s=LOCK_TIMEOUT_S,
+            group_commit=GroupCommitConfig(retry_outage_after_s=0.0),
+        ) as store:
+            ws, conv = await new_conversation(store)
+            with trio.fail_after(30):
+                await store.append(message(conv, "before", client_msg_id="m0"))
+                committer_pid = _committer_pid(url, app)
+                # Another transaction holds the conversation's row: the commit waits for it
+                # until its statement timeout.
+                async with store.transaction(write=True) as tx:
+                    await tx.run(Q("SELECT id FROM conversations WHERE id=? FOR UPDATE", [conv.id]))
+                    with pytest.raises(CommitFailed):
+                        await store.append(message(conv, "blocked", client_msg_id="m1"))
+                result = await store.append(message(conv, "blocked", client_msg_id="m1"))
+                again = await store.append(message(conv, "blocked", client_msg_id="m1"))
+            assert (result.event.seq, result.duplicate) == (2, False)
+            assert (again.event.seq, again.duplicate) == (2, True)
+            assert _committer_pid(url, app) != committer_pid
+            events = await store.history(ws.id, conv.id)
+            assert [(e.seq, e.client_msg_id) for e in events] == [(1, "m0"), (2, "m1")]
+
+
+async def test_the_committers_connection_killed_while_idle_is_replaced() -> None:
+    """asyncpg gives a lost connection back to the pool by itself; the committer must notice
+    and take another, not keep failing on the one it held."""
+    app = "livechat-idle-kill-" + secrets.token_hex(4)
+    with pg_schema_url() as url:
+        async with open_backend(url, application_name=app, pool_size=2) as store:
+            ws, conv = await new_conversation(store)
+            with trio.fail_after(30):
+                await store.append(message(conv, "before", client_msg_id="m0"))
+                pid = _committer_pid(url, app)
+                await trio.to_thread.run_sync(
+                    psql, url, f"SELECT pg_terminate_backend({pid}, 5000)"  # waits until gone
+                )
+                failures = 0
+                while True:  # a client's retries; the first may meet the dead connection
+                    try:
+                        result = await store.append(message(conv, "after", client_msg_id="m1"))
+                        break
+                    except (StorageUnavailable, CommitFailed):
+                        failures += 1
+                        await trio.sleep(0.05)  # deliberate: a client's retry back-off
+            assert failures <= 1
+            assert (result.event.seq, result.duplicate) == (2, False)
+            assert _committer_pid(url, app) != pid
+            events = await store.history(ws.id, conv.id)
+            assert [(e.seq, e.client_msg_id) for e in events] == [(1, "m0"), (2, "m1")]
+
+
+def _committer_pid(url: str, app: str) -> int:
+    """The committer's backend: the only one of the app whose last statement is a COMMIT
+    (the pool's connections end with the reset query asyncpg runs when they are released)."""
+    out = psql(
+        url,
+        "SELECT pid FROM pg_stat_activity"
+        f" WHERE application_name = '{app}' AND query LIKE 'COMMIT%'",
+    )
+    (pid,) = out.split()
+    return int(pid)
