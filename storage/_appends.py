@@ -377,6 +377,7 @@ def append_batch_program(
         for found in result.rows:
             originals[(found["conversation_id"], found["client_msg_id"])] = found
 
+    batch_events: dict[tuple[str, str | None], api.Event] = {}  # appended by this batch
     inserts: list[list[Any]] = []
     dirty: set[str] = set()
     outcomes: list[Outcome] = []
@@ -397,13 +398,15 @@ def append_batch_program(
         for request in requests:
             key = (request.conversation_id, request.client_msg_id)
             if request.client_msg_id is not None:
-                original = originals.get(key)
+                stored = batch_events.get(key)
+                original = originals.get(key) if stored is None else None
                 if original is not None:
                     data_key = data_keys.get(request.conversation_id) if data_keys else None
                     if data_key is not None:
                         original = data_key.open_row("events", original)
-                    event = decode(api.Event, original)
-                    results.append(api.AppendResult(event=event, duplicate=True))
+                    stored = decode(api.Event, original)
+                if stored is not None:
+                    results.append(api.AppendResult(event=stored, duplicate=True))
                     continue
             conversation = conversations[request.conversation_id]
             seq = conversation["last_seq"] = conversation["last_seq"] + 1
@@ -430,8 +433,7 @@ def append_batch_program(
             event_args = _event_args(event, data_key)
             inserts.append(event_args)
             if request.client_msg_id is not None:
-                # A retry inside the same batch resolves to this event.
-                originals[key] = dict(zip(_EVENT_CODEC.columns, event_args[:-1], strict=True))
+                batch_events[key] = event  # a retry inside the same batch resolves to it
             results.append(api.AppendResult(event=event, duplicate=False))
         outcomes.append(results)
 
@@ -453,11 +455,11 @@ _EMPTY_JSON: Final = "{}"
 def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
     """``codec(api.Event).to_args`` for the hot path (no per-field dispatch; ``{}`` not dumped),
     the body and the personal fields of ``data`` sealed with ``key``, then ``search_terms``."""
-    body, terms, data = event.body, None, event.data
+    body, terms, data, kind = event.body, None, event.data, _text(event.kind)
     if key is not None and data:
-        data = key.seal_data(_text(event.kind), data)  # an offline message's name and email
+        data = key.seal_data(kind, data)  # an offline message's name and email
     if body is not None:
-        if _text(event.kind) in SEARCHABLE_KINDS:
+        if kind in SEARCHABLE_KINDS:
             terms = key.terms(body) if key is not None else plain_terms(body)
         if key is not None:
             body = key.seal(body, "events.body")
@@ -465,7 +467,7 @@ def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
         event.workspace_id,
         event.conversation_id,
         event.seq,
-        _text(event.kind),
+        kind,
         _text(event.visibility),
         _text(event.author_type),
         event.author_id,
@@ -478,7 +480,8 @@ def _event_args(event: api.Event, key: DataKey | None = None) -> list[Any]:
 
 
 def _text(value: Any) -> str:
-    return value.value if isinstance(value, enum.Enum) else str(value)
+    # ``_value_``, not ``value``: the property costs two Python calls per access.
+    return value._value_ if isinstance(value, enum.Enum) else str(value)
 
 
 def seal_rating_comment(row: Row, key: DataKey | None) -> None:
