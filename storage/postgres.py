@@ -9,7 +9,9 @@ The group committer (``storage._appends``) keeps one pooled connection of its ow
 batches: no acquire, and no release with its reset query (a round trip), per batch; asyncpg's
 statement cache stays warm on it. So the pool needs at least two connections. A committer
 connection that failed other than by a refusal of the data (dead, cancelled, timed out) is
-terminated and the next batch takes a new one from the pool: that is its reconnect.
+terminated and the next batch takes a new one from the pool: that is its reconnect. One left
+idle for ``committer_max_idle_s`` is closed before the next batch, as the pool closes its own
+idle connections (a connection idle that long may have been cut silently by the network).
 
 Bounded waits: each connection sets ``statement_timeout`` server-side; asyncpg's
 ``command_timeout`` and the pool's connect/acquire timeout bound the client side. When the server
@@ -46,6 +48,7 @@ T = TypeVar("T")
 
 POOL_SIZE: Final = 10
 MIN_POOL_SIZE: Final = 2  # the group committer's own connection, and one for everything else
+COMMITTER_MAX_IDLE_S: Final = 300.0  # asyncpg's default lifetime of an idle pooled connection
 STATEMENT_TIMEOUT_S: Final = 30.0  # server-side statement_timeout of every connection
 CONNECT_TIMEOUT_S: Final = 5.0  # connecting, and waiting for a pooled connection
 APPLICATION_NAME: Final = "livechat"  # shown in pg_stat_activity
@@ -116,6 +119,7 @@ class PostgresStorage(SqlStorage):
         application_name: str,
         group_commit: GroupCommitConfig,
         clock: Clock,
+        committer_max_idle_s: float = COMMITTER_MAX_IDLE_S,
     ) -> None:
         if pool_size < MIN_POOL_SIZE:
             raise ValueError(
@@ -130,6 +134,8 @@ class PostgresStorage(SqlStorage):
         self._connect_timeout_s = connect_timeout_s
         self._pool: Any = None
         self._committer_conn: Any = None  # the group committer's own pooled connection
+        self._committer_max_idle_s = committer_max_idle_s
+        self._committer_idle_since = 0.0  # time.monotonic() when its last batch ended
         self._sql_cache: dict[str, str] = {}
         # The trio-asyncio loop the pool lives in, named on every call: the backend may be
         # opened in one task (the supervision tree's storage child) and used from any other.
@@ -253,6 +259,10 @@ class PostgresStorage(SqlStorage):
             if self._pool is None:
                 raise StorageUnavailable("storage is not open")
             conn = self._committer_conn
+            idle_s = time.monotonic() - self._committer_idle_since
+            if conn is not None and idle_s > self._committer_max_idle_s:
+                await self._close_committer_conn()
+                conn = None
             if conn is None or not _idle(conn):  # e.g. its backend was killed while idle
                 self._drop_committer_conn()
                 conn = self._committer_conn = await self._acquire(self._pool)
@@ -267,8 +277,17 @@ class PostgresStorage(SqlStorage):
                 if not (refused and _idle(conn)):
                     self._drop_committer_conn()
                 raise
+            finally:
+                self._committer_idle_since = time.monotonic()
         finally:
             program.close()
+
+    async def _close_committer_conn(self) -> None:
+        """Close it politely (bounded); one that fails to close has aborted itself."""
+        conn, self._committer_conn = self._committer_conn, None
+        if conn is not None and _idle(conn):
+            with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
+                await conn.close(timeout=self._connect_timeout_s)
 
     def _drop_committer_conn(self) -> None:
         conn, self._committer_conn = self._committer_conn, None
@@ -332,6 +351,7 @@ async def open_postgres(
     application_name: str = APPLICATION_NAME,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    committer_max_idle_s: float = COMMITTER_MAX_IDLE_S,
 ) -> AsyncIterator[PostgresStorage]:
     """Open the pool (inside its own trio-asyncio loop) and migrate; close everything on exit.
 
@@ -345,6 +365,7 @@ async def open_postgres(
         application_name=application_name,
         group_commit=group_commit or GroupCommitConfig(),
         clock=clock,
+        committer_max_idle_s=committer_max_idle_s,
     )
     try:
         async with trio_asyncio.open_loop() as loop:

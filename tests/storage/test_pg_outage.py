@@ -168,7 +168,9 @@ async def test_the_committers_connection_killed_while_idle_is_replaced() -> None
                 await store.append(message(conv, "before", client_msg_id="m0"))
                 pid = _committer_pid(url, app)
                 await trio.to_thread.run_sync(
-                    psql, url, f"SELECT pg_terminate_backend({pid}, 5000)"  # waits until gone
+                    psql,
+                    url,
+                    f"SELECT pg_terminate_backend({pid}, 5000)",  # waits until gone
                 )
                 failures = 0
                 while True:  # a client's retries; the first may meet the dead connection
@@ -183,6 +185,25 @@ async def test_the_committers_connection_killed_while_idle_is_replaced() -> None
             assert _committer_pid(url, app) != pid
             events = await store.history(ws.id, conv.id)
             assert [(e.seq, e.client_msg_id) for e in events] == [(1, "m0"), (2, "m1")]
+
+
+async def test_a_committer_connection_idle_too_long_is_closed_and_replaced() -> None:
+    """As the pool closes its idle connections, the committer closes its own once idle longer
+    than ``committer_max_idle_s`` (0 here: after every batch), freeing its pool slot."""
+    app = "livechat-idle-close-" + secrets.token_hex(4)
+    with pg_schema_url() as url:
+        async with open_backend(
+            url, application_name=app, pool_size=2, committer_max_idle_s=0.0
+        ) as store:
+            ws, conv = await new_conversation(store)
+            pids = []
+            with trio.fail_after(30):  # a leaked pool slot would block the third acquire
+                for n in range(3):
+                    await store.append(message(conv, f"m{n}", client_msg_id=f"m{n}"))
+                    pids.append(_committer_pid(url, app))
+            assert len(set(pids)) == 3
+            events = await store.history(ws.id, conv.id)
+            assert [e.seq for e in events] == [1, 2, 3]
 
 
 def _committer_pid(url: str, app: str) -> int:
