@@ -284,10 +284,12 @@ class PostgresStorage(SqlStorage):
 
     async def _close_committer_conn(self) -> None:
         """Close it politely (bounded); one that fails to close has aborted itself."""
+        if self._committer_conn is None or not _idle(self._committer_conn):
+            self._drop_committer_conn()
+            return
         conn, self._committer_conn = self._committer_conn, None
-        if conn is not None and _idle(conn):
-            with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
-                await conn.close(timeout=self._connect_timeout_s)
+        with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
+            await conn.close(timeout=self._connect_timeout_s)
 
     def _drop_committer_conn(self) -> None:
         conn, self._committer_conn = self._committer_conn, None
