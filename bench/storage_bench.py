@@ -214,13 +214,17 @@ async def _bench_backend(
     out: dict[str, Any] = {"load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
     out["encrypted"] = ring is not None
     async with open_backend(url) as storage:
-        rate, lost = await _appends(storage, appends, callers, "group", progress)
+        rate, cpu_us, lost = await _appends(storage, appends, callers, "group", progress)
         out["appends_per_s_group"] = round(rate, 1)
+        out["cpu_us_per_append_group"] = round(cpu_us, 1)
         out["appends_lost"] = lost
     single = GroupCommitConfig(max_batch=1, max_delay_s=0.0)
     async with open_backend(url, group_commit=single) as storage:
-        rate, lost = await _appends(storage, max(200, appends // 10), callers, "single", progress)
+        rate, cpu_us, lost = await _appends(
+            storage, max(200, appends // 10), callers, "single", progress
+        )
         out["appends_per_s_single"] = round(rate, 1)
+        out["cpu_us_per_append_single"] = round(cpu_us, 1)
         out["appends_lost"] += lost
     out["group_commit_ratio"] = round(out["appends_per_s_group"] / out["appends_per_s_single"], 1)
     async with open_backend(url) as storage:
@@ -237,8 +241,10 @@ async def _bench_backend(
 
 async def _appends(
     storage: Any, total: int, callers: int, label: str, progress: bool
-) -> tuple[float, int]:
-    """Append ``total`` messages from ``callers`` tasks; (appends/s, acknowledged-but-missing)."""
+) -> tuple[float, float, int]:
+    """Append ``total`` messages from ``callers`` tasks; (appends/s, this process's CPU µs per
+    append (callers, committer, driver; not the PostgreSQL server's), acknowledged-but-missing).
+    """
     from storage import AppendRequest, AuthorType, EventKind
 
     workspace = await storage.create_workspace(name=f"bench-{label}")
@@ -269,15 +275,17 @@ async def _appends(
                 bar.update(len(acked))
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     async with trio.open_nursery() as nursery:
         for c in range(callers):
             nursery.start_soon(caller, c)
     elapsed = time.perf_counter() - started
+    cpu_us = (time.process_time() - cpu_started) * 1e6 / total
     stored = 0
     for conversation_id in conversations:
         conv = await storage.get_conversation(workspace.id, conversation_id)
         stored += conv.last_seq
-    return total / elapsed, len(acked) - min(stored, len(acked)) + (total - len(acked))
+    return total / elapsed, cpu_us, len(acked) - min(stored, len(acked)) + (total - len(acked))
 
 
 def _words() -> list[str]:

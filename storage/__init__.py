@@ -237,7 +237,7 @@ async def open_storage(
     The group committer runs in a nursery owned by this context: appends queued when the
     block exits are committed before the connections close. ``options`` go to the backend
     (``readers``, ``busy_timeout_s``, ``statement_timeout_s`` for SQLite; ``pool_size``,
-    ``statement_timeout_s``, ``connect_timeout_s`` for PostgreSQL).
+    ``statement_timeout_s``, ``connect_timeout_s``, ``committer_max_idle_s`` for PostgreSQL).
     """
     async with open_backend(
         url,

@@ -121,7 +121,7 @@ class SqlStorage(
         program = append_batch_program(
             batch, now=self._clock(), dialect=self._dialect, admit=admit, data_keys=keys
         )
-        return await self._write(program)
+        return await self._write_appends(program)
 
     async def append(self, request: api.AppendRequest) -> api.AppendResult:
         """See ``storage.api.Storage.append``; queued to the group committer."""

@@ -112,6 +112,11 @@ class SqlDriver(abc.ABC):
     async def _write(self, program: Program[T]) -> T:
         """Run a program in one write transaction on the writer; commit, or roll back on error."""
 
+    async def _write_appends(self, program: Program[T]) -> T:
+        """``_write`` for the group committer's transactions (one at a time, from its task);
+        a backend may run them on a connection of their own (PostgreSQL)."""
+        return await self._write(program)
+
     @abc.abstractmethod
     async def _read(self, program: Program[T]) -> T:
         """Run a program in one read-only transaction (a consistent snapshot)."""

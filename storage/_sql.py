@@ -57,6 +57,25 @@ class Result:
 Program = Generator[Q, Result, T]
 
 
+@attrs.frozen
+class RowsInsert:
+    """Rows to insert into ``table`` (``Dialect.insert_then_update``)."""
+
+    table: str
+    columns: Sequence[Column]
+    rows: Sequence[Sequence[Any]]
+
+
+@attrs.frozen
+class RowsUpdate:
+    """Rows to update in ``table``: ``columns`` set WHERE ``key`` = each row's last value."""
+
+    table: str
+    key: str
+    columns: Sequence[Column]
+    rows: Sequence[Sequence[Any]]
+
+
 class Dialect(Protocol):
     """The few places the two SQL dialects differ."""
 
@@ -92,6 +111,15 @@ class Dialect(Protocol):
         self, table: str, key: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
     ) -> list[Q]:
         """UPDATE ``table`` SET columns WHERE key=row's last value, for each row."""
+        ...
+
+    def insert_then_update(self, insert: RowsInsert, update: RowsUpdate) -> list[Q]:
+        """``insert_rows`` then ``update_rows``, in as few statements as the backend allows.
+
+        PostgreSQL: ONE statement (the INSERT as a data-modifying CTE of the UPDATE), one
+        round trip. Both run on the same snapshot and touch different tables, so this is the
+        two statements' effect.
+        """
         ...
 
     def rows_relation(
@@ -141,6 +169,12 @@ class SQLiteDialect:
         # needs no UPDATE ... FROM (SQLite >= 3.33).
         sets = ",".join(f"{name}=?" for name, _ in columns)
         return [Q(f"UPDATE {table} SET {sets} WHERE {key}=?", many=rows)]
+
+    def insert_then_update(self, insert: RowsInsert, update: RowsUpdate) -> list[Q]:
+        return [
+            *self.insert_rows(insert.table, insert.columns, insert.rows),
+            *self.update_rows(update.table, update.key, update.columns, update.rows),
+        ]
 
     def rows_relation(
         self, alias: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]
@@ -197,6 +231,15 @@ class PostgresDialect:
         sets = ",".join(f"{name}=u.{name}" for name, _ in columns)
         relation, args = self._unnest("u", [*columns, (key, "text")], rows)
         return [Q(f"UPDATE {table} SET {sets} FROM {relation} WHERE {table}.{key}=u.{key}", args)]
+
+    def insert_then_update(self, insert: RowsInsert, update: RowsUpdate) -> list[Q]:
+        inserts = self.insert_rows(insert.table, insert.columns, insert.rows)
+        updates = self.update_rows(update.table, update.key, update.columns, update.rows)
+        if not (inserts and updates):
+            return [*inserts, *updates]
+        ((insert_q,), (update_q,)) = inserts, updates
+        # Placeholders are numbered in text order: the CTE's arguments come first.
+        return [Q(f"WITH i AS ({insert_q.sql}) {update_q.sql}", [*insert_q.args, *update_q.args])]
 
     def rows_relation(
         self, alias: str, columns: Sequence[Column], rows: Sequence[Sequence[Any]]

@@ -5,6 +5,14 @@ trio-asyncio loop for the storage's lifetime, creates an asyncpg pool in it, and
 call crosses with ``trio_asyncio.aio_as_trio``. A whole transaction program (``storage._sql``)
 runs inside ONE asyncio task on one pooled connection, so one crossing serves a transaction.
 
+The group committer (``storage._appends``) keeps one pooled connection of its own between
+batches: no acquire, and no release with its reset query (a round trip), per batch; asyncpg's
+statement cache stays warm on it. So the pool needs at least two connections. A committer
+connection that failed other than by a refusal of the data (dead, cancelled, timed out) is
+terminated and the next batch takes a new one from the pool: that is its reconnect. One left
+idle for ``committer_max_idle_s`` is closed before the next batch, as the pool closes its own
+idle connections (a connection idle that long may have been cut silently by the network).
+
 Bounded waits: each connection sets ``statement_timeout`` server-side; asyncpg's
 ``command_timeout`` and the pool's connect/acquire timeout bound the client side. When the server
 restarts or kills our backends, the pool drops the dead connections and reconnects on the next
@@ -39,6 +47,8 @@ from storage.schema import migrate_program, version_program
 T = TypeVar("T")
 
 POOL_SIZE: Final = 10
+MIN_POOL_SIZE: Final = 2  # the group committer's own connection, and one for everything else
+COMMITTER_MAX_IDLE_S: Final = 300.0  # asyncpg's default lifetime of an idle pooled connection
 STATEMENT_TIMEOUT_S: Final = 30.0  # server-side statement_timeout of every connection
 CONNECT_TIMEOUT_S: Final = 5.0  # connecting, and waiting for a pooled connection
 APPLICATION_NAME: Final = "livechat"  # shown in pg_stat_activity
@@ -73,6 +83,16 @@ def translate(err: BaseException) -> StorageError:
     return StorageError(f"PostgreSQL: {type(err).__name__}: {err}")
 
 
+def _idle(conn: Any) -> bool:
+    """A pooled connection fit for the next transaction: open and outside one. False too once
+    asyncpg gave it back to the pool itself (its connection was lost: the proxy is detached and
+    its slot may already serve another caller)."""
+    try:
+        return not conn.is_closed() and not conn.is_in_transaction()
+    except asyncpg.InterfaceError:
+        return False
+
+
 class _Session:
     """A multi-await transaction on one pooled connection; see ``PostgresStorage.transaction``."""
 
@@ -99,7 +119,13 @@ class PostgresStorage(SqlStorage):
         application_name: str,
         group_commit: GroupCommitConfig,
         clock: Clock,
+        committer_max_idle_s: float = COMMITTER_MAX_IDLE_S,
     ) -> None:
+        if pool_size < MIN_POOL_SIZE:
+            raise ValueError(
+                f"pool_size must be at least {MIN_POOL_SIZE}: the group committer keeps one"
+                " connection of its own"
+            )
         super().__init__(PostgresDialect(), clock=clock, group_commit=group_commit)
         self._application_name = application_name
         self.dsn = dsn
@@ -107,6 +133,9 @@ class PostgresStorage(SqlStorage):
         self._statement_timeout_s = statement_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._pool: Any = None
+        self._committer_conn: Any = None  # the group committer's own pooled connection
+        self._committer_max_idle_s = committer_max_idle_s
+        self._committer_idle_since = 0.0  # time.monotonic() when its last batch ended
         self._sql_cache: dict[str, str] = {}
         # The trio-asyncio loop the pool lives in, named on every call: the backend may be
         # opened in one task (the supervision tree's storage child) and used from any other.
@@ -154,11 +183,15 @@ class PostgresStorage(SqlStorage):
         return await pool.acquire(timeout=self._connect_timeout_s)
 
     async def aclose(self) -> None:
+        """Close the pool; the committer has stopped (``open_postgres`` closes it first)."""
         if self._pool is None:
             return
         pool, self._pool = self._pool, None
+        conn, self._committer_conn = self._committer_conn, None
         with trio.CancelScope(shield=True), trio.move_on_after(self._connect_timeout_s):
             try:
+                if conn is not None and _idle(conn):
+                    await self._call(pool.release, conn)
                 await self._call(pool.close)
             except StorageError:
                 pool.terminate()
@@ -211,6 +244,58 @@ class PostgresStorage(SqlStorage):
 
     async def _write(self, program: Program[T]) -> T:
         return await self._call(self._run_program, program, True)
+
+    async def _write_appends(self, program: Program[T]) -> T:
+        return await self._call(self._run_appends, program)
+
+    async def _run_appends(self, program: Program[T]) -> T:
+        """The committer's transaction on its own connection (asyncio side; module docstring).
+
+        Kept after success, and after the database refused the data (the transaction was rolled
+        back, the connection is sound). Any other failure, cancellation included, terminates it
+        (the pool's slot is freed at once), so no batch inherits a connection in doubt.
+        """
+        try:
+            if self._pool is None:
+                raise StorageUnavailable("storage is not open")
+            conn = self._committer_conn
+            idle_s = time.monotonic() - self._committer_idle_since
+            if conn is not None and idle_s > self._committer_max_idle_s:
+                await self._close_committer_conn()
+                conn = None
+            if conn is None or not _idle(conn):  # e.g. its backend was killed while idle
+                self._drop_committer_conn()
+                conn = self._committer_conn = await self._acquire(self._pool)
+            try:
+                async with conn.transaction(isolation="read_committed"):
+                    return await self._drive(conn, program)
+            except BaseException as err:
+                refused = isinstance(err, StorageError) or (
+                    isinstance(err, asyncpg.PostgresError)
+                    and not isinstance(err, (*_CONNECTION_ERRORS, asyncpg.QueryCanceledError))
+                )
+                if not (refused and _idle(conn)):
+                    self._drop_committer_conn()
+                raise
+            finally:
+                self._committer_idle_since = time.monotonic()
+        finally:
+            program.close()
+
+    async def _close_committer_conn(self) -> None:
+        """Close it politely (bounded); one that fails to close has aborted itself."""
+        if self._committer_conn is None or not _idle(self._committer_conn):
+            self._drop_committer_conn()
+            return
+        conn, self._committer_conn = self._committer_conn, None
+        with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
+            await conn.close(timeout=self._connect_timeout_s)
+
+    def _drop_committer_conn(self) -> None:
+        conn, self._committer_conn = self._committer_conn, None
+        if conn is not None:
+            with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg already released it
+                conn.terminate()
 
     async def _read(self, program: Program[T]) -> T:
         return await self._call(self._run_program, program, False)
@@ -268,6 +353,7 @@ async def open_postgres(
     application_name: str = APPLICATION_NAME,
     group_commit: GroupCommitConfig | None = None,
     clock: Clock = time.time,
+    committer_max_idle_s: float = COMMITTER_MAX_IDLE_S,
 ) -> AsyncIterator[PostgresStorage]:
     """Open the pool (inside its own trio-asyncio loop) and migrate; close everything on exit.
 
@@ -281,6 +367,7 @@ async def open_postgres(
         application_name=application_name,
         group_commit=group_commit or GroupCommitConfig(),
         clock=clock,
+        committer_max_idle_s=committer_max_idle_s,
     )
     try:
         async with trio_asyncio.open_loop() as loop:

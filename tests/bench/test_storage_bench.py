@@ -13,6 +13,8 @@ from tests.pg import pg_url_or_skip
 KEYS = (
     "appends_per_s_group",
     "appends_per_s_single",
+    "cpu_us_per_append_group",
+    "cpu_us_per_append_single",
     "group_commit_ratio",
     "history_p50_ms",
     "history_p99_ms",
