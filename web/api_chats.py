@@ -55,7 +55,6 @@ from web.schemas_chats import (
     DayCount,
     EventOut,
     ExportQuery,
-    LiveVisitor,
     LiveVisitors,
     PageViewOut,
     ReportOut,
@@ -78,6 +77,8 @@ from web.schemas_ops import BackupOut, LastBackupOut
 from web.tag_catalogue import UNKNOWN_TAG, uncatalogued, unknown_tag_message
 
 api = ApiBlueprint("api_chats", "conversations")
+
+LIVE_VISITORS_TIMEOUT_S = 1.0  # how long the other nodes of a cluster have to say who is there
 
 
 def conversation_out(c: Any) -> ConversationOut:
@@ -329,17 +330,11 @@ def _check_tags(call: Call, tags: tuple[str, ...], field: str) -> None:
 
 @api.op("GET", "/visitors/live", summary="Visitors connected now", response=LiveVisitors)
 async def live_visitors(call: Call) -> LiveVisitors:
-    by_visitor: dict[str, LiveVisitor] = {}
-    for sock in call.services.sockets.of_workspace(call.workspace_id):
-        if sock.visitor_id is None:
-            continue
-        seen = by_visitor.get(sock.visitor_id)
-        by_visitor[sock.visitor_id] = LiveVisitor(
-            visitor_id=sock.visitor_id,
-            connections=(seen.connections if seen else 0) + 1,
-            connected_at=min(sock.connected_at, seen.connected_at if seen else sock.connected_at),
-        )
-    return LiveVisitors(visitors=tuple(by_visitor.values()))
+    """On every node of a cluster: a node that does not answer within
+    ``LIVE_VISITORS_TIMEOUT_S`` is named in ``nodes_missing`` (``partial``), not waited for."""
+    return await call.services.roll_call.gather(
+        call.workspace_id, timeout_s=LIVE_VISITORS_TIMEOUT_S
+    )
 
 
 @api.op(

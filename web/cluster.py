@@ -35,7 +35,8 @@ their clients reconnect at once; new sockets are refused (``shutting_down``) unt
 releases its leases, once its engine drained and before its bus stops, and the next node takes
 them over.
 
-Broadcasts (``k: ev``: credential and access changes, ``web/access.py``) go to ``on_event``.
+Broadcasts (``k: ev``: credential and access changes, ``web/access.py``) go to ``on_event``;
+requests about a node's own sockets (``live_visitors``, ``web/live_visitors.py``) to ``ops``.
 
 Not yet: placement weighs the number of workspaces, not their traffic, and a workspace in use
 never moves to a node that joined (only new or handed-back ones go there).
@@ -268,6 +269,9 @@ class ClusterGateway:
         self.draining = False  # SIGTERM: sockets elsewhere are told to go, none is hosted more
         # set by ``web.access.AccessEvents``: broadcasts, synchronously, in arrival order
         self.on_event: Callable[[Message, trio.Nursery], None] | None = None
+        # requests about this node's own state, answered by other modules (op -> handler,
+        # under the asker's deadline): ``live_visitors`` (web/live_visitors.py)
+        self.ops: dict[str, Callable[[Message], Awaitable[Any]]] = {}
 
     # -- what the WebSocket layer calls
 
@@ -430,6 +434,8 @@ class ClusterGateway:
             return await self._take(str(message["workspace"]))
         if op in ("request_as", "agents_available", "workspace_changed"):
             return await self._for_workspace(op, message)
+        if op in self.ops:
+            return await self.ops[str(op)](message)
         hosted = self._hosted.get(str(message.get("connection")))
         if op == "disconnect":
             if hosted is not None:

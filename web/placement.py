@@ -102,14 +102,20 @@ class Placement:
     async def loads(self) -> dict[str, int]:
         """Live node -> workspace leases it holds (plus placements asked of it and pending);
         this node is always live. Without the bus, only this node is known to be."""
-        storage = self.ownership.storage
-        members = set(await storage.lease_counts(NODE_LEASE_PREFIX)) - {self.node_id}
+        members = await self.members()
         try:
             live = await self.bus.listening(sorted(members)) if members else set()
         except BusError:
             live = set()
-        counts = await storage.lease_counts(WORKSPACE_LEASE_PREFIX)
+        counts = await self.ownership.storage.lease_counts(WORKSPACE_LEASE_PREFIX)
         return {node: counts.get(node, 0) + self._asking[node] for node in live | {self.node_id}}
+
+    async def members(self) -> set[str]:
+        """The other nodes holding their membership lease: live ones, and any that stopped
+        without releasing it (killed) until it expires. ``StorageError`` as the read raises."""
+        members = set(await self.ownership.storage.lease_counts(NODE_LEASE_PREFIX))
+        members.discard(self.node_id)
+        return members
 
     async def _ask_to_take(self, node: str, workspace_id: str) -> str | None:
         """The owner ``node`` reports after taking ``workspace_id`` (itself, or whoever was

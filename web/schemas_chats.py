@@ -142,6 +142,9 @@ class VisitorProfile:
 
 @attrs.frozen(kw_only=True)
 class LiveVisitor:
+    """One visitor's open sockets (tabs), on every node: how many, and when the oldest
+    connected (Unix seconds)."""
+
     visitor_id: str
     connections: int
     connected_at: float
@@ -149,7 +152,12 @@ class LiveVisitor:
 
 @attrs.frozen(kw_only=True)
 class LiveVisitors:
+    """The visitors connected now, oldest first. In a cluster, ``partial`` is true when some
+    node did not answer in time; ``nodes_missing`` names them (their visitors are not listed)."""
+
     visitors: tuple[LiveVisitor, ...]
+    partial: bool = False
+    nodes_missing: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

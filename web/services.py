@@ -45,6 +45,7 @@ from web.cluster import ClusterGateway, ClusterService, cluster_gateway, cluster
 from web.costly import CostlyReads
 from web.errors import ConfigError, Unavailable
 from web.housekeeping import housekeeping_loop
+from web.live_visitors import VisitorRollCall
 from web.mail import Mailer
 from web.metrics import WebMetrics
 from web.oidc import OidcClient
@@ -100,12 +101,15 @@ class Services:
     gateway: ChatEngine | ClusterGateway = attrs.field(default=None)
     # credential and access changes: closes and cache drops, on every node (web/access.py)
     access: AccessEvents = attrs.field(default=None)
+    # the visitors connected now, on every node (web/live_visitors.py)
+    roll_call: VisitorRollCall = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         s = self.settings
         if self.gateway is None:
             self.gateway = self.engine
-        bus = self.gateway.bus if isinstance(self.gateway, ClusterGateway) else None
+        cluster = self.gateway if isinstance(self.gateway, ClusterGateway) else None
+        bus = cluster.bus if cluster is not None else None
         if self.costly is None:
             self.costly = CostlyReads.from_settings(s)
         if self.shared_limits is None:
@@ -141,8 +145,9 @@ class Services:
         if self.mailer is None:
             self.mailer = Mailer(settings=s, storage=self.storage)
         if self.access is None:
-            cluster = self.gateway if isinstance(self.gateway, ClusterGateway) else None
             self.access = AccessEvents(self.sockets, self.engine, cluster)
+        if self.roll_call is None:
+            self.roll_call = VisitorRollCall(self.sockets, cluster)
 
 
 def current_services() -> Services:
