@@ -103,6 +103,12 @@ async def test_an_agent_sees_a_visitor_on_the_other_node_and_the_visitor_sees_th
                         assert [v["visitor_id"] for v in live["visitors"]] == [visitor_id]
                         assert live["visitors"][0]["connections"] == 1
 
+                    # The console's list (the owner's engine) has them online as well.
+                    listed = await agent.request("list_visitors", subscribe=False)
+                    assert [
+                        (v["visitor_id"], v["online"]) for v in listed["result"]["visitors"]
+                    ] == [(visitor_id, True)]
+
                     # A second tab of the visitor, on the other node: one visitor, two
                     # connections, wherever the list is asked.
                     other = node_a if visitor_node is node_b else node_b
