@@ -330,8 +330,8 @@ def _check_tags(call: Call, tags: tuple[str, ...], field: str) -> None:
 
 @api.op("GET", "/visitors/live", summary="Visitors connected now", response=LiveVisitors)
 async def live_visitors(call: Call) -> LiveVisitors:
-    """On every node of a cluster: a node that does not answer within
-    ``LIVE_VISITORS_TIMEOUT_S`` is named in ``nodes_missing`` (``partial``), not waited for."""
+    """Visitors on every node of a cluster: a node that does not answer within a second is
+    not waited for; it is named in ``nodes_missing`` and ``partial`` is true."""
     return await call.services.roll_call.gather(
         call.workspace_id, timeout_s=LIVE_VISITORS_TIMEOUT_S
     )
