@@ -351,6 +351,11 @@ async def get_visitor(call: Call, visitor_id: str) -> VisitorProfile:
     views = await storage.list_page_views(call.workspace_id, visitor_id, limit=50)
     convs = await storage.list_visitor_conversations(call.workspace_id, visitor_id)
     online = bool(call.services.sockets.of_visitor(call.workspace_id, visitor_id))
+    if not online:  # in a cluster its tabs may be on other nodes: ask them
+        live = await call.services.roll_call.gather(
+            call.workspace_id, timeout_s=LIVE_VISITORS_TIMEOUT_S, visitor_id=visitor_id
+        )
+        online = bool(live.visitors)
     return VisitorProfile(
         visitor=VisitorOut(
             id=v.id,

@@ -6,7 +6,9 @@ workspace, so the node asked reads its own registry and asks every other member 
 holding their membership lease, ``Placement.members``) for theirs over the bus, all at once,
 under the caller's deadline: the request op ``live_visitors``, which each node answers from its
 own registry alone (no storage, no engine, so an owner's load does not slow it). The answers are
-merged per visitor: connections summed, the earliest ``connected_at``.
+merged per visitor: connections summed, the earliest ``connected_at``. A visitor's profile
+(``GET /visitors/{id}``, ``online``) asks the same, for that visitor alone, when none of its
+sockets is on this node.
 
 A node that does not answer in time (paused, overloaded, not listening on the bus, Redis down)
 is left out and named in ``nodes_missing``: a partial list says so, never silently. A node
@@ -34,10 +36,17 @@ log = logging.getLogger("livechat.cluster")
 OP = "live_visitors"
 
 
-def local_visitors(sockets: SocketRegistry, workspace_id: str) -> list[LiveVisitor]:
-    """This node's visitor sockets of ``workspace_id`` (those past ``hello``), per visitor."""
+def local_visitors(
+    sockets: SocketRegistry, workspace_id: str, visitor_id: str | None = None
+) -> list[LiveVisitor]:
+    """This node's visitor sockets of ``workspace_id`` (those past ``hello``), per visitor;
+    only ``visitor_id``'s when given."""
     merged: dict[str, LiveVisitor] = {}
-    for sock in sockets.of_workspace(workspace_id):
+    if visitor_id is None:
+        socks = sockets.of_workspace(workspace_id)
+    else:
+        socks = sockets.of_visitor(workspace_id, visitor_id)
+    for sock in socks:
         if sock.visitor_id is not None:
             entry = LiveVisitor(
                 visitor_id=sock.visitor_id, connections=1, connected_at=sock.connected_at
@@ -81,12 +90,15 @@ class VisitorRollCall:
         if gateway is not None:
             gateway.ops[OP] = self._answer
 
-    async def gather(self, workspace_id: str, *, timeout_s: float) -> LiveVisitors:
-        """The workspace's visitors connected to any node; the other nodes have ``timeout_s``
-        (from now) to answer, and those that did not are in ``nodes_missing``. Reading the
-        membership leases past it raises ``trio.TooSlowError``; ``StorageError`` as it raises."""
+    async def gather(
+        self, workspace_id: str, *, timeout_s: float, visitor_id: str | None = None
+    ) -> LiveVisitors:
+        """The workspace's visitors (only ``visitor_id``, when given) connected to any node;
+        the other nodes have ``timeout_s`` (from now) to answer, and those that did not are in
+        ``nodes_missing``. Reading the membership leases past it raises ``trio.TooSlowError``;
+        ``StorageError`` as it raises."""
         merged: dict[str, LiveVisitor] = {}
-        for entry in local_visitors(self.sockets, workspace_id):
+        for entry in local_visitors(self.sockets, workspace_id, visitor_id):
             _add(merged, entry)
         missing: list[str] = []
         if self.gateway is not None:
@@ -96,7 +108,8 @@ class VisitorRollCall:
             answers: dict[str, list[LiveVisitor]] = {}
             async with trio.open_nursery() as nursery:
                 for node in sorted(members):
-                    nursery.start_soon(self._ask, node, workspace_id, deadline, answers)
+                    body = {"workspace": workspace_id, "visitor": visitor_id}
+                    nursery.start_soon(self._ask, node, body, deadline, answers)
             for node in sorted(members):
                 if node not in answers:
                     missing.append(node)
@@ -111,7 +124,7 @@ class VisitorRollCall:
     async def _ask(
         self,
         node: str,
-        workspace_id: str,
+        body: Message,
         deadline: float,
         answers: dict[str, list[LiveVisitor]],
     ) -> None:
@@ -120,7 +133,7 @@ class VisitorRollCall:
         assert self.gateway is not None
         with trio.move_on_at(deadline):
             try:
-                answer = await self.gateway.bus.request(node, OP, {"workspace": workspace_id})
+                answer = await self.gateway.bus.request(node, OP, body)
                 answers[node] = _parse(answer)
             except (BusError, trio.TooSlowError) as err:
                 log.info("live visitors: node %s did not answer: %r", node, err)
@@ -128,6 +141,11 @@ class VisitorRollCall:
                 log.warning("live visitors: node %s: %s", node, err)
 
     async def _answer(self, message: Message) -> Message:
-        """Another node asks for this node's visitor sockets of a workspace."""
-        visitors = local_visitors(self.sockets, str(message["workspace"]))
+        """Another node asks for this node's visitor sockets of a workspace (or a visitor)."""
+        visitor_id = message.get("visitor")
+        visitors = local_visitors(
+            self.sockets,
+            str(message["workspace"]),
+            str(visitor_id) if visitor_id is not None else None,
+        )
         return {"visitors": [attrs.asdict(v) for v in visitors]}

@@ -103,6 +103,13 @@ async def test_an_agent_sees_a_visitor_on_the_other_node_and_the_visitor_sees_th
                         assert [v["visitor_id"] for v in live["visitors"]] == [visitor_id]
                         assert live["visitors"][0]["connections"] == 1
 
+                    # Its profile says online, on the node without its socket too.
+                    for node in (node_a, node_b):
+                        http = Http(node.base)
+                        http.cookie = agent_http.cookie
+                        profile = await http.get(f"/api/v1/visitors/{visitor_id}")
+                        assert profile.json()["visitor"]["online"] is True, node.node_id
+
                     # The console's list (the owner's engine) has them online as well.
                     listed = await agent.request("list_visitors", subscribe=False)
                     assert [

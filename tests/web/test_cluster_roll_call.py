@@ -68,6 +68,11 @@ async def test_visitors_on_both_nodes_are_merged_and_a_silent_member_is_named(
                 assert live.visitors == expected
                 assert (live.partial, live.nodes_missing) == (False, ())
 
+            # One visitor alone (a profile's "online"), whichever node its tabs are on.
+            one = await roll_a.gather("w1", timeout_s=5.0, visitor_id="v-b")
+            assert one.visitors == expected[1:]
+            assert (await roll_b.gather("w1", timeout_s=5.0, visitor_id="v-nobody")).visitors == ()
+
             # A member that does not listen (killed: its lease not yet expired) is named,
             # and the others' visitors are listed all the same.
             assert await storage_a.acquire_lease(node_lease_name("node-c"), "node-c", 30.0)
