@@ -1,7 +1,7 @@
 """Several nodes, one installation: each workspace is owned by one node at a time, and a socket
 on any node reaches it through the bus (``web/bus.py``).
 
-Ownership: the lease ``workspace:<id>`` in PostgreSQL (``storage._leases``). A workspace nobody
+Ownership: the lease ``workspace:<id>`` in PostgreSQL (``web/ownership.py``, ``storage._leases``). A workspace nobody
 holds is placed by load (``web/placement.py``): the node its client reached asks the live node
 owning fewest workspaces to take it (the bus op ``take``), or takes it itself; an owner hands
 back a workspace its engine has held nothing for during ``cluster.idle_release_s``. Each node
@@ -69,14 +69,10 @@ from engine import (
     unstructure,
     unstructure_command,
 )
-from storage import Fence, Lease, Role, Storage, StorageError
+from storage import Role, Storage, StorageError
 from web.bus import Bus, BusError, Message, NodeUnreachable, RemoteError
-from web.placement import (
-    WORKSPACE_LEASE_PREFIX,
-    IdleRelease,
-    Placement,
-    node_lease_name,
-)
+from web.ownership import Ownership
+from web.placement import IdleRelease, Placement
 from web.settings import Settings, generate_node_id
 from web.sockets import GOING_AWAY, GoingAway
 
@@ -85,118 +81,6 @@ log = logging.getLogger("livechat.cluster")
 LIVENESS_INTERVAL_S = 1.0  # how often nodes holding proxies check their peers still listen
 END_RETRY_DELAY_S = 1.0  # after a push could not be sent: tell the socket's node to end it
 END_RETRY_WINDOW_S = 60.0  # ... trying this long (a node gone longer ended its sockets itself)
-
-
-def lease_name(workspace_id: str) -> str:
-    return f"{WORKSPACE_LEASE_PREFIX}{workspace_id}"
-
-
-class Ownership:
-    """The workspace leases this node holds; ``fence`` is what the engine's appends carry.
-    Its membership lease (``node:<id>``) tells the other nodes' placement it is live."""
-
-    def __init__(self, storage: Storage, node_id: str, ttl_s: float) -> None:
-        self.storage = storage
-        self.node_id = node_id
-        self.ttl_s = ttl_s
-        self.owned: dict[str, Lease] = {}  # workspace id -> lease
-        self.membership: Lease | None = None
-        self._leaving = False
-        self._lock = trio.Lock()
-
-    def fence(self, workspace_id: str) -> Fence:
-        """The fence of ``workspace_id``'s appends: its lease at this node's epoch, or epoch 0
-        (which no lease ever has) when this node does not own it, so nothing commits."""
-        lease = self.owned.get(workspace_id)
-        return Fence(lease_name(workspace_id), lease.epoch if lease is not None else 0)
-
-    async def owner_of(self, workspace_id: str) -> str:
-        """The node owning ``workspace_id``; takes it for this node when nobody does."""
-        if workspace_id in self.owned:
-            return self.node_id
-        async with self._lock:
-            if workspace_id in self.owned:
-                return self.node_id
-            name = lease_name(workspace_id)
-            current = await self.storage.lease(name)
-            if current is not None and current.holder != self.node_id:
-                return current.holder
-            taken = await self.storage.acquire_lease(name, self.node_id, self.ttl_s)
-            if taken is None:  # another node was quicker
-                current = await self.storage.lease(name)
-                return current.holder if current is not None else self.node_id
-            log.info("took workspace %s (epoch %d)", workspace_id, taken.epoch)
-            self.owned[workspace_id] = taken
-            return self.node_id
-
-    async def holder(self, workspace_id: str) -> str | None:
-        """The node owning ``workspace_id`` now, without taking it; None when nobody does."""
-        if workspace_id in self.owned:
-            return self.node_id
-        lease = await self.storage.lease(lease_name(workspace_id))
-        return lease.holder if lease is not None else None
-
-    async def join(self) -> None:
-        """Take this node's membership lease: from now on placement may choose this node."""
-        name = node_lease_name(self.node_id)
-        self.membership = await self.storage.acquire_lease(name, self.node_id, self.ttl_s)
-        if self.membership is None:
-            log.error("lease %s is held by another process: is --node-id unique?", name)
-
-    async def renew(self) -> list[str]:
-        """Renew every lease of this node; returns the workspaces lost since the last time.
-        A membership lease found gone (expired through a long database outage) is taken
-        again."""
-        kept = {lease.name for lease in await self.storage.renew_leases(self.node_id, self.ttl_s)}
-        lost = [ws for ws in self.owned if lease_name(ws) not in kept]
-        for workspace_id in lost:
-            log.error("lost workspace %s: another node took its lease over", workspace_id)
-            del self.owned[workspace_id]
-        if node_lease_name(self.node_id) not in kept and not self._leaving:
-            await self.join()
-        return lost
-
-    async def release(self, workspace_id: str) -> bool:
-        """Hand ``workspace_id`` back (idle): it is no longer this node's to commit for at
-        once; True when its lease was released at this node's epoch. A release that fails
-        keeps the lease, as it may not have happened (the next renewal tells)."""
-        async with self._lock:
-            lease = self.owned.pop(workspace_id, None)
-            if lease is None:
-                return False
-            try:
-                return await self.storage.release_lease(lease)
-            except BaseException:
-                self.owned[workspace_id] = lease
-                raise
-
-    async def release_all(self) -> None:
-        """Hand every lease back (after the engine drained), membership first so nobody
-        places a workspace here any more: other nodes may take them at once; bounded and
-        shielded, a lease not released expires after its TTL anyway."""
-        self._leaving = True
-        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
-            try:
-                if self.membership is not None:
-                    await self.storage.release_lease(self.membership)
-                for lease in list(self.owned.values()):
-                    await self.storage.release_lease(lease)
-            except Exception as err:  # the database down: the leases expire by themselves
-                log.warning("could not release leases: %s", type(err).__name__)
-        self.membership = None
-        self.owned.clear()
-
-    def give_up(self) -> list[str]:
-        """Forget every lease without the database (it cannot be reached to renew them);
-        returns the workspaces given up. A lease not taken over meanwhile is renewed again by
-        ``renew`` once the database is back, and taken back (new epoch) on first use."""
-        given_up = list(self.owned)
-        if given_up:
-            log.error(
-                "gave up %d workspaces: leases not renewed for %.1f s", len(given_up), self.ttl_s
-            )
-        self.owned.clear()
-        return given_up
 
 
 @attrs.define(eq=False)

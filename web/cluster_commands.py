@@ -24,7 +24,7 @@ from web import strictjson
 from web.bus import Bus, BusError
 from web.cli import add_database_options, settings_from_args
 from web.errors import ConfigError
-from web.placement import NODE_LEASE_PREFIX, WORKSPACE_LEASE_PREFIX
+from web.ownership import NODE_LEASE_PREFIX, WORKSPACE_LEASE_PREFIX
 from web.services import master_keys
 from web.settings import Settings
 

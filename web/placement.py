@@ -30,27 +30,18 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 import trio
 
 from engine import ChatEngine
 from storage import StorageError
 from web.bus import Bus, BusError
-
-if TYPE_CHECKING:
-    from web.cluster import Ownership
+from web.ownership import NODE_LEASE_PREFIX, WORKSPACE_LEASE_PREFIX, Ownership
 
 log = logging.getLogger("livechat.cluster")
 
-PLACE_TIMEOUT_S = 1.0  # how long the chosen node has to take a workspace before this one does
-NODE_LEASE_PREFIX = "node:"
-WORKSPACE_LEASE_PREFIX = "workspace:"
 SWEEPS_PER_IDLE_RELEASE = 4  # a workspace is handed back within 1.25 idle periods of resting
-
-
-def node_lease_name(node_id: str) -> str:
-    return f"{NODE_LEASE_PREFIX}{node_id}"
+PLACE_TIMEOUT_S = 1.0  # how long the chosen node has to take a workspace before this one does
 
 
 def rendezvous(workspace_id: str, node_id: str) -> int:

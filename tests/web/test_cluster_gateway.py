@@ -14,7 +14,8 @@ from engine.messages import EventPush
 from storage import open_storage
 from tests.redis_server import bus_prefix, redis_url_or_skip
 from web.bus import Bus
-from web.cluster import ClusterGateway, Ownership
+from web.cluster import ClusterGateway
+from web.ownership import Ownership
 
 
 async def _node(

@@ -45,8 +45,9 @@ from tests.web.test_cluster import (
     cluster,
 )
 from web.bus import Bus, Message
-from web.cluster import ClusterGateway, Ownership, lease_name
-from web.placement import choose, node_lease_name
+from web.cluster import ClusterGateway
+from web.ownership import Ownership, lease_name, node_lease_name
+from web.placement import choose
 
 # actors of a visitor who left passivate at once, routers look at their grace periods often
 QUICK = EngineConfig(idle_timeout_s=0.2, visitor_leave_grace_s=0.2, tick_interval_s=0.1)
@@ -300,8 +301,9 @@ async def _status(node: Node) -> list[tuple[str, int]]:
 
 
 @asynccontextmanager
-async def _joined(first: Node, name: str) -> AsyncIterator[Node]:
-    """One more node joining the running cluster of ``first``; stopped with SIGTERM."""
+async def _joined(first: Node, name: str, readers: trio.Nursery) -> AsyncIterator[Node]:
+    """One more node joining the running cluster of ``first``; stopped with SIGTERM. Its
+    output is read in ``readers`` (a node whose output is not read blocks on it)."""
     port = free_port()
     cmd = [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--node-id", name]
     cmd += ["--database-url", first.database_url, "--bus-url", redis_url_or_skip()]
@@ -309,19 +311,17 @@ async def _joined(first: Node, name: str) -> AsyncIterator[Node]:
     proc = await trio.lowlevel.open_process(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=first.env
     )
-    output = Output(proc)
-    async with trio.open_nursery() as reader:
-        try:
-            banner = await output.wait_for(r"Running on")
-            reader.start_soon(output.drain)  # a node whose output is not read blocks on it
-            yield Node(name, port, banner, first.database_url, proc.pid, first.env, output)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            with trio.move_on_after(30):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
+    try:
+        output = Output(proc)
+        banner = await output.wait_for(r"Running on")
+        readers.start_soon(output.drain)
+        yield Node(name, port, banner, first.database_url, proc.pid, first.env, output)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with trio.move_on_after(30):
             await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
 
 
 async def test_node_processes_spread_workspaces_a_joining_one_takes_new_ones_idle_ones_move() -> (
@@ -339,7 +339,11 @@ async def test_node_processes_spread_workspaces_a_joining_one_takes_new_ones_idl
                 peer = await stack.enter_async_context(open_peer(socket, origin=SITE))
                 assert (await peer.request("hello", **HELLO))["type"] == "result"
 
-            async with AsyncExitStack() as staying, AsyncExitStack() as leaving:
+            async with (
+                trio.open_nursery() as readers,
+                AsyncExitStack() as staying,
+                AsyncExitStack() as leaving,
+            ):
                 await visit(staying, keys[0])
                 for key in keys[1:]:
                     await visit(leaving, key)
@@ -347,7 +351,7 @@ async def test_node_processes_spread_workspaces_a_joining_one_takes_new_ones_idl
                 assert sorted(_lease_holders(url)) == ["node-a", "node-a", "node-b", "node-b"]
                 assert await _status(node_a) == [("node-a", 2), ("node-b", 2)]
 
-                async with _joined(node_a, "node-c"):
+                async with _joined(node_a, "node-c", readers):
                     # The new node owns nothing: the next new workspace goes to it.
                     assert await _status(node_a) == [("node-a", 2), ("node-b", 2), ("node-c", 0)]
                     await visit(leaving, await _create_workspace(node_a, "late"))

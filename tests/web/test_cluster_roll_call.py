@@ -12,9 +12,9 @@ from engine import ChatEngine, EngineConfig
 from storage import open_storage
 from tests.redis_server import bus_prefix, redis_url_or_skip
 from web.bus import Bus
-from web.cluster import ClusterGateway, Ownership
+from web.cluster import ClusterGateway
 from web.live_visitors import VisitorRollCall
-from web.placement import node_lease_name
+from web.ownership import Ownership, node_lease_name
 from web.schemas_chats import LiveVisitor
 from web.sockets import LiveSocket, SocketRegistry
 
