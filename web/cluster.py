@@ -1,16 +1,15 @@
 """Several nodes, one installation: each workspace is owned by one node at a time, and a socket
 on any node reaches it through the bus (``web/bus.py``).
 
-Ownership: the lease ``workspace:<id>`` in PostgreSQL (``web/ownership.py``, ``storage._leases``). A workspace nobody
-holds is placed by load (``web/placement.py``): the node its client reached asks the live node
-owning fewest workspaces to take it (the bus op ``take``), or takes it itself; an owner hands
-back a workspace its engine has held nothing for during ``cluster.idle_release_s``. Each node
-renews every lease it has (its membership lease ``node:<id>`` too) every ``ttl/3`` in one
-statement, and fences every conversation append with the lease's epoch (``Ownership.fence``,
-given to the engine): once another node took the lease over, a paused former owner's commit is
-refused.
-A lease it finds lost (not renewed) ends the sockets of that workspace, which reconnect and
-reach the new owner.
+Ownership: the lease ``workspace:<id>`` in PostgreSQL (``web/ownership.py``,
+``storage._leases``). A workspace nobody holds is placed by load (``web/placement.py``): the
+node its client reached asks the live node owning fewest workspaces to take it (the bus op
+``take``), or takes it itself; an owner hands back a workspace its engine has held nothing for
+during ``cluster.idle_release_s``. Each node renews every lease it has (its membership lease
+``node:<id>`` too) every ``ttl/3`` in one statement, and fences every conversation append with
+the lease's epoch (``Ownership.fence``, given to the engine): once another node took the lease
+over, a paused former owner's commit is refused. A lease it finds lost (not renewed) ends the
+sockets of that workspace, which reconnect and reach the new owner.
 
 The owner runs everything of its workspaces in its own engine, unchanged: routers,
 conversations, visitors, agents, presence. A socket on another node is a *proxy*:
