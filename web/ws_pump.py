@@ -4,10 +4,12 @@ result of the request that caused it.
 
 The engine delivers with ``send_nowait`` into the outbox; ``Pump.run`` drains it: one
 ``await receive()``, then whatever else is queued, each push encoded once for every connection
-it is fanned out to (``encode_push``). The pings need no task of their own: a ping is due when
-``ping_interval_s`` has passed since the last one, a cancel-scope deadline on the wait for the
-outbox (one heap entry per connection). A ping is a frame only: credentials reach sockets by
-push (``web/sockets.py``).
+it is fanned out to (``encode_push``). The pings need no task or timer of their own: the shared
+socket timer (``SocketSession.deadline_check``) queues ``PING`` into the outbox when one is due,
+and the pump sends it in its turn. So an idle pump is one task parked on its outbox, with no
+deadline to arm and cancel on every wait; ``Pump.parked`` tells the timer that the outbox is
+empty (a memory channel hands an item straight to a waiting receiver). A ping is a frame only:
+credentials reach sockets by push (``web/sockets.py``).
 
 Protocol 2 (docs/protocol.md, "Versions"): while a message request is in flight its
 ``HeldEcho`` waits in ``Pump.held``. The pump hands the request's own event to it instead of
@@ -36,6 +38,7 @@ ECHO_MEMORY = 256  # client_msg_id -> request id, for pushes caused by a request
 ECHO_WAIT_S = 0.25
 ECHO_HOLD_S = 30.0
 PING_TEXT = encode(PingFrame())
+PING = object()  # queued by the socket timer: send a heartbeat ping
 
 
 @attrs.define(eq=False)
@@ -60,13 +63,13 @@ class Pump:
         send: Callable[[str], Awaitable[None]],
         is_me: Callable[[str, str | None], bool],
         on_update: Callable[[ConversationUpdate], None],
-        ping_interval_s: float,
     ) -> None:
         self.outbox = outbox
         self._send = send
         self._is_me = is_me
         self._on_update = on_update
-        self._ping_interval_s = ping_interval_s
+        # Waiting on an empty outbox (no item taken and not yet sent): what the timer reads.
+        self.parked = False
         self._echo: OrderedDict[str, str | int] | None = None  # created on the first message
         self.held: HeldEcho | None = None
 
@@ -110,27 +113,24 @@ class Pump:
         and live pushes always follow it.
         """
         outbox = self.outbox
-        interval = self._ping_interval_s
-        next_ping = trio.current_time() + interval
         while True:
-            push: Any = None
-            with trio.move_on_at(next_ping):
+            self.parked = True
+            try:
+                push = await outbox.receive()
+            except trio.EndOfChannel:
+                break
+            self.parked = False
+            batch = [push]
+            while True:
                 try:
-                    push = await outbox.receive()
-                except trio.EndOfChannel:
+                    batch.append(outbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            if push is not None:
-                batch = [push]
-                while True:
-                    try:
-                        batch.append(outbox.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                for item in batch:
+            for item in batch:
+                if item is PING:
+                    await self._send(PING_TEXT)
+                else:
                     await self._forward(item)
-            if trio.current_time() >= next_ping:
-                await self._send(PING_TEXT)
-                next_ping = trio.current_time() + interval
         raise CloseSocket(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
 
     async def _forward(self, push: Any) -> None:
