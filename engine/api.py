@@ -73,7 +73,7 @@ from engine.visitor import (
     VisitorLeft,
     VisitorTick,
 )
-from storage import ConversationState, Fence, Storage, Workspace
+from storage import ConversationState, Fence, Group, Storage, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -523,6 +523,12 @@ class ChatEngine(Requests):
         for key in stale:
             registry.passivate(key)
         return len(stale)
+
+    async def public_groups(self, workspace_id: str) -> tuple[Group, ...]:
+        """The workspace's public groups, the departments a visitor may choose: cached until
+        `workspace_changed` (which every group change calls), so a hello reads no storage for
+        them. ``PersistenceUnavailable`` when they cannot be read."""
+        return await self._ctx.public_groups(workspace_id)
 
     async def agents_available(self, workspace_id: str) -> bool:
         """Whether an agent of the workspace is connected and accepting chats, as the router

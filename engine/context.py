@@ -27,6 +27,7 @@ from storage import (
     AppendRefused,
     CommitFailed,
     Fence,
+    Group,
     LeaseLost,
     Storage,
     StorageUnavailable,
@@ -169,6 +170,8 @@ class EngineContext:
     visitor_names: dict[tuple[str, str], str | None] = attrs.field(factory=dict)
     settings: dict[str, WorkspaceSettings] = attrs.field(factory=dict)
     settings_version: dict[str, int] = attrs.field(factory=dict)
+    # workspace -> its public groups (the widget's departments), cached like ``settings``
+    public_groups_cache: dict[str, tuple[Group, ...]] = attrs.field(factory=dict)
     # visitor -> engine-clock time their actor wants a ``VisitorTick`` (a page_view trigger's
     # time condition comes due); the ticker sends it (engine.greetings)
     visitor_alarms: dict[tuple[str, str], float] = attrs.field(factory=dict)
@@ -219,9 +222,23 @@ class EngineContext:
                 self.settings[workspace_id] = cached
         return cached
 
+    async def public_groups(self, workspace_id: str) -> tuple[Group, ...]:
+        """The workspace's public groups (the departments a visitor may choose), from the cache
+        or storage (then cached until `forget_workspace`: group changes call it)."""
+        cached = self.public_groups_cache.get(workspace_id)
+        if cached is None:
+            version = self.settings_version.get(workspace_id, 0)
+            groups = await self.call(self.storage.list_groups(workspace_id))
+            cached = tuple(g for g in groups if g.public)
+            if self.settings_version.get(workspace_id, 0) == version:
+                self.public_groups_cache[workspace_id] = cached
+        return cached
+
     def forget_workspace(self, workspace_id: str) -> None:
-        """Drop what is cached about the workspace (its settings); the next read reloads."""
+        """Drop what is cached about the workspace (its settings, its public groups); the next
+        read reloads."""
         self.settings.pop(workspace_id, None)
+        self.public_groups_cache.pop(workspace_id, None)
         self.settings_version[workspace_id] = self.settings_version.get(workspace_id, 0) + 1
 
     async def agent_name(self, workspace_id: str, agent_id: str) -> str | None:
