@@ -57,7 +57,8 @@ class LiveSocket:
     close_code: int | None = None
     close_reason: str = ""
     cancel_scope: trio.CancelScope | None = None
-    done: trio.Event = attrs.field(factory=trio.Event)
+    finished: bool = False  # its handler has ended and unregistered it (``wait_finished``)
+    _finished_event: trio.Event | None = None  # created only for someone who waits
     # Called by ``SocketRegistry.watch`` with ``trio.current_time()``: a (code, reason) to close
     # the connection with, or None. Must not block or send (a send can hang on a peer that does
     # not read; the deadlines must keep running meanwhile).
@@ -69,6 +70,21 @@ class LiveSocket:
     # (code, reason) when it no longer holds. Called by ``SocketRegistry.recheck_credentials``
     # once per credential and period, never per heartbeat.
     recheck: Callable[[], Awaitable[tuple[int, str] | None]] | None = None
+
+    def finish(self) -> None:
+        """Its handler has ended (``SocketRegistry.remove``): wake whoever waits."""
+        self.finished = True
+        if self._finished_event is not None:
+            self._finished_event.set()
+
+    async def wait_finished(self) -> None:
+        """Until ``finish`` (no event per socket unless someone waits, as at shutdown)."""
+        if self.finished:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._finished_event is None:
+            self._finished_event = trio.Event()
+        await self._finished_event.wait()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; the first request wins. Idempotent."""
@@ -135,7 +151,7 @@ class SocketRegistry:
         if self._live.get(sock.id) is sock:
             del self._live[sock.id]
             self._unlink(sock)
-        sock.done.set()
+        sock.finish()
 
     def _link(self, sock: LiveSocket) -> None:
         for name, key in _keys(sock):
@@ -241,4 +257,4 @@ class SocketRegistry:
             sock.close(code, reason)
         with trio.move_on_after(timeout_s):
             for sock in socks:
-                await sock.done.wait()
+                await sock.wait_finished()

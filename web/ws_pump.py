@@ -56,6 +56,8 @@ class Pump:
     """Engine pushes to one socket. ``send`` writes a frame; ``is_me`` says whether an event's
     author is this connection's principal; ``on_update`` sees conversation updates first."""
 
+    __slots__ = ("_echo", "_is_me", "_on_update", "_send", "held", "outbox", "parked")
+
     def __init__(
         self,
         outbox: trio.MemoryReceiveChannel[Any],

@@ -90,7 +90,40 @@ MESSAGE_COMMANDS = (SendMessage, AddNote, Whisper, StartChat, LeaveOfflineMessag
 
 
 class SocketSession:
-    """One client connection, from accept to close."""
+    """One client connection, from accept to close (slotted: one per idle socket)."""
+
+    __slots__ = (
+        "auth_timeout_s",
+        "backed_up_since",
+        "caller",
+        "conn",
+        "dead_peer_timeout_s",
+        "frames_window",
+        "ip",
+        "kind",
+        "last_check",
+        "last_heard",
+        "last_write",
+        "limited_since",
+        "messages_window",
+        "next_due",
+        "next_ping",
+        "nursery",
+        "open_conversation",
+        "opened_at",
+        "outbox",
+        "ping_interval_s",
+        "protocol",
+        "pump",
+        "retry_at",
+        "services",
+        "session_cookie",
+        "settings",
+        "sock",
+        "typing_window",
+        "visitor",
+        "workspace",
+    )
 
     def __init__(self, services: Services, kind: str, workspace: Workspace | None, ip: str) -> None:
         settings = services.settings
