@@ -6,7 +6,9 @@ own handler then sends the close frame and unregisters. Nothing here touches the
 
 ``SocketRegistry.watch`` is the one timer task for every connection's deadlines (auth deadline,
 dead peer, slow consumer): once a tick it asks each socket's ``check`` and closes those that
-answer with a close code, instead of a watchdog task (and a timer) per connection. The same tick
+answer with a close code, instead of a watchdog task (and a timer) per connection; an idle
+socket's ``check`` sets ``check_at``, so the tick skips it until a deadline or a ping could be
+due, or until its outbox gets something (``LiveSocket.wake``). The same tick
 feeds the overload gate (``web/overload.py``): its own lateness and how many sockets are backed
 up while still draining (``LiveSocket.behind``).
 
@@ -19,6 +21,7 @@ only through ``SocketRegistry.bind``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import TYPE_CHECKING
@@ -66,10 +69,17 @@ class LiveSocket:
     # Set by ``check``: the outbox is backed up but writes still complete (the peer reads; the
     # process is behind). Counted by ``watch`` for the overload gate.
     behind: bool = False
+    # ``watch`` skips ``check`` until then (trio clock): set by ``check`` for an idle socket (no
+    # deadline and no ping due before), reset by ``wake`` when its outbox gets something.
+    check_at: float = -math.inf
     # Agent sockets only: re-read the credential (session or API token) from storage; a
     # (code, reason) when it no longer holds. Called by ``SocketRegistry.recheck_credentials``
     # once per credential and period, never per heartbeat.
     recheck: Callable[[], Awaitable[tuple[int, str] | None]] | None = None
+
+    def wake(self) -> None:
+        """Something to check from the next tick on (its pump took pushes)."""
+        self.check_at = -math.inf
 
     def finish(self) -> None:
         """Its handler has ended (``SocketRegistry.remove``): wake whoever waits."""
@@ -203,8 +213,8 @@ class SocketRegistry:
             now = trio.current_time()
             behind = 0
             for sock in list(self._live.values()):
-                if sock.check is None or sock.close_code is not None:
-                    continue
+                if sock.check_at > now or sock.check is None or sock.close_code is not None:
+                    continue  # idle until check_at: its ``behind`` is False
                 try:
                     verdict = sock.check(now)
                 except Exception:

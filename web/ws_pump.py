@@ -8,7 +8,8 @@ it is fanned out to (``encode_push``). The pings need no task or timer of their 
 socket timer (``SocketSession.deadline_check``) queues ``PING`` into the outbox when one is due,
 and the pump sends it in its turn. So an idle pump is one task parked on its outbox, with no
 deadline to arm and cancel on every wait; ``Pump.parked`` tells the timer that the outbox is
-empty (a memory channel hands an item straight to a waiting receiver). A ping is a frame only:
+empty (a memory channel hands an item straight to a waiting receiver), and ``on_wake`` that it is
+not any more. A ping is a frame only:
 credentials reach sockets by push (``web/sockets.py``).
 
 Protocol 2 (docs/protocol.md, "Versions"): while a message request is in flight its
@@ -56,7 +57,7 @@ class Pump:
     """Engine pushes to one socket. ``send`` writes a frame; ``is_me`` says whether an event's
     author is this connection's principal; ``on_update`` sees conversation updates first."""
 
-    __slots__ = ("_echo", "_is_me", "_on_update", "_send", "held", "outbox", "parked")
+    __slots__ = ("_echo", "_is_me", "_on_update", "_on_wake", "_send", "held", "outbox", "parked")
 
     def __init__(
         self,
@@ -65,11 +66,13 @@ class Pump:
         send: Callable[[str], Awaitable[None]],
         is_me: Callable[[str, str | None], bool],
         on_update: Callable[[ConversationUpdate], None],
+        on_wake: Callable[[], None],
     ) -> None:
         self.outbox = outbox
         self._send = send
         self._is_me = is_me
         self._on_update = on_update
+        self._on_wake = on_wake  # it took pushes: the socket timer checks it again
         # Waiting on an empty outbox (no item taken and not yet sent): what the timer reads.
         self.parked = False
         self._echo: OrderedDict[str, str | int] | None = None  # created on the first message
@@ -122,6 +125,7 @@ class Pump:
             except trio.EndOfChannel:
                 break
             self.parked = False
+            self._on_wake()
             batch = [push]
             while True:
                 try:

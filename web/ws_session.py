@@ -281,6 +281,7 @@ class SocketSession:
             self.last_check = now
             self.backed_up_since = None
             self.sock.behind = False
+            self.sock.check_at = self.next_due  # until then, or until the pump wakes
             return None
         verdict = self._check(now)
         next_due = self.last_heard + self.dead_peer_timeout_s
@@ -570,7 +571,13 @@ class SocketSession:
     def open_outbox(self) -> trio.MemorySendChannel[Any]:
         """Room up to the hard cap; above ``ws_outbox_size`` the outbox only counts as backed up."""
         send, receive = trio.open_memory_channel[Any](self.settings.websocket.outbox_max_size)
-        self.pump = Pump(receive, send=self.send_text, is_me=self._is_me, on_update=self._on_update)
+        self.pump = Pump(
+            receive,
+            send=self.send_text,
+            is_me=self._is_me,
+            on_update=self._on_update,
+            on_wake=self.sock.wake,
+        )
         self.outbox = send
         self.next_ping = trio.current_time() + self.ping_interval_s
         self.next_due = min(self.next_due, self.next_ping)

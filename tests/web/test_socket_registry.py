@@ -113,3 +113,29 @@ async def test_close_all_cancels_every_handler_and_waits_until_each_has_unregist
             assert sorted(unregistered) == ["s0", "s1", "s2"]
             assert all(s.finished and s.close_code == 1001 for s in socks)
             await reg.close_all(1001, "again", timeout_s=5)  # nothing left: returns at once
+
+
+async def test_the_timer_skips_an_idle_socket_until_its_check_at_or_a_wake(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reg = SocketRegistry()
+    sock = _sock("s")
+    checked: list[float] = []
+
+    def check(now: float) -> None:
+        checked.append(now)
+        sock.check_at = now + 10  # nothing can be due for 10 s
+        return None
+
+    sock.check = check
+    reg.add(sock)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reg.watch, 1.0)
+        await trio.sleep(5.5)
+        assert checked == [1.0]  # the first tick, then skipped
+        sock.wake()  # its outbox got something
+        await trio.sleep(1)
+        assert checked == [1.0, 6.0]
+        await trio.sleep(20)
+        assert checked == [1.0, 6.0, 16.0, 26.0]
+        nursery.cancel_scope.cancel()
