@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livechat.supervision")
 SERVICES_KEY = "LIVECHAT_SERVICES"
-# How often the shared timer checks every socket's deadlines and queues its pings: at most
-# this, and at most half the ping interval (a ping is late by up to one tick).
+# How often the shared timer checks the sockets' deadlines and queues their pings: at most
+# this, and at most a quarter of the ping interval (a ping is late by up to one tick).
 WATCHDOG_TICK_S = 1.0
 CREDENTIAL_RECHECK_TIMEOUT_S = 5.0  # one agent credential's storage re-check (sockets.py)
 
@@ -288,7 +288,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             tree=root,
             gateway=gateway or engine,
         )
-        tick_s = min(WATCHDOG_TICK_S, settings.websocket.ping_interval_s / 2)
+        tick_s = min(WATCHDOG_TICK_S, settings.websocket.ping_interval_s / 4)
         nursery.start_soon(services.sockets.watch, tick_s, services.overload)
         nursery.start_soon(
             partial(

@@ -6,8 +6,9 @@ their order) and, after the hello/auth result, the pump (``web/ws_pump.py``: eng
 socket, and the heartbeat pings). The first frame is ``web/ws_handshake.py``. Its deadlines
 (auth, dead peer, slow consumer) are checked by the one timer task shared by all connections
 (``SocketRegistry.watch``) through ``SocketSession.deadline_check``, which also queues the
-heartbeat pings; an idle connection costs that tick one comparison until its next deadline
-or ping is due (``next_due``). A heartbeat is a frame
+heartbeat pings (one after ``ping_interval_s`` with nothing written: a pong to the client's own
+ping does as much); the tick skips an idle connection until its next deadline or ping could be
+due (``next_due``). A heartbeat is a frame
 only: logout, revocation, password and role changes, bans and suspensions close the sockets
 concerned at once (``LiveSocket.close``, found through the registry's indexes), and one shared
 pass (``SocketRegistry.recheck_credentials``) re-reads each live agent credential once per
@@ -300,10 +301,14 @@ class SocketSession:
         if pump is None:
             return None
         if now >= self.next_ping and pump.parked and self.outbox is not None:
-            # A busy pump writes frames anyway: its ping waits until it parks.
-            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                self.outbox.send_nowait(PING)
-            self.next_ping = now + self.ping_interval_s
+            # A busy pump writes frames anyway: its ping waits until it parks. A frame written
+            # meanwhile (a pong to the client's own ping, a push) did what a ping does.
+            if now - self.last_write >= self.ping_interval_s:
+                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                    self.outbox.send_nowait(PING)
+                self.next_ping = now + self.ping_interval_s
+            else:
+                self.next_ping = self.last_write + self.ping_interval_s
         outbox = pump.outbox
         stats = outbox.statistics()
         if stats.open_send_channels == 0:
