@@ -12,6 +12,9 @@ For each target (the bare relay as the ceiling, then ``livechat serve``), pinned
    WebSocket ping for the relay) and answers the server's:
    ``cpu / heartbeats`` is the cost of one heartbeat, including the idle connections' timers.
 
+With ``--profile``, py-spy samples the server while the connections open and while they are
+held (``connect.profile``, ``hold.profile``: the top frames, on the CPU and inclusive).
+
 C sockets need C file descriptors in the server and in the load generator: the bench raises
 RLIMIT_NOFILE itself up to the hard limit, and says so (and opens fewer) when it cannot.
 """
@@ -30,6 +33,7 @@ from typing import Any
 import attrs
 import trio
 
+from bench import profile as profiling
 from bench.common import BenchResult, Progress, cdf_points, latency_summary_ms
 from bench.loadgen import open_loadgens
 from bench.loadgen_io import raise_nofile_limit
@@ -47,7 +51,10 @@ from bench.target import (
     until_signalled,
 )
 
-TARGET_KIB_PER_CONNECTION = 48.0
+# Issue 12's targets, at TARGET_AT_CONNECTIONS idle sockets held for 60 s.
+TARGET_KIB_PER_CONNECTION = 45.0
+TARGET_IDLE_CPU_PERCENT = 5.0
+TARGET_CONNECT_RATE_PER_S = 500.0
 TARGET_AT_CONNECTIONS = 10_000
 FD_MARGIN = 512  # descriptors a process needs besides its sockets
 SETTLE_S = 1.0
@@ -66,6 +73,7 @@ class ConnectionsParams:
     server_pid: int | None = None
     token: str | None = None
     log_dir: str | None = None  # keep the servers' output here (the --report directory)
+    profile: bool = False  # sample the server with py-spy while connecting and holding
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--connect-concurrency", type=int, default=d.connect_concurrency)
     parser.add_argument("--loadgen-procs", type=int, default=d.loadgen_procs)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server with py-spy while connecting and while holding (top frames)",
+    )
     add_target_options(parser, target_help="measure the ceiling, the server, or both (default)")
 
 
@@ -92,6 +105,7 @@ def params_from_args(args: argparse.Namespace) -> ConnectionsParams:
         server_pid=args.server_pid,
         token=args.token,
         log_dir=getattr(args, "report", None),
+        profile=args.profile,
     )
 
 
@@ -145,7 +159,7 @@ async def _measure(
         port = free_port()
         argv = [sys.executable, "-m", "bench.relay", "--port", str(port)]
         async with start_server("relay", argv, port=port, workdir=workdir, cpus=plan.server) as s:
-            return await _drive(label, s, "relay", {}, count, params, plan, result)
+            return await _drive(label, s, "relay", {}, count, params, plan, workdir, result)
     from bench import livechat_wire
 
     async with livechat_wire.open_server(
@@ -156,7 +170,7 @@ async def _measure(
         token=params.token,
     ) as server:
         setup = await livechat_wire.prepare(server, pairs=0, idle=count)
-        return await _drive(label, server, "livechat", setup, count, params, plan, result)
+        return await _drive(label, server, "livechat", setup, count, params, plan, workdir, result)
 
 
 async def _drive(
@@ -167,12 +181,15 @@ async def _drive(
     count: int,
     params: ConnectionsParams,
     plan: CpuPlan,
+    workdir: Path,
     result: BenchResult,
 ) -> dict[str, Any]:
     result.notes.extend(server.notes)
     await trio.sleep(SETTLE_S)
     rss_before = server.rss_kib()
     bar = Progress(f"{label}: connect", count)
+    profiles: dict[str, dict[str, Any]] = {}
+    sampling = await _start_sampling(params, server, workdir / f"{label}-connect.pyspy.raw")
     async with open_loadgens(
         protocol=protocol,
         base_url=server.ws_url,
@@ -189,8 +206,10 @@ async def _drive(
         ready = loadgens.ready
         bar.update(count, f"{ready['connected']} open")
         result.notes.extend(loadgens.notes)
+        await _stop_sampling(sampling, "connect", profiles, result)
         await trio.sleep(SETTLE_S)
         rss_after = server.rss_kib()
+        sampling = await _start_sampling(params, server, workdir / f"{label}-hold.pyspy.raw")
         hold = Progress(f"{label}: hold", params.hold_s)
         started = trio.current_time()
         cpu0 = server.cpu_seconds()
@@ -208,6 +227,7 @@ async def _drive(
         busy1 = read_system_busy_seconds()
         hold.update(params.hold_s, f"{sum(r['heartbeats'] for r in raw)} heartbeats")
         rss_end = server.rss_kib()
+        await _stop_sampling(sampling, "hold", profiles, result)
     connected = int(ready["connected"])
     heartbeats = sum(int(r["heartbeats"]) for r in raw)
     cpu_s = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
@@ -228,6 +248,7 @@ async def _drive(
         [s * 1000 for s in ready["handshake_s"]]
     )
     return {
+        **{phase: {"profile": profile} for phase, profile in profiles.items()},
         "connections": connected,
         "connect_errors": ready["connect_errors"],
         "connect_error_samples": ready["connect_error_samples"],
@@ -243,13 +264,38 @@ async def _drive(
         "closed_by_server": sum(int(r["closed_sockets"]) + int(r["closed_before"]) for r in raw),
         "heartbeats": heartbeats,
         "heartbeat_errors": sum(int(r["send_errors"]) for r in raw),  # on sockets closed before
-        "server_cpu_percent_idle": None if cpu_s is None else round(100 * cpu_s / wall, 2),
+        "idle_cpu_percent": None if cpu_s is None else round(100 * cpu_s / wall, 2),
         "other_cpu_percent": other,
         "close_reasons": _merge_counts(r.get("close_reasons", {}) for r in raw),
         "server_cpu_us_per_heartbeat": (
             None if cpu_s is None or heartbeats == 0 else round(cpu_s * 1e6 / heartbeats, 1)
         ),
     }
+
+
+async def _start_sampling(
+    params: ConnectionsParams, server: ServerProcess, out_path: Path
+) -> profiling.Sampling | None:
+    if not params.profile or server.pid is None:
+        return None
+    sampling = profiling.Sampling(server.pid, out_path)
+    await sampling.start()
+    return sampling
+
+
+async def _stop_sampling(
+    sampling: profiling.Sampling | None,
+    phase: str,
+    profiles: dict[str, dict[str, Any]],
+    result: BenchResult,
+) -> None:
+    if sampling is None:
+        return
+    summary = await sampling.stop()
+    if summary is not None:
+        profiles[phase] = summary
+    if sampling.note:
+        result.notes.append(f"{phase} profile: {sampling.note}")
 
 
 def _merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -268,18 +314,28 @@ def _conclude(result: BenchResult, count: int) -> None:
     result.results["rss_kib_per_connection"] = per_conn
     result.results["connect_rate_per_s"] = measured["connect_rate_per_s"]
     result.results["server_cpu_us_per_heartbeat"] = measured["server_cpu_us_per_heartbeat"]
+    result.results["idle_cpu_percent"] = measured["idle_cpu_percent"]
     if result.ceiling and result.results.get("server"):
         top = result.ceiling["rss_kib_per_connection"]
         if top and per_conn:
             result.ratio_to_ceiling = round(per_conn / top, 3)
             result.notes.append("ratio_to_ceiling here is server KiB per connection / relay's")
-    met = None if per_conn is None else per_conn <= TARGET_KIB_PER_CONNECTION
     result.results["targets"] = {
         "rss_kib_per_connection": {
             "target": f"<= {TARGET_KIB_PER_CONNECTION:g} KiB at {TARGET_AT_CONNECTIONS} sockets",
             "measured": per_conn,
-            "met": met if count >= TARGET_AT_CONNECTIONS else None,
+            "met": _at_most(per_conn, TARGET_KIB_PER_CONNECTION, count),
             "of": "server" if result.results.get("server") else "relay",
+        },
+        "idle_cpu_percent": {
+            "target": f"<= {TARGET_IDLE_CPU_PERCENT:g} % of a core at {TARGET_AT_CONNECTIONS}",
+            "measured": measured["idle_cpu_percent"],
+            "met": _at_most(measured["idle_cpu_percent"], TARGET_IDLE_CPU_PERCENT, count),
+        },
+        "connect_rate_per_s": {
+            "target": f">= {TARGET_CONNECT_RATE_PER_S:g}/s",
+            "measured": measured["connect_rate_per_s"],
+            "met": measured["connect_rate_per_s"] >= TARGET_CONNECT_RATE_PER_S,
         },
         "all_connected": {
             "target": f"{count} open",
@@ -287,3 +343,10 @@ def _conclude(result: BenchResult, count: int) -> None:
             "met": measured["connections"] == count and measured["closed_by_server"] == 0,
         },
     }
+
+
+def _at_most(measured: float | None, target: float, count: int) -> bool | None:
+    """Met or not; None when not measured or at fewer sockets than the target's."""
+    if measured is None or count < TARGET_AT_CONNECTIONS:
+        return None
+    return measured <= target

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import collections
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,26 +31,20 @@ def find_py_spy() -> str | None:
     return shutil.which("py-spy")
 
 
+def _argv(exe: str, pid: int, out_path: Path, duration_s: float | None) -> list[str]:
+    argv = [exe, "record", "--pid", str(pid)]
+    if duration_s is not None:
+        argv += ["--duration", str(max(1, int(duration_s)))]
+    argv += ["--rate", str(SAMPLE_RATE_HZ), "--format", "raw", "--nonblocking"]
+    return [*argv, "--output", str(out_path)]
+
+
 async def record(pid: int, duration_s: float, out_path: Path) -> str | None:
     """Sample ``pid`` for ``duration_s``; returns a note when it could not (None on success)."""
     exe = find_py_spy()
     if exe is None:
         return "py-spy is not installed: `pip install -e .[bench]` to profile"
-    argv = [
-        exe,
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(max(1, int(duration_s))),
-        "--rate",
-        str(SAMPLE_RATE_HZ),
-        "--format",
-        "raw",
-        "--nonblocking",
-        "--output",
-        str(out_path),
-    ]
+    argv = _argv(exe, pid, out_path, duration_s)
     with trio.move_on_after(duration_s + 30):
         done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
         if done.returncode != 0 or not await trio.Path(out_path).exists():
@@ -56,6 +52,45 @@ async def record(pid: int, duration_s: float, out_path: Path) -> str | None:
             return f"py-spy failed ({done.returncode}): {err[-1] if err else 'no output'}"
         return None
     return "py-spy did not finish in time"
+
+
+class Sampling:
+    """py-spy sampling ``pid`` until ``stop`` (for a phase whose length is not known in
+    advance): py-spy writes its output when interrupted. ``note`` says why there is none."""
+
+    def __init__(self, pid: int, out_path: Path) -> None:
+        self.pid = pid
+        self.out_path = out_path
+        self.note: str | None = None
+        self._process: trio.Process | None = None
+
+    async def start(self) -> None:
+        exe = find_py_spy()
+        if exe is None:
+            self.note = "py-spy is not installed: `pip install -e .[bench]` to profile"
+            return
+        self._process = await trio.lowlevel.open_process(
+            _argv(exe, self.pid, self.out_path, None),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def stop(self) -> dict[str, Any] | None:
+        """Interrupt py-spy, wait (bounded) for its output; the summary, or None (``note``)."""
+        process = self._process
+        if process is None:
+            return None
+        process.send_signal(signal.SIGINT)
+        with trio.move_on_after(30):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            self.note = "py-spy did not finish in time"
+            return None
+        if not self.out_path.exists():
+            self.note = f"py-spy failed ({process.returncode}): no output"
+            return None
+        return summarize(self.out_path)
 
 
 def _frame_name(frame: str) -> str:

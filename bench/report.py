@@ -379,7 +379,7 @@ def markdown_summary(payload: dict[str, Any]) -> str:
         "rss_kib_per_connection",
         "connect_rate_per_s",
         "server_cpu_us_per_heartbeat",
-        "server_cpu_percent_idle",
+        "idle_cpu_percent",
         "connections",
         "pairs",
         "ratio_to_ceiling",

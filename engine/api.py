@@ -73,7 +73,7 @@ from engine.visitor import (
     VisitorLeft,
     VisitorTick,
 )
-from storage import ConversationState, Fence, Storage, Workspace
+from storage import ConversationState, Fence, Group, Storage, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class ChatEngine(Requests):
     ) -> IdentifiedVisitor:
         """The visitor a first frame names (its device token, a signed identity), created if
         new; see ``engine.identity``. ``InvalidIdentity`` if the signature does not verify."""
-        return await identify_visitor(
+        found = await identify_visitor(
             self._ctx.storage,
             workspace,
             token=token,
@@ -335,6 +335,9 @@ class ChatEngine(Requests):
             user_agent=user_agent,
             ip=ip,
         )
+        if found.created:
+            self._ctx.created_visitor(found.visitor)
+        return found
 
     async def connect(
         self,
@@ -362,7 +365,7 @@ class ChatEngine(Requests):
         with trio.fail_after(self.config.ask_timeout_s):
             router = await self._router(ws)
             if isinstance(principal, VisitorPrincipal):
-                visitor = await self._visitor(principal)
+                visitor = await self._arriving_visitor(principal)
                 open_id = await visitor.ask(lambda r: VisitorArrived(meta=conn.meta, reply=r))
                 ctx.hub.add(conn)
                 view = await router.ask(lambda r: GetAgents(reply=r))
@@ -430,6 +433,20 @@ class ChatEngine(Requests):
                 finally:
                     conn.resuming.discard(conversation_id)
         return conn
+
+    async def _arriving_visitor(self, p: VisitorPrincipal) -> Any:
+        """The visitor's actor; one created by ``identify_visitor`` just now starts from the
+        row written then (``EngineContext.new_visitors``) instead of reading it back."""
+        ctx = self._ctx
+        key = (p.workspace_id, p.visitor_id)
+        created = ctx.new_visitors.pop(key, None)
+        registry = ctx.visitors
+        assert registry is not None
+        if created is not None:
+            seeded = registry.activate_seeded(key, created, generation=registry.generation)
+            if seeded is not None:
+                return seeded
+        return await self._visitor(p)
 
     async def disconnect(self, conn: Connection) -> None:
         """Unregister; an agent without a connection is "reconnecting" for
@@ -544,6 +561,12 @@ class ChatEngine(Requests):
             rest.append(ws)
         await trio.lowlevel.checkpoint()
         return rest
+
+    async def public_groups(self, workspace_id: str) -> tuple[Group, ...]:
+        """The workspace's public groups, the departments a visitor may choose: cached until
+        `workspace_changed` (which every group change calls), so a hello reads no storage for
+        them. ``PersistenceUnavailable`` when they cannot be read."""
+        return await self._ctx.public_groups(workspace_id)
 
     async def agents_available(self, workspace_id: str) -> bool:
         """Whether an agent of the workspace is connected and accepting chats, as the router

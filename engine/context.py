@@ -27,9 +27,11 @@ from storage import (
     AppendRefused,
     CommitFailed,
     Fence,
+    Group,
     LeaseLost,
     Storage,
     StorageUnavailable,
+    Visitor,
     Workspace,
 )
 
@@ -38,6 +40,7 @@ __all__ = ["WAIT_FOR_AGENTS", "EngineContext", "PreChatRule", "WorkspaceSettings
 # A visitor alarm at this time waits for ``EngineContext.set_availability`` rather than a time:
 # a greeting whose conditions hold while no agent is available (or the workspace is closed).
 WAIT_FOR_AGENTS = math.inf
+NEW_VISITORS_KEPT = 1024  # rows of visitors created and not yet connected (``new_visitors``)
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +76,7 @@ def _pre_chat_rules(widget: Mapping[str, Any]) -> tuple[PreChatRule, ...]:
             )
         )
     return tuple(rules)
+
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +170,29 @@ class EngineContext:
     visitor_names: dict[tuple[str, str], str | None] = attrs.field(factory=dict)
     settings: dict[str, WorkspaceSettings] = attrs.field(factory=dict)
     settings_version: dict[str, int] = attrs.field(factory=dict)
+    # workspace -> its public groups (the widget's departments), cached like ``settings``
+    public_groups_cache: dict[str, tuple[Group, ...]] = attrs.field(factory=dict)
     # visitor -> engine-clock time their actor wants a ``VisitorTick`` (a page_view trigger's
     # time condition comes due); the ticker sends it (engine.greetings)
     visitor_alarms: dict[tuple[str, str], float] = attrs.field(factory=dict)
     # visitor -> the visit their passivated actor left while they were connected (engine.visit)
     kept_visits: dict[tuple[str, str], Visit] = attrs.field(factory=dict)
+    # visitor -> its row, created just now by ``identify_visitor`` and not yet connected: the
+    # arriving connection seeds the visitor actor with it (no conversation can exist yet), so
+    # the actor does not read it back. Bounded: one not taken (the socket went, or its
+    # workspace is served by another node) is dropped after NEW_VISITORS_KEPT others.
+    new_visitors: dict[tuple[str, str], Visitor] = attrs.field(factory=dict)
     # workspace -> (within business hours, an agent accepting chats), as its router last saw it
     availability: dict[str, tuple[bool, bool]] = attrs.field(factory=dict)
     # Cluster (issue 13): the fence a workspace's appends carry (its lease and epoch on this
     # node); None: one process, nothing to fence.
     fence: Callable[[str], Fence] | None = None
+
+    def created_visitor(self, visitor: Visitor) -> None:
+        """``visitor`` was created just now: keep its row for its arriving connection."""
+        self.new_visitors[(visitor.workspace_id, visitor.id)] = visitor
+        if len(self.new_visitors) > NEW_VISITORS_KEPT:
+            del self.new_visitors[next(iter(self.new_visitors))]
 
     def set_availability(self, workspace_id: str, *, open_now: bool, available: bool) -> None:
         """The router's view of the workspace. When it opens, or an agent becomes available,
@@ -205,9 +222,23 @@ class EngineContext:
                 self.settings[workspace_id] = cached
         return cached
 
+    async def public_groups(self, workspace_id: str) -> tuple[Group, ...]:
+        """The workspace's public groups (the departments a visitor may choose), from the cache
+        or storage (then cached until `forget_workspace`: group changes call it)."""
+        cached = self.public_groups_cache.get(workspace_id)
+        if cached is None:
+            version = self.settings_version.get(workspace_id, 0)
+            groups = await self.call(self.storage.list_groups(workspace_id))
+            cached = tuple(g for g in groups if g.public)
+            if self.settings_version.get(workspace_id, 0) == version:
+                self.public_groups_cache[workspace_id] = cached
+        return cached
+
     def forget_workspace(self, workspace_id: str) -> None:
-        """Drop what is cached about the workspace (its settings); the next read reloads."""
+        """Drop what is cached about the workspace (its settings, its public groups); the next
+        read reloads."""
         self.settings.pop(workspace_id, None)
+        self.public_groups_cache.pop(workspace_id, None)
         self.settings_version[workspace_id] = self.settings_version.get(workspace_id, 0) + 1
 
     async def agent_name(self, workspace_id: str, agent_id: str) -> str | None:

@@ -134,6 +134,14 @@ class VisitorActor(Actor[VisitorMsg]):
     async def on_start(self) -> None:
         ctx = self.ctx
         ws, visitor_id = self.key
+        # A visitor created just now comes with its row (``ChatEngine.connect``) and, having
+        # had no connection yet, no conversation: nothing to read.
+        seed = ctx.visitors.take_seed(self.key) if ctx.visitors is not None else None
+        if isinstance(seed, Visitor):
+            self.record = seed
+            ctx.visitor_names[self.key] = seed.name
+            self.device = parse_user_agent(seed.user_agent)
+            return
         self.record = await ctx.call(ctx.storage.get_visitor(ws, visitor_id))
         if self.record is not None:
             ctx.visitor_names[self.key] = self.record.name

@@ -147,9 +147,7 @@ class AttachmentStore(abc.ABC):
 
     # storage._vault: a file is about its visitor, sealed with their key
     @abc.abstractmethod
-    async def _visitor_sealer(
-        self, workspace_id: str, visitor_id: str, *, new_visitor: bool = False
-    ) -> DataKey | None: ...
+    async def _visitor_sealer(self, workspace_id: str, visitor_id: str) -> DataKey | None: ...
 
     @abc.abstractmethod
     async def _key_with_visitors(

@@ -30,9 +30,9 @@ from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from storage import api
-from storage._driver import Clock, SqlDriver
+from storage._driver import Clock, SqlDriver, require_row
 from storage._keys import data_key_program
-from storage._records import decode, dump_json
+from storage._records import codec, decode, dump_json
 from storage._sql import Dialect, Program, Q, Result, Row
 from storage.crypto import (
     KEY_BYTES,
@@ -421,23 +421,41 @@ class VaultStore(SqlDriver):
         if missing:
             await self._read(load_program(key, missing))
 
-    async def _visitor_sealer(
-        self, workspace_id: str, visitor_id: str, *, new_visitor: bool = False
-    ) -> DataKey | None:
+    async def _insert_new_visitor(self, visitor: api.Visitor) -> api.Visitor:
+        """Insert a new visitor's row and give it a key, in one write (one transaction, one
+        trip to the writer, before the visitor's first frame): the key first, then the row
+        sealed with it. Nothing is left behind if the workspace is gone."""
+        ws = visitor.workspace_id
+        key = await self.data_key(ws)
+        if key is None:
+            return await self._insert(visitor, parent=("workspaces", ws, ws))
+        record_codec = codec(api.Visitor)
+        plain = dict(zip(record_codec.columns, record_codec.to_args(visitor), strict=True))
+        now = self._clock()
+
+        def program() -> Program[api.Visitor]:
+            yield from create_key_program(key, visitor.id, now=now, new_visitor=True)
+            sealed = key.for_visitor(visitor.id).seal_row(record_codec.table, plain)
+            found = yield Q("SELECT 1 AS ok FROM workspaces WHERE id=?", (ws,))
+            require_row(found.one(), "workspace", ws)
+            yield Q(record_codec.insert_sql(), list(sealed.values()))
+            return visitor
+
+        return await self._write(program())
+
+    async def _visitor_sealer(self, workspace_id: str, visitor_id: str) -> DataKey | None:
         """What seals values about this visitor: the workspace key bound to the visitor's key
         (created on first use); the workspace key alone when the visitor is gone."""
         key = await self.data_key(workspace_id)
         if key is None:
             return None
-        if not new_visitor and key.missing_visitors([{"v": f"lc2:{visitor_id}:"}]):
+        if key.missing_visitors([{"v": f"lc2:{visitor_id}:"}]):
             await self._read(load_program(key, [visitor_id]))
         try:
             return key.for_visitor(visitor_id)
         except StorageError:
             pass
-        await self._write(
-            create_key_program(key, visitor_id, now=self._clock(), new_visitor=new_visitor)
-        )
+        await self._write(create_key_program(key, visitor_id, now=self._clock(), new_visitor=False))
         try:
             return key.for_visitor(visitor_id)
         except StorageError:

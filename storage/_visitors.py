@@ -23,9 +23,9 @@ class VisitorStore(SqlDriver):
 
     if TYPE_CHECKING:  # ``storage._vault.VaultStore``, a sibling mixin of SqlStorage
 
-        async def _visitor_sealer(
-            self, workspace_id: str, visitor_id: str, *, new_visitor: bool = False
-        ) -> DataKey | None: ...
+        async def _visitor_sealer(self, workspace_id: str, visitor_id: str) -> DataKey | None: ...
+
+        async def _insert_new_visitor(self, visitor: api.Visitor) -> api.Visitor: ...
 
     # ------------------------------------------------------------ visitors
 
@@ -49,10 +49,7 @@ class VisitorStore(SqlDriver):
             first_seen_at=now,
             last_seen_at=now,
         )
-        key = await self._visitor_sealer(workspace_id, visitor.id, new_visitor=True)
-        return await self._insert(
-            visitor, parent=("workspaces", workspace_id, workspace_id), key=key
-        )
+        return await self._insert_new_visitor(visitor)
 
     async def _visitor(self, workspace_id: str, sql: str, *args: Any) -> api.Visitor | None:
         rows = await self._read(fetch(Q(sql, args)))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from quart import Response, request
 
 from engine import EngineError, read_hours
-from storage import Storage, WorkspaceStatus
+from storage import Group, WorkspaceStatus
 from web.api_settings import read_widget_settings
 from web.errors import NotFound
 from web.httpapi import ApiBlueprint, PublicCall, json_response
@@ -18,13 +19,9 @@ from web.schemas_settings import Department, WidgetConfig, WidgetKeyQuery
 api = ApiBlueprint("api_public", "widget")
 
 
-async def public_departments(storage: Storage, workspace_id: str) -> tuple[Department, ...]:
+def public_departments(groups: Iterable[Group]) -> tuple[Department, ...]:
     """The groups marked public: the departments the pre-chat form offers (issue 16)."""
-    return tuple(
-        Department(id=g.id, name=g.name)
-        for g in await storage.list_groups(workspace_id)
-        if g.public
-    )
+    return tuple(Department(id=g.id, name=g.name) for g in groups if g.public)
 
 
 @api.op(
@@ -58,7 +55,7 @@ async def widget_config(call: PublicCall, query: WidgetKeyQuery) -> Response:
         sneak_peek=widget.sneak_peek,
         online=online,
         mail_enabled=services.mailer.enabled,
-        departments=await public_departments(services.storage, ws.id),
+        departments=public_departments(await services.storage.list_groups(ws.id)),
         open=read_hours(ws.settings).open_for(None, time.time()),
     )
     response = json_response(config)

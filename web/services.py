@@ -64,7 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livechat.supervision")
 SERVICES_KEY = "LIVECHAT_SERVICES"
-WATCHDOG_TICK_S = 1.0  # how often the shared timer checks every socket's deadlines
+# How often the shared timer checks the sockets' deadlines and queues their pings: at most
+# this, and at most a quarter of the ping interval (a ping is late by up to one tick).
+WATCHDOG_TICK_S = 1.0
 CREDENTIAL_RECHECK_TIMEOUT_S = 5.0  # one agent credential's storage re-check (sockets.py)
 
 
@@ -292,7 +294,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             tree=root,
             gateway=gateway or engine,
         )
-        nursery.start_soon(services.sockets.watch, WATCHDOG_TICK_S, services.overload)
+        tick_s = min(WATCHDOG_TICK_S, settings.websocket.ping_interval_s / 4)
+        nursery.start_soon(services.sockets.watch, tick_s, services.overload)
         if gateway is not None:  # the shared rate limits' sync with Redis
             nursery.start_soon(services.shared_limits.serve)
         nursery.start_soon(

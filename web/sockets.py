@@ -6,7 +6,9 @@ own handler then sends the close frame and unregisters. Nothing here touches the
 
 ``SocketRegistry.watch`` is the one timer task for every connection's deadlines (auth deadline,
 dead peer, slow consumer): once a tick it asks each socket's ``check`` and closes those that
-answer with a close code, instead of a watchdog task (and a timer) per connection. The same tick
+answer with a close code, instead of a watchdog task (and a timer) per connection; an idle
+socket's ``check`` sets ``check_at``, so the tick skips it until a deadline or a ping could be
+due, or until its outbox gets something (``LiveSocket.wake``). The same tick
 feeds the overload gate (``web/overload.py``): its own lateness and how many sockets are backed
 up while still draining (``LiveSocket.behind``).
 
@@ -19,6 +21,7 @@ only through ``SocketRegistry.bind``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import TYPE_CHECKING
@@ -67,7 +70,8 @@ class LiveSocket:
     close_code: int | None = None
     close_reason: str = ""
     cancel_scope: trio.CancelScope | None = None
-    done: trio.Event = attrs.field(factory=trio.Event)
+    finished: bool = False  # its handler has ended and unregistered it (``wait_finished``)
+    _finished_event: trio.Event | None = None  # created only for someone who waits
     # Called by ``SocketRegistry.watch`` with ``trio.current_time()``: a (code, reason) to close
     # the connection with, or None. Must not block or send (a send can hang on a peer that does
     # not read; the deadlines must keep running meanwhile).
@@ -75,10 +79,32 @@ class LiveSocket:
     # Set by ``check``: the outbox is backed up but writes still complete (the peer reads; the
     # process is behind). Counted by ``watch`` for the overload gate.
     behind: bool = False
+    # ``watch`` skips ``check`` until then (trio clock): set by ``check`` for an idle socket (no
+    # deadline and no ping due before), reset by ``wake`` when its outbox gets something.
+    check_at: float = -math.inf
     # Agent sockets only: re-read the credential (session or API token) from storage; a
     # (code, reason) when it no longer holds. Called by ``SocketRegistry.recheck_credentials``
     # once per credential and period, never per heartbeat.
     recheck: Callable[[], Awaitable[tuple[int, str] | None]] | None = None
+
+    def wake(self) -> None:
+        """Something to check from the next tick on (its pump took pushes)."""
+        self.check_at = -math.inf
+
+    def finish(self) -> None:
+        """Its handler has ended (``SocketRegistry.remove``): wake whoever waits."""
+        self.finished = True
+        if self._finished_event is not None:
+            self._finished_event.set()
+
+    async def wait_finished(self) -> None:
+        """Until ``finish`` (no event per socket unless someone waits, as at shutdown)."""
+        if self.finished:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._finished_event is None:
+            self._finished_event = trio.Event()
+        await self._finished_event.wait()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code``; the first request wins. Idempotent."""
@@ -145,7 +171,7 @@ class SocketRegistry:
         if self._live.get(sock.id) is sock:
             del self._live[sock.id]
             self._unlink(sock)
-        sock.done.set()
+        sock.finish()
 
     def _link(self, sock: LiveSocket) -> None:
         for name, key in _keys(sock):
@@ -197,8 +223,8 @@ class SocketRegistry:
             now = trio.current_time()
             behind = 0
             for sock in list(self._live.values()):
-                if sock.check is None or sock.close_code is not None:
-                    continue
+                if sock.check_at > now or sock.check is None or sock.close_code is not None:
+                    continue  # idle until check_at: its ``behind`` is False
                 try:
                     verdict = sock.check(now)
                 except Exception:
@@ -251,4 +277,4 @@ class SocketRegistry:
             sock.close(code, reason)
         with trio.move_on_after(timeout_s):
             for sock in socks:
-                await sock.done.wait()
+                await sock.wait_finished()

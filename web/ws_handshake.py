@@ -218,7 +218,7 @@ async def _widget_config(
         sneak_peek=widget.sneak_peek,
         online=bool(welcome.get("agents_available", False)),
         mail_enabled=mail,
-        departments=await public_departments(services.storage, workspace.id),
+        departments=public_departments(await services.engine.public_groups(workspace.id)),
         open=read_hours(workspace.settings).open_for(None, time.time()),
     )
 

@@ -4,10 +4,13 @@ result of the request that caused it.
 
 The engine delivers with ``send_nowait`` into the outbox; ``Pump.run`` drains it: one
 ``await receive()``, then whatever else is queued, each push encoded once for every connection
-it is fanned out to (``encode_push``). The pings need no task of their own: a ping is due when
-``ping_interval_s`` has passed since the last one, a cancel-scope deadline on the wait for the
-outbox (one heap entry per connection). A ping is a frame only: credentials reach sockets by
-push (``web/sockets.py``).
+it is fanned out to (``encode_push``). The pings need no task or timer of their own: the shared
+socket timer (``SocketSession.deadline_check``) queues ``PING`` into the outbox when one is due,
+and the pump sends it in its turn. So an idle pump is one task parked on its outbox, with no
+deadline to arm and cancel on every wait; ``Pump.parked`` tells the timer that the outbox is
+empty (a memory channel hands an item straight to a waiting receiver), and ``on_wake`` that it is
+not any more. A ping is a frame only:
+credentials reach sockets by push (``web/sockets.py``).
 
 Protocol 2 (docs/protocol.md, "Versions"): while a message request is in flight its
 ``HeldEcho`` waits in ``Pump.held``. The pump hands the request's own event to it instead of
@@ -41,6 +44,7 @@ ECHO_WAIT_S = 0.25
 ECHO_HOLD_S = 30.0
 PING_TEXT = encode(PingFrame())
 BATCH_MAX_CHARS = 64 * 1024  # protocol 3: a larger burst goes out in several arrays
+PING = object()  # queued by the socket timer: send a heartbeat ping
 
 
 @attrs.define(eq=False)
@@ -58,6 +62,18 @@ class Pump:
     """Engine pushes to one socket. ``send`` writes a frame; ``is_me`` says whether an event's
     author is this connection's principal; ``on_update`` sees conversation updates first."""
 
+    __slots__ = (
+        "_echo",
+        "_is_me",
+        "_on_update",
+        "_on_wake",
+        "_send",
+        "batch",
+        "held",
+        "outbox",
+        "parked",
+    )
+
     def __init__(
         self,
         outbox: trio.MemoryReceiveChannel[Any],
@@ -65,7 +81,7 @@ class Pump:
         send: Callable[[str], Awaitable[None]],
         is_me: Callable[[str, str | None], bool],
         on_update: Callable[[ConversationUpdate], None],
-        ping_interval_s: float,
+        on_wake: Callable[[], None],
         batch: bool = False,
     ) -> None:
         self.outbox = outbox
@@ -73,7 +89,9 @@ class Pump:
         self._send = send
         self._is_me = is_me
         self._on_update = on_update
-        self._ping_interval_s = ping_interval_s
+        self._on_wake = on_wake  # it took pushes: the socket timer checks it again
+        # Waiting on an empty outbox (no item taken and not yet sent): what the timer reads.
+        self.parked = False
         self._echo: OrderedDict[str, str | int] | None = None  # created on the first message
         self.held: HeldEcho | None = None
 
@@ -118,33 +136,31 @@ class Pump:
         and live pushes always follow it.
         """
         outbox = self.outbox
-        interval = self._ping_interval_s
-        next_ping = trio.current_time() + interval
         while True:
-            push: Any = None
-            with trio.move_on_at(next_ping):
+            self.parked = True
+            try:
+                push = await outbox.receive()
+            except trio.EndOfChannel:
+                break
+            self.parked = False
+            self._on_wake()
+            batch = [push]
+            while True:
                 try:
-                    push = await outbox.receive()
-                except trio.EndOfChannel:
+                    batch.append(outbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            if push is not None:
-                batch = [push]
-                while True:
-                    try:
-                        batch.append(outbox.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                if self.batch and len(batch) > 1:
-                    await self._forward_batch(batch)
-                else:
-                    for item in batch:
-                        await self._forward(item)
-            if trio.current_time() >= next_ping:
-                await self._send(PING_TEXT)
-                next_ping = trio.current_time() + interval
+            if self.batch and len(batch) > 1:
+                await self._forward_batch(batch)
+            else:
+                for item in batch:
+                    await self._forward(item)
         raise CloseSocket(CloseCode.TRY_AGAIN_LATER, "slow consumer, resume")
 
     async def _forward(self, push: Any) -> None:
+        if push is PING:
+            await self._send(PING_TEXT)
+            return
         text = await self._render(push)
         if text is not None:
             await self._send(text)
@@ -156,10 +172,16 @@ class Pump:
         size = 0
         for push in pushes:
             if texts and (
-                size >= BATCH_MAX_CHARS or isinstance(push, SessionClosed) or self._would_hold(push)
+                size >= BATCH_MAX_CHARS
+                or push is PING
+                or isinstance(push, SessionClosed)
+                or self._would_hold(push)
             ):
                 await self._send_texts(texts)
                 texts, size = [], 0
+            if push is PING:  # a ping is never in an array
+                await self._send(PING_TEXT)
+                continue
             text = await self._render(push)
             if text is not None:
                 texts.append(text)

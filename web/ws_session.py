@@ -5,7 +5,10 @@ engine, answer; requests of one connection one after another, so a client's mess
 their order) and, after the hello/auth result, the pump (``web/ws_pump.py``: engine outbox →
 socket, and the heartbeat pings). The first frame is ``web/ws_handshake.py``. Its deadlines
 (auth, dead peer, slow consumer) are checked by the one timer task shared by all connections
-(``SocketRegistry.watch``) through ``SocketSession.deadline_check``. A heartbeat is a frame
+(``SocketRegistry.watch``) through ``SocketSession.deadline_check``, which also queues the
+heartbeat pings (one after ``ping_interval_s`` with nothing written: a pong to the client's own
+ping does as much); the tick skips an idle connection until its next deadline or ping could be
+due (``next_due``). A heartbeat is a frame
 only: logout, revocation, password and role changes, bans and suspensions close the sockets
 concerned at once (``LiveSocket.close``, found through the registry's indexes), and one shared
 pass (``SocketRegistry.recheck_credentials``) re-reads each live agent credential once per
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -78,7 +82,7 @@ from web.sockets import CloseSocket, LiveSocket
 from web.strictjson import JsonRejected
 from web.tag_catalogue import UNKNOWN_TAG, uncatalogued, unknown_tag_message
 from web.ws_handshake import first_frame, recheck_agent
-from web.ws_pump import HeldEcho, Pump
+from web.ws_pump import PING, HeldEcho, Pump
 
 log = logging.getLogger("livechat.ws")
 
@@ -87,7 +91,40 @@ MESSAGE_COMMANDS = (SendMessage, AddNote, Whisper, StartChat, LeaveOfflineMessag
 
 
 class SocketSession:
-    """One client connection, from accept to close."""
+    """One client connection, from accept to close (slotted: one per idle socket)."""
+
+    __slots__ = (
+        "auth_timeout_s",
+        "backed_up_since",
+        "caller",
+        "conn",
+        "dead_peer_timeout_s",
+        "frames_window",
+        "ip",
+        "kind",
+        "last_check",
+        "last_heard",
+        "last_write",
+        "limited_since",
+        "messages_window",
+        "next_due",
+        "next_ping",
+        "nursery",
+        "open_conversation",
+        "opened_at",
+        "outbox",
+        "ping_interval_s",
+        "protocol",
+        "pump",
+        "retry_at",
+        "services",
+        "session_cookie",
+        "settings",
+        "sock",
+        "typing_window",
+        "visitor",
+        "workspace",
+    )
 
     def __init__(self, services: Services, kind: str, workspace: Workspace | None, ip: str) -> None:
         settings = services.settings
@@ -113,6 +150,16 @@ class SocketSession:
         self.last_check = self.opened_at  # previous ``deadline_check``
         self.sock.check = self.deadline_check
         self.pump: Pump | None = None  # with the outbox, at the hello/auth
+        self.outbox: trio.MemorySendChannel[Any] | None = None  # the engine's end, for pings
+        ws_settings = settings.websocket
+        self.auth_timeout_s = ws_settings.auth_timeout_s
+        self.dead_peer_timeout_s = ws_settings.effective_dead_peer_timeout_s
+        self.ping_interval_s = ws_settings.ping_interval_s
+        self.next_ping = math.inf  # set when the outbox opens
+        # No deadline can pass and no ping is due before this (trio clock): ``deadline_check``
+        # returns at once until then, unless the pump is busy. Computed from ``last_heard``
+        # as it was, so a later frame only makes it early, never late.
+        self.next_due = self.opened_at + min(self.auth_timeout_s, self.dead_peer_timeout_s)
         self.limited_since: float | None = None  # start of a streak of ignored rate limits
         self.retry_at = 0.0  # when the last rate_limited error said to retry
         self.nursery: trio.Nursery | None = None
@@ -220,22 +267,49 @@ class SocketSession:
     # ------------------------------------------------------------ tasks
 
     def deadline_check(self, now: float) -> tuple[int, str] | None:
-        """Auth deadline, dead peer, slow consumer: the close code to end with, or None.
+        """Auth deadline, dead peer, slow consumer: the close code to end with, or None; and
+        the heartbeat ping, queued into the outbox when due.
 
         Called about once a second by the shared timer (``SocketRegistry.watch``), which then
         records the code and cancels the connection (``LiveSocket.close``). It never sends: a
         send can block (module docstring), and these checks must keep running while one does; a
         send stuck in Hypercorn's shielded write to a peer that does not read only delays the
-        unwinding, not the recorded code.
+        unwinding, not the recorded code. Before ``next_due``, with the pump parked on its
+        empty outbox, there is nothing to check.
         """
-        settings = self.settings
-        if self.conn is None and now - self.opened_at >= settings.websocket.auth_timeout_s:
-            return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
-        if now - self.last_heard >= settings.websocket.effective_dead_peer_timeout_s:
-            return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
-        if self.pump is None:
+        pump = self.pump
+        if now < self.next_due and (pump is None or pump.parked):
+            self.last_check = now
+            self.backed_up_since = None
+            self.sock.behind = False
+            self.sock.check_at = self.next_due  # until then, or until the pump wakes
             return None
-        outbox = self.pump.outbox
+        verdict = self._check(now)
+        next_due = self.last_heard + self.dead_peer_timeout_s
+        if self.conn is None:
+            next_due = min(next_due, self.opened_at + self.auth_timeout_s)
+        self.next_due = min(next_due, self.next_ping)
+        return verdict
+
+    def _check(self, now: float) -> tuple[int, str] | None:
+        settings = self.settings
+        if self.conn is None and now - self.opened_at >= self.auth_timeout_s:
+            return CloseCode.AUTH_TIMEOUT, "no hello/auth in time"
+        if now - self.last_heard >= self.dead_peer_timeout_s:
+            return CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"
+        pump = self.pump
+        if pump is None:
+            return None
+        if now >= self.next_ping and pump.parked and self.outbox is not None:
+            # A busy pump writes frames anyway: its ping waits until it parks. A frame written
+            # meanwhile (a pong to the client's own ping, a push) did what a ping does.
+            if now - self.last_write >= self.ping_interval_s:
+                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                    self.outbox.send_nowait(PING)
+                self.next_ping = now + self.ping_interval_s
+            else:
+                self.next_ping = self.last_write + self.ping_interval_s
+        outbox = pump.outbox
         stats = outbox.statistics()
         if stats.open_send_channels == 0:
             # The engine dropped us (outbox at its hard cap) and the pump has not noticed yet.
@@ -507,8 +581,11 @@ class SocketSession:
             send=self.send_text,
             is_me=self._is_me,
             on_update=self._on_update,
-            ping_interval_s=self.settings.websocket.ping_interval_s,
+            on_wake=self.sock.wake,
         )
+        self.outbox = send
+        self.next_ping = trio.current_time() + self.ping_interval_s
+        self.next_due = min(self.next_due, self.next_ping)
         return send
 
     def start_pump(self) -> None:

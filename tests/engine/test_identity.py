@@ -7,7 +7,17 @@ import hmac
 
 import pytest
 
-from engine import IdentifiedVisitor, InvalidIdentity, VisitorIdentity
+from engine import (
+    ConnectionMeta,
+    IdentifiedVisitor,
+    InvalidIdentity,
+    MessageAck,
+    SendMessage,
+    VisitorIdentity,
+    VisitorPrincipal,
+)
+from engine.context import NEW_VISITORS_KEPT
+from engine.messages import ListVisitors, VisitorList
 from storage import Workspace
 from tests.engine.conftest import World
 
@@ -68,3 +78,40 @@ async def test_a_forged_identity_is_refused_and_creates_nothing(world: World) ->
     too_long = signed(workspace, "x" * 257)
     with pytest.raises(InvalidIdentity):
         await identify(world, identity=too_long)
+
+
+async def test_a_new_visitor_arrives_with_the_row_identify_wrote(world: World) -> None:
+    # Its actor starts from that row (no read back): device, IP and the live list are right,
+    # and a first message opens its chat (it has none yet).
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+    found = await identify(world, user_agent=firefox, ip="192.0.2.7")
+    assert found.created
+    principal = VisitorPrincipal(workspace_id=world.workspace_id, visitor_id=found.visitor.id)
+    agent = await world.connect(await world.agent("alice"))
+    client = await world.connect(principal, meta=ConnectionMeta(user_agent=firefox, ip="192.0.2.7"))
+    assert client.conn.welcome is not None
+    listed = await world.engine.request(agent.conn, ListVisitors(subscribe=False))
+    assert isinstance(listed, VisitorList)
+    [seen] = listed.visitors
+    assert (seen.visitor_id, seen.browser, seen.ip) == (found.visitor.id, "Firefox", "192.0.2.7")
+    ack = await world.engine.request(client.conn, SendMessage(client_msg_id="m1", text="hi"))
+    assert isinstance(ack, MessageAck) and ack.conversation_id
+    # A second connection of the visitor finds the actor (and its chat) as it is.
+    again = await world.connect(principal)
+    assert again.conn.welcome is not None
+
+
+async def test_rows_of_new_visitors_never_connected_are_kept_for_a_bounded_number(
+    world: World,
+) -> None:
+    ctx = world.engine._ctx
+    first = await identify(world)
+    for _ in range(3):
+        await identify(world)
+    assert (world.workspace_id, first.visitor.id) in ctx.new_visitors
+    room = NEW_VISITORS_KEPT - len(ctx.new_visitors)
+    ctx.new_visitors.update({(f"w{i}", f"v{i}"): first.visitor for i in range(room)})  # full
+    newest = await identify(world)  # the newest is kept, the oldest went
+    assert len(ctx.new_visitors) == NEW_VISITORS_KEPT
+    assert (world.workspace_id, newest.visitor.id) in ctx.new_visitors
+    assert (world.workspace_id, first.visitor.id) not in ctx.new_visitors

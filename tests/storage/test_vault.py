@@ -22,6 +22,7 @@ from storage._base import SqlStorage
 from storage._sql import Program, Q
 from storage._vault import sqlite_vault_path
 from storage.crypto import ERASED_TEXT, new_master_key_text, parse_master_keys, write_key_file
+from storage.errors import NotFound
 from tests.pg import pg_schema_url
 from tests.storage.helpers import message
 from tests.storage.test_commands import cli
@@ -381,3 +382,21 @@ async def test_a_rating_comment_is_sealed_with_the_visitors_key(storage: SqlStor
     await storage._destroy_visitor_key(ws, gone)
     got = await storage.get_conversation(ws, gone_conv)
     assert got is not None and got.rating_comment == ERASED_TEXT
+
+
+async def test_a_new_visitors_key_and_row_are_one_write(storage: SqlStorage) -> None:
+    """One trip to the writer before a new visitor's first frame; a visitor refused (its
+    workspace is gone) leaves no key behind."""
+    await storage.use_keys(ring(new_master_key_text()))
+    ws = await storage.create_workspace(name="acme")
+    visitor = await storage.create_visitor(ws.id, token_hash="t-new", ip="203.0.113.9")
+    [row] = await storage.vault_rows()
+    assert (row["workspace_id"], row["visitor_id"]) == (ws.id, visitor.id)
+    await storage.update_visitor(ws.id, visitor.id, name=KEPT_NAME)
+    found = await storage.get_visitor(ws.id, visitor.id)
+    assert found is not None and (found.name, found.ip) == (KEPT_NAME, "203.0.113.9")
+    gone = await storage.create_workspace(name="gone")
+    await storage.purge_workspace(gone.id)
+    with pytest.raises(NotFound):
+        await storage.create_visitor(gone.id, token_hash="t-late")
+    assert len(await storage.vault_rows()) == 1

@@ -4,6 +4,9 @@ rate window."""
 
 from __future__ import annotations
 
+import trio
+import trio.testing
+
 from web.protocol import CloseCode
 from web.ratelimit import HitWindow
 from web.sockets import LiveSocket, SocketRegistry
@@ -44,7 +47,7 @@ def test_closed_sockets_leave_every_index() -> None:
         reg.add(sock)
         reg.bind(sock, workspace_id="W", agent_id="A", session_hash="S", token_id=None)
     reg.remove(a)
-    assert a.done.is_set()
+    assert a.finished and not b.finished
     assert [s.id for s in reg.of_agent("W", "A")] == ["b"]
     assert [s.id for s in reg.of_session("S")] == ["b"]
     reg.remove(b)
@@ -82,3 +85,57 @@ def test_a_connections_window_allows_limit_events_per_window_and_says_when_to_re
     assert window.hit() == 1.0  # until 101.0 leaves
     now[0] = 200.0
     assert [window.hit() for _ in range(4)] == [0.0, 0.0, 0.0, 10.0]
+
+
+async def test_close_all_cancels_every_handler_and_waits_until_each_has_unregistered() -> None:
+    reg = SocketRegistry()
+    socks = [_sock(f"s{i}", "visitor") for i in range(3)]
+    unregistered: list[str] = []
+
+    async def handler(sock: LiveSocket) -> None:
+        # What SocketSession.run does: cancelled by close, then a (shielded) cleanup.
+        with trio.CancelScope() as scope:
+            sock.cancel_scope = scope
+            await trio.sleep_forever()
+        with trio.CancelScope(shield=True):
+            for _ in range(5):  # a cleanup that takes a few scheduling rounds
+                await trio.lowlevel.checkpoint()
+        unregistered.append(sock.id)
+        reg.remove(sock)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for sock in socks:
+                reg.add(sock)
+                nursery.start_soon(handler, sock)
+            await trio.testing.wait_all_tasks_blocked()
+            await reg.close_all(1001, "shutting down", timeout_s=5)
+            assert sorted(unregistered) == ["s0", "s1", "s2"]
+            assert all(s.finished and s.close_code == 1001 for s in socks)
+            await reg.close_all(1001, "again", timeout_s=5)  # nothing left: returns at once
+
+
+async def test_the_timer_skips_an_idle_socket_until_its_check_at_or_a_wake(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reg = SocketRegistry()
+    sock = _sock("s")
+    checked: list[float] = []
+
+    def check(now: float) -> None:
+        checked.append(now)
+        sock.check_at = now + 10  # nothing can be due for 10 s
+        return None
+
+    sock.check = check
+    reg.add(sock)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reg.watch, 1.0)
+        await trio.sleep(5.5)
+        assert checked == [1.0]  # the first tick, then skipped
+        sock.wake()  # its outbox got something
+        await trio.sleep(1)
+        assert checked == [1.0, 6.0]
+        await trio.sleep(20)
+        assert checked == [1.0, 6.0, 16.0, 26.0]
+        nursery.cancel_scope.cancel()

@@ -68,3 +68,25 @@ async def test_openapi_documents_put_as_full_and_patch_as_partial(srv: TestServe
     put = body_schema(ops["put"])
     assert set(put["required"]) == set(put["properties"]) >= {"allowed_origins", "color"}
     assert not body_schema(ops["patch"]).get("required")
+
+
+async def test_the_hello_offers_the_public_groups_as_changed_a_moment_ago(srv: TestServer) -> None:
+    # The departments are cached by the engine (no read per hello) until a group changes.
+    admin = bearer(srv.base_url, srv.acme.owner.token)
+    url = srv.visitor_ws_url(srv.acme.widget_key)
+
+    async def departments() -> list[str]:
+        async with open_peer(url, origin=srv.acme.site_origin) as peer:
+            return sorted(d["name"] for d in (await visitor(srv, peer))["widget"]["departments"])
+
+    before = await departments()
+    created = await admin.request("POST", "/api/v1/groups", {"name": "Billing", "public": True})
+    assert created.status == 201, created.body
+    assert await departments() == sorted([*before, "Billing"])
+    group_id = created.json()["id"]
+    renamed = await admin.request("PATCH", f"/api/v1/groups/{group_id}", {"name": "Invoices"})
+    assert renamed.status == 200, renamed.body
+    assert await departments() == sorted([*before, "Invoices"])
+    hidden = await admin.request("PATCH", f"/api/v1/groups/{group_id}", {"public": False})
+    assert hidden.status == 200, hidden.body
+    assert await departments() == before

@@ -186,3 +186,31 @@ async def test_server_pings_and_a_silent_peer_is_closed_with_4001(tmp_path: Path
                     except ConnectionClosed as closed:
                         code = closed.reason.code if closed.reason is not None else None
                 assert code == 4001
+
+
+async def test_a_client_that_pings_hears_pongs_and_no_server_ping_until_it_stops(
+    tmp_path: Path,
+) -> None:
+    # The server pings after an interval with nothing written: its pongs to the client's own
+    # pings are heartbeat enough (and the client's pings keep it from being a dead peer).
+    async with (
+        run_test_server(tmp_path, ws_ping_interval_s=2.0, ws_dead_peer_timeout_s=10.0) as srv,
+        open_peer(srv.visitor_ws_url(srv.acme.widget_key), origin=srv.acme.site_origin) as peer,
+    ):
+        await visitor(srv, peer)
+        kinds: list[str] = []
+        sent = 0
+        with trio.fail_after(30):
+            started = trio.current_time()
+            while trio.current_time() - started < 5.0:  # two and a half intervals
+                sent += 1
+                await peer.send_raw(json.dumps({"type": "ping", "id": sent}))
+                with trio.move_on_after(0.3):  # the client's pace: a ping every 0.3 s or so
+                    while True:
+                        kinds.append(json.loads(await peer.ws.get_message())["type"])
+            assert "ping" not in kinds
+            assert kinds.count("pong") >= sent - 1
+            # Silent now: a server ping comes once nothing was written for an interval.
+            while (frame := json.loads(await peer.ws.get_message()))["type"] == "pong":
+                pass
+            assert frame["type"] == "ping"
