@@ -73,7 +73,7 @@ from engine.visitor import (
     VisitorLeft,
     VisitorTick,
 )
-from storage import ConversationState, Fence, Group, Storage, Workspace
+from storage import ConversationState, Fence, Group, Storage, Visitor, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -335,8 +335,6 @@ class ChatEngine(Requests):
             user_agent=user_agent,
             ip=ip,
         )
-        if found.created:
-            self._ctx.created_visitor(found.visitor)
         return found
 
     async def connect(
@@ -347,12 +345,15 @@ class ChatEngine(Requests):
         connection_id: str,
         resume: ResumePoints | None = None,
         meta: ConnectionMeta | None = None,
+        new_visitor: Visitor | None = None,
     ) -> Connection:
         """Register a subscriber and return its handle with ``welcome`` (send it first).
 
         Events after each ``resume`` seq (visible to the principal) are pushed before live
         ones; a gap larger than ``max_resume_gap`` (or the outbox's room) gets
         ``resync_required`` instead. Unknown or foreign conversation ids are ignored.
+        ``new_visitor``: the visitor's row, created by ``identify_visitor`` for this very
+        connection (so it has no conversation yet): its actor starts from it, reading nothing.
         """
         self._check_accepting()
         ctx = self._ctx
@@ -365,7 +366,7 @@ class ChatEngine(Requests):
         with trio.fail_after(self.config.ask_timeout_s):
             router = await self._router(ws)
             if isinstance(principal, VisitorPrincipal):
-                visitor = await self._arriving_visitor(principal)
+                visitor = await self._arriving_visitor(principal, new_visitor)
                 open_id = await visitor.ask(lambda r: VisitorArrived(meta=conn.meta, reply=r))
                 ctx.hub.add(conn)
                 view = await router.ask(lambda r: GetAgents(reply=r))
@@ -434,15 +435,14 @@ class ChatEngine(Requests):
                     conn.resuming.discard(conversation_id)
         return conn
 
-    async def _arriving_visitor(self, p: VisitorPrincipal) -> Any:
-        """The visitor's actor; one created by ``identify_visitor`` just now starts from the
-        row written then (``EngineContext.new_visitors``) instead of reading it back."""
+    async def _arriving_visitor(self, p: VisitorPrincipal, created: Visitor | None) -> Any:
+        """The visitor's actor; one ``created`` just now (by ``identify_visitor``, for this
+        connection) starts from that row instead of reading it back."""
         ctx = self._ctx
         key = (p.workspace_id, p.visitor_id)
-        created = ctx.new_visitors.pop(key, None)
         registry = ctx.visitors
         assert registry is not None
-        if created is not None:
+        if created is not None and created.id == p.visitor_id:
             seeded = registry.activate_seeded(key, created, generation=registry.generation)
             if seeded is not None:
                 return seeded

@@ -31,7 +31,6 @@ from storage import (
     LeaseLost,
     Storage,
     StorageUnavailable,
-    Visitor,
     Workspace,
 )
 
@@ -40,7 +39,6 @@ __all__ = ["WAIT_FOR_AGENTS", "EngineContext", "PreChatRule", "WorkspaceSettings
 # A visitor alarm at this time waits for ``EngineContext.set_availability`` rather than a time:
 # a greeting whose conditions hold while no agent is available (or the workspace is closed).
 WAIT_FOR_AGENTS = math.inf
-NEW_VISITORS_KEPT = 1024  # rows of visitors created and not yet connected (``new_visitors``)
 
 
 @attrs.frozen(kw_only=True)
@@ -177,22 +175,11 @@ class EngineContext:
     visitor_alarms: dict[tuple[str, str], float] = attrs.field(factory=dict)
     # visitor -> the visit their passivated actor left while they were connected (engine.visit)
     kept_visits: dict[tuple[str, str], Visit] = attrs.field(factory=dict)
-    # visitor -> its row, created just now by ``identify_visitor`` and not yet connected: the
-    # arriving connection seeds the visitor actor with it (no conversation can exist yet), so
-    # the actor does not read it back. Bounded: one not taken (the socket went, or its
-    # workspace is served by another node) is dropped after NEW_VISITORS_KEPT others.
-    new_visitors: dict[tuple[str, str], Visitor] = attrs.field(factory=dict)
     # workspace -> (within business hours, an agent accepting chats), as its router last saw it
     availability: dict[str, tuple[bool, bool]] = attrs.field(factory=dict)
     # Cluster (issue 13): the fence a workspace's appends carry (its lease and epoch on this
     # node); None: one process, nothing to fence.
     fence: Callable[[str], Fence] | None = None
-
-    def created_visitor(self, visitor: Visitor) -> None:
-        """``visitor`` was created just now: keep its row for its arriving connection."""
-        self.new_visitors[(visitor.workspace_id, visitor.id)] = visitor
-        if len(self.new_visitors) > NEW_VISITORS_KEPT:
-            del self.new_visitors[next(iter(self.new_visitors))]
 
     def set_availability(self, workspace_id: str, *, open_now: bool, available: bool) -> None:
         """The router's view of the workspace. When it opens, or an agent becomes available,

@@ -68,7 +68,7 @@ from engine import (
     unstructure,
     unstructure_command,
 )
-from storage import Role, Storage, StorageError
+from storage import Role, Storage, StorageError, Visitor
 from web.bus import Bus, BusError, Message, NodeUnreachable, RemoteError
 from web.ownership import Ownership
 from web.placement import IdleRelease, Placement
@@ -166,11 +166,20 @@ class ClusterGateway:
         connection_id: str,
         resume: dict[str, int] | None = None,
         meta: ConnectionMeta | None = None,
+        new_visitor: Visitor | None = None,
     ) -> Connection:
+        """``ChatEngine.connect`` on the workspace's owner. ``new_visitor`` (the row just
+        created for this connection) only serves this node's engine: the owner elsewhere
+        reads it from storage."""
         owner = await self._owner(principal.workspace_id)
         if owner == self.node_id:
             conn = await self.engine.connect(
-                principal, outbox, connection_id=connection_id, resume=resume, meta=meta
+                principal,
+                outbox,
+                connection_id=connection_id,
+                resume=resume,
+                meta=meta,
+                new_visitor=new_visitor,
             )
             self._end_if_gone(conn)
             return conn

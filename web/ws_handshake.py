@@ -182,7 +182,8 @@ async def _hello(host: HandshakeHost, rid: str | int, hello: Hello) -> None:
         page_referrer=page.referrer[:2048] if page and page.referrer else None,
     )
     principal = VisitorPrincipal(workspace_id=ws_id, visitor_id=visitor.id)
-    welcome = _welcome(await _connect(host, principal, hello.resume, meta))
+    created = visitor if found.created else None
+    welcome = _welcome(await _connect(host, principal, hello.resume, meta, created))
     conversation = welcome.get("conversation")
     if isinstance(conversation, dict) and conversation.get("state") != "closed":
         host.open_conversation = conversation.get("conversation_id")
@@ -309,12 +310,22 @@ async def recheck_agent(host: HandshakeHost) -> tuple[int, str] | None:
 
 
 async def _connect(
-    host: HandshakeHost, principal: Any, resume: Any, meta: ConnectionMeta
+    host: HandshakeHost,
+    principal: Any,
+    resume: Any,
+    meta: ConnectionMeta,
+    new_visitor: Visitor | None = None,
 ) -> Connection:
+    """``new_visitor``: the visitor row created for this connection (its actor reads nothing)."""
     outbox = host.open_outbox()
     try:
         conn = await host.services.gateway.connect(
-            principal, outbox, connection_id=host.sock.id, resume=dict(resume), meta=meta
+            principal,
+            outbox,
+            connection_id=host.sock.id,
+            resume=dict(resume),
+            meta=meta,
+            new_visitor=new_visitor,
         )
     except EngineError as err:
         raise CloseSocket(CloseCode.TRY_AGAIN_LATER, error_result(err).code) from None

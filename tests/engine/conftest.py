@@ -23,7 +23,7 @@ from engine.api import (
     VisitorPrincipal,
 )
 from engine.messages import EventPush, Push
-from storage import open_storage
+from storage import Visitor, open_storage
 from storage.api import Role, Storage
 
 _ids = itertools.count(1)
@@ -148,10 +148,16 @@ class World:
         resume: dict[str, int] | None = None,
         outbox_size: int = 1000,
         meta: ConnectionMeta | None = None,
+        new_visitor: Visitor | None = None,
     ) -> Client:
         send, recv = trio.open_memory_channel[Push](outbox_size)
         conn = await self.engine.connect(
-            principal, send, connection_id=f"c{next(_ids)}", resume=resume or {}, meta=meta
+            principal,
+            send,
+            connection_id=f"c{next(_ids)}",
+            resume=resume or {},
+            meta=meta,
+            new_visitor=new_visitor,
         )
         return Client(conn=conn, inbox=recv)
 

@@ -16,7 +16,6 @@ from engine import (
     VisitorIdentity,
     VisitorPrincipal,
 )
-from engine.context import NEW_VISITORS_KEPT
 from engine.messages import ListVisitors, VisitorList
 from storage import Workspace
 from tests.engine.conftest import World
@@ -88,7 +87,8 @@ async def test_a_new_visitor_arrives_with_the_row_identify_wrote(world: World) -
     assert found.created
     principal = VisitorPrincipal(workspace_id=world.workspace_id, visitor_id=found.visitor.id)
     agent = await world.connect(await world.agent("alice"))
-    client = await world.connect(principal, meta=ConnectionMeta(user_agent=firefox, ip="192.0.2.7"))
+    meta = ConnectionMeta(user_agent=firefox, ip="192.0.2.7")
+    client = await world.connect(principal, meta=meta, new_visitor=found.visitor)
     assert client.conn.welcome is not None
     listed = await world.engine.request(agent.conn, ListVisitors(subscribe=False))
     assert isinstance(listed, VisitorList)
@@ -99,19 +99,3 @@ async def test_a_new_visitor_arrives_with_the_row_identify_wrote(world: World) -
     # A second connection of the visitor finds the actor (and its chat) as it is.
     again = await world.connect(principal)
     assert again.conn.welcome is not None
-
-
-async def test_rows_of_new_visitors_never_connected_are_kept_for_a_bounded_number(
-    world: World,
-) -> None:
-    ctx = world.engine._ctx
-    first = await identify(world)
-    for _ in range(3):
-        await identify(world)
-    assert (world.workspace_id, first.visitor.id) in ctx.new_visitors
-    room = NEW_VISITORS_KEPT - len(ctx.new_visitors)
-    ctx.new_visitors.update({(f"w{i}", f"v{i}"): first.visitor for i in range(room)})  # full
-    newest = await identify(world)  # the newest is kept, the oldest went
-    assert len(ctx.new_visitors) == NEW_VISITORS_KEPT
-    assert (world.workspace_id, newest.visitor.id) in ctx.new_visitors
-    assert (world.workspace_id, first.visitor.id) not in ctx.new_visitors
