@@ -42,6 +42,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from bench import cluster_proc as procs
+from bench import profile as profiling
 from bench.commands import BenchUnavailable
 from bench.common import BenchResult, Progress, latency_summary_ms
 from bench.e2e import E2EParams, _run_phase
@@ -81,6 +82,7 @@ class ClusterParams:
     pg_url: str = DEFAULT_PG_URL
     redis_url: str = DEFAULT_REDIS_URL
     log_dir: str | None = None
+    profile: bool = False  # sample every server process with py-spy during the open loop
 
 
 QUICK = {
@@ -112,6 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--takeover-visitors", type=int, default=d.takeover_visitors, help="SIGKILL part: V"
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample every server process with py-spy during the open loop (the bench extra)",
+    )
+    parser.add_argument(
         "--pg-url",
         default=os.environ.get("LIVECHAT_TEST_PG_URL", d.pg_url),
         help="PostgreSQL server (a schema per run is created and dropped)",
@@ -136,6 +143,7 @@ def params_from_args(args: argparse.Namespace) -> ClusterParams:
         pg_url=args.pg_url,
         redis_url=args.redis_url,
         log_dir=getattr(args, "report", None),
+        profile=args.profile,
     )
     return attrs.evolve(given, **QUICK) if args.quick else given  # type: ignore[arg-type]
 
@@ -261,11 +269,14 @@ async def _throughput(
                 figures: dict[str, Any] = {}
                 for phase in ("open_loop", "closed_loop"):
                     await meter.start()
+                    sampling = await _start_sampling(params, phase, meter, workdir / mode)
                     summary, merged = await _run_phase(
                         phase, mode, e2e, srv, loadgens, None, result.notes, params.rate_msgs_s
                     )
                     cpu = await meter.stop()
                     figures[phase] = _figures(summary, merged, cpu, idle_s, meter)
+                    if sampling:
+                        figures[phase]["profile"] = await _stop_sampling(sampling, mode, result)
                     if summary["paced_sends"]:
                         result.notes.append(
                             f"{mode} {phase}: {summary['paced_sends']} sends waited for the "
@@ -283,6 +294,34 @@ async def _throughput(
         "errors": figures["open_loop"]["errors"] + closed["errors"],
         "closed_loop": closed,
     }
+
+
+async def _start_sampling(
+    params: ClusterParams, phase: str, meter: procs.CpuMeter, prefix: Path
+) -> list[profiling.Sampling]:
+    """py-spy on every server process (the parent of ``--workers`` only waits: skipped when
+    it has children) during the open loop, when ``--profile``."""
+    if not params.profile or phase != "open_loop":
+        return []
+    workers = [pid for pid in meter.server_pids if pid != meter.root] or [meter.root]
+    samplings = [profiling.Sampling(pid, prefix.with_suffix(f".{pid}.raw")) for pid in workers]
+    for sampling in samplings:
+        await sampling.start()
+    return samplings
+
+
+async def _stop_sampling(
+    samplings: list[profiling.Sampling], mode: str, result: BenchResult
+) -> dict[str, Any]:
+    """Each sampled process's top frames, by pid."""
+    profiles: dict[str, Any] = {}
+    for sampling in samplings:
+        summary = await sampling.stop()
+        if summary is not None:
+            profiles[str(sampling.pid)] = summary
+        if sampling.note:
+            result.notes.append(f"{mode} profile of {sampling.pid}: {sampling.note}")
+    return profiles
 
 
 def _figures(
