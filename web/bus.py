@@ -8,7 +8,15 @@ with a kind ``k``:
 - ``req``: a request (``op``, ``id``, ``from``, ``deadline_s``: what is left of the caller's
   deadline); handled in a task of its own under that deadline, answered with ``rep``;
 - ``rep``: the answer to request ``id`` (``ok``: the result, or ``error``: code and message);
+- ``batch``: several of these, ``m``, in order (see below);
 - anything else is handed to the node's handler as it arrives, in order (pushes to sockets).
+
+What a node sends to another (``post``: requests, answers, pushes) waits in that node's *link*
+and goes out with whatever else is queued for it: one PUBLISH (and one message to parse there)
+for a burst, instead of one per message. A link publishes one batch at a time, in order; while
+it does, the next batch gathers. A publish that fails (Redis down, nobody listens) reports every
+message it carried as lost, and every message queued behind it too, so nothing posted after a
+lost message can arrive without it (an acknowledgement must never overtake a lost push).
 
 Redis pub/sub is at-most-once: a message published while a subscriber is reconnecting is lost,
 so every user of the bus must detect gaps (``web/cluster.py`` numbers each connection's pushes)
@@ -52,6 +60,8 @@ from web.metrics import BusMetrics
 log = logging.getLogger("livechat.bus")
 
 REQUEST_SLACK_S = 0.05  # the answer travels back too: the remote side stops this much earlier
+LINK_BACKLOG = 2000  # messages queued for one node before ``post`` waits for room
+LINK_IDLE_S = 60.0  # a link with nothing to send this long ends (node ids come and go)
 CONNECT_TIMEOUT_S = 2.0
 RESUBSCRIBE_DELAY_S = 0.5
 COMMAND_TIMEOUT_S = 2.0
@@ -144,6 +154,19 @@ class RemoteError(BusError):
 class _Waiter:
     done: trio.Event = attrs.field(factory=trio.Event)
     answer: Message | None = None
+    lost: BusError | None = None  # the request could not be published
+
+
+OnLost = Callable[[BusError], None]
+
+
+@attrs.define(eq=False)
+class _Link:
+    """The messages waiting to be published to one node, with who to tell if they are lost."""
+
+    queue: list[tuple[Message, OnLost | None]] = attrs.field(factory=list)
+    wake: trio.Event = attrs.field(factory=trio.Event)  # something was queued
+    room: trio.Event = attrs.field(factory=trio.Event)  # the queue was taken: room again
 
 
 class Bus:
@@ -159,6 +182,8 @@ class Bus:
             stream_timeout=COMMAND_TIMEOUT_S,
         )
         self._waiting: dict[str, _Waiter] = {}
+        self._links: dict[str, _Link] = {}
+        self._nursery: trio.Nursery | None = None  # serve's: the links' publishers run there
         self._sync_windows = self._client.register_script(_SYNC_WINDOWS_LUA)
         self.metrics = BusMetrics()
 
@@ -183,27 +208,31 @@ class Bus:
         (the users of the bus detect the gap)."""
         started = False
         async with self._client, trio.open_nursery() as nursery:
-            while True:
-                try:
-                    pubsub = self._client.pubsub(
-                        channels=[self.channel(self.node_id), self.all_channel],
-                        ignore_subscribe_messages=True,
-                    )
-                    async with pubsub:
-                        self.metrics.subscribed = 1
-                        if not started:
-                            started = True
-                            task_status.started()
-                        async for item in pubsub:
-                            self._dispatch(nursery, item, on_request, on_message)
-                except* _REDIS_ERRORS as group:
-                    self.metrics.subscribed = 0
-                    # also coredis unsubscribing on a connection our cancellation closed:
-                    # then this raises Cancelled, and nothing is logged
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                    self.metrics.reconnects += 1
-                    log.warning("bus: Redis connection lost (%r), subscribing again", group)
-                await trio.sleep(RESUBSCRIBE_DELAY_S)  # a cancelled serve stops here
+            self._nursery = nursery
+            try:
+                while True:
+                    try:
+                        pubsub = self._client.pubsub(
+                            channels=[self.channel(self.node_id), self.all_channel],
+                            ignore_subscribe_messages=True,
+                        )
+                        async with pubsub:
+                            self.metrics.subscribed = 1
+                            if not started:
+                                started = True
+                                task_status.started()
+                            async for item in pubsub:
+                                self._dispatch(nursery, item, on_request, on_message)
+                    except* _REDIS_ERRORS as group:
+                        self.metrics.subscribed = 0
+                        # also coredis unsubscribing on a connection our cancellation closed:
+                        # then this raises Cancelled, and nothing is logged
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        self.metrics.reconnects += 1
+                        log.warning("bus: Redis connection lost (%r), subscribing again", group)
+                    await trio.sleep(RESUBSCRIBE_DELAY_S)  # a cancelled serve stops here
+            finally:
+                self._nursery = None  # what is posted from now on is lost at once
 
     def _dispatch(
         self,
@@ -221,6 +250,21 @@ class Bus:
         except (ValueError, KeyError, TypeError):
             log.warning("bus: dropped a malformed message")
             return
+        if kind == "batch":
+            for one in message.get("m") or ():
+                if isinstance(one, dict) and one.get("k") != "batch":
+                    self._handle(nursery, one, on_request, on_message)
+            return
+        self._handle(nursery, message, on_request, on_message)
+
+    def _handle(
+        self,
+        nursery: trio.Nursery,
+        message: Message,
+        on_request: Handler,
+        on_message: Callable[[Message], None],
+    ) -> None:
+        kind = message.get("k")
         self.metrics.received[kind if kind in _KINDS else "other"] += 1
         if kind == "rep":
             waiter = self._waiting.get(str(message.get("id")))
@@ -245,10 +289,78 @@ class Bus:
         except Exception:  # the edge of a request from another node: answer, log, go on
             log.exception("bus: request %r failed", message.get("op"))
             reply["error"] = {"code": "internal_error", "message": "internal error"}
+        to = str(message.get("from"))
+
+        def lost(err: BusError) -> None:
+            log.warning("bus: could not answer %s: %s", to, err)
+
         try:
-            await self.send(str(message.get("from")), reply)
+            # No wait for room: nothing may come between the handler's last check and this
+            # answer taking its place behind the pushes already queued (web/cluster.py).
+            self.post_nowait(to, reply, lost)
         except BusError as err:
-            log.warning("bus: could not answer %s: %s", message.get("from"), err)
+            lost(err)
+
+    async def post(self, node_id: str, message: Message, on_lost: OnLost | None = None) -> None:
+        """Queue ``message`` for ``node_id``, waiting while ``LINK_BACKLOG`` messages are
+        queued there already; see the module docstring. ``on_lost`` hears the error if it
+        cannot be published (or a message queued before it could not)."""
+        link = self._link(node_id)
+        while len(link.queue) >= LINK_BACKLOG:
+            await link.room.wait()
+        self.post_nowait(node_id, message, on_lost)
+
+    def post_nowait(self, node_id: str, message: Message, on_lost: OnLost | None = None) -> None:
+        """``post`` without waiting for room (an answer: bounded by the requests in flight)."""
+        link = self._link(node_id)
+        link.queue.append((message, on_lost))
+        link.wake.set()
+
+    def _link(self, node_id: str) -> _Link:
+        link = self._links.get(node_id)
+        if link is None:
+            if self._nursery is None:
+                raise BusUnavailable("the bus is not running")
+            link = self._links[node_id] = _Link()
+            self._nursery.start_soon(self._publish_link, node_id, link)
+        return link
+
+    async def _publish_link(self, node_id: str, link: _Link) -> None:
+        """Publish what is queued for ``node_id``, a batch at a time, until idle."""
+        try:
+            while True:
+                with trio.move_on_after(LINK_IDLE_S):
+                    await link.wake.wait()
+                if not link.queue:
+                    return  # idle: a later post starts a new link
+                link.wake = trio.Event()
+                batch, link.queue = link.queue, []
+                link.room.set()
+                link.room = trio.Event()
+                try:
+                    await self._publish_batch(node_id, [message for message, _ in batch])
+                except BusError as err:
+                    # Everything queued behind the lost ones is given up too, in order.
+                    batch, link.queue = batch + link.queue, []
+                    link.room.set()
+                    link.room = trio.Event()
+                    for _, on_lost in batch:
+                        if on_lost is not None:
+                            on_lost(err)
+        finally:
+            if self._links.get(node_id) is link:
+                del self._links[node_id]
+            for _, on_lost in link.queue:  # the bus stopped
+                if on_lost is not None:
+                    on_lost(BusUnavailable("the bus stopped"))
+
+    async def _publish_batch(self, node_id: str, messages: list[Message]) -> None:
+        payload = messages[0] if len(messages) == 1 else {"k": "batch", "m": messages}
+        await self.send(node_id, payload)
+        if len(messages) > 1:
+            for message in messages:
+                kind = message.get("k")
+                self.metrics.sent[kind if kind in _KINDS else "other"] += 1
 
     async def send(self, node_id: str, message: Message) -> None:
         """Publish one message to ``node_id``; ``NodeUnreachable`` if nobody listens there."""
@@ -261,8 +373,10 @@ class Bus:
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
         if receivers == 0:
             raise NodeUnreachable(f"node {node_id} does not listen on the bus")
+        self.metrics.publishes += 1
         kind = message.get("k")
-        self.metrics.sent[kind if kind in _KINDS else "other"] += 1
+        if kind != "batch":  # a batch's messages are counted by kind by ``_publish_batch``
+            self.metrics.sent[kind if kind in _KINDS else "other"] += 1
 
     async def broadcast(self, message: Message) -> None:
         """Publish one message to every node (this one too: receivers skip their own)."""
@@ -304,8 +418,12 @@ class Bus:
         waiter = self._waiting[request_id] = _Waiter()
         started = trio.current_time()
         outcome = "cancelled"
+        def lost(err: BusError) -> None:
+            waiter.lost = err
+            waiter.done.set()
+
         try:
-            await self.send(
+            await self.post(
                 node_id,
                 {
                     **body,
@@ -315,9 +433,12 @@ class Bus:
                     "from": self.node_id,
                     "deadline_s": left_s,
                 },
+                lost,
             )
             with trio.fail_after(max(left_s, 0.0)):
                 await waiter.done.wait()
+            if waiter.lost is not None:
+                raise waiter.lost
             outcome = "error" if waiter.answer and "error" in waiter.answer else "ok"
             self.metrics.observe_round_trip(trio.current_time() - started, request=True)
         except NodeUnreachable:

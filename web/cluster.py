@@ -74,6 +74,7 @@ from web.ownership import Ownership
 from web.placement import IdleRelease, Placement
 from web.settings import Settings, generate_node_id
 from web.sockets import GOING_AWAY, GoingAway
+from web.ws_pump import push_data
 
 log = logging.getLogger("livechat.cluster")
 
@@ -90,6 +91,7 @@ class _Hosted:
     conn: Connection
     outbox: trio.MemorySendChannel[Any]  # ``conn.outbox``, which ``GOING_AWAY`` goes in too
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    lost: bool = False  # a push could not be published: served no more
 
 
 @attrs.define(eq=False)
@@ -407,34 +409,52 @@ class ClusterGateway:
         return {"welcome": unstructure(welcome) if welcome is not None else None}  # type: ignore[arg-type]
 
     async def _pump(self, hosted: _Hosted, outbox: trio.MemoryReceiveChannel[Any]) -> None:
-        """The hosted connection's pushes to its socket's node, numbered, in order; the end of
-        the outbox (the engine dropped a slow subscriber) ends the socket there."""
+        """The hosted connection's pushes to its socket's node, numbered, in order (posted on
+        the bus link to that node, which publishes them with whatever else goes there); the
+        end of the outbox (the engine dropped a slow subscriber) ends the socket there."""
         number = 0
-        lost = False
+        connection_id = hosted.conn.id
+
+        def lost(err: BusError) -> None:
+            self._push_lost(hosted, err)
+
         with hosted.scope, outbox:
             try:
-                end: Message = {"k": "end", "c": hosted.conn.id}
+                end: Message = {"k": "end", "c": connection_id}
                 async for push in outbox:
                     if isinstance(push, GoingAway):  # after every push queued before it
                         end["away"] = True
                         break
                     number += 1
-                    body = {"k": "push", "c": hosted.conn.id, "n": number, "p": unstructure(push)}
-                    await self.bus.send(hosted.node, body)
-                await self.bus.send(hosted.node, end)
+                    # ``push_data``: unstructured once for every connection it goes to
+                    body = {"k": "push", "c": connection_id, "n": number, "p": push_data(push)}
+                    await self.bus.post(hosted.node, body, lost)
+                await self.bus.post(hosted.node, end, lost)
             except BusError as err:
-                log.warning("socket %s on %s: %s", hosted.conn.id, hosted.node, err)
-                lost = True
+                lost(err)
+        if self._hosted.get(connection_id) is hosted:
+            await self._unhost(connection_id)
+
+    def _push_lost(self, hosted: _Hosted, err: BusError) -> None:
+        """A push to ``hosted`` could not be published: the connection is served no more, at
+        once, so no acknowledgement can reach its socket after the lost push (its client
+        would resume past it): a request on it now hears "unavailable". The socket's node is
+        told to end it too, once its subscription is back (Redis restarted, connection
+        dropped), and its client resumes by sequence; a node that is gone hears nothing."""
+        if hosted.lost:
+            return
+        hosted.lost = True
+        log.warning("socket %s on %s: %s", hosted.conn.id, hosted.node, err)
+        hosted.scope.cancel()
         if self._hosted.get(hosted.conn.id) is hosted:
-            # A push lost: the connection is served no more, at once, so no acknowledgement
-            # can reach the socket after it (its client would resume past the lost push);
-            # a request on it now hears "unavailable" and the socket ends there.
-            await self._unhost(hosted.conn.id)
-        if lost:
-            # The socket's node must not wait for the lost push either: once its subscription
-            # is back (Redis restarted, connection dropped) it hears the end and its client
-            # resumes by sequence; a node that is gone hears nothing, as it should.
-            await self._send_end(hosted)
+            del self._hosted[hosted.conn.id]
+        if self._nursery is not None:
+            self._nursery.start_soon(self._after_lost, hosted)
+
+    async def _after_lost(self, hosted: _Hosted) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+            await self.engine.disconnect(hosted.conn)
+        await self._send_end(hosted)
 
     async def _send_end(self, hosted: _Hosted) -> None:
         """Tell the socket's node to end a socket whose pushes could not all be sent, retrying

@@ -153,6 +153,7 @@ class BusMetrics:
     round_trip: Histogram = attrs.field(factory=Histogram)  # forwarded requests
     recent_round_trip_s: float | None = None  # requests and rate-limit syncs, an EWMA
     sent: Counter[str] = attrs.field(factory=Counter)  # message kind
+    publishes: int = 0  # PUBLISH commands to nodes: a burst to one node is one (web/bus.py)
     received: Counter[str] = attrs.field(factory=Counter)  # message kind
     push_gaps: int = 0  # a push number skipped: the proxied socket ended (1013), it resumes
     proxies_ended: int = 0  # proxied sockets ended for any reason (1013, the client resumes)
@@ -203,6 +204,12 @@ class BusMetrics:
             "counter",
             "Messages published on the bus, by kind (push: to a socket on another node).",
             [(lab(kind=k), n) for k, n in sorted(self.sent.items())],
+        )
+        family(
+            "livechat_bus_publishes_total",
+            "counter",
+            "PUBLISH commands to other nodes: the messages queued for one node go in one.",
+            [("", self.publishes)],
         )
         family(
             "livechat_bus_messages_received_total",

@@ -62,3 +62,32 @@ async def test_the_callers_deadline_bounds_the_remote_work_and_a_gone_node_fails
             with pytest.raises(NodeUnreachable):
                 await a.request("nobody", "echo", {"x": 1})
             nursery.cancel_scope.cancel()
+
+
+async def test_posts_to_one_node_go_out_together_in_order_and_a_failed_publish_loses_the_rest() -> (
+    None
+):
+    url, prefix = redis_url_or_skip(), bus_prefix()
+    a, b = Bus(url, "a", prefix=prefix), Bus(url, "b", prefix=prefix)
+    seen_b: list[Message] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await _start(nursery, a, [])
+            await _start(nursery, b, seen_b)
+            for n in range(300):  # queued in one go: published in a few batches
+                await a.post("b", {"k": "push", "n": n})
+            assert await a.request("b", "echo", {"x": 1}) == {"echo": 1, "by": "b"}
+            assert [m["n"] for m in seen_b] == list(range(300))
+            assert b.metrics.received["push"] == 300
+            assert a.metrics.sent["push"] == 300
+            assert a.metrics.publishes < 10  # 300 pushes and a request, not 301 publishes
+
+            lost: list[tuple[int, str]] = []
+            for n in range(5):
+                a.post_nowait(
+                    "gone", {"k": "push", "n": n}, lambda e, n=n: lost.append((n, type(e).__name__))
+                )
+            with pytest.raises(NodeUnreachable):  # queued behind them: lost with them
+                await a.request("gone", "echo", {"x": 2})
+            assert lost == [(n, "NodeUnreachable") for n in range(5)]
+            nursery.cancel_scope.cancel()

@@ -59,6 +59,15 @@ async def test_bus_metrics_count_forwarded_requests_pushes_syncs_and_ended_proxi
                     received = 'livechat_bus_messages_received_total{kind="push"}'
                     assert pushed >= 2  # chat_assigned, the message
                     assert await metric(node_b, received) == pushed
+                    # pushes and answers to node-b share PUBLISHes: never more than messages
+                    text = (await Http(node_a.base).get("/metrics")).body.decode()
+                    messages = sum(
+                        float(line.rsplit(" ", 1)[1])
+                        for line in text.splitlines()
+                        if line.startswith("livechat_bus_messages_sent_total{")
+                    )
+                    publishes = await metric(node_a, "livechat_bus_publishes_total")
+                    assert 0 < publishes <= messages
                     syncs = 'livechat_rate_limit_syncs_total{outcome="ok"}'
                     assert await metric(node_a, syncs) >= 1
 
