@@ -64,7 +64,8 @@ from engine.principals import (
 )
 from engine.registry import Registry
 from engine.requests import Requests
-from engine.routing import GetAgents, GetAtRest, GetQueue, RouterActor, Tick, WorkspaceChanged
+from engine.routing import RouterActor
+from engine.routing_messages import GetAgents, GetAtRest, GetQueue, Tick, WorkspaceChanged
 from engine.supervisor import RestartStrategy, RestartType, ServiceSpec, Supervisor, TaskService
 from engine.visibility import for_visitor_result
 from engine.visitor import (

@@ -92,7 +92,7 @@ from engine.principals import (
     offline_message_origin,
     start_chat_origin,
 )
-from engine.routing import GetQueue, GetVisitors
+from engine.routing_messages import GetQueue, GetVisitors
 from engine.visibility import for_visitor_result
 from engine.visitor import (
     OpenConversation,

@@ -37,7 +37,7 @@ from typing import Any
 import attrs
 import trio
 
-from engine.actor import Actor, Reply
+from engine.actor import Actor
 from engine.agent import AgentChats, AgentPresence, AgentState, GetAgentMirror, default_status
 from engine.context import EngineContext, WorkspaceSettings
 from engine.conversation import (
@@ -64,6 +64,15 @@ from engine.messages import (
     VisitorSummary,
     VisitorUpdate,
 )
+from engine.routing_messages import (
+    AgentsView,
+    GetAgents,
+    GetAtRest,
+    GetQueue,
+    GetVisitors,
+    Tick,
+    WorkspaceChanged,
+)
 from engine.triggers import matches
 from engine.visitor import VisitorGone, VisitorSeen
 from storage import CloseReason, Conversation, ConversationState
@@ -71,63 +80,15 @@ from storage import CloseReason, Conversation, ConversationState
 __all__ = [
     "ConversationChanged",
     "GetAgentMirror",
-    "GetAgents",
-    "GetAtRest",
-    "GetQueue",
     "GetRoom",
-    "GetVisitors",
     "RouterActor",
-    "Tick",
     "VisitorGone",
     "VisitorSeen",
-    "WorkspaceChanged",
 ]
 
 AUTO_REASONS = frozenset({"least_busy", "sticky", "returning_visitor", "group_fallback"})
 BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class GetQueue:
-    reply: Reply[tuple[QueueEntry, ...]]
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class AgentsView:
-    agents: tuple[Any, ...]
-    available: bool
-    routing_mode: str
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class GetAgents:
-    reply: Reply[AgentsView]
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class GetVisitors:
-    reply: Reply[tuple[VisitorSummary, ...]]
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class GetAtRest:
-    """Whether the router holds nothing a fresh router would not rebuild from storage (a
-    cluster node hands an idle workspace back only then, web/placement.py)."""
-
-    reply: Reply[bool]
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class Tick:
-    pass
-
-
-@attrs.frozen(kw_only=True, eq=False)
-class WorkspaceChanged:
-    """Settings, agents or groups changed in storage: reload them (answered once applied)."""
-
-    reply: Reply[None]
 
 
 RouterMsg = (

@@ -175,7 +175,7 @@ class Pump:
                 size >= BATCH_MAX_CHARS
                 or push is PING
                 or isinstance(push, SessionClosed)
-                or self._would_hold(push)
+                or self._held_for(push) is not None
             ):
                 await self._send_texts(texts)
                 texts, size = [], 0
@@ -192,14 +192,21 @@ class Pump:
     async def _send_texts(self, texts: list[str]) -> None:
         await self._send(texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]")
 
-    def _would_hold(self, push: Any) -> bool:
+    def _held_for(self, push: Any) -> HeldEcho | None:
+        """The held echo ``push`` belongs to: this connection's own event of the message whose
+        request is in flight, not yet handed over. ``_render`` then waits for the result, so a
+        protocol 3 burst sends what came before it first (``_forward_batch``). Another
+        author's event with the same ``client_msg_id`` is not held."""
         held = self.held
-        return (
-            held is not None
-            and held.push is None
-            and isinstance(push, EventPush)
-            and push.event.client_msg_id == held.client_msg_id
-        )
+        if (
+            held is None
+            or held.push is not None
+            or not isinstance(push, EventPush)
+            or push.event.client_msg_id != held.client_msg_id
+        ):
+            return None
+        event = push.event
+        return held if self._is_me(event.author_type, event.author_id) else None
 
     async def _render(self, push: Any) -> str | None:
         """``push`` as the text of its frame; None when its request's result carried it."""
@@ -210,16 +217,8 @@ class Pump:
         request_id: str | int | None = None
         if isinstance(push, EventPush):
             event = push.event
-            mine = event.client_msg_id is not None and self._is_me(
-                event.author_type, event.author_id
-            )
-            held = self.held
-            if (
-                mine
-                and held is not None
-                and held.push is None
-                and event.client_msg_id == held.client_msg_id
-            ):
+            held = self._held_for(push)
+            if held is not None:
                 # Its result carries it: wait until that is sent, to keep the order.
                 held.push = push
                 held.ready.set()
@@ -227,6 +226,9 @@ class Pump:
                     await held.done.wait()
                 if held.sent:
                     return None
+            mine = held is not None or (
+                event.client_msg_id is not None and self._is_me(event.author_type, event.author_id)
+            )
             if mine and self._echo and event.client_msg_id is not None:
                 request_id = self._echo.get(event.client_msg_id)
         elif isinstance(push, ConversationUpdate):

@@ -76,7 +76,7 @@ class World:
         """Have the workspace's agent actors, then its router, check their deadlines now;
         returns once they have (each ask is queued behind the tick)."""
         from engine.agent import AgentTick, GetAgentView
-        from engine.routing import GetAgents, Tick
+        from engine.routing_messages import GetAgents, Tick
 
         agents = self.engine._ctx.agents
         router = await self.engine._router(self.workspace_id)

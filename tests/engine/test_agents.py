@@ -240,7 +240,7 @@ async def test_an_offline_agent_actor_goes_away_and_comes_back_with_the_chosen_s
 async def test_a_crashed_router_learns_the_agents_status_again_and_routes_by_it(
     world: World,
 ) -> None:
-    from engine.routing import GetAgents
+    from engine.routing_messages import GetAgents
 
     ann_p = await world.agent("ann")
     ann = await world.connect(ann_p)

@@ -231,7 +231,7 @@ async def test_a_queued_chat_triggers_cooldown_survives_an_engine_restart(tmp_pa
     from engine.conversation import Snapshot
     from engine.messages import EndChat, Push
     from engine.principals import VisitorPrincipal
-    from engine.routing import GetAgents, Tick
+    from engine.routing_messages import GetAgents, Tick
 
     reply = {"id": "t-q", "name": "Queued", "action": "auto_reply", "text": "Hang on!"}
     async with open_storage(f"sqlite:///{tmp_path / 'e.db'}") as storage:

@@ -68,7 +68,7 @@ async def _invite(world: World) -> tuple[str, object, object]:
     )
 
     async def router_knows() -> bool:  # the invitation's clock starts when the router hears
-        from engine.routing import GetAgents
+        from engine.routing_messages import GetAgents
 
         router = await world.engine._router(world.workspace_id)
         view = await router.ask(lambda r: GetAgents(reply=r))
