@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from trio_websocket import ConnectionRejected
 
 from storage import BanKind, StorageHandle
@@ -185,6 +186,42 @@ async def test_a_workspace_dropped_for_the_bound_is_asked_about_in_storage(
     # Acme, the least recently used, was dropped: a ban made behind the cache's back is seen.
     await storage.add_ban(srv.acme.id, kind=BanKind.IP, value="192.0.2.1")
     assert await small.is_banned(srv.acme.id, visitor_id=None, ip="192.0.2.1")
+
+
+class GatedBans:
+    """The real storage, whose ``list_bans`` waits at a gate before answering: a read that
+    is still in flight when a ban is made."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.reading = trio.Event()
+        self.gate = trio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def list_bans(self, workspace_id: str) -> Any:
+        bans = await self._inner.list_bans(workspace_id)
+        self.reading.set()
+        await self.gate.wait()
+        return bans
+
+
+async def test_a_read_that_overlaps_a_ban_is_not_kept(srv: TestServer) -> None:
+    assert srv.services is not None
+    storage = GatedBans(srv.services.storage)
+    cache = WorkspaceCache(storage)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cache.by_widget_key, srv.acme.widget_key)
+        await storage.reading.wait()  # it has read the bans, not yet answered
+        await storage.add_ban(srv.acme.id, kind=BanKind.IP, value="192.0.2.7")
+        cache.forget(srv.acme.id)  # as the ban's access event does
+        storage.gate.set()
+    assert len(cache) == 0  # what it read predates the ban: not kept
+    assert await cache.is_banned(srv.acme.id, visitor_id=None, ip="192.0.2.7")
+    assert await cache.by_widget_key(srv.acme.widget_key) is not None
+    assert len(cache) == 1
+    assert await cache.is_banned(srv.acme.id, visitor_id=None, ip="192.0.2.7")
 
 
 def test_every_workspace_or_ban_write_in_web_tells_the_caches() -> None:
