@@ -7,14 +7,18 @@ role changed, a visitor banned or erased, a workspace suspended: the HTTP handle
 bus is configured (``cluster.bus_url``), broadcast on it (``Bus.broadcast``): every other node
 applies the same event to its own sockets as it arrives, well within a second. Settings, agent
 and group changes (``workspace_changed``) go the same way, so every node drops what its engine
-cached for that workspace, and the workspace's owner reloads its router.
+cached for that workspace, and the workspace's owner reloads its router. Every node also drops
+its connect cache's entry for the workspace (web/workspace_cache.py: the row a visitor's
+upgrade checks, and its bans) on each event about a workspace: changed, suspended, a visitor
+banned or erased, and ``workspace_updated`` (a ban lifted, a change the engine does not read).
 
 Redis pub/sub is at-most-once: an event published while a node's subscription is reconnecting
 is lost for that node. The safety net stays: every node re-reads each live agent session and
 API token once per ``websocket.ping_interval_s`` (``SocketRegistry.recheck_credentials``) and
 closes what ended, so a lost logout, reset or revocation delays a close by at most that
 interval instead of the second it normally takes; a lost role change, ban or erasure applies
-when the socket next connects (the handshake checks them).
+when the socket next connects (the handshake checks them), once that node's connect cache has
+read the workspace again (within ``workspace_cache.MAX_AGE_S``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from web.sockets import LiveSocket, SocketRegistry
 if TYPE_CHECKING:
     from engine import ChatEngine
     from web.cluster import ClusterGateway
+    from web.workspace_cache import WorkspaceCache
 
 log = logging.getLogger("livechat.access")
 
@@ -80,10 +85,12 @@ class AccessEvents:
         sockets: SocketRegistry,
         engine: ChatEngine,
         gateway: ClusterGateway | None = None,
+        workspaces: WorkspaceCache | None = None,
     ) -> None:
         self.sockets = sockets
         self.engine = engine
         self.gateway = gateway
+        self.workspaces = workspaces
         if gateway is not None:
             gateway.on_event = self.receive
 
@@ -118,9 +125,16 @@ class AccessEvents:
     async def close_workspace(self, workspace_id: str, reason: str) -> None:
         await self.publish({"t": "workspace", "ws": workspace_id, "reason": reason})
 
+    async def workspace_updated(self, workspace_id: str) -> None:
+        """The workspace's row or bans changed in a way its engine does not read (a ban
+        lifted, a rename, a setting only HTTP handlers use): every node drops its connect
+        cache's entry, and nobody else is asked anything."""
+        await self.publish({"t": "updated", "ws": workspace_id})
+
     async def workspace_changed(self, workspace_id: str) -> None:
         """Settings, agents or groups changed: the owner applies it before this returns (as
         with one process), and every other node drops what it cached."""
+        self._forget(workspace_id)
         if self.gateway is None:
             await self.engine.workspace_changed(workspace_id)
             return
@@ -149,7 +163,12 @@ class AccessEvents:
             log.warning("could not broadcast %s: %s", event["t"], err)
 
     def apply(self, event: Message) -> int:
-        """Close this process's sockets that ``event`` concerns; returns how many."""
+        """Close this process's sockets that ``event`` concerns; returns how many. An event
+        about a workspace also drops the connect cache's entry for it."""
+        if "ws" in event:
+            self._forget(str(event["ws"]))
+        if event["t"] == "updated":
+            return 0
         code = int(event.get("code") or CloseCode.POLICY)
         reason = str(event.get("reason") or "access changed")
         closed = 0
@@ -168,11 +187,16 @@ class AccessEvents:
             return
         try:
             if event["t"] == "changed":
+                self._forget(str(event["ws"]))
                 nursery.start_soon(self._changed_here, event)
             else:
                 self.apply(event)
         except (KeyError, TypeError, ValueError):
             log.warning("dropped a malformed access event")
+
+    def _forget(self, workspace_id: str) -> None:
+        if self.workspaces is not None:
+            self.workspaces.forget(workspace_id)
 
     async def _changed_here(self, event: Message) -> None:
         workspace_id = str(event["ws"])

@@ -129,6 +129,7 @@ async def update_workspace(call: Call, workspace_id: str, body: UpdateWorkspaceI
     await _visible_workspace(call, workspace_id)
     changes = {k: v for k, v in attrs_dict(body).items() if v is not None}
     ws = await call.services.storage.update_workspace(workspace_id, **changes)
+    await call.services.access.workspace_updated(workspace_id)  # the widget shows its name
     await audit(call, "workspace.updated", f"workspace:{workspace_id}", fields=sorted(changes))
     return WorkspaceOut.of(ws)
 
@@ -160,6 +161,8 @@ async def _set_status(
     ws = await call.services.storage.update_workspace(workspace_id, status=status, **extra)
     if status is not WorkspaceStatus.ACTIVE:
         await call.services.access.close_workspace(workspace_id, "workspace suspended")
+    else:
+        await call.services.access.workspace_updated(workspace_id)
     await audit(call, f"workspace.{status.value}", f"workspace:{workspace_id}")
     return WorkspaceOut.of(ws)
 

@@ -457,6 +457,7 @@ async def remove_ban(call: Call, ban_id: str) -> Done:
     if not any(b.id == ban_id for b in bans):
         raise NotFound()
     await call.services.storage.remove_ban(call.workspace_id, ban_id)
+    await call.services.access.workspace_updated(call.workspace_id)  # connect caches drop it
     await audit(call, "ban.removed", f"ban:{ban_id}")
     return Done()
 

@@ -188,6 +188,7 @@ async def put_notifications(call: Call, body: NotificationSettingsIn) -> Notific
     settings = dict(call.caller.workspace.settings)
     settings["notifications"] = {"email": email, "missed_chats": body.missed_chats}
     ws = await call.services.storage.update_workspace(call.workspace_id, settings=settings)
+    await call.services.access.workspace_updated(ws.id)  # a visitor's offline form mails it
     await call.services.storage.audit(
         ws.id,
         actor=call.caller.actor,

@@ -409,6 +409,7 @@ async def put_security(call: Call, body: SecuritySettings) -> SecurityOverview:
     old = require_2fa(call.caller.workspace)
     settings[REQUIRE_2FA_KEY] = body.require_2fa
     ws = await call.services.storage.update_workspace(call.workspace_id, settings=settings)
+    await call.services.access.workspace_updated(ws.id)
     await call.services.storage.audit(
         call.workspace_id,
         actor=call.caller.actor,

@@ -165,6 +165,7 @@ async def put_tags(call: Call, body: TagsIn) -> TagsOut:
     before = set(settings.get("tags") or [])
     settings["tags"] = sorted(set(body.tags))
     await call.services.storage.update_workspace(call.workspace_id, settings=settings)
+    await call.services.access.workspace_updated(call.workspace_id)
     await audit(
         call,
         "settings.tags_changed",

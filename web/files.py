@@ -265,6 +265,7 @@ async def put_file_settings(call: Call, body: FileSettings) -> FileSettings:
         "allowed_types": list(body.allowed_types),
     }
     ws = await call.services.storage.update_workspace(call.workspace_id, settings=settings)
+    await call.services.access.workspace_updated(ws.id)
     await audit(call, "settings.files_changed", f"workspace:{ws.id}")
     return file_limits(call.services.settings, ws)
 

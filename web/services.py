@@ -58,6 +58,7 @@ from web.supervision import StorageChild, build_tree
 from web.twofactor import FlowSigner
 from web.webhook_notice import notify_disabled
 from web.webhooks import WebhookService
+from web.workspace_cache import WorkspaceCache
 
 if TYPE_CHECKING:
     from engine import ChatEngine, EngineMetrics, Supervisor
@@ -101,6 +102,8 @@ class Services:
     # connect/request/disconnect of sockets: the engine, or in a cluster the gateway that
     # forwards a socket to the node owning its workspace (web/cluster.py)
     gateway: ChatEngine | ClusterGateway = attrs.field(default=None)
+    # a visitor upgrade's widget key and ban checks, from memory (web/workspace_cache.py)
+    workspaces: WorkspaceCache = attrs.field(default=None)
     # credential and access changes: closes and cache drops, on every node (web/access.py)
     access: AccessEvents = attrs.field(default=None)
     # the visitors connected now, on every node (web/live_visitors.py)
@@ -146,8 +149,10 @@ class Services:
             self.oidc = OidcClient(timeout_s=s.sso.http_timeout_s, threads=s.sso.http_threads)
         if self.mailer is None:
             self.mailer = Mailer(settings=s, storage=self.storage)
+        if self.workspaces is None:
+            self.workspaces = WorkspaceCache(self.storage)
         if self.access is None:
-            self.access = AccessEvents(self.sockets, self.engine, cluster)
+            self.access = AccessEvents(self.sockets, self.engine, cluster, self.workspaces)
         if self.roll_call is None:
             self.roll_call = VisitorRollCall(self.sockets, cluster)
 

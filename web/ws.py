@@ -2,8 +2,10 @@
 
 What is checked before the upgrade is accepted (a known, active widget key, an allowed
 ``Origin``, the IP not banned, at most ``ws_max_connections_per_ip`` sockets per IP); a refusal
-is an HTTP status with a JSON error body. An accepted connection is a ``SocketSession``
-(``web/ws_session.py``), its first frame ``web/ws_handshake.py``, its pushes ``web/ws_pump.py``.
+is an HTTP status with a JSON error body. The key and the bans are looked up in this process's
+``WorkspaceCache`` (web/workspace_cache.py), not read from storage on each upgrade. An accepted
+connection is a ``SocketSession`` (``web/ws_session.py``), its first frame
+``web/ws_handshake.py``, its pushes ``web/ws_pump.py``.
 """
 
 from __future__ import annotations
@@ -39,15 +41,13 @@ async def visitor_socket() -> Response | None:
     if services is None or services.draining:
         return _refuse(services, 503, "not_ready")
     key = websocket.args.get("key", "")
-    workspace = (
-        await services.storage.get_workspace_by_widget_key(key) if 0 < len(key) <= 200 else None
-    )
+    workspace = await services.workspaces.by_widget_key(key) if 0 < len(key) <= 200 else None
     if workspace is None or workspace.status is not WorkspaceStatus.ACTIVE:
         return _refuse(services, 404, "unknown_widget_key")
     if not origin_allowed(websocket.headers.get("Origin"), workspace, services.settings):
         return _refuse(services, 403, "origin_refused")
     ip = _ip(services)
-    if await services.storage.is_banned(workspace.id, visitor_id=None, ip=ip):
+    if await services.workspaces.is_banned(workspace.id, visitor_id=None, ip=ip):
         return _refuse(services, 403, "banned")
     if not services.connection_cap.acquire(ip):
         services.metrics.rate_limited["connections_per_ip"] += 1

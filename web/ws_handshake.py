@@ -157,7 +157,7 @@ async def _hello(host: HandshakeHost, rid: str | int, hello: Hello) -> None:
         return
     visitor, token = found.visitor, found.token
     # The IP was checked at the upgrade; a visitor created just now cannot be banned yet.
-    if not found.created and await services.storage.is_banned(
+    if not found.created and await services.workspaces.is_banned(
         ws_id, visitor_id=visitor.id, ip=host.ip
     ):
         raise CloseSocket(CloseCode.POLICY, "banned")

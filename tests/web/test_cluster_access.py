@@ -10,6 +10,7 @@ import re
 import sys
 
 import trio
+from trio_websocket import ConnectionRejected
 
 from tests.redis_server import redis_url_or_skip
 from tests.web.client import Http, Peer, open_peer
@@ -189,3 +190,39 @@ async def test_livechat_admin_reset_password_closes_the_socket_on_a_running_node
                 assert code == 1008
                 assert delay_s <= PROPAGATION_S, delay_s
                 assert "Told 2 running node(s)" in output[0], output
+
+
+async def _upgrade_status(url: str) -> int:
+    """101 when a visitor upgrade to ``url`` is accepted, else the status it is refused with."""
+    try:
+        async with open_peer(url, origin=SITE):
+            return 101
+    except ConnectionRejected as refused:
+        return int(refused.status_code)
+
+
+async def test_a_ban_and_its_lifting_on_one_node_apply_to_new_sockets_on_another_at_once() -> None:
+    """Each node keeps the workspace's bans in memory for its visitors' upgrades
+    (web/workspace_cache.py): the ban's event drops that copy with the sockets it closes, and a
+    lifted ban reaches the other node's next upgrade within a second."""
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b")) as (node_a, node_b):
+            _, widget_key = _credentials(node_a.banner)
+            owner = Http(node_a.base)
+            assert (await owner.login("owner", _owner_password(node_a.banner))).status == 200
+            url = f"ws://127.0.0.1:{node_b.port}/ws/v1/visitor?key={widget_key}"
+            async with open_peer(url, origin=SITE) as vis:  # node B reads and keeps the bans
+                hello = await vis.request("hello", **HELLO)
+                assert hello["type"] == "result", hello
+                visitor_id = hello["result"]["visitor_id"]
+                resp = await owner.post(f"/api/v1/visitors/{visitor_id}/ban", {"include_ip": True})
+                assert resp.status == 201, resp.json()
+                assert await vis.closed(timeout=WAIT_BOUND_S) == 1008
+            assert await _upgrade_status(url) == 403
+            for ban in resp.json()["bans"]:
+                lifted = await owner.request("DELETE", f"/api/v1/bans/{ban['id']}")
+                assert lifted.status == 200
+            lifted_at = trio.current_time()
+            while await _upgrade_status(url) != 101:  # another process: polled
+                assert trio.current_time() - lifted_at <= PROPAGATION_S, "still refused"
+                await trio.sleep(0.05)
