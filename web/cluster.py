@@ -74,7 +74,7 @@ from web.ownership import Ownership
 from web.placement import IdleRelease, Placement
 from web.settings import Settings, generate_node_id
 from web.sockets import GOING_AWAY, GoingAway
-from web.ws_pump import push_data
+from web.ws_pump import forwarded_push, push_data
 
 log = logging.getLogger("livechat.cluster")
 
@@ -490,6 +490,7 @@ class ClusterGateway:
             except Exception:  # from another version of the program: a lost push, resume
                 log.exception("socket %s: a push that does not parse", proxy.conn.id)
             else:
+                forwarded_push(push, message["p"])
                 try:
                     proxy.conn.outbox.send_nowait(push)
                     return

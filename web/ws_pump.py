@@ -254,11 +254,20 @@ def _cached_push(push: Any) -> tuple[Any, dict[str, Any], str]:
     cached = _ENCODED_PUSHES.get(key)
     if cached is not None and cached[0] is push:
         return cached
-    data = unstructure(push)
-    entry = _ENCODED_PUSHES[key] = (push, data, encode_dict(data))
+    return _store(push, unstructure(push))
+
+
+def _store(push: Any, data: dict[str, Any]) -> tuple[Any, dict[str, Any], str]:
+    entry = _ENCODED_PUSHES[id(push)] = (push, data, encode_dict(data))
     if len(_ENCODED_PUSHES) > _ENCODED_PUSHES_MAX:
         del _ENCODED_PUSHES[next(iter(_ENCODED_PUSHES))]
     return entry
+
+
+def forwarded_push(push: Any, data: dict[str, Any]) -> None:
+    """``push`` was structured from ``data``, its unstructured form sent by the node that owns
+    its workspace (web/cluster.py): kept as such, so the socket does not unstructure it back."""
+    _store(push, data)
 
 
 def encode_push(push: Any) -> str:
