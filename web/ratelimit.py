@@ -240,7 +240,8 @@ class SharedLimits:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sync every ``SYNC_INTERVAL_S`` (while Redis answers) until cancelled. A sync cut
-        short by cancellation loses its batch from the cluster's count only."""
+        short by cancellation loses its batch from the cluster's count only. Runs as the child
+        ``sync`` of the supervisor ``limits`` (web/supervision.py): a crash restarts it."""
         task_status.started()
         while True:
             await trio.sleep(SYNC_INTERVAL_S)
