@@ -171,8 +171,8 @@ async def test_a_storage_outage_fails_every_credential_recheck_in_a_few_log_line
     lines = [r.getMessage() for r in caplog.records if r.name == "livechat.ws"]
     assert lines == [
         "credential re-check failed: StorageUnavailable: connection refused",
-        "credential re-check failed 50 more times in 10.0 s (StorageUnavailable 50)",
-        "credential re-check failed 50 more times in 10.0 s (StorageUnavailable 50)",
+        "credential re-check failed 50 times in the last 10.0 s (StorageUnavailable 50)",
+        "credential re-check failed 50 times in the last 10.0 s (StorageUnavailable 50)",
         "credential re-checks succeed again after 150 failures"
         " (the last 49 not logged: StorageUnavailable 49)",
     ]
