@@ -53,6 +53,7 @@ from engine.errors import (
     ShuttingDown,
     error_code,
 )
+from engine.failure_log import FailureLog
 from engine.hours import minutes_of_day, read_hours, valid_time_zone
 from engine.identity import IdentifiedVisitor, VisitorIdentity
 from engine.messages import *  # noqa: F403 - the message classes are the protocol
@@ -89,6 +90,7 @@ __all__ = [
     "EngineConfig",
     "EngineError",
     "EngineMetrics",
+    "FailureLog",
     "Forbidden",
     "IdentifiedVisitor",
     "InjectedFault",

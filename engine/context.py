@@ -17,6 +17,7 @@ import trio
 from engine.config import EngineConfig
 from engine.decisions import DecisionLog
 from engine.errors import STORAGE_FAILED_MESSAGE, PersistenceRefused, PersistenceUnavailable
+from engine.failure_log import FailureLog
 from engine.hours import Hours, read_hours
 from engine.metrics import EngineMetrics
 from engine.presence import Hub
@@ -180,6 +181,12 @@ class EngineContext:
     # Cluster (issue 13): the fence a workspace's appends carry (its lease and epoch on this
     # node); None: one process, nothing to fence.
     fence: Callable[[str], Fence] | None = None
+    # the warnings of a storage outage: its first failure, a summary every few seconds, the
+    # recovery (engine.failure_log); not one per failed call
+    storage_failures: FailureLog = attrs.field(factory=lambda: FailureLog(log, "storage call"))
+    firing_failures: FailureLog = attrs.field(
+        factory=lambda: FailureLog(logging.getLogger("engine.firings"), "trigger firing write")
+    )
 
     def set_availability(self, workspace_id: str, *, open_now: bool, available: bool) -> None:
         """The router's view of the workspace. When it opens, or an agent becomes available,
@@ -240,6 +247,7 @@ class EngineContext:
     async def call(self, awaitable: Any) -> Any:
         """Await a storage call under the storage deadline; failures become
         ``PersistenceUnavailable`` (code ``storage_unavailable``), cancellation passes.
+        Failures and timeouts are logged through ``storage_failures`` (rate-limited).
 
         A bare cancel scope rather than ``trio.fail_after``, which wraps one in a generator
         context manager: this runs once per routed message.
@@ -247,11 +255,14 @@ class EngineContext:
         scope = trio.CancelScope(deadline=trio.current_time() + self.config.storage_timeout_s)
         try:
             with scope:
-                return await awaitable
+                result = await awaitable
+                self.storage_failures.succeeded()
+                return result
         except AppendRefused as exc:
             raise PersistenceRefused(STORAGE_FAILED_MESSAGE) from exc
         except (StorageUnavailable, CommitFailed, LeaseLost) as exc:
-            log.warning("storage call failed: %s: %s", type(exc).__name__, exc)
+            self.storage_failures.failed(exc)
             raise PersistenceUnavailable(STORAGE_FAILED_MESSAGE) from exc
         # Only the scope's own deadline ends the block without a value or an exception.
+        self.storage_failures.failed(trio.TooSlowError("storage did not answer in time"))
         raise PersistenceUnavailable("storage did not answer in time")

@@ -10,15 +10,12 @@ are compared.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from engine.context import EngineContext
 from engine.errors import PersistenceUnavailable
 
 __all__ = ["MAX_COOLDOWN_S", "recent_firings", "record_firing", "visitor_firings"]
-
-log = logging.getLogger(__name__)
 
 MAX_COOLDOWN_S = 7 * 86400.0  # the longest cooldown the admin API accepts
 
@@ -28,12 +25,15 @@ def _to_clock(ctx: EngineContext, wall_at: float) -> float:
 
 
 async def record_firing(ctx: EngineContext, ws: str, visitor_id: str, trigger_id: str) -> None:
-    """Store that the trigger fired for the visitor now. A storage failure is logged and the
-    firing stands (it is in memory); only a restart before the next write would forget it."""
+    """Store that the trigger fired for the visitor now. A storage failure is logged (through
+    ``ctx.firing_failures``, rate-limited) and the firing stands (it is in memory); only a
+    restart before the next write would forget it."""
     try:
         await ctx.call(ctx.storage.record_trigger_firing(ws, visitor_id, trigger_id, time.time()))
     except PersistenceUnavailable as exc:
-        log.warning("trigger %s for visitor %s: firing not stored: %s", trigger_id, visitor_id, exc)
+        ctx.firing_failures.failed(exc)
+    else:
+        ctx.firing_failures.succeeded()
 
 
 async def visitor_firings(ctx: EngineContext, ws: str, visitor_id: str) -> dict[str, float]:

@@ -240,7 +240,8 @@ class SharedLimits:
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sync every ``SYNC_INTERVAL_S`` (while Redis answers) until cancelled. A sync cut
-        short by cancellation loses its batch from the cluster's count only."""
+        short by cancellation loses its batch from the cluster's count only. Runs as the child
+        ``sync`` of the supervisor ``limits`` (web/supervision.py): a crash restarts it."""
         task_status.started()
         while True:
             await trio.sleep(SYNC_INTERVAL_S)
@@ -273,7 +274,7 @@ class LoginThrottle:
         limits = limits or SharedLimits(None, clock=clock)
         self._ips = limits.window("login_failures", ip_failures, 15 * 60.0, clock=clock)
 
-    async def check(self, *, account: str, ip: str) -> float:
+    def check(self, *, account: str, ip: str) -> float:
         wait = 0.0
         if self._ips.count(ip) >= self._ips.local.limit:
             wait = self._ips.local.window_s
@@ -284,7 +285,7 @@ class LoginThrottle:
             wait = max(wait, last + backoff - now)
         return max(0.0, wait)
 
-    async def failed(self, *, account: str, ip: str) -> None:
+    def failed(self, *, account: str, ip: str) -> None:
         if len(self._accounts) >= _MAX_KEYS:
             cutoff = self._clock() - self._max_backoff_s
             for key in [k for k, (_, at) in self._accounts.items() if at < cutoff]:

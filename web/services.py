@@ -3,12 +3,13 @@
 ``open_services(settings)`` checks the database once (migrations, master key, the secret key),
 then starts the root supervisor ``livechat`` (web/supervision.py) with its children in order:
 ``storage`` (opens the database behind the ``StorageHandle`` everyone holds, and watches it),
-``engine`` (the engine's own supervisor: registries, hub, ticker), ``housekeeping`` and
-``delivery`` (mail and webhooks). It yields one ``Services`` object that ``create_app``
-shares with every request and WebSocket. Closing it stops the children in reverse (delivery,
-housekeeping, the engine within its deadline, and last storage, which commits what is queued
-and closes). A child crashing past the root's restart intensity stops the server
-(``livechat serve`` exits with an error, for the service manager to restart).
+``engine`` (the engine's own supervisor: registries, hub, ticker), ``housekeeping``,
+``delivery`` (mail and webhooks) and, in a cluster, ``limits`` (the rate limits' sync with
+Redis). It yields one ``Services`` object that ``create_app`` shares with every request and
+WebSocket. Closing it stops the children in reverse (limits, delivery, housekeeping, the
+engine within its deadline, and last storage, which commits what is queued and closes). A
+child crashing past the root's restart intensity stops the server (``livechat serve`` exits
+with an error, for the service manager to restart).
 
 The webhook service mails the owners of a subscription it disables through the mailer
 (web/webhook_notice.py), handed to it here as a callback so neither imports the other.
@@ -84,7 +85,7 @@ class Services:
     costly: CostlyReads = attrs.field(default=None)  # exports and searches
     login_throttle: LoginThrottle = attrs.field(default=None)
     # the windows per IP and per visitor, one budget across a cluster: synced with Redis in
-    # batches when a bus is set (web/ratelimit.py; open_services runs the sync)
+    # batches when a bus is set (web/ratelimit.py; the tree's ``limits`` child runs the sync)
     shared_limits: SharedLimits = attrs.field(default=None)
     ip_messages: SharedWindow = attrs.field(default=None)
     ip_new_conversations: SharedWindow = attrs.field(default=None)
@@ -263,12 +264,15 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     engine = ChatEngine(storage, settings.engine, metrics=engine_metrics, fence=fence)
     # a cluster: the bus, lease renewal and forwarding to the owner of each workspace
     gateway = cluster_gateway(engine, ownership, settings) if ownership is not None else None
+    # the windows per IP and per visitor: one budget across the cluster, synced over the bus
+    shared_limits = SharedLimits(gateway.bus if gateway is not None else None)
     mailer = Mailer(settings=settings, storage=storage)
     # a disabled subscription is mailed to the owners through the mail outbox
     webhooks = WebhookService(storage, settings, on_disabled=partial(notify_disabled, mailer))
     root = build_tree(
         storage=StorageChild(handle, open_backend),
         cluster=ClusterService(gateway) if gateway is not None else None,
+        limits=shared_limits if gateway is not None else None,
         engine=engine,
         housekeeping=TaskService(
             "housekeeping",
@@ -298,11 +302,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             webhooks=webhooks,
             tree=root,
             gateway=gateway or engine,
+            shared_limits=shared_limits,
         )
         tick_s = min(WATCHDOG_TICK_S, settings.websocket.ping_interval_s / 4)
         nursery.start_soon(services.sockets.watch, tick_s, services.overload)
-        if gateway is not None:  # the shared rate limits' sync with Redis
-            nursery.start_soon(services.shared_limits.serve)
         nursery.start_soon(
             partial(
                 services.sockets.recheck_credentials,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from engine import FailureLog
 from web.protocol import CloseCode
 
 if TYPE_CHECKING:
@@ -247,8 +248,12 @@ class SocketRegistry:
         ``livechat admin`` without a bus configured, another process on the same database)
         and sessions that expire. One storage read per live session or
         token, whatever its number of sockets; none for visitors. A check that fails (storage
-        down, past ``timeout_s``) is logged and closes nothing: the next pass tries again.
+        down, past ``timeout_s``) is logged and closes nothing: the next pass tries again. The
+        failures are logged rate-limited (``FailureLog``): an outage fails every credential.
         """
+        failures = FailureLog(
+            log, "credential re-check", clock=trio.current_time, with_traceback=True
+        )
         while True:
             await trio.sleep(period_s)
             groups: dict[Hashable, list[LiveSocket]] = {}
@@ -263,9 +268,10 @@ class SocketRegistry:
                 try:
                     with trio.fail_after(timeout_s):
                         verdict = await recheck()
-                except (Exception, trio.TooSlowError):
-                    log.warning("credential re-check failed", exc_info=True)
+                except (Exception, trio.TooSlowError) as err:
+                    failures.failed(err)
                     continue
+                failures.succeeded()
                 if verdict is not None:
                     for sock in socks:
                         sock.close(*verdict)

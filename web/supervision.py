@@ -7,9 +7,11 @@
     ├─ cluster     only with a bus (web/cluster.py, ClusterService): the bus, lease renewal
     ├─ engine      ChatEngine: the engine's own supervisor (registries, hub, ticker)
     ├─ housekeeping
-    └─ delivery    supervisor, one_for_one (DELIVERY_MAX_RESTARTS in DELIVERY_PERIOD_S)
-       ├─ mail       the mail outbox and the inbox scan (web/mail.py)
-       └─ webhooks   the webhook feeder and sender (web/webhooks.py)
+    ├─ delivery    supervisor, one_for_one (DELIVERY_MAX_RESTARTS in DELIVERY_PERIOD_S)
+    │  ├─ mail       the mail outbox and the inbox scan (web/mail.py)
+    │  └─ webhooks   the webhook feeder and sender (web/webhooks.py)
+    └─ limits      only with a bus; supervisor, one_for_one (LIMITS_MAX_RESTARTS in LIMITS_PERIOD_S)
+       └─ sync       the shared rate limits' sync with Redis (web/ratelimit.py, SharedLimits)
 
 Why storage is a child, and how nobody keeps a stale handle: every user of storage holds one
 ``StorageHandle`` (storage/handle.py), and only this child puts a backend behind it. When the
@@ -23,10 +25,15 @@ call. A database that is merely unreachable is not a crash: the watch reports it
 the tree) and callers get ``storage_unavailable`` until it answers again; reopening would not
 bring it back, and restarting for it would only use up the root's intensity.
 
-Mail and webhooks sit under their own one_for_one ``delivery`` supervisor, last in the root: a
+Mail and webhooks sit under their own one_for_one ``delivery`` supervisor, late in the root: a
 crash of either restarts it alone (its durable outbox says what is left to send), chats are not
-touched, and only past the delivery intensity does the root restart ``delivery`` (nothing after
-it to disturb).
+touched, and only past the delivery intensity does the root restart ``delivery`` (and, after
+it, only the rate-limit sync, which loses one batch at most).
+
+The rate-limit sync sits under its own ``limits`` supervisor, for the same reasons: a bug in one
+sync restarts the loop alone (the hits that sync carried count on their node only), without
+using up the root's intensity, which is kept for storage; it is last, after ``cluster``, whose
+bus it syncs over, so a restart of the cluster child restarts it too.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from engine import (
 )
 from storage import Storage, StorageHandle
 from web.cluster import ClusterService
+from web.ratelimit import SharedLimits
 
 log = logging.getLogger("livechat.supervision")
 
@@ -58,6 +66,8 @@ STORAGE_WATCH_INTERVAL_S = 10.0  # how often the storage child checks the databa
 STORAGE_WATCH_TIMEOUT_S = 5.0
 DELIVERY_MAX_RESTARTS = 3  # mail or webhooks crashing more often than this ...
 DELIVERY_PERIOD_S = 60.0  # ... in this window escalates to the root
+LIMITS_MAX_RESTARTS = 3  # the rate-limit sync crashing more often than this ...
+LIMITS_PERIOD_S = 60.0  # ... in this window escalates to the root
 # The operators' fault injection: which service child of the root each kind names.
 SERVICE_FAULTS: dict[str, tuple[str, ...]] = {
     "storage": ("storage",),
@@ -139,10 +149,23 @@ class StorageChild:
         return TreeNode(name="storage", kind="service", restart=restart, state=self.status)
 
 
+def limits_supervisor(limits: SharedLimits, *, metrics: EngineMetrics) -> Supervisor:
+    """The ``limits`` supervisor: ``SharedLimits.serve`` as its one child, ``sync``."""
+    return Supervisor(
+        RestartStrategy.ONE_FOR_ONE,
+        LIMITS_MAX_RESTARTS,
+        LIMITS_PERIOD_S,
+        name="limits",
+        metrics=metrics,
+        children=[ServiceSpec("sync", TaskService("sync", limits.serve))],
+    )
+
+
 def build_tree(
     *,
     storage: StorageChild,
     cluster: ClusterService | None = None,
+    limits: SharedLimits | None = None,
     engine: ChatEngine,
     housekeeping: TaskService,
     mail: TaskService,
@@ -151,7 +174,8 @@ def build_tree(
     period_s: float,
     metrics: EngineMetrics,
 ) -> Supervisor:
-    """The root supervisor ``livechat`` with its children in start order (see above)."""
+    """The root supervisor ``livechat`` with its children in start order (see above);
+    ``cluster`` and ``limits`` only in a cluster (with a bus)."""
     delivery = Supervisor(
         RestartStrategy.ONE_FOR_ONE,
         DELIVERY_MAX_RESTARTS,
@@ -174,6 +198,11 @@ def build_tree(
             ServiceSpec("engine", engine, RestartType.TRANSIENT),
             ServiceSpec("housekeeping", housekeeping),
             ServiceSpec("delivery", delivery),
+            *(
+                [ServiceSpec("limits", limits_supervisor(limits, metrics=metrics))]
+                if limits is not None
+                else []
+            ),
         ],
     )
 

@@ -34,6 +34,7 @@ import attrs
 import httpx
 import trio
 
+from engine import FailureLog
 from storage import (
     MAX_PAGE,
     DeliveryState,
@@ -302,6 +303,8 @@ class WebhookService:
             nursery.start_soon(self._write_signals)
             task_status.started()
             next_feed = 0.0
+            # the database down: a round fails every poll interval; logged rate-limited
+            failures = FailureLog(log, "webhooks: storage round", clock=trio.current_time)
             while True:
                 self._wake = trio.Event()
                 try:
@@ -309,10 +312,10 @@ class WebhookService:
                         next_feed = trio.current_time() + settings.webhooks.poll_interval_s
                         await self._feed()
                     await self._send_due(client, nursery)
-                except StorageError as err:  # the database is down: try again next round
-                    log.warning("webhooks: storage unavailable (%s)", type(err).__name__)
-                except trio.TooSlowError:
-                    log.warning("webhooks: a storage step timed out")
+                except (StorageError, trio.TooSlowError) as err:  # try again next round
+                    failures.failed(err)
+                else:
+                    failures.succeeded()
                 with trio.move_on_after(max(0.0, next_feed - trio.current_time())):
                     await self._wake.wait()
 

@@ -5,15 +5,19 @@ down. The syncs are called here one by one (``serve`` calls them every ``SYNC_IN
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
-from tests.redis_server import PrivateRedis, bus_prefix
+from engine import EngineMetrics
+from tests.redis_server import PrivateRedis, bus_prefix, redis_url_or_skip
 from tests.web.server import free_port
 from web.bus import Bus, Message
 from web.ratelimit import RETRY_S, SYNC_BATCH_KEYS, SharedLimits
+from web.supervision import limits_supervisor
 
 
 async def _no_requests(message: Message) -> None:
@@ -151,3 +155,43 @@ async def test_a_flood_of_keys_is_synced_in_round_trips_of_a_bounded_size() -> N
                     on_b.count(key)
                 assert await limits_b.sync()
                 assert [on_b.count(keys[0]), on_b.count(keys[-1])] == [1, 1]
+
+
+async def test_a_sync_that_raises_unexpectedly_is_restarted_and_the_next_syncs_carry_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, prefix = redis_url_or_skip(), bus_prefix()
+    with trio.fail_after(30):
+        async with _node(url, prefix, "a") as bus_a, _node(url, prefix, "b") as bus_b:
+            limits_a, limits_b = SharedLimits(bus_a), SharedLimits(bus_b)
+            on_a = limits_a.window("ip", 10, 60.0)
+            on_b = limits_b.window("ip", 10, 60.0)
+            real_sync, syncs, synced = limits_a.sync, [0], trio.Event()
+
+            async def sync() -> bool:  # the first sync hits a bug; the others are real
+                syncs[0] += 1
+                if syncs[0] == 1:
+                    raise RuntimeError("a bug in one sync")
+                ok = await real_sync()
+                if bus_a.metrics.limit_syncs.get("ok"):
+                    synced.set()
+                return ok
+
+            monkeypatch.setattr(limits_a, "sync", sync)
+            sup = limits_supervisor(limits_a, metrics=EngineMetrics())
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sup.serve)
+                await sup.wait_restarts(1)
+                assert [on_a.hit("1.2.3.4"), on_a.hit("1.2.3.4")] == [0.0, 0.0]
+                await synced.wait()  # a sync after the crash reached Redis
+                on_b.count("1.2.3.4")  # b reads the total at its next sync
+                assert await limits_b.sync()
+                assert on_b.count("1.2.3.4") == 2
+                tree = sup.snapshot()
+                assert (tree.state, tree.restarts) == ("running", 1)
+                assert [(c.name, c.state, c.restarted) for c in tree.children] == [
+                    ("sync", "running", 1)
+                ]
+                nursery.cancel_scope.cancel()
+    crashed = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in crashed] == ["child 'sync' of supervisor 'limits' crashed"]

@@ -4,9 +4,14 @@ rate window."""
 
 from __future__ import annotations
 
+import logging
+from functools import partial
+
+import pytest
 import trio
 import trio.testing
 
+from storage import StorageUnavailable
 from web.protocol import CloseCode
 from web.ratelimit import HitWindow
 from web.sockets import LiveSocket, SocketRegistry
@@ -139,3 +144,37 @@ async def test_the_timer_skips_an_idle_socket_until_its_check_at_or_a_wake(
         await trio.sleep(20)
         assert checked == [1.0, 6.0, 16.0, 26.0]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_storage_outage_fails_every_credential_recheck_in_a_few_log_lines(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="livechat.ws")
+    reg = SocketRegistry()
+    down = True
+
+    async def recheck() -> tuple[int, str] | None:
+        if down:
+            raise StorageUnavailable("connection refused")
+        return None
+
+    for n in range(50):  # 50 agents, each signed in with their own session
+        sock = _sock(f"a{n}", kind="agent", workspace_id="w")
+        sock.session_hash, sock.recheck = f"session-{n}", recheck
+        reg.add(sock)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(reg.recheck_credentials, 10.0, timeout_s=1.0))
+        await trio.sleep(35)  # passes at 10, 20 and 30 s: 150 failed checks
+        down = False
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    lines = [r.getMessage() for r in caplog.records if r.name == "livechat.ws"]
+    assert lines == [
+        "credential re-check failed: StorageUnavailable: connection refused",
+        "credential re-check failed 50 times in the last 10.0 s (StorageUnavailable 50)",
+        "credential re-check failed 50 times in the last 10.0 s (StorageUnavailable 50)",
+        "credential re-checks succeed again after 150 failures"
+        " (the last 49 not logged: StorageUnavailable 49)",
+    ]
+    assert caplog.records[0].exc_info is not None  # the first carries its traceback
+    assert all(s.close_code is None for s in reg)  # a failed check closes nothing
