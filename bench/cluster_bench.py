@@ -11,6 +11,18 @@ of their connections (not the whole postmaster tree, which other programs share;
 ``bench/cluster_proc.py``) and, for the cluster, Redis; also the same less the idle rate
 measured just before (``marginal_cpu_ms_per_1000_msgs``).
 
+``--workspaces W`` (default 1) spreads the P pairs over W workspaces, the same for both targets:
+pair ``i`` chats in workspace ``i % W`` (mapping in ``bench/livechat_wire.py``). One workspace
+has one owner, so with W = 1 one worker does the engine work and the other forwards; with W > 1
+placement (``web/placement.py``) gives each unowned workspace to the live worker owning fewest,
+so ``saturation_ratio_cluster_to_single`` shows what a second worker adds. Before the load the
+bench waits until both workers hold their membership lease (any W), then one visitor says hello
+in each workspace in turn (activations one after the other, so placement counts each; the load
+generator's concurrent connects could race it). Once the pairs are connected the cluster's
+``owners`` (worker node id -> workspaces it holds, from ``cluster_leases``) are recorded, and
+``conversations_per_workspace`` (from the database, both targets) shows that the pairs used
+every workspace.
+
 Part 2: two ``livechat serve --node-id`` nodes; node-a owns the workspace (its first visitor
 says hello there), V visitors on node-b (served through node-a over the bus) send messages
 steadily. node-a gets SIGKILL; the visitors reconnect to node-b with their token and ``resume``
@@ -60,6 +72,9 @@ TAKEOVER_DEADLINE_S = 30.0  # no ack through the survivor by then: the bench fai
 HISTORY_PAGE = 200
 REQUEST_TIMEOUT_S = 10.0
 IDLE_WINDOW_S = 2.0  # CPU of the connected, quiet target before its load
+CLUSTER_WORKERS = 2
+JOIN_TIMEOUT_S = 30.0  # every worker holds its membership lease by then, or the bench fails
+JOIN_POLL_S = 0.1
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +90,7 @@ class ClusterParams:
     # Each agent socket may send 200 frames / 10 s: with 10 chats on one, the closed loop
     # measured that budget (about 400 msgs/s for 100 pairs), not the server.
     chats_per_agent: int = 2
+    workspaces: int = 1  # W: pair i chats in workspace i % W (W > 1 lets workers share the work)
     takeover_visitors: int = 20
     visitor_interval_s: float = 0.2  # each takeover visitor's pace (5 msgs/s)
     before_kill_s: float = 3.0
@@ -111,6 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain", type=float, default=d.drain_s, help="wait for stragglers, s")
     parser.add_argument("--chats-per-agent", type=int, default=d.chats_per_agent)
     parser.add_argument(
+        "--workspaces",
+        type=_positive,
+        default=d.workspaces,
+        help="W: pairs spread over W workspaces (pair i in workspace i %% W), both targets",
+    )
+    parser.add_argument(
         "--takeover-visitors", type=int, default=d.takeover_visitors, help="SIGKILL part: V"
     )
     parser.add_argument(
@@ -130,6 +152,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def params_from_args(args: argparse.Namespace) -> ClusterParams:
     given = ClusterParams(
         pairs=args.pairs,
@@ -139,6 +168,7 @@ def params_from_args(args: argparse.Namespace) -> ClusterParams:
         window=args.window,
         drain_s=args.drain,
         chats_per_agent=args.chats_per_agent,
+        workspaces=args.workspaces,
         takeover_visitors=args.takeover_visitors,
         pg_url=args.pg_url,
         redis_url=args.redis_url,
@@ -177,17 +207,23 @@ async def run_cluster(params: ClusterParams) -> BenchResult:
     result.parameters["cores"] = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="livechat-bench-") as tmp:
         workdir = Path(tmp)
-        config = workdir / "livechat-bench.toml"
-        config.write_text(_toml(SERVER_CONFIG))
+        config = server_config(workdir)
         try:
             for mode in ("single", "cluster"):
-                result.results[mode] = await _throughput(mode, params, workdir, config, result)
+                result.results[mode] = await throughput(mode, params, workdir, config, result)
             result.results["takeover"] = await _takeover(params, workdir, config, result)
         finally:
             if params.log_dir:
                 _keep_logs(workdir, Path(params.log_dir))
     _conclude(result)
     return result
+
+
+def server_config(workdir: Path) -> Path:
+    """The servers' configuration file in ``workdir`` (per-IP limits lifted: one client IP)."""
+    config = workdir / "livechat-bench.toml"
+    config.write_text(_toml(SERVER_CONFIG))
+    return config
 
 
 def _keep_logs(workdir: Path, dest: Path) -> None:
@@ -218,16 +254,24 @@ def _env(bus_prefix: str) -> dict[str, str]:
     return {"LIVECHAT_MASTER_KEY": new_master_key_text(), "LIVECHAT_BUS_PREFIX": bus_prefix}
 
 
-async def _throughput(
+async def throughput(
     mode: str, params: ClusterParams, workdir: Path, config: Path, result: BenchResult
 ) -> dict[str, Any]:
-    """One target under the open-loop load; its figures and its CPU per 1,000 messages."""
+    """One target (``single`` or ``cluster``) under the open-loop load, then flat out: its
+    figures, its CPU per 1,000 messages and how its pairs spread over the workspaces."""
     async with _schema(params) as schema:
         port = free_port()
         argv = _serve_argv(port, config, schema.url)
         bus = mode == "cluster"
         if bus:
-            argv += ["--workers", "2", "--bus-url", params.redis_url, "--node-id", "bench"]
+            argv += [
+                "--workers",
+                str(CLUSTER_WORKERS),
+                "--bus-url",
+                params.redis_url,
+                "--node-id",
+                "bench",
+            ]
         env = _env("bench-" + secrets.token_hex(6))
         # Not pinned: the cluster's two workers need both cores, and the single process gets
         # the same freedom so the comparison is fair.
@@ -239,8 +283,13 @@ async def _throughput(
                 pairs=params.pairs,
                 idle=0,
                 chats_per_agent=params.chats_per_agent,
+                workspaces=params.workspaces,
                 on_progress=lambda done, total: bar.update(done / total, f"{done}/{total} agents"),
             )
+            if bus:
+                await _all_workers_joined(schema, CLUSTER_WORKERS)
+            if params.workspaces > 1:
+                await _activate(srv, setup)
             async with open_loadgens(
                 protocol="livechat",
                 base_url=srv.ws_url,
@@ -254,6 +303,7 @@ async def _throughput(
                         f"{mode}: {loadgens.ready['connected']}/{params.pairs} pairs connected: "
                         f"{loadgens.ready['connect_error_samples']}"
                     )
+                spread = await _spread(schema, setup, bus)
                 e2e = E2EParams(
                     pairs=params.pairs,
                     open_duration_s=params.duration_s,
@@ -288,12 +338,48 @@ async def _throughput(
     closed = figures["closed_loop"]
     return {
         **figures["open_loop"],
+        **spread,
         "saturation_msgs_s": closed["delivered_msgs_s"],
         "lost": figures["open_loop"]["lost"] + closed["lost"],
         "duplicates": figures["open_loop"]["duplicates"] + closed["duplicates"],
         "errors": figures["open_loop"]["errors"] + closed["errors"],
         "closed_loop": closed,
     }
+
+
+async def _all_workers_joined(schema: procs.Schema, workers: int) -> None:
+    """Wait until ``workers`` nodes hold their membership lease: the server answers as soon as
+    worker 0 does, and placement only counts the workers that joined."""
+    with trio.fail_after(JOIN_TIMEOUT_S):
+        while True:  # no event to wait for: another process writes the table
+            if len(await schema.lease_holders("node:")) >= workers:
+                return
+            await trio.sleep(JOIN_POLL_S)
+
+
+async def _activate(srv: ServerProcess, setup: dict[str, Any]) -> None:
+    """One visitor hello in each workspace, one after the other: each activation is placed
+    knowing where the previous ones went."""
+    for key in setup["widget_keys"]:
+        url = f"{srv.ws_url}/ws/v1/visitor?key={key}"
+        origin = str(setup["origin"])
+        async with open_websocket_url(url, extra_headers=[(b"Origin", origin.encode())]) as ws:
+            await _hello(ws, _Visitor(index=-1))
+
+
+async def _spread(schema: procs.Schema, setup: dict[str, Any], bus: bool) -> dict[str, Any]:
+    """How the connected pairs landed: conversations per workspace (in ``setup`` order) and,
+    for the cluster, which worker owns how many workspaces."""
+    counts = await schema.conversations_per_workspace()
+    spread: dict[str, Any] = {
+        "workspaces": len(setup["workspace_ids"]),
+        "conversations_per_workspace": [counts.get(ws, 0) for ws in setup["workspace_ids"]],
+    }
+    if bus:
+        owners = Counter({node: 0 for node in await schema.lease_holders("node:")})
+        owners.update(await schema.lease_holders())
+        spread["owners"] = dict(sorted(owners.items()))
+    return spread
 
 
 async def _start_sampling(
@@ -553,6 +639,7 @@ def _conclude(result: BenchResult) -> None:
             "duplicates": duplicates,
             "cpu_ms_per_1000_msgs": cluster["cpu_ms_per_1000_msgs"],
             "cpu_ratio_cluster_to_single": ratio,
+            "owners": cluster["owners"],
             "takeover_s": takeover["takeover_s"],
             "cpu_ratio_closed_loop": (
                 round(
@@ -588,8 +675,12 @@ def _conclude(result: BenchResult) -> None:
     result.notes.append(
         "top-level delivered_msgs_s, p50_ms, p99_ms, cpu_ms_per_1000_msgs are the --workers 2 "
         "cluster's at the fixed offered rate; results.single has the one-process figures of the "
-        "same run, results.<mode>.closed_loop the flat-out ones (one workspace: its owner "
-        "worker does the engine work, the other forwards)"
+        "same run, results.<mode>.closed_loop the flat-out ones; "
+        + (
+            "one workspace: its owner worker does the engine work, the other forwards"
+            if result.parameters["workspaces"] == 1
+            else f"{result.parameters['workspaces']} workspaces, owned as in results.owners"
+        )
     )
     result.notes.append(
         "CPU = server process tree + its PostgreSQL backends (matched by connection, not the "

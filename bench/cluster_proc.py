@@ -207,10 +207,21 @@ class Schema:
                 f"DROP SCHEMA IF EXISTS {self.name}_vault CASCADE",
             )
 
-    async def lease_holders(self) -> list[str]:
+    async def lease_holders(self, prefix: str = "workspace:") -> list[str]:
+        """The holders of the unexpired leases named ``prefix...``, one per lease (``node:``:
+        the live nodes)."""
         rows = await psql(
             self.base_url,
-            f"SELECT holder FROM {self.name}.cluster_leases WHERE name LIKE 'workspace:%'"
+            f"SELECT holder FROM {self.name}.cluster_leases WHERE name LIKE '{prefix}%'"
             " AND expires_at > extract(epoch from clock_timestamp())",
         )
         return rows.split()
+
+    async def conversations_per_workspace(self) -> dict[str, int]:
+        """Workspace id -> conversations stored in it."""
+        rows = await psql(
+            self.base_url,
+            f"SELECT workspace_id, count(*) FROM {self.name}.conversations GROUP BY workspace_id",
+        )
+        found = (line.split("|") for line in rows.splitlines() if line)
+        return {workspace: int(count) for workspace, count in found}

@@ -7,9 +7,20 @@ from the first-start banner, logs in and mints an admin API token. With ``--url`
 running server instead and needs ``--token`` (an admin-scope API token of a workspace whose
 limits allow the load).
 
-``prepare`` creates, through the admin API, one agent per pair (each with an ``agent``-scope API
-token), raises the workspace's seats, and returns what the load generator needs: the widget key
-and one agent token per pair.
+``prepare`` creates, through the admin API, the agents (each with an ``agent``-scope API token),
+raises the workspace's seats, and returns what the load generator needs (``setup``): the widget
+key and the agent tokens. With ``workspaces=W`` above 1 it also creates W-1 more workspaces
+(``POST /workspaces`` as the server operator, then an admin token of each new owner, who creates
+that workspace's agents) and the mapping is, for pair ``i`` and A agents in all:
+
+- workspace ``w = i % W``: the visitor says ``hello`` with ``setup["widget_keys"][w]``;
+- agent ``i % A`` (``setup["agent_tokens"]``, one flat list as with one workspace), and agent
+  ``k`` belongs to workspace ``k % W``. A is a multiple of W (``agents_for``), so
+  ``(i % A) % W == i % W``: a pair's agent and visitor are always in the same workspace, each
+  workspace has A / W agents, and A being a multiple of the load-generator processes too keeps
+  every agent's pairs in one child.
+
+``setup["widget_key"]`` stays the first workspace's key, for readers that know only one.
 
 ``LiveChatWire`` speaks ``docs/protocol.md``: a pair is an agent socket (``auth`` with its token)
 and a visitor socket (``hello`` on ``/ws/v1/visitor?key=...`` with an allowed ``Origin``); the
@@ -138,6 +149,11 @@ async def _owner_token(server: ServerProcess) -> str:
     if match is None:
         raise TargetError(f"no first-start banner with the owner's password:\n{server.log_tail()}")
     username, password = match.groups()
+    return await _admin_token(server, username, password)
+
+
+async def _admin_token(server: ServerProcess, username: str, password: str) -> str:
+    """Log in as ``username`` (an owner) and mint an admin-scope API token of its workspace."""
     login = await http_json(
         "POST", server.base_url + API + "/auth/login", {"username": username, "password": password}
     )
@@ -159,24 +175,29 @@ def _check(status: int, body: Any, what: str) -> None:
         raise TargetError(f"could not {what}: HTTP {status} {body}")
 
 
-async def _api(server: ServerProcess, method: str, path: str, body: Any = None) -> Any:
-    headers = {"Authorization": f"Bearer {server.credentials['token']}"}
+async def _api(
+    server: ServerProcess, method: str, path: str, body: Any = None, *, token: str | None = None
+) -> Any:
+    """An admin API call with ``token``, by default the server's (the operator's) token."""
+    headers = {"Authorization": f"Bearer {token or server.credentials['token']}"}
     reply = await http_json(method, server.base_url + API + path, body, headers=headers)
     _check(reply.status, reply.json, f"{method} {path}")
     return reply.json
 
 
-def agents_for(pairs: int, chats_per_agent: int, processes: int) -> int:
+def agents_for(pairs: int, chats_per_agent: int, processes: int, workspaces: int = 1) -> int:
     """How many agents serve ``pairs`` chats, ``chats_per_agent`` each (at least).
 
     Pair ``i`` belongs to agent ``i % agents``; load-generator child ``c`` drives the pairs with
     ``i % processes == c``. A multiple of ``processes`` keeps every agent's pairs in one child,
-    so one agent socket sees only conversations its own process drives.
+    so one agent socket sees only conversations its own process drives; a multiple of
+    ``workspaces`` keeps each agent's pairs in the agent's own workspace (module docstring).
     """
     if pairs <= 0:
         return 0
     agents = max(1, math.ceil(pairs / max(1, chats_per_agent)))
-    return math.ceil(agents / processes) * processes
+    step = math.lcm(max(1, processes), max(1, workspaces))
+    return math.ceil(agents / step) * step
 
 
 async def prepare(
@@ -186,28 +207,32 @@ async def prepare(
     idle: int,
     chats_per_agent: int = 1,
     processes: int = 1,
+    workspaces: int = 1,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, Any]:
-    """Seed the workspace through the admin API; returns the load generator's ``setup``.
+    """Seed the workspaces through the admin API; returns the load generator's ``setup``.
 
     Creating an agent hashes its password (argon2id, deliberately slow): this is the slow part
     of the set-up, and the reason several chats share one agent by default.
     """
-    agents = agents_for(pairs, chats_per_agent, processes)
-    workspaces = (await _api(server, "GET", "/workspaces"))["workspaces"]
-    workspace = workspaces[0]
-    if agents + 5 > int(workspace["agent_seats"]) or pairs > int(workspace["max_concurrent_chats"]):
-        await _api(
-            server,
-            "PUT",
-            f"/workspaces/{workspace['id']}/limits",
-            {"agent_seats": agents + 100, "max_concurrent_chats": max(pairs * 2, 1000)},
-        )
+    agents = agents_for(pairs, chats_per_agent, processes, workspaces)
+    spaces = await _workspaces(server, workspaces)
+    seats = agents // len(spaces)  # each workspace's agents
+    for workspace, _token in spaces:
+        chats = int(workspace["max_concurrent_chats"])
+        if seats + 5 > int(workspace["agent_seats"]) or pairs > chats:
+            await _api(
+                server,
+                "PUT",
+                f"/workspaces/{workspace['id']}/limits",
+                {"agent_seats": seats + 100, "max_concurrent_chats": max(pairs * 2, 1000)},
+            )
     tokens: list[str] = [""] * agents
     done = 0
     limiter = trio.CapacityLimiter(SETUP_CONCURRENCY)
 
     async def one(i: int) -> None:
+        admin = spaces[i % len(spaces)][1]  # agent i belongs to workspace i % W
         async with limiter:
             created = await _api(
                 server,
@@ -219,12 +244,14 @@ async def prepare(
                     "password": BENCH_PASSWORD,
                     "max_chats": min(100, max(1, chats_per_agent)),
                 },
+                token=admin,
             )
             token = await _api(
                 server,
                 "POST",
                 "/tokens",
                 {"name": f"bench {i}", "scopes": ["agent"], "agent_id": created["agent"]["id"]},
+                token=admin,
             )
             tokens[i] = str(token["token"])
             nonlocal done
@@ -235,10 +262,33 @@ async def prepare(
         for i in range(agents):
             nursery.start_soon(one, i)
     return {
-        "widget_key": workspace["widget_key"],
+        "widget_key": spaces[0][0]["widget_key"],
+        "widget_keys": [workspace["widget_key"] for workspace, _token in spaces],
+        "workspace_ids": [workspace["id"] for workspace, _token in spaces],
         "origin": server.base_url,  # the server's own URL is always an allowed widget origin
         "agent_tokens": tokens,
     }
+
+
+async def _workspaces(server: ServerProcess, count: int) -> list[tuple[dict[str, Any], str]]:
+    """``count`` workspaces, each with an admin token of it: the first the server lists (the
+    server's own token), then ``count - 1`` created here, each with its new owner's token."""
+    first = (await _api(server, "GET", "/workspaces"))["workspaces"][0]
+    spaces = [(first, str(server.credentials["token"]))]
+    for w in range(1, count):
+        created = await _api(
+            server,
+            "POST",
+            "/workspaces",
+            {
+                "name": f"Bench {w}",
+                "owner_username": f"bench-owner-{w}",
+                "owner_display_name": f"Bench Owner {w}",
+            },
+        )
+        owner = await _admin_token(server, f"bench-owner-{w}", str(created["owner_password"]))
+        spaces.append((created["workspace"], owner))
+    return spaces
 
 
 class LiveChatWire:
@@ -247,7 +297,8 @@ class LiveChatWire:
 
     def __init__(self, base_url: str, setup: dict[str, Any]) -> None:
         self.base_url = base_url.rstrip("/")
-        self.widget_key = str(setup["widget_key"])
+        # pair i's visitor is in workspace i % W (module docstring)
+        self.widget_keys = [str(k) for k in setup.get("widget_keys") or [setup["widget_key"]]]
         self.origin = str(setup["origin"])
         self.agent_tokens: list[str] = list(setup.get("agent_tokens", []))
         # One socket per agent, shared by its pairs; opened by the first pair that needs it.
@@ -277,12 +328,16 @@ class LiveChatWire:
         )
 
     async def _visitor(
-        self, nursery: trio.Nursery, token: str | None = None, resume: dict[str, int] | None = None
+        self,
+        nursery: trio.Nursery,
+        index: int,
+        token: str | None = None,
+        resume: dict[str, int] | None = None,
     ) -> tuple[WebSocketConnection, dict[str, Any]]:
+        """A visitor socket of pair (or idle socket) ``index``, in workspace ``index % W``."""
+        key = self.widget_keys[index % len(self.widget_keys)]
         ws = await connect(
-            nursery,
-            f"{self.base_url}/ws/v1/visitor?key={self.widget_key}",
-            [("Origin", self.origin)],
+            nursery, f"{self.base_url}/ws/v1/visitor?key={key}", [("Origin", self.origin)]
         )
         hello = {
             "type": "hello",
@@ -313,17 +368,19 @@ class LiveChatWire:
             agent = await self._agent(nursery, links[0].index % len(self.agent_tokens), last_seq)
             self._agents[links[0].index % len(self.agent_tokens)] = agent
             return agent
-        visitor, _hello = await self._visitor(nursery, links[0].visitor_token, last_seq)
+        visitor, _hello = await self._visitor(
+            nursery, links[0].index, links[0].visitor_token, last_seq
+        )
         return visitor
 
     async def open_idle(
         self, nursery: trio.Nursery, index: int, spec: dict[str, Any]
     ) -> WebSocketConnection:
-        ws, _hello = await self._visitor(nursery)
+        ws, _hello = await self._visitor(nursery, index)
         return ws
 
     async def open_pair(self, nursery: trio.Nursery, index: int, spec: dict[str, Any]) -> PairLink:
-        visitor, hello = await self._visitor(nursery)
+        visitor, hello = await self._visitor(nursery, index)
         visitor_id = str(hello["visitor_id"])
         agent_index = index % len(self.agent_tokens)
         opening = f"open{index}"

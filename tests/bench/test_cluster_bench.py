@@ -15,7 +15,8 @@ import attrs
 import pytest
 
 from bench import commands
-from bench.cluster_bench import QUICK, ClusterParams, run_cluster
+from bench.cluster_bench import QUICK, ClusterParams, run_cluster, server_config, throughput
+from bench.common import BenchResult
 from bench.report import write_outputs
 from tests.pg import pg_url_or_skip
 from tests.redis_server import redis_url_or_skip
@@ -56,6 +57,31 @@ async def test_quick_run_loses_nothing_and_the_survivor_takes_over(tmp_path: Pat
     data = json.loads((tmp_path / "cluster.json").read_text())
     assert set(data) >= KEYS
     assert data["lost"] == data["duplicates"] == 0
+
+
+@pytest.mark.timeout(120)
+async def test_two_workspaces_are_both_used_and_their_owners_listed(tmp_path: Path) -> None:
+    params = ClusterParams(
+        pg_url=pg_url_or_skip(),
+        redis_url=redis_url_or_skip(),
+        pairs=4,
+        rate_msgs_s=20.0,
+        duration_s=1.0,
+        closed_duration_s=1.0,
+        drain_s=5.0,
+        workspaces=2,
+    )
+    result = BenchResult(name="cluster", parameters={}, results={})
+
+    measured = await throughput("cluster", params, tmp_path, server_config(tmp_path), result)
+
+    assert measured["delivered"] > 0, measured
+    assert measured["lost"] == measured["duplicates"] == measured["errors"] == 0, measured
+    # pair i chats in workspace i % 2: two conversations in each
+    assert measured["conversations_per_workspace"] == [2, 2], measured
+    # the two workers (--node-id bench: bench-w0, bench-w1) and who owns both workspaces
+    assert set(measured["owners"]) == {"bench-w0", "bench-w1"}, measured
+    assert sum(measured["owners"].values()) == 2, measured
 
 
 def test_without_redis_the_bench_is_unavailable_not_failed(
