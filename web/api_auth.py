@@ -47,7 +47,7 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
     services = call.services
     storage = services.storage
     account = body.username.strip().lower()
-    wait = services.login_throttle.check(account=account, ip=call.ip)
+    wait = await services.login_throttle.check(account=account, ip=call.ip)
     if wait > 0:
         services.metrics.logins["throttled"] += 1
         raise TooManyRequests(
@@ -65,7 +65,7 @@ async def login(call: PublicCall, body: LoginIn) -> Response:
     workspace = await storage.get_workspace(agent.workspace_id) if agent else None
     bot = agent is not None and agent.role is Role.BOT  # bots use API tokens, never sessions
     if not ok or agent is None or bot or not agent.enabled or workspace is None:
-        services.login_throttle.failed(account=account, ip=call.ip)
+        await services.login_throttle.failed(account=account, ip=call.ip)
         services.metrics.logins["failed"] += 1
         await storage.audit(
             agent.workspace_id if agent else None,
@@ -140,7 +140,7 @@ async def open_session(
     a session cookie sent with the login is destroyed first (no fixation)."""
     from quart import request
 
-    services.login_throttle.succeeded(account=agent.username)
+    await services.login_throttle.succeeded(account=agent.username)
     services.metrics.logins["ok"] += 1
     old = request.cookies.get(session_cookie_name(services.settings))
     if old:

@@ -464,7 +464,7 @@ async def forgot_password(call: PublicCall, body: ForgotPasswordIn) -> Done:
     services = call.services
     storage = services.storage
     wanted = body.username.strip()
-    wait = services.login_throttle.check(account=f"reset:{wanted.lower()}", ip=call.ip)
+    wait = await services.login_throttle.check(account=f"reset:{wanted.lower()}", ip=call.ip)
     if wait > 0:
         return Done()  # throttled like a failed login, and answered the same
     candidates: list[Agent] = []

@@ -98,8 +98,8 @@ async def _pending(services: Services, token: str) -> tuple[Agent, Workspace]:
     return agent, workspace
 
 
-def _check_throttle(services: Services, account: str, ip: str) -> None:
-    wait = services.login_throttle.check(account=account, ip=ip)
+async def _check_throttle(services: Services, account: str, ip: str) -> None:
+    wait = await services.login_throttle.check(account=account, ip=ip)
     if wait > 0:
         services.metrics.logins["throttled"] += 1
         raise TooManyRequests(
@@ -108,7 +108,7 @@ def _check_throttle(services: Services, account: str, ip: str) -> None:
 
 
 async def _wrong_code(services: Services, agent: Agent, ip: str, action: str) -> Unauthorized:
-    services.login_throttle.failed(account=agent.username, ip=ip)
+    await services.login_throttle.failed(account=agent.username, ip=ip)
     services.metrics.logins["failed"] += 1
     await services.storage.audit(
         agent.workspace_id,
@@ -189,7 +189,7 @@ async def _confirm_enrollment(
 async def login_second_factor(call: PublicCall, body: SecondFactorIn) -> Response:
     services = call.services
     agent, workspace = await _pending(services, body.pending_token)
-    _check_throttle(services, agent.username, call.ip)
+    await _check_throttle(services, agent.username, call.ip)
     record = await services.storage.get_two_factor(workspace.id, agent.id)
     if record is None or record.confirmed_at is None:
         raise Conflict("two-factor login is not enabled; enroll first", code="two_factor_not_set")
@@ -232,7 +232,7 @@ async def enroll_pending(call: PublicCall, body: PendingIn) -> EnrollmentOut:
 async def confirm_pending(call: PublicCall, body: SecondFactorIn) -> Response:
     services = call.services
     agent, workspace = await _pending(services, body.pending_token)
-    _check_throttle(services, agent.username, call.ip)
+    await _check_throttle(services, agent.username, call.ip)
     codes = await _confirm_enrollment(services, agent, workspace, body.code, call.ip)
     cookie, _ = await open_session(services, agent, workspace, ip=call.ip, method="totp")
     response = json_response(RecoveryCodesOut(recovery_codes=tuple(codes)))
@@ -283,7 +283,7 @@ async def enroll(call: Call) -> EnrollmentOut:
 async def confirm(call: Call, body: CodeIn) -> RecoveryCodesOut:
     _session_only(call)
     services = call.services
-    _check_throttle(services, call.caller.agent.username, call.ip)
+    await _check_throttle(services, call.caller.agent.username, call.ip)
     codes = await _confirm_enrollment(
         services, call.caller.agent, call.caller.workspace, body.code, call.ip
     )
@@ -293,7 +293,7 @@ async def confirm(call: Call, body: CodeIn) -> RecoveryCodesOut:
 async def _enrolled_and_code(call: Call, code: str, action: str) -> TwoFactor:
     services = call.services
     agent = call.caller.agent
-    _check_throttle(services, agent.username, call.ip)
+    await _check_throttle(services, agent.username, call.ip)
     record = await services.storage.get_two_factor(call.workspace_id, agent.id)
     if record is None or record.confirmed_at is None:
         raise Conflict("two-factor login is not enabled", code="two_factor_not_set")

@@ -33,7 +33,8 @@ Errors::
 The same Redis keeps the cluster-wide rate limits (``sync_windows``: every node adds the hits it
 counted since its last sync, for all its keys in one Lua script, and reads the totals back; a
 window per key is a hash of time buckets on Redis's clock, so the nodes' clocks do not matter;
-web/ratelimit.py). ``metrics`` counts what the bus does (web/metrics.py, ``BusMetrics``).
+web/ratelimit.py) and each account's failed logins (``login_failures``, one round trip per
+login). ``metrics`` counts what the bus does (web/metrics.py, ``BusMetrics``).
 
 Why coredis: a maintained, fully typed Redis client (Cluster and Sentinel too) whose I/O is
 anyio, so it runs natively on Trio; on this machine one node publishes about 5,000 messages/s
@@ -46,7 +47,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import attrs
@@ -101,6 +102,31 @@ for i, key in ipairs(KEYS) do
   out[2 * i] = (oldest + 1) * bucket + window - now
 end
 return out
+"""
+
+# One account's consecutive failed logins (web/ratelimit.py, ``LoginThrottle``), on Redis's
+# clock. KEYS[1]: a hash of ``n`` (failures) and ``at`` (the last one, microseconds); ARGV: the
+# operation (read, add, reset) and the hash's lifetime after a failure (milliseconds). Returns
+# the failures and the microseconds since the last one.
+_LOGIN_FAILURES_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local op = ARGV[1]
+if op == 'reset' then
+  redis.call('DEL', KEYS[1])
+  return {0, 0}
+end
+if op == 'add' then
+  local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+  redis.call('HSET', KEYS[1], 'at', string.format('%d', now))
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return {n, 0}
+end
+local found = redis.call('HMGET', KEYS[1], 'n', 'at')
+if not found[1] then
+  return {0, 0}
+end
+return {tonumber(found[1]), now - tonumber(found[2] or now)}
 """
 
 _REDIS_ERRORS = (
@@ -408,6 +434,31 @@ class Bus:
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
         self.metrics.observe_round_trip(trio.current_time() - started, request=False)
         return [(int(answer[i]), int(answer[i + 1]) / 1_000_000) for i in range(0, len(answer), 2)]
+
+    async def login_failures(
+        self,
+        key: str,
+        op: Literal["read", "add", "reset"],
+        *,
+        forget_after_s: float,
+        timeout_s: float,
+    ) -> tuple[int, float]:
+        """One account's consecutive failed logins, shared by every node: ``op`` is "read",
+        "add" (one more failure, now, kept ``forget_after_s``) or "reset" (a success). Returns
+        the failures and the seconds since the last one, on Redis's clock. ``BusUnavailable``
+        when Redis does not answer within ``timeout_s`` (the caller counts alone meanwhile).
+        The script is registered here, per call: logins are rare, and hashing it is cheap."""
+        script = self._client.register_script(_LOGIN_FAILURES_LUA)
+        args = [op, int(forget_after_s * 1000)]
+        started = trio.current_time()
+        try:
+            with trio.fail_after(timeout_s):
+                answer: Any = await script(keys=[f"{self._prefix}:limit:{key}"], args=args)
+        except _UNAVAILABLE as err:
+            self.metrics.unavailable["login_throttle"] += 1
+            raise BusUnavailable(f"Redis: {type(err).__name__}") from err
+        self.metrics.observe_round_trip(trio.current_time() - started, request=False)
+        return int(answer[0]), int(answer[1]) / 1_000_000
 
     async def request(self, node_id: str, op: str, body: Message) -> Any:
         """Ask ``node_id`` to run ``op`` within the caller's deadline (the current effective

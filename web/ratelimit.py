@@ -11,21 +11,25 @@ one round trip adds its hits of every key in Redis and reads the totals back. Ov
 node hears of the others' hits at its next sync, so a budget can be exceeded by what each
 other node admits within one interval (a key a node has not seen lately counts from its own
 window until then). When Redis does not answer a sync, each node falls back to its own
-window for ``RETRY_S`` (N nodes: up to N times the limit), then syncs again.
+window for ``RETRY_S`` (N nodes: up to N times the limit), then syncs again. The backoff per
+account after failed logins (``LoginThrottle``) holds across the nodes too, one Redis round
+trip per login (logins are rare).
 """
 
 from __future__ import annotations
 
 import bisect
+import hmac
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import trio
 
+from engine.failure_log import FailureLog
 from web.bus import BusUnavailable, WindowSync
 from web.metrics import BusMetrics
 
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("livechat.ratelimit")
 
 Clock = Callable[[], float]
+_AccountOp = Literal["read", "add", "reset"]
 _MAX_KEYS = 100_000
 # The cluster-wide windows (``SharedLimits``). A node learns of the other nodes' hits at its
 # next sync: a budget is overshot by at most what each node admits in one interval.
@@ -45,6 +50,12 @@ SYNC_BATCH_KEYS = 1_000  # keys per round trip: a flood of IPs does not stall Re
 # Redis keeps a window's hits per bucket of window / BUCKETS_PER_WINDOW: a hit counts until its
 # bucket's end leaves the window (at most one bucket, 1/60 of the window, longer than exact).
 BUCKETS_PER_WINDOW = 60
+# The per-account login backoff in a cluster (``LoginThrottle``), one round trip per login.
+LOGIN_TIMEOUT_S = 0.25  # Redis silent this long: the node counts accounts alone for RETRY_S
+# Redis forgets an account's failures this long after the last one, beyond the backoff's cap:
+# waiting that out gains a guesser nothing over waiting out the capped backoff each time (with
+# the defaults: the free guesses and the backoff again, 12 guesses per 74 minutes, against 14).
+ACCOUNT_FORGET_S = 3600.0
 
 
 class SlidingWindow:
@@ -254,8 +265,16 @@ class LoginThrottle:
 
     Per account: after ``free_failures`` consecutive failures each further attempt must wait
     1 s, 2 s, 4 s ... (capped at ``max_backoff_s``); a success resets it. Per IP: at most
-    ``ip_failures`` failures in 15 minutes, across the cluster when ``limits`` has a bus (the
-    per-account backoff stays per node). ``check`` returns the seconds to wait (0: go ahead).
+    ``ip_failures`` failures in 15 minutes. ``check`` returns the seconds to wait (0: go ahead).
+
+    In a cluster (``limits`` has a bus) both hold across the nodes: the IP's failures as a
+    ``SharedWindow``, the account's in Redis, read or changed in one round trip per call
+    (``Bus.login_failures``: logins are rare), on Redis's clock, under a key that hides the
+    username (an HMAC keyed by the cluster's secret key). This node remembers the last count it
+    heard for each account: when Redis does not answer within ``LOGIN_TIMEOUT_S`` it goes on
+    from there alone for ``RETRY_S`` (N nodes: up to N times the attempts meanwhile), and says
+    so in the log (a line per ``SUMMARY_INTERVAL_S`` at most) and in
+    ``livechat_bus_unavailable_total{what="login_throttle"}``. Without a bus nothing is awaited.
     """
 
     def __init__(
@@ -265,6 +284,7 @@ class LoginThrottle:
         max_backoff_s: float,
         ip_failures: int,
         limits: SharedLimits | None = None,
+        secret_key: str = "",
         clock: Clock = time.monotonic,
     ) -> None:
         self._free = free_failures
@@ -272,30 +292,76 @@ class LoginThrottle:
         self._clock = clock
         self._accounts: dict[str, tuple[int, float]] = {}  # failures, time of last failure
         limits = limits or SharedLimits(None, clock=clock)
+        self._bus = limits.bus
         self._ips = limits.window("login_failures", ip_failures, 15 * 60.0, clock=clock)
+        self._key = hmac.new(secret_key.encode(), b"livechat login throttle v1", "sha256").digest()
+        self._alone_until = 0.0
+        self._redis_failures = FailureLog(log, "login throttle round trip to Redis", clock=clock)
 
-    def check(self, *, account: str, ip: str) -> float:
+    async def check(self, *, account: str, ip: str) -> float:
         wait = 0.0
         if self._ips.count(ip) >= self._ips.local.limit:
             wait = self._ips.local.window_s
-        now = self._clock()
-        failures, last = self._accounts.get(account, (0, 0.0))
+        failures, since_s = await self._account(account, "read")
         if failures >= self._free:
             backoff = min(self._max_backoff_s, 2.0 ** (failures - self._free))
-            wait = max(wait, last + backoff - now)
+            wait = max(wait, backoff - since_s)
         return max(0.0, wait)
 
-    def failed(self, *, account: str, ip: str) -> None:
-        if len(self._accounts) >= _MAX_KEYS:
+    async def failed(self, *, account: str, ip: str) -> None:
+        self._ips.hit(ip)
+        await self._account(account, "add")
+
+    async def succeeded(self, *, account: str) -> None:
+        await self._account(account, "reset")
+
+    async def _account(self, account: str, op: _AccountOp) -> tuple[int, float]:
+        """The account's failures and the seconds since the last one, after ``op``: the
+        cluster's when Redis answers (and remembered here), else this node's own count."""
+        shared = await self._shared(account, op)
+        now = self._clock()
+        if shared is not None:
+            failures, since_s = shared
+            self._remember(account, failures, now - since_s)
+            return shared
+        failures, last = self._accounts.get(account, (0, now))
+        if op == "reset":
+            failures = 0
+        elif op == "add":
+            failures, last = failures + 1, now
+        self._remember(account, failures, last)
+        return failures, now - last
+
+    async def _shared(self, account: str, op: _AccountOp) -> tuple[int, float] | None:
+        """``op`` in Redis; None without a bus, or while this node counts alone. A success
+        is always sent: a reset lost would throttle the account's owner later."""
+        bus = self._bus
+        if bus is None or (op != "reset" and self._clock() < self._alone_until):
+            return None
+        digest = hmac.new(self._key, account.encode(), "sha256").hexdigest()[:32]
+        try:
+            answer = await bus.login_failures(
+                f"login_account:{digest}",
+                op,
+                forget_after_s=self._max_backoff_s + ACCOUNT_FORGET_S,
+                timeout_s=LOGIN_TIMEOUT_S,
+            )
+        except BusUnavailable as err:
+            self._alone_until = self._clock() + RETRY_S
+            self._redis_failures.failed(err)
+            return None
+        self._redis_failures.succeeded()
+        return answer
+
+    def _remember(self, account: str, failures: int, last: float) -> None:
+        if not failures:
+            self._accounts.pop(account, None)
+            return
+        if len(self._accounts) >= _MAX_KEYS and account not in self._accounts:
             cutoff = self._clock() - self._max_backoff_s
             for key in [k for k, (_, at) in self._accounts.items() if at < cutoff]:
                 del self._accounts[key]
-        failures, _ = self._accounts.get(account, (0, 0.0))
-        self._accounts[account] = (failures + 1, self._clock())
-        self._ips.hit(ip)
-
-    def succeeded(self, *, account: str) -> None:
-        self._accounts.pop(account, None)
+        self._accounts[account] = (failures, last)
 
 
 class HitWindow:

@@ -127,6 +127,7 @@ class Services:
                 max_backoff_s=s.accounts.login_backoff_max_s,
                 ip_failures=s.accounts.login_failures_per_ip_per_15min,
                 limits=limits,
+                secret_key=self.secret_key,
             )
         if self.ip_messages is None:
             self.ip_messages = limits.window("ip_messages", s.rate_limits.ip_messages_per_10s, 10.0)

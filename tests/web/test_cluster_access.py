@@ -158,6 +158,23 @@ async def test_one_ip_has_one_budget_of_messages_and_failed_logins_across_two_no
             assert (throttled.status, throttled.error_code) == (429, "login_throttled")
 
 
+async def test_one_account_backs_off_across_two_nodes_and_a_success_on_either_resets_it() -> None:
+    env = {"LIVECHAT_ACCOUNTS__LOGIN_FAILURES_PER_ACCOUNT_BACKOFF_AFTER": "2"}
+    with trio.fail_after(100):
+        async with cluster(("node-a", "node-b"), extra_env=env) as (node_a, node_b):
+            password, _ = _credentials(node_a.banner)
+            on_a, on_b = Http(node_a.base), Http(node_b.base)
+            assert (await on_a.login("agent", "wrong password")).status == 401
+            assert (await on_b.login("agent", password)).status == 200  # resets A's count too
+            for _ in range(2):  # one failure each since the reset: none is throttled yet
+                assert (await on_a.login("agent", "wrong password")).status == 401
+            # two consecutive failures through A: B makes the right password wait too (1 s
+            # from the last failure, on Redis's clock: one login's time is far within it)
+            throttled = await on_b.login("agent", password)
+            assert (throttled.status, throttled.error_code) == (429, "login_throttled")
+            assert int(throttled.headers["retry-after"]) >= 1
+
+
 async def test_livechat_admin_reset_password_closes_the_socket_on_a_running_node() -> None:
     """The CLI writes the database directly; with the bus set it tells every node too."""
     redis_url = redis_url_or_skip()
