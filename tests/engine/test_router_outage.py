@@ -11,9 +11,17 @@ from typing import Any
 import pytest
 import trio
 
+from engine.agent import AgentPresence
 from engine.backoff import Backoff
 from engine.errors import PersistenceUnavailable
-from engine.messages import ChatAssigned, MessageAck, SendMessage, SetStatus, SettableStatus
+from engine.messages import (
+    AgentStatus,
+    ChatAssigned,
+    MessageAck,
+    SendMessage,
+    SetStatus,
+    SettableStatus,
+)
 from engine.routing_messages import AgentsView, GetAgents
 from storage import StorageUnavailable
 from storage.api import ConversationState
@@ -141,6 +149,46 @@ async def test_a_reload_during_an_outage_keeps_routing_and_applies_once_storage_
         return [a.max_chats for a in (await _view(world)).agents] == [2]
 
     await wait_until(reloaded, what="the reload retried once storage answered")
+    assert any(isinstance(p, ChatAssigned) for p in ann.drain())
+    assert (routers.restarts, routers.failures) == (0, 0)
+
+
+async def test_a_storage_failure_in_the_middle_of_a_change_reloads_the_router(
+    world: World, fast_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    routers = world.engine._ctx.routers
+    outage = Outage(world, monkeypatch, (*ROUTER_READS, "get_agent"))
+    ann_p = await world.agent("ann")
+    ann = await world.connect(ann_p)
+    assert (await _view(world)).available
+    newcomer = await world.agent("bob")  # not known to the router yet: it reads the row
+
+    outage.down = True
+    router = await routers.get(world.workspace_id)
+    await router.tell(
+        AgentPresence(
+            agent_id=newcomer.agent_id,
+            chosen=AgentStatus.ACCEPTING,
+            connected=True,
+            reconnecting=False,
+        )
+    )
+    with pytest.raises(PersistenceUnavailable):  # it dropped its state: nothing half applied
+        await _view(world)
+
+    outage.down = False
+
+    async def loaded() -> bool:
+        try:
+            return (await _view(world)).available  # ann reported again
+        except PersistenceUnavailable:
+            return False
+
+    await wait_until(loaded, what="the router loaded again at its next try")
+    visitor = await world.connect(await world.visitor())
+    ack = await world.engine.request(visitor.conn, SendMessage(client_msg_id="m1", text="hi"))
+    assert isinstance(ack, MessageAck)
+    await _assigned(world, ack.conversation_id, ann_p.agent_id)
     assert any(isinstance(p, ChatAssigned) for p in ann.drain())
     assert (routers.restarts, routers.failures) == (0, 0)
 
