@@ -498,8 +498,9 @@ class ChatEngine(Requests):
         the workspace's router reload settings, agents (added, disabled, chat limits, groups,
         roles, names) and groups, keeping live state; a disabled agent's chats are queued
         again. Returns once the router has applied the change, or after ``ask_timeout_s``
-        (the reload is then still queued). A workspace without a running router has nothing
-        to refresh: its router loads everything when it starts.
+        (the reload is then still queued), or once storage failed the reload (the router
+        retries it with backoff, engine/routing.py). A workspace without a running router has
+        nothing to refresh: its router loads everything when it starts.
         """
         self._ctx.forget_workspace(workspace_id)
         routers = self._ctx.routers

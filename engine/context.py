@@ -184,6 +184,11 @@ class EngineContext:
     # the warnings of a storage outage: its first failure, a summary every few seconds, the
     # recovery (engine.failure_log); not one per failed call
     storage_failures: FailureLog = attrs.field(factory=lambda: FailureLog(log, "storage call"))
+    # routers waiting for storage to load their workspace (engine.routing): one summary for
+    # all of them, not a line per workspace
+    router_load_failures: FailureLog = attrs.field(
+        factory=lambda: FailureLog(logging.getLogger("engine.routing"), "router load")
+    )
     firing_failures: FailureLog = attrs.field(
         factory=lambda: FailureLog(logging.getLogger("engine.firings"), "trigger firing write")
     )

@@ -23,6 +23,16 @@ The workspace's settings, agents and groups are loaded on start and again on
 ``WorkspaceChanged`` (sent by ``ChatEngine.workspace_changed`` after an admin change), keeping
 the live state (connections, chosen status, load) of agents that are still enabled.
 
+A storage outage is an expected event, not a bug: it never crashes the router (its restart
+intensity is kept for bugs). A start whose reads fail leaves the router running but not
+loaded: it tries again on its next message once its ``Backoff`` is due (ticks every
+``tick_interval_s``, waits doubling from 0.5 s to 5 s), and meanwhile answers asks with
+``storage_unavailable``, keeps the live visitor list and drops the other tells (the load reads
+the chats back; agent actors are told to report their status again). A failed reload on
+``WorkspaceChanged`` keeps the loaded state and is retried the same way; a storage failure in
+the middle of a conversation or agent change drops the state and loads it again, as a restart
+would. Failures are logged rate-limited (``ctx.router_load_failures``).
+
 Time is driven by ``Tick`` messages from the engine (``tick_interval_s``), never by timers
 inside the actor.
 """
@@ -39,6 +49,7 @@ import trio
 
 from engine.actor import Actor
 from engine.agent import AgentChats, AgentPresence, AgentState, GetAgentMirror, default_status
+from engine.backoff import Backoff
 from engine.context import EngineContext, WorkspaceSettings
 from engine.conversation import (
     ConversationChanged,
@@ -49,7 +60,12 @@ from engine.conversation import (
     RouterRequeue,
     RouterTrigger,
 )
-from engine.errors import ActorStopped, ShuttingDown
+from engine.errors import (
+    STORAGE_FAILED_MESSAGE,
+    ActorStopped,
+    PersistenceUnavailable,
+    ShuttingDown,
+)
 from engine.firings import recent_firings, record_firing
 from engine.messages import (
     AgentStatus,
@@ -90,6 +106,11 @@ AUTO_REASONS = frozenset({"least_busy", "sticky", "returning_visitor", "group_fa
 BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
 
+
+# Asks a router that has not loaded its workspace answers with ``storage_unavailable``.
+LOADED_ASKS = (GetAgentMirror, GetQueue, GetRoom, GetAgents)
+# Messages it handles all the same: the live visitor list is not read from storage.
+UNLOADED_OK = (VisitorSeen, VisitorGone, GetVisitors, GetAtRest)
 
 RouterMsg = (
     ConversationChanged
@@ -146,10 +167,41 @@ class RouterActor(Actor[RouterMsg]):
         self.avg_wait_s = ctx.config.avg_handle_time_s
         self.queue_dirty = False
         self.announced_available = False  # what connected visitors were last told
+        self.loaded = False  # the workspace's settings, agents and open chats are read
+        self.reload_due = False  # a reload on WorkspaceChanged failed: retried when due
+        self.retry = Backoff(ctx.clock)
 
     # -- lifecycle
 
     async def on_start(self) -> None:
+        await self._load()
+
+    async def _load(self) -> None:
+        """Read the workspace from storage and route what is queued; a storage failure leaves
+        the router unloaded, to try again when ``retry`` is due."""
+        try:
+            await self._read_state()
+        except PersistenceUnavailable as exc:
+            self._unload(exc)
+            return
+        self.loaded = True
+        self.retry.succeeded()
+        self.ctx.router_load_failures.succeeded()
+        self.announced_available = self._available()
+        await self._dispatch()
+
+    def _unload(self, exc: PersistenceUnavailable) -> None:
+        """Forget everything storage gives back (a half-read start, a half-applied change);
+        the live visitor list stays."""
+        self.loaded = self.reload_due = False
+        self.settings = None
+        self.agents, self.fallback, self.trigger_fired = {}, {}, {}
+        self.queue, self.by_id = [], {}
+        self.offers, self.invites = {}, {}
+        self.retry.failed()
+        self.ctx.router_load_failures.failed(_cause(exc))
+
+    async def _read_state(self) -> None:
         ctx, ws = self.ctx, self.ws
         storage = ctx.storage
         now = ctx.clock()
@@ -167,8 +219,6 @@ class RouterActor(Actor[RouterMsg]):
                 # status next; until then route nothing to that agent (they may be away).
                 agent.reported = False
                 self._sync_agent(agent, resync=True)
-        self.announced_available = self._available()
-        await self._dispatch()
 
     async def _load_workspace(self) -> list[AgentState]:
         """(Re)load settings, enabled agents and groups; returns the agents no longer enabled.
@@ -177,9 +227,11 @@ class RouterActor(Actor[RouterMsg]):
         and groups; a new one starts with its connection state from the hub.
         """
         ctx, ws = self.ctx, self.ws
-        self.settings = await ctx.workspace_settings(ws)
+        settings = await ctx.workspace_settings(ws)
         records = [a for a in await ctx.call(ctx.storage.list_agents(ws)) if a.enabled]
         groups = await ctx.call(ctx.storage.list_groups(ws))
+        # Nothing changes before every read has succeeded: a failed reload leaves it as it was.
+        self.settings = settings
         now = ctx.clock()
         enabled = {a.id for a in records}
         removed = [a for agent_id, a in self.agents.items() if agent_id not in enabled]
@@ -260,10 +312,45 @@ class RouterActor(Actor[RouterMsg]):
     # -- the loop
 
     async def handle(self, msg: RouterMsg) -> None:
+        if not self.loaded:
+            if self.retry.due() or isinstance(msg, WorkspaceChanged):
+                await self._load()
+            if not self.loaded or isinstance(msg, WorkspaceChanged):  # the load read it
+                self._while_unloaded(msg)
+                if not isinstance(msg, UNLOADED_OK):
+                    return
         try:
             await self._handle(msg)
+        except PersistenceUnavailable as exc:
+            if isinstance(msg, LOADED_ASKS):
+                raise  # to the asker; nothing was changed
+            self._unload(exc)  # the change may be half applied: read it all again
         finally:
             self._announce_availability()
+
+    def _while_unloaded(self, msg: RouterMsg) -> None:
+        """Storage did not answer the load (yet): asks that need it hear
+        ``storage_unavailable``; a workspace change is answered (the load will read it); other
+        tells are dropped (the load reads the chats, and has agent actors report again)."""
+        if isinstance(msg, LOADED_ASKS):
+            msg.reply.fail(PersistenceUnavailable(STORAGE_FAILED_MESSAGE))
+        elif isinstance(msg, WorkspaceChanged):
+            msg.reply.send(None)
+
+    async def _reload(self) -> None:
+        """``WorkspaceChanged``, or its retry: on a storage failure the loaded state stays as
+        it was and the reload is due again after the backoff."""
+        try:
+            await self._workspace_changed()
+        except PersistenceUnavailable as exc:
+            self.reload_due = True
+            self.retry.failed()
+            self.ctx.router_load_failures.failed(_cause(exc))
+            return
+        if self.reload_due:
+            self.reload_due = False
+            self.retry.succeeded()
+            self.ctx.router_load_failures.succeeded()
 
     async def _handle(self, msg: RouterMsg) -> None:
         if isinstance(msg, ConversationChanged):
@@ -311,10 +398,12 @@ class RouterActor(Actor[RouterMsg]):
         elif isinstance(msg, GetAtRest):
             msg.reply.send(self._at_rest())
         elif isinstance(msg, Tick):
+            if self.reload_due and self.retry.due():
+                await self._reload()
             await self._tick()
         elif isinstance(msg, WorkspaceChanged):
             try:
-                await self._workspace_changed()
+                await self._reload()
             finally:
                 msg.reply.send(None)
 
@@ -447,9 +536,12 @@ class RouterActor(Actor[RouterMsg]):
         assert self.settings is not None
         if not self.settings.sticky_new_chats or conv.previous_assignee_id is not None:
             return None
-        earlier: list[Conversation] = await self.ctx.call(
-            self.ctx.storage.list_visitor_conversations(self.ws, conv.visitor_id)
-        )
+        try:
+            earlier: list[Conversation] = await self.ctx.call(
+                self.ctx.storage.list_visitor_conversations(self.ws, conv.visitor_id)
+            )
+        except PersistenceUnavailable:
+            return None  # a preference, not a rule: the chat is routed without it
         for other in earlier:  # newest first
             agent_id = other.assignee_id or other.previous_assignee_id
             if other.id == conv.id or agent_id is None:
@@ -736,6 +828,8 @@ class RouterActor(Actor[RouterMsg]):
         """Push ``availability`` to every connected visitor when ``_available()`` flipped (an
         agent connected, disconnected, changed status or was disabled), so an open widget
         switches between the composer and the offline form without reconnecting."""
+        if not self.loaded:
+            return  # availability stays as last published until the router has loaded
         available = self._available()
         if available != self.announced_available:
             self.announced_available = available
@@ -783,3 +877,8 @@ class RouterActor(Actor[RouterMsg]):
                 idle_since=self.ctx.clock(),
             )
         return agent
+
+
+def _cause(exc: PersistenceUnavailable) -> BaseException:
+    """The storage's own error, for the log (the client's sentence names no detail)."""
+    return exc.__cause__ or exc
