@@ -44,6 +44,7 @@ never moves to a node that joined (only new or handed-back ones go there).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -220,6 +221,11 @@ class ClusterGateway:
             if err.code == "unavailable":  # the owner no longer serves it: reconnect, resume
                 self._end_proxy(proxy)
             raise
+        if self._proxies.get(conn.id) is not proxy:
+            # The socket ended meanwhile (a push lost): its client resumes from its last seq,
+            # so this result, which may carry a later one, must not reach it; the client's
+            # retry after the resume hears the same result (idempotent).
+            raise DomainError("pushes to this socket were lost; reconnect", code="unavailable")
         return structure_result(answer)
 
     async def disconnect(self, conn: Connection) -> None:
@@ -504,6 +510,14 @@ class ClusterGateway:
             return
         self._end_proxy(proxy)
 
+    def _resubscribed(self) -> None:
+        """This node listens on the bus again after losing its subscription: pushes to its
+        proxied sockets may have been lost meanwhile, and a later one may never come to show
+        the gap, so every one of them ends (1013) and its client resumes by sequence."""
+        if self._proxies:
+            log.warning("bus subscription restored: ending %d proxied sockets", len(self._proxies))
+        self.end_proxies()
+
     def end_proxies(self) -> None:
         """End every socket proxied from here (the gateway stopped: pushes may be lost)."""
         for proxy in list(self._proxies.values()):
@@ -535,7 +549,14 @@ class ClusterGateway:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await nursery.start(self.bus.serve, self._on_request, self._on_message)
+            await nursery.start(
+                functools.partial(
+                    self.bus.serve,
+                    self._on_request,
+                    self._on_message,
+                    on_resubscribed=self._resubscribed,
+                )
+            )
             try:
                 with trio.fail_after(self.ownership.ttl_s / 3):
                     await self.ownership.join()
