@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="PostgreSQL to bench in a throwaway schema; 'none' to skip",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the timed group appends, sample more of them with py-spy (top frames)",
+    )
+    parser.add_argument("--profile-s", type=float, default=5.0, help="profiled phase length")
+    parser.add_argument(
         "--plaintext",
         action="store_true",
         help="without encryption at rest (the server always encrypts; this measures its cost)",
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> BenchResult:
             sqlite_path=args.sqlite,
             postgres_url=None if args.postgres_url == "none" else args.postgres_url,
             plaintext=args.plaintext,
+            profile_s=args.profile_s if args.profile else None,
         )
     )
 
@@ -98,6 +105,7 @@ async def run_storage_bench(
     postgres_url: str | None = DEFAULT_PG_URL,
     progress: bool = True,
     plaintext: bool = False,
+    profile_s: float | None = None,
 ) -> BenchResult:
     """Bench ``backend_url`` alone, or (None) SQLite plus PostgreSQL when reachable."""
     appends = appends or (5_000 if quick else 50_000)
@@ -118,12 +126,12 @@ async def run_storage_bench(
             if backend == "postgresql":
                 per = await _with_pg_schema(
                     url, lambda u: _bench_backend(
-                        u, messages, appends, callers, queries, progress, plaintext
+                        u, messages, appends, callers, queries, progress, plaintext, profile_s
                     )
                 )
             else:
                 per = await _bench_backend(
-                    url, messages, appends, callers, queries, progress, plaintext
+                    url, messages, appends, callers, queries, progress, plaintext, profile_s
                 )
             results[backend] = per
             for key, value in per.items():
@@ -200,6 +208,7 @@ async def _bench_backend(
     queries: int,
     progress: bool,
     plaintext: bool = False,
+    profile_s: float | None = None,
 ) -> dict[str, Any]:
     from storage import GroupCommitConfig, MasterKeyRing
     from storage import open_backend as open_plain
@@ -218,6 +227,8 @@ async def _bench_backend(
         out["appends_per_s_group"] = round(rate, 1)
         out["cpu_us_per_append_group"] = round(cpu_us, 1)
         out["appends_lost"] = lost
+        if profile_s is not None:
+            out["profile"] = await _profiled_appends(storage, callers, profile_s)
     single = GroupCommitConfig(max_batch=1, max_delay_s=0.0)
     async with open_backend(url, group_commit=single) as storage:
         rate, cpu_us, lost = await _appends(
@@ -286,6 +297,47 @@ async def _appends(
         conv = await storage.get_conversation(workspace.id, conversation_id)
         stored += conv.last_seq
     return total / elapsed, cpu_us, len(acked) - min(stored, len(acked)) + (total - len(acked))
+
+
+async def _profiled_appends(storage: Any, callers: int, duration_s: float) -> dict[str, Any]:
+    """Group appends for ``duration_s`` sampled by py-spy (from outside, on this process),
+    apart from the timed phase so sampling does not disturb its figures; the summary, or a
+    ``note`` saying why there is none."""
+    from bench import profile as profiling
+    from storage import AppendRequest, AuthorType, EventKind
+
+    workspace = await storage.create_workspace(name="bench-profiled")
+    visitor = await storage.create_visitor(workspace.id, token_hash=None)
+    conversations = [
+        (await storage.create_conversation(workspace.id, visitor_id=visitor.id)).id
+        for _ in range(min(callers, 64))
+    ]
+    count = 0
+    stop = False
+
+    async def caller() -> None:
+        nonlocal count
+        while not stop:
+            count += 1
+            await storage.append(
+                AppendRequest(
+                    workspace_id=workspace.id,
+                    conversation_id=conversations[count % len(conversations)],
+                    kind=EventKind.MESSAGE,
+                    author_type=AuthorType.VISITOR,
+                    body=f"profiled message {count}",
+                    client_msg_id=f"profiled-{count}",
+                )
+            )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "storage.pyspy.raw"
+        async with trio.open_nursery() as nursery:
+            for _ in range(callers):
+                nursery.start_soon(caller)
+            failed = await profiling.record(os.getpid(), duration_s, raw)
+            stop = True
+        return {"note": failed} if failed else profiling.summarize(raw)
 
 
 def _words() -> list[str]:

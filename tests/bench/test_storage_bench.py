@@ -42,6 +42,23 @@ async def test_storage_bench_tiny_sqlite_has_every_key_and_loses_nothing(tmp_pat
     assert json.loads(out.read_text())["bench"] == "storage"
 
 
+async def test_profile_samples_the_group_appends(tmp_path: Path) -> None:
+    result = await run_storage_bench(
+        backend_url=f"sqlite:///{tmp_path}/p.db",
+        messages=200,
+        quick=True,
+        appends=200,
+        callers=8,
+        queries=10,
+        progress=False,
+        profile_s=1.0,
+    )
+    profile = result.results["sqlite"]["profile"]
+    assert profile.get("samples", 0) > 0, profile
+    frames = [name for _, name in profile["inclusive"]]
+    assert any("sqlite.py" in name or "_appends.py" in name for name in frames), frames
+
+
 async def test_storage_bench_tiny_postgresql() -> None:
     url = pg_url_or_skip()
     result = await run_storage_bench(
