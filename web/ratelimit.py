@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 import trio
 
-from engine.failure_log import FailureLog
+from engine import FailureLog
 from web.bus import BusUnavailable, WindowSync
 from web.metrics import BusMetrics
 
