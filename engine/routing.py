@@ -7,11 +7,8 @@ so the two can never deadlock; a full mailbox is retried on the next tick). The 
 actor applies a proposal only if the chat is still queued: the router's view may lag, the
 conversation's state never does.
 
-Rules (auto mode): sticky return to the previous agent if they can take it (unless the
-workspace turned ``sticky_agent`` off); a returning visitor's new chat to the agent of their
-last chat if that agent can take it in the chat's group (``sticky_new_chats``); otherwise the
-least-busy eligible agent of the chat's group (ties: longest idle), then the group's fallback
-chain; oldest queued chat first whenever capacity frees (agents' ``max_chats``, exactly, and the
+Rules (auto mode): who gets a chat is ``engine.routing_queue.choose_agent``; the oldest
+queued chat goes first whenever capacity frees (agents' ``max_chats``, exactly, and the
 workspace's ``max_concurrent_chats``). Manual mode: no proposals; agents pick from the queue
 with ``accept``. A chat whose auto-assigned agent does not answer within the response
 timeout, or whose agent stays disconnected past the grace period, is queued again without that
@@ -73,8 +70,6 @@ from engine.messages import (
     Availability,
     ChatAssigned,
     ChatUnassigned,
-    QueueEntry,
-    QueuePosition,
     QueueUpdate,
     VisitorChange,
     VisitorSummary,
@@ -89,6 +84,7 @@ from engine.routing_messages import (
     Tick,
     WorkspaceChanged,
 )
+from engine.routing_queue import BOT_ROLE, Queued, choose_agent, push_positions, queue_entries
 from engine.triggers import matches
 from engine.visitor import VisitorGone, VisitorSeen
 from storage import CloseReason, Conversation, ConversationState
@@ -103,7 +99,6 @@ __all__ = [
 ]
 
 AUTO_REASONS = frozenset({"least_busy", "sticky", "returning_visitor", "group_fallback"})
-BOT_ROLE = "bot"  # storage.Role.BOT
 EXCLUDING_REASONS = frozenset({"no_response", "agent_offline", "transfer", "assignee_left"})
 
 
@@ -128,26 +123,6 @@ RouterMsg = (
 )
 
 
-@attrs.define(slots=True, kw_only=True, eq=False)
-class _Queued:
-    conversation_id: str
-    visitor_id: str
-    group_id: str | None
-    queued_at: float
-    previous_assignee_id: str | None
-    preview: str | None = None
-    excluded: set[str] = attrs.field(factory=set)
-    proposed_to: str | None = None
-    logged: bool = False
-    position_sent: int = 0
-    abandoning: bool = False  # told the conversation to close as missed
-    returning_to: str | None = None  # agent of the visitor's last chat (``sticky_new_chats``)
-    fired: set[str] = attrs.field(factory=set)  # triggers fired for this chat
-
-    def sort_key(self) -> tuple[float, str]:
-        return (self.queued_at, self.conversation_id)
-
-
 class RouterActor(Actor[RouterMsg]):
     """Routing state of one workspace; rebuilt from storage and the hub on every start."""
 
@@ -156,8 +131,8 @@ class RouterActor(Actor[RouterMsg]):
         self.ws = workspace_id
         self.agents: dict[str, AgentState] = {}
         self.fallback: dict[str, str | None] = {}
-        self.queue: list[_Queued] = []  # sorted by queued_at
-        self.by_id: dict[str, _Queued] = {}
+        self.queue: list[Queued] = []  # sorted by queued_at
+        self.by_id: dict[str, Queued] = {}
         self.offers: dict[str, tuple[str, float]] = {}  # conversation -> (agent, deadline)
         self.invites: dict[str, float] = {}  # proactive chat -> when its invitation expires
         self.trigger_fired: dict[tuple[str, str], float] = {}  # (visitor, trigger) -> when
@@ -365,7 +340,7 @@ class RouterActor(Actor[RouterMsg]):
                 else attrs.evolve(agent, active=set(agent.active), pending=set(agent.pending))
             )
         elif isinstance(msg, GetQueue):
-            msg.reply.send(self._entries())
+            msg.reply.send(queue_entries(self.queue, self.ctx.visitor_names, self.ws))
         elif isinstance(msg, GetRoom):
             msg.reply.send(await self._room(msg))
         elif isinstance(msg, GetAgents):
@@ -418,13 +393,20 @@ class RouterActor(Actor[RouterMsg]):
 
     def _workspace_has_room(self, but: str = "") -> bool:
         """Fewer than ``max_concurrent_chats`` chats active or offered (0: no cap)."""
+        room = self._workspace_room(but)
+        return room is None or room > 0
+
+    def _workspace_room(self, but: str = "") -> int | None:
+        """How many more chats may be active or offered (``max_concurrent_chats`` less those
+        that are, ``but`` left out); None when there is no cap. O(chats): ``_dispatch``
+        reads it once and counts its own offers down, not once per queued chat."""
         assert self.settings is not None
         cap = self.settings.max_concurrent_chats
         if cap <= 0:
-            return True
+            return None
         busy = {c for a in self.agents.values() for c in (*a.active, *a.pending)}
         busy.discard(but)
-        return len(busy) < cap
+        return cap - len(busy)
 
     async def _presence(self, msg: AgentPresence) -> None:
         """The agent actor's word on the agent's status: mirror it; offline (no socket and
@@ -551,8 +533,8 @@ class RouterActor(Actor[RouterMsg]):
                 return agent_id
         return None
 
-    def _enqueue(self, conv: Conversation, now: float) -> _Queued:
-        item = _Queued(
+    def _enqueue(self, conv: Conversation, now: float) -> Queued:
+        item = Queued(
             conversation_id=conv.id,
             visitor_id=conv.visitor_id,
             group_id=conv.group_id,
@@ -574,6 +556,7 @@ class RouterActor(Actor[RouterMsg]):
         )
         if self.settings.routing_mode == "auto" and free:
             wall = time.time()
+            room = self._workspace_room()
             for item in list(self.queue):
                 if item.proposed_to is not None:
                     continue
@@ -582,12 +565,18 @@ class RouterActor(Actor[RouterMsg]):
                         item.logged = True
                         self._log(item.conversation_id, None, "outside_hours", {})
                     continue
-                if not self._workspace_has_room():
+                if room is not None and room <= 0:
                     if not item.logged:
                         item.logged = True
                         self._log(item.conversation_id, None, "workspace_at_capacity", {})
                     continue
-                agent, reason, details = self._choose(item)
+                agent, reason, details = choose_agent(
+                    item,
+                    self.agents,
+                    self.fallback,
+                    sticky_agent=self.settings.sticky_agent,
+                    sticky_new_chats=self.settings.sticky_new_chats,
+                )
                 if agent is None:
                     if not item.logged:
                         item.logged = True
@@ -595,6 +584,8 @@ class RouterActor(Actor[RouterMsg]):
                     continue
                 if await self._propose(item, agent, reason, details):
                     queue_changed = True
+                if room is not None and item.proposed_to is not None:
+                    room -= 1  # offered now: it counts against the cap
         else:
             for item in self.queue:
                 if not item.logged:
@@ -611,58 +602,8 @@ class RouterActor(Actor[RouterMsg]):
                 self.queue_dirty = True
                 break
 
-    def _choose(self, item: _Queued) -> tuple[AgentState | None, str, dict[str, Any]]:
-        assert self.settings is not None
-        prev = self.agents.get(item.previous_assignee_id or "")
-        if (
-            self.settings.sticky_agent
-            and prev is not None
-            and prev.agent_id not in item.excluded
-            and prev.can_take(None)
-        ):
-            return prev, "sticky", {"load": prev.load}
-        group = item.group_id
-        if group is not None and group not in self.fallback:
-            group = None  # the group was deleted: anyone may take the chat
-        back = self.agents.get(item.returning_to or "")
-        if (
-            self.settings.sticky_new_chats
-            and back is not None
-            and back.agent_id not in item.excluded
-            and back.can_take(group)  # within the department the visitor chose
-        ):
-            return back, "returning_visitor", {"load": back.load}
-        # Bots (docs/bots.md) take new chats first; a chat that has been with anyone before
-        # (transferred, reopened, requeued) goes to humans only, so a bot's handover sticks.
-        bots_allowed = item.previous_assignee_id is None and not item.excluded
-        seen: set[str | None] = set()
-        while group not in seen:
-            seen.add(group)
-            candidates = [
-                a
-                for a in self.agents.values()
-                if a.agent_id not in item.excluded
-                and a.can_take(group)
-                and (bots_allowed or a.role != BOT_ROLE)
-            ]
-            if candidates:
-                best = min(
-                    candidates,
-                    key=lambda a: (a.role != BOT_ROLE, a.load, a.idle_since, a.agent_id),
-                )
-                reason = "least_busy" if group == item.group_id else "group_fallback"
-                return (
-                    best,
-                    reason,
-                    {"load": best.load, "candidates": len(candidates), "group_id": group},
-                )
-            if group is None:
-                break
-            group = self.fallback.get(group)
-        return None, "", {}
-
     async def _propose(
-        self, item: _Queued, agent: AgentState, reason: str, details: dict[str, Any]
+        self, item: Queued, agent: AgentState, reason: str, details: dict[str, Any]
     ) -> bool:
         assert self.ctx.conversations is not None
         ref = await self.ctx.conversations.get((self.ws, item.conversation_id))
@@ -726,8 +667,9 @@ class RouterActor(Actor[RouterMsg]):
         await self._fire_triggers(now)
         if self.queue_dirty:
             self.queue_dirty = False
-            self._push_positions()
-            self.ctx.hub.broadcast_agents(self.ws, QueueUpdate(entries=self._entries()))
+            push_positions(self.ctx.hub, self.ws, self.queue, self.avg_wait_s)
+            entries = queue_entries(self.queue, self.ctx.visitor_names, self.ws)
+            self.ctx.hub.broadcast_agents(self.ws, QueueUpdate(entries=entries))
         for item in self.queue:  # proposals lost to a crash or a full mailbox
             if item.proposed_to is not None and item.proposed_to not in self.agents:
                 item.proposed_to = None
@@ -787,42 +729,12 @@ class RouterActor(Actor[RouterMsg]):
 
     # -- pushes
 
-    def _entries(self) -> tuple[QueueEntry, ...]:
-        return tuple(
-            QueueEntry(
-                conversation_id=item.conversation_id,
-                visitor_id=item.visitor_id,
-                visitor_name=self.ctx.visitor_names.get((self.ws, item.visitor_id)),
-                group_id=item.group_id,
-                position=index,
-                queued_at=item.queued_at,
-                previous_assignee_id=item.previous_assignee_id,
-                first_message_preview=item.preview,
-            )
-            for index, item in enumerate(self.queue, start=1)
-        )
-
     def position(self, conversation_id: str) -> tuple[int, float] | None:
         item = self.by_id.get(conversation_id)
         if item is None:
             return None
         pos = self.queue.index(item) + 1
         return pos, round(pos * self.avg_wait_s, 1)
-
-    def _push_positions(self) -> None:
-        hub = self.ctx.hub
-        for index, item in enumerate(self.queue, start=1):
-            if item.position_sent == index:
-                continue
-            item.position_sent = index
-            hub.deliver_all(
-                hub.visitor_connections(self.ws, item.visitor_id),
-                QueuePosition(
-                    conversation_id=item.conversation_id,
-                    position=index,
-                    estimated_wait_s=round(index * self.avg_wait_s, 1),
-                ),
-            )
 
     def _announce_availability(self) -> None:
         """Push ``availability`` to every connected visitor when ``_available()`` flipped (an

@@ -3,6 +3,8 @@ a pick or transfer past either is refused with its own code."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 
 from engine.errors import AgentAtCapacity, WorkspaceAtCapacity
@@ -112,3 +114,32 @@ async def test_pick_past_max_concurrent_chats_is_refused_with_workspace_at_capac
         await world.engine.request(bob.conn, Accept(conversation_id=second))
     assert refused.value.code == "workspace_at_capacity"
     assert await _state(world, second) == ("queued", None)
+
+
+@pytest.mark.parametrize("engine_clock", ["manual"])
+async def test_one_dispatch_of_a_long_queue_offers_no_more_than_the_workspace_cap(
+    world: World,
+) -> None:
+    """Four chats wait with nobody online; two agents with room for all of them arrive: the
+    dispatch that follows counts its own offers against ``max_concurrent_chats`` (2)."""
+    await _cap(world, 2)
+    chats = [await _chat(world, await world.connect(await world.visitor())) for _ in range(4)]
+    await world.connect(await world.agent("ann", max_chats=4))
+    await world.connect(await world.agent("bob", max_chats=4))
+    await world.tick()
+    await world.tick()
+
+    async def served() -> int:
+        states = [(await _state(world, cid))[0] for cid in chats]
+        return sum(state != "queued" for state in states)
+
+    await wait_until(lambda: _at_least(served, 2), what="two chats taken")
+    await world.tick()
+    await world.tick()
+    assert await served() == 2
+    waiting = [cid for cid in chats if (await _state(world, cid))[0] == "queued"]
+    assert len(waiting) == 2
+
+
+async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
+    return await count() >= n
