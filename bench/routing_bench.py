@@ -110,6 +110,9 @@ async def _routing(args: argparse.Namespace) -> BenchResult:
         url = f"sqlite:///{args.database or Path(tmp) / 'bench.db'}"
         async with open_storage(url) as storage:
             ws = (await storage.create_workspace(name="bench")).id
+            # Every chat must be assignable: a workspace's default cap (1,000 active chats)
+            # would leave the rest queued, their messages undelivered.
+            await storage.update_workspace(ws, max_concurrent_chats=conversations)
             config = EngineConfig(
                 message_rate_per_s=1e9,
                 message_burst=10**9,
@@ -196,6 +199,11 @@ async def _routing(args: argparse.Namespace) -> BenchResult:
                         openers.start_soon(limited, i)
                 with trio.move_on_after(120):
                     await all_assigned.wait()
+                if not all_assigned.is_set():
+                    notes.append(
+                        f"only {assigned} of {conversations} chats were assigned after 120 s: "
+                        "messages to the others count as lost"
+                    )
                 await trio.sleep(0.5)
                 setup_s = time.perf_counter() - setup_started
 
