@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -63,6 +64,11 @@ log = logging.getLogger("livechat.bus")
 REQUEST_SLACK_S = 0.05  # the answer travels back too: the remote side stops this much earlier
 LINK_BACKLOG = 2000  # messages queued for one node before ``post`` waits for room
 LINK_IDLE_S = 60.0  # a link with nothing to send this long ends (node ids come and go)
+# A socket's commands (op ``request``) to a node Redis counted as listening this recently are
+# published without waiting for the count: the liveness check (every second) ends the
+# sockets of a node that stopped, and their clients resend after resuming.
+LISTENING_FRESH_S = 1.0
+UNCOUNTED_OPS = frozenset({"request"})
 CONNECT_TIMEOUT_S = 2.0
 RESUBSCRIBE_DELAY_S = 0.5
 COMMAND_TIMEOUT_S = 2.0
@@ -210,6 +216,7 @@ class Bus:
         )
         self._waiting: dict[str, _Waiter] = {}
         self._links: dict[str, _Link] = {}
+        self._listening_at: dict[str, float] = {}  # node -> when Redis last counted it
         self._nursery: trio.Nursery | None = None  # serve's: the links' publishers run there
         self._sync_windows = self._client.register_script(_SYNC_WINDOWS_LUA)
         self.metrics = BusMetrics()
@@ -390,13 +397,14 @@ class Bus:
                     on_lost(BusUnavailable("the bus stopped"))
 
     async def _publish_batch(self, node_id: str, messages: list[Message]) -> None:
-        """One PUBLISH. Without a request in it, Redis's answer (how many nodes heard it) is
-        not waited for (a third of the CPU): a node that is gone is found by the liveness
-        checks, and one that was not listening ends its proxied sockets when it listens again
-        (``on_resubscribed``), so nothing lost here goes unnoticed."""
+        """One PUBLISH. Redis's answer (how many nodes heard it) is waited for only when
+        ``_needs_count`` (it costs a third of the CPU): a node that is gone is found by the
+        liveness checks, and one that was not listening ends its proxied sockets when it
+        listens again (``on_resubscribed``), so nothing lost here goes unnoticed."""
         payload = messages[0] if len(messages) == 1 else {"k": "batch", "m": messages}
-        if any(message.get("k") == "req" for message in messages):
+        if self._needs_count(node_id, messages):
             await self.send(node_id, payload)
+            self._listening_at[node_id] = trio.current_time()
         else:
             with self._client.ignore_replies():
                 await self.send(node_id, payload, counted=False)
@@ -404,6 +412,16 @@ class Bus:
             for message in messages:
                 kind = message.get("k")
                 self.metrics.sent[kind if kind in _KINDS else "other"] += 1
+
+    def _needs_count(self, node_id: str, messages: list[Message]) -> bool:
+        """Whether this batch must learn at once that nobody listens (``NodeUnreachable``): it
+        holds a request, unless all its requests are a socket's commands to a node counted
+        as listening within ``LISTENING_FRESH_S``."""
+        ops = [message.get("op") for message in messages if message.get("k") == "req"]
+        if not ops:
+            return False
+        fresh = trio.current_time() - self._listening_at.get(node_id, -math.inf)
+        return fresh >= LISTENING_FRESH_S or not all(op in UNCOUNTED_OPS for op in ops)
 
     async def send(self, node_id: str, message: Message, *, counted: bool = True) -> None:
         """Publish one message to ``node_id``; ``NodeUnreachable`` if nobody listens there
@@ -416,6 +434,7 @@ class Bus:
             self.metrics.unavailable["send"] += 1
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
         if counted and receivers == 0:
+            self._listening_at.pop(node_id, None)
             raise NodeUnreachable(f"node {node_id} does not listen on the bus")
         self.metrics.publishes += 1
         kind = message.get("k")
@@ -541,11 +560,18 @@ class Bus:
         except (trio.TooSlowError, coredis.exceptions.RedisError, OSError) as err:
             self.metrics.unavailable["listening"] += 1
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
-        return {
+        alive = {
             channels[name.decode() if isinstance(name, bytes) else str(name)]
             for name, count in counts.items()
             if count > 0
         }
+        now = trio.current_time()
+        for node_id in node_ids:
+            if node_id in alive:
+                self._listening_at[node_id] = now
+            else:
+                self._listening_at.pop(node_id, None)
+        return alive
 
 
 def client_name(prefix: str, node_id: str) -> str:

@@ -91,3 +91,37 @@ async def test_posts_to_one_node_go_out_together_in_order_and_a_failed_publish_l
                 await a.request("gone", "echo", {"x": 2})
             assert lost == [(n, "NodeUnreachable") for n in range(5)]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_sockets_command_to_a_node_heard_just_now_is_not_counted_other_requests_are() -> (
+    None
+):
+    """A socket's command (``request``) to a node Redis counted within the last second goes out
+    without waiting for the count: once that node stops, it waits for its deadline (the
+    liveness check ends such sockets); any other request learns at once that nobody listens."""
+    url, prefix = redis_url_or_skip(), bus_prefix()
+    a, b = Bus(url, "a", prefix=prefix), Bus(url, "b", prefix=prefix)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await _start(nursery, a, [])
+            b_scope = trio.CancelScope()
+
+            async def serve_b(task_status: trio.TaskStatus[None]) -> None:
+                with b_scope:
+                    await _start(nursery_b, b, [])
+                    task_status.started()
+                    await trio.sleep_forever()
+
+            async with trio.open_nursery() as nursery_b:
+                await nursery_b.start(serve_b)
+                assert await a.request("b", "request", {"x": 1}) == {"echo": 1, "by": "b"}
+                nursery_b.cancel_scope.cancel()  # b stops listening
+            while "b" in await a.listening(["b"]):
+                await trio.sleep(0.01)  # Redis drops its subscription as the connection closes
+            a._listening_at["b"] = trio.current_time()  # as if counted just before it stopped
+            with pytest.raises(trio.TooSlowError):
+                with trio.fail_after(0.3):
+                    await a.request("b", "request", {"x": 2})
+            with pytest.raises(NodeUnreachable):
+                await a.request("b", "connect", {"x": 3})
+            nursery.cancel_scope.cancel()
