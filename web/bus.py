@@ -207,12 +207,13 @@ class Bus:
     def __init__(self, url: str, node_id: str, *, prefix: str = "livechat") -> None:
         self.node_id = node_id
         self._prefix = prefix
+        self.client_name = client_name(prefix, node_id)  # CLIENT LIST names the node
         self._client: coredis.Redis[bytes] = coredis.Redis.from_url(
             url,
             decode_responses=False,
             connect_timeout=CONNECT_TIMEOUT_S,
             stream_timeout=COMMAND_TIMEOUT_S,
-            client_name=client_name(prefix, node_id),  # CLIENT LIST names the node
+            client_name=self.client_name,
         )
         self._waiting: dict[str, _Waiter] = {}
         self._links: dict[str, _Link] = {}

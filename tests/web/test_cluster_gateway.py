@@ -4,6 +4,8 @@ lost on the bus ends that socket, whose client then resumes by sequence and miss
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from engine import (
 from engine.messages import EventPush
 from storage import open_storage
 from tests.redis_server import bus_prefix, redis_url_or_skip
-from web.bus import Bus, client_name
+from web.bus import Bus
 from web.cluster import ClusterGateway
 from web.ownership import Ownership
 
@@ -39,6 +41,28 @@ async def _node(
     return gateway
 
 
+@contextlib.asynccontextmanager
+async def _two_nodes(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[ClusterGateway, ClusterGateway, VisitorPrincipal, trio.Nursery]]:
+    """Two nodes on one database and the real Redis; node-a owns the workspace of the
+    visitor ``me``."""
+    url, prefix = redis_url_or_skip(), bus_prefix()
+    database = f"sqlite:///{tmp_path}/cluster.db"
+    async with (
+        open_storage(database) as storage_a,
+        open_storage(database) as storage_b,
+        trio.open_nursery() as nursery,
+    ):
+        workspace = await storage_a.create_workspace(name="w")
+        visitor = await storage_a.create_visitor(workspace.id, token_hash="h")
+        node_a = await _node(nursery, storage_a, "node-a", url, prefix)
+        node_b = await _node(nursery, storage_b, "node-b", url, prefix)
+        assert await node_a.ownership.owner_of(workspace.id) == "node-a"
+        me = VisitorPrincipal(workspace_id=workspace.id, visitor_id=visitor.id)
+        yield node_a, node_b, me, nursery
+
+
 async def _events_until_end(inbox: trio.MemoryReceiveChannel[Any]) -> list[int]:
     """Sequence numbers of the message events a socket received until its outbox ended."""
     seqs = []
@@ -51,21 +75,8 @@ async def _events_until_end(inbox: trio.MemoryReceiveChannel[Any]) -> list[int]:
 async def test_a_push_lost_on_the_bus_ends_the_proxied_socket_and_the_resume_misses_nothing(
     tmp_path: Path,
 ) -> None:
-    url, prefix = redis_url_or_skip(), bus_prefix()
-    database = f"sqlite:///{tmp_path}/cluster.db"
     with trio.fail_after(30):
-        async with (
-            open_storage(database) as storage_a,
-            open_storage(database) as storage_b,
-            trio.open_nursery() as nursery,
-        ):
-            workspace = await storage_a.create_workspace(name="w")
-            visitor = await storage_a.create_visitor(workspace.id, token_hash="h")
-            node_a = await _node(nursery, storage_a, "node-a", url, prefix)
-            node_b = await _node(nursery, storage_b, "node-b", url, prefix)
-            assert await node_a.ownership.owner_of(workspace.id) == "node-a"
-            me = VisitorPrincipal(workspace_id=workspace.id, visitor_id=visitor.id)
-
+        async with _two_nodes(tmp_path) as (node_a, node_b, me, nursery):
             send, inbox = trio.open_memory_channel[Any](64)
             conn = await node_b.connect(me, send, connection_id="s1", meta=ConnectionMeta())
             acks = []
@@ -121,29 +132,17 @@ async def test_a_node_that_lost_its_bus_subscription_ends_its_proxied_sockets(
 ) -> None:
     """What was published to a node while it was not subscribed is lost, and no later push may
     come to show the gap: once it listens again, its proxied sockets end and resume."""
-    url, prefix = redis_url_or_skip(), bus_prefix()
-    database = f"sqlite:///{tmp_path}/cluster.db"
     with trio.fail_after(30):
-        async with (
-            open_storage(database) as storage_a,
-            open_storage(database) as storage_b,
-            trio.open_nursery() as nursery,
-        ):
-            workspace = await storage_a.create_workspace(name="w")
-            visitor = await storage_a.create_visitor(workspace.id, token_hash="h")
-            node_a = await _node(nursery, storage_a, "node-a", url, prefix)
-            node_b = await _node(nursery, storage_b, "node-b", url, prefix)
-            assert await node_a.ownership.owner_of(workspace.id) == "node-a"
-            me = VisitorPrincipal(workspace_id=workspace.id, visitor_id=visitor.id)
+        async with _two_nodes(tmp_path) as (_, node_b, me, nursery):
             send, inbox = trio.open_memory_channel[Any](64)
             conn = await node_b.connect(me, send, connection_id="s1", meta=ConnectionMeta())
             sent = await node_b.request(conn, SendMessage(client_msg_id="m0", text="0"))
 
+            url = redis_url_or_skip()
             admin: coredis.Redis[bytes] = coredis.Redis.from_url(url, decode_responses=False)
             async with admin:
-                name = client_name(prefix, "node-b").encode()
                 listed = await admin.client_list(type_=PureToken.PUBSUB)
-                ids = [c["id"] for c in listed if c.get("name") == name.decode()]
+                ids = [c["id"] for c in listed if c.get("name") == node_b.bus.client_name]
                 assert ids, "node-b's subscription is in CLIENT LIST under its name"
                 for client_id in ids:
                     await admin.client_kill(identifier=int(client_id))
