@@ -34,6 +34,9 @@ def test_canned_response_note_and_history_search(server: Server, browser: Any) -
         console.locator("#mine-list li button").first.click()
 
         box = console.locator("#composer-input")
+        # The chat opens on the hash change after the click: typing before it would send the
+        # first key to a hidden composer (the CI run lost the "/" that way).
+        expect(box).to_be_focused(timeout=TIMEOUT_MS)
         box.press_sequentially("/tha", delay=30)
         suggestion = console.locator("#canned-suggest li").first
         expect(suggestion).to_contain_text("/thanks")
