@@ -220,6 +220,7 @@ class Bus:
         self._listening_at: dict[str, float] = {}  # node -> when Redis last counted it
         self._nursery: trio.Nursery | None = None  # serve's: the links' publishers run there
         self._sync_windows = self._client.register_script(_SYNC_WINDOWS_LUA)
+        self._login_failures = self._client.register_script(_LOGIN_FAILURES_LUA)
         self.metrics = BusMetrics()
 
     def channel(self, node_id: str) -> str:
@@ -484,14 +485,14 @@ class Bus:
         """One account's consecutive failed logins, shared by every node: ``op`` is "read",
         "add" (one more failure, now, kept ``forget_after_s``) or "reset" (a success). Returns
         the failures and the seconds since the last one, on Redis's clock. ``BusUnavailable``
-        when Redis does not answer within ``timeout_s`` (the caller counts alone meanwhile).
-        The script is registered here, per call: logins are rare, and hashing it is cheap."""
-        script = self._client.register_script(_LOGIN_FAILURES_LUA)
+        when Redis does not answer within ``timeout_s`` (the caller counts alone meanwhile)."""
         args = [op, int(forget_after_s * 1000)]
         started = trio.current_time()
         try:
             with trio.fail_after(timeout_s):
-                answer: Any = await script(keys=[f"{self._prefix}:limit:{key}"], args=args)
+                answer: Any = await self._login_failures(
+                    keys=[f"{self._prefix}:limit:{key}"], args=args
+                )
         except _UNAVAILABLE as err:
             self.metrics.unavailable["login_throttle"] += 1
             raise BusUnavailable(f"Redis: {type(err).__name__}") from err
