@@ -394,6 +394,7 @@ class Bus:
         finally:
             if self._links.get(node_id) is link:
                 del self._links[node_id]
+            link.room.set()  # a poster waiting for room finds the bus stopped, not a hang
             for _, on_lost in link.queue:  # the bus stopped
                 if on_lost is not None:
                     on_lost(BusUnavailable("the bus stopped"))
