@@ -139,7 +139,12 @@ class OutageProxy:
     async def _pump(
         self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
     ) -> None:
-        while data := await source.receive_some(65536):
-            await self._flowing.wait()  # during a cut: held until restore closes us
-            await sink.send_all(data)
+        # A reset on either side ends the pair, as end of stream does: caught here, since
+        # the nursery around the two pumps would wrap it in an ExceptionGroup.
+        try:
+            while data := await source.receive_some(65536):
+                await self._flowing.wait()  # during a cut: held until restore closes us
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
         both.cancel()
