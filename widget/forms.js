@@ -37,10 +37,19 @@ export function buildPrechat() {
   }
 }
 
+const UNREACHED = new Set(["disconnected", "offline", "timeout", "unavailable", "shutting_down"]);
+
 function formError(form, err) {
   let p = form.querySelector(".lc-error");
   if (!p) form.appendChild((p = h("p", { class: "lc-error", role: "alert" })));
-  p.textContent = err ? (err instanceof ProtocolError ? err.message : String(err)) : "";
+  let text = "";
+  if (err instanceof ProtocolError) {
+    // The server's refusal says what to correct; a lost connection only asks to try again.
+    text = UNREACHED.has(err.code) ? "Could not reach us just now. Please try again." : err.message;
+  } else if (err) {
+    text = String(err);
+  }
+  p.textContent = text;
   p.hidden = !err;
 }
 

@@ -325,10 +325,23 @@ function setProfile(p, { strict = false } = {}) {
   if (p.email != null) fields.email = String(p.email).slice(0, 320);
   fields.attributes = p.attributes && typeof p.attributes === "object" ? p.attributes : {};
   store.set("profile", Object.assign({}, store.get("profile", {}), fields));
-  // strict (the pre-chat form): a field the server refuses is the visitor's to correct.
-  return conn.request("update_profile", fields).catch((err) => {
-    if (strict && err && err.code === "invalid_field") throw err;
-  });
+  if (!strict) return conn.request("update_profile", fields).catch(() => {});
+  return saveProfileStrictly(fields);
+}
+
+// The pre-chat form: its fields must be saved before the first message (the server refuses a
+// message while a required field is missing). A connection lost on the way is not the
+// visitor's doing: the request (idempotent) waits for the next connection and goes again.
+// Any other refusal (a field the server rejects, a rate limit, no answer) is thrown, for the
+// form to show.
+async function saveProfileStrictly(fields) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await conn.request("update_profile", fields);
+    } catch (err) {
+      if (!(err && err.code === "disconnected") || attempt >= 3) throw err;
+    }
+  }
 }
 
 function identify(userId, signature) {

@@ -60,6 +60,55 @@ class SocketLog:
         return False
 
 
+class SocketCutter:
+    """Relays a page's sockets to the server; can swallow the server's frames, then cut."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[Any, Any]] = []
+        self.swallow = False
+        self.sent: list[dict[str, Any]] = []  # frames the page sent, in order
+        self.swallowed: list[dict[str, Any]] = []
+
+    def handle(self, ws: Any) -> None:
+        server = ws.connect_to_server()
+        self.routes.append((ws, server))
+
+        def up(message: str | bytes) -> None:
+            if isinstance(message, str):
+                self.sent.append(json.loads(message))
+            server.send(message)
+
+        def down(message: str | bytes) -> None:
+            if self.swallow:
+                if isinstance(message, str):
+                    self.swallowed.append(json.loads(message))
+                return
+            ws.send(message)
+
+        ws.on_message(up)
+        server.on_message(down)
+
+    def cut(self) -> None:
+        """Close the live socket both ways: the page sees 1013, as from a slow-consumer cut."""
+        ws, server = self.routes[-1]
+        ws.close(code=1013, reason="slow consumer, resume")
+        server.close(code=1000)
+        self.swallow = False
+
+    def sends_of(self, text: str) -> list[str]:
+        """The client_msg_id of every send of ``text`` (resends carry the same one)."""
+        return [
+            str(f.get("client_msg_id"))
+            for f in self.sent
+            if f.get("type") in ("send_message", "add_note") and f.get("text") == text
+        ]
+
+    def acked(self, text: str) -> bool:
+        """The server acknowledged a send of ``text`` (the ack may have been swallowed)."""
+        ids = {f.get("id") for f in self.sent if f.get("text") == text}
+        return any(f.get("type") == "result" and f.get("id") in ids for f in self.swallowed)
+
+
 def watch_dialogs(page: Page, seen: list[str]) -> None:
     """Any alert/confirm/prompt means script ran where it must not: record and dismiss it."""
     page.on("dialog", lambda d: (seen.append(f"{d.type}: {d.message}"), d.dismiss()))

@@ -128,7 +128,6 @@ def test_forgot_password_mails_a_link_that_sets_the_password(
     context.close()
 
 
-
 def test_a_visitor_emails_themselves_the_transcript_of_a_closed_chat(
     mail: tuple[Server, SmtpServer], browser: Any
 ) -> None:

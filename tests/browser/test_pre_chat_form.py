@@ -3,6 +3,7 @@ message leaves until the form is right (the server checks what the browser let t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,7 +11,13 @@ from typing import Any
 from playwright.sync_api import expect
 
 from tests.browser.conftest import Server, make_agent
-from tests.browser.helpers import TIMEOUT_MS, agent_console, open_widget
+from tests.browser.helpers import (
+    TIMEOUT_MS,
+    SocketCutter,
+    agent_console,
+    open_widget,
+    wait_until,
+)
 
 
 @contextmanager
@@ -45,6 +52,39 @@ def test_pre_chat_form_shows_the_servers_refusal_of_an_email(server: Server, bro
         expect(widget.locator("#lc-log .lc-msg.mine").first).to_have_attribute(
             "data-state", "sent", timeout=TIMEOUT_MS
         )
+        visitor_ctx.close()
+
+
+def test_a_connection_lost_while_the_form_is_checked_still_shows_the_servers_refusal(
+    server: Server, browser: Any
+) -> None:
+    """The server's answer to the form's profile is lost with the socket: the widget asks
+    again on the next connection and shows the refusal, instead of taking the loss for a yes
+    and sending a message the server would refuse for want of an email."""
+    agent = make_agent(server, name="Cut Form Agent")
+    cutter = SocketCutter()
+    with _pre_chat_on(server), agent_console(browser, server, agent):
+        visitor_ctx = browser.new_context()
+        visitor_ctx.route_web_socket(re.compile(r".*/ws/v1/visitor.*"), cutter.handle)
+        page = visitor_ctx.new_page()
+        widget = open_widget(page, server)
+        form = widget.locator("#lc-prechat")
+        expect(form).to_be_visible(timeout=TIMEOUT_MS)
+        widget.locator("#lc-pc-0").fill("erin@example")
+        widget.locator("#lc-prechat-msg").fill("Do you ship abroad?")
+        cutter.swallow = True
+        form.locator("button[type=submit]").click()
+        wait_until(
+            page,
+            lambda: any(f.get("type") == "update_profile" for f in cutter.sent),
+            "the form's update_profile",
+        )
+        cutter.cut()
+        expect(form.locator(".lc-error")).to_contain_text("email", timeout=TIMEOUT_MS)
+        assert len(cutter.routes) >= 2, "the widget did not reconnect"
+        expect(form).to_be_visible()
+        expect(widget.locator("#lc-log .lc-msg.mine")).to_have_count(0)
+        assert not [f for f in cutter.sent if f.get("type") == "send_message"]
         visitor_ctx.close()
 
 
