@@ -188,14 +188,22 @@ class SharedLimits:
     reads the cluster-wide totals back, in one round trip (``Bus.sync_windows``; one per
     ``SYNC_BATCH_KEYS`` keys).
 
-    A sync that fails or takes over ``SYNC_TIMEOUT_S``: its hits stay in the nodes' own windows
-    only, and for ``RETRY_S`` every window counts on this node alone; then syncs resume.
+    A sync that fails or takes over ``sync_timeout_s`` (``SYNC_TIMEOUT_S``): its hits stay in
+    the nodes' own windows only, and for ``RETRY_S`` every window counts on this node alone;
+    then syncs resume.
     Without a bus (one process) the windows are their own windows and nothing syncs.
     """
 
-    def __init__(self, bus: Bus | None, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        bus: Bus | None,
+        *,
+        clock: Clock = time.monotonic,
+        sync_timeout_s: float = SYNC_TIMEOUT_S,
+    ) -> None:
         self.bus = bus
         self.clock = clock
+        self.sync_timeout_s = sync_timeout_s
         self.metrics = bus.metrics if bus is not None else BusMetrics()
         self._windows: list[SharedWindow] = []
         self._alone_until = 0.0
@@ -232,7 +240,7 @@ class SharedLimits:
                 chunk = batch[start : start + SYNC_BATCH_KEYS]
                 sent_at = self.clock()
                 try:
-                    answers = await self.bus.sync_windows(chunk, timeout_s=SYNC_TIMEOUT_S)
+                    answers = await self.bus.sync_windows(chunk, timeout_s=self.sync_timeout_s)
                 except BusUnavailable as err:
                     self.metrics.limit_syncs["failed"] += 1
                     self.metrics.limit_fallbacks += 1
