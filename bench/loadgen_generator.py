@@ -111,7 +111,9 @@ class Generator:
         self.pending: dict[str, float] = {}
         self.delivered_ids: set[str] = set()
         self.counters: dict[tuple[int, str], int] = {}
-        self.last_seq: dict[tuple[str, int], int] = {}
+        self.last_seq: dict[tuple[str, int], int] = {}  # resume point: live and history
+        self.live_seq: dict[tuple[str, int], int] = {}  # last pushed live: must only grow
+        self.fetched_first: set[str] = set()  # first seen in a history page, not live yet
         self.stats = _PhaseStats()
         self.closed_loop_until = 0.0
         self.closing = False
@@ -303,21 +305,21 @@ class Generator:
     ) -> bool:
         """Record a delivery; True when it is a first delivery of a message to ``role``.
 
-        ``history``: fetched after a ``resync_required``; pages overlap what arrived live, so a
-        repeat there is not a duplicate, and its seqs are not in live order.
+        ``history``: fetched after a ``resync_required``. Pages overlap what arrives live on
+        the resumed socket (an event stored before the page was read can still be on its way
+        as a push), so a message seen in both is one delivery, not a duplicate, and history
+        seqs do not count against the order of live pushes.
         """
         stats = self.stats
-        if history:
-            if seq is not None:
-                key = (role, link.index)
-                self.last_seq[key] = max(seq, self.last_seq.get(key, 0))
-        elif seq is not None:
-            key = (role, link.index)
-            last = self.last_seq.get(key)
-            if last is not None and seq <= last:
-                stats.seq_violations += 1
-            else:
-                self.last_seq[key] = seq
+        key = (role, link.index)
+        if seq is not None:
+            self.last_seq[key] = max(seq, self.last_seq.get(key, 0))
+            if not history:
+                last = self.live_seq.get(key)
+                if last is not None and seq <= last:
+                    stats.seq_violations += 1
+                else:
+                    self.live_seq[key] = seq
         own = "v" if role == "visitor" else "a"
         if not msg_id or msg_id[0] not in "va":
             return False  # a system event or the pair's opening message: only its seq matters
@@ -337,8 +339,12 @@ class Generator:
                 self.delivered_ids.add(msg_id)
                 self.late_total += 1  # counted lost by its phase: the drain gave up too early
                 stats.via_history += history
+                if history:
+                    self.fetched_first.add(msg_id)
             elif history:
                 pass  # already delivered live: pages overlap
+            elif msg_id in self.fetched_first:
+                self.fetched_first.discard(msg_id)  # its live push, after the page: overlap
             elif msg_id in self.delivered_ids:
                 stats.duplicates += 1
             else:
@@ -347,6 +353,8 @@ class Generator:
         self.frames.pop(msg_id, None)
         stats.via_history += history
         self.delivered_ids.add(msg_id)
+        if history:
+            self.fetched_first.add(msg_id)
         direction = "v2a" if own == "a" else "a2v"
         stats.delivered[direction] += 1
         stats.latency_s[direction].append(now - sent_at)

@@ -125,9 +125,10 @@ async def run_storage_bench(
         for backend, url in urls.items():
             if backend == "postgresql":
                 per = await _with_pg_schema(
-                    url, lambda u: _bench_backend(
+                    url,
+                    lambda u: _bench_backend(
                         u, messages, appends, callers, queries, progress, plaintext, profile_s
-                    )
+                    ),
                 )
             else:
                 per = await _bench_backend(
