@@ -32,12 +32,12 @@ async def test_writes_queued_behind_a_busy_writer_share_one_commit(store: SQLite
     async def create(i: int) -> None:
         created[i] = await store.create_visitor(workspace.id, token_hash=f"t{i}", ip="10.0.0.1")
 
-    async with trio.open_nursery() as nursery:
-        async with store.transaction(write=True):  # the writer is busy: everyone queues
-            for i in range(WAITERS):
-                nursery.start_soon(create, i)
-            await trio.testing.wait_all_tasks_blocked()
-            transactions_before = store.write_transactions
+    # The writer is busy (an open write transaction): everyone queues behind it.
+    async with trio.open_nursery() as nursery, store.transaction(write=True):
+        for i in range(WAITERS):
+            nursery.start_soon(create, i)
+        await trio.testing.wait_all_tasks_blocked()
+        transactions_before = store.write_transactions
     assert store.write_transactions == transactions_before + 1  # one commit for all twenty
     assert sorted(created) == list(range(WAITERS))
     for i, visitor in created.items():
@@ -55,15 +55,14 @@ async def test_a_refused_write_fails_alone_and_its_group_commits(store: SQLiteSt
         except NotFound as err:
             outcomes[name] = err
 
-    async with trio.open_nursery() as nursery:
-        async with store.transaction(write=True):
-            nursery.start_soon(create, "before", workspace.id)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(create, "refused", "no-such-workspace")
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(create, "after", workspace.id)
-            await trio.testing.wait_all_tasks_blocked()
-            transactions_before = store.write_transactions
+    async with trio.open_nursery() as nursery, store.transaction(write=True):
+        nursery.start_soon(create, "before", workspace.id)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(create, "refused", "no-such-workspace")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(create, "after", workspace.id)
+        await trio.testing.wait_all_tasks_blocked()
+        transactions_before = store.write_transactions
     assert store.write_transactions == transactions_before + 1
     assert isinstance(outcomes["refused"], NotFound)
     for name in ("before", "after"):
@@ -79,14 +78,18 @@ async def test_a_write_withdrawn_while_queued_is_never_stored(store: SQLiteStora
     async def create(token_hash: str) -> None:
         kept.append(await store.create_visitor(workspace.id, token_hash=token_hash))
 
-    async with trio.open_nursery() as nursery:
-        async with store.transaction(write=True):
-            nursery.start_soon(create, "kept")
-            with trio.CancelScope() as withdrawn:
-                withdrawn.cancel()  # the caller gives up before the writer is free
-                with pytest.raises(trio.Cancelled):
-                    await store.create_visitor(workspace.id, token_hash="withdrawn")
-            await trio.testing.wait_all_tasks_blocked()
+    async def give_up_later(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await store.create_visitor(workspace.id, token_hash="withdrawn")
+        assert scope.cancelled_caught
+
+    async with trio.open_nursery() as nursery, store.transaction(write=True):
+        nursery.start_soon(create, "kept")
+        withdrawn = await nursery.start(give_up_later)
+        await trio.testing.wait_all_tasks_blocked()  # both queued behind the busy writer
+        withdrawn.cancel()  # that caller gives up before the writer is free
+        await trio.testing.wait_all_tasks_blocked()
     assert [v.token_hash for v in kept] == ["kept"]
     found = await store.find_visitor_by_token_hash(workspace.id, "withdrawn")
     assert found is None
