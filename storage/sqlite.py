@@ -130,12 +130,8 @@ class _Connection:
         try:
             self.raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                q = next(program)
-                while True:
-                    q = program.send(self.execute(q))
-            except StopIteration as stop:
+                value = self._drive(program)
                 self.raw.execute("COMMIT")
-                value: T = stop.value
                 return value
             finally:
                 program.close()
@@ -175,8 +171,8 @@ class _Connection:
                 if self.raw.in_transaction:
                     self.raw.execute("ROLLBACK")
         except Exception as err:
-            for write in writes:
-                if write.outcome is None or any(write is ok for ok, _ in succeeded):
+            for write in writes:  # a success gets its outcome only after the commit
+                if write.outcome is None:
                     write.outcome = outcome.Error(self._ours(err))
             return
         finally:
